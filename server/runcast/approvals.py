@@ -1,0 +1,181 @@
+"""Approval rules as plain code: who may vote, quorum, self-approval, expiry, first decision wins.
+
+An approval is settled by its first `reject` vote (a veto: fail closed), by `quorum` approve votes from distinct
+people, by expiry (auto-reject), or by a cancel of the run. Once settled it never changes again.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from .protocol import ErrorCode, ProtocolError, now_iso
+
+ADMIN = "admin"
+DEFAULT_APPROVER_ROLES = ("approver",)
+EXPIRED_REASON = "The approval expired before anyone decided; it was rejected automatically."
+
+
+class ApprovalPolicy(BaseModel):
+    """Per-tool approval policy, named in an agents module."""
+
+    roles: list[str] = Field(default_factory=lambda: list(DEFAULT_APPROVER_ROLES))  # admin may always decide
+    quorum: int = Field(default=1, ge=1)
+    allow_self: bool = True  # may the person who started the run approve its calls?
+    expires_s: float | None = Field(default=None, gt=0)
+
+    def wire(self) -> dict[str, Any]:
+        return {"roles": self.roles, "quorum": self.quorum, "allow_self": self.allow_self}
+
+
+class Person(BaseModel):
+    sub: str
+    name: str
+    roles: list[str] = Field(default_factory=list)
+
+    def ref(self) -> dict[str, str]:
+        return {"sub": self.sub, "name": self.name}
+
+
+class Vote(BaseModel):
+    sub: str
+    name: str
+    decision: Literal["approve", "reject"]
+    reason: str | None = None
+    always: bool = False
+    at: str
+
+
+class Approval(BaseModel):
+    approval_id: str
+    call_id: str
+    tool: str
+    arguments: str
+    agent: str | None
+    policy: ApprovalPolicy
+    requested_at: str
+    expires_at: float | None = None  # epoch seconds, server clock
+    status: Literal["pending", "approved", "rejected", "cancelled"] = "pending"
+    votes: list[Vote] = Field(default_factory=list)
+    decided: dict[str, Any] | None = None  # the approval.decided data, once settled
+
+    @property
+    def settled(self) -> bool:
+        return self.status != "pending"
+
+    def tally(self) -> dict[str, int]:
+        return {
+            "approve": sum(v.decision == "approve" for v in self.votes),
+            "reject": sum(v.decision == "reject" for v in self.votes),
+            "needed": self.policy.quorum,
+        }
+
+    def requested_data(self) -> dict[str, Any]:
+        return {
+            "approval_id": self.approval_id,
+            "call_id": self.call_id,
+            "tool": self.tool,
+            "arguments": self.arguments,
+            "agent": self.agent,
+            "policy": self.policy.wire(),
+            "expires_at": now_iso(self.expires_at) if self.expires_at is not None else None,
+        }
+
+
+def may_decide(person: Person, policy: ApprovalPolicy) -> bool:
+    return ADMIN in person.roles or any(r in person.roles for r in policy.roles)
+
+
+def _winner_detail(ap: Approval) -> dict[str, Any]:
+    d = ap.decided or {}
+    return {"approval_id": ap.approval_id, "decision": d.get("decision") or ap.status, "by": d.get("by"), "decided_at": d.get("decided_at")}
+
+
+def vote(
+    ap: Approval,
+    person: Person,
+    decision: Literal["approve", "reject"],
+    reason: str | None,
+    always: bool,
+    now: float,
+    started_by: str | None,
+) -> tuple[str, list[tuple[str, dict[str, Any]]]]:
+    """Apply one vote in place. Returns the outcome (`decided` or `voted`) and the events to log.
+
+    Raises ProtocolError: forbidden, already_decided (naming the winner), not_pending, expired.
+    The caller handles `expired` by settling the approval with `expire()`.
+    """
+    if ap.status == "cancelled":
+        raise ProtocolError(ErrorCode.NOT_PENDING, f"approval {ap.approval_id} was cancelled with its run", approval_id=ap.approval_id)
+    if ap.settled:
+        d = ap.decided or {}
+        who = (d.get("by") or {}).get("name") or (d.get("by") or {}).get("policy") or "someone"
+        raise ProtocolError(
+            ErrorCode.ALREADY_DECIDED,
+            f"approval {ap.approval_id} was already decided: {d.get('decision')} by {who}",
+            winner=_winner_detail(ap),
+        )
+    if not may_decide(person, ap.policy):
+        raise ProtocolError(
+            ErrorCode.FORBIDDEN,
+            f"{ap.tool} may be approved only by roles {', '.join(ap.policy.roles)} (or admin); you have {', '.join(person.roles) or 'none'}",
+        )
+    if not ap.policy.allow_self and started_by == person.sub:
+        raise ProtocolError(ErrorCode.FORBIDDEN, f"{ap.tool} needs someone other than the person who started the run to approve it")
+    if any(v.sub == person.sub for v in ap.votes):
+        raise ProtocolError(
+            ErrorCode.FORBIDDEN, f"you already voted on {ap.approval_id}; it needs {ap.policy.quorum} different people"
+        )
+    if ap.expires_at is not None and now >= ap.expires_at:
+        raise ProtocolError(ErrorCode.EXPIRED, f"approval {ap.approval_id} expired at {now_iso(ap.expires_at)}")
+    at = now_iso(now)
+    ap.votes.append(Vote(sub=person.sub, name=person.name, decision=decision, reason=reason, always=always, at=at))
+    tally = ap.tally()
+    if decision == "reject" or tally["approve"] >= ap.policy.quorum:
+        ap.status = "approved" if decision == "approve" else "rejected"
+        ap.decided = {
+            "approval_id": ap.approval_id,
+            "call_id": ap.call_id,
+            "decision": decision,
+            "by": person.ref(),
+            "reason": reason,
+            "always": always,
+            "decided_at": at,
+            "tool": ap.tool,
+            "arguments": ap.arguments,  # what exactly was approved
+            "tally": tally,
+        }
+        if ap.policy.quorum > 1:
+            ap.decided["voters"] = [{"sub": v.sub, "name": v.name, "decision": v.decision} for v in ap.votes]
+        return "decided", [("approval.decided", dict(ap.decided))]
+    data = {"approval_id": ap.approval_id, "by": person.ref(), "decision": decision, "reason": reason, "tally": tally}
+    return "voted", [("approval.voted", data)]
+
+
+def expire(ap: Approval, now: float) -> list[tuple[str, dict[str, Any]]]:
+    """Settle an overdue approval as rejected by policy."""
+    if ap.settled or ap.expires_at is None or now < ap.expires_at:
+        return []
+    at = now_iso(now)
+    ap.status = "rejected"
+    ap.decided = {
+        "approval_id": ap.approval_id,
+        "call_id": ap.call_id,
+        "decision": "reject",
+        "by": {"policy": "expired"},
+        "reason": EXPIRED_REASON,
+        "always": False,
+        "decided_at": at,
+        "tool": ap.tool,
+        "arguments": ap.arguments,
+        "tally": ap.tally(),
+    }
+    return [("approval.expired", {"approval_id": ap.approval_id}), ("approval.decided", dict(ap.decided))]
+
+
+def cancel(ap: Approval) -> list[tuple[str, dict[str, Any]]]:
+    if ap.settled:
+        return []
+    ap.status = "cancelled"
+    return [("approval.cancelled", {"approval_id": ap.approval_id})]

@@ -1,0 +1,109 @@
+"""The backend interface: where runs live. The hub and the worker only ever talk to this.
+
+`memory` (one process) and `redis` (many nodes) implement it with the same behaviour; one test suite runs against both.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Any, Callable
+
+from ..protocol import ErrorCode, Event, ProtocolError
+from ..runs import Job, RunRecord, Transition, WireEvents
+
+OnEvents = Callable[[list[Event]], None]
+OnSignal = Callable[[str, dict[str, Any]], None]
+
+
+class Conflict(Exception):
+    """The record changed since it was read (compare-and-set lost); read again and retry."""
+
+
+class NotOwner(Exception):
+    """A worker tried to write to a run it no longer owns (its lease was lost, or the run ended)."""
+
+
+class LogTrimmed(ProtocolError):
+    def __init__(self, run_id: str, first_kept: int) -> None:
+        super().__init__(
+            ErrorCode.LOG_TRIMMED,
+            f"events of run {run_id} before seq {first_kept} are no longer kept; resubscribe with since >= {first_kept - 1}"
+            " or fetch the run's current state over HTTP",
+            first_kept=first_kept,
+        )
+
+
+class Subscription(abc.ABC):
+    @abc.abstractmethod
+    async def close(self) -> None: ...
+
+
+class Backend(abc.ABC):
+    name = "abstract"
+
+    async def start(self) -> None:  # noqa: B027 - optional hook
+        pass
+
+    async def close(self) -> None:  # noqa: B027
+        pass
+
+    # ---- the run log and its live feed
+    @abc.abstractmethod
+    async def append(self, run_id: str, events: WireEvents, *, owner: str | None = None) -> list[Event]:
+        """Give the events the next seqs, log them, then publish them. With `owner`, refuse (NotOwner) unless that
+        worker still runs the run."""
+
+    @abc.abstractmethod
+    async def read(self, run_id: str, after: int = 0, upto: int | None = None, limit: int | None = None) -> list[Event]:
+        """Logged events with after < seq <= upto, ascending. LogTrimmed if some of them are no longer kept."""
+
+    @abc.abstractmethod
+    async def head(self, run_id: str) -> int: ...
+
+    @abc.abstractmethod
+    async def subscribe(self, run_id: str, on_events: OnEvents) -> Subscription:
+        """Live events of one run, as they are appended (at most once: the hub fills holes from the log)."""
+
+    # ---- run records: every change is a Transition committed with compare-and-set on `version`
+    @abc.abstractmethod
+    async def create(self, tr: Transition) -> list[Event]: ...
+
+    @abc.abstractmethod
+    async def get(self, run_id: str) -> RunRecord | None: ...
+
+    @abc.abstractmethod
+    async def list_runs(self, limit: int = 50) -> list[RunRecord]:
+        """Newest first."""
+
+    @abc.abstractmethod
+    async def commit(self, tr: Transition, expected_version: int) -> list[Event]:
+        """Atomically: check the stored version, store tr.record (version + 1), append tr.events, queue tr.jobs.
+        Raises Conflict when the version moved."""
+
+    # ---- saved RunStates (the SDK's own JSON; never from a client)
+    @abc.abstractmethod
+    async def save_state(self, run_id: str, segment: int, state: str) -> None: ...
+
+    @abc.abstractmethod
+    async def load_state(self, run_id: str) -> str | None: ...
+
+    # ---- the queue of runs to start or resume: each job is taken by exactly one worker
+    @abc.abstractmethod
+    async def take_job(self, worker_id: str, timeout: float) -> Job | None: ...
+
+    async def ack_job(self, job: Job) -> None:  # noqa: B027
+        pass
+
+    # ---- signals to whichever worker runs a run (cancel)
+    @abc.abstractmethod
+    async def signal(self, run_id: str, message: dict[str, Any]) -> None: ...
+
+    @abc.abstractmethod
+    async def listen_signals(self, on_signal: OnSignal) -> Subscription: ...
+
+    # ---- timers: paused runs with an approval deadline, running runs with a lease
+    @abc.abstractmethod
+    async def due_runs(self, now: float) -> list[str]: ...
+
+    async def ping(self) -> bool:
+        return True

@@ -1,0 +1,142 @@
+"""The one-process backend: everything in dicts. Each method runs without awaiting in between, so it is atomic."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from ..protocol import Event, make_event
+from ..runs import Job, RunRecord, Transition, WireEvents
+from .base import Backend, Conflict, LogTrimmed, NotOwner, OnEvents, OnSignal, Subscription
+
+
+class _Sub(Subscription):
+    def __init__(self, registry: dict[Any, list[Any]], key: Any, cb: Any) -> None:
+        self._registry, self._key, self._cb = registry, key, cb
+        registry.setdefault(key, []).append(cb)
+
+    async def close(self) -> None:
+        cbs = self._registry.get(self._key, [])
+        if self._cb in cbs:
+            cbs.remove(self._cb)
+        if not cbs:
+            self._registry.pop(self._key, None)
+
+
+class MemoryBackend(Backend):
+    name = "memory"
+
+    def __init__(self, max_log: int | None = None) -> None:
+        self.max_log = max_log
+        self._logs: dict[str, list[Event]] = {}
+        self._first: dict[str, int] = {}  # first seq still kept, per run
+        self._records: dict[str, RunRecord] = {}
+        self._states: dict[str, str] = {}
+        self._subs: dict[Any, list[Any]] = {}
+        self._signal_subs: dict[Any, list[Any]] = {}
+        self._jobs: asyncio.Queue[Job] = asyncio.Queue()
+
+    # ---- log
+    def _append(self, run_id: str, events: WireEvents) -> list[Event]:
+        if not events:
+            return []
+        log = self._logs.setdefault(run_id, [])
+        first = self._first.setdefault(run_id, 1)
+        seq = first + len(log)
+        now = time.time()
+        out = [make_event(run_id, seq + i, t, d, now) for i, (t, d) in enumerate(events)]
+        log.extend(out)
+        if self.max_log is not None and len(log) > self.max_log:
+            drop = len(log) - self.max_log
+            del log[:drop]
+            self._first[run_id] = first + drop
+        for cb in list(self._subs.get(run_id, [])):
+            cb(out)
+        return out
+
+    async def append(self, run_id: str, events: WireEvents, *, owner: str | None = None) -> list[Event]:
+        if owner is not None:
+            rec = self._records.get(run_id)
+            if rec is None or rec.status != "running" or rec.owner != owner:
+                raise NotOwner(run_id)
+        return self._append(run_id, events)
+
+    async def read(self, run_id: str, after: int = 0, upto: int | None = None, limit: int | None = None) -> list[Event]:
+        log = self._logs.get(run_id, [])
+        first = self._first.get(run_id, 1)
+        if after + 1 < first:
+            raise LogTrimmed(run_id, first)
+        start = after + 1 - first
+        stop = len(log) if upto is None else max(start, min(len(log), upto + 1 - first))
+        if limit is not None:
+            stop = min(stop, start + limit)
+        return log[start:stop]
+
+    async def head(self, run_id: str) -> int:
+        return self._first.get(run_id, 1) + len(self._logs.get(run_id, [])) - 1
+
+    async def subscribe(self, run_id: str, on_events: OnEvents) -> Subscription:
+        return _Sub(self._subs, run_id, on_events)
+
+    # ---- records
+    async def create(self, tr: Transition) -> list[Event]:
+        rid = tr.record.run_id
+        if rid in self._records:
+            raise Conflict(rid)
+        self._records[rid] = tr.record.model_copy(deep=True)
+        for job in tr.jobs:
+            self._jobs.put_nowait(job)
+        return self._append(rid, tr.events)
+
+    async def get(self, run_id: str) -> RunRecord | None:
+        rec = self._records.get(run_id)
+        return rec.model_copy(deep=True) if rec is not None else None
+
+    async def list_runs(self, limit: int = 50) -> list[RunRecord]:
+        recs = sorted(self._records.values(), key=lambda r: (r.created_at, r.run_id), reverse=True)
+        return [r.model_copy(deep=True) for r in recs[:limit]]
+
+    async def commit(self, tr: Transition, expected_version: int) -> list[Event]:
+        rid = tr.record.run_id
+        cur = self._records.get(rid)
+        if cur is None or cur.version != expected_version:
+            raise Conflict(rid)
+        rec = tr.record.model_copy(deep=True)
+        rec.version = expected_version + 1
+        self._records[rid] = rec
+        events = self._append(rid, tr.events)
+        for job in tr.jobs:
+            self._jobs.put_nowait(job)
+        return events
+
+    # ---- states
+    async def save_state(self, run_id: str, segment: int, state: str) -> None:
+        self._states[run_id] = state
+
+    async def load_state(self, run_id: str) -> str | None:
+        return self._states.get(run_id)
+
+    # ---- jobs
+    async def take_job(self, worker_id: str, timeout: float) -> Job | None:
+        try:
+            return await asyncio.wait_for(self._jobs.get(), timeout)
+        except asyncio.TimeoutError:
+            return None
+
+    # ---- signals
+    async def signal(self, run_id: str, message: dict[str, Any]) -> None:
+        for cb in list(self._signal_subs.get("*", [])):
+            cb(run_id, message)
+
+    async def listen_signals(self, on_signal: OnSignal) -> Subscription:
+        return _Sub(self._signal_subs, "*", on_signal)
+
+    # ---- timers
+    async def due_runs(self, now: float) -> list[str]:
+        out = []
+        for rid, rec in self._records.items():
+            d = rec.deadline()
+            if (d is not None and d <= now) or (rec.status == "running" and rec.lease_until is not None and rec.lease_until <= now):
+                out.append(rid)
+        return out

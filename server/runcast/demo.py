@@ -1,0 +1,262 @@
+"""Built-in demo agents with an offline, scripted model: Runcast works with no key and no network.
+
+The model is stateless: it reads the conversation it is given and decides the next step from it, so a run resumed
+by another worker (in another process) continues correctly. Text streams word by word at a pace a person can
+watch (``RUNCAST_DEMO_DELAY`` seconds per delta, default 0.04).
+
+The tools pretend: nothing is deleted, restarted or deployed. When ``RUNCAST_DEMO_TOOL_LOG`` names a file, every
+tool execution appends a JSON line to it, so tests can count executions in the tool itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import time
+from dataclasses import dataclass
+from typing import Any, AsyncIterator, Callable
+
+from agents import Agent, function_tool
+from agents.items import ModelResponse
+from agents.models.interface import Model
+from agents.usage import Usage
+from openai.types.responses import (
+    Response,
+    ResponseCompletedEvent,
+    ResponseContentPartAddedEvent,
+    ResponseCreatedEvent,
+    ResponseFunctionCallArgumentsDeltaEvent,
+    ResponseFunctionToolCall,
+    ResponseOutputItemAddedEvent,
+    ResponseOutputItemDoneEvent,
+    ResponseOutputMessage,
+    ResponseOutputText,
+    ResponseReasoningItem,
+    ResponseReasoningSummaryTextDeltaEvent,
+    ResponseTextDeltaEvent,
+    ResponseUsage,
+)
+from openai.types.responses.response_reasoning_item import Summary
+from openai.types.responses.response_usage import InputTokensDetails, OutputTokensDetails
+
+from .approvals import ApprovalPolicy
+from .registry import AgentSpec, Registry
+
+
+def _delay() -> float:
+    return float(os.environ.get("RUNCAST_DEMO_DELAY", "0.04"))
+
+
+def _log_execution(tool: str, **args: Any) -> None:
+    path = os.environ.get("RUNCAST_DEMO_TOOL_LOG")
+    if path:
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(json.dumps({"tool": tool, "args": args, "pid": os.getpid(), "ts": time.time()}) + "\n")
+
+
+# ------------------------------------------------------------------------------------------------ tools
+
+SCRATCH = ["scratch/build-cache.tar", "scratch/old-logs.zip", "scratch/tmp-export.csv"]
+
+
+@function_tool
+def list_files(path: str) -> str:
+    """List the files in a folder (harmless: needs no approval)."""
+    _log_execution("list_files", path=path)
+    return "\n".join(f"{p} ({s})" for p, s in zip(SCRATCH, ("2.1 GB", "340 MB", "12 MB")))
+
+
+@function_tool(needs_approval=True)
+def delete_files(paths: list[str]) -> str:
+    """Delete files for good (needs a teammate's approval). The demo deletes nothing."""
+    _log_execution("delete_files", paths=paths)
+    return f"deleted {len(paths)} files: {', '.join(paths)}"
+
+
+@function_tool(needs_approval=True)
+def restart_service(service: str) -> str:
+    """Restart a production service (needs approval)."""
+    _log_execution("restart_service", service=service)
+    return f"restarted {service}; health checks green after 4s"
+
+
+@function_tool(needs_approval=True)
+def deploy(version: str, environment: str) -> str:
+    """Deploy a release (needs two approvals)."""
+    _log_execution("deploy", version=version, environment=environment)
+    return f"deployed {version} to {environment}"
+
+
+# ------------------------------------------------------------------------------------------------ the scripted model
+
+
+@dataclass
+class Step:
+    text: str
+    call: tuple[str, dict[str, Any]] | None = None
+    reasoning: str | None = None
+
+
+def _get(item: Any, key: str) -> Any:
+    return item.get(key) if isinstance(item, dict) else getattr(item, key, None)
+
+
+def tool_results(input_: Any) -> dict[str, str]:
+    """tool name -> output text of the calls already answered in this conversation."""
+    items = input_ if isinstance(input_, list) else []
+    names = {_get(i, "call_id"): _get(i, "name") for i in items if _get(i, "type") == "function_call"}
+    return {names.get(_get(i, "call_id"), "?"): str(_get(i, "output")) for i in items if _get(i, "type") == "function_call_output"}
+
+
+def janitor_script(input_: Any) -> Step:
+    done = tool_results(input_)
+    if "delete_files" in done:
+        out = done["delete_files"]
+        if out.startswith("deleted"):
+            return Step(f"Done. I {out}. That frees about 2.4 GB, and nothing else in the folder was touched.")
+        return Step(f"Understood, I left every file where it was. The reviewer's answer was: \"{out}\" "
+                    "If you want, I can delete only some of them.")
+    if "list_files" in done:
+        return Step(
+            "I found three temporary files, about 2.4 GB in all. Deleting files cannot be undone, "
+            "so I will ask a teammate to approve it before I go ahead.",
+            ("delete_files", {"paths": list(SCRATCH)}),
+        )
+    return Step(
+        "Hello! I am the janitor agent. I will look at the scratch folder first, "
+        "then suggest what can be removed safely.",
+        ("list_files", {"path": "scratch/"}),
+        reasoning="The user wants disk space back. List first, delete only with approval.",
+    )
+
+
+def triage_script(input_: Any) -> Step:
+    return Step("This sounds like an operations request. I am handing you over to the Ops agent, who can restart services.",
+                ("transfer_to_ops", {}))
+
+
+def ops_script(input_: Any) -> Step:
+    done = tool_results(input_)
+    if "restart_service" in done:
+        out = done["restart_service"]
+        if out.startswith("restarted"):
+            return Step(f"Ops here: {out}. Error rates are back to normal.")
+        return Step(f"Ops here: I did not restart anything. The reviewer said: \"{out}\"")
+    return Step("Ops here. The web service is returning errors; a restart usually clears it. "
+                "Restarting production needs an approval.", ("restart_service", {"service": "web"}))
+
+
+def release_script(input_: Any) -> Step:
+    done = tool_results(input_)
+    if "deploy" in done:
+        out = done["deploy"]
+        if out.startswith("deployed"):
+            return Step(f"Release finished: {out}. I will watch the dashboards for the next hour.")
+        return Step(f"The release is on hold. The reviewers said: \"{out}\"")
+    return Step("Release 2.4.1 passed every check in staging. Deploying to production needs two approvers.",
+                ("deploy", {"version": "2.4.1", "environment": "production"}))
+
+
+def _chunks(text: str) -> list[str]:
+    return re.findall(r"\S+\s*", text) or [text]
+
+
+class DemoModel(Model):
+    """An Agents SDK `Model` that follows a script; it streams like the Responses API does."""
+
+    def __init__(self, script: Callable[[Any], Step], delay: float | None = None) -> None:
+        self.script = script
+        self.delay = delay
+
+    async def get_response(self, system_instructions, input, model_settings, tools, output_schema, handoffs, tracing,
+                           *, previous_response_id=None, conversation_id=None, prompt=None) -> ModelResponse:  # noqa: A002
+        resp = self._response(self.script(input), input)
+        return ModelResponse(output=resp.output, usage=Usage(requests=1, input_tokens=resp.usage.input_tokens,
+                             output_tokens=resp.usage.output_tokens, total_tokens=resp.usage.total_tokens), response_id=resp.id)
+
+    def _response(self, step: Step, input_: Any) -> Response:
+        n = len(input_) if isinstance(input_, list) else 1
+        tag = f"{n}_{abs(hash(step.text)) % 10**8}"
+        output: list[Any] = []
+        if step.reasoning:
+            output.append(ResponseReasoningItem(id=f"rs_{tag}", type="reasoning", summary=[Summary(text=step.reasoning, type="summary_text")]))
+        output.append(ResponseOutputMessage(type="message", id=f"msg_{tag}", role="assistant", status="completed",
+                                            content=[ResponseOutputText(type="output_text", text=step.text, annotations=[], logprobs=[])]))
+        if step.call:
+            name, args = step.call
+            output.append(ResponseFunctionToolCall(type="function_call", id=f"fc_{tag}", call_id=f"call_{tag}", name=name,
+                                                   arguments=json.dumps(args), status="completed"))
+        words = len(step.text.split())
+        usage = ResponseUsage(input_tokens=40 * n, output_tokens=words, total_tokens=40 * n + words,
+                              input_tokens_details=InputTokensDetails(cached_tokens=0, cache_write_tokens=0),
+                              output_tokens_details=OutputTokensDetails(reasoning_tokens=0))
+        return Response(id=f"resp_{tag}", created_at=time.time(), model="runcast-demo", object="response", output=output,
+                        tool_choice="auto", tools=[], parallel_tool_calls=False, status="completed", usage=usage)
+
+    async def stream_response(self, system_instructions, input, model_settings, tools, output_schema, handoffs, tracing,
+                              *, previous_response_id=None, conversation_id=None, prompt=None) -> AsyncIterator[Any]:  # noqa: A002
+        step = self.script(input)
+        resp = self._response(step, input)
+        delay = _delay() if self.delay is None else self.delay
+        seq = iter(range(100_000))
+        yield ResponseCreatedEvent(type="response.created", sequence_number=next(seq),
+                                   response=resp.model_copy(update={"output": [], "status": "in_progress"}))
+        for idx, item in enumerate(resp.output):
+            if item.type == "reasoning":
+                yield ResponseOutputItemAddedEvent(type="response.output_item.added", output_index=idx, sequence_number=next(seq),
+                                                   item=item.model_copy(update={"summary": []}))
+                for w in _chunks(item.summary[0].text):
+                    if delay:
+                        await asyncio.sleep(delay / 2)
+                    yield ResponseReasoningSummaryTextDeltaEvent(type="response.reasoning_summary_text.delta", item_id=item.id,
+                                                                 output_index=idx, summary_index=0, delta=w,
+                                                                 sequence_number=next(seq), obfuscation=None)
+            elif item.type == "message":
+                yield ResponseOutputItemAddedEvent(type="response.output_item.added", output_index=idx, sequence_number=next(seq),
+                                                   item=item.model_copy(update={"content": [], "status": "in_progress"}))
+                yield ResponseContentPartAddedEvent(type="response.content_part.added", item_id=item.id, output_index=idx,
+                                                    content_index=0, sequence_number=next(seq),
+                                                    part=ResponseOutputText(type="output_text", text="", annotations=[], logprobs=[]))
+                for w in _chunks(item.content[0].text):
+                    if delay:
+                        await asyncio.sleep(delay)
+                    yield ResponseTextDeltaEvent(type="response.output_text.delta", item_id=item.id, output_index=idx,
+                                                 content_index=0, delta=w, logprobs=[], sequence_number=next(seq))
+            else:
+                yield ResponseOutputItemAddedEvent(type="response.output_item.added", output_index=idx, item=item,
+                                                   sequence_number=next(seq))
+                for part in _chunks(item.arguments):
+                    yield ResponseFunctionCallArgumentsDeltaEvent(type="response.function_call_arguments.delta", item_id=item.id,
+                                                                  output_index=idx, delta=part, sequence_number=next(seq))
+            yield ResponseOutputItemDoneEvent(type="response.output_item.done", output_index=idx, item=item, sequence_number=next(seq))
+        yield ResponseCompletedEvent(type="response.completed", response=resp, sequence_number=next(seq))
+
+
+# ------------------------------------------------------------------------------------------------ the demo agents
+
+
+def demo_registry(model: str | None = None, delay: float | None = None, expires_s: float | None = 600) -> Registry:
+    """The built-in agents. With `model` (a real model name, needs OPENAI_API_KEY) they talk to OpenAI instead."""
+
+    def m(script: Callable[[Any], Step]) -> Any:
+        return model if model else DemoModel(script, delay)
+
+    janitor = Agent(name="Janitor", model=m(janitor_script), tools=[list_files, delete_files],
+                    instructions="You tidy the scratch folder. List files with list_files first, then delete the temporary "
+                                 "ones with delete_files, which a teammate must approve. Say briefly what you do.")
+    ops = Agent(name="Ops", model=m(ops_script), tools=[restart_service],
+                instructions="You are the on-call ops agent. Restart the web service with restart_service.")
+    triage = Agent(name="Triage", model=m(triage_script), handoffs=[ops],
+                   instructions="Route operations requests to the Ops agent with a handoff.")
+    release = Agent(name="Release", model=m(release_script), tools=[deploy],
+                    instructions="You ship releases. Deploy version 2.4.1 to production with the deploy tool.")
+    return Registry({
+        "demo": AgentSpec(janitor, {"delete_files": ApprovalPolicy(roles=["approver"], expires_s=expires_s)},
+                          description="Lists the scratch folder, then asks to delete three files (one approver)."),
+        "demo-handoff": AgentSpec(triage, {"restart_service": ApprovalPolicy(roles=["approver", "operator"], expires_s=expires_s)},
+                                  description="Triage hands off to Ops, who asks to restart a service."),
+        "demo-quorum": AgentSpec(release, {"deploy": ApprovalPolicy(roles=["approver"], quorum=2, expires_s=expires_s)},
+                                 description="Asks to deploy to production; two different approvers must agree."),
+    })

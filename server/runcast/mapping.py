@@ -1,0 +1,205 @@
+"""Agents SDK stream events -> wire events (PROTOCOL.md), and the merging of fast text deltas.
+
+Plain code: `EventMapper.map(sdk_event)` returns `(type, data)` pairs; `DeltaCoalescer` decides, given the clock,
+when buffered deltas leave. The worker feeds both and appends what comes out.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Iterable
+
+# Tool outputs and arguments are cut to this many characters on the wire, with `truncated: true`.
+MAX_OUTPUT_CHARS = 16_384
+Wire = tuple[str, dict[str, Any]]
+
+
+def _get(obj: Any, key: str, default: Any = None) -> Any:
+    if isinstance(obj, dict):
+        return obj.get(key, default)
+    return getattr(obj, key, default)
+
+
+def _agent_name(agent: Any) -> str | None:
+    return getattr(agent, "name", None) if agent is not None else None
+
+
+def _safe_item_agent(item: Any) -> str | None:
+    try:
+        return _agent_name(item.agent)
+    except Exception:  # noqa: BLE001 - agents are weakref-backed; a collected one has no name to give
+        return None
+
+
+def cut(text: str, limit: int = MAX_OUTPUT_CHARS) -> tuple[str, bool]:
+    return (text, False) if len(text) <= limit else (text[:limit], True)
+
+
+def to_text(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    if hasattr(value, "model_dump_json"):
+        return value.model_dump_json()
+    try:
+        return json.dumps(value, ensure_ascii=False, default=str)
+    except Exception:  # noqa: BLE001
+        return str(value)
+
+
+def _handoff_target(agent: Any, tool_name: str | None) -> str | None:
+    """The agent a `transfer_to_*` call goes to, read from the calling agent's handoffs."""
+    for h in getattr(agent, "handoffs", None) or []:
+        name = getattr(h, "tool_name", None)
+        target = getattr(h, "agent_name", None)
+        if name is None and hasattr(h, "name"):  # a plain Agent in `handoffs`
+            from agents import Handoff
+
+            name, target = Handoff.default_tool_name(h), h.name
+        if name == tool_name:
+            return target
+    if tool_name and tool_name.startswith("transfer_to_"):
+        return tool_name[len("transfer_to_") :]
+    return None
+
+
+class EventMapper:
+    """Maps one run's SDK events. Keeps what the mapping needs across events (current agent, item -> call ids)."""
+
+    def __init__(self, current_agent: str | None = None) -> None:
+        self.current_agent = current_agent
+        self._call_ids: dict[str, str] = {}  # function_call item id -> call_id (argument deltas name the item)
+        self.usage: dict[str, int] = {"requests": 0, "input_tokens": 0, "output_tokens": 0, "total_tokens": 0}
+
+    def map(self, ev: Any) -> list[Wire]:
+        kind = getattr(ev, "type", None)
+        if kind == "raw_response_event":
+            return self._raw(ev.data)
+        if kind == "agent_updated_stream_event":
+            name = _agent_name(ev.new_agent)
+            if name == self.current_agent:
+                return []  # the SDK re-announces the agent at every start and resume
+            self.current_agent = name
+            return [("agent.updated", {"agent": name})]
+        if kind == "run_item_stream_event":
+            return self._item(ev.name, ev.item)
+        return []
+
+    def _raw(self, d: Any) -> list[Wire]:
+        t = _get(d, "type")
+        if t == "response.output_text.delta":
+            return [("message.delta", {"item_id": _get(d, "item_id"), "delta": _get(d, "delta") or ""})]
+        if t in ("response.reasoning_summary_text.delta", "response.reasoning_text.delta"):
+            return [("reasoning.delta", {"item_id": _get(d, "item_id"), "delta": _get(d, "delta") or ""})]
+        if t == "response.output_item.added":
+            item = _get(d, "item")
+            if _get(item, "type") == "function_call" and _get(item, "id"):
+                self._call_ids[_get(item, "id")] = _get(item, "call_id")
+            return []
+        if t == "response.function_call_arguments.delta":
+            item_id = _get(d, "item_id")
+            return [("tool.args.delta", {"call_id": self._call_ids.get(item_id, item_id), "delta": _get(d, "delta") or ""})]
+        if t == "response.completed":
+            usage = _get(_get(d, "response"), "usage")
+            if usage is not None:
+                self.usage["requests"] += 1
+                for k in ("input_tokens", "output_tokens", "total_tokens"):
+                    self.usage[k] += int(_get(usage, k, 0) or 0)
+            return []
+        return []  # response.created, *.done, content parts: folded into the events above
+
+    def _item(self, name: str, item: Any) -> list[Wire]:
+        raw = getattr(item, "raw_item", None)
+        agent = _safe_item_agent(item)
+        if name == "message_output_created":
+            from agents import ItemHelpers
+
+            return [("message.completed", {"item_id": _get(raw, "id"), "text": ItemHelpers.text_message_output(item), "agent": agent})]
+        if name == "tool_called":
+            args, truncated = cut(to_text(_get(raw, "arguments", "") or ""))
+            data = {"call_id": item.call_id, "tool": item.tool_name or _get(raw, "name") or _get(raw, "type"), "arguments": args, "agent": agent}
+            if truncated:
+                data["truncated"] = True
+            return [("tool.called", data)]
+        if name == "tool_output":
+            out, truncated = cut(to_text(getattr(item, "output", "")))
+            data = {"call_id": item.call_id, "output": out}
+            if truncated:
+                data["truncated"] = True
+            return [("tool.output", data)]
+        if name == "handoff_requested":
+            return [("handoff.requested", {"from": agent, "to": _handoff_target(item.agent, _get(raw, "name")), "call_id": _get(raw, "call_id")})]
+        if name == "handoff_occured":  # sic: the SDK's spelling
+            return [("handoff.completed", {"from": _agent_name(item.source_agent), "to": _agent_name(item.target_agent)})]
+        if name == "reasoning_item_created":
+            summary = "\n".join(_get(s, "text", "") for s in (_get(raw, "summary") or []))
+            return [("reasoning.completed", {"item_id": _get(raw, "id"), "summary": summary})]
+        if name == "mcp_list_tools":
+            tools = [_get(t, "name") for t in (_get(raw, "tools") or [])]
+            return [("mcp.tools_listed", {"server": _get(raw, "server_label"), "tools": tools})]
+        if name == "mcp_approval_requested":
+            return [(
+                "mcp.approval.requested",
+                {"request_id": _get(raw, "id"), "server": _get(raw, "server_label"), "tool": _get(raw, "name"), "arguments": _get(raw, "arguments")},
+            )]
+        if name == "mcp_approval_response":
+            return [(
+                "mcp.approval.responded",
+                {"request_id": _get(raw, "approval_request_id"), "approved": bool(_get(raw, "approve")), "reason": _get(raw, "reason")},
+            )]
+        if name == "tool_search_called":
+            return [("tool.search.called", {"item_id": _get(raw, "id"), "agent": agent})]
+        if name == "tool_search_output_created":
+            return [("tool.search.output", {"item_id": _get(raw, "id"), "agent": agent})]
+        return [("item.unknown", {"name": name, "agent": agent})]  # a newer SDK name: forwarded, never dropped silently
+
+
+_MERGE_KEY = {"message.delta": "item_id", "reasoning.delta": "item_id", "tool.args.delta": "call_id"}
+
+
+class DeltaCoalescer:
+    """Merges consecutive deltas of one item that arrive within `window_s`, so a run is not one frame per token.
+
+    push() returns the events ready to append now; due(now) returns a buffered delta whose window has passed;
+    flush() returns whatever is buffered (call it before any non-delta event and at the end of a stream).
+    """
+
+    def __init__(self, window_s: float = 0.025, max_chars: int = 4096) -> None:
+        self.window_s = window_s
+        self.max_chars = max_chars
+        self._buf: Wire | None = None
+        self._since = 0.0
+
+    @property
+    def pending(self) -> bool:
+        return self._buf is not None
+
+    def deadline(self) -> float | None:
+        return self._since + self.window_s if self._buf is not None else None
+
+    def push(self, events: Iterable[Wire], now: float) -> list[Wire]:
+        out: list[Wire] = []
+        for kind, data in events:
+            key = _MERGE_KEY.get(kind)
+            if key is None:
+                out += self.flush()
+                out.append((kind, data))
+                continue
+            if self._buf is not None and self._buf[0] == kind and self._buf[1][key] == data[key]:
+                self._buf[1]["delta"] += data["delta"]
+            else:
+                out += self.flush()
+                self._buf, self._since = (kind, dict(data)), now
+            if now - self._since >= self.window_s or len(self._buf[1]["delta"]) >= self.max_chars:
+                out += self.flush()
+        return out
+
+    def due(self, now: float) -> list[Wire]:
+        if self._buf is not None and now - self._since >= self.window_s:
+            return self.flush()
+        return []
+
+    def flush(self) -> list[Wire]:
+        if self._buf is None:
+            return []
+        buf, self._buf = self._buf, None
+        return [buf]

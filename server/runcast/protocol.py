@@ -1,0 +1,304 @@
+"""The wire protocol of PROTOCOL.md, version 1, as plain code: frames, encodings, error and close codes.
+
+Nothing here touches a socket. The hub decodes a frame with `decode_frame`, turns it into a typed command with
+`parse_command`, and encodes what it sends with `encode_control` or `Event.encode`.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from typing import Annotated, Any, Literal, Union
+
+import msgpack
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, TypeAdapter, ValidationError
+
+PROTOCOL_VERSION = 1
+SUBPROTOCOL_JSON = "runcast.v1.json"
+SUBPROTOCOL_MSGPACK = "runcast.v1.msgpack"
+SUBPROTOCOLS = (SUBPROTOCOL_JSON, SUBPROTOCOL_MSGPACK)
+Encoding = Literal["json", "msgpack"]
+
+# Largest client frame the application accepts; a larger one gets a `too_large` error and is dropped.
+# (A frame over the transport limit, `ws_max_size`, closes the socket with 1009 before it reaches us.)
+MAX_FRAME_BYTES = 64 * 1024
+MAX_TEXT = 20_000  # start input
+MAX_REASON = 2_000
+
+
+class ErrorCode:
+    BAD_FRAME = "bad_frame"
+    BAD_REQUEST = "bad_request"
+    UNKNOWN_TYPE = "unknown_type"
+    UNAUTHENTICATED = "unauthenticated"
+    FORBIDDEN = "forbidden"
+    NOT_FOUND = "not_found"
+    ALREADY_DECIDED = "already_decided"
+    NOT_PENDING = "not_pending"
+    EXPIRED = "expired"
+    RATE_LIMITED = "rate_limited"
+    TOO_LARGE = "too_large"
+    LOG_TRIMMED = "log_trimmed"
+    INTERNAL = "internal"
+
+
+HTTP_STATUS = {
+    ErrorCode.BAD_FRAME: 400,
+    ErrorCode.BAD_REQUEST: 400,
+    ErrorCode.UNKNOWN_TYPE: 400,
+    ErrorCode.UNAUTHENTICATED: 401,
+    ErrorCode.FORBIDDEN: 403,
+    ErrorCode.NOT_FOUND: 404,
+    ErrorCode.ALREADY_DECIDED: 409,
+    ErrorCode.NOT_PENDING: 409,
+    ErrorCode.EXPIRED: 410,
+    ErrorCode.LOG_TRIMMED: 410,
+    ErrorCode.RATE_LIMITED: 429,
+    ErrorCode.TOO_LARGE: 413,
+    ErrorCode.INTERNAL: 500,
+}
+
+
+class CloseCode:
+    NORMAL = 1000
+    POLICY = 1008
+    TOO_BIG = 1009
+    RESTARTING = 1012
+    UNAUTHENTICATED = 4401
+    SLOW_CONSUMER = 4408
+
+
+class ProtocolError(Exception):
+    """A refusal with a stable code. `detail` is merged into the error frame."""
+
+    def __init__(self, code: str, message: str, **detail: Any) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.detail = detail
+
+
+# --------------------------------------------------------------------------------------------- client commands
+
+_strict = ConfigDict(strict=True, extra="ignore")
+RunId = Annotated[StrictStr, Field(min_length=1, max_length=128)]
+CommandId = Annotated[StrictStr, Field(max_length=128)]
+
+
+class _Command(BaseModel):
+    model_config = _strict
+    id: CommandId | None = None
+
+
+class Hello(_Command):
+    type: Literal["hello"]
+    token: Annotated[StrictStr, Field(min_length=1, max_length=8192)]
+    client: Annotated[StrictStr, Field(max_length=200)] | None = None
+
+
+class Subscribe(_Command):
+    type: Literal["subscribe"]
+    run_id: RunId
+    since: Annotated[StrictInt, Field(ge=0)] | None = None
+
+
+class Unsubscribe(_Command):
+    type: Literal["unsubscribe"]
+    run_id: RunId
+
+
+class Decide(_Command):
+    type: Literal["decide"]
+    run_id: RunId
+    approval_id: Annotated[StrictStr, Field(min_length=1, max_length=128)]
+    decision: Literal["approve", "reject"]
+    reason: Annotated[StrictStr, Field(max_length=MAX_REASON)] | None = None
+    always: StrictBool = False
+
+
+class Cancel(_Command):
+    type: Literal["cancel"]
+    run_id: RunId
+    mode: Literal["immediate", "after_turn"] = "immediate"
+
+
+class Start(_Command):
+    type: Literal["start"]
+    agent: Annotated[StrictStr, Field(min_length=1, max_length=200)]
+    input: Annotated[StrictStr, Field(max_length=MAX_TEXT)]
+
+
+class Ping(_Command):
+    type: Literal["ping"]
+
+
+Command = Union[Hello, Subscribe, Unsubscribe, Decide, Cancel, Start, Ping]
+_COMMANDS: dict[str, TypeAdapter[Any]] = {
+    m.model_fields["type"].annotation.__args__[0]: TypeAdapter(m)  # type: ignore[union-attr]
+    for m in (Hello, Subscribe, Unsubscribe, Decide, Cancel, Start, Ping)
+}
+COMMAND_TYPES = tuple(_COMMANDS)
+
+
+def decode_frame(payload: str | bytes, encoding: Encoding) -> dict[str, Any]:
+    """Bytes or text off the socket -> a dict, or ProtocolError(bad_frame / too_large)."""
+    if len(payload) > MAX_FRAME_BYTES:
+        raise ProtocolError(ErrorCode.TOO_LARGE, f"frame of {len(payload)} bytes is over the {MAX_FRAME_BYTES} byte limit")
+    try:
+        if encoding == "msgpack" and isinstance(payload, (bytes, bytearray)):
+            obj = msgpack.unpackb(payload, raw=False, strict_map_key=True)
+        else:
+            obj = json.loads(payload)
+    except Exception as exc:  # noqa: BLE001 - any decoder failure is the client's bad frame
+        kind = "msgpack" if encoding == "msgpack" and isinstance(payload, (bytes, bytearray)) else "JSON"
+        raise ProtocolError(ErrorCode.BAD_FRAME, f"frame is not valid {kind}: {exc}") from None
+    if not isinstance(obj, dict):
+        raise ProtocolError(ErrorCode.BAD_FRAME, f"frame must be an object, got {type(obj).__name__}")
+    return obj
+
+
+def parse_command(obj: dict[str, Any]) -> Command:
+    """A decoded frame -> a typed command, or ProtocolError(bad_request / unknown_type)."""
+    cid = obj.get("id") if isinstance(obj.get("id"), str) else None
+    kind = obj.get("type")
+    if not isinstance(kind, str):
+        raise ProtocolError(ErrorCode.BAD_REQUEST, "field 'type' is missing or not a string", id=cid)
+    adapter = _COMMANDS.get(kind)
+    if adapter is None:
+        raise ProtocolError(
+            ErrorCode.UNKNOWN_TYPE, f"unknown command type {kind!r}; expected one of {', '.join(COMMAND_TYPES)}", id=cid
+        )
+    try:
+        return adapter.validate_python(obj)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = ".".join(str(p) for p in err["loc"]) or "frame"
+        raise ProtocolError(ErrorCode.BAD_REQUEST, f"field '{field}': {err['msg']}", id=cid, field=field) from None
+
+
+# --------------------------------------------------------------------------------------------- server frames
+
+
+def now_iso(ts: float | None = None) -> str:
+    dt = datetime.fromtimestamp(ts, timezone.utc) if ts is not None else datetime.now(timezone.utc)
+    return dt.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class User(BaseModel):
+    sub: str
+    name: str
+    roles: list[str]
+
+
+class Welcome(BaseModel):
+    type: Literal["welcome"] = "welcome"
+    connection_id: str
+    user: User
+    server: str
+    heartbeat_s: float
+    protocol: int = PROTOCOL_VERSION
+
+
+class Ack(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    type: Literal["ack"] = "ack"
+    id: str | None = None
+
+
+class ErrorFrame(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    type: Literal["error"] = "error"
+    id: str | None = None
+    code: str
+    message: str
+    run_id: str | None = None
+
+
+class Sync(BaseModel):
+    type: Literal["sync"] = "sync"
+    run_id: str
+    head_seq: int
+    status: str
+
+
+class Pong(BaseModel):
+    type: Literal["pong"] = "pong"
+    id: str | None = None
+
+
+class RunEvent(BaseModel):
+    """The shape of every logged event. Backends build these as dicts (hot path); this model documents and checks them."""
+
+    run_id: str
+    seq: int
+    ts: str
+    type: str
+    data: dict[str, Any]
+
+
+def error_frame(err: ProtocolError, run_id: str | None = None) -> dict[str, Any]:
+    detail = dict(err.detail)
+    cid = detail.pop("id", None)
+    frame = ErrorFrame(id=cid, code=err.code, message=err.message, run_id=run_id or detail.pop("run_id", None), **detail)
+    return frame.model_dump(exclude_none=True)
+
+
+def encode(frame: dict[str, Any], encoding: Encoding) -> str | bytes:
+    if encoding == "msgpack":
+        return msgpack.packb(frame, use_bin_type=True)
+    return json.dumps(frame, separators=(",", ":"), ensure_ascii=False)
+
+
+def control(model: BaseModel, encoding: Encoding) -> str | bytes:
+    return encode(model.model_dump(exclude_none=True), encoding)
+
+
+class Event:
+    """One logged run event, with its encodings cached: a node encodes each event once per encoding."""
+
+    __slots__ = ("frame", "_json", "_msgpack")
+
+    def __init__(self, frame: dict[str, Any], packed: bytes | None = None) -> None:
+        self.frame = frame
+        self._json: str | None = None
+        self._msgpack: bytes | None = packed
+
+    @classmethod
+    def unpack(cls, packed: bytes) -> "Event":
+        return cls(msgpack.unpackb(packed, raw=False), packed)
+
+    @property
+    def seq(self) -> int:
+        return self.frame["seq"]
+
+    @property
+    def type(self) -> str:
+        return self.frame["type"]
+
+    @property
+    def run_id(self) -> str:
+        return self.frame["run_id"]
+
+    @property
+    def data(self) -> dict[str, Any]:
+        return self.frame["data"]
+
+    def packed(self) -> bytes:
+        if self._msgpack is None:
+            self._msgpack = msgpack.packb(self.frame, use_bin_type=True)
+        return self._msgpack
+
+    def json(self) -> str:
+        if self._json is None:
+            self._json = json.dumps(self.frame, separators=(",", ":"), ensure_ascii=False)
+        return self._json
+
+    def encode(self, encoding: Encoding) -> str | bytes:
+        return self.packed() if encoding == "msgpack" else self.json()
+
+    def __repr__(self) -> str:
+        return f"Event({self.run_id}#{self.seq} {self.type})"
+
+
+def make_event(run_id: str, seq: int, type_: str, data: dict[str, Any], ts: float | None = None) -> Event:
+    return Event({"run_id": run_id, "seq": seq, "ts": now_iso(ts), "type": type_, "data": data})

@@ -1,0 +1,246 @@
+"""The run record and its state machine, as plain code.
+
+Every change to a run is a pure function here: it takes a copy of the record and returns a `Transition` with the
+new record, the events to log and the jobs to queue. A backend commits a transition atomically (compare-and-set
+on `version`, append the events, queue the jobs), so two nodes racing on one run can never both win.
+
+    queued --claim--> running --paused--> paused --(all decided)--> resuming --claim--> running ... --> completed
+                         |                   |                           |                          failed
+                         +------cancel-------+-----------cancel----------+----------------------->  cancelled
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from . import approvals as rules
+from .approvals import Approval, Person
+from .protocol import ErrorCode, ProtocolError, now_iso
+
+Status = Literal["queued", "running", "paused", "resuming", "completed", "failed", "cancelled"]
+TERMINAL = ("completed", "failed", "cancelled")
+WireEvents = list[tuple[str, dict[str, Any]]]
+
+
+class Job(BaseModel):
+    kind: Literal["start", "resume"]
+    run_id: str
+    segment: int
+
+
+class RunRecord(BaseModel):
+    run_id: str
+    agent: str
+    input: str
+    started_by: dict[str, str]
+    created_at: str
+    status: Status = "queued"
+    version: int = 0
+    segment: int = 0  # 1 for the first stream, +1 for each resume
+    owner: str | None = None  # the worker streaming the current segment
+    lease_until: float | None = None
+    cancel: dict[str, Any] | None = None  # a cancel asked for while running: {by, mode}
+    approvals: dict[str, Approval] = Field(default_factory=dict)
+    pending: list[str] = Field(default_factory=list)  # approval ids of the current pause
+    output: Any = None
+    error: dict[str, Any] | None = None
+    updated_at: float = 0.0
+
+    @property
+    def terminal(self) -> bool:
+        return self.status in TERMINAL
+
+    def deadline(self) -> float | None:
+        """The earliest expiry among this pause's open approvals (for the backend's timer index)."""
+        times = [
+            a.expires_at for a in (self.approvals[i] for i in self.pending) if not a.settled and a.expires_at is not None
+        ]
+        return min(times) if self.status == "paused" and times else None
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "agent": self.agent,
+            "status": self.status,
+            "input": self.input,
+            "started_by": self.started_by,
+            "created_at": self.created_at,
+            "segment": self.segment,
+        }
+
+    def detail(self) -> dict[str, Any]:
+        d = self.summary()
+        d["pending_approvals"] = [
+            {**self.approvals[i].requested_data(), "status": self.approvals[i].status, "tally": self.approvals[i].tally()}
+            for i in self.pending
+            if self.status == "paused"
+        ]
+        d["approvals"] = [a.decided for a in self.approvals.values() if a.decided]
+        d["output"] = self.output
+        d["error"] = self.error
+        return d
+
+
+@dataclass
+class Transition:
+    record: RunRecord
+    events: WireEvents = field(default_factory=list)
+    jobs: list[Job] = field(default_factory=list)
+    result: dict[str, Any] = field(default_factory=dict)
+    error: ProtocolError | None = None  # committed anyway, then raised to the caller (e.g. an expiry found by a vote)
+
+
+def _copy(rec: RunRecord, now: float) -> RunRecord:
+    new = rec.model_copy(deep=True)
+    new.updated_at = now
+    return new
+
+
+def new_run(run_id: str, agent: str, input_: str, person: Person, now: float) -> Transition:
+    rec = RunRecord(run_id=run_id, agent=agent, input=input_, started_by=person.ref(), created_at=now_iso(now), updated_at=now)
+    ev = [("run.started", {"agent": agent, "input": input_, "started_by": person.ref()})]
+    return Transition(rec, ev, [Job(kind="start", run_id=run_id, segment=1)], {"run_id": run_id})
+
+
+def claim(rec: RunRecord, job: Job, owner: str, now: float, lease_s: float | None = None) -> Transition:
+    """A worker takes a job: queued -> running (start) or resuming -> running (resume, logs `run.resumed`)."""
+    want = "queued" if job.kind == "start" else "resuming"
+    if rec.status != want or (job.kind == "resume" and rec.segment + 1 != job.segment):
+        raise ProtocolError(ErrorCode.NOT_PENDING, f"run {rec.run_id} is {rec.status}; nothing to {job.kind}")
+    new = _copy(rec, now)
+    new.status, new.owner, new.segment = "running", owner, job.segment
+    new.lease_until = now + lease_s if lease_s else None
+    events: WireEvents = []
+    if job.kind == "resume":
+        decisions = [
+            {k: new.approvals[i].decided.get(k) for k in ("approval_id", "call_id", "decision", "by", "reason", "always")}  # type: ignore[union-attr]
+            for i in new.pending
+        ]
+        events.append(("run.resumed", {"decisions": decisions, "segment": job.segment}))
+    return Transition(new, events)
+
+
+def _check_owner(rec: RunRecord, owner: str) -> None:
+    if rec.status != "running" or rec.owner != owner:
+        raise ProtocolError(ErrorCode.NOT_PENDING, f"run {rec.run_id} is {rec.status} and not owned by {owner}")
+
+
+def renew(rec: RunRecord, owner: str, now: float, lease_s: float) -> Transition:
+    _check_owner(rec, owner)
+    new = _copy(rec, now)
+    new.lease_until = now + lease_s
+    return Transition(new)
+
+
+def pause(rec: RunRecord, owner: str, new_approvals: list[Approval], now: float) -> Transition:
+    """The stream ended with interruptions and the state is saved: open the approvals. A cancel asked for meanwhile wins."""
+    _check_owner(rec, owner)
+    if rec.cancel:
+        return finish(rec, owner, "cancelled", {}, now)
+    new = _copy(rec, now)
+    new.status, new.owner, new.lease_until = "paused", None, None
+    new.pending = [a.approval_id for a in new_approvals]
+    events: WireEvents = []
+    for ap in new_approvals:
+        new.approvals[ap.approval_id] = ap
+        events.append(("approval.requested", ap.requested_data()))
+    events.append(("run.paused", {"pending": list(new.pending), "segment": new.segment}))
+    return Transition(new, events)
+
+
+def _settle_if_done(new: RunRecord, tr: Transition) -> None:
+    if new.status == "paused" and all(new.approvals[i].settled for i in new.pending):
+        new.status = "resuming"
+        tr.jobs.append(Job(kind="resume", run_id=new.run_id, segment=new.segment + 1))
+
+
+def decide(
+    rec: RunRecord,
+    approval_id: str,
+    person: Person,
+    decision: Literal["approve", "reject"],
+    reason: str | None,
+    always: bool,
+    now: float,
+) -> Transition:
+    ap0 = rec.approvals.get(approval_id)
+    if ap0 is None:
+        raise ProtocolError(ErrorCode.NOT_FOUND, f"run {rec.run_id} has no approval {approval_id}")
+    new = _copy(rec, now)
+    ap = new.approvals[approval_id]
+    if not ap.settled and (rec.status != "paused" or approval_id not in rec.pending):
+        raise ProtocolError(ErrorCode.NOT_PENDING, f"approval {approval_id} is not open (run is {rec.status})")
+    tr = Transition(new)
+    try:
+        outcome, events = rules.vote(ap, person, decision, reason, always, now, rec.started_by.get("sub"))
+    except ProtocolError as err:
+        if err.code != ErrorCode.EXPIRED:
+            raise
+        tr.events = rules.expire(ap, now)
+        _settle_if_done(new, tr)
+        tr.error = err
+        return tr
+    tr.events = events
+    tr.result = {"outcome": outcome, "approval_id": approval_id}
+    _settle_if_done(new, tr)
+    return tr
+
+
+def expire_due(rec: RunRecord, now: float) -> Transition | None:
+    if rec.status != "paused":
+        return None
+    new = _copy(rec, now)
+    tr = Transition(new)
+    for i in new.pending:
+        tr.events += rules.expire(new.approvals[i], now)
+    if not tr.events:
+        return None
+    _settle_if_done(new, tr)
+    return tr
+
+
+def cancel(rec: RunRecord, person: Person, mode: str, now: float) -> Transition:
+    """Cancel beats approve: a paused or resuming run ends here, so its approved tools never run."""
+    if rec.terminal:
+        raise ProtocolError(ErrorCode.NOT_PENDING, f"run {rec.run_id} already {rec.status}")
+    new = _copy(rec, now)
+    by = person.ref()
+    if rec.status == "running":
+        if new.cancel is None:
+            new.cancel = {"by": by, "mode": mode}
+        return Transition(new, [], [], {"signal": True, "mode": new.cancel["mode"]})
+    events: WireEvents = []
+    for i in new.pending:
+        events += rules.cancel(new.approvals[i])
+    new.status, new.owner, new.lease_until, new.cancel = "cancelled", None, None, {"by": by, "mode": mode}
+    events.append(("run.cancelled", {"by": by, "mode": mode}))
+    return Transition(new, events, [], {"signal": False})
+
+
+def finish(rec: RunRecord, owner: str, kind: Literal["completed", "failed", "cancelled"], data: dict[str, Any], now: float) -> Transition:
+    _check_owner(rec, owner)
+    new = _copy(rec, now)
+    new.status, new.owner, new.lease_until = kind, None, None
+    if kind == "completed":
+        new.output = data.get("output")
+        events: WireEvents = [("run.completed", data)]
+    elif kind == "failed":
+        new.error = data
+        events = [("run.failed", data)]
+    else:
+        c = new.cancel or {"by": None, "mode": "immediate"}
+        events = [("run.cancelled", {"by": c["by"], "mode": c["mode"]})]
+    return Transition(new, events)
+
+
+def worker_lost(rec: RunRecord, now: float) -> Transition | None:
+    """A running segment whose lease ran out: fail it rather than replay tools that may have run."""
+    if rec.status != "running" or rec.lease_until is None or now < rec.lease_until:
+        return None
+    new = _copy(rec, now)
+    new.status, new.owner, new.lease_until = "failed", None, None
+    new.error = {"code": "worker_lost", "message": f"the worker running segment {rec.segment} stopped renewing its lease"}
+    return Transition(new, [("run.failed", dict(new.error))])
