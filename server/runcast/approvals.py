@@ -87,6 +87,14 @@ def may_decide(person: Person, policy: ApprovalPolicy) -> bool:
     return ADMIN in person.roles or any(r in person.roles for r in policy.roles)
 
 
+def check_role(ap: Approval, person: Person) -> None:
+    if not may_decide(person, ap.policy):
+        raise ProtocolError(
+            ErrorCode.FORBIDDEN,
+            f"{ap.tool} may be approved only by roles {', '.join(ap.policy.roles)} (or admin); you have {', '.join(person.roles) or 'none'}",
+        )
+
+
 def _winner_detail(ap: Approval) -> dict[str, Any]:
     d = ap.decided or {}
     return {"approval_id": ap.approval_id, "decision": d.get("decision") or ap.status, "by": d.get("by"), "decided_at": d.get("decided_at")}
@@ -106,6 +114,7 @@ def vote(
     Raises ProtocolError: forbidden, already_decided (naming the winner), not_pending, expired.
     The caller handles `expired` by settling the approval with `expire()`.
     """
+    check_role(ap, person)
     if ap.status == "cancelled":
         raise ProtocolError(ErrorCode.NOT_PENDING, f"approval {ap.approval_id} was cancelled with its run", approval_id=ap.approval_id)
     if ap.settled:
@@ -115,11 +124,6 @@ def vote(
             ErrorCode.ALREADY_DECIDED,
             f"approval {ap.approval_id} was already decided: {d.get('decision')} by {who}",
             winner=_winner_detail(ap),
-        )
-    if not may_decide(person, ap.policy):
-        raise ProtocolError(
-            ErrorCode.FORBIDDEN,
-            f"{ap.tool} may be approved only by roles {', '.join(ap.policy.roles)} (or admin); you have {', '.join(person.roles) or 'none'}",
         )
     if not ap.policy.allow_self and started_by == person.sub:
         raise ProtocolError(ErrorCode.FORBIDDEN, f"{ap.tool} needs someone other than the person who started the run to approve it")

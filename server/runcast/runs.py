@@ -169,6 +169,7 @@ def decide(
     ap0 = rec.approvals.get(approval_id)
     if ap0 is None:
         raise ProtocolError(ErrorCode.NOT_FOUND, f"run {rec.run_id} has no approval {approval_id}")
+    rules.check_role(ap0, person)
     new = _copy(rec, now)
     ap = new.approvals[approval_id]
     if not ap.settled and (rec.status != "paused" or approval_id not in rec.pending):

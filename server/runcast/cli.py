@@ -1,0 +1,188 @@
+"""`runcast serve`, `runcast worker`, `runcast token`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import secrets
+import signal
+import sys
+from pathlib import Path
+
+from . import __version__, auth
+
+log = logging.getLogger("runcast")
+TRANSPORT_MAX_FRAME = 1024 * 1024  # a frame over this closes the socket with 1009
+
+
+def _registry(args: argparse.Namespace):  # noqa: ANN202
+    from .demo import demo_registry
+    from .registry import Registry
+
+    reg = Registry()
+    for name in args.agents or ["demo"]:
+        if name == "demo":
+            reg.update(demo_registry(model=args.model))
+        else:
+            sys.path.insert(0, os.getcwd())
+            reg.update(Registry.from_module(name))
+    return reg
+
+
+def _backend(args: argparse.Namespace):  # noqa: ANN202
+    if args.redis:
+        try:
+            from .backends.redis import RedisBackend
+        except ImportError as exc:  # pragma: no cover
+            raise SystemExit(f"runcast: the Redis backend is not available: {exc}") from None
+        return RedisBackend(args.redis)
+    from .backends.memory import MemoryBackend
+
+    return MemoryBackend()
+
+
+def _setup(args: argparse.Namespace) -> None:
+    logging.basicConfig(level=os.environ.get("RUNCAST_LOG_LEVEL", "INFO"), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.model and not os.environ.get("OPENAI_API_KEY"):
+        raise SystemExit("runcast: --model needs OPENAI_API_KEY; without it the demo agents use the offline scripted model")
+    if not os.environ.get("OPENAI_API_KEY"):
+        from agents import set_tracing_disabled
+
+        set_tracing_disabled(True)  # nothing leaves the machine without a key
+
+
+def serve(args: argparse.Namespace) -> None:
+    import uvicorn
+
+    from .hub import Hub, Settings, create_app
+
+    _setup(args)
+    secret = os.environ.get("RUNCAST_SECRET")
+    dev = args.dev or not secret
+    if not secret:
+        secret = secrets.token_urlsafe(32)
+    client_dir = Path(args.client_dir) if args.client_dir else Path(__file__).resolve().parents[2] / "client_js"
+    settings = Settings(
+        secret=secret,
+        dev=dev,
+        allowed_origins=args.allow_origin or [],
+        heartbeat_s=args.heartbeat,
+        run_worker=not args.no_worker,
+        worker_concurrency=args.concurrency,
+        lease_s=args.lease if args.redis else None,
+        client_dir=client_dir,
+    )
+    if args.max_queue:
+        settings.max_queue = args.max_queue
+    hub = Hub(_backend(args), _registry(args), settings)
+    app = create_app(hub)
+    shown = "127.0.0.1" if args.host in ("0.0.0.0", "::", "") else args.host
+    base = f"http://{shown}:{args.port}"
+    print(f"runcast {__version__}: {hub.backend.name} backend, {'hub + worker' if settings.run_worker else 'hub only'}, "
+          f"agents: {', '.join(hub.registry.names())}", flush=True)
+    if not os.environ.get("RUNCAST_SECRET"):
+        you = auth.issue(secret, "you", "You", ["admin"], ttl_s=7 * 86400)
+        alex = auth.issue(secret, "alex", "Alex", ["approver"], ttl_s=7 * 86400)
+        vic = auth.issue(secret, "vic", "Vic", ["viewer"], ttl_s=7 * 86400)
+        print("\nNo RUNCAST_SECRET set: made one for this process (tokens end with it).", flush=True)
+        print(f"  Open the monitor as an admin:          {base}/#token={you}", flush=True)
+        print(f"  A teammate who may approve (Alex):     {base}/#token={alex}", flush=True)
+        print(f"  A viewer who may only watch (Vic):     {base}/#token={vic}\n", flush=True)
+    config = uvicorn.Config(
+        app,
+        host=args.host,
+        port=args.port,
+        ws="websockets-sansio",
+        ws_max_size=TRANSPORT_MAX_FRAME,
+        ws_ping_interval=settings.heartbeat_s,
+        ws_ping_timeout=settings.heartbeat_s,
+        log_level=os.environ.get("RUNCAST_UVICORN_LOG", "warning"),
+        lifespan="on",
+        timeout_graceful_shutdown=5,
+    )
+    uvicorn.Server(config).run()
+
+
+def worker(args: argparse.Namespace) -> None:
+    from .worker import Sweeper, Worker
+
+    _setup(args)
+    if not args.redis:
+        raise SystemExit("runcast worker: needs --redis URL (a worker without a shared backend would see no runs)")
+
+    async def main() -> None:
+        backend = _backend(args)
+        await backend.start()
+        w = Worker(backend, _registry(args), concurrency=args.concurrency, lease_s=args.lease)
+        sweeper = Sweeper(backend)
+        await w.start()
+        await sweeper.start()
+        print(f"runcast worker {w.id}: concurrency {args.concurrency}, agents: {', '.join(w.registry.names())}", flush=True)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        await sweeper.stop()
+        await w.stop()
+        await backend.close()
+
+    asyncio.run(main())
+
+
+def token(args: argparse.Namespace) -> None:
+    secret = os.environ.get("RUNCAST_SECRET")
+    if not secret:
+        raise SystemExit("runcast token: set RUNCAST_SECRET to the hub's secret first")
+    roles = [r.strip() for r in (args.roles or "viewer").split(",") if r.strip()]
+    runs = [r.strip() for r in (args.runs or "*").split(",") if r.strip()]
+    print(auth.issue(secret, args.sub, args.name, roles, runs, ttl_s=args.ttl))
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="runcast", description="Watch OpenAI Agents SDK runs live, together, and approve their tool calls.")
+    p.add_argument("--version", action="version", version=f"runcast {__version__}")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    def common(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--agents", action="append", metavar="MODULE",
+                        help="module defining AGENTS (repeatable); 'demo' is the built-in demo agents (the default)")
+        sp.add_argument("--model", help="a real model name for the demo agents (needs OPENAI_API_KEY)")
+        sp.add_argument("--redis", metavar="URL", default=os.environ.get("RUNCAST_REDIS_URL"),
+                        help="join a cluster on this Redis (default: one process, in memory)")
+        sp.add_argument("--concurrency", type=int, default=32, help="segments one worker streams at once")
+        sp.add_argument("--lease", type=float, default=float(os.environ.get("RUNCAST_LEASE_S", "10")),
+                        help="seconds a worker's claim on a running run lasts without renewal (Redis only)")
+
+    s = sub.add_parser("serve", help="the hub (and, by default, a worker)")
+    common(s)
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=8765)
+    s.add_argument("--no-worker", action="store_true", help="hub only: runs are streamed by `runcast worker` processes")
+    s.add_argument("--allow-origin", action="append", metavar="ORIGIN", help="browser origins allowed besides the hub's own")
+    s.add_argument("--heartbeat", type=float, default=20.0, help="seconds between WebSocket pings")
+    s.add_argument("--max-queue", type=int, default=0, help="frames queued per client before it is closed with 4408")
+    s.add_argument("--dev", action="store_true", help="accept tokens without exp")
+    s.add_argument("--client-dir", help=argparse.SUPPRESS)
+    s.set_defaults(func=serve)
+
+    w = sub.add_parser("worker", help="a worker only (needs --redis)")
+    common(w)
+    w.set_defaults(func=worker)
+
+    t = sub.add_parser("token", help="print a token signed with RUNCAST_SECRET")
+    t.add_argument("--sub", required=True, help="user id")
+    t.add_argument("--name", help="display name")
+    t.add_argument("--roles", help="comma-separated: viewer, approver, operator, admin, or your own")
+    t.add_argument("--runs", help="comma-separated run ids this token may see (default: all)")
+    t.add_argument("--ttl", type=float, default=3600, help="seconds until it expires (default 3600)")
+    t.set_defaults(func=token)
+
+    args = p.parse_args(argv)
+    args.func(args)
+
+
+if __name__ == "__main__":
+    main()

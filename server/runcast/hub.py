@@ -1,0 +1,266 @@
+"""The hub: a Starlette app with `/ws` (PROTOCOL.md), the HTTP API, and the page at `/`."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, AsyncIterator
+from urllib.parse import urlsplit
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, Response
+from starlette.routing import Mount, Route, WebSocketRoute
+from starlette.staticfiles import StaticFiles
+from starlette.websockets import WebSocket
+
+from . import __version__, auth
+from .backends.base import Backend
+from .connection import Connection
+from .fanout import Fanout
+from .protocol import HTTP_STATUS, MAX_REASON, MAX_TEXT, SUBPROTOCOL_JSON, SUBPROTOCOL_MSGPACK, ErrorCode, ProtocolError
+from .registry import Registry
+from .service import Service
+from .worker import Sweeper, Worker
+
+log = logging.getLogger("runcast.hub")
+STATIC = Path(__file__).parent / "static"
+
+
+@dataclass
+class Settings:
+    secret: str
+    dev: bool = False  # tokens without `exp` are accepted
+    allowed_origins: list[str] = field(default_factory=list)
+    heartbeat_s: float = 20.0
+    hello_timeout_s: float = 10.0
+    max_queue: int = 4096  # frames queued for one client before it is closed with 4408
+    rate_per_s: float = 50.0
+    rate_burst: float = 100.0
+    max_strikes: int = 50  # refusals within 10 s before close 1008
+    run_worker: bool = True
+    worker_concurrency: int = 32
+    lease_s: float | None = None
+    client_dir: Path | None = None  # client_js/, served at /client/ when present
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.connections = 0
+        self.connections_total = 0
+        self.frames_in = 0
+        self.frames_out = 0
+        self.errors: dict[str, int] = {}
+
+    def render(self, hub: "Hub") -> str:
+        lines = [
+            "# TYPE runcast_connections gauge", f"runcast_connections {self.connections}",
+            "# TYPE runcast_connections_total counter", f"runcast_connections_total {self.connections_total}",
+            "# TYPE runcast_frames_in_total counter", f"runcast_frames_in_total {self.frames_in}",
+            "# TYPE runcast_frames_out_total counter", f"runcast_frames_out_total {self.frames_out}",
+            "# TYPE runcast_runs_watched gauge", f"runcast_runs_watched {hub.fanout.runs_watched}",
+            "# TYPE runcast_active_segments gauge", f"runcast_active_segments {len(hub.worker.active) if hub.worker else 0}",
+            "# TYPE runcast_errors_total counter",
+        ]
+        lines += [f'runcast_errors_total{{code="{c}"}} {n}' for c, n in sorted(self.errors.items())]
+        return "\n".join(lines) + "\n"
+
+
+class Hub:
+    def __init__(self, backend: Backend, registry: Registry, settings: Settings) -> None:
+        self.backend = backend
+        self.registry = registry
+        self.settings = settings
+        self.service = Service(backend, registry)
+        self.fanout = Fanout(backend)
+        self.metrics = Metrics()
+        self.worker: Worker | None = None
+        self.sweeper = Sweeper(backend)
+        self.connections: set[Connection] = set()
+
+    async def start(self) -> None:
+        await self.backend.start()
+        if self.settings.run_worker:
+            self.worker = Worker(self.backend, self.registry, concurrency=self.settings.worker_concurrency, lease_s=self.settings.lease_s)
+            await self.worker.start()
+        await self.sweeper.start()
+
+    async def stop(self) -> None:
+        await self.sweeper.stop()
+        if self.worker:
+            await self.worker.stop()
+        await self.backend.close()
+
+    # ------------------------------------------------------------------ WebSocket
+    def origin_allowed(self, ws: WebSocket) -> bool:
+        origin = ws.headers.get("origin")
+        if origin is None:
+            return True  # not a browser
+        if origin in self.settings.allowed_origins or "*" in self.settings.allowed_origins:
+            return True
+        return urlsplit(origin).netloc == ws.headers.get("host")
+
+    async def websocket(self, ws: WebSocket) -> None:
+        if not self.origin_allowed(ws):
+            await ws.close(code=1008)  # before accept: the client sees HTTP 403
+            return
+        offered = ws.scope.get("subprotocols") or []
+        sub = SUBPROTOCOL_MSGPACK if SUBPROTOCOL_MSGPACK in offered and (SUBPROTOCOL_JSON not in offered or offered.index(SUBPROTOCOL_MSGPACK) < offered.index(SUBPROTOCOL_JSON)) else (SUBPROTOCOL_JSON if SUBPROTOCOL_JSON in offered else None)
+        await ws.accept(subprotocol=sub)
+        conn = Connection(self, ws, "msgpack" if sub == SUBPROTOCOL_MSGPACK else "json")
+        self.connections.add(conn)
+        self.metrics.connections += 1
+        self.metrics.connections_total += 1
+        try:
+            await conn.run()
+        finally:
+            self.connections.discard(conn)
+            self.metrics.connections -= 1
+
+    # ------------------------------------------------------------------ HTTP
+    def identity(self, request: Request) -> auth.Identity:
+        header = request.headers.get("authorization", "")
+        if not header.lower().startswith("bearer "):
+            raise ProtocolError(ErrorCode.UNAUTHENTICATED, "send Authorization: Bearer <token>")
+        return auth.verify(self.settings.secret, header[7:].strip(), require_exp=not self.settings.dev)
+
+
+def _error(err: ProtocolError) -> JSONResponse:
+    body: dict[str, Any] = {"code": err.code, "message": err.message}
+    body.update({k: v for k, v in err.detail.items() if k != "id"})
+    return JSONResponse({"error": body}, status_code=HTTP_STATUS.get(err.code, 400))
+
+
+async def _json_body(request: Request) -> dict[str, Any]:
+    raw = await request.body()
+    if len(raw) > 64 * 1024:
+        raise ProtocolError(ErrorCode.TOO_LARGE, "body over 64 KiB")
+    try:
+        import json
+
+        body = json.loads(raw or b"{}")
+    except ValueError as exc:
+        raise ProtocolError(ErrorCode.BAD_FRAME, f"body is not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise ProtocolError(ErrorCode.BAD_FRAME, "body must be a JSON object")
+    return body
+
+
+def _field(body: dict[str, Any], name: str, kind: type, default: Any = ..., limit: int | None = None) -> Any:
+    value = body.get(name, default)
+    if value is ...:
+        raise ProtocolError(ErrorCode.BAD_REQUEST, f"field '{name}' is required", field=name)
+    if value is not None and value is not default and (not isinstance(value, kind) or (kind is int and isinstance(value, bool))):
+        raise ProtocolError(ErrorCode.BAD_REQUEST, f"field '{name}' must be {kind.__name__}", field=name)
+    if limit is not None and isinstance(value, str) and len(value) > limit:
+        raise ProtocolError(ErrorCode.BAD_REQUEST, f"field '{name}' is over {limit} characters", field=name)
+    return value
+
+
+def create_app(hub: Hub) -> Starlette:
+    svc = hub.service
+
+    def api(handler: Any) -> Any:
+        async def endpoint(request: Request) -> Response:
+            try:
+                return await handler(request, hub.identity(request))
+            except ProtocolError as err:
+                hub.metrics.errors[err.code] = hub.metrics.errors.get(err.code, 0) + 1
+                return _error(err)
+        return endpoint
+
+    async def start_run(request: Request, who: auth.Identity) -> Response:
+        body = await _json_body(request)
+        agent = _field(body, "agent", str)
+        text = _field(body, "input", str, "", limit=MAX_TEXT)
+        return JSONResponse(await svc.start(who, agent, text), status_code=201)
+
+    async def list_runs(request: Request, who: auth.Identity) -> Response:
+        return JSONResponse({"runs": await svc.list_runs(who, int(request.query_params.get("limit", 50)))})
+
+    async def get_run(request: Request, who: auth.Identity) -> Response:
+        rec = await svc.record(who, request.path_params["run_id"])
+        return JSONResponse(rec.detail() | {"head_seq": await hub.backend.head(rec.run_id)})
+
+    async def run_events(request: Request, who: auth.Identity) -> Response:
+        try:
+            since = int(request.query_params.get("since", 0))
+            limit = max(1, min(1000, int(request.query_params.get("limit", 500))))
+        except ValueError:
+            raise ProtocolError(ErrorCode.BAD_REQUEST, "since and limit must be integers") from None
+        events, head = await svc.events(who, request.path_params["run_id"], since, limit)
+        nxt = events[-1].seq if events else since
+        return JSONResponse({"events": [e.frame for e in events], "head_seq": head, "next_since": nxt, "more": nxt < head})
+
+    async def decide(request: Request, who: auth.Identity) -> Response:
+        body = await _json_body(request)
+        decision = _field(body, "decision", str)
+        if decision not in ("approve", "reject"):
+            raise ProtocolError(ErrorCode.BAD_REQUEST, "field 'decision' must be approve or reject", field="decision")
+        result = await svc.decide(who, request.path_params["run_id"], request.path_params["approval_id"], decision,
+                                  _field(body, "reason", str, None, MAX_REASON), bool(_field(body, "always", bool, False)))
+        return JSONResponse(result)
+
+    async def cancel(request: Request, who: auth.Identity) -> Response:
+        body = await _json_body(request)
+        mode = _field(body, "mode", str, "immediate")
+        if mode not in ("immediate", "after_turn"):
+            raise ProtocolError(ErrorCode.BAD_REQUEST, "field 'mode' must be immediate or after_turn", field="mode")
+        return JSONResponse(await svc.cancel(who, request.path_params["run_id"], mode))
+
+    async def agents_list(request: Request, who: auth.Identity) -> Response:
+        return JSONResponse({"agents": hub.registry.describe()})
+
+    async def whoami(request: Request, who: auth.Identity) -> Response:
+        return JSONResponse(who.public() | {"runs": list(who.runs)})
+
+    async def healthz(request: Request) -> Response:
+        return PlainTextResponse("ok")
+
+    async def readyz(request: Request) -> Response:
+        try:
+            ok = await hub.backend.ping()
+        except Exception:  # noqa: BLE001
+            ok = False
+        return PlainTextResponse("ready" if ok else "backend unavailable", status_code=200 if ok else 503)
+
+    async def metrics(request: Request) -> Response:
+        return PlainTextResponse(hub.metrics.render(hub), media_type="text/plain; version=0.0.4")
+
+    async def index(request: Request) -> Response:
+        return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-store"})
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await hub.start()
+        try:
+            yield
+        finally:
+            await hub.stop()
+
+    routes: list[Any] = [
+        Route("/", index),
+        WebSocketRoute("/ws", hub.websocket),
+        Route("/api/runs", api(start_run), methods=["POST"]),
+        Route("/api/runs", api(list_runs), methods=["GET"]),
+        Route("/api/runs/{run_id}", api(get_run), methods=["GET"]),
+        Route("/api/runs/{run_id}/events", api(run_events), methods=["GET"]),
+        Route("/api/runs/{run_id}/approvals/{approval_id}", api(decide), methods=["POST"]),
+        Route("/api/runs/{run_id}/cancel", api(cancel), methods=["POST"]),
+        Route("/api/agents", api(agents_list), methods=["GET"]),
+        Route("/api/me", api(whoami), methods=["GET"]),
+        Route("/healthz", healthz),
+        Route("/readyz", readyz),
+        Route("/metrics", metrics),
+        Mount("/static", StaticFiles(directory=STATIC), name="static"),
+    ]
+    if hub.settings.client_dir is not None and hub.settings.client_dir.is_dir():
+        routes.append(Mount("/client", StaticFiles(directory=hub.settings.client_dir), name="client"))
+    app = Starlette(routes=routes, lifespan=lifespan)
+    app.state.hub = hub
+    return app
+
+
+__all__ = ["Hub", "Settings", "create_app", "__version__"]

@@ -1,0 +1,76 @@
+"""What a person can do to runs, with the permission checks, shared by the WebSocket and the HTTP API."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from typing import Any, Literal
+
+from . import runs
+from .auth import Identity
+from .backends.base import Backend
+from .protocol import ErrorCode, Event, ProtocolError
+from .registry import Registry
+from .runs import RunRecord
+from .store import apply
+
+
+def new_run_id() -> str:
+    return f"run_{secrets.token_hex(6)}"
+
+
+class Service:
+    def __init__(self, backend: Backend, registry: Registry) -> None:
+        self.backend = backend
+        self.registry = registry
+
+    @staticmethod
+    def _need_view(who: Identity, run_id: str) -> None:
+        if not who.can_see(run_id):
+            raise ProtocolError(ErrorCode.FORBIDDEN, f"your token does not give access to run {run_id}", run_id=run_id)
+
+    async def record(self, who: Identity, run_id: str) -> RunRecord:
+        self._need_view(who, run_id)
+        rec = await self.backend.get(run_id)
+        if rec is None:
+            raise ProtocolError(ErrorCode.NOT_FOUND, f"no run {run_id}", run_id=run_id)
+        return rec
+
+    async def start(self, who: Identity, agent: str, input_: str) -> dict[str, Any]:
+        if not who.has("operator"):
+            raise ProtocolError(ErrorCode.FORBIDDEN, "starting a run needs the operator or admin role")
+        if "*" not in who.runs:
+            raise ProtocolError(ErrorCode.FORBIDDEN, "your token is limited to some runs; starting a new one needs runs ['*']")
+        if self.registry.get(agent) is None:
+            raise ProtocolError(ErrorCode.NOT_FOUND, f"no agent {agent!r}; known: {', '.join(self.registry.names())}")
+        run_id = new_run_id()
+        tr = runs.new_run(run_id, agent, input_, who.person, time.time())
+        await self.backend.create(tr)
+        return {"run_id": run_id}
+
+    async def decide(self, who: Identity, run_id: str, approval_id: str, decision: Literal["approve", "reject"],
+                     reason: str | None, always: bool) -> dict[str, Any]:
+        self._need_view(who, run_id)
+        person = who.person
+        tr, _ = await apply(self.backend, run_id, lambda r: runs.decide(r, approval_id, person, decision, reason or None, always, time.time()))
+        assert tr is not None
+        return dict(tr.result)
+
+    async def cancel(self, who: Identity, run_id: str, mode: str) -> dict[str, Any]:
+        self._need_view(who, run_id)
+        if not who.has("operator"):
+            raise ProtocolError(ErrorCode.FORBIDDEN, "cancelling a run needs the operator or admin role", run_id=run_id)
+        person = who.person
+        tr, _ = await apply(self.backend, run_id, lambda r: runs.cancel(r, person, mode, time.time()))
+        assert tr is not None
+        if tr.result.get("signal"):
+            await self.backend.signal(run_id, {"type": "cancel", "mode": tr.result["mode"]})
+        return {"run_id": run_id, "status": tr.record.status if not tr.result.get("signal") else "cancelling"}
+
+    async def list_runs(self, who: Identity, limit: int = 50) -> list[dict[str, Any]]:
+        return [r.summary() for r in await self.backend.list_runs(limit) if who.can_see(r.run_id)]
+
+    async def events(self, who: Identity, run_id: str, since: int, limit: int) -> tuple[list[Event], int]:
+        await self.record(who, run_id)
+        evs = await self.backend.read(run_id, since, limit=limit)
+        return evs, await self.backend.head(run_id)

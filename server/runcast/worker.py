@@ -1,0 +1,327 @@
+"""The worker: takes start and resume jobs, owns the one task that iterates a run's `stream_events()`.
+
+For each job: claim the run (compare-and-set, so exactly one worker runs a segment), stream the SDK events through
+the mapper and the delta coalescer into the log, then end the segment as completed, failed, cancelled, or paused
+with one approval per interruption. A resume loads the saved RunState, applies the decisions recorded in the run's
+approvals (never anything from a client), and streams again under the same run id and seq sequence.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import secrets
+import time
+from typing import Any
+
+from agents import RunConfig, Runner, RunState
+
+from . import runs
+from .approvals import Approval
+from .backends.base import Backend, NotOwner, Subscription
+from .mapping import DeltaCoalescer, EventMapper, to_text
+from .protocol import ErrorCode, ProtocolError, now_iso
+from .registry import AgentSpec, Registry
+from .runs import Job, RunRecord
+from .store import apply
+
+log = logging.getLogger("runcast.worker")
+_END = object()
+
+
+def _json_output(value: Any) -> Any:
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    if hasattr(value, "model_dump"):
+        return value.model_dump(mode="json")
+    try:
+        json.dumps(value)
+        return value
+    except TypeError:
+        return to_text(value)
+
+
+def rejection_message(ap: Approval) -> str:
+    d = ap.decided or {}
+    if d.get("reason"):
+        return str(d["reason"])
+    who = (d.get("by") or {}).get("name") or "A reviewer"
+    return f"{who} rejected this tool call."
+
+
+class Worker:
+    def __init__(
+        self,
+        backend: Backend,
+        registry: Registry,
+        *,
+        worker_id: str | None = None,
+        concurrency: int = 32,
+        lease_s: float | None = None,
+        coalesce_s: float = 0.025,
+    ) -> None:
+        self.backend = backend
+        self.registry = registry
+        self.id = worker_id or f"w-{os.getpid()}-{secrets.token_hex(3)}"
+        self.concurrency = concurrency
+        self.lease_s = lease_s
+        self.coalesce_s = coalesce_s
+        self.active: dict[str, Any] = {}  # run_id -> RunResultStreaming
+        self._cancel_asked: dict[str, str] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._loop_task: asyncio.Task[Any] | None = None
+        self._signals: Subscription | None = None
+        self._slots = asyncio.Semaphore(concurrency)
+        self._stopping = False
+
+    # ------------------------------------------------------------------ lifecycle
+    async def start(self) -> None:
+        self._signals = await self.backend.listen_signals(self._on_signal)
+        self._loop_task = asyncio.create_task(self._take_jobs(), name=f"runcast-worker-{self.id}")
+
+    async def stop(self) -> None:
+        self._stopping = True
+        if self._loop_task:
+            self._loop_task.cancel()
+        for t in list(self._tasks):
+            t.cancel()
+        await asyncio.gather(*self._tasks, *( [self._loop_task] if self._loop_task else []), return_exceptions=True)
+        if self._signals:
+            await self._signals.close()
+
+    def _on_signal(self, run_id: str, message: dict[str, Any]) -> None:
+        if message.get("type") != "cancel":
+            return
+        mode = message.get("mode", "immediate")
+        result = self.active.get(run_id)
+        if result is not None:
+            result.cancel(mode=mode)
+        else:
+            self._cancel_asked[run_id] = mode
+
+    async def _take_jobs(self) -> None:
+        backoff = 0.1
+        while not self._stopping:
+            await self._slots.acquire()
+            try:
+                job = await self.backend.take_job(self.id, timeout=1.0)
+                backoff = 0.1
+            except asyncio.CancelledError:
+                self._slots.release()
+                raise
+            except Exception as exc:  # noqa: BLE001 - a backend outage: wait and try again
+                self._slots.release()
+                log.warning("worker %s: cannot take jobs (%s); retrying in %.1fs", self.id, exc, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
+            if job is None:
+                self._slots.release()
+                continue
+            task = asyncio.create_task(self._run_job(job), name=f"runcast-run-{job.run_id}")
+            self._tasks.add(task)
+            task.add_done_callback(self._job_done)
+
+    def _job_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        self._slots.release()
+        if not task.cancelled() and task.exception() is not None:
+            log.error("run task failed", exc_info=task.exception())
+
+    # ------------------------------------------------------------------ one segment
+    async def _run_job(self, job: Job) -> None:
+        try:
+            tr, _ = await apply(self.backend, job.run_id, lambda r: runs.claim(r, job, self.id, time.time(), self.lease_s))
+        except ProtocolError as err:
+            log.info("job %s/%s for %s skipped: %s", job.kind, job.segment, job.run_id, err.message)
+            await self.backend.ack_job(job)
+            return
+        await self.backend.ack_job(job)
+        assert tr is not None
+        rec = tr.record
+        renewer = asyncio.create_task(self._renew(rec.run_id)) if self.lease_s else None
+        try:
+            await self._segment(rec, job)
+        except NotOwner:
+            log.warning("run %s: lost ownership mid-segment; stopping without writing", rec.run_id)
+            result = self.active.get(rec.run_id)
+            if result is not None:
+                result.cancel()
+        except Exception as exc:  # noqa: BLE001 - whatever happens, the run must end visibly
+            log.exception("run %s failed inside the worker", rec.run_id)
+            await self._finish(rec.run_id, "failed", {"code": ErrorCode.INTERNAL, "message": f"{type(exc).__name__}: {exc}"})
+        finally:
+            self.active.pop(rec.run_id, None)
+            self._cancel_asked.pop(rec.run_id, None)
+            if renewer:
+                renewer.cancel()
+
+    async def _renew(self, run_id: str) -> None:
+        assert self.lease_s
+        while True:
+            await asyncio.sleep(self.lease_s / 3)
+            try:
+                await apply(self.backend, run_id, lambda r: runs.renew(r, self.id, time.time(), self.lease_s))  # type: ignore[arg-type]
+            except ProtocolError:
+                return  # the segment ended (or was taken from us): nothing to renew
+            except Exception as exc:  # noqa: BLE001 - backend outage: keep trying while the lease lasts
+                log.warning("run %s: lease renewal failed: %s", run_id, exc)
+
+    async def _finish(self, run_id: str, kind: Any, data: dict[str, Any]) -> None:
+        await apply(self.backend, run_id, lambda r: runs.finish(r, self.id, kind, data, time.time()))
+
+    async def _segment(self, rec: RunRecord, job: Job) -> None:
+        spec = self.registry.get(rec.agent)
+        if spec is None:
+            await self._finish(rec.run_id, "failed", {"code": "unknown_agent", "message": f"this worker has no agent {rec.agent!r}"})
+            return
+        run_input: Any = rec.input
+        if job.kind == "resume":
+            run_input = await self._load_and_decide(rec, spec)
+            if run_input is None:
+                return
+        result = Runner.run_streamed(spec.agent, run_input, run_config=RunConfig(tracing_disabled=not os.environ.get("OPENAI_API_KEY")))
+        self.active[rec.run_id] = result
+        if rec.run_id in self._cancel_asked:
+            result.cancel(mode=self._cancel_asked.pop(rec.run_id))  # type: ignore[arg-type]
+        mapper = EventMapper(current_agent=result.current_agent.name if job.kind == "resume" else None)
+        error = await self._pump(rec.run_id, result, mapper)
+        await self._end_segment(rec.run_id, spec, result, mapper, error)
+
+    async def _load_and_decide(self, rec: RunRecord, spec: AgentSpec) -> Any:
+        saved = await self.backend.load_state(rec.run_id)
+        if saved is None:
+            await self._finish(rec.run_id, "failed", {"code": "state_missing", "message": "the saved RunState of this pause is gone"})
+            return None
+        state = await RunState.from_string(spec.agent, saved)
+        items = {i.call_id: i for i in state.get_interruptions()}
+        for aid in rec.pending:
+            ap = rec.approvals[aid]
+            item = items.get(ap.call_id)
+            if item is None:
+                await self._finish(rec.run_id, "failed", {"code": "state_mismatch", "message": f"no interruption {ap.call_id} in the saved state"})
+                return None
+            always = bool((ap.decided or {}).get("always"))
+            if ap.status == "approved":
+                state.approve(item, always_approve=always)
+            else:
+                state.reject(item, always_reject=always, rejection_message=rejection_message(ap))
+        return state
+
+    async def _pump(self, run_id: str, result: Any, mapper: EventMapper) -> BaseException | None:
+        """Iterate the stream in a task we own; merge fast deltas; append in order. Returns the stream's exception."""
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+        failure: list[BaseException] = []
+
+        async def reader() -> None:
+            try:
+                async for ev in result.stream_events():
+                    queue.put_nowait(ev)
+            except Exception as exc:  # noqa: BLE001 - the SDK raises run failures from the iterator
+                failure.append(exc)
+            finally:
+                queue.put_nowait(_END)
+
+        reader_task = asyncio.create_task(reader(), name=f"runcast-stream-{run_id}")
+        coalescer = DeltaCoalescer(self.coalesce_s)
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                deadline = coalescer.deadline()
+                try:
+                    if deadline is None:
+                        ev = await queue.get()
+                    else:
+                        ev = await asyncio.wait_for(queue.get(), max(0.0, deadline - loop.time()))
+                except asyncio.TimeoutError:
+                    out = coalescer.due(loop.time())
+                else:
+                    if ev is _END:
+                        break
+                    out = coalescer.push(mapper.map(ev), loop.time())
+                if out:
+                    await self.backend.append(run_id, out, owner=self.id)
+            rest = coalescer.flush()
+            if rest:
+                await self.backend.append(run_id, rest, owner=self.id)
+        finally:
+            if not reader_task.done():
+                result.cancel()
+                reader_task.cancel()
+            await asyncio.gather(reader_task, return_exceptions=True)
+        return failure[0] if failure else result.run_loop_exception
+
+    async def _end_segment(self, run_id: str, spec: AgentSpec, result: Any, mapper: EventMapper, error: BaseException | None) -> None:
+        rec = await self.backend.get(run_id)
+        if rec is None:
+            return
+        if rec.cancel is not None:
+            await self._finish(run_id, "cancelled", {})
+        elif error is not None:
+            await self._finish(run_id, "failed", {"code": type(error).__name__, "message": str(error)[:2000]})
+        elif result.interruptions:
+            state = result.to_state()
+            await self.backend.save_state(run_id, rec.segment, json.dumps(state.to_json(), separators=(",", ":")))
+            now = time.time()
+            new = []
+            for item in result.interruptions:
+                policy = spec.policy_for(item.name)
+                new.append(Approval(
+                    approval_id=f"ap_{secrets.token_hex(6)}",
+                    call_id=item.call_id or "",
+                    tool=item.qualified_name or item.name or "tool",
+                    arguments=item.arguments or "",
+                    agent=getattr(item.agent, "name", None),
+                    policy=policy,
+                    requested_at=now_iso(now),
+                    expires_at=now + policy.expires_s if policy.expires_s else None,
+                ))
+            await apply(self.backend, run_id, lambda r: runs.pause(r, self.id, new, time.time()))
+        else:
+            last = getattr(result, "last_agent", None)
+            await self._finish(run_id, "completed", {
+                "output": _json_output(result.final_output),
+                "usage": dict(mapper.usage),
+                "agent": getattr(last, "name", None),
+            })
+
+
+class Sweeper:
+    """Settles what time decides: expired approvals (auto-reject) and runs whose worker stopped renewing its lease.
+
+    Every process may run one; the compare-and-set makes doing it twice harmless.
+    """
+
+    def __init__(self, backend: Backend, interval: float = 0.25) -> None:
+        self.backend = backend
+        self.interval = interval
+        self._task: asyncio.Task[Any] | None = None
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._loop(), name="runcast-sweeper")
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def sweep(self) -> None:
+        now = time.time()
+        for run_id in await self.backend.due_runs(now):
+            try:
+                await apply(self.backend, run_id, lambda r: runs.expire_due(r, time.time()))
+                await apply(self.backend, run_id, lambda r: runs.worker_lost(r, time.time()))
+            except ProtocolError:
+                pass
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                await self.sweep()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - keep sweeping through backend outages
+                log.warning("sweeper: %s", exc)
+            await asyncio.sleep(self.interval)
