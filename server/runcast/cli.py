@@ -74,6 +74,10 @@ def serve(args: argparse.Namespace) -> None:
         lease_s=args.lease if args.redis else None,
         client_dir=client_dir,
     )
+    settings.hello_timeout_s = float(os.environ.get("RUNCAST_HELLO_TIMEOUT_S", settings.hello_timeout_s))
+    settings.rate_per_s = float(os.environ.get("RUNCAST_RATE_PER_S", settings.rate_per_s))
+    settings.rate_burst = float(os.environ.get("RUNCAST_RATE_BURST", settings.rate_burst))
+    settings.max_strikes = int(os.environ.get("RUNCAST_MAX_STRIKES", settings.max_strikes))
     if args.max_queue:
         settings.max_queue = args.max_queue
     hub = Hub(_backend(args), _registry(args), settings)

@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, AsyncIterator, Callable
 
-from agents import Agent, function_tool
+from agents import Agent, RunContextWrapper, function_tool
 from agents.items import ModelResponse
 from agents.models.interface import Model
 from agents.usage import Usage
@@ -49,11 +49,13 @@ def _delay() -> float:
     return float(os.environ.get("RUNCAST_DEMO_DELAY", "0.04"))
 
 
-def _log_execution(tool: str, **args: Any) -> None:
+def _log_execution(ctx: RunContextWrapper[Any], tool: str, **args: Any) -> None:
     path = os.environ.get("RUNCAST_DEMO_TOOL_LOG")
     if path:
+        run_id = ctx.context.get("run_id") if isinstance(ctx.context, dict) else None
+        line = {"tool": tool, "run_id": run_id, "args": args, "pid": os.getpid(), "ts": time.time()}
         with open(path, "a", encoding="utf-8") as f:
-            f.write(json.dumps({"tool": tool, "args": args, "pid": os.getpid(), "ts": time.time()}) + "\n")
+            f.write(json.dumps(line) + "\n")
 
 
 # ------------------------------------------------------------------------------------------------ tools
@@ -62,30 +64,30 @@ SCRATCH = ["scratch/build-cache.tar", "scratch/old-logs.zip", "scratch/tmp-expor
 
 
 @function_tool
-def list_files(path: str) -> str:
+def list_files(ctx: RunContextWrapper[Any], path: str) -> str:
     """List the files in a folder (harmless: needs no approval)."""
-    _log_execution("list_files", path=path)
+    _log_execution(ctx, "list_files", path=path)
     return "\n".join(f"{p} ({s})" for p, s in zip(SCRATCH, ("2.1 GB", "340 MB", "12 MB")))
 
 
 @function_tool(needs_approval=True)
-def delete_files(paths: list[str]) -> str:
+def delete_files(ctx: RunContextWrapper[Any], paths: list[str]) -> str:
     """Delete files for good (needs a teammate's approval). The demo deletes nothing."""
-    _log_execution("delete_files", paths=paths)
+    _log_execution(ctx, "delete_files", paths=paths)
     return f"deleted {len(paths)} files: {', '.join(paths)}"
 
 
 @function_tool(needs_approval=True)
-def restart_service(service: str) -> str:
+def restart_service(ctx: RunContextWrapper[Any], service: str) -> str:
     """Restart a production service (needs approval)."""
-    _log_execution("restart_service", service=service)
+    _log_execution(ctx, "restart_service", service=service)
     return f"restarted {service}; health checks green after 4s"
 
 
 @function_tool(needs_approval=True)
-def deploy(version: str, environment: str) -> str:
+def deploy(ctx: RunContextWrapper[Any], version: str, environment: str) -> str:
     """Deploy a release (needs two approvals)."""
-    _log_execution("deploy", version=version, environment=environment)
+    _log_execution(ctx, "deploy", version=version, environment=environment)
     return f"deployed {version} to {environment}"
 
 

@@ -182,7 +182,8 @@ class Worker:
             run_input = await self._load_and_decide(rec, spec)
             if run_input is None:
                 return
-        result = Runner.run_streamed(spec.agent, run_input, run_config=RunConfig(tracing_disabled=not os.environ.get("OPENAI_API_KEY")))
+        context = {"run_id": rec.run_id, "started_by": rec.started_by} if job.kind == "start" else None
+        result = Runner.run_streamed(spec.agent, run_input, context=context, run_config=RunConfig(tracing_disabled=not os.environ.get("OPENAI_API_KEY")))
         self.active[rec.run_id] = result
         if rec.run_id in self._cancel_asked:
             result.cancel(mode=self._cancel_asked.pop(rec.run_id))  # type: ignore[arg-type]

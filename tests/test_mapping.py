@@ -1,0 +1,117 @@
+"""SDK stream events -> wire events, for every event kind, and the merging of fast deltas. No sockets."""
+
+import json
+
+from agents import Agent, AgentUpdatedStreamEvent, RawResponsesStreamEvent, RunItemStreamEvent
+from agents.items import (
+    HandoffCallItem,
+    HandoffOutputItem,
+    MCPApprovalRequestItem,
+    MCPApprovalResponseItem,
+    MCPListToolsItem,
+    MessageOutputItem,
+    ReasoningItem,
+    ToolCallItem,
+    ToolCallOutputItem,
+)
+from openai.types.responses import (
+    ResponseFunctionCallArgumentsDeltaEvent,
+    ResponseFunctionToolCall,
+    ResponseOutputItemAddedEvent,
+    ResponseOutputMessage,
+    ResponseOutputText,
+    ResponseReasoningItem,
+    ResponseTextDeltaEvent,
+)
+from openai.types.responses.response_output_item import McpApprovalRequest, McpListTools, McpListToolsTool
+from openai.types.responses.response_reasoning_item import Summary
+
+from runcast.mapping import MAX_OUTPUT_CHARS, DeltaCoalescer, EventMapper
+
+OPS = Agent(name="Ops")
+TRIAGE = Agent(name="Triage", handoffs=[OPS])
+CALL = ResponseFunctionToolCall(type="function_call", id="fc_1", call_id="call_1", name="delete_files", arguments='{"p": 1}')
+
+
+def item(name, it):
+    return RunItemStreamEvent(name=name, item=it)
+
+
+def test_agent_updated_only_when_the_agent_changes():
+    m = EventMapper()
+    assert m.map(AgentUpdatedStreamEvent(new_agent=TRIAGE)) == [("agent.updated", {"agent": "Triage"})]
+    assert m.map(AgentUpdatedStreamEvent(new_agent=TRIAGE)) == []
+    assert m.map(AgentUpdatedStreamEvent(new_agent=OPS)) == [("agent.updated", {"agent": "Ops"})]
+
+
+def test_raw_deltas_and_argument_deltas_named_by_call_id():
+    m = EventMapper()
+    text = ResponseTextDeltaEvent(type="response.output_text.delta", item_id="msg_1", output_index=0, content_index=0,
+                                  delta="Hel", logprobs=[], sequence_number=1)
+    assert m.map(RawResponsesStreamEvent(data=text)) == [("message.delta", {"item_id": "msg_1", "delta": "Hel"})]
+    added = ResponseOutputItemAddedEvent(type="response.output_item.added", output_index=1, item=CALL, sequence_number=2)
+    assert m.map(RawResponsesStreamEvent(data=added)) == []
+    args = ResponseFunctionCallArgumentsDeltaEvent(type="response.function_call_arguments.delta", item_id="fc_1",
+                                                   output_index=1, delta='{"p"', sequence_number=3)
+    assert m.map(RawResponsesStreamEvent(data=args)) == [("tool.args.delta", {"call_id": "call_1", "delta": '{"p"'})]
+
+
+def test_every_run_item_name():
+    m = EventMapper()
+    msg = ResponseOutputMessage(type="message", id="msg_1", role="assistant", status="completed",
+                                content=[ResponseOutputText(type="output_text", text="Hi there", annotations=[])])
+    assert m.map(item("message_output_created", MessageOutputItem(agent=OPS, raw_item=msg))) == [
+        ("message.completed", {"item_id": "msg_1", "text": "Hi there", "agent": "Ops"})]
+    assert m.map(item("tool_called", ToolCallItem(agent=OPS, raw_item=CALL))) == [
+        ("tool.called", {"call_id": "call_1", "tool": "delete_files", "arguments": '{"p": 1}', "agent": "Ops"})]
+    out = ToolCallOutputItem(agent=OPS, raw_item={"type": "function_call_output", "call_id": "call_1", "output": "ok"}, output="ok")
+    assert m.map(item("tool_output", out)) == [("tool.output", {"call_id": "call_1", "output": "ok"})]
+    big = ToolCallOutputItem(agent=OPS, raw_item={"type": "function_call_output", "call_id": "c2", "output": "x"},
+                             output="x" * (MAX_OUTPUT_CHARS + 5))
+    (_, data), = m.map(item("tool_output", big))
+    assert data["truncated"] is True and len(data["output"]) == MAX_OUTPUT_CHARS
+    handoff_call = ResponseFunctionToolCall(type="function_call", id="fc_2", call_id="call_2", name="transfer_to_ops", arguments="{}")
+    assert m.map(item("handoff_requested", HandoffCallItem(agent=TRIAGE, raw_item=handoff_call))) == [
+        ("handoff.requested", {"from": "Triage", "to": "Ops", "call_id": "call_2"})]
+    occurred = HandoffOutputItem(agent=TRIAGE, raw_item={"type": "function_call_output", "call_id": "call_2", "output": "{}"},
+                                 source_agent=TRIAGE, target_agent=OPS)
+    assert m.map(item("handoff_occured", occurred)) == [("handoff.completed", {"from": "Triage", "to": "Ops"})]
+    reasoning = ResponseReasoningItem(id="rs_1", type="reasoning", summary=[Summary(text="think", type="summary_text")])
+    assert m.map(item("reasoning_item_created", ReasoningItem(agent=OPS, raw_item=reasoning))) == [
+        ("reasoning.completed", {"item_id": "rs_1", "summary": "think"})]
+    listed = McpListTools(id="l1", server_label="gh", type="mcp_list_tools", tools=[McpListToolsTool(name="search", input_schema={})])
+    assert m.map(item("mcp_list_tools", MCPListToolsItem(agent=OPS, raw_item=listed))) == [
+        ("mcp.tools_listed", {"server": "gh", "tools": ["search"]})]
+    req = McpApprovalRequest(id="mr_1", arguments='{"b": 2}', name="push", server_label="gh", type="mcp_approval_request")
+    assert m.map(item("mcp_approval_requested", MCPApprovalRequestItem(agent=OPS, raw_item=req))) == [
+        ("mcp.approval.requested", {"request_id": "mr_1", "server": "gh", "tool": "push", "arguments": '{"b": 2}'})]
+    resp = {"type": "mcp_approval_response", "approval_request_id": "mr_1", "approve": False, "reason": "no"}
+    assert m.map(item("mcp_approval_response", MCPApprovalResponseItem(agent=OPS, raw_item=resp))) == [
+        ("mcp.approval.responded", {"request_id": "mr_1", "approved": False, "reason": "no"})]
+
+
+def test_coalescer_merges_fast_deltas_of_one_item_and_keeps_order():
+    c = DeltaCoalescer(window_s=0.05)
+    d = lambda s, i="m1": ("message.delta", {"item_id": i, "delta": s})  # noqa: E731
+    assert c.push([d("a")], 0.00) == []
+    assert c.push([d("b")], 0.01) == []
+    assert c.due(0.02) == []
+    assert c.due(0.06) == [d("ab")]
+    assert c.push([d("c")], 0.10) == []
+    assert c.push([d("x", "m2")], 0.11) == [d("c")]  # another item: the buffer leaves first
+    out = c.push([("tool.called", {"call_id": "k"})], 0.12)
+    assert out == [d("x", "m2"), ("tool.called", {"call_id": "k"})]  # a non-delta event flushes, order kept
+    assert c.flush() == []
+
+
+def test_coalescer_never_changes_the_text():
+    c = DeltaCoalescer(window_s=0.02)
+    words = [f"w{i} " for i in range(200)]
+    out = []
+    for i, w in enumerate(words):
+        out += c.push([("message.delta", {"item_id": "m", "delta": w})], i * 0.005)
+        out += c.due(i * 0.005)
+    out += c.flush()
+    assert "".join(d["delta"] for _, d in out) == "".join(words)
+    assert 30 <= len(out) <= 60  # 4-5 deltas per 20 ms window: a run does not cost one frame per token
+    assert json.dumps(out)  # plain data
