@@ -1,0 +1,283 @@
+"""Test harness: real `runcast` processes on free ports, and a real WebSocket client that records every frame."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import httpx
+import msgpack
+import websockets
+
+from runcast import auth
+
+ROOT = Path(__file__).resolve().parents[1]
+SECRET = "test-secret-0123456789abcdef0123456789abcdef"
+TERMINAL = ("run.completed", "run.failed", "run.cancelled")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def token(sub: str, roles: list[str], runs: list[str] | None = None, ttl: float = 3600, name: str | None = None) -> str:
+    return auth.issue(SECRET, sub, name or sub.capitalize(), roles, runs, ttl_s=ttl)
+
+
+ADMIN = token("root", ["admin"])
+OPERATOR = token("ada", ["operator"], name="Ada")
+ALICE = token("alice", ["approver"], name="Alice")
+BOB = token("bob", ["approver"], name="Bob")
+VIEWER = token("vic", ["viewer"], name="Vic")
+
+
+class Process:
+    """One `runcast` process (serve or worker). Output goes to a log file, shown when a test fails."""
+
+    def __init__(self, args: list[str], env: dict[str, str], log_path: Path, port: int | None = None) -> None:
+        self.args, self.env, self.log_path, self.port = args, env, log_path, port
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/ws"
+
+    def start(self, wait: bool = True) -> "Process":
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen([sys.executable, "-m", "runcast.cli", *self.args], env=self.env, stdout=log,
+                                     stderr=subprocess.STDOUT, cwd=ROOT)
+        if wait and self.port:
+            self.wait_ready()
+        return self
+
+    def wait_ready(self, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc and self.proc.poll() is not None:
+                raise RuntimeError(f"runcast exited with {self.proc.returncode}:\n{self.log_path.read_text()[-3000:]}")
+            try:
+                if httpx.get(self.url + "/healthz", timeout=0.5).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError(f"runcast on {self.port} not ready:\n{self.log_path.read_text()[-3000:]}")
+
+    def kill(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+
+def base_env(tmp: Path, **extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.pop("OPENAI_API_KEY", None)  # nothing reaches the internet
+    env.update({
+        "RUNCAST_SECRET": SECRET,
+        "RUNCAST_DEMO_DELAY": "0.01",
+        "RUNCAST_DEMO_TOOL_LOG": str(tmp / "tools.log"),
+        "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), str(ROOT / "server"), env.get("PYTHONPATH", "")]),
+        "RUNCAST_LOG_LEVEL": "WARNING",
+        "OPENAI_AGENTS_DISABLE_TRACING": "1",
+    })
+    env.update(extra)
+    return env
+
+
+class Cluster:
+    """Hub nodes (and workers) sharing one backend. With the memory backend: one process, one node."""
+
+    def __init__(self, tmp: Path, backend: str, redis_url: str | None = None, nodes: int = 1, workers: int = 0,
+                 env: dict[str, str] | None = None, serve_args: list[str] | None = None) -> None:
+        self.tmp, self.backend, self.redis_url = tmp, backend, redis_url
+        self.env = base_env(tmp, **(env or {}))
+        common = ["--agents", "demo", "--agents", "agents_fixture"]
+        redis = ["--redis", redis_url] if redis_url else []
+        self.nodes: list[Process] = []
+        for i in range(nodes):
+            port = free_port()
+            args = ["serve", "--port", str(port), *common, *redis, *(serve_args or [])]
+            if workers and redis_url:
+                args.append("--no-worker")
+            self.nodes.append(Process(args, self.env, tmp / f"node{i}.log", port))
+        self.workers = [Process(["worker", *common, *redis], self.env, tmp / f"worker{i}.log") for i in range(workers)]
+
+    def start(self) -> "Cluster":
+        for p in self.workers:
+            p.start()
+        for p in self.nodes:
+            p.start(wait=False)
+        for p in self.nodes:
+            p.wait_ready()
+        return self
+
+    def stop(self) -> None:
+        for p in self.nodes + self.workers:
+            p.stop()
+
+    @property
+    def url(self) -> str:
+        return self.nodes[0].url
+
+    def ws_url(self, i: int = 0) -> str:
+        return self.nodes[i % len(self.nodes)].ws_url
+
+    def tool_calls(self, run_id: str, tool: str | None = None) -> list[dict[str, Any]]:
+        path = self.tmp / "tools.log"
+        if not path.exists():
+            return []
+        lines = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+        return [x for x in lines if x["run_id"] == run_id and (tool is None or x["tool"] == tool)]
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {p.log_path.name}\n{p.log_path.read_text()[-4000:]}" for p in self.nodes + self.workers if p.log_path.exists())
+
+    # ---- HTTP helpers
+    def http(self, method: str, path: str, tok: str = ADMIN, node: int = 0, **kw: Any) -> httpx.Response:
+        url = self.nodes[node % len(self.nodes)].url + path
+        return httpx.request(method, url, headers={"Authorization": f"Bearer {tok}"}, timeout=10, **kw)
+
+    def start_run(self, agent: str = "demo", text: str = "free some disk space", tok: str = OPERATOR) -> str:
+        r = self.http("POST", "/api/runs", tok, json={"agent": agent, "input": text})
+        assert r.status_code == 201, r.text
+        return r.json()["run_id"]
+
+    def log_events(self, run_id: str) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        since = 0
+        while True:
+            body = self.http("GET", f"/api/runs/{run_id}/events?since={since}&limit=1000").json()
+            out += body["events"]
+            if not body["more"]:
+                return out
+            since = body["next_since"]
+
+
+class Client:
+    """A WebSocket client that records every frame it receives, in order."""
+
+    _ids = itertools.count(1)
+
+    def __init__(self, ws: Any, encoding: str) -> None:
+        self.ws, self.encoding = ws, encoding
+        self.frames: list[dict[str, Any]] = []
+        self.closed: tuple[int, str] | None = None
+        self._changed = asyncio.Condition()
+        self._reader = asyncio.create_task(self._read())
+
+    @classmethod
+    async def connect(cls, url: str, tok: str | None = None, encoding: str = "json", **kw: Any) -> "Client":
+        sub = f"runcast.v1.{encoding}"
+        ws = await websockets.connect(url, subprotocols=[sub], max_size=None, **kw)
+        client = cls(ws, encoding)
+        if tok is not None:
+            welcome = await client.request({"type": "hello", "token": tok})
+            assert welcome["type"] == "welcome", welcome
+        return client
+
+    async def _read(self) -> None:
+        try:
+            async for msg in self.ws:
+                frame = msgpack.unpackb(msg, raw=False) if isinstance(msg, bytes) else json.loads(msg)
+                async with self._changed:
+                    self.frames.append(frame)
+                    self._changed.notify_all()
+        except websockets.ConnectionClosed:
+            pass
+        finally:
+            code = self.ws.close_code
+            self.closed = (code if code is not None else 1006, self.ws.close_reason or "")
+            async with self._changed:
+                self._changed.notify_all()
+
+    async def send(self, frame: Any) -> None:
+        if isinstance(frame, (bytes, str)):
+            await self.ws.send(frame)
+        elif self.encoding == "msgpack":
+            await self.ws.send(msgpack.packb(frame))
+        else:
+            await self.ws.send(json.dumps(frame))
+
+    async def wait_for(self, pred: Callable[[dict[str, Any]], bool], timeout: float = 15, start: int = 0) -> dict[str, Any]:
+        async def scan() -> dict[str, Any]:
+            i = start
+            async with self._changed:
+                while True:
+                    while i < len(self.frames):
+                        if pred(self.frames[i]):
+                            return self.frames[i]
+                        i += 1
+                    if self.closed:
+                        raise ConnectionError(f"closed {self.closed} while waiting")
+                    await self._changed.wait()
+        return await asyncio.wait_for(scan(), timeout)
+
+    async def wait_closed(self, timeout: float = 15) -> tuple[int, str]:
+        async def wait() -> tuple[int, str]:
+            async with self._changed:
+                while self.closed is None:
+                    await self._changed.wait()
+                return self.closed
+        return await asyncio.wait_for(wait(), timeout)
+
+    async def request(self, frame: dict[str, Any], timeout: float = 15) -> dict[str, Any]:
+        """Send a command with a fresh id; return the ack / error / pong / welcome that answers it."""
+        frame = dict(frame)
+        if frame.get("type") == "hello":
+            n = len(self.frames)
+            await self.send(frame)
+            return await self.wait_for(lambda f: f["type"] in ("welcome", "error"), timeout, start=n)
+        frame.setdefault("id", f"q{next(self._ids)}")
+        await self.send(frame)
+        return await self.wait_for(lambda f: f.get("id") == frame["id"] and f["type"] in ("ack", "error", "pong"), timeout)
+
+    async def subscribe(self, run_id: str, since: int | None = None) -> dict[str, Any]:
+        n = len(self.frames)
+        frame: dict[str, Any] = {"type": "subscribe", "run_id": run_id}
+        if since is not None:
+            frame["since"] = since
+        await self.send(frame)
+        return await self.wait_for(lambda f: (f["type"] == "sync" and f["run_id"] == run_id) or f["type"] == "error", start=n)
+
+    def events(self, run_id: str, types: tuple[str, ...] | None = None) -> list[dict[str, Any]]:
+        return [f for f in self.frames if "seq" in f and f.get("run_id") == run_id and (types is None or f["type"] in types)]
+
+    async def wait_event(self, run_id: str, types: str | tuple[str, ...], timeout: float = 20) -> dict[str, Any]:
+        types = (types,) if isinstance(types, str) else types
+        return await self.wait_for(lambda f: "seq" in f and f["run_id"] == run_id and f["type"] in types, timeout)
+
+    async def close(self) -> None:
+        await self.ws.close()
+        self._reader.cancel()
+        await asyncio.gather(self._reader, return_exceptions=True)
+
+
+def seqs(events: list[dict[str, Any]]) -> list[int]:
+    return [e["seq"] for e in events]
+
+
+def without_presence(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [e for e in events if not e["type"].startswith("participant.")]

@@ -1,0 +1,413 @@
+"""Behaviour of the hub over real sockets: a real `runcast` process, real WebSocket clients, the offline demo model.
+
+Every assertion about delivery checks sequences (seq 1..N, identical lists), not only counts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import msgpack
+import pytest
+
+from hubtest import ADMIN, ALICE, BOB, OPERATOR, TERMINAL, VIEWER, Client, Cluster, seqs, token, without_presence
+
+
+async def run_to_pause(hub: Cluster, agent: str = "demo", tok: str = OPERATOR) -> tuple[str, Client, dict]:
+    run_id = hub.start_run(agent, tok=tok)
+    watcher = await Client.connect(hub.ws_url(), VIEWER)
+    await watcher.subscribe(run_id)
+    requested = await watcher.wait_event(run_id, "approval.requested")
+    await watcher.wait_event(run_id, "run.paused")
+    return run_id, watcher, requested["data"]
+
+
+async def test_three_clients_see_the_same_gapless_sequence_and_the_decision(hub: Cluster) -> None:
+    run_id = hub.start_run()
+    a = await Client.connect(hub.ws_url(), ALICE)
+    b = await Client.connect(hub.ws_url(), VIEWER, encoding="msgpack")
+    await a.subscribe(run_id)
+    await b.subscribe(run_id)
+    await a.wait_event(run_id, "message.delta")
+    c = await Client.connect(hub.ws_url(), BOB)  # joins mid-run: replay, then live
+    await c.subscribe(run_id)
+    req = await a.wait_event(run_id, "approval.requested")
+    ack = await a.request({"type": "decide", "run_id": run_id, "approval_id": req["data"]["approval_id"],
+                           "decision": "approve", "reason": "scratch files only"})
+    assert ack["type"] == "ack" and ack["outcome"] == "decided"
+    # the viewer sees who decided, before the run finishes
+    decided = await b.wait_event(run_id, "approval.decided")
+    assert decided["data"]["by"] == {"sub": "alice", "name": "Alice"} and decided["data"]["reason"] == "scratch files only"
+    done = [await x.wait_event(run_id, "run.completed") for x in (a, b, c)]
+    assert done[0] == done[1] == done[2]
+    last = done[0]["seq"]
+    lists = [[e for e in x.events(run_id) if e["seq"] <= last] for x in (a, b, c)]
+    assert seqs(lists[0]) == list(range(1, last + 1))
+    assert lists[0] == lists[1] == lists[2]
+    assert seqs(b.events(run_id, ("approval.decided",)))[0] < last
+    kinds = [e["type"] for e in without_presence(lists[0])]
+    assert kinds[0] == "run.started" and kinds[-1] == "run.completed"
+    assert kinds.index("approval.requested") < kinds.index("run.paused") < kinds.index("approval.decided") < kinds.index("run.resumed")
+    assert "Done. I deleted 3 files" in done[0]["data"]["output"]
+    assert hub.log_events(run_id)[:last] == lists[0]
+    for x in (a, b, c):
+        await x.close()
+
+
+async def test_late_joiner_and_reconnect_with_since_get_exactly_the_missing_events(hub: Cluster) -> None:
+    run_id, w, ap = await run_to_pause(hub)
+    await w.request({"type": "decide", "run_id": run_id, "approval_id": ap["approval_id"], "decision": "approve"})
+    r = await Client.connect(hub.ws_url(), ALICE)
+    await r.request({"type": "decide", "run_id": run_id, "approval_id": ap["approval_id"], "decision": "approve"})
+    await w.wait_event(run_id, "run.completed")
+    log = hub.log_events(run_id)
+    head = log[-1]["seq"]
+
+    late = await Client.connect(hub.ws_url(), VIEWER)
+    sync = await late.subscribe(run_id)
+    assert sync["head_seq"] == head and sync["status"] == "completed"
+    before_sync = [f for f in late.frames[: late.frames.index(sync)] if "seq" in f]
+    assert before_sync == log  # exactly 1..head before sync, nothing twice
+    assert seqs(late.events(run_id)) == list(range(1, len(late.events(run_id)) + 1))  # then its own joined, live
+
+    log = hub.log_events(run_id)  # now with the late joiner's participant.joined
+    head = log[-1]["seq"]
+    k = head // 2
+    again = await Client.connect(hub.ws_url(), VIEWER)
+    sync = await again.subscribe(run_id, since=k)
+    assert sync["head_seq"] == head
+    assert [f for f in again.frames[: again.frames.index(sync)] if "seq" in f] == log[k:]
+    assert seqs(again.events(run_id))[: head - k] == list(range(k + 1, head + 1))
+
+    # subscribing again on the same connection with the last seq seen gives nothing old
+    n = len(again.frames)
+    sync = await again.subscribe(run_id, since=head)
+    assert [f for f in again.frames[n:] if "seq" in f and f["seq"] <= head] == []
+    for x in (w, r, late, again):
+        await x.close()
+
+
+async def test_viewer_decide_is_forbidden_and_changes_nothing(hub: Cluster) -> None:
+    run_id, w, ap = await run_to_pause(hub)
+    head = hub.log_events(run_id)[-1]["seq"]
+    err = await w.request({"type": "decide", "run_id": run_id, "approval_id": ap["approval_id"], "decision": "approve"})
+    assert err["type"] == "error" and err["code"] == "forbidden"
+    r = hub.http("POST", f"/api/runs/{run_id}/approvals/{ap['approval_id']}", VIEWER, json={"decision": "approve"})
+    assert r.status_code == 403 and r.json()["error"]["code"] == "forbidden"
+    detail = hub.http("GET", f"/api/runs/{run_id}").json()
+    assert detail["status"] == "paused" and detail["pending_approvals"][0]["status"] == "pending"
+    assert detail["pending_approvals"][0]["tally"] == {"approve": 0, "reject": 0, "needed": 1}
+    assert [e["type"] for e in hub.log_events(run_id)[head:]] in ([], ["participant.joined"])
+    assert hub.tool_calls(run_id, "delete_files") == []
+    await hub_cancel(hub, run_id)
+    await w.close()
+
+
+async def hub_cancel(hub: Cluster, run_id: str) -> None:
+    assert hub.http("POST", f"/api/runs/{run_id}/cancel", OPERATOR, json={}).status_code == 200
+
+
+@pytest.mark.parametrize("round_", range(20))
+async def test_racing_approvers_give_one_decision_one_resume_one_execution(hub: Cluster, round_: int) -> None:
+    run_id, w, ap = await run_to_pause(hub)
+    a = await Client.connect(hub.ws_url(), ALICE)
+    b = await Client.connect(hub.ws_url(), BOB)
+    decision_b = "reject" if round_ % 2 else "approve"
+    frames = [
+        {"type": "decide", "run_id": run_id, "approval_id": ap["approval_id"], "decision": "approve", "reason": "a", "id": "x"},
+        {"type": "decide", "run_id": run_id, "approval_id": ap["approval_id"], "decision": decision_b, "reason": "b", "id": "x"},
+    ]
+    await asyncio.gather(a.send(frames[0]), b.send(frames[1]))
+    answers = [await x.wait_for(lambda f: f.get("id") == "x") for x in (a, b)]
+    winners = [i for i, f in enumerate(answers) if f["type"] == "ack"]
+    assert len(winners) == 1, answers
+    loser = answers[1 - winners[0]]
+    winner_sub = ["alice", "bob"][winners[0]]
+    assert loser["code"] == "already_decided" and loser["winner"]["by"]["sub"] == winner_sub
+    assert winner_sub.capitalize() in loser["message"]
+    end = await w.wait_event(run_id, TERMINAL)
+    assert end["type"] == "run.completed"
+    log = hub.log_events(run_id)
+    assert [e["data"]["by"]["sub"] for e in log if e["type"] == "approval.decided"] == [winner_sub]
+    assert len([e for e in log if e["type"] == "run.resumed"]) == 1
+    approved = winners[0] == 0 or decision_b == "approve"
+    assert len(hub.tool_calls(run_id, "delete_files")) == (1 if approved else 0)
+    assert seqs(log) == list(range(1, len(log) + 1))
+    for x in (w, a, b):
+        await x.close()
+
+
+async def test_quorum_of_two_needs_two_different_people(hub: Cluster) -> None:
+    run_id, w, ap = await run_to_pause(hub, "demo-quorum")
+    assert ap["policy"] == {"roles": ["approver"], "quorum": 2, "allow_self": True}
+    a = await Client.connect(hub.ws_url(), ALICE)
+    first = await a.request({"type": "decide", "run_id": run_id, "approval_id": ap["approval_id"], "decision": "approve"})
+    assert first["type"] == "ack" and first["outcome"] == "voted"
+    voted = await w.wait_event(run_id, "approval.voted")
+    assert voted["data"]["tally"] == {"approve": 1, "reject": 0, "needed": 2}
+    twice = await a.request({"type": "decide", "run_id": run_id, "approval_id": ap["approval_id"], "decision": "approve"})
+    assert twice["type"] == "error" and twice["code"] == "forbidden"
+    assert hub.http("GET", f"/api/runs/{run_id}").json()["status"] == "paused"
+    b = await Client.connect(hub.ws_url(), BOB)
+    second = await b.request({"type": "decide", "run_id": run_id, "approval_id": ap["approval_id"], "decision": "approve"})
+    assert second["type"] == "ack" and second["outcome"] == "decided"
+    decided = await w.wait_event(run_id, "approval.decided")
+    assert [v["sub"] for v in decided["data"]["voters"]] == ["alice", "bob"]
+    end = await w.wait_event(run_id, TERMINAL)
+    assert end["type"] == "run.completed" and "deployed 2.4.1 to production" in end["data"]["output"]
+    assert len(hub.tool_calls(run_id, "deploy")) == 1
+    for x in (w, a, b):
+        await x.close()
+
+
+async def test_rejection_reaches_the_model_as_the_rejection_text(hub: Cluster) -> None:
+    run_id, w, ap = await run_to_pause(hub)
+    reason = "keep build-cache.tar, the nightly job needs it"
+    a = await Client.connect(hub.ws_url(), ALICE)
+    ack = await a.request({"type": "decide", "run_id": run_id, "approval_id": ap["approval_id"], "decision": "reject", "reason": reason})
+    assert ack["outcome"] == "decided"
+    out = await w.wait_for(lambda f: f.get("type") == "tool.output" and f["data"]["call_id"] == ap["call_id"])
+    assert out["data"]["output"] == reason
+    end = await w.wait_event(run_id, TERMINAL)
+    assert end["type"] == "run.completed" and reason in end["data"]["output"]
+    assert hub.tool_calls(run_id, "delete_files") == []
+    for x in (w, a):
+        await x.close()
+
+
+async def test_cancel_while_paused_ends_the_run_and_the_tool_never_runs(hub: Cluster) -> None:
+    run_id, w, ap = await run_to_pause(hub)
+    viewer_cancel = await w.request({"type": "cancel", "run_id": run_id})
+    assert viewer_cancel["type"] == "error" and viewer_cancel["code"] == "forbidden"
+    op = await Client.connect(hub.ws_url(), OPERATOR)
+    ack = await op.request({"type": "cancel", "run_id": run_id})
+    assert ack["type"] == "ack" and ack["status"] == "cancelled"
+    end = await w.wait_event(run_id, TERMINAL)
+    assert end["type"] == "run.cancelled" and end["data"]["by"] == {"sub": "ada", "name": "Ada"}
+    a = await Client.connect(hub.ws_url(), ALICE)
+    late = await a.request({"type": "decide", "run_id": run_id, "approval_id": ap["approval_id"], "decision": "approve"})
+    assert late["type"] == "error" and late["code"] == "not_pending"
+    await asyncio.sleep(0.3)
+    kinds = [e["type"] for e in without_presence(hub.log_events(run_id))]
+    assert kinds[-2:] == ["approval.cancelled", "run.cancelled"] and "run.resumed" not in kinds
+    assert hub.tool_calls(run_id, "delete_files") == []
+    for x in (w, op, a):
+        await x.close()
+
+
+async def test_cancel_while_running_stops_the_stream(hub: Cluster) -> None:
+    run_id = hub.start_run()
+    op = await Client.connect(hub.ws_url(), OPERATOR)
+    await op.subscribe(run_id)
+    await op.wait_event(run_id, "message.delta")
+    ack = await op.request({"type": "cancel", "run_id": run_id})
+    assert ack["type"] == "ack" and ack["status"] == "cancelling"
+    end = await op.wait_event(run_id, TERMINAL)
+    assert end["type"] == "run.cancelled" and end["data"]["mode"] == "immediate"
+    kinds = [e["type"] for e in op.events(run_id)]
+    assert "run.paused" not in kinds and "approval.requested" not in kinds
+    assert hub.tool_calls(run_id, "delete_files") == []
+    assert hub.http("GET", f"/api/runs/{run_id}").json()["status"] == "cancelled"
+    await op.close()
+
+
+async def test_an_expired_approval_is_rejected_automatically(hub: Cluster) -> None:
+    run_id, w, ap = await run_to_pause(hub, "demo-expiring")
+    assert ap["expires_at"] is not None
+    expired = await w.wait_event(run_id, "approval.expired", timeout=10)
+    decided = await w.wait_event(run_id, "approval.decided")
+    assert expired["seq"] + 1 == decided["seq"]
+    assert decided["data"]["by"] == {"policy": "expired"} and decided["data"]["decision"] == "reject"
+    end = await w.wait_event(run_id, TERMINAL)
+    assert end["type"] == "run.completed" and "expired" in end["data"]["output"]
+    a = await Client.connect(hub.ws_url(), ALICE)
+    late = await a.request({"type": "decide", "run_id": run_id, "approval_id": ap["approval_id"], "decision": "approve"})
+    assert late["code"] == "already_decided" and late["winner"]["by"] == {"policy": "expired"}
+    assert hub.tool_calls(run_id, "delete_files") == []
+    for x in (w, a):
+        await x.close()
+
+
+async def test_self_approval_refused_when_the_policy_says_so(hub: Cluster) -> None:
+    starter = token("sam", ["approver", "operator"], name="Sam")
+    run_id, w, ap = await run_to_pause(hub, "demo-strict", tok=starter)
+    s = await Client.connect(hub.ws_url(), starter)
+    err = await s.request({"type": "decide", "run_id": run_id, "approval_id": ap["approval_id"], "decision": "approve"})
+    assert err["code"] == "forbidden" and "other than" in err["message"]
+    a = await Client.connect(hub.ws_url(), ALICE)
+    assert (await a.request({"type": "decide", "run_id": run_id, "approval_id": ap["approval_id"], "decision": "approve"}))["type"] == "ack"
+    assert (await w.wait_event(run_id, TERMINAL))["type"] == "run.completed"
+    for x in (w, s, a):
+        await x.close()
+
+
+async def test_handoff_run_with_an_operator_approving(hub: Cluster) -> None:
+    run_id, w, ap = await run_to_pause(hub, "demo-handoff")
+    assert ap["agent"] == "Ops" and ap["tool"] == "restart_service"
+    kinds = [e["type"] for e in w.events(run_id)]
+    assert "handoff.requested" in kinds and "handoff.completed" in kinds
+    assert [e["data"]["agent"] for e in w.events(run_id, ("agent.updated",))] == ["Triage", "Ops"]
+    op = await Client.connect(hub.ws_url(), OPERATOR)
+    assert (await op.request({"type": "decide", "run_id": run_id, "approval_id": ap["approval_id"], "decision": "approve"}))["type"] == "ack"
+    end = await w.wait_event(run_id, TERMINAL)
+    assert end["type"] == "run.completed" and "restarted web" in end["data"]["output"]
+    assert [e["data"]["agent"] for e in w.events(run_id, ("agent.updated",))] == ["Triage", "Ops"]  # not re-announced on resume
+    for x in (w, op):
+        await x.close()
+
+
+async def test_a_failing_model_ends_the_run_failed(hub: Cluster) -> None:
+    run_id = hub.start_run("broken")
+    w = await Client.connect(hub.ws_url(), VIEWER)
+    await w.subscribe(run_id)
+    end = await w.wait_event(run_id, TERMINAL)
+    assert end["type"] == "run.failed" and "the model fell over" in end["data"]["message"]
+    await w.close()
+
+
+async def test_every_bad_frame_gets_its_code_and_the_connection_keeps_working(hub: Cluster) -> None:
+    run_id, w, ap = await run_to_pause(hub)
+    other_run = hub.start_run()
+    limited = token("lim", ["approver"], runs=[other_run])
+    c = await Client.connect(hub.ws_url(), ALICE)
+    cases = [
+        ("{not json", "bad_frame"),
+        ("[1,2,3]", "bad_frame"),
+        (json.dumps({"no_type": 1}), "bad_request"),
+        (json.dumps({"type": "subscribe"}), "bad_request"),
+        (json.dumps({"type": "subscribe", "run_id": 42}), "bad_request"),
+        (json.dumps({"type": "subscribe", "run_id": run_id, "since": "3"}), "bad_request"),
+        (json.dumps({"type": "decide", "run_id": run_id, "approval_id": ap["approval_id"], "decision": "yes"}), "bad_request"),
+        (json.dumps({"type": "fly"}), "unknown_type"),
+        (json.dumps({"type": "ping", "pad": "x" * 70_000}), "too_large"),
+        (json.dumps({"type": "subscribe", "run_id": "run_nope"}), "not_found"),
+        (json.dumps({"type": "decide", "run_id": run_id, "approval_id": "ap_stale", "decision": "approve"}), "not_found"),
+        (json.dumps({"type": "start", "agent": "demo", "input": "x"}), "forbidden"),  # an approver may not start runs
+        (json.dumps({"type": "start", "agent": "nope", "input": "x"}), "forbidden"),
+        (json.dumps({"type": "hello", "token": ALICE}), "bad_request"),
+        (msgpack.packb({"type": "ping"}), "bad_frame"),  # binary frame on the JSON subprotocol: not JSON
+    ]
+    for payload, code in cases:
+        n = len(c.frames)
+        await c.send(payload)
+        err = await c.wait_for(lambda f: f["type"] == "error", start=n)
+        assert err["code"] == code, (payload[:80], err)
+        assert err["message"]
+        pong = await c.request({"type": "ping"})
+        assert pong["type"] == "pong"
+    # a token for another run, a viewer deciding, a stale approval id
+    lim = await Client.connect(hub.ws_url(), limited)
+    assert (await lim.subscribe(run_id))["code"] == "forbidden"
+    assert (await lim.request({"type": "decide", "run_id": run_id, "approval_id": ap["approval_id"], "decision": "approve"}))["code"] == "forbidden"
+    assert (await lim.subscribe(other_run))["type"] == "sync"
+    assert (await w.request({"type": "decide", "run_id": run_id, "approval_id": ap["approval_id"], "decision": "approve"}))["code"] == "forbidden"
+    assert (await c.request({"type": "decide", "run_id": run_id, "approval_id": ap["approval_id"], "decision": "approve"}))["type"] == "ack"
+    stale = await c.request({"type": "decide", "run_id": run_id, "approval_id": ap["approval_id"], "decision": "reject"})
+    assert stale["code"] == "already_decided"
+    assert (await w.wait_event(run_id, TERMINAL))["type"] == "run.completed"
+    assert len(hub.tool_calls(run_id, "delete_files")) == 1
+    await hub_cancel(hub, other_run)
+    for x in (w, c, lim):
+        await x.close()
+
+
+async def test_msgpack_subprotocol_errors_and_events(hub: Cluster) -> None:
+    m = await Client.connect(hub.ws_url(), ALICE, encoding="msgpack")
+    assert m.ws.subprotocol == "runcast.v1.msgpack"
+    n = len(m.frames)
+    await m.send(b"\xc1\xc1\xc1")
+    assert (await m.wait_for(lambda f: f["type"] == "error", start=n))["code"] == "bad_frame"
+    assert (await m.request({"type": "ping"}))["type"] == "pong"
+    await m.close()
+
+
+async def test_hello_rules_and_close_codes(hub: Cluster) -> None:
+    # no hello in time: 4401
+    quiet = await Client.connect(hub.ws_url())
+    assert (await quiet.wait_closed(5))[0] == 4401
+    # anything before hello is an error, then a bad token closes with 4401
+    c = await Client.connect(hub.ws_url())
+    n = len(c.frames)
+    await c.send({"type": "ping"})
+    assert (await c.wait_for(lambda f: f["type"] == "error", start=n))["code"] == "unauthenticated"
+    await c.send({"type": "hello", "token": "not-a-jwt"})
+    assert (await c.wait_closed())[0] == 4401
+    wrong_secret = Client.connect  # a token signed with another secret
+    from runcast import auth
+
+    forged = auth.issue("another-secret-0123456789abcdef0123", "root", "Root", ["admin"])
+    f = await wrong_secret(hub.ws_url())
+    await f.send({"type": "hello", "token": forged})
+    assert (await f.wait_closed())[0] == 4401
+    # a token that expires closes the connection with 4401 when it does
+    short = await Client.connect(hub.ws_url(), token("eve", ["viewer"], ttl=2))
+    assert (await short.wait_closed(10))[0] == 4401
+    # a frame over the transport limit: 1009
+    big = await Client.connect(hub.ws_url(), ALICE)
+    await big.send("x" * (2 * 1024 * 1024))
+    assert (await big.wait_closed())[0] == 1009
+
+
+async def test_origin_is_checked_before_the_upgrade(hub: Cluster) -> None:
+    import websockets
+
+    with pytest.raises(websockets.InvalidStatus) as info:
+        await websockets.connect(hub.ws_url(), origin="http://evil.example")
+    assert info.value.response.status_code == 403
+    port = hub.ws_url().split(":")[2].split("/")[0]
+    ok = await Client.connect(hub.ws_url(), ALICE, origin=f"http://127.0.0.1:{port}")
+    assert (await ok.request({"type": "ping"}))["type"] == "pong"
+    await ok.close()
+
+
+async def test_repeated_bad_frames_close_with_1008(hub: Cluster) -> None:
+    c = await Client.connect(hub.ws_url(), ALICE)
+    for _ in range(80):
+        await c.send("{")
+    assert (await c.wait_closed())[0] == 1008
+    errors = [f for f in c.frames if f["type"] == "error"]
+    assert errors and all(f["code"] in ("bad_frame", "rate_limited") for f in errors)
+
+
+async def test_presence_joined_and_left(hub: Cluster) -> None:
+    run_id = hub.start_run()
+    a = await Client.connect(hub.ws_url(), ALICE)
+    await a.subscribe(run_id)
+    b = await Client.connect(hub.ws_url(), BOB)
+    await b.subscribe(run_id)
+    joined = await a.wait_for(lambda f: f.get("type") == "participant.joined" and f["data"]["sub"] == "bob")
+    assert joined["data"]["name"] == "Bob" and joined["data"]["roles"] == ["approver"]
+    await b.close()
+    left = await a.wait_for(lambda f: f.get("type") == "participant.left" and f["data"]["sub"] == "bob")
+    assert left["data"]["connection_id"] == joined["data"]["connection_id"]
+    await hub_cancel(hub, run_id)
+    await a.close()
+
+
+async def test_http_api(hub: Cluster) -> None:
+    assert hub.http("GET", "/healthz").text == "ok"
+    assert hub.http("GET", "/readyz").status_code == 200
+    assert hub.http("GET", "/api/runs", "garbage").status_code == 401
+    assert hub.http("POST", "/api/runs", VIEWER, json={"agent": "demo", "input": "x"}).json()["error"]["code"] == "forbidden"
+    bad = hub.http("POST", "/api/runs", OPERATOR, content=b"{oops")
+    assert bad.status_code == 400 and bad.json()["error"]["code"] == "bad_frame"
+    bad = hub.http("POST", "/api/runs", OPERATOR, json={"agent": 3})
+    assert bad.status_code == 400 and bad.json()["error"]["code"] == "bad_request"
+    run_id, w, ap = await run_to_pause(hub)
+    runs = hub.http("GET", "/api/runs").json()["runs"]
+    assert runs[0]["run_id"] == run_id and runs[0]["status"] == "paused"  # newest first
+    detail = hub.http("GET", f"/api/runs/{run_id}").json()
+    assert detail["pending_approvals"][0]["approval_id"] == ap["approval_id"]
+    page1 = hub.http("GET", f"/api/runs/{run_id}/events?since=0&limit=5").json()
+    assert seqs(page1["events"]) == [1, 2, 3, 4, 5] and page1["more"] and page1["next_since"] == 5
+    r = hub.http("POST", f"/api/runs/{run_id}/approvals/{ap['approval_id']}", ALICE, json={"decision": "approve", "reason": "ok"})
+    assert r.status_code == 200 and r.json()["outcome"] == "decided"
+    r = hub.http("POST", f"/api/runs/{run_id}/approvals/{ap['approval_id']}", BOB, json={"decision": "approve"})
+    assert r.status_code == 409 and r.json()["error"]["code"] == "already_decided"
+    assert (await w.wait_event(run_id, TERMINAL))["type"] == "run.completed"
+    assert hub.http("POST", f"/api/runs/{run_id}/cancel", OPERATOR, json={}).json()["error"]["code"] == "not_pending"
+    metrics = hub.http("GET", "/metrics").text
+    assert "runcast_connections " in metrics and "runcast_frames_out_total" in metrics
+    assert hub.http("GET", "/").status_code == 200
+    await w.close()
