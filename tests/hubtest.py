@@ -256,11 +256,12 @@ class Client:
 
     async def subscribe(self, run_id: str, since: int | None = None) -> dict[str, Any]:
         n = len(self.frames)
-        frame: dict[str, Any] = {"type": "subscribe", "run_id": run_id}
+        frame: dict[str, Any] = {"type": "subscribe", "run_id": run_id, "id": f"s{next(self._ids)}"}
         if since is not None:
             frame["since"] = since
         await self.send(frame)
-        return await self.wait_for(lambda f: (f["type"] == "sync" and f["run_id"] == run_id) or f["type"] == "error", start=n)
+        return await self.wait_for(
+            lambda f: (f["type"] == "sync" and f["run_id"] == run_id) or (f["type"] == "error" and f.get("id") == frame["id"]), start=n)
 
     def events(self, run_id: str, types: tuple[str, ...] | None = None) -> list[dict[str, Any]]:
         return [f for f in self.frames if "seq" in f and f.get("run_id") == run_id and (types is None or f["type"] in types)]

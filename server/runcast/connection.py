@@ -83,6 +83,8 @@ class Connection:
         self.cursors: dict[str, Cursor] = {}
         self.joined: set[str] = set()  # runs where this connection announced participant.joined
         self._queue: asyncio.Queue[Any] = asyncio.Queue()
+        self._room = asyncio.Event()  # set while the queue is under half full: replays wait on it
+        self._room.set()
         self._fills: dict[str, asyncio.Task[Any]] = {}
         self._closing: _Close | None = None
         self._writer: asyncio.Task[Any] | None = None
@@ -98,6 +100,13 @@ class Connection:
             return
         self._queue.put_nowait(item)
 
+    async def send_paced(self, item: Event) -> None:
+        """For replays: wait for room instead of counting the burst against the client (only live events can't wait)."""
+        if self._queue.qsize() >= self.hub.settings.max_queue // 2:
+            self._room.clear()
+            await self._room.wait()
+        self.send(item)  # dropped if the connection closed meanwhile
+
     def send_control(self, frame: Any) -> None:
         self.send(control(frame, self.encoding) if hasattr(frame, "model_dump") else encode(frame, self.encoding))
 
@@ -109,27 +118,40 @@ class Connection:
         """Close now, dropping whatever is queued (a slow consumer must not hold memory)."""
         if self._closing is not None:
             return
+        log.debug("closing %s: %s %s (queued %d)", self.id, code, reason, self._queue.qsize())
+        if code == CloseCode.SLOW_CONSUMER:
+            self.hub.metrics.slow_consumers += 1
         self._closing = _Close(code, reason)
         while not self._queue.empty():
             self._queue.get_nowait()
         self._queue.put_nowait(self._closing)
+        self._room.set()
 
     async def _write(self) -> None:
         ws, metrics = self.ws, self.hub.metrics
-        while True:
-            item = await self._queue.get()
-            if isinstance(item, _Close):
-                try:
-                    await ws.close(item.code, item.reason[:120])
-                except Exception:  # noqa: BLE001 - already gone
-                    pass
-                return
-            data = item.encode(self.encoding) if isinstance(item, Event) else item
-            if isinstance(data, bytes):
-                await ws.send_bytes(data)
-            else:
-                await ws.send_text(data)
-            metrics.frames_out += 1
+        try:
+            while True:
+                item = await self._queue.get()
+                if not self._room.is_set() and self._queue.qsize() < self.hub.settings.max_queue // 2:
+                    self._room.set()
+                if isinstance(item, _Close):
+                    try:
+                        await ws.close(item.code, item.reason[:120])
+                    except Exception:  # noqa: BLE001 - already gone
+                        pass
+                    return
+                data = item.encode(self.encoding) if isinstance(item, Event) else item
+                if isinstance(data, bytes):
+                    await ws.send_bytes(data)
+                else:
+                    await ws.send_text(data)
+                metrics.frames_out += 1
+        except Exception as exc:  # noqa: BLE001 - the socket went away under us: stop queueing for it
+            log.debug("writer of %s stopped: %r", self.id, exc)
+            if self._closing is None:
+                self._closing = _Close(1006, "gone")
+        finally:
+            self._room.set()
 
     # ------------------------------------------------------------------ live events
     def on_live(self, run_id: str, events: list[Event]) -> None:
@@ -228,10 +250,11 @@ class Connection:
             now = time.monotonic()
             cmd_id: str | None = None
             try:
-                if not self.limiter.allow(now):
-                    raise ProtocolError(ErrorCode.RATE_LIMITED, f"over {self.hub.settings.rate_per_s:g} commands a second; slow down")
+                allowed = self.limiter.allow(now)
                 cmd = parse_command(decode_frame(payload, self.encoding))
                 cmd_id = cmd.id
+                if not allowed:
+                    raise ProtocolError(ErrorCode.RATE_LIMITED, f"over {self.hub.settings.rate_per_s:g} commands a second; slow down")
                 await self._dispatch(cmd)
             except ProtocolError as err:
                 if cmd_id is not None:
@@ -285,7 +308,7 @@ class Connection:
             while True:
                 page = await backend.read(run_id, after, limit=READ_PAGE)
                 for ev in cursor.history(page):
-                    self.send(ev)
+                    await self.send_paced(ev)
                 if len(page) < READ_PAGE:
                     break
                 after = page[-1].seq

@@ -53,6 +53,7 @@ class Metrics:
         self.frames_in = 0
         self.frames_out = 0
         self.errors: dict[str, int] = {}
+        self.slow_consumers = 0
 
     def render(self, hub: "Hub") -> str:
         lines = [
@@ -60,6 +61,7 @@ class Metrics:
             "# TYPE runcast_connections_total counter", f"runcast_connections_total {self.connections_total}",
             "# TYPE runcast_frames_in_total counter", f"runcast_frames_in_total {self.frames_in}",
             "# TYPE runcast_frames_out_total counter", f"runcast_frames_out_total {self.frames_out}",
+            "# TYPE runcast_slow_consumers_closed_total counter", f"runcast_slow_consumers_closed_total {self.slow_consumers}",
             "# TYPE runcast_runs_watched gauge", f"runcast_runs_watched {hub.fanout.runs_watched}",
             "# TYPE runcast_active_segments gauge", f"runcast_active_segments {len(hub.worker.active) if hub.worker else 0}",
             "# TYPE runcast_errors_total counter",

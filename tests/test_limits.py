@@ -1,0 +1,93 @@
+"""Limits that protect the hub: a slow consumer is closed with 4408 and comes back with `since` losing nothing;
+the others are not slowed down. Its own server, with a small per-client queue."""
+
+from __future__ import annotations
+
+import json
+import socket
+from collections.abc import Iterator
+
+import pytest
+from websockets.client import ClientProtocol
+from websockets.frames import Frame, Opcode
+from websockets.protocol import State
+from websockets.typing import Subprotocol
+from websockets.uri import parse_uri
+
+from hubtest import ALICE, OPERATOR, VIEWER, Client, Cluster, seqs, token
+
+
+@pytest.fixture(scope="module")
+def small_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    cluster = Cluster(tmp_path_factory.mktemp("limits"), "memory", serve_args=["--max-queue", "64"],
+                      env={"RUNCAST_RATE_PER_S": "10000", "RUNCAST_RATE_BURST": "10000"}).start()
+    yield cluster
+    cluster.stop()
+
+
+async def test_slow_consumer_is_closed_with_4408_and_recovers_with_since(small_hub: Cluster) -> None:
+    hub = small_hub
+    run_id = hub.start_run()
+    watcher = await Client.connect(hub.ws_url(), VIEWER)
+    await watcher.subscribe(run_id)
+    await watcher.wait_event(run_id, "run.paused")
+
+    # A client that stops reading: a raw socket with a tiny receive buffer, driven by websockets' sans-I/O protocol.
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", int(hub.url.rsplit(":", 1)[1])))
+    proto = ClientProtocol(parse_uri(hub.ws_url()), subprotocols=[Subprotocol("runcast.v1.json")])
+    proto.send_request(proto.connect())
+    sock.sendall(b"".join(proto.data_to_send()))
+    while not proto.handshake_exc and proto.state is not State.OPEN:
+        proto.receive_data(sock.recv(65536))
+    for frame in ({"type": "hello", "token": ALICE}, {"type": "subscribe", "run_id": run_id}):
+        proto.send_text(json.dumps(frame).encode())
+    sock.sendall(b"".join(proto.data_to_send()))
+
+    # Someone with a long name comes and goes: every visit is two big live events for every watcher.
+    noisy = await Client.connect(hub.ws_url(), token("noisy", ["viewer"], name="N" * 4000))
+
+    def slow_closed() -> int:
+        text = hub.http("GET", "/metrics").text
+        return int(next(x for x in text.splitlines() if x.startswith("runcast_slow_consumers_closed_total ")).split()[1])
+
+    assert slow_closed() == 0
+    seen = watcher.events(run_id)[-1]["seq"]
+    for _ in range(200):
+        for _ in range(20):  # pipelined: twenty visits, then wait for the last answer
+            await noisy.send({"type": "subscribe", "run_id": run_id, "since": seen})
+            await noisy.send({"type": "unsubscribe", "run_id": run_id})
+        await noisy.request({"type": "ping"})
+        seen = noisy.events(run_id)[-1]["seq"]
+        if slow_closed():
+            break
+    assert slow_closed() == 1
+    # the fast clients were never held up
+    assert (await noisy.request({"type": "ping"}))["type"] == "pong"
+    assert (await watcher.request({"type": "ping"}))["type"] == "pong"
+
+    # the slow one, once it reads again, finds what was in flight and then its close: 4408
+    last_seq = 0
+    sock.settimeout(10)
+    while proto.close_rcvd is None:
+        data = sock.recv(1 << 20)
+        assert data, "socket closed without a close frame"
+        proto.receive_data(data)
+        for ev in proto.events_received():
+            if isinstance(ev, Frame) and ev.opcode is Opcode.TEXT and b'"seq"' in ev.data:
+                seq = json.loads(ev.data)["seq"]
+                assert seq == last_seq + 1 or last_seq == 0  # in order, no hole, up to the cut
+                last_seq = seq
+    assert proto.close_rcvd.code == 4408
+    sock.close()
+
+    # it comes back with since and gets exactly what it missed
+    back = await Client.connect(hub.ws_url(), ALICE)
+    sync = await back.subscribe(run_id, since=last_seq)
+    replay = [f for f in back.frames[: back.frames.index(sync)] if "seq" in f]
+    assert seqs(replay) == list(range(last_seq + 1, sync["head_seq"] + 1))
+    assert replay == hub.log_events(run_id)[last_seq : sync["head_seq"]]
+    assert hub.http("POST", f"/api/runs/{run_id}/cancel", OPERATOR, json={}).status_code == 200
+    for c in (watcher, noisy, back):
+        await c.close()
