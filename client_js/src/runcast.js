@@ -1,0 +1,560 @@
+// Runcast browser client: one WebSocket to a hub, any number of watched runs, each folded into a state.
+//
+// The guarantee to the app: for every subscribed run, `onEvent` sees seq 1, 2, 3, ... exactly once and in order,
+// across gaps, dropped sockets and hub restarts (close 1012) or slow-consumer drops (close 4408): the client keeps the
+// last seq per run, drops repeats, and on a hole or a reconnect subscribes again with `since`.
+//
+// No build step: this file is a plain ES module. msgpack is loaded only when asked for (see README).
+
+import { applyEvent, initialRunState } from "./state.js";
+
+export {
+  applyEvent, foldEvents, initialRunState, people, canDecide, canCancel, canStart, hasRole, openApprovals, TERMINAL,
+} from "./state.js";
+
+export const VERSION = "0.1.0";
+export const SUBPROTOCOL_JSON = "runcast.v1.json";
+export const SUBPROTOCOL_MSGPACK = "runcast.v1.msgpack";
+
+/** Close codes after which the client comes back on its own (everything but a deliberate close and a refused token). */
+const CLOSE_AUTH = 4401;
+const CLOSE_RESTARTING = 1012;
+
+/** An `error` frame from the hub, or a local failure (`disconnected`, `timeout`, `closed`), as an Error. */
+export class RuncastError extends Error {
+  /** @param {string} code @param {string} message @param {Record<string, any>} [frame] */
+  constructor(code, message, frame = {}) {
+    super(message);
+    this.name = "RuncastError";
+    this.code = code;
+    this.frame = frame;
+  }
+}
+
+function defaultUrl() {
+  const loc = globalThis.location;
+  if (!loc || !loc.host) throw new Error("runcast: pass `url` (ws://host:port/ws) outside a browser");
+  return `${loc.protocol === "https:" ? "wss" : "ws"}://${loc.host}/ws`;
+}
+
+class RunEntry {
+  constructor(runId) {
+    this.runId = runId;
+    this.state = initialRunState(runId);
+    this.lastSeq = 0;
+    this.listeners = new Set();
+    this.synced = false;
+    this.inflight = 0; // subscribes sent on this socket whose `sync` has not come back yet
+    this.duplicates = 0; // events dropped because they were already applied (for diagnostics and tests)
+    this.resubscribes = 0; // subscribes sent with `since` after a gap or a reconnect
+  }
+}
+
+/**
+ * A subscription handle: the live state of one run, and a way to stop watching it.
+ */
+export class Subscription {
+  /** @param {RuncastClient} client @param {RunEntry} entry @param {object} handlers */
+  constructor(client, entry, handlers) {
+    this._client = client;
+    this._entry = entry;
+    this.handlers = handlers;
+    this.runId = entry.runId;
+  }
+
+  /** The folded state (updated in place as events arrive). */
+  get state() { return this._entry.state; }
+  /** The last seq applied. */
+  get lastSeq() { return this._entry.lastSeq; }
+  /** True between the hub's `sync` (replay done) and the next drop. */
+  get synced() { return this._entry.synced; }
+  /** Counters: events dropped as repeats, subscribes sent again with `since`. */
+  get stats() { return { duplicates: this._entry.duplicates, resubscribes: this._entry.resubscribes }; }
+
+  unsubscribe() { this._client._unsubscribe(this); }
+}
+
+/**
+ * @typedef {import("./runcast.js").ClientOptions} ClientOptions
+ * @typedef {import("./runcast.js").RunHandlers} RunHandlers
+ */
+
+export class RuncastClient {
+  /** @param {ClientOptions} options */
+  constructor(options = {}) {
+    this.url = options.url || defaultUrl();
+    this._token = options.token;
+    this.encoding = options.encoding === "msgpack" ? "msgpack" : "json";
+    this._WebSocket = options.WebSocket || globalThis.WebSocket;
+    if (!this._WebSocket) throw new Error("runcast: no WebSocket here; pass one (e.g. the `ws` package) as options.WebSocket");
+    this._codec = options.msgpack || null;
+    this.clientName = options.client || `runcast-js/${VERSION}`;
+    const r = options.reconnect || {};
+    this.backoff = {
+      initialMs: r.initialMs ?? 250,
+      maxMs: r.maxMs ?? 10_000,
+      factor: r.factor ?? 2,
+      jitter: r.jitter ?? 0.5, // the delay is drawn from [d * (1 - jitter), d]
+    };
+    this.reconnectEnabled = options.reconnect !== false;
+    this.commandTimeoutMs = options.commandTimeoutMs ?? 15_000;
+    this.heartbeatMs = options.heartbeatMs ?? null; // null: use the hub's heartbeat_s from `welcome`
+    this._random = options.random || Math.random;
+
+    /** @type {"idle"|"connecting"|"open"|"reconnecting"|"closed"} */
+    this.status = "idle";
+    /** @type {{sub: string, name: string, roles: string[]}|null} */
+    this.user = null;
+    this.connectionId = null;
+    this.server = null;
+    this.attempt = 0; // failed attempts since the last `welcome`
+    this.connects = 0; // welcomes received, over the client's life
+
+    this._ws = null;
+    this._runs = new Map();
+    this._pending = new Map(); // command id -> {resolve, reject, timer, frame}
+    this._queued = []; // commands waiting for the socket to be open
+    this._nextId = 1;
+    this._listeners = new Map();
+    this._retryTimer = null;
+    this._beatTimer = null;
+    this._lastFrameAt = 0;
+    this._closedByUser = false;
+    this._openWaiters = [];
+
+    if (options.watchNetwork !== false && typeof globalThis.addEventListener === "function" && typeof globalThis.document !== "undefined") {
+      this._onOnline = () => { if (this.status === "reconnecting") this._retryNow(); };
+      this._onVisible = () => {
+        if (globalThis.document.visibilityState === "visible" && this.status === "reconnecting") this._retryNow();
+      };
+      globalThis.addEventListener("online", this._onOnline);
+      globalThis.document.addEventListener("visibilitychange", this._onVisible);
+    }
+  }
+
+  // ------------------------------------------------------------------------------------------ connection events
+
+  /**
+   * Listen to the connection: "status" (status), "welcome" (frame), "close" ({code, reason}), "reconnect"
+   * ({attempt, delayMs, code}), "error" (RuncastError not tied to a command). Returns a function that removes it.
+   * @param {string} type @param {(arg: any) => void} fn
+   */
+  on(type, fn) {
+    if (!this._listeners.has(type)) this._listeners.set(type, new Set());
+    this._listeners.get(type).add(fn);
+    return () => this._listeners.get(type)?.delete(fn);
+  }
+
+  _emit(type, arg) {
+    for (const fn of this._listeners.get(type) || []) {
+      try { fn(arg); } catch (e) { console.error("runcast listener failed", e); }
+    }
+  }
+
+  _setStatus(s) {
+    if (this.status === s) return;
+    this.status = s;
+    this._emit("status", s);
+  }
+
+  // ------------------------------------------------------------------------------------------ connecting
+
+  /**
+   * Open the connection (once; it then stays up by itself until `close()`). Resolves with the `welcome` frame.
+   * @returns {Promise<any>}
+   */
+  connect() {
+    this._closedByUser = false;
+    if (this.status === "open") return Promise.resolve(this._welcome);
+    const waiter = new Promise((resolve, reject) => this._openWaiters.push({ resolve, reject }));
+    if (this.status === "idle" || this.status === "closed") this._open();
+    return waiter;
+  }
+
+  async _tokenValue() {
+    const t = typeof this._token === "function" ? await this._token() : this._token;
+    if (!t) throw new RuncastError("unauthenticated", "runcast: no token");
+    return t;
+  }
+
+  async _loadCodec() {
+    if (this.encoding !== "msgpack" || this._codec) return;
+    // A bare specifier: resolved by Node, or in a browser by an import map (see README).
+    const mod = await import("@msgpack/msgpack");
+    this._codec = { encode: mod.encode, decode: mod.decode };
+  }
+
+  async _open() {
+    this._setStatus(this.connects === 0 && this.attempt === 0 ? "connecting" : "reconnecting");
+    let token;
+    try {
+      await this._loadCodec();
+      token = await this._tokenValue();
+    } catch (err) {
+      this._failOpen(err instanceof RuncastError ? err : new RuncastError("unauthenticated", String(err?.message || err)));
+      return;
+    }
+    if (this._closedByUser) return;
+    const sub = this.encoding === "msgpack" ? SUBPROTOCOL_MSGPACK : SUBPROTOCOL_JSON;
+    let ws;
+    try {
+      ws = new this._WebSocket(this.url, [sub]);
+    } catch (err) {
+      this._onSocketGone(null, 1006, String(err?.message || err));
+      return;
+    }
+    ws.binaryType = "arraybuffer";
+    this._ws = ws;
+    ws.onopen = () => {
+      if (this._ws !== ws) return;
+      this._lastFrameAt = Date.now();
+      this._rawSend({ type: "hello", token, client: this.clientName });
+    };
+    ws.onmessage = (m) => {
+      if (this._ws !== ws) return;
+      this._lastFrameAt = Date.now();
+      let frame;
+      try {
+        frame = this._decode(m.data);
+      } catch (err) {
+        this._emit("error", new RuncastError("bad_frame", `runcast: undecodable frame from the hub: ${err?.message || err}`));
+        return;
+      }
+      this._onFrame(frame);
+    };
+    ws.onclose = (e) => this._onSocketGone(ws, e.code, e.reason || "");
+    ws.onerror = () => { /* a close follows */ };
+  }
+
+  _failOpen(err) {
+    this._setStatus("closed");
+    for (const w of this._openWaiters.splice(0)) w.reject(err);
+    this._emit("error", err);
+  }
+
+  _decode(data) {
+    if (typeof data === "string") return JSON.parse(data);
+    const bytes = data instanceof ArrayBuffer ? new Uint8Array(data) : ArrayBuffer.isView(data) ? new Uint8Array(data.buffer, data.byteOffset, data.byteLength) : null;
+    if (!bytes) throw new Error("unsupported frame type");
+    if (this._codec) return this._codec.decode(bytes);
+    return JSON.parse(new TextDecoder().decode(bytes));
+  }
+
+  _rawSend(frame) {
+    const ws = this._ws;
+    if (!ws || ws.readyState !== 1) return false;
+    ws.send(this.encoding === "msgpack" ? this._codec.encode(frame) : JSON.stringify(frame));
+    return true;
+  }
+
+  /** The socket is gone (closed by either side, or declared dead by the heartbeat). */
+  _onSocketGone(ws, code, reason) {
+    if (ws && this._ws !== ws) return; // an old socket we already gave up on
+    const wasOpen = this.status === "open";
+    this._ws = null;
+    this._stopHeartbeat();
+    for (const entry of this._runs.values()) { entry.synced = false; entry.inflight = 0; entry.subscribeIds?.clear(); }
+    for (const [id, p] of this._pending) {
+      clearTimeout(p.timer);
+      p.reject(new RuncastError("disconnected", `runcast: the connection closed (${code}) before the hub answered ${p.frame.type}`, { code }));
+      this._pending.delete(id);
+    }
+    this._emit("close", { code, reason, wasOpen });
+    if (this._closedByUser) { this._setStatus("closed"); return; }
+    if (code === CLOSE_AUTH && typeof this._token !== "function") {
+      const err = new RuncastError("unauthenticated", reason || "the hub refused the token (4401)", { code });
+      this._failOpen(err);
+      return;
+    }
+    if (!this.reconnectEnabled) { this._failOpen(new RuncastError("disconnected", `runcast: closed (${code}) ${reason}`, { code })); return; }
+    this._scheduleReconnect(code);
+  }
+
+  /** Exponential backoff with jitter; a hub that says it is restarting (1012) is retried at once (still jittered). */
+  _delayFor(attempt, code) {
+    const { initialMs, maxMs, factor, jitter } = this.backoff;
+    const base = code === CLOSE_RESTARTING && attempt === 0 ? initialMs : Math.min(maxMs, initialMs * factor ** attempt);
+    return Math.round(base * (1 - jitter * this._random()));
+  }
+
+  _scheduleReconnect(code) {
+    const delayMs = this._delayFor(this.attempt, code);
+    this.attempt += 1;
+    this._setStatus("reconnecting");
+    this._emit("reconnect", { attempt: this.attempt, delayMs, code });
+    clearTimeout(this._retryTimer);
+    this._retryTimer = setTimeout(() => { this._retryTimer = null; this._open(); }, delayMs);
+  }
+
+  _retryNow() {
+    if (this._retryTimer === null) return;
+    clearTimeout(this._retryTimer);
+    this._retryTimer = null;
+    this._open();
+  }
+
+  _startHeartbeat(heartbeatS) {
+    this._stopHeartbeat();
+    const every = this.heartbeatMs ?? Math.max(1000, (heartbeatS || 20) * 1000);
+    // The hub pings at the WebSocket level, which a browser answers without telling the page; a silent, half-open TCP
+    // connection is found by our own `ping`: no frame at all for two beats means the socket is dead.
+    this._beatTimer = setInterval(() => {
+      if (!this._ws) return;
+      if (Date.now() - this._lastFrameAt > 2 * every + 1000) {
+        const ws = this._ws;
+        try { ws.close(4000, "heartbeat timeout"); } catch { /* ignore */ }
+        this._onSocketGone(ws, 1006, "no frame from the hub within two heartbeats");
+        return;
+      }
+      this._rawSend({ type: "ping" });
+    }, every);
+  }
+
+  _stopHeartbeat() {
+    clearInterval(this._beatTimer);
+    this._beatTimer = null;
+  }
+
+  /** Stop for good: no reconnect. */
+  close() {
+    this._closedByUser = true;
+    clearTimeout(this._retryTimer);
+    this._retryTimer = null;
+    this._stopHeartbeat();
+    const ws = this._ws;
+    if (ws) {
+      try { ws.close(1000, "bye"); } catch { /* ignore */ }
+      this._onSocketGone(ws, 1000, "closed by the client");
+    } else {
+      this._setStatus("closed");
+    }
+    for (const c of this._queued.splice(0)) c.reject(new RuncastError("closed", "runcast: the client was closed"));
+    for (const w of this._openWaiters.splice(0)) w.reject(new RuncastError("closed", "runcast: the client was closed"));
+    if (this._onOnline) {
+      globalThis.removeEventListener("online", this._onOnline);
+      globalThis.document.removeEventListener("visibilitychange", this._onVisible);
+    }
+  }
+
+  /**
+   * For tests and for an app that knows better (e.g. it saw the network drop): drop the socket now, without a close
+   * handshake, as a network failure would; the client reconnects and resubscribes as it would after any drop.
+   */
+  dropConnection() {
+    const ws = this._ws;
+    if (!ws) return;
+    try { ws.close(4000, "dropped by the client"); } catch { /* ignore */ }
+    this._onSocketGone(ws, 1006, "dropped by the client");
+  }
+
+  // ------------------------------------------------------------------------------------------ frames
+
+  _onFrame(f) {
+    if (typeof f.seq === "number" && f.run_id !== undefined) { this._onEvent(f); return; }
+    switch (f.type) {
+      case "welcome": this._onWelcome(f); break;
+      case "sync": this._onSync(f); break;
+      case "ack": this._settle(f, null); break;
+      case "error": this._onError(f); break;
+      case "pong": this._settle(f, null); break;
+      default: break; // an unknown control frame from a newer hub: ignore
+    }
+  }
+
+  _onWelcome(f) {
+    this._welcome = f;
+    this.user = f.user;
+    this.connectionId = f.connection_id;
+    this.server = f.server;
+    this.attempt = 0;
+    this.connects += 1;
+    this._setStatus("open");
+    this._startHeartbeat(f.heartbeat_s);
+    this._emit("welcome", f);
+    for (const entry of this._runs.values()) this._sendSubscribe(entry);
+    for (const c of this._queued.splice(0)) this._dispatch(c);
+    for (const w of this._openWaiters.splice(0)) w.resolve(f);
+  }
+
+  _sendSubscribe(entry) {
+    const frame = { type: "subscribe", run_id: entry.runId, id: `sub-${this._nextId++}` };
+    if (entry.lastSeq > 0) { frame.since = entry.lastSeq; entry.resubscribes += 1; }
+    entry.subscribeIds = entry.subscribeIds || new Set();
+    entry.subscribeIds.add(frame.id);
+    if (this._rawSend(frame)) entry.inflight += 1;
+  }
+
+  _onEvent(ev) {
+    const entry = this._runs.get(ev.run_id);
+    if (!entry) return;
+    if (ev.seq <= entry.lastSeq) { entry.duplicates += 1; return; }
+    if (ev.seq !== entry.lastSeq + 1) {
+      // A hole: ask for everything after what we have. While that replay is under way, further holes are expected.
+      if (entry.inflight === 0) this._sendSubscribe(entry);
+      return;
+    }
+    entry.lastSeq = ev.seq;
+    applyEvent(entry.state, ev);
+    for (const sub of entry.listeners) call(sub.handlers.onEvent, ev, entry.state);
+  }
+
+  _onSync(f) {
+    const entry = this._runs.get(f.run_id);
+    if (!entry) return;
+    entry.inflight = Math.max(0, entry.inflight - 1);
+    if (entry.inflight > 0) return;
+    entry.subscribeIds?.clear();
+    entry.synced = true;
+    for (const sub of entry.listeners) call(sub.handlers.onSync, entry.state, f);
+  }
+
+  _onError(f) {
+    // An answer to a subscribe we sent (no promise waits on those).
+    for (const entry of this._runs.values()) {
+      if (f.id && entry.subscribeIds && entry.subscribeIds.has(f.id)) {
+        entry.subscribeIds.delete(f.id);
+        entry.inflight = Math.max(0, entry.inflight - 1);
+        if (f.field === "since" && f.code === "bad_request") {
+          // The hub's log for this run is shorter than what we applied: it was rebuilt. Start over from its log.
+          this._reset(entry);
+          return;
+        }
+        const err = new RuncastError(f.code, f.message, f);
+        for (const sub of entry.listeners) call(sub.handlers.onError, err);
+        return;
+      }
+    }
+    if (f.id && this._pending.has(f.id)) { this._settle(f, new RuncastError(f.code, f.message, f)); return; }
+    const err = new RuncastError(f.code, f.message, f);
+    const entry = f.run_id ? this._runs.get(f.run_id) : null;
+    if (entry) for (const sub of entry.listeners) call(sub.handlers.onError, err);
+    this._emit("error", err);
+  }
+
+  _reset(entry) {
+    entry.state = initialRunState(entry.runId);
+    entry.lastSeq = 0;
+    entry.synced = false;
+    for (const sub of entry.listeners) call(sub.handlers.onReset, entry.state);
+    this._sendSubscribe(entry);
+  }
+
+  _settle(f, err) {
+    if (f.id && f.id.startsWith("sub-")) {
+      for (const entry of this._runs.values()) entry.subscribeIds?.delete(f.id);
+    }
+    const p = f.id ? this._pending.get(f.id) : null;
+    if (!p) return;
+    this._pending.delete(f.id);
+    clearTimeout(p.timer);
+    if (err) p.reject(err);
+    else p.resolve(f);
+  }
+
+  // ------------------------------------------------------------------------------------------ runs
+
+  /**
+   * Watch a run. Handlers: `onEvent(event, state)` for each event, applied once and in order; `onSync(state, frame)`
+   * when the replay is done (after each (re)subscribe); `onError(err)`; `onReset(state)` if the hub's log was rebuilt.
+   * A second subscription to a run already watched shares its state (its `onEvent` sees only later events).
+   * @param {string} runId
+   * @param {RunHandlers} [handlers]
+   * @returns {Subscription}
+   */
+  subscribe(runId, handlers = {}) {
+    let entry = this._runs.get(runId);
+    const fresh = !entry;
+    if (fresh) {
+      entry = new RunEntry(runId);
+      this._runs.set(runId, entry);
+    }
+    const sub = new Subscription(this, entry, handlers);
+    entry.listeners.add(sub);
+    if (fresh) {
+      if (this.status === "open") this._sendSubscribe(entry);
+      else if (this.status === "idle") this._open();
+    } else if (entry.synced) {
+      call(handlers.onSync, entry.state, { type: "sync", run_id: runId, head_seq: entry.lastSeq });
+    }
+    return sub;
+  }
+
+  _unsubscribe(sub) {
+    const entry = this._runs.get(sub.runId);
+    if (!entry || !entry.listeners.delete(sub) || entry.listeners.size) return;
+    this._runs.delete(sub.runId);
+    this._rawSend({ type: "unsubscribe", run_id: sub.runId, id: `unsub-${this._nextId++}` });
+  }
+
+  /** The folded state of a watched run, or null. @param {string} runId */
+  getState(runId) {
+    return this._runs.get(runId)?.state ?? null;
+  }
+
+  // ------------------------------------------------------------------------------------------ commands
+
+  _command(frame) {
+    frame.id = `c${this._nextId++}`;
+    return new Promise((resolve, reject) => {
+      const cmd = { frame, resolve, reject };
+      if (this.status === "open") this._dispatch(cmd);
+      else if (this._closedByUser || this.status === "closed") reject(new RuncastError("closed", "runcast: not connected; call connect()"));
+      else {
+        this._queued.push(cmd);
+        if (this.status === "idle") this._open();
+      }
+    });
+  }
+
+  _dispatch(cmd) {
+    const { frame, resolve, reject } = cmd;
+    const timer = setTimeout(() => {
+      if (this._pending.delete(frame.id)) reject(new RuncastError("timeout", `runcast: no answer to ${frame.type} within ${this.commandTimeoutMs} ms`));
+    }, this.commandTimeoutMs);
+    this._pending.set(frame.id, { resolve, reject, timer, frame });
+    if (!this._rawSend(frame)) {
+      this._pending.delete(frame.id);
+      clearTimeout(timer);
+      reject(new RuncastError("disconnected", "runcast: the connection is not open"));
+    }
+  }
+
+  /**
+   * Approve or reject a pending tool call. Resolves with the ack (`outcome`: "decided" or "voted"); rejects with a
+   * RuncastError whose `code` is the hub's (`already_decided` names the winner in `err.frame.winner`, `forbidden`, ...).
+   * Never retried by the client: if the socket drops before the answer, it rejects with `disconnected` and the run's
+   * events tell what happened.
+   * @param {string} runId @param {string} approvalId @param {"approve"|"reject"} decision
+   * @param {string} [reason] @param {{always?: boolean}} [opts]
+   */
+  decide(runId, approvalId, decision, reason, opts = {}) {
+    const frame = { type: "decide", run_id: runId, approval_id: approvalId, decision };
+    if (reason) frame.reason = reason;
+    if (opts.always) frame.always = true;
+    return this._command(frame);
+  }
+
+  /** Cancel a run (operator or admin). @param {string} runId @param {"immediate"|"after_turn"} [mode] */
+  cancel(runId, mode = "immediate") {
+    return this._command({ type: "cancel", run_id: runId, mode });
+  }
+
+  /**
+   * Start a run of a registered agent (operator or admin). Resolves with the new run id.
+   * @param {string} agent @param {string} input @returns {Promise<string>}
+   */
+  async start(agent, input) {
+    const ack = await this._command({ type: "start", agent, input: input ?? "" });
+    return ack.run_id;
+  }
+
+  /** Round trip to the hub. */
+  ping() {
+    return this._command({ type: "ping" });
+  }
+}
+
+function call(fn, ...args) {
+  if (typeof fn !== "function") return;
+  try { fn(...args); } catch (e) { console.error("runcast handler failed", e); }
+}

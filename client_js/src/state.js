@@ -1,0 +1,338 @@
+// The state of one run, folded from its events (PROTOCOL.md, "Run events").
+//
+// `applyEvent(state, event)` is a pure reducer in spirit: the state it builds depends only on the events it was given,
+// in order, and never on the clock, the connection or the order of arrival. Two clients that applied the same events
+// hold deepEqual states; that is what lets an app render from it without re-implementing the protocol, and what the
+// reconnect tests compare. It mutates `state` in place (a streamed message can have thousands of deltas) and returns it.
+
+/** @typedef {import("./runcast.js").RunState} RunState */
+/** @typedef {import("./runcast.js").RunEvent} RunEvent */
+/** @typedef {import("./runcast.js").User} User */
+/** @typedef {import("./runcast.js").ApprovalState} ApprovalState */
+
+export const TERMINAL = Object.freeze(["completed", "failed", "cancelled"]);
+
+/**
+ * An empty run state: what a client knows before the first event.
+ * @param {string} runId
+ * @returns {RunState}
+ */
+export function initialRunState(runId) {
+  return {
+    runId,
+    seq: 0,
+    status: "unknown",
+    agent: null,
+    input: null,
+    startedBy: null,
+    startedAt: null,
+    updatedAt: null,
+    currentAgent: null,
+    segment: 1,
+    items: [],
+    toolCalls: {},
+    approvals: {},
+    pending: [],
+    participants: {},
+    output: null,
+    usage: null,
+    error: null,
+    cancelled: null,
+  };
+}
+
+function findItem(state, key) {
+  for (let i = state.items.length - 1; i >= 0; i--) if (state.items[i].key === key) return state.items[i];
+  return null;
+}
+
+function textItem(state, kind, id, agent) {
+  const key = `${kind === "message" ? "msg" : "rs"}:${id}`;
+  let item = findItem(state, key);
+  if (!item) {
+    item = { kind, key, id, agent: agent ?? state.currentAgent, text: "", done: false };
+    state.items.push(item);
+  }
+  return item;
+}
+
+function toolCall(state, callId) {
+  let call = state.toolCalls[callId];
+  if (!call) {
+    call = state.toolCalls[callId] = {
+      callId, tool: null, agent: state.currentAgent, arguments: "", status: "preparing",
+      output: null, truncated: false, approvalId: null, calledSeq: null, outputSeq: null,
+    };
+    state.items.push({ kind: "tool", key: `tool:${callId}`, callId });
+  }
+  return call;
+}
+
+function note(state, ev, kind, extra) {
+  state.items.push({ kind, key: `ev:${ev.seq}`, seq: ev.seq, ts: ev.ts, ...extra });
+}
+
+/**
+ * Fold one event into the state. The caller guarantees order (the client applies seq n+1 after n, exactly once).
+ * Unknown event types are kept in the transcript as `{kind: "other"}` so nothing a newer hub sends is lost.
+ * @param {RunState} state
+ * @param {RunEvent} ev
+ * @returns {RunState}
+ */
+export function applyEvent(state, ev) {
+  const d = ev.data || {};
+  state.seq = ev.seq;
+  state.updatedAt = ev.ts ?? state.updatedAt;
+  switch (ev.type) {
+    case "run.started":
+      state.status = "running";
+      state.agent = d.agent ?? null;
+      state.input = d.input ?? null;
+      state.startedBy = d.started_by ?? null;
+      state.startedAt = ev.ts ?? null;
+      note(state, ev, "started", { agent: d.agent ?? null, input: d.input ?? null, by: d.started_by ?? null });
+      break;
+    case "agent.updated":
+      state.currentAgent = d.agent ?? null;
+      break;
+    case "message.delta":
+      textItem(state, "message", d.item_id).text += d.delta ?? "";
+      break;
+    case "message.completed": {
+      const item = textItem(state, "message", d.item_id, d.agent);
+      item.text = d.text ?? item.text;
+      if (d.agent) item.agent = d.agent;
+      item.done = true;
+      break;
+    }
+    case "reasoning.delta":
+      textItem(state, "reasoning", d.item_id).text += d.delta ?? "";
+      break;
+    case "reasoning.completed": {
+      const item = textItem(state, "reasoning", d.item_id);
+      if (d.summary != null) item.text = d.summary;
+      item.done = true;
+      break;
+    }
+    case "tool.args.delta": {
+      const call = toolCall(state, d.call_id);
+      if (call.status === "preparing") call.arguments += d.delta ?? "";
+      break;
+    }
+    case "tool.called": {
+      const call = toolCall(state, d.call_id);
+      call.tool = d.tool ?? call.tool;
+      call.arguments = d.arguments ?? call.arguments;
+      if (d.agent) call.agent = d.agent;
+      if (call.status === "preparing") call.status = "called";
+      call.calledSeq = ev.seq;
+      break;
+    }
+    case "tool.output": {
+      const call = toolCall(state, d.call_id);
+      call.output = d.output ?? null;
+      call.truncated = Boolean(d.truncated);
+      if (call.status !== "rejected") call.status = "done";
+      call.outputSeq = ev.seq;
+      break;
+    }
+    case "handoff.requested": {
+      // The model's handoff is a function call whose arguments may have streamed as tool.args.delta: it is a handoff.
+      const from = d.from ?? null, to = d.to ?? null;
+      if (d.call_id && state.toolCalls[d.call_id] && !state.toolCalls[d.call_id].tool) {
+        delete state.toolCalls[d.call_id];
+        const item = findItem(state, `tool:${d.call_id}`);
+        if (item) {
+          delete item.callId;
+          Object.assign(item, { kind: "handoff", key: `handoff:${d.call_id}`, from, to, done: false });
+        }
+      } else {
+        state.items.push({ kind: "handoff", key: d.call_id ? `handoff:${d.call_id}` : `ev:${ev.seq}`, from, to, done: false });
+      }
+      break;
+    }
+    case "handoff.completed": {
+      let item = null;
+      for (let i = state.items.length - 1; i >= 0; i--) {
+        const it = state.items[i];
+        if (it.kind === "handoff" && !it.done && it.from === (d.from ?? null) && it.to === (d.to ?? null)) { item = it; break; }
+      }
+      if (item) item.done = true;
+      else state.items.push({ kind: "handoff", key: `ev:${ev.seq}`, from: d.from ?? null, to: d.to ?? null, done: true });
+      break;
+    }
+    case "approval.requested": {
+      const policy = d.policy || { roles: [], quorum: 1, allow_self: true };
+      state.approvals[d.approval_id] = {
+        approvalId: d.approval_id,
+        callId: d.call_id ?? null,
+        tool: d.tool ?? null,
+        arguments: d.arguments ?? "",
+        agent: d.agent ?? null,
+        policy: { roles: [...(policy.roles || [])], quorum: policy.quorum ?? 1, allowSelf: policy.allow_self !== false },
+        requestedAt: ev.ts ?? null,
+        expiresAt: d.expires_at ?? null,
+        status: "pending",
+        tally: { approve: 0, reject: 0, needed: policy.quorum ?? 1 },
+        votes: [],
+        decision: null,
+      };
+      const call = d.call_id ? state.toolCalls[d.call_id] : null;
+      if (call) { call.status = "awaiting_approval"; call.approvalId = d.approval_id; }
+      state.items.push({ kind: "approval", key: `ap:${d.approval_id}`, approvalId: d.approval_id });
+      break;
+    }
+    case "approval.voted": {
+      const ap = state.approvals[d.approval_id];
+      if (!ap) break;
+      ap.votes.push({ by: d.by ?? null, decision: d.decision, reason: d.reason ?? null, at: ev.ts ?? null });
+      if (d.tally) ap.tally = { ...d.tally };
+      break;
+    }
+    case "approval.decided": {
+      const ap = state.approvals[d.approval_id];
+      if (!ap) break;
+      const byPolicy = d.by && d.by.policy;
+      if (ap.status === "pending") ap.status = byPolicy === "expired" ? "expired" : d.decision === "approve" ? "approved" : "rejected";
+      ap.decision = {
+        decision: d.decision,
+        by: d.by ?? null,
+        reason: d.reason ?? null,
+        always: Boolean(d.always),
+        decidedAt: d.decided_at ?? ev.ts ?? null,
+      };
+      if (d.tally) ap.tally = { ...d.tally };
+      if (d.by && d.by.sub) ap.votes.push({ by: { sub: d.by.sub, name: d.by.name }, decision: d.decision, reason: d.reason ?? null, at: d.decided_at ?? ev.ts ?? null });
+      const call = ap.callId ? state.toolCalls[ap.callId] : null;
+      if (call && call.status === "awaiting_approval") call.status = d.decision === "approve" ? "approved" : "rejected";
+      break;
+    }
+    case "approval.expired": {
+      const ap = state.approvals[d.approval_id];
+      if (ap && ap.status === "pending") ap.status = "expired";
+      break;
+    }
+    case "approval.cancelled": {
+      const ap = state.approvals[d.approval_id];
+      if (ap && ap.status === "pending") ap.status = "cancelled";
+      const call = ap && ap.callId ? state.toolCalls[ap.callId] : null;
+      if (call && call.status === "awaiting_approval") call.status = "cancelled";
+      break;
+    }
+    case "run.paused":
+      state.status = "paused";
+      state.pending = [...(d.pending || [])];
+      note(state, ev, "paused", { pending: [...(d.pending || [])] });
+      break;
+    case "run.resumed":
+      state.status = "running";
+      state.pending = [];
+      if (d.segment) state.segment = d.segment;
+      note(state, ev, "resumed", { decisions: (d.decisions || []).map((x) => ({ approvalId: x.approval_id, decision: x.decision, by: x.by ?? null })) });
+      break;
+    case "run.completed":
+      state.status = "completed";
+      state.output = d.output ?? null;
+      state.usage = d.usage ?? null;
+      state.pending = [];
+      note(state, ev, "completed", { output: d.output ?? null, agent: d.agent ?? state.currentAgent });
+      break;
+    case "run.failed":
+      state.status = "failed";
+      state.error = { code: d.code ?? "error", message: d.message ?? "" };
+      state.pending = [];
+      note(state, ev, "failed", { code: d.code ?? "error", message: d.message ?? "" });
+      break;
+    case "run.cancelled":
+      state.status = "cancelled";
+      state.cancelled = { by: d.by ?? null, mode: d.mode ?? "immediate" };
+      state.pending = [];
+      for (const ap of Object.values(state.approvals)) if (ap.status === "pending") ap.status = "cancelled";
+      note(state, ev, "cancelled", { by: d.by ?? null, mode: d.mode ?? "immediate" });
+      break;
+    case "participant.joined":
+      state.participants[d.connection_id] = {
+        connectionId: d.connection_id, sub: d.sub, name: d.name ?? d.sub, roles: [...(d.roles || [])], joinedAt: ev.ts ?? null,
+      };
+      break;
+    case "participant.left":
+      delete state.participants[d.connection_id];
+      break;
+    case "mcp.tools_listed":
+      note(state, ev, "mcp", { event: "tools_listed", server: d.server ?? null, tools: d.tools ?? [] });
+      break;
+    case "mcp.approval.requested":
+      note(state, ev, "mcp", { event: "approval_requested", requestId: d.request_id ?? null, server: d.server ?? null, tool: d.tool ?? null, arguments: d.arguments ?? null });
+      break;
+    case "mcp.approval.responded":
+      note(state, ev, "mcp", { event: "approval_responded", requestId: d.request_id ?? null, approved: Boolean(d.approved), reason: d.reason ?? null });
+      break;
+    default:
+      note(state, ev, "other", { type: ev.type, data: d });
+  }
+  return state;
+}
+
+/**
+ * Fold a whole log (e.g. from `GET /api/runs/{id}/events`) into a state.
+ * @param {string} runId
+ * @param {RunEvent[]} events ascending by seq
+ * @returns {RunState}
+ */
+export function foldEvents(runId, events) {
+  const state = initialRunState(runId);
+  for (const ev of events) applyEvent(state, ev);
+  return state;
+}
+
+// ---------------------------------------------------------------------------------------------- helpers for UIs
+
+/**
+ * The people watching, one entry per user (a user may watch from several tabs), in the order they arrived.
+ * @param {RunState} state
+ * @returns {{sub: string, name: string, roles: string[], connections: number}[]}
+ */
+export function people(state) {
+  const bySub = new Map();
+  for (const p of Object.values(state.participants)) {
+    const cur = bySub.get(p.sub);
+    if (cur) cur.connections += 1;
+    else bySub.set(p.sub, { sub: p.sub, name: p.name, roles: p.roles, connections: 1 });
+  }
+  return [...bySub.values()];
+}
+
+/** @param {User|null|undefined} user @param {...string} roles */
+export function hasRole(user, ...roles) {
+  return Boolean(user && user.roles && (user.roles.includes("admin") || roles.some((r) => user.roles.includes(r))));
+}
+
+/**
+ * May `user` vote on this approval now? Mirrors the hub's rules (the hub checks again; this only decides which buttons
+ * to show): the approval is pending, the user has one of the policy's roles (or admin), has not voted yet, and is not
+ * the person who started the run when the policy forbids self-approval.
+ * @param {RunState} state @param {ApprovalState} approval @param {User|null|undefined} user
+ */
+export function canDecide(state, approval, user) {
+  if (!user || !approval || approval.status !== "pending") return false;
+  if (state.status === "cancelled" || state.status === "completed" || state.status === "failed") return false;
+  if (!hasRole(user, ...approval.policy.roles)) return false;
+  if (approval.votes.some((v) => v.by && v.by.sub === user.sub)) return false;
+  if (!approval.policy.allowSelf && state.startedBy && state.startedBy.sub === user.sub) return false;
+  return true;
+}
+
+/** May `user` cancel this run now (operator or admin, run not finished)? */
+export function canCancel(state, user) {
+  return hasRole(user, "operator") && !TERMINAL.includes(state.status) && state.status !== "unknown";
+}
+
+/** May `user` start runs (operator or admin)? */
+export function canStart(user) {
+  return hasRole(user, "operator");
+}
+
+/** Approvals still open, oldest first. @param {RunState} state */
+export function openApprovals(state) {
+  return Object.values(state.approvals).filter((a) => a.status === "pending");
+}
