@@ -48,6 +48,7 @@ class RunRecord(BaseModel):
     output: Any = None
     error: dict[str, Any] | None = None
     updated_at: float = 0.0
+    tx: str | None = None  # id of the transition that wrote this version (lets a retry see that it already landed)
 
     @property
     def terminal(self) -> bool:

@@ -133,7 +133,7 @@ class Worker:
     # ------------------------------------------------------------------ one segment
     async def _run_job(self, job: Job) -> None:
         try:
-            tr, _ = await apply(self.backend, job.run_id, lambda r: runs.claim(r, job, self.id, time.time(), self.lease_s))
+            tr, _ = await apply(self.backend, job.run_id, lambda r: runs.claim(r, job, self.id, time.time(), self.lease_s), persist=True)
         except ProtocolError as err:
             log.info("job %s/%s for %s skipped: %s", job.kind, job.segment, job.run_id, err.message)
             await self.backend.ack_job(job)
@@ -170,7 +170,22 @@ class Worker:
                 log.warning("run %s: lease renewal failed: %s", run_id, exc)
 
     async def _finish(self, run_id: str, kind: Any, data: dict[str, Any]) -> None:
-        await apply(self.backend, run_id, lambda r: runs.finish(r, self.id, kind, data, time.time()))
+        await apply(self.backend, run_id, lambda r: runs.finish(r, self.id, kind, data, time.time()), persist=True)
+
+    async def _retry(self, what: str, call: Any) -> Any:
+        """Run `call()` until the backend answers (outages are waited out; a worker must not drop an outcome)."""
+        delay = 0.05
+        while True:
+            try:
+                return await call()
+            except self.backend.transient_errors as exc:
+                log.warning("%s: backend unreachable (%s); retrying in %.2fs", what, exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
+    async def _append(self, run_id: str, events: list[Any]) -> None:
+        """Append, waiting out backend outages: events not yet appended stay here, in order, until it is back."""
+        await self._retry(f"run {run_id}: append {len(events)} events", lambda: self.backend.append(run_id, events, owner=self.id))
 
     async def _segment(self, rec: RunRecord, job: Job) -> None:
         spec = self.registry.get(rec.agent)
@@ -192,7 +207,7 @@ class Worker:
         await self._end_segment(rec.run_id, spec, result, mapper, error)
 
     async def _load_and_decide(self, rec: RunRecord, spec: AgentSpec) -> Any:
-        saved = await self.backend.load_state(rec.run_id)
+        saved = await self._retry(f"run {rec.run_id}", lambda: self.backend.load_state(rec.run_id))
         if saved is None:
             await self._finish(rec.run_id, "failed", {"code": "state_missing", "message": "the saved RunState of this pause is gone"})
             return None
@@ -243,10 +258,10 @@ class Worker:
                         break
                     out = coalescer.push(mapper.map(ev), loop.time())
                 if out:
-                    await self.backend.append(run_id, out, owner=self.id)
+                    await self._append(run_id, out)
             rest = coalescer.flush()
             if rest:
-                await self.backend.append(run_id, rest, owner=self.id)
+                await self._append(run_id, rest)
         finally:
             if not reader_task.done():
                 result.cancel()
@@ -255,7 +270,7 @@ class Worker:
         return failure[0] if failure else result.run_loop_exception
 
     async def _end_segment(self, run_id: str, spec: AgentSpec, result: Any, mapper: EventMapper, error: BaseException | None) -> None:
-        rec = await self.backend.get(run_id)
+        rec = await self._retry(f"run {run_id}", lambda: self.backend.get(run_id))
         if rec is None:
             return
         if rec.cancel is not None:
@@ -264,7 +279,8 @@ class Worker:
             await self._finish(run_id, "failed", {"code": type(error).__name__, "message": str(error)[:2000]})
         elif result.interruptions:
             state = result.to_state()
-            await self.backend.save_state(run_id, rec.segment, json.dumps(state.to_json(), separators=(",", ":")))
+            saved = json.dumps(state.to_json(), separators=(",", ":"))
+            await self._retry(f"run {run_id}", lambda: self.backend.save_state(run_id, rec.segment, saved))
             now = time.time()
             new = []
             for item in result.interruptions:
@@ -279,7 +295,7 @@ class Worker:
                     requested_at=now_iso(now),
                     expires_at=now + policy.expires_s if policy.expires_s else None,
                 ))
-            await apply(self.backend, run_id, lambda r: runs.pause(r, self.id, new, time.time()))
+            await apply(self.backend, run_id, lambda r: runs.pause(r, self.id, new, time.time()), persist=True)
         else:
             last = getattr(result, "last_agent", None)
             await self._finish(run_id, "completed", {

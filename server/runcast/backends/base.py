@@ -40,6 +40,8 @@ class Subscription(abc.ABC):
 
 class Backend(abc.ABC):
     name = "abstract"
+    # Errors that mean "the backend is unreachable for now": callers that must not lose data retry on these.
+    transient_errors: tuple[type[BaseException], ...] = (ConnectionError, TimeoutError)
 
     async def start(self) -> None:  # noqa: B027 - optional hook
         pass
