@@ -124,6 +124,7 @@ class Cluster:
                 args.append("--no-worker")
             self.nodes.append(Process(args, self.env, tmp / f"node{i}.log", port))
         self.workers = [Process(["worker", *common, *redis], self.env, tmp / f"worker{i}.log") for i in range(workers)]
+        self._next = 0
 
     def start(self) -> "Cluster":
         for p in self.workers:
@@ -142,7 +143,10 @@ class Cluster:
     def url(self) -> str:
         return self.nodes[0].url
 
-    def ws_url(self, i: int = 0) -> str:
+    def ws_url(self, i: int | None = None) -> str:
+        """A node's WebSocket URL; without `i`, the next node in turn, so a test's clients spread over every node."""
+        if i is None:
+            i, self._next = self._next, self._next + 1
         return self.nodes[i % len(self.nodes)].ws_url
 
     def tool_calls(self, run_id: str, tool: str | None = None) -> list[dict[str, Any]]:
@@ -156,7 +160,9 @@ class Cluster:
         return "\n".join(f"--- {p.log_path.name}\n{p.log_path.read_text()[-4000:]}" for p in self.nodes + self.workers if p.log_path.exists())
 
     # ---- HTTP helpers
-    def http(self, method: str, path: str, tok: str = ADMIN, node: int = 0, **kw: Any) -> httpx.Response:
+    def http(self, method: str, path: str, tok: str = ADMIN, node: int | None = None, **kw: Any) -> httpx.Response:
+        if node is None:
+            node, self._next = self._next, self._next + 1
         url = self.nodes[node % len(self.nodes)].url + path
         return httpx.request(method, url, headers={"Authorization": f"Bearer {tok}"}, timeout=10, **kw)
 

@@ -37,10 +37,10 @@ def _backend(args: argparse.Namespace):  # noqa: ANN202
             from .backends.redis import RedisBackend
         except ImportError as exc:  # pragma: no cover
             raise SystemExit(f"runcast: the Redis backend is not available: {exc}") from None
-        return RedisBackend(args.redis)
+        return RedisBackend(args.redis, max_log=args.max_log or None, retention_s=args.retention)
     from .backends.memory import MemoryBackend
 
-    return MemoryBackend()
+    return MemoryBackend(max_log=args.max_log or None)
 
 
 def _setup(args: argparse.Namespace) -> None:
@@ -157,6 +157,10 @@ def main(argv: list[str] | None = None) -> None:
         sp.add_argument("--redis", metavar="URL", default=os.environ.get("RUNCAST_REDIS_URL"),
                         help="join a cluster on this Redis (default: one process, in memory)")
         sp.add_argument("--concurrency", type=int, default=32, help="segments one worker streams at once")
+        sp.add_argument("--max-log", type=int, default=int(os.environ.get("RUNCAST_MAX_LOG", "100000")),
+                        help="events kept per run; older ones are trimmed and asking for them is an error (0: keep all)")
+        sp.add_argument("--retention", type=float, default=float(os.environ.get("RUNCAST_RETENTION_S", str(7 * 86400))),
+                        help="seconds a finished run's log and record are kept (Redis only)")
         sp.add_argument("--lease", type=float, default=float(os.environ.get("RUNCAST_LEASE_S", "10")),
                         help="seconds a worker's claim on a running run lasts without renewal (Redis only)")
 

@@ -82,6 +82,7 @@ class RunRecord(BaseModel):
         d["approvals"] = [a.decided for a in self.approvals.values() if a.decided]
         d["output"] = self.output
         d["error"] = self.error
+        d["worker"] = self.owner
         return d
 
 
