@@ -208,7 +208,9 @@ export class RuncastClient {
     ws.onopen = () => {
       if (this._ws !== ws) return;
       this._lastFrameAt = Date.now();
+      this._welcomed = false;
       this._rawSend({ type: "hello", token, client: this.clientName });
+      this._startHeartbeat(null); // a hub that never answers hello is given up on like a silent one
     };
     ws.onmessage = (m) => {
       if (this._ws !== ws) return;
@@ -295,7 +297,7 @@ export class RuncastClient {
 
   _startHeartbeat(heartbeatS) {
     this._stopHeartbeat();
-    const every = this.heartbeatMs ?? Math.max(1000, (heartbeatS || 20) * 1000);
+    const every = this.heartbeatMs ?? Math.max(1000, (heartbeatS || 10) * 1000);
     // The hub pings at the WebSocket level, which a browser answers without telling the page; a silent, half-open TCP
     // connection is found by our own `ping`: no frame at all for two beats means the socket is dead.
     this._beatTimer = setInterval(() => {
@@ -306,7 +308,7 @@ export class RuncastClient {
         this._onSocketGone(ws, 1006, "no frame from the hub within two heartbeats");
         return;
       }
-      this._rawSend({ type: "ping" });
+      if (this._welcomed) this._rawSend({ type: "ping" });
     }, every);
   }
 
@@ -368,6 +370,7 @@ export class RuncastClient {
     this.server = f.server;
     this.attempt = 0;
     this.connects += 1;
+    this._welcomed = true;
     this._setStatus("open");
     this._startHeartbeat(f.heartbeat_s);
     this._emit("welcome", f);
@@ -381,7 +384,8 @@ export class RuncastClient {
     if (entry.lastSeq > 0) { frame.since = entry.lastSeq; entry.resubscribes += 1; }
     entry.subscribeIds = entry.subscribeIds || new Set();
     entry.subscribeIds.add(frame.id);
-    if (this._rawSend(frame)) entry.inflight += 1;
+    entry.inflight += 1; // before sending: the answer may come back synchronously (tests, in-process transports)
+    if (!this._rawSend(frame)) entry.inflight -= 1;
   }
 
   _onEvent(ev) {
