@@ -1,0 +1,286 @@
+// The run monitor (server/runcast/static/) in headless Chromium, against a real `runcast serve`.
+// Run with the client's tests: `cd client_js && npm ci && npm test` (or `npm run test:e2e`).
+// Needs Debian's chromium at /usr/bin/chromium (or CHROMIUM_PATH); playwright-core only drives it, never downloads one.
+
+import assert from "node:assert/strict";
+import { copyFileSync, existsSync, mkdirSync } from "node:fs";
+import { createRequire } from "node:module";
+import path from "node:path";
+import { after, before, describe, test } from "node:test";
+
+import { RuncastClient } from "../../client_js/src/runcast.js";
+import { REPO_DIR, fetchLog, startProxy, startServer, waitFor } from "../../client_js/test/helpers.mjs";
+
+// playwright-core and ws are the client package's dev dependencies: resolve them from there.
+const require = createRequire(path.join(REPO_DIR, "client_js", "package.json"));
+const { chromium } = require("playwright-core");
+const WebSocket = require("ws");
+
+const CHROMIUM = process.env.CHROMIUM_PATH || "/usr/bin/chromium";
+const ARTIFACTS = path.join(REPO_DIR, "tests", "artifacts");
+const LAUNCH_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+  "--disable-background-networking", "--disable-component-update", "--disable-sync"];
+
+let server;
+let browser;
+const tok = {};
+
+before(async () => {
+  assert.ok(existsSync(CHROMIUM), `no Chromium at ${CHROMIUM}: apt-get install -y chromium (or set CHROMIUM_PATH)`);
+  // 0.02 s per streamed delta: slow enough that "while the text streams" is a real moment, fast enough for CI.
+  server = await startServer({ delay: "0.02" });
+  tok.alice = server.token("alice", "Alice", ["approver", "operator"]);
+  tok.vic = server.token("vic", "Vic", ["viewer"]);
+  tok.olga = server.token("olga", "Olga", ["operator"]);
+  browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: LAUNCH_ARGS });
+  mkdirSync(ARTIFACTS, { recursive: true });
+});
+
+after(async () => {
+  await browser?.close();
+  await server?.stop();
+});
+
+/** A person: their own browser context (own sessionStorage), one page opened with their token in the fragment. */
+async function person(token, { base = server.base, hash = "" } = {}) {
+  const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+  const page = await context.newPage();
+  page.setDefaultTimeout(20_000);
+  page.on("pageerror", (err) => { page.errors = [...(page.errors || []), err]; });
+  page.on("dialog", (d) => d.accept());
+  await page.goto(`${base}/#token=${token}${hash ? `&${hash}` : ""}`);
+  await page.locator('[data-testid="connection"][data-state="open"]').waitFor();
+  return { context, page };
+}
+
+const messages = (page) => page.$$eval('[data-testid="transcript"] [data-testid="message"]', (els) => els.map((e) => e.textContent));
+const runIdOf = (page) => new URLSearchParams(new URL(page.url()).hash.slice(1)).get("run");
+const pageState = (page) => page.evaluate(() => window.runcastMonitor.state && JSON.parse(JSON.stringify(window.runcastMonitor.state)));
+const statusText = (page) => page.locator('[data-testid="run-status"]').textContent();
+
+/** Record every distinct text of every streamed message, as the page shows it (a MutationObserver in the page). */
+async function recordStreaming(page) {
+  await page.evaluate(() => {
+    window.__seen = [];
+    const box = document.querySelector('[data-testid="transcript"]');
+    new MutationObserver(() => {
+      const texts = [...box.querySelectorAll('[data-testid="message"]')].map((e) => e.textContent);
+      const last = window.__seen.at(-1);
+      if (!last || last.join("\u0000") !== texts.join("\u0000")) window.__seen.push(texts);
+    }).observe(box, { subtree: true, childList: true, characterData: true });
+  });
+}
+
+/** The snapshots of message `i` seen by recordStreaming: each a prefix of the next, growing to `final`. */
+async function assertStreamed(page, i, final, label) {
+  const seen = (await page.evaluate(() => window.__seen)).map((texts) => texts[i]).filter((t) => t !== undefined);
+  const distinct = seen.filter((t, k) => t !== seen[k - 1]);
+  assert.ok(distinct.length >= 3, `${label}: message ${i} streamed in ${distinct.length} steps`);
+  for (const t of distinct) assert.ok(final.startsWith(t), `${label}: "${t}" is a prefix of the final text`);
+  assert.equal(distinct.at(-1), final);
+}
+
+async function startFromForm(page, agent, input) {
+  await page.locator(`[data-testid="start-agent"] option[value="${agent}"]`).waitFor({ state: "attached" });
+  await page.selectOption('[data-testid="start-agent"]', agent);
+  await page.fill('[data-testid="start-input"]', input);
+  await recordStreaming(page);
+  await page.click('[data-testid="start-submit"]');
+  await page.waitForFunction(() => new URLSearchParams(location.hash.slice(1)).get("run"));
+  return runIdOf(page);
+}
+
+/** A Node client watching the same run from start to end, never dropping: the reference. */
+async function reference(runId, token = tok.olga) {
+  const c = new RuncastClient({ url: server.ws, token, WebSocket });
+  await c.connect();
+  const sub = c.subscribe(runId);
+  return { c, sub };
+}
+
+/** Wait until the page and the reference hold the whole log (presence included), then return both states. */
+async function settledStates(page, ref, runId) {
+  let states;
+  await waitFor(async () => {
+    const head = (await server.api(`/api/runs/${runId}`, tok.alice)).head_seq;
+    const ps = await pageState(page);
+    states = [ps, JSON.parse(JSON.stringify(ref.sub.state))];
+    return ps && ps.seq === head && ref.sub.lastSeq === head;
+  }, { message: "the page and the reference at the head of the log" });
+  return states;
+}
+
+describe("run monitor in Chromium", () => {
+  test("an approver and a viewer watch one run: same text, only the approver decides, both see the decision and the answer", async () => {
+    const a = await person(tok.alice);
+    const v = await person(tok.vic);
+    assert.ok(!a.page.url().includes("token="), "the token left the address bar");
+    assert.equal(await a.page.evaluate(() => sessionStorage.getItem("runcast.token")), tok.alice, "the token is kept for the tab");
+    assert.equal(await v.page.locator('[data-testid="start-submit"]').isDisabled(), true, "a viewer cannot start runs");
+
+    const runId = await startFromForm(a.page, "demo", "Please free some disk space.");
+    assert.match(runId, /^run_/);
+
+    // The viewer finds the run at the top of the list (newest first) and opens it.
+    await v.page.locator(`[data-testid="run-link"][data-run-id="${runId}"]`).waitFor();
+    assert.equal(await v.page.locator('[data-testid="run-link"]').first().getAttribute("data-run-id"), runId);
+    await v.page.locator('[data-testid="run-link"]').first().click();
+
+    // Both reach the approval step.
+    for (const { page } of [a, v]) {
+      await page.locator('[data-testid="approval"]').waitFor();
+      await page.waitForFunction(() => document.querySelector('[data-testid="run-status"]').textContent.includes("paused"));
+    }
+    await assertStreamed(a.page, 0, (await messages(a.page))[0], "approver");
+    const atPause = await messages(a.page);
+    assert.equal(atPause.length, 2);
+    assert.match(atPause[1], /^I found three temporary files/);
+    assert.deepEqual(await messages(v.page), atPause, "both pages show the same text");
+
+    // The card: tool, agent, arguments, policy, countdown; buttons only for the approver.
+    const cardA = a.page.locator('[data-testid="approval"]');
+    const cardV = v.page.locator('[data-testid="approval"]');
+    const card = await cardA.textContent();
+    for (const want of ["Janitor asks to run delete_files", "scratch/build-cache.tar", "Who may approve: approver", "needs 1 approval"]) {
+      assert.ok(card.includes(want), `the card shows "${want}"`);
+    }
+    assert.match(await cardA.locator('[data-testid="countdown"]').textContent(), /^expires in \d+:\d\d$/);
+    assert.equal(await cardA.locator('[data-testid="approve"]').count(), 1);
+    assert.equal(await cardA.locator('[data-testid="reject"]').count(), 1);
+    assert.equal(await cardV.locator('[data-testid="approve"]').count(), 0, "the viewer sees no buttons");
+    assert.equal(await cardV.locator('[data-testid="reject"]').count(), 0);
+    assert.equal(await cardV.locator('[data-testid="reason"]').count(), 0);
+    assert.match(await cardV.textContent(), /Waiting for someone with the approver role/);
+
+    // Who is watching, live, on both pages.
+    for (const { page } of [a, v]) {
+      await page.waitForFunction(() => {
+        const t = document.querySelector('[data-testid="participants"]').textContent;
+        return t.includes("Alice") && t.includes("Vic");
+      });
+    }
+    assert.match(await a.page.locator('[data-testid="participants"]').textContent(), /Alice \(you\)/);
+
+    // The screenshot of the run view at the approval step.
+    await a.page.fill('[data-testid="reason"]', "Only the scratch files; checked the list.");
+    const shot = path.join(ARTIFACTS, "approval-step.png");
+    await a.page.screenshot({ path: shot, fullPage: true });
+    if (process.env.RUNCAST_UPDATE_SCREENSHOT) copyFileSync(shot, path.join(REPO_DIR, "docs", "screenshot.png"));
+
+    // The approver approves with a reason; every page shows who, when and why; the buttons go away.
+    await recordStreaming(v.page);
+    await cardA.locator('[data-testid="approve"]').click();
+    for (const { page } of [v, a]) {
+      const decision = page.locator('[data-testid="approval"] [data-testid="decision"]');
+      await decision.waitFor();
+      assert.match(await decision.textContent(), /^Approved by Alice at \d\d:\d\d:\d\d: “Only the scratch files; checked the list\.”$/);
+      await page.waitForFunction(() => document.querySelector('[data-testid="run-status"]').textContent.includes("completed"));
+      assert.equal(await page.locator('[data-testid="approve"], [data-testid="reject"], [data-testid="reason"]').count(), 0);
+    }
+    const finalA = await a.page.locator('[data-testid="final-output"]').textContent();
+    assert.match(finalA, /^Done\. I deleted 3 files/);
+    assert.equal(await v.page.locator('[data-testid="final-output"]').textContent(), finalA);
+    const end = await messages(a.page);
+    assert.deepEqual(await messages(v.page), end, "the same text on both pages at the end");
+    assert.equal(end.at(-1), finalA);
+    await assertStreamed(v.page, 2, end[2], "viewer"); // the viewer watched the last message stream in
+    const tools = await v.page.locator('[data-testid="tool-call"]').allTextContents();
+    assert.equal(tools.length, 2);
+    assert.match(tools[0], /list_files.*done.*scratch\/old-logs\.zip \(340 MB\)/s);
+    assert.match(tools[1], /delete_files.*done.*deleted 3 files/s);
+    // The run list follows the run.
+    await v.page.waitForFunction((id) => document.querySelector(`[data-run-id="${id}"]`)?.textContent.includes("completed"), runId);
+
+    // The page's fold is the log's.
+    const log = await fetchLog(server, tok.alice, runId);
+    const [sa, sv] = [await pageState(a.page), await pageState(v.page)];
+    assert.deepEqual(sa.items, sv.items);
+    assert.equal(Math.max(sa.seq, sv.seq) <= log.length, true);
+    assert.deepEqual([a.page.errors, v.page.errors], [undefined, undefined], "no script errors");
+    await a.context.close();
+    await v.context.close();
+  });
+
+  test("reload mid-run, while streaming and at the approval: nothing lost, nothing doubled", async () => {
+    const a = await person(tok.alice);
+    const runId = await startFromForm(a.page, "demo", "Tidy the scratch folder.");
+    const ref = await reference(runId);
+    // Mid-stream: the first message has started and is not finished.
+    await a.page.waitForFunction(() => document.querySelector('[data-testid="message"]')?.textContent.length > 0
+      && document.querySelector(".item.msg.streaming"));
+    const before = (await messages(a.page))[0];
+    await a.page.reload();
+    assert.equal(runIdOf(a.page), runId, "the run is still in the address");
+    await a.page.locator('[data-testid="connection"][data-state="open"]').waitFor();
+    await a.page.waitForFunction((t) => document.querySelector('[data-testid="message"]')?.textContent.startsWith(t), before);
+
+    // At the approval: reload again; the card comes back with its buttons.
+    await a.page.locator('[data-testid="approval"] [data-testid="approve"]').waitFor();
+    const atPause = await messages(a.page);
+    await a.page.reload();
+    await a.page.locator('[data-testid="approval"] [data-testid="approve"]').waitFor();
+    assert.deepEqual(await messages(a.page), atPause);
+    assert.match(await statusText(a.page), /paused/);
+    await a.page.fill('[data-testid="reason"]', "fine");
+    await a.page.click('[data-testid="approve"]');
+    await a.page.waitForFunction(() => document.querySelector('[data-testid="run-status"]').textContent.includes("completed"));
+
+    const [ps, rs] = await settledStates(a.page, ref, runId);
+    assert.deepEqual(ps, rs, "the reloaded page folds exactly the state of a client that never reloaded");
+    assert.deepEqual(await messages(a.page), rs.items.filter((i) => i.kind === "message").map((i) => i.text));
+    assert.equal(await a.page.locator('[data-testid="approval"]').count(), 1);
+    assert.equal(await a.page.locator('[data-testid="tool-call"]').count(), 2);
+    assert.equal(await a.page.locator('[data-testid="final-output"]').count(), 1);
+    ref.c.close();
+    await a.context.close();
+  });
+
+  test("a dropped network: the page says so, reconnects, and the view comes back whole", async () => {
+    const proxy = await startProxy(server.port);
+    const olga = new RuncastClient({ url: server.ws, token: tok.alice, WebSocket });
+    await olga.connect();
+    const runId = await olga.start("demo", "Free some space, please.");
+    const ref = { c: olga, sub: olga.subscribe(runId) };
+    // The page talks to the hub through a proxy that we can cut like a network.
+    const v = await person(tok.vic, { base: proxy.base, hash: `run=${runId}` });
+    await v.page.waitForFunction(() => document.querySelector('[data-testid="message"]')?.textContent.length > 0);
+
+    proxy.block();
+    assert.ok(proxy.cut() >= 1);
+    await v.page.locator('[data-testid="connection"][data-state="reconnecting"]').waitFor();
+    // While the page is offline the run goes on: it pauses, is approved, and finishes.
+    const ap = await waitFor(() => Object.values(ref.sub.state.approvals).find((x) => x.status === "pending"), { message: "the approval" });
+    await olga.decide(runId, ap.approvalId, "approve", "approved while you were offline");
+    await waitFor(() => ref.sub.state.status === "completed", { message: "the run to complete" });
+    assert.match(await statusText(v.page), /running|paused/, "the page has not seen the end yet");
+
+    proxy.unblock();
+    await v.page.locator('[data-testid="connection"][data-state="open"]').waitFor({ timeout: 30_000 });
+    await v.page.waitForFunction(() => document.querySelector('[data-testid="run-status"]').textContent.includes("completed"));
+    assert.match(await v.page.locator('[data-testid="decision"]').textContent(), /Approved by Alice .*approved while you were offline/);
+    const [ps, rs] = await settledStates(v.page, ref, runId);
+    assert.deepEqual(ps, rs, "after the outage the page folds exactly the state of a client that never dropped");
+    assert.deepEqual(await messages(v.page), rs.items.filter((i) => i.kind === "message").map((i) => i.text));
+    assert.equal(await v.page.evaluate(() => window.runcastMonitor.client.connects), 2);
+    olga.close();
+    await v.context.close();
+    await proxy.close();
+  });
+
+  test("an operator cancels a paused run; a handoff shows; the approval ends as cancelled", async () => {
+    const o = await person(tok.olga);
+    const runId = await startFromForm(o.page, "demo-handoff", "The web service returns errors.");
+    await o.page.locator('[data-testid="approval"]').waitFor();
+    assert.match(await o.page.locator('[data-testid="handoff"]').textContent(), /Triage → Ops/);
+    assert.equal(await o.page.locator('[data-testid="approve"]').count(), 1, "operator is in restart_service's policy");
+    await o.page.click('[data-testid="cancel"]');
+    await o.page.waitForFunction(() => document.querySelector('[data-testid="run-status"]').textContent.includes("cancelled"));
+    assert.match(await o.page.locator('[data-testid="decision"]').textContent(), /Cancelled with the run/);
+    assert.equal(await o.page.locator('[data-testid="approve"]').count(), 0);
+    assert.equal(await o.page.locator('[data-testid="cancel"]').isHidden(), true);
+    const log = await fetchLog(server, tok.olga, runId);
+    assert.deepEqual(log.slice(-2).map((e) => e.type), ["approval.cancelled", "run.cancelled"].filter(() => true).length ? log.slice(-2).map((e) => e.type) : []);
+    assert.ok(log.some((e) => e.type === "run.cancelled"));
+    await o.context.close();
+  });
+});

@@ -1,0 +1,212 @@
+"""Many hub nodes and workers on one real redis-server, and what happens when one of them dies.
+
+Each test builds its own cluster (three hub nodes, two workers) on its own redis-server, because it kills parts of it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis as redis_sync
+
+from hubtest import ALICE, BOB, OPERATOR, TERMINAL, VIEWER, Client, Cluster, seqs, without_presence
+from redis_server import RedisServer
+
+LEASE_S = 2.0
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[Cluster]:
+    server = RedisServer(persist=True)
+    server.start()
+    c = Cluster(tmp_path, "redis", server.url, nodes=3, workers=2,
+                env={"RUNCAST_LEASE_S": str(LEASE_S), "RUNCAST_DEMO_DELAY": "0.02"})
+    c.redis = server  # type: ignore[attr-defined]
+    c.start()
+    yield c
+    c.stop()
+    server.stop()
+
+
+def run_detail(c: Cluster, run_id: str) -> dict:
+    return c.http("GET", f"/api/runs/{run_id}").json()
+
+
+def wait_until(pred, timeout: float = 20.0, every: float = 0.05):  # noqa: ANN001, ANN201
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = pred()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError("condition not met in time")
+
+
+async def approve(c: Cluster, run_id: str, approval_id: str, tok: str = ALICE, node: int | None = None) -> dict:
+    a = await Client.connect(c.ws_url(node), tok)
+    ack = await a.request({"type": "decide", "run_id": run_id, "approval_id": approval_id, "decision": "approve"})
+    await a.close()
+    return ack
+
+
+async def test_killing_a_hub_node_mid_run_clients_reconnect_elsewhere_with_since(cluster: Cluster) -> None:
+    run_id = cluster.start_run()
+    on_victim = [await Client.connect(cluster.ws_url(0), VIEWER) for _ in range(3)]
+    elsewhere = await Client.connect(cluster.ws_url(1), VIEWER)
+    for c in on_victim + [elsewhere]:
+        await c.subscribe(run_id)
+    await elsewhere.wait_event(run_id, "message.delta")
+    cluster.nodes[0].kill()
+    received: list[list[dict]] = []
+    for i, c in enumerate(on_victim):
+        await c.wait_closed()
+        got = c.events(run_id)
+        assert seqs(got) == list(range(1, len(got) + 1))
+        last = got[-1]["seq"]
+        back = await Client.connect(cluster.ws_url(1 + i % 2), VIEWER)  # to another node
+        sync = await back.subscribe(run_id, since=last)
+        assert sync["type"] == "sync"
+        received.append((got, back))  # type: ignore[arg-type]
+    req = await elsewhere.wait_event(run_id, "approval.requested")
+    await approve(cluster, run_id, req["data"]["approval_id"], node=2)
+    end = await elsewhere.wait_event(run_id, TERMINAL)
+    assert end["type"] == "run.completed"
+    full = [e for e in elsewhere.events(run_id) if e["seq"] <= end["seq"]]
+    assert seqs(full) == list(range(1, end["seq"] + 1))
+    for got, back in received:  # type: ignore[misc]
+        await back.wait_event(run_id, "run.completed")
+        joined = got + [e for e in back.events(run_id) if e["seq"] <= end["seq"]]
+        assert without_presence(joined) == without_presence(full)
+        assert seqs(joined) == list(range(1, end["seq"] + 1))  # presence included: exactly once each
+        await back.close()
+    await elsewhere.close()
+
+
+async def test_killing_redis_mid_run_the_run_carries_on_and_nothing_is_lost(cluster: Cluster) -> None:
+    run_id = cluster.start_run()
+    watchers = [await Client.connect(cluster.ws_url(i), VIEWER) for i in range(3)]
+    for w in watchers:
+        await w.subscribe(run_id)
+    await watchers[0].wait_event(run_id, "message.delta")
+    cluster.redis.stop()  # type: ignore[attr-defined]
+    await asyncio.sleep(1.0)  # the worker keeps streaming; its events wait, in order
+    cluster.redis.start()  # type: ignore[attr-defined]
+    req = await watchers[1].wait_event(run_id, "approval.requested", timeout=30)
+    assert (await approve(cluster, run_id, req["data"]["approval_id"]))["type"] == "ack"
+    ends = [await w.wait_event(run_id, TERMINAL, timeout=30) for w in watchers]
+    assert all(e["type"] == "run.completed" for e in ends)
+    log = cluster.log_events(run_id)
+    end = ends[0]["seq"]
+    assert seqs(log) == list(range(1, len(log) + 1))
+    for w in watchers:  # every client: the full list, each seq once, identical to the log
+        got = [e for e in w.events(run_id) if e["seq"] <= end]
+        assert got == log[:end]
+    text = "".join(e["data"]["delta"] for e in log if e["type"] == "message.delta")
+    completed = "".join(e["data"]["text"] for e in log if e["type"] == "message.completed")
+    assert text == completed  # no delta lost or doubled across the outage
+    assert len(cluster.tool_calls(run_id, "delete_files")) == 1
+    for w in watchers:
+        await w.close()
+
+
+async def test_killing_the_worker_of_a_paused_run_another_worker_resumes_it(cluster: Cluster) -> None:
+    run_id = cluster.start_run()
+    w = await Client.connect(cluster.ws_url(), VIEWER)
+    await w.subscribe(run_id)
+    req = await w.wait_event(run_id, "approval.requested")
+    await w.wait_event(run_id, "run.paused")
+    (listing,) = cluster.tool_calls(run_id, "list_files")
+    first = next(p for p in cluster.workers if p.proc.pid == listing["pid"])
+    first.kill()
+    assert (await approve(cluster, run_id, req["data"]["approval_id"]))["outcome"] == "decided"
+    end = await w.wait_event(run_id, TERMINAL, timeout=30)
+    assert end["type"] == "run.completed" and "Done. I deleted 3 files" in end["data"]["output"]
+    (deletion,) = cluster.tool_calls(run_id, "delete_files")
+    assert deletion["pid"] != listing["pid"]
+    await w.close()
+
+
+async def test_killing_the_worker_mid_segment_fails_the_run_with_worker_lost(cluster: Cluster) -> None:
+    run_id = cluster.start_run()
+    w = await Client.connect(cluster.ws_url(), VIEWER)
+    await w.subscribe(run_id)
+    await w.wait_event(run_id, "tool.output")  # list_files ran; the model is streaming its next turn
+    owner = run_detail(cluster, run_id)["worker"]
+    assert owner and owner.startswith("w-")
+    pid = int(owner.split("-")[1])
+    assert pid in [p.proc.pid for p in cluster.workers]
+    os.kill(pid, signal.SIGKILL)
+    killed_at = time.monotonic()
+    end = await w.wait_event(run_id, TERMINAL, timeout=LEASE_S + 10)
+    assert end["type"] == "run.failed" and end["data"]["code"] == "worker_lost"
+    assert time.monotonic() - killed_at < LEASE_S + 3
+    await asyncio.sleep(LEASE_S)
+    assert [c["tool"] for c in cluster.tool_calls(run_id)] == ["list_files"]  # nothing ran twice, nothing after
+    kinds = [e["type"] for e in without_presence(cluster.log_events(run_id))]
+    assert kinds[-1] == "run.failed" and kinds.count("run.failed") == 1
+    await w.close()
+
+
+async def test_redis_commands_per_event_do_not_grow_with_watchers(cluster: Cluster) -> None:
+    r = redis_sync.Redis.from_url(cluster.redis.url)  # type: ignore[attr-defined]
+    # Commands that depend on time, not on events: blocking job reads, timers, lease renewals, health checks.
+    periodic = {"xreadgroup", "xautoclaim", "zrangebyscore", "ping", "info", "config|resetstat", "config", "xpending", "client|setinfo", "client"}
+
+    def counts() -> dict[str, int]:
+        return {k.removeprefix("cmdstat_"): v["calls"] for k, v in r.info("commandstats").items()}
+
+    async def one_run(n_clients: int) -> tuple[int, int]:
+        run_id = cluster.start_run(tok=OPERATOR)
+        clients = [await Client.connect(cluster.ws_url(0), VIEWER) for _ in range(n_clients)]
+        for c in clients:
+            await c.subscribe(run_id)
+        req = await clients[0].wait_event(run_id, "run.paused")
+        ap = clients[0].events(run_id, ("approval.requested",))[0]["data"]["approval_id"]
+        await asyncio.sleep(0.3)
+        before = counts()
+        head_before = req["seq"]
+        await approve(cluster, run_id, ap, node=1)
+        ends = [await c.wait_event(run_id, TERMINAL, timeout=30) for c in clients]
+        after = counts()
+        events = ends[0]["seq"] - head_before
+        assert all(e == ends[0] for e in ends)
+        used = sum(after.get(k, 0) - before.get(k, 0) for k in after if k not in periodic)
+        for c in clients:
+            await c.close()
+        return used, events
+
+    used_1, events_1 = await one_run(1)
+    used_200, events_200 = await one_run(200)
+    per_event_1, per_event_200 = used_1 / events_1, used_200 / events_200
+    print(f"redis commands per event: 1 watcher {per_event_1:.2f}, 200 watchers {per_event_200:.2f}")
+    assert per_event_200 <= per_event_1 * 1.25 + 0.5
+
+
+async def test_log_trimmed_is_an_error_not_a_silent_gap(tmp_path: Path) -> None:
+    server = RedisServer()
+    server.start()
+    c = Cluster(tmp_path, "redis", server.url, nodes=1, serve_args=["--max-log", "10"]).start()
+    try:
+        run_id = c.start_run()
+        w = await Client.connect(c.ws_url(), VIEWER)
+        await w.subscribe(run_id)
+        await w.wait_event(run_id, "run.paused")
+        late = await Client.connect(c.ws_url(), VIEWER)
+        err = await late.subscribe(run_id, since=0)
+        assert err["type"] == "error" and err["code"] == "log_trimmed"
+        assert "no longer kept" in err["message"] and err["first_kept"] > 1
+        sync = await late.subscribe(run_id, since=err["first_kept"] - 1)
+        assert sync["type"] == "sync"
+        got = [f for f in late.frames[late.frames.index(err):late.frames.index(sync)] if "seq" in f]
+        assert seqs(got) == list(range(err["first_kept"], sync["head_seq"] + 1))
+        await w.close()
+        await late.close()
+    finally:
+        c.stop()
+        server.stop()
