@@ -198,6 +198,25 @@ async def test_not_owner(make) -> None:
     assert seqs(await b.read("r1")) == [1, 2, 3]
 
 
+async def test_an_owner_append_retried_after_a_lost_answer_is_logged_once(make) -> None:
+    """The worker retries an append whose answer it never got with the same tx: the retry must not log twice,
+    even when a hub logged presence in between (so the head moved)."""
+    b = await make()
+    other = await make()  # a hub node, with its own idea of the head
+    await start_run(b, "r1")
+    await claim(b, "r1", "w1")
+    first = await b.append("r1", [("message.delta", {"delta": "a"}), ("message.delta", {"delta": "b"})], owner="w1", tx="t1")
+    assert seqs(first) == [2, 3]
+    await other.append("r1", [("participant.joined", {"sub": "vic"})])
+    b._heads.pop("r1")  # as if the first answer had been lost: this node never learned the new head
+    again = await b.append("r1", [("message.delta", {"delta": "a"}), ("message.delta", {"delta": "b"})], owner="w1", tx="t1")
+    assert strip(again) == strip(first)
+    assert await b.head("r1") == 4
+    nxt = await b.append("r1", [("message.delta", {"delta": "c"})], owner="w1", tx="t2")
+    assert seqs(nxt) == [5]
+    assert [e.data.get("delta") for e in await b.read("r1", 1) if e.type == "message.delta"] == ["a", "b", "c"]
+
+
 # ------------------------------------------------------------------------------------------------ records
 
 

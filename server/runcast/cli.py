@@ -120,7 +120,7 @@ def worker(args: argparse.Namespace) -> None:
         backend = _backend(args)
         await backend.start()
         w = Worker(backend, _registry(args), concurrency=args.concurrency, lease_s=args.lease)
-        sweeper = Sweeper(backend)
+        sweeper = Sweeper(backend, grace_s=args.lease)
         await w.start()
         await sweeper.start()
         print(f"runcast worker {w.id}: concurrency {args.concurrency}, agents: {', '.join(w.registry.names())}", flush=True)

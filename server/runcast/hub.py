@@ -79,7 +79,7 @@ class Hub:
         self.fanout = Fanout(backend)
         self.metrics = Metrics()
         self.worker: Worker | None = None
-        self.sweeper = Sweeper(backend)
+        self.sweeper = Sweeper(backend, grace_s=settings.lease_s or 10.0)
         self.connections: set[Connection] = set()
 
     async def start(self) -> None:

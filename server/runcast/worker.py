@@ -185,7 +185,9 @@ class Worker:
 
     async def _append(self, run_id: str, events: list[Any]) -> None:
         """Append, waiting out backend outages: events not yet appended stay here, in order, until it is back."""
-        await self._retry(f"run {run_id}: append {len(events)} events", lambda: self.backend.append(run_id, events, owner=self.id))
+        tx = secrets.token_hex(8)  # the same for every try: a try whose answer was lost is not logged twice
+        await self._retry(f"run {run_id}: append {len(events)} events",
+                          lambda: self.backend.append(run_id, events, owner=self.id, tx=tx))
 
     async def _segment(self, rec: RunRecord, job: Job) -> None:
         spec = self.registry.get(rec.agent)
@@ -308,13 +310,17 @@ class Worker:
 class Sweeper:
     """Settles what time decides: expired approvals (auto-reject) and runs whose worker stopped renewing its lease.
 
-    Every process may run one; the compare-and-set makes doing it twice harmless.
+    Every process may run one; the compare-and-set makes doing it twice harmless. After an outage of the backend
+    (when no worker could renew a lease either), it judges leases only once it has been connected for `grace_s`,
+    so workers that are alive get one lease's time to renew before their runs are declared lost.
     """
 
-    def __init__(self, backend: Backend, interval: float = 0.25) -> None:
+    def __init__(self, backend: Backend, interval: float = 0.25, grace_s: float = 10.0) -> None:
         self.backend = backend
         self.interval = interval
+        self.grace_s = grace_s
         self._task: asyncio.Task[Any] | None = None
+        self._connected_since: float | None = None  # monotonic time of the first sweep after the last outage
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._loop(), name="runcast-sweeper")
@@ -326,10 +332,15 @@ class Sweeper:
 
     async def sweep(self) -> None:
         now = time.time()
-        for run_id in await self.backend.due_runs(now):
+        due = await self.backend.due_runs(now)
+        if self._connected_since is None:
+            self._connected_since = time.monotonic()
+        judge_leases = time.monotonic() - self._connected_since >= self.grace_s
+        for run_id in due:
             try:
                 await apply(self.backend, run_id, lambda r: runs.expire_due(r, time.time()))
-                await apply(self.backend, run_id, lambda r: runs.worker_lost(r, time.time()))
+                if judge_leases:
+                    await apply(self.backend, run_id, lambda r: runs.worker_lost(r, time.time()))
             except ProtocolError:
                 pass
 
@@ -340,5 +351,7 @@ class Sweeper:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - keep sweeping through backend outages
-                log.warning("sweeper: %s", exc)
+                if self._connected_since is not None or not isinstance(exc, self.backend.transient_errors):
+                    log.warning("sweeper: %s", exc)
+                self._connected_since = None
             await asyncio.sleep(self.interval)

@@ -51,9 +51,12 @@ class Backend(abc.ABC):
 
     # ---- the run log and its live feed
     @abc.abstractmethod
-    async def append(self, run_id: str, events: WireEvents, *, owner: str | None = None) -> list[Event]:
+    async def append(
+        self, run_id: str, events: WireEvents, *, owner: str | None = None, tx: str | None = None
+    ) -> list[Event]:
         """Give the events the next seqs, log them, then publish them. With `owner`, refuse (NotOwner) unless that
-        worker still runs the run."""
+        worker still runs the run. With `tx` (an owner's retry after an append whose answer was lost), an append
+        with that tx that already landed is not logged again: its logged events are returned instead."""
 
     @abc.abstractmethod
     async def read(self, run_id: str, after: int = 0, upto: int | None = None, limit: int | None = None) -> list[Event]:

@@ -55,7 +55,9 @@ class MemoryBackend(Backend):
             cb(out)
         return out
 
-    async def append(self, run_id: str, events: WireEvents, *, owner: str | None = None) -> list[Event]:
+    async def append(
+        self, run_id: str, events: WireEvents, *, owner: str | None = None, tx: str | None = None
+    ) -> list[Event]:  # (in one process no answer is ever lost: tx has nothing to do)
         if owner is not None:
             rec = self._records.get(run_id)
             if rec is None or rec.status != "running" or rec.owner != owner:

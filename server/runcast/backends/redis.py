@@ -38,6 +38,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.maint_notifications import MaintNotificationsConfig
 
 from ..protocol import Event, make_event
@@ -51,8 +52,8 @@ READ_PAGE = 1000  # events per XRANGE when filling a hole after a reconnect
 MAX_SEQ_RETRIES = 10_000  # another writer took the next seq this many times in a row: give up
 _HEAD_CACHE = 10_000  # runs whose head this process remembers (saves a round trip per append)
 
-# Script answers: {OK, first_seq} | {SEQ_MOVED, head} | {CONFLICT} | {NOT_OWNER}
-_OK, _SEQ_MOVED, _CONFLICT, _NOT_OWNER, _TRIMMED = 0, 1, 2, 3, 1
+# Script answers: {OK, first_seq} | {SEQ_MOVED, head} | {CONFLICT} | {NOT_OWNER} | {LANDED, first_seq}
+_OK, _SEQ_MOVED, _CONFLICT, _NOT_OWNER, _LANDED, _TRIMMED = 0, 1, 2, 3, 4, 1
 
 # Shared by both write scripts: XADD the events with ids head+1.., set the head, trim exactly, publish them as one
 # message. `base` is the index in ARGV just before the first event.
@@ -72,29 +73,40 @@ local function append_events(log_key, seq_key, head, n, base, maxlen, channel)
 end
 """
 
-# KEYS: rec, log, seq.  ARGV: owner ('' = any), expected first seq, maxlen (0 = keep all), channel,
-# retention_ms (for a log with no record), events...
+# KEYS: rec, log, seq, state.  ARGV: owner ('' = any), expected first seq, maxlen (0 = keep all), channel,
+# retention_ms (for a log with no record), tx ('' = none), events...
+# With a tx (a worker's append, which it retries after a lost answer), the state hash keeps `tx` = "<tx> <first>" of
+# the owner's last append: a retry whose first try landed is answered {4, first} instead of logging the events twice.
 APPEND_SCRIPT = _LUA_APPEND + """
 local owner = ARGV[1]
+local tx = ARGV[6]
 if owner ~= '' then
   local raw = redis.call('GET', KEYS[1])
   if not raw then return {3} end
   local rec = cjson.decode(raw)
   if rec.status ~= 'running' or rec.owner ~= owner then return {3} end
 end
+if tx ~= '' then
+  local last = redis.call('HGET', KEYS[4], 'tx')
+  if last then
+    local last_tx, last_first = string.match(last, '^(%S+) (%d+)$')
+    if last_tx == tx then return {4, tonumber(last_first)} end
+  end
+end
 local head = tonumber(redis.call('GET', KEYS[3]) or '0')
-local n = #ARGV - 5
+local n = #ARGV - 6
 if n == 0 then return {0, head + 1} end
 if tonumber(ARGV[2]) ~= head + 1 then return {1, head} end
-append_events(KEYS[2], KEYS[3], head, n, 5, tonumber(ARGV[3]), ARGV[4])
+append_events(KEYS[2], KEYS[3], head, n, 6, tonumber(ARGV[3]), ARGV[4])
+if tx ~= '' then
+  redis.call('HSET', KEYS[4], 'tx', tx .. ' ' .. string.format('%d', head + 1))
+end
 -- a finished run's log keeps the record's time to live; a log with no record at all gets one of its own
 local ttl = redis.call('PTTL', KEYS[1])
 if ttl > 0 then
-  redis.call('PEXPIRE', KEYS[2], ttl)
-  redis.call('PEXPIRE', KEYS[3], ttl)
+  for i = 2, 4 do redis.call('PEXPIRE', KEYS[i], ttl) end
 elseif ttl == -2 and tonumber(ARGV[5]) > 0 then
-  redis.call('PEXPIRE', KEYS[2], ARGV[5])
-  redis.call('PEXPIRE', KEYS[3], ARGV[5])
+  for i = 2, 4 do redis.call('PEXPIRE', KEYS[i], ARGV[5]) end
 end
 return {0, head + 1}
 """
@@ -229,6 +241,8 @@ class _RedisSub(Subscription):
 
 class RedisBackend(Backend):
     name = "redis"
+    # redis-py's ConnectionError (BusyLoadingError included) and TimeoutError are not the builtin ones.
+    transient_errors = (RedisConnectionError, RedisTimeoutError, ConnectionError, TimeoutError, OSError)
 
     def __init__(
         self,
@@ -350,16 +364,18 @@ class RedisBackend(Backend):
             ev.packed()
         return out
 
-    async def append(self, run_id: str, events: WireEvents, *, owner: str | None = None) -> list[Event]:
+    async def append(
+        self, run_id: str, events: WireEvents, *, owner: str | None = None, tx: str | None = None
+    ) -> list[Event]:
         if not events and owner is None:
             return []
-        keys = [self._k(run_id, "rec"), self._k(run_id, "log"), self._k(run_id, "seq")]
+        keys = [self._k(run_id, "rec"), self._k(run_id, "log"), self._k(run_id, "seq"), self._k(run_id, "state")]
         head = await self._guess_head(run_id)
         for _ in range(MAX_SEQ_RETRIES):
             out = self._pack(run_id, head + 1, events)
             res = await self._append_script(
                 keys=keys,
-                args=[owner or "", head + 1, self.max_log or 0, self._live(run_id), self._retention_ms,
+                args=[owner or "", head + 1, self.max_log or 0, self._live(run_id), self._retention_ms, tx or "",
                       *(ev.packed() for ev in out)],
             )
             code = int(res[0])
@@ -369,6 +385,9 @@ class RedisBackend(Backend):
                 head = int(res[1])
                 self._note_head(run_id, head, exact=True)
                 continue
+            if code == _LANDED:  # an earlier try of this append landed; its answer was lost
+                first = int(res[1])
+                return await self.read(run_id, first - 1, upto=first + len(events) - 1)
             if out:
                 self._note_head(run_id, out[-1].seq)
             return out
