@@ -43,7 +43,7 @@ after(async () => {
 
 /** A person: their own browser context (own sessionStorage), one page opened with their token in the fragment. */
 async function person(token, { base = server.base, hash = "" } = {}) {
-  const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+  const context = await browser.newContext({ viewport: { width: 1280, height: 900 }, locale: "en-GB", timezoneId: "UTC" });
   const page = await context.newPage();
   page.setDefaultTimeout(20_000);
   page.on("pageerror", (err) => { page.errors = [...(page.errors || []), err]; });
@@ -164,7 +164,10 @@ describe("run monitor in Chromium", () => {
     // The screenshot of the run view at the approval step.
     await a.page.fill('[data-testid="reason"]', "Only the scratch files; checked the list.");
     const shot = path.join(ARTIFACTS, "approval-step.png");
-    await a.page.screenshot({ path: shot, fullPage: true });
+    // The whole run view in one viewport (a full-page capture would drag the sticky sidebar down the page).
+    await a.page.setViewportSize({ width: 1280, height: 1200 });
+    await a.page.evaluate(() => window.scrollTo(0, 0));
+    await a.page.screenshot({ path: shot });
     if (process.env.RUNCAST_UPDATE_SCREENSHOT) copyFileSync(shot, path.join(REPO_DIR, "docs", "screenshot.png"));
 
     // The approver approves with a reason; every page shows who, when and why; the buttons go away.
