@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import redis as redis_sync
 
-from hubtest import ALICE, BOB, OPERATOR, TERMINAL, VIEWER, Client, Cluster, seqs, without_presence
+from hubtest import ALICE, OPERATOR, TERMINAL, VIEWER, Client, Cluster, seqs, without_presence
 from redis_server import RedisServer
 
 LEASE_S = 2.0

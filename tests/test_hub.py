@@ -11,7 +11,7 @@ import json
 import msgpack
 import pytest
 
-from hubtest import ADMIN, ALICE, BOB, OPERATOR, TERMINAL, VIEWER, Client, Cluster, seqs, token, without_presence
+from hubtest import ALICE, BOB, OPERATOR, TERMINAL, VIEWER, Client, Cluster, seqs, token, without_presence
 
 
 async def run_to_pause(hub: Cluster, agent: str = "demo", tok: str = OPERATOR) -> tuple[str, Client, dict]:
@@ -266,11 +266,46 @@ async def test_a_failing_model_ends_the_run_failed(hub: Cluster) -> None:
     await w.close()
 
 
+@pytest.mark.parametrize("round_", range(10))
+async def test_two_approvals_of_one_pause_decided_at_once_give_one_resume(hub: Cluster, round_: int) -> None:
+    """The last two open approvals of a pause settled at the same moment (on different nodes with Redis): each gets one
+    `approval.decided`, the pause gets one `run.resumed`, after both, and each approved call runs once."""
+    run_id = hub.start_run("two-deletes")
+    w = await Client.connect(hub.ws_url(), VIEWER)
+    await w.subscribe(run_id)
+    paused = await w.wait_event(run_id, "run.paused")
+    first, second = paused["data"]["pending"]
+    a = await Client.connect(hub.ws_url(), ALICE)
+    b = await Client.connect(hub.ws_url(), BOB)
+    second_decision = "reject" if round_ % 2 else "approve"
+    await asyncio.gather(
+        a.send({"type": "decide", "run_id": run_id, "approval_id": first, "decision": "approve", "id": "d"}),
+        b.send({"type": "decide", "run_id": run_id, "approval_id": second, "decision": second_decision, "id": "d"}),
+    )
+    answers = [await x.wait_for(lambda f: f.get("id") == "d") for x in (a, b)]
+    assert [f.get("outcome") for f in answers] == ["decided", "decided"], answers
+    end = await w.wait_event(run_id, TERMINAL)
+    assert end["type"] == "run.completed"
+    log = hub.log_events(run_id)
+    assert seqs(log) == list(range(1, len(log) + 1))
+    decided = [e for e in log if e["type"] == "approval.decided"]
+    assert sorted(e["data"]["approval_id"] for e in decided) == sorted([first, second])
+    resumed = [e for e in log if e["type"] == "run.resumed"]
+    assert len(resumed) == 1 and all(e["seq"] < resumed[0]["seq"] for e in decided)
+    assert {d["approval_id"]: d["decision"] for d in resumed[0]["data"]["decisions"]} == {first: "approve", second: second_decision}
+    runs_of = [c["args"]["paths"] for c in hub.tool_calls(run_id, "delete_files")]
+    assert len(runs_of) == (2 if second_decision == "approve" else 1)
+    for x in (w, a, b):
+        await x.close()
+
+
 async def test_every_bad_frame_gets_its_code_and_the_connection_keeps_working(hub: Cluster) -> None:
     run_id, w, ap = await run_to_pause(hub)
     other_run = hub.start_run()
     limited = token("lim", ["approver"], runs=[other_run])
     c = await Client.connect(hub.ws_url(), ALICE)
+    detail_before = hub.http("GET", f"/api/runs/{run_id}").json()
+    head_before = hub.log_events(run_id)[-1]["seq"]
     cases = [
         ("{not json", "bad_frame"),
         ("[1,2,3]", "bad_frame"),
@@ -283,6 +318,9 @@ async def test_every_bad_frame_gets_its_code_and_the_connection_keeps_working(hu
         (json.dumps({"type": "ping", "pad": "x" * 70_000}), "too_large"),
         (json.dumps({"type": "subscribe", "run_id": "run_nope"}), "not_found"),
         (json.dumps({"type": "decide", "run_id": run_id, "approval_id": "ap_stale", "decision": "approve"}), "not_found"),
+        (json.dumps({"type": "decide", "run_id": other_run, "approval_id": ap["approval_id"], "decision": "approve"}), "not_found"),
+        (json.dumps({"type": "decide", "run_id": run_id, "approval_id": ap["approval_id"], "decision": "approve", "reason": 7}), "bad_request"),
+        (json.dumps({"type": "cancel", "run_id": run_id, "mode": "later"}), "bad_request"),
         (json.dumps({"type": "start", "agent": "demo", "input": "x"}), "forbidden"),  # an approver may not start runs
         (json.dumps({"type": "start", "agent": "nope", "input": "x"}), "forbidden"),
         (json.dumps({"type": "hello", "token": ALICE}), "bad_request"),
@@ -296,6 +334,9 @@ async def test_every_bad_frame_gets_its_code_and_the_connection_keeps_working(hu
         assert err["message"]
         pong = await c.request({"type": "ping"})
         assert pong["type"] == "pong"
+    # none of them changed anything: the run, its approval and its log (but for presence) are as they were
+    assert hub.http("GET", f"/api/runs/{run_id}").json() == detail_before
+    assert {e["type"] for e in hub.log_events(run_id)[head_before:]} <= {"participant.joined", "participant.left"}
     # a token for another run, a viewer deciding, a stale approval id
     lim = await Client.connect(hub.ws_url(), limited)
     assert (await lim.subscribe(run_id))["code"] == "forbidden"
@@ -315,10 +356,28 @@ async def test_every_bad_frame_gets_its_code_and_the_connection_keeps_working(hu
 async def test_msgpack_subprotocol_errors_and_events(hub: Cluster) -> None:
     m = await Client.connect(hub.ws_url(), ALICE, encoding="msgpack")
     assert m.ws.subprotocol == "runcast.v1.msgpack"
-    n = len(m.frames)
-    await m.send(b"\xc1\xc1\xc1")
-    assert (await m.wait_for(lambda f: f["type"] == "error", start=n))["code"] == "bad_frame"
-    assert (await m.request({"type": "ping"}))["type"] == "pong"
+    for payload, code in [
+        (b"\xc1\xc1\xc1", "bad_frame"),  # not msgpack
+        (msgpack.packb([1, 2, 3]), "bad_frame"),  # msgpack, but not a map
+        (msgpack.packb({"type": "subscribe", "run_id": 42}), "bad_request"),
+        (msgpack.packb({"type": "fly"}), "unknown_type"),
+        ('{"type": "ping"}', "bad_frame"),  # a text frame on the msgpack subprotocol
+    ]:
+        n = len(m.frames)
+        await m.send(payload)
+        err = await m.wait_for(lambda f: f["type"] == "error", start=n)
+        assert err["code"] == code, (payload, err)
+        assert (await m.request({"type": "ping"}))["type"] == "pong"
+    # a whole run over msgpack, decided over msgpack: the same events as the log
+    run_id = hub.start_run()
+    await m.subscribe(run_id)
+    req = await m.wait_event(run_id, "approval.requested")
+    ack = await m.request({"type": "decide", "run_id": run_id, "approval_id": req["data"]["approval_id"], "decision": "approve"})
+    assert ack["type"] == "ack" and ack["outcome"] == "decided"
+    end = await m.wait_event(run_id, "run.completed")
+    got = [e for e in m.events(run_id) if e["seq"] <= end["seq"]]
+    assert seqs(got) == list(range(1, end["seq"] + 1))
+    assert got == hub.log_events(run_id)[: end["seq"]]
     await m.close()
 
 

@@ -3,6 +3,7 @@ the others are not slowed down. Its own server, with a small per-client queue.""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 from collections.abc import Iterator
@@ -14,7 +15,7 @@ from websockets.protocol import State
 from websockets.typing import Subprotocol
 from websockets.uri import parse_uri
 
-from hubtest import ALICE, OPERATOR, VIEWER, Client, Cluster, seqs, token
+from hubtest import ALICE, OPERATOR, TERMINAL, VIEWER, Client, Cluster, seqs, token
 
 
 @pytest.fixture(scope="module")
@@ -91,3 +92,55 @@ async def test_slow_consumer_is_closed_with_4408_and_recovers_with_since(small_h
     assert hub.http("POST", f"/api/runs/{run_id}/cancel", OPERATOR, json={}).status_code == 200
     for c in (watcher, noisy, back):
         await c.close()
+
+
+@pytest.fixture(scope="module")
+def strict_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """Few commands a second, and a sweeper that (after its first pass) never runs: votes meet expiries themselves."""
+    cluster = Cluster(tmp_path_factory.mktemp("strict"), "memory",
+                      env={"RUNCAST_RATE_PER_S": "5", "RUNCAST_RATE_BURST": "5", "RUNCAST_MAX_STRIKES": "20",
+                           "RUNCAST_SWEEP_S": "3600"}).start()
+    yield cluster
+    cluster.stop()
+
+
+async def test_rate_limited_commands_get_their_own_error_then_1008(strict_hub: Cluster) -> None:
+    c = await Client.connect(strict_hub.ws_url(), ALICE)
+    for i in range(60):
+        await c.send({"type": "ping", "id": f"p{i}"})
+    code, _ = await c.wait_closed()
+    assert code == 1008
+    answers = {f["id"]: f for f in c.frames if f.get("id", "").startswith("p")}
+    pongs = [i for i in range(60) if answers.get(f"p{i}", {}).get("type") == "pong"]
+    limited = [i for i in range(60) if answers.get(f"p{i}", {}).get("code") == "rate_limited"]
+    assert pongs and pongs == list(range(len(pongs)))  # the burst is answered, in order
+    assert len(limited) == 21 and limited[0] == len(pongs)  # then each gets rate_limited with its id; over 20: closed
+    assert all("slow down" in answers[f"p{i}"]["message"] for i in limited)
+    # another connection of the same person is not affected
+    d = await Client.connect(strict_hub.ws_url(), ALICE)
+    assert (await d.request({"type": "ping"}))["type"] == "pong"
+    await d.close()
+
+
+async def test_a_vote_after_the_deadline_gets_expired_and_settles_the_approval(strict_hub: Cluster) -> None:
+    hub = strict_hub
+    run_id = hub.start_run("demo-expiring")
+    w = await Client.connect(hub.ws_url(), VIEWER)
+    await w.subscribe(run_id)
+    req = await w.wait_event(run_id, "approval.requested")
+    await w.wait_event(run_id, "run.paused")
+    await asyncio.sleep(1.3)  # past expires_at; no sweeper pass in between
+    a = await Client.connect(hub.ws_url(), ALICE)
+    err = await a.request({"type": "decide", "run_id": run_id, "approval_id": req["data"]["approval_id"], "decision": "approve"})
+    assert err["type"] == "error" and err["code"] == "expired"
+    end = await w.wait_event(run_id, TERMINAL)
+    assert end["type"] == "run.completed"
+    kinds = [e["type"] for e in hub.log_events(run_id) if not e["type"].startswith("participant.")]
+    i = kinds.index("approval.expired")
+    assert kinds[i:i + 3] == ["approval.expired", "approval.decided", "run.resumed"]
+    decided = next(e for e in hub.log_events(run_id) if e["type"] == "approval.decided")
+    assert decided["data"]["by"] == {"policy": "expired"} and decided["data"]["decision"] == "reject"
+    assert "expired" in end["data"]["output"] or "approval expired" in end["data"]["output"].lower()
+    assert hub.tool_calls(run_id, "delete_files") == []
+    for x in (w, a):
+        await x.close()

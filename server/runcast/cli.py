@@ -9,7 +9,6 @@ import os
 import secrets
 import signal
 import sys
-from pathlib import Path
 
 from . import __version__, auth
 
@@ -63,7 +62,6 @@ def serve(args: argparse.Namespace) -> None:
     dev = args.dev or not secret
     if not secret:
         secret = secrets.token_urlsafe(32)
-    client_dir = Path(args.client_dir) if args.client_dir else Path(__file__).resolve().parents[2] / "client_js"
     settings = Settings(
         secret=secret,
         dev=dev,
@@ -72,12 +70,12 @@ def serve(args: argparse.Namespace) -> None:
         run_worker=not args.no_worker,
         worker_concurrency=args.concurrency,
         lease_s=args.lease if args.redis else None,
-        client_dir=client_dir,
     )
     settings.hello_timeout_s = float(os.environ.get("RUNCAST_HELLO_TIMEOUT_S", settings.hello_timeout_s))
     settings.rate_per_s = float(os.environ.get("RUNCAST_RATE_PER_S", settings.rate_per_s))
     settings.rate_burst = float(os.environ.get("RUNCAST_RATE_BURST", settings.rate_burst))
     settings.max_strikes = int(os.environ.get("RUNCAST_MAX_STRIKES", settings.max_strikes))
+    settings.sweep_s = float(os.environ.get("RUNCAST_SWEEP_S", settings.sweep_s))
     if args.max_queue:
         settings.max_queue = args.max_queue
     hub = Hub(_backend(args), _registry(args), settings)
@@ -173,7 +171,6 @@ def main(argv: list[str] | None = None) -> None:
     s.add_argument("--heartbeat", type=float, default=20.0, help="seconds between WebSocket pings")
     s.add_argument("--max-queue", type=int, default=0, help="frames queued per client before it is closed with 4408")
     s.add_argument("--dev", action="store_true", help="accept tokens without exp")
-    s.add_argument("--client-dir", help=argparse.SUPPRESS)
     s.set_defaults(func=serve)
 
     w = sub.add_parser("worker", help="a worker only (needs --redis)")

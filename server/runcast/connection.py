@@ -115,15 +115,16 @@ class Connection:
         self.send(encode(error_frame(err, run_id), self.encoding))
 
     def close(self, code: int, reason: str) -> None:
-        """Close now, dropping whatever is queued (a slow consumer must not hold memory)."""
+        """Close after what is queued (so a client sees the errors that led to a 1008), except for a slow consumer:
+        its queue is dropped at once, since it must not hold memory."""
         if self._closing is not None:
             return
         log.debug("closing %s: %s %s (queued %d)", self.id, code, reason, self._queue.qsize())
+        self._closing = _Close(code, reason)
         if code == CloseCode.SLOW_CONSUMER:
             self.hub.metrics.slow_consumers += 1
-        self._closing = _Close(code, reason)
-        while not self._queue.empty():
-            self._queue.get_nowait()
+            while not self._queue.empty():
+                self._queue.get_nowait()
         self._queue.put_nowait(self._closing)
         self._room.set()
 

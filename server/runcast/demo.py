@@ -99,6 +99,11 @@ class Step:
     text: str
     call: tuple[str, dict[str, Any]] | None = None
     reasoning: str | None = None
+    more_calls: tuple[tuple[str, dict[str, Any]], ...] = ()  # further tool calls in the same response (parallel calls)
+
+    @property
+    def calls(self) -> list[tuple[str, dict[str, Any]]]:
+        return ([self.call] if self.call else []) + list(self.more_calls)
 
 
 def _get(item: Any, key: str) -> Any:
@@ -186,10 +191,10 @@ class DemoModel(Model):
             output.append(ResponseReasoningItem(id=f"rs_{tag}", type="reasoning", summary=[Summary(text=step.reasoning, type="summary_text")]))
         output.append(ResponseOutputMessage(type="message", id=f"msg_{tag}", role="assistant", status="completed",
                                             content=[ResponseOutputText(type="output_text", text=step.text, annotations=[], logprobs=[])]))
-        if step.call:
-            name, args = step.call
-            output.append(ResponseFunctionToolCall(type="function_call", id=f"fc_{tag}", call_id=f"call_{tag}", name=name,
-                                                   arguments=json.dumps(args), status="completed"))
+        for k, (name, args) in enumerate(step.calls):
+            suffix = f"_{k}" if k else ""
+            output.append(ResponseFunctionToolCall(type="function_call", id=f"fc_{tag}{suffix}", call_id=f"call_{tag}{suffix}",
+                                                   name=name, arguments=json.dumps(args), status="completed"))
         words = len(step.text.split())
         usage = ResponseUsage(input_tokens=40 * n, output_tokens=words, total_tokens=40 * n + words,
                               input_tokens_details=InputTokensDetails(cached_tokens=0, cache_write_tokens=0),

@@ -43,7 +43,7 @@ class Settings:
     run_worker: bool = True
     worker_concurrency: int = 32
     lease_s: float | None = None
-    client_dir: Path | None = None  # client_js/, served at /client/ when present
+    sweep_s: float = 0.25  # how often expired approvals and lost workers are looked for
 
 
 class Metrics:
@@ -79,7 +79,7 @@ class Hub:
         self.fanout = Fanout(backend)
         self.metrics = Metrics()
         self.worker: Worker | None = None
-        self.sweeper = Sweeper(backend, grace_s=settings.lease_s or 10.0)
+        self.sweeper = Sweeper(backend, interval=settings.sweep_s, grace_s=settings.lease_s or 10.0)
         self.connections: set[Connection] = set()
 
     async def start(self) -> None:
@@ -258,8 +258,8 @@ def create_app(hub: Hub) -> Starlette:
         Route("/metrics", metrics),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
-    if hub.settings.client_dir is not None and hub.settings.client_dir.is_dir():
-        routes.append(Mount("/client", StaticFiles(directory=hub.settings.client_dir), name="client"))
+    # The browser client (client_js/src, linked into the package as static/client): only its sources are served.
+    routes.append(Mount("/client/src", StaticFiles(directory=(STATIC / "client").resolve()), name="client"))
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.hub = hub
     return app

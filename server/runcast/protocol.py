@@ -144,13 +144,15 @@ def decode_frame(payload: str | bytes, encoding: Encoding) -> dict[str, Any]:
     """Bytes or text off the socket -> a dict, or ProtocolError(bad_frame / too_large)."""
     if len(payload) > MAX_FRAME_BYTES:
         raise ProtocolError(ErrorCode.TOO_LARGE, f"frame of {len(payload)} bytes is over the {MAX_FRAME_BYTES} byte limit")
+    if encoding == "msgpack" and isinstance(payload, str):
+        raise ProtocolError(ErrorCode.BAD_FRAME, "the runcast.v1.msgpack subprotocol takes binary frames (one msgpack map each)")
     try:
-        if encoding == "msgpack" and isinstance(payload, (bytes, bytearray)):
+        if encoding == "msgpack":
             obj = msgpack.unpackb(payload, raw=False, strict_map_key=True)
         else:
             obj = json.loads(payload)
     except Exception as exc:  # noqa: BLE001 - any decoder failure is the client's bad frame
-        kind = "msgpack" if encoding == "msgpack" and isinstance(payload, (bytes, bytearray)) else "JSON"
+        kind = "msgpack" if encoding == "msgpack" else "JSON"
         raise ProtocolError(ErrorCode.BAD_FRAME, f"frame is not valid {kind}: {exc}") from None
     if not isinstance(obj, dict):
         raise ProtocolError(ErrorCode.BAD_FRAME, f"frame must be an object, got {type(obj).__name__}")
