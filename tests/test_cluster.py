@@ -111,6 +111,13 @@ async def test_killing_redis_mid_run_the_run_carries_on_and_nothing_is_lost(clus
     completed = "".join(e["data"]["text"] for e in log if e["type"] == "message.completed")
     assert text == completed  # no delta lost or doubled across the outage
     assert len(cluster.tool_calls(run_id, "delete_files")) == 1
+    # the outage did hit the run while it streamed: its worker held events back and appended them later
+    held = [p for p in cluster.workers if "backend unreachable" in p.log_path.read_text() and run_id in p.log_path.read_text()]
+    assert held, "the worker never had to hold events back: the outage missed the run"
+    # and no client was told anything false: no terminal event but the one at the end, no error frames
+    for w in watchers:
+        assert [e["type"] for e in w.events(run_id, TERMINAL)] == ["run.completed"]
+        assert [f for f in w.frames if f["type"] == "error"] == []
     for w in watchers:
         await w.close()
 
@@ -150,6 +157,26 @@ async def test_killing_the_worker_mid_segment_fails_the_run_with_worker_lost(clu
     assert [c["tool"] for c in cluster.tool_calls(run_id)] == ["list_files"]  # nothing ran twice, nothing after
     kinds = [e["type"] for e in without_presence(cluster.log_events(run_id))]
     assert kinds[-1] == "run.failed" and kinds.count("run.failed") == 1
+    await w.close()
+
+
+async def test_killing_the_worker_while_an_approved_tool_runs_never_runs_it_again(cluster: Cluster) -> None:
+    run_id = cluster.start_run("slow-delete")
+    w = await Client.connect(cluster.ws_url(), VIEWER)
+    await w.subscribe(run_id)
+    req = await w.wait_event(run_id, "approval.requested")
+    await w.wait_event(run_id, "run.paused")
+    assert (await approve(cluster, run_id, req["data"]["approval_id"]))["outcome"] == "decided"
+    (started,) = await asyncio.to_thread(wait_until, lambda: cluster.tool_calls(run_id, "slow_delete"))
+    os.kill(started["pid"], signal.SIGKILL)  # mid-tool: the approved call has started and will never report back
+    end = await w.wait_event(run_id, TERMINAL, timeout=LEASE_S + 10)
+    assert end["type"] == "run.failed" and end["data"]["code"] == "worker_lost"
+    await asyncio.sleep(LEASE_S * 2)  # time for anyone to (wrongly) run it again
+    assert len(cluster.tool_calls(run_id, "slow_delete")) == 1
+    log = cluster.log_events(run_id)
+    assert seqs(log) == list(range(1, len(log) + 1))
+    kinds = [e["type"] for e in without_presence(log)]
+    assert kinds.count("run.resumed") == 1 and kinds[-1] == "run.failed"
     await w.close()
 
 
@@ -207,6 +234,31 @@ async def test_log_trimmed_is_an_error_not_a_silent_gap(tmp_path: Path) -> None:
         assert seqs(got) == list(range(err["first_kept"], sync["head_seq"] + 1))
         await w.close()
         await late.close()
+    finally:
+        c.stop()
+        server.stop()
+
+
+async def test_a_finished_run_expires_after_the_retention_time(tmp_path: Path) -> None:
+    server = RedisServer()
+    server.start()
+    c = Cluster(tmp_path, "redis", server.url, nodes=1, serve_args=["--retention", "2"]).start()
+    try:
+        run_id = c.start_run()
+        w = await Client.connect(c.ws_url(), VIEWER)
+        await w.subscribe(run_id)
+        await w.wait_event(run_id, "run.paused")
+        await asyncio.sleep(2.5)  # a live run does not expire
+        assert c.http("GET", f"/api/runs/{run_id}").json()["status"] == "paused"
+        assert c.http("POST", f"/api/runs/{run_id}/cancel", OPERATOR, json={}).status_code == 200
+        await w.wait_event(run_id, TERMINAL)
+        await w.close()
+        assert c.http("GET", f"/api/runs/{run_id}/events").status_code == 200
+        gone = await asyncio.to_thread(wait_until, lambda: c.http("GET", f"/api/runs/{run_id}").status_code == 404, 10.0)
+        assert gone
+        assert run_id not in [r["run_id"] for r in c.http("GET", "/api/runs").json()["runs"]]
+        r = redis_sync.Redis.from_url(server.url)
+        assert [k for k in r.keys("*") if run_id.encode() in k] == []
     finally:
         c.stop()
         server.stop()
