@@ -60,14 +60,15 @@ class Worker:
         worker_id: str | None = None,
         concurrency: int = 32,
         lease_s: float | None = None,
-        coalesce_s: float = 0.025,
+        coalesce_s: float | None = None,
     ) -> None:
         self.backend = backend
         self.registry = registry
         self.id = worker_id or f"w-{os.getpid()}-{secrets.token_hex(3)}"
         self.concurrency = concurrency
         self.lease_s = lease_s
-        self.coalesce_s = coalesce_s
+        # deltas of one item that arrive within this window become one event (RUNCAST_COALESCE_S; 0: one per delta)
+        self.coalesce_s = float(os.environ.get("RUNCAST_COALESCE_S", "0.025")) if coalesce_s is None else coalesce_s
         self.active: dict[str, Any] = {}  # run_id -> RunResultStreaming
         self._cancel_asked: dict[str, str] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
