@@ -102,6 +102,10 @@ def base_env(tmp: Path, **extra: str) -> dict[str, str]:
         "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), str(ROOT / "server"), env.get("PYTHONPATH", "")]),
         "RUNCAST_LOG_LEVEL": "WARNING",
         "OPENAI_AGENTS_DISABLE_TRACING": "1",
+        # Nothing reaches the internet: should anything try OpenAI or any outside host, it meets a closed local port.
+        "OPENAI_BASE_URL": "http://127.0.0.1:9/v1",
+        "HTTP_PROXY": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9",
+        "NO_PROXY": "127.0.0.1,localhost",
     })
     env.update(extra)
     return env

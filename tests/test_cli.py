@@ -8,6 +8,8 @@ import subprocess
 import sys
 import time
 
+import httpx
+
 from hubtest import ROOT, SECRET, Client, Process, base_env, free_port
 
 from runcast import auth
@@ -27,6 +29,14 @@ async def test_serve_without_a_secret_prints_working_links(tmp_path) -> None:
         assert set(links) == {"admin", "Alex", "Vic"}, out
         admin_token = links["admin"].split("#token=")[1]
         assert links["admin"].startswith(f"http://127.0.0.1:{port}/#token=")
+        # the page and the client it imports are served; nothing else of client_js/ is
+        page = httpx.get(proc.url + "/")
+        assert page.status_code == 200 and 'data-testid="start-form"' in page.text
+        for path in ("/static/app.js", "/client/src/runcast.js", "/client/src/state.js"):
+            r = httpx.get(proc.url + path)
+            assert r.status_code == 200 and "javascript" in r.headers["content-type"], path
+        for path in ("/client/package.json", "/client/test/helpers.mjs", "/client/node_modules/ws/package.json"):
+            assert httpx.get(proc.url + path).status_code == 404, path
         c = await Client.connect(proc.ws_url, admin_token)
         ack = await c.request({"type": "start", "agent": "demo", "input": "hello"})
         assert ack["type"] == "ack" and ack["run_id"].startswith("run_")
