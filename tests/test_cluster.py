@@ -10,6 +10,7 @@ import os
 import signal
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -215,11 +216,21 @@ async def test_redis_commands_per_event_do_not_grow_with_watchers(cluster: Clust
     assert per_event_200 <= per_event_1 * 1.25 + 0.5
 
 
-async def test_log_trimmed_is_an_error_not_a_silent_gap(tmp_path: Path) -> None:
+@contextmanager
+def one_node(tmp_path: Path, *serve_args: str) -> Iterator[tuple[Cluster, RedisServer]]:
+    """One `runcast serve --redis` (hub + worker) with its own settings, on its own redis-server."""
     server = RedisServer()
     server.start()
-    c = Cluster(tmp_path, "redis", server.url, nodes=1, serve_args=["--max-log", "10"]).start()
+    c = Cluster(tmp_path, "redis", server.url, nodes=1, serve_args=list(serve_args)).start()
     try:
+        yield c, server
+    finally:
+        c.stop()
+        server.cleanup()
+
+
+async def test_log_trimmed_is_an_error_not_a_silent_gap(tmp_path: Path) -> None:
+    with one_node(tmp_path, "--max-log", "10") as (c, _):
         run_id = c.start_run()
         w = await Client.connect(c.ws_url(), VIEWER)
         await w.subscribe(run_id)
@@ -234,16 +245,10 @@ async def test_log_trimmed_is_an_error_not_a_silent_gap(tmp_path: Path) -> None:
         assert seqs(got) == list(range(err["first_kept"], sync["head_seq"] + 1))
         await w.close()
         await late.close()
-    finally:
-        c.stop()
-        server.stop()
 
 
 async def test_a_finished_run_expires_after_the_retention_time(tmp_path: Path) -> None:
-    server = RedisServer()
-    server.start()
-    c = Cluster(tmp_path, "redis", server.url, nodes=1, serve_args=["--retention", "2"]).start()
-    try:
+    with one_node(tmp_path, "--retention", "2") as (c, server):
         run_id = c.start_run()
         w = await Client.connect(c.ws_url(), VIEWER)
         await w.subscribe(run_id)
@@ -259,6 +264,3 @@ async def test_a_finished_run_expires_after_the_retention_time(tmp_path: Path) -
         assert run_id not in [r["run_id"] for r in c.http("GET", "/api/runs").json()["runs"]]
         r = redis_sync.Redis.from_url(server.url)
         assert [k for k in r.keys("*") if run_id.encode() in k] == []
-    finally:
-        c.stop()
-        server.stop()
