@@ -1,24 +1,13 @@
-// Types for @runcast/client (src/runcast.js and src/state.js). Hand-written; the JS needs no build step.
+// Types for @runcast/client (src/runcast.js). Hand-written; the JS needs no build step. The run state and its helpers
+// are declared in ./state.d.ts (the "@runcast/client/state" entry point) and re-exported from here, as runcast.js
+// re-exports state.js.
+
+export * from "./state.js";
+import type { RunEvent, RunState, User } from "./state.js";
 
 export const VERSION: string;
 export const SUBPROTOCOL_JSON: "runcast.v1.json";
 export const SUBPROTOCOL_MSGPACK: "runcast.v1.msgpack";
-export const TERMINAL: readonly ["completed", "failed", "cancelled"];
-
-export interface User {
-  sub: string;
-  name: string;
-  roles: string[];
-}
-
-/** A run event as it comes off the wire (PROTOCOL.md, "Run events"). */
-export interface RunEvent {
-  run_id: string;
-  seq: number;
-  ts: string;
-  type: string;
-  data: Record<string, any>;
-}
 
 export interface Welcome {
   type: "welcome";
@@ -46,128 +35,29 @@ export interface Ack {
   [key: string]: any;
 }
 
-export type RunStatus = "unknown" | "running" | "paused" | "completed" | "failed" | "cancelled";
-
-export interface Person {
-  sub: string;
-  name: string;
+/** The two functions of @msgpack/msgpack the client uses. */
+export interface MsgpackCodec {
+  encode(value: unknown): Uint8Array;
+  decode(bytes: Uint8Array): unknown;
 }
-
-export interface Vote {
-  by: Person | null;
-  decision: "approve" | "reject";
-  reason: string | null;
-  at: string | null;
-}
-
-export interface ApprovalState {
-  approvalId: string;
-  callId: string | null;
-  tool: string | null;
-  /** JSON text, as the model wrote it. */
-  arguments: string;
-  agent: string | null;
-  policy: { roles: string[]; quorum: number; allowSelf: boolean };
-  requestedAt: string | null;
-  /** ISO 8601, the hub's clock; null when it never expires. */
-  expiresAt: string | null;
-  status: "pending" | "approved" | "rejected" | "expired" | "cancelled";
-  tally: { approve: number; reject: number; needed: number };
-  votes: Vote[];
-  decision: {
-    decision: "approve" | "reject";
-    /** a person, or {policy: "expired"} */
-    by: (Person & { policy?: undefined }) | { policy: string } | null;
-    reason: string | null;
-    always: boolean;
-    decidedAt: string | null;
-  } | null;
-}
-
-export interface ToolCallState {
-  callId: string;
-  tool: string | null;
-  agent: string | null;
-  arguments: string;
-  status: "preparing" | "called" | "awaiting_approval" | "approved" | "rejected" | "cancelled" | "done";
-  output: string | null;
-  truncated: boolean;
-  approvalId: string | null;
-  calledSeq: number | null;
-  outputSeq: number | null;
-}
-
-export interface Participant {
-  connectionId: string;
-  sub: string;
-  name: string;
-  roles: string[];
-  joinedAt: string | null;
-}
-
-/** One entry of the transcript, in the order it happened. `key` is stable: use it to key DOM nodes. */
-export type TranscriptItem =
-  | { kind: "message"; key: string; id: string; agent: string | null; text: string; done: boolean }
-  | { kind: "reasoning"; key: string; id: string; agent: string | null; text: string; done: boolean }
-  | { kind: "tool"; key: string; callId: string }
-  | { kind: "handoff"; key: string; from: string | null; to: string | null; done: boolean }
-  | { kind: "approval"; key: string; approvalId: string }
-  | { kind: "started"; key: string; seq: number; ts: string; agent: string | null; input: string | null; by: Person | null }
-  | { kind: "paused"; key: string; seq: number; ts: string; pending: string[] }
-  | { kind: "resumed"; key: string; seq: number; ts: string; decisions: { approvalId: string; decision: string; by: any }[] }
-  | { kind: "completed"; key: string; seq: number; ts: string; output: any; agent: string | null }
-  | { kind: "failed"; key: string; seq: number; ts: string; code: string; message: string }
-  | { kind: "cancelled"; key: string; seq: number; ts: string; by: Person | null; mode: string }
-  | { kind: "mcp"; key: string; seq: number; ts: string; event: string; [key: string]: any }
-  | { kind: "other"; key: string; seq: number; ts: string; type: string; data: Record<string, any> };
-
-/** The state of one run, folded from its events only: equal events give deepEqual states. */
-export interface RunState {
-  runId: string;
-  /** The last seq applied. */
-  seq: number;
-  status: RunStatus;
-  /** The registered agent name the run was started with. */
-  agent: string | null;
-  input: string | null;
-  startedBy: Person | null;
-  startedAt: string | null;
-  updatedAt: string | null;
-  /** The SDK agent speaking now (changes on handoffs). */
-  currentAgent: string | null;
-  segment: number;
-  items: TranscriptItem[];
-  toolCalls: Record<string, ToolCallState>;
-  approvals: Record<string, ApprovalState>;
-  /** Approval ids of the current pause. */
-  pending: string[];
-  /** By connection id: one person may watch from several connections. */
-  participants: Record<string, Participant>;
-  output: any;
-  usage: Record<string, number> | null;
-  error: { code: string; message: string } | null;
-  cancelled: { by: Person | null; mode: string } | null;
-}
-
-export function initialRunState(runId: string): RunState;
-export function applyEvent(state: RunState, event: RunEvent): RunState;
-export function foldEvents(runId: string, events: RunEvent[]): RunState;
-export function people(state: RunState): { sub: string; name: string; roles: string[]; connections: number }[];
-export function hasRole(user: User | null | undefined, ...roles: string[]): boolean;
-export function canDecide(state: RunState, approval: ApprovalState, user: User | null | undefined): boolean;
-export function canCancel(state: RunState, user: User | null | undefined): boolean;
-export function canStart(user: User | null | undefined): boolean;
-export function openApprovals(state: RunState): ApprovalState[];
 
 export interface ClientOptions {
   /** ws(s)://host/ws; in a browser defaults to the page's own host. */
   url?: string;
-  /** The JWT, or a function returning one (called before every connect: lets an app refresh it). */
+  /**
+   * The JWT, or a function returning one (called before every connect: lets an app refresh it). A fixed token that
+   * the hub refuses (close 4401) ends the client at once; a function is asked again, up to three 4401s in a row, and
+   * not after it hands back the token just refused. A function that throws is retried with backoff (`token_error`).
+   */
   token?: string | (() => string | Promise<string>);
   /** "json" (default) or "msgpack" (loads @msgpack/msgpack, or uses `msgpack`). */
   encoding?: "json" | "msgpack";
-  /** {encode, decode} from @msgpack/msgpack, when a bare import cannot be resolved (a browser with no import map). */
-  msgpack?: { encode(value: unknown): Uint8Array; decode(bytes: Uint8Array): unknown };
+  /**
+   * {encode, decode} from @msgpack/msgpack, or a function loading them (e.g. `() => import("/vendor/msgpack.mjs")`),
+   * when a bare import cannot be resolved (a browser with no import map). A codec that fails to load ends the client
+   * with `codec_unavailable`.
+   */
+  msgpack?: MsgpackCodec | (() => Promise<MsgpackCodec>);
   /** A WebSocket constructor (e.g. the `ws` package in Node < 22). Defaults to globalThis.WebSocket. */
   WebSocket?: any;
   /** Sent in hello. */
@@ -190,8 +80,18 @@ export interface RunHandlers {
   onReset?(state: RunState): void;
 }
 
+/**
+ * The hub's error codes (PROTOCOL.md), and the client's own: `disconnected`, `timeout`, `closed`, `unauthenticated`,
+ * `codec_unavailable`, `token_error`, `gap`.
+ */
+export type ErrorCode =
+  | "bad_frame" | "bad_request" | "unknown_type" | "unauthenticated" | "forbidden" | "not_found" | "already_decided"
+  | "not_pending" | "expired" | "rate_limited" | "too_large" | "internal"
+  | "disconnected" | "timeout" | "closed" | "codec_unavailable" | "token_error" | "gap";
+
 export class RuncastError extends Error {
-  code: string;
+  /** One of ErrorCode (a newer hub may send others). */
+  code: ErrorCode | (string & {});
   frame: Record<string, any>;
   constructor(code: string, message: string, frame?: Record<string, any>);
 }
@@ -221,6 +121,7 @@ export class RuncastClient {
   on(type: "status", fn: (status: ClientStatus) => void): () => void;
   on(type: "welcome", fn: (frame: Welcome) => void): () => void;
   on(type: "close", fn: (info: { code: number; reason: string; wasOpen: boolean }) => void): () => void;
+  /** `code` is the close code of the socket that went, or 0 when none was opened (the token function threw). */
   on(type: "reconnect", fn: (info: { attempt: number; delayMs: number; code: number }) => void): () => void;
   on(type: "error", fn: (error: RuncastError) => void): () => void;
   connect(): Promise<Welcome>;

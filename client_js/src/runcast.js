@@ -19,8 +19,20 @@ export const SUBPROTOCOL_MSGPACK = "runcast.v1.msgpack";
 /** Close codes after which the client comes back on its own (everything but a deliberate close and a refused token). */
 const CLOSE_AUTH = 4401;
 const CLOSE_RESTARTING = 1012;
+/** With a token function: consecutive 4401s (no `welcome` in between) after which the client gives up. */
+const MAX_REFUSALS = 3;
+/** After a `sync` whose head is past what we applied: resubscribes that gained nothing before we report the hole. */
+const MAX_SYNC_RETRIES = 3;
 
-/** An `error` frame from the hub, or a local failure (`disconnected`, `timeout`, `closed`), as an Error. */
+/** A monotonic clock for timeouts: a wall clock that jumps (NTP, a resumed laptop) must not kill a healthy socket. */
+const monotonic = () => (globalThis.performance?.now ? globalThis.performance.now() : Date.now());
+const messageOf = (err) => String(err?.message || err);
+
+/**
+ * An `error` frame from the hub, or a local failure, as an Error. Local codes: `disconnected`, `timeout`, `closed`,
+ * `unauthenticated` (the token was refused or is missing), `codec_unavailable` (msgpack could not be loaded),
+ * `token_error` (the token function threw; the client retries), `gap` (the hub's replay kept leaving a hole).
+ */
 export class RuncastError extends Error {
   /** @param {string} code @param {string} message @param {Record<string, any>} [frame] */
   constructor(code, message, frame = {}) {
@@ -47,6 +59,8 @@ class RunEntry {
     this.inflight = 0; // subscribes sent on this socket whose `sync` has not come back yet
     this.duplicates = 0; // events dropped because they were already applied (for diagnostics and tests)
     this.resubscribes = 0; // subscribes sent with `since` after a gap or a reconnect
+    this.syncRetries = 0; // resubscribes in a row because a `sync` announced more than the replay gave
+    this.syncRetryFrom = 0; // lastSeq when the latest of those was sent
   }
 }
 
@@ -87,7 +101,9 @@ export class RuncastClient {
     this.encoding = options.encoding === "msgpack" ? "msgpack" : "json";
     this._WebSocket = options.WebSocket || globalThis.WebSocket;
     if (!this._WebSocket) throw new Error("runcast: no WebSocket here; pass one (e.g. the `ws` package) as options.WebSocket");
-    this._codec = options.msgpack || null;
+    // `msgpack` is a codec ({encode, decode}) or a function that loads one (e.g. `() => import("/vendor/msgpack.mjs")`).
+    this._codecLoader = typeof options.msgpack === "function" ? options.msgpack : null;
+    this._codec = typeof options.msgpack === "function" ? null : options.msgpack || null;
     this.clientName = options.client || `runcast-js/${VERSION}`;
     const r = options.reconnect || {};
     this.backoff = {
@@ -121,6 +137,9 @@ export class RuncastClient {
     this._lastFrameAt = 0;
     this._closedByUser = false;
     this._openWaiters = [];
+    this._tokenInUse = null; // the token sent in the hello of the current socket
+    this._refusedToken = null; // the token of the last 4401, until a welcome
+    this._refusals = 0; // 4401s since the last welcome
 
     if (options.watchNetwork !== false && typeof globalThis.addEventListener === "function" && typeof globalThis.document !== "undefined") {
       this._onOnline = () => { if (this.status === "reconnecting") this._retryNow(); };
@@ -167,34 +186,61 @@ export class RuncastClient {
     this._closedByUser = false;
     if (this.status === "open") return Promise.resolve(this._welcome);
     const waiter = new Promise((resolve, reject) => this._openWaiters.push({ resolve, reject }));
-    if (this.status === "idle" || this.status === "closed") this._open();
+    if (this.status === "idle" || this.status === "closed") {
+      this._refusals = 0; // a deliberate connect starts over, even after a refused token
+      this._refusedToken = null;
+      this._open();
+    }
     return waiter;
   }
 
+  /**
+   * The token for the next hello. A missing token is `unauthenticated` (permanent); a token function that throws is
+   * `token_error` (transient: the client tries again with backoff).
+   * @returns {Promise<string>}
+   */
   async _tokenValue() {
-    const t = typeof this._token === "function" ? await this._token() : this._token;
+    let t = this._token;
+    if (typeof t === "function") {
+      try {
+        t = await t();
+      } catch (err) {
+        throw new RuncastError("token_error", `runcast: the token function failed: ${messageOf(err)}`, { cause: err });
+      }
+    }
     if (!t) throw new RuncastError("unauthenticated", "runcast: no token");
     return t;
   }
 
   async _loadCodec() {
     if (this.encoding !== "msgpack" || this._codec) return;
-    // A bare specifier: resolved by Node, or in a browser by an import map (see README).
-    const mod = await import("@msgpack/msgpack");
+    // A bare specifier: resolved by Node, or in a browser by an import map (see README); or the app's own loader.
+    const mod = this._codecLoader ? await this._codecLoader() : await import("@msgpack/msgpack");
+    if (typeof mod?.encode !== "function" || typeof mod?.decode !== "function") throw new Error("no encode/decode in the module");
     this._codec = { encode: mod.encode, decode: mod.decode };
   }
 
   async _open() {
     this._setStatus(this.connects === 0 && this.attempt === 0 ? "connecting" : "reconnecting");
-    let token;
     try {
       await this._loadCodec();
+    } catch (err) {
+      if (!this._closedByUser) this._failOpen(new RuncastError("codec_unavailable", `runcast: could not load the msgpack codec: ${messageOf(err)}`));
+      return;
+    }
+    let token;
+    try {
       token = await this._tokenValue();
     } catch (err) {
-      this._failOpen(err instanceof RuncastError ? err : new RuncastError("unauthenticated", String(err?.message || err)));
+      if (!this._closedByUser) this._onTokenFailure(err);
       return;
     }
     if (this._closedByUser) return;
+    if (this._refusedToken !== null && token === this._refusedToken) {
+      this._failOpen(new RuncastError("unauthenticated", "runcast: the token function returned the token the hub just refused", { code: CLOSE_AUTH }));
+      return;
+    }
+    this._tokenInUse = token;
     const sub = this.encoding === "msgpack" ? SUBPROTOCOL_MSGPACK : SUBPROTOCOL_JSON;
     let ws;
     try {
@@ -207,14 +253,14 @@ export class RuncastClient {
     this._ws = ws;
     ws.onopen = () => {
       if (this._ws !== ws) return;
-      this._lastFrameAt = Date.now();
+      this._lastFrameAt = monotonic();
       this._welcomed = false;
       this._rawSend({ type: "hello", token, client: this.clientName });
       this._startHeartbeat(null); // a hub that never answers hello is given up on like a silent one
     };
     ws.onmessage = (m) => {
       if (this._ws !== ws) return;
-      this._lastFrameAt = Date.now();
+      this._lastFrameAt = monotonic();
       let frame;
       try {
         frame = this._decode(m.data);
@@ -228,10 +274,34 @@ export class RuncastClient {
     ws.onerror = () => { /* a close follows */ };
   }
 
+  /** Give up: the status becomes closed, and everything waiting for a connection fails with `err`. */
   _failOpen(err) {
     this._setStatus("closed");
+    for (const c of this._queued.splice(0)) c.reject(err);
     for (const w of this._openWaiters.splice(0)) w.reject(err);
     this._emit("error", err);
+  }
+
+  /** No token this time: a missing one ends the client; a failing token function is retried like a dropped socket. */
+  _onTokenFailure(err) {
+    if (err.code !== "token_error" || !this.reconnectEnabled) { this._failOpen(err); return; }
+    this._emit("error", err);
+    this._scheduleReconnect(0);
+  }
+
+  /**
+   * A 4401. A fixed token is refused for good; a token function gets another chance, up to MAX_REFUSALS in a row
+   * (and not at all if it hands back the token just refused: see `_open`). Returns the error to stop with, or null.
+   * @param {string} reason
+   * @returns {RuncastError|null}
+   */
+  _onRefused(reason) {
+    this._refusals += 1;
+    this._refusedToken = this._tokenInUse;
+    const refreshable = typeof this._token === "function";
+    if (refreshable && this.reconnectEnabled && this._refusals < MAX_REFUSALS) return null;
+    const why = refreshable && this._refusals >= MAX_REFUSALS ? ` (${this._refusals} tokens refused in a row)` : "";
+    return new RuncastError("unauthenticated", `${reason || "the hub refused the token (4401)"}${why}`, { code: CLOSE_AUTH, refusals: this._refusals });
   }
 
   _decode(data) {
@@ -263,10 +333,9 @@ export class RuncastClient {
     }
     this._emit("close", { code, reason, wasOpen });
     if (this._closedByUser) { this._setStatus("closed"); return; }
-    if (code === CLOSE_AUTH && typeof this._token !== "function") {
-      const err = new RuncastError("unauthenticated", reason || "the hub refused the token (4401)", { code });
-      this._failOpen(err);
-      return;
+    if (code === CLOSE_AUTH) {
+      const err = this._onRefused(reason);
+      if (err) { this._failOpen(err); return; }
     }
     if (!this.reconnectEnabled) { this._failOpen(new RuncastError("disconnected", `runcast: closed (${code}) ${reason}`, { code })); return; }
     this._scheduleReconnect(code);
@@ -302,7 +371,7 @@ export class RuncastClient {
     // connection is found by our own `ping`: no frame at all for two beats means the socket is dead.
     this._beatTimer = setInterval(() => {
       if (!this._ws) return;
-      if (Date.now() - this._lastFrameAt > 2 * every + 1000) {
+      if (monotonic() - this._lastFrameAt > 2 * every + 1000) {
         const ws = this._ws;
         try { ws.close(4000, "heartbeat timeout"); } catch { /* ignore */ }
         this._onSocketGone(ws, 1006, "no frame from the hub within two heartbeats");
@@ -370,6 +439,8 @@ export class RuncastClient {
     this.server = f.server;
     this.attempt = 0;
     this.connects += 1;
+    this._refusals = 0;
+    this._refusedToken = null;
     this._welcomed = true;
     this._setStatus("open");
     this._startHeartbeat(f.heartbeat_s);
@@ -408,8 +479,33 @@ export class RuncastClient {
     entry.inflight = Math.max(0, entry.inflight - 1);
     if (entry.inflight > 0) return;
     entry.subscribeIds?.clear();
+    if (this._syncLeftHole(entry, f)) return;
     entry.synced = true;
     for (const sub of entry.listeners) call(sub.handlers.onSync, entry.state, f);
+  }
+
+  /**
+   * The hub says its replay reached `head_seq`, but we applied less: an event was lost between the log and us. Ask
+   * again from what we have (true), instead of calling the run synced with a hole in it. If that keeps gaining
+   * nothing, tell the app (`gap`) rather than loop.
+   * @param {RunEntry} entry @param {{head_seq?: number}} f
+   */
+  _syncLeftHole(entry, f) {
+    if (typeof f.head_seq !== "number" || f.head_seq <= entry.lastSeq) { entry.syncRetries = 0; return false; }
+    if (entry.syncRetries > 0 && entry.lastSeq <= entry.syncRetryFrom) {
+      if (entry.syncRetries >= MAX_SYNC_RETRIES) {
+        entry.syncRetries = 0;
+        const err = new RuncastError("gap", `runcast: the hub announced seq ${f.head_seq} for ${entry.runId} but replayed only up to ${entry.lastSeq}`, f);
+        for (const sub of entry.listeners) call(sub.handlers.onError, err);
+        return false;
+      }
+    } else {
+      entry.syncRetries = 0;
+    }
+    entry.syncRetries += 1;
+    entry.syncRetryFrom = entry.lastSeq;
+    this._sendSubscribe(entry);
+    return true;
   }
 
   _onError(f) {
@@ -439,6 +535,7 @@ export class RuncastClient {
     entry.state = initialRunState(entry.runId);
     entry.lastSeq = 0;
     entry.synced = false;
+    entry.syncRetries = 0;
     for (const sub of entry.listeners) call(sub.handlers.onReset, entry.state);
     this._sendSubscribe(entry);
   }

@@ -5,10 +5,10 @@
 // hold deepEqual states; that is what lets an app render from it without re-implementing the protocol, and what the
 // reconnect tests compare. It mutates `state` in place (a streamed message can have thousands of deltas) and returns it.
 
-/** @typedef {import("./runcast.js").RunState} RunState */
-/** @typedef {import("./runcast.js").RunEvent} RunEvent */
-/** @typedef {import("./runcast.js").User} User */
-/** @typedef {import("./runcast.js").ApprovalState} ApprovalState */
+/** @typedef {import("./state.js").RunState} RunState */
+/** @typedef {import("./state.js").RunEvent} RunEvent */
+/** @typedef {import("./state.js").User} User */
+/** @typedef {import("./state.js").ApprovalState} ApprovalState */
 
 export const TERMINAL = Object.freeze(["completed", "failed", "cancelled"]);
 

@@ -159,6 +159,17 @@ describe("client against a real hub", () => {
     assert.deepEqual(closes, [4401]);
   });
 
+  test("a token function whose fresh tokens are refused too: three 4401s, then it gives up", async () => {
+    let n = 0;
+    const bad = client(() => server.token(`mallory${++n}`, "Mallory", ["admin"], { secret: "not-the-secret-0123456789abcdef0123" }));
+    const closes = [];
+    bad.on("close", (c) => closes.push(c.code));
+    await assert.rejects(bad.connect(), (err) => err.code === "unauthenticated" && err.frame.refusals === 3);
+    assert.equal(bad.status, "closed");
+    assert.deepEqual(closes, [4401, 4401, 4401]);
+    assert.equal(n, 3);
+  });
+
   for (const encoding of ["json", "msgpack"]) {
     test(`cut mid-run (${encoding}): after recovery the fold equals that of a client that never dropped`, async () => {
       const proxy = await startProxy(server.port);
@@ -219,9 +230,10 @@ describe("client against a real hub", () => {
     });
   }
 
-  test("msgpack and JSON clients fold the same state", async () => {
+  test("msgpack and JSON clients fold the same state (msgpack from the app's own loader)", async () => {
     const j = client(tok.alice);
-    const m = client(tok.bob, { encoding: "msgpack" });
+    let loaded = 0;
+    const m = client(tok.bob, { encoding: "msgpack", msgpack: () => { loaded += 1; return import("@msgpack/msgpack"); } });
     await Promise.all([j.connect(), m.connect()]);
     const runId = await j.start("demo-handoff", "restart web");
     const a = watch(j, runId);
@@ -233,6 +245,7 @@ describe("client against a real hub", () => {
     assert.deepEqual(b.sub.state, a.sub.state);
     assert.equal(b.sub.state.approvals[ap.approvalId].decision.by.name, "Bob");
     assertGapFree(assert, b.seqs());
+    assert.equal(loaded, 1, "the loader was used, once");
     j.close();
     m.close();
   });

@@ -1,9 +1,11 @@
 // Test helpers shared by the client's unit tests and the browser tests in tests/e2e/:
-// a real `runcast serve` on a free port, tokens, a TCP proxy whose connections a test can cut, and waitFor.
+// a real `runcast serve` on a free port, a throw-away redis-server, tokens, a TCP proxy whose connections a test can
+// cut, and waitFor.
 
 import { spawn } from "node:child_process";
 import { createHmac } from "node:crypto";
-import { existsSync } from "node:fs";
+import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import os from "node:os";
 import net from "node:net";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -61,12 +63,23 @@ export function makeToken(sub, name, roles, { secret = SECRET, ttlS = 3600, runs
   return `${head}.${body}.${sig}`;
 }
 
+/** Send `signal` to a child process and wait until it is gone (SIGKILL after 5 s). */
+async function stopProcess(proc, signal = "SIGTERM") {
+  if (proc.exitCode !== null || proc.signalCode !== null) return;
+  const gone = new Promise((r) => proc.once("exit", r));
+  proc.kill(signal);
+  const t = setTimeout(() => proc.kill("SIGKILL"), 5000);
+  await gone;
+  clearTimeout(t);
+}
+
 /**
- * Start `runcast serve` on a free port and wait until it answers /healthz.
- * @returns {Promise<{port: number, base: string, ws: string, stop: () => Promise<void>, token: typeof makeToken, api: (p: string, tok: string, opts?: any) => Promise<any>, logs: () => string}>}
+ * Start `runcast serve` on a free port (or on `port`, e.g. to restart a node where it was) and wait until it answers
+ * /healthz. `stop("SIGKILL")` kills it without letting it drain (a crash).
+ * @returns {Promise<{port: number, base: string, ws: string, stop: (signal?: NodeJS.Signals) => Promise<void>, token: typeof makeToken, api: (p: string, tok: string, opts?: any) => Promise<any>, logs: () => string}>}
  */
-export async function startServer({ delay = "0.01", env = {}, args = [] } = {}) {
-  const port = await freePort();
+export async function startServer({ delay = "0.01", env = {}, args = [], port: wanted = null } = {}) {
+  const port = wanted ?? await freePort();
   let output = "";
   const proc = spawn(runcastBin(), ["serve", "--host", "127.0.0.1", "--port", String(port), ...args], {
     env: { ...process.env, RUNCAST_SECRET: SECRET, RUNCAST_DEMO_DELAY: String(delay), RUNCAST_LOG_LEVEL: "WARNING", ...env },
@@ -96,15 +109,58 @@ export async function startServer({ delay = "0.01", env = {}, args = [] } = {}) 
     token: (sub, name, roles, o) => makeToken(sub, name, roles, o),
     api,
     logs: () => output,
-    async stop() {
+    async stop(signal = "SIGTERM") {
       if (exited) return;
-      const gone = new Promise((r) => proc.once("exit", r));
-      proc.kill("SIGTERM");
-      const t = setTimeout(() => proc.kill("SIGKILL"), 5000);
-      await gone;
-      clearTimeout(t);
+      await stopProcess(proc, signal);
     },
   };
+}
+
+/** True once something on 127.0.0.1:`port` answers a Redis PING. */
+function redisAnswers(port) {
+  return new Promise((resolve) => {
+    const sock = net.connect(port, "127.0.0.1");
+    const done = (ok) => { sock.destroy(); resolve(ok); };
+    sock.setTimeout(500, () => done(false));
+    sock.on("error", () => done(false));
+    sock.on("data", (d) => done(d.toString().startsWith("+PONG")));
+    sock.on("connect", () => sock.write("PING\r\n"));
+  });
+}
+
+/**
+ * A throw-away redis-server (REDIS_SERVER, else /usr/bin/redis-server) on a free port, in its own temp dir, with no
+ * persistence (`--save "" --appendonly no`). `stop()` kills it and removes the dir.
+ * @returns {Promise<{port: number, url: string, stop: () => Promise<void>, logs: () => string}>}
+ */
+export async function startRedis() {
+  const bin = process.env.REDIS_SERVER || "/usr/bin/redis-server";
+  if (!existsSync(bin)) throw new Error(`no redis-server at ${bin}: apt-get install -y redis-server (or set REDIS_SERVER)`);
+  let port;
+  do port = await freePort(); while (port === 6379);
+  const dir = mkdtempSync(path.join(os.tmpdir(), "runcast-redis-"));
+  let output = "";
+  const proc = spawn(bin, ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", dir], {
+    cwd: dir, stdio: ["ignore", "pipe", "pipe"],
+  });
+  proc.stdout.on("data", (d) => { output += d; });
+  proc.stderr.on("data", (d) => { output += d; });
+  let exited = false;
+  proc.on("exit", () => { exited = true; });
+  const stop = async () => {
+    await stopProcess(proc, "SIGKILL");
+    rmSync(dir, { recursive: true, force: true });
+  };
+  try {
+    await waitFor(async () => {
+      if (exited) throw new Error(`redis-server exited:\n${output}`);
+      return redisAnswers(port);
+    }, { timeout: 10_000, interval: 20, message: `redis-server on ${port}` });
+  } catch (err) {
+    await stop();
+    throw err;
+  }
+  return { port, url: `redis://127.0.0.1:${port}/0`, stop, logs: () => output };
 }
 
 /** The whole log of a run over HTTP (paged). */

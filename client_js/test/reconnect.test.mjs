@@ -1,6 +1,6 @@
 // The client's sequencing and reconnect rules against a scripted hub (a fake WebSocket), for the cases a real hub
-// does not produce on demand: a hole in the live feed, a repeated event, close 1012 and 4408, a dead silent socket,
-// a log shorter than what the client holds, and the backoff schedule.
+// does not produce on demand: a hole in the live feed or in a replay, a repeated event, close 1012, 4401 and 4408, a
+// dead silent socket, a log shorter than what the client holds, the backoff schedule, and when the client gives up.
 
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
@@ -16,6 +16,8 @@ class FakeHub {
     this.received = [];
     this.refuse = false; // sockets close (1006) before opening
     this.silent = false; // answer nothing at all (a half-open TCP connection)
+    this.accept = () => true; // which tokens a hello may carry; any other is closed with 4401
+    this.replayDrop = () => false; // (event, subscribe frame) => true: leave that event out of the replay
     this.connections = 0;
     const hub = this;
     this.WebSocket = class FakeWebSocket {
@@ -65,6 +67,7 @@ class FakeHub {
 
   handle(ws, f) {
     if (f.type === "hello") {
+      if (!this.accept(f.token)) { ws.serverClose(4401, "token refused"); return; }
       this.connections += 1;
       ws.deliver({ type: "welcome", connection_id: `c_${this.connections}`, user: { sub: "u", name: "U", roles: ["admin"] }, server: "fake", heartbeat_s: 20 });
     } else if (f.type === "subscribe") {
@@ -75,7 +78,7 @@ class FakeHub {
         return;
       }
       ws.subs.add(f.run_id);
-      for (const ev of log.slice(since)) ws.deliver(ev);
+      for (const ev of log.slice(since)) if (!this.replayDrop(ev, f)) ws.deliver(ev);
       ws.deliver({ type: "sync", run_id: f.run_id, head_seq: log.length, status: "running" });
     } else if (f.type === "ping") {
       ws.deliver({ type: "pong", id: f.id });
@@ -97,6 +100,26 @@ function watch(c, runId) {
 }
 
 const subscribes = (hub) => hub.received.filter((f) => f.type === "subscribe");
+const hellos = (hub) => hub.received.filter((f) => f.type === "hello").map((f) => f.token);
+
+/**
+ * How a promise ends within `ms`: {rejected: err}, {resolved: value}, or "pending" (so that a test of something that
+ * used to hang fails instead of hanging).
+ */
+function settled(p, ms = 3000) {
+  let timer;
+  const late = new Promise((r) => { timer = setTimeout(() => r("pending"), ms); });
+  return Promise.race([p.then((v) => ({ resolved: v }), (e) => ({ rejected: e })), late]).finally(() => clearTimeout(timer));
+}
+
+/** Record the client's "error" and "close" events. */
+function record(c) {
+  const errors = [];
+  const closes = [];
+  c.on("error", (e) => errors.push(e.code));
+  c.on("close", (e) => closes.push(e.code));
+  return { errors, closes };
+}
 
 describe("sequencing and reconnect (scripted hub)", () => {
   test("a hole in the live feed: subscribe again with since; the app sees no hole and no repeat", async () => {
@@ -237,5 +260,150 @@ describe("sequencing and reconnect (scripted hub)", () => {
     assert.equal(hub.received.filter((f) => f.type === "unsubscribe").length, 1);
     assert.equal(subscribes(hub).length, 1);
     c.close();
+  });
+
+  test("a hole at the end of a replay (sync says more than was sent): subscribe again with since, not synced before", async () => {
+    const hub = new FakeHub();
+    for (let i = 0; i < 3; i++) hub.append("r1", "message.delta", { item_id: "m", delta: String(i) });
+    let dropped = 0;
+    hub.replayDrop = (ev) => ev.seq === 3 && dropped++ === 0; // lost once, on the way from the log
+    const c = makeClient(hub);
+    await c.connect();
+    const syncs = [];
+    const seen = [];
+    const sub = c.subscribe("r1", { onEvent: (ev) => seen.push(ev.seq), onSync: (s) => syncs.push(s.seq) });
+    await waitFor(() => sub.synced, { message: "the sync" });
+    assert.deepEqual(subscribes(hub).map((f) => f.since), [undefined, 2], "the second subscribe asks for what is missing");
+    assert.equal(sub.lastSeq, 3);
+    assert.deepEqual(syncs, [3], "the app is told `synced` only once the replay is whole");
+    assertGapFree(assert, seen);
+    assert.equal(sub.state.items[0].text, "012");
+    c.close();
+  });
+
+  test("a hub whose replay keeps leaving a hole: after a few tries the app gets a `gap` error, not a loop", async () => {
+    const hub = new FakeHub();
+    for (let i = 0; i < 3; i++) hub.append("r1", "message.delta", { item_id: "m", delta: String(i) });
+    hub.replayDrop = (ev) => ev.seq === 2;
+    const c = makeClient(hub);
+    await c.connect();
+    const errors = [];
+    const sub = c.subscribe("r1", { onError: (e) => errors.push(e.code) });
+    await waitFor(() => errors.length === 1, { message: "the gap error" });
+    assert.deepEqual(errors, ["gap"]);
+    assert.deepEqual(subscribes(hub).map((f) => f.since), [undefined, 1, 1, 1]);
+    assert.equal(sub.lastSeq, 1);
+    c.close();
+  });
+
+  test("a command queued while reconnecting fails when a refused token (4401) ends the client", async () => {
+    const hub = new FakeHub();
+    const c = makeClient(hub);
+    const { errors } = record(c);
+    await c.connect();
+    hub.refuse = true;
+    hub.sockets[0].serverClose(1006);
+    await waitFor(() => c.status === "reconnecting");
+    const p = c.decide("r1", "ap_1", "approve", "queued while offline");
+    hub.accept = () => false; // the hub comes back, and has revoked the token
+    hub.refuse = false;
+    const out = await settled(p);
+    assert.notEqual(out, "pending", "the queued decide must not hang");
+    assert.equal(out.rejected?.code, "unauthenticated");
+    assert.equal(c.status, "closed");
+    assert.deepEqual(errors, ["unauthenticated"]);
+    assert.equal(hub.received.filter((f) => f.type === "decide").length, 0, "never sent");
+  });
+
+  test("with reconnect: false, a command waiting for the first connection fails when it cannot be made", async () => {
+    const hub = new FakeHub();
+    hub.refuse = true;
+    const c = makeClient(hub, { reconnect: false });
+    const out = await settled(c.ping());
+    assert.notEqual(out, "pending", "the queued ping must not hang");
+    assert.equal(out.rejected?.code, "disconnected");
+    assert.equal(c.status, "closed");
+  });
+
+  test("a token function handing back the token just refused: give up at once", async () => {
+    const hub = new FakeHub();
+    hub.accept = (t) => t !== "revoked";
+    let calls = 0;
+    const c = makeClient(hub, { token: () => { calls += 1; return "revoked"; } });
+    const { errors, closes } = record(c);
+    const out = await settled(c.connect());
+    assert.notEqual(out, "pending", "connect must not retry forever");
+    assert.equal(out.rejected?.code, "unauthenticated");
+    assert.deepEqual(hellos(hub), ["revoked"], "one hello: the same token is not sent again");
+    assert.equal(calls, 2, "asked once more for a fresh token");
+    assert.deepEqual(closes, [4401]);
+    assert.deepEqual(errors, ["unauthenticated"]);
+    assert.equal(c.status, "closed");
+  });
+
+  test("a token function whose fresh tokens are refused too: give up after three 4401s in a row", async () => {
+    const hub = new FakeHub();
+    hub.accept = () => false;
+    let n = 0;
+    const c = makeClient(hub, { token: async () => `t${++n}` });
+    const { errors } = record(c);
+    const out = await settled(c.connect());
+    assert.notEqual(out, "pending", "connect must not retry forever");
+    assert.equal(out.rejected?.code, "unauthenticated");
+    assert.equal(out.rejected.frame.refusals, 3);
+    assert.deepEqual(hellos(hub), ["t1", "t2", "t3"]);
+    assert.deepEqual(errors, ["unauthenticated"]);
+    assert.equal(c.status, "closed");
+    await new Promise((r) => setTimeout(r, 100));
+    assert.equal(hellos(hub).length, 3, "and no more attempts after that");
+  });
+
+  test("a token function refreshing after 4401s: a welcome resets the count of refusals", async () => {
+    const hub = new FakeHub();
+    const good = new Set(["ok1", "ok2"]);
+    hub.accept = (t) => good.has(t);
+    const script = ["old1", "old2", "ok1", "old3", "ok2"];
+    const c = makeClient(hub, { token: () => script.shift() });
+    await c.connect();
+    assert.deepEqual(hellos(hub), ["old1", "old2", "ok1"], "two refusals, then a welcome");
+    // The token expires mid-session (a 4401), and the next one is refused too: two refusals again, then a welcome.
+    hub.live[0].serverClose(4401, "token expired");
+    await waitFor(() => c.status === "open" && c.connects === 2, { message: "the second welcome" });
+    assert.deepEqual(hellos(hub), ["old1", "old2", "ok1", "old3", "ok2"]);
+    c.close();
+  });
+
+  test("a token function that throws is a transient failure: retried with backoff, not a close", async () => {
+    const hub = new FakeHub();
+    let calls = 0;
+    const c = makeClient(hub, {
+      token: async () => {
+        calls += 1;
+        if (calls <= 2) throw new Error("the auth server is down");
+        return "t";
+      },
+    });
+    const { errors } = record(c);
+    const reconnects = [];
+    c.on("reconnect", (r) => reconnects.push(r));
+    const out = await settled(c.connect());
+    assert.ok(out.resolved, `connect resolves once the token function works (${out.rejected?.code ?? out})`);
+    assert.equal(c.status, "open");
+    assert.deepEqual(errors, ["token_error", "token_error"], "each failure is reported, none is final");
+    assert.deepEqual(reconnects.map((r) => r.code), [0, 0]);
+    assert.ok(reconnects[1].delayMs >= reconnects[0].delayMs, "with backoff");
+    c.close();
+  });
+
+  test("msgpack that cannot be loaded is `codec_unavailable`, not `unauthenticated`", async () => {
+    const hub = new FakeHub();
+    const c = makeClient(hub, { encoding: "msgpack", msgpack: async () => { throw new Error("offline"); } });
+    const { errors } = record(c);
+    const out = await settled(c.connect());
+    assert.equal(out.rejected?.code, "codec_unavailable");
+    assert.match(out.rejected.message, /offline/);
+    assert.deepEqual(errors, ["codec_unavailable"]);
+    assert.equal(c.status, "closed");
+    assert.equal(hub.sockets.length, 0, "no socket was opened");
   });
 });

@@ -41,9 +41,19 @@ after(async () => {
   await server?.stop();
 });
 
-/** A person: their own browser context (own sessionStorage), one page opened with their token in the fragment. */
-async function person(token, { base = server.base, hash = "" } = {}) {
+/**
+ * A person: their own browser context (own sessionStorage), one page opened with their token in the fragment.
+ * `skewMs`: this person's computer clock is off by that much (Date.now() in the page; `window.__clockSkewMs` moves it).
+ */
+async function person(token, { base = server.base, hash = "", skewMs = 0 } = {}) {
   const context = await browser.newContext({ viewport: { width: 1280, height: 900 }, locale: "en-GB", timezoneId: "UTC" });
+  if (skewMs) {
+    await context.addInitScript((skew) => {
+      const realNow = Date.now.bind(Date);
+      window.__clockSkewMs = skew;
+      Date.now = () => realNow() + window.__clockSkewMs;
+    }, skewMs);
+  }
   const page = await context.newPage();
   page.setDefaultTimeout(20_000);
   page.on("pageerror", (err) => { page.errors = [...(page.errors || []), err]; });
@@ -57,6 +67,8 @@ const messages = (page) => page.$$eval('[data-testid="transcript"] [data-testid=
 const runIdOf = (page) => new URLSearchParams(new URL(page.url()).hash.slice(1)).get("run");
 const pageState = (page) => page.evaluate(() => window.runcastMonitor.state && JSON.parse(JSON.stringify(window.runcastMonitor.state)));
 const statusText = (page) => page.locator('[data-testid="run-status"]').textContent();
+const runLinks = (page) => page.$$eval('[data-testid="run-link"]', (els) => els.map((e) => e.dataset.runId));
+const participantsText = (page) => page.locator('[data-testid="participants"]').textContent();
 
 /** Record every distinct text of every streamed message, as the page shows it (a MutationObserver in the page). */
 async function recordStreaming(page) {
@@ -118,12 +130,19 @@ describe("run monitor in Chromium", () => {
     assert.equal(await a.page.evaluate(() => sessionStorage.getItem("runcast.token")), tok.alice, "the token is kept for the tab");
     assert.equal(await v.page.locator('[data-testid="start-submit"]').isDisabled(), true, "a viewer cannot start runs");
 
+    // An earlier run, so that "newest first" means something.
+    const earlier = (await server.api("/api/runs", tok.alice, { method: "POST", body: JSON.stringify({ agent: "demo-handoff", input: "first" }) })).run_id;
+    assert.match(earlier, /^run_/);
     const runId = await startFromForm(a.page, "demo", "Please free some disk space.");
     assert.match(runId, /^run_/);
+    await server.api(`/api/runs/${earlier}/cancel`, tok.alice, { method: "POST", body: "{}" });
 
-    // The viewer finds the run at the top of the list (newest first) and opens it.
-    await v.page.locator(`[data-testid="run-link"][data-run-id="${runId}"]`).waitFor();
-    assert.equal(await v.page.locator('[data-testid="run-link"]').first().getAttribute("data-run-id"), runId);
+    // Both pages list the two runs newest first; the viewer opens the one at the top.
+    for (const { page } of [v, a]) {
+      await page.locator(`[data-testid="run-link"][data-run-id="${runId}"]`).waitFor();
+      await page.locator(`[data-testid="run-link"][data-run-id="${earlier}"]`).waitFor();
+      assert.deepEqual((await runLinks(page)).slice(0, 2), [runId, earlier], "the run list is newest first");
+    }
     await v.page.locator('[data-testid="run-link"]').first().click();
 
     // Both reach the approval step.
@@ -147,10 +166,14 @@ describe("run monitor in Chromium", () => {
     assert.match(await cardA.locator('[data-testid="countdown"]').textContent(), /^expires in \d+:\d\d$/);
     assert.equal(await cardA.locator('[data-testid="approve"]').count(), 1);
     assert.equal(await cardA.locator('[data-testid="reject"]').count(), 1);
-    assert.equal(await cardV.locator('[data-testid="approve"]').count(), 0, "the viewer sees no buttons");
-    assert.equal(await cardV.locator('[data-testid="reject"]').count(), 0);
-    assert.equal(await cardV.locator('[data-testid="reason"]').count(), 0);
+    assert.equal(await v.page.locator('[data-testid="approve"]').count(), 0, "the viewer sees no approve button");
+    assert.equal(await v.page.locator('[data-testid="reject"]').count(), 0, "nor a reject button");
+    assert.equal(await v.page.locator('[data-testid="reason"]').count(), 0);
     assert.match(await cardV.textContent(), /Waiting for someone with the approver role/);
+    // Cancel: the button is on both pages, shown only to the approver (who is also an operator).
+    assert.equal(await v.page.locator('[data-testid="cancel"]').count(), 1);
+    assert.equal(await v.page.locator('[data-testid="cancel"]').isHidden(), true, "the viewer sees no cancel button");
+    assert.equal(await a.page.locator('[data-testid="cancel"]').isVisible(), true, "the operator does");
 
     // Who is watching, live, on both pages.
     for (const { page } of [a, v]) {
@@ -200,8 +223,13 @@ describe("run monitor in Chromium", () => {
     assert.deepEqual(sa.items, sv.items);
     assert.equal(Math.max(sa.seq, sv.seq) <= log.length, true);
     assert.deepEqual([a.page.errors, v.page.errors], [undefined, undefined], "no script errors");
-    await a.context.close();
+
+    // The viewer closes their page: they leave the approver's list of who is watching.
+    assert.match(await participantsText(a.page), /Vic/);
     await v.context.close();
+    await a.page.waitForFunction(() => !document.querySelector('[data-testid="participants"]').textContent.includes("Vic"));
+    assert.equal(await participantsText(a.page), "Alice (you)");
+    await a.context.close();
   });
 
   test("reload mid-run, while streaming and at the approval: nothing lost, nothing doubled", async () => {
@@ -282,8 +310,30 @@ describe("run monitor in Chromium", () => {
     assert.equal(await o.page.locator('[data-testid="approve"]').count(), 0);
     assert.equal(await o.page.locator('[data-testid="cancel"]').isHidden(), true);
     const log = await fetchLog(server, tok.olga, runId);
-    assert.deepEqual(log.slice(-2).map((e) => e.type), ["approval.cancelled", "run.cancelled"].filter(() => true).length ? log.slice(-2).map((e) => e.type) : []);
-    assert.ok(log.some((e) => e.type === "run.cancelled"));
+    assert.deepEqual(log.slice(-2).map((e) => e.type), ["approval.cancelled", "run.cancelled"], "the log ends with the cancel");
+    assert.deepEqual(log.at(-1).data.by, { sub: "olga", name: "Olga" });
     await o.context.close();
+  });
+
+  test("the countdown runs on the hub's clock, not the browser's; at zero the buttons go away", async () => {
+    // This computer's clock is an hour fast: the page must go by the hub's clock, estimated from the events' ts.
+    const a = await person(tok.alice, { skewMs: 3_600_000 });
+    const runId = await startFromForm(a.page, "demo", "Free some space, with a wrong clock.");
+    const card = a.page.locator('[data-testid="approval"]');
+    await card.locator('[data-testid="approve"]').waitFor();
+    const offset = await a.page.evaluate(() => window.runcastMonitor.clockOffsetMs);
+    assert.ok(Math.abs(offset + 3_600_000) < 5000, `the hub's clock is estimated an hour behind the browser's (${offset} ms)`);
+    assert.match(await card.locator('[data-testid="countdown"]').textContent(), /^expires in (9|10):\d\d$/, "the demo's 10 minutes");
+
+    // Ten minutes and more pass (the page's clock moves on): the countdown reaches zero before the hub's expiry event
+    // arrives, and the page stops offering a decision the hub would refuse.
+    await a.page.evaluate(() => { window.__clockSkewMs += 11 * 60_000; });
+    await card.locator('[data-testid="approve"]').waitFor({ state: "detached", timeout: 5000 });
+    assert.equal(await card.locator('[data-testid="reject"], [data-testid="reason"]').count(), 0);
+    assert.equal(await card.locator('[data-testid="countdown"]').textContent(), "Expired: being rejected automatically…");
+    assert.equal((await server.api(`/api/runs/${runId}`, tok.alice)).status, "paused", "the hub has not expired it yet");
+    assert.equal(a.page.errors, undefined, "no script errors");
+    await server.api(`/api/runs/${runId}/cancel`, tok.alice, { method: "POST", body: "{}" });
+    await a.context.close();
   });
 });

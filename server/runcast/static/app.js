@@ -51,6 +51,30 @@ if (fromUrl) {
 }
 const token = sessionStorage.getItem("runcast.token");
 
+// ---------------------------------------------------------------------------------------------- the hub's clock
+// Deadlines (an approval's expires_at) are on the hub's clock, and this computer's may be off by minutes. Each event's
+// `ts` is when the hub logged it, so on arrival `ts - Date.now()` is a lower bound of (hub clock - our clock), short
+// by the time the event spent on the way: the largest of the recent samples is the best estimate.
+
+const clockSamples = [];
+const CLOCK_SAMPLES = 64;
+
+/** @param {{ts?: string}} ev */
+function sampleClock(ev) {
+  const ts = Date.parse(ev.ts ?? "");
+  if (Number.isNaN(ts)) return;
+  clockSamples.push(ts - Date.now());
+  if (clockSamples.length > CLOCK_SAMPLES) clockSamples.shift();
+}
+
+/** How far the hub's clock is ahead of ours, in ms (0 until an event has arrived). */
+function clockOffsetMs() {
+  return clockSamples.length ? Math.max(...clockSamples) : 0;
+}
+
+/** The hub's time now, as well as we can tell. */
+const hubNow = () => Date.now() + clockOffsetMs();
+
 // ---------------------------------------------------------------------------------------------- page state
 
 let client = null;
@@ -172,7 +196,7 @@ function openRun(runId) {
   $("transcript").replaceChildren();
   const nodes = new Map();
   const sub = client.subscribe(runId, {
-    onEvent: scheduleRender,
+    onEvent: (ev) => { sampleClock(ev); scheduleRender(); },
     onSync: scheduleRender,
     onReset: () => { nodes.clear(); $("transcript").replaceChildren(); scheduleRender(); },
     onError: (err) => banner(`${runId}: ${err.message}`),
@@ -339,10 +363,13 @@ function buildFinal() {
 
 const AP_STATUS = { pending: "waiting for a decision", approved: "approved", rejected: "rejected", expired: "expired: rejected", cancelled: "cancelled" };
 
-function countdown(expiresAt) {
-  const left = Math.max(0, Math.round((Date.parse(expiresAt) - Date.now()) / 1000));
-  const m = Math.floor(left / 60);
-  return left > 0 ? `expires in ${m}:${String(left % 60).padStart(2, "0")}` : "expiring…";
+/** Whole seconds until `expiresAt` on the hub's clock; 0 once it has passed. */
+function secondsLeft(expiresAt) {
+  return Math.max(0, Math.ceil((Date.parse(expiresAt) - hubNow()) / 1000));
+}
+
+function countdown(left) {
+  return left > 0 ? `expires in ${Math.floor(left / 60)}:${String(left % 60).padStart(2, "0")}` : "Expired: being rejected automatically…";
 }
 
 function whyNot(s, ap) {
@@ -401,8 +428,12 @@ function buildApproval(approvalId) {
       const p = ap.policy;
       setText(policy, `Who may approve: ${p.roles.join(" or ")} (or admin) · needs ${p.quorum === 1 ? "1 approval" : `${p.quorum} different people`}`
         + `${p.allowSelf ? "" : " · not the person who started the run"} · a reject ends it`);
-      clock.hidden = !(ap.status === "pending" && ap.expiresAt && !["cancelled", "completed", "failed"].includes(s.status));
-      if (!clock.hidden) setText(clock, countdown(ap.expiresAt));
+      // At zero the hub's timer rejects the call (approval.expired follows): no more buttons, whatever the events say.
+      const ticking = Boolean(ap.status === "pending" && ap.expiresAt && !TERMINAL_RUN.includes(s.status));
+      const lapsed = ticking && secondsLeft(ap.expiresAt) === 0;
+      clock.hidden = !ticking;
+      clock.classList.toggle("lapsed", lapsed);
+      if (ticking) setText(clock, countdown(secondsLeft(ap.expiresAt)));
       tally.hidden = p.quorum === 1;
       setText(tally, `${ap.tally.approve} of ${ap.tally.needed} approvals${ap.tally.reject ? `, ${ap.tally.reject} rejected` : ""}`);
       const voteLines = ap.status === "pending" || p.quorum > 1 ? ap.votes : [];
@@ -419,10 +450,10 @@ function buildApproval(approvalId) {
       else if (d) {
         setText(decision, `${d.decision === "approve" ? "Approved" : "Rejected"} by ${d.by?.name || "?"} at ${time(d.decidedAt)}${d.reason ? `: “${d.reason}”` : ""}`);
       }
-      const allowed = canDecide(s, ap, me);
+      const allowed = canDecide(s, ap, me) && !lapsed;
       if (allowed && !actions) { actions = makeActions(); el.insertBefore(actions, hint); }
       if (!allowed && actions) { actions.remove(); actions = null; }
-      hint.hidden = allowed || ap.status !== "pending" || TERMINAL_RUN.includes(s.status);
+      hint.hidden = allowed || lapsed || ap.status !== "pending" || TERMINAL_RUN.includes(s.status);
       if (!hint.hidden) setText(hint, whyNot(s, ap));
       const err = view.errors.get(approvalId) || "";
       error.hidden = !err;
@@ -445,7 +476,12 @@ $("cancel").addEventListener("click", async () => {
 // ---------------------------------------------------------------------------------------------- start
 
 // For the browser tests and for curious people in the console: the client and the folded state of the open run.
-window.runcastMonitor = { get client() { return client; }, get state() { return view ? view.sub.state : null; } };
+// clockOffsetMs: how far the hub's clock is estimated to be ahead of this browser's.
+window.runcastMonitor = {
+  get client() { return client; },
+  get state() { return view ? view.sub.state : null; },
+  get clockOffsetMs() { return clockOffsetMs(); },
+};
 
 if (!token) {
   $("no-token").hidden = false;

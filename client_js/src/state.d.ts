@@ -1,0 +1,132 @@
+// Types for @runcast/client/state (src/state.js): the state of a run folded from its events, and the helpers a UI
+// uses to decide what to show. Hand-written; the JS needs no build step. src/runcast.d.ts re-exports all of it.
+
+export const TERMINAL: readonly ["completed", "failed", "cancelled"];
+
+export interface User {
+  sub: string;
+  name: string;
+  roles: string[];
+}
+
+/** A run event as it comes off the wire (PROTOCOL.md, "Run events"). */
+export interface RunEvent {
+  run_id: string;
+  seq: number;
+  ts: string;
+  type: string;
+  data: Record<string, any>;
+}
+
+export type RunStatus = "unknown" | "running" | "paused" | "completed" | "failed" | "cancelled";
+
+export interface Person {
+  sub: string;
+  name: string;
+}
+
+export interface Vote {
+  by: Person | null;
+  decision: "approve" | "reject";
+  reason: string | null;
+  at: string | null;
+}
+
+export interface ApprovalState {
+  approvalId: string;
+  callId: string | null;
+  tool: string | null;
+  /** JSON text, as the model wrote it. */
+  arguments: string;
+  agent: string | null;
+  policy: { roles: string[]; quorum: number; allowSelf: boolean };
+  requestedAt: string | null;
+  /** ISO 8601, the hub's clock; null when it never expires. */
+  expiresAt: string | null;
+  status: "pending" | "approved" | "rejected" | "expired" | "cancelled";
+  tally: { approve: number; reject: number; needed: number };
+  votes: Vote[];
+  decision: {
+    decision: "approve" | "reject";
+    /** a person, or {policy: "expired"} */
+    by: (Person & { policy?: undefined }) | { policy: string } | null;
+    reason: string | null;
+    always: boolean;
+    decidedAt: string | null;
+  } | null;
+}
+
+export interface ToolCallState {
+  callId: string;
+  tool: string | null;
+  agent: string | null;
+  arguments: string;
+  status: "preparing" | "called" | "awaiting_approval" | "approved" | "rejected" | "cancelled" | "done";
+  output: string | null;
+  truncated: boolean;
+  approvalId: string | null;
+  calledSeq: number | null;
+  outputSeq: number | null;
+}
+
+export interface Participant {
+  connectionId: string;
+  sub: string;
+  name: string;
+  roles: string[];
+  joinedAt: string | null;
+}
+
+/** One entry of the transcript, in the order it happened. `key` is stable: use it to key DOM nodes. */
+export type TranscriptItem =
+  | { kind: "message"; key: string; id: string; agent: string | null; text: string; done: boolean }
+  | { kind: "reasoning"; key: string; id: string; agent: string | null; text: string; done: boolean }
+  | { kind: "tool"; key: string; callId: string }
+  | { kind: "handoff"; key: string; from: string | null; to: string | null; done: boolean }
+  | { kind: "approval"; key: string; approvalId: string }
+  | { kind: "started"; key: string; seq: number; ts: string; agent: string | null; input: string | null; by: Person | null }
+  | { kind: "paused"; key: string; seq: number; ts: string; pending: string[] }
+  | { kind: "resumed"; key: string; seq: number; ts: string; decisions: { approvalId: string; decision: string; by: any }[] }
+  | { kind: "completed"; key: string; seq: number; ts: string; output: any; agent: string | null }
+  | { kind: "failed"; key: string; seq: number; ts: string; code: string; message: string }
+  | { kind: "cancelled"; key: string; seq: number; ts: string; by: Person | null; mode: string }
+  | { kind: "mcp"; key: string; seq: number; ts: string; event: string; [key: string]: any }
+  | { kind: "other"; key: string; seq: number; ts: string; type: string; data: Record<string, any> };
+
+/** The state of one run, folded from its events only: equal events give deepEqual states. */
+export interface RunState {
+  runId: string;
+  /** The last seq applied. */
+  seq: number;
+  status: RunStatus;
+  /** The registered agent name the run was started with. */
+  agent: string | null;
+  input: string | null;
+  startedBy: Person | null;
+  startedAt: string | null;
+  updatedAt: string | null;
+  /** The SDK agent speaking now (changes on handoffs). */
+  currentAgent: string | null;
+  segment: number;
+  items: TranscriptItem[];
+  toolCalls: Record<string, ToolCallState>;
+  approvals: Record<string, ApprovalState>;
+  /** Approval ids of the current pause. */
+  pending: string[];
+  /** By connection id: one person may watch from several connections. */
+  participants: Record<string, Participant>;
+  output: any;
+  usage: Record<string, number> | null;
+  error: { code: string; message: string } | null;
+  cancelled: { by: Person | null; mode: string } | null;
+}
+
+export function initialRunState(runId: string): RunState;
+export function applyEvent(state: RunState, event: RunEvent): RunState;
+export function foldEvents(runId: string, events: RunEvent[]): RunState;
+export function people(state: RunState): { sub: string; name: string; roles: string[]; connections: number }[];
+export function hasRole(user: User | null | undefined, ...roles: string[]): boolean;
+export function canDecide(state: RunState, approval: ApprovalState, user: User | null | undefined): boolean;
+export function canCancel(state: RunState, user: User | null | undefined): boolean;
+export function canStart(user: User | null | undefined): boolean;
+export function openApprovals(state: RunState): ApprovalState[];

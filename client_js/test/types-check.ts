@@ -1,0 +1,102 @@
+// Never run, only type-checked (`npm run test:types`, tsc --noEmit): the package's declarations as an app uses them,
+// through the package's own entry points ("@runcast/client" and "@runcast/client/state", resolved by its exports).
+// Each `@ts-expect-error` is a promise that the declarations refuse something; tsc fails if it is accepted.
+
+import {
+  RuncastClient, RuncastError, Subscription, VERSION, SUBPROTOCOL_JSON, SUBPROTOCOL_MSGPACK,
+  TERMINAL, applyEvent, canCancel, canDecide, canStart, foldEvents, hasRole, initialRunState, openApprovals, people,
+} from "@runcast/client";
+import type {
+  Ack, ApprovalState, ClientOptions, ClientStatus, ErrorCode, MsgpackCodec, RunEvent, RunHandlers, RunState, SyncFrame,
+  TranscriptItem, User, Welcome,
+} from "@runcast/client";
+import * as state from "@runcast/client/state";
+import type { RunState as StateRunState, User as StateUser } from "@runcast/client/state";
+// @ts-expect-error: the state entry point is the fold and its helpers only, not the client
+import { RuncastClient as NotInState } from "@runcast/client/state";
+// @ts-expect-error: nor the client's constants
+import { VERSION as NotInStateEither } from "@runcast/client/state";
+
+const versions: string[] = [VERSION, SUBPROTOCOL_JSON, SUBPROTOCOL_MSGPACK];
+
+// ------------------------------------------------------------------------------------------------ a client
+
+const options: ClientOptions = {
+  url: "wss://hub.example/ws",
+  token: async () => "a.jwt.token",
+  encoding: "msgpack",
+  msgpack: () => import("@msgpack/msgpack"),
+  reconnect: { initialMs: 250, maxMs: 10_000, factor: 2, jitter: 0.5 },
+  commandTimeoutMs: 15_000,
+};
+const codec: MsgpackCodec = { encode: () => new Uint8Array(), decode: () => null };
+const client = new RuncastClient({ ...options, msgpack: codec });
+// @ts-expect-error: no such encoding
+new RuncastClient({ encoding: "cbor" });
+
+client.on("status", (s: ClientStatus) => s === "reconnecting");
+client.on("reconnect", ({ attempt, delayMs, code }) => attempt + delayMs + code);
+client.on("error", (err) => {
+  const code: ErrorCode | string = err.code;
+  if (err.code === "unauthenticated" || err.code === "codec_unavailable" || err.code === "token_error") return code;
+  return err.frame;
+});
+
+async function app(runId: string): Promise<void> {
+  const welcome: Welcome = await client.connect();
+  const me: User = welcome.user;
+  const handlers: RunHandlers = {
+    onEvent(ev: RunEvent, s: RunState) { console.log(ev.seq, ev.type, s.status); },
+    onSync(s: RunState, frame: SyncFrame) { console.log(frame.head_seq === s.seq); },
+    onError(err: RuncastError) { console.log(err.code, err.message); },
+    onReset(s: RunState) { console.log(s.items.length); },
+  };
+  const sub: Subscription = client.subscribe(runId, handlers);
+  for (const ap of openApprovals(sub.state)) {
+    if (!canDecide(sub.state, ap, me)) continue;
+    client.decide(runId, ap.approvalId, "approve", "looks right", { always: false })
+      .then((ack: Ack) => ack.outcome === "decided" || ack.outcome === "voted")
+      .catch((err: RuncastError) => err.code === "already_decided");
+  }
+  // @ts-expect-error: a decision is "approve" or "reject"
+  client.decide(runId, "ap_1", "maybe");
+  if (canCancel(sub.state, client.user)) await client.cancel(runId, "after_turn");
+  if (canStart(client.user)) {
+    const started: string = await client.start("demo", "free some space");
+    client.getState(started)?.approvals;
+  }
+  console.log(sub.lastSeq, sub.synced, sub.stats.duplicates, sub.stats.resubscribes, client.connectionId, client.attempt);
+  sub.unsubscribe();
+  client.close();
+}
+
+// ------------------------------------------------------------------------------------------------ the fold
+
+function render(s: RunState): string[] {
+  return s.items.map((it: TranscriptItem) => {
+    switch (it.kind) {
+      case "message": case "reasoning": return `${it.agent ?? "agent"}: ${it.text}`;
+      case "tool": return `${s.toolCalls[it.callId].tool} (${s.toolCalls[it.callId].status})`;
+      case "approval": {
+        const ap: ApprovalState = s.approvals[it.approvalId];
+        return `${ap.tool}: ${ap.status}, ${ap.tally.approve}/${ap.tally.needed}, expires ${ap.expiresAt ?? "never"}`;
+      }
+      case "handoff": return `${it.from} → ${it.to}`;
+      default: return it.key;
+    }
+  });
+}
+
+const events: RunEvent[] = [{ run_id: "run_1", seq: 1, ts: "2026-01-01T00:00:00Z", type: "run.started", data: { agent: "demo" } }];
+const folded: RunState = foldEvents("run_1", events);
+const same: StateRunState = state.foldEvents("run_1", events);
+applyEvent(initialRunState("run_1"), events[0]);
+state.applyEvent(state.initialRunState("run_1"), events[0]);
+const watchers: number = people(folded).length + state.people(same).length;
+const admin: StateUser = { sub: "root", name: "Root", roles: ["admin"] };
+const checks: boolean[] = [hasRole(admin, "operator"), state.canStart(admin), state.canCancel(same, admin),
+  state.canDecide(same, state.openApprovals(same)[0], admin), TERMINAL.includes("completed"), state.TERMINAL.length === 3];
+// @ts-expect-error: the fold is read-only in its terminal list
+TERMINAL.push("paused");
+
+export { app, render, versions, watchers, checks, NotInState, NotInStateEither };
