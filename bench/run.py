@@ -68,6 +68,8 @@ async def replay_once(ws: websockets.ClientConnection, run_id: str, head: int) -
         elif f["type"] == "sync":
             assert last >= head, (last, head)
             return
+        elif f["type"] == "error":
+            raise RuntimeError(f"replay refused: {f}")
 
 
 async def bench_replay(url: str, run_id: str, head: int, n: int) -> float:
@@ -118,6 +120,8 @@ async def bench_live(url: str, n: int) -> tuple[float, list[float], int]:
         last, live = 0, False
         while True:
             f = json.loads(await ws.recv())
+            if f["type"] == "error":
+                raise RuntimeError(f"watch refused: {f}")
             if f["type"] == "sync":
                 live = True
             elif f.get("run_id") == run_id and "seq" in f:

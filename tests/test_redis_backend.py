@@ -217,6 +217,14 @@ async def test_an_owner_append_retried_after_a_lost_answer_is_logged_once(make) 
     assert [e.data.get("delta") for e in await b.read("r1", 1) if e.type == "message.delta"] == ["a", "b", "c"]
 
 
+async def test_more_concurrent_commands_than_connections_wait_for_one(make) -> None:
+    """Hundreds of clients replaying at once on one node: commands queue for a pooled connection, none fails."""
+    b = await make(max_connections=4)
+    await b.append("r1", [("message.delta", {"delta": str(i)}) for i in range(50)])
+    reads = await asyncio.gather(*(b.read("r1", after=i) for i in range(50)))
+    assert [seqs(r) for r in reads] == [list(range(i + 1, 51)) for i in range(50)]
+
+
 # ------------------------------------------------------------------------------------------------ records
 
 

@@ -252,6 +252,8 @@ class RedisBackend(Backend):
         max_log: int | None = 100_000,
         retention_s: float = 7 * 86400,
         job_idle_s: float = 30.0,
+        max_connections: int = 64,
+        pool_timeout_s: float = 10.0,
     ) -> None:
         self.url = url
         self.prefix = prefix
@@ -269,10 +271,14 @@ class RedisBackend(Backend):
         # log its events twice. Errors go to the caller; a broken pooled connection is replaced on next use.
         # (redis-py skips that check of pooled connections while "maintenance notifications" are on, so after a
         # Redis restart every idle connection would fail once: they are a Redis Enterprise feature; off.)
-        self._redis = aioredis.Redis.from_url(
-            url, retry=Retry(NoBackoff(), 0), socket_timeout=10.0, socket_connect_timeout=3.0,
+        # A blocking pool: when every connection is busy (hundreds of clients replaying at once), a command waits for
+        # one instead of failing with "Too many connections".
+        pool = aioredis.BlockingConnectionPool.from_url(
+            url, max_connections=max_connections, timeout=pool_timeout_s,
+            retry=Retry(NoBackoff(), 0), socket_timeout=10.0, socket_connect_timeout=3.0,
             maint_notifications_config=MaintNotificationsConfig(enabled=False),
         )
+        self._redis = aioredis.Redis.from_pool(pool)  # owns the pool: aclose() closes it
         self._append_script = self._redis.register_script(APPEND_SCRIPT)
         self._commit_script = self._redis.register_script(COMMIT_SCRIPT)
         self._read_script = self._redis.register_script(READ_SCRIPT)
