@@ -19,6 +19,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -242,12 +243,15 @@ async def main() -> None:
     p.add_argument("--watchers", default="1,10,50,200", help="comma-separated numbers of watchers")
     p.add_argument("--repeat", type=int, default=3, help="runs per replay figure (the median is shown)")
     p.add_argument("--no-redis", action="store_true", help="skip the Redis suite")
+    p.add_argument("--redis-only", action="store_true", help="only the Redis suite")
+    p.add_argument("--keep", action="store_true", help="keep the servers' logs")
     args = p.parse_args()
     args.watchers = [int(x) for x in args.watchers.split(",")]
     print(f"runcast bench: {os.cpu_count()} cpus, python {sys.version.split()[0]}; clients and servers share the machine")
-    with tempfile.TemporaryDirectory(prefix="runcast-bench-") as d:
-        tmp = Path(d)
-        await suite("memory backend, one process", args, tmp, None)
+    tmp = Path(tempfile.mkdtemp(prefix="runcast-bench-"))
+    try:
+        if not args.redis_only:
+            await suite("memory backend, one process", args, tmp, None)
         if not args.no_redis:
             srv = RedisServer()
             srv.start()
@@ -255,6 +259,13 @@ async def main() -> None:
                 await suite("redis backend, hub + worker on a redis-server", args, tmp, srv.url)
             finally:
                 srv.cleanup()
+    except BaseException:
+        print(f"\nthe servers' logs are in {tmp}", file=sys.stderr)
+        raise
+    if args.keep:
+        print(f"\nthe servers' logs are in {tmp}")
+    else:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

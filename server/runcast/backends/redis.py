@@ -13,10 +13,11 @@ Layout (`P` is the prefix, `R` a run id; the `{R}` hash tag keeps one run's keys
     P:runs            ZSET run_id -> creation time: `list_runs`
 
 Every write that must be atomic (the append with its next seq and owner check, a commit with its version check)
-is one Lua script. Events are packed in Python (the packed bytes carry seq and ts), so a script is called with the
-seq the caller expects to be next; when another writer got there first the script refuses and answers the current
-head, and the caller packs again. Nothing is retried on a connection error: a write whose answer was lost may have
-happened, so it is the caller's decision (a retry of a commit then meets a Conflict, a retry of an append logs twice).
+is one Lua script. Events are packed in Python with a placeholder seq: "seq" is the first key of the map and its
+value a fixed-width uint32 (see `_template`), so the script writes the real seq into those four bytes. Writers never
+guess the next seq, so many writers on one run (a worker streaming, hubs logging presence) never make each other
+retry. Nothing is retried on a connection error: a write whose answer was lost may have happened, so it is the
+caller's decision (a retry of a commit then meets a Conflict; an owner's append carries a tx id for its retry).
 
 One pub/sub connection per backend instance carries every live feed of the process. Its reader task dispatches by
 channel, reconnects with backoff after an outage, subscribes again to every channel, and then reads each run's log
@@ -41,7 +42,7 @@ from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.maint_notifications import MaintNotificationsConfig
 
-from ..protocol import Event, make_event
+from ..protocol import Event, now_iso
 from ..runs import TERMINAL, Job, RunRecord, Transition, WireEvents
 from .base import Backend, Conflict, LogTrimmed, NotOwner, OnEvents, OnSignal, Subscription
 
@@ -49,11 +50,13 @@ log = logging.getLogger("runcast.redis")
 
 GROUP = "workers"
 READ_PAGE = 1000  # events per XRANGE when filling a hole after a reconnect
-MAX_SEQ_RETRIES = 10_000  # another writer took the next seq this many times in a row: give up
-_HEAD_CACHE = 10_000  # runs whose head this process remembers (saves a round trip per append)
+_EVENT_CACHE = 20_000  # recent events this process keeps decoded, by their packed bytes (see _intern)
 
-# Script answers: {OK, first_seq} | {SEQ_MOVED, head} | {CONFLICT} | {NOT_OWNER} | {LANDED, first_seq}
-_OK, _SEQ_MOVED, _CONFLICT, _NOT_OWNER, _LANDED, _TRIMMED = 0, 1, 2, 3, 4, 1
+# Script answers: {OK, first_seq} | {CONFLICT} | {NOT_OWNER} | {LANDED, first_seq}
+_OK, _CONFLICT, _NOT_OWNER, _LANDED, _TRIMMED = 0, 2, 3, 4, 1
+# A packed event: fixmap header, "seq" (0xa3 's' 'e' 'q'), uint32 marker 0xce, then the seq's 4 bytes, then the rest.
+_SEQ_AT = 6
+_SEQ_HEAD = b"\xa3seq\xce"
 
 # Shared by both write scripts: XADD the events with ids head+1.., set the head, trim exactly, publish them as one
 # message. `base` is the index in ARGV just before the first event.
@@ -61,7 +64,8 @@ _LUA_APPEND = """
 local function append_events(log_key, seq_key, head, n, base, maxlen, channel)
   local evs = {}
   for i = 1, n do
-    local ev = ARGV[base + i]
+    local tmpl = ARGV[base + i]
+    local ev = string.sub(tmpl, 1, 6) .. struct.pack('>I4', head + i) .. string.sub(tmpl, 11)
     redis.call('XADD', log_key, string.format('%d-0', head + i), 'e', ev)
     evs[i] = ev
   end
@@ -73,8 +77,8 @@ local function append_events(log_key, seq_key, head, n, base, maxlen, channel)
 end
 """
 
-# KEYS: rec, log, seq, state.  ARGV: owner ('' = any), expected first seq, maxlen (0 = keep all), channel,
-# retention_ms (for a log with no record), tx ('' = none), events...
+# KEYS: rec, log, seq, state.  ARGV: owner ('' = any), (unused), maxlen (0 = keep all), channel,
+# retention_ms (for a log with no record), tx ('' = none), event templates...
 # With a tx (a worker's append, which it retries after a lost answer), the state hash keeps `tx` = "<tx> <first>" of
 # the owner's last append: a retry whose first try landed is answered {4, first} instead of logging the events twice.
 APPEND_SCRIPT = _LUA_APPEND + """
@@ -96,7 +100,6 @@ end
 local head = tonumber(redis.call('GET', KEYS[3]) or '0')
 local n = #ARGV - 6
 if n == 0 then return {0, head + 1} end
-if tonumber(ARGV[2]) ~= head + 1 then return {1, head} end
 append_events(KEYS[2], KEYS[3], head, n, 6, tonumber(ARGV[3]), ARGV[4])
 if tx ~= '' then
   redis.call('HSET', KEYS[4], 'tx', tx .. ' ' .. string.format('%d', head + 1))
@@ -112,7 +115,7 @@ return {0, head + 1}
 """
 
 # KEYS: rec, log, seq, state, timers, runs, jobs.
-# ARGV: 1 mode ('create' | 'commit'), 2 expected version, 3 new record JSON, 4 expected first seq, 5 number of
+# ARGV: 1 mode ('create' | 'commit'), 2 expected version, 3 new record JSON, 4 (unused), 5 number of
 # events, 6 maxlen, 7 channel, 8 timer score ('' = none), 9 created score, 10 terminal ('1' | '0'),
 # 11 retention_ms, 12 run id, 13 number of jobs, then the events, then the jobs (JSON).
 COMMIT_SCRIPT = _LUA_APPEND + """
@@ -126,7 +129,6 @@ else
 end
 local n = tonumber(ARGV[5])
 local head = tonumber(redis.call('GET', KEYS[3]) or '0')
-if n > 0 and tonumber(ARGV[4]) ~= head + 1 then return {1, head} end
 local run_id = ARGV[12]
 -- the events first: should an XADD fail (a log out of step with its seq key), nothing else has been written
 if n > 0 then
@@ -283,7 +285,7 @@ class RedisBackend(Backend):
         self._commit_script = self._redis.register_script(COMMIT_SCRIPT)
         self._read_script = self._redis.register_script(READ_SCRIPT)
         self._save_state_script = self._redis.register_script(SAVE_STATE_SCRIPT)
-        self._heads: OrderedDict[str, int] = OrderedDict()
+        self._events: OrderedDict[bytes, Event] = OrderedDict()
         self._job_ids: dict[tuple[str, str, int], list[bytes]] = {}
         self._unacked: list[bytes] = []
         self._next_reclaim = 0.0
@@ -350,24 +352,23 @@ class RedisBackend(Backend):
                 raise
 
     # ------------------------------------------------------------------ the log
-    def _note_head(self, run_id: str, head: int, exact: bool = False) -> None:
-        heads = self._heads
-        if exact or heads.get(run_id, -1) < head:
-            heads[run_id] = head
-        heads.move_to_end(run_id)
-        if len(heads) > _HEAD_CACHE:
-            heads.popitem(last=False)
-
-    async def _guess_head(self, run_id: str) -> int:
-        head = self._heads.get(run_id)
-        return head if head is not None else await self.head(run_id)
-
     @staticmethod
-    def _pack(run_id: str, first: int, events: WireEvents) -> list[Event]:
-        now = time.time()
-        out = [make_event(run_id, first + i, t, d, now) for i, (t, d) in enumerate(events)]
-        for ev in out:
-            ev.packed()
+    def _template(run_id: str, type_: str, data: dict[str, Any], ts: str) -> bytes:
+        """The packed event with seq 0 in a fixed-width slot (the scripts write the real seq into it)."""
+        body = b"".join(msgpack.packb(k) + msgpack.packb(v, use_bin_type=True)
+                        for k, v in (("run_id", run_id), ("ts", ts), ("type", type_), ("data", data)))
+        return b"\x85" + _SEQ_HEAD + b"\x00\x00\x00\x00" + body
+
+    def _templates(self, run_id: str, events: WireEvents) -> list[bytes]:
+        ts = now_iso()
+        return [self._template(run_id, t, d, ts) for t, d in events]
+
+    def _logged(self, run_id: str, first: int, templates: list[bytes]) -> list[Event]:
+        """The events as the script logged them: seq first, first + 1, ... (the same bytes it wrote)."""
+        out = []
+        for i, tmpl in enumerate(templates):
+            packed = tmpl[:_SEQ_AT] + (first + i).to_bytes(4, "big") + tmpl[_SEQ_AT + 4:]
+            out.append(self._intern(packed))
         return out
 
     async def append(
@@ -376,28 +377,29 @@ class RedisBackend(Backend):
         if not events and owner is None:
             return []
         keys = [self._k(run_id, "rec"), self._k(run_id, "log"), self._k(run_id, "seq"), self._k(run_id, "state")]
-        head = await self._guess_head(run_id)
-        for _ in range(MAX_SEQ_RETRIES):
-            out = self._pack(run_id, head + 1, events)
-            res = await self._append_script(
-                keys=keys,
-                args=[owner or "", head + 1, self.max_log or 0, self._live(run_id), self._retention_ms, tx or "",
-                      *(ev.packed() for ev in out)],
-            )
-            code = int(res[0])
-            if code == _NOT_OWNER:
-                raise NotOwner(run_id)
-            if code == _SEQ_MOVED:
-                head = int(res[1])
-                self._note_head(run_id, head, exact=True)
-                continue
-            if code == _LANDED:  # an earlier try of this append landed; its answer was lost
-                first = int(res[1])
-                return await self.read(run_id, first - 1, upto=first + len(events) - 1)
-            if out:
-                self._note_head(run_id, out[-1].seq)
-            return out
-        raise RedisError(f"run {run_id}: could not get a seq after {MAX_SEQ_RETRIES} tries")
+        templates = self._templates(run_id, events)
+        res = await self._append_script(
+            keys=keys,
+            args=[owner or "", 0, self.max_log or 0, self._live(run_id), self._retention_ms, tx or "", *templates],
+        )
+        code = int(res[0])
+        if code == _NOT_OWNER:
+            raise NotOwner(run_id)
+        if code == _LANDED:  # an earlier try of this append landed; its answer was lost
+            first = int(res[1])
+            return await self.read(run_id, first - 1, upto=first + len(events) - 1)
+        return self._logged(run_id, int(res[1]), templates)
+
+    def _intern(self, packed: bytes) -> Event:
+        """The one Event object of this process for these bytes: when many clients replay the same range (late
+        joiners, or everyone reconnecting after a node died), each event is decoded and encoded once per node, not
+        once per client. Bounded; the oldest entries go first."""
+        ev = self._events.get(packed)
+        if ev is None:
+            ev = self._events[packed] = Event.unpack(packed)
+            if len(self._events) > _EVENT_CACHE:
+                self._events.popitem(last=False)
+        return ev
 
     async def read(self, run_id: str, after: int = 0, upto: int | None = None, limit: int | None = None) -> list[Event]:
         res = await self._read_script(
@@ -406,7 +408,7 @@ class RedisBackend(Backend):
         )
         if int(res[0]) == _TRIMMED:
             raise LogTrimmed(run_id, int(res[1]))
-        return [Event.unpack(b) for b in res[1:]]
+        return [self._intern(b) for b in res[1:]]
 
     async def head(self, run_id: str) -> int:
         raw = await self._redis.get(self._k(run_id, "seq"))
@@ -424,29 +426,19 @@ class RedisBackend(Backend):
         jobs = [j.model_dump_json() for j in tr.jobs]
         keys = [self._k(run_id, "rec"), self._k(run_id, "log"), self._k(run_id, "seq"), self._k(run_id, "state"),
                 self._timers, self._runs, self._jobs]
-        head = (await self._guess_head(run_id)) if tr.events else 0
-        for _ in range(MAX_SEQ_RETRIES):
-            out = self._pack(run_id, head + 1, tr.events)
-            res = await self._commit_script(
-                keys=keys,
-                args=[
-                    mode, expected_version, rec_json, head + 1, len(out), self.max_log or 0, self._live(run_id),
-                    "" if score is None else repr(float(score)), repr(_created_score(rec)),
-                    "1" if rec.status in TERMINAL else "0", self._retention_ms, run_id, len(jobs),
-                    *(ev.packed() for ev in out), *jobs,
-                ],
-            )
-            code = int(res[0])
-            if code == _CONFLICT:
-                raise Conflict(run_id)
-            if code == _SEQ_MOVED:
-                head = int(res[1])
-                self._note_head(run_id, head, exact=True)
-                continue
-            if out:
-                self._note_head(run_id, out[-1].seq)
-            return out
-        raise RedisError(f"run {run_id}: could not get a seq after {MAX_SEQ_RETRIES} tries")
+        templates = self._templates(run_id, tr.events)
+        res = await self._commit_script(
+            keys=keys,
+            args=[
+                mode, expected_version, rec_json, 0, len(templates), self.max_log or 0, self._live(run_id),
+                "" if score is None else repr(float(score)), repr(_created_score(rec)),
+                "1" if rec.status in TERMINAL else "0", self._retention_ms, run_id, len(jobs),
+                *templates, *jobs,
+            ],
+        )
+        if int(res[0]) == _CONFLICT:
+            raise Conflict(run_id)
+        return self._logged(run_id, int(res[1]), templates)
 
     async def create(self, tr: Transition) -> list[Event]:
         return await self._write("create", tr, tr.record.version)
@@ -709,7 +701,7 @@ class RedisBackend(Backend):
                     sig = msgpack.unpackb(msg[2], raw=False)
                     run_id, message = sig["run_id"], sig["message"]
                 else:
-                    events = [Event.unpack(b) for b in msgpack.unpackb(msg[2], raw=True)]
+                    events = [self._intern(b) for b in msgpack.unpackb(msg[2], raw=True)]
             except Exception:  # noqa: BLE001 - not ours (someone else published on our channel)
                 log.warning("ignoring a malformed message on %r", msg[1])
                 return
@@ -741,7 +733,6 @@ class RedisBackend(Backend):
             return
         ch.last = events[-1].seq
         assert ch.run_id is not None
-        self._note_head(ch.run_id, ch.last)
         for cb in list(ch.callbacks):
             try:
                 cb(events)
