@@ -45,6 +45,14 @@ def _slow_script(input_: Any) -> Step:
     return Step("I will delete the scratch files, slowly.", ("slow_delete", {"paths": list(SCRATCH)}))
 
 
+def _long_turn(input_: Any) -> Step:
+    """One long streamed turn (two seconds at the tests' pace) that ends asking for an approval."""
+    if _outputs(input_):
+        return Step("Done.")
+    return Step(" ".join(["Streaming a long explanation before asking to delete anything."] * 25),
+                ("delete_files", {"paths": list(SCRATCH)}))
+
+
 AGENTS = {
     # delete_files expires one second after it is requested
     "demo-expiring": AgentSpec(_demo.agent, {"delete_files": ApprovalPolicy(roles=["approver"], expires_s=1.0)}),
@@ -54,6 +62,9 @@ AGENTS = {
     # one pause, two approvals
     "two-deletes": AgentSpec(Agent(name="Twin", model=DemoModel(_two_deletes), tools=[delete_files]),
                              {"delete_files": ApprovalPolicy(roles=["approver"])}),
+    # a long turn that ends with a call needing approval
+    "long-turn": AgentSpec(Agent(name="Talker", model=DemoModel(_long_turn), tools=[delete_files]),
+                           {"delete_files": ApprovalPolicy(roles=["approver"])}),
     # an approved tool that runs for seconds
     "slow-delete": AgentSpec(Agent(name="Slow", model=DemoModel(_slow_script), tools=[slow_delete]),
                              {"slow_delete": ApprovalPolicy(roles=["approver"])}),

@@ -212,6 +212,40 @@ async def test_cancel_while_running_stops_the_stream(hub: Cluster) -> None:
     await op.close()
 
 
+async def test_cancel_after_the_turn_lets_the_turn_finish_and_opens_no_approval(hub: Cluster) -> None:
+    run_id = hub.start_run("long-turn")
+    op = await Client.connect(hub.ws_url(), OPERATOR)
+    await op.subscribe(run_id)
+    await op.wait_event(run_id, "message.delta")  # the turn that ends asking to delete has begun streaming
+    ack = await op.request({"type": "cancel", "run_id": run_id, "mode": "after_turn"})
+    assert ack["type"] == "ack" and ack["status"] == "cancelling" and ack["mode"] == "after_turn"
+    end = await op.wait_event(run_id, TERMINAL)
+    assert end["type"] == "run.cancelled" and end["data"]["mode"] == "after_turn"
+    assert end["data"]["by"] == {"sub": "ada", "name": "Ada"}
+    kinds = [e["type"] for e in without_presence(op.events(run_id))]
+    assert "approval.requested" not in kinds and "run.paused" not in kinds
+    assert kinds.count("run.cancelled") == 1 and kinds[-1] == "run.cancelled"
+    assert "message.completed" in kinds  # the turn was let finish
+    assert hub.tool_calls(run_id, "delete_files") == []
+    await op.close()
+
+
+async def test_always_is_recorded_with_the_decision_and_the_resume(hub: Cluster) -> None:
+    run_id, w, ap = await run_to_pause(hub)
+    a = await Client.connect(hub.ws_url(), ALICE)
+    ack = await a.request({"type": "decide", "run_id": run_id, "approval_id": ap["approval_id"], "decision": "approve",
+                           "always": True, "reason": "always fine in scratch/"})
+    assert ack["outcome"] == "decided"
+    decided = await w.wait_event(run_id, "approval.decided")
+    assert decided["data"]["always"] is True and decided["data"]["reason"] == "always fine in scratch/"
+    resumed = await w.wait_event(run_id, "run.resumed")
+    assert resumed["data"]["decisions"][0]["always"] is True
+    assert (await w.wait_event(run_id, TERMINAL))["type"] == "run.completed"
+    assert len(hub.tool_calls(run_id, "delete_files")) == 1
+    for x in (w, a):
+        await x.close()
+
+
 async def test_an_expired_approval_is_rejected_automatically(hub: Cluster) -> None:
     run_id, w, ap = await run_to_pause(hub, "demo-expiring")
     assert ap["expires_at"] is not None
@@ -441,8 +475,17 @@ async def test_presence_joined_and_left(hub: Cluster) -> None:
     await b.close()
     left = await a.wait_for(lambda f: f.get("type") == "participant.left" and f["data"]["sub"] == "bob")
     assert left["data"]["connection_id"] == joined["data"]["connection_id"]
+    # an unsubscribe (the connection stays) leaves too, and gets its ack
+    c = await Client.connect(hub.ws_url(), VIEWER)
+    await c.subscribe(run_id)
+    vic = await a.wait_for(lambda f: f.get("type") == "participant.joined" and f["data"]["sub"] == "vic")
+    assert (await c.request({"type": "unsubscribe", "run_id": run_id}))["type"] == "ack"
+    gone = await a.wait_for(lambda f: f.get("type") == "participant.left" and f["data"]["sub"] == "vic")
+    assert gone["data"]["connection_id"] == vic["data"]["connection_id"] and gone["seq"] > vic["seq"]
+    assert (await c.request({"type": "ping"}))["type"] == "pong"
     await hub_cancel(hub, run_id)
-    await a.close()
+    for x in (a, c):
+        await x.close()
 
 
 async def test_http_api(hub: Cluster) -> None:

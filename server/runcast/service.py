@@ -65,7 +65,8 @@ class Service:
         assert tr is not None
         if tr.result.get("signal"):
             await self.backend.signal(run_id, {"type": "cancel", "mode": tr.result["mode"]})
-        return {"run_id": run_id, "status": tr.record.status if not tr.result.get("signal") else "cancelling"}
+        return {"run_id": run_id, "status": tr.record.status if not tr.result.get("signal") else "cancelling",
+                "mode": (tr.record.cancel or {}).get("mode", mode)}  # the mode in effect (a first cancel's wins)
 
     async def list_runs(self, who: Identity, limit: int = 50) -> list[dict[str, Any]]:
         return [r.summary() for r in await self.backend.list_runs(limit) if who.can_see(r.run_id)]
