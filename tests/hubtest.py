@@ -115,7 +115,8 @@ class Cluster:
     """Hub nodes (and workers) sharing one backend. With the memory backend: one process, one node."""
 
     def __init__(self, tmp: Path, backend: str, redis_url: str | None = None, nodes: int = 1, workers: int = 0,
-                 env: dict[str, str] | None = None, serve_args: list[str] | None = None) -> None:
+                 env: dict[str, str] | None = None, serve_args: list[str] | None = None,
+                 worker_args: list[str] | None = None) -> None:
         self.tmp, self.backend, self.redis_url = tmp, backend, redis_url
         self.env = base_env(tmp, **(env or {}))
         common = ["--agents", "demo", "--agents", "agents_fixture"]
@@ -127,7 +128,8 @@ class Cluster:
             if workers and redis_url:
                 args.append("--no-worker")
             self.nodes.append(Process(args, self.env, tmp / f"node{i}.log", port))
-        self.workers = [Process(["worker", *common, *redis], self.env, tmp / f"worker{i}.log") for i in range(workers)]
+        self.workers = [Process(["worker", *common, *redis, *(worker_args or [])], self.env, tmp / f"worker{i}.log")
+                        for i in range(workers)]
         self._next = 0
 
     def start(self) -> "Cluster":

@@ -264,3 +264,26 @@ async def test_a_finished_run_expires_after_the_retention_time(tmp_path: Path) -
         assert run_id not in [r["run_id"] for r in c.http("GET", "/api/runs").json()["runs"]]
         r = redis_sync.Redis.from_url(server.url)
         assert [k for k in r.keys("*") if run_id.encode() in k] == []
+
+
+async def test_a_worker_streams_at_most_concurrency_segments_at_once(tmp_path: Path) -> None:
+    """`runcast worker --concurrency 1`: a second run waits for the first to pause (a paused run holds no slot)."""
+    server = RedisServer()
+    server.start()
+    c = Cluster(tmp_path, "redis", server.url, nodes=1, workers=1, worker_args=["--concurrency", "1"],
+                env={"RUNCAST_DEMO_DELAY": "0.02"}).start()
+    try:
+        first, second = c.start_run(), c.start_run()
+        w = await Client.connect(c.ws_url(), VIEWER)
+        for run_id in (first, second):
+            await w.subscribe(run_id)
+        paused = await w.wait_event(first, "run.paused")
+        began = await w.wait_event(second, "agent.updated")  # the second run's first event from the worker
+        assert began["ts"] >= paused["ts"]  # (ISO 8601 UTC, same width: they compare as text)
+        ran_first = c.tool_calls(first, "list_files")[0]["ts"]
+        assert c.tool_calls(second, "list_files") == [] or c.tool_calls(second, "list_files")[0]["ts"] > ran_first
+        await w.wait_event(second, "run.paused")
+        await w.close()
+    finally:
+        c.stop()
+        server.cleanup()
