@@ -287,3 +287,22 @@ async def test_a_worker_streams_at_most_concurrency_segments_at_once(tmp_path: P
     finally:
         c.stop()
         server.cleanup()
+
+
+async def test_while_redis_is_down_commands_say_so_and_the_connection_stays(cluster: Cluster) -> None:
+    c = await Client.connect(cluster.ws_url(0), OPERATOR)
+    cluster.redis.stop()  # type: ignore[attr-defined]
+    try:
+        err = await c.request({"type": "start", "agent": "demo", "input": "x"})
+        assert err["type"] == "error" and err["code"] == "internal" and "cannot reach its backend" in err["message"]
+        assert (await c.request({"type": "ping"}))["type"] == "pong"
+        r = cluster.http("POST", "/api/runs", OPERATOR, node=0, json={"agent": "demo", "input": "x"})
+        assert r.status_code == 503 and r.json()["error"]["code"] == "internal" and r.headers["retry-after"] == "1"
+        assert cluster.http("GET", "/readyz", node=0).status_code == 503
+    finally:
+        cluster.redis.start()  # type: ignore[attr-defined]
+    ack = await asyncio.to_thread(wait_until, lambda: cluster.http("POST", "/api/runs", OPERATOR, node=0,
+                                                                   json={"agent": "demo", "input": "x"}).status_code == 201)
+    assert ack
+    assert (await c.request({"type": "start", "agent": "demo", "input": "y"}))["type"] == "ack"
+    await c.close()

@@ -264,9 +264,11 @@ class Connection:
                 if err.code in (ErrorCode.BAD_FRAME, ErrorCode.BAD_REQUEST, ErrorCode.UNKNOWN_TYPE,
                                 ErrorCode.RATE_LIMITED, ErrorCode.TOO_LARGE) and self.limiter.strike(now):
                     self.close(CloseCode.POLICY, "too many bad or rate-limited frames")
-            except Exception as exc:  # noqa: BLE001 - a bug must not take the connection down
-                log.exception("command failed")
-                self.send_error(ProtocolError(ErrorCode.INTERNAL, f"internal error: {type(exc).__name__}", id=cmd_id))
+            except Exception as exc:  # noqa: BLE001 - a bug or an outage must not take the connection down
+                err = self.hub.unexpected(exc, f"command {cmd_id or ''} on {self.id}")
+                if cmd_id is not None:
+                    err.detail["id"] = cmd_id
+                self.send_error(err)
 
     async def _dispatch(self, cmd: Any) -> None:
         who, svc = self.identity, self.hub.service

@@ -95,6 +95,15 @@ class Hub:
             await self.worker.stop()
         await self.backend.close()
 
+    def unexpected(self, exc: BaseException, what: str) -> ProtocolError:
+        """An error that is not the client's: a backend outage says so (and what to do); anything else is logged."""
+        if isinstance(exc, self.backend.transient_errors):
+            log.warning("%s: backend unreachable: %s", what, exc)
+            return ProtocolError(ErrorCode.INTERNAL, "the hub cannot reach its backend right now; nothing was changed "
+                                 "by this request unless its events say so: try again in a moment")
+        log.error("%s failed", what, exc_info=exc)
+        return ProtocolError(ErrorCode.INTERNAL, f"internal error: {type(exc).__name__}")
+
     # ------------------------------------------------------------------ WebSocket
     def origin_allowed(self, ws: WebSocket) -> bool:
         origin = ws.headers.get("origin")
@@ -171,6 +180,14 @@ def create_app(hub: Hub) -> Starlette:
             except ProtocolError as err:
                 hub.metrics.errors[err.code] = hub.metrics.errors.get(err.code, 0) + 1
                 return _error(err)
+            except Exception as exc:  # noqa: BLE001 - every error answers in the API's own shape
+                err = hub.unexpected(exc, f"{request.method} {request.url.path}")
+                hub.metrics.errors[err.code] = hub.metrics.errors.get(err.code, 0) + 1
+                resp = _error(err)
+                if isinstance(exc, hub.backend.transient_errors):
+                    resp.status_code = 503
+                    resp.headers["Retry-After"] = "1"
+                return resp
         return endpoint
 
     async def start_run(request: Request, who: auth.Identity) -> Response:
