@@ -5,7 +5,7 @@ Layout (`P` is the prefix, `R` a run id; the `{R}` hash tag keeps one run's keys
     P:run:{R}:rec     the RunRecord as JSON (with `version`, the compare-and-set token)
     P:run:{R}:log     a Stream: one entry per event, id `<seq>-0`, one field `e` = the event's msgpack bytes
     P:run:{R}:seq     the head seq (0 or missing: no events); the first kept seq is head - XLEN(log) + 1
-    P:run:{R}:state   the saved RunState (hash: segment, state)
+    P:run:{R}:state   the saved RunState (hash: segment, state), and tx: "<tx> <first seq>" of the owner's last append
     P:live:R          pub/sub channel: one message per append, a msgpack array of the packed events
     P:signals         pub/sub channel: msgpack {run_id, message}
     P:jobs            a Stream of jobs (field `j` = Job JSON), consumer group `workers`
