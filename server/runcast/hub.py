@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, AsyncIterator
 from urllib.parse import urlsplit
@@ -20,54 +19,15 @@ from . import __version__, auth
 from .backends.base import Backend
 from .connection import Connection
 from .fanout import Fanout
+from .metrics import Metrics
 from .protocol import HTTP_STATUS, MAX_REASON, MAX_TEXT, SUBPROTOCOL_JSON, SUBPROTOCOL_MSGPACK, ErrorCode, ProtocolError
 from .registry import Registry
 from .service import Service
+from .settings import Settings
 from .worker import Sweeper, Worker
 
 log = logging.getLogger("runcast.hub")
 STATIC = Path(__file__).parent / "static"
-
-
-@dataclass
-class Settings:
-    secret: str
-    dev: bool = False  # tokens without `exp` are accepted
-    allowed_origins: list[str] = field(default_factory=list)
-    heartbeat_s: float = 20.0
-    hello_timeout_s: float = 10.0
-    max_queue: int = 4096  # frames queued for one client before it is closed with 4408
-    rate_per_s: float = 50.0
-    rate_burst: float = 100.0
-    max_strikes: int = 50  # refusals within 10 s before close 1008
-    run_worker: bool = True
-    worker_concurrency: int = 32
-    lease_s: float | None = None
-    sweep_s: float = 0.25  # how often expired approvals and lost workers are looked for
-
-
-class Metrics:
-    def __init__(self) -> None:
-        self.connections = 0
-        self.connections_total = 0
-        self.frames_in = 0
-        self.frames_out = 0
-        self.errors: dict[str, int] = {}
-        self.slow_consumers = 0
-
-    def render(self, hub: "Hub") -> str:
-        lines = [
-            "# TYPE runcast_connections gauge", f"runcast_connections {self.connections}",
-            "# TYPE runcast_connections_total counter", f"runcast_connections_total {self.connections_total}",
-            "# TYPE runcast_frames_in_total counter", f"runcast_frames_in_total {self.frames_in}",
-            "# TYPE runcast_frames_out_total counter", f"runcast_frames_out_total {self.frames_out}",
-            "# TYPE runcast_slow_consumers_closed_total counter", f"runcast_slow_consumers_closed_total {self.slow_consumers}",
-            "# TYPE runcast_runs_watched gauge", f"runcast_runs_watched {hub.fanout.runs_watched}",
-            "# TYPE runcast_active_segments gauge", f"runcast_active_segments {len(hub.worker.active) if hub.worker else 0}",
-            "# TYPE runcast_errors_total counter",
-        ]
-        lines += [f'runcast_errors_total{{code="{c}"}} {n}' for c, n in sorted(self.errors.items())]
-        return "\n".join(lines) + "\n"
 
 
 class Hub:

@@ -1,0 +1,303 @@
+"""The Redis backend: many hub nodes and workers on one Redis.
+
+Layout (`P` is the prefix, `R` a run id; the `{R}` hash tag keeps one run's keys in one cluster slot):
+
+    P:run:{R}:rec     the RunRecord as JSON (with `version`, the compare-and-set token)
+    P:run:{R}:log     a Stream: one entry per event, id `<seq>-0`, one field `e` = the event's msgpack bytes
+    P:run:{R}:seq     the head seq (0 or missing: no events); the first kept seq is head - XLEN(log) + 1
+    P:run:{R}:state   the saved RunState (hash: segment, state), and tx: "<tx> <first seq>" of the owner's last append
+    P:live:R          pub/sub channel: one message per append, a msgpack array of the packed events
+    P:signals         pub/sub channel: msgpack {run_id, message}
+    P:jobs            a Stream of jobs (field `j` = Job JSON), consumer group `workers`
+    P:timers          ZSET run_id -> earliest of (approval deadline, lease end): what `due_runs` scans
+    P:runs            ZSET run_id -> creation time: `list_runs`
+
+Every write that must be atomic (the append with its next seq and owner check, a commit with its version check)
+is one Lua script. Events are packed in Python with a placeholder seq: "seq" is the first key of the map and its
+value a fixed-width uint32 (see `_template`), so the script writes the real seq into those four bytes. Writers never
+guess the next seq, so many writers on one run (a worker streaming, hubs logging presence) never make each other
+retry. Nothing is retried on a connection error: a write whose answer was lost may have happened, so it is the
+caller's decision (a retry of a commit then meets a Conflict; an owner's append carries a tx id for its retry).
+
+Modules: `backend.py` (this: the log, records, saved states, timers), `jobs.py` (the job queue), `pubsub.py` (the
+live feed and signals: one pub/sub connection per process), `scripts.py` with the Lua scripts in `lua/`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import OrderedDict
+from datetime import datetime
+from typing import Any
+
+import msgpack
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.maint_notifications import MaintNotificationsConfig
+
+from ...protocol import Event, now_iso
+from ...runs import TERMINAL, RunRecord, Transition, WireEvents
+from ..base import Backend, Conflict, LogTrimmed, NotOwner
+from . import scripts
+from .jobs import JobQueue
+from .pubsub import LiveFeed, _Channel
+
+log = logging.getLogger("runcast.redis")
+
+_EVENT_CACHE = 20_000  # recent events this process keeps decoded, by their packed bytes (see _intern)
+# A packed event: fixmap header, "seq" (0xa3 's' 'e' 'q'), uint32 marker 0xce, then the seq's 4 bytes, then the rest.
+_SEQ_AT = 6
+_SEQ_HEAD = b"\xa3seq\xce"
+
+
+def _created_score(rec: RunRecord) -> float:
+    try:
+        return datetime.fromisoformat(rec.created_at.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return rec.updated_at or time.time()
+
+
+def _timer_score(rec: RunRecord) -> float | None:
+    times = []
+    d = rec.deadline()
+    if d is not None:
+        times.append(d)
+    if rec.status == "running" and rec.lease_until is not None:
+        times.append(rec.lease_until)
+    return min(times) if times else None
+
+
+class RedisBackend(JobQueue, LiveFeed, Backend):
+    name = "redis"
+    # redis-py's ConnectionError (BusyLoadingError included) and TimeoutError are not the builtin ones.
+    transient_errors = (RedisConnectionError, RedisTimeoutError, ConnectionError, TimeoutError, OSError)
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        prefix: str = "runcast",
+        max_log: int | None = 100_000,
+        retention_s: float = 7 * 86400,
+        job_idle_s: float = 30.0,
+        max_connections: int = 64,
+        pool_timeout_s: float = 10.0,
+    ) -> None:
+        self.url = url
+        self.prefix = prefix
+        self.max_log = max_log
+        self.retention_s = retention_s
+        self.job_idle_s = job_idle_s  # a job taken this long ago and never acked is given to another worker
+        self.subscribe_timeout = 5.0
+        self.reconnect_min_s = 0.1
+        self.reconnect_max_s = 2.0
+        self.ping_after_s = 5.0  # the pub/sub connection has been silent this long: PING it
+        self.dead_after_s = 15.0  # ... and this long: consider it dead and reconnect
+        self.connect_timeout_s = 5.0  # connecting, handshake included
+        self.stats = {"reconnects": 0, "filled_events": 0, "reclaimed_jobs": 0}
+        # No retries inside redis-py: a script whose answer was lost may have run, and re-running an append would
+        # log its events twice. Errors go to the caller; a broken pooled connection is replaced on next use.
+        # (redis-py skips that check of pooled connections while "maintenance notifications" are on, so after a
+        # Redis restart every idle connection would fail once: they are a Redis Enterprise feature; off.)
+        # A blocking pool: when every connection is busy (hundreds of clients replaying at once), a command waits for
+        # one instead of failing with "Too many connections".
+        pool = aioredis.BlockingConnectionPool.from_url(
+            url, max_connections=max_connections, timeout=pool_timeout_s,
+            retry=Retry(NoBackoff(), 0), socket_timeout=10.0, socket_connect_timeout=3.0,
+            maint_notifications_config=MaintNotificationsConfig(enabled=False),
+        )
+        self._redis = aioredis.Redis.from_pool(pool)  # owns the pool: aclose() closes it
+        self._append_script = self._redis.register_script(scripts.APPEND)
+        self._commit_script = self._redis.register_script(scripts.COMMIT)
+        self._read_script = self._redis.register_script(scripts.READ)
+        self._save_state_script = self._redis.register_script(scripts.SAVE_STATE)
+        self._events: OrderedDict[bytes, Event] = OrderedDict()
+        self._job_ids: dict[tuple[str, str, int], list[bytes]] = {}
+        self._unacked: list[bytes] = []
+        self._next_reclaim = 0.0
+        self._next_prune = 0.0
+        self._chans: dict[bytes, _Channel] = {}
+        self._ctl = f"{prefix}:ctl:{id(self):x}:{time.time_ns()}".encode()  # keeps the connection in pub/sub mode
+        self._ps: Any = None  # the pub/sub Connection while it is up
+        self._reader: asyncio.Task[None] | None = None
+        self._closing = False
+
+    # ------------------------------------------------------------------ keys
+    def _k(self, run_id: str, what: str) -> str:
+        return f"{self.prefix}:run:{{{run_id}}}:{what}"
+
+    @property
+    def _timers(self) -> str:
+        return f"{self.prefix}:timers"
+
+    @property
+    def _runs(self) -> str:
+        return f"{self.prefix}:runs"
+
+    @property
+    def _retention_ms(self) -> int:
+        return int(self.retention_s * 1000) if self.retention_s and self.retention_s > 0 else 0
+
+    # ------------------------------------------------------------------ lifecycle
+    async def start(self) -> None:
+        await self._redis.ping()
+        await self._ensure_group()
+        for script in (self._append_script, self._commit_script, self._read_script, self._save_state_script):
+            await self._redis.script_load(script.script)  # (Script reloads by itself after a Redis restart)
+
+    async def close(self) -> None:
+        self._closing = True
+        if self._reader is not None:
+            self._reader.cancel()
+            await asyncio.gather(self._reader, return_exceptions=True)
+            self._reader = None
+        await self._redis.aclose()
+
+    async def ping(self) -> bool:
+        try:
+            return bool(await self._redis.ping())
+        except (RedisError, OSError):
+            return False
+
+    # ------------------------------------------------------------------ the log
+    @staticmethod
+    def _template(run_id: str, type_: str, data: dict[str, Any], ts: str) -> bytes:
+        """The packed event with seq 0 in a fixed-width slot (the scripts write the real seq into it)."""
+        body = b"".join(msgpack.packb(k) + msgpack.packb(v, use_bin_type=True)
+                        for k, v in (("run_id", run_id), ("ts", ts), ("type", type_), ("data", data)))
+        return b"\x85" + _SEQ_HEAD + b"\x00\x00\x00\x00" + body
+
+    def _templates(self, run_id: str, events: WireEvents) -> list[bytes]:
+        ts = now_iso()
+        return [self._template(run_id, t, d, ts) for t, d in events]
+
+    def _logged(self, run_id: str, first: int, templates: list[bytes]) -> list[Event]:
+        """The events as the script logged them: seq first, first + 1, ... (the same bytes it wrote)."""
+        out = []
+        for i, tmpl in enumerate(templates):
+            packed = tmpl[:_SEQ_AT] + (first + i).to_bytes(4, "big") + tmpl[_SEQ_AT + 4:]
+            out.append(self._intern(packed))
+        return out
+
+    async def append(
+        self, run_id: str, events: WireEvents, *, owner: str | None = None, tx: str | None = None
+    ) -> list[Event]:
+        if not events and owner is None:
+            return []
+        keys = [self._k(run_id, "rec"), self._k(run_id, "log"), self._k(run_id, "seq"), self._k(run_id, "state")]
+        templates = self._templates(run_id, events)
+        res = await self._append_script(
+            keys=keys,
+            args=[owner or "", 0, self.max_log or 0, self._live(run_id), self._retention_ms, tx or "", *templates],
+        )
+        code = int(res[0])
+        if code == scripts.NOT_OWNER:
+            raise NotOwner(run_id)
+        if code == scripts.LANDED:  # an earlier try of this append landed; its answer was lost
+            first = int(res[1])
+            return await self.read(run_id, first - 1, upto=first + len(events) - 1)
+        return self._logged(run_id, int(res[1]), templates)
+
+    def _intern(self, packed: bytes) -> Event:
+        """The one Event object of this process for these bytes: when many clients replay the same range (late
+        joiners, or everyone reconnecting after a node died), each event is decoded and encoded once per node, not
+        once per client. Bounded; the oldest entries go first."""
+        ev = self._events.get(packed)
+        if ev is None:
+            ev = self._events[packed] = Event.unpack(packed)
+            if len(self._events) > _EVENT_CACHE:
+                self._events.popitem(last=False)
+        return ev
+
+    async def read(self, run_id: str, after: int = 0, upto: int | None = None, limit: int | None = None) -> list[Event]:
+        res = await self._read_script(
+            keys=[self._k(run_id, "log"), self._k(run_id, "seq")],
+            args=[after, "" if upto is None else upto, -1 if limit is None else max(0, limit)],
+        )
+        if int(res[0]) == scripts.TRIMMED:
+            raise LogTrimmed(run_id, int(res[1]))
+        return [self._intern(b) for b in res[1:]]
+
+    async def head(self, run_id: str) -> int:
+        raw = await self._redis.get(self._k(run_id, "seq"))
+        return int(raw) if raw is not None else 0
+
+    # ------------------------------------------------------------------ records
+    async def _write(self, mode: str, tr: Transition, expected_version: int) -> list[Event]:
+        rec = tr.record
+        run_id = rec.run_id
+        if mode == "commit":
+            rec = rec.model_copy()
+            rec.version = expected_version + 1
+        rec_json = rec.model_dump_json()
+        score = _timer_score(rec)
+        jobs = [j.model_dump_json() for j in tr.jobs]
+        keys = [self._k(run_id, "rec"), self._k(run_id, "log"), self._k(run_id, "seq"), self._k(run_id, "state"),
+                self._timers, self._runs, self._jobs]
+        templates = self._templates(run_id, tr.events)
+        res = await self._commit_script(
+            keys=keys,
+            args=[
+                mode, expected_version, rec_json, 0, len(templates), self.max_log or 0, self._live(run_id),
+                "" if score is None else repr(float(score)), repr(_created_score(rec)),
+                "1" if rec.status in TERMINAL else "0", self._retention_ms, run_id, len(jobs),
+                *templates, *jobs,
+            ],
+        )
+        if int(res[0]) == scripts.CONFLICT:
+            raise Conflict(run_id)
+        return self._logged(run_id, int(res[1]), templates)
+
+    async def create(self, tr: Transition) -> list[Event]:
+        return await self._write("create", tr, tr.record.version)
+
+    async def commit(self, tr: Transition, expected_version: int) -> list[Event]:
+        return await self._write("commit", tr, expected_version)
+
+    async def get(self, run_id: str) -> RunRecord | None:
+        raw = await self._redis.get(self._k(run_id, "rec"))
+        return RunRecord.model_validate_json(raw) if raw is not None else None
+
+    async def list_runs(self, limit: int = 50) -> list[RunRecord]:
+        out: list[RunRecord] = []
+        seen: set[str] = set()
+        start = 0
+        while len(out) < limit:
+            want = limit - len(out)
+            ids = await self._redis.zrevrange(self._runs, start, start + want - 1)
+            if not ids:
+                break
+            raws = await self._redis.mget([self._k(i.decode(), "rec") for i in ids])
+            gone = [i for i, raw in zip(ids, raws) if raw is None]
+            for raw in raws:
+                if raw is not None:
+                    rec = RunRecord.model_validate_json(raw)
+                    if rec.run_id not in seen:  # ranks shift when runs are created meanwhile
+                        seen.add(rec.run_id)
+                        out.append(rec)
+            if gone:  # their records expired (retention): drop them from the index
+                await self._redis.zrem(self._runs, *gone)
+            start += len(ids) - len(gone)
+            if len(ids) < want:
+                break
+        return out
+
+    # ------------------------------------------------------------------ saved RunStates
+    async def save_state(self, run_id: str, segment: int, state: str) -> None:
+        await self._save_state_script(
+            keys=[self._k(run_id, "state"), self._k(run_id, "rec")], args=[segment, state, self._retention_ms]
+        )
+
+    async def load_state(self, run_id: str) -> str | None:
+        raw = await self._redis.hget(self._k(run_id, "state"), "state")
+        return raw.decode() if raw is not None else None
+
+    # ------------------------------------------------------------------ timers
+    async def due_runs(self, now: float) -> list[str]:
+        return [r.decode() for r in await self._redis.zrangebyscore(self._timers, "-inf", now)]
