@@ -41,6 +41,7 @@ class Person(BaseModel):
 class Vote(BaseModel):
     sub: str
     name: str
+    roles: list[str] = Field(default_factory=list)  # the roles the voter's token carried (for the audit record)
     decision: Literal["approve", "reject"]
     reason: str | None = None
     always: bool = False
@@ -134,7 +135,7 @@ def vote(
     if ap.expires_at is not None and now >= ap.expires_at:
         raise ProtocolError(ErrorCode.EXPIRED, f"approval {ap.approval_id} expired at {now_iso(ap.expires_at)}")
     at = now_iso(now)
-    ap.votes.append(Vote(sub=person.sub, name=person.name, decision=decision, reason=reason, always=always, at=at))
+    ap.votes.append(Vote(sub=person.sub, name=person.name, roles=list(person.roles), decision=decision, reason=reason, always=always, at=at))
     tally = ap.tally()
     if decision == "reject" or tally["approve"] >= ap.policy.quorum:
         ap.status = "approved" if decision == "approve" else "rejected"

@@ -1,4 +1,4 @@
-"""`runcast serve`, `runcast worker`, `runcast token`."""
+"""`runcast serve`, `runcast worker`, `runcast token`; the terminal commands are in terminal.py."""
 
 from __future__ import annotations
 
@@ -184,6 +184,10 @@ def main(argv: list[str] | None = None) -> None:
     t.add_argument("--runs", help="comma-separated run ids this token may see (default: all)")
     t.add_argument("--ttl", type=float, default=3600, help="seconds until it expires (default 3600)")
     t.set_defaults(func=token)
+
+    from .terminal import add_commands  # approvals, approve, reject, watch, audit: clients of a running hub
+
+    add_commands(sub)
 
     args = p.parse_args(argv)
     args.func(args)

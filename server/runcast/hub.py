@@ -189,6 +189,19 @@ def create_app(hub: Hub) -> Starlette:
             raise ProtocolError(ErrorCode.BAD_REQUEST, "field 'mode' must be immediate or after_turn", field="mode")
         return JSONResponse(await svc.cancel(who, request.path_params["run_id"], mode))
 
+    async def run_audit(request: Request, who: auth.Identity) -> Response:
+        doc = await svc.audit(who, request.path_params["run_id"])
+        fmt = request.query_params.get("format") or ("csv" if "text/csv" in request.headers.get("accept", "") else "json")
+        if fmt == "csv":
+            from .audit import to_csv
+
+            name = f"{doc['run']['run_id']}-audit.csv"
+            return Response(to_csv(doc), media_type="text/csv; charset=utf-8",
+                            headers={"Content-Disposition": f'attachment; filename="{name}"'})
+        if fmt != "json":
+            raise ProtocolError(ErrorCode.BAD_REQUEST, "format must be json or csv", field="format")
+        return JSONResponse(doc)
+
     async def agents_list(request: Request, who: auth.Identity) -> Response:
         return JSONResponse({"agents": hub.registry.describe()})
 
@@ -228,6 +241,7 @@ def create_app(hub: Hub) -> Starlette:
         Route("/api/runs/{run_id}/events", api(run_events), methods=["GET"]),
         Route("/api/runs/{run_id}/approvals/{approval_id}", api(decide), methods=["POST"]),
         Route("/api/runs/{run_id}/cancel", api(cancel), methods=["POST"]),
+        Route("/api/runs/{run_id}/audit", api(run_audit), methods=["GET"]),
         Route("/api/agents", api(agents_list), methods=["GET"]),
         Route("/api/me", api(whoami), methods=["GET"]),
         Route("/healthz", healthz),

@@ -6,9 +6,9 @@ import secrets
 import time
 from typing import Any, Literal
 
-from . import runs
+from . import audit, runs
 from .auth import Identity
-from .backends.base import Backend
+from .backends.base import Backend, LogTrimmed
 from .protocol import ErrorCode, Event, ProtocolError
 from .registry import Registry
 from .runs import RunRecord
@@ -75,3 +75,22 @@ class Service:
         await self.record(who, run_id)
         evs = await self.backend.read(run_id, since, limit=limit)
         return evs, await self.backend.head(run_id)
+
+    async def audit(self, who: Identity, run_id: str) -> dict[str, Any]:
+        """The run's audit record (audit.py): anyone who may see the run may read it."""
+        rec = await self.record(who, run_id)
+        keep = ("run.started", "tool.output", "approval.decided", "approval.expired", "approval.cancelled",
+                "run.completed", "run.failed", "run.cancelled")
+        frames: list[dict[str, Any]] = []
+        since, complete = 0, True
+        while True:
+            try:
+                batch = await self.backend.read(run_id, since, limit=1000)
+            except LogTrimmed as exc:
+                since, complete = int(exc.detail["first_kept"]) - 1, False
+                continue
+            if not batch:
+                break
+            frames += [e.frame for e in batch if e.type in keep]
+            since = batch[-1].seq
+        return audit.build(rec, frames, log_complete=complete)

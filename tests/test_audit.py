@@ -1,0 +1,155 @@
+"""The audit export: GET /api/runs/{id}/audit (JSON and CSV) and `runcast audit`, against both backends."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import subprocess
+import sys
+import time
+
+import httpx
+from typing import Any
+
+from hubtest import ADMIN, ALICE, BOB, OPERATOR, ROOT, VIEWER, Cluster, token
+
+from runcast import audit
+from runcast.approvals import Approval, ApprovalPolicy, Person, vote
+from runcast.runs import RunRecord
+
+
+def wait_status(c: Cluster, run_id: str, *status: str, timeout: float = 20) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        d = c.http("GET", f"/api/runs/{run_id}").json()
+        if d["status"] in status:
+            return d
+        time.sleep(0.05)
+    raise AssertionError(f"run {run_id} never reached {status}: {d}")
+
+
+def decide(c: Cluster, run_id: str, ap: str, tok: str, decision: str, reason: str | None = None) -> dict[str, Any]:
+    r = c.http("POST", f"/api/runs/{run_id}/approvals/{ap}", tok, json={"decision": decision, "reason": reason})
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def get_audit(c: Cluster, run_id: str, tok: str = VIEWER) -> dict[str, Any]:
+    r = c.http("GET", f"/api/runs/{run_id}/audit", tok)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def csv_rows(c: Cluster, run_id: str, headers: dict[str, str] | None = None, **kw: Any) -> list[dict[str, str]]:
+    r = httpx.get(f"{c.url}/api/runs/{run_id}/audit", headers={"Authorization": f"Bearer {VIEWER}", **(headers or {})},
+                  timeout=10, **kw)
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/csv"), r.text
+    return list(csv.DictReader(io.StringIO(r.text)))
+
+
+def sha(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()).hexdigest()
+
+
+def test_quorum_rejection_expiry_and_cancel_are_all_in_the_audit(hub: Cluster) -> None:
+    # quorum: two approvers, each with a reason
+    q = hub.start_run("demo-quorum", "ship it")
+    ap = wait_status(hub, q, "paused")["pending_approvals"][0]["approval_id"]
+    assert decide(hub, q, ap, ALICE, "approve", "release notes checked")["outcome"] == "voted"
+    assert decide(hub, q, ap, BOB, "approve", "canary is green")["outcome"] == "decided"
+    wait_status(hub, q, "completed")
+    doc = get_audit(hub, q)
+    assert doc["run"] | {} == doc["run"] and doc["run"]["started_by"] == {"sub": "ada", "name": "Ada"}
+    assert doc["run"]["input"] == "ship it" and doc["run"]["status"] == "completed" and doc["log_complete"]
+    (a,) = doc["approvals"]
+    assert (a["tool"], a["outcome"], a["how"]) == ("deploy", "approved", "decided")
+    assert a["policy"]["roles"] == ["approver"] and a["policy"]["quorum"] == 2
+    assert [(v["sub"], v["name"], v["roles"], v["decision"], v["reason"]) for v in a["votes"]] == [
+        ("alice", "Alice", ["approver"], "approve", "release notes checked"),
+        ("bob", "Bob", ["approver"], "approve", "canary is green"),
+    ]
+    assert all(v["at"] for v in a["votes"]) and a["settled_by"] == {"sub": "bob", "name": "Bob"}
+    (ran,) = hub.tool_calls(q, "deploy")  # what the tool itself received
+    assert a["arguments_sha256"] == sha(ran["args"]) and a["arguments_canonical"]
+    assert a["arguments_parsed"] == ran["args"]
+    assert a["tool_execution"]["ran"] and a["tool_execution"]["output"] == "deployed 2.4.1 to production"
+    assert a["tool_execution"]["at"] >= a["settled_at"]
+
+    # rejection: the tool never runs
+    r = hub.start_run("demo", "tidy up")
+    ap = wait_status(hub, r, "paused")["pending_approvals"][0]["approval_id"]
+    decide(hub, r, ap, ALICE, "reject", "keep the logs for the incident review")
+    wait_status(hub, r, "completed")
+    (a,) = get_audit(hub, r)["approvals"]
+    assert (a["outcome"], a["how"], a["reason"]) == ("rejected", "decided", "keep the logs for the incident review")
+    assert [(v["sub"], v["decision"]) for v in a["votes"]] == [("alice", "reject")]
+    assert a["tool_execution"]["ran"] is False and hub.tool_calls(r, "delete_files") == []
+    assert "rejected" in a["tool_execution"]["why_not"]
+
+    # expiry: nobody votes; rejected by policy
+    e = hub.start_run("demo-expiring", "tidy up")
+    wait_status(hub, e, "completed", timeout=30)
+    (a,) = get_audit(hub, e)["approvals"]
+    assert (a["outcome"], a["how"], a["votes"]) == ("rejected", "expired", [])
+    assert a["settled_by"] == {"policy": "expired"} and a["policy"]["expires_s"] == 1.0
+    assert a["tool_execution"]["ran"] is False
+
+    # cancel: one vote of two counted, then the run is cancelled
+    x = hub.start_run("demo-quorum", "ship it")
+    ap = wait_status(hub, x, "paused")["pending_approvals"][0]["approval_id"]
+    decide(hub, x, ap, ALICE, "approve", "fine by me")
+    assert hub.http("POST", f"/api/runs/{x}/cancel", OPERATOR, json={}).status_code == 200
+    wait_status(hub, x, "cancelled")
+    doc = get_audit(hub, x)
+    (a,) = doc["approvals"]
+    assert (a["outcome"], a["how"]) == ("cancelled", "cancelled") and a["settled_at"]
+    assert [(v["sub"], v["reason"]) for v in a["votes"]] == [("alice", "fine by me")]
+    assert a["tool_execution"] == {"ran": False, "why_not": "the run was cancelled"}
+    assert doc["run"]["cancelled_by"] == {"sub": "ada", "name": "Ada"}
+    assert hub.tool_calls(x, "deploy") == []
+
+    # CSV, by Accept and by ?format: one row per vote, and one for an approval nobody voted on
+    for kw in ({"headers": {"Accept": "text/csv"}}, {"params": {"format": "csv"}}):
+        rows = csv_rows(hub, q, **kw)
+        assert [(x_["vote_sub"], x_["vote_roles"], x_["vote_reason"], x_["outcome"]) for x_ in rows] == [
+            ("alice", "approver", "release notes checked", "approved"), ("bob", "approver", "canary is green", "approved")]
+        assert {x_["arguments_sha256"] for x_ in rows} == {sha(ran["args"])} and rows[0]["tool_ran"] == "true"
+    (row,) = csv_rows(hub, e, params={"format": "csv"})
+    assert (row["vote_sub"], row["outcome"], row["how"], row["settled_by"]) == ("", "rejected", "expired", "expired")
+    (row,) = csv_rows(hub, x, params={"format": "csv"})
+    assert (row["vote_sub"], row["vote_decision"], row["outcome"]) == ("alice", "approve", "cancelled")
+    assert list(row) == audit.CSV_COLUMNS
+
+    # who may read it: anyone who may see the run, nobody else
+    only_other = token("kim", ["viewer"], runs=["run_other"])
+    assert hub.http("GET", f"/api/runs/{q}/audit", only_other).json()["error"]["code"] == "forbidden"
+    assert hub.http("GET", "/api/runs/run_nope/audit", ADMIN).status_code == 404
+    assert hub.http("GET", f"/api/runs/{q}/audit?format=xml", ADMIN).json()["error"]["code"] == "bad_request"
+
+    # `runcast audit RUN [--csv]`
+    env = {"RUNCAST_URL": hub.url, "RUNCAST_TOKEN": VIEWER, "PYTHONPATH": str(ROOT / "server"), "PATH": "/usr/bin:/bin"}
+    out = subprocess.run([sys.executable, "-m", "runcast.cli", "audit", q], env=env, capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["approvals"][0]["votes"][1]["sub"] == "bob"
+    out = subprocess.run([sys.executable, "-m", "runcast.cli", "audit", x, "--csv"], env=env, capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0 and list(csv.DictReader(io.StringIO(out.stdout)))[0]["outcome"] == "cancelled"
+    out = subprocess.run([sys.executable, "-m", "runcast.cli", "audit", "run_nope"], env=env, capture_output=True, text=True, timeout=30)
+    assert out.returncode == 1 and "not found" in out.stderr
+
+
+def test_the_digest_is_over_the_canonical_encoding() -> None:
+    pol = ApprovalPolicy(roles=["finance"], quorum=2)
+    ap = Approval(approval_id="ap_1", call_id="c1", tool="refund", arguments='{ "cents":  1200, "order_id" : "A-7", "note": "é"}',
+                  agent="Support", policy=pol, requested_at="2026-01-01T00:00:00.000Z")
+    vote(ap, Person(sub="fin", name="Fin", roles=["finance", "viewer"]), "approve", "ok", False, 0.0, "ada")
+    rec = RunRecord(run_id="run_1", agent="support", input="refund A-7", started_by={"sub": "ada", "name": "Ada"},
+                    created_at="2026-01-01T00:00:00.000Z", status="paused", approvals={"ap_1": ap})
+    doc = audit.build(rec, [])
+    (a,) = doc["approvals"]
+    want = hashlib.sha256('{"cents":1200,"note":"é","order_id":"A-7"}'.encode()).hexdigest()
+    assert a["arguments_sha256"] == want == audit.arguments_digest({"order_id": "A-7", "note": "é", "cents": 1200})[0]
+    assert a["votes"][0]["roles"] == ["finance", "viewer"] and a["outcome"] == "pending" and a["how"] == "open"
+    assert audit.arguments_digest("not json") == (hashlib.sha256(b"not json").hexdigest(), False)
+    assert len(list(csv.DictReader(io.StringIO(audit.to_csv(doc))))) == 1
