@@ -51,7 +51,7 @@ async def test_slow_consumer_is_closed_with_4408_and_recovers_with_since(small_h
 
     def slow_closed() -> int:
         text = hub.http("GET", "/metrics").text
-        return int(next(x for x in text.splitlines() if x.startswith("runcast_slow_consumers_closed_total ")).split()[1])
+        return int(float(next(x for x in text.splitlines() if x.startswith("runcast_slow_consumers_closed_total ")).split()[1]))
 
     assert slow_closed() == 0
     seen = watcher.events(run_id)[-1]["seq"]

@@ -121,6 +121,12 @@ def worker(args: argparse.Namespace) -> None:
         sweeper = Sweeper(backend, grace_s=args.lease)
         await w.start()
         await sweeper.start()
+        if args.metrics_port:
+            from prometheus_client import start_http_server
+
+            from .metrics import worker_registry
+
+            start_http_server(args.metrics_port, addr=args.metrics_host, registry=worker_registry(w))
         print(f"runcast worker {w.id}: concurrency {args.concurrency}, agents: {', '.join(w.registry.names())}", flush=True)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -175,6 +181,9 @@ def main(argv: list[str] | None = None) -> None:
 
     w = sub.add_parser("worker", help="a worker only (needs --redis)")
     common(w)
+    w.add_argument("--metrics-port", type=int, default=int(os.environ.get("RUNCAST_METRICS_PORT", "0")),
+                   help="serve this worker's Prometheus metrics on this port (0: none)")
+    w.add_argument("--metrics-host", default="0.0.0.0", help="address for --metrics-port")
     w.set_defaults(func=worker)
 
     t = sub.add_parser("token", help="print a token signed with RUNCAST_SECRET")

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from . import __version__, auth
+from . import metrics as prom
 from .protocol import (
     Ack,
     CloseCode,
@@ -88,6 +89,8 @@ class Connection:
         self._fills: dict[str, asyncio.Task[Any]] = {}
         self._closing: _Close | None = None
         self._writer: asyncio.Task[Any] | None = None
+        self._batches = 0  # live batches seen: one in prom.DELIVERY_SAMPLE is timed (`_probe`, when written)
+        self._probe: Event | None = None
         s = hub.settings
         self.limiter = Limiter(s.rate_per_s, s.rate_burst, s.max_strikes)
 
@@ -99,6 +102,10 @@ class Connection:
             self.close(CloseCode.SLOW_CONSUMER, "slow consumer: reconnect and subscribe with since")
             return
         self._queue.put_nowait(item)
+
+    def queued(self) -> int:
+        """Frames waiting to be written (read by /metrics at scrape time)."""
+        return self._queue.qsize()
 
     async def send_paced(self, item: Event) -> None:
         """For replays: wait for room instead of counting the burst against the client (only live events can't wait)."""
@@ -147,6 +154,9 @@ class Connection:
                 else:
                     await ws.send_text(data)
                 metrics.frames_out += 1
+                if item is self._probe:
+                    prom.observe_delivery(item, self.encoding)
+                    self._probe = None
         except Exception as exc:  # noqa: BLE001 - the socket went away under us: stop queueing for it
             log.debug("writer of %s stopped: %r", self.id, exc)
             if self._closing is None:
@@ -162,6 +172,9 @@ class Connection:
         for ev in events:
             for out in cursor.live(ev):
                 self.send(out)
+        self._batches += 1
+        if not self._batches & (prom.DELIVERY_SAMPLE - 1):
+            self._probe = events[-1]
         if cursor.overflow:
             self.close(CloseCode.SLOW_CONSUMER, "slow consumer: reconnect and subscribe with since")
         elif cursor.gap() is not None and run_id not in self._fills:

@@ -19,6 +19,7 @@ from . import __version__, auth
 from .backends.base import Backend
 from .connection import Connection
 from .fanout import Fanout
+from . import metrics as prom
 from .metrics import Metrics
 from .protocol import HTTP_STATUS, MAX_REASON, MAX_TEXT, SUBPROTOCOL_JSON, SUBPROTOCOL_MSGPACK, ErrorCode, ProtocolError
 from .registry import Registry
@@ -38,6 +39,7 @@ class Hub:
         self.service = Service(backend, registry)
         self.fanout = Fanout(backend)
         self.metrics = Metrics()
+        self.metrics.bind(self)
         self.worker: Worker | None = None
         self.sweeper = Sweeper(backend, interval=settings.sweep_s, grace_s=settings.lease_s or 10.0)
         self.connections: set[Connection] = set()
@@ -58,6 +60,7 @@ class Hub:
     def unexpected(self, exc: BaseException, what: str) -> ProtocolError:
         """An error that is not the client's: a backend outage says so (and what to do); anything else is logged."""
         if isinstance(exc, self.backend.transient_errors):
+            prom.redis_errors.labels(source="command").inc()
             log.warning("%s: backend unreachable: %s", what, exc)
             return ProtocolError(ErrorCode.INTERNAL, "the hub cannot reach its backend right now; nothing was changed "
                                  "by this request unless its events say so: try again in a moment")
@@ -219,7 +222,7 @@ def create_app(hub: Hub) -> Starlette:
         return PlainTextResponse("ready" if ok else "backend unavailable", status_code=200 if ok else 503)
 
     async def metrics(request: Request) -> Response:
-        return PlainTextResponse(hub.metrics.render(hub), media_type="text/plain; version=0.0.4")
+        return Response(hub.metrics.render(), media_type=prom.CONTENT_TYPE)
 
     async def index(request: Request) -> Response:
         return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-store"})

@@ -7,6 +7,7 @@ import logging
 import secrets
 from typing import Callable
 
+from . import metrics
 from .backends.base import Backend, Conflict
 from .protocol import ErrorCode, Event, ProtocolError
 from .runs import RunRecord, Transition
@@ -60,6 +61,7 @@ async def apply(
             await asyncio.sleep(delay)
             delay = min(delay * 2, 2.0)
             continue
+        metrics.observe_events(events, tr.record)
         if tr.error is not None:
             raise tr.error
         return tr, events

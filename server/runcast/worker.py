@@ -18,7 +18,7 @@ from typing import Any
 
 from agents import RunConfig, Runner, RunState
 
-from . import runs
+from . import metrics, runs
 from .approvals import Approval
 from .backends.base import Backend, NotOwner, Subscription
 from .mapping import DeltaCoalescer, EventMapper, to_text
@@ -143,9 +143,11 @@ class Worker:
         assert tr is not None
         rec = tr.record
         renewer = asyncio.create_task(self._renew(rec.run_id)) if self.lease_s else None
+        began, outcome = time.monotonic(), None
         try:
             await self._segment(rec, job)
         except NotOwner:
+            outcome = "lost"
             log.warning("run %s: lost ownership mid-segment; stopping without writing", rec.run_id)
             result = self.active.get(rec.run_id)
             if result is not None:
@@ -158,6 +160,17 @@ class Worker:
             self._cancel_asked.pop(rec.run_id, None)
             if renewer:
                 renewer.cancel()
+            await self._observe_segment(rec.run_id, began, outcome)
+
+    async def _observe_segment(self, run_id: str, began: float, outcome: str | None) -> None:
+        took = time.monotonic() - began
+        if outcome is None:  # how it ended is in the record (one read per segment)
+            try:
+                now = await self.backend.get(run_id)
+            except Exception:  # noqa: BLE001 - a metric is not worth an error
+                now = None
+            outcome = now.status if now is not None and now.status in ("paused", "completed", "failed", "cancelled") else "lost"
+        metrics.segment_duration.labels(outcome=outcome).observe(took)
 
     async def _renew(self, run_id: str) -> None:
         assert self.lease_s

@@ -17,6 +17,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
+from ... import metrics
 from ...protocol import Event
 from ..base import LogTrimmed, OnEvents, OnSignal, Subscription
 
@@ -145,6 +146,7 @@ class LiveFeed:
                 await conn.send_command("SUBSCRIBE", self._ctl, *self._chans, check_health=False)
                 backoff = self.reconnect_min_s
                 if down_since is not None:
+                    metrics.redis_reconnects.inc()
                     log.warning("pub/sub connection to Redis back after %.1fs; filling from the logs", time.monotonic() - down_since)
                     down_since = None
                 last_rx = asyncio.get_running_loop().time()
@@ -170,6 +172,7 @@ class LiveFeed:
                     pass
                 elif down_since is None:
                     down_since = time.monotonic()
+                    metrics.redis_errors.labels(source="pubsub").inc()
                     log.warning("pub/sub connection to Redis lost (%s); reconnecting", exc,
                                 exc_info=not isinstance(exc, (RedisError, OSError, asyncio.TimeoutError)))
                 else:
