@@ -122,8 +122,17 @@ def may_decide(me: dict[str, Any], ap: dict[str, Any], started_by: dict[str, Any
 
 
 def open_approvals(api: Api) -> list[dict[str, Any]]:
-    """The open approvals this token may decide: the paused runs it can see, their pending approvals, filtered by
-    the policy's roles and the self-approval rule."""
+    """The open approvals this token may decide: the hub's inbox (`GET /api/approvals?open=1`) where it has one;
+    from a hub without it, the paused runs this token can see, their pending approvals, filtered by the policy's
+    roles and the self-approval rule."""
+    try:
+        items = api.call("GET", "/api/approvals", params={"open": "1"})["approvals"]
+    except Refused as err:
+        if not (err.code == "internal" and err.message.startswith("HTTP 404")):
+            raise
+    else:
+        return [i | {"run_agent": (i.get("run") or {}).get("agent"), "started_by": (i.get("run") or {}).get("started_by"),
+                     "input": (i.get("run") or {}).get("input")} for i in items]
     me = api.call("GET", "/api/me")
     out = []
     for run in api.call("GET", "/api/runs", params={"limit": 200})["runs"]:
