@@ -4,6 +4,8 @@ import asyncio
 from typing import Any
 
 from agents import Agent, RunContextWrapper, function_tool
+from agents.testing import ModelStep, ScriptedModel, assistant_message, function_call
+from agents.tool import tool_namespace
 
 from runcast import AgentSpec, ApprovalPolicy
 from runcast.demo import SCRATCH, DemoModel, Step, _get, _log_execution, delete_files, demo_registry
@@ -53,6 +55,35 @@ def _long_turn(input_: Any) -> Step:
                 ("delete_files", {"paths": list(SCRATCH)}))
 
 
+class Responding(ScriptedModel):
+    """The SDK's ScriptedModel with one responder for every call: stateless, so a run resumed by another worker
+    process (with its own model object) gets the right next step."""
+
+    def __init__(self, responder: Any) -> None:
+        super().__init__()
+        self._responder = responder
+
+    async def _next_resolved_step(self, call: Any) -> ModelStep:
+        self._steps = [self._coerce_step(ModelStep.respond(self._responder), 0)]
+        return await super()._next_resolved_step(call)
+
+
+@function_tool(needs_approval=True)
+def delete_file(ctx: RunContextWrapper[Any], path: str) -> str:
+    """Delete one file (needs approval; pretends)."""
+    _log_execution(ctx, "files.delete_file", path=path)
+    return f"deleted {path}"
+
+
+def _files_script(call: Any) -> Any:
+    items = call.input if isinstance(call.input, list) else []
+    outs = _outputs(items)
+    if outs:
+        return [assistant_message(f"Finance answered: {outs[-1]}", item_id=f"msg_{len(items)}")]
+    return [assistant_message("Deleting the ledger export needs finance.", item_id=f"msg_{len(items)}"),
+            function_call("delete_file", {"path": "ledger/2026.csv"}, call_id=f"call_{len(items)}", namespace="files")]
+
+
 AGENTS = {
     # delete_files expires one second after it is requested
     "demo-expiring": AgentSpec(_demo.agent, {"delete_files": ApprovalPolicy(roles=["approver"], expires_s=1.0)}),
@@ -68,4 +99,8 @@ AGENTS = {
     # an approved tool that runs for seconds
     "slow-delete": AgentSpec(Agent(name="Slow", model=DemoModel(_slow_script), tools=[slow_delete]),
                              {"slow_delete": ApprovalPolicy(roles=["approver"])}),
+    # a tool in the `files` namespace whose policy is keyed by the name the wire shows, finance only
+    "files-finance": AgentSpec(Agent(name="Files", model=Responding(_files_script),
+                                     tools=tool_namespace(name="files", description="File operations", tools=[delete_file])),
+                               {"files.delete_file": ApprovalPolicy(roles=["finance"])}),
 }

@@ -514,3 +514,22 @@ async def test_http_api(hub: Cluster) -> None:
     assert "runcast_connections " in metrics and "runcast_frames_out_total" in metrics
     assert hub.http("GET", "/").status_code == 200
     await w.close()
+
+
+async def test_a_namespaced_finance_policy_refuses_a_plain_approver(hub: Cluster) -> None:
+    """The policy is keyed by the name the wire shows (`files.delete_file`): it applies, and the default never does."""
+    run_id, watcher, ap = await run_to_pause(hub, "files-finance")
+    assert ap["tool"] == "files.delete_file" and ap["policy"]["roles"] == ["finance"]
+    called = [e["data"] for e in watcher.events(run_id, ("tool.called",))]
+    assert [(c["call_id"], c["tool"]) for c in called] == [(ap["call_id"], "files.delete_file")]
+    alice = await Client.connect(hub.ws_url(), ALICE)  # a plain approver
+    err = await alice.request({"type": "decide", "run_id": run_id, "approval_id": ap["approval_id"], "decision": "approve"})
+    assert err["type"] == "error" and err["code"] == "forbidden" and "finance" in err["message"]
+    fin = await Client.connect(hub.ws_url(), token("fay", ["finance"], name="Fay"))
+    ack = await fin.request({"type": "decide", "run_id": run_id, "approval_id": ap["approval_id"], "decision": "approve"})
+    assert ack["type"] == "ack" and ack["outcome"] == "decided"
+    done = await watcher.wait_event(run_id, "run.completed")
+    assert "deleted ledger/2026.csv" in done["data"]["output"]
+    assert len(hub.tool_calls(run_id, "files.delete_file")) == 1
+    for c in (watcher, alice, fin):
+        await c.close()

@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 from typing import Any, Iterable
 
+from .toolnames import wire_name
+
 # Tool outputs and arguments are cut to this many characters on the wire, with `truncated: true`.
 MAX_OUTPUT_CHARS = 16_384
 Wire = tuple[str, dict[str, Any]]
@@ -116,7 +118,7 @@ class EventMapper:
             return [("message.completed", {"item_id": _get(raw, "id"), "text": ItemHelpers.text_message_output(item), "agent": agent})]
         if name == "tool_called":
             args, truncated = cut(to_text(_get(raw, "arguments", "") or ""))
-            data = {"call_id": item.call_id, "tool": item.tool_name or _get(raw, "name") or _get(raw, "type"), "arguments": args, "agent": agent}
+            data = {"call_id": item.call_id, "tool": wire_name(item) or _get(raw, "type"), "arguments": args, "agent": agent}
             if truncated:
                 data["truncated"] = True
             return [("tool.called", data)]

@@ -26,6 +26,7 @@ from .protocol import ErrorCode, ProtocolError, now_iso
 from .registry import AgentSpec, Registry
 from .runs import Job, RunRecord
 from .store import apply
+from .toolnames import wire_name
 
 log = logging.getLogger("runcast.worker")
 _END = object()
@@ -300,11 +301,12 @@ class Worker:
             now = time.time()
             new = []
             for item in result.interruptions:
-                policy = spec.policy_for(item.name)
+                tool = wire_name(item) or "tool"
+                policy = spec.policy_for(tool)  # keyed by the name the wire shows, never by a bare alias
                 new.append(Approval(
                     approval_id=f"ap_{secrets.token_hex(6)}",
                     call_id=item.call_id or "",
-                    tool=item.qualified_name or item.name or "tool",
+                    tool=tool,
                     arguments=item.arguments or "",
                     agent=getattr(item.agent, "name", None),
                     policy=policy,
