@@ -3,7 +3,9 @@
 // re-exports state.js.
 
 export * from "./state.js";
+export * from "./feeds.js";
 import type { RunEvent, RunState, User } from "./state.js";
+import type { InboxChange, InboxState, RunsChange, RunsState } from "./feeds.js";
 
 export const VERSION: string;
 export const SUBPROTOCOL_JSON: "runcast.v1.json";
@@ -106,6 +108,19 @@ export class Subscription {
   unsubscribe(): void;
 }
 
+export interface FeedHandlers<S, C> {
+  /** After each snapshot (the first, and one after every reconnect) and each change. */
+  onChange?(state: S, change: C): void;
+}
+
+/** A handle on the approvals inbox or the live run list. */
+export class Feed {
+  readonly kind: "inbox" | "runs";
+  handlers: FeedHandlers<any, any>;
+  readonly state: InboxState | RunsState;
+  unsubscribe(): void;
+}
+
 export type ClientStatus = "idle" | "connecting" | "open" | "reconnecting" | "closed";
 
 export class RuncastClient {
@@ -129,6 +144,12 @@ export class RuncastClient {
   dropConnection(): void;
   subscribe(runId: string, handlers?: RunHandlers): Subscription;
   getState(runId: string): RunState | null;
+  /** Every open approval this person may decide, live (README: "The approvals inbox and the live run list"). */
+  subscribeInbox(handlers?: FeedHandlers<InboxState, InboxChange>): Feed;
+  /** The newest runs this token may see, live on every hub node. */
+  subscribeRuns(handlers?: FeedHandlers<RunsState, RunsChange>, opts?: { limit?: number }): Feed;
+  readonly inbox: InboxState;
+  readonly runList: RunsState;
   decide(runId: string, approvalId: string, decision: "approve" | "reject", reason?: string, opts?: { always?: boolean }): Promise<Ack>;
   cancel(runId: string, mode?: "immediate" | "after_turn"): Promise<Ack>;
   start(agent: string, input: string): Promise<string>;

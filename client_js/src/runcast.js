@@ -7,10 +7,12 @@
 // No build step: this file is a plain ES module. msgpack is loaded only when asked for (see README).
 
 import { applyEvent, initialRunState } from "./state.js";
+import { applyInboxFrame, applyRunsFrame, initialInbox, initialRuns } from "./feeds.js";
 
 export {
   applyEvent, foldEvents, initialRunState, people, canDecide, canCancel, canStart, hasRole, openApprovals, TERMINAL,
 } from "./state.js";
+export { applyInboxFrame, applyRunsFrame, initialInbox, initialRuns, inboxList, needsYou, runList } from "./feeds.js";
 
 export const VERSION = "0.1.0";
 export const SUBPROTOCOL_JSON = "runcast.v1.json";
@@ -89,6 +91,25 @@ export class Subscription {
 }
 
 /**
+ * A handle on one of the two feeds (the approvals inbox, the live run list): its folded state, and a way to stop.
+ */
+export class Feed {
+  /** @param {RuncastClient} client @param {"inbox"|"runs"} kind @param {object} handlers */
+  constructor(client, kind, handlers) {
+    this._client = client;
+    this.kind = kind;
+    this.handlers = handlers;
+  }
+
+  /** The folded feed (InboxState or RunsState), updated in place. */
+  get state() { return this._client._feeds[this.kind].state; }
+
+  unsubscribe() { this._client._unsubscribeFeed(this); }
+}
+
+const FEED_FRAMES = { inbox: "inbox", "inbox.added": "inbox", "inbox.removed": "inbox", runs: "runs", "run.status": "runs" };
+
+/**
  * @typedef {import("./runcast.js").ClientOptions} ClientOptions
  * @typedef {import("./runcast.js").RunHandlers} RunHandlers
  */
@@ -140,6 +161,10 @@ export class RuncastClient {
     this._tokenInUse = null; // the token sent in the hello of the current socket
     this._refusedToken = null; // the token of the last 4401, until a welcome
     this._refusals = 0; // 4401s since the last welcome
+    this._feeds = {
+      inbox: { state: initialInbox(), listeners: new Set(), limit: null },
+      runs: { state: initialRuns(), listeners: new Set(), limit: 50 },
+    };
 
     if (options.watchNetwork !== false && typeof globalThis.addEventListener === "function" && typeof globalThis.document !== "undefined") {
       this._onOnline = () => { if (this.status === "reconnecting") this._retryNow(); };
@@ -422,6 +447,7 @@ export class RuncastClient {
 
   _onFrame(f) {
     if (typeof f.seq === "number" && f.run_id !== undefined) { this._onEvent(f); return; }
+    if (FEED_FRAMES[f.type]) { this._onFeedFrame(FEED_FRAMES[f.type], f); return; }
     switch (f.type) {
       case "welcome": this._onWelcome(f); break;
       case "sync": this._onSync(f); break;
@@ -446,6 +472,7 @@ export class RuncastClient {
     this._startHeartbeat(f.heartbeat_s);
     this._emit("welcome", f);
     for (const entry of this._runs.values()) this._sendSubscribe(entry);
+    for (const kind of ["inbox", "runs"]) if (this._feeds[kind].listeners.size) this._sendFeedSubscribe(kind);
     for (const c of this._queued.splice(0)) this._dispatch(c);
     for (const w of this._openWaiters.splice(0)) w.resolve(f);
   }
@@ -590,6 +617,72 @@ export class RuncastClient {
   /** The folded state of a watched run, or null. @param {string} runId */
   getState(runId) {
     return this._runs.get(runId)?.state ?? null;
+  }
+
+  // ------------------------------------------------------------------------------------------ the two feeds
+
+  /**
+   * The approvals inbox: every open approval, across all runs, that this person may decide (their roles, the policy,
+   * self-approval, the runs their token may see). `onChange(state, change)` after the snapshot (`{type: "snapshot"}`,
+   * again after each reconnect) and after each `added` / `removed`. Live: no polling.
+   * @param {import("./runcast.js").FeedHandlers<import("./feeds.js").InboxState, import("./feeds.js").InboxChange>} [handlers]
+   * @returns {Feed}
+   */
+  subscribeInbox(handlers = {}) {
+    return this._subscribeFeed("inbox", handlers);
+  }
+
+  /**
+   * The live run list: the newest `limit` runs this token may see, then every change of a run's status (runs appear,
+   * pause, end), from whichever hub node the change happened on.
+   * @param {import("./runcast.js").FeedHandlers<import("./feeds.js").RunsState, import("./feeds.js").RunsChange>} [handlers]
+   * @param {{limit?: number}} [opts]
+   * @returns {Feed}
+   */
+  subscribeRuns(handlers = {}, opts = {}) {
+    if (opts.limit) this._feeds.runs.limit = opts.limit;
+    return this._subscribeFeed("runs", handlers);
+  }
+
+  /** The folded inbox (empty until its first snapshot). @returns {import("./feeds.js").InboxState} */
+  get inbox() { return this._feeds.inbox.state; }
+
+  /** The folded run list. @returns {import("./feeds.js").RunsState} */
+  get runList() { return this._feeds.runs.state; }
+
+  _subscribeFeed(kind, handlers) {
+    const feed = this._feeds[kind];
+    const handle = new Feed(this, kind, handlers);
+    const first = feed.listeners.size === 0;
+    feed.listeners.add(handle);
+    if (first) {
+      if (this.status === "open") this._sendFeedSubscribe(kind);
+      else if (this.status === "idle") this._open();
+    } else if (feed.state.ready) {
+      call(handlers.onChange, feed.state, { type: "snapshot" });
+    }
+    return handle;
+  }
+
+  _sendFeedSubscribe(kind) {
+    const frame = { type: kind === "inbox" ? "subscribe_inbox" : "subscribe_runs", id: `${kind}-${this._nextId++}` };
+    if (kind === "runs" && this._feeds.runs.limit) frame.limit = this._feeds.runs.limit;
+    this._rawSend(frame);
+  }
+
+  _unsubscribeFeed(handle) {
+    const feed = this._feeds[handle.kind];
+    if (!feed.listeners.delete(handle) || feed.listeners.size) return;
+    feed.state = handle.kind === "inbox" ? initialInbox() : initialRuns();
+    this._rawSend({ type: `unsubscribe_${handle.kind}`, id: `unfeed-${this._nextId++}` });
+  }
+
+  _onFeedFrame(kind, f) {
+    const feed = this._feeds[kind];
+    if (!feed.listeners.size) return;
+    const change = kind === "inbox" ? applyInboxFrame(feed.state, f) : applyRunsFrame(feed.state, f);
+    if (!change) return;
+    for (const h of feed.listeners) call(h.handlers.onChange, feed.state, change);
   }
 
   // ------------------------------------------------------------------------------------------ commands

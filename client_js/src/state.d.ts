@@ -39,6 +39,8 @@ export interface ApprovalState {
   /** JSON text, as the model wrote it. */
   arguments: string;
   agent: string | null;
+  /** The tool's description as the agent's code declares it (null from an older hub, or none declared). */
+  description: string | null;
   policy: { roles: string[]; quorum: number; allowSelf: boolean };
   requestedAt: string | null;
   /** ISO 8601, the hub's clock; null when it never expires. */

@@ -169,6 +169,7 @@ export function applyEvent(state, ev) {
         tool: d.tool ?? null,
         arguments: d.arguments ?? "",
         agent: d.agent ?? null,
+        description: d.description ?? null,
         policy: { roles: [...(policy.roles || [])], quorum: policy.quorum ?? 1, allowSelf: policy.allow_self !== false },
         requestedAt: ev.ts ?? null,
         expiresAt: d.expires_at ?? null,

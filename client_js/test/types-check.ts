@@ -100,3 +100,26 @@ const checks: boolean[] = [hasRole(admin, "operator"), state.canStart(admin), st
 TERMINAL.push("paused");
 
 export { app, render, versions, watchers, checks, NotInState, NotInStateEither };
+
+// ------------------------------------------------------------------------------------------------ the two feeds
+
+import { Feed, applyInboxFrame, applyRunsFrame, inboxList, initialInbox, initialRuns, needsYou, runList } from "@runcast/client";
+import type { InboxApproval, InboxChange, InboxState, RunSummary, RunsChange, RunsState } from "@runcast/client";
+
+const inboxFeed: Feed = client.subscribeInbox({
+  onChange(s: InboxState, change: InboxChange) {
+    if (change.type === "added") console.log(change.approval.tool, change.approval.run.started_by.name, change.approval.description);
+    if (change.type === "removed") console.log(change.reason, change.approval.approval_id);
+    const waiting: InboxApproval[] = inboxList(s);
+    const perRun: Map<string, number> = needsYou(s);
+    console.log(waiting.length, perRun.size);
+  },
+});
+client.subscribeRuns({ onChange(s: RunsState, change: RunsChange) { if (change.type === "status") console.log(change.run.version); } }, { limit: 20 });
+const newest: RunSummary[] = runList(client.runList);
+applyInboxFrame(initialInbox(), { type: "inbox", approvals: [] });
+applyRunsFrame(initialRuns(), { type: "runs", runs: [] });
+inboxFeed.unsubscribe();
+console.log(newest, client.inbox.ready);
+// @ts-expect-error: the run list takes a limit, not a filter
+client.subscribeRuns({}, { status: "paused" });

@@ -55,6 +55,7 @@ class Approval(BaseModel):
     arguments: str
     agent: str | None
     policy: ApprovalPolicy
+    description: str | None = None  # the tool's own description, as the agent's code declares it
     requested_at: str
     expires_at: float | None = None  # epoch seconds, server clock
     status: Literal["pending", "approved", "rejected", "cancelled"] = "pending"
@@ -79,6 +80,7 @@ class Approval(BaseModel):
             "tool": self.tool,
             "arguments": self.arguments,
             "agent": self.agent,
+            "description": self.description,
             "policy": self.policy.wire(),
             "expires_at": now_iso(self.expires_at) if self.expires_at is not None else None,
         }

@@ -26,8 +26,11 @@ from .protocol import (
     ProtocolError,
     Start,
     Subscribe,
+    SubscribeInbox,
+    SubscribeRuns,
     Sync,
     Unsubscribe,
+    UnsubscribeFeed,
     Cancel,
     Welcome,
     control,
@@ -302,6 +305,14 @@ class Connection:
         elif isinstance(cmd, Start):
             result = await svc.start(who, cmd.agent, cmd.input)
             self.send_control(Ack(id=cmd.id, **result))
+        elif isinstance(cmd, SubscribeInbox):
+            self.hub.feeds.add_inbox(self, cmd.id)
+        elif isinstance(cmd, SubscribeRuns):
+            await self.hub.subscribe_runs(self, cmd.limit, cmd.id)
+        elif isinstance(cmd, UnsubscribeFeed):
+            feeds = self.hub.feeds
+            (feeds.remove_inbox if cmd.type == "unsubscribe_inbox" else feeds.remove_runs)(self)
+            self.send_control(Ack(id=cmd.id))
         elif isinstance(cmd, Hello):
             raise ProtocolError(ErrorCode.BAD_REQUEST, "already authenticated; hello is only the first frame", id=cmd.id)
 
@@ -362,6 +373,7 @@ class Connection:
                 log.warning("participant.left for %s not logged: %s", run_id, exc)
 
     async def _cleanup(self) -> None:
+        self.hub.feeds.remove(self)
         for run_id in list(self.cursors):
             await self._unsubscribe(run_id)
         for t in self._fills.values():

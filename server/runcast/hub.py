@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from pathlib import Path
@@ -15,8 +16,8 @@ from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket
 
-from . import __version__, auth
-from .backends.base import Backend
+from . import __version__, auth, feed
+from .backends.base import Backend, Subscription
 from .connection import Connection
 from .fanout import Fanout
 from . import metrics as prom
@@ -43,19 +44,60 @@ class Hub:
         self.worker: Worker | None = None
         self.sweeper = Sweeper(backend, interval=settings.sweep_s, grace_s=settings.lease_s or 10.0)
         self.connections: set[Connection] = set()
+        self.feeds = feed.Feeds()  # the inbox and run-list watchers of this node
+        self._feed_sub: Subscription | None = None
+        self._reload: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         await self.backend.start()
+        self._feed_sub = await self.backend.subscribe_feed(self.feeds.on_entry, self._feed_interrupted)
+        await self._load_feeds()
         if self.settings.run_worker:
             self.worker = Worker(self.backend, self.registry, concurrency=self.settings.worker_concurrency, lease_s=self.settings.lease_s)
             await self.worker.start()
         await self.sweeper.start()
 
     async def stop(self) -> None:
+        if self._reload is not None:
+            self._reload.cancel()
+        if self._feed_sub is not None:
+            await self._feed_sub.close()
         await self.sweeper.stop()
         if self.worker:
             await self.worker.stop()
         await self.backend.close()
+
+    # ------------------------------------------------------------------ the inbox and run-list feeds
+    async def _load_feeds(self) -> None:
+        self.feeds.load([feed.entry(r) for r in await self.backend.open_runs()])
+
+    def _feed_interrupted(self) -> None:
+        """The backend's feed was cut (Redis outage) and is back: read the index again, resend the run lists."""
+        if self._reload is None or self._reload.done():
+            self._reload = asyncio.create_task(self._resync())
+
+    async def _resync(self) -> None:
+        delay = 0.1
+        while True:
+            try:
+                await self._load_feeds()
+                for w, limit in self.feeds.runs_watchers():
+                    await self.subscribe_runs(w, limit, None)  # type: ignore[arg-type]
+                return
+            except Exception as exc:  # noqa: BLE001 - still flapping: try again
+                log.warning("reloading the inbox after a feed interruption failed (%s); retrying", exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
+    async def subscribe_runs(self, conn: Connection, limit: int, request_id: str | None) -> None:
+        """The run list: live `run.status` frames are held from now until the snapshot read below has been sent."""
+        self.feeds.add_runs(conn, limit)
+        try:
+            recs = await self.backend.list_runs(limit)
+        except BaseException:
+            self.feeds.remove_runs(conn)
+            raise
+        self.feeds.runs_snapshot(conn, [feed.run_summary(r) for r in recs], request_id)
 
     def unexpected(self, exc: BaseException, what: str) -> ProtocolError:
         """An error that is not the client's: a backend outage says so (and what to do); anything else is logged."""
@@ -204,6 +246,10 @@ def create_app(hub: Hub) -> Starlette:
         if fmt != "json":
             raise ProtocolError(ErrorCode.BAD_REQUEST, "format must be json or csv", field="format")
         return JSONResponse(doc)
+    async def open_approvals(request: Request, who: auth.Identity) -> Response:
+        if request.query_params.get("open", "1") not in ("1", "true"):
+            raise ProtocolError(ErrorCode.BAD_REQUEST, "only open approvals are listed here: use ?open=1 (decided ones are in each run's log)")
+        return JSONResponse({"approvals": await svc.open_approvals(who)})
 
     async def agents_list(request: Request, who: auth.Identity) -> Response:
         return JSONResponse({"agents": hub.registry.describe()})
@@ -245,6 +291,7 @@ def create_app(hub: Hub) -> Starlette:
         Route("/api/runs/{run_id}/approvals/{approval_id}", api(decide), methods=["POST"]),
         Route("/api/runs/{run_id}/cancel", api(cancel), methods=["POST"]),
         Route("/api/runs/{run_id}/audit", api(run_audit), methods=["GET"]),
+        Route("/api/approvals", api(open_approvals), methods=["GET"]),
         Route("/api/agents", api(agents_list), methods=["GET"]),
         Route("/api/me", api(whoami), methods=["GET"]),
         Route("/healthz", healthz),

@@ -132,11 +132,29 @@ class Ping(_Command):
     type: Literal["ping"]
 
 
-Command = Union[Hello, Subscribe, Unsubscribe, Decide, Cancel, Start, Ping]
+class SubscribeInbox(_Command):
+    """The approvals inbox: every open approval this person may decide (`inbox`, then `inbox.added/removed`)."""
+
+    type: Literal["subscribe_inbox"]
+
+
+class SubscribeRuns(_Command):
+    """The live run list: the newest `limit` runs this token may see (`runs`), then `run.status` for every change."""
+
+    type: Literal["subscribe_runs"]
+    limit: Annotated[StrictInt, Field(ge=1, le=500)] = 50
+
+
+class UnsubscribeFeed(_Command):
+    type: Literal["unsubscribe_inbox", "unsubscribe_runs"]
+
+
+Command = Union[Hello, Subscribe, Unsubscribe, Decide, Cancel, Start, Ping, SubscribeInbox, SubscribeRuns, UnsubscribeFeed]
 _COMMANDS: dict[str, TypeAdapter[Any]] = {
     m.model_fields["type"].annotation.__args__[0]: TypeAdapter(m)  # type: ignore[union-attr]
-    for m in (Hello, Subscribe, Unsubscribe, Decide, Cancel, Start, Ping)
+    for m in (Hello, Subscribe, Unsubscribe, Decide, Cancel, Start, Ping, SubscribeInbox, SubscribeRuns)
 }
+_COMMANDS["unsubscribe_inbox"] = _COMMANDS["unsubscribe_runs"] = TypeAdapter(UnsubscribeFeed)
 COMMAND_TYPES = tuple(_COMMANDS)
 
 

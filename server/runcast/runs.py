@@ -93,6 +93,7 @@ class Transition:
     jobs: list[Job] = field(default_factory=list)
     result: dict[str, Any] = field(default_factory=dict)
     error: ProtocolError | None = None  # committed anyway, then raised to the caller (e.g. an expiry found by a vote)
+    feed: bool = True  # publish the run's feed entry (status or approvals changed); a lease renewal does not
 
 
 def _copy(rec: RunRecord, now: float) -> RunRecord:

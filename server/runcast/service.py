@@ -6,7 +6,7 @@ import secrets
 import time
 from typing import Any, Literal
 
-from . import audit, runs
+from . import audit, feed, runs
 from .auth import Identity
 from .backends.base import Backend, LogTrimmed
 from .protocol import ErrorCode, Event, ProtocolError
@@ -94,3 +94,6 @@ class Service:
             frames += [e.frame for e in batch if e.type in keep]
             since = batch[-1].seq
         return audit.build(rec, frames, log_complete=complete)
+    async def open_approvals(self, who: Identity) -> list[dict[str, Any]]:
+        """The inbox: every open approval `who` may decide, in runs their token lets them see."""
+        return feed.inbox_of(who, [feed.entry(r) for r in await self.backend.open_runs()])

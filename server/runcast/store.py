@@ -46,6 +46,7 @@ async def apply(
             if tr is None:
                 return None, []
             tr.record.tx = tx
+            tr.feed = bool(tr.events) or tr.record.status != rec.status
             try:
                 events = await backend.commit(tr, rec.version)
             except backend.transient_errors:

@@ -52,6 +52,16 @@ def rejection_message(ap: Approval) -> str:
     return f"{who} rejected this tool call."
 
 
+def tool_description(item: Any) -> str | None:
+    """The description of the tool an interruption asks to run, as the agent's code declares it (None if unknown)."""
+    name = getattr(item, "name", None) or getattr(item, "tool_name", None)
+    for tool in getattr(getattr(item, "agent", None), "tools", None) or []:
+        if getattr(tool, "name", None) == name:
+            desc = getattr(tool, "description", None)
+            return str(desc)[:2000] if desc else None
+    return None
+
+
 class Worker:
     def __init__(
         self,
@@ -309,6 +319,7 @@ class Worker:
                     tool=tool,
                     arguments=item.arguments or "",
                     agent=getattr(item.agent, "name", None),
+                    description=tool_description(item),
                     policy=policy,
                     requested_at=now_iso(now),
                     expires_at=now + policy.expires_s if policy.expires_s else None,

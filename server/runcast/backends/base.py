@@ -13,6 +13,8 @@ from ..runs import Job, RunRecord, Transition, WireEvents
 
 OnEvents = Callable[[list[Event]], None]
 OnSignal = Callable[[str, dict[str, Any]], None]
+OnEntry = Callable[[dict[str, Any]], None]  # a run's feed entry (feed.entry): its summary and its pause's approvals
+OnResync = Callable[[], None]  # the feed was interrupted: entries may have been missed; read the index again
 
 
 class Conflict(Exception):
@@ -84,6 +86,16 @@ class Backend(abc.ABC):
     async def commit(self, tr: Transition, expected_version: int) -> list[Event]:
         """Atomically: check the stored version, store tr.record (version + 1), append tr.events, queue tr.jobs.
         Raises Conflict when the version moved."""
+
+    # ---- the feed of run changes (the approvals inbox and the live run list) and the index of open runs
+    @abc.abstractmethod
+    async def subscribe_feed(self, on_entry: OnEntry, on_resync: OnResync | None = None) -> Subscription:
+        """Every committed change of a run's status or approvals, as `feed.entry(record)`, from every node (at most
+        once, in commit order per run). `on_resync` is called when the feed was interrupted and is back."""
+
+    @abc.abstractmethod
+    async def open_runs(self) -> list[RunRecord]:
+        """Every run paused with an open approval (the index the inbox is rebuilt from)."""
 
     # ---- saved RunStates (the SDK's own JSON; never from a client)
     @abc.abstractmethod

@@ -6,9 +6,10 @@ import asyncio
 import time
 from typing import Any
 
+from .. import feed
 from ..protocol import Event, make_event
 from ..runs import Job, RunRecord, Transition, WireEvents
-from .base import Backend, Conflict, LogTrimmed, NotOwner, OnEvents, OnSignal, Subscription
+from .base import Backend, Conflict, LogTrimmed, NotOwner, OnEntry, OnEvents, OnResync, OnSignal, Subscription
 
 
 class _Sub(Subscription):
@@ -36,6 +37,7 @@ class MemoryBackend(Backend):
         self._subs: dict[Any, list[Any]] = {}
         self._signal_subs: dict[Any, list[Any]] = {}
         self._jobs: asyncio.Queue[Job] = asyncio.Queue()
+        self._feed_subs: dict[Any, list[Any]] = {}
 
     # ---- log
     def _append(self, run_id: str, events: WireEvents) -> list[Event]:
@@ -89,7 +91,9 @@ class MemoryBackend(Backend):
         self._records[rid] = tr.record.model_copy(deep=True)
         for job in tr.jobs:
             self._jobs.put_nowait(job)
-        return self._append(rid, tr.events)
+        events = self._append(rid, tr.events)
+        self._publish(self._records[rid])
+        return events
 
     async def get(self, run_id: str) -> RunRecord | None:
         rec = self._records.get(run_id)
@@ -110,7 +114,21 @@ class MemoryBackend(Backend):
         events = self._append(rid, tr.events)
         for job in tr.jobs:
             self._jobs.put_nowait(job)
+        if tr.feed:
+            self._publish(rec)
         return events
+
+    # ---- the feed
+    def _publish(self, rec: RunRecord) -> None:
+        e = feed.entry(rec)
+        for cb in list(self._feed_subs.get("*", [])):
+            cb(e)
+
+    async def subscribe_feed(self, on_entry: OnEntry, on_resync: OnResync | None = None) -> Subscription:
+        return _Sub(self._feed_subs, "*", on_entry)  # one process: nothing is ever missed, no resync
+
+    async def open_runs(self) -> list[RunRecord]:
+        return [r.model_copy(deep=True) for r in self._records.values() if feed.is_open(feed.entry(r))]
 
     # ---- states
     async def save_state(self, run_id: str, segment: int, state: str) -> None:

@@ -2,7 +2,7 @@
 // (client_js/, served by the hub at /client/). No framework and no build step: the transcript is a keyed list of
 // DOM nodes, each updated in place from the folded run state, so typing a reason is never interrupted by a delta.
 
-import { RuncastClient, canCancel, canDecide, canStart, people } from "/client/src/runcast.js";
+import { RuncastClient, canCancel, canDecide, canStart, needsYou, people, runList } from "/client/src/runcast.js";
 
 const $ = (id) => document.getElementById(id);
 
@@ -112,8 +112,10 @@ function connect() {
     banner("");
     renderStartForm();
     scheduleRender();
-    loadRuns();
   });
+  // The run list and the inbox are live feeds (no polling): runs appear and change status from every hub node.
+  client.subscribeRuns({ onChange: (s) => { runs = runList(s); renderRuns(); } });
+  client.subscribeInbox({ onChange: () => renderRuns() });
   client.on("error", (err) => {
     if (err.code === "unauthenticated") {
       sessionStorage.removeItem("runcast.token");
@@ -148,16 +150,10 @@ function renderStartForm() {
   setText($("start-hint"), me && !allowed ? "Starting a run needs the operator role." : "");
 }
 
-async function loadRuns() {
-  try {
-    runs = (await api("/api/runs")).runs || [];
-  } catch {
-    return; // offline: the connection indicator says so; the next poll tries again
-  }
-  renderRuns();
-}
-
 function renderRuns() {
+  const waiting = client ? needsYou(client.inbox) : new Map();
+  const total = [...waiting.values()].reduce((a, b) => a + b, 0);
+  document.title = total ? `(${total}) Runcast` : "Runcast";
   const sorted = [...runs].sort((a, b) => (b.created_at || "").localeCompare(a.created_at || "") || b.run_id.localeCompare(a.run_id));
   $("runs").replaceChildren(...sorted.map((r) => {
     const live = view && view.runId === r.run_id && view.sub.state.status !== "unknown" ? view.sub.state.status : r.status;
@@ -166,7 +162,9 @@ function renderRuns() {
       class: `run-link${view && view.runId === r.run_id ? " current" : ""}`,
       dataset: { testid: "run-link", runId: r.run_id },
     },
-    h("span", { class: "run-link-top" }, h("b", {}, r.agent), h("span", { class: `status small ${live}` }, live)),
+    h("span", { class: "run-link-top" }, h("b", {}, r.agent),
+      waiting.get(r.run_id) ? h("span", { class: "chip pending", dataset: { testid: "needs-you" } }, `needs you: ${waiting.get(r.run_id)}`) : null,
+      h("span", { class: `status small ${live}` }, live)),
     h("span", { class: "muted small" }, `${r.started_by?.name || "?"} · ${time(r.created_at)} · ${r.run_id}`));
   }));
 }
@@ -180,7 +178,6 @@ $("start").addEventListener("submit", async (ev) => {
   try {
     const runId = await client.start($("agent").value, $("input").value);
     location.hash = `run=${encodeURIComponent(runId)}`;
-    loadRuns();
   } catch (err) {
     banner(`Could not start the run: ${err.message}`);
   } finally {
@@ -244,9 +241,7 @@ function render() {
   renderTranscript(s);
   if (view.lastStatus !== s.status) {
     view.lastStatus = s.status;
-    const listed = runs.find((r) => r.run_id === view.runId);
-    if (!listed || listed.status !== s.status) loadRuns();
-    else renderRuns();
+    renderRuns();
   }
 }
 
@@ -489,8 +484,6 @@ if (!token) {
 } else {
   connect();
   loadAgents();
-  loadRuns();
-  setInterval(loadRuns, 3000);
   setInterval(() => { if (view && view.sub.state.status === "paused") scheduleRender(); }, 1000); // countdowns
   window.addEventListener("hashchange", route);
   route();

@@ -11,6 +11,9 @@ Layout (`P` is the prefix, `R` a run id; the `{R}` hash tag keeps one run's keys
     P:jobs            a Stream of jobs (field `j` = Job JSON), consumer group `workers`
     P:timers          ZSET run_id -> earliest of (approval deadline, lease end): what `due_runs` scans
     P:runs            ZSET run_id -> creation time: `list_runs`
+    P:open            ZSET run_id -> creation time of the runs paused with an open approval: `open_runs` (the inbox)
+    P:feed            pub/sub channel: a run's feed entry (msgpack, feed.entry) on each change of its status or
+                      approvals, published by the commit script, so every node sees them in commit order
 
 Every write that must be atomic (the append with its next seq and owner check, a commit with its version check)
 is one Lua script. Events are packed in Python with a placeholder seq: "seq" is the first key of the map and its
@@ -41,6 +44,7 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.maint_notifications import MaintNotificationsConfig
 
+from ... import feed
 from ...protocol import Event, now_iso
 from ...runs import TERMINAL, RunRecord, Transition, WireEvents
 from ..base import Backend, Conflict, LogTrimmed, NotOwner
@@ -141,6 +145,10 @@ class RedisBackend(JobQueue, LiveFeed, Backend):
         return f"{self.prefix}:runs"
 
     @property
+    def _open(self) -> str:
+        return f"{self.prefix}:open"
+
+    @property
     def _retention_ms(self) -> int:
         return int(self.retention_s * 1000) if self.retention_s and self.retention_s > 0 else 0
 
@@ -239,7 +247,9 @@ class RedisBackend(JobQueue, LiveFeed, Backend):
         score = _timer_score(rec)
         jobs = [j.model_dump_json() for j in tr.jobs]
         keys = [self._k(run_id, "rec"), self._k(run_id, "log"), self._k(run_id, "seq"), self._k(run_id, "state"),
-                self._timers, self._runs, self._jobs]
+                self._timers, self._runs, self._jobs, self._open]
+        fe = feed.entry(rec)
+        published = msgpack.packb(fe, use_bin_type=True) if tr.feed or mode == "create" else b""
         templates = self._templates(run_id, tr.events)
         res = await self._commit_script(
             keys=keys,
@@ -247,7 +257,7 @@ class RedisBackend(JobQueue, LiveFeed, Backend):
                 mode, expected_version, rec_json, 0, len(templates), self.max_log or 0, self._live(run_id),
                 "" if score is None else repr(float(score)), repr(_created_score(rec)),
                 "1" if rec.status in TERMINAL else "0", self._retention_ms, run_id, len(jobs),
-                *templates, *jobs,
+                *templates, *jobs, "1" if feed.is_open(fe) else "0", self._feed, published,
             ],
         )
         if int(res[0]) == scripts.CONFLICT:
@@ -287,6 +297,17 @@ class RedisBackend(JobQueue, LiveFeed, Backend):
             if len(ids) < want:
                 break
         return out
+
+    async def open_runs(self) -> list[RunRecord]:
+        ids = await self._redis.zrange(self._open, 0, -1)
+        if not ids:
+            return []
+        raws = await self._redis.mget([self._k(i.decode(), "rec") for i in ids])
+        gone = [i for i, raw in zip(ids, raws) if raw is None]
+        if gone:
+            await self._redis.zrem(self._open, *gone)
+        recs = [RunRecord.model_validate_json(raw) for raw in raws if raw is not None]
+        return [r for r in recs if feed.is_open(feed.entry(r))]
 
     # ------------------------------------------------------------------ saved RunStates
     async def save_state(self, run_id: str, segment: int, state: str) -> None:

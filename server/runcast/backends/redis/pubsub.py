@@ -19,7 +19,7 @@ from redis.exceptions import RedisError
 
 from ... import metrics
 from ...protocol import Event
-from ..base import LogTrimmed, OnEvents, OnSignal, Subscription
+from ..base import LogTrimmed, OnEntry, OnEvents, OnResync, OnSignal, Subscription
 
 log = logging.getLogger("runcast.redis")
 READ_PAGE = 1000  # events per XRANGE when filling a hole after a reconnect
@@ -28,11 +28,12 @@ READ_PAGE = 1000  # events per XRANGE when filling a hole after a reconnect
 class _Channel:
     """One pub/sub channel of this process and everyone here who listens to it."""
 
-    __slots__ = ("name", "run_id", "callbacks", "ready", "last", "needs_fill")
+    __slots__ = ("name", "run_id", "callbacks", "ready", "last", "needs_fill", "feed")
 
-    def __init__(self, name: bytes, run_id: str | None) -> None:
+    def __init__(self, name: bytes, run_id: str | None, feed: bool = False) -> None:
         self.name = name
-        self.run_id = run_id  # None: the signals channel
+        self.run_id = run_id  # None: the signals channel (or the feed channel)
+        self.feed = feed  # the feed of run changes: callbacks are _FeedListener
         self.callbacks: list[Callable[..., None]] = []
         self.ready = asyncio.Event()  # set once the first SUBSCRIBE is confirmed (and `last` is known)
         self.last: int | None = None  # the highest seq handed to the callbacks
@@ -49,6 +50,18 @@ class _RedisSub(Subscription):
             return
         self._closed = True
         await self._backend._remove_callback(self._ch, self._cb)
+
+
+class _FeedListener:
+    """A subscriber of the feed channel: entries, and a call when the channel is back after an interruption."""
+
+    __slots__ = ("on_entry", "on_resync")
+
+    def __init__(self, on_entry: OnEntry, on_resync: OnResync | None) -> None:
+        self.on_entry, self.on_resync = on_entry, on_resync
+
+    def __call__(self, entry: dict[str, Any]) -> None:
+        self.on_entry(entry)
 
 
 class LiveFeed:
@@ -83,11 +96,19 @@ class LiveFeed:
     async def listen_signals(self, on_signal: OnSignal) -> Subscription:
         return await self._add_callback(self._signals, None, on_signal)
 
+    # ------------------------------------------------------------------ the feed of run changes (inbox, run list)
+    @property
+    def _feed(self) -> bytes:
+        return f"{self.prefix}:feed".encode()
+
+    async def subscribe_feed(self, on_entry: OnEntry, on_resync: OnResync | None = None) -> Subscription:
+        return await self._add_callback(self._feed, None, _FeedListener(on_entry, on_resync), feed=True)
+
     # ------------------------------------------------------------------ the live feed
     async def subscribe(self, run_id: str, on_events: OnEvents) -> Subscription:
         return await self._add_callback(self._live(run_id), run_id, on_events)
 
-    async def _add_callback(self, name: bytes, run_id: str | None, cb: Callable[..., None]) -> Subscription:
+    async def _add_callback(self, name: bytes, run_id: str | None, cb: Callable[..., None], feed: bool = False) -> Subscription:
         if self._closing:
             raise RuntimeError("the Redis backend is closed")
         if self._reader is None or self._reader.done():
@@ -95,7 +116,7 @@ class LiveFeed:
         ch = self._chans.get(name)
         first = ch is None
         if ch is None:
-            ch = self._chans[name] = _Channel(name, run_id)
+            ch = self._chans[name] = _Channel(name, run_id, feed)
         ch.callbacks.append(cb)
         sub = _RedisSub(self, ch, cb)
         if first:
@@ -180,7 +201,7 @@ class LiveFeed:
             finally:
                 self._ps = None
                 for ch in self._chans.values():
-                    if ch.last is not None:
+                    if ch.last is not None or (ch.feed and ch.ready.is_set()):
                         ch.needs_fill = True
                 await conn.disconnect(nowait=True)
             if self._closing:
@@ -196,6 +217,19 @@ class LiveFeed:
         if kind == b"message":
             ch = self._chans.get(msg[1])
             if ch is None:
+                return
+            if ch.feed:
+                try:
+                    entry = msgpack.unpackb(msg[2], raw=False)
+                    entry["run"]["run_id"]
+                except Exception:  # noqa: BLE001 - not ours
+                    log.warning("ignoring a malformed message on %r", msg[1])
+                    return
+                for cb in list(ch.callbacks):
+                    try:
+                        cb(entry)
+                    except Exception:  # noqa: BLE001 - one listener's bug must not stop the others
+                        log.exception("feed callback failed")
                 return
             try:
                 if ch.run_id is None:
@@ -218,6 +252,14 @@ class LiveFeed:
             ch = self._chans.get(msg[1])
             if ch is None:
                 return
+            if ch.feed and ch.needs_fill:
+                ch.needs_fill = False  # back after an interruption: entries may have been missed
+                for cb in list(ch.callbacks):
+                    if cb.on_resync is not None:
+                        try:
+                            cb.on_resync()
+                        except Exception:  # noqa: BLE001
+                            log.exception("feed resync callback failed")
             if ch.run_id is None:
                 ch.ready.set()
             elif ch.last is None:

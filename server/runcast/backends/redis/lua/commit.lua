@@ -1,7 +1,8 @@
--- KEYS: rec, log, seq, state, timers, runs, jobs.
+-- KEYS: rec, log, seq, state, timers, runs, jobs, open (the index of runs paused with an open approval).
 -- ARGV: 1 mode ('create' | 'commit'), 2 expected version, 3 new record JSON, 4 (unused), 5 number of
 -- events, 6 maxlen, 7 channel, 8 timer score ('' = none), 9 created score, 10 terminal ('1' | '0'),
--- 11 retention_ms, 12 run id, 13 number of jobs, then the events, then the jobs (JSON).
+-- 11 retention_ms, 12 run id, 13 number of jobs, then the events, then the jobs (JSON), then: open ('1' | '0'),
+-- the feed channel, the feed entry (msgpack; '' = nothing to publish).
 -- Answers: {0, first_seq} | {2} (conflict: the version moved, or create of an existing run)
 local cur = redis.call('GET', KEYS[1])
 if ARGV[1] == 'create' then
@@ -29,6 +30,15 @@ else
   redis.call('ZADD', KEYS[5], ARGV[8], run_id)
 end
 redis.call('ZADD', KEYS[6], ARGV[9], run_id)
+local tail = 13 + n + jobs
+if ARGV[tail + 1] == '1' then
+  redis.call('ZADD', KEYS[8], ARGV[9], run_id)
+else
+  redis.call('ZREM', KEYS[8], run_id)
+end
+if ARGV[tail + 3] ~= '' then
+  redis.call('PUBLISH', ARGV[tail + 2], ARGV[tail + 3])
+end
 if ARGV[10] == '1' and tonumber(ARGV[11]) > 0 then
   for i = 1, 4 do redis.call('PEXPIRE', KEYS[i], ARGV[11]) end
 else

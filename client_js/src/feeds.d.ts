@@ -1,0 +1,67 @@
+// Types for src/feeds.js: the approvals inbox and the live run list (README, "The approvals inbox and the live run list").
+
+import type { Person } from "./state.js";
+
+/** One open approval this person may decide, with its run (the `approval.requested` data and more). */
+export interface InboxApproval {
+  run_id: string;
+  approval_id: string;
+  call_id: string;
+  tool: string;
+  /** The tool's description as the agent's code declares it, or null. */
+  description: string | null;
+  /** JSON text, as the model wrote it. */
+  arguments: string;
+  agent: string | null;
+  policy: { roles: string[]; quorum: number; allow_self: boolean };
+  requested_at: string;
+  /** ISO 8601 on the hub's clock, or null. */
+  expires_at: string | null;
+  tally: { approve: number; reject: number; needed: number };
+  votes: { sub: string; name: string; decision: "approve" | "reject"; at: string }[];
+  run: { agent: string; input: string; started_by: Person; created_at: string; status: string };
+}
+
+/** A run in the live list: the HTTP list's summary, with its version. */
+export interface RunSummary {
+  run_id: string;
+  agent: string;
+  status: "queued" | "running" | "paused" | "resuming" | "completed" | "failed" | "cancelled";
+  input: string;
+  started_by: Person;
+  created_at: string;
+  segment: number;
+  /** Rises with every change; a client keeps the highest. */
+  version: number;
+  updated_at: number;
+  /** Open approvals in this run (for anyone). */
+  open_approvals: number;
+}
+
+export type InboxRemovedReason = "approved" | "rejected" | "expired" | "cancelled" | "voted" | "closed";
+
+export interface InboxState {
+  /** True once the first snapshot arrived (after each reconnect, until the new one arrives, it holds the old set). */
+  ready: boolean;
+  approvals: Map<string, InboxApproval>;
+}
+
+export interface RunsState {
+  ready: boolean;
+  runs: Map<string, RunSummary>;
+}
+
+export type InboxChange =
+  | { type: "snapshot" }
+  | { type: "added"; approval: InboxApproval }
+  | { type: "removed"; approval: Partial<InboxApproval> & { approval_id: string; run_id: string }; reason: InboxRemovedReason | (string & {}) };
+
+export type RunsChange = { type: "snapshot" } | { type: "status"; run: RunSummary };
+
+export function initialInbox(): InboxState;
+export function initialRuns(): RunsState;
+export function applyInboxFrame(state: InboxState, frame: any): InboxChange | null;
+export function applyRunsFrame(state: RunsState, frame: any): RunsChange | null;
+export function inboxList(state: InboxState, runId?: string): InboxApproval[];
+export function needsYou(state: InboxState): Map<string, number>;
+export function runList(state: RunsState): RunSummary[];

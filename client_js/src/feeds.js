@@ -1,0 +1,80 @@
+// The two feeds beside the run logs (README, "The approvals inbox and the live run list"), folded as plain code:
+// the inbox (every open approval this person may decide) and the live run list. Control frames, no seq: a snapshot
+// (`inbox` / `runs`) replaces what a client had, then each change is applied on top. A client that connects again
+// subscribes again and gets a new snapshot, so nothing here depends on what came before it.
+
+/** @typedef {import("./feeds.js").InboxState} InboxState */
+/** @typedef {import("./feeds.js").RunsState} RunsState */
+
+/** @returns {InboxState} */
+export function initialInbox() {
+  return { ready: false, approvals: new Map() };
+}
+
+/** @returns {RunsState} */
+export function initialRuns() {
+  return { ready: false, runs: new Map() };
+}
+
+/**
+ * Fold an inbox frame (`inbox`, `inbox.added`, `inbox.removed`) into `state`. Returns the change, or null if the frame
+ * is not an inbox frame.
+ * @param {InboxState} state @param {any} f
+ * @returns {null | {type: "snapshot"} | {type: "added", approval: any} | {type: "removed", approval: any, reason: string}}
+ */
+export function applyInboxFrame(state, f) {
+  switch (f.type) {
+    case "inbox":
+      state.approvals = new Map((f.approvals || []).map((a) => [a.approval_id, a]));
+      state.ready = true;
+      return { type: "snapshot" };
+    case "inbox.added":
+      state.approvals.set(f.approval.approval_id, f.approval);
+      return { type: "added", approval: f.approval };
+    case "inbox.removed": {
+      const approval = state.approvals.get(f.approval_id) ?? { approval_id: f.approval_id, run_id: f.run_id };
+      state.approvals.delete(f.approval_id);
+      return { type: "removed", approval, reason: f.reason ?? "closed" };
+    }
+    default:
+      return null;
+  }
+}
+
+/**
+ * Fold a run-list frame (`runs`, `run.status`) into `state`: a run's summary is replaced only by a higher `version`.
+ * @param {RunsState} state @param {any} f
+ * @returns {null | {type: "snapshot"} | {type: "status", run: any}}
+ */
+export function applyRunsFrame(state, f) {
+  if (f.type === "runs") {
+    state.runs = new Map((f.runs || []).map((r) => [r.run_id, r]));
+    state.ready = true;
+    return { type: "snapshot" };
+  }
+  if (f.type === "run.status" && f.run && typeof f.run.seq !== "number") {
+    const cur = state.runs.get(f.run.run_id);
+    if (cur && (cur.version ?? -1) >= (f.run.version ?? 0)) return null;
+    state.runs.set(f.run.run_id, f.run);
+    return { type: "status", run: f.run };
+  }
+  return null;
+}
+
+/** The inbox's approvals, oldest request first (optionally of one run). @param {InboxState} state @param {string} [runId] */
+export function inboxList(state, runId) {
+  const all = [...state.approvals.values()].filter((a) => runId === undefined || a.run_id === runId);
+  return all.sort((a, b) => String(a.requested_at ?? "").localeCompare(String(b.requested_at ?? "")) || a.approval_id.localeCompare(b.approval_id));
+}
+
+/** How many approvals wait for this person, per run id. @param {InboxState} state @returns {Map<string, number>} */
+export function needsYou(state) {
+  const out = new Map();
+  for (const a of state.approvals.values()) out.set(a.run_id, (out.get(a.run_id) || 0) + 1);
+  return out;
+}
+
+/** The runs, newest first. @param {RunsState} state */
+export function runList(state) {
+  return [...state.runs.values()].sort((a, b) => String(b.created_at ?? "").localeCompare(String(a.created_at ?? "")) || String(b.run_id).localeCompare(String(a.run_id)));
+}

@@ -1,0 +1,254 @@
+"""The approvals inbox and the live run list, as plain code (no sockets, no backend).
+
+Every commit that changes a run's status or its approvals publishes the run's *feed entry* (`entry(record)`): its
+summary with the record's version, and the approvals of its current pause. Each hub node folds the entries it
+receives into `Feeds`, which knows what every inbox and run-list watcher of the node has been told, and sends each
+of them only its own differences:
+
+- an inbox watcher gets `inbox.added` / `inbox.removed` for the open approvals that *this person* may decide (the
+  policy's roles or admin, self-approval, not yet voted, and a run their token lets them see);
+- a run-list watcher gets `run.status` for every run their token lets them see.
+
+An entry is the whole truth about its run at that version, so a node that missed one (a Redis outage) rebuilds the
+set from the index of open runs, and entries older than what a node holds are dropped.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Any, Callable, Iterable, Protocol
+
+from .approvals import Approval, Person, may_decide
+from .runs import RunRecord
+
+# Versions of runs this node has seen lately, to drop an entry older than one already applied.
+_VERSIONS_KEPT = 20_000
+
+
+def approval_status(ap: Approval) -> str:
+    """pending | approved | rejected | expired | cancelled (an expiry is a rejection by policy)."""
+    if ap.status == "rejected" and ((ap.decided or {}).get("by") or {}).get("policy") == "expired":
+        return "expired"
+    return ap.status
+
+
+def run_summary(rec: RunRecord) -> dict[str, Any]:
+    """What the run list shows of a run (the HTTP list's summary, with the version it was read at)."""
+    open_ = sum(1 for i in rec.pending if rec.status == "paused" and not rec.approvals[i].settled)
+    return rec.summary() | {"version": rec.version, "updated_at": rec.updated_at, "open_approvals": open_}
+
+
+def entry(rec: RunRecord) -> dict[str, Any]:
+    """The feed entry of a committed record (its `version` is the committed one)."""
+    aps = []
+    for i in rec.pending:
+        ap = rec.approvals[i]
+        aps.append(ap.requested_data() | {
+            "requested_at": ap.requested_at,
+            "status": approval_status(ap),
+            "tally": ap.tally(),
+            "votes": [{"sub": v.sub, "name": v.name, "decision": v.decision, "at": v.at} for v in ap.votes],
+        })
+    return {"run": run_summary(rec), "approvals": aps}
+
+
+def is_open(e: dict[str, Any]) -> bool:
+    return e["run"]["status"] == "paused" and any(a["status"] == "pending" for a in e["approvals"])
+
+
+class Viewer(Protocol):
+    """Who looks: an auth.Identity (sub, name, roles, runs)."""
+
+    sub: str
+    name: str
+    roles: tuple[str, ...]
+
+    def can_see(self, run_id: str) -> bool: ...
+
+
+def why_not(who: Viewer, run: dict[str, Any], ap: dict[str, Any]) -> str | None:
+    """None if `who` may decide this approval now, else the reason they may not (the hub's own rules)."""
+    if not who.can_see(run["run_id"]):
+        return "not_visible"
+    if run["status"] != "paused" or ap["status"] != "pending":
+        return ap["status"] if ap["status"] != "pending" else f"run_{run['status']}"
+    from .approvals import ApprovalPolicy
+
+    policy = ApprovalPolicy(roles=ap["policy"]["roles"], quorum=ap["policy"]["quorum"], allow_self=ap["policy"]["allow_self"])
+    if not may_decide(Person(sub=who.sub, name=who.name, roles=list(who.roles)), policy):
+        return "role"
+    if not policy.allow_self and (run.get("started_by") or {}).get("sub") == who.sub:
+        return "self"
+    if any(v["sub"] == who.sub for v in ap.get("votes", [])):
+        return "voted"
+    return None
+
+
+def inbox_item(run: dict[str, Any], ap: dict[str, Any]) -> dict[str, Any]:
+    """One approval of the inbox: the approval as logged in `approval.requested`, its tally and votes, and its run."""
+    item = {k: v for k, v in ap.items() if k != "status"}
+    item["run_id"] = run["run_id"]
+    item["run"] = {k: run.get(k) for k in ("agent", "input", "started_by", "created_at", "status")}
+    return item
+
+
+def inbox_of(who: Viewer, entries: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every open approval `who` may decide, oldest request first."""
+    out = [inbox_item(e["run"], ap) for e in entries for ap in e["approvals"] if why_not(who, e["run"], ap) is None]
+    return sorted(out, key=lambda i: (i.get("requested_at") or "", i["approval_id"]))
+
+
+class Watcher(Protocol):
+    identity: Any
+
+    def send_control(self, frame: Any) -> None: ...
+
+
+class _RunsWatch:
+    __slots__ = ("buffer", "limit")
+
+    def __init__(self, limit: int) -> None:
+        self.buffer: list[dict[str, Any]] | None = []  # run.status held back while the snapshot is being read
+        self.limit = limit
+
+
+class Feeds:
+    """One node's view of every run with an open approval, and what each of its feed watchers has been told."""
+
+    def __init__(self) -> None:
+        self.open: dict[str, dict[str, Any]] = {}  # run_id -> entry, for runs with an open approval
+        self._versions: OrderedDict[str, int] = OrderedDict()
+        self._inbox: dict[Watcher, dict[str, str]] = {}  # watcher -> {approval_id: run_id} it was told about
+        self._runs: dict[Watcher, _RunsWatch] = {}
+        self.loaded = False
+
+    @property
+    def watchers(self) -> int:
+        return len(self._inbox) + len(self._runs)
+
+    # ------------------------------------------------------------------ entries in
+    def _newer(self, e: dict[str, Any]) -> bool:
+        rid, version = e["run"]["run_id"], e["run"]["version"]
+        seen = self._versions.get(rid)
+        if seen is not None and seen >= version:
+            return False
+        self._versions[rid] = version
+        self._versions.move_to_end(rid)
+        while len(self._versions) > _VERSIONS_KEPT:
+            self._versions.popitem(last=False)
+        return True
+
+    def on_entry(self, e: dict[str, Any]) -> None:
+        """A run changed (from the backend's feed). Entries older than what this node holds are dropped."""
+        if not self._newer(e):
+            return
+        rid = e["run"]["run_id"]
+        old = self.open.get(rid)
+        if is_open(e):
+            self.open[rid] = e
+        else:
+            self.open.pop(rid, None)
+        if old is not None or is_open(e):
+            for w in list(self._inbox):
+                self._refresh(w, rid, e)
+        frame = {"type": "run.status", "run": e["run"]}
+        for w, watch in list(self._runs.items()):
+            if w.identity.can_see(rid):
+                if watch.buffer is not None:
+                    watch.buffer.append(e["run"])
+                else:
+                    w.send_control(frame)
+
+    def load(self, entries: list[dict[str, Any]]) -> None:
+        """The index of open runs as read from the backend (at start, and after the feed was interrupted): runs not in
+        it are closed unless a newer entry says otherwise; every inbox watcher gets the difference."""
+        fresh = {}
+        for e in entries:
+            rid = e["run"]["run_id"]
+            seen = self._versions.get(rid)
+            if seen is not None and seen > e["run"]["version"]:
+                if rid in self.open:
+                    fresh[rid] = self.open[rid]
+                continue
+            self._versions[rid] = e["run"]["version"]
+            if is_open(e):
+                fresh[rid] = e
+        self.open = fresh
+        self.loaded = True
+        for w in list(self._inbox):
+            self._resend(w)
+
+    # ------------------------------------------------------------------ inbox watchers
+    def add_inbox(self, w: Watcher, request_id: str | None = None) -> None:
+        """Subscribe (or subscribe again): the current set as an `inbox` snapshot, then differences."""
+        items = inbox_of(w.identity, self.open.values())
+        self._inbox[w] = {i["approval_id"]: i["run_id"] for i in items}
+        frame: dict[str, Any] = {"type": "inbox", "approvals": items}
+        if request_id is not None:
+            frame["id"] = request_id
+        w.send_control(frame)
+
+    def remove(self, w: Watcher) -> None:
+        self._inbox.pop(w, None)
+        self._runs.pop(w, None)
+
+    def remove_inbox(self, w: Watcher) -> bool:
+        return self._inbox.pop(w, None) is not None
+
+    def _refresh(self, w: Watcher, rid: str, e: dict[str, Any]) -> None:
+        told = self._inbox.get(w)
+        if told is None:
+            return
+        run, who = e["run"], w.identity
+        now = {ap["approval_id"]: ap for ap in e["approvals"] if why_not(who, run, ap) is None}
+        for aid in [a for a, r in told.items() if r == rid and a not in now]:
+            del told[aid]
+            ap = next((x for x in e["approvals"] if x["approval_id"] == aid), None)
+            reason = (why_not(who, run, ap) if ap is not None else None) or "closed"
+            w.send_control({"type": "inbox.removed", "run_id": rid, "approval_id": aid, "reason": reason})
+        for aid, ap in now.items():
+            if aid not in told:
+                told[aid] = rid
+                w.send_control({"type": "inbox.added", "approval": inbox_item(run, ap)})
+
+    def _resend(self, w: Watcher) -> None:
+        told = self._inbox.get(w)
+        if told is None:
+            return
+        items = {i["approval_id"]: i for i in inbox_of(w.identity, self.open.values())}
+        for aid in [a for a in told if a not in items]:
+            rid = told.pop(aid)
+            w.send_control({"type": "inbox.removed", "run_id": rid, "approval_id": aid, "reason": "closed"})
+        for aid, item in items.items():
+            if aid not in told:
+                told[aid] = item["run_id"]
+                w.send_control({"type": "inbox.added", "approval": item})
+
+    # ------------------------------------------------------------------ run-list watchers
+    def add_runs(self, w: Watcher, limit: int) -> None:
+        """Start holding `run.status` for `w` until `runs_snapshot` has sent what the backend listed."""
+        self._runs[w] = _RunsWatch(limit)
+
+    def runs_snapshot(self, w: Watcher, runs: list[dict[str, Any]], request_id: str | None = None) -> None:
+        watch = self._runs.get(w)
+        if watch is None:
+            return
+        visible = [r for r in runs if w.identity.can_see(r["run_id"])]
+        frame: dict[str, Any] = {"type": "runs", "runs": visible}
+        if request_id is not None:
+            frame["id"] = request_id
+        w.send_control(frame)
+        versions = {r["run_id"]: r["version"] for r in visible}
+        held, watch.buffer = watch.buffer or [], None
+        for run in held:
+            if run["version"] > versions.get(run["run_id"], -1):
+                w.send_control({"type": "run.status", "run": run})
+
+    def runs_watchers(self) -> list[tuple[Watcher, int]]:
+        return [(w, watch.limit) for w, watch in self._runs.items()]
+
+    def remove_runs(self, w: Watcher) -> bool:
+        return self._runs.pop(w, None) is not None
+
+
+OnEntry = Callable[[dict[str, Any]], None]
