@@ -1,4 +1,5 @@
-# Two commands: `make demo` installs and starts the demo; `make test` installs and runs every test.
+# Two commands: `make demo` installs and starts the demo (`make demo PORT=9000` for another port); `make test`
+# installs and runs every test.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -13,8 +14,10 @@ $(BIN)/.installed: pyproject.toml
 
 install: $(BIN)/.installed
 
+PORT ?= 8765
+
 demo: install
-	$(BIN)/runcast serve
+	$(BIN)/runcast serve --port $(PORT)
 
 system-deps:
 	@bash scripts/system-deps

@@ -25,10 +25,11 @@ async def test_serve_without_a_secret_prints_working_links(tmp_path) -> None:
         while "Vic" not in (tmp_path / "serve.log").read_text() and time.monotonic() < deadline:
             time.sleep(0.05)
         out = (tmp_path / "serve.log").read_text()
-        links = dict(re.findall(r"(admin|Alex|Vic)\S*\)?:?\s+(http://\S+)", out))
-        assert set(links) == {"admin", "Alex", "Vic"}, out
-        admin_token = links["admin"].split("#token=")[1]
-        assert links["admin"].startswith(f"http://127.0.0.1:{port}/#token=")
+        links = dict(re.findall(r"(Dana|Alex|Vic), an? \w+ \([^)]*\):\s+(http://\S+)", out))
+        assert set(links) == {"Dana", "Alex", "Vic"}, out
+        assert "You" not in out.split("No RUNCAST_SECRET")[1], "the demo's people have real names"
+        admin_token = links["Dana"].split("#token=")[1]
+        assert links["Dana"].startswith(f"http://127.0.0.1:{port}/#token=")
         # the page and the client it imports are served; nothing else of client_js/ is
         page = httpx.get(proc.url + "/")
         assert page.status_code == 200 and 'data-testid="start-form"' in page.text
@@ -46,6 +47,22 @@ async def test_serve_without_a_secret_prints_working_links(tmp_path) -> None:
         await alex.close()
     finally:
         proc.stop()
+
+
+def test_serve_on_a_busy_port_fails_before_printing_links(tmp_path) -> None:
+    import socket
+
+    env = base_env(tmp_path)
+    env.pop("RUNCAST_SECRET")
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        out = subprocess.run([sys.executable, "-m", "runcast.cli", "serve", "--port", str(port)], env=env,
+                             capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert out.returncode != 0
+    assert f"cannot listen on 127.0.0.1:{port}" in out.stderr and "PORT=9000" in out.stderr, out.stderr
+    assert "#token=" not in out.stdout, "no links to a hub that is not there"
 
 
 def test_token_command_signs_with_the_secret() -> None:

@@ -8,6 +8,7 @@ import logging
 import os
 import secrets
 import signal
+import socket
 import sys
 
 from . import __version__, auth
@@ -52,6 +53,21 @@ def _setup(args: argparse.Namespace) -> None:
         set_tracing_disabled(True)  # nothing leaves the machine without a key
 
 
+def _bind(host: str, port: int) -> socket.socket:
+    """Take the address now, so that a busy port is an error before the demo prints links to it."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise SystemExit(f"runcast: cannot listen on {host}:{port}: {exc.strerror or exc}. Pick another port: "
+                         f"runcast serve --port 9000 (or make demo PORT=9000)") from None
+    sock.set_inheritable(True)
+    return sock
+
+
 def serve(args: argparse.Namespace) -> None:
     import uvicorn
 
@@ -78,6 +94,7 @@ def serve(args: argparse.Namespace) -> None:
     settings.sweep_s = float(os.environ.get("RUNCAST_SWEEP_S", settings.sweep_s))
     if args.max_queue:
         settings.max_queue = args.max_queue
+    sock = _bind(args.host, args.port)  # before any link is printed: a busy port says so, and nothing else
     hub = Hub(_backend(args), _registry(args), settings)
     app = create_app(hub)
     shown = "127.0.0.1" if args.host in ("0.0.0.0", "::", "") else args.host
@@ -85,13 +102,13 @@ def serve(args: argparse.Namespace) -> None:
     print(f"runcast {__version__}: {hub.backend.name} backend, {'hub + worker' if settings.run_worker else 'hub only'}, "
           f"agents: {', '.join(hub.registry.names())}", flush=True)
     if not os.environ.get("RUNCAST_SECRET"):
-        you = auth.issue(secret, "you", "You", ["admin"], ttl_s=7 * 86400)
+        dana = auth.issue(secret, "dana", "Dana", ["admin"], ttl_s=7 * 86400)
         alex = auth.issue(secret, "alex", "Alex", ["approver"], ttl_s=7 * 86400)
         vic = auth.issue(secret, "vic", "Vic", ["viewer"], ttl_s=7 * 86400)
         print("\nNo RUNCAST_SECRET set: made one for this process (tokens end with it).", flush=True)
-        print(f"  Open the monitor as an admin:          {base}/#token={you}", flush=True)
-        print(f"  A teammate who may approve (Alex):     {base}/#token={alex}", flush=True)
-        print(f"  A viewer who may only watch (Vic):     {base}/#token={vic}\n", flush=True)
+        print(f"  Dana, an admin (starts runs, decides):  {base}/#token={dana}", flush=True)
+        print(f"  Alex, an approver (decides):            {base}/#token={alex}", flush=True)
+        print(f"  Vic, a viewer (only watches):           {base}/#token={vic}\n", flush=True)
     config = uvicorn.Config(
         app,
         host=args.host,
@@ -104,7 +121,7 @@ def serve(args: argparse.Namespace) -> None:
         lifespan="on",
         timeout_graceful_shutdown=5,
     )
-    uvicorn.Server(config).run()
+    uvicorn.Server(config).run(sockets=[sock])
 
 
 def worker(args: argparse.Namespace) -> None:

@@ -128,7 +128,8 @@ describe("run monitor in Chromium", () => {
     const v = await person(tok.vic);
     assert.ok(!a.page.url().includes("token="), "the token left the address bar");
     assert.equal(await a.page.evaluate(() => sessionStorage.getItem("runcast.token")), tok.alice, "the token is kept for the tab");
-    assert.equal(await v.page.locator('[data-testid="start-submit"]').isDisabled(), true, "a viewer cannot start runs");
+    assert.equal(await v.page.locator('[data-testid="start-form"]').isHidden(), true, "a viewer cannot start runs: no form");
+    assert.match(await v.page.locator('[data-testid="start-hint"]').textContent(), /needs the operator role; you are viewer/);
 
     // An earlier run, so that "newest first" means something.
     const earlier = (await server.api("/api/runs", tok.alice, { method: "POST", body: JSON.stringify({ agent: "demo-handoff", input: "first" }) })).run_id;
@@ -160,16 +161,17 @@ describe("run monitor in Chromium", () => {
     const cardA = a.page.locator('[data-testid="approval"]');
     const cardV = v.page.locator('[data-testid="approval"]');
     const card = await cardA.textContent();
-    for (const want of ["Janitor asks to run delete_files", "scratch/build-cache.tar", "Who may approve: approver", "needs 1 approval"]) {
+    for (const want of ["Janitor asks to run delete_files", "scratch/build-cache.tar", "Policy: approver (or admin) may decide",
+      "1 approval needed", "started by Alice", "Please free some disk space.", "Delete files for good"]) {
       assert.ok(card.includes(want), `the card shows "${want}"`);
     }
-    assert.match(await cardA.locator('[data-testid="countdown"]').textContent(), /^expires in \d+:\d\d$/);
+    assert.match(await cardA.locator('[data-testid="deadline"]').textContent(), /^Expires .* UTC · in \d+:\d\d \(hub clock\)$/);
     assert.equal(await cardA.locator('[data-testid="approve"]').count(), 1);
     assert.equal(await cardA.locator('[data-testid="reject"]').count(), 1);
-    assert.equal(await v.page.locator('[data-testid="approve"]').count(), 0, "the viewer sees no approve button");
-    assert.equal(await v.page.locator('[data-testid="reject"]').count(), 0, "nor a reject button");
-    assert.equal(await v.page.locator('[data-testid="reason"]').count(), 0);
-    assert.match(await cardV.textContent(), /Waiting for someone with the approver role/);
+    assert.equal(await v.page.locator('[data-testid="approve"]:visible').count(), 0, "the viewer sees no approve button");
+    assert.equal(await v.page.locator('[data-testid="reject"]:visible').count(), 0, "nor a reject button");
+    assert.equal(await v.page.locator('[data-testid="reason"]:visible').count(), 0);
+    assert.match(await cardV.textContent(), /You cannot decide: it needs the approver role \(or admin\); you are viewer/);
     // Cancel: the button is on both pages, shown only to the approver (who is also an operator).
     assert.equal(await v.page.locator('[data-testid="cancel"]').count(), 1);
     assert.equal(await v.page.locator('[data-testid="cancel"]').isHidden(), true, "the viewer sees no cancel button");
@@ -182,13 +184,13 @@ describe("run monitor in Chromium", () => {
         return t.includes("Alice") && t.includes("Vic");
       });
     }
-    assert.match(await a.page.locator('[data-testid="participants"]').textContent(), /Alice \(you\)/);
+    assert.match(await a.page.locator('[data-testid="participants"]').textContent(), /Alice \(approver, operator\) · you/);
 
     // The screenshot of the run view at the approval step.
     await a.page.fill('[data-testid="reason"]', "Only the scratch files; checked the list.");
     const shot = path.join(ARTIFACTS, "approval-step.png");
-    // The whole run view in one viewport (a full-page capture would drag the sticky sidebar down the page).
-    await a.page.setViewportSize({ width: 1280, height: 1200 });
+    // At 1440x900, as the README says: the inbox, the run list and the pinned decision panel in one viewport.
+    await a.page.setViewportSize({ width: 1440, height: 900 });
     await a.page.evaluate(() => window.scrollTo(0, 0));
     await a.page.screenshot({ path: shot });
     if (process.env.RUNCAST_UPDATE_SCREENSHOT) copyFileSync(shot, path.join(REPO_DIR, "docs", "screenshot.png"));
@@ -199,13 +201,14 @@ describe("run monitor in Chromium", () => {
     for (const { page } of [v, a]) {
       const decision = page.locator('[data-testid="approval"] [data-testid="decision"]');
       await decision.waitFor();
-      assert.match(await decision.textContent(), /^Approved by Alice at \d\d:\d\d:\d\d: “Only the scratch files; checked the list\.”$/);
+      assert.match(await decision.textContent(), /^Approved by Alice, 1 of 1 · \d\d:\d\d:\d\d: “Only the scratch files; checked the list\.”$/);
       await page.waitForFunction(() => document.querySelector('[data-testid="run-status"]').textContent.includes("completed"));
-      assert.equal(await page.locator('[data-testid="approve"], [data-testid="reject"], [data-testid="reason"]').count(), 0);
+      assert.equal(await page.locator('[data-testid="approve"]:visible, [data-testid="reject"]:visible, [data-testid="reason"]:visible').count(), 0);
     }
-    const finalA = await a.page.locator('[data-testid="final-output"]').textContent();
+    const finalA = await a.page.locator('[data-final="1"]').textContent();
     assert.match(finalA, /^Done\. I deleted 3 files/);
-    assert.equal(await v.page.locator('[data-testid="final-output"]').textContent(), finalA);
+    assert.equal(await v.page.locator('[data-final="1"]').textContent(), finalA);
+    assert.equal(await a.page.locator('[data-testid="final-output"]:visible').count(), 0, "the final answer is shown once");
     const end = await messages(a.page);
     assert.deepEqual(await messages(v.page), end, "the same text on both pages at the end");
     assert.equal(end.at(-1), finalA);
@@ -213,7 +216,8 @@ describe("run monitor in Chromium", () => {
     const tools = await v.page.locator('[data-testid="tool-call"]').allTextContents();
     assert.equal(tools.length, 2);
     assert.match(tools[0], /list_files.*done.*scratch\/old-logs\.zip \(340 MB\)/s);
-    assert.match(tools[1], /delete_files.*done.*deleted 3 files/s);
+    assert.match(tools[1], /delete_files.*done/s);
+    assert.match(await v.page.locator('[data-testid="gated-output"]').textContent(), /delete_files · output.*deleted 3 files/s);
     // The run list follows the run.
     await v.page.waitForFunction((id) => document.querySelector(`[data-run-id="${id}"]`)?.textContent.includes("completed"), runId);
 
@@ -228,7 +232,7 @@ describe("run monitor in Chromium", () => {
     assert.match(await participantsText(a.page), /Vic/);
     await v.context.close();
     await a.page.waitForFunction(() => !document.querySelector('[data-testid="participants"]').textContent.includes("Vic"));
-    assert.equal(await participantsText(a.page), "Alice (you)");
+    assert.equal(await participantsText(a.page), "Alice (approver, operator) · you");
     await a.context.close();
   });
 
@@ -261,7 +265,7 @@ describe("run monitor in Chromium", () => {
     assert.deepEqual(await messages(a.page), rs.items.filter((i) => i.kind === "message").map((i) => i.text));
     assert.equal(await a.page.locator('[data-testid="approval"]').count(), 1);
     assert.equal(await a.page.locator('[data-testid="tool-call"]').count(), 2);
-    assert.equal(await a.page.locator('[data-testid="final-output"]').count(), 1);
+    assert.equal(await a.page.locator('[data-final="1"]').count(), 1);
     ref.c.close();
     await a.context.close();
   });
@@ -288,7 +292,7 @@ describe("run monitor in Chromium", () => {
     proxy.unblock();
     await v.page.locator('[data-testid="connection"][data-state="open"]').waitFor({ timeout: 30_000 });
     await v.page.waitForFunction(() => document.querySelector('[data-testid="run-status"]').textContent.includes("completed"));
-    assert.match(await v.page.locator('[data-testid="decision"]').textContent(), /Approved by Alice .*approved while you were offline/);
+    assert.match(await v.page.locator('[data-testid="decision"]').textContent(), /Approved by Alice, 1 of 1 · .*approved while you were offline/);
     const [ps, rs] = await settledStates(v.page, ref, runId);
     assert.deepEqual(ps, rs, "after the outage the page folds exactly the state of a client that never dropped");
     assert.deepEqual(await messages(v.page), rs.items.filter((i) => i.kind === "message").map((i) => i.text));
@@ -307,7 +311,7 @@ describe("run monitor in Chromium", () => {
     await o.page.click('[data-testid="cancel"]');
     await o.page.waitForFunction(() => document.querySelector('[data-testid="run-status"]').textContent.includes("cancelled"));
     assert.match(await o.page.locator('[data-testid="decision"]').textContent(), /Cancelled with the run/);
-    assert.equal(await o.page.locator('[data-testid="approve"]').count(), 0);
+    assert.equal(await o.page.locator('[data-testid="approve"]:visible').count(), 0);
     assert.equal(await o.page.locator('[data-testid="cancel"]').isHidden(), true);
     const log = await fetchLog(server, tok.olga, runId);
     assert.deepEqual(log.slice(-2).map((e) => e.type), ["approval.cancelled", "run.cancelled"], "the log ends with the cancel");
@@ -323,14 +327,14 @@ describe("run monitor in Chromium", () => {
     await card.locator('[data-testid="approve"]').waitFor();
     const offset = await a.page.evaluate(() => window.runcastMonitor.clockOffsetMs);
     assert.ok(Math.abs(offset + 3_600_000) < 5000, `the hub's clock is estimated an hour behind the browser's (${offset} ms)`);
-    assert.match(await card.locator('[data-testid="countdown"]').textContent(), /^expires in (9|10):\d\d$/, "the demo's 10 minutes");
+    assert.match(await card.locator('[data-testid="deadline"]').textContent(), /· in (9|10):\d\d \(hub clock\)$/, "the demo's 10 minutes");
 
     // Ten minutes and more pass (the page's clock moves on): the countdown reaches zero before the hub's expiry event
     // arrives, and the page stops offering a decision the hub would refuse.
     await a.page.evaluate(() => { window.__clockSkewMs += 11 * 60_000; });
-    await card.locator('[data-testid="approve"]').waitFor({ state: "detached", timeout: 5000 });
-    assert.equal(await card.locator('[data-testid="reject"], [data-testid="reason"]').count(), 0);
-    assert.equal(await card.locator('[data-testid="countdown"]').textContent(), "Expired: being rejected automatically…");
+    await card.locator('[data-testid="approve"]').waitFor({ state: "hidden", timeout: 5000 });
+    assert.equal(await card.locator('[data-testid="reject"]:visible, [data-testid="reason"]:visible').count(), 0);
+    assert.equal(await card.locator('[data-testid="deadline"]').textContent(), "Expired: being rejected automatically…");
     assert.equal((await server.api(`/api/runs/${runId}`, tok.alice)).status, "paused", "the hub has not expired it yet");
     assert.equal(a.page.errors, undefined, "no script errors");
     await server.api(`/api/runs/${runId}/cancel`, tok.alice, { method: "POST", body: "{}" });

@@ -1,8 +1,11 @@
-// The run monitor: a list of runs, a form to start one, and a live view of one run, built on the Runcast client
-// (client_js/, served by the hub at /client/). No framework and no build step: the transcript is a keyed list of
-// DOM nodes, each updated in place from the folded run state, so typing a reason is never interrupted by a delta.
+// The run monitor: what needs you (the approvals inbox), the live run list, a form to start a run, and a live view of
+// one run, built on the Runcast client (client_js/, served by the hub at /client/). No framework and no build step:
+// the transcript is a keyed list of DOM nodes, each updated in place from the folded run state, so typing a reason is
+// never interrupted by a delta. Text is always set as text, never as HTML; no inline script or style (strict CSP).
 
-import { RuncastClient, canCancel, canDecide, canStart, needsYou, people, runList } from "/client/src/runcast.js";
+import {
+  RuncastClient, TERMINAL, canCancel, canDecide, canStart, hasRole, inboxList, needsYou, people, runList,
+} from "/client/src/runcast.js";
 
 const $ = (id) => document.getElementById(id);
 
@@ -15,7 +18,7 @@ function h(tag, attrs = {}, ...children) {
     else if (k.startsWith("on")) el.addEventListener(k.slice(2), v);
     else el.setAttribute(k, v === true ? "" : v);
   }
-  el.append(...children.filter((c) => c !== null && c !== undefined));
+  el.append(...children.flat().filter((c) => c !== null && c !== undefined && c !== false));
   return el;
 }
 
@@ -23,33 +26,61 @@ function setText(el, text) {
   if (el.textContent !== text) el.textContent = text;
 }
 
-const time = (iso) => (iso ? new Date(iso).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit" }) : "");
-
-function pretty(args) {
-  try {
-    return JSON.stringify(JSON.parse(args), null, 2);
-  } catch {
-    return String(args ?? "");
-  }
-}
-
 function plural(n, one, many) {
   return `${n} ${n === 1 ? one : many}`;
+}
+
+/** "Dana and Alex", "Dana, Alex and Sam". */
+function names(list) {
+  return list.length <= 1 ? list.join("") : `${list.slice(0, -1).join(", ")} and ${list.at(-1)}`;
+}
+
+// ---------------------------------------------------------------------------------------------- times
+// Every time is shown with its date when it is not today, and its full date, time and time zone in a tooltip.
+
+const ZONE = Intl.DateTimeFormat().resolvedOptions().timeZone || "local time";
+const sameDay = (a, b) => a.getFullYear() === b.getFullYear() && a.getMonth() === b.getMonth() && a.getDate() === b.getDate();
+const fmtTime = new Intl.DateTimeFormat(undefined, { hour: "2-digit", minute: "2-digit", second: "2-digit" });
+const fmtDayTime = new Intl.DateTimeFormat(undefined, { day: "numeric", month: "short", hour: "2-digit", minute: "2-digit", second: "2-digit" });
+const fmtFull = new Intl.DateTimeFormat(undefined, { dateStyle: "full", timeStyle: "long" });
+const fmtDeadline = new Intl.DateTimeFormat(undefined, {
+  year: "numeric", month: "short", day: "numeric", hour: "2-digit", minute: "2-digit", second: "2-digit", timeZoneName: "short",
+});
+
+/** The short text of a time: its time of day today, else with its date. */
+function shortTime(iso) {
+  if (!iso) return "";
+  const d = new Date(iso);
+  if (Number.isNaN(d.getTime())) return "";
+  return sameDay(d, new Date(hubNow())) ? fmtTime.format(d) : fmtDayTime.format(d);
+}
+
+/** A <time> element: short text, full date, time and time zone in its tooltip. */
+function timeEl(iso, text = shortTime(iso)) {
+  if (!iso) return null;
+  const d = new Date(iso);
+  return h("time", { datetime: d.toISOString(), title: `${fmtFull.format(d)} (${ZONE})` }, text);
 }
 
 // ---------------------------------------------------------------------------------------------- token and route
 // The token arrives in the fragment (never sent to a server, so never in a log), is kept for this tab only, and is
 // removed from the address bar. The fragment then holds the open run: `#run=<id>`, so a reload comes back to it.
+// A new `#token=` pasted into the same tab takes effect at once (hashchange): the page starts over as that person.
 
 const hashParams = () => new URLSearchParams(location.hash.slice(1));
-const fromUrl = hashParams().get("token");
-if (fromUrl) {
+
+/** Take a token from the address (and remove it from there). True if there was one. */
+function takeToken() {
+  const fromUrl = hashParams().get("token");
+  if (!fromUrl) return false;
   sessionStorage.setItem("runcast.token", fromUrl);
   const rest = hashParams();
   rest.delete("token");
   history.replaceState(null, "", location.pathname + location.search + (rest.toString() ? `#${rest}` : ""));
+  return true;
 }
-const token = sessionStorage.getItem("runcast.token");
+takeToken();
+let token = sessionStorage.getItem("runcast.token");
 
 // ---------------------------------------------------------------------------------------------- the hub's clock
 // Deadlines (an approval's expires_at) are on the hub's clock, and this computer's may be off by minutes. Each event's
@@ -75,68 +106,179 @@ function clockOffsetMs() {
 /** The hub's time now, as well as we can tell. */
 const hubNow = () => Date.now() + clockOffsetMs();
 
+/** Whole seconds until `expiresAt` on the hub's clock; 0 once it has passed. */
+function secondsLeft(expiresAt) {
+  return Math.max(0, Math.ceil((Date.parse(expiresAt) - hubNow()) / 1000));
+}
+
+function leftText(left) {
+  const hours = Math.floor(left / 3600);
+  const mm = Math.floor((left % 3600) / 60);
+  const ss = String(left % 60).padStart(2, "0");
+  return hours ? `${hours}:${String(mm).padStart(2, "0")}:${ss}` : `${mm}:${ss}`;
+}
+
 // ---------------------------------------------------------------------------------------------- page state
 
 let client = null;
 let me = null;
 let agents = [];
 let runs = [];
-/** @type {{runId: string, sub: import("/client/src/runcast.js").Subscription, nodes: Map<string, any>, errors: Map<string, string>} | null} */
+let authProblem = null; // "expired" | "invalid" | "missing"
+/** @type {any} */
 let view = null;
+const announced = new Set(); // approval ids announced in the decision panel's live region
+let notifiedReady = false; // the inbox's first snapshot arrived: later additions may notify
 
 function banner(text) {
-  $("banner").textContent = text || "";
+  setText($("banner"), text || "");
   $("banner").hidden = !text;
 }
 
 async function api(path, opts = {}) {
   const r = await fetch(path, { ...opts, headers: { Authorization: `Bearer ${token}`, "Content-Type": "application/json" } });
   const body = await r.json().catch(() => ({}));
-  if (!r.ok) throw new Error(body?.error?.message || `${r.status} ${r.statusText}`);
+  if (!r.ok) {
+    const err = new Error(body?.error?.message || `${r.status} ${r.statusText}`);
+    err.code = body?.error?.code;
+    throw err;
+  }
   return body;
+}
+
+function roleText(user) {
+  return user?.roles?.length ? user.roles.join(", ") : "no roles";
 }
 
 // ---------------------------------------------------------------------------------------------- connection
 
-const CONN_TEXT = { idle: "not connected", connecting: "connecting…", open: "live", reconnecting: "reconnecting…", closed: "disconnected" };
+const CONN_TEXT = { idle: "not connected", connecting: "connecting…", open: "live", reconnecting: "hub unreachable: retrying…", closed: "disconnected" };
+
+/** What to tell someone whose token the hub refused, and what to do about it. */
+function tokenMessage(err) {
+  if (/expired/i.test(err?.message || "")) {
+    authProblem = "expired";
+    return "Your link has expired. Ask whoever runs this hub for a new one (runcast token …) and open it in this tab.";
+  }
+  authProblem = "invalid";
+  return "This link's token is not valid for this hub (made with another secret, or cut short). Open the link the hub "
+    + "printed, or paste a new #token=… link into this tab.";
+}
 
 function connect() {
-  client = new RuncastClient({ token, client: "runcast-monitor/0.1" });
-  client.on("status", (status) => {
+  const c = new RuncastClient({ token, client: "runcast-monitor/0.2" });
+  client = c;
+  c.on("status", (status) => {
+    if (client !== c) return;
     $("conn").dataset.state = status;
     setText($("conn"), CONN_TEXT[status] || status);
+    renderAll();
   });
-  client.on("welcome", (w) => {
+  c.on("welcome", (w) => {
+    if (client !== c) return;
     me = w.user;
-    setText($("me"), `${me.name} · ${me.roles.join(", ") || "no roles"}`);
+    authProblem = null;
+    setText($("me"), `${me.name} · ${roleText(me)} (you)`);
     banner("");
-    renderStartForm();
-    scheduleRender();
+    loadAgents();
+    resendWaitingVotes();
+    renderAll();
   });
-  // The run list and the inbox are live feeds (no polling): runs appear and change status from every hub node.
-  client.subscribeRuns({ onChange: (s) => { runs = runList(s); renderRuns(); } });
-  client.subscribeInbox({ onChange: () => renderRuns() });
-  client.on("error", (err) => {
+  c.on("error", (err) => {
+    if (client !== c) return;
     if (err.code === "unauthenticated") {
       sessionStorage.removeItem("runcast.token");
-      banner("Your token was refused or has expired. Open the page again with a new #token=… link.");
+      banner(tokenMessage(err));
+      me = null;
+      renderAll();
     } else {
       banner(`${err.code}: ${err.message}`);
     }
   });
-  client.connect().catch(() => { /* reported through the "error" listener */ });
+  // The run list and the inbox are live feeds (no polling), from every hub node.
+  c.subscribeRuns({ onChange: (s) => { if (client === c) { runs = runList(s); renderRuns(); } } }, { limit: 100 });
+  c.subscribeInbox({ onChange: (s, change) => { if (client === c) onInbox(s, change); } });
+  c.connect().catch(() => { /* reported through the "error" listener */ });
+}
+
+/** A new person in this tab: drop everything of the previous one and start over. */
+function restart() {
+  if (client) client.close();
+  client = null;
+  me = null;
+  authProblem = null;
+  runs = [];
+  agents = [];
+  announced.clear();
+  notifiedReady = false;
+  if (view) { view = null; $("transcript").replaceChildren(); $("decide-cards").replaceChildren(); }
+  setText($("me"), "");
+  banner("");
+  token = sessionStorage.getItem("runcast.token");
+  start();
+}
+
+// ---------------------------------------------------------------------------------------------- inbox
+
+function onInbox(s, change) {
+  if (change.type === "snapshot") notifiedReady = true;
+  else if (change.type === "added" && notifiedReady) notify(change.approval);
+  renderRuns();
+  renderInbox();
+  scheduleRender();
+}
+
+function notify(ap) {
+  if (document.visibilityState !== "hidden" || typeof Notification === "undefined" || Notification.permission !== "granted") return;
+  try {
+    const n = new Notification(`Needs you: ${ap.tool}`, {
+      body: `${ap.agent || "An agent"} asks to run ${ap.tool} (run started by ${ap.run?.started_by?.name || "someone"})`,
+      tag: ap.approval_id,
+    });
+    n.onclick = () => { window.focus(); location.hash = `run=${encodeURIComponent(ap.run_id)}`; };
+  } catch { /* some browsers only allow notifications from a service worker */ }
+}
+
+$("notify").addEventListener("click", async () => {
+  try { await Notification.requestPermission(); } catch { /* ignore */ }
+  renderInbox();
+});
+
+function renderInbox() {
+  const items = client ? inboxList(client.inbox) : [];
+  const count = $("inbox-count");
+  setText(count, String(items.length));
+  count.classList.toggle("some", items.length > 0);
+  $("inbox-empty").hidden = items.length > 0 || !me;
+  setText($("inbox-empty"), me && hasRole(me, "approver") ? "Nothing waits for your decision." : "Nothing waits for your decision (your roles decide no approvals by default).");
+  $("notify").hidden = !(items !== null && me && typeof Notification !== "undefined" && Notification.permission === "default");
+  const current = view?.runId;
+  $("inbox").replaceChildren(...items.map((ap) => {
+    const left = ap.expires_at ? secondsLeft(ap.expires_at) : null;
+    return h("li", {},
+      h("a", { href: `#run=${encodeURIComponent(ap.run_id)}`, class: ap.run_id === current ? "current" : "", dataset: { testid: "inbox-item", runId: ap.run_id, approvalId: ap.approval_id } },
+        h("b", {}, `${ap.agent || "Agent"} asks to run ${ap.tool}`),
+        h("span", { class: "muted small" }, `${ap.run?.agent || ""} · started by ${ap.run?.started_by?.name || "?"} · `, timeEl(ap.requested_at)),
+        left !== null ? h("span", { class: `countdown${left === 0 ? " lapsed" : ""}` }, left ? `expires in ${leftText(left)}` : "expired") : null));
+  }));
+  document.title = items.length ? `(${items.length}) Needs you · Runcast` : "Runcast";
 }
 
 // ---------------------------------------------------------------------------------------------- runs list and start form
 
 async function loadAgents() {
+  if (!me || !canStart(me)) { renderStartForm(); return; }
   try {
     agents = (await api("/api/agents")).agents || [];
   } catch {
-    return;
+    agents = [];
   }
-  $("agent").replaceChildren(...agents.map((a) => h("option", { value: a.name }, a.name)));
+  const sel = $("agent");
+  const keep = sel.value;
+  sel.replaceChildren(...agents.map((a) => h("option", { value: a.name }, a.name)));
+  if (keep && agents.some((a) => a.name === keep)) sel.value = keep;
   showAgentDescription();
+  renderStartForm();
 }
 
 function showAgentDescription() {
@@ -144,28 +286,34 @@ function showAgentDescription() {
   setText($("agent-desc"), a ? a.description || "" : "");
 }
 
+/** The Start form only for people who may start runs, and only with agents to start; otherwise why not. */
 function renderStartForm() {
-  const allowed = canStart(me);
-  $("start").querySelector("button").disabled = !allowed;
-  setText($("start-hint"), me && !allowed ? "Starting a run needs the operator role." : "");
+  const allowed = Boolean(me && canStart(me));
+  const online = client?.status === "open";
+  $("start").hidden = !allowed;
+  $("start").querySelector("button").disabled = !allowed || !agents.length || !online;
+  const hint = !me ? "" : !allowed ? `Starting a run needs the operator role; you are ${roleText(me)}.`
+    : !online ? "The hub is unreachable: a run cannot be started now." : !agents.length ? "This hub has no agents to start." : "";
+  setText($("start-hint"), hint);
+  $("start-hint").hidden = !hint;
 }
 
 function renderRuns() {
   const waiting = client ? needsYou(client.inbox) : new Map();
-  const total = [...waiting.values()].reduce((a, b) => a + b, 0);
-  document.title = total ? `(${total}) Runcast` : "Runcast";
-  const sorted = [...runs].sort((a, b) => (b.created_at || "").localeCompare(a.created_at || "") || b.run_id.localeCompare(a.run_id));
-  $("runs").replaceChildren(...sorted.map((r) => {
+  $("runs-empty").hidden = runs.length > 0 || !me;
+  $("runs").replaceChildren(...runs.map((r) => {
     const live = view && view.runId === r.run_id && view.sub.state.status !== "unknown" ? view.sub.state.status : r.status;
+    const n = waiting.get(r.run_id) || 0;
     return h("a", {
       href: `#run=${encodeURIComponent(r.run_id)}`,
       class: `run-link${view && view.runId === r.run_id ? " current" : ""}`,
+      "aria-current": view && view.runId === r.run_id ? "page" : null,
       dataset: { testid: "run-link", runId: r.run_id },
     },
     h("span", { class: "run-link-top" }, h("b", {}, r.agent),
-      waiting.get(r.run_id) ? h("span", { class: "chip pending", dataset: { testid: "needs-you" } }, `needs you: ${waiting.get(r.run_id)}`) : null,
+      n ? h("span", { class: "chip needs-you", dataset: { testid: "needs-you" } }, `needs you: ${n}`) : null,
       h("span", { class: `status small ${live}` }, live)),
-    h("span", { class: "muted small" }, `${r.started_by?.name || "?"} · ${time(r.created_at)} · ${r.run_id}`));
+    h("span", { class: "muted small snippet" }, `${r.started_by?.name || "?"} · `, timeEl(r.created_at), r.input ? ` · “${r.input}”` : ""));
   }));
 }
 
@@ -191,17 +339,24 @@ function openRun(runId) {
   if (view && view.runId === runId) return;
   if (view) view.sub.unsubscribe();
   $("transcript").replaceChildren();
+  $("decide-cards").replaceChildren();
   const nodes = new Map();
-  const sub = client.subscribe(runId, {
+  const v = { runId, sub: null, nodes, errors: new Map(), votes: new Map(), lastStatus: null, problem: null, synced: false };
+  view = v;
+  v.sub = client.subscribe(runId, {
     onEvent: (ev) => { sampleClock(ev); scheduleRender(); },
-    onSync: scheduleRender,
-    onReset: () => { nodes.clear(); $("transcript").replaceChildren(); scheduleRender(); },
-    onError: (err) => banner(`${runId}: ${err.message}`),
+    onSync: () => { v.synced = true; v.problem = null; resendWaitingVotes(); scheduleRender(); },
+    onReset: () => { nodes.clear(); $("transcript").replaceChildren(); $("decide-cards").replaceChildren(); scheduleRender(); },
+    onError: (err) => {
+      if (err.code === "not_found" || err.code === "forbidden") v.problem = v.sub.state.seq > 0 ? "forgotten" : "unknown";
+      else banner(`${runId}: ${err.message}`);
+      scheduleRender();
+    },
   });
-  view = { runId, sub, nodes, errors: new Map(), lastStatus: null };
   $("view").hidden = false;
   $("empty").hidden = true;
   renderRuns();
+  renderInbox();
   scheduleRender();
 }
 
@@ -210,10 +365,14 @@ function closeRun() {
   view = null;
   $("view").hidden = true;
   $("empty").hidden = false;
+  $("skip").hidden = true;
   renderRuns();
+  renderInbox();
 }
 
 function route() {
+  if (takeToken()) { restart(); return; }
+  if (!client) return;
   const runId = hashParams().get("run");
   if (runId) openRun(runId);
   else closeRun();
@@ -226,28 +385,63 @@ function scheduleRender() {
   queueMicrotask(() => { renderQueued = false; render(); });
 }
 
+function renderAll() {
+  renderStartForm();
+  renderRuns();
+  renderInbox();
+  scheduleRender();
+}
+
+const STATUS_TEXT = { unknown: "loading…", gone: "not known to the hub" };
+
+/** The run's honest state, when it is not simply its status. */
+function runProblem(s) {
+  if (view.problem === "unknown") return "No such run, or not yours to see. Check the link, or pick a run from the list.";
+  if (view.problem === "forgotten") {
+    return "The hub no longer knows this run (it restarted without keeping its runs). What is shown is what it had sent; nothing here can be decided.";
+  }
+  if (client && client.status !== "open" && s.status === "unknown") return "Cannot reach the hub: this run will load when it is back.";
+  return null;
+}
+
 function render() {
   if (!view) return;
   const s = view.sub.state;
+  const problem = runProblem(s);
+  const gone = view.problem !== null;
   setText($("run-agent"), s.agent ? `${s.agent}${s.currentAgent ? ` · ${s.currentAgent}` : ""}` : view.runId);
-  setText($("run-meta"), s.startedBy ? `${view.runId} · started by ${s.startedBy.name} at ${time(s.startedAt)}` : view.runId);
-  const status = s.status === "unknown" ? "loading" : s.status;
+  const meta = $("run-meta");
+  const metaKey = `${s.startedBy?.sub}|${s.startedAt}`;
+  if (meta.dataset.key !== metaKey) {
+    meta.dataset.key = metaKey;
+    meta.replaceChildren(...(s.startedBy ? [`Started by ${s.startedBy.name}${me && s.startedBy.sub === me.sub ? " (you)" : ""} · `, timeEl(s.startedAt), ` · ${view.runId}`] : [view.runId]));
+  }
+  $("run-input").hidden = !s.input;
+  setText($("run-input"), s.input ? `Input: “${s.input}”` : "");
+  const status = gone ? "gone" : s.status === "unknown" ? (problem ? "unreachable" : "unknown") : s.status;
   const st = $("status");
   st.className = `status ${status}`;
-  const waiting = s.status === "paused" ? ` · waiting for ${plural(s.pending.length, "approval", "approvals")}` : "";
-  setText(st, status + waiting);
-  $("cancel").hidden = !canCancel(s, me);
+  const waiting = s.status === "paused" && !gone ? ` · waiting for ${plural(s.pending.length, "approval", "approvals")}` : "";
+  setText(st, (STATUS_TEXT[status] || status) + waiting);
+  $("cancel").hidden = gone || !canCancel(s, me);
+  $("cancel").disabled = client?.status !== "open";
+  $("cancel").title = client?.status !== "open" ? "The hub is unreachable: cancelling is not possible now." : "";
+  const msg = $("run-msg");
+  msg.hidden = !problem;
+  msg.classList.toggle("bad", Boolean(problem));
+  setText(msg, problem || "");
   renderParticipants(s);
   renderTranscript(s);
   if (view.lastStatus !== s.status) {
+    if (view.lastStatus && TERMINAL.includes(s.status)) setText($("run-announce"), `Run ${s.status}.`);
     view.lastStatus = s.status;
     renderRuns();
   }
 }
 
 function renderParticipants(s) {
-  const list = people(s).map((p) => h("li", { title: p.roles.join(", ") || "no roles", class: me && p.sub === me.sub ? "you" : "" },
-    p.name, me && p.sub === me.sub ? " (you)" : "", p.connections > 1 ? ` ×${p.connections}` : ""));
+  const list = people(s).map((p) => h("li", { title: roleText(p), class: me && p.sub === me.sub ? "you" : "" },
+    `${p.name} (${roleText(p)})`, me && p.sub === me.sub ? " · you" : "", p.connections > 1 ? ` ×${p.connections}` : ""));
   const key = list.map((li) => li.textContent).join("|");
   if ($("participants").dataset.key !== key) {
     $("participants").dataset.key = key;
@@ -255,26 +449,98 @@ function renderParticipants(s) {
   }
 }
 
+/**
+ * The order the story is told in: an approval's card (request, votes, decision) comes where it was requested; the
+ * output of a tool that waited for approval comes after the run resumed (its decision), not above the card; the
+ * "paused" note is folded into the card.
+ */
+function storyItems(s) {
+  const out = [];
+  const gated = (callId) => Boolean(s.toolCalls[callId]?.approvalId);
+  for (const item of s.items) {
+    if (item.kind === "paused") continue;
+    out.push(item);
+    if (item.kind === "resumed") {
+      for (const d of item.decisions) {
+        const ap = s.approvals[d.approvalId];
+        if (ap?.callId && s.toolCalls[ap.callId]) out.push({ kind: "output", key: `out:${ap.callId}`, callId: ap.callId, approvalId: ap.approvalId });
+      }
+    }
+  }
+  // a gated call that ended without a resume (cancelled, expired with the run gone): its outcome still shows
+  for (const call of Object.values(s.toolCalls)) {
+    if (gated(call.callId) && call.output !== null && !out.some((i) => i.key === `out:${call.callId}`)) {
+      out.push({ kind: "output", key: `out:${call.callId}`, callId: call.callId, approvalId: call.approvalId });
+    }
+  }
+  return out;
+}
+
+/** Approvals of this run that wait for this person's decision (the pinned panel shows them). */
+function mine(s) {
+  if (!view || view.problem) return [];
+  return Object.values(s.approvals).filter((ap) => canDecide(s, ap, me) || view.votes.has(ap.approvalId) && ap.status === "pending");
+}
+
 /** Keyed, in-place rendering: one DOM node per transcript item, created once, then updated. */
 function renderTranscript(s) {
   const box = $("transcript");
   const seen = new Set();
+  const pinned = new Set(mine(s).map((ap) => ap.approvalId));
   let prev = null;
-  for (const item of s.items) {
-    seen.add(item.key);
-    let node = view.nodes.get(item.key);
-    if (!node) {
-      node = build(item);
-      view.nodes.set(item.key, node);
-    }
-    const want = prev ? prev.nextSibling : box.firstChild;
-    if (want !== node.el) box.insertBefore(node.el, want);
+  const place = (key, make, item, parent, after) => {
+    seen.add(key);
+    let node = view.nodes.get(key);
+    if (!node) { node = make(); view.nodes.set(key, node); }
+    const want = after ? after.nextSibling : parent.firstChild;
+    if (want !== node.el || node.el.parentNode !== parent) parent.insertBefore(node.el, want);
     node.update(item, s);
-    prev = node.el;
+    return node.el;
+  };
+  const items = storyItems(s);
+  const last = lastMessage(s);
+  for (const item of items) {
+    if (item.kind === "approval" && pinned.has(item.approvalId)) {
+      prev = place(`ph:${item.approvalId}`, () => buildPlaceholder(item.approvalId), item, box, prev);
+      continue;
+    }
+    prev = place(item.key, () => build(item), { ...item, final: item === last && s.status === "completed" }, box, prev);
+  }
+  // the pinned decision panel: the same cards, moved to the top while they wait for you
+  const cards = $("decide-cards");
+  let pprev = null;
+  for (const ap of mine(s)) {
+    pprev = place(`ap:${ap.approvalId}`, () => buildApproval(ap.approvalId), { kind: "approval", approvalId: ap.approvalId }, cards, pprev);
   }
   for (const [key, node] of view.nodes) {
     if (!seen.has(key)) { node.el.remove(); view.nodes.delete(key); }
   }
+  const open = pinned.size > 0;
+  $("decide").hidden = !open;
+  $("skip").hidden = !open;
+  setText($("skip"), open ? `Jump to your decision (${pinned.size})` : "Jump to your decision");
+  for (const id of pinned) {
+    if (!announced.has(id)) {
+      announced.add(id);
+      const ap = s.approvals[id];
+      setText($("decide-live"), `Needs your decision: ${ap.agent || "the agent"} asks to run ${ap.tool}.`);
+    }
+  }
+}
+
+$("skip").addEventListener("click", (ev) => {
+  ev.preventDefault();
+  const panel = $("decide");
+  panel.scrollIntoView({ block: "start" });
+  (panel.querySelector("input, button:not(:disabled)") || panel).focus();
+});
+
+/** The run's last message, when the run completed with it as its answer (shown once, marked final). */
+function lastMessage(s) {
+  if (s.status !== "completed") return null;
+  const msgs = s.items.filter((i) => i.kind === "message");
+  const m = msgs.at(-1);
+  return m && typeof s.output === "string" && m.text.trim() === s.output.trim() ? m : null;
 }
 
 function build(item) {
@@ -282,19 +548,20 @@ function build(item) {
     case "message": return buildText("message", "msg");
     case "reasoning": return buildText("reasoning", "reasoning");
     case "tool": return buildTool();
+    case "output": return buildOutput();
     case "approval": return buildApproval(item.approvalId);
-    case "handoff": return buildNote("handoff", (it) => `Handoff: ${it.from ?? "?"} → ${it.to ?? "?"}${it.done ? "" : " …"}`);
-    case "started": return buildNote("started", (it) => `${it.by?.name || "Someone"} started ${it.agent}${it.input ? `: “${it.input}”` : ""}`);
-    case "paused": return buildNote("paused", (it) => `Paused at ${time(it.ts)}: waiting for ${plural(it.pending.length, "approval", "approvals")}`);
-    case "resumed": return buildNote("resumed", (it, s) => `Resumed at ${time(it.ts)}: ${it.decisions.map((d) => {
+    case "handoff": return buildNote("handoff", (it) => [`Handoff: ${it.from ?? "?"} → ${it.to ?? "?"}${it.done ? "" : " …"}`]);
+    case "started": return buildNote("started", (it) => [`${it.by?.name || "Someone"} started ${it.agent}${it.input ? `: “${it.input}”` : ""} · `, timeEl(it.ts)]);
+    case "resumed": return buildNote("resumed", (it, s) => [`Resumed `, timeEl(it.ts), `: ${it.decisions.map((d) => {
       const ap = s.approvals[d.approvalId];
-      return `${ap?.tool || "tool"} ${d.decision === "approve" ? "approved" : "rejected"}${d.by?.name ? ` by ${d.by.name}` : ""}`;
-    }).join(", ") || "no decisions"}`);
-    case "completed": return buildFinal();
-    case "failed": return buildNote("failed", (it) => `Failed: ${it.code}: ${it.message}`);
-    case "cancelled": return buildNote("cancelled", (it) => `Cancelled${it.by?.name ? ` by ${it.by.name}` : ""}${it.mode === "after_turn" ? " (after the turn)" : ""}`);
-    case "mcp": return buildNote("mcp", (it) => `MCP ${it.server || ""}: ${it.event.replace("_", " ")}${it.tool ? ` ${it.tool}` : ""}${it.tools ? ` (${it.tools.length} tools)` : ""}`);
-    default: return buildNote("other", (it) => `${it.type}`);
+      const word = ap?.status === "expired" ? "expired (rejected)" : d.decision === "approve" ? "approved" : "rejected";
+      return `${ap?.tool || "tool"} ${word}`;
+    }).join(", ") || "no decisions"}`]);
+    case "completed": return buildCompleted();
+    case "failed": return buildNote("failed", (it) => [`Failed `, timeEl(it.ts), `: ${it.code}: ${it.message}`]);
+    case "cancelled": return buildNote("cancelled", (it) => [`Cancelled${it.by?.name ? ` by ${it.by.name}` : ""}${it.mode === "after_turn" ? " (after the turn)" : ""} · `, timeEl(it.ts)]);
+    case "mcp": return buildNote("mcp", (it) => [`MCP ${it.server || ""}: ${it.event.replace("_", " ")}${it.tool ? ` ${it.tool}` : ""}${it.tools ? ` (${it.tools.length} tools)` : ""}`]);
+    default: return buildNote("other", (it) => [`${it.type}`]);
   }
 }
 
@@ -304,17 +571,21 @@ function buildText(kind, cls) {
   const el = h("div", { class: `item ${cls}`, dataset: { kind } }, who, text);
   return {
     el,
-    update(it) {
-      setText(who, kind === "reasoning" ? `${it.agent || "Agent"} is thinking` : it.agent || "Agent");
+    update(it, s) {
+      const name = it.agent || "Agent";
+      setText(who, kind === "reasoning" ? `${name} is thinking` : it.final ? `${name} · final answer` : name);
       setText(text, it.text);
-      el.classList.toggle("streaming", !it.done);
+      el.classList.toggle("final", Boolean(it.final));
+      if (it.final) text.dataset.final = "1"; else delete text.dataset.final;
+      // no blinking cursor once the run has ended: a cut-off message stays cut off
+      el.classList.toggle("streaming", !it.done && !TERMINAL.includes(s.status) && !view.problem);
     },
   };
 }
 
 const TOOL_STATUS = {
   preparing: "writing arguments…", called: "running…", awaiting_approval: "waiting for approval",
-  approved: "approved · running…", rejected: "rejected", cancelled: "cancelled", done: "done",
+  approved: "approved · running…", rejected: "rejected: not run", cancelled: "cancelled: not run", done: "done",
 };
 
 function buildTool() {
@@ -329,127 +600,257 @@ function buildTool() {
     el,
     update(it, s) {
       const call = s.toolCalls[it.callId];
+      const gated = Boolean(call.approvalId);
+      const ap = gated ? s.approvals[call.approvalId] : null;
       setText(name, call.tool || "tool");
-      setText(chip, TOOL_STATUS[call.status] || call.status);
-      chip.className = `chip ${call.status}`;
+      const st = ap?.status === "expired" ? "expired" : call.status;
+      setText(chip, st === "expired" ? "expired: not run" : ((TERMINAL.includes(s.status) || view.problem) && ["called", "approved", "preparing"].includes(st) ? "stopped" : TOOL_STATUS[st] || st));
+      chip.className = `chip ${st}`;
       setText(who, call.agent ? `called by ${call.agent}` : "");
-      setText(args, pretty(call.arguments));
-      out.hidden = call.output === null;
-      setText(out, call.output === null ? "" : `${call.status === "rejected" ? "Rejected: " : ""}${call.output}${call.truncated ? " … (cut)" : ""}`);
+      // a call that waits for approval shows its arguments on its card; its output comes after the decision
+      args.hidden = gated;
+      setText(args, gated ? "" : pretty(call.arguments));
+      out.hidden = gated || call.output === null;
+      setText(out, gated || call.output === null ? "" : `${call.output}${call.truncated ? " … (cut)" : ""}`);
+      if (gated) setText(who, `${call.agent ? `called by ${call.agent} · ` : ""}arguments and decision on the approval below`);
     },
   };
 }
 
-function buildNote(kind, text) {
-  const el = h("div", { class: `item note ${kind}`, dataset: { kind, testid: kind === "handoff" ? "handoff" : undefined } });
-  return { el, update(it, s) { setText(el, text(it, s)); } };
-}
-
-function buildFinal() {
-  const text = h("div", { class: "text", dataset: { testid: "final-output" } });
-  const el = h("div", { class: "item final", dataset: { kind: "completed" } }, h("div", { class: "who" }, "Completed · final answer"), text);
+/** The output of a tool that waited for approval, after its decision: a rejection or expiry looks like a failure. */
+function buildOutput() {
+  const who = h("div", { class: "who" });
+  const out = h("pre", { class: "output", dataset: { testid: "tool-output" } });
+  const el = h("div", { class: "item output", dataset: { kind: "output", testid: "gated-output" } }, who, out);
   return {
     el,
-    update(it) { setText(text, typeof it.output === "string" ? it.output : JSON.stringify(it.output, null, 2)); },
+    update(it, s) {
+      const call = s.toolCalls[it.callId];
+      const ap = s.approvals[it.approvalId];
+      const failed = ap && ap.status !== "approved";
+      el.classList.toggle("failed", Boolean(failed));
+      el.dataset.status = ap?.status || "";
+      const what = ap?.status === "expired" ? "expired: not run" : ap?.status === "rejected" ? "rejected: not run" : ap?.status === "cancelled" ? "cancelled: not run" : "output";
+      setText(who, `${call.tool || "tool"} · ${what}`);
+      const text = call.output === null ? (failed ? "" : TERMINAL.includes(s.status) ? "No output: the run ended first." : "running…") : `${call.output}${call.truncated ? " … (cut)" : ""}`;
+      setText(out, failed && call.output !== null ? `What the agent was told: ${text}` : text);
+      out.hidden = !text;
+    },
   };
+}
+
+function buildNote(kind, parts) {
+  const el = h("div", { class: `item note ${kind}`, dataset: { kind, testid: kind === "handoff" ? "handoff" : undefined } });
+  let key = null;
+  return {
+    el,
+    update(it, s) {
+      const content = parts(it, s);
+      const k = content.map((c) => (typeof c === "string" ? c : c?.textContent ?? "")).join("");
+      if (k !== key) { key = k; el.replaceChildren(...content.filter(Boolean)); }
+    },
+  };
+}
+
+/** The end of a completed run: the answer once (marked on the last message when it is the answer). */
+function buildCompleted() {
+  const note = h("div", { class: "who" });
+  const text = h("div", { class: "text", dataset: { testid: "final-output" } });
+  const el = h("div", { class: "item final", dataset: { kind: "completed" } }, note, text);
+  return {
+    el,
+    update(it, s) {
+      const out = typeof it.output === "string" ? it.output : JSON.stringify(it.output, null, 2);
+      const shown = lastMessage(s) !== null;
+      el.className = shown ? "item note completed" : "item final";
+      note.replaceChildren(shown ? "Completed " : "Completed · final answer · ", timeEl(it.ts), shown ? ": the answer is the message above." : "");
+      text.hidden = shown;
+      setText(text, shown ? "" : out);
+    },
+  };
+}
+
+function pretty(args) {
+  try {
+    return JSON.stringify(JSON.parse(args), null, 2);
+  } catch {
+    return String(args ?? "");
+  }
 }
 
 // ---------------------------------------------------------------------------------------------- approval cards
 
-const AP_STATUS = { pending: "waiting for a decision", approved: "approved", rejected: "rejected", expired: "expired: rejected", cancelled: "cancelled" };
-
-/** Whole seconds until `expiresAt` on the hub's clock; 0 once it has passed. */
-function secondsLeft(expiresAt) {
-  return Math.max(0, Math.ceil((Date.parse(expiresAt) - hubNow()) / 1000));
-}
-
-function countdown(left) {
-  return left > 0 ? `expires in ${Math.floor(left / 60)}:${String(left % 60).padStart(2, "0")}` : "Expired: being rejected automatically…";
-}
-
-function whyNot(s, ap) {
-  if (!me) return "";
-  if (ap.votes.some((v) => v.by?.sub === me.sub)) return "You voted; waiting for the others.";
-  if (!ap.policy.allowSelf && s.startedBy?.sub === me.sub && canDecide(s, ap, { ...me, sub: "" })) {
-    return "You started this run: someone else must approve it.";
+/** The arguments as readable fields: nested values folded, long strings wrapped. */
+function fields(value, depth = 0) {
+  if (value === null || typeof value !== "object") {
+    return h("span", { class: typeof value === "string" ? "str" : "val" }, typeof value === "string" ? value : JSON.stringify(value));
   }
-  return `Waiting for someone with the ${ap.policy.roles.join(" or ")} role.`;
+  if (Array.isArray(value)) {
+    if (!value.length) return h("span", { class: "val" }, "(none)");
+    const list = h("ul", {}, ...value.map((v) => h("li", {}, fields(v, depth + 1))));
+    return depth > 0 || value.length > 8 ? h("details", { open: value.length <= 8 ? true : null }, h("summary", {}, plural(value.length, "item", "items")), list) : list;
+  }
+  const keys = Object.keys(value);
+  if (!keys.length) return h("span", { class: "val" }, "(empty)");
+  const dl = h("dl", { class: "ap-args" }, ...keys.flatMap((k) => [h("dt", {}, k), h("dd", {}, fields(value[k], depth + 1))]));
+  return depth > 0 ? h("details", {}, h("summary", {}, plural(keys.length, "field", "fields")), dl) : dl;
+}
+
+function argsView(raw) {
+  let parsed;
+  try { parsed = JSON.parse(raw); } catch { parsed = undefined; }
+  const readable = parsed === undefined ? h("pre", { class: "args" }, String(raw ?? "")) : fields(parsed);
+  return h("div", { class: "ap-arguments", dataset: { testid: "arguments" } }, readable,
+    h("details", { class: "raw" }, h("summary", {}, "Raw JSON"), h("pre", { dataset: { testid: "raw-arguments" } }, pretty(raw))));
+}
+
+/** Why this person may or may not decide (the hub's own rules, said in words). */
+function whyText(s, ap) {
+  if (!me) return { ok: false, text: "" };
+  const p = ap.policy;
+  if (ap.status !== "pending" || TERMINAL.includes(s.status)) return null;
+  if (view.problem) return { ok: false, text: "The hub no longer knows this run: nothing can be decided." };
+  if (canDecide(s, ap, me)) {
+    const via = me.roles.includes("admin") ? "you are an admin" : `you have the ${p.roles.find((r) => me.roles.includes(r))} role`;
+    return { ok: true, text: `You may decide: ${via}${p.quorum > 1 ? `; ${p.quorum - ap.tally.approve} more approval${p.quorum - ap.tally.approve === 1 ? "" : "s"} needed` : ""}.` };
+  }
+  if (ap.votes.some((v) => v.by?.sub === me.sub)) return { ok: false, text: `You voted; waiting for ${plural(p.quorum - ap.tally.approve, "more approval", "more approvals")} from others.` };
+  if (!hasRole(me, ...p.roles)) return { ok: false, text: `You cannot decide: it needs the ${p.roles.join(" or ")} role (or admin); you are ${roleText(me)}.` };
+  if (!p.allowSelf && s.startedBy?.sub === me.sub) return { ok: false, text: "You cannot decide: you started this run, so someone else must approve it." };
+  return { ok: false, text: "You cannot decide this one." };
+}
+
+function verdictText(s, ap) {
+  const d = ap.decision;
+  if (ap.status === "cancelled") return "Cancelled with the run: the tool did not run.";
+  if (ap.status === "expired" || d?.by?.policy === "expired") return ["Expired ", timeEl(d?.decidedAt), ": no one decided in time, so it was rejected automatically."];
+  if (!d) return null;
+  if (d.decision === "approve") {
+    const approvers = ap.votes.filter((v) => v.decision === "approve").map((v) => v.by?.name || "?");
+    const who = names([...new Set(approvers.length ? approvers : [d.by?.name || "?"])]);
+    return [`Approved by ${who}, ${ap.tally.approve || approvers.length} of ${ap.policy.quorum} · `, timeEl(d.decidedAt), d.reason ? `: “${d.reason}”` : ""];
+  }
+  return [`Rejected by ${d.by?.name || "?"} · `, timeEl(d.decidedAt), d.reason ? `: “${d.reason}”` : ""];
+}
+
+function buildPlaceholder(approvalId) {
+  const link = h("a", { href: "#decide", dataset: { testid: "approval-placeholder" } });
+  link.addEventListener("click", (ev) => { ev.preventDefault(); $("skip").click(); });
+  const el = h("div", { class: "item placeholder", dataset: { kind: "approval-placeholder", approvalId } }, link);
+  return {
+    el,
+    update(it, s) { setText(link, `${s.approvals[approvalId]?.tool || "A tool"} waits for your decision: see the panel at the top ↑`); },
+  };
 }
 
 function buildApproval(approvalId) {
-  const title = h("div", { class: "ap-title" });
+  const title = h("h3", { class: "ap-title" });
   const chip = h("span", { class: "chip" });
-  const args = h("pre", { class: "args" });
+  const context = h("div", { class: "small", dataset: { testid: "context" } });
+  const desc = h("blockquote", { class: "ap-desc", dataset: { testid: "tool-description" } });
+  const argsBox = h("div", {});
   const policy = h("div", { class: "small muted", dataset: { testid: "policy" } });
-  const clock = h("div", { class: "countdown small", dataset: { testid: "countdown" } });
-  const tally = h("div", { class: "tally small" });
-  const votes = h("ul", { class: "votes small" });
-  const decision = h("div", { class: "decision", dataset: { testid: "decision" } });
-  const hint = h("div", { class: "hint small muted" });
+  const why = h("div", { class: "why small", dataset: { testid: "why" } });
+  const deadline = h("div", { class: "deadline small", dataset: { testid: "deadline" } });
+  const votes = h("ol", { class: "votes small", dataset: { testid: "votes" } });
+  const verdict = h("div", { class: "verdict", dataset: { testid: "decision" } });
+  const state = h("div", { class: "ap-state small", role: "status", dataset: { testid: "vote-state" } });
   const error = h("div", { class: "ap-error small", role: "alert" });
-  let actions = null;
-  const el = h("div", { class: "item approval", dataset: { kind: "approval", testid: "approval", approvalId } },
-    h("div", { class: "ap-head" }, title, chip), args, policy, clock, tally, votes, decision, hint, error);
+  const reasonId = `reason-${approvalId}`;
+  const reason = h("input", { id: reasonId, type: "text", maxlength: "2000", dataset: { testid: "reason" } });
+  const approve = h("button", { type: "button", class: "primary", dataset: { testid: "approve" } }, "Approve");
+  const reject = h("button", { type: "button", class: "danger-outline", dataset: { testid: "reject" } }, "Reject");
+  const actions = h("div", { class: "actions" },
+    h("label", { class: "reason", for: reasonId }, "Reason (optional; everyone sees it, and on reject the agent does)", reason), approve, reject);
+  const el = h("article", { class: "item approval", dataset: { kind: "approval", testid: "approval", approvalId } },
+    h("div", { class: "ap-head" }, title, chip), context, desc, argsBox, policy, why, deadline, votes, verdict, state, error, actions);
+  let argsKey = null;
+  let descKey = null;
 
-  function makeActions() {
-    const reason = h("input", { type: "text", placeholder: "Reason (optional, shown to everyone)", maxlength: "2000", dataset: { testid: "reason" } });
-    const send = (decisionWord) => async () => {
-      for (const b of actions.querySelectorAll("button")) b.disabled = true;
-      view.errors.delete(approvalId);
-      try {
-        await client.decide(view.runId, approvalId, decisionWord, reason.value.trim() || undefined);
-      } catch (err) {
-        const winner = err.frame?.winner;
-        view.errors.set(approvalId, winner?.by?.name ? `${err.message}` : `Not recorded: ${err.message}`);
-        for (const b of actions?.querySelectorAll("button") || []) b.disabled = false;
-      }
-      scheduleRender();
-    };
-    return h("div", { class: "actions" }, reason,
-      h("button", { type: "button", class: "primary", dataset: { testid: "approve" }, onclick: send("approve") }, "Approve"),
-      h("button", { type: "button", class: "danger-outline", dataset: { testid: "reject" }, onclick: send("reject") }, "Reject"));
-  }
+  const send = (word) => async () => {
+    const v = view;
+    if (!v || !client) return;
+    v.errors.delete(approvalId);
+    v.votes.set(approvalId, { decision: word, reason: reason.value.trim() || undefined, sending: true });
+    scheduleRender();
+    await sendVote(v, approvalId);
+  };
+  approve.addEventListener("click", send("approve"));
+  reject.addEventListener("click", send("reject"));
 
   return {
     el,
     update(it, s) {
       const ap = s.approvals[approvalId];
+      if (!ap) return;
+      const online = client?.status === "open";
       el.dataset.status = ap.status;
-      el.classList.toggle("open", ap.status === "pending");
+      el.classList.toggle("open", ap.status === "pending" && !TERMINAL.includes(s.status));
       setText(title, `${ap.agent || "The agent"} asks to run ${ap.tool}`);
-      setText(chip, AP_STATUS[ap.status] || ap.status);
+      setText(chip, { pending: "waiting for a decision", approved: "approved", rejected: "rejected", expired: "expired: rejected", cancelled: "cancelled" }[ap.status] || ap.status);
       chip.className = `chip ${ap.status}`;
-      setText(args, pretty(ap.arguments));
+      const ctxKey = `${s.startedBy?.sub}|${s.input}|${ap.requestedAt}`;
+      if (context.dataset.key !== ctxKey) {
+        context.dataset.key = ctxKey;
+        context.replaceChildren(`Requested `, timeEl(ap.requestedAt), ` in a run ${s.startedBy ? `started by ${s.startedBy.name}` : ""}${s.agent ? ` (agent ${s.agent})` : ""}`,
+          s.input ? `, who asked: “${s.input}”` : "");
+      }
+      if (descKey !== ap.description) {
+        descKey = ap.description;
+        desc.hidden = !ap.description;
+        setText(desc, ap.description ? `${ap.tool}: ${ap.description}` : "");
+      }
+      if (argsKey !== ap.arguments) {
+        argsKey = ap.arguments;
+        argsBox.replaceChildren(argsView(ap.arguments));
+      }
       const p = ap.policy;
-      setText(policy, `Who may approve: ${p.roles.join(" or ")} (or admin) · needs ${p.quorum === 1 ? "1 approval" : `${p.quorum} different people`}`
-        + `${p.allowSelf ? "" : " · not the person who started the run"} · a reject ends it`);
-      // At zero the hub's timer rejects the call (approval.expired follows): no more buttons, whatever the events say.
-      const ticking = Boolean(ap.status === "pending" && ap.expiresAt && !TERMINAL_RUN.includes(s.status));
-      const lapsed = ticking && secondsLeft(ap.expiresAt) === 0;
-      clock.hidden = !ticking;
-      clock.classList.toggle("lapsed", lapsed);
-      if (ticking) setText(clock, countdown(secondsLeft(ap.expiresAt)));
-      tally.hidden = p.quorum === 1;
-      setText(tally, `${ap.tally.approve} of ${ap.tally.needed} approvals${ap.tally.reject ? `, ${ap.tally.reject} rejected` : ""}`);
-      const voteLines = ap.status === "pending" || p.quorum > 1 ? ap.votes : [];
-      const vkey = voteLines.map((v) => `${v.by?.sub}:${v.decision}`).join(",");
+      setText(policy, `Policy: ${p.roles.join(" or ")} (or admin) may decide · ${p.quorum === 1 ? "1 approval needed" : `${p.quorum} different people must approve`}`
+        + `${p.allowSelf ? "" : " · not the person who started the run"} · one reject ends it`);
+      const w = whyText(s, ap);
+      why.hidden = !w || !w.text;
+      if (w) { setText(why, w.text); why.className = `why small ${w.ok ? "yes" : "no"}`; }
+      // The deadline: date, time and time zone, and the countdown on the hub's clock. At zero the hub's timer rejects
+      // the call (approval.expired follows): no more buttons, whatever the events say.
+      const ticking = Boolean(ap.status === "pending" && ap.expiresAt && !TERMINAL.includes(s.status) && !view.problem);
+      const left = ticking ? secondsLeft(ap.expiresAt) : null;
+      const lapsed = ticking && left === 0;
+      deadline.hidden = !ticking;
+      deadline.classList.toggle("lapsed", lapsed);
+      if (ticking) {
+        const d = new Date(ap.expiresAt);
+        const text = lapsed ? "Expired: being rejected automatically…" : `Expires ${fmtDeadline.format(d)} · in ${leftText(left)} (hub clock)`;
+        if (deadline.textContent !== text) deadline.replaceChildren(h("time", { datetime: d.toISOString(), title: `${fmtFull.format(d)} (${ZONE})` }, text));
+      }
+      const vkey = ap.votes.map((v) => `${v.by?.sub}:${v.decision}:${v.at}`).join(",");
       if (votes.dataset.key !== vkey) {
         votes.dataset.key = vkey;
-        votes.replaceChildren(...voteLines.map((v) => h("li", {},
-          `${v.by?.name || "?"} ${v.decision === "approve" ? "approved" : "rejected"} at ${time(v.at)}${v.reason ? `: “${v.reason}”` : ""}`)));
+        votes.replaceChildren(...ap.votes.map((v) => h("li", {},
+          `${v.by?.name || "?"}${me && v.by?.sub === me.sub ? " (you)" : ""} ${v.decision === "approve" ? "approved" : "rejected"} · `, timeEl(v.at), v.reason ? `: “${v.reason}”` : "")));
       }
-      const d = ap.decision;
-      decision.hidden = !d && ap.status !== "cancelled";
-      if (ap.status === "cancelled") setText(decision, "Cancelled with the run: the tool did not run.");
-      else if (d && d.by?.policy === "expired") setText(decision, `Expired at ${time(d.decidedAt)}: rejected automatically.`);
-      else if (d) {
-        setText(decision, `${d.decision === "approve" ? "Approved" : "Rejected"} by ${d.by?.name || "?"} at ${time(d.decidedAt)}${d.reason ? `: “${d.reason}”` : ""}`);
+      votes.hidden = !ap.votes.length || (p.quorum === 1 && ap.status !== "pending");
+      const vt = verdictText(s, ap);
+      verdict.hidden = !vt;
+      if (vt) {
+        const parts = Array.isArray(vt) ? vt : [vt];
+        const k = parts.map((c) => (typeof c === "string" ? c : c?.textContent ?? "")).join("");
+        if (verdict.dataset.key !== k) { verdict.dataset.key = k; verdict.replaceChildren(...parts.filter(Boolean)); }
       }
-      const allowed = canDecide(s, ap, me) && !lapsed;
-      if (allowed && !actions) { actions = makeActions(); el.insertBefore(actions, hint); }
-      if (!allowed && actions) { actions.remove(); actions = null; }
-      hint.hidden = allowed || lapsed || ap.status !== "pending" || TERMINAL_RUN.includes(s.status);
-      if (!hint.hidden) setText(hint, whyNot(s, ap));
+      // Honest states: a vote waiting to be sent, a hub that cannot be reached, a run the hub forgot.
+      const mineVote = view.votes.get(approvalId);
+      const allowed = canDecide(s, ap, me) && !lapsed && !view.problem;
+      let stateText = "";
+      if (mineVote && ap.status === "pending") {
+        stateText = online ? `Sending your ${mineVote.decision} vote…`
+          : `Your ${mineVote.decision} vote is waiting to be sent: the hub is unreachable. It is sent when the hub is back (unless someone decides first).`;
+      } else if (allowed && !online) {
+        stateText = "The hub is unreachable: a vote cannot be sent now. The buttons come back when it is.";
+      }
+      state.hidden = !stateText;
+      setText(state, stateText);
+      actions.hidden = !allowed && !(mineVote && ap.status === "pending");
+      const usable = allowed && online && !mineVote;
+      approve.disabled = reject.disabled = reason.disabled = !usable;
       const err = view.errors.get(approvalId) || "";
       error.hidden = !err;
       setText(error, err);
@@ -457,7 +858,36 @@ function buildApproval(approvalId) {
   };
 }
 
-const TERMINAL_RUN = ["completed", "failed", "cancelled"];
+/** Send (or send again after a drop) a vote this page holds; it stays "waiting" until the hub answers. */
+async function sendVote(v, approvalId) {
+  const vote = v.votes.get(approvalId);
+  if (!vote || !client || client.status !== "open" || vote.inflight) return;
+  vote.inflight = true;
+  try {
+    await client.decide(v.runId, approvalId, vote.decision, vote.reason);
+    v.votes.delete(approvalId);
+  } catch (err) {
+    if (err.code === "disconnected" || err.code === "timeout" || err.code === "closed") {
+      vote.inflight = false; // kept: sent again once the hub is back and the run is synced
+    } else {
+      v.votes.delete(approvalId);
+      v.errors.set(approvalId, err.frame?.winner ? err.message : `Not recorded: ${err.message}`);
+    }
+  }
+  if (view === v) scheduleRender();
+}
+
+/** After a reconnect: votes that did not reach the hub are sent again, unless the log shows them (or a decision). */
+function resendWaitingVotes() {
+  if (!view || !client || client.status !== "open" || !view.synced) return;
+  const s = view.sub.state;
+  for (const [id, vote] of view.votes) {
+    const ap = s.approvals[id];
+    if (!ap || ap.status !== "pending" || ap.votes.some((x) => x.by?.sub === me?.sub)) { view.votes.delete(id); continue; }
+    if (!vote.inflight) sendVote(view, id);
+  }
+  scheduleRender();
+}
 
 $("cancel").addEventListener("click", async () => {
   if (!view || !confirm("Cancel this run? Open approvals end, and no approved tool runs after this.")) return;
@@ -466,6 +896,11 @@ $("cancel").addEventListener("click", async () => {
   } catch (err) {
     banner(`Could not cancel: ${err.message}`);
   }
+});
+
+$("view").querySelector('[data-testid="back"]').addEventListener("click", (ev) => {
+  ev.preventDefault();
+  location.hash = "";
 });
 
 // ---------------------------------------------------------------------------------------------- start
@@ -478,13 +913,24 @@ window.runcastMonitor = {
   get clockOffsetMs() { return clockOffsetMs(); },
 };
 
-if (!token) {
-  $("no-token").hidden = false;
-  $("start").querySelector("button").disabled = true;
-} else {
+function start() {
+  $("no-token").hidden = Boolean(token);
+  $("empty").classList.toggle("no-token", !token);
+  if (!token) {
+    $("start").hidden = true;
+    if (!authProblem) banner("");
+    renderAll();
+    return;
+  }
   connect();
-  loadAgents();
-  setInterval(() => { if (view && view.sub.state.status === "paused") scheduleRender(); }, 1000); // countdowns
-  window.addEventListener("hashchange", route);
   route();
+  renderAll();
 }
+
+window.addEventListener("hashchange", route);
+// countdowns (in the cards and the inbox), once a second, on the hub's clock
+setInterval(() => {
+  if (view && view.sub.state.status === "paused") scheduleRender();
+  if (client && client.inbox.approvals.size) renderInbox();
+}, 1000);
+start();

@@ -1,0 +1,271 @@
+// What needs you, on a desktop (1440x900) and on a phone (390x844), in headless Chromium against a real
+// `runcast serve`: the approvals inbox, the pinned decision panel, the story in order, and the honest states.
+// Needs Debian's chromium at /usr/bin/chromium (or CHROMIUM_PATH); playwright-core only drives it.
+
+import assert from "node:assert/strict";
+import { existsSync } from "node:fs";
+import { createRequire } from "node:module";
+import path from "node:path";
+import { after, before, describe, test } from "node:test";
+
+import { RuncastClient } from "../../client_js/src/runcast.js";
+import { REPO_DIR, makeToken, startProxy, startServer, waitFor } from "../../client_js/test/helpers.mjs";
+
+const require = createRequire(path.join(REPO_DIR, "client_js", "package.json"));
+const { chromium } = require("playwright-core");
+const WebSocket = require("ws");
+
+const CHROMIUM = process.env.CHROMIUM_PATH || "/usr/bin/chromium";
+const LAUNCH_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+  "--disable-background-networking", "--disable-component-update", "--disable-sync"];
+const SCREENS = { desktop: { width: 1440, height: 900 }, phone: { width: 390, height: 844 } };
+
+let server;
+let browser;
+const tok = {};
+
+before(async () => {
+  assert.ok(existsSync(CHROMIUM), `no Chromium at ${CHROMIUM}: apt-get install -y chromium (or set CHROMIUM_PATH)`);
+  server = await startServer({ delay: "0.005" });
+  tok.dana = server.token("dana", "Dana", ["admin"]);
+  tok.alex = server.token("alex", "Alex", ["approver"]);
+  tok.vic = server.token("vic", "Vic", ["viewer"]);
+  browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: LAUNCH_ARGS });
+});
+
+after(async () => {
+  await browser?.close();
+  await server?.stop();
+});
+
+async function person(token, viewport, { base = server.base, hash = "" } = {}) {
+  const context = await browser.newContext({ viewport, locale: "en-GB", timezoneId: "UTC", isMobile: viewport.width < 500, hasTouch: viewport.width < 500 });
+  const page = await context.newPage();
+  page.setDefaultTimeout(20_000);
+  page.on("pageerror", (err) => { page.errors = [...(page.errors || []), err]; });
+  page.on("dialog", (d) => d.accept());
+  await page.goto(`${base}/#token=${token}${hash ? `&${hash}` : ""}`);
+  await page.locator('[data-testid="connection"][data-state="open"]').waitFor();
+  return { context, page };
+}
+
+const startRun = async (agent, input, token = tok.dana) =>
+  (await server.api("/api/runs", token, { method: "POST", body: JSON.stringify({ agent, input }) })).run_id;
+const cancelRun = (runId) => server.api(`/api/runs/${runId}/cancel`, tok.dana, { method: "POST", body: "{}" });
+const inboxIds = (page) => page.$$eval('[data-testid="inbox-item"]', (els) => els.map((e) => e.dataset.runId));
+const untilPaused = (runId) => waitFor(async () => (await server.api(`/api/runs/${runId}`, tok.dana)).status === "paused", { message: `${runId} paused` });
+
+/** The element is inside the viewport, without scrolling. */
+async function onScreen(page, locator, label) {
+  const box = await locator.boundingBox();
+  const vp = page.viewportSize();
+  assert.ok(box, `${label} is rendered`);
+  assert.equal(await page.evaluate(() => window.scrollY), 0, `${label}: the page was not scrolled`);
+  assert.ok(box.y >= 0 && box.y + box.height <= vp.height && box.x >= 0 && box.x + box.width <= vp.width,
+    `${label} inside the ${vp.width}x${vp.height} viewport: ${JSON.stringify(box)}`);
+}
+
+for (const [screen, viewport] of Object.entries(SCREENS)) {
+  describe(`what needs you, ${screen} ${viewport.width}x${viewport.height}`, () => {
+    test("the approver lands on the inbox, opens the run, decides from the pinned panel; the story reads in order", async () => {
+      const runId = await startRun("demo", "Please free some disk space.");
+      const a = await person(tok.alex, viewport);
+      const { page } = a;
+      // On landing: the inbox and the run list, no Start form (an approver cannot start runs).
+      const item = page.locator(`[data-testid="inbox-item"][data-run-id="${runId}"]`);
+      await item.waitFor();
+      await onScreen(page, item, "the inbox item");
+      await onScreen(page, page.locator(`[data-testid="run-link"][data-run-id="${runId}"]`), "the run in the list");
+      assert.equal(await page.locator('[data-testid="start-form"]').isHidden(), true, "no Start form for an approver");
+      assert.match(await page.title(), /^\(\d+\) Needs you · Runcast$/);
+      assert.match(await page.locator(`[data-testid="run-link"][data-run-id="${runId}"]`).textContent(), /needs you: 1/);
+
+      await item.click();
+      const panel = page.locator('[data-testid="decision-panel"]');
+      const approve = panel.locator('[data-testid="approve"]');
+      const reject = panel.locator('[data-testid="reject"]');
+      await approve.waitFor();
+      await page.evaluate(() => window.scrollTo(0, 0));
+      for (const [b, label] of [[approve, "Approve"], [reject, "Reject"]]) {
+        assert.equal(await b.isEnabled(), true, `${label} is enabled`);
+        await onScreen(page, b, label);
+      }
+      // The card says what exactly is being approved, by itself.
+      const card = await panel.locator('[data-testid="approval"]').textContent();
+      for (const want of ["Janitor asks to run delete_files", "started by Dana", "Please free some disk space.",
+        "delete_files: Delete files for good (needs a teammate's approval). The demo deletes nothing.",
+        "paths", "scratch/build-cache.tar", "Policy: approver (or admin) may decide", "You may decide: you have the approver role"]) {
+        assert.ok(card.includes(want), `the card shows "${want}"`);
+      }
+      assert.match(await panel.locator('[data-testid="deadline"]').textContent(), /^Expires \d+ \w+ \d{4}, \d\d:\d\d:\d\d UTC · in (9|10):\d\d \(hub clock\)$/);
+      assert.equal(await panel.locator('[data-testid="raw-arguments"]').isVisible(), false, "raw JSON is one click away");
+      assert.equal((await panel.locator('[data-testid="arguments"]').textContent()).match(/scratch\/build-cache\.tar/g).length, 2,
+        "the arguments once as fields (and once in the folded raw JSON)");
+      assert.equal(await page.getByLabel(/^Reason/).count(), 1, "the reason field has a label");
+      assert.match(await page.locator('[data-testid="decision-announcement"]').textContent(), /Needs your decision: Janitor asks to run delete_files/);
+      assert.equal(await page.locator('[data-testid="transcript"]').getAttribute("aria-live"), null, "the transcript is not a live region");
+
+      // Keyboard: from the top of the page, the decision panel within 3 Tab presses.
+      await page.reload();
+      await approve.waitFor();
+      let reached = 0;
+      for (let i = 1; i <= 3 && !reached; i++) {
+        await page.keyboard.press("Tab");
+        if (await page.evaluate(() => Boolean(document.activeElement?.closest('[data-testid="decision-panel"]')))) reached = i;
+      }
+      assert.ok(reached >= 1 && reached <= 3, "the decision panel is reached in at most 3 Tab presses");
+      await page.evaluate(() => document.activeElement.blur());
+      await page.evaluate(() => window.scrollTo(0, 0));
+      // The skip link, first in the tab order, jumps into the panel.
+      await page.locator('[data-testid="skip-to-decision"]').focus();
+      await page.keyboard.press("Enter");
+      assert.equal(await page.evaluate(() => document.activeElement?.dataset.testid), "reason");
+
+      await page.fill('[data-testid="reason"]', "scratch only");
+      await approve.click();
+      await page.waitForFunction(() => document.querySelector('[data-testid="run-status"]').textContent.includes("completed"));
+      // History in order: the card (request, decision) and then the tool's output; the answer once; no cursor.
+      const order = await page.evaluate(() => {
+        const card = document.querySelector('[data-testid="transcript"] [data-testid="approval"]');
+        const out = document.querySelector('[data-testid="gated-output"]');
+        return { after: Boolean(card && out && (card.compareDocumentPosition(out) & Node.DOCUMENT_POSITION_FOLLOWING)), out: out?.textContent };
+      });
+      assert.ok(order.after, "the tool's output is drawn after the decision");
+      assert.match(order.out, /delete_files · output.*deleted 3 files/s);
+      assert.match(await page.locator('[data-testid="transcript"] [data-testid="decision"]').textContent(), /^Approved by Alex, 1 of 1 · \d\d:\d\d:\d\d: “scratch only”$/);
+      assert.equal(await page.locator('[data-final="1"]').count(), 1, "the final answer once");
+      assert.equal(await page.locator('[data-testid="final-output"]:visible').count(), 0);
+      assert.equal(await page.locator(".streaming").count(), 0, "no cursor on a run that ended");
+      assert.equal(await page.locator('[data-testid="decision-panel"]').isHidden(), true);
+      assert.equal(await page.locator(`[data-testid="inbox-item"][data-run-id="${runId}"]`).count(), 0);
+      assert.equal(page.errors, undefined, "no script errors");
+      await a.context.close();
+    });
+
+    test("a page watching another run gets the new approval in its inbox and title within 1 s; a viewer never does", async () => {
+      const other = await startRun("demo-handoff", "something else");
+      await untilPaused(other);
+      const a = await person(tok.alex, viewport, { hash: `run=${other}` });
+      const v = await person(tok.vic, viewport);
+      await a.page.locator('[data-testid="run-status"]').filter({ hasText: "paused" }).waitFor();
+      const countBefore = await a.page.locator('[data-testid="inbox-item"]').count();
+      // Record, in the page, when each inbox item appears (the page's clock is this machine's clock).
+      await a.page.evaluate(() => {
+        window.__seenAt = {};
+        const note = () => {
+          for (const el of document.querySelectorAll('[data-testid="inbox-item"]')) window.__seenAt[el.dataset.runId] ??= { at: Date.now(), title: document.title };
+        };
+        new MutationObserver(note).observe(document.getElementById("inbox"), { childList: true, subtree: true });
+      });
+      // A reference client sees approval.requested arrive.
+      const ref = new RuncastClient({ url: server.ws, token: tok.dana, WebSocket });
+      await ref.connect();
+      const runId = await ref.start("demo", "Tidy up, please.");
+      let requestedAt = null;
+      ref.subscribe(runId, { onEvent: (ev) => { if (ev.type === "approval.requested") requestedAt ??= Date.now(); } });
+      await waitFor(() => requestedAt, { message: "approval.requested" });
+      const seen = await waitFor(() => a.page.evaluate((id) => window.__seenAt[id], runId), { message: "the inbox item", timeout: 5000 });
+      assert.ok(seen.at - requestedAt < 1000, `in the inbox ${seen.at - requestedAt} ms after approval.requested`);
+      await a.page.waitForFunction((n) => document.title === `(${n}) Needs you · Runcast`, countBefore + 1, { timeout: 1000 });
+      assert.equal(await a.page.locator('[data-testid="inbox-count"]').textContent(), String(countBefore + 1));
+      // Still on the other run: nothing moved under the reader.
+      assert.equal(new URLSearchParams(new URL(a.page.url()).hash.slice(1)).get("run"), other);
+      await a.page.waitForTimeout(500);
+      assert.deepEqual(await inboxIds(v.page), [], "the viewer's inbox never shows it");
+      assert.equal(await v.page.title(), "Runcast");
+      assert.equal(await v.page.locator('[data-testid="needs-you"]').count(), 0);
+      await cancelRun(runId);
+      await cancelRun(other);
+      await a.page.waitForFunction((id) => !document.querySelector(`[data-testid="inbox-item"][data-run-id="${id}"]`), runId);
+      ref.close();
+      assert.deepEqual([a.page.errors, v.page.errors], [undefined, undefined]);
+      await a.context.close();
+      await v.context.close();
+    });
+
+    test("a 2-of-2 quorum names both voters in the verdict", async () => {
+      const runId = await startRun("demo-quorum", "Ship 2.4.1");
+      await untilPaused(runId);
+      const a = await person(tok.alex, viewport, { hash: `run=${runId}` });
+      const d = await person(tok.dana, viewport, { hash: `run=${runId}` });
+      await a.page.locator('[data-testid="decision-panel"] [data-testid="approve"]').click();
+      await a.page.locator('[data-testid="approval"] [data-testid="why"]').filter({ hasText: "You voted; waiting for 1 more approval" }).waitFor();
+      await a.page.waitForFunction((id) => !document.querySelector(`[data-testid="inbox-item"][data-run-id="${id}"]`), runId);
+      await d.page.locator('[data-testid="decision-panel"] [data-testid="votes"]').filter({ hasText: "Alex approved" }).waitFor();
+      await d.page.locator('[data-testid="decision-panel"] [data-testid="approve"]').click();
+      for (const { page } of [a, d]) {
+        const verdict = page.locator('[data-testid="transcript"] [data-testid="decision"]');
+        await verdict.waitFor();
+        assert.match(await verdict.textContent(), /^Approved by Alex and Dana, 2 of 2 · \d\d:\d\d:\d\d$/);
+        await page.locator('[data-testid="gated-output"]').filter({ hasText: "deployed 2.4.1" }).waitFor();
+      }
+      await a.context.close();
+      await d.context.close();
+    });
+  });
+}
+
+describe("honest states", () => {
+  test("an unknown run id, and a run the token may not see: one message, no spinner, no buttons", async () => {
+    const secret = await startRun("demo", "not for everyone");
+    const limited = makeToken("lim", "Lim", ["approver"], { runs: ["run_other"] });
+    for (const [token, hash] of [[tok.alex, "run=run_doesnotexist"], [limited, `run=${secret}`]]) {
+      const { context, page } = await person(token, SCREENS.phone, { hash });
+      const msg = page.locator('[data-testid="run-message"]');
+      await msg.waitFor();
+      assert.equal(await msg.textContent(), "No such run, or not yours to see. Check the link, or pick a run from the list.");
+      assert.doesNotMatch(await page.locator('[data-testid="run-status"]').textContent(), /loading/);
+      assert.equal(await page.locator('[data-testid="approve"]:visible').count(), 0);
+      await context.close();
+    }
+    await cancelRun(secret);
+  });
+
+  test("an unreachable hub: the card says a vote cannot be sent now, and the buttons wait", async () => {
+    const proxy = await startProxy(server.port);
+    const runId = await startRun("demo", "while the network is flaky");
+    await untilPaused(runId);
+    const { context, page } = await person(tok.alex, SCREENS.desktop, { base: proxy.base, hash: `run=${runId}` });
+    const approve = page.locator('[data-testid="decision-panel"] [data-testid="approve"]');
+    await approve.waitFor();
+    assert.equal(await approve.isEnabled(), true);
+    proxy.block();
+    proxy.cut();
+    await page.locator('[data-testid="connection"][data-state="reconnecting"]').waitFor();
+    const state = page.locator('[data-testid="decision-panel"] [data-testid="vote-state"]');
+    await state.filter({ hasText: "The hub is unreachable: a vote cannot be sent now." }).waitFor();
+    assert.equal(await approve.isDisabled(), true, "no live buttons while the hub is unreachable");
+    assert.equal(await page.locator('[data-testid="decision-panel"] [data-testid="reject"]').isDisabled(), true);
+    assert.match(await page.locator('[data-testid="connection"]').textContent(), /unreachable/);
+    proxy.unblock();
+    await page.locator('[data-testid="connection"][data-state="open"]').waitFor({ timeout: 30_000 });
+    await page.waitForFunction(() => !document.querySelector('[data-testid="decision-panel"] [data-testid="approve"]').disabled);
+    assert.equal(await state.isHidden(), true);
+    await cancelRun(runId);
+    await context.close();
+    await proxy.close();
+  });
+
+  test("a new #token= in the same tab takes effect at once; expired and invalid tokens say different things", async () => {
+    const runId = await startRun("demo", "who is looking?");
+    await untilPaused(runId);
+    const { context, page } = await person(tok.vic, SCREENS.desktop);
+    assert.match(await page.locator('[data-testid="me"]').textContent(), /^Vic · viewer \(you\)$/);
+    assert.deepEqual(await inboxIds(page), []);
+    await page.goto(`${server.base}/#token=${tok.alex}`); // the same document: only the fragment changes
+    await page.locator('[data-testid="me"]').filter({ hasText: "Alex · approver (you)" }).waitFor();
+    await page.locator(`[data-testid="inbox-item"][data-run-id="${runId}"]`).waitFor();
+    assert.ok(!page.url().includes("token="), "the new token left the address bar");
+    assert.equal(await page.evaluate(() => sessionStorage.getItem("runcast.token")), tok.alex);
+
+    await page.goto(`${server.base}/#token=${makeToken("old", "Old", ["approver"], { ttlS: -60 })}`);
+    await page.locator('[data-testid="banner"]').filter({ hasText: "Your link has expired" }).waitFor();
+    await page.goto(`${server.base}/#token=${makeToken("eve", "Eve", ["admin"], { secret: "another-secret-entirely-0123456789" })}`);
+    await page.locator('[data-testid="banner"]').filter({ hasText: "not valid for this hub" }).waitFor();
+    assert.doesNotMatch(await page.locator('[data-testid="banner"]').textContent(), /expired/);
+    assert.equal(await page.locator('[data-testid="start-submit"]:visible').count(), 0, "no Start button over an empty agent list");
+    assert.equal(page.errors, undefined);
+    await cancelRun(runId);
+    await context.close();
+  });
+});
