@@ -16,9 +16,10 @@ set from the index of open runs, and entries older than what a node holds are dr
 from __future__ import annotations
 
 from collections import OrderedDict
+from functools import lru_cache
 from typing import Any, Callable, Iterable, Protocol
 
-from .approvals import Approval, Person, may_decide
+from .approvals import Approval, ApprovalPolicy, Person, may_decide
 from .runs import RunRecord
 
 # Versions of runs this node has seen lately, to drop an entry older than one already applied.
@@ -66,16 +67,26 @@ class Viewer(Protocol):
     def can_see(self, run_id: str) -> bool: ...
 
 
+# Every change is checked against every inbox watcher of a node: the rule objects are made once, not per check.
+@lru_cache(maxsize=1024)
+def _policy(roles: tuple[str, ...], quorum: int, allow_self: bool) -> ApprovalPolicy:
+    return ApprovalPolicy(roles=list(roles), quorum=quorum, allow_self=allow_self)
+
+
+@lru_cache(maxsize=4096)
+def _person(sub: str, name: str, roles: tuple[str, ...]) -> Person:
+    return Person(sub=sub, name=name, roles=list(roles))
+
+
 def why_not(who: Viewer, run: dict[str, Any], ap: dict[str, Any]) -> str | None:
     """None if `who` may decide this approval now, else the reason they may not (the hub's own rules)."""
     if not who.can_see(run["run_id"]):
         return "not_visible"
     if run["status"] != "paused" or ap["status"] != "pending":
         return ap["status"] if ap["status"] != "pending" else f"run_{run['status']}"
-    from .approvals import ApprovalPolicy
-
-    policy = ApprovalPolicy(roles=ap["policy"]["roles"], quorum=ap["policy"]["quorum"], allow_self=ap["policy"]["allow_self"])
-    if not may_decide(Person(sub=who.sub, name=who.name, roles=list(who.roles)), policy):
+    p = ap["policy"]
+    policy = _policy(tuple(p["roles"]), p["quorum"], p["allow_self"])
+    if not may_decide(_person(who.sub, who.name, tuple(who.roles)), policy):
         return "role"
     if not policy.allow_self and (run.get("started_by") or {}).get("sub") == who.sub:
         return "self"

@@ -1,0 +1,235 @@
+"""The approvals inbox and the live run list as plain code (feed.py, no sockets), and the backends' feed of run
+changes (memory, and a real redis-server, including a pub/sub connection cut under it)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any, Callable
+
+import pytest
+import redis.asyncio as aioredis
+
+from redis_server import RedisServer, redis_server  # noqa: F401 - the fixture
+
+from runcast import feed, runs
+from runcast.approvals import Approval, ApprovalPolicy, Person
+from runcast.auth import Identity
+from runcast.backends.memory import MemoryBackend
+from runcast.backends.redis import RedisBackend
+from runcast.runs import Job
+
+T0 = 1_000_000.0
+ADA = Person(sub="ada", name="Ada", roles=["operator", "approver"])
+ALICE = Identity("alice", "Alice", ("approver",))
+BOB = Identity("bob", "Bob", ("approver",))
+ADA_ID = Identity("ada", "Ada", ("operator", "approver"))
+ROOT = Identity("root", "Root", ("admin",))
+VIC = Identity("vic", "Vic", ("viewer",))
+LIM = Identity("lim", "Lim", ("approver",), runs=("run_other",))
+
+
+def paused(run_id: str = "run_1", policy: ApprovalPolicy | None = None, n: int = 1) -> runs.RunRecord:
+    rec = runs.new_run(run_id, "demo", "free some space", ADA, T0).record
+    rec = runs.claim(rec, Job(kind="start", run_id=run_id, segment=1), "w1", T0).record
+    aps = [Approval(approval_id=f"ap_{run_id}_{i}", call_id=f"c{i}", tool="delete_files", arguments='{"paths": ["a"]}',
+                    agent="Janitor", policy=policy or ApprovalPolicy(), requested_at=f"2026-01-01T00:00:0{i}Z",
+                    description="Deletes files.", expires_at=T0 + policy.expires_s if policy and policy.expires_s else None)
+           for i in range(n)]
+    rec = runs.pause(rec, "w1", aps, T0).record
+    rec.version = 3
+    return rec
+
+
+def bump(tr: runs.Transition, version: int) -> runs.RunRecord:
+    tr.record.version = version
+    return tr.record
+
+
+# ------------------------------------------------------------------------------------------------ the rules
+
+
+def test_who_sees_an_open_approval() -> None:
+    e = feed.entry(paused())
+    assert feed.is_open(e) and e["run"]["version"] == 3 and e["run"]["open_approvals"] == 1
+    ap = e["approvals"][0]
+    assert ap["description"] == "Deletes files." and ap["status"] == "pending" and ap["votes"] == []
+    assert {who.sub: feed.why_not(who, e["run"], ap) for who in (ALICE, BOB, ADA_ID, ROOT, VIC, LIM)} == {
+        "alice": None, "bob": None, "ada": None, "root": None, "vic": "role", "lim": "not_visible"}
+    strict = feed.entry(paused(policy=ApprovalPolicy(allow_self=False)))
+    assert feed.why_not(ADA_ID, strict["run"], strict["approvals"][0]) == "self"
+    assert feed.why_not(ALICE, strict["run"], strict["approvals"][0]) is None
+    finance = feed.entry(paused(policy=ApprovalPolicy(roles=["finance"])))
+    assert feed.why_not(ALICE, finance["run"], finance["approvals"][0]) == "role"
+    assert feed.why_not(ROOT, finance["run"], finance["approvals"][0]) is None  # admin may always decide
+    item = feed.inbox_of(ALICE, [e])[0]
+    assert item["run_id"] == "run_1" and item["run"]["started_by"] == {"sub": "ada", "name": "Ada"}
+    assert item["run"]["input"] == "free some space" and "status" not in item
+    assert feed.inbox_of(VIC, [e]) == [] and feed.inbox_of(LIM, [e]) == []
+
+
+def test_a_voter_drops_out_and_a_decision_closes_it_for_everyone() -> None:
+    rec = paused(policy=ApprovalPolicy(quorum=2))
+    aid = rec.pending[0]
+    voted = bump(runs.decide(rec, aid, ALICE.person, "approve", None, False, T0 + 1), 4)
+    e = feed.entry(voted)
+    assert feed.why_not(ALICE, e["run"], e["approvals"][0]) == "voted"
+    assert feed.why_not(BOB, e["run"], e["approvals"][0]) is None
+    assert e["approvals"][0]["tally"] == {"approve": 1, "reject": 0, "needed": 2}
+    done = bump(runs.decide(voted, aid, BOB.person, "approve", None, False, T0 + 2), 5)
+    e = feed.entry(done)
+    assert not feed.is_open(e) and e["run"]["status"] == "resuming"
+    assert feed.why_not(ROOT, e["run"], e["approvals"][0]) == "approved"
+    expired = feed.entry(bump(runs.expire_due(paused(policy=ApprovalPolicy(expires_s=5)), T0 + 10), 4))  # type: ignore[arg-type]
+    assert expired["approvals"][0]["status"] == "expired" and not feed.is_open(expired)
+
+
+class Watcher:
+    def __init__(self, identity: Identity) -> None:
+        self.identity = identity
+        self.frames: list[dict[str, Any]] = []
+
+    def send_control(self, frame: Any) -> None:
+        self.frames.append(frame)
+
+    def types(self) -> list[str]:
+        return [f["type"] for f in self.frames]
+
+
+def test_feeds_send_each_watcher_only_its_differences() -> None:
+    f = feed.Feeds()
+    f.load([])
+    alice, bob, vic = Watcher(ALICE), Watcher(BOB), Watcher(VIC)
+    for w in (alice, bob, vic):
+        f.add_inbox(w, "q1")
+    assert alice.frames == [{"type": "inbox", "approvals": [], "id": "q1"}]
+    rec = paused(policy=ApprovalPolicy(quorum=2))
+    f.on_entry(feed.entry(rec))
+    assert alice.types() == bob.types() == ["inbox", "inbox.added"] and vic.types() == ["inbox"]
+    f.on_entry(feed.entry(rec))  # the same version again (a node that sees an entry twice): nothing
+    f.on_entry(feed.entry(paused(policy=ApprovalPolicy(quorum=2)).model_copy(update={"version": 2})))  # older: nothing
+    assert len(alice.frames) == 2
+    voted = bump(runs.decide(rec, rec.pending[0], ALICE.person, "approve", None, False, T0 + 1), 4)
+    f.on_entry(feed.entry(voted))
+    assert alice.frames[-1] == {"type": "inbox.removed", "run_id": "run_1", "approval_id": rec.pending[0], "reason": "voted"}
+    assert bob.types() == ["inbox", "inbox.added"]  # still his to decide: nothing new
+    cancelled = bump(runs.cancel(voted, ADA, "immediate", T0 + 2), 5)
+    f.on_entry(feed.entry(cancelled))
+    assert bob.frames[-1]["type"] == "inbox.removed" and bob.frames[-1]["reason"] == "cancelled"
+    assert len(alice.frames) == 3 and vic.types() == ["inbox"]
+    assert f.open == {}
+
+
+def test_reload_after_an_interruption_sends_the_difference() -> None:
+    f = feed.Feeds()
+    one, two = paused("run_1"), paused("run_2")
+    f.load([feed.entry(one)])
+    alice = Watcher(ALICE)
+    f.add_inbox(alice)
+    assert [a["run_id"] for a in alice.frames[0]["approvals"]] == ["run_1"]
+    # While the feed was cut, run_1 was decided and run_2 paused: the index now says only run_2 is open.
+    f.load([feed.entry(two)])
+    assert [(x["type"], x.get("run_id") or x["approval"]["run_id"]) for x in alice.frames[1:]] == [
+        ("inbox.removed", "run_1"), ("inbox.added", "run_2")]
+    # An index read that raced a newer live entry does not bring back what the live entry closed.
+    closed = bump(runs.cancel(two, ADA, "immediate", T0 + 3), 9)
+    f.on_entry(feed.entry(closed))
+    f.load([feed.entry(two)])  # version 3 < 9: stale
+    assert "run_2" not in f.open and alice.frames[-1]["type"] == "inbox.removed"
+
+
+def test_run_list_snapshot_holds_back_live_changes_until_sent() -> None:
+    f = feed.Feeds()
+    vic, lim = Watcher(VIC), Watcher(LIM)
+    f.add_runs(vic, 50)
+    f.add_runs(lim, 50)
+    rec = paused()
+    f.on_entry(feed.entry(rec))  # arrives while the snapshot is being read: held
+    assert vic.frames == []
+    older = feed.run_summary(rec.model_copy(update={"version": 2, "status": "running"}))
+    f.runs_snapshot(vic, [older], "r1")
+    assert vic.types() == ["runs", "run.status"] and vic.frames[1]["run"]["status"] == "paused"
+    f.runs_snapshot(lim, [older], "r2")
+    assert lim.frames == [{"type": "runs", "runs": [], "id": "r2"}]  # a run the token may not see: never
+    done = bump(runs.cancel(rec, ADA, "immediate", T0 + 1), 4)
+    f.on_entry(feed.entry(done))
+    assert vic.frames[-1]["run"]["status"] == "cancelled" and len(lim.frames) == 1
+
+
+# ------------------------------------------------------------------------------------------------ the backends
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def backends(request: pytest.FixtureRequest, redis_server: RedisServer):  # noqa: F811
+    made: list[Any] = []
+
+    async def make() -> Any:
+        b = MemoryBackend() if request.param == "memory" else RedisBackend(redis_server.url)
+        await b.start()
+        made.append(b)
+        return b
+
+    if request.param == "memory":
+        one = await make()
+
+        async def same() -> Any:
+            return one  # one process: every "node" is the same backend
+
+        yield same
+    else:
+        yield make
+    for b in made:
+        await b.close()
+
+
+async def eventually(pred: Callable[[], bool], timeout: float = 5.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.01)
+
+
+async def test_every_change_of_status_or_approvals_reaches_every_node_once(backends) -> None:
+    writer, reader = await backends(), await backends()
+    got: list[dict[str, Any]] = []
+    sub = await reader.subscribe_feed(got.append)
+    await writer.create(runs.new_run("run_f", "demo", "x", ADA, T0))
+    rec = await writer.get("run_f")
+    await writer.commit(runs.claim(rec, Job(kind="start", run_id="run_f", segment=1), "w1", T0, 10), rec.version)
+    rec = await writer.get("run_f")
+    renew = runs.renew(rec, "w1", T0 + 1, 10)
+    renew.feed = False  # as store.apply sets it: no event, no status change
+    await writer.commit(renew, rec.version)
+    rec = await writer.get("run_f")
+    ap = Approval(approval_id="ap_f", call_id="c", tool="delete_files", arguments="{}", agent="J", policy=ApprovalPolicy(),
+                  requested_at="t")
+    await writer.commit(runs.pause(rec, "w1", [ap], T0 + 2), rec.version)
+    await eventually(lambda: len(got) == 3, what="three entries")
+    assert [(e["run"]["status"], e["run"]["version"]) for e in got] == [("queued", 0), ("running", 1), ("paused", 3)]
+    assert [r.run_id for r in await reader.open_runs()] == ["run_f"]
+    rec = await writer.get("run_f")
+    await writer.commit(runs.decide(rec, "ap_f", BOB.person, "approve", None, False, T0 + 3), rec.version)
+    await eventually(lambda: len(got) == 4, what="the decision")
+    assert got[-1]["run"]["status"] == "resuming" and got[-1]["approvals"][0]["status"] == "approved"
+    assert await reader.open_runs() == []
+    await sub.close()
+
+
+async def test_a_cut_pubsub_connection_asks_for_a_resync_and_the_feed_comes_back(redis_server: RedisServer) -> None:  # noqa: F811
+    b = RedisBackend(redis_server.url)
+    b.reconnect_min_s = 0.05
+    await b.start()
+    raw = aioredis.Redis.from_url(redis_server.url)
+    try:
+        got: list[dict[str, Any]] = []
+        resyncs: list[float] = []
+        await b.subscribe_feed(got.append, lambda: resyncs.append(time.monotonic()))
+        assert resyncs == []
+        await raw.execute_command("CLIENT", "KILL", "TYPE", "pubsub")
+        await eventually(lambda: len(resyncs) == 1, what="the resync call after the reconnect")
+        await b.create(runs.new_run("run_g", "demo", "x", ADA, T0))
+        await eventually(lambda: [e["run"]["run_id"] for e in got] == ["run_g"], what="entries after the reconnect")
+    finally:
+        await raw.aclose()
+        await b.close()
