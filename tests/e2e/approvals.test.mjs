@@ -246,6 +246,62 @@ describe("honest states", () => {
     await proxy.close();
   });
 
+  test("a new approval while the tab is hidden: a browser notification (once the person allowed them)", async () => {
+    const context = await browser.newContext({ viewport: SCREENS.desktop, locale: "en-GB", timezoneId: "UTC" });
+    await context.addInitScript(() => {
+      window.__notes = [];
+      let permission = "default";
+      window.Notification = class {
+        constructor(title, opts) { window.__notes.push({ title, ...opts }); }
+        static get permission() { return permission; }
+        static async requestPermission() { permission = "granted"; return permission; }
+      };
+      Object.defineProperty(document, "visibilityState", { get: () => window.__hidden ? "hidden" : "visible" });
+    });
+    const page = await context.newPage();
+    await page.goto(`${server.base}/#token=${tok.alex}`);
+    await page.locator('[data-testid="connection"][data-state="open"]').waitFor();
+    await page.locator('[data-testid="notify"]').click(); // asks for permission (a click: browsers want a gesture)
+    await page.locator('[data-testid="notify"]').waitFor({ state: "hidden" });
+    const shown = await startRun("demo", "while you look");
+    await page.locator(`[data-testid="inbox-item"][data-run-id="${shown}"]`).waitFor();
+    assert.deepEqual(await page.evaluate(() => window.__notes), [], "no notification while the tab is visible");
+    await page.evaluate(() => { window.__hidden = true; });
+    const hidden = await startRun("demo-quorum", "while you are away");
+    await page.waitForFunction(() => window.__notes.length === 1);
+    const [note] = await page.evaluate(() => window.__notes);
+    assert.equal(note.title, "Needs you: deploy");
+    assert.match(note.body, /Release asks to run deploy \(run started by Dana\)/);
+    await cancelRun(shown);
+    await cancelRun(hidden);
+    await context.close();
+  });
+
+  test("a run the hub forgot (a memory hub restarted): it says so and offers no buttons", async () => {
+    const own = await startServer({ delay: "0.005" });
+    try {
+      const runId = (await own.api("/api/runs", tok.dana, { method: "POST", body: JSON.stringify({ agent: "demo", input: "soon forgotten" }) })).run_id;
+      const { context, page } = await person(tok.alex, SCREENS.desktop, { base: own.base, hash: `run=${runId}` });
+      await page.locator('[data-testid="decision-panel"] [data-testid="approve"]').waitFor();
+      await own.stop("SIGKILL");
+      const again = await startServer({ delay: "0.005", port: own.port });
+      try {
+        const msg = page.locator('[data-testid="run-message"]');
+        await msg.filter({ hasText: "The hub no longer knows this run" }).waitFor({ timeout: 30_000 });
+        assert.equal(await page.locator('[data-testid="approve"]:visible, [data-testid="reject"]:visible').count(), 0, "no buttons");
+        assert.equal(await page.locator('[data-testid="decision-panel"]').isHidden(), true);
+        assert.match(await page.locator('[data-testid="run-status"]').textContent(), /not known to the hub/);
+        assert.ok((await page.locator('[data-testid="message"]').count()) > 0, "what the hub had sent stays on screen");
+        assert.equal(await page.locator(".streaming").count(), 0);
+        await context.close();
+      } finally {
+        await again.stop();
+      }
+    } finally {
+      await own.stop();
+    }
+  });
+
   test("a new #token= in the same tab takes effect at once; expired and invalid tokens say different things", async () => {
     const runId = await startRun("demo", "who is looking?");
     await untilPaused(runId);
