@@ -24,6 +24,8 @@ class ApprovalPolicy(BaseModel):
     quorum: int = Field(default=1, ge=1)
     allow_self: bool = True  # may the person who started the run approve its calls?
     expires_s: float | None = Field(default=None, gt=0)
+    # webhooks for this tool's approval events: URLs or {url, events, format} (webhooks.py); never stored or shown
+    notify: list[str | dict[str, Any]] = Field(default_factory=list, exclude=True)
 
     def wire(self) -> dict[str, Any]:
         return {"roles": self.roles, "quorum": self.quorum, "allow_self": self.allow_self}

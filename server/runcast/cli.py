@@ -43,6 +43,33 @@ def _backend(args: argparse.Namespace):  # noqa: ANN202
     return MemoryBackend(max_log=args.max_log or None)
 
 
+def _webhooks(args: argparse.Namespace, registry, default_public_url: str | None = None):  # noqa: ANN001, ANN202
+    """The webhook configuration from the flags (see webhooks.py); exits with a message when it cannot work."""
+    from . import webhooks
+
+    try:
+        cfg = webhooks.WebhookConfig.from_env(
+            endpoints=webhooks.parse_cli(args.webhook or [], args.webhook_events, args.webhook_format),
+            secret=args.webhook_secret or None,
+            public_url=args.public_url or default_public_url,
+        )
+        if not webhooks.any_configured(cfg, registry):
+            return None
+        for name in registry.names():  # the agents' notify lists, checked now rather than at the first event
+            spec = registry.get(name)
+            for n in [*spec.notify, *(x for p in [*spec.policies.values(), spec.default_policy] for x in p.notify)]:
+                webhooks.endpoint(n)
+        if not cfg.secret:
+            raise ValueError("webhooks are configured but no secret is set: pass --webhook-secret or set "
+                             "RUNCAST_WEBHOOK_SECRET (make one with `runcast webhook-secret`)")
+        webhooks.parse_secret(cfg.secret)
+    except ValueError as exc:
+        raise SystemExit(f"runcast: {exc}") from None
+    if not cfg.public_url:
+        log.warning("webhooks: no --public-url; the links in payloads are relative (/#run=...)")
+    return cfg
+
+
 def _setup(args: argparse.Namespace) -> None:
     logging.basicConfig(level=os.environ.get("RUNCAST_LOG_LEVEL", "INFO"), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.model and not os.environ.get("OPENAI_API_KEY"):
@@ -95,10 +122,12 @@ def serve(args: argparse.Namespace) -> None:
     if args.max_queue:
         settings.max_queue = args.max_queue
     sock = _bind(args.host, args.port)  # before any link is printed: a busy port says so, and nothing else
-    hub = Hub(_backend(args), _registry(args), settings)
-    app = create_app(hub)
+    registry = _registry(args)
     shown = "127.0.0.1" if args.host in ("0.0.0.0", "::", "") else args.host
     base = f"http://{shown}:{args.port}"
+    settings.webhooks = _webhooks(args, registry, base)
+    hub = Hub(_backend(args), registry, settings)
+    app = create_app(hub)
     print(f"runcast {__version__}: {hub.backend.name} backend, {'hub + worker' if settings.run_worker else 'hub only'}, "
           f"agents: {', '.join(hub.registry.names())}", flush=True)
     if not os.environ.get("RUNCAST_SECRET"):
@@ -131,13 +160,19 @@ def worker(args: argparse.Namespace) -> None:
     if not args.redis:
         raise SystemExit("runcast worker: needs --redis URL (a worker without a shared backend would see no runs)")
 
+    from . import webhooks
+
+    registry = _registry(args)
+    hooks = _webhooks(args, registry)
+
     async def main() -> None:
         backend = _backend(args)
         await backend.start()
-        w = Worker(backend, _registry(args), concurrency=args.concurrency, lease_s=args.lease)
+        w = Worker(backend, registry, concurrency=args.concurrency, lease_s=args.lease)
         sweeper = Sweeper(backend, grace_s=args.lease)
         await w.start()
         await sweeper.start()
+        deliverer = await webhooks.maybe_start(backend, registry, hooks)
         if args.metrics_port:
             from prometheus_client import start_http_server
 
@@ -150,6 +185,8 @@ def worker(args: argparse.Namespace) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         await stop.wait()
+        if deliverer:
+            await deliverer.stop()
         await sweeper.stop()
         await w.stop()
         await backend.close()
@@ -164,6 +201,12 @@ def token(args: argparse.Namespace) -> None:
     roles = [r.strip() for r in (args.roles or "viewer").split(",") if r.strip()]
     runs = [r.strip() for r in (args.runs or "*").split(",") if r.strip()]
     print(auth.issue(secret, args.sub, args.name, roles, runs, ttl_s=args.ttl))
+
+
+def webhook_secret(args: argparse.Namespace) -> None:
+    from .webhooks import new_secret
+
+    print(new_secret())
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -182,6 +225,18 @@ def main(argv: list[str] | None = None) -> None:
                         help="events kept per run; older ones are trimmed and asking for them is an error (0: keep all)")
         sp.add_argument("--retention", type=float, default=float(os.environ.get("RUNCAST_RETENTION_S", str(7 * 86400))),
                         help="seconds a finished run's log and record are kept (Redis only)")
+        sp.add_argument("--webhook", action="append", metavar="URL",
+                        help="POST approval and run events here, signed (Standard Webhooks); repeatable")
+        sp.add_argument("--webhook-events", action="append", metavar="A,B",
+                        help="the events a --webhook gets (once for all, or once per --webhook); default: all of "
+                             "approval.requested/decided/expired/cancelled, run.paused/completed/failed/cancelled")
+        sp.add_argument("--webhook-format", action="append", choices=["standard", "slack"],
+                        help="standard (the default) or slack (a Slack incoming webhook's body); once, or once per --webhook")
+        sp.add_argument("--webhook-secret", default=os.environ.get("RUNCAST_WEBHOOK_SECRET"), metavar="whsec_...",
+                        help="signing secret, whsec_ + base64 (default: $RUNCAST_WEBHOOK_SECRET)")
+        sp.add_argument("--public-url", default=os.environ.get("RUNCAST_PUBLIC_URL"), metavar="URL",
+                        help="where people open the page, for the links in webhooks (default: $RUNCAST_PUBLIC_URL, "
+                             "else this hub's address)")
         sp.add_argument("--lease", type=float, default=float(os.environ.get("RUNCAST_LEASE_S", "10")),
                         help="seconds a worker's claim on a running run lasts without renewal (Redis only)")
 
@@ -210,6 +265,9 @@ def main(argv: list[str] | None = None) -> None:
     t.add_argument("--runs", help="comma-separated run ids this token may see (default: all)")
     t.add_argument("--ttl", type=float, default=3600, help="seconds until it expires (default 3600)")
     t.set_defaults(func=token)
+
+    ws = sub.add_parser("webhook-secret", help="print a new webhook signing secret (whsec_ + base64 of 32 random bytes)")
+    ws.set_defaults(func=webhook_secret)
 
     from .terminal import add_commands  # approvals, approve, reject, watch, audit: clients of a running hub
 

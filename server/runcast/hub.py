@@ -16,7 +16,7 @@ from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket
 
-from . import __version__, auth, feed
+from . import __version__, auth, feed, webhooks
 from .backends.base import Backend, Subscription
 from .connection import Connection
 from .fanout import Fanout
@@ -47,6 +47,7 @@ class Hub:
         self.feeds = feed.Feeds()  # the inbox and run-list watchers of this node
         self._feed_sub: Subscription | None = None
         self._reload: asyncio.Task[None] | None = None
+        self.deliverer: webhooks.Deliverer | None = None
 
     async def start(self) -> None:
         await self.backend.start()
@@ -56,12 +57,15 @@ class Hub:
             self.worker = Worker(self.backend, self.registry, concurrency=self.settings.worker_concurrency, lease_s=self.settings.lease_s)
             await self.worker.start()
         await self.sweeper.start()
+        self.deliverer = await webhooks.maybe_start(self.backend, self.registry, self.settings.webhooks)
 
     async def stop(self) -> None:
         if self._reload is not None:
             self._reload.cancel()
         if self._feed_sub is not None:
             await self._feed_sub.close()
+        if self.deliverer:
+            await self.deliverer.stop()
         await self.sweeper.stop()
         if self.worker:
             await self.worker.stop()
@@ -251,6 +255,15 @@ def create_app(hub: Hub) -> Starlette:
             raise ProtocolError(ErrorCode.BAD_REQUEST, "only open approvals are listed here: use ?open=1 (decided ones are in each run's log)")
         return JSONResponse({"approvals": await svc.open_approvals(who)})
 
+    async def webhook_deliveries(request: Request, who: auth.Identity) -> Response:
+        if not who.has("admin"):
+            raise ProtocolError(ErrorCode.FORBIDDEN, "webhook deliveries are shown to admins only")
+        try:
+            limit = max(1, min(1000, int(request.query_params.get("limit", 100))))
+        except ValueError:
+            raise ProtocolError(ErrorCode.BAD_REQUEST, "limit must be an integer") from None
+        return JSONResponse({"deliveries": await hub.backend.deliveries(limit)})
+
     async def agents_list(request: Request, who: auth.Identity) -> Response:
         return JSONResponse({"agents": hub.registry.describe()})
 
@@ -292,6 +305,7 @@ def create_app(hub: Hub) -> Starlette:
         Route("/api/runs/{run_id}/cancel", api(cancel), methods=["POST"]),
         Route("/api/runs/{run_id}/audit", api(run_audit), methods=["GET"]),
         Route("/api/approvals", api(open_approvals), methods=["GET"]),
+        Route("/api/webhooks/deliveries", api(webhook_deliveries), methods=["GET"]),
         Route("/api/agents", api(agents_list), methods=["GET"]),
         Route("/api/me", api(whoami), methods=["GET"]),
         Route("/healthz", healthz),

@@ -67,6 +67,7 @@ class AgentSpec:
     policies: dict[str, ApprovalPolicy] = field(default_factory=dict)
     default_policy: ApprovalPolicy = field(default_factory=ApprovalPolicy)
     description: str = ""
+    notify: list[Any] = field(default_factory=list)  # webhooks for every event of this agent's runs (webhooks.py)
 
     def __post_init__(self) -> None:
         self.policies = resolve_policy_keys(getattr(self.agent, "name", "?"), self.policies, tool_names(self.agent))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass
@@ -20,3 +21,4 @@ class Settings:
     worker_concurrency: int = 32
     lease_s: float | None = None
     sweep_s: float = 0.25  # how often expired approvals and lost workers are looked for
+    webhooks: Any = None  # webhooks.WebhookConfig: this process delivers webhooks when it or the agents name any

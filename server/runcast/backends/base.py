@@ -124,3 +124,31 @@ class Backend(abc.ABC):
 
     async def ping(self) -> bool:
         return True
+
+    # ---- the webhook outbox (webhooks.py): an entry per event of webhooks.EVENTS, written atomically with the event
+    # by create/commit; each entry is taken by exactly one deliverer, which acks it once every endpoint is done.
+    @abc.abstractmethod
+    async def outbox_join(self) -> None:
+        """This process will deliver: from now on (memory) / as one consumer of the group (Redis)."""
+
+    @abc.abstractmethod
+    async def outbox_take(self, consumer: str, count: int, timeout: float) -> list[dict[str, Any]]:
+        """Entries {id, run_id, seq, ts, type, data} for this consumer: new ones, or ones whose deliverer went silent."""
+
+    @abc.abstractmethod
+    async def outbox_touch(self, consumer: str, entry_id: str) -> None:
+        """Still working on it (so nobody takes it over)."""
+
+    @abc.abstractmethod
+    async def outbox_ack(self, entry_id: str) -> None: ...
+
+    # ---- delivery records, shared by every node: status and attempts per (webhook-id, endpoint)
+    @abc.abstractmethod
+    async def delivery_get(self, key: str) -> dict[str, Any] | None: ...
+
+    @abc.abstractmethod
+    async def delivery_put(self, key: str, record: dict[str, Any]) -> None: ...
+
+    @abc.abstractmethod
+    async def deliveries(self, limit: int = 100) -> list[dict[str, Any]]:
+        """The most recently updated delivery records, newest first."""

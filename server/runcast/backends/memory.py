@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import collections
+import itertools
 import time
 from typing import Any
 
@@ -38,6 +40,10 @@ class MemoryBackend(Backend):
         self._signal_subs: dict[Any, list[Any]] = {}
         self._jobs: asyncio.Queue[Job] = asyncio.Queue()
         self._feed_subs: dict[Any, list[Any]] = {}
+        self._outbox: collections.deque[dict[str, Any]] | None = None  # once a deliverer joined (webhooks.py)
+        self._outbox_ready = asyncio.Event()
+        self._outbox_ids = itertools.count(1)
+        self._deliveries: collections.OrderedDict[str, dict[str, Any]] = collections.OrderedDict()
 
     # ---- log
     def _append(self, run_id: str, events: WireEvents) -> list[Event]:
@@ -93,6 +99,7 @@ class MemoryBackend(Backend):
             self._jobs.put_nowait(job)
         events = self._append(rid, tr.events)
         self._publish(self._records[rid])
+        self._to_outbox(events)
         return events
 
     async def get(self, run_id: str) -> RunRecord | None:
@@ -112,6 +119,7 @@ class MemoryBackend(Backend):
         rec.version = expected_version + 1
         self._records[rid] = rec
         events = self._append(rid, tr.events)
+        self._to_outbox(events)
         for job in tr.jobs:
             self._jobs.put_nowait(job)
         if tr.feed:
@@ -160,3 +168,49 @@ class MemoryBackend(Backend):
             if (d is not None and d <= now) or (rec.status == "running" and rec.lease_until is not None and rec.lease_until <= now):
                 out.append(rid)
         return out
+
+    # ---- webhook outbox: an in-process queue (one process: whoever joined delivers everything)
+    def _to_outbox(self, events: list[Event]) -> None:
+        from ..webhooks import EVENTS
+
+        if self._outbox is None:
+            return
+        for ev in events:
+            if ev.type in EVENTS:
+                self._outbox.append({"id": str(next(self._outbox_ids)), **ev.frame})
+                self._outbox_ready.set()
+
+    async def outbox_join(self) -> None:
+        if self._outbox is None:
+            self._outbox = collections.deque(maxlen=100_000)
+
+    async def outbox_take(self, consumer: str, count: int, timeout: float) -> list[dict[str, Any]]:
+        if self._outbox is None:
+            await self.outbox_join()
+        assert self._outbox is not None
+        if not self._outbox:
+            self._outbox_ready.clear()
+            try:
+                await asyncio.wait_for(self._outbox_ready.wait(), timeout)
+            except asyncio.TimeoutError:
+                return []
+        return [self._outbox.popleft() for _ in range(min(count, len(self._outbox)))]
+
+    async def outbox_touch(self, consumer: str, entry_id: str) -> None:
+        pass
+
+    async def outbox_ack(self, entry_id: str) -> None:
+        pass
+
+    async def delivery_get(self, key: str) -> dict[str, Any] | None:
+        rec = self._deliveries.get(key)
+        return dict(rec) if rec is not None else None
+
+    async def delivery_put(self, key: str, record: dict[str, Any]) -> None:
+        self._deliveries[key] = dict(record)
+        self._deliveries.move_to_end(key)
+        while len(self._deliveries) > 1000:
+            self._deliveries.popitem(last=False)
+
+    async def deliveries(self, limit: int = 100) -> list[dict[str, Any]]:
+        return [dict(r) for r in reversed(list(self._deliveries.values())[-limit:])]

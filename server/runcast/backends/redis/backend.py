@@ -14,6 +14,7 @@ Layout (`P` is the prefix, `R` a run id; the `{R}` hash tag keeps one run's keys
     P:open            ZSET run_id -> creation time of the runs paused with an open approval: `open_runs` (the inbox)
     P:feed            pub/sub channel: a run's feed entry (msgpack, feed.entry) on each change of its status or
                       approvals, published by the commit script, so every node sees them in commit order
+    P:{webhooks}:*    the webhook outbox (a Stream the commit script writes) and delivery records: see outbox.py
 
 Every write that must be atomic (the append with its next seq and owner check, a commit with its version check)
 is one Lua script. Events are packed in Python with a placeholder seq: "seq" is the first key of the map and its
@@ -47,9 +48,11 @@ from redis.maint_notifications import MaintNotificationsConfig
 from ... import feed
 from ...protocol import Event, now_iso
 from ...runs import TERMINAL, RunRecord, Transition, WireEvents
+from ...webhooks import EVENTS as WEBHOOK_EVENTS
 from ..base import Backend, Conflict, LogTrimmed, NotOwner
 from . import scripts
 from .jobs import JobQueue
+from .outbox import OutboxQueue
 from .pubsub import LiveFeed, _Channel
 
 log = logging.getLogger("runcast.redis")
@@ -77,7 +80,7 @@ def _timer_score(rec: RunRecord) -> float | None:
     return min(times) if times else None
 
 
-class RedisBackend(JobQueue, LiveFeed, Backend):
+class RedisBackend(OutboxQueue, JobQueue, LiveFeed, Backend):
     name = "redis"
     # redis-py's ConnectionError (BusyLoadingError included) and TimeoutError are not the builtin ones.
     transient_errors = (RedisConnectionError, RedisTimeoutError, ConnectionError, TimeoutError, OSError)
@@ -247,14 +250,15 @@ class RedisBackend(JobQueue, LiveFeed, Backend):
         score = _timer_score(rec)
         jobs = [j.model_dump_json() for j in tr.jobs]
         keys = [self._k(run_id, "rec"), self._k(run_id, "log"), self._k(run_id, "seq"), self._k(run_id, "state"),
-                self._timers, self._runs, self._jobs, self._open]
+                self._timers, self._runs, self._jobs, self._open, self._outbox]
         fe = feed.entry(rec)
         published = msgpack.packb(fe, use_bin_type=True) if tr.feed or mode == "create" else b""
         templates = self._templates(run_id, tr.events)
+        outbox = ",".join(str(i + 1) for i, (t, _) in enumerate(tr.events) if t in WEBHOOK_EVENTS)  # webhooks.py
         res = await self._commit_script(
             keys=keys,
             args=[
-                mode, expected_version, rec_json, 0, len(templates), self.max_log or 0, self._live(run_id),
+                mode, expected_version, rec_json, outbox, len(templates), self.max_log or 0, self._live(run_id),
                 "" if score is None else repr(float(score)), repr(_created_score(rec)),
                 "1" if rec.status in TERMINAL else "0", self._retention_ms, run_id, len(jobs),
                 *templates, *jobs, "1" if feed.is_open(fe) else "0", self._feed, published,

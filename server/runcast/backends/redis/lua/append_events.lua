@@ -1,5 +1,5 @@
 -- Shared by append.lua and commit.lua (prepended to them when loaded): XADD the events with ids head+1..,
--- set the head, trim exactly, publish them as one message. `base` is the index in ARGV just before the first event.
+-- set the head, trim exactly, publish them as one message; returns the packed events. `base` is the index in ARGV just before the first event.
 -- Each event arrives packed with seq 0 in a fixed-width uint32 slot at bytes 7..10; the real seq is written there.
 local function append_events(log_key, seq_key, head, n, base, maxlen, channel)
   local evs = {}
@@ -14,4 +14,5 @@ local function append_events(log_key, seq_key, head, n, base, maxlen, channel)
     redis.call('XTRIM', log_key, 'MAXLEN', maxlen)
   end
   redis.call('PUBLISH', channel, cmsgpack.pack(evs))
+  return evs
 end

@@ -1,5 +1,7 @@
--- KEYS: rec, log, seq, state, timers, runs, jobs, open (the index of runs paused with an open approval).
--- ARGV: 1 mode ('create' | 'commit'), 2 expected version, 3 new record JSON, 4 (unused), 5 number of
+-- KEYS: rec, log, seq, state, timers, runs, jobs, open (the index of runs paused with an open approval),
+-- webhook outbox.
+-- ARGV: 1 mode ('create' | 'commit'), 2 expected version, 3 new record JSON, 4 the events (1-based, comma-separated)
+-- that also go to the webhook outbox ('' = none), 5 number of
 -- events, 6 maxlen, 7 channel, 8 timer score ('' = none), 9 created score, 10 terminal ('1' | '0'),
 -- 11 retention_ms, 12 run id, 13 number of jobs, then the events, then the jobs (JSON), then: open ('1' | '0'),
 -- the feed channel, the feed entry (msgpack; '' = nothing to publish).
@@ -17,7 +19,10 @@ local head = tonumber(redis.call('GET', KEYS[3]) or '0')
 local run_id = ARGV[12]
 -- the events first: should an XADD fail (a log out of step with its seq key), nothing else has been written
 if n > 0 then
-  append_events(KEYS[2], KEYS[3], head, n, 13, tonumber(ARGV[6]), ARGV[7])
+  local evs = append_events(KEYS[2], KEYS[3], head, n, 13, tonumber(ARGV[6]), ARGV[7])
+  for i in string.gmatch(ARGV[4], '%d+') do
+    redis.call('XADD', KEYS[9], 'MAXLEN', '~', '100000', '*', 'e', evs[tonumber(i)])
+  end
 end
 redis.call('SET', KEYS[1], ARGV[3])
 local jobs = tonumber(ARGV[13])

@@ -1,0 +1,123 @@
+"""The webhook outbox on Redis: a Stream written by the commit script (one entry per webhook-worthy event, in the same
+atomic step as the event), read through one consumer group by every process that delivers webhooks, so each entry
+goes to exactly one of them; an entry whose process died (not touched for `claim_s`) is taken over with XAUTOCLAIM.
+
+Keys (the `{webhooks}` hash tag keeps them in one cluster slot together):
+
+    P:{webhooks}:outbox      Stream, field `e` = the packed event (as logged); group `deliverers`
+    P:{webhooks}:deliveries  Hash: "<webhook-id> <endpoint id>" -> delivery record JSON (status, attempts, ...)
+    P:{webhooks}:recent      ZSET of those keys by last update: the newest `DELIVERIES_KEPT` are kept
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any
+
+from redis.exceptions import ResponseError
+
+from ...protocol import Event
+
+log = logging.getLogger("runcast.redis")
+GROUP = "deliverers"
+OUTBOX_MAXLEN = 100_000  # entries kept undelivered at most (approximate trim, in the commit script)
+DELIVERIES_KEPT = 1000
+
+
+class OutboxQueue:
+    """Mixed into RedisBackend: uses its `_redis` and `prefix`."""
+
+    _redis: Any
+    prefix: str
+    webhook_claim_s: float = 30.0
+
+    @property
+    def _outbox(self) -> str:
+        return f"{self.prefix}:{{webhooks}}:outbox"
+
+    @property
+    def _deliveries_key(self) -> str:
+        return f"{self.prefix}:{{webhooks}}:deliveries"
+
+    @property
+    def _recent_key(self) -> str:
+        return f"{self.prefix}:{{webhooks}}:recent"
+
+    async def outbox_join(self) -> None:
+        try:
+            await self._redis.xgroup_create(self._outbox, GROUP, id="0", mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    @staticmethod
+    def _entry(entry_id: bytes, fields: dict[bytes, bytes] | None) -> dict[str, Any] | None:
+        if not fields or b"e" not in fields:
+            return None
+        return {"id": entry_id.decode(), **Event.unpack(fields[b"e"]).frame}
+
+    async def outbox_take(self, consumer: str, count: int, timeout: float) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        try:
+            # first, entries whose deliverer went silent (killed mid-delivery): they are ours now
+            res = await self._redis.xautoclaim(self._outbox, GROUP, consumer, min_idle_time=int(self.webhook_claim_s * 1000),
+                                               start_id="0-0", count=count)
+            for entry_id, fields in res[1] if res else []:
+                e = self._entry(entry_id, fields)
+                if e is None:
+                    await self.outbox_ack(entry_id.decode())
+                else:
+                    log.info("webhook entry %s (%s of %s) taken over from a silent deliverer", e["id"], e["type"], e["run_id"])
+                    out.append(e)
+            if out:
+                return out
+            res = await self._redis.xreadgroup(GROUP, consumer, {self._outbox: ">"}, count=count,
+                                               block=max(1, int(timeout * 1000)))
+        except ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            await self.outbox_join()  # Redis lost the group (a restart without persistence)
+            return []
+        for _stream, entries in (res.items() if isinstance(res, dict) else res or []):
+            for entry_id, fields in entries:
+                e = self._entry(entry_id, fields)
+                if e is None:
+                    await self.outbox_ack(entry_id.decode())
+                else:
+                    out.append(e)
+        return out
+
+    async def outbox_touch(self, consumer: str, entry_id: str) -> None:
+        await self._redis.xclaim(self._outbox, GROUP, consumer, 0, [entry_id], justid=True)
+
+    async def outbox_ack(self, entry_id: str) -> None:
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.xack(self._outbox, GROUP, entry_id)
+            pipe.xdel(self._outbox, entry_id)
+            await pipe.execute()
+
+    async def delivery_get(self, key: str) -> dict[str, Any] | None:
+        raw = await self._redis.hget(self._deliveries_key, key)
+        return json.loads(raw) if raw is not None else None
+
+    async def delivery_put(self, key: str, record: dict[str, Any]) -> None:
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.hset(self._deliveries_key, key, json.dumps(record))
+            pipe.zadd(self._recent_key, {key: time.time()})
+            pipe.zrange(self._recent_key, 0, -DELIVERIES_KEPT - 1)
+            res = await pipe.execute()
+        old = res[2]
+        if old:
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.zrem(self._recent_key, *old)
+                pipe.hdel(self._deliveries_key, *old)
+                await pipe.execute()
+
+    async def deliveries(self, limit: int = 100) -> list[dict[str, Any]]:
+        keys = await self._redis.zrevrange(self._recent_key, 0, max(0, limit - 1))
+        if not keys:
+            return []
+        raws = await self._redis.hmget(self._deliveries_key, keys)
+        return [json.loads(r) for r in raws if r is not None]
