@@ -84,6 +84,33 @@ def _files_script(call: Any) -> Any:
             function_call("delete_file", {"path": "ledger/2026.csv"}, call_id=f"call_{len(items)}", namespace="files")]
 
 
+@function_tool
+async def take(ctx: RunContextWrapper[Any], text: str) -> str:
+    """Takes a long text and says how long it was."""
+    return f"took {len(text)} characters"
+
+
+def _big_args(input_: Any) -> Step:
+    """A fast run of big events: one tool call whose arguments stream as 1,500 deltas of 4 KiB (6 MiB; the logged
+    call itself is cut to 16 KiB), then a short answer. For the slow-consumer tests."""
+    if _outputs(input_):
+        return Step("Done.")
+    return Step("Taking a long text.", ("take", {"text": " ".join(f"{i:05d}" + "x" * 4090 for i in range(1500))}))
+
+
+class PacedModel(DemoModel):
+    """DemoModel with a pause before every streamed event (tool-call arguments included)."""
+
+    def __init__(self, script: Any, pause: float) -> None:
+        super().__init__(script, delay=0)
+        self.pause = pause
+
+    async def stream_response(self, *args: Any, **kwargs: Any) -> Any:
+        async for ev in super().stream_response(*args, **kwargs):
+            await asyncio.sleep(self.pause)
+            yield ev
+
+
 AGENTS = {
     # delete_files expires one second after it is requested
     "demo-expiring": AgentSpec(_demo.agent, {"delete_files": ApprovalPolicy(roles=["approver"], expires_s=1.0)}),
@@ -96,6 +123,8 @@ AGENTS = {
     # a long turn that ends with a call needing approval
     "long-turn": AgentSpec(Agent(name="Talker", model=DemoModel(_long_turn), tools=[delete_files]),
                            {"delete_files": ApprovalPolicy(roles=["approver"])}),
+    # a firehose of big tool-argument deltas (about 400 a second)
+    "big-args": Agent(name="Big", model=PacedModel(_big_args, pause=0.002), tools=[take]),
     # an approved tool that runs for seconds
     "slow-delete": AgentSpec(Agent(name="Slow", model=DemoModel(_slow_script), tools=[slow_delete]),
                              {"slow_delete": ApprovalPolicy(roles=["approver"])}),

@@ -72,7 +72,8 @@ def test_decide_defaults():
 
 def test_event_encodes_once_per_encoding_and_roundtrips():
     ev = make_event("run_1", 7, "message.delta", {"item_id": "m", "delta": "héllo"})
-    assert ev.json() is ev.json()  # cached: the same string object
+    assert ev.json_bytes() is ev.json_bytes()  # cached: the same bytes object, written to every JSON client
+    assert ev.payload("json") is ev.json_bytes() and ev.payload("msgpack") is ev.packed()
     assert ev.packed() is ev.packed()
     assert json.loads(ev.json()) == msgpack.unpackb(ev.packed()) == ev.frame
     again = Event.unpack(ev.packed())

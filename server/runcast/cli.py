@@ -121,6 +121,7 @@ def serve(args: argparse.Namespace) -> None:
     settings.sweep_s = float(os.environ.get("RUNCAST_SWEEP_S", settings.sweep_s))
     if args.max_queue:
         settings.max_queue = args.max_queue
+    settings.max_send_bytes = args.max_send_bytes
     sock = _bind(args.host, args.port)  # before any link is printed: a busy port says so, and nothing else
     registry = _registry(args)
     shown = "127.0.0.1" if args.host in ("0.0.0.0", "::", "") else args.host
@@ -144,6 +145,9 @@ def serve(args: argparse.Namespace) -> None:
         port=args.port,
         ws="websockets-sansio",
         ws_max_size=TRANSPORT_MAX_FRAME,
+        # Off: with it, every frame is compressed once per client (zlib, per connection) instead of framed once for
+        # all of them (wire.py); Runcast's frames are small and many.
+        ws_per_message_deflate=False,
         ws_ping_interval=settings.heartbeat_s,
         ws_ping_timeout=settings.heartbeat_s,
         log_level=os.environ.get("RUNCAST_UVICORN_LOG", "warning"),
@@ -247,7 +251,10 @@ def main(argv: list[str] | None = None) -> None:
     s.add_argument("--no-worker", action="store_true", help="hub only: runs are streamed by `runcast worker` processes")
     s.add_argument("--allow-origin", action="append", metavar="ORIGIN", help="browser origins allowed besides the hub's own")
     s.add_argument("--heartbeat", type=float, default=20.0, help="seconds between WebSocket pings")
-    s.add_argument("--max-queue", type=int, default=0, help="frames queued per client before it is closed with 4408")
+    s.add_argument("--max-queue", type=int, default=0,
+                   help="live events held back per client while its replay is read, before it is closed with 4408")
+    s.add_argument("--max-send-bytes", type=int, default=int(os.environ.get("RUNCAST_MAX_SEND_BYTES", str(1024 * 1024))),
+                   help="bytes sent to a client and not yet taken by it before it is closed with 4408 (default 1 MiB)")
     s.add_argument("--dev", action="store_true", help="accept tokens without exp")
     s.set_defaults(func=serve)
 

@@ -33,19 +33,24 @@ from .protocol import (
     UnsubscribeFeed,
     Cancel,
     Welcome,
+    batch_payloads,
     control,
     decode_frame,
     encode,
     error_frame,
     parse_command,
 )
+from .fanout import Batch
 from .replay import Cursor
+from .wire import ASGI_SEND_KEY, AsgiWire, SocketWire, attach, frames
 
 if TYPE_CHECKING:
     from .hub import Hub
 
 log = logging.getLogger("runcast.ws")
 READ_PAGE = 1000
+SLOW_GRACE_S = 1.0  # how long a client may hold more than max_send_bytes before it is closed with 4408
+REPLAY_CHUNK_BYTES = 64 * 1024  # a replay is written this much at a time, whenever the client has room for it
 
 
 class Limiter:
@@ -77,6 +82,9 @@ class _Close:
         self.code, self.reason = code, reason
 
 
+SLOW_REASON = "slow consumer: reconnect and subscribe with since"
+
+
 class Connection:
     def __init__(self, hub: "Hub", ws: WebSocket, encoding: Encoding) -> None:
         self.hub = hub
@@ -86,36 +94,71 @@ class Connection:
         self.identity: auth.Identity | None = None
         self.cursors: dict[str, Cursor] = {}
         self.joined: set[str] = set()  # runs where this connection announced participant.joined
-        self._queue: asyncio.Queue[Any] = asyncio.Queue()
-        self._room = asyncio.Event()  # set while the queue is under half full: replays wait on it
-        self._room.set()
+        self.batch = False  # the client asked for batched frames in its hello
+        self._binary = encoding == "msgpack"
+        # Frames go straight to the socket when the server is uvicorn's websockets-sansio (see wire.py).
+        self._wire: SocketWire | AsgiWire = attach(ws.scope.get(ASGI_SEND_KEY)) or AsgiWire(ws.send)
         self._fills: dict[str, asyncio.Task[Any]] = {}
         self._closing: _Close | None = None
-        self._writer: asyncio.Task[Any] | None = None
-        self._batches = 0  # live batches seen: one in prom.DELIVERY_SAMPLE is timed (`_probe`, when written)
-        self._probe: Event | None = None
+        self._slow_timer: asyncio.TimerHandle | None = None
+        self._batches = 0  # live batches seen: one in prom.DELIVERY_SAMPLE is timed when written
         s = hub.settings
         self.limiter = Limiter(s.rate_per_s, s.rate_burst, s.max_strikes)
 
     # ------------------------------------------------------------------ sending
-    def send(self, item: Event | str | bytes) -> None:
+    # Everything a client gets is written at once, in order, to its socket (no task, no queue of ours). What it has
+    # not taken yet is counted in bytes (`held`). A client that holds more than `max_send_bytes` for SLOW_GRACE_S is
+    # closed with 4408: a slow consumer must not hold memory or hold anyone up; it comes back with `since`. (The grace
+    # lets a fast client take one event bigger than the limit.) Replays, which can wait, wait for room instead.
+
+    def _write(self, payloads: list[bytes], data: bytes | None = None) -> None:
         if self._closing is not None:
             return
-        if self._queue.qsize() >= self.hub.settings.max_queue:
-            self.close(CloseCode.SLOW_CONSUMER, "slow consumer: reconnect and subscribe with since")
-            return
-        self._queue.put_nowait(item)
+        wire = self._wire
+        if data is None:
+            data = frames(payloads, self._binary) if wire.direct else b""
+        wire.write(data, payloads, self._binary)
+        self.hub.metrics.frames_out += len(payloads)
+        if self._slow_timer is None and wire.held() > self.hub.settings.max_send_bytes:
+            self._slow_timer = asyncio.get_running_loop().call_later(SLOW_GRACE_S, self._still_over)
 
     def queued(self) -> int:
-        """Frames waiting to be written (read by /metrics at scrape time)."""
-        return self._queue.qsize()
+        """Bytes sent to this client and not yet taken by it (read by /metrics at scrape time)."""
+        return self._wire.held()
 
-    async def send_paced(self, item: Event) -> None:
-        """For replays: wait for room instead of counting the burst against the client (only live events can't wait)."""
-        if self._queue.qsize() >= self.hub.settings.max_queue // 2:
-            self._room.clear()
-            await self._room.wait()
-        self.send(item)  # dropped if the connection closed meanwhile
+    def _still_over(self) -> None:
+        """SLOW_GRACE_S after this client went over the limit: closed if it still holds more than the limit."""
+        self._slow_timer = None
+        held, limit = self._wire.held(), self.hub.settings.max_send_bytes
+        if held > limit and self._closing is None:
+            self.close(CloseCode.SLOW_CONSUMER, f"slow consumer: {held} bytes unread (limit {limit}); "
+                                                "reconnect and subscribe with since")
+
+    def send(self, item: Event | str | bytes) -> None:
+        if isinstance(item, Event):
+            self._write([item.payload(self.encoding)])
+        else:
+            self._write([item.encode() if isinstance(item, str) else item])
+
+    def send_events(self, events: list[Event]) -> None:
+        """Several events at once: one write, and with batching on, as few frames as BATCH_MAX_BYTES allows."""
+        if events:
+            enc = self.encoding
+            self._write(batch_payloads(events, enc) if self.batch else [ev.payload(enc) for ev in events])
+
+    async def send_replay(self, events: list[Event]) -> None:
+        """For replays: written REPLAY_CHUNK_BYTES at a time, each once the client holds less than REPLAY_HIGH_WATER
+        (only live events can't wait: a replay never counts against the slow-consumer limit)."""
+        enc = self.encoding
+        start, size = 0, 0
+        for i, ev in enumerate(events):
+            size += len(ev.payload(enc))
+            if size >= REPLAY_CHUNK_BYTES or i == len(events) - 1:
+                await self._wire.room()
+                if self._closing is not None:
+                    return
+                self.send_events(events[start:i + 1])
+                start, size = i + 1, 0
 
     def send_control(self, frame: Any) -> None:
         self.send(control(frame, self.encoding) if hasattr(frame, "model_dump") else encode(frame, self.encoding))
@@ -125,61 +168,38 @@ class Connection:
         self.send(encode(error_frame(err, run_id), self.encoding))
 
     def close(self, code: int, reason: str) -> None:
-        """Close after what is queued (so a client sees the errors that led to a 1008), except for a slow consumer:
-        its queue is dropped at once, since it must not hold memory."""
+        """Close after what was sent (so a client sees the errors that led to a 1008). A slow consumer's close is
+        written behind what its socket holds; it is cut off if it has not read it all within a few seconds."""
         if self._closing is not None:
             return
-        log.debug("closing %s: %s %s (queued %d)", self.id, code, reason, self._queue.qsize())
+        log.debug("closing %s: %s %s (holding %d bytes)", self.id, code, reason, self._wire.held())
         self._closing = _Close(code, reason)
         if code == CloseCode.SLOW_CONSUMER:
             self.hub.metrics.slow_consumers += 1
-            while not self._queue.empty():
-                self._queue.get_nowait()
-        self._queue.put_nowait(self._closing)
-        self._room.set()
-
-    async def _write(self) -> None:
-        ws, metrics = self.ws, self.hub.metrics
-        try:
-            while True:
-                item = await self._queue.get()
-                if not self._room.is_set() and self._queue.qsize() < self.hub.settings.max_queue // 2:
-                    self._room.set()
-                if isinstance(item, _Close):
-                    try:
-                        await ws.close(item.code, item.reason[:120])
-                    except Exception:  # noqa: BLE001 - already gone
-                        pass
-                    return
-                data = item.encode(self.encoding) if isinstance(item, Event) else item
-                if isinstance(data, bytes):
-                    await ws.send_bytes(data)
-                else:
-                    await ws.send_text(data)
-                metrics.frames_out += 1
-                if item is self._probe:
-                    prom.observe_delivery(item, self.encoding)
-                    self._probe = None
-        except Exception as exc:  # noqa: BLE001 - the socket went away under us: stop queueing for it
-            log.debug("writer of %s stopped: %r", self.id, exc)
-            if self._closing is None:
-                self._closing = _Close(1006, "gone")
-        finally:
-            self._room.set()
+        self._wire.close_now(code, reason[:120], drop=code == CloseCode.SLOW_CONSUMER)
 
     # ------------------------------------------------------------------ live events
     def on_live(self, run_id: str, events: list[Event]) -> None:
         cursor = self.cursors.get(run_id)
-        if cursor is None:
+        if cursor is None or self._closing is not None:
             return
-        for ev in events:
-            for out in cursor.live(ev):
-                self.send(out)
+        batch = events if isinstance(events, Batch) else Batch(events)
         self._batches += 1
-        if not self._batches & (prom.DELIVERY_SAMPLE - 1):
-            self._probe = events[-1]
+        if batch.contiguous and cursor.follows(batch.first, batch.last):
+            # The fast path: these events simply continue what this client has, framed once for every client.
+            data, payloads = batch.framed(self.encoding, self.batch)
+            self._write(payloads, data)
+            if not self._batches & (prom.DELIVERY_SAMPLE - 1):
+                prom.observe_delivery(batch[-1], self.encoding)  # written (to the socket or its buffer) just now
+            return
+        out: list[Event] = []
+        for ev in events:
+            out += cursor.live(ev)
+        self.send_events(out)
+        if out and not self._batches & (prom.DELIVERY_SAMPLE - 1):
+            prom.observe_delivery(out[-1], self.encoding)
         if cursor.overflow:
-            self.close(CloseCode.SLOW_CONSUMER, "slow consumer: reconnect and subscribe with since")
+            self.close(CloseCode.SLOW_CONSUMER, SLOW_REASON)
         elif cursor.gap() is not None and run_id not in self._fills:
             self._fills[run_id] = asyncio.create_task(self._fill(run_id, cursor))
 
@@ -190,8 +210,7 @@ class Connection:
                 events = await self.hub.backend.read(run_id, gap[0], gap[1])
                 if not events:
                     break
-                for ev in cursor.history(events):
-                    self.send(ev)
+                self.send_events(cursor.history(events))
         except ProtocolError as err:
             self.send_error(err, run_id)
         except Exception as exc:  # noqa: BLE001
@@ -201,7 +220,6 @@ class Connection:
 
     # ------------------------------------------------------------------ the session
     async def run(self) -> None:
-        self._writer = asyncio.create_task(self._write())
         try:
             if await self._authenticate():
                 await self._read_loop()
@@ -249,8 +267,9 @@ class Connection:
                 self.close(CloseCode.UNAUTHENTICATED, err.message)
                 return False
             who = self.identity
+            self.batch = cmd.batch
             self.send_control(Welcome(connection_id=self.id, user=who.public(), server=f"runcast/{__version__}",
-                                      heartbeat_s=self.hub.settings.heartbeat_s))
+                                      heartbeat_s=self.hub.settings.heartbeat_s, batch=True if cmd.batch else None))
             if who.exp is not None:
                 asyncio.get_running_loop().call_at(
                     asyncio.get_running_loop().time() + max(0.0, who.exp - time.time()),
@@ -334,8 +353,7 @@ class Connection:
             after = since
             while True:
                 page = await backend.read(run_id, after, limit=READ_PAGE)
-                for ev in cursor.history(page):
-                    await self.send_paced(ev)
+                await self.send_replay(cursor.history(page))
                 if len(page) < READ_PAGE:
                     break
                 after = page[-1].seq
@@ -344,8 +362,7 @@ class Connection:
                 del self.cursors[run_id]
                 await self.hub.fanout.leave(run_id, self)
             raise
-        for ev in cursor.end_replay():
-            self.send(ev)
+        self.send_events(cursor.end_replay())
         rec = await backend.get(run_id) or rec
         self.send_control(Sync(run_id=run_id, head_seq=cursor.last, status=rec.status))
         if cursor.gap() is not None and run_id not in self._fills:
@@ -378,11 +395,7 @@ class Connection:
             await self._unsubscribe(run_id)
         for t in self._fills.values():
             t.cancel()
-        if self._writer is not None:
-            if self._closing is not None and not self._writer.done():
-                try:
-                    await asyncio.wait_for(asyncio.shield(self._writer), 2)
-                except (asyncio.TimeoutError, Exception):  # noqa: BLE001
-                    pass
-            self._writer.cancel()
-            await asyncio.gather(self._writer, return_exceptions=True)
+        if self._slow_timer is not None:
+            self._slow_timer.cancel()
+        if isinstance(self._wire, AsgiWire):
+            await self._wire.aclose()

@@ -1,16 +1,44 @@
 """Per-node fan-out: one backend subscription per run, however many local clients watch it.
 
-Each event reaches every local watcher as the same `Event` object, whose encodings are cached, so a node encodes an
-event once per encoding whatever the number of clients.
+Events from the backend are not written to the watchers inside the backend's callback (which runs in the worker's
+append, or the pub/sub reader): they are gathered per run and delivered on the next turn of the event loop, as one
+`Batch`, to at most SLICE watchers per turn. So everything appended in one turn reaches a client in one write, the
+worker's append returns at once, and between slices the loop runs the worker and the sockets' reads: however many
+watch, the agent keeps its pace. A batch is encoded and framed once per (encoding, batching) for all its watchers.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Protocol
 
 from .backends.base import Backend, Subscription
-from .protocol import Event
+from .protocol import Event, batch_payloads
+from .wire import frames
+
+log = logging.getLogger("runcast.fanout")
+SLICE = 200  # watchers written to per turn of the event loop (about a millisecond's work)
+
+
+class Batch(list):  # type: ignore[type-arg]
+    """Events of one run delivered together (ascending seq), with their frames made once for every watcher."""
+
+    def __init__(self, events: list[Event]) -> None:
+        super().__init__(events)
+        self.first = events[0].seq if events else 0
+        self.last = events[-1].seq if events else 0
+        self.contiguous = bool(events) and self.last - self.first == len(events) - 1
+        self._framed: dict[tuple[str, bool], tuple[bytes, list[bytes]]] = {}
+
+    def framed(self, encoding: str, batched: bool) -> tuple[bytes, list[bytes]]:
+        """(the bytes to write, the frames' payloads): one frame per event, or as few as batching allows."""
+        key = (encoding, batched and len(self) > 1)
+        got = self._framed.get(key)
+        if got is None:
+            payloads = batch_payloads(self, encoding) if key[1] else [ev.payload(encoding) for ev in self]  # type: ignore[arg-type]
+            got = self._framed[key] = (frames(payloads, encoding == "msgpack"), payloads)
+        return got
 
 
 class Watcher(Protocol):
@@ -18,12 +46,15 @@ class Watcher(Protocol):
 
 
 class _Feed:
-    __slots__ = ("watchers", "sub", "ready")
+    __slots__ = ("run_id", "watchers", "sub", "ready", "pending", "busy")
 
-    def __init__(self) -> None:
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
         self.watchers: set[Watcher] = set()
         self.sub: Subscription | None = None
         self.ready = asyncio.Event()
+        self.pending: list[Event] = []  # arrived, not yet being delivered
+        self.busy = False  # a delivery is scheduled or under way (one at a time per run: order)
 
 
 class Fanout:
@@ -43,7 +74,7 @@ class Fanout:
         """Returns once the live feed is active, so a log read made afterwards overlaps it (no hole between them)."""
         feed = self._feeds.get(run_id)
         if feed is None:
-            feed = self._feeds[run_id] = _Feed()
+            feed = self._feeds[run_id] = _Feed(run_id)
             feed.watchers.add(watcher)
             try:
                 feed.sub = await self.backend.subscribe(run_id, lambda evs: self._dispatch(feed, evs))
@@ -71,7 +102,30 @@ class Fanout:
         if feed.sub is not None:
             await feed.sub.close()
 
-    @staticmethod
-    def _dispatch(feed: _Feed, events: list[Event]) -> None:
-        for w in list(feed.watchers):
-            w.on_live(events[0].run_id, events)
+    def _dispatch(self, feed: _Feed, events: list[Event]) -> None:
+        feed.pending += events
+        if not feed.busy:
+            feed.busy = True
+            asyncio.get_running_loop().call_soon(self._next, feed)
+
+    def _next(self, feed: _Feed) -> None:
+        if not feed.pending:
+            feed.busy = False
+            return
+        batch = Batch(feed.pending)
+        feed.pending = []
+        self._deliver(feed, batch, list(feed.watchers), 0)
+
+    def _deliver(self, feed: _Feed, batch: Batch, watchers: list[Watcher], start: int) -> None:
+        end = start + SLICE
+        run_id = feed.run_id
+        for w in watchers[start:end]:
+            try:
+                w.on_live(run_id, batch)
+            except Exception:  # noqa: BLE001 - one watcher's failure must not stop the others
+                log.exception("delivering %s to a watcher failed", run_id)
+        loop = asyncio.get_running_loop()
+        if end < len(watchers):
+            loop.call_soon(self._deliver, feed, batch, watchers, end)
+        else:
+            loop.call_soon(self._next, feed)

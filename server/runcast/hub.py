@@ -10,6 +10,7 @@ from typing import Any, AsyncIterator
 from urllib.parse import urlsplit
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
@@ -26,6 +27,7 @@ from .protocol import HTTP_STATUS, MAX_REASON, MAX_TEXT, SUBPROTOCOL_JSON, SUBPR
 from .registry import Registry
 from .service import Service
 from .settings import Settings
+from .wire import CaptureSend
 from .worker import Sweeper, Worker
 
 log = logging.getLogger("runcast.hub")
@@ -315,7 +317,7 @@ def create_app(hub: Hub) -> Starlette:
     ]
     # The browser client (client_js/src, linked into the package as static/client): only its sources are served.
     routes.append(Mount("/client/src", StaticFiles(directory=(STATIC / "client").resolve()), name="client"))
-    app = Starlette(routes=routes, lifespan=lifespan)
+    app = Starlette(routes=routes, lifespan=lifespan, middleware=[Middleware(CaptureSend)])
     app.state.hub = hub
     return app
 

@@ -113,7 +113,8 @@ SHARED: tuple[Collector, ...] = (
 )
 
 _ERROR_CODES = sorted(v for k, v in vars(ErrorCode).items() if k.isupper() and isinstance(v, str))
-QUEUE_BUCKETS = (0, 1, 4, 16, 64, 256, 1024, 4096, 16384)  # frames queued for one client (the default cap is 4096)
+# bytes sent to one client and not yet taken by it (over the default --max-send-bytes of 1 MiB for 1 s: close 4408)
+QUEUE_BUCKETS = (0, 1024, 16384, 65536, 262144, 1048576, 4194304, 16777216)
 
 
 def _parse_ts(ts: str) -> float:
@@ -204,7 +205,7 @@ class _HubCollector(Collector):
                                 value=len(hub.worker.active) if hub.worker else 0)
         depths = [_queued(c) for c in list(hub.connections)]
         yield GaugeMetricFamily("runcast_send_queue_max", "The deepest send queue of any connection on this node "
-                                "(frames), at scrape time", value=max(depths, default=0))
+                                "(bytes unread by its client), at scrape time", value=max(depths, default=0))
         yield _depth_histogram(depths)
 
 
@@ -218,7 +219,7 @@ def _depth_histogram(depths: list[int]) -> GaugeHistogramMetricFamily:
     for le in QUEUE_BUCKETS:
         buckets.append((str(le), sum(1 for d in depths if d <= le)))
     buckets.append(("+Inf", len(depths)))
-    return GaugeHistogramMetricFamily("runcast_send_queue_depth", "Frames queued per connection, at scrape time",
+    return GaugeHistogramMetricFamily("runcast_send_queue_depth", "Bytes unread per connection, at scrape time",
                                       buckets=buckets, gsum_value=sum(depths))
 
 

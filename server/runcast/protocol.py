@@ -94,6 +94,7 @@ class Hello(_Command):
     type: Literal["hello"]
     token: Annotated[StrictStr, Field(min_length=1, max_length=8192)]
     client: Annotated[StrictStr, Field(max_length=200)] | None = None
+    batch: StrictBool = False  # several events may come in one frame (see BATCH_MAX_BYTES)
 
 
 class Subscribe(_Command):
@@ -217,6 +218,7 @@ class Welcome(BaseModel):
     server: str
     heartbeat_s: float
     protocol: int = PROTOCOL_VERSION
+    batch: bool | None = None  # true: this connection gets batched frames (the hello asked, and the hub can)
 
 
 class Ack(BaseModel):
@@ -280,7 +282,7 @@ class Event:
 
     def __init__(self, frame: dict[str, Any], packed: bytes | None = None) -> None:
         self.frame = frame
-        self._json: str | None = None
+        self._json: bytes | None = None  # UTF-8: what a socket writes, so no client pays for encoding it
         self._msgpack: bytes | None = packed
 
     @classmethod
@@ -308,16 +310,49 @@ class Event:
             self._msgpack = msgpack.packb(self.frame, use_bin_type=True)
         return self._msgpack
 
-    def json(self) -> str:
+    def json_bytes(self) -> bytes:
         if self._json is None:
-            self._json = json.dumps(self.frame, separators=(",", ":"), ensure_ascii=False)
+            self._json = json.dumps(self.frame, separators=(",", ":"), ensure_ascii=False).encode()
         return self._json
+
+    def json(self) -> str:
+        return self.json_bytes().decode()
+
+    def payload(self, encoding: Encoding) -> bytes:
+        """The bytes of this event's frame: UTF-8 JSON (a text frame) or msgpack (a binary frame)."""
+        return self.packed() if encoding == "msgpack" else self.json_bytes()
 
     def encode(self, encoding: Encoding) -> str | bytes:
         return self.packed() if encoding == "msgpack" else self.json()
 
     def __repr__(self) -> str:
         return f"Event({self.run_id}#{self.seq} {self.type})"
+
+
+# Batched frames (a client that sent `hello` with `batch: true`): when several events wait for a client, one frame
+# carries them. JSON: the events' objects joined by "\n" (compact JSON never contains a raw newline). msgpack: the
+# events' maps one after the other (a msgpack sequence). A frame with one event is the same as without batching.
+# A batch frame holds whole events and at most BATCH_MAX_BYTES of them, unless its only event is bigger.
+BATCH_MAX_BYTES = 64 * 1024
+BATCH_SEPARATOR = {"json": b"\n", "msgpack": b""}
+
+
+def batch_payloads(events: "list[Event]", encoding: Encoding, limit: int = BATCH_MAX_BYTES) -> list[bytes]:
+    """The payloads of the batch frames that carry `events`, in order."""
+    sep = BATCH_SEPARATOR[encoding]
+    out: list[bytes] = []
+    parts: list[bytes] = []
+    size = 0
+    for ev in events:
+        p = ev.payload(encoding)
+        if parts and size + len(p) + len(sep) > limit:
+            out.append(sep.join(parts))
+            parts, size = [], 0
+        parts.append(p)
+        size += len(p) + len(sep)
+    if parts:
+        out.append(sep.join(parts))
+    return out
 
 
 def make_event(run_id: str, seq: int, type_: str, data: dict[str, Any], ts: float | None = None) -> Event:

@@ -32,7 +32,12 @@ class Cursor:
             if ev.seq == self.last + 1:
                 out.append(ev)
                 self.last = ev.seq
-        return out + (self._drain() if not self.replaying else [])
+        if self.replaying:
+            if self._held and min(self._held) <= self.last:  # held live events the log has now given: let them go
+                for s in [s for s in self._held if s <= self.last]:
+                    del self._held[s]
+            return out
+        return out + self._drain()
 
     def live(self, ev: HasSeq) -> list[HasSeq]:
         """One event from the live feed. Delivers it (and any held successors) if it is next; else holds it."""
@@ -46,6 +51,14 @@ class Cursor:
             return []
         self.last = ev.seq
         return [ev] + self._drain()
+
+    def follows(self, first: int, last: int) -> bool:
+        """The fast path of the live feed: True (and the events first..last count as delivered) when they simply
+        continue the sequence, with no replay under way and nothing held. Else nothing changes: use `live`."""
+        if first != self.last + 1 or self.replaying or self._held:
+            return False
+        self.last = last
+        return True
 
     def end_replay(self) -> list[HasSeq]:
         self.replaying = False

@@ -13,7 +13,8 @@ class Settings:
     allowed_origins: list[str] = field(default_factory=list)
     heartbeat_s: float = 20.0
     hello_timeout_s: float = 10.0
-    max_queue: int = 4096  # frames queued for one client before it is closed with 4408
+    max_queue: int = 4096  # live events held back for one client while its replay is read, before close 4408
+    max_send_bytes: int = 1024 * 1024  # bytes written to one client and not yet taken by it, before close 4408
     rate_per_s: float = 50.0
     rate_burst: float = 100.0
     max_strikes: int = 50  # refusals within 10 s before close 1008

@@ -1,0 +1,212 @@
+"""The bytes under one accepted WebSocket: what the hub writes to a client, how much of it the client has not taken
+yet, and how the connection is closed.
+
+A server-to-client WebSocket frame is a short header and the payload, unmasked (RFC 6455 5.1). Without an extension
+(the hub runs uvicorn with permessage-deflate off) the frame of an event is the same bytes for every client of one
+encoding, so the fan-out frames once and each client costs one `transport.write` of bytes that are ready.
+
+`SocketWire` writes them to the socket's transport directly. It knows uvicorn's websockets-sansio protocol object
+(which owns the transport and the handshake, pings and the close handshake); that knowledge is all in this module, and
+`attach` checks for it. Anything else (another ASGI server, an extension negotiated) gets `AsgiWire`: the same
+interface over the ASGI `send`, with a writer task and its own count of the bytes it holds.
+
+"Held" bytes are those written and not yet taken by the client: the transport's write buffer (or AsgiWire's queue).
+The kernel's socket buffers come before them, so a client that stops reading is first absorbed there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import struct
+from collections import deque
+from typing import Any, Awaitable, Callable
+
+log = logging.getLogger("runcast.wire")
+
+TEXT, BINARY = 0x81, 0x82  # FIN + opcode
+_SHORT = {op: [bytes((op, n)) for n in range(126)] for op in (TEXT, BINARY)}
+# A client that does not answer our close (or read what is before it) within this many seconds is cut off.
+CLOSE_GRACE_S = 5.0
+# Replays (which can wait) write while fewer than this many bytes are held, then wait for the client.
+REPLAY_HIGH_WATER = 256 * 1024
+ASGI_SEND_KEY = "runcast.asgi_send"  # where CaptureSend leaves the server's own `send` in a WebSocket's scope
+
+
+class CaptureSend:
+    """ASGI middleware: keeps the server's `send` of a WebSocket in its scope (Starlette wraps the one it passes on)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "websocket":
+            scope[ASGI_SEND_KEY] = send
+        await self.app(scope, receive, send)
+
+
+def header(payload_len: int, binary: bool) -> bytes:
+    op = BINARY if binary else TEXT
+    if payload_len < 126:
+        return _SHORT[op][payload_len]
+    if payload_len < 65536:
+        return struct.pack("!BBH", op, 126, payload_len)
+    return struct.pack("!BBQ", op, 127, payload_len)
+
+
+def frame(payload: bytes, binary: bool) -> bytes:
+    """One unfragmented, unmasked server frame."""
+    return header(len(payload), binary) + payload
+
+
+def frames(payloads: list[bytes], binary: bool) -> bytes:
+    """Several frames, back to back, as one write."""
+    parts: list[bytes] = []
+    for p in payloads:
+        parts.append(header(len(p), binary))
+        parts.append(p)
+    return b"".join(parts)
+
+
+class SocketWire:
+    """Pre-framed bytes straight to uvicorn's transport (websockets-sansio protocol, no extension)."""
+
+    direct = True
+
+    def __init__(self, proto: Any) -> None:
+        self._proto = proto
+        self._transport = proto.transport
+
+    def write(self, data: bytes, payloads: list[bytes], binary: bool) -> None:
+        """`data` is `frames(payloads, binary)`: the socket takes the former, AsgiWire the latter."""
+        if not self._proto.close_sent:
+            self._transport.write(data)
+
+    def held(self) -> int:
+        return self._transport.get_write_buffer_size()
+
+    async def room(self) -> None:
+        """Wait while the client holds more than REPLAY_HIGH_WATER bytes (returns at once if it is gone)."""
+        p = self._proto
+        while self._transport.get_write_buffer_size() > REPLAY_HIGH_WATER and not p.disconnected:
+            if p.writable.is_set():  # not paused by the transport (a high-water mark above ours): poll
+                await asyncio.sleep(0.005)
+            else:  # uvicorn's flow control: set again when the transport drops under its low-water mark
+                await p.writable.wait()
+
+    def close_now(self, code: int, reason: str, drop: bool = False) -> None:
+        """Send the close frame now, behind what the transport holds (`drop` can't apply: it is the kernel's to send),
+        without waiting for room (uvicorn's own close
+        waits for the buffer to drain below its high-water mark: a slow consumer may never get there). The read side
+        sees a disconnect at once. A client that has not taken it all within CLOSE_GRACE_S is cut off."""
+        p = self._proto
+        if p.close_sent or p.disconnected or self._transport.is_closing():
+            return
+        # What uvicorn does for an ASGI "websocket.close", minus the wait.
+        p.queue.put_nowait({"type": "websocket.disconnect", "code": code, "reason": reason})
+        p.conn.send_close(code, reason)
+        self._transport.write(b"".join(p.conn.data_to_send()))
+        p.close_sent = True
+        if p.read_paused:
+            p.read_paused = False
+            self._transport.resume_reading()
+        p.close_timer = p.loop.call_later(CLOSE_GRACE_S, self._cut)
+
+    def _cut(self) -> None:
+        p = self._proto
+        p.close_timer = None
+        if not p.disconnected:
+            self._transport.abort()  # close() would wait for the client to read what is buffered, maybe forever
+
+
+class AsgiWire:
+    """The same interface over the ASGI `send`: a queue of payloads and a task that sends them."""
+
+    direct = False
+
+    def __init__(self, send: Callable[[dict[str, Any]], Awaitable[None]]) -> None:
+        self._send = send
+        self._queue: deque[tuple[bytes, bool] | tuple[int, str]] = deque()
+        self._bytes = 0
+        self._wake = asyncio.Event()
+        self._drained = asyncio.Event()
+        self._drained.set()
+        self._closing = False
+        self.gone = False
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    def write(self, data: bytes, payloads: list[bytes], binary: bool) -> None:
+        if self._closing or self.gone:
+            return
+        for p in payloads:
+            self._queue.append((p, binary))
+            self._bytes += len(p)
+        self._drained.clear()
+        self._wake.set()
+
+    def held(self) -> int:
+        return self._bytes
+
+    async def room(self) -> None:
+        while self._bytes > REPLAY_HIGH_WATER and not self.gone:
+            await self._drained.wait()
+
+    def close_now(self, code: int, reason: str, drop: bool = False) -> None:
+        """Close after what is queued, or (`drop`: a slow consumer) instead of it."""
+        if self._closing:
+            return
+        self._closing = True
+        if drop:
+            self._queue.clear()
+            self._bytes = 0
+        self._queue.append((code, reason))
+        self._wake.set()
+
+    async def _run(self) -> None:
+        try:
+            while True:
+                await self._wake.wait()
+                self._wake.clear()
+                while self._queue:
+                    item = self._queue.popleft()
+                    if isinstance(item[0], int):
+                        code, reason = item
+                        await self._send({"type": "websocket.close", "code": code, "reason": reason})
+                        return
+                    payload, binary = item
+                    self._bytes -= len(payload)
+                    if binary:
+                        await self._send({"type": "websocket.send", "bytes": payload})
+                    else:
+                        await self._send({"type": "websocket.send", "text": payload.decode()})
+                self._drained.set()
+        except Exception as exc:  # noqa: BLE001 - the socket went away
+            log.debug("ASGI writer stopped: %r", exc)
+        finally:
+            self.gone = True
+            self._queue.clear()
+            self._bytes = 0
+            self._drained.set()
+
+    async def aclose(self) -> None:
+        """Wait (briefly) for what is queued, then stop."""
+        if not self._task.done():
+            try:
+                await asyncio.wait_for(asyncio.shield(self._task), CLOSE_GRACE_S if self._closing else 0.5)
+            except (asyncio.TimeoutError, Exception):  # noqa: BLE001
+                pass
+        self._task.cancel()
+        await asyncio.gather(self._task, return_exceptions=True)
+
+
+def attach(send: Callable[..., Any] | None) -> SocketWire | None:
+    """A SocketWire if `send` is uvicorn's websockets-sansio `send` of an open connection without extensions."""
+    proto = getattr(send, "__self__", None)
+    if proto is None or type(proto).__name__ != "WebSocketsSansIOProtocol":
+        return None
+    needed = ("transport", "conn", "queue", "writable", "close_sent", "disconnected", "read_paused", "loop", "close_timer")
+    if not all(hasattr(proto, a) for a in needed) or getattr(proto.conn, "extensions", None):
+        return None
+    if not hasattr(proto.transport, "get_write_buffer_size"):
+        return None
+    return SocketWire(proto)

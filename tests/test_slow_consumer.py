@@ -1,0 +1,171 @@
+"""A client that stops reading is closed with 4408 once it holds `--max-send-bytes` (1 MiB by default), promptly,
+on both backends, both encodings, with and without batched frames; the other watchers are not held up."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import socket
+import time
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Any
+
+import msgpack
+import pytest
+from websockets.client import ClientProtocol
+from websockets.frames import Frame, Opcode
+from websockets.protocol import State
+from websockets.typing import Subprotocol
+from websockets.uri import parse_uri
+
+from hubtest import ALICE, VIEWER, Client, Cluster
+from redis_server import RedisServer
+
+LIMIT = 1024 * 1024
+ENV = {"RUNCAST_COALESCE_S": "0", "RUNCAST_RATE_PER_S": "10000", "RUNCAST_RATE_BURST": "10000"}
+
+
+@pytest.fixture(scope="module", params=["memory", "redis"])
+def fast_hub(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    tmp = tmp_path_factory.mktemp(f"slow-{request.param}")
+    redis = None
+    if request.param == "redis":
+        redis = RedisServer()
+        redis.start()
+    cluster = Cluster(tmp, request.param, redis.url if redis else None, env=ENV).start()
+    yield cluster
+    cluster.stop()
+    if redis:
+        redis.cleanup()
+
+
+class SlowClient:
+    """A raw socket with a tiny receive buffer, driven by websockets' sans-I/O protocol: it reads only when told."""
+
+    def __init__(self, hub: Cluster, encoding: str, batch: bool) -> None:
+        self.encoding, self.batch = encoding, batch
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        self.sock.connect(("127.0.0.1", int(hub.url.rsplit(":", 1)[1])))
+        self.proto = ClientProtocol(parse_uri(hub.ws_url()), subprotocols=[Subprotocol(f"runcast.v1.{encoding}")],
+                                    max_size=None)
+        self.proto.send_request(self.proto.connect())
+        self.sock.sendall(b"".join(self.proto.data_to_send()))
+        while not self.proto.handshake_exc and self.proto.state is not State.OPEN:
+            self.proto.receive_data(self.sock.recv(65536))
+        self.received = 0  # payload bytes of frames
+
+    def send(self, frame: dict[str, Any]) -> None:
+        if self.encoding == "msgpack":
+            self.proto.send_binary(msgpack.packb(frame))
+        else:
+            self.proto.send_text(json.dumps(frame).encode())
+        self.sock.sendall(b"".join(self.proto.data_to_send()))
+
+    def frames(self, data: bytes) -> list[dict[str, Any]]:
+        if self.encoding == "msgpack":
+            return _unpack_all(data)  # one map, or with batching a sequence of them
+        return [json.loads(line) for line in data.decode().split("\n")]
+
+    def read_to_close(self) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        self.sock.settimeout(15)
+        while self.proto.close_rcvd is None:
+            data = self.sock.recv(1 << 20)
+            assert data, "socket closed without a close frame"
+            self.proto.receive_data(data)
+            for ev in self.proto.events_received():
+                if isinstance(ev, Frame) and ev.opcode in (Opcode.TEXT, Opcode.BINARY):
+                    self.received += len(ev.data)
+                    out += self.frames(ev.data)
+        return out
+
+
+def _unpack_all(data: bytes) -> list[dict[str, Any]]:
+    u = msgpack.Unpacker(raw=False, strict_map_key=False)
+    u.feed(data)
+    return list(u)
+
+
+def payload_size(frame: dict[str, Any], encoding: str) -> int:
+    if encoding == "msgpack":
+        return len(msgpack.packb(frame))
+    return len(json.dumps(frame, separators=(",", ":"), ensure_ascii=False).encode())
+
+
+def slow_closed(hub: Cluster) -> int:
+    text = hub.http("GET", "/metrics", node=0).text
+    return int(next(x for x in text.splitlines() if x.startswith("runcast_slow_consumers_closed_total ")).split()[1])
+
+
+@pytest.mark.parametrize("encoding,batch", [("json", False), ("msgpack", True), ("json", True), ("msgpack", False)])
+async def test_a_client_that_stops_reading_gets_4408_promptly_and_holds_no_one_up(
+        fast_hub: Cluster, encoding: str, batch: bool) -> None:
+    hub = fast_hub
+    before = slow_closed(hub)
+    run_id = hub.start_run("big-args", "go")
+    fast = await Client.connect(hub.ws_url(), VIEWER, encoding=encoding)
+    arrivals: dict[int, float] = {}
+
+    slow = SlowClient(hub, encoding, batch)
+    slow.send({"type": "hello", "token": ALICE, "batch": batch})
+    slow.send({"type": "subscribe", "run_id": run_id, "since": 0})
+    await fast.subscribe(run_id, since=0)
+
+    # The slow one reads nothing; meanwhile the fast one takes every event as it comes, and we watch the counter.
+    closed_at = None
+    seen = 0
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+        now = time.time()
+        for f in fast.frames[seen:]:
+            if "seq" in f:
+                arrivals[f["seq"]] = now
+        seen = len(fast.frames)
+        if closed_at is None and await asyncio.to_thread(slow_closed, hub) > before:
+            closed_at = now
+        if fast.closed or (closed_at is not None and any(f.get("type") == "run.completed" for f in fast.frames[-3:])):
+            break
+    assert closed_at is not None, "the slow consumer was never closed"
+    end = await fast.wait_event(run_id, "run.completed", timeout=60)
+
+    # The fast watcher got every event, in order, and was never held up: each arrived soon after it was logged.
+    events = fast.events(run_id)
+    assert [e["seq"] for e in events] == list(range(1, end["seq"] + 1))
+    delays = [arrivals[e["seq"]] - datetime.fromisoformat(e["ts"].replace("Z", "+00:00")).timestamp()
+              for e in events if e["type"] == "tool.args.delta" and e["seq"] in arrivals]
+    assert delays and max(delays) < 2.0, f"the fast watcher waited up to {max(delays):.2f}s"
+
+    # The slow one, reading now, finds a gap-free prefix of the run and then 4408, whose reason says how much it held.
+    got = slow.read_to_close()
+    close = slow.proto.close_rcvd
+    assert close.code == 4408 and "reconnect and subscribe with since" in close.reason
+    seqs = [f["seq"] for f in got if "seq" in f and f.get("run_id") == run_id]
+    assert seqs == list(range(1, len(seqs) + 1))
+    assert seqs[-1] < end["seq"], "the slow consumer was closed only after the run ended"
+    held = int(re.search(r"(\d+) bytes unread", close.reason).group(1))
+    assert held > LIMIT
+    # When did it start holding the limit? What it received is what the kernel's buffers took plus what the hub held;
+    # it went over the limit once the kernel's share plus the limit had been sent to it (every watcher is sent the
+    # same events at the same moment: the fast one's arrival times tell when).
+    kernel = slow.received - held
+    sent, crossed_at = 0, None
+    for e in events:
+        sent += payload_size(e, encoding)
+        if sent >= kernel + LIMIT:
+            crossed_at = arrivals[e["seq"]]
+            break
+    assert crossed_at is not None
+    assert closed_at - crossed_at <= 2.0, f"closed {closed_at - crossed_at:.2f}s after holding the limit"
+    slow.sock.close()
+
+    # It comes back with since and gets the rest, exactly.
+    back = await Client.connect(hub.ws_url(), ALICE, encoding=encoding)
+    sync = await back.subscribe(run_id, since=seqs[-1])
+    rest = [f for f in back.frames[: back.frames.index(sync)] if "seq" in f and f["run_id"] == run_id]
+    assert [f["seq"] for f in rest] == list(range(seqs[-1] + 1, sync["head_seq"] + 1))
+    for c in (fast, back):
+        await c.close()
