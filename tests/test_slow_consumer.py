@@ -97,7 +97,7 @@ def payload_size(frame: dict[str, Any], encoding: str) -> int:
 
 def slow_closed(hub: Cluster) -> int:
     text = hub.http("GET", "/metrics", node=0).text
-    return int(next(x for x in text.splitlines() if x.startswith("runcast_slow_consumers_closed_total ")).split()[1])
+    return int(float(next(x for x in text.splitlines() if x.startswith("runcast_slow_consumers_closed_total ")).split()[1]))
 
 
 @pytest.mark.parametrize("encoding,batch", [("json", False), ("msgpack", True), ("json", True), ("msgpack", False)])

@@ -126,6 +126,9 @@ export class RuncastClient {
     this._codecLoader = typeof options.msgpack === "function" ? options.msgpack : null;
     this._codec = typeof options.msgpack === "function" ? null : options.msgpack || null;
     this.clientName = options.client || `runcast-js/${VERSION}`;
+    // Batched frames: the hub may put several events in one frame (JSON lines; a msgpack sequence). On by default;
+    // with msgpack only when the codec has `decodeMulti`.
+    this.batch = options.batch !== false;
     const r = options.reconnect || {};
     this.backoff = {
       initialMs: r.initialMs ?? 250,
@@ -242,7 +245,7 @@ export class RuncastClient {
     // A bare specifier: resolved by Node, or in a browser by an import map (see README); or the app's own loader.
     const mod = this._codecLoader ? await this._codecLoader() : await import("@msgpack/msgpack");
     if (typeof mod?.encode !== "function" || typeof mod?.decode !== "function") throw new Error("no encode/decode in the module");
-    this._codec = { encode: mod.encode, decode: mod.decode };
+    this._codec = { encode: mod.encode, decode: mod.decode, decodeMulti: mod.decodeMulti };
   }
 
   async _open() {
@@ -280,20 +283,25 @@ export class RuncastClient {
       if (this._ws !== ws) return;
       this._lastFrameAt = monotonic();
       this._welcomed = false;
-      this._rawSend({ type: "hello", token, client: this.clientName });
+      const hello = { type: "hello", token, client: this.clientName };
+      if (this._wantsBatch()) hello.batch = true;
+      this._rawSend(hello);
       this._startHeartbeat(null); // a hub that never answers hello is given up on like a silent one
     };
     ws.onmessage = (m) => {
       if (this._ws !== ws) return;
       this._lastFrameAt = monotonic();
-      let frame;
+      let frames;
       try {
-        frame = this._decode(m.data);
+        frames = this._decode(m.data);
       } catch (err) {
         this._emit("error", new RuncastError("bad_frame", `runcast: undecodable frame from the hub: ${err?.message || err}`));
         return;
       }
-      this._onFrame(frame);
+      for (const frame of frames) {
+        if (this._ws !== ws) return; // a frame of this batch closed the socket (e.g. a refused token)
+        this._onFrame(frame);
+      }
     };
     ws.onclose = (e) => this._onSocketGone(ws, e.code, e.reason || "");
     ws.onerror = () => { /* a close follows */ };
@@ -329,12 +337,18 @@ export class RuncastClient {
     return new RuncastError("unauthenticated", `${reason || "the hub refused the token (4401)"}${why}`, { code: CLOSE_AUTH, refusals: this._refusals });
   }
 
+  /** Ask the hub for batched frames? Only if we can read them. */
+  _wantsBatch() {
+    return this.batch && (this.encoding !== "msgpack" || typeof this._codec?.decodeMulti === "function");
+  }
+
+  /** A frame off the socket -> the frames in it: one, or with batching several (JSON lines, or a msgpack sequence). */
   _decode(data) {
-    if (typeof data === "string") return JSON.parse(data);
+    if (typeof data === "string") return decodeJsonLines(data);
     const bytes = data instanceof ArrayBuffer ? new Uint8Array(data) : ArrayBuffer.isView(data) ? new Uint8Array(data.buffer, data.byteOffset, data.byteLength) : null;
     if (!bytes) throw new Error("unsupported frame type");
-    if (this._codec) return this._codec.decode(bytes);
-    return JSON.parse(new TextDecoder().decode(bytes));
+    if (this._codec) return this._codec.decodeMulti ? [...this._codec.decodeMulti(bytes)] : [this._codec.decode(bytes)];
+    return decodeJsonLines(new TextDecoder().decode(bytes));
   }
 
   _rawSend(frame) {
@@ -746,6 +760,11 @@ export class RuncastClient {
   ping() {
     return this._command({ type: "ping" });
   }
+}
+
+/** Compact JSON never holds a raw newline, so a text frame with one is a batch: one event per line. */
+function decodeJsonLines(text) {
+  return text.includes("\n") ? text.split("\n").map((line) => JSON.parse(line)) : [JSON.parse(text)];
 }
 
 function call(fn, ...args) {

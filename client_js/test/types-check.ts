@@ -28,8 +28,11 @@ const options: ClientOptions = {
   msgpack: () => import("@msgpack/msgpack"),
   reconnect: { initialMs: 250, maxMs: 10_000, factor: 2, jitter: 0.5 },
   commandTimeoutMs: 15_000,
+  batch: true,
 };
 const codec: MsgpackCodec = { encode: () => new Uint8Array(), decode: () => null };
+const batchingCodec: MsgpackCodec = { encode: () => new Uint8Array(), decode: () => null, decodeMulti: () => [null] };
+const batching: boolean = new RuncastClient({ ...options, msgpack: batchingCodec, batch: false }).batch;
 const client = new RuncastClient({ ...options, msgpack: codec });
 // @ts-expect-error: no such encoding
 new RuncastClient({ encoding: "cbor" });
