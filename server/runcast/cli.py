@@ -80,11 +80,14 @@ def _setup(args: argparse.Namespace) -> None:
         set_tracing_disabled(True)  # nothing leaves the machine without a key
 
 
-def _bind(host: str, port: int) -> socket.socket:
-    """Take the address now, so that a busy port is an error before the demo prints links to it."""
+def _bind(host: str, port: int, reuse_port: bool = False) -> socket.socket:
+    """Take the address now, so that a busy port is an error before the demo prints links to it. With `reuse_port`
+    (a child of `--processes N`), other processes may bind it too and the kernel spreads connections over them."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     try:
         sock.bind((host, port))
     except OSError as exc:
@@ -95,11 +98,28 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+def _print_links(secret: str, args: argparse.Namespace) -> None:
+    shown = "127.0.0.1" if args.host in ("0.0.0.0", "::", "") else args.host
+    base = f"http://{shown}:{args.port}"
+    dana = auth.issue(secret, "dana", "Dana", ["admin"], ttl_s=7 * 86400)
+    alex = auth.issue(secret, "alex", "Alex", ["approver"], ttl_s=7 * 86400)
+    vic = auth.issue(secret, "vic", "Vic", ["viewer"], ttl_s=7 * 86400)
+    print("\nNo RUNCAST_SECRET set: made one for this process (tokens end with it).", flush=True)
+    print(f"  Dana, an admin (starts runs, decides):  {base}/#token={dana}", flush=True)
+    print(f"  Alex, an approver (decides):            {base}/#token={alex}", flush=True)
+    print(f"  Vic, a viewer (only watches):           {base}/#token={vic}\n", flush=True)
+
+
 def serve(args: argparse.Namespace) -> None:
     import uvicorn
 
     from .hub import Hub, Settings, create_app
 
+    if args.processes > 1 or args.worker_process:
+        from .processes import supervise
+
+        supervise(args, args.argv, _print_links)
+        return
     _setup(args)
     secret = os.environ.get("RUNCAST_SECRET")
     dev = args.dev or not secret
@@ -122,7 +142,7 @@ def serve(args: argparse.Namespace) -> None:
     if args.max_queue:
         settings.max_queue = args.max_queue
     settings.max_send_bytes = args.max_send_bytes
-    sock = _bind(args.host, args.port)  # before any link is printed: a busy port says so, and nothing else
+    sock = _bind(args.host, args.port, args.reuse_port)  # before any link is printed: a busy port says so, and nothing else
     registry = _registry(args)
     shown = "127.0.0.1" if args.host in ("0.0.0.0", "::", "") else args.host
     base = f"http://{shown}:{args.port}"
@@ -132,13 +152,7 @@ def serve(args: argparse.Namespace) -> None:
     print(f"runcast {__version__}: {hub.backend.name} backend, {'hub + worker' if settings.run_worker else 'hub only'}, "
           f"agents: {', '.join(hub.registry.names())}", flush=True)
     if not os.environ.get("RUNCAST_SECRET"):
-        dana = auth.issue(secret, "dana", "Dana", ["admin"], ttl_s=7 * 86400)
-        alex = auth.issue(secret, "alex", "Alex", ["approver"], ttl_s=7 * 86400)
-        vic = auth.issue(secret, "vic", "Vic", ["viewer"], ttl_s=7 * 86400)
-        print("\nNo RUNCAST_SECRET set: made one for this process (tokens end with it).", flush=True)
-        print(f"  Dana, an admin (starts runs, decides):  {base}/#token={dana}", flush=True)
-        print(f"  Alex, an approver (decides):            {base}/#token={alex}", flush=True)
-        print(f"  Vic, a viewer (only watches):           {base}/#token={vic}\n", flush=True)
+        _print_links(secret, args)
     config = uvicorn.Config(
         app,
         host=args.host,
@@ -256,6 +270,11 @@ def main(argv: list[str] | None = None) -> None:
     s.add_argument("--max-send-bytes", type=int, default=int(os.environ.get("RUNCAST_MAX_SEND_BYTES", str(1024 * 1024))),
                    help="bytes sent to a client and not yet taken by it before it is closed with 4408 (default 1 MiB)")
     s.add_argument("--dev", action="store_true", help="accept tokens without exp")
+    s.add_argument("--processes", type=int, default=int(os.environ.get("RUNCAST_PROCESSES", "1")),
+                   help="hub processes on this host and port (SO_REUSEPORT), plus a worker process; needs --redis")
+    s.add_argument("--worker-process", action="store_true",
+                   help="run the worker in a process of its own, not in the hub's event loop (needs --redis)")
+    s.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)  # a child of --processes
     s.set_defaults(func=serve)
 
     w = sub.add_parser("worker", help="a worker only (needs --redis)")
@@ -281,6 +300,7 @@ def main(argv: list[str] | None = None) -> None:
     add_commands(sub)
 
     args = p.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     args.func(args)
 
 
