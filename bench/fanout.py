@@ -97,6 +97,7 @@ def bench_env(**extra: str) -> dict[str, str]:
     e.update({
         "RUNCAST_SECRET": SECRET, "RUNCAST_COALESCE_S": "0", "RUNCAST_LOG_LEVEL": "WARNING",
         "RUNCAST_RATE_PER_S": "100000", "RUNCAST_RATE_BURST": "100000", "OPENAI_AGENTS_DISABLE_TRACING": "1",
+        "RUNCAST_LOOP": os.environ.get("RUNCAST_LOOP", "asyncio"),
         "PYTHONPATH": os.pathsep.join([str(ROOT / "bench"), str(ROOT / "server"), e.get("PYTHONPATH", "")]),
     })
     e.update(extra)
@@ -242,10 +243,10 @@ class Row:
 
 # ------------------------------------------------------------------------------------------------ scenarios
 async def live_reference(kind: str, args: argparse.Namespace, tmp: Path, rate: float, n: int, watchers: int,
-                         redis_url: str | None = None) -> Row:
+                         redis_url: str | None = None, loop: str = "asyncio") -> Row:
     port = free_port()
     argv = [sys.executable, str(ROOT / "bench" / "fanout_refs.py"), kind, str(port)] + ([redis_url] if redis_url else [])
-    srv = Server(argv, bench_env(), tmp / f"{kind}.log", port)
+    srv = Server(argv, bench_env(RUNCAST_LOOP=loop), tmp / f"{kind}.log", port)
     w: Watchers | None = None
     try:
         srv.wait_listening("/go?n=0&rate=1" if kind == "floor" else "/nothing")
@@ -437,6 +438,7 @@ async def main() -> None:
     p.add_argument("--batch", action="store_true", help="also measure Runcast with batched frames")
     p.add_argument("--timeout", type=float, default=300)
     p.add_argument("--keep", action="store_true", help="keep the servers' logs")
+    p.add_argument("--uvloop", action="store_true", help="also measure the floor and Runcast on uvloop")
     p.add_argument("--base", type=Path, help="also measure the runcast of this checkout (e.g. an export of an older commit)")
     args = p.parse_args()
     only = set(args.only.split(","))
@@ -481,6 +483,15 @@ async def main() -> None:
                 r.note = f"wall {r.wall / one.wall:.2f}x 1 watcher; " + r.note
                 rows.append(r)
                 show([r], floor_cpu)
+                if args.uvloop:
+                    f = await live_reference("floor", args, tmp, rate, n, args.watchers, loop="uvloop")
+                    f.name = "floor on uvloop"
+                    rows.append(f)
+                    show([f], floor_cpu)
+                    r = await live_runcast(args, tmp, rate, n, args.watchers, "runcast on uvloop", env={"RUNCAST_LOOP": "uvloop"})
+                    r.note = f"wall {r.wall / one.wall:.2f}x 1 watcher; " + r.note
+                    rows.append(r)
+                    show([r], floor_cpu)
                 if args.base:
                     r = await live_runcast(args, tmp, rate, n, args.watchers, "runcast (base)", src=args.base)
                     r.note = f"wall {r.wall / one.wall:.2f}x 1 watcher; " + r.note

@@ -15,6 +15,7 @@ import asyncio
 import base64
 import hashlib
 import json
+import os
 import struct
 import sys
 from datetime import datetime, timezone
@@ -165,14 +166,20 @@ def socketio_app(redis_url: str):  # noqa: ANN201
 
 def main() -> None:
     kind, port = sys.argv[1], int(sys.argv[2])
+    loop = os.environ.get("RUNCAST_LOOP", "asyncio")
     if kind == "floor":
-        asyncio.run(floor(port))
+        if loop == "uvloop":
+            import uvloop
+
+            uvloop.run(floor(port))
+        else:
+            asyncio.run(floor(port))
         return
     import uvicorn
 
     app = naive_app() if kind == "naive" else socketio_app(sys.argv[3])
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", ws="websockets-sansio",
-                ws_per_message_deflate=False, backlog=4096, loop="asyncio")
+                ws_per_message_deflate=False, backlog=4096, loop=loop)
 
 
 if __name__ == "__main__":

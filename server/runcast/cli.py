@@ -165,6 +165,7 @@ def serve(args: argparse.Namespace) -> None:
         ws_ping_interval=settings.heartbeat_s,
         ws_ping_timeout=settings.heartbeat_s,
         log_level=os.environ.get("RUNCAST_UVICORN_LOG", "warning"),
+        loop=os.environ.get("RUNCAST_LOOP", "auto"),  # auto: uvloop where installed; asyncio or uvloop to choose
         lifespan="on",
         timeout_graceful_shutdown=5,
     )
