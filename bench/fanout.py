@@ -412,6 +412,36 @@ async def idle(args: argparse.Namespace, tmp: Path, conns: int, src: Path | None
         srv.stop()
 
 
+async def processes(args: argparse.Namespace, tmp: Path, procs: int, redis_url: str, watchers: int, n: int) -> Row:
+    """`runcast serve --processes N --worker-process` on Redis: a run as fast as the worker streams it (BENCH_DELAY=0),
+    delivered events per second (all watchers) over the streaming window."""
+    go = tmp / f"go-procs-{procs}"
+    port = free_port()
+    argv = [sys.executable, "-m", "runcast.cli", "serve", "--port", str(port), "--agents", "bench_agents", "--redis",
+            redis_url, "--processes", str(procs), "--worker-process"]
+    srv = Server(argv, bench_env(BENCH_WORDS=str(n), BENCH_DELAY="0", BENCH_GO_FILE=str(go)), tmp / f"procs{procs}.log", port)
+    w: Watchers | None = None
+    try:
+        srv.wait_listening()
+        time.sleep(3)  # every hub process listening (the first one answered)
+        run_id = start_run(port)
+        w = Watchers(watchers, args.client_procs, mode="runcast", url=f"ws://127.0.0.1:{port}/ws", token=OPERATOR,
+                     run_id=run_id, timeout_s=args.timeout, batch=args.batch)
+        await w.ready()
+        await asyncio.sleep(1)
+        pids = srv.pids
+        c0, t0 = cpu_seconds(pids), time.time()
+        go.touch()
+        res = await w.results()
+        c1 = cpu_seconds(pids)
+        row = _row(f"--processes {procs} (redis, burst)", watchers, 0, res, c1 - c0, t0, n)
+        return row
+    finally:
+        if w:
+            w.close()
+        srv.stop()
+
+
 # ------------------------------------------------------------------------------------------------ the table
 def show(rows: list[Row], floor_cpu: dict[float, float]) -> None:
     print(f"\n{'what':<34} {'watchers':>8} {'ev/s':>5} {'CPU µs/deliv':>12} {'x floor':>7} {'p50 ms':>7} {'p99 ms':>7} "
@@ -429,12 +459,13 @@ async def main() -> None:
     p.add_argument("--rates", default="100,50", help="events per second of the live runs")
     p.add_argument("--seconds", type=float, default=15, help="length of each live run at its rate")
     p.add_argument("--client-procs", type=int, default=4, help="Node processes the watchers are spread over")
-    p.add_argument("--only", default="floor,naive,socketio,runcast,replay,idle",
-                   help="comma-separated: floor, naive, socketio, runcast, replay, idle")
+    p.add_argument("--only", default="floor,naive,socketio,runcast,replay,processes,idle",
+                   help="comma-separated: floor, naive, socketio, runcast, replay, processes, idle")
     p.add_argument("--replay-events", type=int, default=2000)
     p.add_argument("--replay-clients", type=int, default=200)
     p.add_argument("--idle", type=int, default=10_000, help="idle connections to measure memory with")
     p.add_argument("--repeat", type=int, default=1)
+    p.add_argument("--burst-events", type=int, default=1000, help="events of the --processes runs (streamed at once)")
     p.add_argument("--batch", action="store_true", help="also measure Runcast with batched frames")
     p.add_argument("--timeout", type=float, default=300)
     p.add_argument("--keep", action="store_true", help="keep the servers' logs")
@@ -512,6 +543,18 @@ async def main() -> None:
                 r.note = f"{r.delivered_s / base[0].delivered_s:.2f}x bare; " + r.note
             rows += rr
             show(rr, floor_cpu)
+        if "processes" in only:
+            if redis is None:
+                from redis_server import RedisServer
+
+                redis = RedisServer()
+                redis.start()
+            pr = []
+            for procs in (1, 2):
+                pr.append(await processes(args, tmp, procs, redis.url, args.watchers, args.burst_events))
+            pr[1].note = f"{pr[1].delivered_s / pr[0].delivered_s:.2f}x the deliveries/s of 1 process; " + pr[1].note
+            rows += pr
+            show(pr, floor_cpu)
         if "idle" in only:
             r = await idle(args, tmp, args.idle)
             rows.append(r)
