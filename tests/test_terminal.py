@@ -42,7 +42,7 @@ def wait_status(c: Cluster, run_id: str, *status: str, timeout: float = 20) -> d
     raise AssertionError(f"run {run_id} never reached {status}: {d}")
 
 
-def wait_text(path: Path, text: str, timeout: float = 20) -> str:
+def wait_text(path: Path, text: str, timeout: float = 60) -> str:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         got = path.read_text(errors="replace") if path.exists() else ""
@@ -54,7 +54,9 @@ def wait_text(path: Path, text: str, timeout: float = 20) -> str:
 
 @pytest.fixture(scope="module")
 def hub1(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
-    c = Cluster(tmp_path_factory.mktemp("terminal"), "memory").start()
+    c = Cluster(tmp_path_factory.mktemp("terminal"), "memory")
+    c.nodes[0].start(wait=False)
+    c.nodes[0].wait_ready(timeout=120)
     yield c
     c.stop()
 
@@ -139,14 +141,17 @@ def test_watch_survives_a_hub_restart_on_redis_without_loss_or_repeat(tmp_path: 
     server.start()
     c = Cluster(tmp_path, "redis", server.url, nodes=1, workers=1, env={"RUNCAST_DEMO_DELAY": "0.03"})
     try:
-        c.start()
+        for proc in c.workers + c.nodes:
+            proc.start(wait=False)
+        c.nodes[0].wait_ready(timeout=120)  # (processes importing the SDK on two busy cores)
         run_id = c.start_run("long-turn", "explain")
         out = tmp_path / "watch.jsonl"
         w = watch(c, VIEWER, run_id, out, "--json")
         wait_text(out, '"message.delta"')
         c.nodes[0].kill()  # the hub dies mid-stream; the worker goes on writing to Redis
         time.sleep(0.5)
-        c.nodes[0].start()  # the same port again
+        c.nodes[0].start(wait=False)  # the same port again
+        c.nodes[0].wait_ready(timeout=120)
         ap = wait_status(c, run_id, "paused", timeout=30)["pending_approvals"][0]["approval_id"]
         assert cli(c, ALICE, "approve", run_id, ap).returncode == 0
         assert w.wait(60) == 0, out.read_text()[-2000:]
