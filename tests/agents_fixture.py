@@ -116,7 +116,11 @@ AGENTS = {
     "demo-expiring": AgentSpec(_demo.agent, {"delete_files": ApprovalPolicy(roles=["approver"], expires_s=1.0)}),
     # the person who started the run may not approve its calls
     "demo-strict": AgentSpec(_demo.agent, {"delete_files": ApprovalPolicy(roles=["approver"], allow_self=False)}),
+    # approvals by a role of the agent's own: people with that role may watch its runs (and only its runs)
+    "demo-finance": AgentSpec(_demo.agent, {"delete_files": ApprovalPolicy(roles=["finance"])}),
     "broken": Agent(name="Broken", model=DemoModel(_broken)),
+    # one short answer and done: as cheap a run as the SDK makes (quota and retention tests start thousands)
+    "quick": Agent(name="Quick", model=DemoModel(lambda input_: Step("ok"), delay=0)),
     # one pause, two approvals
     "two-deletes": AgentSpec(Agent(name="Twin", model=DemoModel(_two_deletes), tools=[delete_files]),
                              {"delete_files": ApprovalPolicy(roles=["approver"])}),

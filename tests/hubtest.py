@@ -64,7 +64,7 @@ class Process:
             self.wait_ready()
         return self
 
-    def wait_ready(self, timeout: float = 30) -> None:
+    def wait_ready(self, timeout: float = 60) -> None:  # (a loaded CI machine can take a while)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc and self.proc.poll() is not None:
@@ -106,6 +106,8 @@ def base_env(tmp: Path, **extra: str) -> dict[str, str]:
         "OPENAI_BASE_URL": "http://127.0.0.1:9/v1",
         "HTTP_PROXY": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9",
         "NO_PROXY": "127.0.0.1,localhost",
+        # Suites start many runs as one user: per-user quotas are off unless a test turns them on (test_quotas.py).
+        "RUNCAST_MAX_STARTS_PER_MINUTE": "0", "RUNCAST_MAX_OPEN_RUNS": "0",
     })
     env.update(extra)
     return env
@@ -133,12 +135,16 @@ class Cluster:
         self._next = 0
 
     def start(self) -> "Cluster":
-        for p in self.workers:
-            p.start()
-        for p in self.nodes:
-            p.start(wait=False)
-        for p in self.nodes:
-            p.wait_ready()
+        try:
+            for p in self.workers:
+                p.start()
+            for p in self.nodes:
+                p.start(wait=False)
+            for p in self.nodes:
+                p.wait_ready()
+        except BaseException:
+            self.stop()  # a node that never got ready must not outlive the test run
+            raise
         return self
 
     def stop(self) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 
+import httpx
 import msgpack
 import pytest
 
@@ -533,3 +534,87 @@ async def test_a_namespaced_finance_policy_refuses_a_plain_approver(hub: Cluster
     assert len(hub.tool_calls(run_id, "files.delete_file")) == 1
     for c in (watcher, alice, fin):
         await c.close()
+
+
+async def test_bad_http_input_gets_a_4xx_in_the_api_shape_never_a_5xx(hub: Cluster) -> None:
+    """Nesting, sizes and odd query values, from any valid token: each has its 4xx, and nothing is logged as a crash."""
+    run_id, w, ap = await run_to_pause(hub)
+    noroles = token("nobody", [])
+    deep = "[" * 30_000 + "]" * 30_000
+    deep_agent = '{"agent":' + "[" * 20_000 + "]" * 20_000 + ',"input":"x"}'
+    posts = [f"/api/runs", f"/api/runs/{run_id}/approvals/{ap['approval_id']}", f"/api/runs/{run_id}/cancel"]
+    for path in posts:
+        for tok in (OPERATOR, noroles):
+            for body in (deep, deep_agent, '{"x":' + "[" * 32 + "]" * 32 + "}"):
+                r = hub.http("POST", path, tok, content=body.encode())
+                assert r.status_code == 400, (path, r.text)
+                assert r.json()["error"]["code"] == "bad_frame" and "nests deeper than 32" in r.json()["error"]["message"]
+            r = hub.http("POST", path, tok, content=json.dumps({"reason": "€" * 22_000}, ensure_ascii=False).encode())
+            assert r.status_code == 413 and r.json()["error"]["code"] == "too_large"  # 66,000 bytes, 22,000 characters
+            r = hub.http("POST", path, tok, content=b"[1]")
+            assert r.status_code == 400 and r.json()["error"]["code"] == "bad_frame"
+    r = hub.http("POST", posts[1], ALICE, json={"decision": "maybe"})
+    assert r.status_code == 400 and r.json()["error"] == {
+        "code": "bad_request", "field": "decision", "message": r.json()["error"]["message"]}
+    r = hub.http("POST", posts[2], OPERATOR, json={"mode": ["immediate"]})
+    assert r.status_code == 400 and r.json()["error"]["field"] == "mode"
+    for query in ("limit=abc", "limit=1e3", "limit=-1", "limit=%F0%9F%98%80", "limit=1" + "0" * 30):
+        r = hub.http("GET", f"/api/runs?{query}")
+        assert r.status_code == 400 and r.json()["error"]["code"] == "bad_request", (query, r.text)
+    for query in ("limit=99999999999999999999", "limit=0", "limit="):  # out of range: clamped to 1..1000
+        assert hub.http("GET", f"/api/runs?{query}").status_code == 200, query
+    events = f"/api/runs/{run_id}/events"
+    for query in ("since=9223372036854775807", "since=-1", "since=abc", "limit=1e3", "since=9007199254740992"):
+        r = hub.http("GET", f"{events}?{query}")
+        assert r.status_code == 400 and r.json()["error"]["code"] == "bad_request", (query, r.text)
+    for query in ("since=9007199254740991", "since=0&limit=99999999999999999999"):
+        r = hub.http("GET", f"{events}?{query}")
+        assert r.status_code == 200, (query, r.text)
+    far = hub.http("GET", f"{events}?since=9007199254740991").json()
+    assert far["events"] == [] and not far["more"]
+    # nothing above changed the run: it is still paused on the same approval
+    assert hub.http("GET", f"/api/runs/{run_id}").json()["pending_approvals"][0]["approval_id"] == ap["approval_id"]
+    await hub_cancel(hub, run_id)
+    await w.close()
+    logs = hub.logs()
+    assert "Traceback" not in logs and "RecursionError" not in logs, logs[-3000:]
+
+
+async def test_watching_needs_a_role_and_a_token_needs_a_sub(hub: Cluster) -> None:
+    run_id = hub.start_run()
+    fin_run = hub.start_run("demo-finance")
+    nobody, finance = token("nobody", []), token("fin", ["finance"])
+    c = await Client.connect(hub.ws_url(), nobody)  # a valid token: it may connect, and see nothing
+    for rid in (run_id, fin_run):
+        err = await c.subscribe(rid)
+        assert err["type"] == "error" and err["code"] == "forbidden" and "needs a role" in err["message"]
+        assert hub.http("GET", f"/api/runs/{rid}", nobody).status_code == 403
+        assert hub.http("GET", f"/api/runs/{rid}/events", nobody).status_code == 403
+    assert hub.http("GET", "/api/runs", nobody).json()["runs"] == []
+    await c.send({"type": "subscribe_runs", "id": "rl"})  # the live run list shows it nothing either
+    assert (await c.wait_for(lambda f: f["type"] == "runs" and f.get("id") == "rl"))["runs"] == []
+    assert c.events(run_id) == [] and c.events(fin_run) == []
+    # a role that only a policy names: its agent's runs, not the others
+    f = await Client.connect(hub.ws_url(), finance)
+    assert (await f.subscribe(fin_run))["type"] == "sync"
+    assert (await f.subscribe(run_id))["code"] == "forbidden"
+    listed = [r["run_id"] for r in hub.http("GET", "/api/runs", finance).json()["runs"]]
+    assert fin_run in listed and run_id not in listed
+    for x in (c, f):
+        await x.close()
+    # an empty (or blank) sub is no identity: refused over WebSocket (4401) and HTTP (401)
+    for sub in ("", "  "):
+        anon = token(sub, ["admin"])
+        e = await Client.connect(hub.ws_url())
+        err = await e.request({"type": "hello", "token": anon})
+        assert err["type"] == "error" and err["code"] == "unauthenticated" and "sub is empty" in err["message"]
+        assert (await e.wait_closed())[0] == 4401
+        r = hub.http("GET", "/api/me", anon)
+        assert r.status_code == 401 and r.json()["error"]["code"] == "unauthenticated"
+    # /metrics needs the metrics (or admin) role
+    assert hub.http("GET", "/metrics", "garbage").status_code == 401
+    assert httpx.get(hub.url + "/metrics").status_code == 401
+    assert hub.http("GET", "/metrics", VIEWER).status_code == 403
+    assert "runcast_connections" in hub.http("GET", "/metrics", token("prom", ["metrics"])).text
+    await hub_cancel(hub, run_id)
+    await hub_cancel(hub, fin_run)

@@ -103,7 +103,11 @@ export type ErrorCode =
 export class RuncastError extends Error {
   /** One of ErrorCode (a newer hub may send others). */
   code: ErrorCode | (string & {});
-  frame: Record<string, any>;
+  /**
+   * The error frame as the hub sent it. A `rate_limited` start refused by a per-user quota also carries
+   * `quota` (`"starts_per_minute"` or `"open_runs"`) and `retry_after_s` (whole seconds).
+   */
+  frame: Record<string, any> & { quota?: "starts_per_minute" | "open_runs"; retry_after_s?: number };
   constructor(code: string, message: string, frame?: Record<string, any>);
 }
 

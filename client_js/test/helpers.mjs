@@ -82,7 +82,8 @@ export async function startServer({ delay = "0.01", env = {}, args = [], port: w
   const port = wanted ?? await freePort();
   let output = "";
   const proc = spawn(runcastBin(), ["serve", "--host", "127.0.0.1", "--port", String(port), ...args], {
-    env: { ...process.env, RUNCAST_SECRET: SECRET, RUNCAST_DEMO_DELAY: String(delay), RUNCAST_LOG_LEVEL: "WARNING", ...env },
+    env: { ...process.env, RUNCAST_SECRET: SECRET, RUNCAST_DEMO_DELAY: String(delay), RUNCAST_LOG_LEVEL: "WARNING",
+      RUNCAST_MAX_STARTS_PER_MINUTE: "0", RUNCAST_MAX_OPEN_RUNS: "0", ...env },  // per-user quotas off unless a test sets them
     stdio: ["ignore", "pipe", "pipe"],
   });
   proc.stdout.on("data", (d) => { output += d; });

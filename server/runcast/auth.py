@@ -39,7 +39,8 @@ class Identity:
 
 def issue(secret: str, sub: str, name: str | None = None, roles: list[str] | None = None,
           runs: list[str] | None = None, ttl_s: float | None = 3600) -> str:
-    claims: dict[str, Any] = {"sub": sub, "name": name or sub, "roles": roles or ["viewer"], "runs": runs or ["*"], "iat": int(time.time())}
+    claims: dict[str, Any] = {"sub": sub, "name": name or sub, "roles": ["viewer"] if roles is None else roles,
+                              "runs": runs or ["*"], "iat": int(time.time())}
     if ttl_s:
         claims["exp"] = int(time.time() + ttl_s)
     return jwt.encode(claims, secret, algorithm="HS256")
@@ -54,9 +55,11 @@ def verify(secret: str, token: str, require_exp: bool = True) -> Identity:
         raise ProtocolError(ErrorCode.UNAUTHENTICATED, "token expired; ask for a new one") from None
     except jwt.PyJWTError as exc:
         raise ProtocolError(ErrorCode.UNAUTHENTICATED, f"invalid token: {exc}") from None
-    roles, runs = claims.get("roles", ["viewer"]), claims.get("runs", ["*"])
+    roles, runs = claims.get("roles", []), claims.get("runs", ["*"])  # no roles claim: no roles (watching needs one)
     if not isinstance(claims["sub"], str) or not isinstance(roles, list) or not isinstance(runs, list):
         raise ProtocolError(ErrorCode.UNAUTHENTICATED, "invalid token: sub must be a string, roles and runs lists")
+    if not claims["sub"].strip():
+        raise ProtocolError(ErrorCode.UNAUTHENTICATED, "invalid token: sub is empty (a token must name who it is)")
     return Identity(
         sub=claims["sub"],
         name=str(claims.get("name") or claims["sub"]),

@@ -12,6 +12,7 @@ import socket
 import sys
 
 from . import __version__, auth
+from .quotas import DEFAULT_MAX_OPEN, DEFAULT_STARTS_PER_MINUTE
 
 log = logging.getLogger("runcast")
 TRANSPORT_MAX_FRAME = 1024 * 1024  # a frame over this closes the socket with 1009
@@ -40,7 +41,7 @@ def _backend(args: argparse.Namespace):  # noqa: ANN202
         return RedisBackend(args.redis, max_log=args.max_log or None, retention_s=args.retention)
     from .backends.memory import MemoryBackend
 
-    return MemoryBackend(max_log=args.max_log or None)
+    return MemoryBackend(max_log=args.max_log or None, retention_s=args.retention if args.retention > 0 else None)
 
 
 def _webhooks(args: argparse.Namespace, registry, default_public_url: str | None = None):  # noqa: ANN001, ANN202
@@ -113,6 +114,8 @@ def _print_links(secret: str, args: argparse.Namespace) -> None:
 def serve(args: argparse.Namespace) -> None:
     import uvicorn
 
+    from . import transport
+    from .hosts import default_allowed_hosts
     from .hub import Hub, Settings, create_app
 
     if args.processes > 1 or args.worker_process:
@@ -139,6 +142,26 @@ def serve(args: argparse.Namespace) -> None:
     settings.rate_burst = float(os.environ.get("RUNCAST_RATE_BURST", settings.rate_burst))
     settings.max_strikes = int(os.environ.get("RUNCAST_MAX_STRIKES", settings.max_strikes))
     settings.sweep_s = float(os.environ.get("RUNCAST_SWEEP_S", settings.sweep_s))
+    settings.debug_endpoints = os.environ.get("RUNCAST_DEBUG_ENDPOINTS", "") == "1"
+    settings.metrics_bind = args.metrics_bind or None
+    if args.allowed_hosts:
+        settings.allowed_hosts = [h.strip() for v in args.allowed_hosts for h in v.split(",") if h.strip()]
+    else:
+        settings.allowed_hosts = default_allowed_hosts(args.host)
+        if settings.allowed_hosts is None:
+            print(f"runcast: bound to {args.host or 'every address'}, so any Host header is answered; name this "
+                  "hub's public names with --allowed-hosts to refuse the others (DNS rebinding)", flush=True)
+    settings.starts_per_minute = args.max_starts_per_minute
+    settings.max_connections = args.max_connections
+    settings.max_unauthenticated = args.max_unauthenticated
+    settings.max_open_runs = args.max_open_runs
+    if settings.metrics_bind:
+        from .scrape import parse_bind
+
+        try:
+            parse_bind(settings.metrics_bind)
+        except ValueError as exc:
+            raise SystemExit(f"runcast serve: {exc}") from None
     if args.max_queue:
         settings.max_queue = args.max_queue
     settings.max_send_bytes = args.max_send_bytes
@@ -157,7 +180,8 @@ def serve(args: argparse.Namespace) -> None:
         app,
         host=args.host,
         port=args.port,
-        ws="websockets-sansio",
+        http=transport.http_protocol(args.header_timeout),  # a header-read timeout (transport.py)
+        ws=transport.WebSocketProtocol,  # websockets-sansio with the pre-auth limit, and 1009 / 1007 that arrive
         ws_max_size=TRANSPORT_MAX_FRAME,
         # Off: with it, every frame is compressed once per client (zlib, per connection) instead of framed once for
         # all of them (wire.py); Runcast's frames are small and many.
@@ -243,7 +267,7 @@ def main(argv: list[str] | None = None) -> None:
         sp.add_argument("--max-log", type=int, default=int(os.environ.get("RUNCAST_MAX_LOG", "100000")),
                         help="events kept per run; older ones are trimmed and asking for them is an error (0: keep all)")
         sp.add_argument("--retention", type=float, default=float(os.environ.get("RUNCAST_RETENTION_S", str(7 * 86400))),
-                        help="seconds a finished run's log and record are kept (Redis only)")
+                        help="seconds a finished run's log and record are kept")
         sp.add_argument("--webhook", action="append", metavar="URL",
                         help="POST approval and run events here, signed (Standard Webhooks); repeatable")
         sp.add_argument("--webhook-events", action="append", metavar="A,B",
@@ -265,6 +289,10 @@ def main(argv: list[str] | None = None) -> None:
     s.add_argument("--port", type=int, default=8765)
     s.add_argument("--no-worker", action="store_true", help="hub only: runs are streamed by `runcast worker` processes")
     s.add_argument("--allow-origin", action="append", metavar="ORIGIN", help="browser origins allowed besides the hub's own")
+    s.add_argument("--allowed-hosts", action="append", metavar="HOSTS",
+                   default=[h for h in os.environ.get("RUNCAST_ALLOWED_HOSTS", "").split(",") if h.strip()] or None,
+                   help="comma-separated Host names this hub answers ('*' any, '*.example.com' subdomains); default: "
+                        "--host and localhost, or any when bound to every address")
     s.add_argument("--heartbeat", type=float, default=20.0, help="seconds between WebSocket pings")
     s.add_argument("--max-queue", type=int, default=0,
                    help="live events held back per client while its replay is read, before it is closed with 4408")
@@ -276,6 +304,23 @@ def main(argv: list[str] | None = None) -> None:
     s.add_argument("--worker-process", action="store_true",
                    help="run the worker in a process of its own, not in the hub's event loop (needs --redis)")
     s.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)  # a child of --processes
+    s.add_argument("--max-starts-per-minute", type=int, metavar="N",
+                   default=int(os.environ.get("RUNCAST_MAX_STARTS_PER_MINUTE", str(DEFAULT_STARTS_PER_MINUTE))),
+                   help="runs one user may start in any 60 s, over every node (0: no limit)")
+    s.add_argument("--max-open-runs", type=int, metavar="N",
+                   default=int(os.environ.get("RUNCAST_MAX_OPEN_RUNS", str(DEFAULT_MAX_OPEN))),
+                   help="runs of one user that have not finished, over every node (0: no limit)")
+    s.add_argument("--max-connections", type=int, metavar="N",
+                   default=int(os.environ.get("RUNCAST_MAX_CONNECTIONS", "10000")),
+                   help="open WebSocket connections on this node; over it an upgrade gets HTTP 503 (0: no cap)")
+    s.add_argument("--max-unauthenticated", type=int, metavar="N",
+                   default=int(os.environ.get("RUNCAST_MAX_UNAUTHENTICATED", "1000")),
+                   help="of them, connections that have not sent a valid hello yet (0: no cap)")
+    s.add_argument("--metrics-bind", metavar="HOST:PORT", default=os.environ.get("RUNCAST_METRICS_BIND"),
+                   help="also serve /metrics here, without a token (e.g. 127.0.0.1:9100); on the main port it needs "
+                        "a token with the metrics or admin role")
+    s.add_argument("--header-timeout", type=float, default=float(os.environ.get("RUNCAST_HEADER_TIMEOUT_S", "10")),
+                   help="seconds a connection may take to send a request's headers (an upgrade included)")
     s.set_defaults(func=serve)
 
     w = sub.add_parser("worker", help="a worker only (needs --redis)")

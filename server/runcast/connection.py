@@ -6,6 +6,7 @@ import asyncio
 import logging
 import secrets
 import time
+import weakref
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
@@ -51,6 +52,11 @@ log = logging.getLogger("runcast.ws")
 READ_PAGE = 1000
 SLOW_GRACE_S = 1.0  # how long a client may hold more than max_send_bytes before it is closed with 4408
 REPLAY_CHUNK_BYTES = 64 * 1024  # a replay is written this much at a time, whenever the client has room for it
+# Every Connection object still in memory (weakly held): the debug endpoint reports it after gc, so a test can check
+# that no Connection outlives its socket.
+LIVE: "weakref.WeakSet[Connection]" = weakref.WeakSet()
+# Frames refused before hello (a client's first frame should be its hello): past this many, close 1008.
+PRE_AUTH_MAX_REFUSALS = 5
 
 
 class Limiter:
@@ -104,8 +110,11 @@ class Connection:
         self._closing: _Close | None = None
         self._slow_timer: asyncio.TimerHandle | None = None
         self._batches = 0  # live batches seen: one in prom.DELIVERY_SAMPLE is timed when written
+        self._expiry: asyncio.TimerHandle | None = None  # closes the connection when its token expires
+        self._pre_auth_refusals = 0
         s = hub.settings
         self.limiter = Limiter(s.rate_per_s, s.rate_burst, s.max_strikes)
+        LIVE.add(self)
 
     # ------------------------------------------------------------------ sending
     # Everything a client gets is written at once, in order, to its socket (no task, no queue of ours). What it has
@@ -257,8 +266,9 @@ class Connection:
                     raise ProtocolError(ErrorCode.UNAUTHENTICATED, "send hello with a token first", id=cmd.id)
             except ProtocolError as err:
                 self.send_error(err)
-                if self.limiter.strike(time.monotonic()):
-                    self.close(CloseCode.POLICY, "too many bad frames")
+                self._pre_auth_refusals += 1
+                if self._pre_auth_refusals > PRE_AUTH_MAX_REFUSALS or self.limiter.strike(time.monotonic()):
+                    self.close(CloseCode.POLICY, "too many frames before hello")
                     return False
                 continue
             try:
@@ -268,15 +278,18 @@ class Connection:
                 self.send_error(err)
                 self.close(CloseCode.UNAUTHENTICATED, err.message)
                 return False
+            transport = self.ws.scope.get("extensions", {}).get("runcast.transport")
+            if transport is not None:  # lift the small pre-auth message limit (transport.py)
+                transport["authenticated"]()
+            self.hub.authenticated(self)
             who = self.identity
             self.batch = cmd.batch
             self.send_control(Welcome(connection_id=self.id, user=who.public(), server=f"runcast/{__version__}",
                                       heartbeat_s=self.hub.settings.heartbeat_s, batch=True if cmd.batch else None))
-            if who.exp is not None:
-                asyncio.get_running_loop().call_at(
-                    asyncio.get_running_loop().time() + max(0.0, who.exp - time.time()),
-                    self.close, CloseCode.UNAUTHENTICATED, "token expired",
-                )
+            if who.exp is not None:  # cancelled in _cleanup: the handle holds this connection until it fires
+                loop = asyncio.get_running_loop()
+                self._expiry = loop.call_at(loop.time() + max(0.0, who.exp - time.time()),
+                                            self.close, CloseCode.UNAUTHENTICATED, "token expired")
             return True
 
     async def _read_loop(self) -> None:
@@ -392,6 +405,9 @@ class Connection:
                 log.warning("participant.left for %s not logged: %s", run_id, exc)
 
     async def _cleanup(self) -> None:
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
         self.hub.feeds.remove(self)
         for run_id in list(self.cursors):
             await self._unsubscribe(run_id)

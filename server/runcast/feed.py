@@ -126,7 +126,9 @@ class _RunsWatch:
 class Feeds:
     """One node's view of every run with an open approval, and what each of its feed watchers has been told."""
 
-    def __init__(self) -> None:
+    def __init__(self, may_watch: Callable[[Any, dict[str, Any]], bool] | None = None) -> None:
+        # who may see a run in the run list (the hub's: the token's runs and a role to watch; service.py)
+        self._may_watch = may_watch or (lambda who, run: who.can_see(run["run_id"]))
         self.open: dict[str, dict[str, Any]] = {}  # run_id -> entry, for runs with an open approval
         self._versions: OrderedDict[str, int] = OrderedDict()
         self._inbox: dict[Watcher, dict[str, str]] = {}  # watcher -> {approval_id: run_id} it was told about
@@ -164,7 +166,7 @@ class Feeds:
                 self._refresh(w, rid, e)
         frame = {"type": "run.status", "run": e["run"]}
         for w, watch in list(self._runs.items()):
-            if w.identity.can_see(rid):
+            if self._may_watch(w.identity, e["run"]):
                 if watch.buffer is not None:
                     watch.buffer.append(e["run"])
                 else:
@@ -244,7 +246,7 @@ class Feeds:
         watch = self._runs.get(w)
         if watch is None:
             return
-        visible = [r for r in runs if w.identity.can_see(r["run_id"])]
+        visible = [r for r in runs if self._may_watch(w.identity, r)]
         frame: dict[str, Any] = {"type": "runs", "runs": visible}
         if request_id is not None:
             frame["id"] = request_id

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import gc
 import logging
 from pathlib import Path
 from typing import Any, AsyncIterator
-from urllib.parse import urlsplit
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -17,20 +18,30 @@ from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket
 
-from . import __version__, auth, feed, webhooks
+from . import __version__, auth, connection, feed, webhooks
+from . import api as api_rules
 from .backends.base import Backend, Subscription
 from .connection import Connection
 from .fanout import Fanout
 from . import metrics as prom
 from .metrics import Metrics
-from .protocol import HTTP_STATUS, MAX_REASON, MAX_TEXT, SUBPROTOCOL_JSON, SUBPROTOCOL_MSGPACK, ErrorCode, ProtocolError
+from .protocol import SUBPROTOCOL_JSON, SUBPROTOCOL_MSGPACK, ErrorCode, ProtocolError
+from .headers import SecurityHeaders
+from .hosts import AllowedHosts, origin_matches
+from .quotas import StartQuota
 from .registry import Registry
+from .scrape import MetricsListener
 from .service import Service
 from .settings import Settings
 from .wire import CaptureSend
 from .worker import Sweeper, Worker
 
 log = logging.getLogger("runcast.hub")
+try:  # glibc's malloc_trim, for the debug endpoint
+    _libc: Any = ctypes.CDLL("libc.so.6")
+    _libc.malloc_trim
+except (OSError, AttributeError):
+    _libc = None
 STATIC = Path(__file__).parent / "static"
 
 
@@ -39,17 +50,19 @@ class Hub:
         self.backend = backend
         self.registry = registry
         self.settings = settings
-        self.service = Service(backend, registry)
+        self.service = Service(backend, registry, StartQuota(settings.starts_per_minute, settings.max_open_runs))
         self.fanout = Fanout(backend)
         self.metrics = Metrics()
         self.metrics.bind(self)
         self.worker: Worker | None = None
         self.sweeper = Sweeper(backend, interval=settings.sweep_s, grace_s=settings.lease_s or 10.0)
         self.connections: set[Connection] = set()
-        self.feeds = feed.Feeds()  # the inbox and run-list watchers of this node
+        self.feeds = feed.Feeds(self.service.may_watch_summary)  # the inbox and run-list watchers of this node
         self._feed_sub: Subscription | None = None
         self._reload: asyncio.Task[None] | None = None
         self.deliverer: webhooks.Deliverer | None = None
+        self.metrics_listener: MetricsListener | None = None
+        self.unauthenticated = 0  # accepted WebSockets that have not said hello yet
 
     async def start(self) -> None:
         await self.backend.start()
@@ -60,6 +73,9 @@ class Hub:
             await self.worker.start()
         await self.sweeper.start()
         self.deliverer = await webhooks.maybe_start(self.backend, self.registry, self.settings.webhooks)
+        if self.settings.metrics_bind:
+            self.metrics_listener = MetricsListener(self.settings.metrics_bind, self.metrics.render)
+            await self.metrics_listener.start()
 
     async def stop(self) -> None:
         if self._reload is not None:
@@ -68,6 +84,8 @@ class Hub:
             await self._feed_sub.close()
         if self.deliverer:
             await self.deliverer.stop()
+        if self.metrics_listener is not None:
+            await self.metrics_listener.stop()
         await self.sweeper.stop()
         if self.worker:
             await self.worker.stop()
@@ -122,7 +140,7 @@ class Hub:
             return True  # not a browser
         if origin in self.settings.allowed_origins or "*" in self.settings.allowed_origins:
             return True
-        return urlsplit(origin).netloc == ws.headers.get("host")
+        return origin_matches(origin, ws.scope.get("scheme", "ws"), ws.headers.get("host", ""))
 
     async def websocket(self, ws: WebSocket) -> None:
         if not self.origin_allowed(ws):
@@ -130,16 +148,36 @@ class Hub:
             return
         offered = ws.scope.get("subprotocols") or []
         sub = SUBPROTOCOL_MSGPACK if SUBPROTOCOL_MSGPACK in offered and (SUBPROTOCOL_JSON not in offered or offered.index(SUBPROTOCOL_MSGPACK) < offered.index(SUBPROTOCOL_JSON)) else (SUBPROTOCOL_JSON if SUBPROTOCOL_JSON in offered else None)
+        full = self._full()
+        if full:  # before accept: the client sees HTTP 503, and its reconnect backs off
+            await ws.send_denial_response(PlainTextResponse(full, status_code=503, headers={"Retry-After": "5"}))
+            return
         await ws.accept(subprotocol=sub)
         conn = Connection(self, ws, "msgpack" if sub == SUBPROTOCOL_MSGPACK else "json")
         self.connections.add(conn)
+        self.unauthenticated += 1
         self.metrics.connections += 1
         self.metrics.connections_total += 1
         try:
             await conn.run()
         finally:
             self.connections.discard(conn)
+            if conn.identity is None:
+                self.unauthenticated -= 1
             self.metrics.connections -= 1
+
+    def _full(self) -> str | None:
+        """Why this node takes no new WebSocket now, if it does not (README, "Connection caps")."""
+        s = self.settings
+        if s.max_connections and len(self.connections) >= s.max_connections:
+            return f"this hub node has {s.max_connections} connections, its limit; try another node or again shortly\n"
+        if s.max_unauthenticated and self.unauthenticated >= s.max_unauthenticated:
+            return f"this hub node has {s.max_unauthenticated} connections waiting for hello; try again shortly\n"
+        return None
+
+    def authenticated(self, conn: Connection) -> None:
+        """A connection's hello succeeded: it no longer counts against max_unauthenticated."""
+        self.unauthenticated -= 1
 
     # ------------------------------------------------------------------ HTTP
     def identity(self, request: Request) -> auth.Identity:
@@ -150,35 +188,7 @@ class Hub:
 
 
 def _error(err: ProtocolError) -> JSONResponse:
-    body: dict[str, Any] = {"code": err.code, "message": err.message}
-    body.update({k: v for k, v in err.detail.items() if k != "id"})
-    return JSONResponse({"error": body}, status_code=HTTP_STATUS.get(err.code, 400))
-
-
-async def _json_body(request: Request) -> dict[str, Any]:
-    raw = await request.body()
-    if len(raw) > 64 * 1024:
-        raise ProtocolError(ErrorCode.TOO_LARGE, "body over 64 KiB")
-    try:
-        import json
-
-        body = json.loads(raw or b"{}")
-    except ValueError as exc:
-        raise ProtocolError(ErrorCode.BAD_FRAME, f"body is not valid JSON: {exc}") from None
-    if not isinstance(body, dict):
-        raise ProtocolError(ErrorCode.BAD_FRAME, "body must be a JSON object")
-    return body
-
-
-def _field(body: dict[str, Any], name: str, kind: type, default: Any = ..., limit: int | None = None) -> Any:
-    value = body.get(name, default)
-    if value is ...:
-        raise ProtocolError(ErrorCode.BAD_REQUEST, f"field '{name}' is required", field=name)
-    if value is not None and value is not default and (not isinstance(value, kind) or (kind is int and isinstance(value, bool))):
-        raise ProtocolError(ErrorCode.BAD_REQUEST, f"field '{name}' must be {kind.__name__}", field=name)
-    if limit is not None and isinstance(value, str) and len(value) > limit:
-        raise ProtocolError(ErrorCode.BAD_REQUEST, f"field '{name}' is over {limit} characters", field=name)
-    return value
+    return api_rules.error_response(err)
 
 
 def create_app(hub: Hub) -> Starlette:
@@ -190,7 +200,10 @@ def create_app(hub: Hub) -> Starlette:
                 return await handler(request, hub.identity(request))
             except ProtocolError as err:
                 hub.metrics.errors[err.code] = hub.metrics.errors.get(err.code, 0) + 1
-                return _error(err)
+                resp = _error(err)
+                if "retry_after_s" in err.detail:  # a quota: when to try again
+                    resp.headers["Retry-After"] = str(err.detail["retry_after_s"])
+                return resp
             except Exception as exc:  # noqa: BLE001 - every error answers in the API's own shape
                 err = hub.unexpected(exc, f"{request.method} {request.url.path}")
                 hub.metrics.errors[err.code] = hub.metrics.errors.get(err.code, 0) + 1
@@ -202,43 +215,32 @@ def create_app(hub: Hub) -> Starlette:
         return endpoint
 
     async def start_run(request: Request, who: auth.Identity) -> Response:
-        body = await _json_body(request)
-        agent = _field(body, "agent", str)
-        text = _field(body, "input", str, "", limit=MAX_TEXT)
-        return JSONResponse(await svc.start(who, agent, text), status_code=201)
+        cmd = await api_rules.command(request, "start", defaults={"input": ""})
+        return JSONResponse(await svc.start(who, cmd.agent, cmd.input), status_code=201)
 
     async def list_runs(request: Request, who: auth.Identity) -> Response:
-        return JSONResponse({"runs": await svc.list_runs(who, int(request.query_params.get("limit", 50)))})
+        limit = api_rules.query_int(request, "limit", *api_rules.LIST_LIMIT, clamp=True)
+        return JSONResponse({"runs": await svc.list_runs(who, limit)})
 
     async def get_run(request: Request, who: auth.Identity) -> Response:
         rec = await svc.record(who, request.path_params["run_id"])
         return JSONResponse(rec.detail() | {"head_seq": await hub.backend.head(rec.run_id)})
 
     async def run_events(request: Request, who: auth.Identity) -> Response:
-        try:
-            since = int(request.query_params.get("since", 0))
-            limit = max(1, min(1000, int(request.query_params.get("limit", 500))))
-        except ValueError:
-            raise ProtocolError(ErrorCode.BAD_REQUEST, "since and limit must be integers") from None
+        since = api_rules.query_int(request, "since", 0, api_rules.MAX_SEQ, 0)
+        limit = api_rules.query_int(request, "limit", *api_rules.EVENTS_LIMIT, clamp=True)
         events, head = await svc.events(who, request.path_params["run_id"], since, limit)
         nxt = events[-1].seq if events else since
         return JSONResponse({"events": [e.frame for e in events], "head_seq": head, "next_since": nxt, "more": nxt < head})
 
     async def decide(request: Request, who: auth.Identity) -> Response:
-        body = await _json_body(request)
-        decision = _field(body, "decision", str)
-        if decision not in ("approve", "reject"):
-            raise ProtocolError(ErrorCode.BAD_REQUEST, "field 'decision' must be approve or reject", field="decision")
-        result = await svc.decide(who, request.path_params["run_id"], request.path_params["approval_id"], decision,
-                                  _field(body, "reason", str, None, MAX_REASON), bool(_field(body, "always", bool, False)))
-        return JSONResponse(result)
+        cmd = await api_rules.command(request, "decide", run_id=request.path_params["run_id"],
+                                      approval_id=request.path_params["approval_id"])
+        return JSONResponse(await svc.decide(who, cmd.run_id, cmd.approval_id, cmd.decision, cmd.reason, cmd.always))
 
     async def cancel(request: Request, who: auth.Identity) -> Response:
-        body = await _json_body(request)
-        mode = _field(body, "mode", str, "immediate")
-        if mode not in ("immediate", "after_turn"):
-            raise ProtocolError(ErrorCode.BAD_REQUEST, "field 'mode' must be immediate or after_turn", field="mode")
-        return JSONResponse(await svc.cancel(who, request.path_params["run_id"], mode))
+        cmd = await api_rules.command(request, "cancel", run_id=request.path_params["run_id"])
+        return JSONResponse(await svc.cancel(who, cmd.run_id, cmd.mode))
 
     async def run_audit(request: Request, who: auth.Identity) -> Response:
         doc = await svc.audit(who, request.path_params["run_id"])
@@ -282,8 +284,20 @@ def create_app(hub: Hub) -> Starlette:
             ok = False
         return PlainTextResponse("ready" if ok else "backend unavailable", status_code=200 if ok else 503)
 
-    async def metrics(request: Request) -> Response:
+    async def metrics(request: Request, who: auth.Identity) -> Response:
+        if not who.has("metrics"):  # (admin too)
+            raise ProtocolError(ErrorCode.FORBIDDEN, "/metrics needs a token with the metrics or admin role "
+                                "(or serve it on a private address with --metrics-bind)")
         return Response(hub.metrics.render(), media_type=prom.CONTENT_TYPE)
+
+    async def debug_connections(request: Request, who: auth.Identity) -> Response:
+        """Only with RUNCAST_DEBUG_ENDPOINTS=1, for an admin: how many Connection objects survive a full gc."""
+        if not who.has("admin"):
+            raise ProtocolError(ErrorCode.FORBIDDEN, "the debug endpoints need the admin role")
+        gc.collect()
+        if _libc is not None:
+            _libc.malloc_trim(0)  # hand freed heap pages back, so RSS measures what is still held
+        return JSONResponse({"open": len(hub.connections), "live_objects": len(connection.LIVE)})
 
     async def index(request: Request) -> Response:
         return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-store"})
@@ -312,12 +326,17 @@ def create_app(hub: Hub) -> Starlette:
         Route("/api/me", api(whoami), methods=["GET"]),
         Route("/healthz", healthz),
         Route("/readyz", readyz),
-        Route("/metrics", metrics),
+        Route("/metrics", api(metrics)),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
+    if hub.settings.debug_endpoints:
+        routes.append(Route("/debug/connections", api(debug_connections), methods=["GET"]))
     # The browser client (client_js/src, linked into the package as static/client): only its sources are served.
     routes.append(Mount("/client/src", StaticFiles(directory=(STATIC / "client").resolve()), name="client"))
-    app = Starlette(routes=routes, lifespan=lifespan, middleware=[Middleware(CaptureSend)])
+    # (SecurityHeaders and AllowedHosts pass a WebSocket's `send` on untouched, so CaptureSend still sees the server's)
+    app = Starlette(routes=routes, lifespan=lifespan,
+                    middleware=[Middleware(SecurityHeaders), Middleware(AllowedHosts, allowed=hub.settings.allowed_hosts),
+                                Middleware(CaptureSend)])
     app.state.hub = hub
     return app
 

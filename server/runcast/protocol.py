@@ -22,6 +22,9 @@ Encoding = Literal["json", "msgpack"]
 # Largest client frame the application accepts; a larger one gets a `too_large` error and is dropped.
 # (A frame over the transport limit, `ws_max_size`, closes the socket with 1009 before it reaches us.)
 MAX_FRAME_BYTES = 64 * 1024
+# Deepest nesting of arrays and maps a client frame (or an HTTP body) may have. No command nests deeper than 2;
+# a limit far below the interpreter's recursion limit keeps every later walk of the value (validation, logging) safe.
+MAX_DEPTH = 32
 MAX_TEXT = 20_000  # start input
 MAX_REASON = 2_000
 
@@ -159,20 +162,76 @@ _COMMANDS["unsubscribe_inbox"] = _COMMANDS["unsubscribe_runs"] = TypeAdapter(Uns
 COMMAND_TYPES = tuple(_COMMANDS)
 
 
-def decode_frame(payload: str | bytes, encoding: Encoding) -> dict[str, Any]:
-    """Bytes or text off the socket -> a dict, or ProtocolError(bad_frame / too_large)."""
-    if len(payload) > MAX_FRAME_BYTES:
-        raise ProtocolError(ErrorCode.TOO_LARGE, f"frame of {len(payload)} bytes is over the {MAX_FRAME_BYTES} byte limit")
-    if encoding == "msgpack" and isinstance(payload, str):
-        raise ProtocolError(ErrorCode.BAD_FRAME, "the runcast.v1.msgpack subprotocol takes binary frames (one msgpack map each)")
+def byte_size(payload: str | bytes) -> int:
+    """The size on the wire: a text frame's limit counts its UTF-8 bytes, not its characters."""
+    if isinstance(payload, bytes):
+        return len(payload)
+    return len(payload) if payload.isascii() else len(payload.encode("utf-8", "surrogatepass"))
+
+
+def _unicode(text: str) -> bool:
+    """False for a string with a lone surrogate (JSON lets a client write "\\ud800"; no UTF-8 frame can carry it back)."""
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def depth(value: Any) -> int:
+    """How deeply arrays and maps nest in a decoded value (a scalar is 0), without recursion. A string that is not
+    valid Unicode (a lone surrogate), as a key or a value, raises ValueError."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        v, d = stack.pop()
+        if isinstance(v, dict):
+            if not all(_unicode(k) for k in v if isinstance(k, str)):
+                raise ValueError("a key is not valid Unicode (a lone surrogate)")
+            items: Any = v.values()
+        elif isinstance(v, (list, tuple)):
+            items = v
+        elif isinstance(v, str) and not _unicode(v):
+            raise ValueError("a string is not valid Unicode (a lone surrogate)")
+        else:
+            continue
+        deepest = max(deepest, d)
+        stack.extend((x, d + 1) for x in items if isinstance(x, (dict, list, tuple, str)))
+    return deepest
+
+
+def decode_value(payload: str | bytes, encoding: Encoding, what: str = "frame", max_bytes: int = MAX_FRAME_BYTES) -> Any:
+    """Bytes or text -> a value no bigger than max_bytes and no deeper than MAX_DEPTH, or ProtocolError."""
+    size = byte_size(payload)
+    if size > max_bytes:
+        raise ProtocolError(ErrorCode.TOO_LARGE, f"{what} of {size} bytes is over the {max_bytes} byte limit")
+    kind = "msgpack" if encoding == "msgpack" else "JSON"
     try:
         if encoding == "msgpack":
             obj = msgpack.unpackb(payload, raw=False, strict_map_key=True)
         else:
             obj = json.loads(payload)
+    except (RecursionError, msgpack.StackError):
+        raise ProtocolError(ErrorCode.BAD_FRAME, f"{what} nests deeper than {MAX_DEPTH} levels") from None
     except Exception as exc:  # noqa: BLE001 - any decoder failure is the client's bad frame
-        kind = "msgpack" if encoding == "msgpack" else "JSON"
-        raise ProtocolError(ErrorCode.BAD_FRAME, f"frame is not valid {kind}: {exc}") from None
+        raise ProtocolError(ErrorCode.BAD_FRAME, f"{what} is not valid {kind}: {str(exc)[:200]}") from None
+    try:
+        nesting = depth(obj)
+    except ValueError as exc:
+        raise ProtocolError(ErrorCode.BAD_FRAME, f"{what} is not valid {kind}: {exc}") from None
+    if nesting > MAX_DEPTH:
+        raise ProtocolError(ErrorCode.BAD_FRAME, f"{what} nests deeper than {MAX_DEPTH} levels")
+    return obj
+
+
+def decode_frame(payload: str | bytes, encoding: Encoding) -> dict[str, Any]:
+    """Bytes or text off the socket -> a dict, or ProtocolError(bad_frame / too_large)."""
+    if encoding == "msgpack" and isinstance(payload, str):
+        if byte_size(payload) > MAX_FRAME_BYTES:
+            raise ProtocolError(ErrorCode.TOO_LARGE, f"frame of {byte_size(payload)} bytes is over the {MAX_FRAME_BYTES} byte limit")
+        raise ProtocolError(ErrorCode.BAD_FRAME, "the runcast.v1.msgpack subprotocol takes binary frames (one msgpack map each)")
+    obj = decode_value(payload, encoding)
     if not isinstance(obj, dict):
         raise ProtocolError(ErrorCode.BAD_FRAME, f"frame must be an object, got {type(obj).__name__}")
     return obj

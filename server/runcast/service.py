@@ -10,9 +10,13 @@ from . import audit, feed, runs
 from .auth import Identity
 from .backends.base import Backend, LogTrimmed
 from .protocol import ErrorCode, Event, ProtocolError
+from .quotas import StartQuota
 from .registry import Registry
 from .runs import RunRecord
 from .store import apply
+
+
+WATCH_ROLES = ("viewer", "approver", "operator", "admin")
 
 
 def new_run_id() -> str:
@@ -20,20 +24,49 @@ def new_run_id() -> str:
 
 
 class Service:
-    def __init__(self, backend: Backend, registry: Registry) -> None:
+    def __init__(self, backend: Backend, registry: Registry, quota: StartQuota | None = None) -> None:
         self.backend = backend
         self.registry = registry
+        self.quota = quota or StartQuota()
 
     @staticmethod
     def _need_view(who: Identity, run_id: str) -> None:
         if not who.can_see(run_id):
             raise ProtocolError(ErrorCode.FORBIDDEN, f"your token does not give access to run {run_id}", run_id=run_id)
 
+    def agent_watch_roles(self, agent: str) -> set[str]:
+        """The four built-in roles, and any role one of the agent's policies names."""
+        roles = set(WATCH_ROLES)
+        spec = self.registry.get(agent)
+        if spec is not None:
+            roles.update(spec.default_policy.roles)
+            for policy in spec.policies.values():
+                roles.update(policy.roles)
+        return roles
+
+    def watch_roles(self, rec: RunRecord) -> set[str]:
+        """Who may watch a run: its agent's watch roles, and (for an agent this node does not know) the roles its
+        approvals named."""
+        roles = self.agent_watch_roles(rec.agent)
+        for ap in rec.approvals.values():
+            roles.update(ap.policy.roles)
+        return roles
+
+    def may_watch_summary(self, who: Identity, run: dict[str, Any]) -> bool:
+        """can_watch for a run list's entry (its summary: run_id and agent)."""
+        return who.can_see(run["run_id"]) and any(r in who.roles for r in self.agent_watch_roles(run["agent"]))
+
+    def can_watch(self, who: Identity, rec: RunRecord) -> bool:
+        return who.can_see(rec.run_id) and any(r in who.roles for r in self.watch_roles(rec))
+
     async def record(self, who: Identity, run_id: str) -> RunRecord:
         self._need_view(who, run_id)
         rec = await self.backend.get(run_id)
         if rec is None:
             raise ProtocolError(ErrorCode.NOT_FOUND, f"no run {run_id}", run_id=run_id)
+        if not self.can_watch(who, rec):
+            raise ProtocolError(ErrorCode.FORBIDDEN, f"watching run {run_id} needs a role: viewer, approver, operator, "
+                                "admin, or one its agent's approval policies name", run_id=run_id)
         return rec
 
     async def start(self, who: Identity, agent: str, input_: str) -> dict[str, Any]:
@@ -44,6 +77,9 @@ class Service:
         if self.registry.get(agent) is None:
             raise ProtocolError(ErrorCode.NOT_FOUND, f"no agent {agent!r}; known: {', '.join(self.registry.names())}")
         run_id = new_run_id()
+        refusal = await self.backend.admit_start(who.sub, run_id, time.time(), self.quota)
+        if refusal is not None:
+            raise refusal.error(self.quota)
         tr = runs.new_run(run_id, agent, input_, who.person, time.time())
         await self.backend.create(tr)
         return {"run_id": run_id}
@@ -69,12 +105,15 @@ class Service:
                 "mode": (tr.record.cancel or {}).get("mode", mode)}  # the mode in effect (a first cancel's wins)
 
     async def list_runs(self, who: Identity, limit: int = 50) -> list[dict[str, Any]]:
-        return [r.summary() for r in await self.backend.list_runs(limit) if who.can_see(r.run_id)]
+        return [r.summary() for r in await self.backend.list_runs(limit) if self.can_watch(who, r)]
 
     async def events(self, who: Identity, run_id: str, since: int, limit: int) -> tuple[list[Event], int]:
         await self.record(who, run_id)
+        head = await self.backend.head(run_id)
+        if since >= head:  # nothing newer: no read (a since far past the head is no error, and no bad stream id)
+            return [], head
         evs = await self.backend.read(run_id, since, limit=limit)
-        return evs, await self.backend.head(run_id)
+        return evs, max(head, evs[-1].seq if evs else head)
 
     async def audit(self, who: Identity, run_id: str) -> dict[str, Any]:
         """The run's audit record (audit.py): anyone who may see the run may read it."""

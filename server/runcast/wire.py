@@ -207,7 +207,8 @@ class AsgiWire:
 def attach(send: Callable[..., Any] | None) -> SocketWire | None:
     """A SocketWire if `send` is uvicorn's websockets-sansio `send` of an open connection without extensions."""
     proto = getattr(send, "__self__", None)
-    if proto is None or type(proto).__name__ != "WebSocketsSansIOProtocol":
+    # (by name, in the class or a base: transport.py subclasses it for the pre-auth limit and the 1009 / 1007 closes)
+    if proto is None or "WebSocketsSansIOProtocol" not in {c.__name__ for c in type(proto).__mro__}:
         return None
     needed = ("transport", "conn", "queue", "writable", "close_sent", "disconnected", "read_paused", "loop", "close_timer",
               "handshake_complete", "request", "response")

@@ -9,6 +9,7 @@ import abc
 from typing import Any, Callable
 
 from ..protocol import ErrorCode, Event, ProtocolError
+from ..quotas import Refusal, StartQuota
 from ..runs import Job, RunRecord, Transition, WireEvents
 
 OnEvents = Callable[[list[Event]], None]
@@ -121,6 +122,12 @@ class Backend(abc.ABC):
     # ---- timers: paused runs with an approval deadline, running runs with a lease
     @abc.abstractmethod
     async def due_runs(self, now: float) -> list[str]: ...
+
+    # ---- per-user start quotas (quotas.py)
+    @abc.abstractmethod
+    async def admit_start(self, user: str, run_id: str, now: float, quota: StartQuota) -> Refusal | None:
+        """Count a start of `run_id` by `user` against `quota`, across every node: None when admitted (the start is
+        counted, and the run is open until its record is terminal or gone), else the Refusal (nothing counted)."""
 
     async def ping(self) -> bool:
         return True

@@ -6,10 +6,13 @@ import asyncio
 import collections
 import itertools
 import time
+from collections import OrderedDict, deque
 from typing import Any
 
 from .. import feed
+from .. import quotas
 from ..protocol import Event, make_event
+from ..quotas import Refusal, StartQuota
 from ..runs import Job, RunRecord, Transition, WireEvents
 from .base import Backend, Conflict, LogTrimmed, NotOwner, OnEntry, OnEvents, OnResync, OnSignal, Subscription
 
@@ -30,8 +33,13 @@ class _Sub(Subscription):
 class MemoryBackend(Backend):
     name = "memory"
 
-    def __init__(self, max_log: int | None = None) -> None:
+    def __init__(self, max_log: int | None = None, retention_s: float | None = None) -> None:
         self.max_log = max_log
+        self.retention_s = retention_s  # a finished run is forgotten this long after it finished (None: kept)
+        self._finished: OrderedDict[str, float] = OrderedDict()  # run_id -> when it finished, oldest first
+        self._next_forget = 0.0
+        self._starts: dict[str, deque[float]] = {}  # per user: starts in the quota window
+        self._open: dict[str, set[str]] = {}  # per user: runs started and not known to be finished
         self._logs: dict[str, list[Event]] = {}
         self._first: dict[str, int] = {}  # first seq still kept, per run
         self._records: dict[str, RunRecord] = {}
@@ -118,6 +126,8 @@ class MemoryBackend(Backend):
         rec = tr.record.model_copy(deep=True)
         rec.version = expected_version + 1
         self._records[rid] = rec
+        if rec.terminal and rid not in self._finished:
+            self._finished[rid] = time.time()
         events = self._append(rid, tr.events)
         self._to_outbox(events)
         for job in tr.jobs:
@@ -160,8 +170,44 @@ class MemoryBackend(Backend):
     async def listen_signals(self, on_signal: OnSignal) -> Subscription:
         return _Sub(self._signal_subs, "*", on_signal)
 
+    # ---- retention: what Redis does with key expiry, done here on the sweeper's calls
+    def _housekeep(self, now: float) -> None:
+        """At most once a second: forget finished runs past retention, and users with no recent start."""
+        if now < self._next_forget:
+            return
+        self._next_forget = now + min(1.0, self.retention_s / 2) if self.retention_s else now + 1.0
+        for user, starts in list(self._starts.items()):
+            while starts and starts[0] <= now - quotas.WINDOW_S:
+                starts.popleft()
+            if not starts and not self._open.get(user):
+                del self._starts[user]
+                self._open.pop(user, None)
+        if self.retention_s is None:
+            return
+        while self._finished:
+            rid, at = next(iter(self._finished.items()))
+            if at + self.retention_s > now:
+                break
+            del self._finished[rid]
+            for store in (self._records, self._logs, self._first, self._states):
+                store.pop(rid, None)
+
+    # ---- per-user start quotas
+    async def admit_start(self, user: str, run_id: str, now: float, quota: StartQuota) -> Refusal | None:
+        if quota.off:
+            return None
+        starts = self._starts.setdefault(user, deque())
+        open_ = self._open.setdefault(user, set())
+        open_.difference_update([r for r in open_ if (rec := self._records.get(r)) is None or rec.terminal])
+        refusal = quotas.check(starts, len(open_), now, quota)
+        if refusal is None:
+            starts.append(now)
+            open_.add(run_id)
+        return refusal
+
     # ---- timers
     async def due_runs(self, now: float) -> list[str]:
+        self._housekeep(now)
         out = []
         for rid, rec in self._records.items():
             d = rec.deadline()

@@ -15,6 +15,8 @@ Layout (`P` is the prefix, `R` a run id; the `{R}` hash tag keeps one run's keys
     P:feed            pub/sub channel: a run's feed entry (msgpack, feed.entry) on each change of its status or
                       approvals, published by the commit script, so every node sees them in commit order
     P:{webhooks}:*    the webhook outbox (a Stream the commit script writes) and delivery records: see outbox.py
+    P:user:{U}:starts ZSET run_id -> start time (ms): user U's starts in the quota window (quota.lua)
+    P:user:{U}:open   ZSET run_id -> start time (ms): U's runs not known to be finished (pruned from their records)
 
 Every write that must be atomic (the append with its next seq and owner check, a commit with its version check)
 is one Lua script. Events are packed in Python with a placeholder seq: "seq" is the first key of the map and its
@@ -30,6 +32,7 @@ live feed and signals: one pub/sub connection per process), `scripts.py` with th
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections import OrderedDict
@@ -46,7 +49,9 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.maint_notifications import MaintNotificationsConfig
 
 from ... import feed
+from ... import quotas
 from ...protocol import Event, now_iso
+from ...quotas import Refusal, StartQuota
 from ...runs import TERMINAL, RunRecord, Transition, WireEvents
 from ...webhooks import EVENTS as WEBHOOK_EVENTS
 from ..base import Backend, Conflict, LogTrimmed, NotOwner
@@ -124,6 +129,7 @@ class RedisBackend(OutboxQueue, JobQueue, LiveFeed, Backend):
         self._commit_script = self._redis.register_script(scripts.COMMIT)
         self._read_script = self._redis.register_script(scripts.READ)
         self._save_state_script = self._redis.register_script(scripts.SAVE_STATE)
+        self._quota_script = self._redis.register_script(scripts.QUOTA)
         self._events: OrderedDict[bytes, Event] = OrderedDict()
         self._job_ids: dict[tuple[str, str, int], list[bytes]] = {}
         self._unacked: list[bytes] = []
@@ -159,7 +165,8 @@ class RedisBackend(OutboxQueue, JobQueue, LiveFeed, Backend):
     async def start(self) -> None:
         await self._redis.ping()
         await self._ensure_group()
-        for script in (self._append_script, self._commit_script, self._read_script, self._save_state_script):
+        for script in (self._append_script, self._commit_script, self._read_script, self._save_state_script,
+                       self._quota_script):
             await self._redis.script_load(script.script)  # (Script reloads by itself after a Redis restart)
 
     async def close(self) -> None:
@@ -322,6 +329,36 @@ class RedisBackend(OutboxQueue, JobQueue, LiveFeed, Backend):
     async def load_state(self, run_id: str) -> str | None:
         raw = await self._redis.hget(self._k(run_id, "state"), "state")
         return raw.decode() if raw is not None else None
+
+    # ------------------------------------------------------------------ per-user start quotas
+    def _user(self, user: str, what: str) -> str:
+        return f"{self.prefix}:user:{{{user}}}:{what}"
+
+    async def admit_start(self, user: str, run_id: str, now: float, quota: StartQuota) -> Refusal | None:
+        if quota.off:
+            return None
+        open_key = self._user(user, "open")
+        if quota.max_open > 0:  # forget the runs that finished (or expired) since: their records say so
+            ids = await self._redis.zrange(open_key, 0, -1)
+            if ids:
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    for rid in ids:
+                        pipe.get(self._k(rid.decode(), "rec"))
+                    raws = await pipe.execute()
+                done = [rid for rid, raw in zip(ids, raws) if raw is None or json.loads(raw).get("status") in TERMINAL]
+                if done:
+                    await self._redis.zrem(open_key, *done)
+        res = await self._quota_script(
+            keys=[self._user(user, "starts"), open_key],
+            args=[int(now * 1000), int(quotas.WINDOW_S * 1000), quota.starts_per_minute, quota.max_open, run_id,
+                  self._retention_ms or 7 * 86400 * 1000],
+        )
+        code = int(res[0])
+        if code == scripts.QUOTA_OPEN:
+            return Refusal("open_runs", quotas.OPEN_RETRY_S)
+        if code == scripts.QUOTA_RATE:
+            return Refusal("starts_per_minute", int(res[1]) / 1000)
+        return None
 
     # ------------------------------------------------------------------ timers
     async def due_runs(self, now: float) -> list[str]:

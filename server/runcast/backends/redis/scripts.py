@@ -16,6 +16,8 @@ APPEND = _APPEND_EVENTS + _load("append")
 COMMIT = _APPEND_EVENTS + _load("commit")
 READ = _load("read")
 SAVE_STATE = _load("save_state")
+QUOTA = _load("quota")
+QUOTA_OK, QUOTA_OPEN, QUOTA_RATE = 0, 1, 2  # quota.lua's answers
 
 # Script answers: {OK, first_seq} | {TRIMMED, first_kept} | {CONFLICT} | {NOT_OWNER} | {LANDED, first_seq}
 OK, TRIMMED, CONFLICT, NOT_OWNER, LANDED = 0, 1, 2, 3, 4
