@@ -5,6 +5,7 @@
 import assert from "node:assert/strict";
 import { existsSync } from "node:fs";
 import { createRequire } from "node:module";
+import net from "node:net";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
 
@@ -37,6 +38,35 @@ after(async () => {
   await browser?.close();
   await server?.stop();
 });
+
+/**
+ * A TCP proxy that can hold back what the browser sends (`stall()`: bytes to the hub are dropped, as on a network that
+ * died mid-send), refuse new connections (`block()`), and cut every connection (`cut()`).
+ */
+async function stallingProxy(targetPort) {
+  const pairs = new Set();
+  let blocked = false;
+  let stalled = false;
+  const srv = net.createServer((client) => {
+    if (blocked) { client.destroy(); return; }
+    const upstream = net.connect(targetPort, "127.0.0.1");
+    const pair = { client, upstream };
+    pairs.add(pair);
+    const drop = () => { client.destroy(); upstream.destroy(); pairs.delete(pair); };
+    for (const s of [client, upstream]) { s.on("error", drop); s.on("close", drop); }
+    client.on("data", (d) => { if (!stalled) upstream.write(d); });
+    upstream.on("data", (d) => client.write(d));
+  });
+  await new Promise((r) => srv.listen(0, "127.0.0.1", r));
+  return {
+    base: `http://127.0.0.1:${srv.address().port}`,
+    stall() { stalled = true; },
+    block() { blocked = true; },
+    unblock() { blocked = false; stalled = false; },
+    cut() { for (const { client, upstream } of pairs) { client.destroy(); upstream.destroy(); } pairs.clear(); },
+    close: () => new Promise((r) => { for (const { client, upstream } of pairs) { client.destroy(); upstream.destroy(); } srv.close(r); }),
+  };
+}
 
 async function person(token, viewport, { base = server.base, hash = "" } = {}) {
   const context = await browser.newContext({ viewport, locale: "en-GB", timezoneId: "UTC", isMobile: viewport.width < 500, hasTouch: viewport.width < 500 });
@@ -300,6 +330,33 @@ describe("honest states", () => {
     } finally {
       await own.stop();
     }
+  });
+
+  test("a vote whose connection died on the way shows as waiting, and is sent once the hub is back", async () => {
+    const proxy = await stallingProxy(server.port);
+    const runId = await startRun("demo", "a vote lost on the way");
+    await untilPaused(runId);
+    const { context, page } = await person(tok.alex, SCREENS.phone, { base: proxy.base, hash: `run=${runId}` });
+    const panel = page.locator('[data-testid="decision-panel"]');
+    await panel.locator('[data-testid="approve"]').waitFor();
+    await page.fill('[data-testid="reason"]', "sent through a dying network");
+    proxy.stall(); // the vote leaves the page but never reaches the hub
+    await panel.locator('[data-testid="approve"]').click();
+    await panel.locator('[data-testid="vote-state"]').filter({ hasText: "Sending your approve vote" }).waitFor();
+    proxy.block();
+    proxy.cut();
+    const waiting = panel.locator('[data-testid="vote-state"]').filter({ hasText: "Your approve vote is waiting to be sent: the hub is unreachable" });
+    await waiting.waitFor();
+    assert.equal(await panel.locator('[data-testid="approve"]').isDisabled(), true);
+    assert.equal((await server.api(`/api/runs/${runId}`, tok.dana)).pending_approvals[0].status, "pending", "the hub never got it");
+    proxy.unblock();
+    const verdict = page.locator('[data-testid="transcript"] [data-testid="decision"]');
+    await verdict.filter({ hasText: "Approved by Alex, 1 of 1" }).waitFor({ timeout: 30_000 });
+    assert.match(await verdict.textContent(), /“sent through a dying network”$/);
+    await page.waitForFunction(() => document.querySelector('[data-testid="run-status"]').textContent.includes("completed"));
+    assert.equal(await page.locator('.ap-error:visible').count(), 0, "no error: the vote was sent once the hub was back");
+    await context.close();
+    await proxy.close();
   });
 
   test("a new #token= in the same tab takes effect at once; expired and invalid tokens say different things", async () => {

@@ -222,7 +222,14 @@ function restart() {
 
 function onInbox(s, change) {
   if (change.type === "snapshot") notifiedReady = true;
-  else if (change.type === "added" && notifiedReady) notify(change.approval);
+  else if (change.type === "added" && notifiedReady) {
+    notify(change.approval);
+    const ap = change.approval;
+    if (!announced.has(ap.approval_id)) { // once per approval, here or by the decision panel
+      announced.add(ap.approval_id);
+      setText($("decide-live"), `Needs your decision: ${ap.agent || "an agent"} asks to run ${ap.tool} (run started by ${ap.run?.started_by?.name || "someone"}).`);
+    }
+  }
   renderRuns();
   renderInbox();
   scheduleRender();
