@@ -27,7 +27,11 @@ def hub(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
         return
     redis = RedisServer(persist=True)
     redis.start()
-    cluster = Cluster(tmp, "redis", redis.url, nodes=3, workers=2, env=HUB_ENV).start()
+    try:
+        cluster = Cluster(tmp, "redis", redis.url, nodes=3, workers=2, env=HUB_ENV).start()
+    except BaseException:
+        redis.stop()
+        raise
     cluster.redis = redis  # type: ignore[attr-defined]
     yield cluster
     cluster.stop()

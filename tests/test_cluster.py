@@ -221,7 +221,11 @@ def one_node(tmp_path: Path, *serve_args: str) -> Iterator[tuple[Cluster, RedisS
     """One `runcast serve --redis` (hub + worker) with its own settings, on its own redis-server."""
     server = RedisServer()
     server.start()
-    c = Cluster(tmp_path, "redis", server.url, nodes=1, serve_args=list(serve_args)).start()
+    try:
+        c = Cluster(tmp_path, "redis", server.url, nodes=1, serve_args=list(serve_args)).start()
+    except BaseException:
+        server.cleanup()
+        raise
     try:
         yield c, server
     finally:
