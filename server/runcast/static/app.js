@@ -796,10 +796,11 @@ function buildApproval(approvalId) {
       setText(title, `${ap.agent || "The agent"} asks to run ${ap.tool}`);
       setText(chip, { pending: "waiting for a decision", approved: "approved", rejected: "rejected", expired: "expired: rejected", cancelled: "cancelled" }[ap.status] || ap.status);
       chip.className = `chip ${ap.status}`;
-      const ctxKey = `${s.startedBy?.sub}|${s.input}|${ap.requestedAt}`;
+      const ctxKey = `${s.startedBy?.sub}|${s.input}|${ap.requestedAt}|${me?.sub}`;
       if (context.dataset.key !== ctxKey) {
         context.dataset.key = ctxKey;
-        context.replaceChildren(`Requested `, timeEl(ap.requestedAt), ` in a run ${s.startedBy ? `started by ${s.startedBy.name}` : ""}${s.agent ? ` (agent ${s.agent})` : ""}`,
+        const starter = s.startedBy ? `started by ${s.startedBy.name}${me && s.startedBy.sub === me.sub ? " (you)" : ""}` : "";
+        context.replaceChildren(`Requested `, timeEl(ap.requestedAt), ` in a run ${starter}${s.agent ? ` (agent ${s.agent})` : ""}`,
           s.input ? `, who asked: “${s.input}”` : "");
       }
       if (descKey !== ap.description) {
