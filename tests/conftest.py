@@ -1,7 +1,9 @@
 """Fixtures: real runcast processes, and for the Redis backend a real redis-server on a free port.
 
-`hub` is parametrized over both backends, so the behavioural suite in test_hub.py runs once against the one-process
-memory backend and once against three hub nodes and two workers sharing one Redis (clients spread over the nodes).
+`hub` is parametrized over the backends, so the behavioural suite in test_hub.py runs against the one-process
+memory backend, against three hub nodes and two workers sharing one Redis (clients spread over the nodes), and
+against the same on a Redis Cluster of three masters with a replica each (each process given a different node's
+address: any node will do).
 """
 
 from __future__ import annotations
@@ -12,18 +14,30 @@ from pathlib import Path
 import pytest
 
 from hubtest import Cluster
+from redis_cluster import RedisCluster
 from redis_server import RedisServer
 
 HUB_ENV = {"RUNCAST_HELLO_TIMEOUT_S": "1.5"}
 
 
-@pytest.fixture(scope="module", params=["memory", "redis"])
+@pytest.fixture(scope="module", params=["memory", "redis", "redis-cluster"])
 def hub(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     tmp: Path = tmp_path_factory.mktemp(f"hub-{request.param}")
     if request.param == "memory":
         cluster = Cluster(tmp, "memory", env=HUB_ENV).start()
         yield cluster
         cluster.stop()
+        return
+    if request.param == "redis-cluster":
+        rc = RedisCluster().start()
+        cluster = Cluster(tmp, "redis", rc.url, nodes=3, workers=2, env=HUB_ENV)
+        for i, p in enumerate(cluster.nodes + cluster.workers):
+            p.args[p.args.index(rc.url)] = f"redis://{rc.nodes[i % len(rc.nodes)].addr}"
+        cluster.start()
+        cluster.redis_cluster = rc  # type: ignore[attr-defined]
+        yield cluster
+        cluster.stop()
+        rc.stop()
         return
     redis = RedisServer(persist=True)
     redis.start()

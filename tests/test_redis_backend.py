@@ -376,7 +376,7 @@ async def test_retention(make, raw) -> None:
     assert await short.get("r9") is None
     assert await short.head("r9") == 0
     assert await short.list_runs() == []
-    assert await raw.zcard("short:runs") == 0  # the index forgot it too
+    assert await raw.zcard("{short}:runs") == 0  # the index forgot it too
 
 
 # ------------------------------------------------------------------------------------------------ jobs
@@ -404,8 +404,8 @@ async def test_take_job_gives_each_job_to_one_node(make, raw) -> None:
     for name, node in (("a", a), ("b", b)):
         for job in got[name]:
             await node.ack_job(job)
-    assert await raw.xlen("runcast:jobs") == 0
-    assert (await raw.xpending("runcast:jobs", "workers"))["pending"] == 0
+    assert await raw.xlen("{runcast}:jobs") == 0
+    assert (await raw.xpending("{runcast}:jobs", "workers"))["pending"] == 0
     assert await a.take_job("w-a", 0.05) is None and await b.take_job("w-b", 0.05) is None
 
 
@@ -420,7 +420,7 @@ async def test_job_of_a_dead_worker_is_taken_over(make, raw) -> None:
     assert job == Job(kind="start", run_id="r1", segment=1)
     assert b.stats["reclaimed_jobs"] == 1
     await b.ack_job(job)
-    assert await raw.xlen("runcast:jobs") == 0
+    assert await raw.xlen("{runcast}:jobs") == 0
     assert await b.take_job("w-b", 0.05) is None
 
 
@@ -453,8 +453,8 @@ async def test_subscribe_delivers_events_of_another_node_once_in_order(make, raw
     got2: list[Event] = []
     sub1 = await reader.subscribe("r1", got1.extend)
     sub2 = await reader.subscribe("r1", got2.extend)
-    assert (await raw.pubsub_numsub("runcast:live:r1"))[0][1] == 1  # one Redis subscription per node and run
-    await raw.publish("runcast:live:r1", b"\xc1 not msgpack")  # garbage on the channel is ignored, not fatal
+    assert (await raw.pubsub_numsub("runcast:live:{r1}"))[0][1] == 1  # one Redis subscription per node and run
+    await raw.publish("runcast:live:{r1}", b"\xc1 not msgpack")  # garbage on the channel is ignored, not fatal
     sent: list[Event] = []
     sent += await writer.append("r1", [("a", {"i": 2}), ("b", {"i": 3})])
     sent += await writer.append("r1", [("c", {"i": 4})])
@@ -485,13 +485,13 @@ async def test_unsubscribe_stops_delivery(make, raw) -> None:
     await sub1.close()  # twice is harmless
     await writer.append("r1", [("b", {})])
     await eventually(lambda: len(got2) == 2, what="second event")
-    assert (await raw.pubsub_numsub("runcast:live:r1"))[0][1] == 1  # sub2 still listens
+    assert (await raw.pubsub_numsub("runcast:live:{r1}"))[0][1] == 1  # sub2 still listens
     await sub2.close()
     for _ in range(100):
-        if (await raw.pubsub_numsub("runcast:live:r1"))[0][1] == 0:
+        if (await raw.pubsub_numsub("runcast:live:{r1}"))[0][1] == 0:
             break
         await asyncio.sleep(0.01)
-    assert (await raw.pubsub_numsub("runcast:live:r1"))[0][1] == 0  # the last one left: UNSUBSCRIBE
+    assert (await raw.pubsub_numsub("runcast:live:{r1}"))[0][1] == 0  # the last one left: UNSUBSCRIBE
     await writer.append("r1", [("c", {})])
     await asyncio.sleep(0.1)
     assert seqs(got1) == [1] and seqs(got2) == [1, 2] and types(got2) == ["a", "b"]

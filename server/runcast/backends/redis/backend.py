@@ -1,32 +1,48 @@
-"""The Redis backend: many hub nodes and workers on one Redis.
+"""The Redis backend: many hub nodes and workers on one Redis, or on a Redis Cluster.
 
-Layout (`P` is the prefix, `R` a run id; the `{R}` hash tag keeps one run's keys in one cluster slot):
+Layout (`P` is the prefix, `R` a run id). A run's keys and channel carry the hash tag `{R}`, so on a cluster they
+live in the run's slot and each script touches one slot; the structures shared by all runs carry the tag `{P}`, so
+they share one slot (one master) with one another:
 
     P:run:{R}:rec     the RunRecord as JSON (with `version`, the compare-and-set token)
     P:run:{R}:log     a Stream: one entry per event, id `<seq>-0`, one field `e` = the event's msgpack bytes
     P:run:{R}:seq     the head seq (0 or missing: no events); the first kept seq is head - XLEN(log) + 1
     P:run:{R}:state   the saved RunState (hash: segment, state), and tx: "<tx> <first seq>" of the owner's last append
-    P:live:R          pub/sub channel: one message per append, a msgpack array of the packed events
-    P:signals         pub/sub channel: msgpack {run_id, message}
-    P:jobs            a Stream of jobs (field `j` = Job JSON), consumer group `workers`
-    P:timers          ZSET run_id -> earliest of (approval deadline, lease end): what `due_runs` scans
-    P:runs            ZSET run_id -> creation time: `list_runs`
-    P:open            ZSET run_id -> creation time of the runs paused with an open approval: `open_runs` (the inbox)
-    P:feed            pub/sub channel: a run's feed entry (msgpack, feed.entry) on each change of its status or
-                      approvals, published by the commit script, so every node sees them in commit order
-    P:{webhooks}:*    the webhook outbox (a Stream the commit script writes) and delivery records: see outbox.py
+    P:run:{R}:outbox  a List of the jobs a commit queued, until they are in {P}:jobs (see "Commits" below)
+    P:run:{R}:hooks   a List of the events a commit logged for webhooks, until they are in {P}:webhooks:outbox
+    P:live:{R}        pub/sub channel (sharded on a cluster): one message per append, a msgpack array of the events
+    P:signals         pub/sub channel (sharded on a cluster): msgpack {run_id, message}
+    {P}:jobs          a Stream of jobs (field `j` = Job JSON), consumer group `workers`
+    {P}:timers        ZSET run_id -> earliest of (approval deadline, lease end): what `due_runs` scans
+    {P}:timerv        HASH run_id -> the record version {P}:timers was last written from (late writes lose)
+    {P}:done          ZSET run_id -> when it ended: its {P}:timerv field is dropped an hour later
+    {P}:runs          ZSET run_id -> creation time: `list_runs`
+    {P}:open          ZSET run_id -> creation time of the runs paused with an open approval: `open_runs` (the inbox)
+    {P}:feed          pub/sub channel (sharded on a cluster): a run's feed entry (msgpack, feed.entry) on each change
+                      of its status or approvals; entries carry the record's version (a late one is dropped by nodes)
+    {P}:webhooks:*    the webhook outbox (a Stream) and delivery records: see outbox.py
+    {P}:flush         ZSET "<run_id> <tx>" -> deadline: commits whose jobs and timer are not yet in the {P} keys
     P:user:{U}:starts ZSET run_id -> start time (ms): user U's starts in the quota window (quota.lua)
     P:user:{U}:open   ZSET run_id -> start time (ms): U's runs not known to be finished (pruned from their records)
 
-Every write that must be atomic (the append with its next seq and owner check, a commit with its version check)
-is one Lua script. Events are packed in Python with a placeholder seq: "seq" is the first key of the map and its
-value a fixed-width uint32 (see `_template`), so the script writes the real seq into those four bytes. Writers never
-guess the next seq, so many writers on one run (a worker streaming, hubs logging presence) never make each other
-retry. Nothing is retried on a connection error: a write whose answer was lost may have happened, so it is the
-caller's decision (a retry of a commit then meets a Conflict; an owner's append carries a tx id for its retry).
+Appends (the hot path: every event) are one script in the run's slot: log, head, trim, publish. Events are packed
+in Python with a placeholder seq: "seq" is the first key of the map and its value a fixed-width uint32 (see
+`_template`), so the script writes the real seq into those four bytes. Writers never guess the next seq, so many
+writers on one run (a worker streaming, hubs logging presence) never make each other retry. Nothing is retried on
+a connection error: a write whose answer was lost may have happened, so it is the caller's decision (a retry of a
+commit then meets a Conflict; an owner's append carries a tx id for its retry).
+
+Commits (a state change: start, claim, pause, vote, finish...) touch the run's slot and the shared {P} slot, which a
+cluster cannot do in one script. So a commit is an outbox: (1) mark "<run> <tx>" in {P}:flush with a deadline;
+(2) one script in the run's slot checks the version, stores the record, appends the events and pushes the jobs to
+the run's outbox; (3) one script in the {P} slot adds the outbox's jobs to {P}:jobs, writes the run's timer and its
+place in {P}:open and publishes its feed entry (if this version is newer than the one they were written from),
+indexes the run and clears the mark; (4) the flushed jobs leave the outbox. If a process dies between (2) and (4), any sweeper finds the mark past its deadline and does (3)
+and (4) from the stored record and outbox. A job may so reach {P}:jobs twice: claiming is a compare-and-set on the
+run's status and segment, so the second copy is refused and dropped. The same path runs on a single Redis.
 
 Modules: `backend.py` (this: the log, records, saved states, timers), `jobs.py` (the job queue), `pubsub.py` (the
-live feed and signals: one pub/sub connection per process), `scripts.py` with the Lua scripts in `lua/`.
+live feed and signals: pub/sub connections and their readers), `scripts.py` with the Lua scripts in `lua/`.
 """
 
 from __future__ import annotations
@@ -34,6 +50,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import secrets
 import time
 from collections import OrderedDict
 from datetime import datetime
@@ -43,13 +60,13 @@ import msgpack
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import ClusterDownError, MasterDownError, RedisError, SlotNotCoveredError, TryAgainError
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.maint_notifications import MaintNotificationsConfig
 
-from ... import feed
-from ... import quotas
+from ... import feed, metrics, quotas
 from ...protocol import Event, now_iso
 from ...quotas import Refusal, StartQuota
 from ...runs import TERMINAL, RunRecord, Transition, WireEvents
@@ -58,10 +75,12 @@ from ..base import Backend, Conflict, LogTrimmed, NotOwner
 from . import scripts
 from .jobs import JobQueue
 from .outbox import OutboxQueue
-from .pubsub import LiveFeed, _Channel
+from .pubsub import LiveFeed, _Channel, _Shard
 
 log = logging.getLogger("runcast.redis")
 
+FLUSH_GRACE_S = 5.0  # a commit's jobs and timer not in the {P} keys after this long are put there by a sweeper
+DONE_FORGET_S = 3600.0  # a finished run's timer version is kept this long (no flush of it can arrive later)
 _EVENT_CACHE = 20_000  # recent events this process keeps decoded, by their packed bytes (see _intern)
 # A packed event: fixmap header, "seq" (0xa3 's' 'e' 'q'), uint32 marker 0xce, then the seq's 4 bytes, then the rest.
 _SEQ_AT = 6
@@ -88,7 +107,9 @@ def _timer_score(rec: RunRecord) -> float | None:
 class RedisBackend(OutboxQueue, JobQueue, LiveFeed, Backend):
     name = "redis"
     # redis-py's ConnectionError (BusyLoadingError included) and TimeoutError are not the builtin ones.
-    transient_errors = (RedisConnectionError, RedisTimeoutError, ConnectionError, TimeoutError, OSError)
+    # On a cluster, a failover answers CLUSTERDOWN / MASTERDOWN / TRYAGAIN for a moment: the command did not run.
+    transient_errors = (RedisConnectionError, RedisTimeoutError, ConnectionError, TimeoutError, OSError,
+                        ClusterDownError, MasterDownError, TryAgainError, SlotNotCoveredError)
 
     def __init__(
         self,
@@ -117,65 +138,102 @@ class RedisBackend(OutboxQueue, JobQueue, LiveFeed, Backend):
         # log its events twice. Errors go to the caller; a broken pooled connection is replaced on next use.
         # (redis-py skips that check of pooled connections while "maintenance notifications" are on, so after a
         # Redis restart every idle connection would fail once: they are a Redis Enterprise feature; off.)
-        # A blocking pool: when every connection is busy (hundreds of clients replaying at once), a command waits for
-        # one instead of failing with "Too many connections".
-        pool = aioredis.BlockingConnectionPool.from_url(
-            url, max_connections=max_connections, timeout=pool_timeout_s,
-            retry=Retry(NoBackoff(), 0), socket_timeout=10.0, socket_connect_timeout=3.0,
-            maint_notifications_config=MaintNotificationsConfig(enabled=False),
-        )
-        self._redis = aioredis.Redis.from_pool(pool)  # owns the pool: aclose() closes it
-        self._append_script = self._redis.register_script(scripts.APPEND)
-        self._commit_script = self._redis.register_script(scripts.COMMIT)
-        self._read_script = self._redis.register_script(scripts.READ)
-        self._save_state_script = self._redis.register_script(scripts.SAVE_STATE)
-        self._quota_script = self._redis.register_script(scripts.QUOTA)
+        self.max_connections = max_connections
+        self.pool_timeout_s = pool_timeout_s
+        self.cluster = False  # found out by start(): INFO cluster says cluster_enabled:1
+        self._redis: Any = None
         self._events: OrderedDict[bytes, Event] = OrderedDict()
         self._job_ids: dict[tuple[str, str, int], list[bytes]] = {}
         self._unacked: list[bytes] = []
         self._next_reclaim = 0.0
         self._next_prune = 0.0
         self._chans: dict[bytes, _Channel] = {}
+        self._shards: dict[str, _Shard] = {}
+        self._refreshed_at = 0.0
         self._ctl = f"{prefix}:ctl:{id(self):x}:{time.time_ns()}".encode()  # keeps the connection in pub/sub mode
-        self._ps: Any = None  # the pub/sub Connection while it is up
-        self._reader: asyncio.Task[None] | None = None
         self._closing = False
 
     # ------------------------------------------------------------------ keys
     def _k(self, run_id: str, what: str) -> str:
         return f"{self.prefix}:run:{{{run_id}}}:{what}"
 
+    def _g(self, what: str) -> str:
+        """A key shared by all runs: they share the {P} hash tag, so one script can write several of them."""
+        return f"{{{self.prefix}}}:{what}"
+
     @property
     def _timers(self) -> str:
-        return f"{self.prefix}:timers"
+        return self._g("timers")
 
     @property
     def _runs(self) -> str:
-        return f"{self.prefix}:runs"
+        return self._g("runs")
+
+    @property
+    def _flush_marks(self) -> str:
+        return self._g("flush")
 
     @property
     def _open(self) -> str:
-        return f"{self.prefix}:open"
+        return self._g("open")
 
     @property
     def _retention_ms(self) -> int:
         return int(self.retention_s * 1000) if self.retention_s and self.retention_s > 0 else 0
 
     # ------------------------------------------------------------------ lifecycle
+    async def _is_cluster(self) -> bool:
+        probe = aioredis.Redis.from_url(self.url, retry=Retry(NoBackoff(), 0), socket_timeout=10.0,
+                                        socket_connect_timeout=3.0,
+                                        maint_notifications_config=MaintNotificationsConfig(enabled=False))
+        try:
+            return str((await probe.info("cluster")).get("cluster_enabled", 0)) == "1"
+        finally:
+            await probe.aclose()
+
+    def _client(self) -> Any:
+        common: dict[str, Any] = dict(retry=Retry(NoBackoff(), 0), socket_timeout=10.0, socket_connect_timeout=3.0,
+                                      maint_notifications_config=MaintNotificationsConfig(enabled=False))
+        if self.cluster:
+            # Any node's address will do: the client reads the slot map from it and follows MOVED / ASK itself
+            # (those are not retries: the command did not run). A connection error is not retried, as above, but
+            # makes the client read the slot map again before its next command (a failover).
+            return RedisCluster.from_url(self.url, max_connections=max(self.max_connections, 256), **common)
+        # A blocking pool: when every connection is busy (hundreds of clients replaying at once), a command waits for
+        # one instead of failing with "Too many connections".
+        pool = aioredis.BlockingConnectionPool.from_url(self.url, max_connections=self.max_connections,
+                                                        timeout=self.pool_timeout_s, **common)
+        return aioredis.Redis.from_pool(pool)  # owns the pool: aclose() closes it
+
     async def start(self) -> None:
+        if self._redis is None:
+            self.cluster = await self._is_cluster()
+            self._redis = self._client()
+            self._append_script = self._redis.register_script(scripts.APPEND)
+            self._commit_script = self._redis.register_script(scripts.COMMIT)
+            self._flush_script = self._redis.register_script(scripts.FLUSH)
+            self._read_script = self._redis.register_script(scripts.READ)
+            self._save_state_script = self._redis.register_script(scripts.SAVE_STATE)
+            self._quota_script = self._redis.register_script(scripts.QUOTA)
+            self._publish = "SPUBLISH" if self.cluster else "PUBLISH"
         await self._redis.ping()
         await self._ensure_group()
-        for script in (self._append_script, self._commit_script, self._read_script, self._save_state_script,
-                       self._quota_script):
+        for script in (self._append_script, self._commit_script, self._flush_script, self._read_script,
+                       self._save_state_script, self._quota_script):
             await self._redis.script_load(script.script)  # (Script reloads by itself after a Redis restart)
+        if self.cluster:
+            log.info("Redis Cluster at %s: sharded pub/sub, %d masters", self.url,
+                     len(self._redis.get_primaries()))
 
     async def close(self) -> None:
         self._closing = True
-        if self._reader is not None:
-            self._reader.cancel()
-            await asyncio.gather(self._reader, return_exceptions=True)
-            self._reader = None
-        await self._redis.aclose()
+        readers = [s.reader for s in self._shards.values() if s.reader is not None]
+        for t in readers:
+            t.cancel()
+        await asyncio.gather(*readers, return_exceptions=True)
+        self._shards.clear()
+        if self._redis is not None:
+            await self._redis.aclose()
 
     async def ping(self) -> bool:
         try:
@@ -212,7 +270,8 @@ class RedisBackend(OutboxQueue, JobQueue, LiveFeed, Backend):
         templates = self._templates(run_id, events)
         res = await self._append_script(
             keys=keys,
-            args=[owner or "", 0, self.max_log or 0, self._live(run_id), self._retention_ms, tx or "", *templates],
+            args=[owner or "", self._publish, self.max_log or 0, self._live(run_id), self._retention_ms, tx or "",
+                  *templates],
         )
         code = int(res[0])
         if code == scripts.NOT_OWNER:
@@ -253,27 +312,74 @@ class RedisBackend(OutboxQueue, JobQueue, LiveFeed, Backend):
         if mode == "commit":
             rec = rec.model_copy()
             rec.version = expected_version + 1
-        rec_json = rec.model_dump_json()
-        score = _timer_score(rec)
-        jobs = [j.model_dump_json() for j in tr.jobs]
-        keys = [self._k(run_id, "rec"), self._k(run_id, "log"), self._k(run_id, "seq"), self._k(run_id, "state"),
-                self._timers, self._runs, self._jobs, self._open, self._outbox]
-        fe = feed.entry(rec)
-        published = msgpack.packb(fe, use_bin_type=True) if tr.feed or mode == "create" else b""
+        mark = f"{run_id} {secrets.token_hex(6)}"
+        await self._redis.zadd(self._flush_marks, {mark: time.time() + FLUSH_GRACE_S})  # (1) see the docstring
         templates = self._templates(run_id, tr.events)
-        outbox = ",".join(str(i + 1) for i, (t, _) in enumerate(tr.events) if t in WEBHOOK_EVENTS)  # webhooks.py
-        res = await self._commit_script(
-            keys=keys,
-            args=[
-                mode, expected_version, rec_json, outbox, len(templates), self.max_log or 0, self._live(run_id),
-                "" if score is None else repr(float(score)), repr(_created_score(rec)),
-                "1" if rec.status in TERMINAL else "0", self._retention_ms, run_id, len(jobs),
-                *templates, *jobs, "1" if feed.is_open(fe) else "0", self._feed, published,
-            ],
+        jobs = [j.model_dump_json() for j in tr.jobs]
+        hooks = ",".join(str(i + 1) for i, (t, _) in enumerate(tr.events) if t in WEBHOOK_EVENTS)  # webhooks.py
+        res = await self._commit_script(  # (2)
+            keys=[self._k(run_id, "rec"), self._k(run_id, "log"), self._k(run_id, "seq"), self._k(run_id, "state"),
+                  self._k(run_id, "outbox"), self._k(run_id, "hooks")],
+            args=[mode, expected_version, rec.model_dump_json(), self._publish, len(templates), self.max_log or 0,
+                  self._live(run_id), "1" if rec.status in TERMINAL else "0", self._retention_ms, len(jobs), hooks,
+                  *templates, *jobs],
         )
         if int(res[0]) == scripts.CONFLICT:
+            await self._clear_mark(mark)
             raise Conflict(run_id)
+        n_jobs = int(res[2])
+        try:
+            await self._flush(rec, [bytes(j) for j in res[3:3 + n_jobs]], [bytes(h) for h in res[3 + n_jobs:]], mark,
+                              publish=tr.feed or mode == "create")  # (3), (4)
+        except (RedisError, OSError) as exc:  # committed: a sweeper finishes it after FLUSH_GRACE_S
+            metrics.redis_errors.labels(source="command").inc()
+            log.warning("run %s: committed, but its jobs and timer wait for a sweeper (%s)", run_id, exc)
         return self._logged(run_id, int(res[1]), templates)
+
+    async def _clear_mark(self, mark: str) -> None:
+        try:
+            await self._redis.zrem(self._flush_marks, mark)
+        except (RedisError, OSError):
+            pass  # a sweeper finds it later and does a harmless flush
+
+    async def _flush(self, rec: RunRecord | None, outbox: list[bytes], hooks: list[bytes], mark: str,
+                     run_id: str | None = None, publish: bool = True) -> None:
+        """Put a committed record's jobs, webhook events, timer, open-index place and feed entry into the shared {P}
+        keys, then take those jobs and events out of the run's lists."""
+        run_id = rec.run_id if rec is not None else run_id
+        assert run_id is not None
+        if rec is None:  # gone (retention): nothing to index, only the mark to clear
+            args: list[Any] = [run_id, -1, "", "0", "", mark, repr(time.time()), "0", self._publish, self._feed, "",
+                               0, 0]
+        else:
+            score = _timer_score(rec)
+            fe = feed.entry(rec)
+            args = [run_id, rec.version, "" if score is None else repr(float(score)),
+                    "1" if rec.status in TERMINAL else "0", repr(_created_score(rec)), mark, repr(time.time()),
+                    "1" if feed.is_open(fe) else "0", self._publish, self._feed,
+                    msgpack.packb(fe, use_bin_type=True) if publish else b"", len(outbox), len(hooks), *outbox,
+                    *hooks]
+        await self._flush_script(keys=[self._jobs, self._timers, self._g("timerv"), self._runs, self._flush_marks,
+                                       self._g("done"), self._open, self._outbox], args=args)
+        if outbox or hooks:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for job in outbox:
+                    pipe.lrem(self._k(run_id, "outbox"), 1, job)
+                for hook in hooks:
+                    pipe.lrem(self._k(run_id, "hooks"), 1, hook)
+                await pipe.execute()
+
+    async def _repair(self, now: float) -> None:
+        """Commits whose process died before their flush (their mark is past its deadline): flush them now."""
+        for raw in await self._redis.zrangebyscore(self._flush_marks, "-inf", now, start=0, num=100):
+            mark = raw.decode()
+            run_id = mark.rsplit(" ", 1)[0]
+            rec = await self.get(run_id)
+            outbox = await self._redis.lrange(self._k(run_id, "outbox"), 0, -1)
+            hooks = await self._redis.lrange(self._k(run_id, "hooks"), 0, -1)
+            log.info("run %s: flushing a commit whose process did not (%s)", run_id, mark)
+            self.stats["repaired_commits"] = self.stats.get("repaired_commits", 0) + 1
+            await self._flush(rec, list(outbox), list(hooks), mark, run_id=run_id)
 
     async def create(self, tr: Transition) -> list[Event]:
         return await self._write("create", tr, tr.record.version)
@@ -294,7 +400,8 @@ class RedisBackend(OutboxQueue, JobQueue, LiveFeed, Backend):
             ids = await self._redis.zrevrange(self._runs, start, start + want - 1)
             if not ids:
                 break
-            raws = await self._redis.mget([self._k(i.decode(), "rec") for i in ids])
+            keys = [self._k(i.decode(), "rec") for i in ids]
+            raws = await (self._redis.mget_nonatomic(keys) if self.cluster else self._redis.mget(keys))
             gone = [i for i, raw in zip(ids, raws) if raw is None]
             for raw in raws:
                 if raw is not None:
@@ -313,7 +420,8 @@ class RedisBackend(OutboxQueue, JobQueue, LiveFeed, Backend):
         ids = await self._redis.zrange(self._open, 0, -1)
         if not ids:
             return []
-        raws = await self._redis.mget([self._k(i.decode(), "rec") for i in ids])
+        keys = [self._k(i.decode(), "rec") for i in ids]
+        raws = await (self._redis.mget_nonatomic(keys) if self.cluster else self._redis.mget(keys))
         gone = [i for i, raw in zip(ids, raws) if raw is None]
         if gone:
             await self._redis.zrem(self._open, *gone)
@@ -362,4 +470,10 @@ class RedisBackend(OutboxQueue, JobQueue, LiveFeed, Backend):
 
     # ------------------------------------------------------------------ timers
     async def due_runs(self, now: float) -> list[str]:
-        return [r.decode() for r in await self._redis.zrangebyscore(self._timers, "-inf", now)]
+        async with self._redis.pipeline(transaction=False) as pipe:  # one slot: one round trip
+            pipe.zrangebyscore(self._timers, "-inf", now)
+            pipe.zcount(self._flush_marks, "-inf", time.time())
+            due, unflushed = await pipe.execute()
+        if unflushed:
+            await self._repair(time.time())
+        return [r.decode() for r in due]

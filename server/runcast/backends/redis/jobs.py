@@ -33,7 +33,7 @@ class JobQueue:
 
     @property
     def _jobs(self) -> str:
-        return f"{self.prefix}:jobs"
+        return f"{{{self.prefix}}}:jobs"  # the {P} hash tag: one slot with the other shared keys (backend.py)
 
     async def _ensure_group(self) -> None:
         try:

@@ -1,12 +1,13 @@
-"""The webhook outbox on Redis: a Stream written by the commit script (one entry per webhook-worthy event, in the same
-atomic step as the event), read through one consumer group by every process that delivers webhooks, so each entry
-goes to exactly one of them; an entry whose process died (not touched for `claim_s`) is taken over with XAUTOCLAIM.
+"""The webhook outbox on Redis: a Stream written by each commit (one entry per webhook-worthy event; the commit script
+keeps them in the run's slot with the event, and the flush moves them here, at least once), read through one consumer
+group by every process that delivers webhooks, so each entry goes to exactly one of them; an entry whose process died (not touched for `claim_s`) is taken over with XAUTOCLAIM.
 
-Keys (the `{webhooks}` hash tag keeps them in one cluster slot together):
+Keys (the `{P}` hash tag keeps them in one cluster slot with the other keys shared by all runs, so flush.lua, which
+moves a commit's webhook events here from the run's own list, writes them in the same script; see backend.py):
 
-    P:{webhooks}:outbox      Stream, field `e` = the packed event (as logged); group `deliverers`
-    P:{webhooks}:deliveries  Hash: "<webhook-id> <endpoint id>" -> delivery record JSON (status, attempts, ...)
-    P:{webhooks}:recent      ZSET of those keys by last update: the newest `DELIVERIES_KEPT` are kept
+    {P}:webhooks:outbox      Stream, field `e` = the packed event (as logged); group `deliverers`
+    {P}:webhooks:deliveries  Hash: "<webhook-id> <endpoint id>" -> delivery record JSON (status, attempts, ...)
+    {P}:webhooks:recent      ZSET of those keys by last update: the newest `DELIVERIES_KEPT` are kept
 """
 
 from __future__ import annotations
@@ -35,15 +36,15 @@ class OutboxQueue:
 
     @property
     def _outbox(self) -> str:
-        return f"{self.prefix}:{{webhooks}}:outbox"
+        return f"{{{self.prefix}}}:webhooks:outbox"
 
     @property
     def _deliveries_key(self) -> str:
-        return f"{self.prefix}:{{webhooks}}:deliveries"
+        return f"{{{self.prefix}}}:webhooks:deliveries"
 
     @property
     def _recent_key(self) -> str:
-        return f"{self.prefix}:{{webhooks}}:recent"
+        return f"{{{self.prefix}}}:webhooks:recent"
 
     async def outbox_join(self) -> None:
         try:

@@ -14,6 +14,7 @@ def _load(name: str) -> str:
 _APPEND_EVENTS = _load("append_events")
 APPEND = _APPEND_EVENTS + _load("append")
 COMMIT = _APPEND_EVENTS + _load("commit")
+FLUSH = _load("flush")
 READ = _load("read")
 SAVE_STATE = _load("save_state")
 QUOTA = _load("quota")

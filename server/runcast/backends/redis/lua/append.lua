@@ -1,4 +1,4 @@
--- KEYS: rec, log, seq, state.  ARGV: owner ('' = any), (unused), maxlen (0 = keep all), channel,
+-- KEYS: rec, log, seq, state.  ARGV: owner ('' = any), publish ('PUBLISH' | 'SPUBLISH'), maxlen (0 = keep all), channel,
 -- retention_ms (for a log with no record), tx ('' = none), event templates...
 -- With a tx (a worker's append, which it retries after a lost answer), the state hash keeps `tx` = "<tx> <first>" of
 -- the owner's last append: a retry whose first try landed is answered {4, first} instead of logging the events twice.
@@ -21,7 +21,7 @@ end
 local head = tonumber(redis.call('GET', KEYS[3]) or '0')
 local n = #ARGV - 6
 if n == 0 then return {0, head + 1} end
-append_events(KEYS[2], KEYS[3], head, n, 6, tonumber(ARGV[3]), ARGV[4])
+append_events(KEYS[2], KEYS[3], head, n, 6, tonumber(ARGV[3]), ARGV[4], ARGV[2])
 if tx ~= '' then
   redis.call('HSET', KEYS[4], 'tx', tx .. ' ' .. string.format('%d', head + 1))
 end

@@ -1,7 +1,9 @@
 -- Shared by append.lua and commit.lua (prepended to them when loaded): XADD the events with ids head+1..,
--- set the head, trim exactly, publish them as one message; returns the packed events. `base` is the index in ARGV just before the first event.
--- Each event arrives packed with seq 0 in a fixed-width uint32 slot at bytes 7..10; the real seq is written there.
-local function append_events(log_key, seq_key, head, n, base, maxlen, channel)
+-- set the head, trim exactly, publish them as one message (`publish`: PUBLISH on one Redis, SPUBLISH on a cluster,
+-- where the channel carries the run's hash tag and so lives in the run's slot); returns the packed events. `base` is
+-- the index in ARGV just before the first event. Each event arrives packed with seq 0 in a fixed-width uint32 slot at bytes 7..10; the
+-- real seq is written there.
+local function append_events(log_key, seq_key, head, n, base, maxlen, channel, publish)
   local evs = {}
   for i = 1, n do
     local tmpl = ARGV[base + i]
@@ -13,6 +15,6 @@ local function append_events(log_key, seq_key, head, n, base, maxlen, channel)
   if maxlen > 0 then
     redis.call('XTRIM', log_key, 'MAXLEN', maxlen)
   end
-  redis.call('PUBLISH', channel, cmsgpack.pack(evs))
+  redis.call(publish, channel, cmsgpack.pack(evs))
   return evs
 end
