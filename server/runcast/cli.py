@@ -111,6 +111,34 @@ def _print_links(secret: str, args: argparse.Namespace) -> None:
     print(f"  Vic, a viewer (only watches):           {base}/#token={vic}\n", flush=True)
 
 
+def _server(config, hub, drain_s: float):  # noqa: ANN001, ANN202
+    """uvicorn's Server, draining on the first SIGTERM / SIGINT: the hub reports not ready for `drain_s` (a load
+    balancer or Kubernetes stops sending it clients), then uvicorn stops accepting, closes every WebSocket with 1012
+    and waits up to its graceful-shutdown timeout for the connections to end. A second signal exits at once."""
+    import time
+
+    import uvicorn
+
+    class DrainingServer(uvicorn.Server):
+        _drain_at: float | None = None
+
+        def handle_exit(self, sig, frame) -> None:  # noqa: ANN001
+            first = not hub.draining
+            hub.drain()
+            if first and drain_s > 0:
+                self._captured_signals.append(sig)  # re-raised by uvicorn once it has shut down, as it does itself
+                self._drain_at = time.monotonic() + drain_s
+                return
+            super().handle_exit(sig, frame)
+
+        async def on_tick(self, counter: int) -> bool:
+            if self._drain_at is not None and time.monotonic() >= self._drain_at:
+                self.should_exit = True
+            return await super().on_tick(counter)
+
+    return DrainingServer(config)
+
+
 def serve(args: argparse.Namespace) -> None:
     import uvicorn
 
@@ -191,9 +219,9 @@ def serve(args: argparse.Namespace) -> None:
         log_level=os.environ.get("RUNCAST_UVICORN_LOG", "warning"),
         loop=os.environ.get("RUNCAST_LOOP", "auto"),  # auto: uvloop where installed; asyncio or uvloop to choose
         lifespan="on",
-        timeout_graceful_shutdown=5,
+        timeout_graceful_shutdown=args.grace,
     )
-    uvicorn.Server(config).run(sockets=[sock])
+    _server(config, hub, args.drain_delay).run(sockets=[sock])
 
 
 def worker(args: argparse.Namespace) -> None:
@@ -321,6 +349,10 @@ def main(argv: list[str] | None = None) -> None:
                         "a token with the metrics or admin role")
     s.add_argument("--header-timeout", type=float, default=float(os.environ.get("RUNCAST_HEADER_TIMEOUT_S", "10")),
                    help="seconds a connection may take to send a request's headers (an upgrade included)")
+    s.add_argument("--drain-delay", type=float, default=float(os.environ.get("RUNCAST_DRAIN_DELAY_S", "0")),
+                   help="on SIGTERM, seconds to keep serving while /readyz answers 503, before closing clients with 1012")
+    s.add_argument("--grace", type=float, default=float(os.environ.get("RUNCAST_GRACE_S", "5")),
+                   help="on shutdown, seconds to wait for connections and requests to end before cancelling them")
     s.set_defaults(func=serve)
 
     w = sub.add_parser("worker", help="a worker only (needs --redis)")

@@ -63,6 +63,13 @@ class Hub:
         self.deliverer: webhooks.Deliverer | None = None
         self.metrics_listener: MetricsListener | None = None
         self.unauthenticated = 0  # accepted WebSockets that have not said hello yet
+        self.draining = False  # SIGTERM: /readyz answers 503 until the server closes every client with 1012
+
+    def drain(self) -> None:
+        if not self.draining:
+            self.draining = True
+            prom.draining.set(1)
+            log.warning("draining: /readyz answers 503; %d client(s) will be closed with 1012", len(self.connections))
 
     async def start(self) -> None:
         await self.backend.start()
@@ -278,6 +285,8 @@ def create_app(hub: Hub) -> Starlette:
         return PlainTextResponse("ok")
 
     async def readyz(request: Request) -> Response:
+        if hub.draining:
+            return PlainTextResponse("draining", status_code=503)
         try:
             ok = await hub.backend.ping()
         except Exception:  # noqa: BLE001
