@@ -2,8 +2,8 @@
 
 `hub` is parametrized over the backends, so the behavioural suite in test_hub.py runs against the one-process
 memory backend, against three hub nodes and two workers sharing one Redis (clients spread over the nodes), and
-against the same on a Redis Cluster of three masters with a replica each (each process given a different node's
-address: any node will do).
+against two hub nodes and a worker on a Redis Cluster of three masters with a replica each (each process given a
+different node's address: any node will do).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ def hub(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
         return
     if request.param == "redis-cluster":
         rc = RedisCluster().start()
-        cluster = Cluster(tmp, "redis", rc.url, nodes=3, workers=2, env=HUB_ENV)
+        cluster = Cluster(tmp, "redis", rc.url, nodes=2, workers=1, env=HUB_ENV)
         for i, p in enumerate(cluster.nodes + cluster.workers):
             p.args[p.args.index(rc.url)] = f"redis://{rc.nodes[i % len(rc.nodes)].addr}"
         cluster.start()

@@ -164,3 +164,44 @@ async def test_a_worker_serves_its_metrics_on_its_own_port(tmp_path) -> None:
     finally:
         worker.stop()
         redis.cleanup()
+
+
+async def test_a_worker_drains_on_sigterm_and_its_probes_say_so(tmp_path) -> None:
+    import asyncio
+    import signal
+
+    import httpx
+
+    from hubtest import Cluster, free_port
+    from redis_server import RedisServer
+
+    redis = RedisServer()
+    redis.start()
+    port = free_port()
+    c = Cluster(tmp_path, "redis", redis.url, nodes=1, workers=1, env={"RUNCAST_DEMO_DELAY": "0.02"},
+                worker_args=["--metrics-port", str(port), "--metrics-host", "127.0.0.1", "--grace", "20"]).start()
+    try:
+        base = f"http://127.0.0.1:{port}"
+        for _ in range(200):
+            try:
+                if httpx.get(base + "/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            await asyncio.sleep(0.05)
+        assert httpx.get(base + "/healthz").text == "ok"
+        run_id = c.start_run("long-turn", tok=OPERATOR)
+        w = await Client.connect(c.ws_url(), VIEWER)
+        await w.subscribe(run_id)
+        await w.wait_event(run_id, "message.delta")
+        worker = c.workers[0].proc
+        assert worker is not None
+        worker.send_signal(signal.SIGTERM)  # mid-segment: the segment may finish (it pauses), then the worker exits
+        await asyncio.sleep(0.3)
+        assert httpx.get(base + "/readyz").status_code == 503
+        assert (await w.wait_event(run_id, ("run.paused", "run.failed"), timeout=30))["type"] == "run.paused"
+        await asyncio.to_thread(worker.wait, 20)
+        await w.close()
+    finally:
+        c.stop()
+        redis.cleanup()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import secrets
@@ -224,6 +225,42 @@ def serve(args: argparse.Namespace) -> None:
     _server(config, hub, args.drain_delay).run(sockets=[sock])
 
 
+def _worker_http(args: argparse.Namespace, w, backend, draining: asyncio.Event):  # noqa: ANN001, ANN202
+    """A worker's own small HTTP server: /metrics, /healthz (the event loop answers) and /readyz (Redis answers and
+    the worker is not draining), for Prometheus and Kubernetes probes."""
+    import uvicorn
+    from prometheus_client import generate_latest
+    from starlette.applications import Starlette
+    from starlette.responses import PlainTextResponse, Response
+    from starlette.routing import Route
+
+    from .metrics import CONTENT_TYPE, worker_registry
+
+    registry = worker_registry(w)
+
+    async def metrics(request):  # noqa: ANN001, ANN202
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE)
+
+    async def healthz(request):  # noqa: ANN001, ANN202
+        return PlainTextResponse("ok")
+
+    async def readyz(request):  # noqa: ANN001, ANN202
+        if draining.is_set():
+            return PlainTextResponse("draining", status_code=503)
+        ok = await backend.ping()
+        return PlainTextResponse("ready" if ok else "backend unavailable", status_code=200 if ok else 503)
+
+    app = Starlette(routes=[Route("/metrics", metrics), Route("/healthz", healthz), Route("/readyz", readyz)])
+    config = uvicorn.Config(app, host=args.metrics_host, port=args.metrics_port, lifespan="off",
+                            log_level=os.environ.get("RUNCAST_UVICORN_LOG", "warning"))
+    class QuietServer(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self):  # noqa: ANN202 - the worker handles SIGTERM itself (it drains)
+            yield
+
+    return QuietServer(config)
+
+
 def worker(args: argparse.Namespace) -> None:
     from .worker import Sweeper, Worker
 
@@ -244,22 +281,24 @@ def worker(args: argparse.Namespace) -> None:
         await w.start()
         await sweeper.start()
         deliverer = await webhooks.maybe_start(backend, registry, hooks)
-        if args.metrics_port:
-            from prometheus_client import start_http_server
-
-            from .metrics import worker_registry
-
-            start_http_server(args.metrics_port, addr=args.metrics_host, registry=worker_registry(w))
+        draining = asyncio.Event()
+        http = _worker_http(args, w, backend, draining) if args.metrics_port else None
+        http_task = asyncio.create_task(http.serve()) if http else None
         print(f"runcast worker {w.id}: concurrency {args.concurrency}, agents: {', '.join(w.registry.names())}", flush=True)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         await stop.wait()
+        draining.set()
+        print(f"runcast worker {w.id}: draining ({len(w.active)} segment(s) streaming, up to {args.grace:g}s)", flush=True)
+        await w.drain(args.grace)
         if deliverer:
             await deliverer.stop()
         await sweeper.stop()
-        await w.stop()
+        if http is not None and http_task is not None:
+            http.should_exit = True
+            await http_task
         await backend.close()
 
     asyncio.run(main())
@@ -358,8 +397,10 @@ def main(argv: list[str] | None = None) -> None:
     w = sub.add_parser("worker", help="a worker only (needs --redis)")
     common(w)
     w.add_argument("--metrics-port", type=int, default=int(os.environ.get("RUNCAST_METRICS_PORT", "0")),
-                   help="serve this worker's Prometheus metrics on this port (0: none)")
+                   help="serve /metrics, /healthz and /readyz on this port (0: none)")
     w.add_argument("--metrics-host", default="0.0.0.0", help="address for --metrics-port")
+    w.add_argument("--grace", type=float, default=float(os.environ.get("RUNCAST_WORKER_GRACE_S", "25")),
+                   help="on SIGTERM, seconds the segments being streamed get to end before they are cancelled")
     w.set_defaults(func=worker)
 
     t = sub.add_parser("token", help="print a token signed with RUNCAST_SECRET")

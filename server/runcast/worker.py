@@ -103,6 +103,16 @@ class Worker:
         if self._signals:
             await self._signals.close()
 
+    async def drain(self, grace_s: float) -> None:
+        """Take no more jobs; give the segments being streamed up to `grace_s` to end (complete or pause), then stop.
+        A segment still running then is cancelled, and its run fails as worker_lost once its lease runs out."""
+        self._stopping = True
+        if self._loop_task:
+            self._loop_task.cancel()
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=grace_s)
+        await self.stop()
+
     def _on_signal(self, run_id: str, message: dict[str, Any]) -> None:
         if message.get("type") != "cancel":
             return
