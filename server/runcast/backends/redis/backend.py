@@ -60,8 +60,9 @@ import msgpack
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.asyncio.cluster import RedisCluster
-from redis.exceptions import ClusterDownError, MasterDownError, RedisError, SlotNotCoveredError, TryAgainError
+from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.exceptions import ClusterDownError, MasterDownError, RedisClusterException, RedisError, SlotNotCoveredError
+from redis.exceptions import TryAgainError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.maint_notifications import MaintNotificationsConfig
@@ -108,8 +109,9 @@ class RedisBackend(OutboxQueue, JobQueue, LiveFeed, Backend):
     name = "redis"
     # redis-py's ConnectionError (BusyLoadingError included) and TimeoutError are not the builtin ones.
     # On a cluster, a failover answers CLUSTERDOWN / MASTERDOWN / TRYAGAIN for a moment: the command did not run.
+    # RedisClusterException: no node gave a full slot map (mid-failover); the command did not run.
     transient_errors = (RedisConnectionError, RedisTimeoutError, ConnectionError, TimeoutError, OSError,
-                        ClusterDownError, MasterDownError, TryAgainError, SlotNotCoveredError)
+                        ClusterDownError, MasterDownError, TryAgainError, SlotNotCoveredError, RedisClusterException)
 
     def __init__(
         self,
@@ -224,6 +226,24 @@ class RedisBackend(OutboxQueue, JobQueue, LiveFeed, Backend):
         if self.cluster:
             log.info("Redis Cluster at %s: sharded pub/sub, %d masters", self.url,
                      len(self._redis.get_primaries()))
+
+    def _after_outage(self) -> None:
+        """On a cluster: read the slot map again before the next command, from any node this process has known (not
+        only the address it was given, which may be the master that just died)."""
+        if not self.cluster or self._redis is None:
+            return
+        nm = self._redis.nodes_manager
+        for node in list(nm.nodes_cache.values()):
+            if node.name not in nm.startup_nodes:
+                nm.startup_nodes[node.name] = ClusterNode(node.host, node.port, **nm.connection_kwargs)
+        self._redis._initialize = True
+
+    async def take_job(self, worker_id: str, timeout: float) -> Any:
+        try:
+            return await super().take_job(worker_id, timeout)
+        except self.transient_errors:
+            self._after_outage()
+            raise
 
     async def close(self) -> None:
         self._closing = True
@@ -470,10 +490,14 @@ class RedisBackend(OutboxQueue, JobQueue, LiveFeed, Backend):
 
     # ------------------------------------------------------------------ timers
     async def due_runs(self, now: float) -> list[str]:
-        async with self._redis.pipeline(transaction=False) as pipe:  # one slot: one round trip
-            pipe.zrangebyscore(self._timers, "-inf", now)
-            pipe.zcount(self._flush_marks, "-inf", time.time())
-            due, unflushed = await pipe.execute()
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:  # one slot: one round trip
+                pipe.zrangebyscore(self._timers, "-inf", now)
+                pipe.zcount(self._flush_marks, "-inf", time.time())
+                due, unflushed = await pipe.execute()
+        except self.transient_errors:
+            self._after_outage()
+            raise
         if unflushed:
             await self._repair(time.time())
         return [r.decode() for r in due]

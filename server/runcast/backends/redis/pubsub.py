@@ -245,7 +245,7 @@ class LiveFeed:
         try:
             self._redis._initialize = True  # redis-py reads CLUSTER SLOTS again, under its own lock
             await self._redis.initialize()
-        except (RedisError, OSError) as exc:
+        except Exception as exc:  # noqa: BLE001 - RedisClusterException too (no full slot map mid-failover): retry later
             metrics.redis_errors.labels(source="cluster").inc()
             log.warning("could not refresh the cluster's slot map: %s", exc)
 
@@ -352,9 +352,14 @@ class LiveFeed:
             backoff = min(backoff * 2, self.reconnect_max_s)
             self.stats["reconnects"] += 1
             if self.cluster:  # a failover moves the slots to another node: follow them before trying this one again
-                await self._refresh_slots()
-                await self._move_away(shard, [n for n in list(shard.chans) if self._node_for(n)[0] != shard.name],
-                                      "connection lost")
+                try:
+                    await self._refresh_slots()
+                    await self._move_away(shard, [n for n in list(shard.chans) if self._node_for(n)[0] != shard.name],
+                                          "connection lost")
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - the reader must outlive the failover; try again next round
+                    log.debug("pub/sub: cannot follow the slots of %s yet: %s", shard.name, exc)
 
     async def _on_error_reply(self, shard: _Shard, exc: ResponseError) -> None:
         log.info("pub/sub on %s: %s", shard.name, exc)
