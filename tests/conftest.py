@@ -33,7 +33,11 @@ def hub(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
         cluster = Cluster(tmp, "redis", rc.url, nodes=2, workers=1, env=HUB_ENV)
         for i, p in enumerate(cluster.nodes + cluster.workers):
             p.args[p.args.index(rc.url)] = f"redis://{rc.nodes[i % len(rc.nodes)].addr}"
-        cluster.start()
+        try:
+            cluster.start()
+        except BaseException:
+            rc.stop()
+            raise
         cluster.redis_cluster = rc  # type: ignore[attr-defined]
         yield cluster
         cluster.stop()

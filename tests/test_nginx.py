@@ -18,7 +18,7 @@ import httpx
 import pytest
 import websockets
 
-from hubtest import ALICE, OPERATOR, TERMINAL, VIEWER, Client, Cluster, seqs, without_presence
+from hubtest import ADMIN, ALICE, OPERATOR, TERMINAL, VIEWER, Client, Cluster, seqs, without_presence
 from nginx_server import Nginx
 from redis_server import RedisServer
 
@@ -28,8 +28,12 @@ GRACE_S = 3.0
 def lb(tmp_path: Path) -> Iterator[tuple[Cluster, Nginx]]:
     redis = RedisServer(persist=True)
     redis.start()
-    c = Cluster(tmp_path, "redis", redis.url, nodes=2, workers=1, serve_args=["--grace", str(GRACE_S)],
-                env={"RUNCAST_DEMO_DELAY": "0.03", "RUNCAST_LEASE_S": "5"}).start()
+    try:
+        c = Cluster(tmp_path, "redis", redis.url, nodes=2, workers=1, serve_args=["--grace", str(GRACE_S)],
+                    env={"RUNCAST_DEMO_DELAY": "0.03", "RUNCAST_LEASE_S": "5"}).start()
+    except BaseException:
+        redis.cleanup()
+        raise
     ngx = Nginx([p.port for p in c.nodes]).start()  # type: ignore[misc]
     try:
         yield c, ngx
@@ -187,7 +191,8 @@ async def test_a_draining_node_reports_not_ready_then_closes_its_clients_with_10
         await asyncio.sleep(0.5)
         r = httpx.get(node.url + "/readyz")
         assert (r.status_code, r.text) == (503, "draining")  # still serving, but no longer ready
-        assert 'runcast_draining 1.0' in httpx.get(node.url + "/metrics").text
+        metrics = httpx.get(node.url + "/metrics", headers={"Authorization": f"Bearer {ADMIN}"}).text
+        assert "runcast_draining 1.0" in metrics
         assert (await client.wait_closed(timeout=10))[0] == 1012
         await asyncio.to_thread(node.proc.wait, 10)
         assert 1.5 <= time.monotonic() - t0 <= 1.5 + 2 + 2

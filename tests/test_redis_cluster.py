@@ -107,7 +107,11 @@ def hubs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     c = spread(Cluster(tmp_path_factory.mktemp("cluster-hubs"), "redis", rc.url, nodes=2, workers=1,
                        env={"RUNCAST_LEASE_S": "5", "RUNCAST_DEMO_DELAY": "0.02"}), rc)
     c.redis_cluster = rc  # type: ignore[attr-defined]
-    c.start()
+    try:
+        c.start()
+    except BaseException:
+        rc.stop()
+        raise
     yield c
     c.stop()
     rc.stop()
