@@ -83,6 +83,7 @@ def test_approvals_approve_reject_in_a_terminal(hub1: Cluster, tmp_path: Path) -
     # a quorum of two from the terminal
     one = cli(c, ALICE, "approve", quorum, q_ap, "--reason", "notes checked")
     assert one.returncode == 0 and "counted" in one.stdout, one.stderr
+    assert q_ap not in cli(c, ALICE, "approvals").stdout and q_ap in cli(c, BOB, "approvals").stdout  # she voted
     again = cli(c, ALICE, "approve", quorum, q_ap)
     assert again.returncode == 1 and "already voted" in again.stderr
     two = cli(c, BOB, "approve", quorum, q_ap)

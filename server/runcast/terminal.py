@@ -110,45 +110,12 @@ def brief(text: Any, limit: int = 80) -> str:
 # ------------------------------------------------------------------------------------------------ approvals
 
 
-def may_decide(me: dict[str, Any], ap: dict[str, Any], started_by: dict[str, Any] | None) -> bool:
-    """Mirrors approvals.may_decide and the self-approval rule, from what the API shows (the hub still checks)."""
-    roles = set(me.get("roles") or [])
-    policy = ap.get("policy") or {}
-    if "admin" not in roles and not roles & set(policy.get("roles") or []):
-        return False
-    if policy.get("allow_self") is False and (started_by or {}).get("sub") == me.get("sub"):
-        return False
-    return True
-
-
 def open_approvals(api: Api) -> list[dict[str, Any]]:
-    """The open approvals this token may decide: the hub's inbox (`GET /api/approvals?open=1`) where it has one;
-    from a hub without it, the paused runs this token can see, their pending approvals, filtered by the policy's
-    roles and the self-approval rule."""
-    try:
-        items = api.call("GET", "/api/approvals", params={"open": "1"})["approvals"]
-    except Refused as err:
-        if not (err.code == "internal" and err.message.startswith("HTTP 404")):
-            raise
-    else:
-        return [i | {"run_agent": (i.get("run") or {}).get("agent"), "started_by": (i.get("run") or {}).get("started_by"),
-                     "input": (i.get("run") or {}).get("input")} for i in items]
-    me = api.call("GET", "/api/me")
-    out = []
-    for run in api.call("GET", "/api/runs", params={"limit": 200})["runs"]:
-        if run.get("status") != "paused":
-            continue
-        try:
-            detail = api.call("GET", f"/api/runs/{run['run_id']}")
-        except Refused:
-            continue  # gone meanwhile
-        if detail.get("status") != "paused":
-            continue
-        for ap in detail.get("pending_approvals") or []:
-            if ap.get("status", "pending") == "pending" and may_decide(me, ap, detail.get("started_by")):
-                out.append(ap | {"run_id": run["run_id"], "run_agent": detail.get("agent"),
-                                 "started_by": detail.get("started_by"), "input": detail.get("input")})
-    return out
+    """The open approvals this token may decide: the hub's inbox (`GET /api/approvals?open=1`, the hub's own rules:
+    the policy's roles, self-approval, not voted yet), with each approval's run flattened in for printing."""
+    items = api.call("GET", "/api/approvals", params={"open": "1"})["approvals"]
+    return [i | {"run_agent": (i.get("run") or {}).get("agent"), "started_by": (i.get("run") or {}).get("started_by"),
+                 "input": (i.get("run") or {}).get("input")} for i in items]
 
 
 def cmd_approvals(api: Api, args: argparse.Namespace, out: TextIO) -> int:
