@@ -244,7 +244,7 @@ def test_every_event_arrives_exactly_once_signed_after_two_failures(backend: str
             d = by_id[(wid, f"{rx.url}/all")]
             assert (d["status"], d["attempts"], d["last_status"]) == ("delivered", 3, 200) and d["delivered_at"]
         assert all(SECRET not in json.dumps(d) for d in recs)
-        text = "".join(httpx.get(n.url + "/metrics").text for n in c.nodes)
+        text = "".join(httpx.get(n.url + "/metrics", headers={"Authorization": f"Bearer {ADMIN}"}).text for n in c.nodes)
         assert 'runcast_webhook_deliveries_total{status="delivered"}' in text
         if backend == "memory":
             total = len(want) + len(slack_want) + len(agent_want) + len(tool_want)
