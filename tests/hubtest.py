@@ -288,6 +288,31 @@ class Client:
         types = (types,) if isinstance(types, str) else types
         return await self.wait_for(lambda f: "seq" in f and f["run_id"] == run_id and f["type"] in types, timeout)
 
+    def presence(self, run_id: str) -> dict[str, dict[str, Any]]:
+        """Who is watching, folded from the `presence` control frames of this run: connection id -> entry."""
+        from runcast.presence import apply_frame
+
+        held: dict[str, dict[str, Any]] = {}
+        for f in self.frames:
+            if f.get("type") == "presence" and f.get("run_id") == run_id:
+                held = apply_frame(held, f)
+        return held
+
+    async def wait_presence(self, run_id: str, pred: Callable[[dict[str, dict[str, Any]]], bool], timeout: float = 15) -> dict[str, dict[str, Any]]:
+        async def wait() -> dict[str, dict[str, Any]]:
+            async with self._changed:
+                while True:
+                    held = self.presence(run_id)
+                    if pred(held):
+                        return held
+                    if self.closed:
+                        raise ConnectionError(f"closed {self.closed} while waiting for presence")
+                    await self._changed.wait()
+        try:
+            return await asyncio.wait_for(wait(), timeout)
+        except asyncio.TimeoutError:
+            raise AssertionError(f"presence of {run_id} never matched; it is {self.presence(run_id)}") from None
+
     async def close(self) -> None:
         await self.ws.close()
         self._reader.cancel()
@@ -299,4 +324,10 @@ def seqs(events: list[dict[str, Any]]) -> list[int]:
 
 
 def without_presence(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """(Presence is no longer in the log: kept for logs written by older versions.)"""
     return [e for e in events if not e["type"].startswith("participant.")]
+
+
+def subs(presence: dict[str, dict[str, Any]]) -> list[str]:
+    """The subs in a presence set, one per connection, sorted: a person watching twice shows twice."""
+    return sorted(e["sub"] for e in presence.values())

@@ -12,7 +12,7 @@ import httpx
 import msgpack
 import pytest
 
-from hubtest import ALICE, BOB, OPERATOR, TERMINAL, VIEWER, Client, Cluster, seqs, token, without_presence
+from hubtest import ALICE, BOB, OPERATOR, TERMINAL, VIEWER, Client, Cluster, seqs, subs, token, without_presence
 
 
 async def run_to_pause(hub: Cluster, agent: str = "demo", tok: str = OPERATOR) -> tuple[str, Client, dict]:
@@ -70,9 +70,9 @@ async def test_late_joiner_and_reconnect_with_since_get_exactly_the_missing_even
     assert sync["head_seq"] == head and sync["status"] == "completed"
     before_sync = [f for f in late.frames[: late.frames.index(sync)] if "seq" in f]
     assert before_sync == log  # exactly 1..head before sync, nothing twice
-    assert seqs(late.events(run_id)) == list(range(1, len(late.events(run_id)) + 1))  # then its own joined, live
+    assert seqs(late.events(run_id)) == list(range(1, len(late.events(run_id)) + 1))
+    assert hub.log_events(run_id) == log  # opening a run never writes to its log
 
-    log = hub.log_events(run_id)  # now with the late joiner's participant.joined
     head = log[-1]["seq"]
     k = head // 2
     again = await Client.connect(hub.ws_url(), VIEWER)
@@ -99,7 +99,7 @@ async def test_viewer_decide_is_forbidden_and_changes_nothing(hub: Cluster) -> N
     detail = hub.http("GET", f"/api/runs/{run_id}").json()
     assert detail["status"] == "paused" and detail["pending_approvals"][0]["status"] == "pending"
     assert detail["pending_approvals"][0]["tally"] == {"approve": 0, "reject": 0, "needed": 1}
-    assert [e["type"] for e in hub.log_events(run_id)[head:]] in ([], ["participant.joined"])
+    assert hub.log_events(run_id)[head:] == []
     assert hub.tool_calls(run_id, "delete_files") == []
     await hub_cancel(hub, run_id)
     await w.close()
@@ -369,9 +369,9 @@ async def test_every_bad_frame_gets_its_code_and_the_connection_keeps_working(hu
         assert err["message"]
         pong = await c.request({"type": "ping"})
         assert pong["type"] == "pong"
-    # none of them changed anything: the run, its approval and its log (but for presence) are as they were
+    # none of them changed anything: the run, its approval and its log are as they were
     assert hub.http("GET", f"/api/runs/{run_id}").json() == detail_before
-    assert {e["type"] for e in hub.log_events(run_id)[head_before:]} <= {"participant.joined", "participant.left"}
+    assert hub.log_events(run_id)[head_before:] == []
     # a token for another run, a viewer deciding, a stale approval id
     lim = await Client.connect(hub.ws_url(), limited)
     assert (await lim.subscribe(run_id))["code"] == "forbidden"
@@ -465,28 +465,60 @@ async def test_repeated_bad_frames_close_with_1008(hub: Cluster) -> None:
     assert errors and all(f["code"] in ("bad_frame", "rate_limited") for f in errors)
 
 
-async def test_presence_joined_and_left(hub: Cluster) -> None:
+async def test_presence_is_live_state_outside_the_log(hub: Cluster) -> None:
     run_id = hub.start_run()
     a = await Client.connect(hub.ws_url(), ALICE)
     await a.subscribe(run_id)
+    first = await a.wait_for(lambda f: f.get("type") == "presence")
+    assert first["full"] is True and "seq" not in first and first["run_id"] == run_id
+    assert subs(a.presence(run_id)) == ["alice"]  # the full set on subscribe, itself included
     b = await Client.connect(hub.ws_url(), BOB)
     await b.subscribe(run_id)
-    joined = await a.wait_for(lambda f: f.get("type") == "participant.joined" and f["data"]["sub"] == "bob")
-    assert joined["data"]["name"] == "Bob" and joined["data"]["roles"] == ["approver"]
+    seen = await a.wait_presence(run_id, lambda p: subs(p) == ["alice", "bob"])
+    bob = next(e for e in seen.values() if e["sub"] == "bob")
+    assert bob["name"] == "Bob" and bob["roles"] == ["approver"]
+    assert subs(await b.wait_presence(run_id, lambda p: len(p) == 2)) == ["alice", "bob"]
     await b.close()
-    left = await a.wait_for(lambda f: f.get("type") == "participant.left" and f["data"]["sub"] == "bob")
-    assert left["data"]["connection_id"] == joined["data"]["connection_id"]
+    await a.wait_presence(run_id, lambda p: subs(p) == ["alice"])
     # an unsubscribe (the connection stays) leaves too, and gets its ack
     c = await Client.connect(hub.ws_url(), VIEWER)
     await c.subscribe(run_id)
-    vic = await a.wait_for(lambda f: f.get("type") == "participant.joined" and f["data"]["sub"] == "vic")
+    await a.wait_presence(run_id, lambda p: subs(p) == ["alice", "vic"])
     assert (await c.request({"type": "unsubscribe", "run_id": run_id}))["type"] == "ack"
-    gone = await a.wait_for(lambda f: f.get("type") == "participant.left" and f["data"]["sub"] == "vic")
-    assert gone["data"]["connection_id"] == vic["data"]["connection_id"] and gone["seq"] > vic["seq"]
+    await a.wait_presence(run_id, lambda p: subs(p) == ["alice"])
     assert (await c.request({"type": "ping"}))["type"] == "pong"
+    assert all(f["type"] != "presence" or "seq" not in f for f in a.frames)
     await hub_cancel(hub, run_id)
+    await a.wait_event(run_id, "run.cancelled")
+    assert not [e for e in hub.log_events(run_id) if e["type"].startswith("participant.")]
     for x in (a, c):
         await x.close()
+
+
+async def test_a_finished_run_ends_with_its_terminal_event_after_ten_people_open_it(hub: Cluster) -> None:
+    run_id = hub.start_run("broken")
+    w = await Client.connect(hub.ws_url(), VIEWER)
+    await w.subscribe(run_id)
+    end = await w.wait_event(run_id, TERMINAL)
+    assert end["type"] == "run.failed"
+    people = [await Client.connect(hub.ws_url(), token(f"p{i}", ["viewer"], name=f"P{i}")) for i in range(10)]
+    twice = await Client.connect(hub.ws_url(), token("p0", ["viewer"], name="P0"))  # p0 in a second tab
+    for c in people + [twice]:
+        sync = await c.subscribe(run_id)
+        assert sync["head_seq"] == end["seq"] and sync["status"] == "failed"
+    await w.wait_presence(run_id, lambda p: len(p) == 12)
+    log = hub.log_events(run_id)
+    assert log[-1] == end  # its terminal event is its last event, whoever looks
+    for c in people + [twice]:
+        await c.close()
+    await w.wait_presence(run_id, lambda p: subs(p) == ["vic"])
+    assert hub.log_events(run_id) == log
+    watched = hub.http("GET", f"/api/runs/{run_id}").json()["watched"]
+    assert sorted(x["sub"] for x in watched) == sorted(["vic"] + [f"p{i}" for i in range(10)])  # each person once
+    for x in watched:
+        assert x["first_seen"] <= x["last_seen"] and x["first_seen"].endswith("Z")
+    assert next(x for x in watched if x["sub"] == "p3")["name"] == "P3"
+    await w.close()
 
 
 async def test_http_api(hub: Cluster) -> None:

@@ -4,7 +4,7 @@
 
 export * from "./state.js";
 export * from "./feeds.js";
-import type { RunEvent, RunState, User } from "./state.js";
+import type { Presence, PresenceFrame, RunEvent, RunState, User } from "./state.js";
 import type { InboxChange, InboxState, RunsChange, RunsState } from "./feeds.js";
 
 export const VERSION: string;
@@ -89,6 +89,8 @@ export interface RunHandlers {
   onSync?(state: RunState, frame: SyncFrame): void;
   onError?(error: RuncastError): void;
   onReset?(state: RunState): void;
+  /** Who watches changed: the whole set after each (re)subscribe, then joins and leaves (at most every 250 ms). */
+  onPresence?(presence: Presence, frame: PresenceFrame): void;
 }
 
 /**
@@ -115,6 +117,8 @@ export class Subscription {
   readonly runId: string;
   handlers: RunHandlers;
   readonly state: RunState;
+  /** Who watches the run now (live state from `presence` frames, not from the log). */
+  readonly presence: Presence;
   readonly lastSeq: number;
   readonly synced: boolean;
   readonly stats: { duplicates: number; resubscribes: number };

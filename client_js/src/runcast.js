@@ -6,11 +6,12 @@
 //
 // No build step: this file is a plain ES module. msgpack is loaded only when asked for (see README).
 
-import { applyEvent, initialRunState } from "./state.js";
+import { applyEvent, applyPresence, initialPresence, initialRunState } from "./state.js";
 import { applyInboxFrame, applyRunsFrame, initialInbox, initialRuns } from "./feeds.js";
 
 export {
   applyEvent, foldEvents, initialRunState, people, canDecide, canCancel, canStart, hasRole, openApprovals, TERMINAL,
+  initialPresence, applyPresence,
 } from "./state.js";
 export { applyInboxFrame, applyRunsFrame, initialInbox, initialRuns, inboxList, needsYou, runList } from "./feeds.js";
 
@@ -55,6 +56,7 @@ class RunEntry {
   constructor(runId) {
     this.runId = runId;
     this.state = initialRunState(runId);
+    this.presence = initialPresence(); // who watches now: from `presence` frames, not from the log
     this.lastSeq = 0;
     this.listeners = new Set();
     this.synced = false;
@@ -80,6 +82,8 @@ export class Subscription {
 
   /** The folded state (updated in place as events arrive). */
   get state() { return this._entry.state; }
+  /** Who watches the run now (updated in place as `presence` frames arrive). */
+  get presence() { return this._entry.presence; }
   /** The last seq applied. */
   get lastSeq() { return this._entry.lastSeq; }
   /** True between the hub's `sync` (replay done) and the next drop. */
@@ -468,6 +472,7 @@ export class RuncastClient {
       case "ack": this._settle(f, null); break;
       case "error": this._onError(f); break;
       case "pong": this._settle(f, null); break;
+      case "presence": this._onPresence(f); break;
       default: break; // an unknown control frame from a newer hub: ignore
     }
   }
@@ -512,6 +517,13 @@ export class RuncastClient {
     entry.lastSeq = ev.seq;
     applyEvent(entry.state, ev);
     for (const sub of entry.listeners) call(sub.handlers.onEvent, ev, entry.state);
+  }
+
+  _onPresence(f) {
+    const entry = this._runs.get(f.run_id);
+    if (!entry) return;
+    applyPresence(entry.presence, f);
+    for (const sub of entry.listeners) call(sub.handlers.onPresence, entry.presence, f);
   }
 
   _onSync(f) {
@@ -597,7 +609,8 @@ export class RuncastClient {
 
   /**
    * Watch a run. Handlers: `onEvent(event, state)` for each event, applied once and in order; `onSync(state, frame)`
-   * when the replay is done (after each (re)subscribe); `onError(err)`; `onReset(state)` if the hub's log was rebuilt.
+   * when the replay is done (after each (re)subscribe); `onError(err)`; `onReset(state)` if the hub's log was rebuilt;
+   * `onPresence(presence, frame)` when who watches changes (the whole set on each (re)subscribe, then changes).
    * A second subscription to a run already watched shares its state (its `onEvent` sees only later events).
    * @param {string} runId
    * @param {RunHandlers} [handlers]

@@ -71,12 +71,36 @@ export interface ToolCallState {
   outputSeq: number | null;
 }
 
+/** One connection watching a run (a `presence` frame's entry). */
 export interface Participant {
   connectionId: string;
   sub: string;
   name: string;
   roles: string[];
-  joinedAt: string | null;
+}
+
+/** Who watches a run now, from the hub's `presence` frames (live state, not in the run's log). */
+export interface Presence {
+  /** "all": every connection is in `entries`; "deciders": past the hub's limit, only people who may decide are. */
+  listed: "all" | "deciders";
+  /** Connections watching, listed or not. */
+  count: number;
+  /** Distinct people watching, listed or not. */
+  people: number;
+  /** By connection id: one person may watch from several connections. */
+  entries: Record<string, Participant>;
+}
+
+/** A `presence` control frame (no seq, never replayed). */
+export interface PresenceFrame {
+  type: "presence";
+  run_id: string;
+  full: boolean;
+  listed: "all" | "deciders";
+  joined: { connection_id: string; sub: string; name: string; roles: string[] }[];
+  left: string[];
+  count: number;
+  people: number;
 }
 
 /** One entry of the transcript, in the order it happened. `key` is stable: use it to key DOM nodes. */
@@ -115,8 +139,6 @@ export interface RunState {
   approvals: Record<string, ApprovalState>;
   /** Approval ids of the current pause. */
   pending: string[];
-  /** By connection id: one person may watch from several connections. */
-  participants: Record<string, Participant>;
   output: any;
   usage: Record<string, number> | null;
   error: { code: string; message: string } | null;
@@ -126,7 +148,9 @@ export interface RunState {
 export function initialRunState(runId: string): RunState;
 export function applyEvent(state: RunState, event: RunEvent): RunState;
 export function foldEvents(runId: string, events: RunEvent[]): RunState;
-export function people(state: RunState): { sub: string; name: string; roles: string[]; connections: number }[];
+export function initialPresence(): Presence;
+export function applyPresence(presence: Presence, frame: PresenceFrame): Presence;
+export function people(presence: Presence): { sub: string; name: string; roles: string[]; connections: number }[];
 export function hasRole(user: User | null | undefined, ...roles: string[]): boolean;
 export function canDecide(state: RunState, approval: ApprovalState, user: User | null | undefined): boolean;
 export function canCancel(state: RunState, user: User | null | undefined): boolean;

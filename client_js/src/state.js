@@ -33,7 +33,6 @@ export function initialRunState(runId) {
     toolCalls: {},
     approvals: {},
     pending: [],
-    participants: {},
     output: null,
     usage: null,
     error: null,
@@ -252,13 +251,8 @@ export function applyEvent(state, ev) {
       note(state, ev, "cancelled", { by: d.by ?? null, mode: d.mode ?? "immediate" });
       break;
     case "participant.joined":
-      state.participants[d.connection_id] = {
-        connectionId: d.connection_id, sub: d.sub, name: d.name ?? d.sub, roles: [...(d.roles || [])], joinedAt: ev.ts ?? null,
-      };
-      break;
     case "participant.left":
-      delete state.participants[d.connection_id];
-      break;
+      break; // logs written before presence left the log: who watches is the `presence` frame's now
     case "mcp.tools_listed":
       note(state, ev, "mcp", { event: "tools_listed", server: d.server ?? null, tools: d.tools ?? [] });
       break;
@@ -288,14 +282,42 @@ export function foldEvents(runId, events) {
 
 // ---------------------------------------------------------------------------------------------- helpers for UIs
 
+// ---------------------------------------------------------------------------------------------- presence
+// Who watches a run is live state, not part of its log: the hub sends `presence` control frames (no seq), the whole
+// set when a client subscribes and then what changed, at most every 250 ms. Past a size the hub chooses it lists only
+// the people who may decide (`listed: "deciders"`); `count` and `people` always give the totals.
+
+/** @typedef {import("./state.js").Presence} Presence */
+
+/** Nobody, as far as we know yet. @returns {Presence} */
+export function initialPresence() {
+  return { listed: "all", count: 0, people: 0, entries: {} };
+}
+
 /**
- * The people watching, one entry per user (a user may watch from several tabs), in the order they arrived.
- * @param {RunState} state
+ * Apply one `presence` frame (full: replace; else: joined and left) to `presence`, in place.
+ * @param {Presence} presence @param {any} frame @returns {Presence}
+ */
+export function applyPresence(presence, frame) {
+  if (frame.full) presence.entries = {};
+  for (const cid of frame.left || []) delete presence.entries[cid];
+  for (const e of frame.joined || []) {
+    presence.entries[e.connection_id] = { connectionId: e.connection_id, sub: e.sub, name: e.name ?? e.sub, roles: [...(e.roles || [])] };
+  }
+  presence.listed = frame.listed === "deciders" ? "deciders" : "all";
+  presence.count = typeof frame.count === "number" ? frame.count : Object.keys(presence.entries).length;
+  presence.people = typeof frame.people === "number" ? frame.people : new Set(Object.values(presence.entries).map((e) => e.sub)).size;
+  return presence;
+}
+
+/**
+ * The people listed as watching, one entry per user (a user may watch from several tabs), in the order they arrived.
+ * @param {Presence} presence
  * @returns {{sub: string, name: string, roles: string[], connections: number}[]}
  */
-export function people(state) {
+export function people(presence) {
   const bySub = new Map();
-  for (const p of Object.values(state.participants)) {
+  for (const p of Object.values(presence?.entries || {})) {
     const cur = bySub.get(p.sub);
     if (cur) cur.connections += 1;
     else bySub.set(p.sub, { sub: p.sub, name: p.name, roles: p.roles, connections: 1 });

@@ -64,9 +64,10 @@ describe("client against a real hub", () => {
     assert.equal(s.approvals[ap.approvalId].decision.reason, "scratch files only");
     const calls = Object.values(s.toolCalls);
     assert.deepEqual(calls.map((c) => [c.tool, c.status]), [["list_files", "done"], ["delete_files", "done"]]);
-    assert.deepEqual(people(s).map((p) => p.sub), ["alice"]);
+    assert.deepEqual(people(w.sub.presence).map((p) => p.sub), ["alice"]);
     assertGapFree(assert, w.seqs());
     const log = await fetchLog(server, tok.alice, runId);
+    assert.equal(log.some((e) => e.type.startsWith("participant.")), false, "presence is not in the log");
     assert.deepEqual(w.seqs(), log.map((e) => e.seq));
     assert.deepEqual(s, foldEvents(runId, log));
     alice.close();
@@ -84,7 +85,7 @@ describe("client against a real hub", () => {
     await assert.rejects(vic.decide(runId, ap.approvalId, "approve"), (err) => err.code === "forbidden");
     await assert.rejects(vic.cancel(runId), (err) => err.code === "forbidden");
     await assert.rejects(vic.start("demo", "x"), (err) => err.code === "forbidden");
-    await waitFor(() => people(v.sub.state).length === 2, { message: "both watchers" });
+    await waitFor(() => people(v.sub.presence).length === 2, { message: "both watchers" });
     await alice.decide(runId, ap.approvalId, "reject", "keep the export");
     await waitFor(() => finished(v.sub.state) && finished(a.sub.state), { message: "both to see the end" });
     const d = v.sub.state.approvals[ap.approvalId];
@@ -209,7 +210,7 @@ describe("client against a real hub", () => {
 
       // Presence settles once the hub has seen the dropped connections go: then both hold the whole log.
       await waitFor(() => {
-        const ids = Object.keys(s.sub.state.participants).sort();
+        const ids = Object.keys(s.sub.presence.entries).sort();
         return flaky.status === "open" && JSON.stringify(ids) === JSON.stringify([steady.connectionId, flaky.connectionId].sort());
       }, { message: "presence to settle" });
       const head = await waitFor(async () => {

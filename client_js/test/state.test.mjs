@@ -3,7 +3,9 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
-import { applyEvent, canCancel, canDecide, canStart, foldEvents, initialRunState, openApprovals, people } from "../src/state.js";
+import {
+  applyEvent, applyPresence, canCancel, canDecide, canStart, foldEvents, initialPresence, initialRunState, openApprovals, people,
+} from "../src/state.js";
 
 let seq = 0;
 const ev = (type, data = {}) => ({ run_id: "r", seq: ++seq, ts: `2026-01-01T00:00:${String(seq).padStart(2, "0")}.000Z`, type, data });
@@ -104,16 +106,22 @@ test("cancel while paused ends the approval; failure is kept", () => {
   assert.equal(f.items.at(-1).kind, "failed");
 });
 
-test("presence: one entry per person, counting their connections", () => {
+test("presence: one entry per person, counting their connections; frames, not the log", () => {
+  const p = initialPresence();
+  const entry = (cid, sub, roles = []) => ({ connection_id: cid, sub, name: sub[0].toUpperCase() + sub.slice(1), roles });
+  applyPresence(p, { type: "presence", run_id: "r", full: true, listed: "all", joined: [entry("c1", "alice"), entry("c2", "vic")], left: [], count: 2, people: 2 });
+  applyPresence(p, { type: "presence", run_id: "r", full: false, listed: "all", joined: [entry("c3", "alice")], left: ["c2"], count: 2, people: 1 });
+  assert.deepEqual(people(p), [{ sub: "alice", name: "Alice", roles: [], connections: 2 }]);
+  assert.equal(p.count, 2);
+  // a full frame replaces what was held; past the hub's limit only deciders are listed, the totals stay
+  applyPresence(p, { type: "presence", run_id: "r", full: true, listed: "deciders", joined: [entry("c9", "bob", ["approver"])], left: [], count: 120, people: 101 });
+  assert.deepEqual(people(p).map((x) => x.sub), ["bob"]);
+  assert.deepEqual([p.listed, p.count, p.people], ["deciders", 120, 101]);
+  // logs written before presence left the log fold to the same state as without those events
   seq = 0;
-  const s = initialRunState("r");
-  for (const e of [
-    ev("participant.joined", { sub: "alice", name: "Alice", roles: [], connection_id: "c1" }),
-    ev("participant.joined", { sub: "vic", name: "Vic", roles: [], connection_id: "c2" }),
-    ev("participant.joined", { sub: "alice", name: "Alice", roles: [], connection_id: "c3" }),
-    ev("participant.left", { sub: "vic", name: "Vic", roles: [], connection_id: "c2" }),
-  ]) applyEvent(s, e);
-  assert.deepEqual(people(s), [{ sub: "alice", name: "Alice", roles: [], connections: 2 }]);
+  const legacy = foldEvents("r", [ev("run.started", { agent: "a", input: "", started_by: alice }),
+    ev("participant.joined", { sub: "alice", name: "Alice", roles: [], connection_id: "c1" })]);
+  assert.deepEqual(legacy.items.map((i) => i.kind), ["started"]);
 });
 
 test("handoffs, reasoning, MCP and unknown events", () => {

@@ -5,10 +5,11 @@
 import {
   RuncastClient, RuncastError, Subscription, VERSION, SUBPROTOCOL_JSON, SUBPROTOCOL_MSGPACK,
   TERMINAL, applyEvent, canCancel, canDecide, canStart, foldEvents, hasRole, initialRunState, openApprovals, people,
+  initialPresence, applyPresence,
 } from "@runcast/client";
 import type {
-  Ack, ApprovalState, ClientOptions, ClientStatus, ErrorCode, MsgpackCodec, RunEvent, RunHandlers, RunState, SyncFrame,
-  TranscriptItem, User, Welcome,
+  Ack, ApprovalState, ClientOptions, ClientStatus, ErrorCode, MsgpackCodec, Presence, PresenceFrame, RunEvent, RunHandlers,
+  RunState, SyncFrame, TranscriptItem, User, Welcome,
 } from "@runcast/client";
 import * as state from "@runcast/client/state";
 import type { RunState as StateRunState, User as StateUser } from "@runcast/client/state";
@@ -95,7 +96,12 @@ const folded: RunState = foldEvents("run_1", events);
 const same: StateRunState = state.foldEvents("run_1", events);
 applyEvent(initialRunState("run_1"), events[0]);
 state.applyEvent(state.initialRunState("run_1"), events[0]);
-const watchers: number = people(folded).length + state.people(same).length;
+const frame: PresenceFrame = { type: "presence", run_id: "run_1", full: true, listed: "all", joined: [], left: [], count: 0, people: 0 };
+const watching: Presence = applyPresence(initialPresence(), frame);
+const watchers: number = people(watching).length + state.people(state.applyPresence(state.initialPresence(), frame)).length
+  + watching.count + watching.people;
+// @ts-expect-error: who watches is not part of the folded run state
+people(folded);
 const admin: StateUser = { sub: "root", name: "Root", roles: ["admin"] };
 const checks: boolean[] = [hasRole(admin, "operator"), state.canStart(admin), state.canCancel(same, admin),
   state.canDecide(same, state.openApprovals(same)[0], admin), TERMINAL.includes("completed"), state.TERMINAL.length === 3];

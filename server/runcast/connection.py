@@ -42,6 +42,7 @@ from .protocol import (
     parse_command,
 )
 from .fanout import Batch
+from .presence import entry_of
 from .replay import Cursor
 from .wire import ASGI_SEND_KEY, AsgiWire, SocketWire, attach, frames
 
@@ -101,7 +102,7 @@ class Connection:
         self.id = f"c_{secrets.token_hex(6)}"
         self.identity: auth.Identity | None = None
         self.cursors: dict[str, Cursor] = {}
-        self.joined: set[str] = set()  # runs where this connection announced participant.joined
+        self.joined: set[str] = set()  # runs where this connection is in the presence set
         self.batch = False  # the client asked for batched frames in its hello
         self._binary = encoding == "msgpack"
         # Frames go straight to the socket when the server is uvicorn's websockets-sansio (see wire.py).
@@ -382,14 +383,14 @@ class Connection:
         self.send_control(Sync(run_id=run_id, head_seq=cursor.last, status=rec.status))
         if cursor.gap() is not None and run_id not in self._fills:
             self._fills[run_id] = asyncio.create_task(self._fill(run_id, cursor))
-        if run_id not in self.joined:
+        if run_id not in self.joined:  # presence is live state, never in the log (presence_feed.py)
             self.joined.add(run_id)
-            await backend.append(run_id, [("participant.joined", self._presence())])
+            await self.hub.presence.join(run_id, self, self._presence())
 
     def _presence(self) -> dict[str, Any]:
         who = self.identity
         assert who is not None
-        return {"sub": who.sub, "name": who.name, "roles": list(who.roles), "connection_id": self.id}
+        return entry_of(self.id, who.sub, who.name, who.roles)
 
     async def _unsubscribe(self, run_id: str) -> None:
         if self.cursors.pop(run_id, None) is not None:
@@ -399,10 +400,7 @@ class Connection:
             task.cancel()
         if run_id in self.joined:
             self.joined.discard(run_id)
-            try:
-                await self.hub.backend.append(run_id, [("participant.left", self._presence())])
-            except Exception as exc:  # noqa: BLE001 - presence is best effort when the backend is down
-                log.warning("participant.left for %s not logged: %s", run_id, exc)
+            await self.hub.presence.leave(run_id, self)
 
     async def _cleanup(self) -> None:
         if self._expiry is not None:

@@ -25,10 +25,11 @@ from .connection import Connection
 from .fanout import Fanout
 from . import metrics as prom
 from .metrics import Metrics
-from .protocol import SUBPROTOCOL_JSON, SUBPROTOCOL_MSGPACK, ErrorCode, ProtocolError
+from .protocol import SUBPROTOCOL_JSON, SUBPROTOCOL_MSGPACK, ErrorCode, ProtocolError, now_iso
 from .headers import SecurityHeaders
 from .hosts import AllowedHosts, origin_matches
 from .quotas import StartQuota
+from .presence_feed import PresenceFeed
 from .registry import Registry
 from .scrape import MetricsListener
 from .service import Service
@@ -52,6 +53,7 @@ class Hub:
         self.settings = settings
         self.service = Service(backend, registry, StartQuota(settings.starts_per_minute, settings.max_open_runs))
         self.fanout = Fanout(backend)
+        self.presence = PresenceFeed(backend, refresh_s=settings.presence_refresh_s)
         self.metrics = Metrics()
         self.metrics.bind(self)
         self.worker: Worker | None = None
@@ -75,6 +77,7 @@ class Hub:
         await self.backend.start()
         self._feed_sub = await self.backend.subscribe_feed(self.feeds.on_entry, self._feed_interrupted)
         await self._load_feeds()
+        await self.presence.start()
         if self.settings.run_worker:
             self.worker = Worker(self.backend, self.registry, concurrency=self.settings.worker_concurrency, lease_s=self.settings.lease_s)
             await self.worker.start()
@@ -96,6 +99,7 @@ class Hub:
         await self.sweeper.stop()
         if self.worker:
             await self.worker.stop()
+        await self.presence.stop()
         await self.backend.close()
 
     # ------------------------------------------------------------------ the inbox and run-list feeds
@@ -231,7 +235,9 @@ def create_app(hub: Hub) -> Starlette:
 
     async def get_run(request: Request, who: auth.Identity) -> Response:
         rec = await svc.record(who, request.path_params["run_id"])
-        return JSONResponse(rec.detail() | {"head_seq": await hub.backend.head(rec.run_id)})
+        watched = [w | {"first_seen": now_iso(w["first_seen"]), "last_seen": now_iso(w["last_seen"])}
+                   for w in await hub.backend.watched(rec.run_id)]
+        return JSONResponse(rec.detail() | {"head_seq": await hub.backend.head(rec.run_id), "watched": watched})
 
     async def run_events(request: Request, who: auth.Identity) -> Response:
         since = api_rules.query_int(request, "since", 0, api_rules.MAX_SEQ, 0)

@@ -32,3 +32,4 @@ class Settings:
     max_unauthenticated: int = 1_000  # of them, not past hello yet (a hello has 10 s: 100 new clients a second)
     metrics_bind: str | None = None  # HOST:PORT: /metrics without a token there (on the main port it needs one)
     debug_endpoints: bool = False  # GET /debug/connections (admin token): live Connection objects after gc (tests)
+    presence_refresh_s: float = 2.0  # how often a node refreshes its watchers' presence entries (they live 1.6x that)

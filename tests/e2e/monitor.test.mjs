@@ -185,6 +185,12 @@ describe("run monitor in Chromium", () => {
       });
     }
     assert.match(await a.page.locator('[data-testid="participants"]').textContent(), /Alice \(approver, operator\) · you/);
+    // Who watched (the run's detail, not its log): each person once.
+    await a.page.waitForFunction(() => {
+      const t = document.querySelector('[data-testid="watched"]').textContent;
+      return t.includes("Alice") && t.includes("Vic");
+    });
+    assert.equal(await a.page.locator('[data-testid="watched"] li').count(), 2);
 
     // The screenshot of the run view at the approval step.
     await a.page.fill('[data-testid="reason"]', "Only the scratch files; checked the list.");

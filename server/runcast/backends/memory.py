@@ -52,6 +52,9 @@ class MemoryBackend(Backend):
         self._outbox_ready = asyncio.Event()
         self._outbox_ids = itertools.count(1)
         self._deliveries: collections.OrderedDict[str, dict[str, Any]] = collections.OrderedDict()
+        self._presence: dict[str, dict[str, tuple[float, dict[str, Any]]]] = {}  # run -> cid -> (expiry, entry)
+        self._presence_v: dict[str, int] = {}
+        self._watched: dict[str, dict[str, dict[str, Any]]] = {}  # run -> sub -> {sub, name, first_seen, last_seen}
 
     # ---- log
     def _append(self, run_id: str, events: WireEvents) -> list[Event]:
@@ -189,7 +192,7 @@ class MemoryBackend(Backend):
             if at + self.retention_s > now:
                 break
             del self._finished[rid]
-            for store in (self._records, self._logs, self._first, self._states):
+            for store in (self._records, self._logs, self._first, self._states, self._watched):
                 store.pop(rid, None)
 
     # ---- per-user start quotas
@@ -204,6 +207,49 @@ class MemoryBackend(Backend):
             starts.append(now)
             open_.add(run_id)
         return refusal
+    # ---- presence
+    def _seen(self, run_id: str, entry: dict[str, Any], now: float) -> None:
+        rec = self._watched.setdefault(run_id, {}).setdefault(entry["sub"], {"sub": entry["sub"], "first_seen": now})
+        rec["name"], rec["last_seen"] = entry.get("name") or entry["sub"], now
+
+    async def presence_join(self, run_id: str, entries: list[dict[str, Any]], ttl_s: float) -> None:
+        now = time.time()
+        live = self._presence.setdefault(run_id, {})
+        added = False
+        for e in entries:
+            added |= e["connection_id"] not in live
+            live[e["connection_id"]] = (now + ttl_s, dict(e))
+            self._seen(run_id, e, now)
+        if added:
+            self._presence_v[run_id] = self._presence_v.get(run_id, 0) + 1
+
+    async def presence_leave(self, run_id: str, entries: list[dict[str, Any]]) -> None:
+        now = time.time()
+        live = self._presence.get(run_id, {})
+        removed = False
+        for e in entries:
+            removed |= live.pop(e["connection_id"], None) is not None
+            self._seen(run_id, e, now)
+        if removed:
+            self._presence_v[run_id] = self._presence_v.get(run_id, 0) + 1
+        if not live:
+            self._presence.pop(run_id, None)
+
+    async def presence_read(self, run_id: str, known_version: int | None = None) -> tuple[int, dict[str, dict[str, Any]] | None]:
+        now = time.time()
+        live = self._presence.get(run_id, {})
+        gone = [cid for cid, (exp, _) in live.items() if exp <= now]
+        for cid in gone:
+            del live[cid]
+        if gone:
+            self._presence_v[run_id] = self._presence_v.get(run_id, 0) + 1
+        v = self._presence_v.get(run_id, 0)
+        if v == known_version:
+            return v, None
+        return v, {cid: dict(e) for cid, (_, e) in live.items()}
+
+    async def watched(self, run_id: str) -> list[dict[str, Any]]:
+        return sorted((dict(r) for r in self._watched.get(run_id, {}).values()), key=lambda r: (r["first_seen"], r["sub"]))
 
     # ---- timers
     async def due_runs(self, now: float) -> list[str]:

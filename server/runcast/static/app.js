@@ -354,6 +354,7 @@ function openRun(runId) {
     onEvent: (ev) => { sampleClock(ev); scheduleRender(); },
     onSync: () => { v.synced = true; v.problem = null; resendWaitingVotes(); scheduleRender(); },
     onReset: () => { nodes.clear(); $("transcript").replaceChildren(); $("decide-cards").replaceChildren(); scheduleRender(); },
+    onPresence: () => { scheduleRender(); loadWatchedSoon(); },
     onError: (err) => {
       if (err.code === "not_found" || err.code === "forbidden") v.problem = v.sub.state.seq > 0 ? "forgotten" : "unknown";
       else banner(`${runId}: ${err.message}`);
@@ -362,9 +363,35 @@ function openRun(runId) {
   });
   $("view").hidden = false;
   $("empty").hidden = true;
+  $("watched").replaceChildren();
+  setText($("watched-count"), "0");
   renderRuns();
   renderInbox();
   scheduleRender();
+  loadWatched();
+}
+
+/** Who ever watched the open run, each person once with first and last seen (the run's detail; not its log). */
+async function loadWatched() {
+  if (!view) return;
+  const runId = view.runId;
+  let detail;
+  try {
+    detail = await api(`/api/runs/${encodeURIComponent(runId)}`);
+  } catch {
+    return;
+  }
+  if (!view || view.runId !== runId) return;
+  const list = (detail.watched || []).map((w) => h("li", {}, w.name || w.sub, " ", timeEl(w.first_seen), "–", timeEl(w.last_seen)));
+  setText($("watched-count"), String(list.length));
+  $("watched").replaceChildren(...list);
+}
+
+let watchedTimer = null;
+/** Presence changed: read who watched again, at most every two seconds. */
+function loadWatchedSoon() {
+  if (watchedTimer) return;
+  watchedTimer = setTimeout(() => { watchedTimer = null; loadWatched(); }, 2000);
 }
 
 function closeRun() {
@@ -437,7 +464,7 @@ function render() {
   msg.hidden = !problem;
   msg.classList.toggle("bad", Boolean(problem));
   setText(msg, problem || "");
-  renderParticipants(s);
+  renderParticipants(view.sub.presence);
   renderTranscript(s);
   if (view.lastStatus !== s.status) {
     if (view.lastStatus && TERMINAL.includes(s.status)) setText($("run-announce"), `Run ${s.status}.`);
@@ -446,9 +473,14 @@ function render() {
   }
 }
 
-function renderParticipants(s) {
-  const list = people(s).map((p) => h("li", { title: roleText(p), class: me && p.sub === me.sub ? "you" : "" },
+function renderParticipants(presence) {
+  const list = people(presence).map((p) => h("li", { title: roleText(p), class: me && p.sub === me.sub ? "you" : "" },
     `${p.name} (${roleText(p)})`, me && p.sub === me.sub ? " · you" : "", p.connections > 1 ? ` ×${p.connections}` : ""));
+  // Past the hub's limit only the people who may decide are listed; the others are counted.
+  const unlisted = presence.people - new Set(Object.values(presence.entries).map((e) => e.sub)).size;
+  if (presence.listed === "deciders" && unlisted > 0) {
+    list.push(h("li", { class: "more", dataset: { testid: "more-watching" } }, `+ ${plural(unlisted, "viewer", "viewers")}`));
+  }
   const key = list.map((li) => li.textContent).join("|");
   if ($("participants").dataset.key !== key) {
     $("participants").dataset.key = key;
@@ -918,6 +950,7 @@ $("view").querySelector('[data-testid="back"]').addEventListener("click", (ev) =
 window.runcastMonitor = {
   get client() { return client; },
   get state() { return view ? view.sub.state : null; },
+  get presence() { return view ? view.sub.presence : null; },
   get clockOffsetMs() { return clockOffsetMs(); },
 };
 

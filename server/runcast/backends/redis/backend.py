@@ -24,6 +24,7 @@ they share one slot (one master) with one another:
     {P}:flush         ZSET "<run_id> <tx>" -> deadline: commits whose jobs and timer are not yet in the {P} keys
     P:user:{U}:starts ZSET run_id -> start time (ms): user U's starts in the quota window (quota.lua)
     P:user:{U}:open   ZSET run_id -> start time (ms): U's runs not known to be finished (pruned from their records)
+    P:run:{R}:presence, :presence:data, :presence:v, :watched    who watches (see presence.py)
 
 Appends (the hot path: every event) are one script in the run's slot: log, head, trim, publish. Events are packed
 in Python with a placeholder seq: "seq" is the first key of the map and its value a fixed-width uint32 (see
@@ -76,6 +77,7 @@ from ..base import Backend, Conflict, LogTrimmed, NotOwner
 from . import scripts
 from .jobs import JobQueue
 from .outbox import OutboxQueue
+from .presence import Presence
 from .pubsub import LiveFeed, _Channel, _Shard
 
 log = logging.getLogger("runcast.redis")
@@ -105,7 +107,7 @@ def _timer_score(rec: RunRecord) -> float | None:
     return min(times) if times else None
 
 
-class RedisBackend(OutboxQueue, JobQueue, LiveFeed, Backend):
+class RedisBackend(OutboxQueue, JobQueue, LiveFeed, Presence, Backend):
     name = "redis"
     # redis-py's ConnectionError (BusyLoadingError included) and TimeoutError are not the builtin ones.
     # On a cluster, a failover answers CLUSTERDOWN / MASTERDOWN / TRYAGAIN for a moment: the command did not run.

@@ -1,0 +1,123 @@
+"""Who is watching a run: live state, never in the run's log. Plain code; `presence_feed.py` does the I/O.
+
+Each hub node keeps, per run its clients watch, a `RunPresence`: the run's whole presence set as the backend last
+showed it (every node's watchers), and what changed since the node last told its clients. The node's clock asks it
+for a frame at most every `interval_s`; the same frame goes to every local watcher of the run, so a crowd joining
+costs each watcher one frame per interval, whatever the crowd's size.
+
+The `presence` control frame (no `seq`, never replayed; README, "Presence"):
+
+    {"type": "presence", "run_id": R, "full": bool, "listed": "all" | "deciders",
+     "joined": [{"connection_id", "sub", "name", "roles"}, ...], "left": [connection_id, ...],
+     "count": <connections watching>, "people": <distinct subs watching>}
+
+`full: true` replaces what the client holds with `joined`; `full: false` applies `joined` and `left` to it. Up to
+`list_max` connections every entry is listed; past it only the entries that may decide (any role but `viewer`) are,
+and `count` / `people` still give the totals. A change of `listed` is sent as a full frame.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+Entry = dict[str, Any]  # {"connection_id", "sub", "name", "roles"}
+
+INTERVAL_S = 0.25  # at most one presence frame per connection per run this often
+LIST_MAX = 50  # past this many connections, only the people who may decide are listed
+
+
+def may_decide(entry: Entry) -> bool:
+    """Anyone with a role besides `viewer` may act on a run (approve, operate, or a policy's own role)."""
+    return any(r != "viewer" for r in entry.get("roles") or ())
+
+
+def entry_of(connection_id: str, sub: str, name: str, roles: list[str] | tuple[str, ...]) -> Entry:
+    return {"connection_id": connection_id, "sub": sub, "name": name, "roles": list(roles)}
+
+
+class RunPresence:
+    """One run's presence set on one node, and the changes its clients have not been told yet."""
+
+    def __init__(self, run_id: str, *, interval_s: float = INTERVAL_S, list_max: int = LIST_MAX) -> None:
+        self.run_id = run_id
+        self.interval_s = interval_s
+        self.list_max = list_max
+        self.entries: dict[str, Entry] = {}
+        self.version: int | None = None  # the backend's presence version this set reflects
+        self._joined: dict[str, Entry] = {}  # changes since the last frame
+        self._left: set[str] = set()
+        self._listed = "all"
+        self._last_frame = float("-inf")
+
+    # ---- changes
+    def join(self, entry: Entry) -> None:
+        cid = entry["connection_id"]
+        if self.entries.get(cid) == entry:
+            return
+        self.entries[cid] = entry
+        self._left.discard(cid)
+        self._joined[cid] = entry
+
+    def leave(self, connection_id: str) -> None:
+        if self.entries.pop(connection_id, None) is None:
+            return
+        if self._joined.pop(connection_id, None) is None:
+            self._left.add(connection_id)  # (a join and a leave within one interval cancel out)
+
+    def replace(self, entries: dict[str, Entry], version: int | None = None) -> None:
+        """The backend's whole set: diff it against what we hold."""
+        for cid in [c for c in self.entries if c not in entries]:
+            self.leave(cid)
+        for e in entries.values():
+            self.join(e)
+        self.version = version
+
+    # ---- frames
+    @property
+    def listed(self) -> str:
+        return "all" if len(self.entries) <= self.list_max else "deciders"
+
+    def _shown(self, entry: Entry, listed: str) -> bool:
+        return listed == "all" or may_decide(entry)
+
+    def _totals(self) -> dict[str, int]:
+        return {"count": len(self.entries), "people": len({e["sub"] for e in self.entries.values()})}
+
+    def snapshot(self) -> dict[str, Any]:
+        """The full frame, for a client that just subscribed."""
+        listed = self.listed
+        return {"type": "presence", "run_id": self.run_id, "full": True, "listed": listed,
+                "joined": [e for e in self.entries.values() if self._shown(e, listed)], "left": [], **self._totals()}
+
+    @property
+    def changed(self) -> bool:
+        return bool(self._joined or self._left)
+
+    def due(self, now: float) -> bool:
+        return self.changed and now - self._last_frame >= self.interval_s
+
+    def frame(self, now: float) -> dict[str, Any] | None:
+        """What changed since the last frame, as one frame; None if nothing did or the interval has not passed."""
+        if not self.due(now):
+            return None
+        self._last_frame = now
+        listed = self.listed
+        joined, left = self._joined, self._left
+        self._joined, self._left = {}, set()
+        if listed != self._listed:
+            self._listed = listed
+            return self.snapshot()
+        shown = [e for e in joined.values() if self._shown(e, listed)]
+        # In `deciders` mode a client never held a viewer's entry, but a leave costs only its id: send them all.
+        return {"type": "presence", "run_id": self.run_id, "full": False, "listed": listed, "joined": shown,
+                "left": sorted(left), **self._totals()}
+
+
+def apply_frame(held: dict[str, Entry], frame: dict[str, Any]) -> dict[str, Entry]:
+    """A client's fold of presence frames (the Python twin of client_js's): connection id -> entry."""
+    out = {} if frame.get("full") else dict(held)
+    for cid in frame.get("left") or ():
+        out.pop(cid, None)
+    for e in frame.get("joined") or ():
+        out[e["connection_id"]] = e
+    return out

@@ -1,0 +1,143 @@
+"""A hub node's presence: its watchers' entries in the backend, and `presence` frames to its clients.
+
+The rules are in `presence.py`; this module only moves data. One task per node ticks every `interval_s`: for each run
+a local client watches it reads the run's presence set from the backend (only when its version moved), folds it into
+the run's `RunPresence`, and sends the frame that comes out, encoded once per encoding, to every local watcher of the
+run. Another task refreshes this node's entries every `refresh_s`; entries live `ttl_s` (1.6 refreshes) in the
+backend, so when a node dies its watchers leave everyone's list within two refresh intervals.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any, Protocol
+
+from .backends.base import Backend
+from .presence import INTERVAL_S, LIST_MAX, Entry, RunPresence
+from .protocol import encode
+
+log = logging.getLogger("runcast.presence")
+REFRESH_S = 2.0  # how often a node refreshes its watchers' entries (RUNCAST_PRESENCE_REFRESH_S)
+TTL_FACTOR = 1.6  # an entry lives this many refresh intervals past its last refresh
+
+
+class Watcher(Protocol):
+    encoding: Any
+
+    def send(self, item: Any) -> None: ...
+
+
+class _Run:
+    __slots__ = ("view", "local", "dirty")
+
+    def __init__(self, view: RunPresence) -> None:
+        self.view = view
+        self.local: dict[Watcher, Entry] = {}
+        self.dirty = 0  # local joins / leaves since the last backend read began (that read may predate them)
+
+
+class PresenceFeed:
+    def __init__(self, backend: Backend, *, interval_s: float = INTERVAL_S, refresh_s: float = REFRESH_S,
+                 list_max: int = LIST_MAX) -> None:
+        self.backend = backend
+        self.interval_s = interval_s
+        self.refresh_s = refresh_s
+        self.ttl_s = refresh_s * TTL_FACTOR
+        self.list_max = list_max
+        self.frames_sent = 0
+        self._runs: dict[str, _Run] = {}
+        self._tasks: list[asyncio.Task[Any]] = []
+
+    async def start(self) -> None:
+        self._tasks = [asyncio.create_task(self._tick_loop(), name="runcast-presence-tick"),
+                       asyncio.create_task(self._refresh_loop(), name="runcast-presence-refresh")]
+
+    async def stop(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for run_id, run in list(self._runs.items()):  # a clean stop says goodbye; a killed node's entries expire
+            try:
+                await self.backend.presence_leave(run_id, list(run.local.values()))
+            except Exception:  # noqa: BLE001
+                pass
+        self._runs.clear()
+
+    # ------------------------------------------------------------------ local watchers
+    async def join(self, run_id: str, watcher: Watcher, entry: Entry) -> None:
+        """Announce `entry` on the run, then send `watcher` the whole set (its own entry included)."""
+        run = self._runs.get(run_id)
+        if run is None:
+            run = self._runs[run_id] = _Run(RunPresence(run_id, interval_s=self.interval_s, list_max=self.list_max))
+            try:
+                version, entries = await self.backend.presence_read(run_id)
+                if entries is not None:
+                    run.view.replace(entries, version)
+            except Exception as exc:  # noqa: BLE001 - presence is best effort; the tick reads again
+                log.warning("presence of %s not read: %s", run_id, exc)
+        run.local[watcher] = entry
+        run.dirty += 1
+        run.view.join(entry)
+        watcher.send(encode(run.view.snapshot(), watcher.encoding))
+        self.frames_sent += 1
+        try:
+            await self.backend.presence_join(run_id, [entry], self.ttl_s)
+        except Exception as exc:  # noqa: BLE001 - the refresh adds it once the backend is back
+            log.warning("presence join on %s not written: %s", run_id, exc)
+
+    async def leave(self, run_id: str, watcher: Watcher) -> None:
+        run = self._runs.get(run_id)
+        if run is None or watcher not in run.local:
+            return
+        entry = run.local.pop(watcher)
+        run.dirty += 1
+        run.view.leave(entry["connection_id"])
+        if not run.local:
+            del self._runs[run_id]
+        try:
+            await self.backend.presence_leave(run_id, [entry])
+        except Exception as exc:  # noqa: BLE001 - it expires by itself
+            log.warning("presence leave on %s not written: %s", run_id, exc)
+
+    # ------------------------------------------------------------------ the clock
+    async def _tick_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval_s)
+            for run_id, run in list(self._runs.items()):
+                try:
+                    await self._tick(run_id, run)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - an outage: the next tick tries again
+                    log.debug("presence tick of %s: %s", run_id, exc)
+
+    async def _tick(self, run_id: str, run: _Run) -> None:
+        dirty = run.dirty
+        version, entries = await self.backend.presence_read(run_id, run.view.version)
+        if entries is not None and run.dirty == dirty and self._runs.get(run_id) is run:
+            run.view.replace(entries, version)
+        elif entries is not None:
+            run.view.version = None  # a local change raced this read: read again next tick
+        frame = run.view.frame(time.monotonic())
+        if frame is None or not run.local:
+            return
+        encoded: dict[Any, Any] = {}
+        for w in list(run.local):
+            data = encoded.get(w.encoding)
+            if data is None:
+                data = encoded[w.encoding] = encode(frame, w.encoding)
+            w.send(data)
+        self.frames_sent += len(run.local)
+
+    async def _refresh_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.refresh_s)
+            for run_id, run in list(self._runs.items()):
+                try:
+                    await self.backend.presence_join(run_id, list(run.local.values()), self.ttl_s)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # noqa: BLE001
+                    log.debug("presence refresh of %s: %s", run_id, exc)
