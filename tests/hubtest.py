@@ -281,6 +281,14 @@ class Client:
         return await self.wait_for(
             lambda f: (f["type"] == "sync" and f["run_id"] == run_id) or (f["type"] == "error" and f.get("id") == frame["id"]), start=n)
 
+    async def subscribe_frame(self, frame: dict[str, Any]) -> dict[str, Any]:
+        """Send a subscribe frame as given; return its sync or its error."""
+        n = len(self.frames)
+        frame = {"id": f"s{next(self._ids)}", **frame}
+        await self.send(frame)
+        return await self.wait_for(lambda f: (f["type"] == "sync" and f["run_id"] == frame["run_id"])
+                                   or (f["type"] == "error" and f.get("id") == frame["id"]), start=n)
+
     def events(self, run_id: str, types: tuple[str, ...] | None = None) -> list[dict[str, Any]]:
         return [f for f in self.frames if "seq" in f and f.get("run_id") == run_id and (types is None or f["type"] in types)]
 

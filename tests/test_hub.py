@@ -650,3 +650,22 @@ async def test_watching_needs_a_role_and_a_token_needs_a_sub(hub: Cluster) -> No
     assert "runcast_connections" in hub.http("GET", "/metrics", token("prom", ["metrics"])).text
     await hub_cancel(hub, run_id)
     await hub_cancel(hub, fin_run)
+async def test_subscribe_with_another_epoch_is_log_reset(hub: Cluster) -> None:
+    run_id = hub.start_run("broken")
+    c = await Client.connect(hub.ws_url(), VIEWER)
+    sync = await c.subscribe(run_id)
+    await c.wait_event(run_id, TERMINAL)
+    epoch = hub.http("GET", f"/api/runs/{run_id}").json()["epoch"]
+    assert epoch and sync["epoch"] == epoch
+    head = hub.log_events(run_id)[-1]["seq"]
+    n = len(c.frames)
+    again = await c.subscribe_frame({"type": "subscribe", "run_id": run_id, "since": head, "epoch": epoch})
+    assert again["type"] == "sync" and again["epoch"] == epoch and not [f for f in c.frames[n:] if "seq" in f]
+    for frame in ({"since": 1, "epoch": "0123456789abcdef"}, {"since": head + 5, "epoch": epoch}):
+        err = await c.subscribe_frame({"type": "subscribe", "run_id": run_id, **frame})
+        assert err["type"] == "error" and err["code"] == "log_reset" and err["run_id"] == run_id
+        assert err["epoch"] == epoch  # the log the hub has: start afresh from it
+    gone = await c.subscribe_frame({"type": "subscribe", "run_id": "run_nosuchrun", "since": 3, "epoch": epoch})
+    assert gone["code"] == "log_reset" and "epoch" not in gone
+    assert (await c.subscribe_frame({"type": "subscribe", "run_id": "run_nosuchrun"}))["code"] == "not_found"
+    await c.close()

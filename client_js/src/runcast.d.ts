@@ -27,6 +27,8 @@ export interface SyncFrame {
   run_id: string;
   head_seq: number;
   status?: string;
+  /** The run log's epoch; the client sends it back with `since`, and a log that is not this one answers `log_reset`. */
+  epoch?: string;
 }
 
 export interface Ack {
@@ -88,7 +90,11 @@ export interface RunHandlers {
   onEvent?(event: RunEvent, state: RunState): void;
   onSync?(state: RunState, frame: SyncFrame): void;
   onError?(error: RuncastError): void;
-  onReset?(state: RunState): void;
+  /**
+   * The hub's log of this run is not the one the client held (`error.code` "log_reset": the hub's store lost it or
+   * rebuilt it): the client has started the run afresh, from seq 1, with an empty state.
+   */
+  onReset?(state: RunState, error?: RuncastError): void;
   /** Who watches changed: the whole set after each (re)subscribe, then joins and leaves (at most every 250 ms). */
   onPresence?(presence: Presence, frame: PresenceFrame): void;
 }
@@ -99,7 +105,7 @@ export interface RunHandlers {
  */
 export type ErrorCode =
   | "bad_frame" | "bad_request" | "unknown_type" | "unauthenticated" | "forbidden" | "not_found" | "already_decided"
-  | "not_pending" | "expired" | "rate_limited" | "too_large" | "internal"
+  | "not_pending" | "expired" | "rate_limited" | "too_large" | "log_trimmed" | "log_reset" | "internal"
   | "disconnected" | "timeout" | "closed" | "codec_unavailable" | "token_error" | "gap";
 
 export class RuncastError extends Error {

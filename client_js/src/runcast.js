@@ -34,6 +34,7 @@ const messageOf = (err) => String(err?.message || err);
 /**
  * An `error` frame from the hub, or a local failure, as an Error. Local codes: `disconnected`, `timeout`, `closed`,
  * `unauthenticated` (the token was refused or is missing), `codec_unavailable` (msgpack could not be loaded),
+ * (from the hub, among others: `log_reset`, the run's log is not the one the client held: see `onReset`),
  * `token_error` (the token function threw; the client retries), `gap` (the hub's replay kept leaving a hole).
  */
 export class RuncastError extends Error {
@@ -58,6 +59,7 @@ class RunEntry {
     this.state = initialRunState(runId);
     this.presence = initialPresence(); // who watches now: from `presence` frames, not from the log
     this.lastSeq = 0;
+    this.epoch = null; // the epoch of the log lastSeq counts in (from `sync`): sent back with `since`
     this.listeners = new Set();
     this.synced = false;
     this.inflight = 0; // subscribes sent on this socket whose `sync` has not come back yet
@@ -498,7 +500,11 @@ export class RuncastClient {
 
   _sendSubscribe(entry) {
     const frame = { type: "subscribe", run_id: entry.runId, id: `sub-${this._nextId++}` };
-    if (entry.lastSeq > 0) { frame.since = entry.lastSeq; entry.resubscribes += 1; }
+    if (entry.lastSeq > 0) {
+      frame.since = entry.lastSeq;
+      if (entry.epoch) frame.epoch = entry.epoch; // a log that is not this one answers log_reset, never silence
+      entry.resubscribes += 1;
+    }
     entry.subscribeIds = entry.subscribeIds || new Set();
     entry.subscribeIds.add(frame.id);
     entry.inflight += 1; // before sending: the answer may come back synchronously (tests, in-process transports)
@@ -530,6 +536,7 @@ export class RuncastClient {
     const entry = this._runs.get(f.run_id);
     if (!entry) return;
     entry.inflight = Math.max(0, entry.inflight - 1);
+    if (f.epoch) entry.epoch = f.epoch;
     if (entry.inflight > 0) return;
     entry.subscribeIds?.clear();
     if (this._syncLeftHole(entry, f)) return;
@@ -567,9 +574,10 @@ export class RuncastClient {
       if (f.id && entry.subscribeIds && entry.subscribeIds.has(f.id)) {
         entry.subscribeIds.delete(f.id);
         entry.inflight = Math.max(0, entry.inflight - 1);
-        if (f.field === "since" && f.code === "bad_request") {
-          // The hub's log for this run is shorter than what we applied: it was rebuilt. Start over from its log.
-          this._reset(entry);
+        if (f.code === "log_reset" || (f.field === "since" && f.code === "bad_request")) {
+          // The hub's log for this run is not the one we applied (its store lost or rebuilt it): the history we hold
+          // is gone. Start over from what the hub has now, and tell the app (onReset gets the error).
+          this._reset(entry, new RuncastError(f.code, f.message, f));
           return;
         }
         const err = new RuncastError(f.code, f.message, f);
@@ -584,12 +592,14 @@ export class RuncastClient {
     this._emit("error", err);
   }
 
-  _reset(entry) {
+  _reset(entry, reason) {
     entry.state = initialRunState(entry.runId);
     entry.lastSeq = 0;
+    entry.epoch = reason?.frame?.epoch ?? null;
     entry.synced = false;
     entry.syncRetries = 0;
-    for (const sub of entry.listeners) call(sub.handlers.onReset, entry.state);
+    entry.resets = (entry.resets || 0) + 1;
+    for (const sub of entry.listeners) call(sub.handlers.onReset, entry.state, reason);
     this._sendSubscribe(entry);
   }
 
@@ -609,7 +619,8 @@ export class RuncastClient {
 
   /**
    * Watch a run. Handlers: `onEvent(event, state)` for each event, applied once and in order; `onSync(state, frame)`
-   * when the replay is done (after each (re)subscribe); `onError(err)`; `onReset(state)` if the hub's log was rebuilt;
+   * when the replay is done (after each (re)subscribe); `onError(err)`; `onReset(state, err)` if the hub's log is not
+   * the one we held (`err.code` "log_reset": its store lost it; the client starts the run afresh, from seq 1);
    * `onPresence(presence, frame)` when who watches changes (the whole set on each (re)subscribe, then changes).
    * A second subscription to a run already watched shares its state (its `onEvent` sees only later events).
    * @param {string} runId

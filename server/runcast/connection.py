@@ -86,6 +86,11 @@ class Limiter:
         return len(self._strikes) > self.max_strikes
 
 
+def log_reset(run_id: str, epoch: str | None, what: str) -> ProtocolError:
+    return ProtocolError(ErrorCode.LOG_RESET, f"run {run_id} {what}: the history you hold was lost; start it afresh "
+                         "(subscribe without since)", run_id=run_id, epoch=epoch)
+
+
 class _Close:
     def __init__(self, code: int, reason: str) -> None:
         self.code, self.reason = code, reason
@@ -354,10 +359,19 @@ class Connection:
     async def _subscribe(self, cmd: Subscribe) -> None:
         run_id = cmd.run_id
         assert self.identity is not None
-        rec = await self.hub.service.record(self.identity, run_id)
+        try:
+            rec = await self.hub.service.record(self.identity, run_id)
+        except ProtocolError as err:
+            if err.code == ErrorCode.NOT_FOUND and cmd.epoch:
+                raise log_reset(run_id, None, "is gone from the hub's store") from None
+            raise
         backend = self.hub.backend
         since = cmd.since or 0
+        if cmd.epoch is not None and cmd.epoch != (rec.epoch or None):
+            raise log_reset(run_id, rec.epoch or None, f"has a new log (epoch {rec.epoch or 'none'}, not {cmd.epoch})")
         head = await backend.head(run_id)
+        if since > head and cmd.epoch:
+            raise log_reset(run_id, rec.epoch or None, f"has only {head} events, not the {since} you saw")
         if since > head:
             raise ProtocolError(ErrorCode.BAD_REQUEST, f"field 'since': {since} is past the newest event ({head}) of {run_id}",
                                 run_id=run_id, field="since", head_seq=head)
@@ -380,7 +394,7 @@ class Connection:
             raise
         self.send_events(cursor.end_replay())
         rec = await backend.get(run_id) or rec
-        self.send_control(Sync(run_id=run_id, head_seq=cursor.last, status=rec.status))
+        self.send_control(Sync(run_id=run_id, head_seq=cursor.last, status=rec.status, epoch=rec.epoch or None))
         if cursor.gap() is not None and run_id not in self._fills:
             self._fills[run_id] = asyncio.create_task(self._fill(run_id, cursor))
         if run_id not in self.joined:  # presence is live state, never in the log (presence_feed.py)

@@ -25,7 +25,7 @@ from .connection import Connection
 from .fanout import Fanout
 from . import metrics as prom
 from .metrics import Metrics
-from .protocol import SUBPROTOCOL_JSON, SUBPROTOCOL_MSGPACK, ErrorCode, ProtocolError, now_iso
+from .protocol import SUBPROTOCOL_JSON, SUBPROTOCOL_MSGPACK, CloseCode, ErrorCode, ProtocolError, now_iso
 from .headers import SecurityHeaders
 from .hosts import AllowedHosts, origin_matches
 from .quotas import StartQuota
@@ -74,6 +74,8 @@ class Hub:
             log.warning("draining: /readyz answers 503; %d client(s) will be closed with 1012", len(self.connections))
 
     async def start(self) -> None:
+        if hasattr(self.backend, "on_data_lost"):
+            self.backend.on_data_lost = self._on_data_lost  # type: ignore[attr-defined]
         await self.backend.start()
         self._feed_sub = await self.backend.subscribe_feed(self.feeds.on_entry, self._feed_interrupted)
         await self._load_feeds()
@@ -133,6 +135,11 @@ class Hub:
             self.feeds.remove_runs(conn)
             raise
         self.feeds.runs_snapshot(conn, [feed.run_summary(r) for r in recs], request_id)
+    def _on_data_lost(self) -> None:
+        """The backend lost its data: every client's history may be gone. Drop them with 1012; they come back with
+        `since` and `epoch`, and a run whose log is not the one they hold answers `log_reset`."""
+        for conn in list(self.connections):
+            conn.close(CloseCode.RESTARTING, "the hub's store lost its data: subscribe again with since and epoch")
 
     def unexpected(self, exc: BaseException, what: str) -> ProtocolError:
         """An error that is not the client's: a backend outage says so (and what to do); anything else is logged."""
@@ -297,6 +304,15 @@ def create_app(hub: Hub) -> Starlette:
             ok = await hub.backend.ping()
         except Exception:  # noqa: BLE001
             ok = False
+        lost = None
+        if ok and hasattr(hub.backend, "check_data"):
+            try:
+                await hub.backend.check_data()  # type: ignore[attr-defined]
+            except Exception:  # noqa: BLE001
+                pass
+            lost = hub.backend.data_lost_message()  # type: ignore[attr-defined]
+        if lost:  # still ready (the hub works on what the store holds now), but it says what was lost
+            return PlainTextResponse(f"ready\nwarning: {lost}")
         return PlainTextResponse("ready" if ok else "backend unavailable", status_code=200 if ok else 503)
 
     async def metrics(request: Request, who: auth.Identity) -> Response:

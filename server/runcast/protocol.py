@@ -42,6 +42,7 @@ class ErrorCode:
     RATE_LIMITED = "rate_limited"
     TOO_LARGE = "too_large"
     LOG_TRIMMED = "log_trimmed"
+    LOG_RESET = "log_reset"  # the run's log is not the one the client's `epoch` names (the store lost or rebuilt it)
     INTERNAL = "internal"
 
 
@@ -56,6 +57,7 @@ HTTP_STATUS = {
     ErrorCode.NOT_PENDING: 409,
     ErrorCode.EXPIRED: 410,
     ErrorCode.LOG_TRIMMED: 410,
+    ErrorCode.LOG_RESET: 410,
     ErrorCode.RATE_LIMITED: 429,
     ErrorCode.TOO_LARGE: 413,
     ErrorCode.INTERNAL: 500,
@@ -104,6 +106,7 @@ class Subscribe(_Command):
     type: Literal["subscribe"]
     run_id: RunId
     since: Annotated[StrictInt, Field(ge=0)] | None = None
+    epoch: Annotated[StrictStr, Field(max_length=64)] | None = None  # the epoch of the log `since` counts in
 
 
 class Unsubscribe(_Command):
@@ -300,6 +303,7 @@ class Sync(BaseModel):
     run_id: str
     head_seq: int
     status: str
+    epoch: str | None = None  # the run log's epoch: send it back with `since` when subscribing again
 
 
 class Pong(BaseModel):

@@ -11,6 +11,7 @@ on `version`, append the events, queue the jobs), so two nodes racing on one run
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -49,6 +50,7 @@ class RunRecord(BaseModel):
     error: dict[str, Any] | None = None
     updated_at: float = 0.0
     tx: str | None = None  # id of the transition that wrote this version (lets a retry see that it already landed)
+    epoch: str = ""  # random, made with the run's log: a client's `since` counts in this log and no other
 
     @property
     def terminal(self) -> bool:
@@ -83,6 +85,7 @@ class RunRecord(BaseModel):
         d["output"] = self.output
         d["error"] = self.error
         d["worker"] = self.owner
+        d["epoch"] = self.epoch or None
         return d
 
 
@@ -103,7 +106,8 @@ def _copy(rec: RunRecord, now: float) -> RunRecord:
 
 
 def new_run(run_id: str, agent: str, input_: str, person: Person, now: float) -> Transition:
-    rec = RunRecord(run_id=run_id, agent=agent, input=input_, started_by=person.ref(), created_at=now_iso(now), updated_at=now)
+    rec = RunRecord(run_id=run_id, agent=agent, input=input_, started_by=person.ref(), created_at=now_iso(now), updated_at=now,
+                    epoch=secrets.token_hex(8))
     ev = [("run.started", {"agent": agent, "input": input_, "started_by": person.ref()})]
     return Transition(rec, ev, [Job(kind="start", run_id=run_id, segment=1)], {"run_id": run_id})
 

@@ -347,13 +347,24 @@ function openRun(runId) {
   if (view) view.sub.unsubscribe();
   $("transcript").replaceChildren();
   $("decide-cards").replaceChildren();
+  $("history-lost").hidden = true;
   const nodes = new Map();
   const v = { runId, sub: null, nodes, errors: new Map(), votes: new Map(), lastStatus: null, problem: null, synced: false };
   view = v;
   v.sub = client.subscribe(runId, {
     onEvent: (ev) => { sampleClock(ev); scheduleRender(); },
     onSync: () => { v.synced = true; v.problem = null; resendWaitingVotes(); scheduleRender(); },
-    onReset: () => { nodes.clear(); $("transcript").replaceChildren(); $("decide-cards").replaceChildren(); scheduleRender(); },
+    onReset: (_state, err) => {
+      nodes.clear();
+      $("transcript").replaceChildren();
+      $("decide-cards").replaceChildren();
+      if (err?.code === "log_reset") {
+        // The hub's store lost this run's log (e.g. Redis restarted empty): what we showed is gone; say so.
+        $("history-lost").hidden = false;
+        setText($("history-lost"), `The hub lost this run's history (${err.message}). Starting it afresh from what the hub has now.`);
+      }
+      scheduleRender();
+    },
     onPresence: () => { scheduleRender(); loadWatchedSoon(); },
     onError: (err) => {
       if (err.code === "not_found" || err.code === "forbidden") v.problem = v.sub.state.seq > 0 ? "forgotten" : "unknown";

@@ -24,6 +24,7 @@ they share one slot (one master) with one another:
     {P}:flush         ZSET "<run_id> <tx>" -> deadline: commits whose jobs and timer are not yet in the {P} keys
     P:user:{U}:starts ZSET run_id -> start time (ms): user U's starts in the quota window (quota.lua)
     P:user:{U}:open   ZSET run_id -> start time (ms): U's runs not known to be finished (pruned from their records)
+    P:sentinel        a random value each process checks every second: gone means Redis lost its data (datawatch.py)
     P:run:{R}:presence, :presence:data, :presence:v, :watched    who watches (see presence.py)
 
 Appends (the hot path: every event) are one script in the run's slot: log, head, trim, publish. Events are packed
@@ -75,6 +76,7 @@ from ...runs import TERMINAL, RunRecord, Transition, WireEvents
 from ...webhooks import EVENTS as WEBHOOK_EVENTS
 from ..base import Backend, Conflict, LogTrimmed, NotOwner
 from . import scripts
+from .datawatch import DataWatch
 from .jobs import JobQueue
 from .outbox import OutboxQueue
 from .presence import Presence
@@ -107,7 +109,7 @@ def _timer_score(rec: RunRecord) -> float | None:
     return min(times) if times else None
 
 
-class RedisBackend(OutboxQueue, JobQueue, LiveFeed, Presence, Backend):
+class RedisBackend(OutboxQueue, JobQueue, LiveFeed, Presence, DataWatch, Backend):
     name = "redis"
     # redis-py's ConnectionError (BusyLoadingError included) and TimeoutError are not the builtin ones.
     # On a cluster, a failover answers CLUSTERDOWN / MASTERDOWN / TRYAGAIN for a moment: the command did not run.
@@ -156,6 +158,7 @@ class RedisBackend(OutboxQueue, JobQueue, LiveFeed, Presence, Backend):
         self._refreshed_at = 0.0
         self._ctl = f"{prefix}:ctl:{id(self):x}:{time.time_ns()}".encode()  # keeps the connection in pub/sub mode
         self._closing = False
+        self._init_datawatch()
 
     # ------------------------------------------------------------------ keys
     def _k(self, run_id: str, what: str) -> str:
@@ -228,6 +231,8 @@ class RedisBackend(OutboxQueue, JobQueue, LiveFeed, Presence, Backend):
         if self.cluster:
             log.info("Redis Cluster at %s: sharded pub/sub, %d masters", self.url,
                      len(self._redis.get_primaries()))
+        await self._arm_sentinel()
+        self._start_datawatch()
 
     def _after_outage(self) -> None:
         """On a cluster: read the slot map again before the next command, from any node this process has known (not
@@ -249,6 +254,7 @@ class RedisBackend(OutboxQueue, JobQueue, LiveFeed, Presence, Backend):
 
     async def close(self) -> None:
         self._closing = True
+        await self._stop_datawatch()
         readers = [s.reader for s in self._shards.values() if s.reader is not None]
         for t in readers:
             t.cancel()
