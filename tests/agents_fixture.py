@@ -3,7 +3,9 @@
 import asyncio
 from typing import Any
 
-from agents import Agent, RunContextWrapper, function_tool
+from agents import Agent, GuardrailFunctionOutput, HostedMCPTool, RunContextWrapper, function_tool, input_guardrail
+from openai.types.responses import Response, ResponseCompletedEvent, ResponseCreatedEvent, ResponseOutputItemDoneEvent
+from openai.types.responses.response_output_item import McpCall
 from agents.testing import ModelStep, ScriptedModel, assistant_message, function_call
 from agents.tool import tool_namespace
 
@@ -109,6 +111,24 @@ class PacedModel(DemoModel):
         async for ev in super().stream_response(*args, **kwargs):
             await asyncio.sleep(self.pause)
             yield ev
+def _hosted_mcp_script(call: Any) -> Any:
+    """One response: a hosted MCP call the model's side ran (with the server's answer), then the reply."""
+    mcp = McpCall(id="mcp_1", type="mcp_call", server_label="crm", name="find_contact", arguments='{"email": "ann@example.com"}',
+                  output='{"id": 42, "name": "Ann"}', status="completed")
+    msg = assistant_message("Ann is contact 42.", item_id="msg_mcp")
+    resp = Response(id="resp_mcp", created_at=0, model="scripted", object="response", output=[mcp, msg], tool_choice="auto",
+                    tools=[], parallel_tool_calls=False, status="completed")
+    return ModelStep.stream([
+        ResponseCreatedEvent(type="response.created", sequence_number=0, response=resp.model_copy(update={"output": [], "status": "in_progress"})),
+        ResponseOutputItemDoneEvent(type="response.output_item.done", output_index=0, item=mcp, sequence_number=1),
+        ResponseOutputItemDoneEvent(type="response.output_item.done", output_index=1, item=msg, sequence_number=2),
+        ResponseCompletedEvent(type="response.completed", response=resp, sequence_number=3),
+    ], output=[mcp, msg])
+
+
+@input_guardrail(name="no_secrets")
+async def no_secrets(ctx: Any, agent: Any, input: Any) -> GuardrailFunctionOutput:  # noqa: A002
+    return GuardrailFunctionOutput(output_info={"found": ["password"]}, tripwire_triggered="password" in str(input))
 
 
 AGENTS = {
@@ -136,4 +156,9 @@ AGENTS = {
     "files-finance": AgentSpec(Agent(name="Files", model=Responding(_files_script),
                                      tools=tool_namespace(name="files", description="File operations", tools=[delete_file])),
                                {"files.delete_file": ApprovalPolicy(roles=["finance"])}),
+    # a hosted MCP call whose answer must reach the watchers
+    "hosted-mcp": Agent(name="Crm", model=Responding(_hosted_mcp_script), tools=[HostedMCPTool(tool_config={
+        "type": "mcp", "server_label": "crm", "server_url": "http://127.0.0.1:9", "require_approval": "never"})]),
+    # an input guardrail that trips on "password"
+    "guarded": Agent(name="Guarded", model=Responding(lambda call: [assistant_message("ok")]), input_guardrails=[no_secrets]),
 }

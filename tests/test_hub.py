@@ -669,3 +669,23 @@ async def test_subscribe_with_another_epoch_is_log_reset(hub: Cluster) -> None:
     assert gone["code"] == "log_reset" and "epoch" not in gone
     assert (await c.subscribe_frame({"type": "subscribe", "run_id": "run_nosuchrun"}))["code"] == "not_found"
     await c.close()
+
+
+async def test_hosted_mcp_output_and_guardrail_failures_reach_every_watcher(hub: Cluster) -> None:
+    run_id = hub.start_run("hosted-mcp")
+    watchers = [await Client.connect(hub.ws_url(), VIEWER) for _ in range(2)]
+    for w in watchers:
+        await w.subscribe(run_id)
+    for w in watchers:
+        await w.wait_event(run_id, "run.completed")
+        out = w.events(run_id, ("tool.output",))
+        assert [o["data"] for o in out] == [{"call_id": "mcp_1", "output": '{"id": 42, "name": "Ann"}', "server": "crm", "tool": "find_contact"}]
+        assert w.events(run_id, ("tool.called",))[0]["data"]["tool"] == "crm.find_contact"
+    guarded = hub.start_run("guarded", text="my password is hunter2")
+    for w in watchers:
+        await w.subscribe(guarded)
+    for w in watchers:
+        failed = await w.wait_event(guarded, "run.failed")
+        assert failed["data"]["guardrail"] == {"name": "no_secrets", "side": "input", "output_info": {"found": ["password"]}}
+    for w in watchers:
+        await w.close()

@@ -141,7 +141,8 @@ export interface RunState {
   pending: string[];
   output: any;
   usage: Record<string, number> | null;
-  error: { code: string; message: string } | null;
+  /** `guardrail`: the guardrail whose tripwire failed the run (`side`: input, output, tool_input or tool_output). */
+  error: { code: string; message: string; guardrail?: { name: string; side: string; output_info: any; truncated?: boolean } } | null;
   cancelled: { by: Person | null; mode: string } | null;
 }
 

@@ -240,6 +240,7 @@ export function applyEvent(state, ev) {
     case "run.failed":
       state.status = "failed";
       state.error = { code: d.code ?? "error", message: d.message ?? "" };
+      if (d.guardrail) state.error.guardrail = d.guardrail; // {name, side, output_info}: which guardrail tripped
       state.pending = [];
       note(state, ev, "failed", { code: d.code ?? "error", message: d.message ?? "" });
       break;

@@ -70,7 +70,6 @@ class EventMapper:
     def __init__(self, current_agent: str | None = None) -> None:
         self.current_agent = current_agent
         self._call_ids: dict[str, str] = {}  # function_call item id -> call_id (argument deltas name the item)
-        self.usage: dict[str, int] = {"requests": 0, "input_tokens": 0, "output_tokens": 0, "total_tokens": 0}
 
     def map(self, ev: Any) -> list[Wire]:
         kind = getattr(ev, "type", None)
@@ -100,14 +99,20 @@ class EventMapper:
         if t == "response.function_call_arguments.delta":
             item_id = _get(d, "item_id")
             return [("tool.args.delta", {"call_id": self._call_ids.get(item_id, item_id), "delta": _get(d, "delta") or ""})]
-        if t == "response.completed":
-            usage = _get(_get(d, "response"), "usage")
-            if usage is not None:
-                self.usage["requests"] += 1
-                for k in ("input_tokens", "output_tokens", "total_tokens"):
-                    self.usage[k] += int(_get(usage, k, 0) or 0)
+        return []  # response.created, *.done, content parts: folded into the events above (usage: usage_data)
+
+    @staticmethod
+    def _mcp_output(call_id: str | None, raw: Any) -> list[Wire]:
+        output, error = _get(raw, "output"), _get(raw, "error")
+        if output is None and error is None:
             return []
-        return []  # response.created, *.done, content parts: folded into the events above
+        text, truncated = cut(to_text(output if output is not None else ""))
+        data: dict[str, Any] = {"call_id": call_id, "output": text, "server": _get(raw, "server_label"), "tool": _get(raw, "name")}
+        if error is not None:
+            data["error"] = cut(to_text(error))[0]
+        if truncated:
+            data["truncated"] = True
+        return [("tool.output", data)]
 
     def _item(self, name: str, item: Any) -> list[Wire]:
         raw = getattr(item, "raw_item", None)
@@ -121,7 +126,12 @@ class EventMapper:
             data = {"call_id": item.call_id, "tool": wire_name(item) or _get(raw, "type"), "arguments": args, "agent": agent}
             if truncated:
                 data["truncated"] = True
-            return [("tool.called", data)]
+            out: list[Wire] = [("tool.called", data)]
+            if _get(raw, "type") == "mcp_call":
+                # A hosted MCP call ran on the model's side: its item carries the server's answer, and no
+                # tool_output follows it. Send the answer as the call's tool.output.
+                out += self._mcp_output(item.call_id, raw)
+            return out
         if name == "tool_output":
             out, truncated = cut(to_text(getattr(item, "output", "")))
             data = {"call_id": item.call_id, "output": out}
@@ -153,6 +163,61 @@ class EventMapper:
         if name == "tool_search_output_created":
             return [("tool.search.output", {"item_id": _get(raw, "id"), "agent": agent})]
         return [("item.unknown", {"name": name, "agent": agent})]  # a newer SDK name: forwarded, never dropped silently
+
+
+def json_safe(value: Any, limit: int = MAX_OUTPUT_CHARS) -> tuple[Any, bool]:
+    """A value as JSON data (pydantic models dumped, dataclasses as dicts, anything else as its text), and whether it
+    was cut: a value whose JSON text is over `limit` characters becomes that text, cut (like tool output)."""
+    import dataclasses
+
+    if hasattr(value, "model_dump"):
+        value = value.model_dump(mode="json")
+    elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+        value = dataclasses.asdict(value)
+    try:
+        text = json.dumps(value, ensure_ascii=False, default=str)
+        data = json.loads(text)
+    except Exception:  # noqa: BLE001 - not JSON-able even with str(): its text
+        data = text = str(value)
+    if len(text) > limit:
+        return text[:limit], True
+    return data, False
+
+
+def usage_data(usage: Any) -> dict[str, int]:
+    """The SDK's own aggregate (`result.context_wrapper.usage`): every model call of the run, across pauses and
+    resumes (the RunState carries it) and in agents used as tools."""
+    out = {k: int(getattr(usage, k, 0) or 0) for k in ("requests", "input_tokens", "output_tokens", "total_tokens")}
+    cached = getattr(getattr(usage, "input_tokens_details", None), "cached_tokens", None)
+    reasoning = getattr(getattr(usage, "output_tokens_details", None), "reasoning_tokens", None)
+    if cached:
+        out["cached_tokens"] = int(cached)
+    if reasoning:
+        out["reasoning_tokens"] = int(reasoning)
+    return out
+
+
+def failure_data(error: BaseException) -> dict[str, Any]:
+    """`run.failed` data for an exception from the stream: its class as `code`, its message, and for a guardrail's
+    tripwire the guardrail: `name`, `side` (input, output, tool_input, tool_output) and its JSON-safe `output_info`."""
+    data: dict[str, Any] = {"code": type(error).__name__, "message": str(error)[:2000]}
+    guardrail, output, side = None, None, None
+    result = getattr(error, "guardrail_result", None)
+    if result is not None:  # Input/OutputGuardrailTripwireTriggered
+        guardrail, output = result.guardrail, result.output
+        side = "output" if "Output" in type(error).__name__ else "input"
+    elif getattr(error, "guardrail", None) is not None:  # ToolInput/ToolOutputGuardrailTripwireTriggered
+        guardrail, output = error.guardrail, getattr(error, "output", None)  # type: ignore[attr-defined]
+        side = "tool_output" if "Output" in type(error).__name__ else "tool_input"
+    if guardrail is not None:
+        name = guardrail.get_name() if hasattr(guardrail, "get_name") else getattr(guardrail, "name", None)
+        info, truncated = json_safe(getattr(output, "output_info", None))
+        g: dict[str, Any] = {"name": name, "side": side, "output_info": info}
+        if truncated:
+            g["truncated"] = True
+        data["guardrail"] = g
+        data["message"] = f"{side.replace('_', ' ').capitalize()} guardrail {name!r} tripped"
+    return data
 
 
 _MERGE_KEY = {"message.delta": "item_id", "reasoning.delta": "item_id", "tool.args.delta": "call_id"}

@@ -21,7 +21,7 @@ from agents import RunConfig, Runner, RunState
 from . import metrics, runs
 from .approvals import Approval
 from .backends.base import Backend, NotOwner, Subscription
-from .mapping import DeltaCoalescer, EventMapper, to_text
+from .mapping import DeltaCoalescer, EventMapper, failure_data, to_text, usage_data
 from .protocol import ErrorCode, ProtocolError, now_iso
 from .registry import AgentSpec, Registry
 from .runs import Job, RunRecord
@@ -313,7 +313,7 @@ class Worker:
         if rec.cancel is not None:
             await self._finish(run_id, "cancelled", {})
         elif error is not None:
-            await self._finish(run_id, "failed", {"code": type(error).__name__, "message": str(error)[:2000]})
+            await self._finish(run_id, "failed", failure_data(error))
         elif result.interruptions:
             state = result.to_state()
             saved = json.dumps(state.to_json(), separators=(",", ":"))
@@ -339,7 +339,7 @@ class Worker:
             last = getattr(result, "last_agent", None)
             await self._finish(run_id, "completed", {
                 "output": _json_output(result.final_output),
-                "usage": dict(mapper.usage),
+                "usage": usage_data(result.context_wrapper.usage),  # the SDK's own total, all segments and nested runs
                 "agent": getattr(last, "name", None),
             })
 
