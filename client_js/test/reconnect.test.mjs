@@ -73,13 +73,18 @@ class FakeHub {
     } else if (f.type === "subscribe") {
       const log = this.log(f.run_id);
       const since = f.since ?? 0;
+      const epoch = this.epochs?.get(f.run_id);
+      if (f.epoch && epoch && f.epoch !== epoch) {
+        ws.deliver({ type: "error", id: f.id, code: "log_reset", message: "the history you hold was lost", run_id: f.run_id, epoch });
+        return;
+      }
       if (since > log.length) {
         ws.deliver({ type: "error", id: f.id, code: "bad_request", message: "since past head", field: "since", run_id: f.run_id });
         return;
       }
       ws.subs.add(f.run_id);
       for (const ev of log.slice(since)) if (!this.replayDrop(ev, f)) ws.deliver(ev);
-      ws.deliver({ type: "sync", run_id: f.run_id, head_seq: log.length, status: "running" });
+      ws.deliver({ type: "sync", run_id: f.run_id, head_seq: log.length, status: "running", ...(epoch ? { epoch } : {}) });
     } else if (f.type === "ping") {
       ws.deliver({ type: "pong", id: f.id });
     } else if (f.type === "decide") {
@@ -241,6 +246,47 @@ describe("sequencing and reconnect (scripted hub)", () => {
     await waitFor(() => c.status === "open" && w.sub.synced && w.resets.length === 1, { message: "the reset" });
     assert.equal(w.sub.lastSeq, 1);
     assert.equal(w.sub.state.items[0].text, "y");
+    c.close();
+  });
+
+  test("a log with another epoch (the store lost it, then numbered anew past our seq): log_reset, and a fresh start", async () => {
+    const hub = new FakeHub();
+    hub.epochs = new Map([["r1", "e1"]]);
+    const c = makeClient(hub);
+    await c.connect();
+    const w = watch(c, "r1");
+    w.sub.handlers.onReset = (state, err) => { w.resets.push(err?.code); };
+    for (let i = 0; i < 3; i++) hub.append("r1", "message.delta", { item_id: "m", delta: "x" });
+    await waitFor(() => w.sub.lastSeq === 3 && w.sub.synced);
+    hub.logs.set("r1", []);
+    hub.epochs.set("r1", "e2");
+    for (const d of ["a", "b", "c", "d"]) hub.append("r1", "message.delta", { item_id: "m", delta: d }, { to: () => false }); // longer than ours
+    hub.sockets[0].serverClose(1012);
+    await waitFor(() => c.status === "open" && w.sub.synced && w.resets.length === 1, { message: "the reset" });
+    const resub = hub.received.filter((f) => f.type === "subscribe" && f.since === 3);
+    assert.equal(resub.length, 1);
+    assert.equal(resub[0].epoch, "e1", "the epoch goes with since");
+    assert.deepEqual(w.resets, ["log_reset"]);
+    assert.equal(w.sub.lastSeq, 4);
+    assert.equal(w.sub.state.items[0].text, "abcd", "the new log only, nothing of the lost one");
+    c.close();
+  });
+
+  test("presence frames: the whole set, then changes; kept out of the folded state", async () => {
+    const hub = new FakeHub();
+    const c = makeClient(hub);
+    await c.connect();
+    const seen = [];
+    const sub = c.subscribe("r1", { onPresence: (p) => seen.push(Object.keys(p.entries).sort().join(",")) });
+    await waitFor(() => sub.synced);
+    const ws = hub.sockets[0];
+    const e = (cid, sub_) => ({ connection_id: cid, sub: sub_, name: sub_, roles: [] });
+    ws.deliver({ type: "presence", run_id: "r1", full: true, listed: "all", joined: [e("c1", "u"), e("c2", "v")], left: [], count: 2, people: 2 });
+    ws.deliver({ type: "presence", run_id: "r1", full: false, listed: "all", joined: [e("c3", "w")], left: ["c1"], count: 2, people: 2 });
+    ws.deliver({ type: "presence", run_id: "other", full: true, listed: "all", joined: [e("c9", "x")], left: [], count: 1, people: 1 });
+    assert.deepEqual(seen, ["c1,c2", "c2,c3"]);
+    assert.deepEqual(Object.keys(sub.presence.entries).sort(), ["c2", "c3"]);
+    assert.equal("participants" in sub.state, false);
     c.close();
   });
 
