@@ -15,7 +15,7 @@ from websockets.protocol import State
 from websockets.typing import Subprotocol
 from websockets.uri import parse_uri
 
-from hubtest import ALICE, OPERATOR, TERMINAL, VIEWER, Client, Cluster, seqs, token
+from hubtest import ALICE, TERMINAL, VIEWER, Client, Cluster, seqs
 
 
 @pytest.fixture(scope="module")
@@ -28,10 +28,10 @@ def small_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
 
 async def test_slow_consumer_is_closed_with_4408_and_recovers_with_since(small_hub: Cluster) -> None:
     hub = small_hub
-    run_id = hub.start_run()
+    # A run that talks a lot: a few hundred live events of 4 KB each for every watcher.
+    run_id = hub.start_run("chatty")
     watcher = await Client.connect(hub.ws_url(), VIEWER)
     await watcher.subscribe(run_id)
-    await watcher.wait_event(run_id, "run.paused")
 
     # A client that stops reading: a raw socket with a tiny receive buffer, driven by websockets' sans-I/O protocol.
     sock = socket.socket()
@@ -46,26 +46,13 @@ async def test_slow_consumer_is_closed_with_4408_and_recovers_with_since(small_h
         proto.send_text(json.dumps(frame).encode())
     sock.sendall(b"".join(proto.data_to_send()))
 
-    # Someone with a long name comes and goes: every visit is two big live events for every watcher.
-    noisy = await Client.connect(hub.ws_url(), token("noisy", ["viewer"], name="N" * 4000))
-
     def slow_closed() -> int:
         text = hub.http("GET", "/metrics").text
         return int(float(next(x for x in text.splitlines() if x.startswith("runcast_slow_consumers_closed_total ")).split()[1]))
 
-    assert slow_closed() == 0
-    seen = watcher.events(run_id)[-1]["seq"]
-    for _ in range(200):
-        for _ in range(20):  # pipelined: twenty visits, then wait for the last answer
-            await noisy.send({"type": "subscribe", "run_id": run_id, "since": seen})
-            await noisy.send({"type": "unsubscribe", "run_id": run_id})
-        await noisy.request({"type": "ping"})
-        seen = noisy.events(run_id)[-1]["seq"]
-        if slow_closed():
-            break
+    await watcher.wait_event(run_id, "run.completed", timeout=60)
     assert slow_closed() == 1
     # the fast clients were never held up
-    assert (await noisy.request({"type": "ping"}))["type"] == "pong"
     assert (await watcher.request({"type": "ping"}))["type"] == "pong"
 
     # the slow one, once it reads again, finds what was in flight and then its close: 4408
@@ -89,8 +76,7 @@ async def test_slow_consumer_is_closed_with_4408_and_recovers_with_since(small_h
     replay = [f for f in back.frames[: back.frames.index(sync)] if "seq" in f]
     assert seqs(replay) == list(range(last_seq + 1, sync["head_seq"] + 1))
     assert replay == hub.log_events(run_id)[last_seq : sync["head_seq"]]
-    assert hub.http("POST", f"/api/runs/{run_id}/cancel", OPERATOR, json={}).status_code == 200
-    for c in (watcher, noisy, back):
+    for c in (watcher, back):
         await c.close()
 
 

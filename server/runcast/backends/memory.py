@@ -53,7 +53,8 @@ class MemoryBackend(Backend):
         self._outbox_ids = itertools.count(1)
         self._deliveries: collections.OrderedDict[str, dict[str, Any]] = collections.OrderedDict()
         self._presence: dict[str, dict[str, tuple[float, dict[str, Any]]]] = {}  # run -> cid -> (expiry, entry)
-        self._presence_v: dict[str, int] = {}
+        self._presence_v: dict[str, int] = {}  # per live set; from one counter, so a version never comes back
+        self._presence_n = 0
         self._watched: dict[str, dict[str, dict[str, Any]]] = {}  # run -> sub -> {sub, name, first_seen, last_seen}
 
     # ---- log
@@ -212,6 +213,14 @@ class MemoryBackend(Backend):
         rec = self._watched.setdefault(run_id, {}).setdefault(entry["sub"], {"sub": entry["sub"], "first_seen": now})
         rec["name"], rec["last_seen"] = entry.get("name") or entry["sub"], now
 
+    def _bump(self, run_id: str) -> None:
+        if self._presence.get(run_id):
+            self._presence_n += 1
+            self._presence_v[run_id] = self._presence_n
+        else:  # an empty set keeps nothing
+            self._presence.pop(run_id, None)
+            self._presence_v.pop(run_id, None)
+
     async def presence_join(self, run_id: str, entries: list[dict[str, Any]], ttl_s: float) -> None:
         now = time.time()
         live = self._presence.setdefault(run_id, {})
@@ -221,7 +230,7 @@ class MemoryBackend(Backend):
             live[e["connection_id"]] = (now + ttl_s, dict(e))
             self._seen(run_id, e, now)
         if added:
-            self._presence_v[run_id] = self._presence_v.get(run_id, 0) + 1
+            self._bump(run_id)
 
     async def presence_leave(self, run_id: str, entries: list[dict[str, Any]]) -> None:
         now = time.time()
@@ -231,9 +240,7 @@ class MemoryBackend(Backend):
             removed |= live.pop(e["connection_id"], None) is not None
             self._seen(run_id, e, now)
         if removed:
-            self._presence_v[run_id] = self._presence_v.get(run_id, 0) + 1
-        if not live:
-            self._presence.pop(run_id, None)
+            self._bump(run_id)
 
     async def presence_read(self, run_id: str, known_version: int | None = None) -> tuple[int, dict[str, dict[str, Any]] | None]:
         now = time.time()
@@ -242,7 +249,7 @@ class MemoryBackend(Backend):
         for cid in gone:
             del live[cid]
         if gone:
-            self._presence_v[run_id] = self._presence_v.get(run_id, 0) + 1
+            self._bump(run_id)
         v = self._presence_v.get(run_id, 0)
         if v == known_version:
             return v, None
