@@ -64,7 +64,7 @@ class Process:
             self.wait_ready()
         return self
 
-    def wait_ready(self, timeout: float = 60) -> None:  # (a loaded CI machine can take a while)
+    def wait_ready(self, timeout: float = 120) -> None:  # (a loaded CI machine can take a while)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc and self.proc.poll() is not None:

@@ -29,7 +29,11 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
     c = Cluster(tmp_path, "redis", server.url, nodes=3, workers=2,
                 env={"RUNCAST_LEASE_S": str(LEASE_S), "RUNCAST_DEMO_DELAY": "0.02"})
     c.redis = server  # type: ignore[attr-defined]
-    c.start()
+    try:
+        c.start()
+    except BaseException:
+        server.stop()
+        raise
     yield c
     c.stop()
     server.stop()

@@ -20,7 +20,11 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
     server.start()
     c = Cluster(tmp_path, "redis", server.url, nodes=1, workers=1)
     c.redis = server  # type: ignore[attr-defined]
-    c.start()
+    try:
+        c.start()
+    except BaseException:
+        server.cleanup()
+        raise
     yield c
     c.stop()
     server.cleanup()

@@ -21,7 +21,11 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
     server = RedisServer()
     server.start()
     c = Cluster(tmp_path, "redis", server.url, nodes=2, workers=1, env={"RUNCAST_PRESENCE_REFRESH_S": str(REFRESH_S)})
-    c.start()
+    try:
+        c.start()
+    except BaseException:
+        server.stop()
+        raise
     yield c
     c.stop()
     server.stop()
