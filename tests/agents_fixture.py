@@ -161,6 +161,4 @@ AGENTS = {
         "type": "mcp", "server_label": "crm", "server_url": "http://127.0.0.1:9", "require_approval": "never"})]),
     # an input guardrail that trips on "password"
     "guarded": Agent(name="Guarded", model=Responding(lambda call: [assistant_message("ok")]), input_guardrails=[no_secrets]),
-    # a run that talks a lot, fast: 2,000 deltas of 4 KB (a slow consumer falls behind it)
-    "chatty": Agent(name="Chatty", model=DemoModel(lambda input_: Step(" ".join(["y" * 4000] * 2000)), delay=0.0)),
 }
