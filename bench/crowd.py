@@ -8,6 +8,7 @@ node 0 and node 1), subscribe to it spread over `--open-s` seconds; `--decide-af
 an approver on node 0 approves. Printed per N:
   - the delay from sending `decide` to `run.resumed` arriving, at every watcher: p50 / p99 / max;
   - presence frames (and their bytes) each watcher got from its subscribe to the run's end: mean / max;
+  - when the hub logged `approval.decided` and `run.resumed`, relative to the decide (server side of the delay);
   - the baseline of the same run: the same N watchers, subscribed long enough before the decision that presence has
     gone quiet (`--settle-s`), and the ratio crowd / settled of the p99. A ratio near 1 means the crowd's arrival
     no longer delays the decision; presence frames per watcher that do not grow with N mean its cost is O(N) in all.
@@ -25,6 +26,7 @@ import statistics
 import sys
 import tempfile
 import time
+from datetime import datetime
 from pathlib import Path
 
 import httpx
@@ -119,9 +121,13 @@ async def one(nodes: list[Process], n: int, open_s: float, decide_after: float) 
     if wait > 0:
         await asyncio.sleep(wait)
     t_decide = time.perf_counter()
+    wall_decide = time.time()
     await approver.send(json.dumps({"type": "decide", "run_id": run_id, "approval_id": ap, "decision": "approve", "id": "d"}))
     await asyncio.wait_for(asyncio.gather(*(w.completed.wait() for w in watchers)), 120)
     delays = [(w.resumed_at - t_decide) * 1000 for w in watchers if w.resumed_at is not None]
+    log = httpx.get(f"{base}/api/runs/{run_id}/events?limit=1000", headers={"Authorization": f"Bearer {OPERATOR}"}, timeout=30).json()["events"]
+    logged = {e["type"]: (datetime.fromisoformat(e["ts"].replace("Z", "+00:00")).timestamp() - wall_decide) * 1000
+              for e in log if e["type"] in ("approval.decided", "run.resumed")}
     assert len(delays) == n, f"{n - len(delays)} watchers never saw run.resumed"
     out = {
         "opened_s": opened, "p50": pct(delays, 50), "p99": pct(delays, 99), "max": max(delays),
@@ -129,6 +135,7 @@ async def one(nodes: list[Process], n: int, open_s: float, decide_after: float) 
         "presence_max": max(w.presence_frames for w in watchers),
         "presence_kb_mean": statistics.mean(w.presence_bytes for w in watchers) / 1024,
         "frames_mean": statistics.mean(w.frames for w in watchers),
+        "decided_logged": logged.get("approval.decided", float("nan")), "resumed_logged": logged.get("run.resumed", float("nan")),
     }
     for w in watchers:
         if w.task:
@@ -161,15 +168,19 @@ async def main() -> None:
     print(f"runcast crowd bench: {os.cpu_count()} cpus; two hub nodes and a worker on one redis-server; clients in this process")
     print(f"a crowd subscribes over {args.open_s:g} s, the approver decides {args.decide_after:g} s after the last; "
           f"baseline: the same crowd, settled {args.settle_s:g} s")
-    print(f"{'crowd':>6}  {'decide -> run.resumed at every watcher, ms':>44}  {'presence frames / watcher':>26}  {'settled p99':>11}  {'ratio':>5}")
-    print(f"{'':>6}  {'p50':>10} {'p99':>10} {'max':>10} {'opened s':>10}  {'mean':>8} {'max':>6} {'KiB':>8}  {'ms':>11}  {'p99':>5}")
+    print(f"{'crowd':>6}  {'decide -> run.resumed at every watcher, ms':>44}  {'presence frames / watcher':>26}  "
+          f"{'settled p99':>11}  {'ratio':>5}  {'logged: decided / resumed, ms':>30}")
+    print(f"{'':>6}  {'p50':>10} {'p99':>10} {'max':>10} {'opened s':>10}  {'mean':>8} {'max':>6} {'KiB':>8}  {'ms':>11}  {'p99':>5}"
+          f"  {'crowd':>14} {'settled':>15}")
     try:
         for n in crowds:
             crowd = await one(nodes, n, args.open_s, args.decide_after)
             settled = await one(nodes, n, args.open_s, args.settle_s)
             print(f"{n:>6}  {crowd['p50']:>10.1f} {crowd['p99']:>10.1f} {crowd['max']:>10.1f} {crowd['opened_s']:>10.2f}  "
                   f"{crowd['presence_mean']:>8.1f} {crowd['presence_max']:>6} {crowd['presence_kb_mean']:>8.1f}  "
-                  f"{settled['p99']:>11.1f}  {crowd['p99'] / settled['p99']:>5.2f}", flush=True)
+                  f"{settled['p99']:>11.1f}  {crowd['p99'] / settled['p99']:>5.2f}  "
+                  f"{crowd['decided_logged']:>6.0f} / {crowd['resumed_logged']:<6.0f} {settled['decided_logged']:>6.0f} / {settled['resumed_logged']:<6.0f}",
+                  flush=True)
     finally:
         for proc in [*nodes, worker]:
             proc.stop()

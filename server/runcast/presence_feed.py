@@ -1,8 +1,9 @@
 """A hub node's presence: its watchers' entries in the backend, and `presence` frames to its clients.
 
 The rules are in `presence.py`; this module only moves data. One task per node ticks every `interval_s`: for each run
-a local client watches it reads the run's presence set from the backend (only when its version moved), folds it into
-the run's `RunPresence`, and sends the frame that comes out, encoded once per encoding, to every local watcher of the
+a local client watches it writes the joins and leaves of its clients since the last tick (one call each), reads the
+run's presence set from the backend (only when its version moved), folds it into the run's `RunPresence`, and sends
+the frame that comes out, encoded once per encoding, to every local watcher of the
 run. Another task refreshes this node's entries every `refresh_s`; entries live `ttl_s` (1.6 refreshes) in the
 backend, so when a node dies its watchers leave everyone's list within two refresh intervals.
 """
@@ -30,12 +31,15 @@ class Watcher(Protocol):
 
 
 class _Run:
-    __slots__ = ("view", "local", "dirty")
+    __slots__ = ("view", "local", "dirty", "joins", "leaves")
 
     def __init__(self, view: RunPresence) -> None:
         self.view = view
         self.local: dict[Watcher, Entry] = {}
         self.dirty = 0  # local joins / leaves since the last backend read began (that read may predate them)
+        # Written to the backend at the next tick, all at once: a crowd joining costs one write per run per tick.
+        self.joins: dict[str, Entry] = {}
+        self.leaves: dict[str, Entry] = {}
 
 
 class PresenceFeed:
@@ -60,7 +64,7 @@ class PresenceFeed:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         for run_id, run in list(self._runs.items()):  # a clean stop says goodbye; a killed node's entries expire
             try:
-                await self.backend.presence_leave(run_id, list(run.local.values()))
+                await self.backend.presence_leave(run_id, [*run.local.values(), *run.leaves.values()])
             except Exception:  # noqa: BLE001
                 pass
         self._runs.clear()
@@ -80,12 +84,9 @@ class PresenceFeed:
         run.local[watcher] = entry
         run.dirty += 1
         run.view.join(entry)
+        run.joins[entry["connection_id"]] = entry
         watcher.send(encode(run.view.snapshot(), watcher.encoding))
         self.frames_sent += 1
-        try:
-            await self.backend.presence_join(run_id, [entry], self.ttl_s)
-        except Exception as exc:  # noqa: BLE001 - the refresh adds it once the backend is back
-            log.warning("presence join on %s not written: %s", run_id, exc)
 
     async def leave(self, run_id: str, watcher: Watcher) -> None:
         run = self._runs.get(run_id)
@@ -94,12 +95,31 @@ class PresenceFeed:
         entry = run.local.pop(watcher)
         run.dirty += 1
         run.view.leave(entry["connection_id"])
-        if not run.local:
+        if run.joins.pop(entry["connection_id"], None) is None:
+            run.leaves[entry["connection_id"]] = entry
+        if not run.local:  # the last local watcher: say goodbye now, nobody ticks for this run any more
             del self._runs[run_id]
-        try:
-            await self.backend.presence_leave(run_id, [entry])
-        except Exception as exc:  # noqa: BLE001 - it expires by itself
-            log.warning("presence leave on %s not written: %s", run_id, exc)
+            try:
+                await self._flush(run_id, run)
+            except Exception as exc:  # noqa: BLE001 - its entries expire by themselves
+                log.warning("presence leave on %s not written: %s", run_id, exc)
+
+    async def _flush(self, run_id: str, run: _Run) -> None:
+        """Write this node's joins and leaves since the last tick: one call each, however many there were."""
+        if run.joins:
+            joins, run.joins = run.joins, {}
+            try:
+                await self.backend.presence_join(run_id, list(joins.values()), self.ttl_s)
+            except BaseException:
+                run.joins = joins | run.joins
+                raise
+        if run.leaves:
+            leaves, run.leaves = run.leaves, {}
+            try:
+                await self.backend.presence_leave(run_id, list(leaves.values()))
+            except BaseException:
+                run.leaves = leaves | run.leaves
+                raise
 
     # ------------------------------------------------------------------ the clock
     async def _tick_loop(self) -> None:
@@ -114,6 +134,7 @@ class PresenceFeed:
                     log.debug("presence tick of %s: %s", run_id, exc)
 
     async def _tick(self, run_id: str, run: _Run) -> None:
+        await self._flush(run_id, run)
         dirty = run.dirty
         version, entries = await self.backend.presence_read(run_id, run.view.version)
         if entries is not None and run.dirty == dirty and self._runs.get(run_id) is run:
