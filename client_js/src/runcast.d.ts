@@ -92,7 +92,8 @@ export interface RunHandlers {
   onError?(error: RuncastError): void;
   /**
    * The hub's log of this run is not the one the client held (`error.code` "log_reset": the hub's store lost it or
-   * rebuilt it): the client has started the run afresh, from seq 1, with an empty state.
+   * rebuilt it): the client has started the run afresh, from seq 1, with an empty state. (If the hub has no such run
+   * any more, there is nothing to start from: `onError` gets the `log_reset` and the state stays as it was.)
    */
   onReset?(state: RunState, error?: RuncastError): void;
   /** Who watches changed: the whole set after each (re)subscribe, then joins and leaves (at most every 250 ms). */

@@ -574,12 +574,14 @@ export class RuncastClient {
       if (f.id && entry.subscribeIds && entry.subscribeIds.has(f.id)) {
         entry.subscribeIds.delete(f.id);
         entry.inflight = Math.max(0, entry.inflight - 1);
-        if (f.code === "log_reset" || (f.field === "since" && f.code === "bad_request")) {
+        if ((f.code === "log_reset" && f.epoch) || (f.field === "since" && f.code === "bad_request")) {
           // The hub's log for this run is not the one we applied (its store lost or rebuilt it): the history we hold
           // is gone. Start over from what the hub has now, and tell the app (onReset gets the error).
           this._reset(entry, new RuncastError(f.code, f.message, f));
           return;
         }
+        // (log_reset without an epoch: the hub has no such run any more. Nothing to start afresh from: the state
+        // stays as it was, and onError says its history was lost.)
         const err = new RuncastError(f.code, f.message, f);
         for (const sub of entry.listeners) call(sub.handlers.onError, err);
         return;

@@ -367,7 +367,12 @@ function openRun(runId) {
     },
     onPresence: () => { scheduleRender(); loadWatchedSoon(); },
     onError: (err) => {
-      if (err.code === "not_found" || err.code === "forbidden") v.problem = v.sub.state.seq > 0 ? "forgotten" : "unknown";
+      if (err.code === "log_reset") {
+        // The hub's store lost this run (e.g. Redis restarted empty): what is on screen is all there is; say so.
+        $("history-lost").hidden = false;
+        setText($("history-lost"), `The hub lost this run's history (${err.message}).`);
+        v.problem = "forgotten";
+      } else if (err.code === "not_found" || err.code === "forbidden") v.problem = v.sub.state.seq > 0 ? "forgotten" : "unknown";
       else banner(`${runId}: ${err.message}`);
       scheduleRender();
     },
