@@ -24,7 +24,7 @@ they share one slot (one master) with one another:
     {P}:flush         ZSET "<run_id> <tx>" -> deadline: commits whose jobs and timer are not yet in the {P} keys
     P:user:{U}:starts ZSET run_id -> start time (ms): user U's starts in the quota window (quota.lua)
     P:user:{U}:open   ZSET run_id -> start time (ms): U's runs not known to be finished (pruned from their records)
-    P:sentinel        a random value each process checks every second: gone means Redis lost its data (datawatch.py)
+    {P}:sentinel      a random value each process checks every second: gone means Redis lost its data (datawatch.py)
     P:run:{R}:presence, :presence:data, :presence:v, :watched    who watches (see presence.py)
 
 Appends (the hot path: every event) are one script in the run's slot: log, head, trim, publish. Events are packed

@@ -1,6 +1,6 @@
 """Noticing that Redis lost its data: a restart without persistence, or a failover to a replica that missed writes.
 
-Every process sets `P:sentinel` to a random value if it is missing (SET NX) and remembers the value it found. Then it
+Every process sets `{P}:sentinel` to a random value if it is missing (SET NX) and remembers the value it found. Then it
 looks again every `watch_s`: a sentinel that is gone, or holds another value, means the data this process knew is
 gone. It says so in its log (as an error: runs and their logs from before are lost, clients holding `since` will get
 `log_reset`), keeps the fact for `/readyz`, calls `on_data_lost`, and arms a new sentinel so the next loss is noticed too.
@@ -34,7 +34,7 @@ class DataWatch:
 
     @property
     def _sentinel(self) -> str:
-        return f"{self.prefix}:sentinel"
+        return f"{{{self.prefix}}}:sentinel"  # with the other shared keys, in the prefix's slot (see `_g`)
 
     async def _arm_sentinel(self) -> None:
         await self._redis.set(self._sentinel, secrets.token_hex(8), nx=True)
