@@ -300,6 +300,10 @@ def src_env(src: Path | None) -> dict[str, str]:
     return {"PYTHONPATH": os.pathsep.join([str(ROOT / "bench"), str(src / "server"), os.environ.get("PYTHONPATH", "")])}
 
 
+def failed(name: str, watchers: int, rate: float, exc: BaseException) -> Row:
+    return Row(name, watchers, rate, ok="failed", note=f"{type(exc).__name__}: {str(exc).splitlines()[-1] if str(exc) else ''}"[:200])
+
+
 async def live_runcast(args: argparse.Namespace, tmp: Path, rate: float, n: int, watchers: int, label: str = "runcast",
                        extra: list[str] | None = None, env: dict[str, str] | None = None, batch: bool = False,
                        src: Path | None = None) -> Row:
@@ -524,8 +528,11 @@ async def main() -> None:
                     rows.append(r)
                     show([r], floor_cpu)
                 if args.base:
-                    r = await live_runcast(args, tmp, rate, n, args.watchers, "runcast (base)", src=args.base)
-                    r.note = f"wall {r.wall / one.wall:.2f}x 1 watcher; " + r.note
+                    try:
+                        r = await live_runcast(args, tmp, rate, n, args.watchers, "runcast (base)", src=args.base)
+                        r.note = f"wall {r.wall / one.wall:.2f}x 1 watcher; " + r.note
+                    except Exception as exc:  # noqa: BLE001 - an old checkout may not run here: say so, go on
+                        r = failed("runcast (base)", args.watchers, rate, exc)
                     rows.append(r)
                     show([r], floor_cpu)
                 if args.batch:
