@@ -34,7 +34,12 @@ def fast_hub(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
     if request.param == "redis":
         redis = RedisServer()
         redis.start()
-    cluster = Cluster(tmp, request.param, redis.url if redis else None, env=ENV).start()
+    try:
+        cluster = Cluster(tmp, request.param, redis.url if redis else None, env=ENV).start()
+    except BaseException:
+        if redis:
+            redis.cleanup()
+        raise
     yield cluster
     cluster.stop()
     if redis:
