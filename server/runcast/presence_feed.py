@@ -157,7 +157,7 @@ class PresenceFeed:
             await asyncio.sleep(self.refresh_s)
             for run_id, run in list(self._runs.items()):
                 try:
-                    await self.backend.presence_join(run_id, list(run.local.values()), self.ttl_s)
+                    await self.backend.presence_refresh(run_id, list(run.local.values()), self.ttl_s)
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:  # noqa: BLE001

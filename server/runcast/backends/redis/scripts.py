@@ -24,4 +24,5 @@ QUOTA_OK, QUOTA_OPEN, QUOTA_RATE = 0, 1, 2  # quota.lua's answers
 OK, TRIMMED, CONFLICT, NOT_OWNER, LANDED = 0, 1, 2, 3, 4
 PRESENCE_JOIN = _load("presence_join")
 PRESENCE_LEAVE = _load("presence_leave")
+PRESENCE_REFRESH = _load("presence_refresh")
 PRESENCE_READ = _load("presence_read")
