@@ -98,6 +98,9 @@ def bench_env(**extra: str) -> dict[str, str]:
         "RUNCAST_SECRET": SECRET, "RUNCAST_COALESCE_S": "0", "RUNCAST_LOG_LEVEL": "WARNING",
         "RUNCAST_RATE_PER_S": "100000", "RUNCAST_RATE_BURST": "100000", "OPENAI_AGENTS_DISABLE_TRACING": "1",
         "RUNCAST_LOOP": os.environ.get("RUNCAST_LOOP", "asyncio"),
+        # a bench is one user opening thousands of connections at once: the per-node caps and quotas are off
+        "RUNCAST_MAX_CONNECTIONS": "0", "RUNCAST_MAX_UNAUTHENTICATED": "0",
+        "RUNCAST_MAX_STARTS_PER_MINUTE": "0", "RUNCAST_MAX_OPEN_RUNS": "0",
         "PYTHONPATH": os.pathsep.join([str(ROOT / "bench"), str(ROOT / "server"), e.get("PYTHONPATH", "")]),
     })
     e.update(extra)

@@ -46,6 +46,9 @@ def env(events: int, delay: float) -> dict[str, str]:
     e.update({
         "RUNCAST_SECRET": SECRET, "RUNCAST_COALESCE_S": "0", "BENCH_WORDS": str(events), "BENCH_DELAY": str(delay),
         "RUNCAST_RATE_PER_S": "100000", "RUNCAST_RATE_BURST": "100000", "RUNCAST_LOG_LEVEL": "WARNING",
+        # a bench is one user opening thousands of connections at once: the per-node caps and quotas are off
+        "RUNCAST_MAX_CONNECTIONS": "0", "RUNCAST_MAX_UNAUTHENTICATED": "0",
+        "RUNCAST_MAX_STARTS_PER_MINUTE": "0", "RUNCAST_MAX_OPEN_RUNS": "0",
         "PYTHONPATH": os.pathsep.join([str(ROOT / "bench"), str(ROOT / "server"), e.get("PYTHONPATH", "")]),
     })
     return e
