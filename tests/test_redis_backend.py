@@ -649,3 +649,22 @@ async def test_same_behaviour_as_memory_backend(make) -> None:
     # and the trace did exercise the interesting cases
     assert ("Conflict", None) in redis_trace and ("NotOwner", None) in redis_trace
     assert ("LogTrimmed", {"first_kept": 4}) in redis_trace
+
+
+async def test_an_event_flushed_to_the_webhook_outbox_twice_is_delivered_by_one_entry(make, raw) -> None:
+    # Two overlapping commits of one run may both flush the same event (the flush is at least once): two stream
+    # entries, one event. Whichever entry is read first delivers it, on whichever node; the other is dropped and acked.
+    a, b = await make(), await make()
+    await a.outbox_join()
+    packed = Event({"run_id": "run_x", "seq": 7, "ts": "t", "type": "run.paused", "data": {}}).packed()
+    other = Event({"run_id": "run_x", "seq": 8, "ts": "t", "type": "run.completed", "data": {}}).packed()
+    for p in (packed, packed, other):
+        await raw.xadd(a._outbox, {"e": p})
+    got = await a.outbox_take("n1", count=1, timeout=0.1) + await b.outbox_take("n2", count=10, timeout=0.1)
+    assert [(e["run_id"], e["seq"]) for e in got] == [("run_x", 7), ("run_x", 8)]
+    pending = await raw.xpending(a._outbox, "deliverers")
+    assert pending["pending"] == 2  # the two delivering entries, not yet acked; the duplicate is gone
+    # a delivering entry taken over after its process died still delivers (it is the event's own entry)
+    a.webhook_claim_s = 0.0
+    again = await a.outbox_take("n3", count=10, timeout=0.1)
+    assert sorted(e["seq"] for e in again) == [7, 8]

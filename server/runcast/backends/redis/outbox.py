@@ -8,6 +8,8 @@ moves a commit's webhook events here from the run's own list, writes them in the
     {P}:webhooks:outbox      Stream, field `e` = the packed event (as logged); group `deliverers`
     {P}:webhooks:deliveries  Hash: "<webhook-id> <endpoint id>" -> delivery record JSON (status, attempts, ...)
     {P}:webhooks:recent      ZSET of those keys by last update: the newest `DELIVERIES_KEPT` are kept
+    {P}:webhooks:entry:<run_id>:<seq>  the outbox entry that delivers that event (SET NX when first read): the flush
+                             is at least once, so one event may reach the stream twice; the second entry is dropped
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ log = logging.getLogger("runcast.redis")
 GROUP = "deliverers"
 OUTBOX_MAXLEN = 100_000  # entries kept undelivered at most (approximate trim, in the commit script)
 DELIVERIES_KEPT = 1000
+ENTRY_OWNER_S = 3 * 86400  # longer than a delivery is retried (webhooks.py gives up after a day)
 
 
 class OutboxQueue:
@@ -84,11 +87,20 @@ class OutboxQueue:
         for _stream, entries in (res.items() if isinstance(res, dict) else res or []):
             for entry_id, fields in entries:
                 e = self._entry(entry_id, fields)
-                if e is None:
-                    await self.outbox_ack(entry_id.decode())
+                if e is None or not await self._first_entry_of_event(e):
+                    await self.outbox_ack(entry_id.decode())  # not an event, or an event another entry delivers
                 else:
                     out.append(e)
         return out
+
+    async def _first_entry_of_event(self, e: dict[str, Any]) -> bool:
+        """Two commits of one run that overlap may both flush the same event to the outbox (at least once, by design):
+        the first entry read for an event delivers it, a later one is dropped, so a receiver is not sent it twice."""
+        key = f"{{{self.prefix}}}:webhooks:entry:{e['run_id']}:{e['seq']}"
+        if await self._redis.set(key, e["id"], nx=True, ex=ENTRY_OWNER_S):
+            return True
+        owner = await self._redis.get(key)
+        return owner is None or owner.decode() == e["id"]
 
     async def outbox_touch(self, consumer: str, entry_id: str) -> None:
         await self._redis.xclaim(self._outbox, GROUP, consumer, 0, [entry_id], justid=True)
