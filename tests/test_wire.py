@@ -89,3 +89,32 @@ def test_the_asgi_fallback_delivers_in_order_with_and_without_batching(monkeypat
                     if any(f["type"] in ("run.paused", "run.completed") for f in frames_):
                         break
                 assert seqs == list(range(1, len(seqs) + 1))
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_a_write_to_a_socket_already_closed_is_dropped_on_either_loop(loop: str) -> None:
+    # uvloop's transport raises RuntimeError on a write after close, where asyncio's ignores it; an error frame for a
+    # client that just went away used to end its connection's cleanup with that traceback (seen on Redis Cluster CI).
+    import asyncio
+    from types import SimpleNamespace
+
+    from runcast.wire import SocketWire
+
+    async def main() -> None:
+        srv = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+        _, w = await asyncio.open_connection("127.0.0.1", srv.sockets[0].getsockname()[1])
+        proto = SimpleNamespace(transport=w.transport, handshake_complete=False, close_sent=False)
+        wire = SocketWire(proto)
+        wire.write(frame(b"before", False), [b"before"], False)
+        w.transport.close()
+        await asyncio.sleep(0.05)
+        wire.write(frame(b"after", False), [b"after"], False)  # must not raise
+        assert wire.held() == 0
+        srv.close()
+
+    if loop == "uvloop":
+        import uvloop
+
+        uvloop.run(main())
+    else:
+        asyncio.run(main())

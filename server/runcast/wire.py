@@ -84,7 +84,9 @@ class SocketWire:
 
     def write(self, data: bytes, payloads: list[bytes], binary: bool) -> None:
         """`data` is `frames(payloads, binary)`: the socket takes the former, AsgiWire the latter."""
-        if not self._proto.close_sent:
+        # A socket the client closed under us takes nothing: asyncio's transport ignores such a write, uvloop's raises
+        # RuntimeError ("the handler is closed"), which would end the connection's cleanup with a traceback.
+        if not self._proto.close_sent and not self._transport.is_closing():
             self._transport.write(data)
 
     def held(self) -> int:
