@@ -63,7 +63,7 @@ async def _cycles(port: int, tok: str, n: int, concurrency: int = 150) -> None:
 async def _settled(hub: Cluster) -> dict[str, int]:
     for _ in range(50):
         state = live(hub)
-        if state["open"] == 0 and state["live_objects"] == 0:
+        if (state["open"], state["live_objects"]) == (0, 0):
             return state
         await asyncio.sleep(0.1)
     return state
@@ -77,13 +77,36 @@ async def test_closed_connections_leave_nothing_behind(hub: Cluster) -> None:
     # 18,000 connections, then flat; with the timer leak it was +80 MiB per 3,000).
     await _cycles(port, tok, 1500)
     await _cycles(port, tok, 3000)
-    assert await _settled(hub) == {"open": 0, "live_objects": 0}
+    state = await _settled(hub)
+    assert (state["open"], state["live_objects"]) == (0, 0), state
     after_one = rss_bytes(pid)
     await _cycles(port, tok, 3000)
-    assert await _settled(hub) == {"open": 0, "live_objects": 0}
+    state = await _settled(hub)
+    assert (state["open"], state["live_objects"]) == (0, 0), state
     after_two = rss_bytes(pid)
     print(f"RSS after 3,000 connections: {after_one / 2**20:.1f} MiB; after 3,000 more: {after_two / 2**20:.1f} MiB")
     assert after_two <= after_one * 1.05, (after_one, after_two)
+
+
+async def test_an_upgraded_connection_lets_its_http_parser_go(hub: Cluster) -> None:
+    """The header-read timer's callback held the HTTP protocol object (parser, headers, buffers) of every upgraded
+    connection until it fired: 6 KiB per idle connection. Checked well inside the header timeout, when the timers of
+    these connections would all still be pending."""
+    port = port_of(hub)
+    tok = token("idler", ["viewer"], ttl=3600)
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    socks = [await RawWS.connect(port) for _ in range(20)]
+    try:
+        for ws in socks:
+            assert (await ws.hello(tok))["type"] == "welcome"
+        state = live(hub)
+        assert loop.time() - t0 < HEADER_TIMEOUT, "too slow to tell: the header timers have fired by now"
+        assert state["open"] == 20
+        assert state["http_protocols"] <= 2, state  # this debug request's own HTTP connection, and one kept alive
+    finally:
+        for ws in socks:
+            await ws.close()
 
 
 # ---------------------------------------------------------------------------------------------- decode limits

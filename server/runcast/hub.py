@@ -18,7 +18,7 @@ from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket
 
-from . import __version__, auth, connection, feed, webhooks
+from . import __version__, auth, connection, feed, transport, webhooks
 from . import api as api_rules
 from .backends.base import Backend, Subscription
 from .connection import Connection
@@ -328,7 +328,8 @@ def create_app(hub: Hub) -> Starlette:
         gc.collect()
         if _libc is not None:
             _libc.malloc_trim(0)  # hand freed heap pages back, so RSS measures what is still held
-        return JSONResponse({"open": len(hub.connections), "live_objects": len(connection.LIVE)})
+        return JSONResponse({"open": len(hub.connections), "live_objects": len(connection.LIVE),
+                             "http_protocols": len(transport.HTTP_LIVE)})
 
     async def index(request: Request) -> Response:
         return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-store"})
