@@ -419,14 +419,18 @@ async def idle(args: argparse.Namespace, tmp: Path, conns: int, src: Path | None
         srv.stop()
 
 
-async def processes(args: argparse.Namespace, tmp: Path, procs: int, redis_url: str, watchers: int, n: int) -> Row:
-    """`runcast serve --processes N --worker-process` on Redis: a run as fast as the worker streams it (BENCH_DELAY=0),
-    delivered events per second (all watchers) over the streaming window."""
-    go = tmp / f"go-procs-{procs}"
+async def processes(args: argparse.Namespace, tmp: Path, procs: int, redis_url: str, watchers: int, n: int,
+                    rate: float) -> Row:
+    """`runcast serve --processes N --worker-process` on Redis: a run at `rate` events per second (0: as fast as the
+    worker streams it), delivered events per second (all watchers) over the streaming window. The note says how much
+    CPU the watchers' own processes took: they share the machine's cores with the hub processes."""
+    go = tmp / f"go-procs-{procs}-{rate:g}"
     port = free_port()
     argv = [sys.executable, "-m", "runcast.cli", "serve", "--port", str(port), "--agents", "bench_agents", "--redis",
             redis_url, "--processes", str(procs), "--worker-process"]
-    srv = Server(argv, bench_env(BENCH_WORDS=str(n), BENCH_DELAY="0", BENCH_GO_FILE=str(go)), tmp / f"procs{procs}.log", port)
+    delay = str(1 / rate) if rate else "0"
+    srv = Server(argv, bench_env(BENCH_WORDS=str(n), BENCH_DELAY=delay, BENCH_GO_FILE=str(go)),
+                 tmp / f"procs{procs}-{rate:g}.log", port)
     w: Watchers | None = None
     try:
         srv.wait_listening()
@@ -436,12 +440,15 @@ async def processes(args: argparse.Namespace, tmp: Path, procs: int, redis_url: 
                      run_id=run_id, timeout_s=args.timeout, batch=args.batch)
         await w.ready()
         await asyncio.sleep(1)
-        pids = srv.pids
-        c0, t0 = cpu_seconds(pids), time.time()
+        pids, client_pids = srv.pids, [p.pid for p in w.procs]
+        c0, t0, w0 = cpu_seconds(pids), time.time(), cpu_seconds(client_pids)
         go.touch()
         res = await w.results()
-        c1 = cpu_seconds(pids)
-        row = _row(f"--processes {procs} (redis, burst)", watchers, 0, res, c1 - c0, t0, n)
+        c1, w1 = cpu_seconds(pids), cpu_seconds(client_pids)
+        row = _row(f"--processes {procs} (redis, {f'{rate:g} ev/s' if rate else 'burst'})", watchers, rate, res,
+                   c1 - c0, t0, n)
+        if row.wall == row.wall:
+            row.note += f"; hub+worker {(c1 - c0) / row.wall:.2f} cores, watchers {(w1 - w0) / row.wall:.2f} cores"
         return row
     finally:
         if w:
@@ -472,7 +479,8 @@ async def main() -> None:
     p.add_argument("--replay-clients", type=int, default=200)
     p.add_argument("--idle", type=int, default=10_000, help="idle connections to measure memory with")
     p.add_argument("--repeat", type=int, default=1)
-    p.add_argument("--burst-events", type=int, default=1000, help="events of the --processes runs (streamed at once)")
+    p.add_argument("--burst-events", type=int, default=1000, help="events of each --processes run")
+    p.add_argument("--processes-rates", default="0", help="events per second of the --processes runs (0: a burst)")
     p.add_argument("--batch", action="store_true", help="also measure Runcast with batched frames")
     p.add_argument("--timeout", type=float, default=300)
     p.add_argument("--keep", action="store_true", help="keep the servers' logs")
@@ -559,12 +567,13 @@ async def main() -> None:
 
                 redis = RedisServer()
                 redis.start()
-            pr = []
-            for procs in (1, 2):
-                pr.append(await processes(args, tmp, procs, redis.url, args.watchers, args.burst_events))
-            pr[1].note = f"{pr[1].delivered_s / pr[0].delivered_s:.2f}x the deliveries/s of 1 process; " + pr[1].note
-            rows += pr
-            show(pr, floor_cpu)
+            for prate in [float(x) for x in args.processes_rates.split(",")]:
+                pr = []
+                for procs in (1, 2):
+                    pr.append(await processes(args, tmp, procs, redis.url, args.watchers, args.burst_events, prate))
+                pr[1].note = f"{pr[1].delivered_s / pr[0].delivered_s:.2f}x the deliveries/s of 1 process; " + pr[1].note
+                rows += pr
+                show(pr, floor_cpu)
         if "idle" in only:
             r = await idle(args, tmp, args.idle)
             rows.append(r)
