@@ -6,8 +6,10 @@
 For each deployment: one `runcast serve --redis URL` (hub + worker) streams a run of E events (the firehose agent of
 bench/run.py) to N watchers. Printed per N: the run's wall time relative to one watcher, the delay from an event's
 `ts` to its arrival (p50 / p99), and the Redis commands per event, summed over every master from INFO commandstats
-(Lua's own calls included; time-driven commands such as blocking job reads and timer scans left out). On a cluster,
-live events go by SPUBLISH to the run's shard only, so the commands per event should not grow with N either.
+(Lua's own calls included; time-driven commands such as blocking job reads and timer scans left out), counted over
+the streaming only: the model waits (BENCH_GO_FILE) until every watcher has joined and synced. What the watchers'
+joining cost (hello, subscribe, the replay read, the presence join) is printed apart, per watcher. On a cluster, live
+events go by SPUBLISH to the run's shard only, so the commands per event should not grow with N either.
 """
 
 from __future__ import annotations
@@ -18,13 +20,14 @@ import os
 import shutil
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from run import PERIODIC, bench_live, env, pct  # noqa: E402  (bench/run.py: the same live benchmark)
 
-from hubtest import Process, free_port  # noqa: E402
+from hubtest import Process, free_port, token  # noqa: E402
 from redis_cluster import RedisCluster  # noqa: E402
 from redis_server import RedisServer  # noqa: E402
 
@@ -44,22 +47,55 @@ def stats(ports: list[int]) -> dict[str, int]:
 
 async def suite(label: str, url: str, masters: list[int], args: argparse.Namespace, tmp: Path) -> list[tuple]:
     port = free_port()
+    go = tmp / f"go-{label}"
     hub = Process(["serve", "--port", str(port), "--agents", "bench_agents", "--max-queue", "100000", "--redis", url],
-                  env(args.events, args.delay), tmp / f"{label}.log", port).start()
+                  dict(env(args.events, args.delay), BENCH_GO_FILE=str(go)), tmp / f"{label}.log", port).start()
     rows = []
     try:
-        await bench_live(hub.ws_url, 1)  # warm-up
+        h0 = histogram_counts(hub.url)
+        await bench_live(hub.ws_url, 1, go)  # warm-up
         one = None
         for n in args.watchers:
-            before = stats(masters)
-            dt, delays, events = await bench_live(hub.ws_url, n)
-            after = stats(masters)
+            marks: list[dict[str, int]] = [stats(masters)]
+            dt, delays, events = await bench_live(hub.ws_url, n, go, lambda: marks.append(stats(masters)))
+            marks.append(stats(masters))
             one = one or dt
-            per = sum(after.get(k, 0) - before.get(k, 0) for k in after if k not in TIMED) / events
-            rows.append((n, dt / one, pct(delays, 50) * 1000, pct(delays, 99) * 1000, per))
+            joining, streaming = (counted(a, b) for a, b in zip(marks, marks[1:]))
+            rows.append((n, dt / one, pct(delays, 50) * 1000, pct(delays, 99) * 1000, streaming / events,
+                         joining / n))
+        h1 = histogram_counts(hub.url)
+        print(f"{label}: samples the hub's histograms took over these runs: "
+              + ", ".join(f"{k} +{h1[k] - h0[k]:,.0f}" for k in HISTOGRAMS), flush=True)
     finally:
         hub.stop()
     return rows
+
+
+HISTOGRAMS = ("runcast_delivery_delay_seconds", "runcast_segment_duration_seconds")
+
+
+def histogram_counts(base_url: str) -> dict[str, float]:
+    """Samples observed so far by each histogram of the hub's /metrics (every label summed), parsed with
+    prometheus_client's own parser."""
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(f"{base_url}/metrics", headers={"Authorization": f"Bearer {token('bench', ['metrics'])}"},
+                     timeout=10).text
+    out = dict.fromkeys(HISTOGRAMS, 0.0)
+    for fam in text_string_to_metric_families(text):
+        for sample in fam.samples:
+            if sample.name.removesuffix("_count") in out and sample.name.endswith("_count"):
+                out[sample.name.removesuffix("_count")] += sample.value
+    return out
+
+
+def counted(before: dict[str, int], after: dict[str, int]) -> int:
+    return sum(after.get(k, 0) - before.get(k, 0) for k in after if k not in TIMED)
+
+
+def fmt(r: tuple) -> str:
+    return f"{r[1]:.2f}, {r[2]:.1f} / {r[3]:.1f}, {r[4]:.2f}, {r[5]:.1f}"
 
 
 async def main() -> None:
@@ -81,10 +117,14 @@ async def main() -> None:
         clustered = await suite("cluster", rc.url, [m["port"] for m in rc.masters()], args, tmp)
     finally:
         rc.stop()
-    print(f"runcast bench/cluster.py: {os.cpu_count()} cpus; {args.events} events per run; clients and servers share the machine")
-    print(f"{'watchers':>8} | {'one redis: time, p50 / p99 ms, cmds/event':>42} | {'cluster: time, p50 / p99 ms, cmds/event':>40}")
+    print(f"runcast bench/cluster.py, {time.strftime('%Y-%m-%d %H:%M %Z')}: {os.cpu_count()} cpus; {args.events} "
+          "events per run; clients and servers share the machine")
+    print("time: the run's wall time against 1 watcher; cmds/event: Redis commands while the run streams, per event;")
+    print("cmds/watcher: commands of a watcher joining (hello, subscribe, replay, presence), once per watcher\n")
+    head = "time, p50 / p99 ms, cmds/event, cmds/watcher"
+    print(f"{'watchers':>8} | {'one redis: ' + head:>55} | {'cluster: ' + head:>55}")
     for a, b in zip(single, clustered):
-        print(f"{a[0]:>8} | {a[1]:>8.2f}, {a[2]:>6.1f} / {a[3]:>6.1f}, {a[4]:>10.2f} | {b[1]:>8.2f}, {b[2]:>6.1f} / {b[3]:>6.1f}, {b[4]:>10.2f}")
+        print(f"{a[0]:>8} | {fmt(a):>55} | {fmt(b):>55}")
     shutil.rmtree(tmp, ignore_errors=True)
 
 

@@ -163,8 +163,14 @@ class Watchers:
 
     async def ready(self, timeout: float = 180) -> None:
         lines = await asyncio.wait_for(asyncio.gather(*(self._line(p) for p in self.procs)), timeout)
-        if any(x != "ready" for x in lines):
-            raise RuntimeError(f"watchers not ready: {lines}")
+        bad = [json.loads(x.removeprefix("failed ")) for x in lines if x != "ready"]
+        if bad:
+            closes: dict[str, int] = {}
+            for b in bad:
+                for k, v in b["closes"].items():
+                    closes[k] = closes.get(k, 0) + v
+            raise RuntimeError(f"{sum(b['failed'] for b in bad)} of {self.count} watchers failed to connect "
+                               f"(closes {closes}): {[e for b in bad for e in b['errors']][:3]}")
 
     def say(self, cmd: str) -> None:
         for p in self.procs:
@@ -396,6 +402,13 @@ async def replay(args: argparse.Namespace, tmp: Path, events: int, clients: int,
 
 
 async def idle(args: argparse.Namespace, tmp: Path, conns: int, src: Path | None = None, label: str = "runcast") -> Row:
+    try:
+        return await _idle(args, tmp, conns, src, label)
+    except RuntimeError as exc:
+        return failed(f"idle: {label}", conns, 0, exc)
+
+
+async def _idle(args: argparse.Namespace, tmp: Path, conns: int, src: Path | None, label: str) -> Row:
     srv = start_runcast(tmp, "idle", bench_env(**src_env(src)))
     w: Watchers | None = None
     try:

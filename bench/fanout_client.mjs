@@ -38,7 +38,12 @@ function record(ts) {
 
 function fail(w, msg) {
   if (errors.length < 20) errors.push(`watcher ${w.i}: ${msg}`);
+  const first = !w.bad;
   w.bad = true;
+  if (first && !w.ready) { // it will never be ready: count it, so the driver hears about it instead of waiting
+    failedEarly += 1;
+    settle();
+  }
 }
 
 function finish() {
@@ -75,10 +80,21 @@ function markDone(w) {
 }
 
 function markReady(w) {
-  if (w.ready) return;
+  if (w.ready || w.bad) return;
   w.ready = true;
   ready += 1;
-  if (ready === count) process.stdout.write("ready\n");
+  settle();
+}
+
+// Once every watcher is either ready or failed before it was: "ready", or "failed <json>" with the counts and the
+// first errors (the driver stops waiting and says what went wrong).
+let failedEarly = 0;
+let settled = false;
+function settle() {
+  if (settled || ready + failedEarly < count) return;
+  settled = true;
+  if (!failedEarly) process.stdout.write("ready\n");
+  else process.stdout.write(`failed ${JSON.stringify({ ready, failed: failedEarly, closes, errors })}\n`);
 }
 
 const watchers = [];

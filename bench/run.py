@@ -27,6 +27,7 @@ import tempfile
 import time
 from datetime import datetime
 from pathlib import Path
+from typing import Callable
 
 import httpx
 import websockets
@@ -109,8 +110,16 @@ def _ts(iso: str) -> float:
     return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
 
 
-async def bench_live(url: str, n: int) -> tuple[float, list[float], int]:
+async def bench_live(url: str, n: int, go: Path | None = None,
+                     at_go: Callable[[], None] | None = None) -> tuple[float, list[float], int]:
+    """n watchers of one firehose run: (seconds from start to the last watcher's run.completed, delays, events).
+
+    With `go` (the hub's BENCH_GO_FILE), the model waits until every watcher is subscribed and synced; `at_go` is
+    called just before it is let go, and the time runs from then: the window holds the streaming only, not the
+    watchers' joining (bench/cluster.py counts Redis commands over it)."""
     conns = [await hello(url) for _ in range(n)]
+    if go is not None:
+        go.unlink(missing_ok=True)
     starter = conns[0]
     await starter.send(json.dumps({"type": "start", "agent": "firehose", "input": "go", "id": "s"}))
     while (f := json.loads(await starter.recv())).get("id") != "s":
@@ -118,8 +127,11 @@ async def bench_live(url: str, n: int) -> tuple[float, list[float], int]:
     run_id = f["run_id"]
     t0 = time.perf_counter()
     delays: list[float] = []
+    synced = asyncio.Event()
+    waiting = n
 
     async def watch(ws: websockets.ClientConnection) -> int:
+        nonlocal waiting
         await ws.send(json.dumps({"type": "subscribe", "run_id": run_id}))
         last, live = 0, False
         while True:
@@ -128,6 +140,9 @@ async def bench_live(url: str, n: int) -> tuple[float, list[float], int]:
                 raise RuntimeError(f"watch refused: {f}")
             if f["type"] == "sync":
                 live = True
+                waiting -= 1
+                if not waiting:
+                    synced.set()
             elif f.get("run_id") == run_id and "seq" in f:
                 assert f["seq"] == last + 1
                 last = f["seq"]
@@ -136,7 +151,17 @@ async def bench_live(url: str, n: int) -> tuple[float, list[float], int]:
                 if f["type"] == "run.completed":
                     return last
 
-    heads = await asyncio.gather(*(watch(ws) for ws in conns))
+    tasks = [asyncio.ensure_future(watch(ws)) for ws in conns]
+    if go is not None:
+        await asyncio.wait([asyncio.ensure_future(synced.wait()), *tasks], timeout=120,
+                           return_when=asyncio.FIRST_COMPLETED)
+        if not synced.is_set():
+            raise RuntimeError(f"{waiting} of {n} watchers did not sync: {[t.exception() for t in tasks if t.done()]}")
+        if at_go is not None:
+            at_go()
+        t0 = time.perf_counter()
+        go.touch()
+    heads = await asyncio.gather(*tasks)
     dt = time.perf_counter() - t0
     for ws in conns:
         await ws.close()

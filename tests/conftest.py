@@ -13,9 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from hubtest import Cluster
+from hubtest import Cluster, on_redis
 from redis_cluster import RedisCluster
-from redis_server import RedisServer
 
 HUB_ENV = {"RUNCAST_HELLO_TIMEOUT_S": "1.5"}
 
@@ -43,14 +42,5 @@ def hub(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
         cluster.stop()
         rc.stop()
         return
-    redis = RedisServer(persist=True)
-    redis.start()
-    try:
-        cluster = Cluster(tmp, "redis", redis.url, nodes=3, workers=2, env=HUB_ENV).start()
-    except BaseException:
-        redis.stop()
-        raise
-    cluster.redis = redis  # type: ignore[attr-defined]
-    yield cluster
-    cluster.stop()
-    redis.stop()
+    with on_redis(tmp, persist=True, nodes=3, workers=2, env=HUB_ENV) as cluster:
+        yield cluster

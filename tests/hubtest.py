@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import os
@@ -11,6 +12,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Any, Callable
 
 import httpx
@@ -183,6 +185,17 @@ class Cluster:
         assert r.status_code == 201, r.text
         return r.json()["run_id"]
 
+    def wait_status(self, run_id: str, *status: str, timeout: float = 30, node: int | None = None) -> dict[str, Any]:
+        """Polls the run's detail (on `node`, or on each node in turn) until its status is one of `status`."""
+        deadline = time.monotonic() + timeout
+        d: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            d = self.http("GET", f"/api/runs/{run_id}", node=node).json()
+            if d["status"] in status:
+                return d
+            time.sleep(0.05)
+        raise AssertionError(f"run {run_id} never reached {status}: {d}")
+
     def log_events(self, run_id: str) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
         since = 0
@@ -192,6 +205,28 @@ class Cluster:
             if not body["more"]:
                 return out
             since = body["next_since"]
+
+
+@contextlib.contextmanager
+def on_redis(tmp: Path, *, persist: bool = False, start: bool = True, **cluster: Any) -> Iterator[Cluster]:
+    """A redis-server of its own on a free port (`cluster.redis`) and a Cluster of runcast processes on it. Both are
+    stopped afterwards, also when a node never gets ready, so a failed start leaves no redis-server behind. With
+    `start=False` the test starts the processes itself (in its own order or with its own timeouts)."""
+    from redis_server import RedisServer
+
+    server = RedisServer(persist=persist)
+    server.start()
+    try:
+        c = Cluster(tmp, "redis", server.url, **cluster)
+        c.redis = server  # type: ignore[attr-defined]
+        try:
+            if start:
+                c.start()
+            yield c
+        finally:
+            c.stop()
+    finally:
+        server.cleanup()
 
 
 class Client:

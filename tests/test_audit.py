@@ -8,7 +8,6 @@ import io
 import json
 import subprocess
 import sys
-import time
 
 import httpx
 from typing import Any
@@ -18,16 +17,6 @@ from hubtest import ADMIN, ALICE, BOB, OPERATOR, ROOT, VIEWER, Cluster, token
 from runcast import audit
 from runcast.approvals import Approval, ApprovalPolicy, Person, vote
 from runcast.runs import RunRecord
-
-
-def wait_status(c: Cluster, run_id: str, *status: str, timeout: float = 20) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        d = c.http("GET", f"/api/runs/{run_id}").json()
-        if d["status"] in status:
-            return d
-        time.sleep(0.05)
-    raise AssertionError(f"run {run_id} never reached {status}: {d}")
 
 
 def decide(c: Cluster, run_id: str, ap: str, tok: str, decision: str, reason: str | None = None) -> dict[str, Any]:
@@ -56,10 +45,10 @@ def sha(value: Any) -> str:
 def test_quorum_rejection_expiry_and_cancel_are_all_in_the_audit(hub: Cluster) -> None:
     # quorum: two approvers, each with a reason
     q = hub.start_run("demo-quorum", "ship it")
-    ap = wait_status(hub, q, "paused")["pending_approvals"][0]["approval_id"]
+    ap = hub.wait_status(q, "paused")["pending_approvals"][0]["approval_id"]
     assert decide(hub, q, ap, ALICE, "approve", "release notes checked")["outcome"] == "voted"
     assert decide(hub, q, ap, BOB, "approve", "canary is green")["outcome"] == "decided"
-    wait_status(hub, q, "completed")
+    hub.wait_status(q, "completed")
     doc = get_audit(hub, q)
     assert doc["run"] | {} == doc["run"] and doc["run"]["started_by"] == {"sub": "ada", "name": "Ada"}
     assert doc["run"]["input"] == "ship it" and doc["run"]["status"] == "completed" and doc["log_complete"]
@@ -79,9 +68,9 @@ def test_quorum_rejection_expiry_and_cancel_are_all_in_the_audit(hub: Cluster) -
 
     # rejection: the tool never runs
     r = hub.start_run("demo", "tidy up")
-    ap = wait_status(hub, r, "paused")["pending_approvals"][0]["approval_id"]
+    ap = hub.wait_status(r, "paused")["pending_approvals"][0]["approval_id"]
     decide(hub, r, ap, ALICE, "reject", "keep the logs for the incident review")
-    wait_status(hub, r, "completed")
+    hub.wait_status(r, "completed")
     (a,) = get_audit(hub, r)["approvals"]
     assert (a["outcome"], a["how"], a["reason"]) == ("rejected", "decided", "keep the logs for the incident review")
     assert [(v["sub"], v["decision"]) for v in a["votes"]] == [("alice", "reject")]
@@ -90,7 +79,7 @@ def test_quorum_rejection_expiry_and_cancel_are_all_in_the_audit(hub: Cluster) -
 
     # expiry: nobody votes; rejected by policy
     e = hub.start_run("demo-expiring", "tidy up")
-    wait_status(hub, e, "completed", timeout=30)
+    hub.wait_status(e, "completed", timeout=30)
     (a,) = get_audit(hub, e)["approvals"]
     assert (a["outcome"], a["how"], a["votes"]) == ("rejected", "expired", [])
     assert a["settled_by"] == {"policy": "expired"} and a["policy"]["expires_s"] == 1.0
@@ -98,10 +87,10 @@ def test_quorum_rejection_expiry_and_cancel_are_all_in_the_audit(hub: Cluster) -
 
     # cancel: one vote of two counted, then the run is cancelled
     x = hub.start_run("demo-quorum", "ship it")
-    ap = wait_status(hub, x, "paused")["pending_approvals"][0]["approval_id"]
+    ap = hub.wait_status(x, "paused")["pending_approvals"][0]["approval_id"]
     decide(hub, x, ap, ALICE, "approve", "fine by me")
     assert hub.http("POST", f"/api/runs/{x}/cancel", OPERATOR, json={}).status_code == 200
-    wait_status(hub, x, "cancelled")
+    hub.wait_status(x, "cancelled")
     doc = get_audit(hub, x)
     (a,) = doc["approvals"]
     assert (a["outcome"], a["how"]) == ("cancelled", "cancelled") and a["settled_at"]

@@ -10,33 +10,21 @@ import os
 import signal
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 import redis as redis_sync
 
-from hubtest import ALICE, OPERATOR, TERMINAL, VIEWER, Client, Cluster, seqs, without_presence
-from redis_server import RedisServer
+from hubtest import ALICE, OPERATOR, TERMINAL, VIEWER, Client, Cluster, on_redis, seqs, without_presence
 
 LEASE_S = 2.0
 
 
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[Cluster]:
-    server = RedisServer(persist=True)
-    server.start()
-    c = Cluster(tmp_path, "redis", server.url, nodes=3, workers=2,
-                env={"RUNCAST_LEASE_S": str(LEASE_S), "RUNCAST_DEMO_DELAY": "0.02"})
-    c.redis = server  # type: ignore[attr-defined]
-    try:
-        c.start()
-    except BaseException:
-        server.stop()
-        raise
-    yield c
-    c.stop()
-    server.stop()
+    with on_redis(tmp_path, persist=True, nodes=3, workers=2,
+                  env={"RUNCAST_LEASE_S": str(LEASE_S), "RUNCAST_DEMO_DELAY": "0.02"}) as c:
+        yield c
 
 
 def run_detail(c: Cluster, run_id: str) -> dict:
@@ -220,25 +208,8 @@ async def test_redis_commands_per_event_do_not_grow_with_watchers(cluster: Clust
     assert per_event_200 <= per_event_1 * 1.25 + 0.5
 
 
-@contextmanager
-def one_node(tmp_path: Path, *serve_args: str) -> Iterator[tuple[Cluster, RedisServer]]:
-    """One `runcast serve --redis` (hub + worker) with its own settings, on its own redis-server."""
-    server = RedisServer()
-    server.start()
-    try:
-        c = Cluster(tmp_path, "redis", server.url, nodes=1, serve_args=list(serve_args)).start()
-    except BaseException:
-        server.cleanup()
-        raise
-    try:
-        yield c, server
-    finally:
-        c.stop()
-        server.cleanup()
-
-
 async def test_log_trimmed_is_an_error_not_a_silent_gap(tmp_path: Path) -> None:
-    with one_node(tmp_path, "--max-log", "10") as (c, _):
+    with on_redis(tmp_path, serve_args=["--max-log", "10"]) as c:  # one `runcast serve --redis`: hub and worker
         run_id = c.start_run()
         w = await Client.connect(c.ws_url(), VIEWER)
         await w.subscribe(run_id)
@@ -256,7 +227,7 @@ async def test_log_trimmed_is_an_error_not_a_silent_gap(tmp_path: Path) -> None:
 
 
 async def test_a_finished_run_expires_after_the_retention_time(tmp_path: Path) -> None:
-    with one_node(tmp_path, "--retention", "2") as (c, server):
+    with on_redis(tmp_path, serve_args=["--retention", "2"]) as c:
         run_id = c.start_run()
         w = await Client.connect(c.ws_url(), VIEWER)
         await w.subscribe(run_id)
@@ -270,18 +241,15 @@ async def test_a_finished_run_expires_after_the_retention_time(tmp_path: Path) -
         gone = await asyncio.to_thread(wait_until, lambda: c.http("GET", f"/api/runs/{run_id}").status_code == 404, 10.0)
         assert gone
         assert run_id not in [r["run_id"] for r in c.http("GET", "/api/runs").json()["runs"]]
-        r = redis_sync.Redis.from_url(server.url)
+        r = redis_sync.Redis.from_url(c.redis_url)
         # (who watched it lives --retention past the last watcher, who left just after the cancel)
         assert await asyncio.to_thread(wait_until, lambda: [k for k in r.keys("*") if run_id.encode() in k] == [], 10.0)
 
 
 async def test_a_worker_streams_at_most_concurrency_segments_at_once(tmp_path: Path) -> None:
     """`runcast worker --concurrency 1`: a second run waits for the first to pause (a paused run holds no slot)."""
-    server = RedisServer()
-    server.start()
-    c = Cluster(tmp_path, "redis", server.url, nodes=1, workers=1, worker_args=["--concurrency", "1"],
-                env={"RUNCAST_DEMO_DELAY": "0.02"}).start()
-    try:
+    with on_redis(tmp_path, nodes=1, workers=1, worker_args=["--concurrency", "1"],
+                  env={"RUNCAST_DEMO_DELAY": "0.02"}) as c:
         first, second = c.start_run(), c.start_run()
         w = await Client.connect(c.ws_url(), VIEWER)
         for run_id in (first, second):
@@ -293,9 +261,6 @@ async def test_a_worker_streams_at_most_concurrency_segments_at_once(tmp_path: P
         assert c.tool_calls(second, "list_files") == [] or c.tool_calls(second, "list_files")[0]["ts"] > ran_first
         await w.wait_event(second, "run.paused")
         await w.close()
-    finally:
-        c.stop()
-        server.cleanup()
 
 
 async def test_while_redis_is_down_commands_say_so_and_the_connection_stays(cluster: Cluster) -> None:

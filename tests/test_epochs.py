@@ -10,24 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from hubtest import OPERATOR, TERMINAL, VIEWER, Client, Cluster
-from redis_server import RedisServer
+from hubtest import OPERATOR, TERMINAL, VIEWER, Client, Cluster, on_redis
 
 
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[Cluster]:
-    server = RedisServer()  # no persistence: a restart comes back empty
-    server.start()
-    c = Cluster(tmp_path, "redis", server.url, nodes=1, workers=1)
-    c.redis = server  # type: ignore[attr-defined]
-    try:
-        c.start()
-    except BaseException:
-        server.cleanup()
-        raise
-    yield c
-    c.stop()
-    server.cleanup()
+    with on_redis(tmp_path, nodes=1, workers=1) as c:  # no persistence: a restart comes back empty
+        yield c
 
 
 async def wait_for(pred, timeout: float = 15.0):  # noqa: ANN001, ANN201

@@ -575,7 +575,7 @@ async def test_bad_http_input_gets_a_4xx_in_the_api_shape_never_a_5xx(hub: Clust
     noroles = token("nobody", [])
     deep = "[" * 30_000 + "]" * 30_000
     deep_agent = '{"agent":' + "[" * 20_000 + "]" * 20_000 + ',"input":"x"}'
-    posts = [f"/api/runs", f"/api/runs/{run_id}/approvals/{ap['approval_id']}", f"/api/runs/{run_id}/cancel"]
+    posts = ["/api/runs", f"/api/runs/{run_id}/approvals/{ap['approval_id']}", f"/api/runs/{run_id}/cancel"]
     for path in posts:
         for tok in (OPERATOR, noroles):
             for body in (deep, deep_agent, '{"x":' + "[" * 32 + "]" * 32 + "}"):

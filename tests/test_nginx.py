@@ -18,29 +18,20 @@ import httpx
 import pytest
 import websockets
 
-from hubtest import ADMIN, ALICE, OPERATOR, TERMINAL, VIEWER, Client, Cluster, seqs, without_presence
+from hubtest import ADMIN, ALICE, OPERATOR, TERMINAL, VIEWER, Client, Cluster, on_redis, seqs, without_presence
 from nginx_server import Nginx
-from redis_server import RedisServer
 
 GRACE_S = 3.0
 
 @pytest.fixture
 def lb(tmp_path: Path) -> Iterator[tuple[Cluster, Nginx]]:
-    redis = RedisServer(persist=True)
-    redis.start()
-    try:
-        c = Cluster(tmp_path, "redis", redis.url, nodes=2, workers=1, serve_args=["--grace", str(GRACE_S)],
-                    env={"RUNCAST_DEMO_DELAY": "0.03", "RUNCAST_LEASE_S": "5"}).start()
-    except BaseException:
-        redis.cleanup()
-        raise
-    ngx = Nginx([p.port for p in c.nodes]).start()  # type: ignore[misc]
-    try:
-        yield c, ngx
-    finally:
-        ngx.stop()
-        c.stop()
-        redis.cleanup()
+    with on_redis(tmp_path, persist=True, nodes=2, workers=1, serve_args=["--grace", str(GRACE_S)],
+                  env={"RUNCAST_DEMO_DELAY": "0.03", "RUNCAST_LEASE_S": "5"}) as c:
+        ngx = Nginx([p.port for p in c.nodes]).start()  # type: ignore[misc]
+        try:
+            yield c, ngx
+        finally:
+            ngx.stop()
 
 
 async def watch(url: str, run_id: str, closes: list[tuple[int, str]], tok: str = VIEWER, timeout: float = 120) -> list[dict[str, Any]]:

@@ -8,7 +8,7 @@ from typing import Any, AsyncIterator
 
 import pytest
 
-from redis_server import RedisServer, redis_server  # noqa: F401 - the fixture
+from redis_server import redis_server  # noqa: F401 - the fixture
 from runcast.backends.base import Backend
 from runcast.backends.memory import MemoryBackend
 from runcast.backends.redis import RedisBackend

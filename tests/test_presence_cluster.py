@@ -10,25 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from hubtest import ALICE, OPERATOR, Client, Cluster, subs, token
-from redis_server import RedisServer
+from hubtest import ALICE, OPERATOR, Client, Cluster, on_redis, subs, token
 
 REFRESH_S = 1.5
 
 
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[Cluster]:
-    server = RedisServer()
-    server.start()
-    c = Cluster(tmp_path, "redis", server.url, nodes=2, workers=1, env={"RUNCAST_PRESENCE_REFRESH_S": str(REFRESH_S)})
-    try:
-        c.start()
-    except BaseException:
-        server.stop()
-        raise
-    yield c
-    c.stop()
-    server.stop()
+    with on_redis(tmp_path, nodes=2, workers=1, env={"RUNCAST_PRESENCE_REFRESH_S": str(REFRESH_S)}) as c:
+        yield c
 
 
 async def test_a_killed_nodes_watchers_leave_and_its_restart_shows_nobody_twice(cluster: Cluster) -> None:

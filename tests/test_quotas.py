@@ -12,9 +12,8 @@ from pathlib import Path
 import pytest
 import websockets
 
-from hubtest import ADMIN, TERMINAL, Client, Cluster, token
+from hubtest import ADMIN, TERMINAL, Client, Cluster, on_redis, token
 from rawws import rss_bytes
-from redis_server import RedisServer
 
 QUOTA_ENV = {"RUNCAST_MAX_STARTS_PER_MINUTE": "20", "RUNCAST_MAX_OPEN_RUNS": "6",
              "RUNCAST_RATE_PER_S": "1000", "RUNCAST_RATE_BURST": "1000"}
@@ -28,12 +27,8 @@ def hub(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
         yield cluster
         cluster.stop()
         return
-    redis = RedisServer()
-    redis.start()
-    cluster = Cluster(tmp, "redis", redis.url, nodes=2, env=QUOTA_ENV).start()
-    yield cluster
-    cluster.stop()
-    redis.stop()
+    with on_redis(tmp, nodes=2, env=QUOTA_ENV) as cluster:
+        yield cluster
 
 
 async def _finished(hub: Cluster, run_id: str) -> None:
@@ -112,7 +107,7 @@ async def _churn(hub: Cluster, n: int, workers: int = 48) -> None:
                 assert ack["type"] == "ack", ack
                 rid = ack["run_id"]
                 await ws.send(json.dumps({"type": "subscribe", "run_id": rid}))
-                while (f := json.loads(await ws.recv()))["type"] not in TERMINAL:
+                while json.loads(await ws.recv())["type"] not in TERMINAL:
                     pass
                 await ws.send(json.dumps({"type": "unsubscribe", "run_id": rid, "id": "u"}))
                 while json.loads(await ws.recv()).get("id") != "u":

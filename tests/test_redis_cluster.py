@@ -7,13 +7,10 @@ suite (test_hub.py) also runs on a cluster, through the `hub` fixture in conftes
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-import redis as redis_sync
 
 from hubtest import ALICE, OPERATOR, TERMINAL, VIEWER, Client, Cluster, seqs, without_presence
 from redis_cluster import RedisCluster

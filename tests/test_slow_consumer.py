@@ -20,8 +20,7 @@ from websockets.protocol import State
 from websockets.typing import Subprotocol
 from websockets.uri import parse_uri
 
-from hubtest import ALICE, VIEWER, Client, Cluster
-from redis_server import RedisServer
+from hubtest import ALICE, VIEWER, Client, Cluster, on_redis
 
 LIMIT = 1024 * 1024
 ENV = {"RUNCAST_COALESCE_S": "0", "RUNCAST_RATE_PER_S": "10000", "RUNCAST_RATE_BURST": "10000"}
@@ -30,20 +29,13 @@ ENV = {"RUNCAST_COALESCE_S": "0", "RUNCAST_RATE_PER_S": "10000", "RUNCAST_RATE_B
 @pytest.fixture(scope="module", params=["memory", "redis"])
 def fast_hub(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     tmp = tmp_path_factory.mktemp(f"slow-{request.param}")
-    redis = None
     if request.param == "redis":
-        redis = RedisServer()
-        redis.start()
-    try:
-        cluster = Cluster(tmp, request.param, redis.url if redis else None, env=ENV).start()
-    except BaseException:
-        if redis:
-            redis.cleanup()
-        raise
+        with on_redis(tmp, env=ENV) as cluster:
+            yield cluster
+        return
+    cluster = Cluster(tmp, "memory", env=ENV).start()
     yield cluster
     cluster.stop()
-    if redis:
-        redis.cleanup()
 
 
 class SlowClient:

@@ -7,7 +7,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -30,16 +29,6 @@ def cli(c: Cluster, tok: str | None, *args: str) -> subprocess.CompletedProcess[
 def watch(c: Cluster, tok: str, run_id: str, out: Path, *extra: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen([sys.executable, "-m", "runcast.cli", "watch", run_id, *extra], env=cli_env(c, tok),
                             stdout=open(out, "wb"), stderr=subprocess.STDOUT)
-
-
-def wait_status(c: Cluster, run_id: str, *status: str, timeout: float = 20) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        d = c.http("GET", f"/api/runs/{run_id}").json()
-        if d["status"] in status:
-            return d
-        time.sleep(0.05)
-    raise AssertionError(f"run {run_id} never reached {status}: {d}")
 
 
 def wait_text(path: Path, text: str, timeout: float = 60) -> str:
@@ -66,9 +55,9 @@ def test_approvals_approve_reject_in_a_terminal(hub1: Cluster, tmp_path: Path) -
     quorum = c.start_run("demo-quorum", "ship it")
     tidy = c.start_run("demo", "tidy up")
     strict = c.start_run("demo-strict", "tidy up", tok=OPERATOR)
-    q_ap = wait_status(c, quorum, "paused")["pending_approvals"][0]["approval_id"]
-    t_ap = wait_status(c, tidy, "paused")["pending_approvals"][0]["approval_id"]
-    wait_status(c, strict, "paused")
+    q_ap = c.wait_status(quorum, "paused")["pending_approvals"][0]["approval_id"]
+    t_ap = c.wait_status(tidy, "paused")["pending_approvals"][0]["approval_id"]
+    c.wait_status(strict, "paused")
 
     listed = cli(c, ALICE, "approvals")
     assert listed.returncode == 0, listed.stderr
@@ -88,7 +77,7 @@ def test_approvals_approve_reject_in_a_terminal(hub1: Cluster, tmp_path: Path) -
     assert again.returncode == 1 and "already voted" in again.stderr
     two = cli(c, BOB, "approve", quorum, q_ap)
     assert two.returncode == 0 and "settled" in two.stdout
-    wait_status(c, quorum, "completed")
+    c.wait_status(quorum, "completed")
 
     # reject needs a reason; a viewer may not decide; a decided approval names who decided it
     assert cli(c, ALICE, "reject", tidy, t_ap).returncode == 2
@@ -115,7 +104,7 @@ def test_watch_prints_the_run_and_exits_with_how_it_ended(hub1: Cluster, tmp_pat
     w = watch(c, VIEWER, run_id, out)
     text = wait_text(out, "runcast approve")
     assert "→ list_files(" in text and "⏸ approval ap_" in text
-    ap = wait_status(c, run_id, "paused")["pending_approvals"][0]["approval_id"]
+    ap = c.wait_status(run_id, "paused")["pending_approvals"][0]["approval_id"]
     assert cli(c, ALICE, "approve", run_id, ap, "--reason", "fine").returncode == 0
     assert w.wait(30) == 0
     text = out.read_text()
@@ -126,7 +115,7 @@ def test_watch_prints_the_run_and_exits_with_how_it_ended(hub1: Cluster, tmp_pat
 
     # cancelled: exit 4; failed: exit 3; watching a finished run replays it and exits at once
     x = c.start_run("demo", "tidy up")
-    wait_status(c, x, "paused")
+    c.wait_status(x, "paused")
     w = watch(c, VIEWER, x, tmp_path / "x.txt")
     wait_text(tmp_path / "x.txt", "⏸ paused")
     c.http("POST", f"/api/runs/{x}/cancel", OPERATOR, json={})
@@ -153,7 +142,7 @@ def test_watch_survives_a_hub_restart_on_redis_without_loss_or_repeat(tmp_path: 
         time.sleep(0.5)
         c.nodes[0].start(wait=False)  # the same port again
         c.nodes[0].wait_ready(timeout=120)
-        ap = wait_status(c, run_id, "paused", timeout=30)["pending_approvals"][0]["approval_id"]
+        ap = c.wait_status(run_id, "paused", timeout=30)["pending_approvals"][0]["approval_id"]
         assert cli(c, ALICE, "approve", run_id, ap).returncode == 0
         assert w.wait(60) == 0, out.read_text()[-2000:]
         lines = [json.loads(x) for x in out.read_text().splitlines() if x.startswith("{")]

@@ -91,11 +91,6 @@ def wait_until(pred: Any, timeout: float = 30.0, what: str = "condition") -> Any
     raise AssertionError(f"{what} not met within {timeout}s")
 
 
-def wait_status(c: Cluster, run_id: str, *status: str, node: int | None = None) -> dict[str, Any]:
-    return wait_until(lambda: (lambda d: d if d["status"] in status else None)(c.http("GET", f"/api/runs/{run_id}", node=node).json()),
-                      what=f"{run_id} {status}")
-
-
 def check_slack(body: dict[str, Any], link: str) -> None:
     """The shape of a Slack incoming-webhook payload: `text` plus `blocks` within Block Kit's limits, with the link."""
     assert set(body) == {"text", "blocks"} and isinstance(body["text"], str) and 0 < len(body["text"]) <= 3000
@@ -186,14 +181,14 @@ def test_every_event_arrives_exactly_once_signed_after_two_failures(backend: str
         failed = c.start_run("broken", "hi")
         notified = c.start_run("notify-demo", "tidy up")
         for r in (approved, cancelled, notified):
-            ap = wait_status(c, r, "paused")["pending_approvals"][0]["approval_id"]
+            ap = c.wait_status(r, "paused")["pending_approvals"][0]["approval_id"]
             if r == cancelled:
                 assert c.http("POST", f"/api/runs/{r}/cancel", OPERATOR, json={}).status_code == 200
             else:
                 assert c.http("POST", f"/api/runs/{r}/approvals/{ap}", ALICE, json={"decision": "approve"}).status_code == 200
         runs = [approved, expiring, cancelled, failed, notified]
         for r in runs:
-            wait_status(c, r, "completed", "failed", "cancelled")
+            c.wait_status(r, "completed", "failed", "cancelled")
         want = expected_ids(c, runs)
         assert {e["type"] for e in want.values()} == EVENTS  # all eight kinds happened
         wait_until(lambda: rx.delivered("/all") >= set(want), what="every event delivered to /all")
@@ -264,7 +259,7 @@ def test_killing_the_process_that_holds_a_delivery_loses_nothing(tmp_path: Path)
     with running(tmp_path, "redis", ("--fail-first", "2"), {"RUNCAST_WEBHOOK_BACKOFF_S": "3", "RUNCAST_WEBHOOK_BACKOFF_MAX_S": "3"},
                  hooks=["--webhook", "{rx}/all"]) as (c, rx):
         run_id = c.start_run("demo", "tidy up")
-        ap = wait_status(c, run_id, "paused", node=0)["pending_approvals"][0]["approval_id"]
+        ap = c.wait_status(run_id, "paused", node=0)["pending_approvals"][0]["approval_id"]
         req = next(e for e in c.log_events(run_id) if e["type"] == "approval.requested")
         wid = webhooks.message_id(run_id, req["seq"])
         wait_until(lambda: any(x["id"] == wid for x in rx.requests()), what="a first attempt")
@@ -277,7 +272,7 @@ def test_killing_the_process_that_holds_a_delivery_loses_nothing(tmp_path: Path)
         live = next(i for i, p in enumerate(c.nodes) if p is not victim)
         wait_until(lambda: wid in rx.delivered("/all"), timeout=40, what="the held delivery, by another process")
         assert c.http("POST", f"/api/runs/{run_id}/approvals/{ap}", ALICE, node=live, json={"decision": "approve"}).status_code == 200
-        wait_status(c, run_id, "completed", node=live)
+        c.wait_status(run_id, "completed", node=live)
         want = {webhooks.message_id(run_id, e["seq"]) for e in _log(c, run_id, live) if e["type"] in EVENTS}
         wait_until(lambda: rx.delivered("/all") >= want, timeout=60, what="every event delivered")
         assert rx.delivered("/all") == want  # nothing lost, nothing else

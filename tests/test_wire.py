@@ -20,7 +20,7 @@ from runcast.fanout import Batch
 from runcast.hub import Hub, create_app
 from runcast.protocol import BATCH_MAX_BYTES, batch_payloads, make_event
 from runcast.settings import Settings
-from runcast.wire import frame, frames
+from runcast.wire import frame
 
 
 def parse_frames(data: bytes) -> list[Frame]:

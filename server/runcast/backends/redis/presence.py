@@ -7,8 +7,8 @@ lives in one cluster slot with its log.
     P:run:{R}:presence:v     the version: +1 for every entry added or removed (refreshes do not count)
     P:run:{R}:watched        HASH first:<sub>, last:<sub> (ms), name:<sub>
 
-Each node adds only its own watchers' entries (presence_join.lua) and refreshes them in a few variadic commands per
-run (presence_refresh.lua), so a crowd's refreshes cost the same as one watcher's. An entry whose node stopped
+Each node adds and refreshes only its own watchers' entries, in a few variadic commands per run (presence_put.lua), so
+a crowd's refreshes cost the same as one watcher's. An entry whose node stopped
 refreshing it expires, and the next reader drops it (presence_read.lua): a killed node's watchers leave everyone's
 list within a ttl, with no one left to log a `left` for them.
 """
@@ -28,13 +28,12 @@ class Presence:
     retention_s: float
     _k: Any  # RedisBackend's key maker
 
-    def _presence_scripts(self) -> tuple[Any, Any, Any, Any]:
+    def _presence_scripts(self) -> tuple[Any, Any, Any]:
         ps = getattr(self, "_ps_scripts", None)
         if ps is None:
-            ps = self._ps_scripts = (self._redis.register_script(scripts.PRESENCE_JOIN),
+            ps = self._ps_scripts = (self._redis.register_script(scripts.PRESENCE_PUT),
                                      self._redis.register_script(scripts.PRESENCE_LEAVE),
-                                     self._redis.register_script(scripts.PRESENCE_READ),
-                                     self._redis.register_script(scripts.PRESENCE_REFRESH))
+                                     self._redis.register_script(scripts.PRESENCE_READ))
         return ps
 
     def _presence_keys(self, run_id: str) -> list[str]:
@@ -46,21 +45,19 @@ class Presence:
         return int(self.retention_s * 1000) if self.retention_s and self.retention_s > 0 else 0
 
     async def presence_join(self, run_id: str, entries: list[dict[str, Any]], ttl_s: float) -> None:
+        await self._presence_put(run_id, entries, ttl_s, "join")
+
+    async def presence_refresh(self, run_id: str, entries: list[dict[str, Any]], ttl_s: float) -> None:
+        """One script of a few variadic commands per run, whatever the number of entries (see presence_put.lua)."""
+        await self._presence_put(run_id, entries, ttl_s, "refresh")
+
+    async def _presence_put(self, run_id: str, entries: list[dict[str, Any]], ttl_s: float, mode: str) -> None:
         if not entries:
             return
-        args: list[Any] = [max(1, int(ttl_s * 1000)), self._watched_ms]
+        args: list[Any] = [max(1, int(ttl_s * 1000)), self._watched_ms, mode]
         for e in entries:
             args += [e["connection_id"], json.dumps(e, separators=(",", ":")), e["sub"], e.get("name") or e["sub"]]
         await self._presence_scripts()[0](keys=self._presence_keys(run_id), args=args)
-
-    async def presence_refresh(self, run_id: str, entries: list[dict[str, Any]], ttl_s: float) -> None:
-        """One script of a few variadic commands per run, whatever the number of entries (see presence_refresh.lua)."""
-        if not entries:
-            return
-        args: list[Any] = [max(1, int(ttl_s * 1000)), self._watched_ms]
-        for e in entries:
-            args += [e["connection_id"], json.dumps(e, separators=(",", ":")), e["sub"]]
-        await self._presence_scripts()[3](keys=self._presence_keys(run_id), args=args)
 
     async def presence_leave(self, run_id: str, entries: list[dict[str, Any]]) -> None:
         if not entries:

@@ -22,7 +22,6 @@ QUOTA_OK, QUOTA_OPEN, QUOTA_RATE = 0, 1, 2  # quota.lua's answers
 
 # Script answers: {OK, first_seq} | {TRIMMED, first_kept} | {CONFLICT} | {NOT_OWNER} | {LANDED, first_seq}
 OK, TRIMMED, CONFLICT, NOT_OWNER, LANDED = 0, 1, 2, 3, 4
-PRESENCE_JOIN = _load("presence_join")
+PRESENCE_PUT = _load("presence_put")
 PRESENCE_LEAVE = _load("presence_leave")
-PRESENCE_REFRESH = _load("presence_refresh")
 PRESENCE_READ = _load("presence_read")
