@@ -96,3 +96,17 @@ async def test_two_hub_processes_share_one_port_and_every_watcher_gets_the_whole
         for k in children(node.proc.pid) if node.proc else []:
             os.kill(k, signal.SIGKILL)
         redis.cleanup()
+
+
+def test_the_supervisor_gives_its_children_the_longest_drain_before_killing_them() -> None:
+    """It killed every child 15 s after SIGTERM, cutting the worker's own 25 s grace (its segments finishing)."""
+    from argparse import Namespace
+
+    from runcast.processes import STOP_MARGIN_S, stop_timeout
+
+    hubs = Namespace(drain_delay=0.0, grace=5.0, no_worker=False)
+    assert stop_timeout(hubs, {}) == 25 + STOP_MARGIN_S  # the worker's default grace is the longest
+    assert stop_timeout(hubs, {"RUNCAST_WORKER_GRACE_S": "45"}) == 45 + STOP_MARGIN_S
+    slow = Namespace(drain_delay=20.0, grace=10.0, no_worker=False)
+    assert stop_timeout(slow, {}) == 30 + STOP_MARGIN_S  # a hub's drain delay and grace, when they are longer
+    assert stop_timeout(Namespace(drain_delay=0.0, grace=5.0, no_worker=True), {}) == 5 + STOP_MARGIN_S

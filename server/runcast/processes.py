@@ -18,7 +18,15 @@ import subprocess
 import sys
 import time
 
-STOP_TIMEOUT_S = 15.0  # children still running this long after SIGTERM are killed
+STOP_MARGIN_S = 5.0  # past the longest drain a child was given, it is killed
+
+
+def stop_timeout(args: argparse.Namespace, env: dict[str, str]) -> float:
+    """How long the children get after SIGTERM: each hub's drain delay and grace, the worker's grace (its segments
+    finish or are handed back), whichever is longest, plus a margin. Past it, they are killed."""
+    hub = getattr(args, "drain_delay", 0.0) + getattr(args, "grace", 5.0)
+    worker = float(env.get("RUNCAST_WORKER_GRACE_S", "25")) if not args.no_worker else 0.0
+    return max(hub, worker) + STOP_MARGIN_S
 
 
 def _without(argv: list[str], flag: str, takes_value: bool) -> list[str]:
@@ -98,7 +106,7 @@ def supervise(args: argparse.Namespace, argv: list[str], print_links) -> None:  
     for c in children:
         if c.poll() is None:
             c.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + STOP_TIMEOUT_S
+    deadline = time.monotonic() + stop_timeout(args, env)
     for c in children:
         try:
             c.wait(max(0.1, deadline - time.monotonic()))

@@ -359,6 +359,33 @@ describe("honest states", () => {
     await proxy.close();
   });
 
+  test("a link to one approval (#run=…&approval=…, as webhooks send it) opens the run at that card, focused", async () => {
+    const runId = await startRun("demo", "link me to it");
+    await untilPaused(runId);
+    const ap = (await server.api(`/api/runs/${runId}`, tok.dana)).pending_approvals[0].approval_id;
+    const focused = (page) => page.waitForFunction(() => document.activeElement?.dataset.approvalId)
+      .then(() => page.evaluate(() => ({
+        id: document.activeElement.dataset.approvalId,
+        inPanel: Boolean(document.activeElement.closest('[data-testid="decision-panel"]')),
+        marked: document.activeElement.classList.contains("targeted"),
+        visible: (() => { const r = document.activeElement.getBoundingClientRect(); return r.top < innerHeight && r.bottom > 0; })(),
+      })));
+    // An approver: the card waits for them, so it is the one in the decision panel.
+    const a = await person(tok.alex, SCREENS.phone, { hash: `run=${runId}&approval=${ap}` });
+    assert.deepEqual(await focused(a.page), { id: ap, inPanel: true, marked: true, visible: true });
+    // A viewer: the same approval, in the run's history.
+    const v = await person(tok.vic, SCREENS.phone, { hash: `run=${runId}&approval=${ap}` });
+    assert.deepEqual(await focused(v.page), { id: ap, inPanel: false, marked: true, visible: true });
+    // A link whose approval is not in the run says so, and the run still opens.
+    await v.page.goto(`${server.base}/#run=${runId}&approval=ap_not_here`);
+    await v.page.locator('[data-testid="banner"]').filter({ hasText: "This run has no approval ap_not_here" }).waitFor();
+    assert.equal(a.page.errors, undefined);
+    assert.equal(v.page.errors, undefined);
+    await cancelRun(runId);
+    await a.context.close();
+    await v.context.close();
+  });
+
   test("a new #token= in the same tab takes effect at once; expired and invalid tokens say different things", async () => {
     const runId = await startRun("demo", "who is looking?");
     await untilPaused(runId);

@@ -68,6 +68,7 @@ function timeEl(iso, text = shortTime(iso)) {
 // A new `#token=` pasted into the same tab takes effect at once (hashchange): the page starts over as that person.
 
 const hashParams = () => new URLSearchParams(location.hash.slice(1));
+const approvalHash = (ap) => `run=${encodeURIComponent(ap.run_id)}&approval=${encodeURIComponent(ap.approval_id)}`;
 
 /** Take a token from the address (and remove it from there). True if there was one. */
 function takeToken() {
@@ -242,7 +243,7 @@ function notify(ap) {
       body: `${ap.agent || "An agent"} asks to run ${ap.tool} (run started by ${ap.run?.started_by?.name || "someone"})`,
       tag: ap.approval_id,
     });
-    n.onclick = () => { window.focus(); location.hash = `run=${encodeURIComponent(ap.run_id)}`; };
+    n.onclick = () => { window.focus(); location.hash = approvalHash(ap); };
   } catch { /* some browsers only allow notifications from a service worker */ }
 }
 
@@ -263,7 +264,7 @@ function renderInbox() {
   $("inbox").replaceChildren(...items.map((ap) => {
     const left = ap.expires_at ? secondsLeft(ap.expires_at) : null;
     return h("li", {},
-      h("a", { href: `#run=${encodeURIComponent(ap.run_id)}`, class: ap.run_id === current ? "current" : "", dataset: { testid: "inbox-item", runId: ap.run_id, approvalId: ap.approval_id } },
+      h("a", { href: `#${approvalHash(ap)}`, class: ap.run_id === current ? "current" : "", dataset: { testid: "inbox-item", runId: ap.run_id, approvalId: ap.approval_id } },
         h("b", {}, `${ap.agent || "Agent"} asks to run ${ap.tool}`),
         h("span", { class: "muted small" }, `${ap.run?.agent || ""} · started by ${ap.run?.started_by?.name || "?"} · `, timeEl(ap.requested_at)),
         left !== null ? h("span", { class: `countdown${left === 0 ? " lapsed" : ""}` }, left ? `expires in ${leftText(left)}` : "expired") : null));
@@ -342,14 +343,19 @@ $("start").addEventListener("submit", async (ev) => {
 
 // ---------------------------------------------------------------------------------------------- the run view
 
-function openRun(runId) {
-  if (view && view.runId === runId) return;
+function openRun(runId, approvalId = null) {
+  if (view && view.runId === runId) {
+    if (approvalId && approvalId !== view.target) { view.target = approvalId; scheduleRender(); }
+    return;
+  }
   if (view) view.sub.unsubscribe();
   $("transcript").replaceChildren();
   $("decide-cards").replaceChildren();
   $("history-lost").hidden = true;
   const nodes = new Map();
-  const v = { runId, sub: null, nodes, errors: new Map(), votes: new Map(), lastStatus: null, problem: null, synced: false };
+  // target: the approval a link named (`#run=<id>&approval=<id>`, as webhooks and Slack send it), shown once it is here
+  const v = { runId, sub: null, nodes, errors: new Map(), votes: new Map(), lastStatus: null, problem: null, synced: false,
+    target: approvalId };
   view = v;
   v.sub = client.subscribe(runId, {
     onEvent: (ev) => { sampleClock(ev); scheduleRender(); },
@@ -424,7 +430,7 @@ function route() {
   if (takeToken()) { restart(); return; }
   if (!client) return;
   const runId = hashParams().get("run");
-  if (runId) openRun(runId);
+  if (runId) openRun(runId, hashParams().get("approval"));
   else closeRun();
 }
 
@@ -570,6 +576,7 @@ function renderTranscript(s) {
   for (const [key, node] of view.nodes) {
     if (!seen.has(key)) { node.el.remove(); view.nodes.delete(key); }
   }
+  if (view.target) showTarget(s);
   const open = pinned.size > 0;
   $("decide").hidden = !open;
   $("skip").hidden = !open;
@@ -581,6 +588,30 @@ function renderTranscript(s) {
       setText($("decide-live"), `Needs your decision: ${ap.agent || "the agent"} asks to run ${ap.tool}.`);
     }
   }
+}
+
+/** The approval a link named: its card (in the decision panel while it waits for you, else in the history) is
+ * scrolled to, marked and focused, once. A link to an approval this run does not have says so. */
+function showTarget(s) {
+  const id = view.target;
+  if (!s.approvals[id]) {
+    if (view.synced) {
+      view.target = null;
+      banner(`This run has no approval ${id}: the link may be for another run.`);
+    }
+    return;
+  }
+  const card = [...document.querySelectorAll("#decide-cards [data-kind=approval], #transcript [data-kind=approval]")]
+    .find((el) => el.dataset.approvalId === id);
+  if (!card) return;
+  view.target = null;
+  for (const old of document.querySelectorAll(".item.targeted")) old.classList.remove("targeted");
+  card.classList.add("targeted");
+  card.tabIndex = -1;
+  requestAnimationFrame(() => {
+    card.scrollIntoView({ block: "center" });
+    card.focus({ preventScroll: true });
+  });
 }
 
 $("skip").addEventListener("click", (ev) => {
