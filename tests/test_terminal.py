@@ -10,8 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from hubtest import ALICE, BOB, OPERATOR, ROOT, VIEWER, Cluster, seqs
-from redis_server import RedisServer
+from hubtest import ALICE, BOB, OPERATOR, ROOT, VIEWER, Cluster, on_redis, seqs
 
 
 def cli_env(c: Cluster, tok: str | None) -> dict[str, str]:
@@ -127,10 +126,7 @@ def test_watch_prints_the_run_and_exits_with_how_it_ended(hub1: Cluster, tmp_pat
 
 
 def test_watch_survives_a_hub_restart_on_redis_without_loss_or_repeat(tmp_path: Path) -> None:
-    server = RedisServer(persist=True)
-    server.start()
-    c = Cluster(tmp_path, "redis", server.url, nodes=1, workers=1, env={"RUNCAST_DEMO_DELAY": "0.03"})
-    try:
+    with on_redis(tmp_path, persist=True, start=False, nodes=1, workers=1, env={"RUNCAST_DEMO_DELAY": "0.03"}) as c:
         for proc in c.workers + c.nodes:
             proc.start(wait=False)
         c.nodes[0].wait_ready(timeout=120)  # (processes importing the SDK on two busy cores)
@@ -151,6 +147,3 @@ def test_watch_survives_a_hub_restart_on_redis_without_loss_or_repeat(tmp_path: 
         assert seqs(lines) == list(range(1, lines[-1]["seq"] + 1))  # each event once, none missing
         assert lines == log
         assert "reconnect" in out.read_text() or any("connection lost" in x for x in out.read_text().splitlines())
-    finally:
-        c.stop()
-        server.stop()
