@@ -8,7 +8,8 @@ bench/run.py) to N watchers. Printed per N: the run's wall time relative to one 
 `ts` to its arrival (p50 / p99), and the Redis commands per event, summed over every master from INFO commandstats
 (Lua's own calls included; time-driven commands such as blocking job reads and timer scans left out), counted over
 the streaming only: the model waits (BENCH_GO_FILE) until every watcher has joined and synced. What the watchers'
-joining cost (hello, subscribe, the replay read, the presence join) is printed apart, per watcher. On a cluster, live
+joining and leaving cost (hello, subscribe, the replay read, the presence join and leave) is printed apart, per
+watcher. On a cluster, live
 events go by SPUBLISH to the run's shard only, so the commands per event should not grow with N either.
 """
 
@@ -57,12 +58,14 @@ async def suite(label: str, url: str, masters: list[int], args: argparse.Namespa
         one = None
         for n in args.watchers:
             marks: list[dict[str, int]] = [stats(masters)]
-            dt, delays, events = await bench_live(hub.ws_url, n, go, lambda: marks.append(stats(masters)))
-            marks.append(stats(masters))
+            mark = lambda: marks.append(stats(masters))  # noqa: E731
+            dt, delays, events = await bench_live(hub.ws_url, n, go, at_go=mark, at_end=mark)
+            await asyncio.sleep(0.5)  # the watchers' leaving lands
+            mark()
             one = one or dt
-            joining, streaming = (counted(a, b) for a, b in zip(marks, marks[1:]))
+            joining, streaming, leaving = (counted(a, b) for a, b in zip(marks, marks[1:]))
             rows.append((n, dt / one, pct(delays, 50) * 1000, pct(delays, 99) * 1000, streaming / events,
-                         joining / n))
+                         (joining + leaving) / n))
         h1 = histogram_counts(hub.url)
         print(f"{label}: samples the hub's histograms took over these runs: "
               + ", ".join(f"{k} +{h1[k] - h0[k]:,.0f}" for k in HISTOGRAMS), flush=True)
@@ -120,7 +123,7 @@ async def main() -> None:
     print(f"runcast bench/cluster.py, {time.strftime('%Y-%m-%d %H:%M %Z')}: {os.cpu_count()} cpus; {args.events} "
           "events per run; clients and servers share the machine")
     print("time: the run's wall time against 1 watcher; cmds/event: Redis commands while the run streams, per event;")
-    print("cmds/watcher: commands of a watcher joining (hello, subscribe, replay, presence), once per watcher\n")
+    print("cmds/watcher: commands of a watcher joining and leaving (hello, subscribe, replay, presence), once per watcher\n")
     head = "time, p50 / p99 ms, cmds/event, cmds/watcher"
     print(f"{'watchers':>8} | {'one redis: ' + head:>55} | {'cluster: ' + head:>55}")
     for a, b in zip(single, clustered):

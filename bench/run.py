@@ -110,13 +110,14 @@ def _ts(iso: str) -> float:
     return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
 
 
-async def bench_live(url: str, n: int, go: Path | None = None,
-                     at_go: Callable[[], None] | None = None) -> tuple[float, list[float], int]:
+async def bench_live(url: str, n: int, go: Path | None = None, at_go: Callable[[], None] | None = None,
+                     at_end: Callable[[], None] | None = None) -> tuple[float, list[float], int]:
     """n watchers of one firehose run: (seconds from start to the last watcher's run.completed, delays, events).
 
     With `go` (the hub's BENCH_GO_FILE), the model waits until every watcher is subscribed and synced; `at_go` is
-    called just before it is let go, and the time runs from then: the window holds the streaming only, not the
-    watchers' joining (bench/cluster.py counts Redis commands over it)."""
+    called just before it is let go, and the time runs from then; `at_end` once every watcher has the run's end,
+    before they leave. The window holds the streaming only, not the watchers' joining or leaving (bench/cluster.py
+    counts Redis commands over it)."""
     conns = [await hello(url) for _ in range(n)]
     if go is not None:
         go.unlink(missing_ok=True)
@@ -163,6 +164,8 @@ async def bench_live(url: str, n: int, go: Path | None = None,
         go.touch()
     heads = await asyncio.gather(*tasks)
     dt = time.perf_counter() - t0
+    if at_end is not None:
+        at_end()
     for ws in conns:
         await ws.close()
     return dt, delays, max(heads)
