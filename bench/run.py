@@ -9,7 +9,8 @@ What it measures (every figure is printed; nothing is asserted):
      Ratio = Runcast's frames per second / the baseline's.
   2. live: N clients watch a run while its worker streams it. Time from start to the last client's `run.completed`,
      relative to one watcher, and the delay from an event's `ts` (when it was logged) to its arrival, p50 / p99.
-  3. (Redis) Redis commands per event with 1 watcher and with the largest N (from INFO commandstats).
+  3. (Redis) Redis commands per event while the run streams, for each N (from INFO commandstats; the live runs wait
+     until every watcher is synced, so the watchers' joining and leaving are not counted).
 The clients run in this process, on the same machine as the servers: on 2 cores the figures include the clients' cost.
 """
 
@@ -228,7 +229,9 @@ PERIODIC = {"xreadgroup", "xautoclaim", "zrangebyscore", "ping", "info", "xinfo|
 async def suite(label: str, args: argparse.Namespace, tmp: Path, redis_url: str | None) -> None:
     port = free_port()
     serve = ["serve", "--port", str(port), "--agents", "bench_agents", "--max-queue", "100000"] + (["--redis", redis_url] if redis_url else [])
-    hub = Process(serve, env(args.events, args.delay), tmp / f"{label}.log", port).start()
+    go = tmp / f"go-{label}"  # live runs wait for it until every watcher is synced (bench_live)
+    go.touch()
+    hub = Process(serve, dict(env(args.events, args.delay), BENCH_GO_FILE=str(go)), tmp / f"{label}.log", port).start()
     bport = free_port()
     baseline: subprocess.Popen[bytes] | None = None
     try:
@@ -250,12 +253,14 @@ async def suite(label: str, args: argparse.Namespace, tmp: Path, redis_url: str 
         print(f"\n{'watchers':>8}  {'live run s':>10}  {'vs 1 watcher':>12}  {'delay p50 ms':>12}  {'p99 ms':>8}")
         one = None
         for n in args.watchers:
-            before = commandstats(redis_url) if redis_url else None
-            dt, delays, events = await bench_live(ws_url, n)
-            after = commandstats(redis_url) if redis_url else None
+            # Redis commands over the streaming only: from the go (every watcher synced) to the run's end at each
+            marks: list[dict[str, int]] = []
+            mark = (lambda: marks.append(commandstats(redis_url))) if redis_url else None  # noqa: E731
+            dt, delays, events = await bench_live(ws_url, n, go, at_go=mark, at_end=mark)
             one = one or dt
             extra = ""
-            if before is not None and after is not None:
+            if marks:
+                before, after = marks
                 per = {k: after.get(k, 0) - before.get(k, 0) for k in after if k not in PERIODIC}
                 top = ", ".join(f"{k} {v / events:.2f}" for k, v in sorted(per.items(), key=lambda kv: -kv[1])[:4] if v)
                 extra = f"  redis commands/event {sum(per.values()) / events:.2f} ({top})"
