@@ -26,27 +26,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from run import PERIODIC, bench_live, env, pct  # noqa: E402  (bench/run.py: the same live benchmark)
+from run import bench_live, env, pct  # noqa: E402  (bench/run.py: the same live benchmark)
 
-from hubtest import Process, free_port, token  # noqa: E402
+from hubtest import PERIODIC_COMMANDS, Process, command_counts, free_port, token  # noqa: E402
 from redis_cluster import RedisCluster  # noqa: E402
 from redis_server import RedisServer  # noqa: E402
 
-TIMED = PERIODIC | {"zcount", "cluster|slots", "cluster|shards", "cluster|nodes", "command", "command|docs",
-                    "command|info", "command|count", "readonly", "info", "config|resetstat"}
-
-
-def stats(ports: list[int]) -> dict[str, int]:
+async def suite(label: str, url: str, ports: list[int], args: argparse.Namespace, tmp: Path) -> list[tuple]:
     import redis
 
-    out: dict[str, int] = {}
-    for port in ports:
-        for k, v in redis.Redis(port=port).info("commandstats").items():
-            out[k.removeprefix("cmdstat_")] = out.get(k.removeprefix("cmdstat_"), 0) + v["calls"]
-    return out
-
-
-async def suite(label: str, url: str, masters: list[int], args: argparse.Namespace, tmp: Path) -> list[tuple]:
+    masters = [redis.Redis(port=p) for p in ports]
     port = free_port()
     go = tmp / f"go-{label}"
     hub = Process(["serve", "--port", str(port), "--agents", "bench_agents", "--max-queue", "100000", "--redis", url],
@@ -57,8 +46,8 @@ async def suite(label: str, url: str, masters: list[int], args: argparse.Namespa
         await bench_live(hub.ws_url, 1, go)  # warm-up
         one = None
         for n in args.watchers:
-            marks: list[dict[str, int]] = [stats(masters)]
-            mark = lambda: marks.append(stats(masters))  # noqa: E731
+            marks: list[dict[str, int]] = [command_counts(masters)]
+            mark = lambda: marks.append(command_counts(masters))  # noqa: E731
             dt, delays, events = await bench_live(hub.ws_url, n, go, at_go=mark, at_end=mark)
             await asyncio.sleep(0.5)  # the watchers' leaving lands
             mark()
@@ -94,7 +83,7 @@ def histogram_counts(base_url: str) -> dict[str, float]:
 
 
 def counted(before: dict[str, int], after: dict[str, int]) -> int:
-    return sum(after.get(k, 0) - before.get(k, 0) for k in after if k not in TIMED)
+    return sum(after.get(k, 0) - before.get(k, 0) for k in after if k not in PERIODIC_COMMANDS)
 
 
 def fmt(r: tuple) -> str:

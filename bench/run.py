@@ -31,12 +31,13 @@ from pathlib import Path
 from typing import Callable
 
 import httpx
+import redis
 import websockets
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "server")]
 
-from hubtest import SECRET, Process, free_port, token  # noqa: E402
+from hubtest import PERIODIC_COMMANDS, SECRET, Process, command_counts, free_port, token  # noqa: E402
 from redis_server import RedisServer  # noqa: E402
 
 OPERATOR = token("bench", ["operator", "viewer"], name="Bench")
@@ -197,13 +198,6 @@ def pct(xs: list[float], p: float) -> float:
     return statistics.quantiles(xs, n=100)[int(p) - 1] if len(xs) >= 2 else (xs[0] if xs else float("nan"))
 
 
-def commandstats(url: str) -> dict[str, int]:
-    import redis
-
-    r = redis.Redis.from_url(url)
-    return {k.removeprefix("cmdstat_"): v["calls"] for k, v in r.info("commandstats").items()}
-
-
 def start_baseline(port: int, environ: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     with open(log, "ab") as out:
         return subprocess.Popen([sys.executable, str(ROOT / "bench" / "baseline.py"), str(port)], env=environ,
@@ -221,9 +215,6 @@ async def wait_listening(port: int, timeout: float = 20.0) -> None:
             if time.monotonic() > deadline:
                 raise
             await asyncio.sleep(0.1)
-
-
-PERIODIC = {"xreadgroup", "xautoclaim", "zrangebyscore", "ping", "info", "xinfo|consumers", "client|setinfo"}
 
 
 async def suite(label: str, args: argparse.Namespace, tmp: Path, redis_url: str | None) -> None:
@@ -255,13 +246,14 @@ async def suite(label: str, args: argparse.Namespace, tmp: Path, redis_url: str 
         for n in args.watchers:
             # Redis commands over the streaming only: from the go (every watcher synced) to the run's end at each
             marks: list[dict[str, int]] = []
-            mark = (lambda: marks.append(commandstats(redis_url))) if redis_url else None  # noqa: E731
+            server = [redis.Redis.from_url(redis_url)] if redis_url else []
+            mark = (lambda: marks.append(command_counts(server))) if redis_url else None  # noqa: E731
             dt, delays, events = await bench_live(ws_url, n, go, at_go=mark, at_end=mark)
             one = one or dt
             extra = ""
             if marks:
                 before, after = marks
-                per = {k: after.get(k, 0) - before.get(k, 0) for k in after if k not in PERIODIC}
+                per = {k: after.get(k, 0) - before.get(k, 0) for k in after if k not in PERIODIC_COMMANDS}
                 top = ", ".join(f"{k} {v / events:.2f}" for k, v in sorted(per.items(), key=lambda kv: -kv[1])[:4] if v)
                 extra = f"  redis commands/event {sum(per.values()) / events:.2f} ({top})"
             print(f"{n:>8}  {dt:>10.2f}  {dt / one:>12.2f}  {pct(delays, 50) * 1000:>12.1f}  {pct(delays, 99) * 1000:>8.1f}{extra}")

@@ -374,3 +374,42 @@ def without_presence(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def subs(presence: dict[str, dict[str, Any]]) -> list[str]:
     """The subs in a presence set, one per connection, sorted: a person watching twice shows twice."""
     return sorted(e["sub"] for e in presence.values())
+
+
+# Redis commands that depend on time, not on events: blocking job reads, timers, lease renewals, health checks, and a
+# cluster client's topology reads.
+PERIODIC_COMMANDS = {"xreadgroup", "xautoclaim", "zrangebyscore", "zcount", "ping", "info", "config|resetstat", "config",
+                     "xpending", "client|setinfo", "client", "cluster|slots", "cluster|shards", "cluster", "command",
+                     "command|docs", "command|info", "command|count", "readonly", "cluster|nodes", "xinfo|consumers"}
+
+
+def command_counts(servers: list[Any]) -> dict[str, int]:
+    """Calls per command so far (INFO commandstats), summed over `servers` (redis-py clients; on a cluster, the masters:
+    a replica's own counts repeat its master's writes)."""
+    out: dict[str, int] = {}
+    for r in servers:
+        for k, v in r.info("commandstats").items():
+            out[k.removeprefix("cmdstat_")] = out.get(k.removeprefix("cmdstat_"), 0) + v["calls"]
+    return out
+
+
+async def commands_per_event(c: Cluster, servers: list[Any], watchers: int) -> float:
+    """Redis commands per event of a run's resumed segment, watched by `watchers` viewers on node 0 and approved on
+    node 1: counted from the approval to the run's end, after every watcher has joined."""
+    run_id = c.start_run(tok=OPERATOR)
+    clients = [await Client.connect(c.ws_url(0), VIEWER) for _ in range(watchers)]
+    for w in clients:
+        await w.subscribe(run_id)
+    paused = await clients[0].wait_event(run_id, "run.paused")
+    ap = clients[0].events(run_id, ("approval.requested",))[0]["data"]["approval_id"]
+    await asyncio.sleep(0.3)
+    before = command_counts(servers)
+    a = await Client.connect(c.ws_url(1), ALICE)
+    assert (await a.request({"type": "decide", "run_id": run_id, "approval_id": ap, "decision": "approve"}))["type"] == "ack"
+    ends = [await w.wait_event(run_id, TERMINAL, timeout=30) for w in clients]
+    after = command_counts(servers)
+    assert all(e == ends[0] for e in ends)
+    used = sum(after.get(k, 0) - before.get(k, 0) for k in after if k not in PERIODIC_COMMANDS)
+    for x in (*clients, a):
+        await x.close()
+    return used / (ends[0]["seq"] - paused["seq"])

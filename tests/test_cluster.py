@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import redis as redis_sync
 
-from hubtest import ALICE, OPERATOR, TERMINAL, VIEWER, Client, Cluster, on_redis, seqs, without_presence
+from hubtest import ALICE, OPERATOR, TERMINAL, VIEWER, Client, Cluster, commands_per_event, on_redis, seqs, without_presence
 
 LEASE_S = 2.0
 
@@ -175,35 +175,8 @@ async def test_killing_the_worker_while_an_approved_tool_runs_never_runs_it_agai
 
 async def test_redis_commands_per_event_do_not_grow_with_watchers(cluster: Cluster) -> None:
     r = redis_sync.Redis.from_url(cluster.redis.url)  # type: ignore[attr-defined]
-    # Commands that depend on time, not on events: blocking job reads, timers, lease renewals, health checks.
-    periodic = {"xreadgroup", "xautoclaim", "zrangebyscore", "zcount", "ping", "info", "config|resetstat", "config", "xpending", "client|setinfo", "client"}
-
-    def counts() -> dict[str, int]:
-        return {k.removeprefix("cmdstat_"): v["calls"] for k, v in r.info("commandstats").items()}
-
-    async def one_run(n_clients: int) -> tuple[int, int]:
-        run_id = cluster.start_run(tok=OPERATOR)
-        clients = [await Client.connect(cluster.ws_url(0), VIEWER) for _ in range(n_clients)]
-        for c in clients:
-            await c.subscribe(run_id)
-        req = await clients[0].wait_event(run_id, "run.paused")
-        ap = clients[0].events(run_id, ("approval.requested",))[0]["data"]["approval_id"]
-        await asyncio.sleep(0.3)
-        before = counts()
-        head_before = req["seq"]
-        await approve(cluster, run_id, ap, node=1)
-        ends = [await c.wait_event(run_id, TERMINAL, timeout=30) for c in clients]
-        after = counts()
-        events = ends[0]["seq"] - head_before
-        assert all(e == ends[0] for e in ends)
-        used = sum(after.get(k, 0) - before.get(k, 0) for k in after if k not in periodic)
-        for c in clients:
-            await c.close()
-        return used, events
-
-    used_1, events_1 = await one_run(1)
-    used_200, events_200 = await one_run(200)
-    per_event_1, per_event_200 = used_1 / events_1, used_200 / events_200
+    per_event_1 = await commands_per_event(cluster, [r], 1)
+    per_event_200 = await commands_per_event(cluster, [r], 200)
     print(f"redis commands per event: 1 watcher {per_event_1:.2f}, 200 watchers {per_event_200:.2f}")
     assert per_event_200 <= per_event_1 * 1.25 + 0.5
 

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from hubtest import ALICE, OPERATOR, TERMINAL, VIEWER, Client, Cluster, seqs, without_presence
+from hubtest import ALICE, OPERATOR, TERMINAL, VIEWER, Client, Cluster, commands_per_event, seqs, without_presence
 from redis_cluster import RedisCluster
 from runcast.backends.memory import MemoryBackend
 from runcast.backends.redis import RedisBackend
@@ -186,38 +186,8 @@ async def test_the_master_of_a_paused_run_fails_over_then_it_is_approved(hubs: C
 
 async def test_redis_commands_per_event_do_not_grow_with_watchers_on_a_cluster(hubs: Cluster) -> None:
     rc: RedisCluster = hubs.redis_cluster  # type: ignore[attr-defined]
-    periodic = {"xreadgroup", "xautoclaim", "zrangebyscore", "zcount", "ping", "info", "config|resetstat", "config",
-                "xpending", "client|setinfo", "client", "cluster|slots", "cluster|shards", "cluster", "command",
-                "command|docs", "command|info", "command|count", "readonly"}
-
-    def counts() -> dict[str, int]:
-        out: dict[str, int] = {}
-        for m in rc.masters():  # (a replica's own counts repeat its master's writes)
-            for k, v in rc.node_by_port(m["port"]).client().info("commandstats").items():
-                out[k.removeprefix("cmdstat_")] = out.get(k.removeprefix("cmdstat_"), 0) + v["calls"]
-        return out
-
-    async def one_run(n_clients: int) -> tuple[int, int]:
-        run_id = hubs.start_run(tok=OPERATOR)
-        clients = [await Client.connect(hubs.ws_url(0), VIEWER) for _ in range(n_clients)]
-        for c in clients:
-            await c.subscribe(run_id)
-        req = await clients[0].wait_event(run_id, "run.paused")
-        ap = clients[0].events(run_id, ("approval.requested",))[0]["data"]["approval_id"]
-        await asyncio.sleep(0.3)
-        before = counts()
-        a = await Client.connect(hubs.ws_url(1), ALICE)
-        await a.request({"type": "decide", "run_id": run_id, "approval_id": ap, "decision": "approve"})
-        ends = [await c.wait_event(run_id, TERMINAL, timeout=30) for c in clients]
-        after = counts()
-        assert all(e == ends[0] for e in ends)
-        used = sum(after.get(k, 0) - before.get(k, 0) for k in after if k not in periodic)
-        for c in (*clients, a):
-            await c.close()
-        return used, ends[0]["seq"] - req["seq"]
-
-    used_1, events_1 = await one_run(1)
-    used_100, events_100 = await one_run(100)
-    per_event_1, per_event_100 = used_1 / events_1, used_100 / events_100
+    masters = [rc.node_by_port(m["port"]).client() for m in rc.masters()]
+    per_event_1 = await commands_per_event(hubs, masters, 1)
+    per_event_100 = await commands_per_event(hubs, masters, 100)
     print(f"cluster: redis commands per event: 1 watcher {per_event_1:.2f}, 100 watchers {per_event_100:.2f}")
     assert per_event_100 <= per_event_1 * 1.25 + 0.5
