@@ -417,15 +417,18 @@ async def _idle(args: argparse.Namespace, tmp: Path, conns: int, src: Path | Non
         await warm.ready()
         await asyncio.sleep(1)
         r0 = rss_bytes(srv.pids)
+        c0, t0 = cpu_seconds(srv.pids), time.monotonic()
         w = Watchers(conns, max(4, conns // 2500), mode="idle", url=f"ws://127.0.0.1:{srv.port}/ws", token=OPERATOR,
                      timeout_s=600)
         await w.ready(timeout=600)
+        up_s, cpu_ms = time.monotonic() - t0, (cpu_seconds(srv.pids) - c0) * 1000 / conns
         await asyncio.sleep(2)
         r1 = rss_bytes(srv.pids)
         warm.close()
         per = (r1 - r0) / conns
         return Row(f"idle: {label}", conns, 0, ok=f"{conns}", note=f"RSS {r0 / 2**20:.0f} -> {r1 / 2**20:.0f} MiB, "
-                   f"{per / 1024:.1f} KiB per authenticated connection")
+                   f"{per / 1024:.1f} KiB per authenticated connection; all up in {up_s:.1f} s, "
+                   f"server CPU {cpu_ms:.2f} ms per connection (upgrade and hello)")
     finally:
         if w:
             w.close()

@@ -222,6 +222,7 @@ def serve(args: argparse.Namespace) -> None:
         loop=os.environ.get("RUNCAST_LOOP", "auto"),  # auto: uvloop where installed; asyncio or uvloop to choose
         lifespan="on",
         timeout_graceful_shutdown=args.grace,
+        backlog=args.backlog,
     )
     _server(config, hub, args.drain_delay).run(sockets=[sock])
 
@@ -389,6 +390,9 @@ def main(argv: list[str] | None = None) -> None:
                         "a token with the metrics or admin role")
     s.add_argument("--header-timeout", type=float, default=float(os.environ.get("RUNCAST_HEADER_TIMEOUT_S", "10")),
                    help="seconds a connection may take to send a request's headers (an upgrade included)")
+    s.add_argument("--backlog", type=int, default=int(os.environ.get("RUNCAST_BACKLOG", "4096")),
+                   help="connections the kernel queues before they are accepted (capped by net.core.somaxconn): "
+                        "room for every client of a restarted node reconnecting at once")
     s.add_argument("--drain-delay", type=float, default=float(os.environ.get("RUNCAST_DRAIN_DELAY_S", "0")),
                    help="on SIGTERM, seconds to keep serving while /readyz answers 503, before closing clients with 1012")
     s.add_argument("--grace", type=float, default=float(os.environ.get("RUNCAST_GRACE_S", "5")),
