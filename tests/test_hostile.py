@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
 from collections.abc import Iterator
 
 import httpx
@@ -17,12 +18,14 @@ from rawws import BINARY, CONT, TEXT, RawWS, frame, rss_bytes, text
 
 METRICS_PORT = free_port()
 HEADER_TIMEOUT = 2.0
+BACKLOG = 1234
 
 
 @pytest.fixture(scope="module")
 def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     cluster = Cluster(tmp_path_factory.mktemp("hostile"), "memory",
-                      serve_args=["--metrics-bind", f"127.0.0.1:{METRICS_PORT}", "--header-timeout", str(HEADER_TIMEOUT)],
+                      serve_args=["--metrics-bind", f"127.0.0.1:{METRICS_PORT}", "--header-timeout", str(HEADER_TIMEOUT),
+                                  "--backlog", str(BACKLOG)],
                       env={"RUNCAST_DEBUG_ENDPOINTS": "1", "RUNCAST_RATE_PER_S": "10000",
                            "RUNCAST_RATE_BURST": "10000"}).start()
     yield cluster
@@ -34,6 +37,13 @@ def test_metrics_bind_serves_metrics_without_a_token_on_its_own_address(hub: Clu
     assert r.status_code == 200 and "runcast_connections " in r.text
     assert httpx.get(f"http://127.0.0.1:{METRICS_PORT}/api/runs", timeout=5).status_code == 404
     assert httpx.get(f"{hub.url}/metrics", timeout=5).status_code == 401  # the main port still wants a token
+
+
+def test_the_listen_backlog_is_the_one_asked_for(hub: Cluster) -> None:
+    """A restarted node's clients all reconnect at once: the kernel queues --backlog of them (uvicorn's own default,
+    2048, overflowed under bench/fanout.py's 10,000). `ss` shows a listening socket's backlog as its Send-Q."""
+    out = subprocess.run(["ss", "-ltnH", f"sport = :{port_of(hub)}"], capture_output=True, text=True, check=True).stdout
+    assert [line.split()[2] for line in out.splitlines()] == [str(BACKLOG)], out
 
 
 def port_of(hub: Cluster) -> int:
