@@ -388,6 +388,8 @@ def main(argv: list[str] | None = None) -> None:
     s.add_argument("--metrics-bind", metavar="HOST:PORT", default=os.environ.get("RUNCAST_METRICS_BIND"),
                    help="also serve /metrics here, without a token (e.g. 127.0.0.1:9100); on the main port it needs "
                         "a token with the metrics or admin role")
+    # 10 s: an upgrade request is one small packet from any real client (nginx's client_header_timeout is 60 s), and
+    # this is also how long a half-open upgrade may hold a socket.
     s.add_argument("--header-timeout", type=float, default=float(os.environ.get("RUNCAST_HEADER_TIMEOUT_S", "10")),
                    help="seconds a connection may take to send a request's headers (an upgrade included)")
     s.add_argument("--backlog", type=int, default=int(os.environ.get("RUNCAST_BACKLOG", "4096")),

@@ -133,7 +133,6 @@ class Feeds:
         self._versions: OrderedDict[str, int] = OrderedDict()
         self._inbox: dict[Watcher, dict[str, str]] = {}  # watcher -> {approval_id: run_id} it was told about
         self._runs: dict[Watcher, _RunsWatch] = {}
-        self.loaded = False
 
     @property
     def watchers(self) -> int:
@@ -187,7 +186,6 @@ class Feeds:
             if is_open(e):
                 fresh[rid] = e
         self.open = fresh
-        self.loaded = True
         for w in list(self._inbox):
             self._resend(w)
 

@@ -50,7 +50,6 @@ class PresenceFeed:
         self.refresh_s = refresh_s
         self.ttl_s = refresh_s * TTL_FACTOR
         self.list_max = list_max
-        self.frames_sent = 0
         self._runs: dict[str, _Run] = {}
         self._tasks: list[asyncio.Task[Any]] = []
 
@@ -86,7 +85,6 @@ class PresenceFeed:
         run.view.join(entry)
         run.joins[entry["connection_id"]] = entry
         watcher.send(encode(run.view.snapshot(), watcher.encoding))
-        self.frames_sent += 1
 
     async def leave(self, run_id: str, watcher: Watcher) -> None:
         run = self._runs.get(run_id)
@@ -150,7 +148,6 @@ class PresenceFeed:
             if data is None:
                 data = encoded[w.encoding] = encode(frame, w.encoding)
             w.send(data)
-        self.frames_sent += len(run.local)
 
     async def _refresh_loop(self) -> None:
         while True:

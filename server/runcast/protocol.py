@@ -16,7 +16,6 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, Strict
 PROTOCOL_VERSION = 1
 SUBPROTOCOL_JSON = "runcast.v1.json"
 SUBPROTOCOL_MSGPACK = "runcast.v1.msgpack"
-SUBPROTOCOLS = (SUBPROTOCOL_JSON, SUBPROTOCOL_MSGPACK)
 Encoding = Literal["json", "msgpack"]
 
 # Largest client frame the application accepts; a larger one gets a `too_large` error and is dropped.
@@ -309,16 +308,6 @@ class Sync(BaseModel):
 class Pong(BaseModel):
     type: Literal["pong"] = "pong"
     id: str | None = None
-
-
-class RunEvent(BaseModel):
-    """The shape of every logged event. Backends build these as dicts (hot path); this model documents and checks them."""
-
-    run_id: str
-    seq: int
-    ts: str
-    type: str
-    data: dict[str, Any]
 
 
 def error_frame(err: ProtocolError, run_id: str | None = None) -> dict[str, Any]:

@@ -35,9 +35,6 @@ log = logging.getLogger("runcast.ws")
 PRE_AUTH_MAX_MESSAGE = 16 * 1024
 # How long a failed connection's leftover input is read and dropped before the socket is closed (see above).
 LINGER_S = 2.0
-# Default header-read timeout. nginx's client_header_timeout is 60 s; an upgrade request is one small packet from any
-# real client, and this is also the bound on how long a half-open upgrade may hold a socket.
-HEADER_TIMEOUT_S = 10.0
 EXTENSION = "runcast.transport"
 # Every HTTP protocol object still in memory (weakly held): the debug endpoint counts them, so a test can check that
 # an upgraded connection does not keep its HTTP parser.

@@ -85,7 +85,6 @@ from .pubsub import LiveFeed, _Channel, _Shard
 log = logging.getLogger("runcast.redis")
 
 FLUSH_GRACE_S = 5.0  # a commit's jobs and timer not in the {P} keys after this long are put there by a sweeper
-DONE_FORGET_S = 3600.0  # a finished run's timer version is kept this long (no flush of it can arrive later)
 _EVENT_CACHE = 20_000  # recent events this process keeps decoded, by their packed bytes (see _intern)
 # A packed event: fixmap header, "seq" (0xa3 's' 'e' 'q'), uint32 marker 0xce, then the seq's 4 bytes, then the rest.
 _SEQ_AT = 6

@@ -25,7 +25,6 @@ from ...protocol import Event
 
 log = logging.getLogger("runcast.redis")
 GROUP = "deliverers"
-OUTBOX_MAXLEN = 100_000  # entries kept undelivered at most (approximate trim, in the commit script)
 DELIVERIES_KEPT = 1000
 ENTRY_OWNER_S = 3 * 86400  # longer than a delivery is retried (webhooks.py gives up after a day)
 

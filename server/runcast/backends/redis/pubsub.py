@@ -121,17 +121,6 @@ class LiveFeed:
             return "SSUBSCRIBE", "SUNSUBSCRIBE", b"smessage", b"sunsubscribe"
         return "SUBSCRIBE", "UNSUBSCRIBE", b"message", b"unsubscribe"
 
-    @property
-    def _reader(self) -> asyncio.Task[None] | None:
-        """The single Redis's reader (tests look at it)."""
-        shard = self._shards.get(SINGLE)
-        return shard.reader if shard else None
-
-    @property
-    def _ps(self) -> Any:
-        shard = self._shards.get(SINGLE)
-        return shard.conn if shard else None
-
     # ------------------------------------------------------------------ signals
     async def signal(self, run_id: str, message: dict[str, Any]) -> None:
         payload = msgpack.packb({"run_id": run_id, "message": message}, use_bin_type=True)

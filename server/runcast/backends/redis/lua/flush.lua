@@ -14,7 +14,7 @@ local jobs = tonumber(ARGV[12])
 for i = 1, jobs do
   redis.call('XADD', KEYS[1], '*', 'j', ARGV[13 + i])
 end
-for i = 1, tonumber(ARGV[13]) do
+for i = 1, tonumber(ARGV[13]) do  -- webhook outbox entries: at most about 100,000 kept undelivered
   redis.call('XADD', KEYS[8], 'MAXLEN', '~', '100000', '*', 'e', ARGV[13 + jobs + i])
 end
 if version >= 0 then
