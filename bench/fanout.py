@@ -435,6 +435,15 @@ async def _idle(args: argparse.Namespace, tmp: Path, conns: int, src: Path | Non
         srv.stop()
 
 
+def _role(pid: int) -> str:
+    """serve or worker, from a process's command line (the --processes parent is a serve that only supervises)."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_text().split("\0")
+    except FileNotFoundError:
+        return "?"
+    return "worker" if "worker" in argv else "serve" if "serve" in argv else "?"
+
+
 async def processes(args: argparse.Namespace, tmp: Path, procs: int, redis_url: str, watchers: int, n: int,
                     rate: float) -> Row:
     """`runcast serve --processes N --worker-process` on Redis: a run at `rate` events per second (0: as fast as the
@@ -457,15 +466,22 @@ async def processes(args: argparse.Namespace, tmp: Path, procs: int, redis_url: 
         await w.ready()
         await asyncio.sleep(1)
         pids, client_pids = srv.pids, [p.pid for p in w.procs]
+        roles = {pid: _role(pid) for pid in pids}
+        each0 = {pid: cpu_seconds([pid]) for pid in pids}
         c0, t0, w0 = cpu_seconds(pids), time.time(), cpu_seconds(client_pids)
         go.touch()
         res = await w.results()
         c1, w1 = cpu_seconds(pids), cpu_seconds(client_pids)
+        each = {pid: cpu_seconds([pid]) - each0[pid] for pid in pids}
         row = _row(f"--processes {procs} (redis, {f'{rate:g} ev/s' if rate else 'burst'})", watchers, rate, res,
                    c1 - c0, t0, n)
         if row.wall == row.wall:
-            row.note += f"; hub+worker {(c1 - c0) / row.wall:.2f} cores, watchers {(w1 - w0) / row.wall:.2f} cores"
+            hubs = " + ".join(f"{each[p] / row.wall:.2f}" for p in pids if roles[p] == "serve" and each[p] > 0.01)
+            worker = sum(each[p] for p in pids if roles[p] == "worker") / row.wall
+            row.note += (f"; cores: hub processes {hubs}, worker {worker:.2f}, the watchers' Node processes "
+                         f"{(w1 - w0) / row.wall:.2f}")
         return row
+
     finally:
         if w:
             w.close()
