@@ -178,6 +178,14 @@ class Watchers:
             p.stdin.write(cmd + "\n")
             p.stdin.flush()
 
+    async def measure(self, pids: list[int], go: Any) -> tuple["Result", float, float]:
+        """Calls `go()` (what starts the stream) and waits for every watcher's results: (results, the CPU seconds `pids`
+        used meanwhile, the wall-clock time of the go)."""
+        c0, t0 = cpu_seconds(pids), time.time()
+        go()
+        res = await self.results()
+        return res, cpu_seconds(pids) - c0, t0
+
     async def results(self) -> "Result":
         outs = [json.loads(x) for x in await asyncio.gather(*(self._line(p) for p in self.procs))]
         return Result.merge(outs)
@@ -264,12 +272,9 @@ async def live_reference(kind: str, args: argparse.Namespace, tmp: Path, rate: f
         w = Watchers(watchers, args.client_procs, mode=mode, url=url, timeout_s=args.timeout)
         await w.ready()
         await asyncio.sleep(1)
-        pids = srv.pids
-        c0, t0 = cpu_seconds(pids), time.time()
-        httpx.get(f"http://127.0.0.1:{port}/go?n={n}&rate={rate}", timeout=10)
-        res = await w.results()
-        c1 = cpu_seconds(pids)
-        return _row(kind, watchers, rate, res, c1 - c0, t0, n)
+        res, cpu, t0 = await w.measure(srv.pids, lambda: httpx.get(f"http://127.0.0.1:{port}/go?n={n}&rate={rate}",
+                                                                    timeout=10))
+        return _row(kind, watchers, rate, res, cpu, t0, n)
     finally:
         if w:
             w.close()
@@ -326,12 +331,8 @@ async def live_runcast(args: argparse.Namespace, tmp: Path, rate: float, n: int,
                      token=OPERATOR, run_id=run_id, timeout_s=args.timeout, batch=batch)
         await w.ready()
         await asyncio.sleep(1)
-        pids = srv.pids
-        c0, t0 = cpu_seconds(pids), time.time()
-        go.touch()
-        res = await w.results()
-        c1 = cpu_seconds(pids)
-        return _row(label, watchers, rate, res, c1 - c0, t0, n)
+        res, cpu, t0 = await w.measure(srv.pids, go.touch)
+        return _row(label, watchers, rate, res, cpu, t0, n)
     finally:
         if w:
             w.close()
@@ -377,15 +378,12 @@ async def replay(args: argparse.Namespace, tmp: Path, events: int, clients: int,
             try:
                 await w.ready()
                 await asyncio.sleep(0.5)
-                c0, t0 = cpu_seconds(pids), time.time()
-                w.say("go")
-                res = await w.results()
-                c1 = cpu_seconds(pids)
+                res, cpu, t0 = await w.measure(pids, lambda: w.say("go"))
             finally:
                 w.close()
             dt = res.done_ms / 1000 - t0
             name = "replay: bare Starlette" if kind == "baseline" else f"replay: {label}{' (batch)' if b else ''}"
-            return Row(name, clients, 0, cpu_us=(c1 - c0) / (clients * head) * 1e6, wall=dt,
+            return Row(name, clients, 0, cpu_us=cpu / (clients * head) * 1e6, wall=dt,
                        delivered_s=clients * head / dt, ok=f"{res.ok}/{clients}",
                        note="; ".join(res.errors[:2]) + f" {head} events")
 

@@ -24,7 +24,7 @@ STOP_MARGIN_S = 5.0  # past the longest drain a child was given, it is killed
 def stop_timeout(args: argparse.Namespace, env: dict[str, str]) -> float:
     """How long the children get after SIGTERM: each hub's drain delay and grace, the worker's grace (its segments
     finish or are handed back), whichever is longest, plus a margin. Past it, they are killed."""
-    hub = getattr(args, "drain_delay", 0.0) + getattr(args, "grace", 5.0)
+    hub = args.drain_delay + args.grace
     worker = float(env.get("RUNCAST_WORKER_GRACE_S", "25")) if not args.no_worker else 0.0
     return max(hub, worker) + STOP_MARGIN_S
 

@@ -53,8 +53,7 @@ def http_protocol(header_timeout_s: float) -> type[asyncio.Protocol]:
             self._arm_header_timer()
 
         def _arm_header_timer(self) -> None:
-            if self._header_timer is not None:
-                self._header_timer.cancel()
+            self._cancel_header_timer()
             self._header_timer = self.loop.call_later(header_timeout_s, self._header_timeout)
 
         def _header_timeout(self) -> None:
