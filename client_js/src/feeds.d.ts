@@ -36,6 +36,8 @@ export interface RunSummary {
   updated_at: number;
   /** Open approvals in this run (for anyone). */
   open_approvals: number;
+  /** Approvals of this run that were rejected or expired (a completed run with some is not plainly "completed"). */
+  rejected_approvals?: number;
 }
 
 export type InboxRemovedReason = "approved" | "rejected" | "expired" | "cancelled" | "voted" | "closed";

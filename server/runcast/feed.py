@@ -36,7 +36,10 @@ def approval_status(ap: Approval) -> str:
 def run_summary(rec: RunRecord) -> dict[str, Any]:
     """What the run list shows of a run (the HTTP list's summary, with the version it was read at)."""
     open_ = sum(1 for i in rec.pending if rec.status == "paused" and not rec.approvals[i].settled)
-    return rec.summary() | {"version": rec.version, "updated_at": rec.updated_at, "open_approvals": open_}
+    # rejected or expired tool calls: a run that completed without them is not plainly "completed"
+    rejected = sum(1 for ap in rec.approvals.values() if ap.status == "rejected")
+    return rec.summary() | {"version": rec.version, "updated_at": rec.updated_at, "open_approvals": open_,
+                            "rejected_approvals": rejected}
 
 
 def entry(rec: RunRecord) -> dict[str, Any]:
