@@ -197,6 +197,8 @@ function restart() {
   agents = [];
   announced.clear();
   notifiedReady = false;
+  for (const node of inboxNodes.values()) node.el.remove();
+  inboxNodes.clear();
   if (view) { view = null; $("transcript").replaceChildren(); $("decide-cards").replaceChildren(); }
   setText($("me"), "");
   banner("");
@@ -246,20 +248,33 @@ function countdownText(expiresAt) {
   return left ? `in ${leftText(left)}` : "expired";
 }
 
-/** One inbox item: what is asked and by which run's request, its key arguments, and its deadline. */
-function inboxItem(ap, current) {
-  const left = ap.expires_at ? secondsLeft(ap.expires_at) : null;
+/**
+ * One inbox item: what is asked and by which run's request, its key arguments, and its deadline. Built once per
+ * approval; `update` only changes its countdown and whether it is the open run's (nodes stay put between ticks).
+ */
+function buildInboxItem(ap) {
   const request = ap.run?.input ? runTitle(ap.run.input, ap.run?.agent) : "";
-  return h("li", {},
-    h("a", { href: `#${approvalHash(ap)}`, class: ap.run_id === current ? "current" : "", dataset: { testid: "inbox-item", runId: ap.run_id, approvalId: ap.approval_id } },
-      h("b", {}, `${ap.agent || "Agent"} asks to run ${ap.tool}`),
-      h("span", { class: "inbox-args", dataset: { testid: "inbox-args" } }, keyArguments(ap.arguments)),
-      request ? h("span", { class: "inbox-request small", dataset: { testid: "inbox-request" } }, `“${request}” · ${ap.run?.started_by?.name || "?"}`) : null,
-      left !== null
-        ? h("span", { class: `countdown small${left === 0 ? " lapsed" : ""}`, dataset: { testid: "inbox-deadline" } },
-          left ? `Expires ${countdownText(ap.expires_at)} · ` : "Expired · ", timeEl(ap.expires_at))
-        : h("span", { class: "muted small" }, "No deadline · asked ", timeEl(ap.requested_at))));
+  const countdown = h("span", { class: "countdown small", dataset: { testid: "inbox-deadline" } });
+  const link = h("a", { href: `#${approvalHash(ap)}`, dataset: { testid: "inbox-item", runId: ap.run_id, approvalId: ap.approval_id } },
+    h("b", {}, `${ap.agent || "Agent"} asks to run ${ap.tool}`),
+    h("span", { class: "inbox-args", dataset: { testid: "inbox-args" } }, keyArguments(ap.arguments)),
+    request ? h("span", { class: "inbox-request small", dataset: { testid: "inbox-request" } }, `“${request}” · ${ap.run?.started_by?.name || "?"}`) : null,
+    ap.expires_at ? countdown : h("span", { class: "muted small" }, "No deadline · asked ", timeEl(ap.requested_at)));
+  const deadline = ap.expires_at ? timeEl(ap.expires_at) : null;
+  return {
+    el: h("li", {}, link),
+    update(current) {
+      link.className = ap.run_id === current ? "current" : "";
+      if (!ap.expires_at) return;
+      const left = secondsLeft(ap.expires_at);
+      countdown.classList.toggle("lapsed", left === 0);
+      const text = left ? `Expires ${countdownText(ap.expires_at)} · ` : "Expired · ";
+      if (countdown.firstChild?.textContent !== text) countdown.replaceChildren(text, deadline);
+    },
+  };
 }
+
+const inboxNodes = new Map(); // approval id -> built item
 
 function renderInbox() {
   const items = client ? inboxList(client.inbox).sort(byDeadline) : [];
@@ -270,7 +285,18 @@ function renderInbox() {
   setText($("inbox-empty"), me && hasRole(me, "approver") ? "Nothing waits for your decision." : "Nothing waits for your decision (your roles decide no approvals by default).");
   $("notify").hidden = !(mayEverDecide(me) && typeof Notification !== "undefined" && Notification.permission === "default");
   const current = view?.runId;
-  $("inbox").replaceChildren(...items.map((ap) => inboxItem(ap, current)));
+  const list = $("inbox");
+  let prev = null;
+  for (const ap of items) {
+    let node = inboxNodes.get(ap.approval_id);
+    if (!node || node.ap !== ap) { node?.el.remove(); node = { ...buildInboxItem(ap), ap }; inboxNodes.set(ap.approval_id, node); }
+    node.update(current);
+    const want = prev ? prev.nextSibling : list.firstChild;
+    if (want !== node.el) list.insertBefore(node.el, want);
+    prev = node.el;
+  }
+  const keep = new Set(items.map((ap) => ap.approval_id));
+  for (const [id, node] of inboxNodes) if (!keep.has(id)) { node.el.remove(); inboxNodes.delete(id); }
   // On a phone the inbox is below the page: the top bar keeps it one tap away.
   const jump = $("inbox-jump");
   jump.hidden = !items.length;
