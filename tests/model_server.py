@@ -6,7 +6,7 @@ delete_files (an approval), then the final answer, deciding each step from the c
 like a real model. Every request is recorded with the usage the server reported for it, so a test can check the
 run's usage to the token.
 
-Faults are queued per test with `fail(...)`, one per model request, in order:
+Faults are queued per test with `fail(...)`, one per model request, in order (`Ok()` lets one request through):
 - `RateLimited(retry_after)`: HTTP 429 with `retry-after` (the openai client waits that long and retries);
 - `ServerError()`: HTTP 500;
 - `Cut()`: a 200 whose body stops mid-way (the socket is closed before the last chunk of the chunked body);
@@ -53,6 +53,11 @@ SCRIPTS = {"delete_files": janitor_script, "restart_service": ops_script, "trans
 
 
 @dataclass
+class Ok:
+    """No fault: a normal reply (to let the first requests of a run through before a fault)."""
+
+
+@dataclass
 class RateLimited:
     retry_after: str = "0.2"
 
@@ -72,7 +77,7 @@ class EarlyEnd:
     pass
 
 
-Fault = RateLimited | ServerError | Cut | EarlyEnd
+Fault = Ok | RateLimited | ServerError | Cut | EarlyEnd
 
 
 @dataclass

@@ -33,6 +33,7 @@ class Settings:
     max_unauthenticated: int = 1_000  # of them, not past hello yet (a hello has 10 s: 100 new clients a second)
     metrics_bind: str | None = None  # HOST:PORT: /metrics without a token there (on the main port it needs one)
     debug_endpoints: bool = False  # GET /debug/connections (admin token): live Connection objects after gc (tests)
+    tracing: str | None = None  # "off" / "openai" (resolve_tracing); None: decided from the environment
     presence_refresh_s: float = 2.0  # how often a node refreshes its watchers' presence entries (they live 1.6x that)
 
 
@@ -63,11 +64,11 @@ def resolve_tracing(asked: str | None, env: Mapping[str, str]) -> tuple[str, str
     team's own: its agents' traces must not go to a third party the user never chose (and a log full of "Tracing
     request failed" when that party is unreachable). Else the SDK's default: on.
     """
+    if asked and asked not in TRACING_MODES:
+        raise ValueError(f"--tracing must be one of {', '.join(TRACING_MODES)}, not {asked!r}")
     if _truthy(env.get("OPENAI_AGENTS_DISABLE_TRACING")):
         return "off", "OPENAI_AGENTS_DISABLE_TRACING is set"
     if asked:
-        if asked not in TRACING_MODES:
-            raise ValueError(f"--tracing must be one of {', '.join(TRACING_MODES)}, not {asked!r}")
         return asked, "asked for"
     if not env.get("OPENAI_API_KEY"):
         return "off", "no OPENAI_API_KEY"
