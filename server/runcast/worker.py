@@ -31,6 +31,7 @@ from .toolnames import wire_name
 
 log = logging.getLogger("runcast.worker")
 _END = object()
+TRACE_FLUSH_S = 5.0  # how long a stopping worker waits for its last traces to be exported (--tracing openai)
 
 
 def _json_output(value: Any) -> Any:
@@ -106,6 +107,30 @@ class Worker:
         await asyncio.gather(*self._tasks, *( [self._loop_task] if self._loop_task else []), return_exceptions=True)
         if self._signals:
             await self._signals.close()
+        if self.tracing == "openai":
+            await self._flush_traces()
+
+    async def _flush_traces(self) -> None:
+        """Export the traces of the last few seconds' runs now: the SDK sends them every 5 s, and at exit it gives up
+        on what is still queued. In a thread, and bounded: an unreachable trace endpoint must not hold a shutdown."""
+        import threading
+
+        from agents.tracing import get_trace_provider
+
+        done = asyncio.get_running_loop().create_future()
+
+        def flush() -> None:
+            try:
+                get_trace_provider().force_flush()
+            finally:
+                done.get_loop().call_soon_threadsafe(lambda: done.done() or done.set_result(None))
+
+        # a daemon thread: one still retrying an unreachable endpoint when the time is up does not hold the exit
+        threading.Thread(target=flush, name="runcast-trace-flush", daemon=True).start()
+        try:
+            await asyncio.wait_for(done, TRACE_FLUSH_S)
+        except asyncio.TimeoutError:
+            log.warning("traces not flushed within %.0fs at shutdown; the rest are dropped", TRACE_FLUSH_S)
 
     async def drain(self, grace_s: float) -> None:
         """Take no more jobs; give the segments being streamed up to `grace_s` to end (complete or pause), then stop.
