@@ -258,14 +258,13 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             rec.usage = usage
             rec.tools_called = [name for name, _ in step.calls]
-        for kind, data in frames:
+        for kind, data, *delta in frames:
             if kind == "pause":
                 time.sleep(srv.delta_pause_s)
                 continue
-            if kind == "delta":
-                rec.deltas.append(data)
-                continue
             self._chunk(data)
+            if delta:  # recorded once sent: a cut stream records what it sent, no more
+                rec.deltas.append(delta[0])
         if isinstance(fault, Cut):
             self.wfile.flush()
             self.connection.shutdown(socket.SHUT_RDWR)  # no terminating chunk: an incomplete chunked body
@@ -278,7 +277,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.flush()
 
     # ---- Responses API: `event: <type>` + `data: <json>` per event
-    def _responses(self, step: Step, usage: dict[str, int], n: int) -> list[tuple[str, Any]]:
+    def _responses(self, step: Step, usage: dict[str, int], n: int) -> list[tuple[Any, ...]]:
         tag = f"{n}_{abs(hash(step.text)) % 10**8}"
         msg = ResponseOutputMessage(type="message", id=f"msg_{tag}", role="assistant", status="completed",
                                     content=[ResponseOutputText(type="output_text", text=step.text, annotations=[], logprobs=[])])
@@ -293,7 +292,7 @@ class _Handler(BaseHTTPRequestHandler):
                                             input_tokens_details=InputTokensDetails(cached_tokens=0, cache_write_tokens=0),
                                             output_tokens_details=OutputTokensDetails(reasoning_tokens=0)))
         seq = iter(range(100_000))
-        out: list[tuple[str, Any]] = []
+        out: list[tuple[Any, ...]] = []
 
         def ev(e: Any) -> None:
             out.append(("sse", f"event: {e.type}\ndata: {e.model_dump_json(exclude_none=True)}\n\n".encode()))
@@ -308,7 +307,7 @@ class _Handler(BaseHTTPRequestHandler):
         for w in _words(step.text):
             ev(ResponseTextDeltaEvent(type="response.output_text.delta", item_id=msg.id, output_index=0, content_index=0,
                                       delta=w, logprobs=[], sequence_number=next(seq)))
-            out.append(("delta", w))
+            out[-1] += (w,)
             out.append(("pause", None))
         ev(ResponseOutputItemDoneEvent(type="response.output_item.done", output_index=0, item=msg, sequence_number=next(seq)))
         for idx, fc in enumerate(output[1:], start=1):
@@ -321,9 +320,9 @@ class _Handler(BaseHTTPRequestHandler):
         return out
 
     # ---- Chat Completions: `data: <chat.completion.chunk>` lines, then `data: [DONE]`
-    def _chat(self, step: Step, usage: dict[str, int], body: dict[str, Any]) -> list[tuple[str, Any]]:
+    def _chat(self, step: Step, usage: dict[str, int], body: dict[str, Any]) -> list[tuple[Any, ...]]:
         cid, created = f"chatcmpl-{abs(hash(step.text)) % 10**8}", int(time.time())
-        out: list[tuple[str, Any]] = []
+        out: list[tuple[Any, ...]] = []
 
         def chunk(delta: dict[str, Any] | None, finish: str | None = None, use: dict[str, int] | None = None) -> None:
             raw: dict[str, Any] = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": "local",
@@ -337,7 +336,7 @@ class _Handler(BaseHTTPRequestHandler):
         chunk({"role": "assistant", "content": ""})
         for w in _words(step.text):
             chunk({"content": w})
-            out.append(("delta", w))
+            out[-1] += (w,)
             out.append(("pause", None))
         for k, (name, args) in enumerate(step.calls):
             call_id = f"call_{cid}_{k}"
