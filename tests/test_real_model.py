@@ -24,6 +24,7 @@ from runcast.settings import custom_base_url, resolve_tracing
 
 API_KEY = "sk-test-0123456789abcdefghij"
 MODEL = "test-model"
+SDK_EXPORT_EVERY_S = 5.0  # agents.tracing.processors.BatchTraceProcessor's schedule_delay
 
 
 def model_env(srv: ModelServer, **extra: str) -> dict[str, str]:
@@ -261,9 +262,11 @@ def test_tracing_default_is_off_with_a_base_url_of_ones_own() -> None:
     assert custom_base_url({"OPENAI_BASE_URL": "http://127.0.0.1:8000/v1"}) and not custom_base_url({})
 
 
-async def traced_run(srv: ModelServer, tmp: Path, args: list[str], **env: str) -> tuple[list[str], str]:
+async def traced_run(srv: ModelServer, tmp: Path, args: list[str], linger: bool = False, **env: str) -> tuple[list[str], str]:
     """One demo run, to the end, on a hub whose HTTPS proxy is the model server's refusing proxy; the hub is then
-    stopped (a stopping worker flushes its traces). Returns what the proxy was asked to reach, and the hub's log."""
+    stopped (a stopping worker flushes its traces). With `linger`, it first lives past the SDK's export interval, so
+    that a check that no trace left does not pass only because the hub stopped first. Returns what the proxy was asked
+    to reach, and the hub's log."""
     tmp.mkdir(exist_ok=True)
     c = Cluster(tmp, "memory", env=model_env(srv, HTTPS_PROXY=srv.proxy_url, RUNCAST_LOG_LEVEL="INFO", **env),
                 serve_args=["--model", MODEL, *args])
@@ -277,13 +280,15 @@ async def traced_run(srv: ModelServer, tmp: Path, args: list[str], **env: str) -
         await approve(c, run_id, requested["data"]["approval_id"])
         assert (await w.wait_event(run_id, TERMINAL, timeout=60))["type"] == "run.completed"
         await w.close()
+        if linger:
+            await asyncio.sleep(SDK_EXPORT_EVERY_S + 2)  # long enough for the SDK's own export, were tracing on
     finally:
         c.stop()
     return srv.proxied[p0:], c.nodes[0].log_path.read_text()
 
 
 async def test_with_a_base_url_of_ones_own_no_trace_leaves(srv: ModelServer, tmp_path: Path) -> None:
-    proxied, log = await traced_run(srv, tmp_path, [])
+    proxied, log = await traced_run(srv, tmp_path, [], linger=True)
     assert proxied == [] and "Tracing request failed" not in log
     assert "tracing off (OPENAI_BASE_URL is not OpenAI's" in log
 
@@ -291,5 +296,6 @@ async def test_with_a_base_url_of_ones_own_no_trace_leaves(srv: ModelServer, tmp
 async def test_tracing_openai_exports_and_the_sdks_own_switch_still_wins(srv: ModelServer, tmp_path: Path) -> None:
     proxied, log = await traced_run(srv, tmp_path / "on", ["--tracing", "openai"])
     assert "api.openai.com:443" in proxied and "Tracing request failed" in log, log  # what the default above prevents
-    proxied, log = await traced_run(srv, tmp_path / "env-off", ["--tracing", "openai"], OPENAI_AGENTS_DISABLE_TRACING="1")
+    proxied, log = await traced_run(srv, tmp_path / "env-off", ["--tracing", "openai"], linger=True,
+                                    OPENAI_AGENTS_DISABLE_TRACING="1")
     assert proxied == [] and "Tracing request failed" not in log
