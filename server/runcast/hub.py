@@ -85,7 +85,8 @@ class Hub:
         await self._load_feeds()
         await self.presence.start()
         if self.settings.run_worker:
-            self.worker = Worker(self.backend, self.registry, concurrency=self.settings.worker_concurrency, lease_s=self.settings.lease_s)
+            self.worker = Worker(self.backend, self.registry, concurrency=self.settings.worker_concurrency, lease_s=self.settings.lease_s,
+                                 tracing=self.settings.tracing)
             await self.worker.start()
         await self.sweeper.start()
         self.deliverer = await webhooks.maybe_start(self.backend, self.registry, self.settings.webhooks)
