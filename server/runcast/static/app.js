@@ -1150,10 +1150,12 @@ $("cancel").addEventListener("click", async () => {
   }
 });
 
-$("view").querySelector('[data-testid="back"]').addEventListener("click", (ev) => {
-  ev.preventDefault();
-  location.hash = "";
-});
+for (const back of $("view").querySelectorAll('[data-testid="back"], [data-testid="back-top"]')) {
+  back.addEventListener("click", (ev) => {
+    ev.preventDefault();
+    location.hash = "";
+  });
+}
 
 // ---------------------------------------------------------------------------------------------- start
 
