@@ -242,6 +242,7 @@ export function applyEvent(state, ev) {
       state.status = "failed";
       state.error = { code: d.code ?? "error", message: d.message ?? "" };
       if (d.guardrail) state.error.guardrail = d.guardrail; // {name, side, output_info}: which guardrail tripped
+      if (d.usage) state.usage = d.usage; // the tokens spent before the failure (absent for worker_lost)
       state.pending = [];
       note(state, ev, "failed", { code: d.code ?? "error", message: d.message ?? "" });
       break;
