@@ -41,7 +41,8 @@ export interface ApprovalState {
   agent: string | null;
   /** The tool's description as the agent's code declares it (null from an older hub, or none declared). */
   description: string | null;
-  policy: { roles: string[]; quorum: number; allowSelf: boolean };
+  /** countStarter: whether the run's starter's approval counts towards the quorum. */
+  policy: { roles: string[]; quorum: number; allowSelf: boolean; countStarter: boolean };
   requestedAt: string | null;
   /** ISO 8601, the hub's clock; null when it never expires. */
   expiresAt: string | null;
