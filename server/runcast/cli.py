@@ -27,7 +27,8 @@ def _registry(args: argparse.Namespace):  # noqa: ANN202
     reg = Registry()
     for name in args.agents or ["demo"]:
         if name == "demo":  # only the demo agents take --model / --model-api: a user's agents keep their own
-            reg.update(demo_registry(model=args.model, api=args.model_api))
+            cfg = args.model_config  # checked by _setup
+            reg.update(demo_registry(model=cfg.model, api=cfg.api))
         else:
             sys.path.insert(0, os.getcwd())
             reg.update(Registry.from_module(name))
