@@ -581,8 +581,11 @@ def pick_run(api: Api, out: Out) -> str:
         return visible(f"{r['run_id']}  {r['agent']:<14} {r['status']:<9} {_who(r.get('started_by'))}: "
                        f"{brief(r.get('input') or '', 50)}")
 
-    return choice(message="Which run do you want to watch? (↑/↓, Enter; Ctrl-C to quit)",
-                  options=[(r["run_id"], label(r)) for r in live])
+    try:
+        return choice(message="Which run do you want to watch? (↑/↓, Enter; Ctrl-C to quit)",
+                      options=[(r["run_id"], label(r)) for r in live])
+    except EOFError:  # Ctrl-D: nothing chosen
+        raise KeyboardInterrupt from None
 
 
 def cmd_watch(api: Api, args: argparse.Namespace, out: Out) -> int:
