@@ -151,7 +151,7 @@ class SubscribeRuns(_Command):
     limit: Annotated[StrictInt, Field(ge=1, le=500)] = 50
     # optional filters (feed.run_matches): only runs that match all of those given are listed and sent
     agent: Annotated[StrictStr, Field(min_length=1, max_length=200)] | None = None
-    status: Annotated[StrictStr, Field(min_length=1, max_length=32)] | None = None
+    status: Annotated[StrictStr, Field(min_length=1, max_length=200)] | None = None  # one, a,b, or live
     started_by: Annotated[StrictStr, Field(min_length=1, max_length=200)] | None = None  # a sub
     q: Annotated[StrictStr, Field(min_length=1, max_length=200)] | None = None  # words in the input, agent, id, starter
 
