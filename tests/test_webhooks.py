@@ -109,6 +109,7 @@ def check_slack(body: dict[str, Any], link: str) -> None:
         if b["type"] == "context":
             assert 0 < len(b["elements"]) <= 10
     everything = json.dumps(body)
+    link = webhooks.slack_escape(link)  # Slack's rules: & (as in ...&approval=) is &amp; in every text field
     assert f"<{link}|" in everything and link in body["text"]
 
 
@@ -170,6 +171,44 @@ def test_payloads_slack_shape_and_backoff_are_plain_functions() -> None:
         webhooks.parse_events("run.started")
     eps = webhooks.parse_cli(["http://a/", "http://b/"], ["run.completed"], ["standard", "slack"])
     assert [(e.events, e.format) for e in eps] == [({"run.completed"}, "standard"), ({"run.completed"}, "slack")]
+
+
+def slack_texts(doc: Any) -> list[str]:
+    """Every text a Slack message shows: the fallback and each block's text, field and element."""
+    if isinstance(doc, dict):
+        return [v for k, v in doc.items() if k == "text" and isinstance(v, str)] + [
+            t for k, v in doc.items() for t in slack_texts(v) if not (k == "text" and isinstance(v, str))]
+    if isinstance(doc, list):
+        return [t for v in doc for t in slack_texts(v)]
+    return []
+
+
+def test_slack_escapes_every_text_field_the_fallback_included() -> None:
+    """A display name (or tool, agent, input, reason) with Slack's control syntax neither pings nor links: &, < and >
+    become entities in the `text` fallback and in every block; the only link is the one to the approval."""
+    evil = "<!channel> Mallory <http://evil.invalid|Approve here> & <@U123>"
+    link = f"{PUBLIC}/#run=run_1&approval=ap_1"
+    for type_, event in (("approval.requested", {"approval_id": "ap_1", "tool": evil, "arguments": {"note": evil}}),
+                         ("approval.decided", {"approval_id": "ap_1", "decision": "reject", "reason": evil,
+                                               "by": {"sub": "m", "name": evil}}),
+                         ("run.failed", {"code": "x", "message": evil}), ("run.cancelled", {"by": {"name": evil}}),
+                         ("run.completed", {"output": evil})):
+        body = webhooks.payload({"run_id": "run_1", "seq": 3, "ts": "2026-01-01T00:00:00.000Z", "type": type_,
+                                 "data": event}, None, PUBLIC)
+        body["data"]["run"] |= {"agent": evil, "started_by": {"sub": "m", "name": evil}}
+        if "approval" in body["data"]:
+            body["data"]["approval"] |= {"tool": evil, "arguments": {"note": evil}, "expires_at": evil}
+        doc = json.loads(webhooks.encode(webhooks.Endpoint("http://x", format="slack"), body))
+        texts = slack_texts(doc)
+        assert doc["text"] in texts and len(texts) >= 5
+        ours = f"<{webhooks.slack_escape(body['data'].get('approval', body['data']['run'])['url'])}|"
+        for t in texts:
+            rest = t.split(ours)[0] + "".join(p.split(">", 1)[1] for p in t.split(ours)[1:])
+            assert "<" not in rest and ">" not in rest, (type_, t)  # no ping, mention or link but ours
+            assert "& " not in rest and "&approval" not in rest, (type_, t)
+        assert "&lt;!channel&gt; Mallory &lt;http://evil.invalid|Approve here&gt;" in doc["text"]
+    assert webhooks.slack_escape("a<b>&c") == "a&lt;b&gt;&amp;c"
+    assert link != webhooks.slack_escape(link)
 
 
 @pytest.mark.parametrize("backend", ["memory", "redis"])

@@ -234,9 +234,15 @@ def payload(entry: dict[str, Any], rec: "RunRecord | None", public_url: str | No
     return {"type": entry["type"], "timestamp": entry.get("ts") or now_iso(), "data": body}
 
 
-def _esc(text: Any) -> str:
-    """Slack mrkdwn: &, < and > are control characters."""
+def slack_escape(text: Any) -> str:
+    """Text for any Slack text field (mrkdwn, plain_text, the `text` fallback, a link's URL): Slack's formatting rules
+    make &, < and > control characters (`<!channel>` pings, `<http://x|label>` links, `<@U123>` mentions), so each is
+    replaced by its HTML entity, which Slack shows as the character itself. Call it on everything from run data or
+    people (names, inputs, tool names, reasons) before it goes into a Slack message."""
     return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+_esc = slack_escape
 
 
 def _cut(text: str, n: int) -> str:
@@ -302,12 +308,13 @@ def slack(body: dict[str, Any]) -> dict[str, Any]:
     elif t == "run.completed" and ev.get("output") is not None:
         extra.append({"type": "section", "text": {"type": "mrkdwn",
                       "text": _cut(f"*Output*\n{_esc(_cut(str(ev.get('output')), 600))}", 3000)}})
-    text = f"{title} (agent {agent}, started by {who}): {url}"
+    # the fallback `text` is what notifications and some clients show: escaped like every other field
+    text = f"{_esc(title)} (agent {_esc(agent)}, started by {_esc(who)}): {_esc(url)}"
     blocks: list[dict[str, Any]] = [
-        {"type": "header", "text": {"type": "plain_text", "text": _cut(title, 150), "emoji": True}},
+        {"type": "header", "text": {"type": "plain_text", "text": _cut(_esc(title), 150), "emoji": True}},
         {"type": "section", "fields": [{"type": "mrkdwn", "text": _cut(f, 2000)} for f in fields[:10]]},
         *extra,
-        {"type": "section", "text": {"type": "mrkdwn", "text": f"<{url}|{link_text}>"}},
+        {"type": "section", "text": {"type": "mrkdwn", "text": f"<{_esc(url)}|{link_text}>"}},
         {"type": "context", "elements": [{"type": "mrkdwn", "text": _esc(f"Runcast · {t} · {body.get('timestamp', '')}")}]},
     ]
     return {"text": _cut(text, 3000), "blocks": blocks}
