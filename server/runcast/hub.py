@@ -286,7 +286,7 @@ def create_app(hub: Hub) -> Starlette:
             limit = max(1, min(1000, int(request.query_params.get("limit", 100))))
         except ValueError:
             raise ProtocolError(ErrorCode.BAD_REQUEST, "limit must be an integer") from None
-        return JSONResponse({"deliveries": await hub.backend.deliveries(limit)})
+        return JSONResponse({"deliveries": await hub.backend.deliveries(limit), "receivers": await hub.backend.circuits()})
 
     async def agents_list(request: Request, who: auth.Identity) -> Response:
         return JSONResponse({"agents": hub.registry.describe()})
