@@ -50,7 +50,13 @@ class Receiver:
         if not self.log.exists():
             return []
         lines = [json.loads(x) for x in self.log.read_text().splitlines() if x.strip()]
-        return [x for x in lines if path is None or x["path"] == path]
+        return [x for x in lines if "status" in x and (path is None or x["path"] == path)]
+
+    def hangups(self) -> list[dict[str, Any]]:
+        """--trickle / --huge: one line per answer the client stopped taking (how long, how many bytes sent)."""
+        if not self.log.exists():
+            return []
+        return [x for x in (json.loads(y) for y in self.log.read_text().splitlines() if y.strip()) if "closed_after" in x]
 
     def delivered(self, path: str) -> set[str]:
         return {x["id"] for x in self.requests(path) if x["status"] == 200}
@@ -374,3 +380,85 @@ def test_the_readme_verification_snippet_verifies_and_refuses() -> None:
     assert not ns["verify"](SECRET, headers | {"webhook-id": "msg_run_1_10"}, body)
     old = webhooks.sign_headers(SECRET, "msg_run_1_9", body.decode(), now=time.time() - 3600)
     assert not ns["verify"](SECRET, old, body)
+
+
+def in_order(reqs: list[dict[str, Any]]) -> bool:
+    """Each run's events arrived in seq order (ids are msg_<run_id>_<seq>)."""
+    seen: dict[str, int] = {}
+    for x in reqs:
+        run, seq = x["id"].rsplit("_", 1)
+        if int(seq) <= seen.get(run, -1):
+            return False
+        seen[run] = int(seq)
+    return True
+
+
+@pytest.mark.parametrize("backend", ["memory", "redis"])
+def test_hostile_receivers_delay_only_themselves(backend: str, tmp_path: Path) -> None:
+    """A receiver that trickles its answer (1 byte / 2 s), one that answers 200 MB and one that is dead, beside a
+    healthy one: the healthy one gets all 24 events of 12 runs, once each and in order, while the others are still
+    failing; the trickle is cut off by the attempt's total deadline, the 200 MB answer is not read, and the dead
+    receiver's circuit opens (deliveries API; /metrics)."""
+    trickle, huge = Receiver(tmp_path, "--trickle"), Receiver(tmp_path, "--huge")
+    dead = f"http://127.0.0.1:{free_port()}/d"
+    timeout_s = 3.0
+    hooks = ["--webhook", f"{trickle.url}/t", "--webhook", f"{huge.url}/h", "--webhook", dead, "--webhook", "{rx}/ok",
+             "--webhook-events", "approval.requested,run.paused"]
+    try:
+        with running(tmp_path, backend, (), {"RUNCAST_WEBHOOK_TIMEOUT_S": str(timeout_s)}, hooks=hooks) as (c, rx):
+            runs = [c.start_run("demo", f"tidy up {i}") for i in range(12)]
+            for r in runs:
+                c.wait_status(r, "paused")
+            want = expected_ids(c, runs, {"approval.requested", "run.paused"})
+            assert len(want) == 24
+            wait_until(lambda: rx.delivered("/ok") >= set(want), timeout=20, what="all 24 events at the healthy receiver")
+            ok = [x for x in rx.requests("/ok")]
+            assert sorted(x["id"] for x in ok) == sorted(want) and {x["status"] for x in ok} == {200}  # once each
+            assert in_order(ok)
+            # the trickling answer is cut off at the attempt's deadline (not renewed by each byte); the 200 MB answer
+            # is dropped after a little of it (what the receiver managed to send is what the kernel's buffers took)
+            wait_until(lambda: trickle.hangups() and huge.hangups(), timeout=20, what="the hostile answers cut off")
+            assert all(h["closed_after"] < timeout_s + 4.5 and h["sent"] < 10 for h in trickle.hangups()), trickle.hangups()
+            assert all(h["sent"] < 64 * 1024 * 1024 for h in huge.hangups()), huge.hangups()
+            dead_id, huge_id = webhooks.endpoint(dead).id, webhooks.endpoint(f"{huge.url}/h").id
+
+            def receivers() -> dict[str, dict[str, Any]]:
+                return {r["endpoint"]: r for r in c.http("GET", "/api/webhooks/deliveries", ADMIN).json()["receivers"]}
+
+            st = wait_until(lambda: (r := receivers()).get(dead_id, {}).get("circuit") == "open" and r, what="dead open")
+            assert st[dead_id]["failures"] >= webhooks.CIRCUIT_FAILURES and st[dead_id]["url"] == "http://127.0.0.1:%s/d" % dead.split(":")[2].split("/")[0]
+            assert st[webhooks.endpoint(f"{rx.url}/ok").id]["circuit"] == "closed" and st[webhooks.endpoint(f"{rx.url}/ok").id]["queued"] == 0
+            recs = c.http("GET", "/api/webhooks/deliveries?limit=1000", ADMIN).json()["deliveries"]
+            assert all(len(d["last_response"] or "") <= webhooks.RESPONSE_KEEP for d in recs if d["endpoint"] == huge_id)
+            if backend == "memory":
+                wait_until(lambda: 'runcast_webhook_receivers{circuit="open"} 1.0' in c.http("GET", "/metrics").text
+                           or 'runcast_webhook_receivers{circuit="open"} 2.0' in c.http("GET", "/metrics").text,
+                           what="the open circuit in /metrics")
+    finally:
+        trickle.stop()
+        huge.stop()
+
+
+@pytest.mark.parametrize("backend", ["memory", "redis"])
+def test_no_secret_of_a_webhook_reaches_the_log(backend: str, tmp_path: Path) -> None:
+    """A Slack-style URL (its path is the secret), a URL with a token in its query and the signing secret never show in
+    any process's log at DEBUG, while deliveries fail, retry, succeed and give up; nor in the deliveries API."""
+    path_secret, query_secret = "XoXoPathSecret9f8e7d", "QuerySecret4c3b2a"
+    dead = f"http://127.0.0.1:{free_port()}/hooks/{path_secret}x?token={query_secret}"
+    hooks = ["--webhook", "{rx}/services/T0000/B0000/" + path_secret, "--webhook", dead, "--webhook-format", "slack",
+             "--webhook-events", "approval.requested"]
+    env = {"RUNCAST_LOG_LEVEL": "DEBUG", "RUNCAST_WEBHOOK_RETRY_FOR_S": "3"}
+    with running(tmp_path, backend, ("--fail-first", "2"), env, hooks=hooks) as (c, rx):
+        run = c.start_run("demo", "tidy up")
+        c.wait_status(run, "paused")
+        want = expected_ids(c, [run], {"approval.requested"})
+        wait_until(lambda: rx.delivered(f"/services/T0000/B0000/{path_secret}") >= set(want), what="delivered")
+        recs = wait_until(lambda: [d for d in c.http("GET", "/api/webhooks/deliveries", ADMIN).json()["deliveries"]
+                                   if d["status"] == "gave_up"], what="the dead one given up")
+        api = c.http("GET", "/api/webhooks/deliveries", ADMIN).text
+        logs = "".join(p.log_path.read_text(errors="replace") for p in [*c.nodes, *c.workers])
+        assert recs and "given up" in logs and "/hooks/…" in logs  # the given-up delivery is logged, redacted
+        key = SECRET.removeprefix("whsec_")
+        for secret in (path_secret, query_secret, key, "T0000/B0000"):
+            assert secret not in logs, secret
+            assert secret not in api, secret

@@ -643,6 +643,7 @@ class Deliverer:
             state["holder"] = self.consumer
             state["last_attempt_at"] = now_iso(now)
             state["first_attempt_at"] = state["first_attempt_at"] or state["last_attempt_at"]
+            await self._save(state)  # counted before it goes: a process killed mid-attempt leaves it counted
             t0 = time.perf_counter()
             ok, state["last_status"], state["last_error"], state["last_response"] = await self._attempt(ep, msg_id, text, client)
             metrics.webhook_delivery_seconds.observe(time.perf_counter() - t0)
