@@ -244,3 +244,28 @@ async def test_a_prompt_reader_keeps_its_connection_through_a_burst(fast_hub: Cl
     assert c.closed is None
     assert [e["seq"] for e in c.events(run_id)] == list(range(1, end["seq"] + 1))
     await c.close()
+
+
+async def test_a_reader_taking_more_than_the_limit_per_second_is_not_a_slow_consumer(fast_hub: Cluster) -> None:
+    """A client reading 64 KiB every 20 ms (about 3 MB/s, three times the limit per grace) through a burst with no
+    pause between events: it may be behind by more than the limit for a while, but it is never closed."""
+    hub = fast_hub
+    run_id = hub.start_run("big-args-burst", "go")
+    reader = SlowClient(hub, "json", True)
+    reader.send({"type": "hello", "token": ALICE, "batch": True})
+    reader.send({"type": "subscribe", "run_id": run_id, "since": 0})
+    got: list[dict[str, Any]] = []
+
+    def until_completed() -> int | None:
+        while not any(f.get("type") == "run.completed" for f in got[-3:]):
+            code, more = read_slowly(reader, 65536, 0.02, limit_s=1)
+            got.extend(more)
+            if code is not None or reader.proto.close_rcvd is not None:
+                return code or 1000
+        return None
+
+    code = await asyncio.to_thread(until_completed)
+    reader.sock.close()
+    assert code is None, f"closed with {code}: {reader.proto.close_rcvd}"
+    seqs = [f["seq"] for f in got if "seq" in f and f.get("run_id") == run_id]
+    assert seqs == list(range(1, seqs[-1] + 1))

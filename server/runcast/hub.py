@@ -289,6 +289,11 @@ def create_app(hub: Hub) -> Starlette:
         return JSONResponse({"deliveries": await hub.backend.deliveries(limit), "receivers": await hub.backend.circuits()})
 
     async def agents_list(request: Request, who: auth.Identity) -> Response:
+        # the agents and their policies (who approves what): for those who may start runs or decide approvals only
+        deciders = {r for name in hub.registry.names() for r in hub.service.agent_watch_roles(name)} - {"viewer"}
+        if not (who.has("operator") or any(r in deciders for r in who.roles)):
+            raise ProtocolError(ErrorCode.FORBIDDEN, "the agents are shown to roles that may start runs (operator, "
+                                "admin) or decide approvals (approver, or a role an approval policy names)")
         return JSONResponse({"agents": hub.registry.describe()})
 
     async def whoami(request: Request, who: auth.Identity) -> Response:
