@@ -41,10 +41,10 @@ def fast_hub(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
 class SlowClient:
     """A raw socket with a tiny receive buffer, driven by websockets' sans-I/O protocol: it reads only when told."""
 
-    def __init__(self, hub: Cluster, encoding: str, batch: bool) -> None:
+    def __init__(self, hub: Cluster, encoding: str, batch: bool, rcvbuf: int = 4096) -> None:
         self.encoding, self.batch = encoding, batch
         self.sock = socket.socket()
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         self.sock.connect(("127.0.0.1", int(hub.url.rsplit(":", 1)[1])))
         self.proto = ClientProtocol(parse_uri(hub.ws_url()), subprotocols=[Subprotocol(f"runcast.v1.{encoding}")],
                                     max_size=None)
@@ -247,18 +247,18 @@ async def test_a_prompt_reader_keeps_its_connection_through_a_burst(fast_hub: Cl
 
 
 async def test_a_reader_taking_more_than_the_limit_per_second_is_not_a_slow_consumer(fast_hub: Cluster) -> None:
-    """A client reading 64 KiB every 20 ms (about 3 MB/s, three times the limit per grace) through a burst with no
+    """A client reading up to 256 KiB every 20 ms (several MB/s, more than the limit per grace) through a burst with no
     pause between events: it may be behind by more than the limit for a while, but it is never closed."""
     hub = fast_hub
     run_id = hub.start_run("big-args-burst", "go")
-    reader = SlowClient(hub, "json", True)
+    reader = SlowClient(hub, "json", True, rcvbuf=256 * 1024)
     reader.send({"type": "hello", "token": ALICE, "batch": True})
     reader.send({"type": "subscribe", "run_id": run_id, "since": 0})
     got: list[dict[str, Any]] = []
 
     def until_completed() -> int | None:
         while not any(f.get("type") == "run.completed" for f in got[-3:]):
-            code, more = read_slowly(reader, 65536, 0.02, limit_s=1)
+            code, more = read_slowly(reader, 262144, 0.02, limit_s=1)
             got.extend(more)
             if code is not None or reader.proto.close_rcvd is not None:
                 return code or 1000

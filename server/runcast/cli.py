@@ -183,6 +183,16 @@ def serve(args: argparse.Namespace) -> None:
     settings.starts_per_minute = args.max_starts_per_minute
     settings.max_connections = args.max_connections
     settings.max_unauthenticated = args.max_unauthenticated
+    settings.max_unauthenticated_per_address = args.max_unauthenticated_per_address
+    import ipaddress
+
+    trusted = [c.strip() for spec in args.trusted_proxy or [] for c in spec.split(",") if c.strip()]
+    for c in trusted:
+        try:
+            ipaddress.ip_network(c, strict=False)
+        except ValueError:
+            raise SystemExit(f"runcast serve: --trusted-proxy {c!r} is not an address or a network (CIDR)") from None
+    args.trusted_proxy = trusted
     settings.max_open_runs = args.max_open_runs
     if settings.metrics_bind:
         from .scrape import parse_bind
@@ -216,6 +226,10 @@ def serve(args: argparse.Namespace) -> None:
         # Off: with it, every frame is compressed once per client (zlib, per connection) instead of framed once for
         # all of them (wire.py); Runcast's frames are small and many.
         ws_per_message_deflate=False,
+        # X-Forwarded-For / -Proto are believed from --trusted-proxy peers only (uvicorn's default trusts 127.0.0.1:
+        # any local process could then pick its address for the per-address share)
+        proxy_headers=bool(args.trusted_proxy),
+        forwarded_allow_ips=",".join(args.trusted_proxy) or None,
         ws_ping_interval=settings.heartbeat_s,
         ws_ping_timeout=settings.heartbeat_s,
         log_level=os.environ.get("RUNCAST_UVICORN_LOG", "warning"),
@@ -385,6 +399,15 @@ def main(argv: list[str] | None = None) -> None:
     s.add_argument("--max-unauthenticated", type=int, metavar="N",
                    default=int(os.environ.get("RUNCAST_MAX_UNAUTHENTICATED", "1000")),
                    help="of them, connections that have not sent a valid hello yet (0: no cap)")
+    s.add_argument("--max-unauthenticated-per-address", type=int, metavar="N",
+                   default=int(os.environ["RUNCAST_MAX_UNAUTHENTICATED_PER_ADDRESS"]) if os.environ.get("RUNCAST_MAX_UNAUTHENTICATED_PER_ADDRESS") else None,
+                   help="of those, from one client address (default: a tenth of --max-unauthenticated)")
+    s.add_argument("--trusted-proxy", action="append", metavar="CIDR",
+                   default=[os.environ.get("RUNCAST_TRUSTED_PROXY") or os.environ["FORWARDED_ALLOW_IPS"]]
+                   if os.environ.get("RUNCAST_TRUSTED_PROXY") or os.environ.get("FORWARDED_ALLOW_IPS") else None,
+                   help="a load balancer's address or network (repeatable, or comma-separated): a connection from it is "
+                        "counted by the right-most X-Forwarded-For address that is not a trusted proxy; no other peer's "
+                        "X-Forwarded-For is believed")
     s.add_argument("--metrics-bind", metavar="HOST:PORT", default=os.environ.get("RUNCAST_METRICS_BIND"),
                    help="also serve /metrics here, without a token (e.g. 127.0.0.1:9100); on the main port it needs "
                         "a token with the metrics or admin role")

@@ -113,6 +113,7 @@ class Connection:
         self.cursors: dict[str, Cursor] = {}
         self.joined: set[str] = set()  # runs where this connection is in the presence set
         self.batch = False  # the client asked for batched frames in its hello
+        self.address = ""  # the client's address (hub.client_address), for the per-address pre-hello share
         self._binary = encoding == "msgpack"
         # Frames go straight to the socket when the server is uvicorn's websockets-sansio (see wire.py).
         self._wire: SocketWire | AsgiWire = attach(ws.scope.get(ASGI_SEND_KEY)) or AsgiWire(ws.send)
