@@ -462,3 +462,40 @@ def test_no_secret_of_a_webhook_reaches_the_log(backend: str, tmp_path: Path) ->
         for secret in (path_secret, query_secret, key, "T0000/B0000"):
             assert secret not in logs, secret
             assert secret not in api, secret
+
+
+def test_webhook_urls_from_a_file_or_the_environment_stay_out_of_the_command_line(tmp_path: Path) -> None:
+    """--webhook-file and RUNCAST_WEBHOOKS deliver like --webhook, and the URL is not in /proc/PID/cmdline; a
+    --webhook URL on the command line works but warns (without repeating the URL)."""
+    assert [(e.url, e.events, e.format) for e in webhooks.parse_file("# receivers\n\nhttp://a/x events=run.completed format=slack\nhttp://b/\n")] == [
+        ("http://a/x", frozenset({"run.completed"}), "slack"), ("http://b/", None, "standard")]
+    for bad in ("ftp://x/secret", "http://x/ colour=red"):
+        with pytest.raises(ValueError) as exc:
+            webhooks.parse_file(bad)
+        assert "secret" not in str(exc.value) and "line 1" in str(exc.value)
+    hooks_file = tmp_path / "webhooks.txt"
+    placeholder = "{rx}/from-file/sekrit events=approval.requested format=slack\n"
+    rx = Receiver(tmp_path)
+    try:
+        hooks_file.write_text(placeholder.replace("{rx}", rx.url))
+        env = {"RUNCAST_WEBHOOKS": f"{rx.url}/from-env/sekrit2 events=approval.requested", "RUNCAST_TEST_NOTIFY_URL": rx.url}
+        c = Cluster(tmp_path, "memory", env={"RUNCAST_WEBHOOK_SECRET": SECRET, **env}, serve_args=[
+            "--agents", "agents_webhooks", "--public-url", PUBLIC, "--webhook-file", str(hooks_file),
+            "--webhook", f"{rx.url}/from-flag/sekrit3", "--webhook-events", "approval.requested"])
+        c.start()
+        try:
+            run = c.start_run("demo", "tidy up")
+            c.wait_status(run, "paused")
+            want = expected_ids(c, [run], {"approval.requested"})
+            for path in ("/from-file/sekrit", "/from-env/sekrit2", "/from-flag/sekrit3"):
+                wait_until(lambda: rx.delivered(path) >= set(want), what=f"delivered to {path}")
+            check_slack(json.loads(rx.requests("/from-file/sekrit")[0]["body"]), f"{PUBLIC}/#run={run}&approval="
+                        f"{c.wait_status(run, 'paused')['pending_approvals'][0]['approval_id']}")
+            cmdline = Path(f"/proc/{c.nodes[0].proc.pid}/cmdline").read_bytes().decode()
+            assert "sekrit3" in cmdline and "sekrit2" not in cmdline and "/from-file/" not in cmdline
+            log = c.nodes[0].log_path.read_text()
+            assert "--webhook puts the URL" in log and "sekrit" not in log
+        finally:
+            c.stop()
+    finally:
+        rx.stop()

@@ -49,9 +49,25 @@ def _webhooks(args: argparse.Namespace, registry, default_public_url: str | None
     """The webhook configuration from the flags (see webhooks.py); exits with a message when it cannot work."""
     from . import webhooks
 
+    argv = sys.argv[1:]
+    if args.webhook:
+        log.warning("--webhook puts the URL, a secret for Slack and most receivers, in this process's command line, "
+                    "which every local user can read (ps, /proc/PID/cmdline): use --webhook-file FILE or RUNCAST_WEBHOOKS")
+    if any(a == "--webhook-secret" or a.startswith("--webhook-secret=") for a in argv):
+        log.warning("--webhook-secret on the command line can be read by every local user (ps, /proc/PID/cmdline): "
+                    "set RUNCAST_WEBHOOK_SECRET instead")
     try:
+        endpoints = webhooks.parse_cli(args.webhook or [], args.webhook_events, args.webhook_format)
+        if args.webhook_file:
+            try:
+                text = open(args.webhook_file, encoding="utf-8").read()
+            except OSError as exc:
+                raise ValueError(f"--webhook-file {args.webhook_file}: {exc.strerror}") from None
+            endpoints += webhooks.parse_file(text, f"--webhook-file {args.webhook_file}")
+        if os.environ.get("RUNCAST_WEBHOOKS"):
+            endpoints += webhooks.parse_file(os.environ["RUNCAST_WEBHOOKS"], "RUNCAST_WEBHOOKS")
         cfg = webhooks.WebhookConfig.from_env(
-            endpoints=webhooks.parse_cli(args.webhook or [], args.webhook_events, args.webhook_format),
+            endpoints=endpoints,
             secret=args.webhook_secret or None,
             public_url=args.public_url or default_public_url,
         )
@@ -352,7 +368,11 @@ def main(argv: list[str] | None = None) -> None:
         sp.add_argument("--retention", type=float, default=float(os.environ.get("RUNCAST_RETENTION_S", str(7 * 86400))),
                         help="seconds a finished run's log and record are kept")
         sp.add_argument("--webhook", action="append", metavar="URL",
-                        help="POST approval and run events here, signed (Standard Webhooks); repeatable")
+                        help="POST approval and run events here, signed (Standard Webhooks); repeatable. Shows in "
+                             "ps: prefer --webhook-file or RUNCAST_WEBHOOKS")
+        sp.add_argument("--webhook-file", metavar="FILE", default=os.environ.get("RUNCAST_WEBHOOK_FILE"),
+                        help="receivers, one a line: URL [events=a,b] [format=standard|slack] (default: "
+                             "$RUNCAST_WEBHOOK_FILE; RUNCAST_WEBHOOKS may hold the same lines)")
         sp.add_argument("--webhook-events", action="append", metavar="A,B",
                         help="the events a --webhook gets (once for all, or once per --webhook); default: all of "
                              "approval.requested/decided/expired/cancelled, run.paused/completed/failed/cancelled")

@@ -126,6 +126,28 @@ def parse_cli(urls: list[str], events: list[str] | None, formats: list[str] | No
     return out
 
 
+def parse_file(text: str, where: str = "the webhook file") -> list[Endpoint]:
+    """`--webhook-file FILE` (or `RUNCAST_WEBHOOKS`): one receiver a line, `URL [events=a,b] [format=slack]`; blank
+    lines and lines starting with # are skipped. A URL (Slack's are secrets) kept in a file or the environment does
+    not show in `ps` or /proc/PID/cmdline the way a `--webhook URL` argument does."""
+    out = []
+    for n, line in enumerate(text.splitlines(), 1):
+        parts = line.strip().split()
+        if not parts or parts[0].startswith("#"):
+            continue
+        spec: dict[str, Any] = {"url": parts[0]}
+        for opt in parts[1:]:
+            key, eq, val = opt.partition("=")
+            if not eq or key not in ("events", "format"):
+                raise ValueError(f"{where}, line {n}: expected URL [events=a,b] [format=standard|slack], not {opt!r}")
+            spec[key] = val
+        try:
+            out.append(endpoint(spec))
+        except ValueError as exc:  # (the message never repeats the URL: it may be a secret)
+            raise ValueError(f"{where}, line {n}: {str(exc).split(', not ')[0]}") from None
+    return out
+
+
 def parse_secret(secret: str) -> bytes:
     """The key of a `whsec_<base64>` secret (Standard Webhooks' form); at least 16 bytes."""
     if not secret.startswith("whsec_"):
