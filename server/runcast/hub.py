@@ -357,7 +357,7 @@ def create_app(hub: Hub) -> Starlette:
         if _libc is not None:
             _libc.malloc_trim(0)  # hand freed heap pages back, so RSS measures what is still held
         return JSONResponse({"open": len(hub.connections), "live_objects": len(connection.LIVE),
-                             "http_protocols": len(transport.HTTP_LIVE)})
+                             "http_protocols": len(transport.HTTP_LIVE), "tasks": len(asyncio.all_tasks())})
 
     async def index(request: Request) -> Response:
         return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-store"})
