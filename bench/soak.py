@@ -145,7 +145,11 @@ async def main() -> int:
     args_ = ["--agents", "agents_fixture", "--webhook-file", str(hooks), "--public-url", "http://soak.invalid"]
     ok = True
     try:
-        with on_redis(tmp, nodes=2, workers=1, env=env, serve_args=args_, worker_args=args_) as c:
+        with on_redis(tmp, nodes=2, workers=1, env=env, serve_args=args_, worker_args=args_, start=False) as c:
+            for p in [*c.workers, *c.nodes]:
+                p.start(wait=False)
+            for p in c.nodes:
+                p.wait_ready(timeout=600)  # three processes importing the Agents SDK at once on a busy machine
             ws_urls = [c.ws_url(i) for i in range(2)]
             ports = [int(n.url.rsplit(":", 1)[1]) for n in c.nodes]
             t_start = time.monotonic()

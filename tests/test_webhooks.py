@@ -499,3 +499,21 @@ def test_webhook_urls_from_a_file_or_the_environment_stay_out_of_the_command_lin
             c.stop()
     finally:
         rx.stop()
+
+
+def test_the_circuit_opens_after_failures_backs_off_and_closes_on_a_probe() -> None:
+    c = webhooks.Circuit(endpoint="ep_x", url="http://x/")
+    t = 1000.0
+    for _ in range(webhooks.CIRCUIT_FAILURES - 1):
+        assert not c.record(False, t, 300) and c.state == "closed" and c.wait(t) == 0
+    assert c.record(False, t, 300) and c.state == "open" and c.wait(t) == webhooks.CIRCUIT_OPEN_S
+    assert c.public()["circuit"] == "open" and c.public()["failures"] == webhooks.CIRCUIT_FAILURES
+    t += webhooks.CIRCUIT_OPEN_S
+    assert c.wait(t) == 0 and c.state == "half_open"  # one probe may go
+    assert c.record(False, t, 300) and c.state == "open" and c.wait(t) == 2 * webhooks.CIRCUIT_OPEN_S  # doubled
+    t += 2 * webhooks.CIRCUIT_OPEN_S
+    assert c.wait(t) == 0 and c.record(True, t, 300) and (c.state, c.failures) == ("closed", 0)
+    # the URL of an endpoint never reaches an error message
+    ep = webhooks.endpoint("https://hooks.slack.com/services/T1/B2/s3cr3t?token=q")
+    assert "s3cr3t" not in webhooks.scrub("ConnectError: https://hooks.slack.com/services/T1/B2/s3cr3t?token=q failed", ep)
+    assert "q" not in webhooks.scrub("at /services/T1/B2/s3cr3t?token=q", ep).split("/…")[-1]
