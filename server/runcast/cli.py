@@ -51,9 +51,25 @@ def _webhooks(args: argparse.Namespace, registry, default_public_url: str | None
     """The webhook configuration from the flags (see webhooks.py); exits with a message when it cannot work."""
     from . import webhooks
 
+    argv = sys.argv[1:]
+    if args.webhook:
+        log.warning("--webhook puts the URL, a secret for Slack and most receivers, in this process's command line, "
+                    "which every local user can read (ps, /proc/PID/cmdline): use --webhook-file FILE or RUNCAST_WEBHOOKS")
+    if any(a == "--webhook-secret" or a.startswith("--webhook-secret=") for a in argv):
+        log.warning("--webhook-secret on the command line can be read by every local user (ps, /proc/PID/cmdline): "
+                    "set RUNCAST_WEBHOOK_SECRET instead")
     try:
+        endpoints = webhooks.parse_cli(args.webhook or [], args.webhook_events, args.webhook_format)
+        if args.webhook_file:
+            try:
+                text = open(args.webhook_file, encoding="utf-8").read()
+            except OSError as exc:
+                raise ValueError(f"--webhook-file {args.webhook_file}: {exc.strerror}") from None
+            endpoints += webhooks.parse_file(text, f"--webhook-file {args.webhook_file}")
+        if os.environ.get("RUNCAST_WEBHOOKS"):
+            endpoints += webhooks.parse_file(os.environ["RUNCAST_WEBHOOKS"], "RUNCAST_WEBHOOKS")
         cfg = webhooks.WebhookConfig.from_env(
-            endpoints=webhooks.parse_cli(args.webhook or [], args.webhook_events, args.webhook_format),
+            endpoints=endpoints,
             secret=args.webhook_secret or None,
             public_url=args.public_url or default_public_url,
         )
@@ -198,6 +214,16 @@ def serve(args: argparse.Namespace) -> None:
     settings.starts_per_minute = args.max_starts_per_minute
     settings.max_connections = args.max_connections
     settings.max_unauthenticated = args.max_unauthenticated
+    settings.max_unauthenticated_per_address = args.max_unauthenticated_per_address
+    import ipaddress
+
+    trusted = [c.strip() for spec in args.trusted_proxy or [] for c in spec.split(",") if c.strip()]
+    for c in trusted:
+        try:
+            ipaddress.ip_network(c, strict=False)
+        except ValueError:
+            raise SystemExit(f"runcast serve: --trusted-proxy {c!r} is not an address or a network (CIDR)") from None
+    args.trusted_proxy = trusted
     settings.max_open_runs = args.max_open_runs
     if settings.metrics_bind:
         from .scrape import parse_bind
@@ -231,6 +257,10 @@ def serve(args: argparse.Namespace) -> None:
         # Off: with it, every frame is compressed once per client (zlib, per connection) instead of framed once for
         # all of them (wire.py); Runcast's frames are small and many.
         ws_per_message_deflate=False,
+        # X-Forwarded-For / -Proto are believed from --trusted-proxy peers only (uvicorn's default trusts 127.0.0.1:
+        # any local process could then pick its address for the per-address share)
+        proxy_headers=bool(args.trusted_proxy),
+        forwarded_allow_ips=",".join(args.trusted_proxy) or None,
         ws_ping_interval=settings.heartbeat_s,
         ws_ping_timeout=settings.heartbeat_s,
         log_level=os.environ.get("RUNCAST_UVICORN_LOG", "warning"),
@@ -362,7 +392,11 @@ def main(argv: list[str] | None = None) -> None:
         sp.add_argument("--retention", type=float, default=float(os.environ.get("RUNCAST_RETENTION_S", str(7 * 86400))),
                         help="seconds a finished run's log and record are kept")
         sp.add_argument("--webhook", action="append", metavar="URL",
-                        help="POST approval and run events here, signed (Standard Webhooks); repeatable")
+                        help="POST approval and run events here, signed (Standard Webhooks); repeatable. Shows in "
+                             "ps: prefer --webhook-file or RUNCAST_WEBHOOKS")
+        sp.add_argument("--webhook-file", metavar="FILE", default=os.environ.get("RUNCAST_WEBHOOK_FILE"),
+                        help="receivers, one a line: URL [events=a,b] [format=standard|slack] (default: "
+                             "$RUNCAST_WEBHOOK_FILE; RUNCAST_WEBHOOKS may hold the same lines)")
         sp.add_argument("--webhook-events", action="append", metavar="A,B",
                         help="the events a --webhook gets (once for all, or once per --webhook); default: all of "
                              "approval.requested/decided/expired/cancelled, run.paused/completed/failed/cancelled")
@@ -409,6 +443,15 @@ def main(argv: list[str] | None = None) -> None:
     s.add_argument("--max-unauthenticated", type=int, metavar="N",
                    default=int(os.environ.get("RUNCAST_MAX_UNAUTHENTICATED", "1000")),
                    help="of them, connections that have not sent a valid hello yet (0: no cap)")
+    s.add_argument("--max-unauthenticated-per-address", type=int, metavar="N",
+                   default=int(os.environ["RUNCAST_MAX_UNAUTHENTICATED_PER_ADDRESS"]) if os.environ.get("RUNCAST_MAX_UNAUTHENTICATED_PER_ADDRESS") else None,
+                   help="of those, from one client address (default: a tenth of --max-unauthenticated)")
+    s.add_argument("--trusted-proxy", action="append", metavar="CIDR",
+                   default=[os.environ.get("RUNCAST_TRUSTED_PROXY") or os.environ["FORWARDED_ALLOW_IPS"]]
+                   if os.environ.get("RUNCAST_TRUSTED_PROXY") or os.environ.get("FORWARDED_ALLOW_IPS") else None,
+                   help="a load balancer's address or network (repeatable, or comma-separated): a connection from it is "
+                        "counted by the right-most X-Forwarded-For address that is not a trusted proxy; no other peer's "
+                        "X-Forwarded-For is believed")
     s.add_argument("--metrics-bind", metavar="HOST:PORT", default=os.environ.get("RUNCAST_METRICS_BIND"),
                    help="also serve /metrics here, without a token (e.g. 127.0.0.1:9100); on the main port it needs "
                         "a token with the metrics or admin role")

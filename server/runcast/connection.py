@@ -53,6 +53,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("runcast.ws")
 READ_PAGE = 1000
 SLOW_GRACE_S = 1.0  # how long a client may hold more than max_send_bytes before it is closed with 4408
+# A client over the limit that still took at least max_send_bytes during the grace reads promptly and is only behind
+# a burst: it keeps its connection (checked again a grace later). Past this many times the limit, it is closed anyway:
+# what the hub holds for one client stays bounded.
+PROMPT_CEILING = 64
 REPLAY_CHUNK_BYTES = 64 * 1024  # a replay is written this much at a time, whenever the client has room for it
 # Every Connection object still in memory (weakly held): the debug endpoint reports it after gc, so a test can check
 # that no Connection outlives its socket.
@@ -110,12 +114,14 @@ class Connection:
         self.cursors: dict[str, Cursor] = {}
         self.joined: set[str] = set()  # runs where this connection is in the presence set
         self.batch = False  # the client asked for batched frames in its hello
+        self.address = ""  # the client's address (hub.client_address), for the per-address pre-hello share
         self._binary = encoding == "msgpack"
         # Frames go straight to the socket when the server is uvicorn's websockets-sansio (see wire.py).
         self._wire: SocketWire | AsgiWire = attach(ws.scope.get(ASGI_SEND_KEY)) or AsgiWire(ws.send)
         self._fills: dict[str, asyncio.Task[Any]] = {}
         self._closing: _Close | None = None
         self._slow_timer: asyncio.TimerHandle | None = None
+        self._slow_mark = (0, 0)  # (bytes written, bytes held) when the slow-consumer timer was armed
         self._batches = 0  # live batches seen: one in prom.DELIVERY_SAMPLE is timed when written
         self._expiry: asyncio.TimerHandle | None = None  # closes the connection when its token expires
         self._pre_auth_refusals = 0
@@ -138,19 +144,30 @@ class Connection:
         wire.write(data, payloads, self._binary)
         self.hub.metrics.frames_out += len(payloads)
         if self._slow_timer is None and wire.held() > self.hub.settings.max_send_bytes:
-            self._slow_timer = asyncio.get_running_loop().call_later(SLOW_GRACE_S, self._still_over)
+            self._arm_slow(wire.held())
+
+    def _arm_slow(self, held: int) -> None:
+        self._slow_mark = (self._wire.written, held)
+        self._slow_timer = asyncio.get_running_loop().call_later(SLOW_GRACE_S, self._still_over)
 
     def queued(self) -> int:
         """Bytes sent to this client and not yet taken by it (read by /metrics at scrape time)."""
         return self._wire.held()
 
     def _still_over(self) -> None:
-        """SLOW_GRACE_S after this client went over the limit: closed if it still holds more than the limit."""
+        """SLOW_GRACE_S after this client went over the limit: closed if it still holds more than the limit and read
+        less than the limit meanwhile (a prompt reader behind a burst is checked again, up to PROMPT_CEILING)."""
         self._slow_timer = None
         held, limit = self._wire.held(), self.hub.settings.max_send_bytes
-        if held > limit and self._closing is None:
-            self.close(CloseCode.SLOW_CONSUMER, f"slow consumer: {held} bytes unread (limit {limit}); "
-                                                "reconnect and subscribe with since")
+        if held <= limit or self._closing is not None:
+            return
+        written0, held0 = self._slow_mark
+        taken = (self._wire.written - written0) - (held - held0)  # what the client read during the grace
+        if taken >= limit and held <= limit * PROMPT_CEILING:
+            self._arm_slow(held)  # reading promptly, behind a burst: not a slow consumer
+            return
+        self.close(CloseCode.SLOW_CONSUMER, f"slow consumer: {held} bytes unread (limit {limit}); "
+                                            "reconnect and subscribe with since")
 
     def send(self, item: Event | str | bytes) -> None:
         if isinstance(item, Event):

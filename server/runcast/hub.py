@@ -70,6 +70,7 @@ class Hub:
         self.deliverer: webhooks.Deliverer | None = None
         self.metrics_listener: MetricsListener | None = None
         self.unauthenticated = 0  # accepted WebSockets that have not said hello yet
+        self.unauthenticated_by_address: dict[str, int] = {}  # of them, by client address (client_address)
         self.draining = False  # SIGTERM: /readyz answers 503 until the server closes every client with 1012
 
     def drain(self) -> None:
@@ -174,14 +175,17 @@ class Hub:
             return
         offered = ws.scope.get("subprotocols") or []
         sub = SUBPROTOCOL_MSGPACK if SUBPROTOCOL_MSGPACK in offered and (SUBPROTOCOL_JSON not in offered or offered.index(SUBPROTOCOL_MSGPACK) < offered.index(SUBPROTOCOL_JSON)) else (SUBPROTOCOL_JSON if SUBPROTOCOL_JSON in offered else None)
-        full = self._full()
+        addr = client_address(ws.scope)
+        full = self._full(addr)
         if full:  # before accept: the client sees HTTP 503, and its reconnect backs off
             await ws.send_denial_response(PlainTextResponse(full, status_code=503, headers={"Retry-After": "5"}))
             return
         await ws.accept(subprotocol=sub)
         conn = Connection(self, ws, "msgpack" if sub == SUBPROTOCOL_MSGPACK else "json")
+        conn.address = addr
         self.connections.add(conn)
         self.unauthenticated += 1
+        self.unauthenticated_by_address[addr] = self.unauthenticated_by_address.get(addr, 0) + 1
         self.metrics.connections += 1
         self.metrics.connections_total += 1
         try:
@@ -189,21 +193,33 @@ class Hub:
         finally:
             self.connections.discard(conn)
             if conn.identity is None:
-                self.unauthenticated -= 1
+                self._authenticated_or_gone(addr)
             self.metrics.connections -= 1
 
-    def _full(self) -> str | None:
+    def _full(self, addr: str) -> str | None:
         """Why this node takes no new WebSocket now, if it does not (README, "Connection caps")."""
         s = self.settings
         if s.max_connections and len(self.connections) >= s.max_connections:
             return f"this hub node has {s.max_connections} connections, its limit; try another node or again shortly\n"
-        if s.max_unauthenticated and self.unauthenticated >= s.max_unauthenticated:
-            return f"this hub node has {s.max_unauthenticated} connections waiting for hello; try again shortly\n"
+        if s.max_unauthenticated:
+            share = s.max_unauthenticated_per_address or max(1, s.max_unauthenticated // 10)
+            if self.unauthenticated_by_address.get(addr, 0) >= share:
+                return f"{share} connections from your address are waiting for hello; say hello on one, or try again shortly\n"
+            if self.unauthenticated >= s.max_unauthenticated:
+                return f"this hub node has {s.max_unauthenticated} connections waiting for hello; try again shortly\n"
         return None
 
     def authenticated(self, conn: Connection) -> None:
         """A connection's hello succeeded: it no longer counts against max_unauthenticated."""
+        self._authenticated_or_gone(conn.address)
+
+    def _authenticated_or_gone(self, addr: str) -> None:
         self.unauthenticated -= 1
+        n = self.unauthenticated_by_address.get(addr, 0) - 1
+        if n > 0:
+            self.unauthenticated_by_address[addr] = n
+        else:
+            self.unauthenticated_by_address.pop(addr, None)
 
     # ------------------------------------------------------------------ HTTP
     def identity(self, request: Request) -> auth.Identity:
@@ -211,6 +227,13 @@ class Hub:
         if not header.lower().startswith("bearer "):
             raise ProtocolError(ErrorCode.UNAUTHENTICATED, "send Authorization: Bearer <token>")
         return auth.verify(self.settings.secret, header[7:].strip(), require_exp=not self.settings.dev)
+
+
+def client_address(scope: Any) -> str:
+    """The client's address: the socket's peer, or, from a --trusted-proxy peer, the right-most X-Forwarded-For entry
+    that is not itself a trusted proxy (uvicorn's proxy-headers middleware puts it in the scope; it is on only with
+    --trusted-proxy, so no other client can choose its address by sending the header)."""
+    return str((scope.get("client") or ("?", 0))[0])
 
 
 def _error(err: ProtocolError) -> JSONResponse:
@@ -295,9 +318,14 @@ def create_app(hub: Hub) -> Starlette:
         if not who.has("admin"):
             raise ProtocolError(ErrorCode.FORBIDDEN, "webhook deliveries are shown to admins only")
         limit = api_rules.query_int(request, "limit", 1, 1000, 100, clamp=True)
-        return JSONResponse({"deliveries": await hub.backend.deliveries(limit)})
+        return JSONResponse({"deliveries": await hub.backend.deliveries(limit), "receivers": await hub.backend.circuits()})
 
     async def agents_list(request: Request, who: auth.Identity) -> Response:
+        # the agents and their policies (who approves what): for those who may start runs or decide approvals only
+        deciders = {r for name in hub.registry.names() for r in hub.service.agent_watch_roles(name)} - {"viewer"}
+        if not (who.has("operator") or any(r in deciders for r in who.roles)):
+            raise ProtocolError(ErrorCode.FORBIDDEN, "the agents are shown to roles that may start runs (operator, "
+                                "admin) or decide approvals (approver, or a role an approval policy names)")
         return JSONResponse({"agents": hub.registry.describe()})
 
     async def whoami(request: Request, who: auth.Identity) -> Response:
@@ -338,7 +366,7 @@ def create_app(hub: Hub) -> Starlette:
         if _libc is not None:
             _libc.malloc_trim(0)  # hand freed heap pages back, so RSS measures what is still held
         return JSONResponse({"open": len(hub.connections), "live_objects": len(connection.LIVE),
-                             "http_protocols": len(transport.HTTP_LIVE)})
+                             "http_protocols": len(transport.HTTP_LIVE), "tasks": len(asyncio.all_tasks())})
 
     spec = specs.openapi()
 

@@ -31,6 +31,8 @@ class Settings:
     max_open_runs: int = DEFAULT_MAX_OPEN  # runs of one user not yet finished (0: no limit)
     max_connections: int = 10_000  # open WebSockets on this node; over it, an upgrade gets HTTP 503 (0: no cap)
     max_unauthenticated: int = 1_000  # of them, not past hello yet (a hello has 10 s: 100 new clients a second)
+    # of those, from one client address (None: a tenth of max_unauthenticated), so one address cannot hold them all
+    max_unauthenticated_per_address: int | None = None
     metrics_bind: str | None = None  # HOST:PORT: /metrics without a token there (on the main port it needs one)
     debug_endpoints: bool = False  # GET /debug/connections (admin token): live Connection objects after gc (tests)
     tracing: str | None = None  # "off" / "openai" (resolve_tracing); None: decided from the environment

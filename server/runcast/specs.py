@@ -328,7 +328,8 @@ def openapi() -> dict[str, Any]:
         "/api/webhooks/deliveries": {
             "get": {"operationId": "webhookDeliveries", "summary": "Recent webhook deliveries (admins)",
                     "parameters": [limit],
-                    "responses": {"200": _json(_obj(["deliveries"], deliveries={"type": "array", "items": _OBJ}))}
+                    "responses": {"200": _json(_obj(["deliveries", "receivers"], deliveries={"type": "array", "items": _OBJ},
+                                                    receivers={"type": "array", "items": _OBJ}))}
                     | _errors(*auth_errors)},
         },
         "/api/agents": {
