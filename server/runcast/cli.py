@@ -100,6 +100,25 @@ def _bind(host: str, port: int, reuse_port: bool = False) -> socket.socket:
     return sock
 
 
+def _jwt_config(args: argparse.Namespace):  # noqa: ANN202
+    """--jwks-url and its companions, checked now (a hub that cannot verify anyone should not start)."""
+    from urllib.parse import urlsplit
+
+    from .auth import JWKS_MIN_REFETCH_S, JwtConfig
+
+    if not args.jwks_url:
+        if args.jwt_issuer or args.jwt_audience:
+            raise SystemExit("runcast serve: --jwt-issuer and --jwt-audience go with --jwks-url URL (the issuer's keys)")
+        return None
+    if urlsplit(args.jwks_url).scheme not in ("http", "https"):
+        raise SystemExit(f"runcast serve: --jwks-url must be an http(s) URL, got {args.jwks_url!r}")
+    if not args.jwt_issuer or not args.jwt_audience:
+        raise SystemExit("runcast serve: --jwks-url needs --jwt-issuer ISS and --jwt-audience AUD too: a token from "
+                         "another issuer or for another app signed with the same keys must not get in")
+    return JwtConfig(args.jwks_url, args.jwt_issuer, args.jwt_audience, args.roles_claim, args.name_claim,
+                     float(os.environ.get("RUNCAST_JWKS_MIN_REFETCH_S", JWKS_MIN_REFETCH_S)))
+
+
 def _print_links(secret: str, args: argparse.Namespace) -> None:
     shown = "127.0.0.1" if args.host in ("0.0.0.0", "::", "") else args.host
     base = f"http://{shown}:{args.port}"
@@ -154,11 +173,15 @@ def serve(args: argparse.Namespace) -> None:
         return
     _setup(args)
     secret = os.environ.get("RUNCAST_SECRET")
-    dev = args.dev or not secret
-    if not secret:
+    jwt_config = _jwt_config(args)
+    # No secret and no other sign-in: the demo, with a secret made for this process. With --jwks-url, tokens come
+    # from the team's issuer and HS256 is off unless RUNCAST_SECRET is set.
+    dev = args.dev or (not secret and jwt_config is None)
+    if not secret and jwt_config is None:
         secret = secrets.token_urlsafe(32)
     settings = Settings(
-        secret=secret,
+        secret=secret or "",
+        jwt=jwt_config,
         dev=dev,
         allowed_origins=args.allow_origin or [],
         heartbeat_s=args.heartbeat,
@@ -204,7 +227,7 @@ def serve(args: argparse.Namespace) -> None:
     app = create_app(hub)
     print(f"runcast {__version__}: {hub.backend.name} backend, {'hub + worker' if settings.run_worker else 'hub only'}, "
           f"agents: {', '.join(hub.registry.names())}", flush=True)
-    if not os.environ.get("RUNCAST_SECRET"):
+    if dev and not os.environ.get("RUNCAST_SECRET") and jwt_config is None:
         _print_links(secret, args)
     config = uvicorn.Config(
         app,
@@ -368,6 +391,17 @@ def main(argv: list[str] | None = None) -> None:
     s.add_argument("--max-send-bytes", type=int, default=int(os.environ.get("RUNCAST_MAX_SEND_BYTES", str(1024 * 1024))),
                    help="bytes sent to a client and not yet taken by it before it is closed with 4408 (default 1 MiB)")
     s.add_argument("--dev", action="store_true", help="accept tokens without exp")
+    s.add_argument("--jwks-url", metavar="URL", default=os.environ.get("RUNCAST_JWKS_URL"),
+                   help="also accept RS256, ES256 and EdDSA tokens signed with the keys published here (a JWKS); "
+                        "needs --jwt-issuer and --jwt-audience")
+    s.add_argument("--jwt-issuer", metavar="ISS", default=os.environ.get("RUNCAST_JWT_ISSUER"),
+                   help="the `iss` those tokens must carry")
+    s.add_argument("--jwt-audience", metavar="AUD", default=os.environ.get("RUNCAST_JWT_AUDIENCE"),
+                   help="the `aud` those tokens must carry (this hub)")
+    s.add_argument("--roles-claim", metavar="NAME", default=os.environ.get("RUNCAST_ROLES_CLAIM", "roles"),
+                   help="the claim holding their roles (a dotted path for a nested one: realm_access.roles)")
+    s.add_argument("--name-claim", metavar="NAME", default=os.environ.get("RUNCAST_NAME_CLAIM", "name"),
+                   help="the claim holding their display name (default name; else preferred_username, email, sub)")
     s.add_argument("--processes", type=int, default=int(os.environ.get("RUNCAST_PROCESSES", "1")),
                    help="hub processes on this host and port (SO_REUSEPORT), plus a worker process; needs --redis")
     s.add_argument("--worker-process", action="store_true",

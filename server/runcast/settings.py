@@ -10,7 +10,7 @@ from .quotas import DEFAULT_MAX_OPEN, DEFAULT_STARTS_PER_MINUTE
 
 @dataclass
 class Settings:
-    secret: str
+    secret: str  # HS256 tokens ("" : none are accepted)
     dev: bool = False  # tokens without `exp` are accepted
     allowed_origins: list[str] = field(default_factory=list)
     allowed_hosts: list[str] | None = None  # Host headers answered (hosts.py); None: any
@@ -33,3 +33,6 @@ class Settings:
     metrics_bind: str | None = None  # HOST:PORT: /metrics without a token there (on the main port it needs one)
     debug_endpoints: bool = False  # GET /debug/connections (admin token): live Connection objects after gc (tests)
     presence_refresh_s: float = 2.0  # how often a node refreshes its watchers' presence entries (they live 1.6x that)
+    jwt: Any = None  # auth.JwtConfig: tokens signed with a team's own keys (--jwks-url)
+    session_secret: str | None = None  # signs the hub's sign-in sessions (the same on every node)
+    signin: Any = None  # signin.SigninConfig: OIDC or the demo's dev sign-in page
