@@ -11,6 +11,7 @@ import secrets
 import signal
 import socket
 import sys
+from pathlib import Path
 
 from . import __version__, auth
 from .quotas import DEFAULT_MAX_OPEN, DEFAULT_STARTS_PER_MINUTE
@@ -120,15 +121,70 @@ def _jwt_config(args: argparse.Namespace):  # noqa: ANN202
 
 
 def _print_links(secret: str, args: argparse.Namespace) -> None:
+    """The demo's one link: its sign-in page, which lists Dana, Alex and Vic (no token in any link)."""
     shown = "127.0.0.1" if args.host in ("0.0.0.0", "::", "") else args.host
-    base = f"http://{shown}:{args.port}"
-    dana = auth.issue(secret, "dana", "Dana", ["admin"], ttl_s=7 * 86400)
-    alex = auth.issue(secret, "alex", "Alex", ["approver"], ttl_s=7 * 86400)
-    vic = auth.issue(secret, "vic", "Vic", ["viewer"], ttl_s=7 * 86400)
-    print("\nNo RUNCAST_SECRET set: made one for this process (tokens end with it).", flush=True)
-    print(f"  Dana, an admin (starts runs, decides):  {base}/#token={dana}", flush=True)
-    print(f"  Alex, an approver (decides):            {base}/#token={alex}", flush=True)
-    print(f"  Vic, a viewer (only watches):           {base}/#token={vic}\n", flush=True)
+    print(f"\nDev mode (no RUNCAST_SECRET, --oidc-issuer or --jwks-url): sign in as Dana (admin), Alex (approver) or "
+          f"Vic (viewer) at\n  http://{shown}:{args.port}/login\n", flush=True)
+
+
+def state_dir() -> Path:
+    """Where Runcast keeps its own state for this user ($XDG_STATE_HOME/runcast, else ~/.local/state/runcast)."""
+    base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    return Path(base) / "runcast"
+
+
+def _dev_secret() -> str:
+    """The demo's secret, kept in the user's state dir (0600), so its sessions survive a restart of `make demo`."""
+    path = state_dir() / "dev-secret"
+    try:
+        value = path.read_text().strip()
+        if len(value) >= 32:
+            return value
+    except OSError:
+        pass
+    value = secrets.token_urlsafe(32)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(value + "\n")
+    except OSError as exc:
+        print(f"runcast serve: cannot keep the dev secret in {path} ({exc.strerror}); sessions end with this process",
+              flush=True)
+    return value
+
+
+def _oidc_config(args: argparse.Namespace):  # noqa: ANN202
+    """--oidc-issuer and its companions, checked now: a hub whose sign-in cannot work should say so at start."""
+    from urllib.parse import urlsplit
+
+    from .signin import OidcConfig, parse_role_map
+
+    if not args.oidc_issuer:
+        if args.oidc_client_id or args.oidc_client_secret_file:
+            raise SystemExit("runcast serve: --oidc-client-id and --oidc-client-secret-file go with --oidc-issuer URL")
+        return None
+    if urlsplit(args.oidc_issuer).scheme not in ("http", "https"):
+        raise SystemExit(f"runcast serve: --oidc-issuer must be an http(s) URL, got {args.oidc_issuer!r}")
+    if not args.oidc_client_id:
+        raise SystemExit("runcast serve: --oidc-issuer needs --oidc-client-id ID (the client registered for this hub)")
+    client_secret = None
+    if args.oidc_client_secret_file:
+        try:
+            client_secret = Path(args.oidc_client_secret_file).read_text().strip()
+        except OSError as exc:
+            raise SystemExit(f"runcast serve: cannot read --oidc-client-secret-file {args.oidc_client_secret_file}: "
+                             f"{exc.strerror}") from None
+        if not client_secret:
+            raise SystemExit(f"runcast serve: --oidc-client-secret-file {args.oidc_client_secret_file} is empty")
+    try:
+        role_map = parse_role_map(args.oidc_role_map or "")
+    except ValueError as exc:
+        raise SystemExit(f"runcast serve: {exc}") from None
+    if not role_map:
+        print("runcast serve: no --oidc-role-map: people can sign in but get no role until their groups are mapped "
+              "(e.g. --oidc-role-map runcast-admins=admin,runcast-approvers=approver)", flush=True)
+    return OidcConfig(args.oidc_issuer, args.oidc_client_id, client_secret, args.oidc_roles_claim, role_map)
 
 
 def _server(config, hub, drain_s: float):  # noqa: ANN001, ANN202
@@ -174,14 +230,27 @@ def serve(args: argparse.Namespace) -> None:
     _setup(args)
     secret = os.environ.get("RUNCAST_SECRET")
     jwt_config = _jwt_config(args)
-    # No secret and no other sign-in: the demo, with a secret made for this process. With --jwks-url, tokens come
-    # from the team's issuer and HS256 is off unless RUNCAST_SECRET is set.
-    dev = args.dev or (not secret and jwt_config is None)
-    if not secret and jwt_config is None:
-        secret = secrets.token_urlsafe(32)
+    oidc = _oidc_config(args)
+    # No secret and no other sign-in: the demo, whose people sign in on a dev page, with a secret kept in the user's
+    # state dir (sessions survive a restart). With --jwks-url or --oidc-issuer, people come from the team's issuer,
+    # HS256 is off unless RUNCAST_SECRET is set, and nothing of the dev sign-in exists.
+    demo = not secret and jwt_config is None and oidc is None
+    dev = args.dev or demo
+    if demo:
+        secret = _dev_secret()
+    session_secret = os.environ.get("RUNCAST_SESSION_SECRET") or secret
+    if oidc is not None and not session_secret:
+        session_secret = secrets.token_urlsafe(32)
+        print("runcast serve: no RUNCAST_SESSION_SECRET (or RUNCAST_SECRET): sign-in sessions are signed with a key "
+              "made for this process; they end when it stops and work on this node only", flush=True)
+    from .signin import DEV_PEOPLE, SigninConfig
+
     settings = Settings(
         secret=secret or "",
         jwt=jwt_config,
+        session_secret=session_secret,
+        signin=SigninConfig(oidc=oidc, dev_people=DEV_PEOPLE if demo else None,
+                            public_url=args.public_url) if (oidc is not None or demo) else None,
         dev=dev,
         allowed_origins=args.allow_origin or [],
         heartbeat_s=args.heartbeat,
@@ -227,7 +296,7 @@ def serve(args: argparse.Namespace) -> None:
     app = create_app(hub)
     print(f"runcast {__version__}: {hub.backend.name} backend, {'hub + worker' if settings.run_worker else 'hub only'}, "
           f"agents: {', '.join(hub.registry.names())}", flush=True)
-    if dev and not os.environ.get("RUNCAST_SECRET") and jwt_config is None:
+    if demo:
         _print_links(secret, args)
     config = uvicorn.Config(
         app,
@@ -398,6 +467,17 @@ def main(argv: list[str] | None = None) -> None:
                    help="the `iss` those tokens must carry")
     s.add_argument("--jwt-audience", metavar="AUD", default=os.environ.get("RUNCAST_JWT_AUDIENCE"),
                    help="the `aud` those tokens must carry (this hub)")
+    s.add_argument("--oidc-issuer", metavar="URL", default=os.environ.get("RUNCAST_OIDC_ISSUER"),
+                   help="sign people in on the page with this OpenID Connect provider (its discovery document is at "
+                        "URL/.well-known/openid-configuration)")
+    s.add_argument("--oidc-client-id", metavar="ID", default=os.environ.get("RUNCAST_OIDC_CLIENT_ID"),
+                   help="the client registered at the provider for this hub (redirect URI: <hub>/auth/callback)")
+    s.add_argument("--oidc-client-secret-file", metavar="FILE", default=os.environ.get("RUNCAST_OIDC_CLIENT_SECRET_FILE"),
+                   help="a file holding that client's secret (none: a public client, PKCE only)")
+    s.add_argument("--oidc-roles-claim", metavar="NAME", default=os.environ.get("RUNCAST_OIDC_ROLES_CLAIM", "groups"),
+                   help="the ID token claim listing the person's groups (default groups)")
+    s.add_argument("--oidc-role-map", metavar="GROUP=ROLE,...", default=os.environ.get("RUNCAST_OIDC_ROLE_MAP"),
+                   help="the provider's groups to Runcast's roles, e.g. ops=admin,oncall=approver,eng=viewer")
     s.add_argument("--roles-claim", metavar="NAME", default=os.environ.get("RUNCAST_ROLES_CLAIM", "roles"),
                    help="the claim holding their roles (a dotted path for a nested one: realm_access.roles)")
     s.add_argument("--name-claim", metavar="NAME", default=os.environ.get("RUNCAST_NAME_CLAIM", "name"),
