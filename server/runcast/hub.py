@@ -27,7 +27,7 @@ from . import metrics as prom
 from .metrics import Metrics
 from .protocol import SUBPROTOCOL_JSON, SUBPROTOCOL_MSGPACK, CloseCode, ErrorCode, ProtocolError, now_iso
 from .headers import SecurityHeaders
-from .hosts import AllowedHosts, origin_matches
+from .hosts import AllowedHosts, from_own_page, origin_matches
 from .quotas import StartQuota
 from .presence_feed import PresenceFeed
 from .registry import Registry
@@ -235,12 +235,8 @@ class Hub:
         raise ProtocolError(ErrorCode.UNAUTHENTICATED, "send Authorization: Bearer <token>, or sign in at /login")
 
     def same_origin(self, request: Any) -> bool:
-        origin = request.headers.get("origin")
-        if origin is None:
-            return False
-        if origin in self.settings.allowed_origins:
-            return True
-        return origin_matches(origin, request.scope.get("scheme", "http"), request.headers.get("host", ""))
+        return from_own_page(request.headers, request.scope.get("scheme", "http"),
+                             [o for o in self.settings.allowed_origins if o != "*"])
 
 
 def _cookie_name() -> str:

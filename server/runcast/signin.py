@@ -167,13 +167,9 @@ class Signin:
         return resp
 
     def _same_origin(self, request: Request) -> bool:
-        from .hosts import origin_matches
+        from .hosts import from_own_page
 
-        origin = request.headers.get("origin")
-        if origin is None:
-            return False
-        return origin in self.allowed_origins or origin_matches(origin, request.url.scheme,
-                                                                 request.headers.get("host", ""))
+        return from_own_page(request.headers, request.url.scheme, [o for o in self.allowed_origins if o != "*"])
 
     # ------------------------------------------------------------------ GET /login
     async def login(self, request: Request) -> Response:
