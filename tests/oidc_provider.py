@@ -103,3 +103,41 @@ def cookie_attrs(resp: httpx.Response, name: str) -> dict[str, Any]:
                 out[k.lower()] = v or True
             return out
     raise AssertionError(f"no Set-Cookie for {name}: {resp.headers.get_list('set-cookie')}")
+
+
+def _hidden(form_html: str) -> dict[str, str]:
+    return {m.group(1): unescape(m.group(2)) for m in
+            re.finditer(r'<input type="hidden" name="([^"]+)" value="([^"]*)"', form_html)}
+
+
+def device_sign_in(client: httpx.Client, verification_url: str, user_code: str, login: str,
+                   abort: bool = False) -> httpx.Response:
+    """What a person does in a browser for `runcast login`'s device flow: open the address, enter (or confirm) the
+    code, sign in, consent. Returns the provider's last page."""
+    r = client.get(verification_url)
+    for _ in range(20):
+        if r.is_redirect:
+            r = client.get(urljoin(str(r.url), r.headers["location"]))
+            continue
+        page = r.text
+        auto = re.search(r'<form method="post" action="([^"]+)">(.*?)</form>', page, re.S)
+        if "document.forms[0].submit()" in page and auto:  # a page that posts itself on load, as a browser would
+            r = client.post(urljoin(str(r.url), unescape(auto.group(1))), data=_hidden(auto.group(2)))
+            continue
+        m = re.search(r'<form id="op\.device(Input|Confirm)Form"[^>]*action="([^"]+)"[^>]*>(.*?)</form>', page, re.S)
+        if m:
+            data = _hidden(m.group(3))
+            if m.group(1) == "Input":
+                data["user_code"] = user_code
+            elif abort:
+                data["abort"] = "yes"
+                return client.post(urljoin(str(r.url), unescape(m.group(2))), data=data, follow_redirects=True)
+            r = client.post(urljoin(str(r.url), unescape(m.group(2))), data=data)
+        elif 'name="login"' in page:
+            r = client.post(urljoin(str(r.url), _form(page, "login")),
+                            data={"prompt": "login", "login": login, "password": "any"})
+        elif 'value="consent"' in page:
+            r = client.post(urljoin(str(r.url), _form(page, "consent")), data={"prompt": "consent"})
+        else:
+            return r  # the provider's success (or error) page
+    raise AssertionError("too many steps")

@@ -184,7 +184,8 @@ def _oidc_config(args: argparse.Namespace):  # noqa: ANN202
     if not role_map:
         print("runcast serve: no --oidc-role-map: people can sign in but get no role until their groups are mapped "
               "(e.g. --oidc-role-map runcast-admins=admin,runcast-approvers=approver)", flush=True)
-    return OidcConfig(args.oidc_issuer, args.oidc_client_id, client_secret, args.oidc_roles_claim, role_map)
+    return OidcConfig(args.oidc_issuer, args.oidc_client_id, client_secret, args.oidc_roles_claim, role_map,
+                      scopes=args.oidc_scopes, cli_client_id=args.oidc_cli_client_id or None)
 
 
 def _server(config, hub, drain_s: float):  # noqa: ANN001, ANN202
@@ -478,6 +479,11 @@ def main(argv: list[str] | None = None) -> None:
                    help="the ID token claim listing the person's groups (default groups)")
     s.add_argument("--oidc-role-map", metavar="GROUP=ROLE,...", default=os.environ.get("RUNCAST_OIDC_ROLE_MAP"),
                    help="the provider's groups to Runcast's roles, e.g. ops=admin,oncall=approver,eng=viewer")
+    s.add_argument("--oidc-scopes", metavar="SCOPES", default=os.environ.get("RUNCAST_OIDC_SCOPES", "openid profile email"),
+                   help="the scopes asked for (default 'openid profile email'; Okta: add groups)")
+    s.add_argument("--oidc-cli-client-id", metavar="ID", default=os.environ.get("RUNCAST_OIDC_CLI_CLIENT_ID"),
+                   help="a public client (no secret) at the provider for `runcast login`: the device flow where the "
+                        "provider offers it, else a loopback redirect to http://127.0.0.1/callback")
     s.add_argument("--roles-claim", metavar="NAME", default=os.environ.get("RUNCAST_ROLES_CLAIM", "roles"),
                    help="the claim holding their roles (a dotted path for a nested one: realm_access.roles)")
     s.add_argument("--name-claim", metavar="NAME", default=os.environ.get("RUNCAST_NAME_CLAIM", "name"),
@@ -538,6 +544,9 @@ def main(argv: list[str] | None = None) -> None:
     from .terminal import add_commands  # approvals, approve, reject, watch, audit: clients of a running hub
 
     add_commands(sub)
+    from .login import add_commands as add_login  # login, whoami, logout: the terminal's sign-in
+
+    add_login(sub)
 
     args = p.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)

@@ -418,6 +418,8 @@ def create_app(hub: Hub) -> Starlette:
             Route("/auth/refresh", signin.refresh, methods=["POST"]),
             Route("/auth/logout", signin.logout, methods=["POST"]),
             Route("/auth/session", signin.status, methods=["GET"]),
+            Route("/auth/cli", signin.cli, methods=["GET"]),
+            Route("/auth/token", signin.cli_token, methods=["POST"]),
         ]
     if hub.settings.debug_endpoints:
         routes.append(Route("/debug/connections", api(debug_connections), methods=["GET"]))

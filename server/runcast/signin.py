@@ -38,6 +38,7 @@ COOKIE = "runcast_session"
 FLOW_COOKIE = "runcast_signin"
 FLOW_TTL_S = 600  # a sign-in at the provider may take this long (a password manager, a second factor)
 SESSION_TTL_S = 8 * 3600  # a working day; the page renews it while it is open (POST /auth/refresh)
+CLI_SESSION_TTL_S = 7 * 86400  # `runcast login` is good for a week (then sign in again; RUNCAST_TOKEN still wins)
 HTTP_TIMEOUT_S = 10.0
 DISCOVERY_MAX_AGE_S = 3600.0
 
@@ -50,6 +51,7 @@ class OidcConfig:
     roles_claim: str = "groups"
     role_map: dict[str, list[str]] = field(default_factory=dict)  # provider group -> Runcast roles
     scopes: str = "openid profile email"
+    cli_client_id: str | None = None  # a public client for `runcast login` (device flow, or a loopback redirect)
 
     def roles(self, claims: dict[str, Any]) -> tuple[list[str], list[str]]:
         """(the roles the groups map to, the groups the token named)."""
@@ -306,6 +308,19 @@ class Signin:
                               "Sign in again; if it keeps failing, whoever runs this hub should check the client's "
                               "settings at the provider.", 502)
         claims = await self._id_token(body["id_token"], doc, flow["nonce"])
+        who = self._person(claims)
+        roles = list(who.roles)
+        resp = RedirectResponse(flow["next"], status_code=303)
+        self.set_session(resp, request, who)
+        resp.delete_cookie(FLOW_COOKIE, path="/auth")
+        resp.headers["Cache-Control"] = "no-store"
+        log.info("sign-in: %s (%s) signed in", who.sub, ",".join(roles))
+        return resp
+
+    def _person(self, claims: dict[str, Any]) -> auth.Identity:
+        """Who the ID token names, with the roles their groups map to; no role at all is a failure that says why."""
+        cfg = self.config.oidc
+        assert cfg is not None
         roles, groups = cfg.roles(claims)
         who = auth.identity_from(claims | {"roles": roles}, "roles", "name")
         if not roles:
@@ -316,14 +331,10 @@ class Signin:
                               f"Your groups: {shown}.",
                               f"Ask whoever runs this hub to add you to one of these groups: {wanted}. "
                               "Then sign in again.", 403)
-        resp = RedirectResponse(flow["next"], status_code=303)
-        self.set_session(resp, request, who)
-        resp.delete_cookie(FLOW_COOKIE, path="/auth")
-        resp.headers["Cache-Control"] = "no-store"
-        log.info("sign-in: %s (%s) signed in", who.sub, ",".join(roles))
-        return resp
+        return who
 
-    async def _id_token(self, token: str, doc: dict[str, Any], nonce: str) -> dict[str, Any]:
+    async def _id_token(self, token: str, doc: dict[str, Any], nonce: str | None,
+                        audience: str | None = None) -> dict[str, Any]:
         cfg = self.config.oidc
         assert cfg is not None and self._jwks is not None
         retry = "Sign in again."
@@ -336,7 +347,7 @@ class Signin:
                                   "or EdDSA.", 502)
             kid = header.get("kid")
             key = await self._jwks.key(kid if isinstance(kid, str) else None)
-            claims = jwt.decode(token, key, algorithms=[alg], audience=cfg.client_id, issuer=doc["issuer"],
+            claims = jwt.decode(token, key, algorithms=[alg], audience=audience or cfg.client_id, issuer=doc["issuer"],
                                 options={"require": ["sub", "exp", "iat", "aud", "iss"]}, leeway=auth.LEEWAY_S)
         except ProtocolError as err:
             log.warning("sign-in: the ID token's key: %s", err.message)
@@ -352,7 +363,7 @@ class Signin:
         except jwt.PyJWTError as exc:
             log.warning("sign-in: an ID token that does not verify: %s", type(exc).__name__)
             raise SigninError(f"The provider's ID token did not verify ({exc}).", retry, 400) from None
-        if not secrets.compare_digest(str(claims.get("nonce", "")), nonce):
+        if nonce is not None and not secrets.compare_digest(str(claims.get("nonce", "")), nonce):
             log.warning("sign-in: an ID token whose nonce is not this sign-in's (replayed)")
             raise SigninError("The ID token does not belong to this sign-in (replayed).", retry, 400)
         return claims
@@ -430,3 +441,48 @@ class Signin:
             except ProtocolError:
                 pass
         return JSONResponse({"user": None, "login": "/login", **modes}, headers={"Cache-Control": "no-store"})
+
+    # ------------------------------------------------------------------ the terminal (runcast login)
+    async def cli(self, request: Request) -> Response:
+        """GET /auth/cli: how `runcast login` signs in here (the provider's endpoints and the terminal's client)."""
+        cfg = self.config.oidc
+        if cfg is None or not cfg.cli_client_id:
+            return JSONResponse({"error": {"code": ErrorCode.NOT_FOUND, "message": "this hub has no sign-in for the "
+                                           "terminal (--oidc-cli-client-id); use RUNCAST_TOKEN"}}, status_code=404)
+        try:
+            doc = await self._discover()
+        except SigninError as err:
+            return JSONResponse({"error": {"code": "unavailable", "message": f"{err.what} {err.todo}"}},
+                                status_code=502)
+        return JSONResponse({"issuer": doc["issuer"], "client_id": cfg.cli_client_id, "scopes": cfg.scopes,
+                             "authorization_endpoint": doc["authorization_endpoint"],
+                             "token_endpoint": doc["token_endpoint"],
+                             "device_authorization_endpoint": doc.get("device_authorization_endpoint")},
+                            headers={"Cache-Control": "no-store"})
+
+    async def cli_token(self, request: Request) -> Response:
+        """POST /auth/token {"id_token"}: the terminal's ID token (for --oidc-cli-client-id) for a hub session token
+        that `runcast login` keeps. A page cannot use it to mint sessions: it takes no cookie and gives none."""
+        cfg = self.config.oidc
+
+        def refuse(status: int, code: str, message: str) -> JSONResponse:
+            return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
+
+        if cfg is None or not cfg.cli_client_id:
+            return refuse(404, ErrorCode.NOT_FOUND, "this hub has no sign-in for the terminal")
+        try:
+            body = await request.json()
+        except ValueError:
+            return refuse(400, ErrorCode.BAD_REQUEST, 'send {"id_token": "..."}')
+        token = body.get("id_token") if isinstance(body, dict) else None
+        if not isinstance(token, str) or len(token) > 16384:
+            return refuse(400, ErrorCode.BAD_REQUEST, 'send {"id_token": "..."}')
+        try:
+            doc = await self._discover()
+            who = self._person(await self._id_token(token, doc, None, audience=cfg.cli_client_id))
+        except SigninError as err:
+            return refuse(403 if err.status == 403 else 401, ErrorCode.UNAUTHENTICATED, f"{err.what} {err.todo}")
+        session = self.auth.issue_session(who, CLI_SESSION_TTL_S)
+        log.info("sign-in: %s (%s) signed in from a terminal", who.sub, ",".join(who.roles))
+        return JSONResponse({"token": session, "user": who.public(), "expires_at": int(time.time() + CLI_SESSION_TTL_S)},
+                            headers={"Cache-Control": "no-store"})

@@ -345,8 +345,12 @@ def add_commands(sub: Any) -> None:
 
 
 def run_command(args: argparse.Namespace) -> None:
+    if not args.token:  # RUNCAST_TOKEN / --token win; else the sign-in `runcast login` saved (login.py)
+        from .login import saved_for_command
+
+        args.url, args.token = saved_for_command(args.url, explicit_url=bool(os.environ.get("RUNCAST_URL")))
     if not args.token:
-        print("runcast: no token: set RUNCAST_TOKEN or pass --token", file=sys.stderr)
+        print("runcast: no token: run `runcast login --hub URL`, set RUNCAST_TOKEN or pass --token", file=sys.stderr)
         raise SystemExit(EXIT_USAGE)
     api = Api(args.url, args.token)
     try:
