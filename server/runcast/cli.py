@@ -297,7 +297,7 @@ def serve(args: argparse.Namespace) -> None:
     app = create_app(hub)
     print(f"runcast {__version__}: {hub.backend.name} backend, {'hub + worker' if settings.run_worker else 'hub only'}, "
           f"agents: {', '.join(hub.registry.names())}", flush=True)
-    if demo:
+    if demo and not args.reuse_port:  # (a child of --processes: the supervisor printed it)
         _print_links(secret, args)
     config = uvicorn.Config(
         app,
