@@ -65,13 +65,19 @@ def sign_in(client: httpx.Client, hub: str, login: str, next_: str | None = None
     """Sign in as `login` through the provider's own pages. Returns the hub's answer to /auth/callback (or, with
     stop_at_callback, the provider's redirect to it, not yet followed)."""
     r = client.get(hub + "/login", params={"next": next_} if next_ is not None else None)
+    return drive(client, r, hub, login, consent, stop_at_callback)
+
+
+def drive(client: httpx.Client, r: httpx.Response, hub: str, login: str, consent: bool = True,
+          stop_at_callback: bool = False, callback: str = "/auth/callback") -> httpx.Response:
+    """Through the provider's pages from `r` until it redirects to `hub` + `callback` (followed, unless told not)."""
     for _ in range(20):
         if r.is_redirect:
             url = urljoin(str(r.url), r.headers["location"])
-            if url.startswith(hub + "/auth/callback") and stop_at_callback:
+            if url.startswith(hub + callback) and stop_at_callback:
                 return r
             r = client.get(url)
-            if url.startswith(hub + "/auth/callback"):
+            if url.startswith(hub + callback):
                 return r
             continue
         if r.status_code != 200 or str(r.url).startswith(hub):

@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from hubtest import BOB, ROOT, Cluster, base_env
-from oidc_provider import CLIENT_SECRET, ROLE_MAP, OidcProvider, device_sign_in
+from oidc_provider import CLIENT_SECRET, ROLE_MAP, OidcProvider, device_sign_in, drive
 
 
 @pytest.fixture(scope="module")
@@ -116,3 +116,30 @@ def test_a_hub_without_a_terminal_sign_in_says_what_to_do(tmp_path: Path) -> Non
         assert r.returncode == 1 and "RUNCAST_TOKEN" in r.stderr and "Traceback" not in r.stderr, r.stderr
     finally:
         hub.stop()
+
+
+def test_login_with_the_browser_and_a_loopback_redirect(hub: Cluster, tmp_path: Path) -> None:
+    """Where a provider has no device flow (or with --method browser): this machine's browser (BROWSER=true opens
+    nothing here; the test is the browser) and a one-shot server on 127.0.0.1."""
+    env = _env(tmp_path, BROWSER="true")
+    proc = subprocess.Popen([sys.executable, "-m", "runcast.cli", "login", "--hub", hub.url, "--method", "browser"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    try:
+        assert proc.stdout is not None
+        head = proc.stdout.readline() + proc.stdout.readline()
+        m = re.search(r"go to:\s+(\S+)", head)
+        assert m, head
+        url = m.group(1)
+        redirect = re.search(r"redirect_uri=([^&]+)", url).group(1)  # type: ignore[union-attr]
+        loopback = httpx.URL(httpx.QueryParams("r=" + redirect)["r"])
+        client = httpx.Client(timeout=15)
+        page = drive(client, client.get(url), f"http://127.0.0.1:{loopback.port}", "vic", callback="/callback")
+        assert page.status_code == 200 and "Signed in" in page.text, page.text
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, head + out + err
+    assert f"as Vic Viewer (vic; viewer)" in out
+    who = _runcast(env, "whoami")
+    assert who.returncode == 0 and who.stdout.startswith("Vic Viewer (vic)"), who

@@ -40,12 +40,13 @@ const provider = new Provider(issuer, {
       token_endpoint_auth_method: "client_secret_basic",
     },
     {
-      // the terminal (runcast login): a public client, device flow
+      // the terminal (runcast login): a public client, device flow or a loopback redirect
       client_id: "runcast-cli",
+      application_type: "native", // a loopback redirect on any port (RFC 8252), for `runcast login --method browser`
       token_endpoint_auth_method: "none",
-      grant_types: ["urn:ietf:params:oauth:grant-type:device_code"],
-      response_types: [],
-      redirect_uris: [],
+      grant_types: ["urn:ietf:params:oauth:grant-type:device_code", "authorization_code"],
+      response_types: ["code"],
+      redirect_uris: ["http://127.0.0.1/callback"],
     },
   ],
   jwks: { keys: [signingJwk] },
