@@ -55,6 +55,12 @@ async def test_serve_without_a_secret_prints_one_sign_in_link_that_survives_a_re
         # a sign-in from another site's form is refused
         forged = httpx.post(proc.url + "/auth/dev", data={"sub": "dana"}, headers={"Origin": "http://evil.test"})
         assert forged.status_code == 400 and "runcast_session" not in forged.cookies
+        # behind an https proxy (X-Forwarded-Proto from a trusted address), the cookie is Secure; on plain http it is not
+        secure = httpx.post(proc.url + "/auth/dev", data={"sub": "vic"},
+                            headers={"Origin": f"https://127.0.0.1:{port}", "X-Forwarded-Proto": "https"})
+        assert secure.status_code == 303 and "; secure" in secure.headers["set-cookie"].lower(), secure.headers
+        plain = httpx.post(proc.url + "/auth/dev", data={"sub": "vic"}, headers={"Origin": proc.url})
+        assert "; secure" not in plain.headers["set-cookie"].lower() and "httponly" in plain.headers["set-cookie"].lower()
         dana = _dev_sign_in(proc.url, "dana")
         alex = _dev_sign_in(proc.url, "alex")
         c = await Client.connect(proc.ws_url, additional_headers={"Cookie": f"runcast_session={dana}"})
