@@ -39,8 +39,9 @@ async def test_serve_without_a_secret_prints_one_sign_in_link_that_survives_a_re
 
     proc, out = serve()
     try:
-        links = re.findall(r"http://\S+", out)
+        links = re.findall(r"http://127\.0\.0\.1:\d+/\S*", out)
         assert links == [f"http://127.0.0.1:{port}/login"], out  # one link, and no token in it
+        assert "#token=" not in out
         assert "Dana" in out and "Alex" in out and "Vic" in out
         secret_file = tmp_path / "state" / "runcast" / "dev-secret"
         assert secret_file.stat().st_mode & 0o777 == 0o600

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from . import __version__, auth
 from .quotas import DEFAULT_MAX_OPEN, DEFAULT_STARTS_PER_MINUTE
+from .settings import MODEL_APIS, TRACING_MODES
 
 log = logging.getLogger("runcast")
 TRANSPORT_MAX_FRAME = 1024 * 1024  # a frame over this closes the socket with 1009
@@ -26,8 +27,9 @@ def _registry(args: argparse.Namespace):  # noqa: ANN202
 
     reg = Registry()
     for name in args.agents or ["demo"]:
-        if name == "demo":
-            reg.update(demo_registry(model=args.model))
+        if name == "demo":  # only the demo agents take --model / --model-api: a user's agents keep their own
+            cfg = args.model_config  # checked by _setup
+            reg.update(demo_registry(model=cfg.model, api=cfg.api))
         else:
             sys.path.insert(0, os.getcwd())
             reg.update(Registry.from_module(name))
@@ -77,10 +79,20 @@ def _setup(args: argparse.Namespace) -> None:
     logging.basicConfig(level=os.environ.get("RUNCAST_LOG_LEVEL", "INFO"), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.model and not os.environ.get("OPENAI_API_KEY"):
         raise SystemExit("runcast: --model needs OPENAI_API_KEY; without it the demo agents use the offline scripted model")
-    if not os.environ.get("OPENAI_API_KEY"):
-        from agents import set_tracing_disabled
+    from agents import set_tracing_disabled
 
-        set_tracing_disabled(True)  # nothing leaves the machine without a key
+    from .settings import ModelConfig, resolve_tracing
+
+    try:
+        tracing, why = resolve_tracing(args.tracing, os.environ)
+        args.model_config = ModelConfig(model=args.model, api=args.model_api, tracing=tracing)
+    except ValueError as exc:
+        raise SystemExit(f"runcast: {exc}") from None
+    # Process-wide, and it wins over the SDK's own environment variable: traces leave only when settings.py says so.
+    set_tracing_disabled(tracing == "off")
+    if args.tracing == "openai" and tracing == "off":
+        log.warning("runcast: --tracing openai, but OPENAI_AGENTS_DISABLE_TRACING is set: traces stay off")
+    log.info("tracing %s (%s)", tracing, why)
 
 
 def _bind(host: str, port: int, reuse_port: bool = False) -> socket.socket:
@@ -123,8 +135,13 @@ def _jwt_config(args: argparse.Namespace):  # noqa: ANN202
 def _print_links(secret: str, args: argparse.Namespace) -> None:
     """The demo's one link: its sign-in page, which lists Dana, Alex and Vic (no token in any link)."""
     shown = "127.0.0.1" if args.host in ("0.0.0.0", "::", "") else args.host
+    base = f"http://{shown}:{args.port}"
     print(f"\nDev mode (no RUNCAST_SECRET, --oidc-issuer or --jwks-url): sign in as Dana (admin), Alex (approver) or "
-          f"Vic (viewer) at\n  http://{shown}:{args.port}/login\n", flush=True)
+          f"Vic (viewer) at\n  {base}/login", flush=True)
+    # the terminal has no cookie: a token for Dana, signed with the dev secret (so it too survives a restart)
+    dana = auth.issue(secret, "dana", "Dana", ["admin"], ttl_s=7 * 86400)
+    print("  From a terminal, as Dana (runcast runs, start, watch, approvals...):", flush=True)
+    print(f"    export RUNCAST_URL={base} RUNCAST_TOKEN={dana}\n", flush=True)
 
 
 def state_dir() -> Path:
@@ -258,6 +275,7 @@ def serve(args: argparse.Namespace) -> None:
         run_worker=not args.no_worker,
         worker_concurrency=args.concurrency,
         lease_s=args.lease if args.redis else None,
+        tracing=args.model_config.tracing,
     )
     settings.hello_timeout_s = float(os.environ.get("RUNCAST_HELLO_TIMEOUT_S", settings.hello_timeout_s))
     settings.rate_per_s = float(os.environ.get("RUNCAST_RATE_PER_S", settings.rate_per_s))
@@ -371,7 +389,7 @@ def worker(args: argparse.Namespace) -> None:
     async def main() -> None:
         backend = _backend(args)
         await backend.start()
-        w = Worker(backend, registry, concurrency=args.concurrency, lease_s=args.lease)
+        w = Worker(backend, registry, concurrency=args.concurrency, lease_s=args.lease, tracing=args.model_config.tracing)
         sweeper = Sweeper(backend, grace_s=args.lease)
         await w.start()
         await sweeper.start()
@@ -402,7 +420,8 @@ def worker(args: argparse.Namespace) -> None:
 def token(args: argparse.Namespace) -> None:
     secret = os.environ.get("RUNCAST_SECRET")
     if not secret:
-        raise SystemExit("runcast token: set RUNCAST_SECRET to the hub's secret first")
+        raise SystemExit("runcast token: set RUNCAST_SECRET to the hub's secret first (under `make demo` the hub made "
+                         "its own: copy the `export RUNCAST_URL=... RUNCAST_TOKEN=...` line it printed)")
     roles = [r.strip() for r in (args.roles or "viewer").split(",") if r.strip()]
     runs = [r.strip() for r in (args.runs or "*").split(",") if r.strip()]
     print(auth.issue(secret, args.sub, args.name, roles, runs, ttl_s=args.ttl))
@@ -422,7 +441,15 @@ def main(argv: list[str] | None = None) -> None:
     def common(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("--agents", action="append", metavar="MODULE",
                         help="module defining AGENTS (repeatable); 'demo' is the built-in demo agents (the default)")
-        sp.add_argument("--model", help="a real model name for the demo agents (needs OPENAI_API_KEY)")
+        sp.add_argument("--model", help="a real model name for the demo agents (needs OPENAI_API_KEY; OPENAI_BASE_URL "
+                                         "for a server of your own)")
+        sp.add_argument("--model-api", choices=MODEL_APIS, default=os.environ.get("RUNCAST_MODEL_API", "responses"),
+                        help="how the demo agents talk to --model: OpenAI's Responses API (the default) or chat, Chat "
+                             "Completions (vLLM, Ollama, LiteLLM...); agents from --agents modules keep their own")
+        sp.add_argument("--tracing", choices=TRACING_MODES, default=os.environ.get("RUNCAST_TRACING") or None,
+                        help="the Agents SDK's trace export to OpenAI: off, or openai. Default: openai with "
+                             "OPENAI_API_KEY, off when OPENAI_BASE_URL points elsewhere or without a key; "
+                             "OPENAI_AGENTS_DISABLE_TRACING always turns it off")
         sp.add_argument("--redis", metavar="URL", default=os.environ.get("RUNCAST_REDIS_URL"),
                         help="join a cluster on this Redis (default: one process, in memory)")
         sp.add_argument("--concurrency", type=int, default=32, help="segments one worker streams at once")
@@ -541,7 +568,7 @@ def main(argv: list[str] | None = None) -> None:
     ws = sub.add_parser("webhook-secret", help="print a new webhook signing secret (whsec_ + base64 of 32 random bytes)")
     ws.set_defaults(func=webhook_secret)
 
-    from .terminal import add_commands  # approvals, approve, reject, watch, audit: clients of a running hub
+    from .terminal import add_commands  # runs, start, approvals, approve, reject, watch, audit: clients of a hub
 
     add_commands(sub)
     from .login import add_commands as add_login  # login, whoami, logout: the terminal's sign-in
