@@ -259,7 +259,7 @@ def serve(args: argparse.Namespace) -> None:
     if args.processes > 1 or args.worker_process:
         from .processes import supervise
 
-        supervise(args, args.argv, _print_links)
+        supervise(args, args.argv, _print_links, _dev_secret)
         return
     _setup(args)
     secret = os.environ.get("RUNCAST_SECRET")

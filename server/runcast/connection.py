@@ -8,7 +8,7 @@ import secrets
 import time
 import weakref
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
@@ -48,7 +48,13 @@ from .replay import Cursor
 from .wire import ASGI_SEND_KEY, AsgiWire, SocketWire, attach, frames
 
 if TYPE_CHECKING:
-    from .hub import Hub
+    from .backends.base import Backend
+    from .feed import Feeds
+    from .fanout import Fanout
+    from .metrics import Metrics
+    from .presence_feed import PresenceFeed
+    from .service import Service
+    from .settings import Settings
 
 log = logging.getLogger("runcast.ws")
 READ_PAGE = 1000
@@ -104,8 +110,47 @@ class _Close:
 SLOW_REASON = "slow consumer: reconnect and subscribe with since"
 
 
+class Host(Protocol):
+    """What a connection uses from the hub node that holds it (hub.Hub is the one host). A protocol, so that a
+    connection knows its host's shape without importing the hub above it (docs/architecture.md, the layers)."""
+
+    @property
+    def backend(self) -> Backend: ...
+    @property
+    def settings(self) -> Settings: ...
+    @property
+    def auth(self) -> auth.Authenticator: ...
+    @property
+    def service(self) -> Service: ...
+    @property
+    def fanout(self) -> Fanout: ...
+    @property
+    def presence(self) -> PresenceFeed: ...
+    @property
+    def feeds(self) -> Feeds: ...
+    @property
+    def metrics(self) -> Metrics: ...
+
+    async def authenticate_hello(self, conn: Connection, token: str | None) -> auth.Identity:
+        """Who a hello says it is (its token, or the session cookie the WebSocket was opened with)."""
+        ...
+
+    def authenticated(self, conn: Connection) -> None:
+        """The connection's hello succeeded: it no longer counts as waiting for one."""
+        ...
+
+    def unexpected(self, exc: BaseException, what: str) -> ProtocolError:
+        """An error that is not the client's, as the error frame it gets."""
+        ...
+
+    async def subscribe_runs(self, conn: Connection, limit: int, request_id: str | None,
+                             filters: dict[str, str] | None = None) -> None:
+        """The run list: a snapshot, then live `run.status` frames."""
+        ...
+
+
 class Connection:
-    def __init__(self, hub: "Hub", ws: WebSocket, encoding: Encoding) -> None:
+    def __init__(self, hub: Host, ws: WebSocket, encoding: Encoding) -> None:
         self.hub = hub
         self.ws = ws
         self.encoding: Encoding = encoding

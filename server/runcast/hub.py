@@ -61,7 +61,7 @@ class Hub:
         self.fanout = Fanout(backend)
         self.presence = PresenceFeed(backend, refresh_s=settings.presence_refresh_s)
         self.metrics = Metrics()
-        self.metrics.bind(self)
+        self.metrics.register(self)  # read at scrape time through metrics.NodeGauges (the methods below)
         self.worker: Worker | None = None
         self.sweeper = Sweeper(backend, interval=settings.sweep_s, grace_s=settings.lease_s or 10.0)
         self.connections: set[Connection] = set()
@@ -146,6 +146,16 @@ class Hub:
             self.feeds.remove_runs(conn)
             raise
         self.feeds.runs_snapshot(conn, [feed.run_summary(r) for r in recs], request_id)
+    # ---- metrics.NodeGauges: what /metrics reads off this node when scraped
+    def runs_watched(self) -> int:
+        return self.fanout.runs_watched
+
+    def active_segments(self) -> int:
+        return len(self.worker.active) if self.worker else 0
+
+    def send_queue_depths(self) -> list[int]:
+        return [c.queued() for c in list(self.connections)]
+
     def _on_data_lost(self) -> None:
         """The backend lost its data: every client's history may be gone. Drop them with 1012; they come back with
         `since` and `epoch`, and a run whose log is not the one they hold answers `log_reset`."""

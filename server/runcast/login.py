@@ -94,12 +94,11 @@ def default_hub() -> str | None:
     return load().get("default")
 
 
-def saved_for_command(url: str, explicit_url: bool) -> tuple[str, str | None]:
-    """A terminal command with no token: the saved sign-in for its hub. With no hub named (--url left at its default
-    and no RUNCAST_URL), the hub last signed in to."""
-    from .terminal import DEFAULT_URL
-
-    if not explicit_url and _norm(url) == _norm(DEFAULT_URL) and default_hub():
+def saved_for_command(url: str, explicit_url: bool, default_url: str) -> tuple[str, str | None]:
+    """A terminal command with no token: the saved sign-in for its hub. With no hub named (--url left at its default,
+    `default_url` (terminal.DEFAULT_URL, handed in: terminal.py imports this module), and no RUNCAST_URL), the hub
+    last signed in to."""
+    if not explicit_url and _norm(url) == _norm(default_url) and default_hub():
         url = default_hub()  # type: ignore[assignment]
     return url, token_for(url)
 

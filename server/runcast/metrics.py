@@ -26,7 +26,8 @@ from __future__ import annotations
 
 import time
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sized
+from typing import TYPE_CHECKING, Any, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, generate_latest
 from prometheus_client import disable_created_metrics
@@ -36,9 +37,7 @@ from prometheus_client.registry import Collector
 from .protocol import ErrorCode
 
 if TYPE_CHECKING:
-    from .hub import Hub
     from .protocol import Event
-    from .worker import Worker
 
 disable_created_metrics()  # no `_created` series beside every counter and histogram: half the lines, no use here
 
@@ -160,6 +159,33 @@ def observe_events(events: Iterable["Event"], record: Any) -> None:
             runs_finished.labels(status=t[4:]).inc()
 
 
+# ---------------------------------------------------------------------------------------------- what is read when scraped
+class NodeGauges(Protocol):
+    """What a hub node shows at scrape time, read off its state (hub.Hub registers itself with `Metrics.register`).
+
+    A protocol, not the Hub: the metrics sit below the hub in the layers (docs/architecture.md), so the hub hands
+    itself in rather than being imported."""
+
+    def runs_watched(self) -> int:
+        """Runs this node holds a live feed for."""
+        ...
+
+    def active_segments(self) -> int:
+        """Run segments this process's worker is streaming (0 without a worker)."""
+        ...
+
+    def send_queue_depths(self) -> list[int]:
+        """Bytes unread by its client, one entry per open connection."""
+        ...
+
+
+class Segments(Protocol):
+    """What a worker shows at scrape time (worker.Worker): the segments it is streaming now."""
+
+    @property
+    def active(self) -> Sized: ...
+
+
 # ---------------------------------------------------------------------------------------------- a hub node's registry
 class Metrics:
     """A hub node's counters (plain ints, bumped on the hot path) and its registry."""
@@ -171,19 +197,18 @@ class Metrics:
         self.frames_out = 0
         self.errors: dict[str, int] = {}  # by error code (a closed set: protocol.ErrorCode)
         self.slow_consumers = 0
-        self._hub: "Hub | None" = None
+        self._node: NodeGauges | None = None
         self.registry = CollectorRegistry(auto_describe=False)
         for c in SHARED:
             self.registry.register(c)
         self.registry.register(_HubCollector(self))
         ProcessCollector(registry=self.registry)
 
-    def bind(self, hub: "Hub") -> None:
-        self._hub = hub
+    def register(self, node: NodeGauges) -> None:
+        """The node whose state the scrape reads (its connections, feeds and worker)."""
+        self._node = node
 
-    def render(self, hub: "Hub | None" = None) -> str:
-        if hub is not None:
-            self._hub = hub
+    def render(self) -> str:
         return generate_latest(self.registry).decode()
 
 
@@ -192,7 +217,7 @@ class _HubCollector(Collector):
         self.m = m
 
     def collect(self) -> Iterator[Any]:
-        m, hub = self.m, self.m._hub
+        m, node = self.m, self.m._node
         yield GaugeMetricFamily("runcast_connections", "WebSocket connections open on this node", value=m.connections)
         yield CounterMetricFamily("runcast_connections_accepted", "WebSocket connections accepted", value=m.connections_total)
         yield CounterMetricFamily("runcast_frames_in", "Frames received from clients", value=m.frames_in)
@@ -204,20 +229,15 @@ class _HubCollector(Collector):
         for code, n in sorted(counts.items()):
             errors.add_metric([code], n)
         yield errors
-        if hub is None:
+        if node is None:
             return
-        yield GaugeMetricFamily("runcast_runs_watched", "Runs this node holds a live feed for", value=hub.fanout.runs_watched)
+        yield GaugeMetricFamily("runcast_runs_watched", "Runs this node holds a live feed for", value=node.runs_watched())
         yield GaugeMetricFamily("runcast_active_segments", "Run segments this process's worker is streaming",
-                                value=len(hub.worker.active) if hub.worker else 0)
-        depths = [_queued(c) for c in list(hub.connections)]
+                                value=node.active_segments())
+        depths = node.send_queue_depths()
         yield GaugeMetricFamily("runcast_send_queue_max", "The deepest send queue of any connection on this node "
                                 "(bytes unread by its client), at scrape time", value=max(depths, default=0))
         yield _depth_histogram(depths)
-
-
-def _queued(conn: Any) -> int:
-    q = getattr(conn, "queued", None)
-    return int(q()) if callable(q) else 0
 
 
 def _depth_histogram(depths: list[int]) -> GaugeHistogramMetricFamily:
@@ -231,7 +251,7 @@ def _depth_histogram(depths: list[int]) -> GaugeHistogramMetricFamily:
 
 # ---------------------------------------------------------------------------------------------- a worker's registry
 class _WorkerCollector(Collector):
-    def __init__(self, worker: "Worker") -> None:
+    def __init__(self, worker: Segments) -> None:
         self.worker = worker
 
     def collect(self) -> Iterator[Any]:
@@ -239,7 +259,7 @@ class _WorkerCollector(Collector):
                                 value=len(self.worker.active))
 
 
-def worker_registry(worker: "Worker") -> CollectorRegistry:
+def worker_registry(worker: Segments) -> CollectorRegistry:
     """The registry `runcast worker --metrics-port` serves: the shared metrics and the worker's running segments."""
     reg = CollectorRegistry(auto_describe=False)
     for c in SHARED:

@@ -25,6 +25,12 @@ MAX_FRAME_BYTES = 64 * 1024
 # a limit far below the interpreter's recursion limit keeps every later walk of the value (validation, logging) safe.
 MAX_DEPTH = 32
 MAX_TEXT = 20_000  # start input
+# The event types a webhook can be sent for (webhooks.EVENTS). Here, in the core, because the backends put each
+# such event in the webhook outbox in the same commit that logs it, and the backends sit below webhooks.py.
+WEBHOOK_EVENTS = (
+    "approval.requested", "approval.decided", "approval.expired", "approval.cancelled",
+    "run.paused", "run.completed", "run.failed", "run.cancelled",
+)
 MAX_REASON = 2_000
 
 

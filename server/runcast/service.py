@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import secrets
 import time
 from typing import Any, Literal
 
-from . import audit, feed, runfilter, runs
+from . import audit, feed, metrics, runfilter, runs
 from .auth import Identity
 from .backends.base import Backend, LogTrimmed
 from .protocol import ErrorCode, Event, ProtocolError
@@ -14,7 +15,10 @@ from .quotas import StartQuota
 from .registry import Registry
 from .runfilter import RunFilter
 from .runs import RunRecord
-from .store import apply
+from .store import apply as _apply
+
+# every commit is counted by the process that made it (the store sits below the metrics: it is handed the observer)
+apply = functools.partial(_apply, observe=metrics.observe_events)
 
 
 WATCH_ROLES = ("viewer", "approver", "operator", "admin")

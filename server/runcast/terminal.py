@@ -630,7 +630,7 @@ def resolve_token(args: argparse.Namespace, env: dict[str, str] | os._Environ[st
         return read_token_file(env["RUNCAST_TOKEN_FILE"], warn)
     from .login import saved_for_command  # the sign-in `runcast login` saved, for this hub (or the last one)
 
-    url, saved = saved_for_command(args.url, explicit_url=bool(env.get("RUNCAST_URL")))
+    url, saved = saved_for_command(args.url, explicit_url=bool(env.get("RUNCAST_URL")), default_url=DEFAULT_URL)
     if saved:
         args.url = url
         return saved

@@ -40,7 +40,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Iterable, Literal
 
 from . import __version__, metrics
-from .protocol import now_iso
+from .protocol import WEBHOOK_EVENTS, now_iso
 
 if TYPE_CHECKING:
     from .backends.base import Backend
@@ -49,10 +49,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("runcast.webhooks")
 
-EVENTS = (
-    "approval.requested", "approval.decided", "approval.expired", "approval.cancelled",
-    "run.paused", "run.completed", "run.failed", "run.cancelled",
-)
+EVENTS = WEBHOOK_EVENTS  # defined in the core (protocol.py), where the backends read it too
 APPROVAL_EVENTS = frozenset(e for e in EVENTS if e.startswith("approval."))
 Format = Literal["standard", "slack"]
 

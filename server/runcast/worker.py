@@ -9,6 +9,7 @@ approvals (never anything from a client), and streams again under the same run i
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import os
@@ -26,8 +27,11 @@ from .protocol import ErrorCode, ProtocolError, now_iso
 from .registry import AgentSpec, Registry
 from .runs import Job, RunRecord
 from .settings import resolve_tracing
-from .store import apply
+from .store import apply as _apply
 from .toolnames import wire_name
+
+# every commit is counted by the process that made it (the store sits below the metrics: it is handed the observer)
+apply = functools.partial(_apply, observe=metrics.observe_events)
 
 log = logging.getLogger("runcast.worker")
 _END = object()

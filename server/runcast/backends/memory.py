@@ -11,7 +11,7 @@ from typing import Any
 
 from .. import feed
 from .. import quotas
-from ..protocol import Event, make_event
+from ..protocol import WEBHOOK_EVENTS, Event, make_event
 from ..quotas import Refusal, StartQuota
 from ..runs import Job, RunRecord, Transition, WireEvents
 from .base import Backend, Conflict, LogTrimmed, NotOwner, OnEntry, OnEvents, OnResync, OnSignal, Subscription
@@ -274,12 +274,10 @@ class MemoryBackend(Backend):
 
     # ---- webhook outbox: an in-process queue (one process: whoever joined delivers everything)
     def _to_outbox(self, events: list[Event]) -> None:
-        from ..webhooks import EVENTS
-
         if self._outbox is None:
             return
         for ev in events:
-            if ev.type in EVENTS:
+            if ev.type in WEBHOOK_EVENTS:
                 self._outbox.append({"id": str(next(self._outbox_ids)), **ev.frame})
                 self._outbox_ready.set()
 

@@ -70,10 +70,9 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.maint_notifications import MaintNotificationsConfig
 
 from ... import feed, metrics, quotas
-from ...protocol import Event, now_iso
+from ...protocol import WEBHOOK_EVENTS, Event, now_iso
 from ...quotas import Refusal, StartQuota
 from ...runs import TERMINAL, RunRecord, Transition, WireEvents
-from ...webhooks import EVENTS as WEBHOOK_EVENTS
 from ..base import Backend, Conflict, LogTrimmed, NotOwner
 from . import scripts
 from .datawatch import DataWatch
