@@ -13,7 +13,16 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from .protocol import HTTP_STATUS, MAX_DEPTH, MAX_FRAME_BYTES, Command, ErrorCode, ProtocolError, decode_value, parse_command
+from .protocol import (
+    HTTP_STATUS,
+    MAX_DEPTH,
+    MAX_FRAME_BYTES,
+    Command,
+    ErrorCode,
+    ProtocolError,
+    decode_value,
+    parse_command,
+)
 
 MAX_BODY_BYTES = MAX_FRAME_BYTES  # a body is a command: the frame's limit
 LIST_LIMIT = (1, 1000, 50)  # GET /api/runs?limit=: min, max, default

@@ -14,8 +14,11 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from . import __version__, auth
 from . import metrics as prom
+from .fanout import Batch
+from .presence import entry_of
 from .protocol import (
     Ack,
+    Cancel,
     CloseCode,
     Decide,
     Encoding,
@@ -32,7 +35,6 @@ from .protocol import (
     Sync,
     Unsubscribe,
     UnsubscribeFeed,
-    Cancel,
     Welcome,
     batch_payloads,
     control,
@@ -42,15 +44,13 @@ from .protocol import (
     now_iso,
     parse_command,
 )
-from .fanout import Batch
-from .presence import entry_of
 from .replay import Cursor
 from .wire import ASGI_SEND_KEY, AsgiWire, SocketWire, attach, frames
 
 if TYPE_CHECKING:
     from .backends.base import Backend
-    from .feed import Feeds
     from .fanout import Fanout
+    from .feed import Feeds
     from .metrics import Metrics
     from .presence_feed import PresenceFeed
     from .service import Service
@@ -66,7 +66,7 @@ PROMPT_CEILING = 64
 REPLAY_CHUNK_BYTES = 64 * 1024  # a replay is written this much at a time, whenever the client has room for it
 # Every Connection object still in memory (weakly held): the debug endpoint reports it after gc, so a test can check
 # that no Connection outlives its socket.
-LIVE: "weakref.WeakSet[Connection]" = weakref.WeakSet()
+LIVE: weakref.WeakSet[Connection] = weakref.WeakSet()
 # Frames refused before hello (a client's first frame should be its hello): past this many, close 1008.
 PRE_AUTH_MAX_REFUSALS = 5
 
@@ -293,7 +293,7 @@ class Connection:
                 self.send_events(cursor.history(events))
         except ProtocolError as err:
             self.send_error(err, run_id)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             log.warning("gap fill for %s failed: %s", run_id, exc)
         finally:
             self._fills.pop(run_id, None)
@@ -323,7 +323,7 @@ class Connection:
                 return False
             try:
                 payload = await asyncio.wait_for(self._receive(), left)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 self.close(CloseCode.UNAUTHENTICATED, "no valid hello in time")
                 return False
             if payload is None:
@@ -351,7 +351,6 @@ class Connection:
             if transport is not None:  # lift the small pre-auth message limit (transport.py)
                 transport["authenticated"]()
             self.hub.authenticated(self)
-            who = self.identity
             self.batch = cmd.batch
             self._welcome(None)
             return True
@@ -406,7 +405,7 @@ class Connection:
                 if err.code in (ErrorCode.BAD_FRAME, ErrorCode.BAD_REQUEST, ErrorCode.UNKNOWN_TYPE,
                                 ErrorCode.RATE_LIMITED, ErrorCode.TOO_LARGE) and self.limiter.strike(now):
                     self.close(CloseCode.POLICY, "too many bad or rate-limited frames")
-            except Exception as exc:  # noqa: BLE001 - a bug or an outage must not take the connection down
+            except Exception as exc:
                 err = self.hub.unexpected(exc, f"command {cmd_id or ''} on {self.id}")
                 if cmd_id is not None:
                     err.detail["id"] = cmd_id

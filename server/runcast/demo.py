@@ -15,8 +15,9 @@ import json
 import os
 import re
 import time
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Callable
+from typing import Any
 
 from agents import Agent, ModelSettings, RunContextWrapper, function_tool
 from agents.items import ModelResponse
@@ -67,7 +68,7 @@ SCRATCH = ["scratch/build-cache.tar", "scratch/old-logs.zip", "scratch/tmp-expor
 def list_files(ctx: RunContextWrapper[Any], path: str) -> str:
     """List the files in a folder (harmless: needs no approval)."""
     _log_execution(ctx, "list_files", path=path)
-    return "\n".join(f"{p} ({s})" for p, s in zip(SCRATCH, ("2.1 GB", "340 MB", "12 MB")))
+    return "\n".join(f"{p} ({s})" for p, s in zip(SCRATCH, ("2.1 GB", "340 MB", "12 MB"), strict=True))
 
 
 @function_tool(needs_approval=True)
@@ -178,7 +179,7 @@ class DemoModel(Model):
         self.delay = delay
 
     async def get_response(self, system_instructions, input, model_settings, tools, output_schema, handoffs, tracing,
-                           *, previous_response_id=None, conversation_id=None, prompt=None) -> ModelResponse:  # noqa: A002
+                           *, previous_response_id=None, conversation_id=None, prompt=None) -> ModelResponse:
         resp = self._response(self.script(input), input)
         return ModelResponse(output=resp.output, usage=Usage(requests=1, input_tokens=resp.usage.input_tokens,
                              output_tokens=resp.usage.output_tokens, total_tokens=resp.usage.total_tokens), response_id=resp.id)
@@ -203,7 +204,7 @@ class DemoModel(Model):
                         tool_choice="auto", tools=[], parallel_tool_calls=False, status="completed", usage=usage)
 
     async def stream_response(self, system_instructions, input, model_settings, tools, output_schema, handoffs, tracing,
-                              *, previous_response_id=None, conversation_id=None, prompt=None) -> AsyncIterator[Any]:  # noqa: A002
+                              *, previous_response_id=None, conversation_id=None, prompt=None) -> AsyncIterator[Any]:
         step = self.script(input)
         resp = self._response(step, input)
         delay = _delay() if self.delay is None else self.delay

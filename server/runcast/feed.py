@@ -16,8 +16,9 @@ set from the index of open runs, and entries older than what a node holds are dr
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable, Iterable
 from functools import lru_cache
-from typing import Any, Callable, Iterable, Protocol
+from typing import Any, Protocol
 
 from .approvals import Approval, ApprovalPolicy, Person, may_decide
 from .runs import RunRecord
@@ -145,7 +146,7 @@ class Watcher(Protocol):
 
 
 class _RunsWatch:
-    __slots__ = ("buffer", "limit", "filters", "told")
+    __slots__ = ("buffer", "filters", "limit", "told")
 
     def __init__(self, limit: int, filters: dict[str, str] | None = None) -> None:
         self.buffer: list[dict[str, Any]] | None = []  # run.status held back while the snapshot is being read

@@ -7,8 +7,9 @@ import contextlib
 import ctypes
 import gc
 import logging
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -20,16 +21,16 @@ from starlette.websockets import WebSocket
 
 from . import __version__, auth, connection, feed, specs, transport, webhooks
 from . import api as api_rules
+from . import metrics as prom
 from .backends.base import Backend, Subscription
 from .connection import Connection
 from .fanout import Fanout
-from . import metrics as prom
-from .metrics import Metrics
-from .protocol import SUBPROTOCOL_JSON, SUBPROTOCOL_MSGPACK, CloseCode, ErrorCode, ProtocolError, now_iso
 from .headers import SecurityHeaders
 from .hosts import AllowedHosts, from_own_page, origin_matches
-from .quotas import StartQuota
+from .metrics import Metrics
 from .presence_feed import PresenceFeed
+from .protocol import SUBPROTOCOL_JSON, SUBPROTOCOL_MSGPACK, CloseCode, ErrorCode, ProtocolError, now_iso
+from .quotas import StartQuota
 from .registry import Registry
 from .runfilter import RunFilter
 from .scrape import MetricsListener
@@ -41,7 +42,7 @@ from .worker import Sweeper, Worker
 log = logging.getLogger("runcast.hub")
 try:  # glibc's malloc_trim, for the debug endpoint
     _libc: Any = ctypes.CDLL("libc.so.6")
-    _libc.malloc_trim
+    _libc.malloc_trim  # noqa: B018 - the lookup is the check: AttributeError where this libc has no malloc_trim
 except (OSError, AttributeError):
     _libc = None
 STATIC = Path(__file__).parent / "static"
@@ -130,7 +131,7 @@ class Hub:
                 for w, limit, filters in self.feeds.runs_watchers():
                     await self.subscribe_runs(w, limit, None, filters)  # type: ignore[arg-type]
                 return
-            except Exception as exc:  # noqa: BLE001 - still flapping: try again
+            except Exception as exc:
                 log.warning("reloading the inbox after a feed interruption failed (%s); retrying", exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
@@ -303,7 +304,7 @@ def create_app(hub: Hub) -> Starlette:
                 if "retry_after_s" in err.detail:  # a quota: when to try again
                     resp.headers["Retry-After"] = str(err.detail["retry_after_s"])
                 return resp
-            except Exception as exc:  # noqa: BLE001 - every error answers in the API's own shape
+            except Exception as exc:
                 err = hub.unexpected(exc, f"{request.method} {request.url.path}")
                 hub.metrics.errors[err.code] = hub.metrics.errors.get(err.code, 0) + 1
                 resp = _error(err)
@@ -389,13 +390,13 @@ def create_app(hub: Hub) -> Starlette:
             return PlainTextResponse("draining", status_code=503)
         try:
             ok = await hub.backend.ping()
-        except Exception:  # noqa: BLE001
+        except Exception:
             ok = False
         lost = None
         if ok and hasattr(hub.backend, "check_data"):
             try:
                 await hub.backend.check_data()  # type: ignore[attr-defined]
-            except Exception:  # noqa: BLE001
+            except Exception:
                 pass
             lost = hub.backend.data_lost_message()  # type: ignore[attr-defined]
         if lost:  # still ready (the hub works on what the store holds now), but it says what was lost
@@ -480,4 +481,4 @@ def create_app(hub: Hub) -> Starlette:
     return app
 
 
-__all__ = ["Hub", "Settings", "create_app", "__version__"]
+__all__ = ["Hub", "Settings", "__version__", "create_app"]

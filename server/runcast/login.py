@@ -157,7 +157,7 @@ def loopback_flow(client: httpx.Client, info: dict[str, Any], out: Any, open_bro
     done = threading.Event()
 
     class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802
+        def do_GET(self) -> None:
             q = {k: v[0] for k, v in parse_qs(urlsplit(self.path).query).items()}
             if urlsplit(self.path).path != "/callback":
                 self.send_response(404)

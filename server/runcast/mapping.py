@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from .toolnames import wire_name
 
@@ -30,7 +31,7 @@ def _agent_name(agent: Any) -> str | None:
 def _safe_item_agent(item: Any) -> str | None:
     try:
         return _agent_name(item.agent)
-    except Exception:  # noqa: BLE001 - agents are weakref-backed; a collected one has no name to give
+    except Exception:
         return None
 
 
@@ -45,7 +46,7 @@ def to_text(value: Any) -> str:
         return value.model_dump_json()
     try:
         return json.dumps(value, ensure_ascii=False, default=str)
-    except Exception:  # noqa: BLE001
+    except Exception:
         return str(value)
 
 
@@ -178,7 +179,7 @@ def json_safe(value: Any, limit: int = MAX_OUTPUT_CHARS) -> tuple[Any, bool]:
     try:
         text = json.dumps(value, ensure_ascii=False, default=str)
         data = json.loads(text)
-    except Exception:  # noqa: BLE001 - not JSON-able even with str(): its text
+    except Exception:
         data = text = str(value)
     if len(text) > limit:
         return text[:limit], True

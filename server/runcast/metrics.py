@@ -25,12 +25,19 @@ on several machines it includes their clock skew, so keep them on NTP.
 from __future__ import annotations
 
 import time
-from datetime import datetime
 from collections.abc import Iterable, Iterator, Sized
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, generate_latest
-from prometheus_client import disable_created_metrics
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    disable_created_metrics,
+    generate_latest,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeHistogramMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -126,7 +133,7 @@ def _parse_ts(ts: str) -> float:
     return datetime.fromisoformat(ts).timestamp()  # "...Z" parses on Python 3.11+
 
 
-def observe_delivery(ev: "Event", encoding: str, now: float | None = None) -> None:
+def observe_delivery(ev: Event, encoding: str, now: float | None = None) -> None:
     """One sample of the delivery delay: `ev` was just written to a client."""
     try:
         delay = (time.time() if now is None else now) - _parse_ts(ev.frame["ts"])
@@ -135,7 +142,7 @@ def observe_delivery(ev: "Event", encoding: str, now: float | None = None) -> No
     delivery_delay.labels(encoding=encoding).observe(max(0.0, delay))
 
 
-def observe_events(events: Iterable["Event"], record: Any) -> None:
+def observe_events(events: Iterable[Event], record: Any) -> None:
     """What a committed transition says about approvals and runs (called once per commit, by the process that
     committed it, so a decision is counted once whichever node took it)."""
     for ev in events:

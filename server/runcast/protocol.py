@@ -7,8 +7,8 @@ Nothing here touches a socket. The hub decodes a frame with `decode_frame`, turn
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
-from typing import Annotated, Any, Literal, Union
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
 
 import msgpack
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, TypeAdapter, ValidationError
@@ -171,7 +171,9 @@ class UnsubscribeFeed(_Command):
     type: Literal["unsubscribe_inbox", "unsubscribe_runs"]
 
 
-Command = Union[Hello, Subscribe, Unsubscribe, Decide, Cancel, Start, Ping, SubscribeInbox, SubscribeRuns, UnsubscribeFeed]
+Command = (
+    Hello | Subscribe | Unsubscribe | Decide | Cancel | Start | Ping | SubscribeInbox | SubscribeRuns | UnsubscribeFeed
+)
 _COMMANDS: dict[str, TypeAdapter[Any]] = {
     m.model_fields["type"].annotation.__args__[0]: TypeAdapter(m)  # type: ignore[union-attr]
     for m in (Hello, Subscribe, Unsubscribe, Decide, Cancel, Start, Ping, SubscribeInbox, SubscribeRuns)
@@ -232,7 +234,7 @@ def decode_value(payload: str | bytes, encoding: Encoding, what: str = "frame", 
             obj = json.loads(payload)
     except (RecursionError, msgpack.StackError):
         raise ProtocolError(ErrorCode.BAD_FRAME, f"{what} nests deeper than {MAX_DEPTH} levels") from None
-    except Exception as exc:  # noqa: BLE001 - any decoder failure is the client's bad frame
+    except Exception as exc:
         raise ProtocolError(ErrorCode.BAD_FRAME, f"{what} is not valid {kind}: {str(exc)[:200]}") from None
     try:
         nesting = depth(obj)
@@ -278,7 +280,7 @@ def parse_command(obj: dict[str, Any]) -> Command:
 
 
 def now_iso(ts: float | None = None) -> str:
-    dt = datetime.fromtimestamp(ts, timezone.utc) if ts is not None else datetime.now(timezone.utc)
+    dt = datetime.fromtimestamp(ts, UTC) if ts is not None else datetime.now(UTC)
     return dt.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
@@ -352,7 +354,7 @@ def control(model: BaseModel, encoding: Encoding) -> str | bytes:
 class Event:
     """One logged run event, with its encodings cached: a node encodes each event once per encoding."""
 
-    __slots__ = ("frame", "_json", "_msgpack")
+    __slots__ = ("_json", "_msgpack", "frame")
 
     def __init__(self, frame: dict[str, Any], packed: bytes | None = None) -> None:
         self.frame = frame
@@ -360,7 +362,7 @@ class Event:
         self._msgpack: bytes | None = packed
 
     @classmethod
-    def unpack(cls, packed: bytes) -> "Event":
+    def unpack(cls, packed: bytes) -> Event:
         return cls(msgpack.unpackb(packed, raw=False), packed)
 
     @property
@@ -411,7 +413,7 @@ BATCH_MAX_BYTES = 64 * 1024
 BATCH_SEPARATOR = {"json": b"\n", "msgpack": b""}
 
 
-def batch_payloads(events: "list[Event]", encoding: Encoding, limit: int = BATCH_MAX_BYTES) -> list[bytes]:
+def batch_payloads(events: list[Event], encoding: Encoding, limit: int = BATCH_MAX_BYTES) -> list[bytes]:
     """The payloads of the batch frames that carry `events`, in order."""
     sep = BATCH_SEPARATOR[encoding]
     out: list[bytes] = []

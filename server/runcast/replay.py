@@ -7,7 +7,8 @@ to the client exactly once, in order, and says which range to read from the log 
 
 from __future__ import annotations
 
-from typing import Iterable, Protocol
+from collections.abc import Iterable
+from typing import Protocol
 
 
 class HasSeq(Protocol):
@@ -50,7 +51,7 @@ class Cursor:
             self._held[ev.seq] = ev
             return []
         self.last = ev.seq
-        return [ev] + self._drain()
+        return [ev, *self._drain()]
 
     def follows(self, first: int, last: int) -> bool:
         """The fast path of the live feed: True (and the events first..last count as delivered) when they simply

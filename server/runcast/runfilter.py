@@ -8,8 +8,9 @@ its approvals is in this person's inbox.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping, get_args
+from typing import Any, get_args
 
 from . import feed
 from .protocol import ErrorCode, ProtocolError
@@ -35,7 +36,7 @@ class RunFilter:
         return bool(self.agent or self.statuses or self.started_by or self.needs_me)
 
     @classmethod
-    def from_query(cls, q: Mapping[str, str]) -> "RunFilter":
+    def from_query(cls, q: Mapping[str, str]) -> RunFilter:
         """From query parameters; a bad value is a `bad_request` naming the parameter."""
 
         def text(name: str) -> str | None:

@@ -126,7 +126,7 @@ def error_codes() -> list[str]:
 
 def command_models() -> dict[str, TypeAdapter[Any]]:
     """Every client command type -> the adapter the hub parses it with (protocol.parse_command's own table)."""
-    return {t: protocol._COMMANDS[t] for t in COMMAND_TYPES}  # noqa: SLF001
+    return {t: protocol._COMMANDS[t] for t in COMMAND_TYPES}
 
 
 SERVER_MODELS: dict[str, type[BaseModel]] = {

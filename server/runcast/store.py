@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from typing import Callable
+from collections.abc import Callable
 
 from .backends.base import Backend, Conflict
 from .protocol import ErrorCode, Event, ProtocolError

@@ -27,10 +27,11 @@ import random
 import stat
 import sys
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Any, Iterable, TextIO
+from typing import Any, TextIO
 from urllib.parse import urlsplit, urlunsplit
 
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_FAILED, EXIT_CANCELLED = 0, 1, 2, 3, 4
@@ -166,7 +167,7 @@ def parse_time(iso: Any) -> float | None:
         dt = datetime.fromisoformat(iso.replace("Z", "+00:00"))
     except ValueError:
         return None
-    return (dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)).timestamp()
+    return (dt if dt.tzinfo else dt.replace(tzinfo=UTC)).timestamp()
 
 
 def left_text(left: int) -> str:
@@ -215,7 +216,7 @@ class HubClock:
             return ""
         if left == 0:
             return "expired"
-        at = datetime.fromtimestamp(parse_time(iso) or 0, timezone.utc).strftime("%H:%M:%S UTC")
+        at = datetime.fromtimestamp(parse_time(iso) or 0, UTC).strftime("%H:%M:%S UTC")
         return f"expires in {left_text(left)} (at {at})"
 
     def ago(self, iso: Any) -> str:
@@ -551,7 +552,7 @@ async def watch(api: Api, run_id: str, printer: Printer, since: int = 0, give_up
                         return ENDINGS[kind]
         except Refused:
             raise
-        except (OSError, asyncio.TimeoutError, websockets.WebSocketException) as exc:
+        except (TimeoutError, OSError, websockets.WebSocketException) as exc:
             now = loop.time()
             if down_since is None:
                 down_since = now

@@ -35,9 +35,10 @@ import random
 import secrets
 import socket
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, Iterable, Literal
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Literal
 
 from . import __version__, metrics
 from .protocol import WEBHOOK_EVENTS, now_iso
@@ -175,7 +176,7 @@ class WebhookConfig:
     concurrency: int = 1  # HTTP attempts in flight at once, per receiver (1: in log order)
 
     @classmethod
-    def from_env(cls, **kw: Any) -> "WebhookConfig":
+    def from_env(cls, **kw: Any) -> WebhookConfig:
         env = os.environ.get
         cfg = cls(**kw)
         cfg.timeout_s = float(env("RUNCAST_WEBHOOK_TIMEOUT_S", cfg.timeout_s))
@@ -187,7 +188,7 @@ class WebhookConfig:
         return cfg
 
 
-def agent_endpoints(registry: "Registry", agent: str | None, tool: str | None, type_: str) -> list[Endpoint]:
+def agent_endpoints(registry: Registry, agent: str | None, tool: str | None, type_: str) -> list[Endpoint]:
     """The agent's `notify` (every event of its runs) and, for approval events, the tool's policy's `notify`."""
     spec = registry.get(agent or "") if agent else None
     if spec is None:
@@ -198,7 +199,7 @@ def agent_endpoints(registry: "Registry", agent: str | None, tool: str | None, t
     return out
 
 
-def any_configured(cfg: WebhookConfig, registry: "Registry") -> bool:
+def any_configured(cfg: WebhookConfig, registry: Registry) -> bool:
     if cfg.endpoints:
         return True
     for name in registry.names():
@@ -229,14 +230,14 @@ def links(public_url: str | None, run_id: str, approval_id: str | None) -> dict[
     return out
 
 
-def _approval_info(rec: "RunRecord | None", approval_id: str | None) -> dict[str, Any] | None:
+def _approval_info(rec: RunRecord | None, approval_id: str | None) -> dict[str, Any] | None:
     if rec is None or not approval_id or approval_id not in rec.approvals:
         return None
     ap = rec.approvals[approval_id]
     return ap.requested_data() | {"policy": ap.policy.model_dump(exclude={"notify"}), "requested_at": ap.requested_at}
 
 
-def payload(entry: dict[str, Any], rec: "RunRecord | None", public_url: str | None) -> dict[str, Any]:
+def payload(entry: dict[str, Any], rec: RunRecord | None, public_url: str | None) -> dict[str, Any]:
     """The Standard Webhooks body: {type, timestamp, data}; data holds the event, its run and its approval."""
     data = entry.get("data") or {}
     run_id = entry["run_id"]
@@ -349,7 +350,7 @@ def sign_headers(secret: str, msg_id: str, body: str, now: float | None = None) 
     from standardwebhooks.webhooks import Webhook
 
     ts = int(time.time() if now is None else now)
-    sig = Webhook(secret).sign(msg_id, datetime.fromtimestamp(ts, tz=timezone.utc), body)
+    sig = Webhook(secret).sign(msg_id, datetime.fromtimestamp(ts, tz=UTC), body)
     return {"webhook-id": msg_id, "webhook-timestamp": str(ts), "webhook-signature": sig}
 
 
@@ -452,7 +453,7 @@ class Deliverer:
     the lanes (the `@intake` lease, so each lane is filled in log order); one process at a time delivers a lane (the
     lane's lease); a process that dies loses its leases after `claim_s` and another takes over where it stopped."""
 
-    def __init__(self, backend: "Backend", registry: "Registry", cfg: WebhookConfig, consumer: str | None = None) -> None:
+    def __init__(self, backend: Backend, registry: Registry, cfg: WebhookConfig, consumer: str | None = None) -> None:
         self.backend, self.registry, self.cfg = backend, registry, cfg
         self.consumer = consumer or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
         self._task: asyncio.Task[None] | None = None
@@ -495,7 +496,7 @@ class Deliverer:
                 pause = 0.1
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # noqa: BLE001 - a backend outage: wait and go on (entries stay in the outbox)
+            except Exception as exc:
                 log.warning("webhook outbox unreachable (%s); retrying in %.1fs", exc, pause)
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, 5.0)
@@ -505,7 +506,7 @@ class Deliverer:
         rec = None
         try:
             rec = await self.backend.get(entry["run_id"])
-        except Exception as exc:  # noqa: BLE001 - deliver what the event says
+        except Exception as exc:
             log.warning("webhook: could not read run %s (%s)", entry["run_id"], exc)
         data = entry.get("data") or {}
         tool = None
@@ -535,11 +536,11 @@ class Deliverer:
                         self._lanes[lane] = asyncio.create_task(self._lane(lane), name=f"runcast-webhook-lane-{lane}")
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 log.warning("webhook lanes unreachable (%s)", exc)
             await asyncio.sleep(LANE_SCAN_S)
 
-    async def _keep_lease(self, lane: str, task: "asyncio.Task[None]") -> None:
+    async def _keep_lease(self, lane: str, task: asyncio.Task[None]) -> None:
         """Renew the lane's lease; if another process has it (this one was too slow to renew), stop delivering it."""
         while True:
             await asyncio.sleep(max(0.05, self.cfg.claim_s / 3))
@@ -548,13 +549,13 @@ class Deliverer:
                     log.warning("webhook lane %s was taken over; stopping here", lane)
                     task.cancel()
                     return
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 log.warning("could not renew webhook lane %s: %s", lane, exc)
 
     async def _let_go(self, lane: str) -> None:
         try:
             await self.backend.lane_release(lane, self.consumer)
-        except Exception:  # noqa: BLE001 - it expires anyway
+        except Exception:
             pass
 
     async def _lane(self, lane: str) -> None:
@@ -583,7 +584,7 @@ class Deliverer:
                     t0 = time.monotonic()
                     try:
                         await asyncio.wait_for(wake.wait(), LANE_SCAN_S)
-                    except asyncio.TimeoutError:
+                    except TimeoutError:
                         pass
                     idle += time.monotonic() - t0
                     continue
@@ -614,7 +615,7 @@ class Deliverer:
                     c.state, c.failures = "open", int(saved.get("failures") or 0)
                     c.open_until = _epoch(saved.get("open_until")) or time.time()
                     c.open_s = CIRCUIT_OPEN_S
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             log.warning("could not read webhook circuits: %s", exc)
         return c
 
@@ -622,7 +623,7 @@ class Deliverer:
         _count_circuits(self)
         try:
             await self.backend.circuit_put(c.endpoint, c.public())
-        except Exception as exc:  # noqa: BLE001 - the record is for people
+        except Exception as exc:
             log.warning("could not record webhook circuit %s: %s", c.endpoint, exc)
 
     async def _deliver(self, lane: str, item_id: str, item: dict[str, Any], circuit: Circuit, client: Any) -> None:
@@ -721,7 +722,7 @@ class Deliverer:
             try:
                 await self.backend.delivery_put(state["key"], state)
                 return
-            except Exception as exc:  # noqa: BLE001 - the record is for people; the delivery itself went on
+            except Exception as exc:
                 log.warning("could not record webhook delivery %s: %s", state["key"], exc)
                 await asyncio.sleep(delay)
 
@@ -732,7 +733,7 @@ def _count_circuits(d: Deliverer) -> None:
         metrics.webhook_receivers.labels(circuit=st).set(sum(1 for c in d.circuits.values() if c.state == st))
 
 
-async def maybe_start(backend: "Backend", registry: "Registry", cfg: WebhookConfig | None) -> Deliverer | None:
+async def maybe_start(backend: Backend, registry: Registry, cfg: WebhookConfig | None) -> Deliverer | None:
     """Start delivering in this process if it, or one of its agents, names a webhook."""
     if cfg is None or not any_configured(cfg, registry):
         return None

@@ -21,7 +21,8 @@ import logging
 import struct
 import sys
 from collections import deque
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 log = logging.getLogger("runcast.wire")
 
@@ -268,7 +269,7 @@ class AsgiWire:
                     else:
                         await self._send({"type": "websocket.send", "text": payload.decode()})
                 self._drained.set()
-        except Exception as exc:  # noqa: BLE001 - the socket went away
+        except Exception as exc:
             log.debug("ASGI writer stopped: %r", exc)
         finally:
             self.gone = True
@@ -281,7 +282,7 @@ class AsgiWire:
         if not self._task.done():
             try:
                 await asyncio.wait_for(asyncio.shield(self._task), CLOSE_GRACE_S if self._closing else 0.5)
-            except (asyncio.TimeoutError, Exception):  # noqa: BLE001
+            except (TimeoutError, Exception):
                 pass
         self._task.cancel()
         await asyncio.gather(self._task, return_exceptions=True)

@@ -133,7 +133,7 @@ class Worker:
         threading.Thread(target=flush, name="runcast-trace-flush", daemon=True).start()
         try:
             await asyncio.wait_for(done, TRACE_FLUSH_S)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             log.warning("traces not flushed within %.0fs at shutdown; the rest are dropped", TRACE_FLUSH_S)
 
     async def drain(self, grace_s: float) -> None:
@@ -166,7 +166,7 @@ class Worker:
             except asyncio.CancelledError:
                 self._slots.release()
                 raise
-            except Exception as exc:  # noqa: BLE001 - a backend outage: wait and try again
+            except Exception as exc:
                 self._slots.release()
                 log.warning("worker %s: cannot take jobs (%s); retrying in %.1fs", self.id, exc, backoff)
                 await asyncio.sleep(backoff)
@@ -206,7 +206,7 @@ class Worker:
             result = self.active.get(rec.run_id)
             if result is not None:
                 result.cancel()
-        except Exception as exc:  # noqa: BLE001 - whatever happens, the run must end visibly
+        except Exception as exc:
             log.exception("run %s failed inside the worker", rec.run_id)
             data: dict[str, Any] = {"code": ErrorCode.INTERNAL, "message": f"{type(exc).__name__}: {failure_message(exc)}"}
             result = self.active.get(rec.run_id)
@@ -225,7 +225,7 @@ class Worker:
         if outcome is None:  # how it ended is in the record (one read per segment)
             try:
                 now = await self.backend.get(run_id)
-            except Exception:  # noqa: BLE001 - a metric is not worth an error
+            except Exception:
                 now = None
             outcome = now.status if now is not None and now.status in ("paused", "completed", "failed", "cancelled") else "lost"
         metrics.segment_duration.labels(outcome=outcome).observe(took)
@@ -238,7 +238,7 @@ class Worker:
                 await apply(self.backend, run_id, lambda r: runs.renew(r, self.id, time.time(), self.lease_s))  # type: ignore[arg-type]
             except ProtocolError:
                 return  # the segment ended (or was taken from us): nothing to renew
-            except Exception as exc:  # noqa: BLE001 - backend outage: keep trying while the lease lasts
+            except Exception as exc:
                 log.warning("run %s: lease renewal failed: %s", run_id, exc)
 
     async def _finish(self, run_id: str, kind: Any, data: dict[str, Any]) -> None:
@@ -309,7 +309,7 @@ class Worker:
             try:
                 async for ev in result.stream_events():
                     queue.put_nowait(ev)
-            except Exception as exc:  # noqa: BLE001 - the SDK raises run failures from the iterator
+            except Exception as exc:
                 failure.append(exc)
             finally:
                 queue.put_nowait(_END)
@@ -325,7 +325,7 @@ class Worker:
                         ev = await queue.get()
                     else:
                         ev = await asyncio.wait_for(queue.get(), max(0.0, deadline - loop.time()))
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     out = coalescer.due(loop.time())
                 else:
                     if ev is _END:
@@ -425,7 +425,7 @@ class Sweeper:
                 await self.sweep()
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # noqa: BLE001 - keep sweeping through backend outages
+            except Exception as exc:
                 if self._connected_since is not None or not isinstance(exc, self.backend.transient_errors):
                     log.warning("sweeper: %s", exc)
                 self._connected_since = None

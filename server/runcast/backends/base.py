@@ -6,7 +6,8 @@
 from __future__ import annotations
 
 import abc
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from ..protocol import ErrorCode, Event, ProtocolError
 from ..quotas import Refusal, StartQuota

@@ -9,8 +9,7 @@ import time
 from collections import OrderedDict, deque
 from typing import Any
 
-from .. import feed
-from .. import quotas
+from .. import feed, quotas
 from ..protocol import WEBHOOK_EVENTS, Event, make_event
 from ..quotas import Refusal, StartQuota
 from ..runs import Job, RunRecord, Transition, WireEvents
@@ -167,7 +166,7 @@ class MemoryBackend(Backend):
     async def take_job(self, worker_id: str, timeout: float) -> Job | None:
         try:
             return await asyncio.wait_for(self._jobs.get(), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return None
 
     # ---- signals
@@ -293,7 +292,7 @@ class MemoryBackend(Backend):
             self._outbox_ready.clear()
             try:
                 await asyncio.wait_for(self._outbox_ready.wait(), timeout)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 return []
         return [self._outbox.popleft() for _ in range(min(count, len(self._outbox)))]
 

@@ -60,11 +60,17 @@ from typing import Any
 
 import msgpack
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.asyncio.cluster import ClusterNode, RedisCluster
-from redis.exceptions import ClusterDownError, MasterDownError, RedisClusterException, RedisError, SlotNotCoveredError
-from redis.exceptions import TryAgainError
+from redis.exceptions import (
+    ClusterDownError,
+    MasterDownError,
+    RedisClusterException,
+    RedisError,
+    SlotNotCoveredError,
+    TryAgainError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.maint_notifications import MaintNotificationsConfig
@@ -428,7 +434,7 @@ class RedisBackend(OutboxQueue, JobQueue, LiveFeed, Presence, DataWatch, Backend
                 break
             keys = [self._k(i.decode(), "rec") for i in ids]
             raws = await (self._redis.mget_nonatomic(keys) if self.cluster else self._redis.mget(keys))
-            gone = [i for i, raw in zip(ids, raws) if raw is None]
+            gone = [i for i, raw in zip(ids, raws, strict=True) if raw is None]
             for raw in raws:
                 if raw is not None:
                     rec = RunRecord.model_validate_json(raw)
@@ -448,7 +454,7 @@ class RedisBackend(OutboxQueue, JobQueue, LiveFeed, Presence, DataWatch, Backend
             return []
         keys = [self._k(i.decode(), "rec") for i in ids]
         raws = await (self._redis.mget_nonatomic(keys) if self.cluster else self._redis.mget(keys))
-        gone = [i for i, raw in zip(ids, raws) if raw is None]
+        gone = [i for i, raw in zip(ids, raws, strict=True) if raw is None]
         if gone:
             await self._redis.zrem(self._open, *gone)
         recs = [RunRecord.model_validate_json(raw) for raw in raws if raw is not None]
@@ -479,7 +485,7 @@ class RedisBackend(OutboxQueue, JobQueue, LiveFeed, Presence, DataWatch, Backend
                     for rid in ids:
                         pipe.get(self._k(rid.decode(), "rec"))
                     raws = await pipe.execute()
-                done = [rid for rid, raw in zip(ids, raws) if raw is None or json.loads(raw).get("status") in TERMINAL]
+                done = [rid for rid, raw in zip(ids, raws, strict=True) if raw is None or json.loads(raw).get("status") in TERMINAL]
                 if done:
                     await self._redis.zrem(open_key, *done)
         res = await self._quota_script(

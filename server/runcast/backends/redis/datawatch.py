@@ -12,7 +12,8 @@ import asyncio
 import logging
 import secrets
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from redis.exceptions import RedisError
 
@@ -61,7 +62,7 @@ class DataWatch:
         if self.on_data_lost is not None:
             try:
                 self.on_data_lost()
-            except Exception:  # noqa: BLE001
+            except Exception:
                 log.exception("on_data_lost failed")
         return False
 

@@ -17,7 +17,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import msgpack
 from redis.asyncio.retry import Retry
@@ -38,7 +39,7 @@ REFRESH_MIN_S = 0.2  # at most one slot-map refresh this often, however many cha
 class _Channel:
     """One pub/sub channel of this process and everyone here who listens to it."""
 
-    __slots__ = ("name", "run_id", "callbacks", "ready", "last", "needs_fill", "shard", "confirmed", "feed")
+    __slots__ = ("callbacks", "confirmed", "feed", "last", "name", "needs_fill", "ready", "run_id", "shard")
 
     def __init__(self, name: bytes, run_id: str | None, feed: bool = False) -> None:
         self.name = name
@@ -55,7 +56,7 @@ class _Channel:
 class _Shard:
     """One pub/sub connection: to the single Redis, or to one master of a cluster."""
 
-    __slots__ = ("name", "host", "port", "conn", "reader", "chans")
+    __slots__ = ("chans", "conn", "host", "name", "port", "reader")
 
     def __init__(self, name: str, host: str | None = None, port: int | None = None) -> None:
         self.name, self.host, self.port = name, host, port
@@ -65,7 +66,7 @@ class _Shard:
 
 
 class _RedisSub(Subscription):
-    def __init__(self, backend: "LiveFeed", ch: _Channel, cb: Callable[..., None]) -> None:
+    def __init__(self, backend: LiveFeed, ch: _Channel, cb: Callable[..., None]) -> None:
         self._backend, self._ch, self._cb = backend, ch, cb
         self._closed = False
 
@@ -234,7 +235,7 @@ class LiveFeed:
         try:
             self._redis._initialize = True  # redis-py reads CLUSTER SLOTS again, under its own lock
             await self._redis.initialize()
-        except Exception as exc:  # noqa: BLE001 - RedisClusterException too (no full slot map mid-failover): retry later
+        except Exception as exc:
             metrics.redis_errors.labels(source="cluster").inc()
             log.warning("could not refresh the cluster's slot map: %s", exc)
 
@@ -316,7 +317,7 @@ class LiveFeed:
                     await self._on_message(shard, msg)
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # noqa: BLE001 - an outage (or a bug): reconnect, never die
+            except Exception as exc:
                 if self._closing:
                     pass
                 elif down_since is None:
@@ -347,7 +348,7 @@ class LiveFeed:
                                           "connection lost")
                 except asyncio.CancelledError:
                     raise
-                except Exception as exc:  # noqa: BLE001 - the reader must outlive the failover; try again next round
+                except Exception as exc:
                     log.debug("pub/sub: cannot follow the slots of %s yet: %s", shard.name, exc)
 
     async def _on_error_reply(self, shard: _Shard, exc: ResponseError) -> None:
@@ -377,13 +378,13 @@ class LiveFeed:
                 try:
                     entry = msgpack.unpackb(msg[2], raw=False)
                     entry["run"]["run_id"]
-                except Exception:  # noqa: BLE001 - not ours
+                except Exception:
                     log.warning("ignoring a malformed message on %r", msg[1])
                     return
                 for cb in list(ch.callbacks):
                     try:
                         cb(entry)
-                    except Exception:  # noqa: BLE001 - one listener's bug must not stop the others
+                    except Exception:
                         log.exception("feed callback failed")
                 return
             try:
@@ -392,14 +393,14 @@ class LiveFeed:
                     run_id, message_ = sig["run_id"], sig["message"]
                 else:
                     events = [self._intern(b) for b in msgpack.unpackb(msg[2], raw=True)]
-            except Exception:  # noqa: BLE001 - not ours (someone else published on our channel)
+            except Exception:
                 log.warning("ignoring a malformed message on %r", msg[1])
                 return
             if ch.run_id is None:
                 for cb in list(ch.callbacks):
                     try:
                         cb(run_id, message_)
-                    except Exception:  # noqa: BLE001 - one listener's bug must not stop the others
+                    except Exception:
                         log.exception("signal callback failed")
                 return
             self._deliver(ch, events)
@@ -414,7 +415,7 @@ class LiveFeed:
                     if cb.on_resync is not None:
                         try:
                             cb.on_resync()
-                        except Exception:  # noqa: BLE001
+                        except Exception:
                             log.exception("feed resync callback failed")
             if ch.run_id is None:
                 ch.ready.set()
@@ -441,7 +442,7 @@ class LiveFeed:
         for cb in list(ch.callbacks):
             try:
                 cb(events)
-            except Exception:  # noqa: BLE001
+            except Exception:
                 log.exception("live feed callback for %s failed", ch.run_id)
 
     async def _fill(self, ch: _Channel) -> None:
