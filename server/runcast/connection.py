@@ -33,6 +33,8 @@ from .protocol import (
     Unsubscribe,
     UnsubscribeFeed,
     Cancel,
+    Say,
+    Withdraw,
     Welcome,
     batch_payloads,
     control,
@@ -345,6 +347,10 @@ class Connection:
         elif isinstance(cmd, Start):
             result = await svc.start(who, cmd.agent, cmd.input)
             self.send_control(Ack(id=cmd.id, **result))
+        elif isinstance(cmd, Say):
+            self.send_control(Ack(id=cmd.id, **await svc.say(who, cmd.run_id, cmd.text)))
+        elif isinstance(cmd, Withdraw):
+            self.send_control(Ack(id=cmd.id, **await svc.withdraw(who, cmd.run_id, cmd.message_id)))
         elif isinstance(cmd, SubscribeInbox):
             self.hub.feeds.add_inbox(self, cmd.id)
         elif isinstance(cmd, SubscribeRuns):

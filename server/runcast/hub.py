@@ -262,6 +262,15 @@ def create_app(hub: Hub) -> Starlette:
         cmd = await api_rules.command(request, "cancel", run_id=request.path_params["run_id"])
         return JSONResponse(await svc.cancel(who, cmd.run_id, cmd.mode))
 
+    async def say(request: Request, who: auth.Identity) -> Response:
+        cmd = await api_rules.command(request, "say", run_id=request.path_params["run_id"])
+        return JSONResponse(await svc.say(who, cmd.run_id, cmd.text), status_code=201)
+
+    async def withdraw(request: Request, who: auth.Identity) -> Response:
+        cmd = await api_rules.command(request, "withdraw", run_id=request.path_params["run_id"],
+                                      message_id=request.path_params["message_id"])
+        return JSONResponse(await svc.withdraw(who, cmd.run_id, cmd.message_id))
+
     async def run_audit(request: Request, who: auth.Identity) -> Response:
         doc = await svc.audit(who, request.path_params["run_id"])
         fmt = request.query_params.get("format") or ("csv" if "text/csv" in request.headers.get("accept", "") else "json")
@@ -351,6 +360,8 @@ def create_app(hub: Hub) -> Starlette:
         Route("/api/runs/{run_id}/events", api(run_events), methods=["GET"]),
         Route("/api/runs/{run_id}/approvals/{approval_id}", api(decide), methods=["POST"]),
         Route("/api/runs/{run_id}/cancel", api(cancel), methods=["POST"]),
+        Route("/api/runs/{run_id}/messages", api(say), methods=["POST"]),
+        Route("/api/runs/{run_id}/messages/{message_id}", api(withdraw), methods=["DELETE"]),
         Route("/api/runs/{run_id}/audit", api(run_audit), methods=["GET"]),
         Route("/api/approvals", api(open_approvals), methods=["GET"]),
         Route("/api/webhooks/deliveries", api(webhook_deliveries), methods=["GET"]),

@@ -42,6 +42,7 @@ class ErrorCode:
     TOO_LARGE = "too_large"
     LOG_TRIMMED = "log_trimmed"
     LOG_RESET = "log_reset"  # the run's log is not the one the client's `epoch` names (the store lost or rebuilt it)
+    BUSY = "busy"  # a message while the agent is busy, to an agent whose policy is `reject` (conversation.py)
     INTERNAL = "internal"
 
 
@@ -57,6 +58,7 @@ HTTP_STATUS = {
     ErrorCode.EXPIRED: 410,
     ErrorCode.LOG_TRIMMED: 410,
     ErrorCode.LOG_RESET: 410,
+    ErrorCode.BUSY: 409,
     ErrorCode.RATE_LIMITED: 429,
     ErrorCode.TOO_LARGE: 413,
     ErrorCode.INTERNAL: 500,
@@ -134,6 +136,22 @@ class Start(_Command):
     input: Annotated[StrictStr, Field(max_length=MAX_TEXT)]
 
 
+class Say(_Command):
+    """A message to the run's agent (conversation.py). Its length is the agent's rule (`too_large`), not the frame's."""
+
+    type: Literal["say"]
+    run_id: RunId
+    text: StrictStr
+
+
+class Withdraw(_Command):
+    """Take back a message of mine still waiting in the run's queue."""
+
+    type: Literal["withdraw"]
+    run_id: RunId
+    message_id: Annotated[StrictStr, Field(min_length=1, max_length=128)]
+
+
 class Ping(_Command):
     type: Literal["ping"]
 
@@ -155,10 +173,11 @@ class UnsubscribeFeed(_Command):
     type: Literal["unsubscribe_inbox", "unsubscribe_runs"]
 
 
-Command = Union[Hello, Subscribe, Unsubscribe, Decide, Cancel, Start, Ping, SubscribeInbox, SubscribeRuns, UnsubscribeFeed]
+Command = Union[Hello, Subscribe, Unsubscribe, Decide, Cancel, Start, Say, Withdraw, Ping, SubscribeInbox, SubscribeRuns,
+                UnsubscribeFeed]
 _COMMANDS: dict[str, TypeAdapter[Any]] = {
     m.model_fields["type"].annotation.__args__[0]: TypeAdapter(m)  # type: ignore[union-attr]
-    for m in (Hello, Subscribe, Unsubscribe, Decide, Cancel, Start, Ping, SubscribeInbox, SubscribeRuns)
+    for m in (Hello, Subscribe, Unsubscribe, Decide, Cancel, Start, Say, Withdraw, Ping, SubscribeInbox, SubscribeRuns)
 }
 _COMMANDS["unsubscribe_inbox"] = _COMMANDS["unsubscribe_runs"] = TypeAdapter(UnsubscribeFeed)
 COMMAND_TYPES = tuple(_COMMANDS)

@@ -6,7 +6,7 @@ import secrets
 import time
 from typing import Any, Literal
 
-from . import audit, feed, runs
+from . import audit, conversation, feed, runs
 from .auth import Identity
 from .backends.base import Backend, LogTrimmed
 from .protocol import ErrorCode, Event, ProtocolError
@@ -91,6 +91,28 @@ class Service:
         tr, _ = await apply(self.backend, run_id, lambda r: runs.decide(r, approval_id, person, decision, reason or None, always, time.time()))
         assert tr is not None
         return dict(tr.result)
+
+    def talk_policy(self, agent: str) -> conversation.TalkPolicy:
+        spec = self.registry.get(agent)
+        return spec.talk if spec is not None else conversation.TalkPolicy()
+
+    async def say(self, who: Identity, run_id: str, text: str) -> dict[str, Any]:
+        """A message to the run's agent (conversation.py): logged with its author, answered by the next turn."""
+        rec = await self.record(who, run_id)
+        policy, person = self.talk_policy(rec.agent), who.person
+        message_id = f"msg_{secrets.token_hex(6)}"
+        tr, _ = await apply(self.backend, run_id, lambda r: conversation.say(r, person, text, message_id, policy, time.time()))
+        assert tr is not None
+        if tr.result.pop("signal", False):
+            await self.backend.signal(run_id, {"type": "interrupt"})
+        return {"run_id": run_id, **tr.result}
+
+    async def withdraw(self, who: Identity, run_id: str, message_id: str) -> dict[str, Any]:
+        await self.record(who, run_id)
+        person = who.person
+        tr, _ = await apply(self.backend, run_id, lambda r: conversation.withdraw(r, person, message_id, time.time()))
+        assert tr is not None
+        return {"run_id": run_id, **tr.result}
 
     async def cancel(self, who: Identity, run_id: str, mode: str) -> dict[str, Any]:
         self._need_view(who, run_id)

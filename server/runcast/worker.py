@@ -18,7 +18,7 @@ from typing import Any
 
 from agents import RunConfig, Runner, RunState
 
-from . import metrics, runs
+from . import conversation, metrics, runs
 from .approvals import Approval
 from .backends.base import Backend, NotOwner, Subscription
 from .mapping import DeltaCoalescer, EventMapper, failure_data, to_text, usage_data
@@ -30,6 +30,7 @@ from .toolnames import wire_name
 
 log = logging.getLogger("runcast.worker")
 _END = object()
+HISTORY_KEY = "runcast_history"  # a saved conversation (to_input_list), in the same place as a pause's RunState
 
 
 def _json_output(value: Any) -> Any:
@@ -114,6 +115,12 @@ class Worker:
         await self.stop()
 
     def _on_signal(self, run_id: str, message: dict[str, Any]) -> None:
+        if message.get("type") == "interrupt":  # a message asked the turn to stop at its next safe point
+            mode = "after_turn"
+            result = self.active.get(run_id)
+            if result is not None:
+                result.cancel(mode=mode)
+            return
         if message.get("type") != "cancel":
             return
         mode = message.get("mode", "immediate")
@@ -234,7 +241,12 @@ class Worker:
             run_input = await self._load_and_decide(rec, spec)
             if run_input is None:
                 return
-        context = {"run_id": rec.run_id, "started_by": rec.started_by} if job.kind == "start" else None
+        elif job.kind == "turn":
+            history = await self._load_history(rec)
+            if history is None:
+                return
+            run_input = conversation.turn_input(history, rec)
+        context = {"run_id": rec.run_id, "started_by": rec.started_by} if job.kind != "resume" else None
         result = Runner.run_streamed(spec.agent, run_input, context=context, run_config=RunConfig(tracing_disabled=not os.environ.get("OPENAI_API_KEY")))
         self.active[rec.run_id] = result
         if rec.run_id in self._cancel_asked:
@@ -242,6 +254,20 @@ class Worker:
         mapper = EventMapper(current_agent=result.current_agent.name if job.kind == "resume" else None)
         error = await self._pump(rec.run_id, result, mapper)
         await self._end_segment(rec.run_id, spec, result, mapper, error)
+
+    async def _load_history(self, rec: RunRecord) -> list[Any] | None:
+        """The conversation as the last turn left it (saved by `_end_segment` before that turn completed)."""
+        saved = await self._retry(f"run {rec.run_id}", lambda: self.backend.load_state(rec.run_id))
+        history = json.loads(saved).get(HISTORY_KEY) if saved else None
+        if not isinstance(history, list):
+            await self._finish(rec.run_id, "failed", {"code": "state_missing", "message": "the saved conversation of this run is gone"})
+            return None
+        return history
+
+    async def _save_history(self, run_id: str, segment: int, result: Any) -> None:
+        """Keep the whole conversation for the next turn, in the backend (any worker continues it)."""
+        saved = json.dumps({HISTORY_KEY: result.to_input_list()}, separators=(",", ":"), default=_json_output)
+        await self._retry(f"run {run_id}", lambda: self.backend.save_state(run_id, segment, saved))
 
     async def _load_and_decide(self, rec: RunRecord, spec: AgentSpec) -> Any:
         saved = await self._retry(f"run {rec.run_id}", lambda: self.backend.load_state(rec.run_id))
@@ -312,6 +338,9 @@ class Worker:
             return
         if rec.cancel is not None:
             await self._finish(run_id, "cancelled", {})
+        elif error is None and not result.interruptions and rec.interrupt is not None and result.final_output is None:
+            await self._save_history(run_id, rec.segment, result)  # the conversation so far, then the next turn
+            await apply(self.backend, run_id, lambda r: runs.interrupted(r, self.id, time.time()), persist=True)
         elif error is not None:
             await self._finish(run_id, "failed", failure_data(error))
         elif result.interruptions:
@@ -336,6 +365,7 @@ class Worker:
                 ))
             await apply(self.backend, run_id, lambda r: runs.pause(r, self.id, new, time.time()), persist=True)
         else:
+            await self._save_history(run_id, rec.segment, result)  # before the commit: a next turn may start at once
             last = getattr(result, "last_agent", None)
             await self._finish(run_id, "completed", {
                 "output": _json_output(result.final_output),
