@@ -33,6 +33,7 @@ from .protocol import (
     Unsubscribe,
     UnsubscribeFeed,
     Cancel,
+    Rerun,
     Say,
     Withdraw,
     Welcome,
@@ -349,6 +350,8 @@ class Connection:
             self.send_control(Ack(id=cmd.id, **result))
         elif isinstance(cmd, Say):
             self.send_control(Ack(id=cmd.id, **await svc.say(who, cmd.run_id, cmd.text)))
+        elif isinstance(cmd, Rerun):
+            self.send_control(Ack(id=cmd.id, **await svc.rerun(who, cmd.run_id)))
         elif isinstance(cmd, Withdraw):
             self.send_control(Ack(id=cmd.id, **await svc.withdraw(who, cmd.run_id, cmd.message_id)))
         elif isinstance(cmd, SubscribeInbox):

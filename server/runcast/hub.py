@@ -271,6 +271,10 @@ def create_app(hub: Hub) -> Starlette:
                                       message_id=request.path_params["message_id"])
         return JSONResponse(await svc.withdraw(who, cmd.run_id, cmd.message_id))
 
+    async def rerun(request: Request, who: auth.Identity) -> Response:
+        cmd = await api_rules.command(request, "rerun", run_id=request.path_params["run_id"])
+        return JSONResponse(await svc.rerun(who, cmd.run_id), status_code=201)
+
     async def run_audit(request: Request, who: auth.Identity) -> Response:
         doc = await svc.audit(who, request.path_params["run_id"])
         fmt = request.query_params.get("format") or ("csv" if "text/csv" in request.headers.get("accept", "") else "json")
@@ -361,6 +365,7 @@ def create_app(hub: Hub) -> Starlette:
         Route("/api/runs/{run_id}/approvals/{approval_id}", api(decide), methods=["POST"]),
         Route("/api/runs/{run_id}/cancel", api(cancel), methods=["POST"]),
         Route("/api/runs/{run_id}/messages", api(say), methods=["POST"]),
+        Route("/api/runs/{run_id}/rerun", api(rerun), methods=["POST"]),
         Route("/api/runs/{run_id}/messages/{message_id}", api(withdraw), methods=["DELETE"]),
         Route("/api/runs/{run_id}/audit", api(run_audit), methods=["GET"]),
         Route("/api/approvals", api(open_approvals), methods=["GET"]),

@@ -152,6 +152,13 @@ class Withdraw(_Command):
     message_id: Annotated[StrictStr, Field(min_length=1, max_length=128)]
 
 
+class Rerun(_Command):
+    """Start a new run with a finished run's agent and input (the new run's starter is whoever asks)."""
+
+    type: Literal["rerun"]
+    run_id: RunId
+
+
 class Ping(_Command):
     type: Literal["ping"]
 
@@ -173,11 +180,12 @@ class UnsubscribeFeed(_Command):
     type: Literal["unsubscribe_inbox", "unsubscribe_runs"]
 
 
-Command = Union[Hello, Subscribe, Unsubscribe, Decide, Cancel, Start, Say, Withdraw, Ping, SubscribeInbox, SubscribeRuns,
-                UnsubscribeFeed]
+Command = Union[Hello, Subscribe, Unsubscribe, Decide, Cancel, Start, Say, Withdraw, Rerun, Ping, SubscribeInbox,
+                SubscribeRuns, UnsubscribeFeed]
 _COMMANDS: dict[str, TypeAdapter[Any]] = {
     m.model_fields["type"].annotation.__args__[0]: TypeAdapter(m)  # type: ignore[union-attr]
-    for m in (Hello, Subscribe, Unsubscribe, Decide, Cancel, Start, Say, Withdraw, Ping, SubscribeInbox, SubscribeRuns)
+    for m in (Hello, Subscribe, Unsubscribe, Decide, Cancel, Start, Say, Withdraw, Rerun, Ping, SubscribeInbox,
+              SubscribeRuns)
 }
 _COMMANDS["unsubscribe_inbox"] = _COMMANDS["unsubscribe_runs"] = TypeAdapter(UnsubscribeFeed)
 COMMAND_TYPES = tuple(_COMMANDS)

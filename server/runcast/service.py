@@ -92,6 +92,14 @@ class Service:
         assert tr is not None
         return dict(tr.result)
 
+    async def rerun(self, who: Identity, run_id: str) -> dict[str, Any]:
+        """Run again: a new run with a finished run's agent and input, started by `who` (start's rules and quota)."""
+        rec = await self.record(who, run_id)
+        if not rec.terminal:
+            raise ProtocolError(ErrorCode.NOT_PENDING, f"run {run_id} is {rec.status}; only a finished run can be run "
+                                "again", run_id=run_id)
+        return await self.start(who, rec.agent, rec.input) | {"rerun_of": run_id}
+
     def talk_policy(self, agent: str) -> conversation.TalkPolicy:
         spec = self.registry.get(agent)
         return spec.talk if spec is not None else conversation.TalkPolicy()

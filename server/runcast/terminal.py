@@ -59,6 +59,8 @@ def explain(err: Refused) -> str:
         return f"too late: {m}. It was rejected automatically."
     if err.code == "rate_limited":
         return f"slow down: {m}"
+    if err.code == "busy":
+        return f"the agent is busy: {m}"
     if err.code == "unreachable":
         return f"cannot reach the hub: {m}. Check RUNCAST_URL or --url."
     if err.code == "internal":
@@ -217,8 +219,17 @@ class Printer:
             self._line(f"✖ {d.get('approval_id')} cancelled with the run")
         elif t == "run.paused":
             self._line(f"⏸ paused, waiting for {len(d.get('pending') or [])} approval(s)")
+        elif t == "run.resumed" and d.get("messages"):
+            self._line(f"▶ turn {d.get('turn')}: the agent answers {len(d['messages'])} message(s)")
         elif t == "run.resumed":
             self._line("▶ resumed")
+        elif t == "message.said":
+            queued = " (queued: the agent is busy)" if d.get("queued") else ""
+            self._line(f"💬 {_who(d.get('by'))}: {d.get('text', '')}{queued}  [{d.get('message_id')}]")
+        elif t == "message.withdrawn":
+            self._line(f"· {_who(d.get('by'))} withdrew {d.get('message_id')}")
+        elif t == "turn.interrupted":
+            self._line(f"■ turn {d.get('turn')} interrupted by a message from {_who(d.get('by'))}")
         elif t == "run.completed":
             self._line("■ completed")
         elif t == "run.failed":
@@ -322,11 +333,13 @@ def add_commands(sub: Any) -> None:
     ap.add_argument("--reason", help="shown to everyone watching")
     ap.set_defaults(func=run_command, handler=lambda api, args, out: cmd_decide(api, args, out, "approve"))
 
-    rj = sub.add_parser("reject", help="reject a tool call (the reason goes to the model)")
+    rj = sub.add_parser("reject", help="reject a tool call and send it back with instructions (the reason is the "
+                                       "model's next instruction)")
     client(rj)
     rj.add_argument("run")
     rj.add_argument("approval")
-    rj.add_argument("--reason", required=True, help="why (shown to everyone and told to the model)")
+    rj.add_argument("--reason", required=True, help="why, and what to do instead: shown to everyone, and the model reads "
+                                                    "it as the call's answer (e.g. \"only delete the .tar\")")
     rj.set_defaults(func=run_command, handler=lambda api, args, out: cmd_decide(api, args, out, "reject"))
 
     w = sub.add_parser("watch", help="stream a run to the terminal; exit 0 completed, 3 failed, 4 cancelled")
@@ -342,6 +355,10 @@ def add_commands(sub: Any) -> None:
     au.add_argument("run")
     au.add_argument("--csv", action="store_true")
     au.set_defaults(func=run_command, handler=cmd_audit)
+
+    from .terminal_talk import add_talk_commands  # say, withdraw, rerun (issue 20)
+
+    add_talk_commands(sub, client)
 
 
 def run_command(args: argparse.Namespace) -> None:
