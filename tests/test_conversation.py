@@ -173,3 +173,43 @@ def test_the_demo_model_answers_a_follow_up_naming_who_said_what() -> None:
                                                             "text": "delete scratch/a.txt please"})], ["delete_files"])
     assert step is not None and step.call == ("delete_files", {"paths": ["scratch/a.txt"]})
     assert follow_up([{"role": "user", "content": "tidy up"}], ["delete_files"]) is None  # the first turn: the script
+
+
+# ------------------------------------------------------------------------------------------------ approve with changes
+
+SCHEMA = {"type": "object", "properties": {"paths": {"type": "array", "items": {"type": "string"}}},
+          "required": ["paths"], "additionalProperties": False}
+ANN = Person(sub="ann", name="Ann", roles=["approver"])
+
+
+def _decide(rec: RunRecord, person: Person, arguments: str | None, decision: str = "approve") -> runs.Transition:
+    return runs.decide(rec, "ap_1", person, decision, None, False, T0, arguments,  # type: ignore[arg-type]
+                       lambda tool: SCHEMA if tool == "delete_files" else None)
+
+
+def test_approve_with_changes_keeps_original_approved_and_their_difference() -> None:
+    rec = paused()
+    rec.approvals["ap_1"].arguments = '{"paths": ["a", "b"]}'
+    tr = _decide(rec, ANN, '{"paths": ["a"]}')
+    d = tr.events[0][1]
+    assert (d["arguments"], d["original_arguments"]) == ('{"paths":["a"]}', '{"paths": ["a", "b"]}')
+    assert d["changes"] == [{"key": "paths", "from": ["a", "b"], "to": ["a"]}]
+    assert tr.record.approvals["ap_1"].approved_arguments == '{"paths":["a"]}'
+    assert tr.record.approvals["ap_1"].votes[0].arguments == '{"paths":["a"]}'
+    assert tr.record.status == "resuming"
+
+
+def test_bad_edits_are_refused_and_change_nothing() -> None:
+    rec = paused()
+    before = rec.model_dump()
+    for bad, code in [('{"paths": "a"}', ErrorCode.INVALID_ARGUMENTS), ('{"paths": ["a"], "x": 1}', ErrorCode.INVALID_ARGUMENTS),
+                      ("not json", ErrorCode.INVALID_ARGUMENTS), ("[1]", ErrorCode.INVALID_ARGUMENTS)]:
+        refused(code, _decide, rec, ANN, bad)
+    refused(ErrorCode.FORBIDDEN, _decide, rec, VIEWER, '{"paths": ["a"]}')  # may not decide: forbidden before anything
+    refused(ErrorCode.BAD_REQUEST, _decide, rec, ANN, '{"paths": ["a"]}', "reject")
+    rec.approvals["ap_1"].tool = "mystery"  # no schema known: no edit
+    refused(ErrorCode.INVALID_ARGUMENTS, _decide, rec, ANN, '{"paths": ["a"]}')
+    rec.approvals["ap_1"].tool = "delete_files"
+    assert rec.model_dump() == before
+    rec.approvals["ap_1"].policy = ApprovalPolicy(quorum=2)
+    refused(ErrorCode.BAD_REQUEST, _decide, rec, ANN, '{"paths": ["a"]}')

@@ -48,6 +48,7 @@ class Vote(BaseModel):
     reason: str | None = None
     always: bool = False
     at: str
+    arguments: str | None = None  # approve with changes: the edited arguments this vote approved
 
 
 class Approval(BaseModel):
@@ -63,6 +64,7 @@ class Approval(BaseModel):
     status: Literal["pending", "approved", "rejected", "cancelled"] = "pending"
     votes: list[Vote] = Field(default_factory=list)
     decided: dict[str, Any] | None = None  # the approval.decided data, once settled
+    approved_arguments: str | None = None  # approved with changes: what the tool runs with (`arguments` is the model's)
 
     @property
     def settled(self) -> bool:
@@ -113,6 +115,7 @@ def vote(
     always: bool,
     now: float,
     started_by: str | None,
+    arguments: str | None = None,
 ) -> tuple[str, list[tuple[str, dict[str, Any]]]]:
     """Apply one vote in place. Returns the outcome (`decided` or `voted`) and the events to log.
 
@@ -139,7 +142,8 @@ def vote(
     if ap.expires_at is not None and now >= ap.expires_at:
         raise ProtocolError(ErrorCode.EXPIRED, f"approval {ap.approval_id} expired at {now_iso(ap.expires_at)}")
     at = now_iso(now)
-    ap.votes.append(Vote(sub=person.sub, name=person.name, roles=list(person.roles), decision=decision, reason=reason, always=always, at=at))
+    ap.votes.append(Vote(sub=person.sub, name=person.name, roles=list(person.roles), decision=decision, reason=reason,
+                         always=always, at=at, arguments=arguments))
     tally = ap.tally()
     if decision == "reject" or tally["approve"] >= ap.policy.quorum:
         ap.status = "approved" if decision == "approve" else "rejected"
@@ -155,6 +159,12 @@ def vote(
             "arguments": ap.arguments,  # what exactly was approved
             "tally": tally,
         }
+        if arguments is not None and decision == "approve":
+            from .edits import changes
+
+            ap.approved_arguments = arguments
+            ap.decided |= {"arguments": arguments, "original_arguments": ap.arguments,
+                           "changes": changes(ap.arguments, arguments)}
         if ap.policy.quorum > 1:
             ap.decided["voters"] = [{"sub": v.sub, "name": v.name, "decision": v.decision} for v in ap.votes]
         return "decided", [("approval.decided", dict(ap.decided))]

@@ -340,7 +340,7 @@ class Connection:
             await self._unsubscribe(cmd.run_id)
             self.send_control(Ack(id=cmd.id, run_id=cmd.run_id))
         elif isinstance(cmd, Decide):
-            result = await svc.decide(who, cmd.run_id, cmd.approval_id, cmd.decision, cmd.reason, cmd.always)
+            result = await svc.decide(who, cmd.run_id, cmd.approval_id, cmd.decision, cmd.reason, cmd.always, cmd.arguments)
             self.send_control(Ack(id=cmd.id, run_id=cmd.run_id, **result))
         elif isinstance(cmd, Cancel):
             result = await svc.cancel(who, cmd.run_id, cmd.mode)

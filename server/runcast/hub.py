@@ -256,7 +256,8 @@ def create_app(hub: Hub) -> Starlette:
     async def decide(request: Request, who: auth.Identity) -> Response:
         cmd = await api_rules.command(request, "decide", run_id=request.path_params["run_id"],
                                       approval_id=request.path_params["approval_id"])
-        return JSONResponse(await svc.decide(who, cmd.run_id, cmd.approval_id, cmd.decision, cmd.reason, cmd.always))
+        return JSONResponse(await svc.decide(who, cmd.run_id, cmd.approval_id, cmd.decision, cmd.reason, cmd.always,
+                                             cmd.arguments))
 
     async def cancel(request: Request, who: auth.Identity) -> Response:
         cmd = await api_rules.command(request, "cancel", run_id=request.path_params["run_id"])

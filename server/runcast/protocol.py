@@ -42,6 +42,7 @@ class ErrorCode:
     TOO_LARGE = "too_large"
     LOG_TRIMMED = "log_trimmed"
     LOG_RESET = "log_reset"  # the run's log is not the one the client's `epoch` names (the store lost or rebuilt it)
+    INVALID_ARGUMENTS = "invalid_arguments"  # approve with changes: edited arguments the tool's schema refuses (edits.py)
     BUSY = "busy"  # a message while the agent is busy, to an agent whose policy is `reject` (conversation.py)
     INTERNAL = "internal"
 
@@ -59,6 +60,7 @@ HTTP_STATUS = {
     ErrorCode.LOG_TRIMMED: 410,
     ErrorCode.LOG_RESET: 410,
     ErrorCode.BUSY: 409,
+    ErrorCode.INVALID_ARGUMENTS: 422,
     ErrorCode.RATE_LIMITED: 429,
     ErrorCode.TOO_LARGE: 413,
     ErrorCode.INTERNAL: 500,
@@ -122,6 +124,7 @@ class Decide(_Command):
     decision: Literal["approve", "reject"]
     reason: Annotated[StrictStr, Field(max_length=MAX_REASON)] | None = None
     always: StrictBool = False
+    arguments: Annotated[StrictStr, Field(max_length=MAX_TEXT)] | None = None  # approve with changes: edited JSON
 
 
 class Cancel(_Command):

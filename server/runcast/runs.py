@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 from pydantic import BaseModel, Field
 
@@ -187,18 +187,33 @@ def decide(
     reason: str | None,
     always: bool,
     now: float,
+    arguments: str | None = None,
+    schema_of: Callable[[str], dict[str, Any] | None] | None = None,
 ) -> Transition:
+    """A vote. With `arguments` (approve with changes, edits.py): the edited call, checked against the tool's schema
+    (`schema_of(tool)`) before the vote counts."""
     ap0 = rec.approvals.get(approval_id)
     if ap0 is None:
         raise ProtocolError(ErrorCode.NOT_FOUND, f"run {rec.run_id} has no approval {approval_id}")
     rules.check_role(ap0, person)
+    if arguments is not None:
+        if decision != "approve":
+            raise ProtocolError(ErrorCode.BAD_REQUEST, "edited arguments go with approve; to send the call back, reject "
+                                "it with instructions in the reason", field="arguments")
+        if ap0.policy.quorum > 1:
+            raise ProtocolError(ErrorCode.BAD_REQUEST, f"{ap0.tool} needs {ap0.policy.quorum} approvers, who approve the "
+                                "call as the model wrote it: edits need a policy with quorum 1", field="arguments")
+        if not ap0.settled:
+            from .edits import check_edit
+
+            arguments = check_edit(ap0.arguments, arguments, schema_of(ap0.tool) if schema_of else None)
     new = _copy(rec, now)
     ap = new.approvals[approval_id]
     if not ap.settled and (rec.status != "paused" or approval_id not in rec.pending):
         raise ProtocolError(ErrorCode.NOT_PENDING, f"approval {approval_id} is not open (run is {rec.status})")
     tr = Transition(new)
     try:
-        outcome, events = rules.vote(ap, person, decision, reason, always, now, rec.started_by.get("sub"))
+        outcome, events = rules.vote(ap, person, decision, reason, always, now, rec.started_by.get("sub"), arguments)
     except ProtocolError as err:
         if err.code != ErrorCode.EXPIRED:
             raise

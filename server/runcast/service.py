@@ -6,7 +6,7 @@ import secrets
 import time
 from typing import Any, Literal
 
-from . import audit, conversation, feed, runs
+from . import audit, conversation, edits, feed, runs
 from .auth import Identity
 from .backends.base import Backend, LogTrimmed
 from .protocol import ErrorCode, Event, ProtocolError
@@ -85,10 +85,16 @@ class Service:
         return {"run_id": run_id}
 
     async def decide(self, who: Identity, run_id: str, approval_id: str, decision: Literal["approve", "reject"],
-                     reason: str | None, always: bool) -> dict[str, Any]:
+                     reason: str | None, always: bool, arguments: str | None = None) -> dict[str, Any]:
         self._need_view(who, run_id)
         person = who.person
-        tr, _ = await apply(self.backend, run_id, lambda r: runs.decide(r, approval_id, person, decision, reason or None, always, time.time()))
+
+        def fn(r: RunRecord) -> runs.Transition:
+            spec = self.registry.get(r.agent)
+            schema_of = (lambda tool: edits.tool_schema(spec.agent, tool)) if spec is not None else None
+            return runs.decide(r, approval_id, person, decision, reason or None, always, time.time(), arguments, schema_of)
+
+        tr, _ = await apply(self.backend, run_id, fn)
         assert tr is not None
         return dict(tr.result)
 

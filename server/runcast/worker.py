@@ -20,6 +20,7 @@ from agents import RunConfig, Runner, RunState
 
 from . import conversation, metrics, runs
 from .approvals import Approval
+from .edits import EditUnsupported, edit_state
 from .backends.base import Backend, NotOwner, Subscription
 from .mapping import DeltaCoalescer, EventMapper, failure_data, to_text, usage_data
 from .protocol import ErrorCode, ProtocolError, now_iso
@@ -274,6 +275,17 @@ class Worker:
         if saved is None:
             await self._finish(rec.run_id, "failed", {"code": "state_missing", "message": "the saved RunState of this pause is gone"})
             return None
+        edited = {rec.approvals[a].call_id: rec.approvals[a].approved_arguments for a in rec.pending
+                  if rec.approvals[a].status == "approved" and rec.approvals[a].approved_arguments is not None}
+        if edited:  # approved with changes: the call in the saved state becomes the approved one (edits.py)
+            doc = json.loads(saved)
+            try:
+                for call_id, arguments in edited.items():
+                    edit_state(doc, call_id, arguments)
+            except EditUnsupported as exc:
+                await self._finish(rec.run_id, "failed", {"code": "edit_unsupported", "message": str(exc)})
+                return None
+            saved = json.dumps(doc, separators=(",", ":"))
         state = await RunState.from_string(spec.agent, saved)
         items = {i.call_id: i for i in state.get_interruptions()}
         for aid in rec.pending:
