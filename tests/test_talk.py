@@ -225,3 +225,39 @@ async def test_a_worker_killed_between_turns_the_next_worker_continues_the_conve
         assert three["data"]["output"] == 'Otto, you said: "second question". So far I have heard from: Ada, Otto.'
         assert len(hub.tool_calls(run_id, "delete_files")) == 1
         await ada.close()
+
+
+async def test_approve_with_changes_runs_the_tool_with_the_edited_arguments(hub: Cluster) -> None:
+    run_id = hub.start_run()
+    w = await Client.connect(hub.ws_url(), VIEWER)
+    await w.subscribe(run_id)
+    req = await w.wait_event(run_id, "approval.requested")
+    ap = req["data"]["approval_id"]
+    head = hub.log_events(run_id)[-1]["seq"]
+    a = await Client.connect(hub.ws_url(), ALICE)
+    frame = {"type": "decide", "run_id": run_id, "approval_id": ap, "decision": "approve"}
+    for bad in ('{"paths": "scratch/old-logs.zip"}', '{"paths": []', '{"paths": [], "force": true}'):
+        err = await a.request(frame | {"arguments": bad})
+        assert err["type"] == "error" and err["code"] == "invalid_arguments", err
+    err = await w.request(frame | {"arguments": '{"paths": []}'})  # a viewer may not decide, edited or not
+    assert err["code"] == "forbidden"
+    r = hub.http("POST", f"/api/runs/{run_id}/approvals/{ap}", ALICE, json={"decision": "approve", "arguments": "{}"})
+    assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_arguments"
+    assert [e for e in hub.log_events(run_id) if e["seq"] > head] == []  # nothing of the run changed
+    ack = await a.request(frame | {"arguments": '{"paths": ["scratch/tmp-export.csv"]}'})
+    assert ack["type"] == "ack" and ack["outcome"] == "decided"
+    decided = await w.wait_event(run_id, "approval.decided")
+    assert decided["data"]["arguments"] == '{"paths":["scratch/tmp-export.csv"]}'
+    assert decided["data"]["original_arguments"] == req["data"]["arguments"]
+    assert decided["data"]["changes"] == [{"key": "paths", "from": ["scratch/build-cache.tar", "scratch/old-logs.zip",
+                                                                    "scratch/tmp-export.csv"], "to": ["scratch/tmp-export.csv"]}]
+    done = await w.wait_event(run_id, "run.completed", timeout=30)
+    assert [c["args"] for c in hub.tool_calls(run_id, "delete_files")] == [{"paths": ["scratch/tmp-export.csv"]}]
+    # the model's next turn saw the edited call and its output
+    assert done["data"]["output"].startswith("Done. I deleted 1 files: scratch/tmp-export.csv.")
+    audit = hub.http("GET", f"/api/runs/{run_id}/audit").json()["approvals"][0]
+    assert audit["arguments_parsed"] == {"paths": ["scratch/tmp-export.csv"]}
+    assert audit["original_arguments"] == req["data"]["arguments"] and audit["arguments_changes"] == decided["data"]["changes"]
+    assert audit["tool_execution"]["ran"] is True
+    for c in (w, a):
+        await c.close()
