@@ -48,3 +48,16 @@ def test_say_withdraw_rerun_in_a_terminal(hub1: Cluster, tmp_path: Path) -> None
     assert (new["agent"], new["input"], new["started_by"]["sub"]) == ("demo", "tidy up", "ada")
     busy = cli(c, OPERATOR, "rerun", new["run_id"])
     assert busy.returncode == 1 and "only a finished run can be run again" in busy.stderr
+
+
+def test_approve_with_set_runs_the_edited_call(hub1: Cluster) -> None:
+    c = hub1
+    run_id = c.start_run("demo", "tidy up")
+    ap = c.wait_status(run_id, "paused")["pending_approvals"][0]["approval_id"]
+    bad = cli(c, ALICE, "approve", run_id, ap, "--set", "paths=scratch/x")
+    assert bad.returncode == 1 and "invalid_arguments: the edited arguments do not fit the tool's schema at paths" in bad.stderr
+    ok = cli(c, ALICE, "approve", run_id, ap, "--set", 'paths=["scratch/old-logs.zip"]')
+    assert ok.returncode == 0, ok.stderr
+    assert ok.stdout == f'approved with changes: {ap} runs with {{"paths": ["scratch/old-logs.zip"]}}; the run goes on.\n'
+    c.wait_status(run_id, "completed")
+    assert [x["args"] for x in c.tool_calls(run_id, "delete_files")] == [{"paths": ["scratch/old-logs.zip"]}]

@@ -106,7 +106,7 @@ export interface RunHandlers {
  */
 export type ErrorCode =
   | "bad_frame" | "bad_request" | "unknown_type" | "unauthenticated" | "forbidden" | "not_found" | "already_decided"
-  | "not_pending" | "expired" | "rate_limited" | "too_large" | "log_trimmed" | "log_reset" | "busy" | "internal"
+  | "not_pending" | "expired" | "rate_limited" | "too_large" | "log_trimmed" | "log_reset" | "busy" | "invalid_arguments" | "internal"
   | "disconnected" | "timeout" | "closed" | "codec_unavailable" | "token_error" | "gap";
 
 export class RuncastError extends Error {
@@ -176,7 +176,9 @@ export class RuncastClient {
   subscribeRuns(handlers?: FeedHandlers<RunsState, RunsChange>, opts?: { limit?: number }): Feed;
   readonly inbox: InboxState;
   readonly runList: RunsState;
-  decide(runId: string, approvalId: string, decision: "approve" | "reject", reason?: string, opts?: { always?: boolean }): Promise<Ack>;
+  /** `opts.arguments`: approve with changes (the edited call; `invalid_arguments` when the tool's schema refuses it). */
+  decide(runId: string, approvalId: string, decision: "approve" | "reject", reason?: string,
+         opts?: { always?: boolean; arguments?: Record<string, unknown> | string }): Promise<Ack>;
   cancel(runId: string, mode?: "immediate" | "after_turn"): Promise<Ack>;
   start(agent: string, input: string): Promise<string>;
   /** Say something to the run's agent; `queued` when the agent is busy (README, "Conversations"). */

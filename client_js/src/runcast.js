@@ -759,12 +759,17 @@ export class RuncastClient {
    * Never retried by the client: if the socket drops before the answer, it rejects with `disconnected` and the run's
    * events tell what happened.
    * @param {string} runId @param {string} approvalId @param {"approve"|"reject"} decision
-   * @param {string} [reason] @param {{always?: boolean}} [opts]
+   * `opts.arguments` approves with changes: the edited arguments (checked by the hub against the tool's schema:
+   * `invalid_arguments` when they do not fit).
+   * @param {string} [reason] @param {{always?: boolean, arguments?: object|string}} [opts]
    */
   decide(runId, approvalId, decision, reason, opts = {}) {
     const frame = { type: "decide", run_id: runId, approval_id: approvalId, decision };
     if (reason) frame.reason = reason;
     if (opts.always) frame.always = true;
+    if (opts.arguments !== undefined) { // approve with changes: the edited call (an object, or its JSON text)
+      frame.arguments = typeof opts.arguments === "string" ? opts.arguments : JSON.stringify(opts.arguments);
+    }
     return this._command(frame);
   }
 

@@ -55,7 +55,11 @@ export interface ApprovalState {
     reason: string | null;
     always: boolean;
     decidedAt: string | null;
+    /** Approved with changes: [{key, from, to}]; null when approved (or rejected) as the model wrote it. */
+    changes?: { key: string; from: unknown; to: unknown }[] | null;
   } | null;
+  /** Approved with changes: the arguments the tool runs with (JSON text); `arguments` stays the model's. */
+  approvedArguments?: string | null;
 }
 
 export interface ToolCallState {

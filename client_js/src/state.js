@@ -203,10 +203,15 @@ export function applyEvent(state, ev) {
         always: Boolean(d.always),
         decidedAt: d.decided_at ?? ev.ts ?? null,
       };
+      if (d.original_arguments != null) { // approved with changes: what the tool runs with, and what changed
+        ap.decision.changes = d.changes || [];
+        ap.approvedArguments = d.arguments ?? null;
+      }
       if (d.tally) ap.tally = { ...d.tally };
       if (d.by && d.by.sub) ap.votes.push({ by: { sub: d.by.sub, name: d.by.name }, decision: d.decision, reason: d.reason ?? null, at: d.decided_at ?? ev.ts ?? null });
       const call = ap.callId ? state.toolCalls[ap.callId] : null;
       if (call && call.status === "awaiting_approval") call.status = d.decision === "approve" ? "approved" : "rejected";
+      if (call && ap.approvedArguments) call.arguments = ap.approvedArguments;
       break;
     }
     case "approval.expired": {

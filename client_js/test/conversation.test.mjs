@@ -83,3 +83,24 @@ test("the fold: said, queued, taken by a turn, interrupted", () => {
   assert.equal(canSay(s, { sub: "vic", name: "Vic", roles: ["viewer"] }), false);
   assert.equal(canSay(s, { sub: "vic", name: "Vic", roles: ["viewer"] }, { roles: ["viewer"] }), true);
 });
+
+test("approve with changes: the schema's refusal, then the edited call runs", async () => {
+  const ada = client(tok.ada);
+  const bob = client(tok.bob);
+  await Promise.all([ada.connect(), bob.connect()]);
+  const runId = await ada.start("demo", "tidy up");
+  bob.subscribe(runId);
+  const paused = await waitFor(() => bob.getState(runId)?.status === "paused" && bob.getState(runId));
+  const ap = Object.values(paused.approvals)[0];
+  await assert.rejects(bob.decide(runId, ap.approvalId, "approve", undefined, { arguments: { paths: "x" } }),
+    (e) => e.code === "invalid_arguments" && /paths/.test(e.message));
+  await bob.decide(runId, ap.approvalId, "approve", "only the csv", { arguments: { paths: ["scratch/tmp-export.csv"] } });
+  const done = await waitFor(() => bob.getState(runId).status === "completed" && bob.getState(runId), { timeout: 30_000 });
+  const decided = done.approvals[ap.approvalId];
+  assert.equal(decided.approvedArguments, '{"paths":["scratch/tmp-export.csv"]}');
+  assert.equal(decided.arguments, ap.arguments); // the model's, kept
+  assert.deepEqual(decided.decision.changes.map((c) => c.key), ["paths"]);
+  assert.equal(done.toolCalls[decided.callId].arguments, decided.approvedArguments);
+  assert.match(done.output, /^Done\. I deleted 1 files: scratch\/tmp-export\.csv\./);
+  for (const c of [ada, bob]) c.close();
+});

@@ -139,13 +139,42 @@ def cmd_approvals(api: Api, args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_OK
 
 
+def edited_arguments(api: Api, args: argparse.Namespace) -> str | None:
+    """Approve with changes: --arguments JSON (the whole edited object), or --set key=value (on the call's own
+    arguments; a value that is JSON is taken as JSON, else as a string)."""
+    if getattr(args, "arguments", None):
+        return str(args.arguments)
+    sets = getattr(args, "set", None) or []
+    if not sets:
+        return None
+    detail = api.call("GET", f"/api/runs/{args.run}")
+    ap = next((a for a in detail.get("pending_approvals") or [] if a.get("approval_id") == args.approval), None)
+    if ap is None:
+        raise Refused("not_pending", f"approval {args.approval} is not open in run {args.run}")
+    value = json.loads(ap.get("arguments") or "{}")
+    for item in sets:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise Refused("bad_request", f"--set takes key=value, got {item!r}")
+        try:
+            value[key] = json.loads(raw)
+        except ValueError:
+            value[key] = raw
+    return json.dumps(value, ensure_ascii=False)
+
+
 def cmd_decide(api: Api, args: argparse.Namespace, out: TextIO, decision: str) -> int:
     body: dict[str, Any] = {"decision": decision}
     if args.reason:
         body["reason"] = args.reason
+    edited = edited_arguments(api, args) if decision == "approve" else None
+    if edited is not None:
+        body["arguments"] = edited
     res = api.call("POST", f"/api/runs/{args.run}/approvals/{args.approval}", json=body)
     verb = "approved" if decision == "approve" else "rejected"
-    if res.get("outcome") == "decided":
+    if res.get("outcome") == "decided" and edited is not None:
+        out.write(f"{verb} with changes: {args.approval} runs with {edited}; the run goes on.\n")
+    elif res.get("outcome") == "decided":
         out.write(f"{verb}: {args.approval} is settled; the run goes on.\n")
     else:
         out.write(f"your vote to {decision} {args.approval} is counted; it needs more approvers before it is settled.\n")
@@ -331,6 +360,9 @@ def add_commands(sub: Any) -> None:
     ap.add_argument("run")
     ap.add_argument("approval")
     ap.add_argument("--reason", help="shown to everyone watching")
+    ap.add_argument("--set", action="append", metavar="KEY=VALUE",
+                    help="approve with changes: set an argument of the call (JSON value, or a string); repeatable")
+    ap.add_argument("--arguments", metavar="JSON", help="approve with changes: the whole edited arguments object")
     ap.set_defaults(func=run_command, handler=lambda api, args, out: cmd_decide(api, args, out, "approve"))
 
     rj = sub.add_parser("reject", help="reject a tool call and send it back with instructions (the reason is the "
