@@ -18,7 +18,7 @@ from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket
 
-from . import __version__, auth, connection, feed, transport, webhooks
+from . import __version__, auth, connection, feed, specs, transport, webhooks
 from . import api as api_rules
 from .backends.base import Backend, Subscription
 from .connection import Connection
@@ -44,6 +44,10 @@ try:  # glibc's malloc_trim, for the debug endpoint
 except (OSError, AttributeError):
     _libc = None
 STATIC = Path(__file__).parent / "static"
+
+
+# A filtered run list looks among this many of the newest runs (the backends keep no index per agent or person).
+FILTER_SCAN = 1000
 
 
 class Hub:
@@ -81,7 +85,8 @@ class Hub:
         await self._load_feeds()
         await self.presence.start()
         if self.settings.run_worker:
-            self.worker = Worker(self.backend, self.registry, concurrency=self.settings.worker_concurrency, lease_s=self.settings.lease_s)
+            self.worker = Worker(self.backend, self.registry, concurrency=self.settings.worker_concurrency, lease_s=self.settings.lease_s,
+                                 tracing=self.settings.tracing)
             await self.worker.start()
         await self.sweeper.start()
         self.deliverer = await webhooks.maybe_start(self.backend, self.registry, self.settings.webhooks)
@@ -118,19 +123,21 @@ class Hub:
         while True:
             try:
                 await self._load_feeds()
-                for w, limit in self.feeds.runs_watchers():
-                    await self.subscribe_runs(w, limit, None)  # type: ignore[arg-type]
+                for w, limit, filters in self.feeds.runs_watchers():
+                    await self.subscribe_runs(w, limit, None, filters)  # type: ignore[arg-type]
                 return
             except Exception as exc:  # noqa: BLE001 - still flapping: try again
                 log.warning("reloading the inbox after a feed interruption failed (%s); retrying", exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
 
-    async def subscribe_runs(self, conn: Connection, limit: int, request_id: str | None) -> None:
-        """The run list: live `run.status` frames are held from now until the snapshot read below has been sent."""
-        self.feeds.add_runs(conn, limit)
+    async def subscribe_runs(self, conn: Connection, limit: int, request_id: str | None,
+                             filters: dict[str, str] | None = None) -> None:
+        """The run list: live `run.status` frames are held from now until the snapshot read below has been sent.
+        With filters, the newest FILTER_SCAN runs are read and those that match listed (feed.run_matches)."""
+        self.feeds.add_runs(conn, limit, filters)
         try:
-            recs = await self.backend.list_runs(limit)
+            recs = await self.backend.list_runs(max(limit, FILTER_SCAN) if filters else limit)
         except BaseException:
             self.feeds.remove_runs(conn)
             raise
@@ -240,6 +247,9 @@ def create_app(hub: Hub) -> Starlette:
         limit = api_rules.query_int(request, "limit", *api_rules.LIST_LIMIT, clamp=True)
         return JSONResponse({"runs": await svc.list_runs(who, limit)})
 
+    async def runs(request: Request, who: auth.Identity) -> Response:  # one route, so 405 lists both methods
+        return await (start_run if request.method == "POST" else list_runs)(request, who)
+
     async def get_run(request: Request, who: auth.Identity) -> Response:
         rec = await svc.record(who, request.path_params["run_id"])
         watched = [w | {"first_seen": now_iso(w["first_seen"]), "last_seen": now_iso(w["last_seen"])}
@@ -296,10 +306,7 @@ def create_app(hub: Hub) -> Starlette:
     async def webhook_deliveries(request: Request, who: auth.Identity) -> Response:
         if not who.has("admin"):
             raise ProtocolError(ErrorCode.FORBIDDEN, "webhook deliveries are shown to admins only")
-        try:
-            limit = max(1, min(1000, int(request.query_params.get("limit", 100))))
-        except ValueError:
-            raise ProtocolError(ErrorCode.BAD_REQUEST, "limit must be an integer") from None
+        limit = api_rules.query_int(request, "limit", 1, 1000, 100, clamp=True)
         return JSONResponse({"deliveries": await hub.backend.deliveries(limit)})
 
     async def agents_list(request: Request, who: auth.Identity) -> Response:
@@ -345,6 +352,11 @@ def create_app(hub: Hub) -> Starlette:
         return JSONResponse({"open": len(hub.connections), "live_objects": len(connection.LIVE),
                              "http_protocols": len(transport.HTTP_LIVE)})
 
+    spec = specs.openapi()
+
+    async def openapi(request: Request) -> Response:
+        return JSONResponse(spec)
+
     async def index(request: Request) -> Response:
         return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-store"})
 
@@ -359,8 +371,7 @@ def create_app(hub: Hub) -> Starlette:
     routes: list[Any] = [
         Route("/", index),
         WebSocketRoute("/ws", hub.websocket),
-        Route("/api/runs", api(start_run), methods=["POST"]),
-        Route("/api/runs", api(list_runs), methods=["GET"]),
+        Route("/api/runs", api(runs), methods=["GET", "POST"]),
         Route("/api/runs/{run_id}", api(get_run), methods=["GET"]),
         Route("/api/runs/{run_id}/events", api(run_events), methods=["GET"]),
         Route("/api/runs/{run_id}/approvals/{approval_id}", api(decide), methods=["POST"]),
@@ -373,6 +384,7 @@ def create_app(hub: Hub) -> Starlette:
         Route("/api/webhooks/deliveries", api(webhook_deliveries), methods=["GET"]),
         Route("/api/agents", api(agents_list), methods=["GET"]),
         Route("/api/me", api(whoami), methods=["GET"]),
+        Route("/api/openapi.json", openapi, methods=["GET"]),
         Route("/healthz", healthz),
         Route("/readyz", readyz),
         Route("/metrics", api(metrics)),
