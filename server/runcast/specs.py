@@ -239,7 +239,7 @@ def asyncapi() -> dict[str, Any]:
 
 _RUN_SUMMARY = _obj(["run_id", "agent", "status", "input", "started_by", "created_at"],
                     run_id=_STR, agent=_STR, status=_STR, input=_STR, started_by=_PERSON, created_at=_STR,
-                    segment=_INT)
+                    segment=_INT, turn=_INT)
 _ERROR = _obj(["error"], error=_obj(["code", "message"], code={"type": "string", "enum": error_codes()},
                                     message=_STR))
 
