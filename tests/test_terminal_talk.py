@@ -58,6 +58,6 @@ def test_approve_with_set_runs_the_edited_call(hub1: Cluster) -> None:
     assert bad.returncode == 1 and "invalid_arguments: the edited arguments do not fit the tool's schema at paths" in bad.stderr
     ok = cli(c, ALICE, "approve", run_id, ap, "--set", 'paths=["scratch/old-logs.zip"]')
     assert ok.returncode == 0, ok.stderr
-    assert ok.stdout == f'approved with changes: {ap} runs with {{"paths": ["scratch/old-logs.zip"]}}; the run goes on.\n'
+    assert ok.stdout == f'✓ approved with changes: {ap} runs with {{"paths": ["scratch/old-logs.zip"]}}; the run goes on.\n'
     c.wait_status(run_id, "completed")
     assert [x["args"] for x in c.tool_calls(run_id, "delete_files")] == [{"paths": ["scratch/old-logs.zip"]}]
