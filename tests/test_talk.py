@@ -242,7 +242,7 @@ async def test_approve_with_changes_runs_the_tool_with_the_edited_arguments(hub:
     err = await w.request(frame | {"arguments": '{"paths": []}'})  # a viewer may not decide, edited or not
     assert err["code"] == "forbidden"
     r = hub.http("POST", f"/api/runs/{run_id}/approvals/{ap}", ALICE, json={"decision": "approve", "arguments": "{}"})
-    assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_arguments"
+    assert r.status_code == 409 and r.json()["error"]["code"] == "invalid_arguments"
     assert [e for e in hub.log_events(run_id) if e["seq"] > head] == []  # nothing of the run changed
     ack = await a.request(frame | {"arguments": '{"paths": ["scratch/tmp-export.csv"]}'})
     assert ack["type"] == "ack" and ack["outcome"] == "decided"

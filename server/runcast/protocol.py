@@ -60,7 +60,7 @@ HTTP_STATUS = {
     ErrorCode.LOG_TRIMMED: 410,
     ErrorCode.LOG_RESET: 410,
     ErrorCode.BUSY: 409,
-    ErrorCode.INVALID_ARGUMENTS: 422,
+    ErrorCode.INVALID_ARGUMENTS: 409,  # a well-formed edit the tool's schema refuses: it conflicts with the tool
     ErrorCode.RATE_LIMITED: 429,
     ErrorCode.TOO_LARGE: 413,
     ErrorCode.INTERNAL: 500,
@@ -145,7 +145,7 @@ class Say(_Command):
 
     type: Literal["say"]
     run_id: RunId
-    text: StrictStr
+    text: Annotated[StrictStr, Field(max_length=MAX_TEXT, pattern=r"\S")]  # not only spaces; the agent may take less
 
 
 class Withdraw(_Command):

@@ -196,10 +196,9 @@ def decide(
     if ap0 is None:
         raise ProtocolError(ErrorCode.NOT_FOUND, f"run {rec.run_id} has no approval {approval_id}")
     rules.check_role(ap0, person)
+    if decision != "approve":
+        arguments = None  # (read only with approve: a reject sends the call back with its reason)
     if arguments is not None:
-        if decision != "approve":
-            raise ProtocolError(ErrorCode.BAD_REQUEST, "edited arguments go with approve; to send the call back, reject "
-                                "it with instructions in the reason", field="arguments")
         if ap0.policy.quorum > 1:
             raise ProtocolError(ErrorCode.BAD_REQUEST, f"{ap0.tool} needs {ap0.policy.quorum} approvers, who approve the "
                                 "call as the model wrote it: edits need a policy with quorum 1", field="arguments")

@@ -264,7 +264,7 @@ def _json(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
 def _errors(*statuses: int) -> dict[str, Any]:
     words = {400: "bad input", 401: "no valid token", 403: "forbidden", 404: "no such run (or not yours)",
              409: "already decided or not pending", 410: "expired, or the log was trimmed or reset",
-             413: "body too large", 422: "the edited arguments do not fit the tool's schema", 429: "rate limited (Retry-After)", 503: "the backend is unreachable (Retry-After)"}
+             413: "body too large", 429: "rate limited (Retry-After)", 503: "the backend is unreachable (Retry-After)"}
     return {str(s): _json(_ERROR, words[s]) for s in statuses}
 
 
@@ -311,7 +311,7 @@ def openapi() -> dict[str, Any]:
             "post": {"operationId": "decide", "summary": "Vote on an approval (the `decide` command)",
                      "parameters": [run_id, approval_id],
                      "requestBody": _body("decide", ("run_id", "approval_id"), schemas) | {"required": True},
-                     "responses": {"200": _json(_OBJ)} | _errors(*auth_errors, 409, 410, 413, 422)},
+                     "responses": {"200": _json(_OBJ)} | _errors(*auth_errors, 409, 410, 413)},
         },
         "/api/runs/{run_id}/cancel": {
             "post": {"operationId": "cancel", "summary": "Cancel a run (the `cancel` command)",
