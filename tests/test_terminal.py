@@ -212,6 +212,7 @@ def test_runs_lists_runs_with_filters_and_start_follows_a_run(hub1: Cluster) -> 
 
     assert listed("--agent", "demo") == [mine]
     assert listed("--started-by", "dana") == [mine] and listed("--mine", tok=dana) == [mine]
+    assert listed("--search", "SHIP") == [other]
     assert listed("--status", "completed") == [] and listed("--status", "paused") == [other, mine]
     assert listed("--needs-me", tok=ALICE) == [other, mine] and listed("--needs-me", tok=VIEWER) == []
     as_json = json.loads(cli(c, ADMIN, "runs", "--json", "--agent", "demo-quorum").stdout)
