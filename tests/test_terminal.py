@@ -19,7 +19,8 @@ from hubtest import ADMIN, ALICE, BOB, OPERATOR, ROOT, VIEWER, Cluster, Process,
 
 
 def cli_env(c: Cluster, tok: str | None) -> dict[str, str]:
-    env = {"RUNCAST_URL": c.url, "PYTHONPATH": str(ROOT / "server"), "PATH": "/usr/bin:/bin", "NO_PROXY": "127.0.0.1"}
+    env = {"RUNCAST_URL": c.url, "PYTHONPATH": str(ROOT / "server"), "PATH": "/usr/bin:/bin", "NO_PROXY": "127.0.0.1",
+           "XDG_CONFIG_HOME": str(c.tmp / "config")}  # never a sign-in `runcast login` saved on this machine
     if tok:
         env["RUNCAST_TOKEN"] = tok
     return env
