@@ -272,6 +272,10 @@ def _param(name: str, where: str, schema: dict[str, Any], required: bool = False
     return {"name": name, "in": where, "required": required or where == "path", "schema": schema}
 
 
+_STATUS = "(?:queued|running|paused|resuming|completed|failed|cancelled|live)"  # runfilter.STATUSES and live
+_STATUSES = f"^(?:{_STATUS}(?:,{_STATUS})*)?$"
+
+
 def openapi() -> dict[str, Any]:
     schemas: dict[str, Any] = {}
     run_id = _param("run_id", "path", {"type": "string", "minLength": 1, "maxLength": 128})
@@ -287,8 +291,16 @@ def openapi() -> dict[str, Any]:
                      "requestBody": _body("start", (), schemas) | {"required": True},
                      "responses": {"201": _json(_obj(["run_id"], run_id=_STR), "the run was created")}
                      | _errors(400, 401, 403, 404, 413, 429, 503)},
-            "get": {"operationId": "listRuns", "summary": "The newest runs this token may see",
-                    "parameters": [limit],
+            "get": {"operationId": "listRuns", "summary": "The newest runs this token may see (filtered: runfilter.py)",
+                    "parameters": [limit, *(_param(n, "query", {"type": "string", "maxLength": 200, "description": d}) for n, d in (
+                        ("agent", "only this agent's runs"),
+                        ("started_by", "only runs this user id (sub) started"),
+                        ("q", "words, each in the input, agent, run id or the starter's name or sub"))),
+                        _param("status", "query", {"type": "string", "maxLength": 200, "pattern": _STATUSES,
+                                                   "description": "comma-separated run statuses, or live (every run "
+                                                                  "not ended)"}),
+                        _param("needs_me", "query", {"enum": ["", "0", "1", "true", "false"],
+                                                     "description": "only runs with an approval in this token's inbox"})],
                     "responses": {"200": _json(_obj(["runs"], runs={"type": "array", "items": _RUN_SUMMARY}))}
                     | _errors(*auth_errors)},
         },

@@ -305,9 +305,9 @@ STATUS_STYLE = {"queued": "dim", "running": "cyan", "paused": "bold yellow", "re
 
 
 def list_runs(api: Api, *, agent: str | None = None, status: str | None = None, started_by: str | None = None,
-              needs_me: bool = False, limit: int = 30) -> list[dict[str, Any]]:
+              q: str | None = None, needs_me: bool = False, limit: int = 30) -> list[dict[str, Any]]:
     params: dict[str, Any] = {"limit": limit}
-    for k, v in (("agent", agent), ("status", status), ("started_by", started_by)):
+    for k, v in (("agent", agent), ("status", status), ("started_by", started_by), ("q", q)):
         if v:
             params[k] = v
     if needs_me:
@@ -319,8 +319,8 @@ def cmd_runs(api: Api, args: argparse.Namespace, out: Out) -> int:
     started_by = args.started_by
     if args.mine:
         started_by = api.call("GET", "/api/me")["sub"]
-    runs = list_runs(api, agent=args.agent, status=args.status, started_by=started_by, needs_me=args.needs_me,
-                     limit=args.limit)
+    runs = list_runs(api, agent=args.agent, status=args.status, started_by=started_by, q=args.search,
+                     needs_me=args.needs_me, limit=args.limit)
     if args.json:
         out.json(runs, indent=2)
         return EXIT_OK
@@ -699,6 +699,7 @@ def add_commands(sub: Any) -> None:
     r.add_argument("--started-by", metavar="USER", help="only runs this user id started")
     r.add_argument("--mine", action="store_true", help="only runs you started")
     r.add_argument("--needs-me", action="store_true", help="only runs with an approval you may decide now")
+    r.add_argument("--search", "-S", metavar="WORDS", help="only runs whose input, agent, id or starter has every word")
     r.add_argument("--limit", type=int, default=30, help="at most this many (default 30, up to 1000)")
     r.add_argument("--json", action="store_true", help="as JSON")
     on(r, cmd_runs)
