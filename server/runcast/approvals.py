@@ -6,6 +6,7 @@ people, by expiry (auto-reject), or by a cancel of the run. Once settled it neve
 
 from __future__ import annotations
 
+import json
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
@@ -50,6 +51,7 @@ class Vote(BaseModel):
     reason: str | None = None
     always: bool = False
     at: str
+    arguments: str | None = None  # approve with changes: the edited arguments this vote approved
     counted: bool = True  # false: the run's starter, under a policy with count_starter=False (not towards the quorum)
 
 
@@ -66,6 +68,7 @@ class Approval(BaseModel):
     status: Literal["pending", "approved", "rejected", "cancelled"] = "pending"
     votes: list[Vote] = Field(default_factory=list)
     decided: dict[str, Any] | None = None  # the approval.decided data, once settled
+    approved_arguments: str | None = None  # approved with changes: what the tool runs with (`arguments` is the model's)
 
     @property
     def settled(self) -> bool:
@@ -116,6 +119,7 @@ def vote(
     always: bool,
     now: float,
     started_by: str | None,
+    arguments: str | None = None,
 ) -> tuple[str, list[tuple[str, dict[str, Any]]]]:
     """Apply one vote in place. Returns the outcome (`decided` or `voted`) and the events to log.
 
@@ -144,7 +148,7 @@ def vote(
     at = now_iso(now)
     counted = ap.policy.count_starter or started_by != person.sub
     ap.votes.append(Vote(sub=person.sub, name=person.name, roles=list(person.roles), decision=decision, reason=reason,
-                         always=always, at=at, counted=counted))
+                         always=always, at=at, counted=counted, arguments=arguments))
     tally = ap.tally()
     if decision == "reject" or tally["approve"] >= ap.policy.quorum:
         ap.status = "approved" if decision == "approve" else "rejected"
@@ -160,6 +164,10 @@ def vote(
             "arguments": ap.arguments,  # what exactly was approved
             "tally": tally,
         }
+        if arguments is not None and decision == "approve":
+            ap.approved_arguments = arguments
+            ap.decided |= {"arguments": arguments, "original_arguments": ap.arguments,
+                           "changes": changes(ap.arguments, arguments)}
         if ap.policy.quorum > 1:
             ap.decided["voters"] = [{"sub": v.sub, "name": v.name, "decision": v.decision} for v in ap.votes]
         return "decided", [("approval.decided", dict(ap.decided))]
@@ -195,3 +203,14 @@ def cancel(ap: Approval) -> list[tuple[str, dict[str, Any]]]:
         return []
     ap.status = "cancelled"
     return [("approval.cancelled", {"approval_id": ap.approval_id})]
+
+
+def changes(original: str, edited: str) -> list[dict[str, Any]]:
+    """The difference of two argument objects, key by key: [{key, from, to}] (a missing key is null), sorted by key."""
+    try:
+        a = json.loads(original) if original else {}
+    except ValueError:
+        a = {}
+    b = json.loads(edited)
+    a = a if isinstance(a, dict) else {}
+    return [{"key": k, "from": a.get(k), "to": b.get(k)} for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]

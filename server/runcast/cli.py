@@ -612,8 +612,9 @@ def main(argv: list[str] | None = None) -> None:
     ws.set_defaults(func=webhook_secret)
 
     from .terminal import add_commands  # runs, start, approvals, approve, reject, watch, audit: clients of a hub
+    from .terminal_talk import add_talk_commands  # say, withdraw, rerun (issue 20)
 
-    add_commands(sub)
+    add_commands(sub, add_talk_commands)
     from .login import add_commands as add_login  # login, whoami, logout: the terminal's sign-in
 
     add_login(sub)
