@@ -14,6 +14,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from . import __version__, auth
 from . import metrics as prom
+from .auth import Authenticator, Identity
 from .fanout import Batch
 from .presence import entry_of
 from .protocol import (
@@ -37,6 +38,7 @@ from .protocol import (
     Sync,
     Unsubscribe,
     UnsubscribeFeed,
+    User,
     Welcome,
     Withdraw,
     batch_payloads,
@@ -122,7 +124,7 @@ class Host(Protocol):
     @property
     def settings(self) -> Settings: ...
     @property
-    def auth(self) -> auth.Authenticator: ...
+    def auth(self) -> Authenticator: ...
     @property
     def service(self) -> Service: ...
     @property
@@ -134,7 +136,7 @@ class Host(Protocol):
     @property
     def metrics(self) -> Metrics: ...
 
-    async def authenticate_hello(self, conn: Connection, token: str | None) -> auth.Identity:
+    async def authenticate_hello(self, conn: Connection, token: str | None) -> Identity:
         """Who a hello says it is (its token, or the session cookie the WebSocket was opened with)."""
         ...
 
@@ -159,7 +161,7 @@ class Connection:
         self.encoding: Encoding = encoding
         self.id = f"c_{secrets.token_hex(6)}"
         self.identity: auth.Identity | None = None
-        self.cursors: dict[str, Cursor] = {}
+        self.cursors: dict[str, Cursor[Event]] = {}
         self.joined: set[str] = set()  # runs where this connection is in the presence set
         self.batch = False  # the client asked for batched frames in its hello
         self.address = ""  # the client's address (hub.client_address), for the per-address pre-hello share
@@ -286,7 +288,7 @@ class Connection:
         elif cursor.gap() is not None and run_id not in self._fills:
             self._fills[run_id] = asyncio.create_task(self._fill(run_id, cursor))
 
-    async def _fill(self, run_id: str, cursor: Cursor) -> None:
+    async def _fill(self, run_id: str, cursor: Cursor[Event]) -> None:
         """A hole in the live feed (a missed publish): read it from the log."""
         try:
             while (gap := cursor.gap()) is not None and self.cursors.get(run_id) is cursor:
@@ -361,7 +363,7 @@ class Connection:
     def _welcome(self, request_id: str | None) -> None:
         who = self.identity
         assert who is not None
-        self.send_control(Welcome(connection_id=self.id, user=who.public(), server=f"runcast/{__version__}",
+        self.send_control(Welcome(connection_id=self.id, user=User.model_validate(who.public()), server=f"runcast/{__version__}",
                                   heartbeat_s=self.hub.settings.heartbeat_s, batch=True if self.batch else None,
                                   expires_at=who.exp, id=request_id, now=now_iso()))
         if self._expiry is not None:
@@ -409,10 +411,10 @@ class Connection:
                                 ErrorCode.RATE_LIMITED, ErrorCode.TOO_LARGE) and self.limiter.strike(now):
                     self.close(CloseCode.POLICY, "too many bad or rate-limited frames")
             except Exception as exc:
-                err = self.hub.unexpected(exc, f"command {cmd_id or ''} on {self.id}")
+                failure = self.hub.unexpected(exc, f"command {cmd_id or ''} on {self.id}")
                 if cmd_id is not None:
-                    err.detail["id"] = cmd_id
-                self.send_error(err)
+                    failure.detail["id"] = cmd_id
+                self.send_error(failure)
 
     async def _dispatch(self, cmd: Any) -> None:
         who, svc = self.identity, self.hub.service
@@ -423,10 +425,10 @@ class Connection:
             await self._subscribe(cmd)
         elif isinstance(cmd, Unsubscribe):
             await self._unsubscribe(cmd.run_id)
-            self.send_control(Ack(id=cmd.id, run_id=cmd.run_id))
+            self.send_control(Ack.model_validate({"id": cmd.id, "run_id": cmd.run_id}))
         elif isinstance(cmd, Decide):
             result = await svc.decide(who, cmd.run_id, cmd.approval_id, cmd.decision, cmd.reason, cmd.always, cmd.arguments)
-            self.send_control(Ack(id=cmd.id, run_id=cmd.run_id, **result))
+            self.send_control(Ack.model_validate({"id": cmd.id, "run_id": cmd.run_id, **result}))
         elif isinstance(cmd, Cancel):
             result = await svc.cancel(who, cmd.run_id, cmd.mode)
             self.send_control(Ack(id=cmd.id, **result))
@@ -470,7 +472,7 @@ class Connection:
             raise ProtocolError(ErrorCode.BAD_REQUEST, f"field 'since': {since} is past the newest event ({head}) of {run_id}",
                                 run_id=run_id, field="since", head_seq=head)
         old = self.cursors.get(run_id)
-        cursor = self.cursors[run_id] = Cursor(since, self.hub.settings.max_queue)
+        cursor = self.cursors[run_id] = Cursor[Event](since, self.hub.settings.max_queue)
         if old is None:
             await self.hub.fanout.join(run_id, self)
         try:

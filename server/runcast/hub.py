@@ -29,7 +29,20 @@ from .headers import SecurityHeaders
 from .hosts import AllowedHosts, from_own_page, origin_matches
 from .metrics import Metrics
 from .presence_feed import PresenceFeed
-from .protocol import SUBPROTOCOL_JSON, SUBPROTOCOL_MSGPACK, CloseCode, ErrorCode, ProtocolError, now_iso
+from .protocol import (
+    SUBPROTOCOL_JSON,
+    SUBPROTOCOL_MSGPACK,
+    Cancel,
+    CloseCode,
+    Decide,
+    ErrorCode,
+    ProtocolError,
+    Rerun,
+    Say,
+    Start,
+    Withdraw,
+    now_iso,
+)
 from .quotas import StartQuota
 from .registry import Registry
 from .runfilter import RunFilter
@@ -84,7 +97,7 @@ class Hub:
 
     async def start(self) -> None:
         if hasattr(self.backend, "on_data_lost"):
-            self.backend.on_data_lost = self._on_data_lost  # type: ignore[attr-defined]
+            self.backend.on_data_lost = self._on_data_lost
         await self.backend.start()
         self._feed_sub = await self.backend.subscribe_feed(self.feeds.on_entry, self._feed_interrupted)
         await self._load_feeds()
@@ -305,9 +318,9 @@ def create_app(hub: Hub) -> Starlette:
                     resp.headers["Retry-After"] = str(err.detail["retry_after_s"])
                 return resp
             except Exception as exc:
-                err = hub.unexpected(exc, f"{request.method} {request.url.path}")
-                hub.metrics.errors[err.code] = hub.metrics.errors.get(err.code, 0) + 1
-                resp = _error(err)
+                failure = hub.unexpected(exc, f"{request.method} {request.url.path}")
+                hub.metrics.errors[failure.code] = hub.metrics.errors.get(failure.code, 0) + 1
+                resp = _error(failure)
                 if isinstance(exc, hub.backend.transient_errors):
                     resp.status_code = 503
                     resp.headers["Retry-After"] = "1"
@@ -315,7 +328,7 @@ def create_app(hub: Hub) -> Starlette:
         return endpoint
 
     async def start_run(request: Request, who: auth.Identity) -> Response:
-        cmd = await api_rules.command(request, "start", defaults={"input": ""})
+        cmd = await api_rules.command(request, Start, defaults={"input": ""})
         return JSONResponse(await svc.start(who, cmd.agent, cmd.input), status_code=201)
 
     async def list_runs(request: Request, who: auth.Identity) -> Response:
@@ -340,26 +353,26 @@ def create_app(hub: Hub) -> Starlette:
         return JSONResponse({"events": [e.frame for e in events], "head_seq": head, "next_since": nxt, "more": nxt < head})
 
     async def decide(request: Request, who: auth.Identity) -> Response:
-        cmd = await api_rules.command(request, "decide", run_id=request.path_params["run_id"],
+        cmd = await api_rules.command(request, Decide, run_id=request.path_params["run_id"],
                                       approval_id=request.path_params["approval_id"])
         return JSONResponse(await svc.decide(who, cmd.run_id, cmd.approval_id, cmd.decision, cmd.reason, cmd.always,
                                              cmd.arguments))
 
     async def cancel(request: Request, who: auth.Identity) -> Response:
-        cmd = await api_rules.command(request, "cancel", run_id=request.path_params["run_id"])
+        cmd = await api_rules.command(request, Cancel, run_id=request.path_params["run_id"])
         return JSONResponse(await svc.cancel(who, cmd.run_id, cmd.mode))
 
     async def say(request: Request, who: auth.Identity) -> Response:
-        cmd = await api_rules.command(request, "say", run_id=request.path_params["run_id"])
+        cmd = await api_rules.command(request, Say, run_id=request.path_params["run_id"])
         return JSONResponse(await svc.say(who, cmd.run_id, cmd.text), status_code=201)
 
     async def withdraw(request: Request, who: auth.Identity) -> Response:
-        cmd = await api_rules.command(request, "withdraw", run_id=request.path_params["run_id"],
+        cmd = await api_rules.command(request, Withdraw, run_id=request.path_params["run_id"],
                                       message_id=request.path_params["message_id"])
         return JSONResponse(await svc.withdraw(who, cmd.run_id, cmd.message_id))
 
     async def rerun(request: Request, who: auth.Identity) -> Response:
-        cmd = await api_rules.command(request, "rerun", run_id=request.path_params["run_id"])
+        cmd = await api_rules.command(request, Rerun, run_id=request.path_params["run_id"])
         return JSONResponse(await svc.rerun(who, cmd.run_id), status_code=201)
 
     async def run_audit(request: Request, who: auth.Identity) -> Response:
@@ -409,7 +422,7 @@ def create_app(hub: Hub) -> Starlette:
         lost = None
         if ok and hasattr(hub.backend, "check_data"):
             try:
-                await hub.backend.check_data()  # type: ignore[attr-defined]
+                await hub.backend.check_data()
             except Exception:
                 pass
             lost = hub.backend.data_lost_message()  # type: ignore[attr-defined]

@@ -299,11 +299,12 @@ def parse_command(obj: dict[str, Any]) -> Command:
             ErrorCode.UNKNOWN_TYPE, f"unknown command type {kind!r}; expected one of {', '.join(COMMAND_TYPES)}", id=cid
         )
     try:
-        return adapter.validate_python(obj)
+        cmd: Command = adapter.validate_python(obj)  # the adapter of `kind`'s model: one of Command
     except ValidationError as exc:
         err = exc.errors()[0]
         field = ".".join(str(p) for p in err["loc"]) or "frame"
         raise ProtocolError(ErrorCode.BAD_REQUEST, f"field '{field}': {err['msg']}", id=cid, field=field) from None
+    return cmd
 
 
 # --------------------------------------------------------------------------------------------- server frames
@@ -373,7 +374,8 @@ def error_frame(err: ProtocolError, run_id: str | None = None) -> dict[str, Any]
 
 def encode(frame: dict[str, Any], encoding: Encoding) -> str | bytes:
     if encoding == "msgpack":
-        return msgpack.packb(frame, use_bin_type=True)
+        packed: bytes = msgpack.packb(frame, use_bin_type=True)  # msgpack ships no types
+        return packed
     return json.dumps(frame, separators=(",", ":"), ensure_ascii=False)
 
 
@@ -397,19 +399,23 @@ class Event:
 
     @property
     def seq(self) -> int:
-        return self.frame["seq"]
+        seq: int = self.frame["seq"]
+        return seq
 
     @property
     def type(self) -> str:
-        return self.frame["type"]
+        type: str = self.frame["type"]
+        return type
 
     @property
     def run_id(self) -> str:
-        return self.frame["run_id"]
+        run_id: str = self.frame["run_id"]
+        return run_id
 
     @property
     def data(self) -> dict[str, Any]:
-        return self.frame["data"]
+        data: dict[str, Any] = self.frame["data"]
+        return data
 
     def packed(self) -> bytes:
         if self._msgpack is None:
