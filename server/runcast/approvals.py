@@ -171,7 +171,8 @@ def vote(
         if ap.policy.quorum > 1:
             ap.decided["voters"] = [{"sub": v.sub, "name": v.name, "decision": v.decision} for v in ap.votes]
         return "decided", [("approval.decided", dict(ap.decided))]
-    data = {"approval_id": ap.approval_id, "by": person.ref(), "decision": decision, "reason": reason, "tally": tally}
+    data: dict[str, Any] = {"approval_id": ap.approval_id, "by": person.ref(), "decision": decision, "reason": reason,
+                            "tally": tally}
     if not counted:
         data["counted"] = False
     return "voted", [("approval.voted", data)]

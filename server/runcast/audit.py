@@ -64,7 +64,7 @@ def _by_call(events: list[dict[str, Any]], type_: str) -> dict[str, dict[str, An
     return out
 
 
-def _by_approval(events: list[dict[str, Any]], type_: str) -> dict[str, dict[str, Any]]:
+def _by_approval(events: list[dict[str, Any]], type_: str) -> dict[str | None, dict[str, Any]]:
     return {(e.get("data") or {}).get("approval_id"): e for e in events if e.get("type") == type_}
 
 
@@ -92,7 +92,7 @@ def _approval(ap: Approval, outputs: dict[str, dict[str, Any]], expired: dict[An
     out = outputs.get(ap.call_id)
     ran = outcome == "approved" and out is not None
     execution: dict[str, Any] = {"ran": ran}
-    if ran:
+    if ran and out is not None:
         execution |= {"at": out["ts"], "seq": out["seq"], "output": out["data"].get("output"),
                       "truncated": bool(out["data"].get("truncated"))}
     else:

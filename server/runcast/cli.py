@@ -342,6 +342,7 @@ def serve(args: argparse.Namespace) -> None:
     print(f"runcast {__version__}: {hub.backend.name} backend, {'hub + worker' if settings.run_worker else 'hub only'}, "
           f"agents: {', '.join(hub.registry.names())}", flush=True)
     if demo and not args.reuse_port:  # (a child of --processes: the supervisor printed it)
+        assert secret is not None  # the demo made one above
         _print_links(secret, args)
     config = uvicorn.Config(
         app,

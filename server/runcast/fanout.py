@@ -21,7 +21,7 @@ log = logging.getLogger("runcast.fanout")
 SLICE = 200  # watchers written to per turn of the event loop (about a millisecond's work)
 
 
-class Batch(list):  # type: ignore[type-arg]
+class Batch(list):
     """Events of one run delivered together (ascending seq), with their frames made once for every watcher."""
 
     def __init__(self, events: list[Event]) -> None:

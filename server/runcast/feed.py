@@ -88,11 +88,14 @@ def run_matches(run: dict[str, Any], filters: dict[str, str] | None) -> bool:
 
 
 class Viewer(Protocol):
-    """Who looks: an auth.Identity (sub, name, roles, runs)."""
+    """Who looks: an auth.Identity (sub, name, roles, runs). Read-only properties: an Identity is frozen."""
 
-    sub: str
-    name: str
-    roles: tuple[str, ...]
+    @property
+    def sub(self) -> str: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def roles(self) -> tuple[str, ...]: ...
 
     def can_see(self, run_id: str) -> bool: ...
 
@@ -297,8 +300,8 @@ class Feeds:
         versions = {r["run_id"]: r["version"] for r in visible}
         held, watch.buffer = watch.buffer or [], None
         for run in held:
-            if run["version"] > versions.get(run["run_id"], -1) and (frame := watch.frame(run)) is not None:
-                w.send_control(frame)
+            if run["version"] > versions.get(run["run_id"], -1) and (update := watch.frame(run)) is not None:
+                w.send_control(update)
 
     def runs_watchers(self) -> list[tuple[Watcher, int, dict[str, str] | None]]:
         return [(w, watch.limit, watch.filters) for w, watch in self._runs.items()]

@@ -48,7 +48,8 @@ def to_text(value: Any) -> str:
     if isinstance(value, str):
         return value
     if hasattr(value, "model_dump_json"):
-        return value.model_dump_json()
+        dumped: str = value.model_dump_json()
+        return dumped
     try:
         return json.dumps(value, ensure_ascii=False, default=str)
     except Exception:
@@ -158,8 +159,8 @@ class EventMapper:
                 out += self._mcp_output(item.call_id, raw)
             return out
         if name == "tool_output":
-            out, truncated = cut(to_text(getattr(item, "output", "")))
-            data = {"call_id": item.call_id, "output": out}
+            output, truncated = cut(to_text(getattr(item, "output", "")))
+            data = {"call_id": item.call_id, "output": output}
             if truncated:
                 data["truncated"] = True
             return [("tool.output", data)]
@@ -273,7 +274,7 @@ def failure_data(error: BaseException) -> dict[str, Any]:
     `message` (failure_message), and for a guardrail's tripwire the guardrail: `name`, `side` (input, output,
     tool_input, tool_output) and its JSON-safe `output_info`."""
     data: dict[str, Any] = {"code": type(error).__name__, "message": failure_message(error)}
-    guardrail, output, side = None, None, None
+    guardrail, output, side = None, None, ""  # side is set wherever guardrail is
     result = getattr(error, "guardrail_result", None)
     if result is not None:  # Input/OutputGuardrailTripwireTriggered
         guardrail, output = result.guardrail, result.output

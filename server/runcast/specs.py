@@ -171,9 +171,9 @@ def asyncapi() -> dict[str, Any]:
         schemas[name] = _schema_of(model, schemas)
         messages[name] = {"name": kind, "title": f"`{kind}` command", "payload": {"$ref": SCHEMAS.format(model=name)}}
         sent.append(name)
-    for kind, model in SERVER_MODELS.items():
+    for kind, frame_model in SERVER_MODELS.items():
         name = f"{_name(kind)}Frame"
-        schema = _schema_of(model, schemas)
+        schema = _schema_of(frame_model, schemas)
         if kind == "error":
             schema["properties"]["code"] = {"type": "string", "enum": error_codes()}
         schemas[name] = schema

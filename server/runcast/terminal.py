@@ -109,6 +109,11 @@ def _who(by: Any) -> str:
 Part = str | tuple[Any, str]  # text, or (text, Rich style)
 
 
+def _expiry(sep: str, when: str | None) -> list[Part]:
+    """The parts that say when an approval expires (none when it does not)."""
+    return [sep, (when, "yellow")] if when else []
+
+
 class Out:
     """Where a command prints, through Rich: styles on a terminal only, and every part through visible() as a Text
     (never markup, never emoji codes), so run data can neither style nor steer the terminal."""
@@ -238,7 +243,8 @@ def explain(err: Refused) -> str:
     d, m = err.detail, err.message
     if err.code == "already_decided":
         w = d.get("winner") or {}
-        verb = {"approve": "approved", "reject": "rejected"}.get(w.get("decision"), w.get("decision") or "decided")
+        decision = str(w.get("decision") or "decided")
+        verb = {"approve": "approved", "reject": "rejected"}.get(decision, decision)
         when = f" at {w['decided_at']}" if w.get("decided_at") else ""
         return f"too late: approval {w.get('approval_id', '')} was already {verb} by {_who(w.get('by'))}{when}."
     if err.code == "unauthenticated":
@@ -392,7 +398,7 @@ def cmd_approvals(api: Api, args: argparse.Namespace, out: Out) -> int:
         out.line(f"{ap['run_id']} {ap['approval_id']}  ", (ap["tool"], "bold yellow"),
                  f"({brief(ap.get('arguments', ''), 60)})")
         out.line("    agent ", (str(ap.get("run_agent")), "cyan"), f", started by {_who(ap.get('started_by'))}: "
-                 f"{brief(ap.get('input') or '', 60)}; {need}", *([", ", (exp, "yellow")] if exp else []))
+                 f"{brief(ap.get('input') or '', 60)}; {need}", *(_expiry(", ", exp)))
         out.line((f"    runcast approve {ap['run_id']} {ap['approval_id']}   |   runcast reject {ap['run_id']} "
                   f"{ap['approval_id']} [--reason ...]", "dim"))
     return EXIT_OK
@@ -495,7 +501,7 @@ class Printer:
             ap = str(d.get("approval_id"))
             self._line(("⏸ approval ", "bold yellow"), (ap, "bold yellow"), " needed: ", (str(d.get("tool")), "bold"),
                        f"({brief(d.get('arguments', ''), 100)}) — roles {', '.join(pol.get('roles') or [])}, "
-                       f"{pol.get('quorum', 1)} approver(s)", *(["; ", (exp, "yellow")] if exp else []))
+                       f"{pol.get('quorum', 1)} approver(s)", *(_expiry("; ", exp)))
             self._line((f"  runcast approve {run_id} {ap}  |  runcast reject {run_id} {ap} [--reason ...]", "dim"))
         elif t == "approval.voted":
             tl = d.get("tally") or {}
@@ -545,6 +551,7 @@ async def watch(api: Api, run_id: str, printer: Printer, since: int = 0, give_up
     """Stream a run until it ends; on a dropped connection reconnect with `since` = the last seq printed, so each
     event is printed exactly once. Gives up after `give_up_s` without a connection."""
     import websockets
+    from websockets.typing import Subprotocol
 
     last = since
     delay = 0.2
@@ -552,7 +559,7 @@ async def watch(api: Api, run_id: str, printer: Printer, since: int = 0, give_up
     down_since: float | None = None
     while True:
         try:
-            async with websockets.connect(api.ws_url, subprotocols=["runcast.v1.json"], max_size=None,
+            async with websockets.connect(api.ws_url, subprotocols=[Subprotocol("runcast.v1.json")], max_size=None,
                                           open_timeout=10) as ws:
                 await ws.send(json.dumps({"type": "hello", "token": api.token, "client": "runcast-watch"}))
                 welcome = json.loads(await ws.recv())

@@ -47,7 +47,7 @@ def http_protocol(header_timeout_s: float) -> type[asyncio.Protocol]:
     class HeaderTimeoutProtocol(AutoHTTPProtocol):  # type: ignore[misc, valid-type]
         _header_timer: asyncio.TimerHandle | None = None
 
-        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        def connection_made(self, transport: asyncio.Transport) -> None:
             super().connection_made(transport)
             HTTP_LIVE.add(self)
             self._arm_header_timer()
@@ -136,7 +136,9 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
                 return
         else:
             message = {"type": "websocket.receive", "bytes": data}
-        self.queue.put_nowait(message)
+        # a websocket.receive event, built as uvicorn's own data_received builds it; its queue is typed with the ASGI
+        # event TypedDicts, which a dict[str, Any] does not narrow to
+        self.queue.put_nowait(message)  # type: ignore[arg-type]
         if not self.read_paused:
             self.read_paused = True
             self.transport.pause_reading()
@@ -159,7 +161,7 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
         if self.close_timer is None:
             self.close_timer = self.loop.call_later(LINGER_S, self.transport.close)
 
-    def eof_received(self) -> bool | None:
+    def eof_received(self) -> None:
         if self._failed:  # the client read our close and hung up: done
             self.transport.close()
         return None

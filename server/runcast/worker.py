@@ -129,7 +129,7 @@ class Worker:
             try:
                 get_trace_provider().force_flush()
             finally:
-                done.get_loop().call_soon_threadsafe(lambda: done.done() or done.set_result(None))
+                done.get_loop().call_soon_threadsafe(lambda: None if done.done() else done.set_result(None))
 
         # a daemon thread: one still retrying an unreachable endpoint when the time is up does not hold the exit
         threading.Thread(target=flush, name="runcast-trace-flush", daemon=True).start()
@@ -312,8 +312,8 @@ class Worker:
         if saved is None:
             await self._finish(rec.run_id, "failed", {"code": "state_missing", "message": "the saved RunState of this pause is gone"})
             return None
-        edited = {rec.approvals[a].call_id: rec.approvals[a].approved_arguments for a in rec.pending
-                  if rec.approvals[a].status == "approved" and rec.approvals[a].approved_arguments is not None}
+        edited = {ap.call_id: ap.approved_arguments for a in rec.pending
+                  if (ap := rec.approvals[a]).status == "approved" and ap.approved_arguments is not None}
         if edited:  # approved with changes: the call in the saved state becomes the approved one (edits.py)
             doc = json.loads(saved)
             try:

@@ -327,7 +327,9 @@ class MemoryBackend(Backend):
         return list(itertools.islice(self._lanes.get(lane, {}).items(), count))
 
     async def lane_done(self, lane: str, item_id: str) -> None:
-        self._lanes.get(lane, {}).pop(item_id, None)
+        items = self._lanes.get(lane)
+        if items is not None:
+            items.pop(item_id, None)
 
     async def lane_length(self, lane: str) -> int:
         return len(self._lanes.get(lane, {}))

@@ -18,7 +18,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgpack
 from redis.asyncio.retry import Retry
@@ -98,6 +98,15 @@ class LiveFeed:
     _shards: dict[str, _Shard]
     _ctl: bytes
     _closing: bool
+
+    if TYPE_CHECKING:  # RedisBackend's, declared here for the type checker only (the mixin has no body for them)
+
+        def _intern(self, packed: bytes) -> Event: ...
+
+        async def head(self, run_id: str) -> int: ...
+
+        async def read(self, run_id: str, after: int = 0, upto: int | None = None,
+                       limit: int | None = None) -> list[Event]: ...
     _refreshed_at: float
     stats: dict[str, int]
     subscribe_timeout: float
@@ -412,7 +421,7 @@ class LiveFeed:
             if ch.feed and ch.needs_fill:
                 ch.needs_fill = False  # back after an interruption: entries may have been missed
                 for cb in list(ch.callbacks):
-                    if cb.on_resync is not None:
+                    if isinstance(cb, _FeedListener) and cb.on_resync is not None:  # a feed's callbacks are these
                         try:
                             cb.on_resync()
                         except Exception:
