@@ -141,7 +141,7 @@ async def test_racing_approvers_give_one_decision_one_resume_one_execution(hub: 
 
 async def test_quorum_of_two_needs_two_different_people(hub: Cluster) -> None:
     run_id, w, ap = await run_to_pause(hub, "demo-quorum")
-    assert ap["policy"] == {"roles": ["approver"], "quorum": 2, "allow_self": True}
+    assert ap["policy"] == {"roles": ["approver"], "quorum": 2, "allow_self": True, "count_starter": True}
     a = await Client.connect(hub.ws_url(), ALICE)
     first = await a.request({"type": "decide", "run_id": run_id, "approval_id": ap["approval_id"], "decision": "approve"})
     assert first["type"] == "ack" and first["outcome"] == "voted"

@@ -296,7 +296,7 @@ class Connection:
                     return False
                 continue
             try:
-                self.identity = auth.verify(self.hub.settings.secret, cmd.token, require_exp=not self.hub.settings.dev)
+                self.identity = await self.hub.authenticate_hello(self, cmd.token)
             except ProtocolError as err:
                 err.detail["id"] = cmd.id
                 self.send_error(err)
@@ -308,13 +308,36 @@ class Connection:
             self.hub.authenticated(self)
             who = self.identity
             self.batch = cmd.batch
-            self.send_control(Welcome(connection_id=self.id, user=who.public(), server=f"runcast/{__version__}",
-                                      heartbeat_s=self.hub.settings.heartbeat_s, batch=True if cmd.batch else None, now=now_iso()))
-            if who.exp is not None:  # cancelled in _cleanup: the handle holds this connection until it fires
-                loop = asyncio.get_running_loop()
-                self._expiry = loop.call_at(loop.time() + max(0.0, who.exp - time.time()),
-                                            self.close, CloseCode.UNAUTHENTICATED, "token expired")
+            self._welcome(None)
             return True
+
+    def _welcome(self, request_id: str | None) -> None:
+        who = self.identity
+        assert who is not None
+        self.send_control(Welcome(connection_id=self.id, user=who.public(), server=f"runcast/{__version__}",
+                                  heartbeat_s=self.hub.settings.heartbeat_s, batch=True if self.batch else None,
+                                  expires_at=who.exp, id=request_id, now=now_iso()))
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
+        if who.exp is not None:  # cancelled in _cleanup: the handle holds this connection until it fires
+            loop = asyncio.get_running_loop()
+            self._expiry = loop.call_at(loop.time() + max(0.0, who.exp - time.time()),
+                                        self.close, CloseCode.UNAUTHENTICATED, "token expired")
+
+    async def _renew(self, cmd: Hello) -> None:
+        """A hello on an open connection: a new token (or session) for the same person, before the old one ends. The
+        connection and every subscription stay; a token for someone else is refused and changes nothing."""
+        assert self.identity is not None
+        if not cmd.token:
+            raise ProtocolError(ErrorCode.BAD_REQUEST, "a renewing hello needs a token (the cookie is read only "
+                                "when the WebSocket opens)", id=cmd.id)
+        who = await self.hub.auth.verify(cmd.token)
+        if who.sub != self.identity.sub:
+            raise ProtocolError(ErrorCode.FORBIDDEN, "a renewing hello must be for the same person; open a new "
+                                "connection to change who you are", id=cmd.id)
+        self.identity = who
+        self._welcome(cmd.id)
 
     async def _read_loop(self) -> None:
         while self._closing is None:
@@ -372,7 +395,7 @@ class Connection:
             (feeds.remove_inbox if cmd.type == "unsubscribe_inbox" else feeds.remove_runs)(self)
             self.send_control(Ack(id=cmd.id))
         elif isinstance(cmd, Hello):
-            raise ProtocolError(ErrorCode.BAD_REQUEST, "already authenticated; hello is only the first frame", id=cmd.id)
+            await self._renew(cmd)
 
     async def _subscribe(self, cmd: Subscribe) -> None:
         run_id = cmd.run_id

@@ -27,7 +27,7 @@ from . import metrics as prom
 from .metrics import Metrics
 from .protocol import SUBPROTOCOL_JSON, SUBPROTOCOL_MSGPACK, CloseCode, ErrorCode, ProtocolError, now_iso
 from .headers import SecurityHeaders
-from .hosts import AllowedHosts, origin_matches
+from .hosts import AllowedHosts, from_own_page, origin_matches
 from .quotas import StartQuota
 from .presence_feed import PresenceFeed
 from .registry import Registry
@@ -56,6 +56,7 @@ class Hub:
         self.backend = backend
         self.registry = registry
         self.settings = settings
+        self.auth = auth.Authenticator(settings.secret, settings.dev, settings.jwt, settings.session_secret)
         self.service = Service(backend, registry, StartQuota(settings.starts_per_minute, settings.max_open_runs))
         self.fanout = Fanout(backend)
         self.presence = PresenceFeed(backend, refresh_s=settings.presence_refresh_s)
@@ -71,6 +72,7 @@ class Hub:
         self.metrics_listener: MetricsListener | None = None
         self.unauthenticated = 0  # accepted WebSockets that have not said hello yet
         self.unauthenticated_by_address: dict[str, int] = {}  # of them, by client address (client_address)
+        self.signin: Any = None  # signin.Signin, when people sign in on the page
         self.draining = False  # SIGTERM: /readyz answers 503 until the server closes every client with 1012
 
     def drain(self) -> None:
@@ -222,11 +224,49 @@ class Hub:
             self.unauthenticated_by_address.pop(addr, None)
 
     # ------------------------------------------------------------------ HTTP
-    def identity(self, request: Request) -> auth.Identity:
+    async def authenticate_hello(self, conn: Connection, token: str | None) -> auth.Identity:
+        """Who a hello says it is: its token, or (no token) the session cookie its WebSocket was opened with."""
+        if token:
+            return await self.auth.verify(token)
+        ws = conn.ws
+        origin = ws.headers.get("origin")
+        if origin is not None and origin not in self.settings.allowed_origins and not self.same_origin(ws):
+            # a page of another origin (let in by --allow-origin '*') never speaks as the browser's signed-in person
+            raise ProtocolError(ErrorCode.UNAUTHENTICATED, "a session cookie is only honoured from this hub's own page; "
+                                "send a token in hello")
+        return self.auth.session(self._session_cookie(ws))
+
+    def _session_cookie(self, conn: Any) -> str:
+        from .signin import COOKIE
+
+        value = conn.cookies.get(COOKIE) if self.auth.session_key is not None else None
+        if not value:
+            raise ProtocolError(ErrorCode.UNAUTHENTICATED, "send hello with a token, or sign in on the page first")
+        return value
+
+    async def identity(self, request: Request) -> auth.Identity:
+        """The bearer token, or the session cookie of a signed-in page. A cookie on a request that changes something
+        must come with this hub's own Origin: SameSite=Lax already keeps it off other sites' POSTs, this is the
+        second lock (CSRF)."""
         header = request.headers.get("authorization", "")
-        if not header.lower().startswith("bearer "):
-            raise ProtocolError(ErrorCode.UNAUTHENTICATED, "send Authorization: Bearer <token>")
-        return auth.verify(self.settings.secret, header[7:].strip(), require_exp=not self.settings.dev)
+        if header.lower().startswith("bearer "):
+            return await self.auth.verify(header[7:].strip())
+        if self.auth.session_key is not None and request.cookies.get(_cookie_name()):
+            if request.method not in ("GET", "HEAD") and not self.same_origin(request):
+                raise ProtocolError(ErrorCode.FORBIDDEN, "a signed-in request that changes something must come from "
+                                    "this hub's page (Origin)")
+            return self.auth.session(self._session_cookie(request))
+        raise ProtocolError(ErrorCode.UNAUTHENTICATED, "send Authorization: Bearer <token>, or sign in at /login")
+
+    def same_origin(self, request: Any) -> bool:
+        return from_own_page(request.headers, request.scope.get("scheme", "http"),
+                             [o for o in self.settings.allowed_origins if o != "*"])
+
+
+def _cookie_name() -> str:
+    from .signin import COOKIE
+
+    return COOKIE
 
 
 def client_address(scope: Any) -> str:
@@ -246,7 +286,7 @@ def create_app(hub: Hub) -> Starlette:
     def api(handler: Any) -> Any:
         async def endpoint(request: Request) -> Response:
             try:
-                return await handler(request, hub.identity(request))
+                return await handler(request, await hub.identity(request))
             except ProtocolError as err:
                 hub.metrics.errors[err.code] = hub.metrics.errors.get(err.code, 0) + 1
                 resp = _error(err)
@@ -403,6 +443,21 @@ def create_app(hub: Hub) -> Starlette:
         Route("/metrics", api(metrics)),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
+    if hub.auth.session_key is not None and hub.settings.signin is not None:
+        from .signin import Signin
+
+        signin = Signin(hub.settings.signin, hub.auth, hub.settings.session_secret or "", hub.settings.allowed_origins)
+        hub.signin = signin
+        routes += [
+            Route("/login", signin.login, methods=["GET"]),
+            Route("/auth/callback", signin.callback, methods=["GET"]),
+            Route("/auth/dev", signin.dev, methods=["POST"]),
+            Route("/auth/refresh", signin.refresh, methods=["POST"]),
+            Route("/auth/logout", signin.logout, methods=["POST"]),
+            Route("/auth/session", signin.status, methods=["GET"]),
+            Route("/auth/cli", signin.cli, methods=["GET"]),
+            Route("/auth/token", signin.cli_token, methods=["POST"]),
+        ]
     if hub.settings.debug_endpoints:
         routes.append(Route("/debug/connections", api(debug_connections), methods=["GET"]))
     # The browser client (client_js/src, linked into the package as static/client): only its sources are served.

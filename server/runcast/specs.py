@@ -39,7 +39,7 @@ _PERSON = {"type": "object", "required": ["sub", "name"], "properties": {"sub": 
 _POLICY = {
     "type": "object",
     "required": ["roles", "quorum", "allow_self"],
-    "properties": {"roles": {"type": "array", "items": _STR}, "quorum": _INT, "allow_self": _BOOL},
+    "properties": {"roles": {"type": "array", "items": _STR}, "quorum": _INT, "allow_self": _BOOL, "count_starter": _BOOL},
 }
 _TALLY = {"type": "object", "properties": {"approve": _INT, "reject": _INT, "needed": _INT}}
 
@@ -102,7 +102,8 @@ FEED_FRAMES: dict[str, dict[str, Any]] = {
     "inbox.removed": _obj(["type", "run_id", "approval_id", "reason"], type={"const": "inbox.removed"},
                           run_id=_STR, approval_id=_STR, reason=_STR),
     "runs": _obj(["type", "runs"], type={"const": "runs"}, id=_STR, runs={"type": "array", "items": _OBJ}),
-    "run.status": _obj(["type", "run"], type={"const": "run.status"}, run=_OBJ),
+    # match: false once, for a run that left a filtered list's filters
+    "run.status": _obj(["type", "run"], type={"const": "run.status"}, run=_OBJ, match=_BOOL),
     "presence": _obj(["type", "run_id", "full", "joined", "left", "count", "people"], type={"const": "presence"},
                      run_id=_STR, full=_BOOL, listed={"enum": ["all", "deciders"]},
                      joined={"type": "array", "items": _OBJ}, left={"type": "array", "items": _STR},

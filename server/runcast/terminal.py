@@ -617,7 +617,8 @@ def read_token_file(path: str, warn: Any) -> str:
 
 
 def resolve_token(args: argparse.Namespace, env: dict[str, str] | os._Environ[str], warn: Any) -> str:
-    """--token (warned: it is visible to every local user), --token-file, RUNCAST_TOKEN, RUNCAST_TOKEN_FILE."""
+    """--token (warned: it is visible to every local user), --token-file, RUNCAST_TOKEN, RUNCAST_TOKEN_FILE, then the
+    saved sign-in of `runcast login`."""
     if args.token:
         warn(TOKEN_ON_COMMAND_LINE)
         return args.token
@@ -627,8 +628,14 @@ def resolve_token(args: argparse.Namespace, env: dict[str, str] | os._Environ[st
         return env["RUNCAST_TOKEN"]
     if env.get("RUNCAST_TOKEN_FILE"):
         return read_token_file(env["RUNCAST_TOKEN_FILE"], warn)
-    raise Usage("no token: set RUNCAST_TOKEN, or pass --token-file FILE (under `make demo`, `runcast serve` prints "
-                "an export line for the terminal)")
+    from .login import saved_for_command  # the sign-in `runcast login` saved, for this hub (or the last one)
+
+    url, saved = saved_for_command(args.url, explicit_url=bool(env.get("RUNCAST_URL")))
+    if saved:
+        args.url = url
+        return saved
+    raise Usage("no token: run `runcast login --hub URL`, set RUNCAST_TOKEN, or pass --token-file FILE (under "
+                "`make demo`, `runcast serve` prints an export line for the terminal)")
 
 
 # ------------------------------------------------------------------------------------------------ CLI wiring
@@ -698,7 +705,8 @@ def run_command(args: argparse.Namespace) -> None:
 
     out = Out(sys.stdout)
     try:
-        api = Api(args.url, resolve_token(args, os.environ, warn))
+        token = resolve_token(args, os.environ, warn)  # (first: a saved sign-in may name the hub)
+        api = Api(args.url, token)
         code = args.handler(api, args, out)
     except Usage as err:
         sys.stdout.flush()
