@@ -177,6 +177,12 @@ class Connection:
                 self.send_events(events[start:i + 1])
                 start, size = i + 1, 0
 
+    def send_shared(self, items: list[Any]) -> None:
+        """Feed frames (feed.Shared): encoded and framed once for everyone who gets them; one write here."""
+        enc = self.encoding
+        done = [s.get(enc) for s in items]
+        self._write([p for p, _ in done], b"".join(f for _, f in done) if self._wire.direct else b"")
+
     def send_control(self, frame: Any) -> None:
         self.send(control(frame, self.encoding) if hasattr(frame, "model_dump") else encode(frame, self.encoding))
 
