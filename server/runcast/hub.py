@@ -28,6 +28,7 @@ from .metrics import Metrics
 from .protocol import SUBPROTOCOL_JSON, SUBPROTOCOL_MSGPACK, CloseCode, ErrorCode, ProtocolError, now_iso
 from .headers import SecurityHeaders
 from .hosts import AllowedHosts, origin_matches
+from .looplag import LAG
 from .quotas import StartQuota
 from .presence_feed import PresenceFeed
 from .registry import Registry
@@ -81,6 +82,7 @@ class Hub:
     async def start(self) -> None:
         if hasattr(self.backend, "on_data_lost"):
             self.backend.on_data_lost = self._on_data_lost  # type: ignore[attr-defined]
+        LAG.start()
         await self.backend.start()
         self._feed_sub = await self.backend.subscribe_feed(self.feeds.on_entry, self._feed_interrupted)
         await self._load_feeds()
@@ -110,6 +112,7 @@ class Hub:
             await self.worker.stop()
         await self.presence.stop()
         await self.backend.close()
+        await LAG.stop()
 
     # ------------------------------------------------------------------ the inbox and run-list feeds
     def _feeds_pending(self) -> None:
