@@ -125,6 +125,7 @@ let client = null;
 let me = null;
 let agents = [];
 let runs = [];
+let runsOutside = 0; // changes of runs older than the list shows, since its snapshot
 let authProblem = null; // "expired" | "invalid" | "missing"
 /** @type {any} */
 let view = null;
@@ -197,7 +198,8 @@ function connect() {
     }
   });
   // The run list and the inbox are live feeds (no polling), from every hub node.
-  c.subscribeRuns({ onChange: (s) => { if (client === c) { runs = runList(s); renderRuns(); } } }, { limit: 100 });
+  // The hub sends changes of the runs shown here, and a count of the others that changed (runsOutside).
+  c.subscribeRuns({ onChange: (s) => { if (client === c) { runs = runList(s); runsOutside = s.outside; renderRuns(); } } }, { limit: 100 });
   c.subscribeInbox({ onChange: (s, change) => { if (client === c) onInbox(s, change); } });
   c.connect().catch(() => { /* reported through the "error" listener */ });
 }
@@ -209,6 +211,7 @@ function restart() {
   me = null;
   authProblem = null;
   runs = [];
+  runsOutside = 0;
   agents = [];
   announced.clear();
   notifiedReady = false;
@@ -309,6 +312,8 @@ function renderStartForm() {
 function renderRuns() {
   const waiting = client ? needsYou(client.inbox) : new Map();
   $("runs-empty").hidden = runs.length > 0 || !me;
+  $("runs-outside").hidden = !runsOutside;
+  setText($("runs-outside"), `${runsOutside} change${runsOutside === 1 ? "" : "s"} in older runs not listed here`);
   $("runs").replaceChildren(...runs.map((r) => {
     const live = view && view.runId === r.run_id && view.sub.state.status !== "unknown" ? view.sub.state.status : r.status;
     const n = waiting.get(r.run_id) || 0;
