@@ -184,7 +184,7 @@ def test_a_run_list_gets_the_runs_it_shows_and_a_count_of_the_others_one_frame_a
         f.on_entry(started(i, 2, "running"))
     f.flush()
     assert vic.types() == ["runs", "run.status"]
-    assert [(r["run_id"], r["status"]) for r in vic.frames[1]["runs"]] == [("run_001", "running"), ("run_002", "running")]
+    assert [(r["run_id"], r["status"]) for r in vic.frames[1]["runs"]] == [("run_002", "running"), ("run_001", "running")]
     assert vic.frames[1]["outside"] == 1 and "left" not in vic.frames[1]
     # Many changes of one run in a tick: its newest only.
     f.on_entry(started(2, 3, "paused"))
@@ -194,9 +194,14 @@ def test_a_run_list_gets_the_runs_it_shows_and_a_count_of_the_others_one_frame_a
     # A new run enters at the top and pushes the oldest shown out; the one pushed out is outside from then on.
     step(f, started(3))
     assert [r["run_id"] for r in vic.frames[3]["runs"]] == ["run_003"] and vic.frames[3]["left"] == ["run_001"]
+    # Changes outside it only: counted, and the count sent on its own at most once per OUTSIDE_TICKS flushes.
     step(f, started(1, 5, "completed"))
-    assert vic.frames[4] == {"type": "run.status", "runs": [], "outside": 1}
-    f.flush()  # nothing changed: nothing sent
+    step(f, started(0, 5, "completed"))
+    for _ in range(feed.OUTSIDE_TICKS):
+        f.flush()
+    assert vic.frames[4:] == [{"type": "run.status", "runs": [], "outside": 2}]
+    for _ in range(feed.OUTSIDE_TICKS):
+        f.flush()  # nothing changed: nothing sent
     assert len(vic.frames) == 5
 
 

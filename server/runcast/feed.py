@@ -16,7 +16,7 @@ set from the index of open runs, and entries older than what a node holds are dr
 from __future__ import annotations
 
 import logging
-from bisect import insort
+from bisect import bisect_left, insort
 from collections import OrderedDict
 from functools import lru_cache
 from typing import Any, Callable, Iterable, Protocol
@@ -28,6 +28,9 @@ from .wire import frame as wire_frame
 
 log = logging.getLogger("runcast.feed")
 
+# A run list's count of changes outside it goes with its next frame, or on its own at most once per this many flushes
+# (a second, at the hub's tick): a busy team's page gets about one frame a second, not one per tick.
+OUTSIDE_TICKS = 10
 # Versions of runs this node has seen lately, to drop an entry older than one already applied.
 _VERSIONS_KEPT = 20_000
 
@@ -155,7 +158,7 @@ def _run_key(run: dict[str, Any]) -> tuple[str, str]:
 
 
 class _RunsWatch:
-    __slots__ = ("buffer", "limit", "shown", "keys", "match")
+    __slots__ = ("buffer", "limit", "shown", "keys", "match", "outside", "sent_at")
 
     def __init__(self, limit: int, match: Callable[[dict[str, Any]], bool] | None = None) -> None:
         # The latest change of each run, held back while the snapshot is being read.
@@ -164,6 +167,8 @@ class _RunsWatch:
         self.match = match  # the list's filters (None: every run the token may see)
         self.shown: dict[str, tuple[str, str]] = {}  # run_id -> key, of the runs this list shows
         self.keys: list[tuple[str, str]] = []  # the same keys, ascending (keys[0]: the oldest shown)
+        self.outside = 0  # changes outside the list not sent yet
+        self.sent_at = -OUTSIDE_TICKS  # the flush that last sent this list a frame
 
     def show(self, runs: list[dict[str, Any]]) -> None:
         self.shown = {r["run_id"]: _run_key(r) for r in runs}
@@ -229,6 +234,7 @@ class Feeds:
         self._told: dict[str, dict[str, set[Watcher]]] = {}
         self._runs: dict[Watcher, _RunsWatch] = {}
         self._runs_classes: dict[tuple[Any, ...], set[Watcher]] = {}
+        self._owed = False  # some run list holds a count of changes outside it not sent yet
         self.frames_out = 0  # feed frames written (each frame to each watcher)
         self.flushes = 0
 
@@ -260,10 +266,11 @@ class Feeds:
 
     def flush(self) -> None:
         """Fold what arrived since the last flush and write every watcher its frames (one write per watcher)."""
-        if not self._pending:
+        if not self._pending and not self._owed:
             return
         pending, self._pending = self._pending, {}
         self.flushes += 1
+        self._owed = False
         out: dict[Watcher, list[Shared]] = {}
         for rid, e in pending.items():
             old = self.open.get(rid)
@@ -276,6 +283,8 @@ class Feeds:
         if self._runs:
             self._runs_update([e["run"] for e in pending.values()], out)
         self._write(out)
+        if self._owed and self._on_pending is not None:
+            self._on_pending()  # counts outside the lists are still to be sent: tick again
 
     def _write(self, out: dict[Watcher, list[Shared]]) -> None:
         for w, items in out.items():
@@ -462,13 +471,15 @@ class Feeds:
             w.send_shared([Shared(runs_frame(shown, left, outside))])
 
     def _runs_update(self, changed: list[dict[str, Any]], out: dict[Watcher, list[Shared]]) -> None:
-        """Each run list: the changed runs it shows in one frame, and a count of the others it may see."""
+        """Each run list: the changed runs it shows (or that enter it) in one frame, and a count of the others it may
+        see, sent with the next such frame or on its own every OUTSIDE_TICKS flushes. Visibility is decided once per
+        class; a list looks only at the changed runs at least as new as the oldest it shows (the rest are counted)."""
         made: dict[tuple[Any, ...], Shared] = {}
+        tick = self.flushes
         for ws in self._runs_classes.values():
             rep = next(iter(ws)).identity
-            visible = [run for run in changed if self._may_watch(rep, run)]
-            if not visible:
-                continue
+            visible = sorted((run for run in changed if self._may_watch(rep, run)), key=_run_key) if changed else []
+            keys = [_run_key(run) for run in visible]
             for w in ws:
                 watch = self._runs[w]
                 if watch.buffer is not None:
@@ -477,14 +488,21 @@ class Feeds:
                     continue
                 shown: list[dict[str, Any]] = []
                 left: list[str] = []
-                outside = 0
-                for run in visible:
-                    if not watch.fold(run, shown, left):
-                        outside += 1
-                key = (tuple(id(r) for r in shown), tuple(left), outside)
+                if visible:
+                    lo = bisect_left(keys, watch.keys[0]) if len(watch.keys) >= watch.limit and watch.keys else 0
+                    watch.outside += lo
+                    for run in reversed(visible[lo:]):  # newest first: a new run takes its place before older ones
+                        if not watch.fold(run, shown, left):
+                            watch.outside += 1
+                if not shown and not left and not (watch.outside and tick - watch.sent_at >= OUTSIDE_TICKS):
+                    if watch.outside:
+                        self._owed = True
+                    continue
+                key = (tuple(id(r) for r in shown), tuple(left), watch.outside)
                 frame = made.get(key)
                 if frame is None:
-                    frame = made[key] = Shared(runs_frame(shown, left, outside))
+                    frame = made[key] = Shared(runs_frame(shown, left, watch.outside))
+                watch.outside, watch.sent_at = 0, tick
                 out.setdefault(w, []).append(frame)
 
     def runs_watchers(self) -> list[tuple[Watcher, int]]:
