@@ -243,6 +243,7 @@ async def sitting(backend: str, n: int, m: int, redis_url: str | None, floor: bo
         for s in starters:
             s.on_frame = on_start
         cpu0 = hubs.cpu()
+        me0 = time.process_time()
         frames0 = sum(d.feed_frames for d in dashboards)
         t0 = time.time()
         for j, s in enumerate(starters):
@@ -253,6 +254,7 @@ async def sitting(backend: str, n: int, m: int, redis_url: str | None, floor: bo
         await until(lambda: len(paused_at) >= len(run_ids), 900, "every run paused")
         t_paused = max(paused_at.values(), default=t0) - t0
         cpu1 = hubs.cpu()
+        out["clients_cpu"] = time.process_time() - me0
         frames1 = sum(d.feed_frames for d in dashboards)
         out["paused_s"] = t_paused
         out["starts_acked"] = len(run_ids)
@@ -358,7 +360,7 @@ async def main() -> None:
     if any(b == "redis" for b, _, _ in rows):
         redis = RedisServer(persist=False)
         redis.start()
-    print("| backend | N | M | all paused (no dashboards; ratio) | inbox.added p50 / p99 ms | inbox.removed p50 / p99 ms | "
+    print("| backend | N | M | all paused (no dashboards; ratio; CPU until then) | inbox.added p50 / p99 ms | inbox.removed p50 / p99 ms | "
           "hub CPU per dashboard frame (floor; ratio) | frames per run per dashboard | errors, closes, starts not acked | "
           "inboxes = /api/approvals (paused; end) |")
     print("|---|---:|---:|---|---|---|---|---:|---|---|", flush=True)
@@ -373,7 +375,9 @@ async def main() -> None:
             cost = f"{per:.1f} µs" + (f" ({floor:.1f} µs; {per / floor:.2f}x)" if floor else "")
             errs = dict(r["errors"] + base["errors"])
             print(f"| {backend}{' x' + str(r['hubs']) if r['hubs'] > 1 else ''} | {n} | {m} | "
-                  f"{r['paused_s']:.1f} s ({base['paused_s']:.1f} s; {r['paused_s'] / base['paused_s']:.2f}x) | "
+                  f"{r['paused_s']:.1f} s ({base['paused_s']:.1f} s; {r['paused_s'] / base['paused_s']:.2f}x; hubs' CPU "
+                  f"{sum(r['cpu_run']):.1f} s vs {sum(base['cpu_run']):.1f} s, clients' {r['clients_cpu']:.1f} s vs "
+                  f"{base['clients_cpu']:.1f} s) | "
                   f"{per_hub(r.get('added', {}))} | {per_hub(r.get('removed', {}))} | {cost} | "
                   f"{r.get('frames_per_run_dash', float('nan')):.2f} | errors {errs or 0}, closes {dict(r['closes']) or 0}, "
                   f"not acked {n - r['starts_acked']} (baseline {n - base['starts_acked']}), log 'internal' {r['log_internal']} | "
