@@ -51,6 +51,8 @@ from redis_server import RedisServer  # noqa: E402
 DEFAULT_GRID = "memory:50:500,memory:500:1000,memory:1000:200,redis:200:500,redis:500:500,redis:500:1000"
 FEED = ("inbox", "inbox.added", "inbox.removed", "runs", "run.status")
 CLK = os.sysconf("SC_CLK_TCK")
+# The hub closes a keep-alive connection idle past its header timeout (10 s): no reuse, no stale connection.
+NO_KEEPALIVE = httpx.Limits(max_keepalive_connections=0)
 
 
 def ts(iso: str) -> float:
@@ -181,7 +183,7 @@ async def inbox_check(hubs: Hubs, dashboards: list[Conn]) -> tuple[int, int]:
     """(dashboards whose inbox matches GET /api/approvals with their token, dashboards checked)."""
     sem = asyncio.Semaphore(32)
     ok = 0
-    async with httpx.AsyncClient(timeout=60) as http:
+    async with httpx.AsyncClient(timeout=60, limits=NO_KEEPALIVE) as http:
         async def one(d: Conn) -> bool:
             async with sem:
                 r = await http.get(hubs.http(d.hub) + "/api/approvals?open=1", headers={"Authorization": f"Bearer {d.tok}"})
@@ -275,7 +277,7 @@ async def sitting(backend: str, n: int, m: int, redis_url: str | None, floor: bo
             out["added"] = added
         # Every run cancelled over HTTP: each approval leaves every inbox.
         sem = asyncio.Semaphore(16)
-        async with httpx.AsyncClient(timeout=120) as http:
+        async with httpx.AsyncClient(timeout=120, limits=NO_KEEPALIVE) as http:
             async def cancel(i: int, rid: str) -> None:
                 async with sem:
                     await http.post(hubs.http(i) + f"/api/runs/{rid}/cancel", json={},
@@ -298,7 +300,7 @@ async def sitting(backend: str, n: int, m: int, redis_url: str | None, floor: bo
         if floor and m:
             # The floor: the same M connections watch one run's live events (the run-event fan-out path: pre-framed
             # bytes, one write per client). The CPU of the same run with nobody watching is taken off.
-            async with httpx.AsyncClient(timeout=60) as http:
+            async with httpx.AsyncClient(timeout=60, limits=NO_KEEPALIVE) as http:
                 auth = {"Authorization": f"Bearer {ADMIN}"}
 
                 async def floor_run(watch: bool) -> tuple[float, int]:
