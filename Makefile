@@ -6,10 +6,14 @@ BIN := $(VENV)/bin
 
 .PHONY: demo test test-python test-js install system-deps bench clean
 
+# Not silent: the first install takes about a minute, so it says what it does and pip shows each package.
 $(BIN)/.installed: pyproject.toml
+	@echo "==> Creating a virtual environment in $(VENV)"
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test]'
+	@echo "==> Installing runcast and its dependencies into $(VENV) (about a minute the first time; skipped next time)"
+	$(BIN)/pip install --progress-bar on -e '.[test]'
+	@echo "==> Installed"
 	touch $@
 
 install: $(BIN)/.installed
@@ -17,6 +21,7 @@ install: $(BIN)/.installed
 PORT ?= 8765
 
 demo: install
+	@echo "==> Starting the hub on port $(PORT) with the demo agents (Ctrl-C stops it)"
 	$(BIN)/runcast serve --port $(PORT)
 
 system-deps:
@@ -24,6 +29,7 @@ system-deps:
 
 test: install system-deps
 	cd tests/specs && npm ci --no-audit --no-fund --loglevel=error
+	cd tests/oidc && npm ci --no-audit --no-fund --loglevel=error  # the test OpenID Provider (oidc-provider)
 	$(BIN)/python -m pytest -q
 	@if [ -f client_js/package.json ]; then cd client_js && npm ci --no-audit --no-fund --loglevel=error && RUNCAST_BIN=$(CURDIR)/$(BIN)/runcast npm test; fi
 
@@ -31,4 +37,4 @@ bench: install system-deps
 	$(BIN)/python bench/run.py
 
 clean:
-	rm -rf $(VENV) client_js/node_modules .pytest_cache
+	rm -rf $(VENV) client_js/node_modules tests/oidc/node_modules .pytest_cache

@@ -208,7 +208,7 @@ def test_a_run_list_gets_the_runs_it_shows_and_a_count_of_the_others_one_frame_a
 def test_a_run_list_filter_takes_runs_out_when_they_stop_matching() -> None:
     f = feed.Feeds()
     vic = Watcher(VIC)
-    f.add_runs(vic, 10, match=lambda run: run["status"] == "paused")
+    f.add_runs(vic, 10, {"status": "paused"})
     f.runs_snapshot(vic, [started(1, 1, "paused")["run"], started(0, 1, "running")["run"]], "r")
     assert [r["run_id"] for r in vic.frames[0]["runs"]] == ["run_001"]
     f.on_entry(started(1, 2, "resuming"))
@@ -289,6 +289,35 @@ def test_every_inbox_gets_each_approval_added_and_removed_exactly_once() -> None
                     elif fr["type"] == "inbox.removed":
                         assert held.pop(fr["approval_id"]) == 1
                 assert set(held) == {a["approval_id"] for a in feed.inbox_of(w.identity, f.open.values())}
+
+
+def test_a_run_list_filter_is_a_predicate_on_the_summary() -> None:
+    run = feed.run_summary(paused())
+    assert feed.run_matches(run, None) and feed.run_matches(run, {})
+    assert feed.run_matches(run, {"agent": "demo", "status": "paused", "started_by": "ada"})
+    assert not feed.run_matches(run, {"agent": "demo-quorum"})
+    assert not feed.run_matches(run, {"status": "completed"})
+    assert feed.run_matches(run, {"status": "completed,paused"}) and feed.run_matches(run, {"status": "live"})
+    assert not feed.run_matches(run, {"started_by": "Ada"})  # a sub, not a name
+    assert feed.run_matches(run, {"q": "FREE space"})  # words, any order, any case, in the input
+    assert feed.run_matches(run, {"q": "ada demo"})  # the starter's name and the agent
+    assert not feed.run_matches(run, {"q": "free memory"})
+
+
+def test_a_filtered_run_list_gets_its_runs_and_is_told_when_one_stops_matching() -> None:
+    f = feed.Feeds()
+    w = Watcher(VIC)
+    f.add_runs(w, 50, {"status": "paused"})
+    one, two = paused("run_1"), paused("run_2")
+    f.runs_snapshot(w, [feed.run_summary(one), feed.run_summary(two.model_copy(update={"status": "running"}))], "r")
+    assert [r["run_id"] for r in w.frames[0]["runs"]] == ["run_1"]
+    f.on_entry(feed.entry(bump(runs.cancel(one, ADA, "immediate", T0 + 1), 4)))  # run_1 leaves the filter: told once
+    f.on_entry(feed.entry(bump(runs.cancel(two, ADA, "immediate", T0 + 1), 4)))  # never held: nothing
+    f.flush()
+    assert [(x["runs"], x.get("left")) for x in w.frames[1:]] == [([], ["run_1"])]
+    three = paused("run_3")
+    step(f, feed.entry(three))  # a run that comes to match is sent
+    assert [[r["run_id"] for r in x["runs"]] for x in w.frames[2:]] == [["run_3"]]
 
 
 # ------------------------------------------------------------------------------------------------ the backends

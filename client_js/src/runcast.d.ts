@@ -20,6 +20,22 @@ export interface Welcome {
   protocol?: number;
   /** true when this connection gets batched frames (the hello asked, and the hub can). */
   batch?: boolean;
+  /** When the token or sign-in session ends (seconds since the epoch); the hub closes with 4401 then. */
+  expires_at?: number | null;
+  /** Set on the answer to a renewing hello (the hello's id). */
+  id?: string | null;
+  /** The hub's clock when it sent this frame (ISO 8601 UTC with ms). */
+  now?: string;
+}
+
+/** Filters of the live run list (README: "The approvals inbox and the live run list"); all given must hold. */
+export interface RunsFilter {
+  agent?: string;
+  status?: string;
+  /** A person's sub. */
+  started_by?: string;
+  /** Words, any case, each found in the input, agent, run id or the starter's name. */
+  q?: string;
 }
 
 export interface SyncFrame {
@@ -29,6 +45,8 @@ export interface SyncFrame {
   status?: string;
   /** The run log's epoch; the client sends it back with `since`, and a log that is not this one answers `log_reset`. */
   epoch?: string;
+  /** The hub's clock when it sent this frame (ISO 8601 UTC with ms). */
+  now?: string;
 }
 
 export interface Ack {
@@ -58,6 +76,10 @@ export interface ClientOptions {
    * not after it hands back the token just refused. A function that throws is retried with backoff (`token_error`).
    */
   token?: string | (() => string | Promise<string>);
+  // With a function, a token whose welcome says `expires_at` is renewed in place a minute before it ends (a renewing
+  // hello on the same socket: subscriptions kept); the client emits "renewed". `sessionToken()` is such a function
+  // for a page of the hub whose person signed in there. A function that throws a RuncastError `unauthenticated` ends
+  // the client (signed out) rather than being retried.
   /** "json" (default) or "msgpack" (loads @msgpack/msgpack, or uses `msgpack`). */
   encoding?: "json" | "msgpack";
   /**
@@ -84,6 +106,8 @@ export interface ClientOptions {
   watchNetwork?: boolean;
   /** For tests: the random source of the jitter. */
   random?: () => number;
+  /** This computer's clock in ms (default Date.now); `hubNow()` is it plus the hub's offset. */
+  clock?: () => number;
 }
 
 export interface RunHandlers {
@@ -159,8 +183,14 @@ export class RuncastClient {
   server: string | null;
   attempt: number;
   connects: number;
+  /** How far the hub's clock is ahead of this computer's, in ms, from `now` in welcome and sync (0 before). */
+  readonly hubOffsetMs: number;
+  /** The hub's time now, in ms since the epoch: approval deadlines (`expires_at`) are on this clock. */
+  hubNow(): number;
   on(type: "status", fn: (status: ClientStatus) => void): () => void;
   on(type: "welcome", fn: (frame: Welcome) => void): () => void;
+  /** The token was renewed in place (a renewing hello): same connection, every subscription kept. */
+  on(type: "renewed", fn: (frame: Welcome) => void): () => void;
   on(type: "close", fn: (info: { code: number; reason: string; wasOpen: boolean }) => void): () => void;
   /** `code` is the close code of the socket that went, or 0 when none was opened (the token function threw). */
   on(type: "reconnect", fn: (info: { attempt: number; delayMs: number; code: number }) => void): () => void;
@@ -173,7 +203,10 @@ export class RuncastClient {
   /** Every open approval this person may decide, live (README: "The approvals inbox and the live run list"). */
   subscribeInbox(handlers?: FeedHandlers<InboxState, InboxChange>): Feed;
   /** The newest runs this token may see, live on every hub node. */
-  subscribeRuns(handlers?: FeedHandlers<RunsState, RunsChange>, opts?: { limit?: number }): Feed;
+  subscribeRuns(handlers?: FeedHandlers<RunsState, RunsChange>, opts?: { limit?: number } & RunsFilter): Feed;
+  /** Change the run list's filters; the hub answers with a new snapshot. */
+  setRunsFilter(filters: RunsFilter): void;
+  readonly runsFilter: RunsFilter;
   readonly inbox: InboxState;
   readonly runList: RunsState;
   decide(runId: string, approvalId: string, decision: "approve" | "reject", reason?: string, opts?: { always?: boolean }): Promise<Ack>;
@@ -181,3 +214,15 @@ export class RuncastClient {
   start(agent: string, input: string): Promise<string>;
   ping(): Promise<{ type: "pong"; id?: string }>;
 }
+
+/**
+ * A token function for a page of the hub whose person signed in there (the hub's session cookie): each call renews
+ * the session (POST /auth/refresh) and returns its token. Not signed in: throws RuncastError `unauthenticated` whose
+ * `frame.login` is the sign-in address that comes back to `next` (default: this page).
+ */
+export function sessionToken(options?: {
+  refreshUrl?: string;
+  loginUrl?: string;
+  next?: string;
+  fetch?: typeof fetch;
+}): () => Promise<string>;

@@ -22,6 +22,9 @@ export const SUBPROTOCOL_MSGPACK = "runcast.v1.msgpack";
 /** Close codes after which the client comes back on its own (everything but a deliberate close and a refused token). */
 const CLOSE_AUTH = 4401;
 const CLOSE_RESTARTING = 1012;
+/** With a token function: a token or session this long before its end is renewed in place (a renewing hello). */
+const RENEW_BEFORE_MS = 60_000;
+
 /** With a token function: consecutive 4401s (no `welcome` in between) after which the client gives up. */
 const MAX_REFUSALS = 3;
 /** After a `sync` whose head is past what we applied: resubscribes that gained nothing before we report the hole. */
@@ -113,10 +116,23 @@ export class Feed {
   unsubscribe() { this._client._unsubscribeFeed(this); }
 }
 
+const RUNS_FILTERS = ["agent", "status", "started_by", "q"];
+
+/** The run-list filters the hub knows, without empty ones. @param {any} f @returns {RunsFilter} */
+function cleanFilters(f = {}) {
+  const out = {};
+  for (const k of RUNS_FILTERS) {
+    const v = typeof f[k] === "string" ? f[k].trim() : "";
+    if (v) out[k] = v;
+  }
+  return out;
+}
+
 const FEED_FRAMES = { inbox: "inbox", "inbox.added": "inbox", "inbox.removed": "inbox", runs: "runs", "run.status": "runs" };
 
 /**
  * @typedef {import("./runcast.js").ClientOptions} ClientOptions
+ * @typedef {import("./runcast.js").RunsFilter} RunsFilter
  * @typedef {import("./runcast.js").RunHandlers} RunHandlers
  */
 
@@ -146,6 +162,7 @@ export class RuncastClient {
     this.commandTimeoutMs = options.commandTimeoutMs ?? 15_000;
     this.heartbeatMs = options.heartbeatMs ?? null; // null: use the hub's heartbeat_s from `welcome`
     this._random = options.random || Math.random;
+    this._clock = options.clock || Date.now; // this computer's clock (a test may set one that is off)
 
     /** @type {"idle"|"connecting"|"open"|"reconnecting"|"closed"} */
     this.status = "idle";
@@ -155,6 +172,7 @@ export class RuncastClient {
     this.server = null;
     this.attempt = 0; // failed attempts since the last `welcome`
     this.connects = 0; // welcomes received, over the client's life
+    this._hubOffsetMs = null; // how far the hub's clock is ahead of ours, from `now` in welcome and sync
 
     this._ws = null;
     this._runs = new Map();
@@ -172,7 +190,7 @@ export class RuncastClient {
     this._refusals = 0; // 4401s since the last welcome
     this._feeds = {
       inbox: { state: initialInbox(), listeners: new Set(), limit: null },
-      runs: { state: initialRuns(), listeners: new Set(), limit: 50 },
+      runs: { state: initialRuns(), listeners: new Set(), limit: 50, filters: {} },
     };
 
     if (options.watchNetwork !== false && typeof globalThis.addEventListener === "function" && typeof globalThis.document !== "undefined") {
@@ -239,6 +257,7 @@ export class RuncastClient {
       try {
         t = await t();
       } catch (err) {
+        if (err instanceof RuncastError && err.code === "unauthenticated") throw err; // e.g. signed out: not retried
         throw new RuncastError("token_error", `runcast: the token function failed: ${messageOf(err)}`, { cause: err });
       }
     }
@@ -369,6 +388,8 @@ export class RuncastClient {
     if (ws && this._ws !== ws) return; // an old socket we already gave up on
     const wasOpen = this.status === "open";
     this._ws = null;
+    clearTimeout(this._renewTimer);
+    this._renewId = null;
     this._stopHeartbeat();
     for (const entry of this._runs.values()) { entry.synced = false; entry.inflight = 0; entry.subscribeIds?.clear(); }
     for (const [id, p] of this._pending) {
@@ -434,6 +455,7 @@ export class RuncastClient {
   /** Stop for good: no reconnect. */
   close() {
     this._closedByUser = true;
+    clearTimeout(this._renewTimer);
     clearTimeout(this._retryTimer);
     this._retryTimer = null;
     this._stopHeartbeat();
@@ -467,6 +489,7 @@ export class RuncastClient {
 
   _onFrame(f) {
     if (typeof f.seq === "number" && f.run_id !== undefined) { this._onEvent(f); return; }
+    if (f.id !== undefined && f.id === this._renewId) { this._onRenewed(f); return; }
     if (FEED_FRAMES[f.type]) { this._onFeedFrame(FEED_FRAMES[f.type], f); return; }
     switch (f.type) {
       case "welcome": this._onWelcome(f); break;
@@ -479,7 +502,27 @@ export class RuncastClient {
     }
   }
 
+  /**
+   * The hub's clock: `now` in welcome and sync is when the hub sent the frame, so `now - arrival` is a lower bound of
+   * (hub clock - our clock), short by the time the frame spent on the way; the largest since the welcome is the best.
+   * A new connection (perhaps another hub node) starts over.
+   */
+  _sampleClock(f, fresh) {
+    const at = Date.parse(f.now ?? "");
+    if (Number.isNaN(at)) return;
+    const sample = at - this._clock();
+    this._hubOffsetMs = fresh || this._hubOffsetMs === null ? sample : Math.max(this._hubOffsetMs, sample);
+  }
+
+  /** How far the hub's clock is ahead of this computer's, in ms (0 until the first `welcome`). */
+  get hubOffsetMs() { return this._hubOffsetMs ?? 0; }
+
+  /** The hub's time now, in ms since the epoch: deadlines (`expires_at`) are on this clock. */
+  hubNow() { return this._clock() + this.hubOffsetMs; }
+
   _onWelcome(f) {
+    this._scheduleRenewal(f);
+    this._sampleClock(f, true);
     this._welcome = f;
     this.user = f.user;
     this.connectionId = f.connection_id;
@@ -496,6 +539,47 @@ export class RuncastClient {
     for (const kind of ["inbox", "runs"]) if (this._feeds[kind].listeners.size) this._sendFeedSubscribe(kind);
     for (const c of this._queued.splice(0)) this._dispatch(c);
     for (const w of this._openWaiters.splice(0)) w.resolve(f);
+  }
+
+  // ------------------------------------------------------------------------------------------ renewal
+  // A token (or sign-in session) that ends while the connection is open: with a token function, the client asks it
+  // for a new one shortly before `expires_at` and sends a renewing hello on the same socket. The hub answers with a
+  // welcome (same connection, every subscription kept) or an error; either way nothing is dropped or replayed.
+
+  _scheduleRenewal(f) {
+    clearTimeout(this._renewTimer);
+    if (typeof this._token !== "function" || typeof f.expires_at !== "number") return;
+    const left = f.expires_at * 1000 - Date.now();
+    const delay = Math.max(1000, left - Math.min(RENEW_BEFORE_MS, left / 5));
+    this._renewTimer = setTimeout(() => { this._renew(); }, delay);
+    this._renewTimer?.unref?.(); // (Node: a pending renewal does not keep the process alive)
+  }
+
+  async _renew() {
+    const ws = this._ws;
+    let token;
+    try {
+      token = await this._tokenValue();
+    } catch (err) {
+      this._emit("error", err); // the hub closes with 4401 at expiry; the reconnect asks the function again
+      return;
+    }
+    if (this._ws !== ws || !ws) return;
+    this._renewId = `renew-${this._nextId++}`;
+    this._tokenInUse = token;
+    this._rawSend({ type: "hello", id: this._renewId, token, client: this.clientName });
+  }
+
+  _onRenewed(f) {
+    this._renewId = null;
+    if (f.type !== "welcome") {
+      this._emit("error", new RuncastError(f.code || "unauthenticated", `runcast: renewing the token failed: ${f.message || ""}`));
+      return;
+    }
+    this._welcome = f;
+    this.user = f.user;
+    this._scheduleRenewal(f);
+    this._emit("renewed", f);
   }
 
   _sendSubscribe(entry) {
@@ -533,6 +617,7 @@ export class RuncastClient {
   }
 
   _onSync(f) {
+    this._sampleClock(f, false);
     const entry = this._runs.get(f.run_id);
     if (!entry) return;
     entry.inflight = Math.max(0, entry.inflight - 1);
@@ -677,13 +762,31 @@ export class RuncastClient {
    * shows (runs appear, pause, end; a newer run pushes the oldest out) and a count of changes outside it
    * (`state.outside`), from whichever hub node the change happened on.
    * @param {import("./runcast.js").FeedHandlers<import("./feeds.js").RunsState, import("./feeds.js").RunsChange>} [handlers]
-   * @param {{limit?: number}} [opts]
+   * Filters (`agent`, `status`, `started_by` (a sub), `q`: words) narrow the list on the hub; see `setRunsFilter`.
+   * @param {{limit?: number} & RunsFilter} [opts]
    * @returns {Feed}
    */
   subscribeRuns(handlers = {}, opts = {}) {
     if (opts.limit) this._feeds.runs.limit = opts.limit;
+    const { limit: _limit, ...filters } = opts;
+    if (Object.keys(filters).length) this._feeds.runs.filters = cleanFilters(filters);
     return this._subscribeFeed("runs", handlers);
   }
+
+  /**
+   * Change the run list's filters (empty or missing values: no filter). The hub answers with a new `runs` snapshot,
+   * which replaces the list. @param {RunsFilter} filters
+   */
+  setRunsFilter(filters) {
+    const feed = this._feeds.runs;
+    const next = cleanFilters(filters);
+    if (JSON.stringify(next) === JSON.stringify(feed.filters)) return;
+    feed.filters = next;
+    if (feed.listeners.size && this.status === "open") this._sendFeedSubscribe("runs");
+  }
+
+  /** The run list's filters in effect. @returns {RunsFilter} */
+  get runsFilter() { return { ...this._feeds.runs.filters }; }
 
   /** The folded inbox (empty until its first snapshot). @returns {import("./feeds.js").InboxState} */
   get inbox() { return this._feeds.inbox.state; }
@@ -708,6 +811,7 @@ export class RuncastClient {
   _sendFeedSubscribe(kind) {
     const frame = { type: kind === "inbox" ? "subscribe_inbox" : "subscribe_runs", id: `${kind}-${this._nextId++}` };
     if (kind === "runs" && this._feeds.runs.limit) frame.limit = this._feeds.runs.limit;
+    if (kind === "runs") Object.assign(frame, this._feeds.runs.filters);
     this._rawSend(frame);
   }
 
@@ -797,4 +901,28 @@ function decodeJsonLines(text) {
 function call(fn, ...args) {
   if (typeof fn !== "function") return;
   try { fn(...args); } catch (e) { console.error("runcast handler failed", e); }
+}
+
+/**
+ * A token function for a page of the hub itself, signed in with the hub's sign-in (a session cookie): each call
+ * renews the session (POST /auth/refresh, same origin, the cookie goes with it) and returns the session's token for
+ * `hello`. Not signed in: it throws `unauthenticated` with `login`, the address that signs in and comes back to
+ * `next` (default: this page, fragment included). Use it as `new RuncastClient({ token: sessionToken() })`.
+ * @param {{refreshUrl?: string, loginUrl?: string, next?: string, fetch?: typeof fetch}} [options]
+ * @returns {() => Promise<string>}
+ */
+export function sessionToken(options = {}) {
+  const doFetch = options.fetch || globalThis.fetch;
+  return async () => {
+    const r = await doFetch(options.refreshUrl || "/auth/refresh",
+      { method: "POST", credentials: "same-origin", headers: { Accept: "application/json" } });
+    const body = await r.json().catch(() => ({}));
+    if (r.status === 401 || r.status === 403) {
+      const here = options.next ?? (globalThis.location ? globalThis.location.pathname + globalThis.location.search + globalThis.location.hash : "/");
+      const login = `${options.loginUrl || body?.error?.login || "/login"}?next=${encodeURIComponent(here)}`;
+      throw new RuncastError("unauthenticated", `runcast: not signed in (${body?.error?.message || r.status}); sign in at ${login}`, { login });
+    }
+    if (!r.ok || typeof body?.token !== "string") throw new Error(`the hub's session endpoint answered ${r.status}`);
+    return body.token;
+  };
 }

@@ -23,12 +23,14 @@ class ApprovalPolicy(BaseModel):
     roles: list[str] = Field(default_factory=lambda: list(DEFAULT_APPROVER_ROLES))  # admin may always decide
     quorum: int = Field(default=1, ge=1)
     allow_self: bool = True  # may the person who started the run approve its calls?
+    # does the starter's approval count towards the quorum? False: `quorum` people besides the starter must approve
+    count_starter: bool = True
     expires_s: float | None = Field(default=None, gt=0)
     # webhooks for this tool's approval events: URLs or {url, events, format} (webhooks.py); never stored or shown
     notify: list[str | dict[str, Any]] = Field(default_factory=list, exclude=True)
 
     def wire(self) -> dict[str, Any]:
-        return {"roles": self.roles, "quorum": self.quorum, "allow_self": self.allow_self}
+        return {"roles": self.roles, "quorum": self.quorum, "allow_self": self.allow_self, "count_starter": self.count_starter}
 
 
 class Person(BaseModel):
@@ -48,6 +50,7 @@ class Vote(BaseModel):
     reason: str | None = None
     always: bool = False
     at: str
+    counted: bool = True  # false: the run's starter, under a policy with count_starter=False (not towards the quorum)
 
 
 class Approval(BaseModel):
@@ -70,7 +73,7 @@ class Approval(BaseModel):
 
     def tally(self) -> dict[str, int]:
         return {
-            "approve": sum(v.decision == "approve" for v in self.votes),
+            "approve": sum(v.decision == "approve" and v.counted for v in self.votes),
             "reject": sum(v.decision == "reject" for v in self.votes),
             "needed": self.policy.quorum,
         }
@@ -139,7 +142,9 @@ def vote(
     if ap.expires_at is not None and now >= ap.expires_at:
         raise ProtocolError(ErrorCode.EXPIRED, f"approval {ap.approval_id} expired at {now_iso(ap.expires_at)}")
     at = now_iso(now)
-    ap.votes.append(Vote(sub=person.sub, name=person.name, roles=list(person.roles), decision=decision, reason=reason, always=always, at=at))
+    counted = ap.policy.count_starter or started_by != person.sub
+    ap.votes.append(Vote(sub=person.sub, name=person.name, roles=list(person.roles), decision=decision, reason=reason,
+                         always=always, at=at, counted=counted))
     tally = ap.tally()
     if decision == "reject" or tally["approve"] >= ap.policy.quorum:
         ap.status = "approved" if decision == "approve" else "rejected"
@@ -159,6 +164,8 @@ def vote(
             ap.decided["voters"] = [{"sub": v.sub, "name": v.name, "decision": v.decision} for v in ap.votes]
         return "decided", [("approval.decided", dict(ap.decided))]
     data = {"approval_id": ap.approval_id, "by": person.ref(), "decision": decision, "reason": reason, "tally": tally}
+    if not counted:
+        data["counted"] = False
     return "voted", [("approval.voted", data)]
 
 

@@ -45,7 +45,10 @@ def approval_status(ap: Approval) -> str:
 def run_summary(rec: RunRecord) -> dict[str, Any]:
     """What the run list shows of a run (the HTTP list's summary, with the version it was read at)."""
     open_ = sum(1 for i in rec.pending if rec.status == "paused" and not rec.approvals[i].settled)
-    return rec.summary() | {"version": rec.version, "updated_at": rec.updated_at, "open_approvals": open_}
+    # rejected or expired tool calls: a run that completed without them is not plainly "completed"
+    rejected = sum(1 for ap in rec.approvals.values() if ap.status == "rejected")
+    return rec.summary() | {"version": rec.version, "updated_at": rec.updated_at, "open_approvals": open_,
+                            "rejected_approvals": rejected}
 
 
 def entry(rec: RunRecord) -> dict[str, Any]:
@@ -64,6 +67,32 @@ def entry(rec: RunRecord) -> dict[str, Any]:
 
 def is_open(e: dict[str, Any]) -> bool:
     return e["run"]["status"] == "paused" and any(a["status"] == "pending" for a in e["approvals"])
+
+
+# `status=live` in a run-list filter: every run that has not ended (as runfilter.LIVE, for GET /api/runs)
+_LIVE = ("queued", "running", "paused", "resuming")
+
+
+def run_matches(run: dict[str, Any], filters: dict[str, str] | None) -> bool:
+    """Whether a run-list summary matches a `subscribe_runs` filter: every field given must hold. `agent` and
+    `started_by` (a sub) are exact; `status` is one or more, comma-separated, or `live` (as GET /api/runs reads it);
+    `q` is words (case-insensitive), each found in the input, agent, run id or the starter's name or sub."""
+    if not filters:
+        return True
+    starter = run.get("started_by") or {}
+    if "agent" in filters and run.get("agent") != filters["agent"]:
+        return False
+    if "status" in filters:
+        wanted = {s.strip() for s in filters["status"].split(",")}
+        if run.get("status") not in wanted and not ("live" in wanted and run.get("status") in _LIVE):
+            return False
+    if "started_by" in filters and starter.get("sub") != filters["started_by"]:
+        return False
+    if "q" in filters:
+        text = " ".join(str(x or "") for x in (run.get("input"), run.get("agent"), run.get("run_id"),
+                                                starter.get("name"), starter.get("sub"))).casefold()
+        return all(word in text for word in filters["q"].casefold().split())
+    return True
 
 
 class Viewer(Protocol):
@@ -158,13 +187,15 @@ def _run_key(run: dict[str, Any]) -> tuple[str, str]:
 
 
 class _RunsWatch:
-    __slots__ = ("buffer", "limit", "shown", "keys", "match", "outside", "sent_at")
+    __slots__ = ("buffer", "limit", "shown", "keys", "filters", "match", "outside", "sent_at")
 
-    def __init__(self, limit: int, match: Callable[[dict[str, Any]], bool] | None = None) -> None:
+    def __init__(self, limit: int, filters: dict[str, str] | None = None) -> None:
         # The latest change of each run, held back while the snapshot is being read.
         self.buffer: dict[str, dict[str, Any]] | None = {}
         self.limit = limit
-        self.match = match  # the list's filters (None: every run the token may see)
+        self.filters = filters or None
+        # the list's filters (None: every run the token may see)
+        self.match: Callable[[dict[str, Any]], bool] | None = (lambda run: run_matches(run, filters)) if filters else None
         self.shown: dict[str, tuple[str, str]] = {}  # run_id -> key, of the runs this list shows
         self.keys: list[tuple[str, str]] = []  # the same keys, ascending (keys[0]: the oldest shown)
         self.outside = 0  # changes outside the list not sent yet
@@ -441,10 +472,11 @@ class Feeds:
                 out.setdefault(w, []).append(Shared({"type": "inbox.added", "approval": item}))
 
     # ------------------------------------------------------------------ run-list watchers
-    def add_runs(self, w: Watcher, limit: int, match: Callable[[dict[str, Any]], bool] | None = None) -> None:
-        """Start holding changes for `w` until `runs_snapshot` has sent what the backend listed."""
+    def add_runs(self, w: Watcher, limit: int, filters: dict[str, str] | None = None) -> None:
+        """Start holding changes for `w` until `runs_snapshot` has sent what the backend listed (`filters`: the
+        `subscribe_runs` filters, `run_matches`)."""
         self.remove_runs(w)
-        self._runs[w] = _RunsWatch(limit, match)
+        self._runs[w] = _RunsWatch(limit, filters)
         self._runs_classes.setdefault(_class_of(w.identity), set()).add(w)
 
     def runs_snapshot(self, w: Watcher, runs: list[dict[str, Any]], request_id: str | None = None) -> None:
@@ -505,8 +537,8 @@ class Feeds:
                 watch.outside, watch.sent_at = 0, tick
                 out.setdefault(w, []).append(frame)
 
-    def runs_watchers(self) -> list[tuple[Watcher, int]]:
-        return [(w, watch.limit) for w, watch in self._runs.items()]
+    def runs_watchers(self) -> list[tuple[Watcher, int, dict[str, str] | None]]:
+        return [(w, watch.limit, watch.filters) for w, watch in self._runs.items()]
 
     def remove_runs(self, w: Watcher) -> bool:
         if self._runs.pop(w, None) is None:

@@ -96,7 +96,8 @@ class _Command(BaseModel):
 
 class Hello(_Command):
     type: Literal["hello"]
-    token: Annotated[StrictStr, Field(min_length=1, max_length=8192)]
+    # Without it, the hub welcomes the person of the session cookie the WebSocket was opened with (a sign-in).
+    token: Annotated[StrictStr, Field(min_length=1, max_length=8192)] | None = None
     client: Annotated[StrictStr, Field(max_length=200)] | None = None
     batch: StrictBool = False  # several events may come in one frame (see BATCH_MAX_BYTES)
 
@@ -149,6 +150,15 @@ class SubscribeRuns(_Command):
 
     type: Literal["subscribe_runs"]
     limit: Annotated[StrictInt, Field(ge=1, le=500)] = 50
+    # optional filters (feed.run_matches): only runs that match all of those given are listed and sent
+    agent: Annotated[StrictStr, Field(min_length=1, max_length=200)] | None = None
+    status: Annotated[StrictStr, Field(min_length=1, max_length=200)] | None = None  # one, a,b, or live
+    started_by: Annotated[StrictStr, Field(min_length=1, max_length=200)] | None = None  # a sub
+    q: Annotated[StrictStr, Field(min_length=1, max_length=200)] | None = None  # words in the input, agent, id, starter
+
+    def filters(self) -> dict[str, str]:
+        return {k: v for k, v in (("agent", self.agent), ("status", self.status), ("started_by", self.started_by),
+                                  ("q", self.q)) if v is not None}
 
 
 class UnsubscribeFeed(_Command):
@@ -280,6 +290,11 @@ class Welcome(BaseModel):
     heartbeat_s: float
     protocol: int = PROTOCOL_VERSION
     batch: bool | None = None  # true: this connection gets batched frames (the hello asked, and the hub can)
+    # when the token or session ends (seconds since the epoch): before then, a hello with a new token for the same
+    # person renews the connection in place, its subscriptions kept; at it, the hub closes with 4401
+    expires_at: float | None = None
+    id: str | None = None  # a renewal answers with the hello's id
+    now: str = Field(default_factory=lambda: now_iso())  # the hub's clock: a client times deadlines by it
 
 
 class Ack(BaseModel):
@@ -303,6 +318,7 @@ class Sync(BaseModel):
     head_seq: int
     status: str
     epoch: str | None = None  # the run log's epoch: send it back with `since` when subscribing again
+    now: str = Field(default_factory=lambda: now_iso())  # the hub's clock (a replay holds only old `ts`)
 
 
 class Pong(BaseModel):

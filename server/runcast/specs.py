@@ -39,7 +39,7 @@ _PERSON = {"type": "object", "required": ["sub", "name"], "properties": {"sub": 
 _POLICY = {
     "type": "object",
     "required": ["roles", "quorum", "allow_self"],
-    "properties": {"roles": {"type": "array", "items": _STR}, "quorum": _INT, "allow_self": _BOOL},
+    "properties": {"roles": {"type": "array", "items": _STR}, "quorum": _INT, "allow_self": _BOOL, "count_starter": _BOOL},
 }
 _TALLY = {"type": "object", "properties": {"approve": _INT, "reject": _INT, "needed": _INT}}
 
@@ -328,7 +328,8 @@ def openapi() -> dict[str, Any]:
         "/api/webhooks/deliveries": {
             "get": {"operationId": "webhookDeliveries", "summary": "Recent webhook deliveries (admins)",
                     "parameters": [limit],
-                    "responses": {"200": _json(_obj(["deliveries"], deliveries={"type": "array", "items": _OBJ}))}
+                    "responses": {"200": _json(_obj(["deliveries", "receivers"], deliveries={"type": "array", "items": _OBJ},
+                                                    receivers={"type": "array", "items": _OBJ}))}
                     | _errors(*auth_errors)},
         },
         "/api/agents": {
