@@ -50,7 +50,10 @@ export interface InboxState {
 
 export interface RunsState {
   ready: boolean;
+  /** The runs this list shows (its `limit`): the hub sends changes of these only. */
   runs: Map<string, RunSummary>;
+  /** Changes of runs outside the list since its snapshot (a count: subscribe again, or page, to see them). */
+  outside: number;
 }
 
 export type InboxChange =
@@ -58,8 +61,9 @@ export type InboxChange =
   | { type: "added"; approval: InboxApproval }
   | { type: "removed"; approval: Partial<InboxApproval> & { approval_id: string; run_id: string }; reason: InboxRemovedReason | (string & {}) };
 
-/** `removed`: the run no longer matches the list's filters (`run.status` with `match: false`). */
-export type RunsChange = { type: "snapshot" } | { type: "status"; run: RunSummary } | { type: "removed"; run: RunSummary };
+/** One hub tick of a run list: the changed runs it shows (or that entered it), the ids that left it, and how many
+ * runs outside it changed. */
+export type RunsChange = { type: "snapshot" } | { type: "status"; runs: RunSummary[]; left: string[]; outside: number };
 
 export function initialInbox(): InboxState;
 export function initialRuns(): RunsState;

@@ -13,7 +13,7 @@ export function initialInbox() {
 
 /** @returns {RunsState} */
 export function initialRuns() {
-  return { ready: false, runs: new Map() };
+  return { ready: false, runs: new Map(), outside: 0 };
 }
 
 /**
@@ -42,27 +42,33 @@ export function applyInboxFrame(state, f) {
 }
 
 /**
- * Fold a run-list frame (`runs`, `run.status`) into `state`: a run's summary is replaced only by a higher `version`.
+ * Fold a run-list frame into `state`. `runs` is the snapshot; `run.status` carries one hub tick of changes: `runs` (the
+ * changed runs this list shows, and runs that entered it), `left` (run ids that left it: pushed out by newer runs, or
+ * no longer matching its filters) and `outside` (how many runs outside the list changed). A run's summary is replaced
+ * only by a higher `version`; `state.outside` counts the changes outside the list since the snapshot.
  * @param {RunsState} state @param {any} f
- * A `run.status` with `match: false` (the run left the list's filters) removes it.
- * @returns {null | {type: "snapshot"} | {type: "status", run: any} | {type: "removed", run: any}}
+ * @returns {null | {type: "snapshot"} | {type: "status", runs: any[], left: string[], outside: number}}
  */
 export function applyRunsFrame(state, f) {
   if (f.type === "runs") {
     state.runs = new Map((f.runs || []).map((r) => [r.run_id, r]));
+    state.outside = 0;
     state.ready = true;
     return { type: "snapshot" };
   }
-  if (f.type === "run.status" && f.run && typeof f.run.seq !== "number") {
-    const cur = state.runs.get(f.run.run_id);
-    if (f.match === false) { // it no longer matches the list's filters
-      if (!cur) return null;
-      state.runs.delete(f.run.run_id);
-      return { type: "removed", run: f.run };
+  if (f.type === "run.status" && Array.isArray(f.runs)) {
+    const runs = [];
+    for (const run of f.runs) {
+      const cur = state.runs.get(run.run_id);
+      if (cur && (cur.version ?? -1) >= (run.version ?? 0)) continue;
+      state.runs.set(run.run_id, run);
+      runs.push(run);
     }
-    if (cur && (cur.version ?? -1) >= (f.run.version ?? 0)) return null;
-    state.runs.set(f.run.run_id, f.run);
-    return { type: "status", run: f.run };
+    const left = (f.left || []).filter((id) => state.runs.delete(id));
+    const outside = Number(f.outside) || 0;
+    state.outside = (state.outside || 0) + outside;
+    if (!runs.length && !left.length && !outside) return null;
+    return { type: "status", runs, left, outside };
   }
   return null;
 }

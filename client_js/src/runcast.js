@@ -758,8 +758,9 @@ export class RuncastClient {
   }
 
   /**
-   * The live run list: the newest `limit` runs this token may see, then every change of a run's status (runs appear,
-   * pause, end), from whichever hub node the change happened on.
+   * The live run list: the newest `limit` runs this token may see, then, once per hub tick, the changes of the runs it
+   * shows (runs appear, pause, end; a newer run pushes the oldest out) and a count of changes outside it
+   * (`state.outside`), from whichever hub node the change happened on.
    * @param {import("./runcast.js").FeedHandlers<import("./feeds.js").RunsState, import("./feeds.js").RunsChange>} [handlers]
    * Filters (`agent`, `status`, `started_by` (a sub), `q`: words) narrow the list on the hub; see `setRunsFilter`.
    * @param {{limit?: number} & RunsFilter} [opts]

@@ -131,7 +131,7 @@ const inboxFeed: Feed = client.subscribeInbox({
     console.log(waiting.length, perRun.size);
   },
 });
-client.subscribeRuns({ onChange(s: RunsState, change: RunsChange) { if (change.type === "status") console.log(change.run.version); } }, { limit: 20 });
+client.subscribeRuns({ onChange(s: RunsState, change: RunsChange) { if (change.type === "status") console.log(change.runs.map((r) => r.version), change.left, change.outside, s.outside); } }, { limit: 20 });
 const newest: RunSummary[] = runList(client.runList);
 applyInboxFrame(initialInbox(), { type: "inbox", approvals: [] });
 applyRunsFrame(initialRuns(), { type: "runs", runs: [] });

@@ -175,6 +175,8 @@ class Connection:
         self._batches = 0  # live batches seen: one in prom.DELIVERY_SAMPLE is timed when written
         self._expiry: asyncio.TimerHandle | None = None  # closes the connection when its token expires
         self._pre_auth_refusals = 0
+        self._commands: deque[Any] | None = None  # commands taken off the socket, not yet run (made at the first)
+        self._worker: asyncio.Task[None] | None = None
         s = hub.settings
         self.limiter = Limiter(s.rate_per_s, s.rate_burst, s.max_strikes)
         LIVE.add(self)
@@ -244,6 +246,12 @@ class Connection:
                     return
                 self.send_events(events[start:i + 1])
                 start, size = i + 1, 0
+
+    def send_shared(self, items: list[Any]) -> None:
+        """Feed frames (feed.Shared): encoded and framed once for everyone who gets them; one write here."""
+        enc = self.encoding
+        done = [s.get(enc) for s in items]
+        self._write([p for p, _ in done], b"".join(f for _, f in done) if self._wire.direct else b"")
 
     def send_control(self, frame: Any) -> None:
         self.send(control(frame, self.encoding) if hasattr(frame, "model_dump") else encode(frame, self.encoding))
@@ -389,32 +397,68 @@ class Connection:
         self._welcome(cmd.id)
 
     async def _read_loop(self) -> None:
-        while self._closing is None:
-            payload = await self._receive()
-            if payload is None:
-                return
-            self.hub.metrics.frames_in += 1
-            now = time.monotonic()
-            cmd_id: str | None = None
-            try:
-                allowed = self.limiter.allow(now)
-                cmd = parse_command(decode_frame(payload, self.encoding))
-                cmd_id = cmd.id
-                if not allowed:
-                    raise ProtocolError(ErrorCode.RATE_LIMITED, f"over {self.hub.settings.rate_per_s:g} commands a second; slow down")
-                await self._dispatch(cmd)
-            except ProtocolError as err:
-                if cmd_id is not None:
-                    err.detail.setdefault("id", cmd_id)
-                self.send_error(err)
-                if err.code in (ErrorCode.BAD_FRAME, ErrorCode.BAD_REQUEST, ErrorCode.UNKNOWN_TYPE,
-                                ErrorCode.RATE_LIMITED, ErrorCode.TOO_LARGE) and self.limiter.strike(now):
-                    self.close(CloseCode.POLICY, "too many bad or rate-limited frames")
-            except Exception as exc:
-                failure = self.hub.unexpected(exc, f"command {cmd_id or ''} on {self.id}")
-                if cmd_id is not None:
-                    failure.detail["id"] = cmd_id
-                self.send_error(failure)
+        """Take every frame off the socket as soon as it arrives (uvicorn reads a connection's next frame only once
+        the app took the last one: a client's pong must never wait behind its commands). Pings are answered here;
+        commands go to this connection's queue, run one at a time, in order, by `_run_commands`. The queue is bounded
+        (`rate_burst` commands) and rate-limited as ever: a client past either gets `rate_limited` at once."""
+        try:
+            while self._closing is None:
+                payload = await self._receive()
+                if payload is None:
+                    return
+                self.hub.metrics.frames_in += 1
+                now = time.monotonic()
+                cmd_id: str | None = None
+                try:
+                    allowed = self.limiter.allow(now)
+                    cmd = parse_command(decode_frame(payload, self.encoding))
+                    cmd_id = cmd.id
+                    if not allowed:
+                        raise ProtocolError(ErrorCode.RATE_LIMITED, f"over {self.hub.settings.rate_per_s:g} commands a second; slow down")
+                    if isinstance(cmd, Ping):
+                        self.send_control(Pong(id=cmd.id))
+                        continue
+                    if self._commands is None:
+                        self._commands = deque()
+                    elif len(self._commands) >= max(1, int(self.hub.settings.rate_burst)):
+                        raise ProtocolError(ErrorCode.RATE_LIMITED, f"{len(self._commands)} commands are waiting for "
+                                            "their answers; wait for some before sending more")
+                    self._commands.append(cmd)
+                    if self._worker is None:
+                        self._worker = asyncio.create_task(self._run_commands())
+                except ProtocolError as err:
+                    self._refused(err, cmd_id, now)
+        finally:
+            if self._commands:
+                self._commands.clear()  # the client is gone: what it queued is not started (the one running finishes)
+            if self._worker is not None:
+                await asyncio.gather(self._worker, return_exceptions=True)
+
+    def _refused(self, err: ProtocolError, cmd_id: str | None, now: float) -> None:
+        if cmd_id is not None:
+            err.detail.setdefault("id", cmd_id)
+        self.send_error(err)
+        if err.code in (ErrorCode.BAD_FRAME, ErrorCode.BAD_REQUEST, ErrorCode.UNKNOWN_TYPE,
+                        ErrorCode.RATE_LIMITED, ErrorCode.TOO_LARGE) and self.limiter.strike(now):
+            self.close(CloseCode.POLICY, "too many bad or rate-limited frames")
+
+    async def _run_commands(self) -> None:
+        """This connection's commands, one at a time in the order they came (started when some wait; ends when none
+        do, so an idle connection holds no task)."""
+        try:
+            while self._commands and self._closing is None:
+                cmd = self._commands.popleft()
+                try:
+                    await self._dispatch(cmd)
+                except ProtocolError as err:
+                    self._refused(err, cmd.id, time.monotonic())
+                except Exception as exc:
+                    failure = self.hub.unexpected(exc, f"command {cmd.id or ''} on {self.id}")
+                    if cmd.id is not None:
+                        failure.detail["id"] = cmd.id
+                    self.send_error(failure)
+        finally:
+            self._worker = None
 
     async def _dispatch(self, cmd: Any) -> None:
         who, svc = self.identity, self.hub.service

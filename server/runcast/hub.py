@@ -27,6 +27,7 @@ from .connection import Connection
 from .fanout import Fanout
 from .headers import SecurityHeaders
 from .hosts import AllowedHosts, from_own_page, origin_matches
+from .looplag import LAG
 from .metrics import Metrics
 from .presence_feed import PresenceFeed
 from .protocol import (
@@ -59,6 +60,9 @@ try:  # glibc's malloc_trim, for the debug endpoint
 except (OSError, AttributeError):
     _libc = None
 STATIC = Path(__file__).parent / "static"
+# Feed changes (inbox, run list) are merged and written this often: many changes of many runs make one write per
+# person per tick, and the commit that made them never waits for the dashboards.
+FEED_TICK_S = 0.1
 
 
 # A filtered run list looks among this many of the newest runs (the backends keep no index per agent or person).
@@ -79,7 +83,9 @@ class Hub:
         self.worker: Worker | None = None
         self.sweeper = Sweeper(backend, interval=settings.sweep_s, grace_s=settings.lease_s or 10.0)
         self.connections: set[Connection] = set()
-        self.feeds = feed.Feeds(self.service.may_watch_summary)  # the inbox and run-list watchers of this node
+        # the inbox and run-list watchers of this node: changes are folded and written once per FEED_TICK_S
+        self.feeds = feed.Feeds(self.service.may_watch_summary, on_pending=self._feeds_pending)
+        self._feed_timer: asyncio.TimerHandle | None = None
         self._feed_sub: Subscription | None = None
         self._reload: asyncio.Task[None] | None = None
         self.deliverer: webhooks.Deliverer | None = None
@@ -98,6 +104,7 @@ class Hub:
     async def start(self) -> None:
         if hasattr(self.backend, "on_data_lost"):
             self.backend.on_data_lost = self._on_data_lost
+        LAG.start()
         await self.backend.start()
         self._feed_sub = await self.backend.subscribe_feed(self.feeds.on_entry, self._feed_interrupted)
         await self._load_feeds()
@@ -115,6 +122,8 @@ class Hub:
     async def stop(self) -> None:
         if self._reload is not None:
             self._reload.cancel()
+        if self._feed_timer is not None:
+            self._feed_timer.cancel()
         if self._feed_sub is not None:
             await self._feed_sub.close()
         if self.deliverer:
@@ -126,8 +135,21 @@ class Hub:
             await self.worker.stop()
         await self.presence.stop()
         await self.backend.close()
+        await LAG.stop()
 
     # ------------------------------------------------------------------ the inbox and run-list feeds
+    def _feeds_pending(self) -> None:
+        """A change arrived (on the commit path, or the pub/sub reader): fold it at the next tick, not now."""
+        if self._feed_timer is None:
+            self._feed_timer = asyncio.get_running_loop().call_later(FEED_TICK_S, self._flush_feeds)
+
+    def _flush_feeds(self) -> None:
+        self._feed_timer = None
+        try:
+            self.feeds.flush()
+        except Exception:
+            log.exception("flushing the feeds failed")
+
     async def _load_feeds(self) -> None:
         self.feeds.load([feed.entry(r) for r in await self.backend.open_runs()])
 

@@ -108,8 +108,8 @@ FEED_FRAMES: dict[str, dict[str, Any]] = {
     "inbox.removed": _obj(["type", "run_id", "approval_id", "reason"], type={"const": "inbox.removed"},
                           run_id=_STR, approval_id=_STR, reason=_STR),
     "runs": _obj(["type", "runs"], type={"const": "runs"}, id=_STR, runs={"type": "array", "items": _OBJ}),
-    # match: false once, for a run that left a filtered list's filters
-    "run.status": _obj(["type", "run"], type={"const": "run.status"}, run=_OBJ, match=_BOOL),
+    "run.status": _obj(["type", "runs", "outside"], type={"const": "run.status"}, runs={"type": "array", "items": _OBJ},
+                       left={"type": "array", "items": _STR}, outside=_INT),
     "presence": _obj(["type", "run_id", "full", "joined", "left", "count", "people"], type={"const": "presence"},
                      run_id=_STR, full=_BOOL, listed={"enum": ["all", "deciders"]},
                      joined={"type": "array", "items": _OBJ}, left={"type": "array", "items": _STR},

@@ -112,6 +112,7 @@ let client = null;
 let me = null;
 let agents = [];
 let runs = [];
+let runsOutside = 0; // changes of runs older than the list shows, since its snapshot
 let authProblem = null; // "expired" | "invalid" | "missing"
 /** @type {any} */
 let view = null;
@@ -187,7 +188,8 @@ function connect() {
     }
   });
   // The run list and the inbox are live feeds (no polling), from every hub node.
-  c.subscribeRuns({ onChange: (s) => { if (client === c) { runs = runList(s); renderRuns(); } } }, { limit: 100, ...runsFilter() });
+  // The hub sends changes of the runs shown here, and a count of the others that changed (runsOutside).
+  c.subscribeRuns({ onChange: (s) => { if (client === c) { runs = runList(s); runsOutside = s.outside; renderRuns(); } } }, { limit: 100, ...runsFilter() });
   c.subscribeInbox({ onChange: (s, change) => { if (client === c) onInbox(s, change); } });
   c.connect().catch(() => { /* reported through the "error" listener */ });
 }
@@ -199,6 +201,7 @@ function restart() {
   me = null;
   authProblem = null;
   runs = [];
+  runsOutside = 0;
   agents = [];
   announced.clear();
   notifiedReady = false;
@@ -412,6 +415,8 @@ function renderRuns() {
   const shown = $("f-mine").checked ? runs.filter((r) => waiting.has(r.run_id)) : runs;
   const filtered = Object.values(runsFilter()).some(Boolean) || $("f-mine").checked;
   $("runs-empty").hidden = shown.length > 0 || !me;
+  $("runs-outside").hidden = !runsOutside;
+  setText($("runs-outside"), `${runsOutside} change${runsOutside === 1 ? "" : "s"} in older runs not listed here`);
   setText($("runs-empty"), filtered ? "No runs match these filters." : "No runs yet.");
   $("runs").replaceChildren(...shown.map((r) => runLink(r, waiting)));
 }
