@@ -17,14 +17,19 @@ from . import metrics as prom
 from .protocol import (
     Ack,
     CloseCode,
+    Comment,
     Decide,
+    DeleteComment,
+    EditComment,
     Encoding,
     ErrorCode,
     Event,
     Hello,
+    People,
     Ping,
     Pong,
     ProtocolError,
+    ResolveThread,
     Start,
     Subscribe,
     SubscribeInbox,
@@ -345,6 +350,20 @@ class Connection:
         elif isinstance(cmd, Start):
             result = await svc.start(who, cmd.agent, cmd.input)
             self.send_control(Ack(id=cmd.id, **result))
+        elif isinstance(cmd, Comment):
+            result = await svc.comment(who, cmd.run_id, cmd.text, cmd.approval_id, cmd.reply_to)
+            self.send_control(Ack(id=cmd.id, **result))
+        elif isinstance(cmd, EditComment):
+            result = await svc.edit_comment(who, cmd.run_id, cmd.comment_id, cmd.text)
+            self.send_control(Ack(id=cmd.id, **result))
+        elif isinstance(cmd, DeleteComment):
+            result = await svc.delete_comment(who, cmd.run_id, cmd.comment_id)
+            self.send_control(Ack(id=cmd.id, **result))
+        elif isinstance(cmd, ResolveThread):
+            result = await svc.resolve_thread(who, cmd.run_id, cmd.thread_id, cmd.resolved)
+            self.send_control(Ack(id=cmd.id, **result))
+        elif isinstance(cmd, People):
+            self.send_control(Ack(id=cmd.id, run_id=cmd.run_id, people=await svc.people(who, cmd.run_id)))
         elif isinstance(cmd, SubscribeInbox):
             self.hub.feeds.add_inbox(self, cmd.id)
         elif isinstance(cmd, SubscribeRuns):

@@ -20,10 +20,12 @@ from functools import lru_cache
 from typing import Any, Callable, Iterable, Protocol
 
 from .approvals import Approval, ApprovalPolicy, Person, may_decide
+from .protocol import now_iso
 from .runs import RunRecord
 
 # Versions of runs this node has seen lately, to drop an entry older than one already applied.
 _VERSIONS_KEPT = 20_000
+MENTIONS_PER_PERSON = 50  # the newest mentions of each person a node keeps for their inbox snapshot
 
 
 def approval_status(ap: Approval) -> str:
@@ -50,7 +52,10 @@ def entry(rec: RunRecord) -> dict[str, Any]:
             "tally": ap.tally(),
             "votes": [{"sub": v.sub, "name": v.name, "decision": v.decision, "at": v.at} for v in ap.votes],
         })
-    return {"run": run_summary(rec), "approvals": aps}
+    e: dict[str, Any] = {"run": run_summary(rec), "approvals": aps}
+    if rec.mentions:  # the newest mentions in its comments (comments.py), for the mentioned people's inboxes
+        e["mentions"] = [m | {"run_id": rec.run_id} for m in rec.mentions]
+    return e
 
 
 def is_open(e: dict[str, Any]) -> bool:
@@ -133,6 +138,10 @@ class Feeds:
         self._versions: OrderedDict[str, int] = OrderedDict()
         self._inbox: dict[Watcher, dict[str, str]] = {}  # watcher -> {approval_id: run_id} it was told about
         self._runs: dict[Watcher, _RunsWatch] = {}
+        # Mentions (comments.py): not part of the approvals set, but notices beside it. Each node keeps the newest
+        # MENTIONS_PER_PERSON per person it has seen in entries (since it started), for `inbox`'s `mentions`.
+        self._mentions: dict[str, list[dict[str, Any]]] = {}
+        self._mention_ids: OrderedDict[str, None] = OrderedDict()
 
     @property
     def watchers(self) -> int:
@@ -154,6 +163,8 @@ class Feeds:
         """A run changed (from the backend's feed). Entries older than what this node holds are dropped."""
         if not self._newer(e):
             return
+        if e.get("mentions"):
+            self._on_mentions(e, live=True)
         rid = e["run"]["run_id"]
         old = self.open.get(rid)
         if is_open(e):
@@ -183,6 +194,8 @@ class Feeds:
                     fresh[rid] = self.open[rid]
                 continue
             self._versions[rid] = e["run"]["version"]
+            if e.get("mentions"):
+                self._on_mentions(e, live=False)
             if is_open(e):
                 fresh[rid] = e
         self.open = fresh
@@ -195,6 +208,9 @@ class Feeds:
         items = inbox_of(w.identity, self.open.values())
         self._inbox[w] = {i["approval_id"]: i["run_id"] for i in items}
         frame: dict[str, Any] = {"type": "inbox", "approvals": items}
+        mentions = self.mentions_of(w.identity)
+        if mentions:  # (absent when there are none: the approvals set is what it always was)
+            frame["mentions"] = mentions
         if request_id is not None:
             frame["id"] = request_id
         w.send_control(frame)
@@ -234,6 +250,30 @@ class Feeds:
             if aid not in told:
                 told[aid] = item["run_id"]
                 w.send_control({"type": "inbox.added", "approval": item})
+
+    # ------------------------------------------------------------------ mentions
+    def _on_mentions(self, e: dict[str, Any], live: bool) -> None:
+        """Keep the mentions this node has not seen; push the ones this very commit made (their time is the
+        record's) to the mentioned person's inbox watchers as `inbox.mention`. (Older ones a node only now learns
+        of, after it started or missed an entry, go to the snapshot, not out as news.)"""
+        made_now = now_iso(e["run"].get("updated_at") or 0)
+        for m in e["mentions"]:
+            if m["mention_id"] in self._mention_ids:
+                continue
+            self._mention_ids[m["mention_id"]] = None
+            while len(self._mention_ids) > _VERSIONS_KEPT:
+                self._mention_ids.popitem(last=False)
+            kept = self._mentions.setdefault(m["sub"], [])
+            kept.append(m)
+            del kept[:-MENTIONS_PER_PERSON]
+            if live and m["at"] == made_now:
+                for w in list(self._inbox):
+                    if w.identity.sub == m["sub"] and w.identity.can_see(m["run_id"]):
+                        w.send_control({"type": "inbox.mention", "mention": m})
+
+    def mentions_of(self, who: Viewer) -> list[dict[str, Any]]:
+        """`who`'s mentions this node knows of, in runs their token lets them see, newest last."""
+        return [m for m in self._mentions.get(who.sub, []) if who.can_see(m["run_id"])]
 
     # ------------------------------------------------------------------ run-list watchers
     def add_runs(self, w: Watcher, limit: int) -> None:

@@ -258,6 +258,26 @@ def create_app(hub: Hub) -> Starlette:
                                       approval_id=request.path_params["approval_id"])
         return JSONResponse(await svc.decide(who, cmd.run_id, cmd.approval_id, cmd.decision, cmd.reason, cmd.always))
 
+    async def add_comment(request: Request, who: auth.Identity) -> Response:
+        cmd = await api_rules.command(request, "comment", run_id=request.path_params["run_id"])
+        return JSONResponse(await svc.comment(who, cmd.run_id, cmd.text, cmd.approval_id, cmd.reply_to), status_code=201)
+
+    async def change_comment(request: Request, who: auth.Identity) -> Response:
+        path = {"run_id": request.path_params["run_id"], "comment_id": request.path_params["comment_id"]}
+        if request.method == "DELETE":
+            cmd = await api_rules.command(request, "delete_comment", **path)
+            return JSONResponse(await svc.delete_comment(who, cmd.run_id, cmd.comment_id))
+        cmd = await api_rules.command(request, "edit_comment", **path)
+        return JSONResponse(await svc.edit_comment(who, cmd.run_id, cmd.comment_id, cmd.text))
+
+    async def resolve_thread(request: Request, who: auth.Identity) -> Response:
+        cmd = await api_rules.command(request, "resolve_thread", run_id=request.path_params["run_id"],
+                                      thread_id=request.path_params["thread_id"])
+        return JSONResponse(await svc.resolve_thread(who, cmd.run_id, cmd.thread_id, cmd.resolved))
+
+    async def run_people(request: Request, who: auth.Identity) -> Response:
+        return JSONResponse({"people": await svc.people(who, request.path_params["run_id"])})
+
     async def cancel(request: Request, who: auth.Identity) -> Response:
         cmd = await api_rules.command(request, "cancel", run_id=request.path_params["run_id"])
         return JSONResponse(await svc.cancel(who, cmd.run_id, cmd.mode))
@@ -351,6 +371,10 @@ def create_app(hub: Hub) -> Starlette:
         Route("/api/runs/{run_id}/events", api(run_events), methods=["GET"]),
         Route("/api/runs/{run_id}/approvals/{approval_id}", api(decide), methods=["POST"]),
         Route("/api/runs/{run_id}/cancel", api(cancel), methods=["POST"]),
+        Route("/api/runs/{run_id}/comments", api(add_comment), methods=["POST"]),
+        Route("/api/runs/{run_id}/comments/{comment_id}", api(change_comment), methods=["PATCH", "DELETE"]),
+        Route("/api/runs/{run_id}/threads/{thread_id}", api(resolve_thread), methods=["POST"]),
+        Route("/api/runs/{run_id}/people", api(run_people), methods=["GET"]),
         Route("/api/runs/{run_id}/audit", api(run_audit), methods=["GET"]),
         Route("/api/approvals", api(open_approvals), methods=["GET"]),
         Route("/api/webhooks/deliveries", api(webhook_deliveries), methods=["GET"]),

@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 from pydantic import BaseModel, Field
 
 from . import approvals as rules
+from . import comments as talk
 from .approvals import Approval, Person
+from .comments import CommentMeta, ThreadMeta
 from .protocol import ErrorCode, ProtocolError, now_iso
 
 Status = Literal["queued", "running", "paused", "resuming", "completed", "failed", "cancelled"]
@@ -51,6 +53,9 @@ class RunRecord(BaseModel):
     updated_at: float = 0.0
     tx: str | None = None  # id of the transition that wrote this version (lets a retry see that it already landed)
     epoch: str = ""  # random, made with the run's log: a client's `since` counts in this log and no other
+    comments: dict[str, CommentMeta] = Field(default_factory=dict)  # metadata only: the text is in the log
+    threads: dict[str, ThreadMeta] = Field(default_factory=dict)
+    mentions: list[dict[str, Any]] = Field(default_factory=list)  # the newest (comments.MENTIONS_KEPT), for the feed
 
     @property
     def terminal(self) -> bool:
@@ -252,3 +257,38 @@ def worker_lost(rec: RunRecord, now: float) -> Transition | None:
     new.status, new.owner, new.lease_until = "failed", None, None
     new.error = {"code": "worker_lost", "message": f"the worker running segment {rec.segment} stopped renewing its lease"}
     return Transition(new, [("run.failed", dict(new.error))])
+
+
+def _discussion(rec: RunRecord, now: float, change: Callable[[RunRecord], tuple[dict[str, Any], WireEvents]]) -> Transition | None:
+    """A comment, an edit, a delete or a resolve: the record's discussion metadata moves, its status never does.
+    None (nothing to commit) when the change logs nothing."""
+    new = _copy(rec, now)
+    result, events = change(new)
+    if not events:
+        return None
+    return Transition(new, events, [], result)
+
+
+def comment(rec: RunRecord, person: Person, text: str, approval_id: str | None, reply_to: str | None,
+            people: list[dict[str, Any]], now: float) -> Transition:
+    tr = _discussion(rec, now, lambda r: talk.add(r.comments, r.threads, r.approvals, r.mentions, person, text,
+                                                   approval_id, reply_to, people, now, r.run_id))
+    assert tr is not None
+    return tr
+
+
+def edit_comment(rec: RunRecord, person: Person, comment_id: str, text: str, people: list[dict[str, Any]],
+                 now: float) -> Transition:
+    tr = _discussion(rec, now, lambda r: talk.edit(r.comments, r.mentions, person, comment_id, text, people, now, r.run_id))
+    assert tr is not None
+    return tr
+
+
+def delete_comment(rec: RunRecord, person: Person, comment_id: str, now: float) -> Transition:
+    tr = _discussion(rec, now, lambda r: talk.delete(r.comments, person, comment_id, r.run_id))
+    assert tr is not None
+    return tr
+
+
+def resolve_thread(rec: RunRecord, person: Person, thread_id: str, resolved: bool, now: float) -> Transition | None:
+    return _discussion(rec, now, lambda r: talk.resolve(r.threads, person, thread_id, resolved, r.run_id))
