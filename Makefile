@@ -23,6 +23,7 @@ system-deps:
 	@bash scripts/system-deps
 
 test: install system-deps
+	cd tests/specs && npm ci --no-audit --no-fund --loglevel=error
 	$(BIN)/python -m pytest -q
 	@if [ -f client_js/package.json ]; then cd client_js && npm ci --no-audit --no-fund --loglevel=error && RUNCAST_BIN=$(CURDIR)/$(BIN)/runcast npm test; fi
 

@@ -18,7 +18,7 @@ from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket
 
-from . import __version__, auth, connection, feed, transport, webhooks
+from . import __version__, auth, connection, feed, specs, transport, webhooks
 from . import api as api_rules
 from .backends.base import Backend, Subscription
 from .connection import Connection
@@ -240,6 +240,9 @@ def create_app(hub: Hub) -> Starlette:
         limit = api_rules.query_int(request, "limit", *api_rules.LIST_LIMIT, clamp=True)
         return JSONResponse({"runs": await svc.list_runs(who, limit)})
 
+    async def runs(request: Request, who: auth.Identity) -> Response:  # one route, so 405 lists both methods
+        return await (start_run if request.method == "POST" else list_runs)(request, who)
+
     async def get_run(request: Request, who: auth.Identity) -> Response:
         rec = await svc.record(who, request.path_params["run_id"])
         watched = [w | {"first_seen": now_iso(w["first_seen"]), "last_seen": now_iso(w["last_seen"])}
@@ -302,10 +305,7 @@ def create_app(hub: Hub) -> Starlette:
     async def webhook_deliveries(request: Request, who: auth.Identity) -> Response:
         if not who.has("admin"):
             raise ProtocolError(ErrorCode.FORBIDDEN, "webhook deliveries are shown to admins only")
-        try:
-            limit = max(1, min(1000, int(request.query_params.get("limit", 100))))
-        except ValueError:
-            raise ProtocolError(ErrorCode.BAD_REQUEST, "limit must be an integer") from None
+        limit = api_rules.query_int(request, "limit", 1, 1000, 100, clamp=True)
         return JSONResponse({"deliveries": await hub.backend.deliveries(limit)})
 
     async def agents_list(request: Request, who: auth.Identity) -> Response:
@@ -351,6 +351,11 @@ def create_app(hub: Hub) -> Starlette:
         return JSONResponse({"open": len(hub.connections), "live_objects": len(connection.LIVE),
                              "http_protocols": len(transport.HTTP_LIVE)})
 
+    spec = specs.openapi()
+
+    async def openapi(request: Request) -> Response:
+        return JSONResponse(spec)
+
     async def index(request: Request) -> Response:
         return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-store"})
 
@@ -365,8 +370,7 @@ def create_app(hub: Hub) -> Starlette:
     routes: list[Any] = [
         Route("/", index),
         WebSocketRoute("/ws", hub.websocket),
-        Route("/api/runs", api(start_run), methods=["POST"]),
-        Route("/api/runs", api(list_runs), methods=["GET"]),
+        Route("/api/runs", api(runs), methods=["GET", "POST"]),
         Route("/api/runs/{run_id}", api(get_run), methods=["GET"]),
         Route("/api/runs/{run_id}/events", api(run_events), methods=["GET"]),
         Route("/api/runs/{run_id}/approvals/{approval_id}", api(decide), methods=["POST"]),
@@ -380,6 +384,7 @@ def create_app(hub: Hub) -> Starlette:
         Route("/api/webhooks/deliveries", api(webhook_deliveries), methods=["GET"]),
         Route("/api/agents", api(agents_list), methods=["GET"]),
         Route("/api/me", api(whoami), methods=["GET"]),
+        Route("/api/openapi.json", openapi, methods=["GET"]),
         Route("/healthz", healthz),
         Route("/readyz", readyz),
         Route("/metrics", api(metrics)),
