@@ -137,3 +137,19 @@ def test_the_comment_commands_parse_and_bound_their_fields():
         with pytest.raises(ProtocolError) as info:
             parse_command(bad)
         assert info.value.code == ErrorCode.BAD_REQUEST
+
+
+def test_a_mention_goes_out_through_webhooks_as_its_own_event_type():
+    from runcast import webhooks
+
+    assert "comment.mention" in webhooks.EVENTS and webhooks.endpoint({"url": "http://x", "events": ["comment.mention"]})
+    rec = paused_run(ApprovalPolicy())
+    tr = say(rec, BOB, "@maria <b>look</b>", "ap_0")
+    t, data = tr.events[1]
+    body = webhooks.payload({"run_id": "run_1", "seq": 9, "ts": "2026-01-01T00:00:00Z", "type": t, "data": data},
+                            tr.record, "https://hub.example")
+    assert body["type"] == "comment.mention" and body["data"]["event"]["mentioned"] == {"sub": "maria", "name": "Maria Lopez"}
+    assert body["data"]["approval"]["url"] == "https://hub.example/#run=run_1&approval=ap_0"
+    msg = webhooks.slack(body)
+    assert msg["blocks"][0]["text"]["text"] == "Maria Lopez was mentioned by Bob"
+    assert any("&lt;b&gt;look&lt;/b&gt;" in (b.get("text") or {}).get("text", "") for b in msg["blocks"])

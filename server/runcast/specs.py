@@ -87,6 +87,19 @@ EVENT_DATA: dict[str, dict[str, Any]] = {
     "run.completed": _obj(["output", "usage"], output=_ANY, usage=_OBJ),
     "run.failed": _obj(["code", "message"], code=_STR, message=_STR, usage=_OBJ, guardrail=_OBJ),
     "run.cancelled": _obj(["by", "mode"], by=_ANY, mode=_STR),
+    # the discussion (comments.py): never given to the agent
+    "comment.added": _obj(["comment_id", "thread_id", "approval_id", "by", "text", "mentions"], comment_id=_STR,
+                          thread_id=_STR, approval_id=_NULLABLE_STR, reply_to=_NULLABLE_STR, by=_PERSON, text=_STR,
+                          mentions={"type": "array", "items": _PERSON}),
+    "comment.edited": _obj(["comment_id", "thread_id", "by", "text", "edits"], comment_id=_STR, thread_id=_STR,
+                           approval_id=_NULLABLE_STR, by=_PERSON, text=_STR, edits=_INT,
+                           mentions={"type": "array", "items": _PERSON}),
+    "comment.deleted": _obj(["comment_id", "thread_id", "by"], comment_id=_STR, thread_id=_STR,
+                            approval_id=_NULLABLE_STR, by=_PERSON),
+    "comment.mention": _obj(["comment_id", "thread_id", "by", "mentioned", "text"], comment_id=_STR, thread_id=_STR,
+                            approval_id=_NULLABLE_STR, by=_PERSON, mentioned=_PERSON, text=_STR),
+    "thread.resolved": _obj(["thread_id", "by"], thread_id=_STR, approval_id=_NULLABLE_STR, by=_PERSON),
+    "thread.reopened": _obj(["thread_id", "by"], thread_id=_STR, approval_id=_NULLABLE_STR, by=_PERSON),
 }
 
 EVENT_ENVELOPE = _obj(
@@ -97,7 +110,9 @@ EVENT_ENVELOPE = _obj(
 
 # Feed and presence control frames (no seq, never replayed), as the hub builds them in feed.py and presence.py.
 FEED_FRAMES: dict[str, dict[str, Any]] = {
-    "inbox": _obj(["type", "approvals"], type={"const": "inbox"}, id=_STR, approvals={"type": "array", "items": _OBJ}),
+    "inbox": _obj(["type", "approvals"], type={"const": "inbox"}, id=_STR, approvals={"type": "array", "items": _OBJ},
+                  mentions={"type": "array", "items": _OBJ}),
+    "inbox.mention": _obj(["type", "mention"], type={"const": "inbox.mention"}, mention=_OBJ),
     "inbox.added": _obj(["type", "approval"], type={"const": "inbox.added"}, approval=_OBJ),
     "inbox.removed": _obj(["type", "run_id", "approval_id", "reason"], type={"const": "inbox.removed"},
                           run_id=_STR, approval_id=_STR, reason=_STR),
@@ -265,10 +280,13 @@ def _param(name: str, where: str, schema: dict[str, Any], required: bool = False
     return {"name": name, "in": where, "required": required or where == "path", "schema": schema}
 
 
+_ID = {"type": "string", "minLength": 1, "maxLength": 128}
+
+
 def openapi() -> dict[str, Any]:
     schemas: dict[str, Any] = {}
     run_id = _param("run_id", "path", {"type": "string", "minLength": 1, "maxLength": 128})
-    approval_id = _param("approval_id", "path", {"type": "string", "minLength": 1, "maxLength": 128})
+    approval_id = _param("approval_id", "path", _ID)
     auth_errors = (400, 401, 403, 404, 429, 503)
     # `limit` is any whole number (of at most _MAX_DIGITS digits), clamped to the endpoint's range
     limit = _param("limit", "query", {"type": "integer", "minimum": 0, "maximum": 10**_MAX_DIGITS - 1,
@@ -317,6 +335,34 @@ def openapi() -> dict[str, Any]:
                     "responses": {"200": {"description": "OK", "content": {"application/json": {"schema": _OBJ},
                                                                          "text/csv": {"schema": _STR}}}}
                     | _errors(*auth_errors)},
+        },
+        "/api/runs/{run_id}/comments": {
+            "post": {"operationId": "comment", "summary": "Comment on a run or an approval (the `comment` command)",
+                     "parameters": [run_id], "requestBody": _body("comment", ("run_id",), schemas) | {"required": True},
+                     "responses": {"201": _json(_obj(["run_id", "comment_id", "thread_id"], run_id=_STR,
+                                                     comment_id=_STR, thread_id=_STR))}
+                     | _errors(*auth_errors, 413)},
+        },
+        "/api/runs/{run_id}/comments/{comment_id}": {
+            "patch": {"operationId": "editComment", "summary": "Edit your comment (the `edit_comment` command)",
+                      "parameters": [run_id, _param("comment_id", "path", _ID, True)],
+                      "requestBody": _body("edit_comment", ("run_id", "comment_id"), schemas) | {"required": True},
+                      "responses": {"200": _json(_OBJ)} | _errors(*auth_errors, 413)},
+            "delete": {"operationId": "deleteComment", "summary": "Delete your comment (the `delete_comment` command)",
+                       "parameters": [run_id, _param("comment_id", "path", _ID, True)],
+                       "responses": {"200": _json(_OBJ)} | _errors(*auth_errors, 413)},
+        },
+        "/api/runs/{run_id}/threads/{thread_id}": {
+            "post": {"operationId": "resolveThread", "summary": "Resolve or reopen a thread (`resolve_thread`)",
+                     "parameters": [run_id, _param("thread_id", "path", _ID, True)],
+                     "requestBody": _body("resolve_thread", ("run_id", "thread_id"), schemas),
+                     "responses": {"200": _json(_OBJ)} | _errors(*auth_errors, 413)},
+        },
+        "/api/runs/{run_id}/people": {
+            "get": {"operationId": "runPeople", "summary": "Who `@` completes to in the run's comments",
+                    "parameters": [run_id],
+                    "responses": {"200": _json(_obj(["people"], people={"type": "array", "items": _obj(
+                        ["sub", "name", "handle"], sub=_STR, name=_STR, handle=_STR)}))} | _errors(*auth_errors)},
         },
         "/api/approvals": {
             "get": {"operationId": "openApprovals", "summary": "The token's inbox: open approvals it may decide",

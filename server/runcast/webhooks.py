@@ -52,6 +52,7 @@ log = logging.getLogger("runcast.webhooks")
 EVENTS = (
     "approval.requested", "approval.decided", "approval.expired", "approval.cancelled",
     "run.paused", "run.completed", "run.failed", "run.cancelled",
+    "comment.mention",  # one per mentioned person (comments.py): route it to them (a Slack DM, an e-mail gateway)
 )
 APPROVAL_EVENTS = frozenset(e for e in EVENTS if e.startswith("approval."))
 Format = Literal["standard", "slack"]
@@ -258,7 +259,7 @@ def _args_brief(arguments: Any, n: int = 400) -> str:
 _TITLES = {
     "approval.requested": "Approval needed", "approval.decided": "Approval decided", "approval.expired": "Approval expired",
     "approval.cancelled": "Approval cancelled", "run.paused": "Run waiting for approval", "run.completed": "Run completed",
-    "run.failed": "Run failed", "run.cancelled": "Run cancelled",
+    "run.failed": "Run failed", "run.cancelled": "Run cancelled", "comment.mention": "You were mentioned",
 }
 
 
@@ -299,6 +300,12 @@ def slack(body: dict[str, Any]) -> dict[str, Any]:
     elif t == "run.cancelled":
         by = ev.get("by") or {}
         fields.append(f"*Cancelled by*\n{_esc(by.get('name') or by.get('sub') or 'someone')}")
+    elif t == "comment.mention":
+        m, by = ev.get("mentioned") or {}, ev.get("by") or {}
+        title = f"{m.get('name') or m.get('sub')} was mentioned by {by.get('name') or by.get('sub')}"
+        fields.append(f"*Mentioned*\n{_esc(m.get('name') or '')} ({_esc(m.get('sub') or '')})")
+        extra.append({"type": "section", "text": {"type": "mrkdwn",
+                      "text": _cut(f"*Comment*\n{_esc(_cut(str(ev.get('text') or ''), 1000))}", 3000)}})
     elif t == "run.completed" and ev.get("output") is not None:
         extra.append({"type": "section", "text": {"type": "mrkdwn",
                       "text": _cut(f"*Output*\n{_esc(_cut(str(ev.get('output')), 600))}", 3000)}})
