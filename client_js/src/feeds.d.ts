@@ -40,10 +40,27 @@ export interface RunSummary {
 
 export type InboxRemovedReason = "approved" | "rejected" | "expired" | "cancelled" | "voted" | "closed";
 
+/** Someone @mentioned this person in a comment (`inbox.mention`, and the snapshot's `mentions`). */
+export interface InboxMention {
+  mention_id: string;
+  sub: string;
+  run_id: string;
+  comment_id: string;
+  thread_id: string;
+  /** The approval whose thread it is in, or null (a comment on the run). */
+  approval_id: string | null;
+  by: Person;
+  /** The comment's first 200 characters. */
+  excerpt: string;
+  at: string;
+}
+
 export interface InboxState {
   /** True once the first snapshot arrived (after each reconnect, until the new one arrives, it holds the old set). */
   ready: boolean;
   approvals: Map<string, InboxApproval>;
+  /** The mentions of this person the hub node knows of, newest last (not part of the approvals set). */
+  mentions: InboxMention[];
 }
 
 export interface RunsState {
@@ -54,7 +71,8 @@ export interface RunsState {
 export type InboxChange =
   | { type: "snapshot" }
   | { type: "added"; approval: InboxApproval }
-  | { type: "removed"; approval: Partial<InboxApproval> & { approval_id: string; run_id: string }; reason: InboxRemovedReason | (string & {}) };
+  | { type: "removed"; approval: Partial<InboxApproval> & { approval_id: string; run_id: string }; reason: InboxRemovedReason | (string & {}) }
+  | { type: "mention"; mention: InboxMention };
 
 export type RunsChange = { type: "snapshot" } | { type: "status"; run: RunSummary };
 
