@@ -6,6 +6,7 @@
 import {
   RuncastClient, TERMINAL, canCancel, canDecide, canStart, hasRole, inboxList, needsYou, people, runList,
 } from "/client/src/runcast.js";
+import { mentionsBox, runDiscussion, threadView } from "/static/comments.js";
 
 const $ = (id) => document.getElementById(id);
 
@@ -128,6 +129,12 @@ let runs = [];
 let authProblem = null; // "expired" | "invalid" | "missing"
 /** @type {any} */
 let view = null;
+// The discussion (comments.js): threads beside approvals and under the transcript, and the mentions in the inbox column.
+const talkCtx = { client: () => client, me: () => me, runId: () => view?.runId ?? null };
+const discussion = runDiscussion(talkCtx);
+const mentions = mentionsBox(talkCtx);
+$("transcript").after(discussion.el);
+document.querySelector(".inbox-box").after(mentions.el);
 const announced = new Set(); // approval ids announced in the decision panel's live region
 let notifiedReady = false; // the inbox's first snapshot arrived: later additions may notify
 
@@ -223,6 +230,7 @@ function restart() {
 
 function onInbox(s, change) {
   if (change.type === "snapshot") notifiedReady = true;
+  else if (change.type === "mention") mentions.notify(change.mention);
   else if (change.type === "added" && notifiedReady) {
     notify(change.approval);
     const ap = change.approval;
@@ -253,6 +261,7 @@ $("notify").addEventListener("click", async () => {
 });
 
 function renderInbox() {
+  mentions.render(client ? client.inbox : null);
   const items = client ? inboxList(client.inbox) : [];
   const count = $("inbox-count");
   setText(count, String(items.length));
@@ -351,6 +360,7 @@ function openRun(runId, approvalId = null) {
   if (view) view.sub.unsubscribe();
   $("transcript").replaceChildren();
   $("decide-cards").replaceChildren();
+  discussion.reset();
   $("history-lost").hidden = true;
   const nodes = new Map();
   // target: the approval a link named (`#run=<id>&approval=<id>`, as webhooks and Slack send it), shown once it is here
@@ -488,6 +498,7 @@ function render() {
   setText(msg, problem || "");
   renderParticipants(view.sub.presence);
   renderTranscript(s);
+  discussion.update(s);
   if (view.lastStatus !== s.status) {
     if (view.lastStatus && TERMINAL.includes(s.status)) setText($("run-announce"), `Run ${s.status}.`);
     view.lastStatus = s.status;
@@ -848,8 +859,10 @@ function buildApproval(approvalId) {
   const reject = h("button", { type: "button", class: "danger-outline", dataset: { testid: "reject" } }, "Reject");
   const actions = h("div", { class: "actions" },
     h("label", { class: "reason", for: reasonId }, "Reason (optional; everyone sees it, and on reject the agent does)", reason), approve, reject);
+  const thread = threadView(talkCtx, approvalId, { approvalId, title: "Discussion" }); // beside the decision, and after it
   const el = h("article", { class: "item approval", dataset: { kind: "approval", testid: "approval", approvalId } },
-    h("div", { class: "ap-head" }, title, chip), context, desc, argsBox, policy, why, deadline, votes, verdict, state, error, actions);
+    h("div", { class: "ap-head" }, title, chip), context, desc, argsBox, policy, why, deadline, votes, verdict, state, error, actions,
+    thread.el);
   let argsKey = null;
   let descKey = null;
 
@@ -869,6 +882,7 @@ function buildApproval(approvalId) {
     update(it, s) {
       const ap = s.approvals[approvalId];
       if (!ap) return;
+      thread.update(s);
       const online = client?.status === "open";
       el.dataset.status = ap.status;
       el.classList.toggle("open", ap.status === "pending" && !TERMINAL.includes(s.status));
