@@ -302,6 +302,10 @@ def create_app(hub: Hub) -> Starlette:
             raise ProtocolError(ErrorCode.BAD_REQUEST, "only open approvals are listed here: use ?open=1 (decided ones are in each run's log)")
         return JSONResponse({"approvals": await svc.open_approvals(who)})
 
+    async def my_mentions(request: Request, who: auth.Identity) -> Response:
+        """Who mentioned this person in a comment (the newest this node has seen; the inbox's `mentions`)."""
+        return JSONResponse({"mentions": hub.feeds.mentions_of(who)})
+
     async def webhook_deliveries(request: Request, who: auth.Identity) -> Response:
         if not who.has("admin"):
             raise ProtocolError(ErrorCode.FORBIDDEN, "webhook deliveries are shown to admins only")
@@ -381,6 +385,7 @@ def create_app(hub: Hub) -> Starlette:
         Route("/api/runs/{run_id}/people", api(run_people), methods=["GET"]),
         Route("/api/runs/{run_id}/audit", api(run_audit), methods=["GET"]),
         Route("/api/approvals", api(open_approvals), methods=["GET"]),
+        Route("/api/mentions", api(my_mentions), methods=["GET"]),
         Route("/api/webhooks/deliveries", api(webhook_deliveries), methods=["GET"]),
         Route("/api/agents", api(agents_list), methods=["GET"]),
         Route("/api/me", api(whoami), methods=["GET"]),

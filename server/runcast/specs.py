@@ -370,6 +370,11 @@ def openapi() -> dict[str, Any]:
                     "responses": {"200": _json(_obj(["approvals"], approvals={"type": "array", "items": _OBJ}))}
                     | _errors(*auth_errors)},
         },
+        "/api/mentions": {
+            "get": {"operationId": "mentions", "summary": "Who mentioned this token's person in a comment (newest last)",
+                    "responses": {"200": _json(_obj(["mentions"], mentions={"type": "array", "items": _OBJ}))}
+                    | _errors(*auth_errors)},
+        },
         "/api/webhooks/deliveries": {
             "get": {"operationId": "webhookDeliveries", "summary": "Recent webhook deliveries (admins)",
                     "parameters": [limit],

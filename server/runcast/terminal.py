@@ -137,6 +137,37 @@ def cmd_approvals(api: Api, args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_OK
 
 
+def cmd_inbox(api: Api, args: argparse.Namespace, out: TextIO) -> int:
+    """What needs you: the open approvals you may decide (review requested ones marked) and who mentioned you."""
+    aps = open_approvals(api)
+    mentions = api.call("GET", "/api/mentions")["mentions"]
+    if args.json:
+        out.write(json.dumps({"approvals": aps, "mentions": mentions}, indent=2, ensure_ascii=False) + "\n")
+        return EXIT_OK
+    if aps:
+        for ap in aps:
+            out.write(f"needs your decision: {ap['run_id']} {ap['approval_id']}  {ap['tool']}"
+                      f"({brief(ap.get('arguments', ''), 60)}), started by {_who(ap.get('started_by'))}\n")
+    else:
+        out.write("No open approvals you may decide.\n")
+    for m in reversed(mentions):
+        where = f"{m['run_id']} approval {m['approval_id']}" if m.get("approval_id") else m["run_id"]
+        out.write(f"mentions you: {_who(m.get('by'))} on {where} at {m.get('at')}: {brief(m.get('excerpt', ''), 100)}\n"
+                  f"    runcast comment {m['run_id']} --reply-to {m['comment_id']} '...'\n")
+    return EXIT_OK
+
+
+def cmd_comment(api: Api, args: argparse.Namespace, out: TextIO) -> int:
+    body: dict[str, Any] = {"text": args.text}
+    if args.approval:
+        body["approval_id"] = args.approval
+    if args.reply_to:
+        body["reply_to"] = args.reply_to
+    res = api.call("POST", f"/api/runs/{args.run}/comments", json=body)
+    out.write(f"commented: {res['comment_id']} in thread {res['thread_id']}\n")
+    return EXIT_OK
+
+
 def cmd_decide(api: Api, args: argparse.Namespace, out: TextIO, decision: str) -> int:
     body: dict[str, Any] = {"decision": decision}
     if args.reason:
@@ -215,6 +246,15 @@ class Printer:
             self._line(f"⌛ {d.get('approval_id')} expired")
         elif t == "approval.cancelled":
             self._line(f"✖ {d.get('approval_id')} cancelled with the run")
+        elif t == "comment.added":
+            where = f" on {d['approval_id']}" if d.get("approval_id") else ""
+            self._line(f"💬 {_who(d.get('by'))}{where} [{d.get('comment_id')}]: {brief(d.get('text', ''), 200)}")
+        elif t == "comment.edited":
+            self._line(f"💬 {_who(d.get('by'))} edited {d.get('comment_id')}: {brief(d.get('text', ''), 200)}")
+        elif t == "comment.deleted":
+            self._line(f"💬 {_who(d.get('by'))} deleted {d.get('comment_id')}")
+        elif t in ("thread.resolved", "thread.reopened"):
+            self._line(f"💬 {_who(d.get('by'))} {t.split('.')[1]} the thread {d.get('thread_id')}")
         elif t == "run.paused":
             self._line(f"⏸ paused, waiting for {len(d.get('pending') or [])} approval(s)")
         elif t == "run.resumed":
@@ -328,6 +368,19 @@ def add_commands(sub: Any) -> None:
     rj.add_argument("approval")
     rj.add_argument("--reason", required=True, help="why (shown to everyone and told to the model)")
     rj.set_defaults(func=run_command, handler=lambda api, args, out: cmd_decide(api, args, out, "reject"))
+
+    ib = sub.add_parser("inbox", help="what needs you: open approvals you may decide, and who mentioned you")
+    client(ib)
+    ib.add_argument("--json", action="store_true", help="as JSON")
+    ib.set_defaults(func=run_command, handler=cmd_inbox)
+
+    cm = sub.add_parser("comment", help="comment on a run or an approval (@handle mentions someone); the agent never sees it")
+    client(cm)
+    cm.add_argument("run")
+    cm.add_argument("text")
+    cm.add_argument("--approval", help="comment in this approval's thread")
+    cm.add_argument("--reply-to", help="reply in the thread of this comment")
+    cm.set_defaults(func=run_command, handler=cmd_comment)
 
     w = sub.add_parser("watch", help="stream a run to the terminal; exit 0 completed, 3 failed, 4 cancelled")
     client(w)
