@@ -149,3 +149,27 @@ async def test_bad_comments_get_stable_codes_and_log_nothing(hub: Cluster) -> No
     hub.http("POST", f"/api/runs/{run_id}/cancel", OPERATOR, json={})
     for c in (vic, eve):
         await c.close()
+
+
+async def test_requested_reviewers_are_marked_in_their_inbox_and_others_still_decide(hub: Cluster) -> None:
+    r = hub.http("POST", "/api/runs", OPERATOR, json={"agent": "demo", "input": "tidy", "reviewers": ["alice"]})
+    assert r.status_code == 201, r.text
+    run_id = r.json()["run_id"]
+    alice = await Client.connect(hub.ws_url(0), ALICE)
+    bob = await Client.connect(hub.ws_url(len(hub.nodes) - 1), BOB)
+    for c in (alice, bob):
+        await ask(c, {"type": "subscribe_inbox"}, "inbox")
+    a_item, b_item = await wait_added(alice, run_id), await wait_added(bob, run_id)
+    assert a_item["review_requested"] is True and "review_requested" not in b_item
+    assert a_item["reviewers"] == ["alice"]
+    http_items = hub.http("GET", "/api/approvals?open=1", ALICE).json()["approvals"]
+    assert [i.get("review_requested") for i in http_items if i["run_id"] == run_id] == [True]
+    kinds = [e["type"] for e in hub.log_events(run_id)]
+    assert kinds.index("approval.review_requested") == kinds.index("approval.requested") + 1
+    bad = hub.http("POST", "/api/runs", OPERATOR, json={"agent": "demo", "input": "x", "reviewers": [f"p{i}" for i in range(11)]})
+    assert bad.status_code == 400 and bad.json()["error"]["field"].startswith("reviewers")
+    # Bob, not asked, still decides
+    ack = await bob.request({"type": "decide", "run_id": run_id, "approval_id": b_item["approval_id"], "decision": "approve"})
+    assert ack["type"] == "ack" and ack["outcome"] == "decided"
+    for c in (alice, bob):
+        await c.close()

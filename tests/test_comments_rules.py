@@ -153,3 +153,37 @@ def test_a_mention_goes_out_through_webhooks_as_its_own_event_type():
     msg = webhooks.slack(body)
     assert msg["blocks"][0]["text"]["text"] == "Maria Lopez was mentioned by Bob"
     assert any("&lt;b&gt;look&lt;/b&gt;" in (b.get("text") or {}).get("text", "") for b in msg["blocks"])
+
+
+def test_requested_reviewers_are_marked_on_each_approval_and_others_may_still_decide():
+    from runcast import feed
+    from runcast.approvals import Approval
+    from runcast.runs import Job
+
+    rec = runs.new_run("run_1", "demo", "hi", ADA, T0, reviewers=["maria", "maria", "bob"]).record
+    assert rec.reviewers == ["maria", "bob"]
+    rec = runs.claim(rec, Job(kind="start", run_id="run_1", segment=1), "w1", T0).record
+    aps = [Approval(approval_id="ap_0", call_id="c0", tool="delete_files", arguments="{}", agent="Janitor",
+                    policy=ApprovalPolicy(reviewers=["carol"]), requested_at="t")]
+    tr = runs.pause(rec, "w1", aps, T0)
+    assert [t for t, _ in tr.events] == ["approval.requested", "approval.review_requested", "run.paused"]
+    assert tr.events[0][1]["reviewers"] == ["maria", "bob", "carol"]
+    assert tr.events[1][1] == {"approval_id": "ap_0", "tool": "delete_files", "reviewers": ["maria", "bob", "carol"],
+                               "by": ADA.ref()}
+
+    class Who:
+        def __init__(self, p: Person) -> None:
+            self.sub, self.name, self.roles = p.sub, p.name, tuple(p.roles)
+
+        def can_see(self, run_id: str) -> bool:
+            return True
+
+    e = feed.entry(tr.record)
+    assert [i.get("review_requested") for i in feed.inbox_of(Who(MARIA), [e])] == [True]
+    carol = Person(sub="carol", name="Carol", roles=["approver"])
+    dave = Person(sub="dave", name="Dave", roles=["approver"])
+    assert [i.get("review_requested") for i in feed.inbox_of(Who(carol), [e])] == [True]
+    assert [i.get("review_requested") for i in feed.inbox_of(Who(dave), [e])] == [None]  # still there, still decides
+    assert runs.decide(tr.record, "ap_0", dave, "approve", None, False, T0).result["outcome"] == "decided"
+    # too many reviewers is refused before anything is made
+    assert refused(runs.new_run, "run_2", "demo", "hi", ADA, T0, [f"p{i}" for i in range(11)]).code == ErrorCode.BAD_REQUEST

@@ -20,6 +20,10 @@ export interface InboxApproval {
   tally: { approve: number; reject: number; needed: number };
   votes: { sub: string; name: string; decision: "approve" | "reject"; at: string }[];
   run: { agent: string; input: string; started_by: Person; created_at: string; status: string };
+  /** Subs asked to review it (the run's and the policy's). */
+  reviewers?: string[];
+  /** True when this person was asked to review it (anyone whose role allows still decides). */
+  review_requested?: boolean;
 }
 
 /** A run in the live list: the HTTP list's summary, with its version. */

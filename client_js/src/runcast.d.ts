@@ -185,6 +185,6 @@ export class RuncastClient {
   resolveThread(runId: string, threadId: string, resolved?: boolean): Promise<Ack & { thread_id: string; resolved: boolean; changed: boolean }>;
   /** Who `@` completes to in this run's comments. */
   people(runId: string): Promise<{ sub: string; name: string; handle: string }[]>;
-  start(agent: string, input: string): Promise<string>;
+  start(agent: string, input: string, opts?: { reviewers?: string[] }): Promise<string>;
   ping(): Promise<{ type: "pong"; id?: string }>;
 }

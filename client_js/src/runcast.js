@@ -813,10 +813,13 @@ export class RuncastClient {
 
   /**
    * Start a run of a registered agent (operator or admin). Resolves with the new run id.
-   * @param {string} agent @param {string} input @returns {Promise<string>}
+   * `opts.reviewers`: people (subs) asked to review its approvals (their inbox says "review requested").
+   * @param {string} agent @param {string} input @param {{reviewers?: string[]}} [opts] @returns {Promise<string>}
    */
-  async start(agent, input) {
-    const ack = await this._command({ type: "start", agent, input: input ?? "" });
+  async start(agent, input, opts = {}) {
+    const frame = { type: "start", agent, input: input ?? "" };
+    if (opts.reviewers?.length) frame.reviewers = opts.reviewers;
+    const ack = await this._command(frame);
     return ack.run_id;
   }
 

@@ -150,3 +150,4 @@ const mentions: InboxMention[] = client.inbox.mentions;
 console.log(threads, thread.map((c) => c.by?.name), mentions.map((m) => m.excerpt));
 // @ts-expect-error: a comment's options name an approval, not a tool
 client.comment("run_1", "hi", { tool: "delete_files" });
+client.start("demo", "tidy", { reviewers: ["alice"] }).then((id: string) => id);

@@ -348,7 +348,7 @@ class Connection:
             result = await svc.cancel(who, cmd.run_id, cmd.mode)
             self.send_control(Ack(id=cmd.id, **result))
         elif isinstance(cmd, Start):
-            result = await svc.start(who, cmd.agent, cmd.input)
+            result = await svc.start(who, cmd.agent, cmd.input, cmd.reviewers)
             self.send_control(Ack(id=cmd.id, **result))
         elif isinstance(cmd, Comment):
             result = await svc.comment(who, cmd.run_id, cmd.text, cmd.approval_id, cmd.reply_to)

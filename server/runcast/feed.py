@@ -100,9 +100,12 @@ def why_not(who: Viewer, run: dict[str, Any], ap: dict[str, Any]) -> str | None:
     return None
 
 
-def inbox_item(run: dict[str, Any], ap: dict[str, Any]) -> dict[str, Any]:
-    """One approval of the inbox: the approval as logged in `approval.requested`, its tally and votes, and its run."""
+def inbox_item(run: dict[str, Any], ap: dict[str, Any], who: Viewer | None = None) -> dict[str, Any]:
+    """One approval of the inbox: the approval as logged in `approval.requested`, its tally and votes, and its run;
+    `review_requested` when `who` was asked to review it (it is in the inbox for their role, like anyone's)."""
     item = {k: v for k, v in ap.items() if k != "status"}
+    if who is not None and who.sub in (ap.get("reviewers") or ()):
+        item["review_requested"] = True
     item["run_id"] = run["run_id"]
     item["run"] = {k: run.get(k) for k in ("agent", "input", "started_by", "created_at", "status")}
     return item
@@ -110,7 +113,7 @@ def inbox_item(run: dict[str, Any], ap: dict[str, Any]) -> dict[str, Any]:
 
 def inbox_of(who: Viewer, entries: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     """Every open approval `who` may decide, oldest request first."""
-    out = [inbox_item(e["run"], ap) for e in entries for ap in e["approvals"] if why_not(who, e["run"], ap) is None]
+    out = [inbox_item(e["run"], ap, who) for e in entries for ap in e["approvals"] if why_not(who, e["run"], ap) is None]
     return sorted(out, key=lambda i: (i.get("requested_at") or "", i["approval_id"]))
 
 
@@ -236,7 +239,7 @@ class Feeds:
         for aid, ap in now.items():
             if aid not in told:
                 told[aid] = rid
-                w.send_control({"type": "inbox.added", "approval": inbox_item(run, ap)})
+                w.send_control({"type": "inbox.added", "approval": inbox_item(run, ap, who)})
 
     def _resend(self, w: Watcher) -> None:
         told = self._inbox.get(w)

@@ -234,7 +234,7 @@ def create_app(hub: Hub) -> Starlette:
 
     async def start_run(request: Request, who: auth.Identity) -> Response:
         cmd = await api_rules.command(request, "start", defaults={"input": ""})
-        return JSONResponse(await svc.start(who, cmd.agent, cmd.input), status_code=201)
+        return JSONResponse(await svc.start(who, cmd.agent, cmd.input, cmd.reviewers), status_code=201)
 
     async def list_runs(request: Request, who: auth.Identity) -> Response:
         limit = api_rules.query_int(request, "limit", *api_rules.LIST_LIMIT, clamp=True)

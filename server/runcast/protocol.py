@@ -132,6 +132,8 @@ class Start(_Command):
     type: Literal["start"]
     agent: Annotated[StrictStr, Field(min_length=1, max_length=200)]
     input: Annotated[StrictStr, Field(max_length=MAX_TEXT)]
+    # people (subs) asked to review the run's approvals: their inbox says "review requested"
+    reviewers: Annotated[list[Annotated[StrictStr, Field(min_length=1, max_length=200)]], Field(max_length=10)] = []
 
 
 class Ping(_Command):

@@ -56,6 +56,7 @@ class RunRecord(BaseModel):
     comments: dict[str, CommentMeta] = Field(default_factory=dict)  # metadata only: the text is in the log
     threads: dict[str, ThreadMeta] = Field(default_factory=dict)
     mentions: list[dict[str, Any]] = Field(default_factory=list)  # the newest (comments.MENTIONS_KEPT), for the feed
+    reviewers: list[str] = Field(default_factory=list)  # subs the starter asked to review every approval of the run
 
     @property
     def terminal(self) -> bool:
@@ -110,10 +111,20 @@ def _copy(rec: RunRecord, now: float) -> RunRecord:
     return new
 
 
-def new_run(run_id: str, agent: str, input_: str, person: Person, now: float) -> Transition:
+MAX_REVIEWERS = 10
+
+
+def new_run(run_id: str, agent: str, input_: str, person: Person, now: float,
+            reviewers: list[str] | None = None) -> Transition:
+    asked = list(dict.fromkeys(reviewers or []))
+    if len(asked) > MAX_REVIEWERS:
+        raise ProtocolError(ErrorCode.BAD_REQUEST, f"at most {MAX_REVIEWERS} reviewers", field="reviewers")
     rec = RunRecord(run_id=run_id, agent=agent, input=input_, started_by=person.ref(), created_at=now_iso(now), updated_at=now,
-                    epoch=secrets.token_hex(8))
-    ev = [("run.started", {"agent": agent, "input": input_, "started_by": person.ref()})]
+                    epoch=secrets.token_hex(8), reviewers=asked)
+    started: dict[str, Any] = {"agent": agent, "input": input_, "started_by": person.ref()}
+    if asked:
+        started["reviewers"] = asked
+    ev = [("run.started", started)]
     return Transition(rec, ev, [Job(kind="start", run_id=run_id, segment=1)], {"run_id": run_id})
 
 
@@ -157,8 +168,12 @@ def pause(rec: RunRecord, owner: str, new_approvals: list[Approval], now: float)
     new.pending = [a.approval_id for a in new_approvals]
     events: WireEvents = []
     for ap in new_approvals:
+        ap.reviewers = list(dict.fromkeys([*rec.reviewers, *ap.policy.reviewers]))
         new.approvals[ap.approval_id] = ap
         events.append(("approval.requested", ap.requested_data()))
+        if ap.reviewers:  # its own event type, so a webhook can route the request to each reviewer
+            events.append(("approval.review_requested", {"approval_id": ap.approval_id, "tool": ap.tool,
+                                                         "reviewers": list(ap.reviewers), "by": rec.started_by}))
     events.append(("run.paused", {"pending": list(new.pending), "segment": new.segment}))
     return Transition(new, events)
 

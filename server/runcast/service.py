@@ -70,7 +70,7 @@ class Service:
                                 "admin, or one its agent's approval policies name", run_id=run_id)
         return rec
 
-    async def start(self, who: Identity, agent: str, input_: str) -> dict[str, Any]:
+    async def start(self, who: Identity, agent: str, input_: str, reviewers: list[str] | None = None) -> dict[str, Any]:
         if not who.has("operator"):
             raise ProtocolError(ErrorCode.FORBIDDEN, "starting a run needs the operator or admin role")
         if "*" not in who.runs:
@@ -81,7 +81,7 @@ class Service:
         refusal = await self.backend.admit_start(who.sub, run_id, time.time(), self.quota)
         if refusal is not None:
             raise refusal.error(self.quota)
-        tr = runs.new_run(run_id, agent, input_, who.person, time.time())
+        tr = runs.new_run(run_id, agent, input_, who.person, time.time(), reviewers)
         await self.backend.create(tr)
         return {"run_id": run_id}
 
@@ -153,6 +153,7 @@ class Service:
             if spec is not None:
                 policies += [spec.default_policy, *spec.policies.values()]
             found += self.directory.deciders(policies)
+        found += [{"sub": s, "name": s} for s in rec.reviewers]  # (a reviewer's own name, once seen, wins)
         return comments.mentionable(found)
 
     async def comment(self, who: Identity, run_id: str, text: str, approval_id: str | None,

@@ -51,7 +51,8 @@ def _obj(required: list[str], **props: Any) -> dict[str, Any]:
 # The `data` of each run event type, by type: the keys PROTOCOL.md and the README's protocol section promise.
 # Events may carry more keys than listed (a newer hub adds; a client ignores what it does not know).
 EVENT_DATA: dict[str, dict[str, Any]] = {
-    "run.started": _obj(["agent", "input", "started_by"], agent=_STR, input=_STR, started_by=_PERSON),
+    "run.started": _obj(["agent", "input", "started_by"], agent=_STR, input=_STR, started_by=_PERSON,
+                        reviewers={"type": "array", "items": _STR}),
     "agent.updated": _obj(["agent"], agent=_STR),
     "message.delta": _obj(["item_id", "delta"], item_id=_STR, delta=_STR),
     "message.completed": _obj(["item_id", "text"], item_id=_STR, text=_STR, agent=_STR),
@@ -71,8 +72,10 @@ EVENT_DATA: dict[str, dict[str, Any]] = {
     "approval.requested": _obj(
         ["approval_id", "call_id", "tool", "arguments", "agent", "policy", "expires_at"],
         approval_id=_STR, call_id=_STR, tool=_STR, arguments=_ANY, agent=_STR, policy=_POLICY,
-        expires_at=_NULLABLE_STR, description=_NULLABLE_STR,
+        expires_at=_NULLABLE_STR, description=_NULLABLE_STR, reviewers={"type": "array", "items": _STR},
     ),
+    "approval.review_requested": _obj(["approval_id", "reviewers"], approval_id=_STR, tool=_STR,
+                                      reviewers={"type": "array", "items": _STR}, by=_ANY),
     "approval.voted": _obj(["approval_id", "by", "decision", "tally"], approval_id=_STR, by=_PERSON,
                            decision={"enum": ["approve", "reject"]}, reason=_ANY, tally=_TALLY),
     "approval.decided": _obj(

@@ -146,7 +146,8 @@ def cmd_inbox(api: Api, args: argparse.Namespace, out: TextIO) -> int:
         return EXIT_OK
     if aps:
         for ap in aps:
-            out.write(f"needs your decision: {ap['run_id']} {ap['approval_id']}  {ap['tool']}"
+            label = "review requested" if ap.get("review_requested") else "needs your decision"
+            out.write(f"{label}: {ap['run_id']} {ap['approval_id']}  {ap['tool']}"
                       f"({brief(ap.get('arguments', ''), 60)}), started by {_who(ap.get('started_by'))}\n")
     else:
         out.write("No open approvals you may decide.\n")

@@ -52,6 +52,7 @@ log = logging.getLogger("runcast.webhooks")
 EVENTS = (
     "approval.requested", "approval.decided", "approval.expired", "approval.cancelled",
     "run.paused", "run.completed", "run.failed", "run.cancelled",
+    "approval.review_requested",  # the run's or the policy's reviewers were asked (runs.pause)
     "comment.mention",  # one per mentioned person (comments.py): route it to them (a Slack DM, an e-mail gateway)
 )
 APPROVAL_EVENTS = frozenset(e for e in EVENTS if e.startswith("approval."))
@@ -260,6 +261,7 @@ _TITLES = {
     "approval.requested": "Approval needed", "approval.decided": "Approval decided", "approval.expired": "Approval expired",
     "approval.cancelled": "Approval cancelled", "run.paused": "Run waiting for approval", "run.completed": "Run completed",
     "run.failed": "Run failed", "run.cancelled": "Run cancelled", "comment.mention": "You were mentioned",
+    "approval.review_requested": "Review requested",
 }
 
 

@@ -275,6 +275,7 @@ function renderInbox() {
     return h("li", {},
       h("a", { href: `#${approvalHash(ap)}`, class: ap.run_id === current ? "current" : "", dataset: { testid: "inbox-item", runId: ap.run_id, approvalId: ap.approval_id } },
         h("b", {}, `${ap.agent || "Agent"} asks to run ${ap.tool}`),
+        ap.review_requested ? h("span", { class: "chip review", dataset: { testid: "review-requested" } }, "review requested") : null,
         h("span", { class: "muted small" }, `${ap.run?.agent || ""} · started by ${ap.run?.started_by?.name || "?"} · `, timeEl(ap.requested_at)),
         left !== null ? h("span", { class: `countdown${left === 0 ? " lapsed" : ""}` }, left ? `expires in ${leftText(left)}` : "expired") : null));
   }));
