@@ -134,6 +134,10 @@ async def no_secrets(ctx: Any, agent: Any, input: Any) -> GuardrailFunctionOutpu
 AGENTS = {
     # delete_files expires one second after it is requested
     "demo-expiring": AgentSpec(_demo.agent, {"delete_files": ApprovalPolicy(roles=["approver"], expires_s=1.0)}),
+    # delete_files expires 40 s after it is requested: long enough for a page to open it late and read the countdown
+    "demo-clock": AgentSpec(_demo.agent, {"delete_files": ApprovalPolicy(roles=["approver"], expires_s=40.0)}),
+    # two approvals, and the run's starter is not one of them
+    "demo-quorum-others": AgentSpec(_demo.agent, {"delete_files": ApprovalPolicy(roles=["approver"], quorum=2, count_starter=False)}),
     # the person who started the run may not approve its calls
     "demo-strict": AgentSpec(_demo.agent, {"delete_files": ApprovalPolicy(roles=["approver"], allow_self=False)}),
     # approvals by a role of the agent's own: people with that role may watch its runs (and only its runs)

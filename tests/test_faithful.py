@@ -140,6 +140,28 @@ async def test_a_hosted_mcp_calls_output_reaches_the_log_with_its_server() -> No
     assert log[-1]["type"] == "run.completed"
 
 
+async def test_a_failed_run_reports_the_usage_of_every_segment_before_the_failure_and_its_cause() -> None:
+    """A pause, a resumed segment with one more model call, then the model fails: run.failed carries what the SDK
+    counted (both segments, carried over the pause in the RunState) and the failure's cause chain in one line."""
+    try:
+        raise ConnectionResetError("peer reset the stream")
+    except ConnectionResetError as low:
+        try:
+            raise RuntimeError("Connection error.") from low
+        except RuntimeError as e:
+            err = e
+    agent = Agent(name="Flaky", tools=[delete_file, lookup], model=ScriptedModel([
+        ModelStep(output=[function_call("delete_file", {"path": "a"}, call_id="f1")], usage=u(10, 1)),
+        ModelStep(output=[function_call("lookup", {"q": "x"}, call_id="f2")], usage=u(20, 2)),
+        ModelStep.raise_error(err),
+    ]))
+    log = await through_runcast(AgentSpec(agent, {"delete_file": ApprovalPolicy()}))
+    kinds = [e["type"] for e in log]
+    assert kinds.count("run.paused") == 1 and kinds.count("run.resumed") == 1 and kinds[-1] == "run.failed"
+    assert log[-1]["data"] == {"code": "RuntimeError", "message": "Connection error: peer reset the stream",
+                               "usage": {"requests": 2, "input_tokens": 30, "output_tokens": 3, "total_tokens": 33}}
+
+
 @input_guardrail(name="no_secrets")
 async def no_secrets(ctx: Any, agent: Agent, input: Any) -> GuardrailFunctionOutput:  # noqa: A002
     return GuardrailFunctionOutput(output_info={"found": ["password"], "score": 0.97}, tripwire_triggered=True)

@@ -156,6 +156,33 @@ def test_run_list_snapshot_holds_back_live_changes_until_sent() -> None:
     assert vic.frames[-1]["run"]["status"] == "cancelled" and len(lim.frames) == 1
 
 
+def test_a_run_list_filter_is_a_predicate_on_the_summary() -> None:
+    run = feed.run_summary(paused())
+    assert feed.run_matches(run, None) and feed.run_matches(run, {})
+    assert feed.run_matches(run, {"agent": "demo", "status": "paused", "started_by": "ada"})
+    assert not feed.run_matches(run, {"agent": "demo-quorum"})
+    assert not feed.run_matches(run, {"status": "completed"})
+    assert not feed.run_matches(run, {"started_by": "Ada"})  # a sub, not a name
+    assert feed.run_matches(run, {"q": "FREE space"})  # words, any order, any case, in the input
+    assert feed.run_matches(run, {"q": "ada demo"})  # the starter's name and the agent
+    assert not feed.run_matches(run, {"q": "free memory"})
+
+
+def test_a_filtered_run_list_gets_its_runs_and_is_told_when_one_stops_matching() -> None:
+    f = feed.Feeds()
+    w = Watcher(VIC)
+    f.add_runs(w, 50, {"status": "paused"})
+    one, two = paused("run_1"), paused("run_2")
+    f.runs_snapshot(w, [feed.run_summary(one), feed.run_summary(two.model_copy(update={"status": "running"}))], "r")
+    assert [r["run_id"] for r in w.frames[0]["runs"]] == ["run_1"]
+    f.on_entry(feed.entry(bump(runs.cancel(one, ADA, "immediate", T0 + 1), 4)))  # run_1 leaves the filter: told once
+    f.on_entry(feed.entry(bump(runs.cancel(two, ADA, "immediate", T0 + 1), 4)))  # never held: nothing
+    assert [(x["run"]["run_id"], x.get("match")) for x in w.frames[1:]] == [("run_1", False)]
+    three = paused("run_3")
+    f.on_entry(feed.entry(three))  # a run that comes to match is sent
+    assert [(x["run"]["run_id"], x.get("match")) for x in w.frames[2:]] == [("run_3", None)]
+
+
 # ------------------------------------------------------------------------------------------------ the backends
 
 

@@ -210,3 +210,29 @@ async def test_the_run_list_is_live_on_every_node(hub: Cluster) -> None:
     assert (await late.request({"type": "unsubscribe_runs"}))["type"] == "ack"
     assert hub.http("POST", f"/api/runs/{run2}/cancel", OPERATOR, json={}).status_code == 200
     await close_all(limited, late, *watchers)
+
+
+async def test_a_filtered_run_list_on_every_backend(hub: Cluster) -> None:
+    sam = token("sam", ["operator"], name="Sam")
+    mine = hub.start_run("demo", "rotate the quarterly report", tok=sam)
+    other = hub.start_run("demo-quorum", "ship it")
+    c = await Client.connect(hub.ws_url(), VIEWER)
+    for filters, want, not_want in [({"started_by": "sam"}, mine, other), ({"agent": "demo-quorum"}, other, mine),
+                                    ({"q": "QUARTERLY report"}, mine, other)]:
+        snap = await ask(c, {"type": "subscribe_runs", **filters}, "runs")
+        ids = [r["run_id"] for r in snap["runs"]]
+        assert want in ids and not_want not in ids, (filters, ids)
+    bad = await ask(c, {"type": "subscribe_runs", "status": 3}, "runs")
+    assert bad["type"] == "error" and bad["code"] == "bad_request"
+    # live: subscribed to paused runs only, a run that pauses arrives, and once cancelled it is said to leave
+    snap = await ask(c, {"type": "subscribe_runs", "status": "paused", "q": "filtered"}, "runs")
+    run_id = hub.start_run("demo", "filtered live")
+    await c.wait_for(lambda f: f["type"] == "run.status" and f["run"]["run_id"] == run_id and f["run"]["status"] == "paused")
+    assert hub.http("POST", f"/api/runs/{run_id}/cancel", OPERATOR, json={}).status_code == 200
+    gone = await c.wait_for(lambda f: f["type"] == "run.status" and f["run"]["run_id"] == run_id and f.get("match") is False)
+    assert gone["run"]["status"] == "cancelled"
+    statuses = [f["run"]["status"] for f in c.frames if f["type"] == "run.status" and f["run"]["run_id"] == run_id]
+    assert statuses == ["paused", "cancelled"], statuses  # queued/running never matched: not sent
+    for r in (mine, other):
+        hub.http("POST", f"/api/runs/{r}/cancel", OPERATOR, json={})
+    await close_all(c)

@@ -26,7 +26,7 @@ from openai.types.responses import (
 from openai.types.responses.response_output_item import McpApprovalRequest, McpListTools, McpListToolsTool
 from openai.types.responses.response_reasoning_item import Summary
 
-from runcast.mapping import MAX_OUTPUT_CHARS, DeltaCoalescer, EventMapper
+from runcast.mapping import MAX_OUTPUT_CHARS, DeltaCoalescer, EventMapper, failure_data, failure_message
 
 OPS = Agent(name="Ops")
 TRIAGE = Agent(name="Triage", handoffs=[OPS])
@@ -115,3 +115,66 @@ def test_coalescer_never_changes_the_text():
     assert "".join(d["delta"] for _, d in out) == "".join(words)
     assert 30 <= len(out) <= 60  # 4-5 deltas per 20 ms window: a run does not cost one frame per token
     assert json.dumps(out)  # plain data
+
+
+# ---------------------------------------------------------------------------------------------- run.failed's message
+
+
+def _raised(outer: BaseException, *causes: BaseException) -> BaseException:
+    """`outer`, raised from the last of `causes`, raised from the one before, as the openai client and httpx do."""
+    chain = [*causes[::-1], outer]
+    err: BaseException | None = None
+    for e in chain:
+        try:
+            if err is None:
+                raise e
+            raise e from err
+        except BaseException as caught:  # noqa: BLE001
+            err = caught
+    assert err is not None
+    return err
+
+
+def test_failure_message_is_the_cause_chain_in_one_line():
+    import httpx2
+    import openai
+
+    req = httpx2.Request("POST", "http://127.0.0.1:1/v1/responses")
+    low = httpx2.RemoteProtocolError("peer closed connection without sending complete message body (incomplete chunked read)")
+    err = _raised(openai.APIConnectionError(request=req), low, low.__class__(str(low)))
+    data = failure_data(err)
+    assert data == {"code": "APIConnectionError",
+                    "message": "Connection error: peer closed connection without sending complete message body "
+                               "(incomplete chunked read)"}
+    # a link with no text is named by its class; an implicit context (raised while handling) counts too
+    try:
+        try:
+            raise TimeoutError()
+        except TimeoutError:
+            raise RuntimeError("the model stopped answering.\nfor good") from None
+    except RuntimeError as e:
+        assert failure_message(e) == "the model stopped answering. for good"  # `from None`: no context, one line
+    try:
+        try:
+            raise TimeoutError()
+        except TimeoutError:
+            raise RuntimeError("the model stopped answering.")
+    except RuntimeError as e:
+        assert failure_message(e) == "the model stopped answering: TimeoutError"
+
+
+def test_failure_message_redacts_secrets():
+    err = _raised(RuntimeError("Connection error."),
+                  ValueError("Incorrect API key provided: sk-proj-abc123XYZ789. See https://user:hunter2@llm.internal:8000/v1/chat"
+                             "?api-key=AZURESECRET&x=1 with Authorization: Bearer eyJhbGciOi.payload.sig, api_key='k-42'"))
+    msg = failure_message(err)
+    for secret in ("sk-proj-abc123XYZ789", "hunter2", "AZURESECRET", "eyJhbGciOi", "k-42", "user:"):
+        assert secret not in msg, msg
+    assert msg == ("Connection error: Incorrect API key provided: [redacted key]. See https://[redacted]@llm.internal:8000/v1/"
+                   "chat?[redacted] with Authorization: Bearer [redacted], api_key='[redacted]'")
+
+
+def test_failure_message_is_bounded_and_ends_on_a_cycle():
+    a, b = ValueError("a" * 3000), ValueError("b")
+    a.__cause__, b.__cause__ = b, a
+    assert len(failure_message(a)) == 2000 and failure_message(b).startswith("b: aaa")

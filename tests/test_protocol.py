@@ -79,3 +79,17 @@ def test_event_encodes_once_per_encoding_and_roundtrips():
     again = Event.unpack(ev.packed())
     assert again.seq == 7 and again.frame == ev.frame and again.packed() is ev.packed()
     assert ev.frame["ts"].endswith("Z")
+
+
+def test_welcome_and_sync_carry_the_hubs_clock():
+    import re
+    from datetime import datetime, timezone
+
+    from runcast.protocol import Sync, User, Welcome
+
+    w = Welcome(connection_id="c", user=User(sub="a", name="A", roles=[]), server="s", heartbeat_s=20).model_dump()
+    s = Sync(run_id="r", head_seq=0, status="paused").model_dump()
+    for frame in (w, s):
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", frame["now"]), frame
+        at = datetime.fromisoformat(frame["now"].replace("Z", "+00:00"))
+        assert abs((datetime.now(timezone.utc) - at).total_seconds()) < 60

@@ -136,3 +136,24 @@ def test_worker_lost_only_after_the_lease():
     assert tr.record.status == "failed" and tr.events == [("run.failed", tr.record.error)]
     assert tr.record.error["code"] == "worker_lost"
     assert refused(runs.finish, tr.record, "w1", "completed", {}, T0).code == ErrorCode.NOT_PENDING
+
+
+def test_a_policy_may_leave_the_starter_out_of_the_quorum():
+    # count_starter=True (the default): the starter's approval is one of the two
+    counted = paused_run(ApprovalPolicy(quorum=2), starter=BOB)
+    tr = runs.decide(counted, "ap_0", BOB, "approve", None, False, T0)
+    assert tr.events[0][1]["tally"]["approve"] == 1
+    assert runs.decide(tr.record, "ap_0", CAROL, "approve", None, False, T0).result["outcome"] == "decided"
+    # count_starter=False: the starter may vote (it is recorded), but two people besides them must approve
+    rec = paused_run(ApprovalPolicy(quorum=2, count_starter=False), starter=BOB)
+    assert rec.approvals["ap_0"].policy.wire()["count_starter"] is False
+    tr = runs.decide(rec, "ap_0", BOB, "approve", None, False, T0)
+    assert tr.result["outcome"] == "voted"
+    assert tr.events[0][1]["tally"] == {"approve": 0, "reject": 0, "needed": 2} and tr.events[0][1]["counted"] is False
+    tr = runs.decide(tr.record, "ap_0", CAROL, "approve", None, False, T0)
+    assert tr.result["outcome"] == "voted" and tr.events[0][1]["tally"]["approve"] == 1
+    tr = runs.decide(tr.record, "ap_0", ROOT, "approve", None, False, T0)
+    assert tr.result["outcome"] == "decided" and [v["sub"] for v in tr.events[0][1]["voters"]] == ["bob", "carol", "root"]
+    # the starter's reject still vetoes (it is a vote, only not counted towards approving)
+    veto = runs.decide(rec, "ap_0", BOB, "reject", "no", False, T0)
+    assert veto.record.approvals["ap_0"].status == "rejected"

@@ -13,7 +13,7 @@ export interface InboxApproval {
   /** JSON text, as the model wrote it. */
   arguments: string;
   agent: string | null;
-  policy: { roles: string[]; quorum: number; allow_self: boolean };
+  policy: { roles: string[]; quorum: number; allow_self: boolean; count_starter?: boolean };
   requested_at: string;
   /** ISO 8601 on the hub's clock, or null. */
   expires_at: string | null;
@@ -40,6 +40,8 @@ export interface RunSummary {
   updated_at: number;
   /** Open approvals in this run (for anyone). */
   open_approvals: number;
+  /** Approvals of this run that were rejected or expired (a completed run with some is not plainly "completed"). */
+  rejected_approvals?: number;
 }
 
 export type InboxRemovedReason = "approved" | "rejected" | "expired" | "cancelled" | "voted" | "closed";
@@ -78,7 +80,8 @@ export type InboxChange =
   | { type: "removed"; approval: Partial<InboxApproval> & { approval_id: string; run_id: string }; reason: InboxRemovedReason | (string & {}) }
   | { type: "mention"; mention: InboxMention };
 
-export type RunsChange = { type: "snapshot" } | { type: "status"; run: RunSummary };
+/** `removed`: the run no longer matches the list's filters (`run.status` with `match: false`). */
+export type RunsChange = { type: "snapshot" } | { type: "status"; run: RunSummary } | { type: "removed"; run: RunSummary };
 
 export function initialInbox(): InboxState;
 export function initialRuns(): RunsState;

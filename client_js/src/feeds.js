@@ -55,7 +55,8 @@ const MENTIONS_KEPT = 50;
 /**
  * Fold a run-list frame (`runs`, `run.status`) into `state`: a run's summary is replaced only by a higher `version`.
  * @param {RunsState} state @param {any} f
- * @returns {null | {type: "snapshot"} | {type: "status", run: any}}
+ * A `run.status` with `match: false` (the run left the list's filters) removes it.
+ * @returns {null | {type: "snapshot"} | {type: "status", run: any} | {type: "removed", run: any}}
  */
 export function applyRunsFrame(state, f) {
   if (f.type === "runs") {
@@ -65,6 +66,11 @@ export function applyRunsFrame(state, f) {
   }
   if (f.type === "run.status" && f.run && typeof f.run.seq !== "number") {
     const cur = state.runs.get(f.run.run_id);
+    if (f.match === false) { // it no longer matches the list's filters
+      if (!cur) return null;
+      state.runs.delete(f.run.run_id);
+      return { type: "removed", run: f.run };
+    }
     if (cur && (cur.version ?? -1) >= (f.run.version ?? 0)) return null;
     state.runs.set(f.run.run_id, f.run);
     return { type: "status", run: f.run };

@@ -20,6 +20,18 @@ export interface Welcome {
   protocol?: number;
   /** true when this connection gets batched frames (the hello asked, and the hub can). */
   batch?: boolean;
+  /** The hub's clock when it sent this frame (ISO 8601 UTC with ms). */
+  now?: string;
+}
+
+/** Filters of the live run list (README: "The approvals inbox and the live run list"); all given must hold. */
+export interface RunsFilter {
+  agent?: string;
+  status?: string;
+  /** A person's sub. */
+  started_by?: string;
+  /** Words, any case, each found in the input, agent, run id or the starter's name. */
+  q?: string;
 }
 
 export interface SyncFrame {
@@ -29,6 +41,8 @@ export interface SyncFrame {
   status?: string;
   /** The run log's epoch; the client sends it back with `since`, and a log that is not this one answers `log_reset`. */
   epoch?: string;
+  /** The hub's clock when it sent this frame (ISO 8601 UTC with ms). */
+  now?: string;
 }
 
 export interface Ack {
@@ -84,6 +98,8 @@ export interface ClientOptions {
   watchNetwork?: boolean;
   /** For tests: the random source of the jitter. */
   random?: () => number;
+  /** This computer's clock in ms (default Date.now); `hubNow()` is it plus the hub's offset. */
+  clock?: () => number;
 }
 
 export interface RunHandlers {
@@ -159,6 +175,10 @@ export class RuncastClient {
   server: string | null;
   attempt: number;
   connects: number;
+  /** How far the hub's clock is ahead of this computer's, in ms, from `now` in welcome and sync (0 before). */
+  readonly hubOffsetMs: number;
+  /** The hub's time now, in ms since the epoch: approval deadlines (`expires_at`) are on this clock. */
+  hubNow(): number;
   on(type: "status", fn: (status: ClientStatus) => void): () => void;
   on(type: "welcome", fn: (frame: Welcome) => void): () => void;
   on(type: "close", fn: (info: { code: number; reason: string; wasOpen: boolean }) => void): () => void;
@@ -173,7 +193,10 @@ export class RuncastClient {
   /** Every open approval this person may decide, live (README: "The approvals inbox and the live run list"). */
   subscribeInbox(handlers?: FeedHandlers<InboxState, InboxChange>): Feed;
   /** The newest runs this token may see, live on every hub node. */
-  subscribeRuns(handlers?: FeedHandlers<RunsState, RunsChange>, opts?: { limit?: number }): Feed;
+  subscribeRuns(handlers?: FeedHandlers<RunsState, RunsChange>, opts?: { limit?: number } & RunsFilter): Feed;
+  /** Change the run list's filters; the hub answers with a new snapshot. */
+  setRunsFilter(filters: RunsFilter): void;
+  readonly runsFilter: RunsFilter;
   readonly inbox: InboxState;
   readonly runList: RunsState;
   decide(runId: string, approvalId: string, decision: "approve" | "reject", reason?: string, opts?: { always?: boolean }): Promise<Ack>;

@@ -113,10 +113,23 @@ export class Feed {
   unsubscribe() { this._client._unsubscribeFeed(this); }
 }
 
+const RUNS_FILTERS = ["agent", "status", "started_by", "q"];
+
+/** The run-list filters the hub knows, without empty ones. @param {any} f @returns {RunsFilter} */
+function cleanFilters(f = {}) {
+  const out = {};
+  for (const k of RUNS_FILTERS) {
+    const v = typeof f[k] === "string" ? f[k].trim() : "";
+    if (v) out[k] = v;
+  }
+  return out;
+}
+
 const FEED_FRAMES = { inbox: "inbox", "inbox.added": "inbox", "inbox.removed": "inbox", "inbox.mention": "inbox", runs: "runs", "run.status": "runs" };
 
 /**
  * @typedef {import("./runcast.js").ClientOptions} ClientOptions
+ * @typedef {import("./runcast.js").RunsFilter} RunsFilter
  * @typedef {import("./runcast.js").RunHandlers} RunHandlers
  */
 
@@ -146,6 +159,7 @@ export class RuncastClient {
     this.commandTimeoutMs = options.commandTimeoutMs ?? 15_000;
     this.heartbeatMs = options.heartbeatMs ?? null; // null: use the hub's heartbeat_s from `welcome`
     this._random = options.random || Math.random;
+    this._clock = options.clock || Date.now; // this computer's clock (a test may set one that is off)
 
     /** @type {"idle"|"connecting"|"open"|"reconnecting"|"closed"} */
     this.status = "idle";
@@ -155,6 +169,7 @@ export class RuncastClient {
     this.server = null;
     this.attempt = 0; // failed attempts since the last `welcome`
     this.connects = 0; // welcomes received, over the client's life
+    this._hubOffsetMs = null; // how far the hub's clock is ahead of ours, from `now` in welcome and sync
 
     this._ws = null;
     this._runs = new Map();
@@ -172,7 +187,7 @@ export class RuncastClient {
     this._refusals = 0; // 4401s since the last welcome
     this._feeds = {
       inbox: { state: initialInbox(), listeners: new Set(), limit: null },
-      runs: { state: initialRuns(), listeners: new Set(), limit: 50 },
+      runs: { state: initialRuns(), listeners: new Set(), limit: 50, filters: {} },
     };
 
     if (options.watchNetwork !== false && typeof globalThis.addEventListener === "function" && typeof globalThis.document !== "undefined") {
@@ -479,7 +494,26 @@ export class RuncastClient {
     }
   }
 
+  /**
+   * The hub's clock: `now` in welcome and sync is when the hub sent the frame, so `now - arrival` is a lower bound of
+   * (hub clock - our clock), short by the time the frame spent on the way; the largest since the welcome is the best.
+   * A new connection (perhaps another hub node) starts over.
+   */
+  _sampleClock(f, fresh) {
+    const at = Date.parse(f.now ?? "");
+    if (Number.isNaN(at)) return;
+    const sample = at - this._clock();
+    this._hubOffsetMs = fresh || this._hubOffsetMs === null ? sample : Math.max(this._hubOffsetMs, sample);
+  }
+
+  /** How far the hub's clock is ahead of this computer's, in ms (0 until the first `welcome`). */
+  get hubOffsetMs() { return this._hubOffsetMs ?? 0; }
+
+  /** The hub's time now, in ms since the epoch: deadlines (`expires_at`) are on this clock. */
+  hubNow() { return this._clock() + this.hubOffsetMs; }
+
   _onWelcome(f) {
+    this._sampleClock(f, true);
     this._welcome = f;
     this.user = f.user;
     this.connectionId = f.connection_id;
@@ -533,6 +567,7 @@ export class RuncastClient {
   }
 
   _onSync(f) {
+    this._sampleClock(f, false);
     const entry = this._runs.get(f.run_id);
     if (!entry) return;
     entry.inflight = Math.max(0, entry.inflight - 1);
@@ -676,13 +711,31 @@ export class RuncastClient {
    * The live run list: the newest `limit` runs this token may see, then every change of a run's status (runs appear,
    * pause, end), from whichever hub node the change happened on.
    * @param {import("./runcast.js").FeedHandlers<import("./feeds.js").RunsState, import("./feeds.js").RunsChange>} [handlers]
-   * @param {{limit?: number}} [opts]
+   * Filters (`agent`, `status`, `started_by` (a sub), `q`: words) narrow the list on the hub; see `setRunsFilter`.
+   * @param {{limit?: number} & RunsFilter} [opts]
    * @returns {Feed}
    */
   subscribeRuns(handlers = {}, opts = {}) {
     if (opts.limit) this._feeds.runs.limit = opts.limit;
+    const { limit: _limit, ...filters } = opts;
+    if (Object.keys(filters).length) this._feeds.runs.filters = cleanFilters(filters);
     return this._subscribeFeed("runs", handlers);
   }
+
+  /**
+   * Change the run list's filters (empty or missing values: no filter). The hub answers with a new `runs` snapshot,
+   * which replaces the list. @param {RunsFilter} filters
+   */
+  setRunsFilter(filters) {
+    const feed = this._feeds.runs;
+    const next = cleanFilters(filters);
+    if (JSON.stringify(next) === JSON.stringify(feed.filters)) return;
+    feed.filters = next;
+    if (feed.listeners.size && this.status === "open") this._sendFeedSubscribe("runs");
+  }
+
+  /** The run list's filters in effect. @returns {RunsFilter} */
+  get runsFilter() { return { ...this._feeds.runs.filters }; }
 
   /** The folded inbox (empty until its first snapshot). @returns {import("./feeds.js").InboxState} */
   get inbox() { return this._feeds.inbox.state; }
@@ -707,6 +760,7 @@ export class RuncastClient {
   _sendFeedSubscribe(kind) {
     const frame = { type: kind === "inbox" ? "subscribe_inbox" : "subscribe_runs", id: `${kind}-${this._nextId++}` };
     if (kind === "runs" && this._feeds.runs.limit) frame.limit = this._feeds.runs.limit;
+    if (kind === "runs") Object.assign(frame, this._feeds.runs.filters);
     this._rawSend(frame);
   }
 

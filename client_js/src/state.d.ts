@@ -68,7 +68,8 @@ export interface ApprovalState {
   agent: string | null;
   /** The tool's description as the agent's code declares it (null from an older hub, or none declared). */
   description: string | null;
-  policy: { roles: string[]; quorum: number; allowSelf: boolean };
+  /** countStarter: whether the run's starter's approval counts towards the quorum. */
+  policy: { roles: string[]; quorum: number; allowSelf: boolean; countStarter: boolean };
   requestedAt: string | null;
   /** ISO 8601, the hub's clock; null when it never expires. */
   expiresAt: string | null;
@@ -167,8 +168,10 @@ export interface RunState {
   /** Approval ids of the current pause. */
   pending: string[];
   output: any;
+  /** The SDK's usage total (`requests`, `input_tokens`, `output_tokens`, `total_tokens`, and `cached_tokens` /
+   * `reasoning_tokens` when not 0): from `run.completed`, or from `run.failed` (spent before the failure). */
   usage: Record<string, number> | null;
-  /** `guardrail`: the guardrail whose tripwire failed the run (`side`: input, output, tool_input or tool_output). */
+  /** `message`: the failure's cause chain in one line, secrets redacted. `guardrail`: the guardrail whose tripwire failed the run (`side`: input, output, tool_input or tool_output). */
   error: { code: string; message: string; guardrail?: { name: string; side: string; output_info: any; truncated?: boolean } } | null;
   cancelled: { by: Person | null; mode: string } | null;
   /** The discussion: comments by id, threads by id. */

@@ -178,7 +178,8 @@ export function applyEvent(state, ev) {
         arguments: d.arguments ?? "",
         agent: d.agent ?? null,
         description: d.description ?? null,
-        policy: { roles: [...(policy.roles || [])], quorum: policy.quorum ?? 1, allowSelf: policy.allow_self !== false },
+        policy: { roles: [...(policy.roles || [])], quorum: policy.quorum ?? 1, allowSelf: policy.allow_self !== false,
+          countStarter: policy.count_starter !== false },
         requestedAt: ev.ts ?? null,
         expiresAt: d.expires_at ?? null,
         status: "pending",
@@ -194,7 +195,7 @@ export function applyEvent(state, ev) {
     case "approval.voted": {
       const ap = state.approvals[d.approval_id];
       if (!ap) break;
-      ap.votes.push({ by: d.by ?? null, decision: d.decision, reason: d.reason ?? null, at: ev.ts ?? null });
+      ap.votes.push({ by: d.by ?? null, decision: d.decision, reason: d.reason ?? null, at: ev.ts ?? null, counted: d.counted !== false });
       if (d.tally) ap.tally = { ...d.tally };
       break;
     }
@@ -250,6 +251,7 @@ export function applyEvent(state, ev) {
       state.status = "failed";
       state.error = { code: d.code ?? "error", message: d.message ?? "" };
       if (d.guardrail) state.error.guardrail = d.guardrail; // {name, side, output_info}: which guardrail tripped
+      if (d.usage) state.usage = d.usage; // the tokens spent before the failure (absent for worker_lost)
       state.pending = [];
       note(state, ev, "failed", { code: d.code ?? "error", message: d.message ?? "" });
       break;

@@ -36,6 +36,10 @@ describe("feed folds", () => {
     applyRunsFrame(s, { type: "run.status", run: { run_id: "a", version: 5, status: "completed", created_at: "2026-01-01T00:00:01Z" } });
     applyRunsFrame(s, { type: "run.status", run: { run_id: "b", version: 1, status: "queued", created_at: "2026-01-01T00:00:02Z" } });
     assert.deepEqual(runList(s).map((r) => [r.run_id, r.status]), [["b", "queued"], ["a", "completed"]]);
+    const left = applyRunsFrame(s, { type: "run.status", run: { run_id: "a", version: 6, status: "failed" }, match: false });
+    assert.deepEqual(left, { type: "removed", run: { run_id: "a", version: 6, status: "failed" } }, "a run that left the filter");
+    assert.deepEqual(runList(s).map((r) => r.run_id), ["b"]);
+    assert.equal(applyRunsFrame(s, { type: "run.status", run: { run_id: "zz", version: 1 }, match: false }), null);
   });
 });
 
@@ -51,6 +55,45 @@ describe("feeds against a real hub", () => {
   after(async () => { await server?.stop(); });
 
   const client = (token) => new RuncastClient({ url: server.ws, token, WebSocket, reconnect: { initialMs: 40, maxMs: 400 } });
+
+  test("a filtered run list: the hub's snapshot, a change of filter, a run that stops matching leaves", async () => {
+    const olga = client(tok.olga);
+    const vic = client(tok.vic);
+    await olga.connect();
+    const mine = await olga.start("demo", "a filtered needle run");
+    const other = await olga.start("demo", "another run");
+    const changes = [];
+    vic.subscribeRuns({ onChange: (s, ch) => changes.push([ch.type, ch.run?.run_id]) }, { q: "needle" });
+    await vic.connect();
+    await waitFor(() => vic.runList.ready && vic.runList.runs.has(mine), { message: "the filtered snapshot" });
+    assert.equal(vic.runList.runs.has(other), false, "the other run is not listed");
+    await waitFor(() => vic.runList.runs.get(mine)?.status === "paused", { message: "the pause" });
+    vic.setRunsFilter({ q: "needle", status: "paused" });
+    assert.deepEqual(vic.runsFilter, { q: "needle", status: "paused" });
+    await olga.cancel(mine);
+    await waitFor(() => !vic.runList.runs.has(mine), { message: "the cancelled run leaves the paused list" });
+    assert.deepEqual(changes.filter(([t]) => t === "removed"), [["removed", mine]]);
+    vic.setRunsFilter({});
+    await waitFor(() => vic.runList.runs.has(other), { message: "without filters, every run" });
+    await olga.cancel(other);
+    olga.close();
+    vic.close();
+  });
+
+  test("the hub's clock: from welcome and sync, whatever this computer's clock says", async () => {
+    const HOUR = 3_600_000;
+    const slow = new RuncastClient({ url: server.ws, token: tok.olga, WebSocket, clock: () => Date.now() - HOUR });
+    assert.equal(slow.hubOffsetMs, 0, "nothing known before the welcome");
+    await slow.connect();
+    assert.ok(Math.abs(slow.hubOffsetMs - HOUR) < 2000, `an hour ahead of this computer (${slow.hubOffsetMs})`);
+    assert.ok(Math.abs(slow.hubNow() - Date.now()) < 2000, "hubNow is the hub's (here: this machine's) time");
+    // A run replayed later: its events' ts are old, the hub's now is not
+    const runId = await slow.start("demo", "an old run");
+    await new Promise((r) => slow.subscribe(runId, { onSync: r }));
+    assert.ok(Math.abs(slow.hubNow() - Date.now()) < 2000);
+    await slow.cancel(runId);
+    slow.close();
+  });
 
   test("the inbox reaches the approver, not the viewer; survives a reconnect; empties on the decision", async () => {
     const alice = client(tok.alice);

@@ -104,6 +104,13 @@ test("cancel while paused ends the approval; failure is kept", () => {
   assert.equal(f.status, "failed");
   assert.deepEqual(f.error, { code: "worker_lost", message: "gone" });
   assert.equal(f.items.at(-1).kind, "failed");
+  assert.equal(f.usage, null);
+
+  // a model failure carries the usage spent before it
+  const usage = { requests: 1, input_tokens: 107, output_tokens: 24, total_tokens: 131 };
+  const m = foldEvents("r", [...pausedLog().slice(0, 4), ev("run.failed", { code: "APIConnectionError", message: "Connection error: peer closed connection", usage })]);
+  assert.deepEqual(m.usage, usage);
+  assert.deepEqual(m.error, { code: "APIConnectionError", message: "Connection error: peer closed connection" });
 });
 
 test("presence: one entry per person, counting their connections; frames, not the log", () => {

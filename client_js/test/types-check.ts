@@ -130,8 +130,16 @@ applyInboxFrame(initialInbox(), { type: "inbox", approvals: [] });
 applyRunsFrame(initialRuns(), { type: "runs", runs: [] });
 inboxFeed.unsubscribe();
 console.log(newest, client.inbox.ready);
-// @ts-expect-error: the run list takes a limit, not a filter
-client.subscribeRuns({}, { status: "paused" });
+// the run list takes a limit and filters; a filter is text
+client.subscribeRuns({}, { status: "paused", agent: "demo", started_by: "ada", q: "disk space" });
+client.setRunsFilter({ q: "disk" });
+const inEffect: string | undefined = client.runsFilter.q;
+// @ts-expect-error: a filter the hub does not know
+client.setRunsFilter({ colour: "red" });
+const hubTime: number = client.hubNow() + client.hubOffsetMs;
+console.log(inEffect, hubTime);
+// @ts-expect-error: the offset is the client's to keep
+client.hubOffsetMs = 5;
 
 // ------------------------------------------------------------------------------------------------ comments
 

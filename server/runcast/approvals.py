@@ -23,6 +23,8 @@ class ApprovalPolicy(BaseModel):
     roles: list[str] = Field(default_factory=lambda: list(DEFAULT_APPROVER_ROLES))  # admin may always decide
     quorum: int = Field(default=1, ge=1)
     allow_self: bool = True  # may the person who started the run approve its calls?
+    # does the starter's approval count towards the quorum? False: `quorum` people besides the starter must approve
+    count_starter: bool = True
     expires_s: float | None = Field(default=None, gt=0)
     # people (subs) asked to review this tool's calls: their inbox says "review requested"; others may still decide
     reviewers: list[str] = Field(default_factory=list)
@@ -30,7 +32,7 @@ class ApprovalPolicy(BaseModel):
     notify: list[str | dict[str, Any]] = Field(default_factory=list, exclude=True)
 
     def wire(self) -> dict[str, Any]:
-        return {"roles": self.roles, "quorum": self.quorum, "allow_self": self.allow_self}
+        return {"roles": self.roles, "quorum": self.quorum, "allow_self": self.allow_self, "count_starter": self.count_starter}
 
 
 class Person(BaseModel):
@@ -50,6 +52,7 @@ class Vote(BaseModel):
     reason: str | None = None
     always: bool = False
     at: str
+    counted: bool = True  # false: the run's starter, under a policy with count_starter=False (not towards the quorum)
 
 
 class Approval(BaseModel):
@@ -73,7 +76,7 @@ class Approval(BaseModel):
 
     def tally(self) -> dict[str, int]:
         return {
-            "approve": sum(v.decision == "approve" for v in self.votes),
+            "approve": sum(v.decision == "approve" and v.counted for v in self.votes),
             "reject": sum(v.decision == "reject" for v in self.votes),
             "needed": self.policy.quorum,
         }
@@ -143,7 +146,9 @@ def vote(
     if ap.expires_at is not None and now >= ap.expires_at:
         raise ProtocolError(ErrorCode.EXPIRED, f"approval {ap.approval_id} expired at {now_iso(ap.expires_at)}")
     at = now_iso(now)
-    ap.votes.append(Vote(sub=person.sub, name=person.name, roles=list(person.roles), decision=decision, reason=reason, always=always, at=at))
+    counted = ap.policy.count_starter or started_by != person.sub
+    ap.votes.append(Vote(sub=person.sub, name=person.name, roles=list(person.roles), decision=decision, reason=reason,
+                         always=always, at=at, counted=counted))
     tally = ap.tally()
     if decision == "reject" or tally["approve"] >= ap.policy.quorum:
         ap.status = "approved" if decision == "approve" else "rejected"
@@ -163,6 +168,8 @@ def vote(
             ap.decided["voters"] = [{"sub": v.sub, "name": v.name, "decision": v.decision} for v in ap.votes]
         return "decided", [("approval.decided", dict(ap.decided))]
     data = {"approval_id": ap.approval_id, "by": person.ref(), "decision": decision, "reason": reason, "tally": tally}
+    if not counted:
+        data["counted"] = False
     return "voted", [("approval.voted", data)]
 
 

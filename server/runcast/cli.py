@@ -14,6 +14,7 @@ import sys
 
 from . import __version__, auth
 from .quotas import DEFAULT_MAX_OPEN, DEFAULT_STARTS_PER_MINUTE
+from .settings import MODEL_APIS, TRACING_MODES
 
 log = logging.getLogger("runcast")
 TRANSPORT_MAX_FRAME = 1024 * 1024  # a frame over this closes the socket with 1009
@@ -25,8 +26,8 @@ def _registry(args: argparse.Namespace):  # noqa: ANN202
 
     reg = Registry()
     for name in args.agents or ["demo"]:
-        if name == "demo":
-            reg.update(demo_registry(model=args.model))
+        if name == "demo":  # only the demo agents take --model / --model-api: a user's agents keep their own
+            reg.update(demo_registry(model=args.model, api=args.model_api))
         else:
             sys.path.insert(0, os.getcwd())
             reg.update(Registry.from_module(name))
@@ -76,10 +77,20 @@ def _setup(args: argparse.Namespace) -> None:
     logging.basicConfig(level=os.environ.get("RUNCAST_LOG_LEVEL", "INFO"), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.model and not os.environ.get("OPENAI_API_KEY"):
         raise SystemExit("runcast: --model needs OPENAI_API_KEY; without it the demo agents use the offline scripted model")
-    if not os.environ.get("OPENAI_API_KEY"):
-        from agents import set_tracing_disabled
+    from agents import set_tracing_disabled
 
-        set_tracing_disabled(True)  # nothing leaves the machine without a key
+    from .settings import ModelConfig, resolve_tracing
+
+    try:
+        tracing, why = resolve_tracing(args.tracing, os.environ)
+        args.model_config = ModelConfig(model=args.model, api=args.model_api, tracing=tracing)
+    except ValueError as exc:
+        raise SystemExit(f"runcast: {exc}") from None
+    # Process-wide, and it wins over the SDK's own environment variable: traces leave only when settings.py says so.
+    set_tracing_disabled(tracing == "off")
+    if args.tracing == "openai" and tracing == "off":
+        log.warning("runcast: --tracing openai, but OPENAI_AGENTS_DISABLE_TRACING is set: traces stay off")
+    log.info("tracing %s (%s)", tracing, why)
 
 
 def _bind(host: str, port: int, reuse_port: bool = False) -> socket.socket:
@@ -165,6 +176,7 @@ def serve(args: argparse.Namespace) -> None:
         run_worker=not args.no_worker,
         worker_concurrency=args.concurrency,
         lease_s=args.lease if args.redis else None,
+        tracing=args.model_config.tracing,
     )
     settings.hello_timeout_s = float(os.environ.get("RUNCAST_HELLO_TIMEOUT_S", settings.hello_timeout_s))
     settings.rate_per_s = float(os.environ.get("RUNCAST_RATE_PER_S", settings.rate_per_s))
@@ -278,7 +290,7 @@ def worker(args: argparse.Namespace) -> None:
     async def main() -> None:
         backend = _backend(args)
         await backend.start()
-        w = Worker(backend, registry, concurrency=args.concurrency, lease_s=args.lease)
+        w = Worker(backend, registry, concurrency=args.concurrency, lease_s=args.lease, tracing=args.model_config.tracing)
         sweeper = Sweeper(backend, grace_s=args.lease)
         await w.start()
         await sweeper.start()
@@ -329,7 +341,15 @@ def main(argv: list[str] | None = None) -> None:
     def common(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("--agents", action="append", metavar="MODULE",
                         help="module defining AGENTS (repeatable); 'demo' is the built-in demo agents (the default)")
-        sp.add_argument("--model", help="a real model name for the demo agents (needs OPENAI_API_KEY)")
+        sp.add_argument("--model", help="a real model name for the demo agents (needs OPENAI_API_KEY; OPENAI_BASE_URL "
+                                         "for a server of your own)")
+        sp.add_argument("--model-api", choices=MODEL_APIS, default=os.environ.get("RUNCAST_MODEL_API", "responses"),
+                        help="how the demo agents talk to --model: OpenAI's Responses API (the default) or chat, Chat "
+                             "Completions (vLLM, Ollama, LiteLLM...); agents from --agents modules keep their own")
+        sp.add_argument("--tracing", choices=TRACING_MODES, default=os.environ.get("RUNCAST_TRACING") or None,
+                        help="the Agents SDK's trace export to OpenAI: off, or openai. Default: openai with "
+                             "OPENAI_API_KEY, off when OPENAI_BASE_URL points elsewhere or without a key; "
+                             "OPENAI_AGENTS_DISABLE_TRACING always turns it off")
         sp.add_argument("--redis", metavar="URL", default=os.environ.get("RUNCAST_REDIS_URL"),
                         help="join a cluster on this Redis (default: one process, in memory)")
         sp.add_argument("--concurrency", type=int, default=32, help="segments one worker streams at once")

@@ -44,6 +44,7 @@ from .protocol import (
     decode_frame,
     encode,
     error_frame,
+    now_iso,
     parse_command,
 )
 from .fanout import Batch
@@ -296,7 +297,7 @@ class Connection:
             who = self.identity
             self.batch = cmd.batch
             self.send_control(Welcome(connection_id=self.id, user=who.public(), server=f"runcast/{__version__}",
-                                      heartbeat_s=self.hub.settings.heartbeat_s, batch=True if cmd.batch else None))
+                                      heartbeat_s=self.hub.settings.heartbeat_s, batch=True if cmd.batch else None, now=now_iso()))
             if who.exp is not None:  # cancelled in _cleanup: the handle holds this connection until it fires
                 loop = asyncio.get_running_loop()
                 self._expiry = loop.call_at(loop.time() + max(0.0, who.exp - time.time()),
@@ -367,7 +368,7 @@ class Connection:
         elif isinstance(cmd, SubscribeInbox):
             self.hub.feeds.add_inbox(self, cmd.id)
         elif isinstance(cmd, SubscribeRuns):
-            await self.hub.subscribe_runs(self, cmd.limit, cmd.id)
+            await self.hub.subscribe_runs(self, cmd.limit, cmd.id, cmd.filters())
         elif isinstance(cmd, UnsubscribeFeed):
             feeds = self.hub.feeds
             (feeds.remove_inbox if cmd.type == "unsubscribe_inbox" else feeds.remove_runs)(self)
@@ -413,7 +414,7 @@ class Connection:
             raise
         self.send_events(cursor.end_replay())
         rec = await backend.get(run_id) or rec
-        self.send_control(Sync(run_id=run_id, head_seq=cursor.last, status=rec.status, epoch=rec.epoch or None))
+        self.send_control(Sync(run_id=run_id, head_seq=cursor.last, status=rec.status, epoch=rec.epoch or None, now=now_iso()))
         if cursor.gap() is not None and run_id not in self._fills:
             self._fills[run_id] = asyncio.create_task(self._fill(run_id, cursor))
         if run_id not in self.joined:  # presence is live state, never in the log (presence_feed.py)

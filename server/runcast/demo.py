@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, AsyncIterator, Callable
 
-from agents import Agent, RunContextWrapper, function_tool
+from agents import Agent, ModelSettings, RunContextWrapper, function_tool
 from agents.items import ModelResponse
 from agents.models.interface import Model
 from agents.usage import Usage
@@ -244,20 +244,40 @@ class DemoModel(Model):
 # ------------------------------------------------------------------------------------------------ the demo agents
 
 
-def demo_registry(model: str | None = None, delay: float | None = None, expires_s: float | None = 600) -> Registry:
-    """The built-in agents. With `model` (a real model name, needs OPENAI_API_KEY) they talk to OpenAI instead."""
+def real_model(model: str, api: str = "responses") -> tuple[Any, ModelSettings]:
+    """A demo agent's model and settings for a real model name (OPENAI_API_KEY, OPENAI_BASE_URL as the SDK reads them).
 
-    def m(script: Callable[[Any], Step]) -> Any:
-        return model if model else DemoModel(script, delay)
+    `responses`: the name itself, resolved by the SDK's default provider (the Responses API). `chat`: the SDK's
+    OpenAIChatCompletionsModel on the same client settings, for servers that speak only Chat Completions (vLLM, Ollama,
+    LiteLLM, Azure deployments). It asks for usage in the stream (`stream_options.include_usage`), which the SDK asks
+    only of OpenAI's own host: without it, such a server reports no tokens.
+    """
+    if api == "chat":
+        from agents.models.openai_provider import OpenAIProvider
 
-    janitor = Agent(name="Janitor", model=m(janitor_script), tools=[list_files, delete_files],
+        return OpenAIProvider(use_responses=False).get_model(model), ModelSettings(include_usage=True)
+    return model, ModelSettings()
+
+
+def demo_registry(model: str | None = None, delay: float | None = None, expires_s: float | None = 600,
+                  api: str = "responses") -> Registry:
+    """The built-in agents. With `model` (a real model name, needs OPENAI_API_KEY) they talk to that model, over the
+    Responses API or, with `api="chat"`, Chat Completions (real_model); without it, to the offline scripted one."""
+
+    def m(script: Callable[[Any], Step]) -> dict[str, Any]:
+        if not model:
+            return {"model": DemoModel(script, delay)}
+        real, settings = real_model(model, api)
+        return {"model": real, "model_settings": settings}
+
+    janitor = Agent(name="Janitor", **m(janitor_script), tools=[list_files, delete_files],
                     instructions="You tidy the scratch folder. List files with list_files first, then delete the temporary "
                                  "ones with delete_files, which a teammate must approve. Say briefly what you do.")
-    ops = Agent(name="Ops", model=m(ops_script), tools=[restart_service],
+    ops = Agent(name="Ops", **m(ops_script), tools=[restart_service],
                 instructions="You are the on-call ops agent. Restart the web service with restart_service.")
-    triage = Agent(name="Triage", model=m(triage_script), handoffs=[ops],
+    triage = Agent(name="Triage", **m(triage_script), handoffs=[ops],
                    instructions="Route operations requests to the Ops agent with a handoff.")
-    release = Agent(name="Release", model=m(release_script), tools=[deploy],
+    release = Agent(name="Release", **m(release_script), tools=[deploy],
                     instructions="You ship releases. Deploy version 2.4.1 to production with the deploy tool.")
     return Registry({
         "demo": AgentSpec(janitor, {"delete_files": ApprovalPolicy(roles=["approver"], expires_s=expires_s)},

@@ -38,7 +38,10 @@ def approval_status(ap: Approval) -> str:
 def run_summary(rec: RunRecord) -> dict[str, Any]:
     """What the run list shows of a run (the HTTP list's summary, with the version it was read at)."""
     open_ = sum(1 for i in rec.pending if rec.status == "paused" and not rec.approvals[i].settled)
-    return rec.summary() | {"version": rec.version, "updated_at": rec.updated_at, "open_approvals": open_}
+    # rejected or expired tool calls: a run that completed without them is not plainly "completed"
+    rejected = sum(1 for ap in rec.approvals.values() if ap.status == "rejected")
+    return rec.summary() | {"version": rec.version, "updated_at": rec.updated_at, "open_approvals": open_,
+                            "rejected_approvals": rejected}
 
 
 def entry(rec: RunRecord) -> dict[str, Any]:
@@ -60,6 +63,26 @@ def entry(rec: RunRecord) -> dict[str, Any]:
 
 def is_open(e: dict[str, Any]) -> bool:
     return e["run"]["status"] == "paused" and any(a["status"] == "pending" for a in e["approvals"])
+
+
+def run_matches(run: dict[str, Any], filters: dict[str, str] | None) -> bool:
+    """Whether a run-list summary matches a `subscribe_runs` filter: every field given must hold. `agent`, `status` and
+    `started_by` (a sub) are exact; `q` is words (case-insensitive), each found in the input, agent, run id or the
+    starter's name or sub."""
+    if not filters:
+        return True
+    starter = run.get("started_by") or {}
+    if "agent" in filters and run.get("agent") != filters["agent"]:
+        return False
+    if "status" in filters and run.get("status") != filters["status"]:
+        return False
+    if "started_by" in filters and starter.get("sub") != filters["started_by"]:
+        return False
+    if "q" in filters:
+        text = " ".join(str(x or "") for x in (run.get("input"), run.get("agent"), run.get("run_id"),
+                                                starter.get("name"), starter.get("sub"))).casefold()
+        return all(word in text for word in filters["q"].casefold().split())
+    return True
 
 
 class Viewer(Protocol):
@@ -124,11 +147,26 @@ class Watcher(Protocol):
 
 
 class _RunsWatch:
-    __slots__ = ("buffer", "limit")
+    __slots__ = ("buffer", "limit", "filters", "told")
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, filters: dict[str, str] | None = None) -> None:
         self.buffer: list[dict[str, Any]] | None = []  # run.status held back while the snapshot is being read
         self.limit = limit
+        self.filters = filters or None
+        self.told: set[str] = set()  # with filters: the runs this watcher holds (a run that stops matching leaves)
+
+    def frame(self, run: dict[str, Any]) -> dict[str, Any] | None:
+        """The `run.status` for this watcher: the run if it matches; `match: false` once for a run it holds that no
+        longer does (the client drops it); else nothing."""
+        if self.filters is None:
+            return {"type": "run.status", "run": run}
+        if run_matches(run, self.filters):
+            self.told.add(run["run_id"])
+            return {"type": "run.status", "run": run}
+        if run["run_id"] in self.told:
+            self.told.discard(run["run_id"])
+            return {"type": "run.status", "run": run, "match": False}
+        return None
 
 
 class Feeds:
@@ -177,12 +215,11 @@ class Feeds:
         if old is not None or is_open(e):
             for w in list(self._inbox):
                 self._refresh(w, rid, e)
-        frame = {"type": "run.status", "run": e["run"]}
         for w, watch in list(self._runs.items()):
             if self._may_watch(w.identity, e["run"]):
                 if watch.buffer is not None:
                     watch.buffer.append(e["run"])
-                else:
+                elif (frame := watch.frame(e["run"])) is not None:
                     w.send_control(frame)
 
     def load(self, entries: list[dict[str, Any]]) -> None:
@@ -279,15 +316,16 @@ class Feeds:
         return [m for m in self._mentions.get(who.sub, []) if who.can_see(m["run_id"])]
 
     # ------------------------------------------------------------------ run-list watchers
-    def add_runs(self, w: Watcher, limit: int) -> None:
+    def add_runs(self, w: Watcher, limit: int, filters: dict[str, str] | None = None) -> None:
         """Start holding `run.status` for `w` until `runs_snapshot` has sent what the backend listed."""
-        self._runs[w] = _RunsWatch(limit)
+        self._runs[w] = _RunsWatch(limit, filters)
 
     def runs_snapshot(self, w: Watcher, runs: list[dict[str, Any]], request_id: str | None = None) -> None:
         watch = self._runs.get(w)
         if watch is None:
             return
-        visible = [r for r in runs if self._may_watch(w.identity, r)]
+        visible = [r for r in runs if self._may_watch(w.identity, r) and run_matches(r, watch.filters)][:watch.limit]
+        watch.told = {r["run_id"] for r in visible}
         frame: dict[str, Any] = {"type": "runs", "runs": visible}
         if request_id is not None:
             frame["id"] = request_id
@@ -295,11 +333,11 @@ class Feeds:
         versions = {r["run_id"]: r["version"] for r in visible}
         held, watch.buffer = watch.buffer or [], None
         for run in held:
-            if run["version"] > versions.get(run["run_id"], -1):
-                w.send_control({"type": "run.status", "run": run})
+            if run["version"] > versions.get(run["run_id"], -1) and (frame := watch.frame(run)) is not None:
+                w.send_control(frame)
 
-    def runs_watchers(self) -> list[tuple[Watcher, int]]:
-        return [(w, watch.limit) for w, watch in self._runs.items()]
+    def runs_watchers(self) -> list[tuple[Watcher, int, dict[str, str] | None]]:
+        return [(w, watch.limit, watch.filters) for w, watch in self._runs.items()]
 
     def remove_runs(self, w: Watcher) -> bool:
         return self._runs.pop(w, None) is not None

@@ -46,6 +46,10 @@ except (OSError, AttributeError):
 STATIC = Path(__file__).parent / "static"
 
 
+# A filtered run list looks among this many of the newest runs (the backends keep no index per agent or person).
+FILTER_SCAN = 1000
+
+
 class Hub:
     def __init__(self, backend: Backend, registry: Registry, settings: Settings) -> None:
         self.backend = backend
@@ -81,7 +85,8 @@ class Hub:
         await self._load_feeds()
         await self.presence.start()
         if self.settings.run_worker:
-            self.worker = Worker(self.backend, self.registry, concurrency=self.settings.worker_concurrency, lease_s=self.settings.lease_s)
+            self.worker = Worker(self.backend, self.registry, concurrency=self.settings.worker_concurrency, lease_s=self.settings.lease_s,
+                                 tracing=self.settings.tracing)
             await self.worker.start()
         await self.sweeper.start()
         self.deliverer = await webhooks.maybe_start(self.backend, self.registry, self.settings.webhooks)
@@ -118,19 +123,21 @@ class Hub:
         while True:
             try:
                 await self._load_feeds()
-                for w, limit in self.feeds.runs_watchers():
-                    await self.subscribe_runs(w, limit, None)  # type: ignore[arg-type]
+                for w, limit, filters in self.feeds.runs_watchers():
+                    await self.subscribe_runs(w, limit, None, filters)  # type: ignore[arg-type]
                 return
             except Exception as exc:  # noqa: BLE001 - still flapping: try again
                 log.warning("reloading the inbox after a feed interruption failed (%s); retrying", exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
 
-    async def subscribe_runs(self, conn: Connection, limit: int, request_id: str | None) -> None:
-        """The run list: live `run.status` frames are held from now until the snapshot read below has been sent."""
-        self.feeds.add_runs(conn, limit)
+    async def subscribe_runs(self, conn: Connection, limit: int, request_id: str | None,
+                             filters: dict[str, str] | None = None) -> None:
+        """The run list: live `run.status` frames are held from now until the snapshot read below has been sent.
+        With filters, the newest FILTER_SCAN runs are read and those that match listed (feed.run_matches)."""
+        self.feeds.add_runs(conn, limit, filters)
         try:
-            recs = await self.backend.list_runs(limit)
+            recs = await self.backend.list_runs(max(limit, FILTER_SCAN) if filters else limit)
         except BaseException:
             self.feeds.remove_runs(conn)
             raise

@@ -7,6 +7,7 @@ when buffered deltas leave. The worker feeds both and appends what comes out.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any, Iterable
 
 from .toolnames import wire_name
@@ -197,10 +198,57 @@ def usage_data(usage: Any) -> dict[str, int]:
     return out
 
 
+MAX_MESSAGE_CHARS = 2000
+MAX_CAUSES = 8  # links of an exception's cause chain read into one message
+
+# Secrets a model client's error can carry: API keys (OpenAI's sk-..., and the like), bearer tokens, credentials in
+# URLs, query strings (signed URLs, `?key=` / `?api-key=` of Azure and others), and `key=value` pairs named like a key.
+_SECRETS = [
+    (re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]+"), r"\1 [redacted]"),
+    (re.compile(r"\b(sk|rk|pk)-[A-Za-z0-9_*-]{6,}"), "[redacted key]"),
+    (re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s:@]+:[^/\s@]*@"), r"\1[redacted]@"),
+    (re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^\s?#'\"]+)\?[^\s#'\"]*"), r"\1?[redacted]"),
+    (re.compile(r"(?i)\b((?:api[-_]?key|access[-_]?token|token|secret|password)[\"']?\s*[:=]\s*[\"']?)"
+                r"[^\s\"',;}]+"), r"\1[redacted]"),
+]
+
+
+def redact(text: str) -> str:
+    """`text` without the secrets an error message can carry (see _SECRETS)."""
+    for pattern, repl in _SECRETS:
+        text = pattern.sub(repl, text)
+    return text
+
+
+def cause_chain(error: BaseException) -> list[BaseException]:
+    """The exception and what caused it: `__cause__` (raise ... from), else the `__context__` it was raised in."""
+    chain: list[BaseException] = []
+    e: BaseException | None = error
+    while e is not None and e not in chain and len(chain) < MAX_CAUSES:
+        chain.append(e)
+        e = e.__cause__ if e.__cause__ is not None else (None if e.__suppress_context__ else e.__context__)
+    return chain
+
+
+def failure_message(error: BaseException, limit: int = MAX_MESSAGE_CHARS) -> str:
+    """The exception's cause chain in one line, secrets redacted: "Connection error: peer closed connection without
+    sending complete message body (incomplete chunked read)". A link whose text the line already holds is skipped (the
+    openai client wraps the HTTP library's error, which wraps its own), and one with no text is named by its class."""
+    parts: list[str] = []
+    for e in cause_chain(error):
+        text = " ".join(str(e).split()) or type(e).__name__
+        if any(text.rstrip(".") in p for p in parts):
+            continue
+        parts.append(text)
+    line = ": ".join(p.rstrip(".") if i < len(parts) - 1 else p for i, p in enumerate(parts))
+    return redact(line)[:limit]
+
+
 def failure_data(error: BaseException) -> dict[str, Any]:
-    """`run.failed` data for an exception from the stream: its class as `code`, its message, and for a guardrail's
-    tripwire the guardrail: `name`, `side` (input, output, tool_input, tool_output) and its JSON-safe `output_info`."""
-    data: dict[str, Any] = {"code": type(error).__name__, "message": str(error)[:2000]}
+    """`run.failed` data for an exception from the stream: its class as `code`, its cause chain in one line as the
+    `message` (failure_message), and for a guardrail's tripwire the guardrail: `name`, `side` (input, output,
+    tool_input, tool_output) and its JSON-safe `output_info`."""
+    data: dict[str, Any] = {"code": type(error).__name__, "message": failure_message(error)}
     guardrail, output, side = None, None, None
     result = getattr(error, "guardrail_result", None)
     if result is not None:  # Input/OutputGuardrailTripwireTriggered

@@ -62,6 +62,9 @@ def worker_argv(args: argparse.Namespace) -> list[str]:
         out += ["--agents", a]
     if args.model:
         out += ["--model", args.model]
+    out += ["--model-api", args.model_api]
+    if args.tracing:
+        out += ["--tracing", args.tracing]
     return out
 
 

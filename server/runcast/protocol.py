@@ -151,6 +151,15 @@ class SubscribeRuns(_Command):
 
     type: Literal["subscribe_runs"]
     limit: Annotated[StrictInt, Field(ge=1, le=500)] = 50
+    # optional filters (feed.run_matches): only runs that match all of those given are listed and sent
+    agent: Annotated[StrictStr, Field(min_length=1, max_length=200)] | None = None
+    status: Annotated[StrictStr, Field(min_length=1, max_length=32)] | None = None
+    started_by: Annotated[StrictStr, Field(min_length=1, max_length=200)] | None = None  # a sub
+    q: Annotated[StrictStr, Field(min_length=1, max_length=200)] | None = None  # words in the input, agent, id, starter
+
+    def filters(self) -> dict[str, str]:
+        return {k: v for k, v in (("agent", self.agent), ("status", self.status), ("started_by", self.started_by),
+                                  ("q", self.q)) if v is not None}
 
 
 CommentId = Annotated[StrictStr, Field(min_length=1, max_length=128)]
@@ -329,6 +338,7 @@ class Welcome(BaseModel):
     heartbeat_s: float
     protocol: int = PROTOCOL_VERSION
     batch: bool | None = None  # true: this connection gets batched frames (the hello asked, and the hub can)
+    now: str = Field(default_factory=lambda: now_iso())  # the hub's clock: a client times deadlines by it
 
 
 class Ack(BaseModel):
@@ -352,6 +362,7 @@ class Sync(BaseModel):
     head_seq: int
     status: str
     epoch: str | None = None  # the run log's epoch: send it back with `since` when subscribing again
+    now: str = Field(default_factory=lambda: now_iso())  # the hub's clock (a replay holds only old `ts`)
 
 
 class Pong(BaseModel):

@@ -21,15 +21,17 @@ from agents import RunConfig, Runner, RunState
 from . import metrics, runs
 from .approvals import Approval
 from .backends.base import Backend, NotOwner, Subscription
-from .mapping import DeltaCoalescer, EventMapper, failure_data, to_text, usage_data
+from .mapping import DeltaCoalescer, EventMapper, failure_data, failure_message, to_text, usage_data
 from .protocol import ErrorCode, ProtocolError, now_iso
 from .registry import AgentSpec, Registry
 from .runs import Job, RunRecord
+from .settings import resolve_tracing
 from .store import apply
 from .toolnames import wire_name
 
 log = logging.getLogger("runcast.worker")
 _END = object()
+TRACE_FLUSH_S = 5.0  # how long a stopping worker waits for its last traces to be exported (--tracing openai)
 
 
 def _json_output(value: Any) -> Any:
@@ -72,6 +74,7 @@ class Worker:
         concurrency: int = 32,
         lease_s: float | None = None,
         coalesce_s: float | None = None,
+        tracing: str | None = None,
     ) -> None:
         self.backend = backend
         self.registry = registry
@@ -80,6 +83,8 @@ class Worker:
         self.lease_s = lease_s
         # deltas of one item that arrive within this window become one event (RUNCAST_COALESCE_S; 0: one per delta)
         self.coalesce_s = float(os.environ.get("RUNCAST_COALESCE_S", "0.025")) if coalesce_s is None else coalesce_s
+        # "openai": the SDK exports the runs' traces; "off": not (settings.resolve_tracing decides when not given)
+        self.tracing = tracing or resolve_tracing(None, os.environ)[0]
         self.active: dict[str, Any] = {}  # run_id -> RunResultStreaming
         self._cancel_asked: dict[str, str] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -102,6 +107,30 @@ class Worker:
         await asyncio.gather(*self._tasks, *( [self._loop_task] if self._loop_task else []), return_exceptions=True)
         if self._signals:
             await self._signals.close()
+        if self.tracing == "openai":
+            await self._flush_traces()
+
+    async def _flush_traces(self) -> None:
+        """Export the traces of the last few seconds' runs now: the SDK sends them every 5 s, and at exit it gives up
+        on what is still queued. In a thread, and bounded: an unreachable trace endpoint must not hold a shutdown."""
+        import threading
+
+        from agents.tracing import get_trace_provider
+
+        done = asyncio.get_running_loop().create_future()
+
+        def flush() -> None:
+            try:
+                get_trace_provider().force_flush()
+            finally:
+                done.get_loop().call_soon_threadsafe(lambda: done.done() or done.set_result(None))
+
+        # a daemon thread: one still retrying an unreachable endpoint when the time is up does not hold the exit
+        threading.Thread(target=flush, name="runcast-trace-flush", daemon=True).start()
+        try:
+            await asyncio.wait_for(done, TRACE_FLUSH_S)
+        except asyncio.TimeoutError:
+            log.warning("traces not flushed within %.0fs at shutdown; the rest are dropped", TRACE_FLUSH_S)
 
     async def drain(self, grace_s: float) -> None:
         """Take no more jobs; give the segments being streamed up to `grace_s` to end (complete or pause), then stop.
@@ -175,7 +204,11 @@ class Worker:
                 result.cancel()
         except Exception as exc:  # noqa: BLE001 - whatever happens, the run must end visibly
             log.exception("run %s failed inside the worker", rec.run_id)
-            await self._finish(rec.run_id, "failed", {"code": ErrorCode.INTERNAL, "message": f"{type(exc).__name__}: {exc}"})
+            data: dict[str, Any] = {"code": ErrorCode.INTERNAL, "message": f"{type(exc).__name__}: {failure_message(exc)}"}
+            result = self.active.get(rec.run_id)
+            if result is not None:
+                data["usage"] = usage_data(result.context_wrapper.usage)
+            await self._finish(rec.run_id, "failed", data)
         finally:
             self.active.pop(rec.run_id, None)
             self._cancel_asked.pop(rec.run_id, None)
@@ -235,7 +268,7 @@ class Worker:
             if run_input is None:
                 return
         context = {"run_id": rec.run_id, "started_by": rec.started_by} if job.kind == "start" else None
-        result = Runner.run_streamed(spec.agent, run_input, context=context, run_config=RunConfig(tracing_disabled=not os.environ.get("OPENAI_API_KEY")))
+        result = Runner.run_streamed(spec.agent, run_input, context=context, run_config=RunConfig(tracing_disabled=self.tracing == "off"))
         self.active[rec.run_id] = result
         if rec.run_id in self._cancel_asked:
             result.cancel(mode=self._cancel_asked.pop(rec.run_id))  # type: ignore[arg-type]
@@ -313,7 +346,8 @@ class Worker:
         if rec.cancel is not None:
             await self._finish(run_id, "cancelled", {})
         elif error is not None:
-            await self._finish(run_id, "failed", failure_data(error))
+            # what the run spent before it failed: the SDK's total, earlier segments included (the RunState carries it)
+            await self._finish(run_id, "failed", failure_data(error) | {"usage": usage_data(result.context_wrapper.usage)})
         elif result.interruptions:
             state = result.to_state()
             saved = json.dumps(state.to_json(), separators=(",", ":"))

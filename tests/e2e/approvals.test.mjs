@@ -127,7 +127,7 @@ for (const [screen, viewport] of Object.entries(SCREENS)) {
         "paths", "scratch/build-cache.tar", "Policy: approver (or admin) may decide", "You may decide: you have the approver role"]) {
         assert.ok(card.includes(want), `the card shows "${want}"`);
       }
-      assert.match(await panel.locator('[data-testid="deadline"]').textContent(), /^Expires \d+ \w+ \d{4}, \d\d:\d\d:\d\d UTC · in (9|10):\d\d \(hub clock\)$/);
+      assert.match(await panel.locator('[data-testid="deadline"]').textContent(), /^Expires in (9|10):\d\d · at \d\d:\d\d:\d\d UTC$/);
       assert.equal(await panel.locator('[data-testid="raw-arguments"]').isVisible(), false, "raw JSON is one click away");
       assert.equal((await panel.locator('[data-testid="arguments"]').textContent()).match(/scratch\/build-cache\.tar/g).length, 2,
         "the arguments once as fields (and once in the folded raw JSON)");
@@ -162,11 +162,13 @@ for (const [screen, viewport] of Object.entries(SCREENS)) {
       });
       assert.ok(order.after, "the tool's output is drawn after the decision");
       assert.match(order.out, /delete_files · output.*deleted 3 files/s);
-      assert.match(await page.locator('[data-testid="transcript"] [data-testid="decision"]').textContent(), /^Approved by Alex, 1 of 1 · \d\d:\d\d:\d\d: “scratch only”$/);
+      assert.match(await page.locator('[data-testid="transcript"] [data-testid="decision"]').textContent(), /^Approved by Alex, 1 of 1 · \d\d:\d\d:\d\d UTC: “scratch only”$/);
       assert.equal(await page.locator('[data-final="1"]').count(), 1, "the final answer once");
       assert.equal(await page.locator('[data-testid="final-output"]:visible').count(), 0);
       assert.equal(await page.locator(".streaming").count(), 0, "no cursor on a run that ended");
-      assert.equal(await page.locator('[data-testid="decision-panel"]').isHidden(), true);
+      // the panel stays, with what was decided, where it was decided; nothing more to decide in it
+      assert.match(await page.locator('[data-testid="decision-panel"] [data-testid="decision-confirmation"]').textContent(), /You approved delete_files: the run goes on\./);
+      assert.equal(await page.locator('[data-testid="decision-panel"] [data-testid="approval"]').count(), 0);
       assert.equal(await page.locator(`[data-testid="inbox-item"][data-run-id="${runId}"]`).count(), 0);
       assert.equal(page.errors, undefined, "no script errors");
       await a.context.close();
@@ -226,7 +228,7 @@ for (const [screen, viewport] of Object.entries(SCREENS)) {
       for (const { page } of [a, d]) {
         const verdict = page.locator('[data-testid="transcript"] [data-testid="decision"]');
         await verdict.waitFor();
-        assert.match(await verdict.textContent(), /^Approved by Alex and Dana, 2 of 2 · \d\d:\d\d:\d\d$/);
+        assert.match(await verdict.textContent(), /^Approved by Alex and Dana, 2 of 2 · \d\d:\d\d:\d\d UTC$/);
         await page.locator('[data-testid="gated-output"]').filter({ hasText: "deployed 2.4.1" }).waitFor();
       }
       await a.context.close();

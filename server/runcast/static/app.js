@@ -6,6 +6,7 @@
 import {
   RuncastClient, TERMINAL, canCancel, canDecide, canStart, hasRole, inboxList, needsYou, people, runList,
 } from "/client/src/runcast.js";
+import { agentReason, byDeadline, keyArguments, rejectedCount, runTitle, statusLabel } from "/static/words.js";
 import { mentionsBox, runDiscussion, threadView } from "/static/comments.js";
 
 const $ = (id) => document.getElementById(id);
@@ -37,16 +38,16 @@ function names(list) {
 }
 
 // ---------------------------------------------------------------------------------------------- times
-// Every time is shown with its date when it is not today, and its full date, time and time zone in a tooltip.
+// One format for every time: its time of day with the time zone ("14:03:07 UTC"), with its date when it is not today,
+// and its full date, time and time zone in a tooltip.
 
 const ZONE = Intl.DateTimeFormat().resolvedOptions().timeZone || "local time";
 const sameDay = (a, b) => a.getFullYear() === b.getFullYear() && a.getMonth() === b.getMonth() && a.getDate() === b.getDate();
-const fmtTime = new Intl.DateTimeFormat(undefined, { hour: "2-digit", minute: "2-digit", second: "2-digit" });
-const fmtDayTime = new Intl.DateTimeFormat(undefined, { day: "numeric", month: "short", hour: "2-digit", minute: "2-digit", second: "2-digit" });
-const fmtFull = new Intl.DateTimeFormat(undefined, { dateStyle: "full", timeStyle: "long" });
-const fmtDeadline = new Intl.DateTimeFormat(undefined, {
-  year: "numeric", month: "short", day: "numeric", hour: "2-digit", minute: "2-digit", second: "2-digit", timeZoneName: "short",
+const fmtTime = new Intl.DateTimeFormat(undefined, { hour: "2-digit", minute: "2-digit", second: "2-digit", timeZoneName: "short" });
+const fmtDayTime = new Intl.DateTimeFormat(undefined, {
+  day: "numeric", month: "short", hour: "2-digit", minute: "2-digit", second: "2-digit", timeZoneName: "short",
 });
+const fmtFull = new Intl.DateTimeFormat(undefined, { dateStyle: "full", timeStyle: "long" });
 
 /** The short text of a time: its time of day today, else with its date. */
 function shortTime(iso) {
@@ -85,28 +86,12 @@ takeToken();
 let token = sessionStorage.getItem("runcast.token");
 
 // ---------------------------------------------------------------------------------------------- the hub's clock
-// Deadlines (an approval's expires_at) are on the hub's clock, and this computer's may be off by minutes. Each event's
-// `ts` is when the hub logged it, so on arrival `ts - Date.now()` is a lower bound of (hub clock - our clock), short
-// by the time the event spent on the way: the largest of the recent samples is the best estimate.
+// Deadlines (an approval's expires_at) are on the hub's clock, and this computer's may be off by minutes. The hub
+// sends its time with `welcome` and each `sync` (never guessed from events, whose `ts` are old in a replayed history):
+// the client keeps the offset, and every countdown on the page (decision panel, inbox) reads the same one.
 
-const clockSamples = [];
-const CLOCK_SAMPLES = 64;
-
-/** @param {{ts?: string}} ev */
-function sampleClock(ev) {
-  const ts = Date.parse(ev.ts ?? "");
-  if (Number.isNaN(ts)) return;
-  clockSamples.push(ts - Date.now());
-  if (clockSamples.length > CLOCK_SAMPLES) clockSamples.shift();
-}
-
-/** How far the hub's clock is ahead of ours, in ms (0 until an event has arrived). */
-function clockOffsetMs() {
-  return clockSamples.length ? Math.max(...clockSamples) : 0;
-}
-
-/** The hub's time now, as well as we can tell. */
-const hubNow = () => Date.now() + clockOffsetMs();
+/** The hub's time now (this computer's until the first welcome). */
+const hubNow = () => (client ? client.hubNow() : Date.now());
 
 /** Whole seconds until `expiresAt` on the hub's clock; 0 once it has passed. */
 function secondsLeft(expiresAt) {
@@ -204,7 +189,7 @@ function connect() {
     }
   });
   // The run list and the inbox are live feeds (no polling), from every hub node.
-  c.subscribeRuns({ onChange: (s) => { if (client === c) { runs = runList(s); renderRuns(); } } }, { limit: 100 });
+  c.subscribeRuns({ onChange: (s) => { if (client === c) { runs = runList(s); renderRuns(); } } }, { limit: 100, ...runsFilter() });
   c.subscribeInbox({ onChange: (s, change) => { if (client === c) onInbox(s, change); } });
   c.connect().catch(() => { /* reported through the "error" listener */ });
 }
@@ -219,6 +204,8 @@ function restart() {
   agents = [];
   announced.clear();
   notifiedReady = false;
+  for (const node of inboxNodes.values()) node.el.remove();
+  inboxNodes.clear();
   if (view) { view = null; $("transcript").replaceChildren(); $("decide-cards").replaceChildren(); }
   setText($("me"), "");
   banner("");
@@ -260,27 +247,78 @@ $("notify").addEventListener("click", async () => {
   renderInbox();
 });
 
+/** Whether this person could ever be asked to decide (a role besides viewer): only they are offered notifications. */
+const mayEverDecide = (user) => Boolean(user && user.roles.some((r) => r !== "viewer"));
+
+/** The countdown of a deadline on the hub's clock, the same text in the decision panel and the inbox. */
+function countdownText(expiresAt) {
+  const left = secondsLeft(expiresAt);
+  return left ? `in ${leftText(left)}` : "expired";
+}
+
+/**
+ * One inbox item: what is asked and by which run's request, its key arguments, and its deadline. Built once per
+ * approval; `update` only changes its countdown and whether it is the open run's (nodes stay put between ticks).
+ */
+function buildInboxItem(ap) {
+  const request = ap.run?.input ? runTitle(ap.run.input, ap.run?.agent) : "";
+  const countdown = h("span", { class: "countdown small", dataset: { testid: "inbox-deadline" } });
+  const link = h("a", { href: `#${approvalHash(ap)}`, dataset: { testid: "inbox-item", runId: ap.run_id, approvalId: ap.approval_id } },
+    h("b", {}, `${ap.agent || "Agent"} asks to run ${ap.tool}`),
+    ap.review_requested ? h("span", { class: "chip review", dataset: { testid: "review-requested" } }, "review requested") : null,
+    h("span", { class: "inbox-args", dataset: { testid: "inbox-args" } }, keyArguments(ap.arguments)),
+    request ? h("span", { class: "inbox-request small", dataset: { testid: "inbox-request" } }, `“${request}” · ${ap.run?.started_by?.name || "?"}`) : null,
+    ap.expires_at ? countdown : h("span", { class: "muted small" }, "No deadline · asked ", timeEl(ap.requested_at)));
+  const deadline = ap.expires_at ? timeEl(ap.expires_at) : null;
+  return {
+    el: h("li", {}, link),
+    update(current) {
+      link.className = ap.run_id === current ? "current" : "";
+      if (!ap.expires_at) return;
+      const left = secondsLeft(ap.expires_at);
+      countdown.classList.toggle("lapsed", left === 0);
+      const text = left ? `Expires ${countdownText(ap.expires_at)} · ` : "Expired · ";
+      if (countdown.firstChild?.textContent !== text) countdown.replaceChildren(text, deadline);
+    },
+  };
+}
+
+const inboxNodes = new Map(); // approval id -> built item
+
 function renderInbox() {
   mentions.render(client ? client.inbox : null);
-  const items = client ? inboxList(client.inbox) : [];
+  const items = client ? inboxList(client.inbox).sort(byDeadline) : [];
   const count = $("inbox-count");
   setText(count, String(items.length));
   count.classList.toggle("some", items.length > 0);
   $("inbox-empty").hidden = items.length > 0 || !me;
   setText($("inbox-empty"), me && hasRole(me, "approver") ? "Nothing waits for your decision." : "Nothing waits for your decision (your roles decide no approvals by default).");
-  $("notify").hidden = !(items !== null && me && typeof Notification !== "undefined" && Notification.permission === "default");
+  $("notify").hidden = !(mayEverDecide(me) && typeof Notification !== "undefined" && Notification.permission === "default");
   const current = view?.runId;
-  $("inbox").replaceChildren(...items.map((ap) => {
-    const left = ap.expires_at ? secondsLeft(ap.expires_at) : null;
-    return h("li", {},
-      h("a", { href: `#${approvalHash(ap)}`, class: ap.run_id === current ? "current" : "", dataset: { testid: "inbox-item", runId: ap.run_id, approvalId: ap.approval_id } },
-        h("b", {}, `${ap.agent || "Agent"} asks to run ${ap.tool}`),
-        ap.review_requested ? h("span", { class: "chip review", dataset: { testid: "review-requested" } }, "review requested") : null,
-        h("span", { class: "muted small" }, `${ap.run?.agent || ""} · started by ${ap.run?.started_by?.name || "?"} · `, timeEl(ap.requested_at)),
-        left !== null ? h("span", { class: `countdown${left === 0 ? " lapsed" : ""}` }, left ? `expires in ${leftText(left)}` : "expired") : null));
-  }));
+  const list = $("inbox");
+  let prev = null;
+  for (const ap of items) {
+    let node = inboxNodes.get(ap.approval_id);
+    if (!node || node.ap !== ap) { node?.el.remove(); node = { ...buildInboxItem(ap), ap }; inboxNodes.set(ap.approval_id, node); }
+    node.update(current);
+    const want = prev ? prev.nextSibling : list.firstChild;
+    if (want !== node.el) list.insertBefore(node.el, want);
+    prev = node.el;
+  }
+  const keep = new Set(items.map((ap) => ap.approval_id));
+  for (const [id, node] of inboxNodes) if (!keep.has(id)) { node.el.remove(); inboxNodes.delete(id); }
+  // On a phone the inbox is below the page: the top bar keeps it one tap away.
+  const jump = $("inbox-jump");
+  jump.hidden = !items.length;
+  setText(jump, `Needs you: ${items.length}`);
   document.title = items.length ? `(${items.length}) Needs you · Runcast` : "Runcast";
 }
+
+$("inbox-jump").addEventListener("click", () => {
+  const box = $("inbox-box");
+  box.scrollIntoView({ block: "start" });
+  box.focus({ preventScroll: true });
+});
 
 // ---------------------------------------------------------------------------------------------- runs list and start form
 
@@ -316,23 +354,71 @@ function renderStartForm() {
   $("start-hint").hidden = !hint;
 }
 
+// The run list's filters: agent, status, who started and words go to the hub (subscribe_runs); "needs me" is the
+// inbox's, so it is applied here. The choices offered are every agent and person seen so far.
+const knownAgents = new Set();
+const knownPeople = new Map(); // sub -> name
+
+function runsFilter() {
+  return { q: $("f-q").value, agent: $("f-agent").value, status: $("f-status").value, started_by: $("f-by").value };
+}
+
+/** Replace a select's options (value, text) when they changed, keeping what is selected. */
+function setOptions(sel, first, options) {
+  const key = JSON.stringify(options);
+  if (sel.dataset.key === key) return;
+  sel.dataset.key = key;
+  const keep = sel.value;
+  sel.replaceChildren(h("option", { value: "" }, first), ...options.map(([value, text]) => h("option", { value }, text)));
+  sel.value = options.some(([value]) => value === keep) ? keep : "";
+}
+
+function renderFilterChoices() {
+  for (const a of agents) knownAgents.add(a.name);
+  for (const r of runs) {
+    if (r.agent) knownAgents.add(r.agent);
+    if (r.started_by?.sub) knownPeople.set(r.started_by.sub, r.started_by.name || r.started_by.sub);
+  }
+  setOptions($("f-agent"), "Any agent", [...knownAgents].sort().map((a) => [a, a]));
+  const people = [...knownPeople].filter(([sub]) => sub !== me?.sub).sort((a, b) => a[1].localeCompare(b[1]));
+  setOptions($("f-by"), "Anyone", [...(me ? [[me.sub, `Me (${me.name})`]] : []), ...people]);
+}
+
+let filterTimer = null;
+function filterChanged(delayMs = 0) {
+  clearTimeout(filterTimer);
+  filterTimer = setTimeout(() => { client?.setRunsFilter(runsFilter()); renderRuns(); }, delayMs);
+}
+$("f-q").addEventListener("input", () => filterChanged(250));
+for (const id of ["f-agent", "f-status", "f-by"]) $(id).addEventListener("change", () => filterChanged());
+$("f-mine").addEventListener("change", () => renderRuns());
+$("runs-filter").addEventListener("submit", (ev) => { ev.preventDefault(); filterChanged(); });
+
+/** One run in the list: its title (the input's first line), status in words, who started it and when. */
+function runLink(r, waiting) {
+  const live = view && view.runId === r.run_id && view.sub.state.status !== "unknown" ? view.sub.state : null;
+  const label = live ? statusLabel(live.status, rejectedCount(live)) : statusLabel(r.status, r.rejected_approvals || 0);
+  const n = waiting.get(r.run_id) || 0;
+  return h("a", {
+    href: `#run=${encodeURIComponent(r.run_id)}`,
+    class: `run-link${view && view.runId === r.run_id ? " current" : ""}`,
+    "aria-current": view && view.runId === r.run_id ? "page" : null,
+    dataset: { testid: "run-link", runId: r.run_id },
+  },
+  h("span", { class: "run-link-top" }, h("b", { dataset: { testid: "run-link-title" } }, runTitle(r.input, r.agent)),
+    n ? h("span", { class: "chip needs-you", dataset: { testid: "needs-you" } }, `needs you: ${n}`) : null,
+    h("span", { class: `status small ${label.cls}`, dataset: { testid: "run-link-status" } }, label.text)),
+  h("span", { class: "muted small snippet" }, `${r.agent} · ${r.started_by?.name || "?"} · `, timeEl(r.created_at)));
+}
+
 function renderRuns() {
   const waiting = client ? needsYou(client.inbox) : new Map();
-  $("runs-empty").hidden = runs.length > 0 || !me;
-  $("runs").replaceChildren(...runs.map((r) => {
-    const live = view && view.runId === r.run_id && view.sub.state.status !== "unknown" ? view.sub.state.status : r.status;
-    const n = waiting.get(r.run_id) || 0;
-    return h("a", {
-      href: `#run=${encodeURIComponent(r.run_id)}`,
-      class: `run-link${view && view.runId === r.run_id ? " current" : ""}`,
-      "aria-current": view && view.runId === r.run_id ? "page" : null,
-      dataset: { testid: "run-link", runId: r.run_id },
-    },
-    h("span", { class: "run-link-top" }, h("b", {}, r.agent),
-      n ? h("span", { class: "chip needs-you", dataset: { testid: "needs-you" } }, `needs you: ${n}`) : null,
-      h("span", { class: `status small ${live}` }, live)),
-    h("span", { class: "muted small snippet" }, `${r.started_by?.name || "?"} · `, timeEl(r.created_at), r.input ? ` · “${r.input}”` : ""));
-  }));
+  renderFilterChoices();
+  const shown = $("f-mine").checked ? runs.filter((r) => waiting.has(r.run_id)) : runs;
+  const filtered = Object.values(runsFilter()).some(Boolean) || $("f-mine").checked;
+  $("runs-empty").hidden = shown.length > 0 || !me;
+  setText($("runs-empty"), filtered ? "No runs match these filters." : "No runs yet.");
+  $("runs").replaceChildren(...shown.map((r) => runLink(r, waiting)));
 }
 
 $("agent").addEventListener("change", showAgentDescription);
@@ -362,14 +448,16 @@ function openRun(runId, approvalId = null) {
   $("transcript").replaceChildren();
   $("decide-cards").replaceChildren();
   discussion.reset();
+  $("decide-done").replaceChildren();
   $("history-lost").hidden = true;
   const nodes = new Map();
   // target: the approval a link named (`#run=<id>&approval=<id>`, as webhooks and Slack send it), shown once it is here
-  const v = { runId, sub: null, nodes, errors: new Map(), votes: new Map(), lastStatus: null, problem: null, synced: false,
-    target: approvalId };
+  // confirmations: the decisions made on this page, said where they were made (the decision panel) until dismissed
+  const v = { runId, sub: null, nodes, errors: new Map(), votes: new Map(), confirmations: new Map(), lastStatus: null,
+    problem: null, synced: false, target: approvalId };
   view = v;
   v.sub = client.subscribe(runId, {
-    onEvent: (ev) => { sampleClock(ev); scheduleRender(); },
+    onEvent: () => { scheduleRender(); },
     onSync: () => { v.synced = true; v.problem = null; resendWaitingVotes(); scheduleRender(); },
     onReset: (_state, err) => {
       nodes.clear();
@@ -396,6 +484,7 @@ function openRun(runId, approvalId = null) {
   });
   $("view").hidden = false;
   $("empty").hidden = true;
+  document.body.classList.remove("at-home");
   $("watched").replaceChildren();
   setText($("watched-count"), "0");
   renderRuns();
@@ -432,6 +521,7 @@ function closeRun() {
   view = null;
   $("view").hidden = true;
   $("empty").hidden = false;
+  document.body.classList.add("at-home");
   $("skip").hidden = true;
   renderRuns();
   renderInbox();
@@ -487,9 +577,10 @@ function render() {
   setText($("run-input"), s.input ? `Input: “${s.input}”` : "");
   const status = gone ? "gone" : s.status === "unknown" ? (problem ? "unreachable" : "unknown") : s.status;
   const st = $("status");
-  st.className = `status ${status}`;
+  const label = statusLabel(status, rejectedCount(s));
+  st.className = `status ${label.cls}`;
   const waiting = s.status === "paused" && !gone ? ` · waiting for ${plural(s.pending.length, "approval", "approvals")}` : "";
-  setText(st, (STATUS_TEXT[status] || status) + waiting);
+  setText(st, (STATUS_TEXT[status] || label.text) + waiting);
   $("cancel").hidden = gone || !canCancel(s, me);
   $("cancel").disabled = client?.status !== "open";
   $("cancel").title = client?.status !== "open" ? "The hub is unreachable: cancelling is not possible now." : "";
@@ -498,6 +589,7 @@ function render() {
   msg.classList.toggle("bad", Boolean(problem));
   setText(msg, problem || "");
   renderParticipants(view.sub.presence);
+  renderOutcome(s);
   renderTranscript(s);
   discussion.update(s);
   if (view.lastStatus !== s.status) {
@@ -505,6 +597,30 @@ function render() {
     view.lastStatus = s.status;
     renderRuns();
   }
+}
+
+/** A finished run's outcome first: its answer (or why it ended), and each approval's verdict, by whom. */
+function renderOutcome(s) {
+  const box = $("outcome");
+  const ended = TERMINAL.includes(s.status);
+  box.hidden = !ended;
+  if (!ended) return;
+  box.dataset.status = s.status;
+  const answer = s.status === "completed"
+    ? [h("b", {}, "Answer: "), typeof s.output === "string" ? s.output : JSON.stringify(s.output, null, 2)]
+    : s.status === "failed" ? [h("b", {}, "Failed: "), `${s.error?.code || "error"}: ${s.error?.message || ""}`]
+      : [h("b", {}, "Cancelled"), s.cancelled?.by?.name ? ` by ${s.cancelled.by.name}` : ""];
+  const aps = Object.values(s.approvals).map((ap) => {
+    const vt = verdictText(s, ap);
+    const parts = Array.isArray(vt) ? vt : [vt || ap.status];
+    return h("li", { class: `verdict-line ${ap.status}`, dataset: { testid: "outcome-approval" } }, h("code", {}, ap.tool), ": ", ...parts.filter(Boolean));
+  });
+  const key = `${s.status}|${JSON.stringify(s.output)}|${aps.map((li) => li.textContent).join("|")}`;
+  if (box.dataset.key === key) return;
+  box.dataset.key = key;
+  $("outcome-answer").replaceChildren(...answer);
+  $("outcome-approvals").replaceChildren(...aps);
+  $("outcome-approvals").hidden = !aps.length;
 }
 
 function renderParticipants(presence) {
@@ -590,7 +706,9 @@ function renderTranscript(s) {
   }
   if (view.target) showTarget(s);
   const open = pinned.size > 0;
-  $("decide").hidden = !open;
+  renderConfirmations(s);
+  $("decide").hidden = !open && !view.confirmations.size;
+  setText($("decide-title"), open ? "Needs your decision" : "Your decision");
   $("skip").hidden = !open;
   setText($("skip"), open ? `Jump to your decision (${pinned.size})` : "Jump to your decision");
   for (const id of pinned) {
@@ -599,6 +717,38 @@ function renderTranscript(s) {
       const ap = s.approvals[id];
       setText($("decide-live"), `Needs your decision: ${ap.agent || "the agent"} asks to run ${ap.tool}.`);
     }
+  }
+}
+
+/** What this person just decided, said in the decision panel where they clicked (the card goes back to the story). */
+function confirmationText(s, ap, c) {
+  const tool = ap?.tool || "the tool";
+  if (c.outcome === "voted") {
+    const more = (ap?.tally?.needed ?? ap?.policy?.quorum ?? 1) - (ap?.tally?.approve ?? 0);
+    return ap?.status === "pending"
+      ? `Your approval of ${tool} is recorded: waiting for ${plural(Math.max(more, 1), "more approval", "more approvals")}.`
+      : `Your approval of ${tool} is recorded; it is now ${ap?.status}.`;
+  }
+  return c.decision === "approve" ? `You approved ${tool}: the run goes on.`
+    : `You rejected ${tool}: it does not run, and the agent is told${c.reason ? ` “${c.reason}”` : ""}.`;
+}
+
+function renderConfirmations(s) {
+  const box = $("decide-done");
+  const list = [...view.confirmations].map(([id, c]) => [id, confirmationText(s, s.approvals[id], c), c.decision]);
+  const key = JSON.stringify(list);
+  if (box.dataset.key === key) return;
+  const fresh = list.length > (box.dataset.key ? JSON.parse(box.dataset.key).length : 0);
+  box.dataset.key = key;
+  box.replaceChildren(...list.map(([id, text, decision]) => {
+    const dismiss = h("button", { type: "button", class: "small", dataset: { testid: "confirmation-dismiss" } }, "OK");
+    dismiss.addEventListener("click", () => { view.confirmations.delete(id); scheduleRender(); });
+    return h("div", { class: `confirmation ${decision}`, role: "status", tabindex: "-1", dataset: { testid: "decision-confirmation", approvalId: id } },
+      h("span", {}, decision === "approve" ? "✓ " : "✗ ", text), dismiss);
+  }));
+  // the button that was clicked has gone with its card: the confirmation takes the focus, without scrolling
+  if (fresh && box.lastElementChild && (!document.activeElement || document.activeElement === document.body)) {
+    box.lastElementChild.focus({ preventScroll: true });
   }
 }
 
@@ -802,6 +952,14 @@ function argsView(raw) {
     h("details", { class: "raw" }, h("summary", {}, "Raw JSON"), h("pre", { dataset: { testid: "raw-arguments" } }, pretty(raw))));
 }
 
+/** The quorum in words, saying whether the run's starter counts as one of the people (README, count_starter). */
+function quorumText(p) {
+  if (p.quorum === 1) return p.allowSelf ? "1 approval needed" : "1 approval needed, not from the person who started the run";
+  if (!p.allowSelf) return `${p.quorum} different people must approve, not the person who started the run`;
+  if (p.countStarter === false) return `${p.quorum} people besides the run's starter must approve (the starter's approval does not count)`;
+  return `${p.quorum} different people must approve; the run's starter counts as one of them`;
+}
+
 /** Why this person may or may not decide (the hub's own rules, said in words). */
 function whyText(s, ap) {
   if (!me) return { ok: false, text: "" };
@@ -845,6 +1003,8 @@ function buildApproval(approvalId) {
   const title = h("h3", { class: "ap-title" });
   const chip = h("span", { class: "chip" });
   const context = h("div", { class: "small", dataset: { testid: "context" } });
+  const saysBody = h("span", {});
+  const says = h("blockquote", { class: "ap-reason", dataset: { testid: "agent-reason" } }, h("b", {}, "The agent says: "), saysBody);
   const desc = h("blockquote", { class: "ap-desc", dataset: { testid: "tool-description" } });
   const argsBox = h("div", {});
   const policy = h("div", { class: "small muted", dataset: { testid: "policy" } });
@@ -859,10 +1019,11 @@ function buildApproval(approvalId) {
   const approve = h("button", { type: "button", class: "primary", dataset: { testid: "approve" } }, "Approve");
   const reject = h("button", { type: "button", class: "danger-outline", dataset: { testid: "reject" } }, "Reject");
   const actions = h("div", { class: "actions" },
-    h("label", { class: "reason", for: reasonId }, "Reason (optional; everyone sees it, and on reject the agent does)", reason), approve, reject);
+    h("label", { class: "reason", for: reasonId }, "Reason (optional; everyone sees it, and on reject the agent does)", reason),
+    h("div", { class: "buttons" }, approve, reject));
   const thread = threadView(talkCtx, approvalId, { approvalId, title: "Discussion" }); // beside the decision, and after it
   const el = h("article", { class: "item approval", dataset: { kind: "approval", testid: "approval", approvalId } },
-    h("div", { class: "ap-head" }, title, chip), context, desc, argsBox, policy, why, deadline, votes, verdict, state, error, actions,
+    h("div", { class: "ap-head" }, title, chip), context, says, desc, argsBox, policy, why, deadline, votes, verdict, state, error, actions,
     thread.el);
   let argsKey = null;
   let descKey = null;
@@ -897,6 +1058,10 @@ function buildApproval(approvalId) {
         context.replaceChildren(`Requested `, timeEl(ap.requestedAt), ` in a run ${starter}${s.agent ? ` (agent ${s.agent})` : ""}`,
           s.input ? `, who asked: “${s.input}”` : "");
       }
+      // the agent's own reason (its last message before asking), where the decision is made
+      const reasonText = agentReason(s, approvalId);
+      says.hidden = !reasonText;
+      setText(saysBody, reasonText || "");
       if (descKey !== ap.description) {
         descKey = ap.description;
         desc.hidden = !ap.description;
@@ -907,8 +1072,7 @@ function buildApproval(approvalId) {
         argsBox.replaceChildren(argsView(ap.arguments));
       }
       const p = ap.policy;
-      setText(policy, `Policy: ${p.roles.join(" or ")} (or admin) may decide · ${p.quorum === 1 ? "1 approval needed" : `${p.quorum} different people must approve`}`
-        + `${p.allowSelf ? "" : " · not the person who started the run"} · one reject ends it`);
+      setText(policy, `Policy: ${p.roles.join(" or ")} (or admin) may decide · ${quorumText(p)} · one reject ends it`);
       const w = whyText(s, ap);
       why.hidden = !w || !w.text;
       if (w) { setText(why, w.text); why.className = `why small ${w.ok ? "yes" : "no"}`; }
@@ -921,14 +1085,14 @@ function buildApproval(approvalId) {
       deadline.classList.toggle("lapsed", lapsed);
       if (ticking) {
         const d = new Date(ap.expiresAt);
-        const text = lapsed ? "Expired: being rejected automatically…" : `Expires ${fmtDeadline.format(d)} · in ${leftText(left)} (hub clock)`;
+        const text = lapsed ? "Expired: being rejected automatically…" : `Expires ${countdownText(ap.expiresAt)} · at ${shortTime(ap.expiresAt)}`;
         if (deadline.textContent !== text) deadline.replaceChildren(h("time", { datetime: d.toISOString(), title: `${fmtFull.format(d)} (${ZONE})` }, text));
       }
-      const vkey = ap.votes.map((v) => `${v.by?.sub}:${v.decision}:${v.at}`).join(",");
+      const vkey = ap.votes.map((v) => `${v.by?.sub}:${v.decision}:${v.at}:${v.counted}`).join(",");
       if (votes.dataset.key !== vkey) {
         votes.dataset.key = vkey;
         votes.replaceChildren(...ap.votes.map((v) => h("li", {},
-          `${v.by?.name || "?"}${me && v.by?.sub === me.sub ? " (you)" : ""} ${v.decision === "approve" ? "approved" : "rejected"} · `, timeEl(v.at), v.reason ? `: “${v.reason}”` : "")));
+          `${v.by?.name || "?"}${me && v.by?.sub === me.sub ? " (you)" : ""} ${v.decision === "approve" ? "approved" : "rejected"}${v.counted === false ? " (the starter: not counted)" : ""} · `, timeEl(v.at), v.reason ? `: “${v.reason}”` : "")));
       }
       votes.hidden = !ap.votes.length || (p.quorum === 1 && ap.status !== "pending");
       const vt = verdictText(s, ap);
@@ -966,8 +1130,9 @@ async function sendVote(v, approvalId) {
   if (!vote || !client || client.status !== "open" || vote.inflight) return;
   vote.inflight = true;
   try {
-    await client.decide(v.runId, approvalId, vote.decision, vote.reason);
+    const ack = await client.decide(v.runId, approvalId, vote.decision, vote.reason);
     v.votes.delete(approvalId);
+    v.confirmations.set(approvalId, { decision: vote.decision, reason: vote.reason, outcome: ack?.outcome || "decided" });
   } catch (err) {
     if (err.code === "disconnected" || err.code === "timeout" || err.code === "closed") {
       vote.inflight = false; // kept: sent again once the hub is back and the run is synced
@@ -1008,17 +1173,16 @@ $("view").querySelector('[data-testid="back"]').addEventListener("click", (ev) =
 // ---------------------------------------------------------------------------------------------- start
 
 // For the browser tests and for curious people in the console: the client and the folded state of the open run.
-// clockOffsetMs: how far the hub's clock is estimated to be ahead of this browser's.
+// clockOffsetMs: how far the hub's clock is ahead of this browser's (from the hub's `now` in welcome and sync).
 window.runcastMonitor = {
   get client() { return client; },
   get state() { return view ? view.sub.state : null; },
   get presence() { return view ? view.sub.presence : null; },
-  get clockOffsetMs() { return clockOffsetMs(); },
+  get clockOffsetMs() { return client ? client.hubOffsetMs : 0; },
 };
 
 function start() {
   $("no-token").hidden = Boolean(token);
-  $("empty").classList.toggle("no-token", !token);
   if (!token) {
     $("start").hidden = true;
     if (!authProblem) banner("");
