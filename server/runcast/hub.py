@@ -7,6 +7,7 @@ import contextlib
 import ctypes
 import gc
 import logging
+import os
 from pathlib import Path
 from typing import Any, AsyncIterator
 
@@ -18,7 +19,7 @@ from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket
 
-from . import __version__, auth, connection, feed, specs, transport, webhooks
+from . import __version__, auth, connection, feed, slack, specs, transport, webhooks
 from . import api as api_rules
 from .backends.base import Backend, Subscription
 from .connection import Connection
@@ -56,6 +57,9 @@ class Hub:
         self.registry = registry
         self.settings = settings
         self.service = Service(backend, registry, StartQuota(settings.starts_per_minute, settings.max_open_runs))
+        self.service.directory = slack.Directory.from_env()  # RUNCAST_PEOPLE: Slack users, and deciders to @mention
+        secret = os.environ.get("RUNCAST_SLACK_SIGNING_SECRET")
+        self.slack = slack.Interactivity(secret, self.service.directory) if secret else None
         self.fanout = Fanout(backend)
         self.presence = PresenceFeed(backend, refresh_s=settings.presence_refresh_s)
         self.metrics = Metrics()
@@ -288,6 +292,31 @@ def create_app(hub: Hub) -> Starlette:
     async def run_people(request: Request, who: auth.Identity) -> Response:
         return JSONResponse({"people": await svc.people(who, request.path_params["run_id"])})
 
+    async def slack_interactivity(request: Request) -> Response:
+        """A Slack button press (slack.py): verified, mapped to a person, decided with that person's roles. A
+        refusal is answered to the presser only, with the reason; a bad signature or an old one is a 401."""
+        if hub.slack is None:
+            return _error(ProtocolError(ErrorCode.NOT_FOUND, "Slack interactivity is not configured on this hub"))
+        try:
+            body = await api_rules.read_body(request, slack.MAX_BODY)
+            hub.slack.verify(body, {k.lower(): v for k, v in request.headers.items()})
+            payload, run_id, approval_id, decision = hub.slack.press(body)
+        except ProtocolError as err:
+            hub.metrics.errors[err.code] = hub.metrics.errors.get(err.code, 0) + 1
+            return _error(err)
+        try:
+            who = hub.slack.identity(payload, run_id)
+            await svc.decide(who, run_id, approval_id, decision, None, False)  # type: ignore[arg-type]
+            answer = slack.decided_text(decision, who.name, None)
+        except ProtocolError as err:
+            answer = slack.refusal(err)
+        except Exception as exc:  # noqa: BLE001 - Slack still gets an answer, and nothing was decided
+            answer = slack.refusal(hub.unexpected(exc, "slack interactivity"))
+        url = payload.get("response_url")
+        if isinstance(url, str) and url.startswith(("http://", "https://")):
+            await slack.respond(url, answer)
+        return JSONResponse(answer)
+
     async def cancel(request: Request, who: auth.Identity) -> Response:
         cmd = await api_rules.command(request, "cancel", run_id=request.path_params["run_id"])
         return JSONResponse(await svc.cancel(who, cmd.run_id, cmd.mode))
@@ -393,6 +422,7 @@ def create_app(hub: Hub) -> Starlette:
         Route("/api/runs/{run_id}/audit", api(run_audit), methods=["GET"]),
         Route("/api/approvals", api(open_approvals), methods=["GET"]),
         Route("/api/mentions", api(my_mentions), methods=["GET"]),
+        Route("/api/slack/interactivity", slack_interactivity, methods=["POST"]),
         Route("/api/webhooks/deliveries", api(webhook_deliveries), methods=["GET"]),
         Route("/api/agents", api(agents_list), methods=["GET"]),
         Route("/api/me", api(whoami), methods=["GET"]),

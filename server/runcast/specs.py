@@ -373,6 +373,12 @@ def openapi() -> dict[str, Any]:
                     "responses": {"200": _json(_obj(["approvals"], approvals={"type": "array", "items": _OBJ}))}
                     | _errors(*auth_errors)},
         },
+        "/api/slack/interactivity": {
+            "post": {"operationId": "slackInteractivity", "summary": "Slack button presses (signed by Slack; slack.py)",
+                     "security": [],
+                     "requestBody": {"content": {"application/x-www-form-urlencoded": {"schema": _OBJ}}},
+                     "responses": {"200": _json(_OBJ, "the answer shown to the presser")} | _errors(400, 401, 404, 413)},
+        },
         "/api/mentions": {
             "get": {"operationId": "mentions", "summary": "Who mentioned this token's person in a comment (newest last)",
                     "responses": {"200": _json(_obj(["mentions"], mentions={"type": "array", "items": _OBJ}))}
