@@ -14,12 +14,12 @@ from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Iterator
-from urllib.parse import urlencode
+from urllib.parse import parse_qsl, urlencode
 
 import httpx
 import pytest
 
-from hubtest import OPERATOR, Cluster, free_port
+from hubtest import BOB, OPERATOR, Cluster, free_port
 from runcast import slack
 from runcast.protocol import ErrorCode, ProtocolError
 
@@ -59,10 +59,16 @@ class Recorder:
                 pass
 
             def do_POST(self) -> None:  # noqa: N802
-                rec.got.append({"path": self.path, "body": json.loads(self.rfile.read(int(self.headers["content-length"])))})
+                raw = self.rfile.read(int(self.headers["content-length"]))
+                body = json.loads(raw) if raw.startswith(b"{") else dict(parse_qsl(raw.decode()))
+                rec.got.append({"path": self.path, "body": body, "auth": self.headers.get("authorization")})
+                answer = {"ok": True, "channel": body.get("channel"), "ts": f"1700000000.{len(rec.got):06d}"}
+                data = json.dumps(answer).encode()
                 self.send_response(200)
+                self.send_header("Content-Type", "application/json; charset=utf-8")
+                self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
-                self.wfile.write(b"ok")
+                self.wfile.write(data)
 
         self.server = ThreadingHTTPServer(("127.0.0.1", free_port()), H)
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
@@ -70,11 +76,20 @@ class Recorder:
 
 
 @pytest.fixture(scope="module")
-def slack_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+def web_api() -> Iterator[Recorder]:
+    """A local stand-in for Slack's Web API (chat.postMessage, chat.update): a real HTTP server that records."""
+    r = Recorder()
+    yield r
+    r.server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def slack_hub(tmp_path_factory: pytest.TempPathFactory, web_api: Recorder) -> Iterator[Cluster]:
     tmp: Path = tmp_path_factory.mktemp("slack")
     (tmp / "people.json").write_text(json.dumps(PEOPLE))
     c = Cluster(tmp, "memory", env={"RUNCAST_SLACK_SIGNING_SECRET": SIGNING, "RUNCAST_PEOPLE": str(tmp / "people.json"),
-                                    "NO_PROXY": "127.0.0.1"})
+                                    "RUNCAST_SLACK_BOT_TOKEN": "xoxb-test", "RUNCAST_SLACK_CHANNEL": "C0APPROVALS",
+                                    "RUNCAST_SLACK_API_URL": web_api.url + "/api/", "NO_PROXY": "127.0.0.1"})
     c.nodes[0].start(wait=False)
     c.nodes[0].wait_ready(timeout=120)
     yield c
@@ -130,7 +145,7 @@ def test_a_press_decides_with_the_persons_roles_and_a_refusal_says_why(slack_hub
     # a viewer (found by e-mail) may not decide: told why, through response_url; nothing changes
     r = post(vic_press, signed(vic_press))
     assert r.status_code == 200 and r.json()["text"].startswith("Not decided: delete_files may be approved only by roles approver")
-    assert rec.got[-1] == {"path": "/vic", "body": r.json()}
+    assert rec.got[-1] == {"path": "/vic", "body": r.json(), "auth": None}
     # someone not in the directory
     eve_press = press_body(run_id, ap, "runcast_approve", {"id": "U0EVE"}, rec.url + "/eve")
     assert "nobody in Runcast's directory" in post(eve_press, signed(eve_press)).json()["text"]
@@ -148,3 +163,41 @@ def test_a_press_decides_with_the_persons_roles_and_a_refusal_says_why(slack_hub
     assert post(alice_press, headers).status_code == 401
     assert [e["type"] for e in c.log_events(run_id)].count("approval.decided") == 1
     rec.server.shutdown()
+
+
+def test_the_message_is_posted_with_buttons_and_updated_in_place_when_decided_elsewhere(slack_hub: Cluster, web_api: Recorder) -> None:
+    c = slack_hub
+    run_id = c.start_run("demo", "free some disk space", tok=OPERATOR)
+    ap = c.wait_status(run_id, "paused")["pending_approvals"][0]["approval_id"]
+
+    def calls(method: str) -> list[dict[str, Any]]:
+        return [g for g in web_api.got if g["path"] == f"/api/{method}" and run_id in json.dumps(g["body"])]
+
+    deadline = time.monotonic() + 30
+    while not calls("chat.postMessage") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    [post] = calls("chat.postMessage")
+    assert post["auth"] == "Bearer xoxb-test" and post["body"]["channel"] == "C0APPROVALS"
+    blocks = post["body"]["blocks"]
+    blocks = json.loads(blocks) if isinstance(blocks, str) else blocks
+    actions = next(b for b in blocks if b["type"] == "actions")
+    assert json.loads(actions["elements"][0]["value"]) == {"run_id": run_id, "approval_id": ap}
+    assert "free some disk space" in json.dumps(blocks) and "Ada" in json.dumps(blocks)
+    # decided on the page's API by Bob: the Slack message changes in place to say who, when and why
+    r = c.http("POST", f"/api/runs/{run_id}/approvals/{ap}", BOB, json={"decision": "reject", "reason": "keep the cache"})
+    assert r.status_code == 200, r.text
+    ts = f"1700000000.{web_api.got.index(post) + 1:06d}"  # what the stand-in answered to that post
+
+    def updates() -> list[dict[str, Any]]:
+        return [g for g in web_api.got if g["path"] == "/api/chat.update" and g["body"].get("ts") == ts]
+
+    deadline = time.monotonic() + 30
+    while not updates() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    [upd] = updates()
+    assert upd["body"]["channel"] == "C0APPROVALS" and upd["auth"] == "Bearer xoxb-test"
+    ublocks = upd["body"]["blocks"]
+    ublocks = json.loads(ublocks) if isinstance(ublocks, str) else ublocks
+    assert all(b["type"] != "actions" for b in ublocks)
+    decided = next(b for b in ublocks if b.get("block_id") == "runcast_decided")["text"]["text"]
+    assert decided.startswith("*Rejected by Bob* at ") and decided.endswith(": keep the cache")

@@ -222,3 +222,73 @@ def decided_text(decision: str, who: str, reason: str | None) -> dict[str, Any]:
     verb = "Approved" if decision == "approve" else "Rejected"
     return {"response_type": "ephemeral", "replace_original": False,
             "text": f"{verb} by {who}" + (f": {reason}" if reason else "")}
+
+
+# ------------------------------------------------------------------------------------------------ posting, updating
+
+
+def decided_message(run: dict[str, Any], ap: dict[str, Any], decided: dict[str, Any]) -> dict[str, Any]:
+    """The same message once the approval is settled (anywhere: page, terminal, Slack): who decided, when and why,
+    and no buttons."""
+    by = decided.get("by") or {}
+    who = "expiry (nobody decided in time)" if by.get("policy") == "expired" else (by.get("name") or by.get("sub") or "someone")
+    verb = "Approved" if decided.get("decision") == "approve" else "Rejected"
+    at = decided.get("decided_at") or ""
+    when = at
+    if at:
+        d = datetime.fromisoformat(at.replace("Z", "+00:00")).astimezone(timezone.utc)
+        when = f"{d:%H:%M} UTC, {d.day} {d:%b}"
+    msg = approval_message(run, ap)
+    blocks = [b for b in msg["blocks"] if b["type"] != "actions"]
+    blocks[0] = {"type": "header", "text": {"type": "plain_text", "text": _cut(f"{verb}: {ap.get('tool')}", 150)}}
+    line = f"*{verb} by {_esc(who)}* at {when}" + (f": {_esc(_cut(str(decided['reason']), 1000))}" if decided.get("reason") else "")
+    blocks.append({"type": "section", "block_id": "runcast_decided", "text": {"type": "mrkdwn", "text": line}})
+    return {"text": f"{verb} by {who}: {ap.get('tool')}", "blocks": blocks}
+
+
+class SlackApp:
+    """Posts each approval to a channel with the buttons (chat.postMessage) and, once it is settled anywhere,
+    updates that message in place (chat.update). Runs inside the webhook deliverer, so each event is handled by one
+    process of the cluster. slack_sdk's WebClient is synchronous (urllib): each call runs in a thread, which spares
+    the hub aiohttp, the AsyncWebClient's transport. Where the message is (channel, ts) is kept in the backend's
+    delivery records under `slack <run_id> <approval_id>`.
+
+    Configuration: RUNCAST_SLACK_BOT_TOKEN, RUNCAST_SLACK_CHANNEL, RUNCAST_SLACK_API_URL (default Slack's)."""
+
+    def __init__(self, token: str, channel: str, base_url: str | None = None) -> None:
+        from slack_sdk import WebClient
+
+        self.channel = channel
+        self.client = WebClient(token=token, base_url=base_url or "https://slack.com/api/", timeout=10)
+
+    @classmethod
+    def from_env(cls) -> "SlackApp | None":
+        token, channel = os.environ.get("RUNCAST_SLACK_BOT_TOKEN"), os.environ.get("RUNCAST_SLACK_CHANNEL")
+        return cls(token, channel, os.environ.get("RUNCAST_SLACK_API_URL")) if token and channel else None
+
+    async def on_entry(self, entry: dict[str, Any], rec: Any, backend: Any, public_url: str | None) -> None:
+        import asyncio
+
+        data = entry.get("data") or {}
+        aid = data.get("approval_id")
+        if rec is None or entry["type"] not in ("approval.requested", "approval.decided") or aid not in rec.approvals:
+            return
+        key = f"slack {entry['run_id']} {aid}"
+        run = {"run_id": rec.run_id, "input": rec.input, "agent": rec.agent, "started_by": rec.started_by}
+        ap = rec.approvals[aid].requested_data()
+        if entry["type"] == "approval.requested":
+            if await backend.delivery_get(key):
+                return  # posted already (a delivery retried after a crash)
+            url = f"{(public_url or '').rstrip('/')}/#run={rec.run_id}&approval={aid}"
+            msg = approval_message(run, ap, url)
+            resp = await asyncio.to_thread(self.client.chat_postMessage, channel=self.channel, text=msg["text"],
+                                           blocks=msg["blocks"])
+            await backend.delivery_put(key, {"key": key, "kind": "slack", "run_id": rec.run_id, "approval_id": aid,
+                                             "channel": resp["channel"], "ts": resp["ts"]})
+            return
+        where = await backend.delivery_get(key)
+        if not where:
+            return  # never posted (Slack was configured later)
+        msg = decided_message(run, ap, data)
+        await asyncio.to_thread(self.client.chat_update, channel=where["channel"], ts=where["ts"], text=msg["text"],
+                                blocks=msg["blocks"])

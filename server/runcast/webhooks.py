@@ -357,13 +357,15 @@ class Deliverer:
         self._posts = asyncio.Semaphore(cfg.concurrency)
         self._client: Any = None
         self._stopping = False
+        self.slack_app: Any = None  # slack.SlackApp, when RUNCAST_SLACK_BOT_TOKEN and RUNCAST_SLACK_CHANNEL are set
 
     async def start(self) -> None:
         import httpx
 
-        if not self.cfg.secret:
-            raise ValueError("webhooks need a secret: --webhook-secret or RUNCAST_WEBHOOK_SECRET")
-        parse_secret(self.cfg.secret)
+        if self.cfg.endpoints or not self.slack_app:  # (Slack alone signs nothing of ours: its token authenticates)
+            if not self.cfg.secret:
+                raise ValueError("webhooks need a secret: --webhook-secret or RUNCAST_WEBHOOK_SECRET")
+            parse_secret(self.cfg.secret)
         if hasattr(self.backend, "webhook_claim_s"):
             self.backend.webhook_claim_s = self.cfg.claim_s
         t = self.cfg.timeout_s
@@ -440,6 +442,12 @@ class Deliverer:
                     eps.append(e)
             body = payload(entry, rec, self.cfg.public_url)
             await asyncio.gather(*(self._deliver(entry, ep, body) for ep in eps))
+            if self.slack_app is not None:  # the approval's Slack message: posted, then updated in place (slack.py)
+                try:
+                    await self.slack_app.on_entry(entry, rec, self.backend, self.cfg.public_url)
+                except Exception as exc:  # noqa: BLE001 - Slack's outage does not hold the other deliveries
+                    log.warning("slack: %s for %s of %s failed: %s", entry["type"], data.get("approval_id"),
+                                entry["run_id"], exc)
             await self.backend.outbox_ack(entry["id"])
         finally:
             keeper.cancel()
@@ -511,8 +519,14 @@ class Deliverer:
 
 async def maybe_start(backend: "Backend", registry: "Registry", cfg: WebhookConfig | None) -> Deliverer | None:
     """Start delivering in this process if it, or one of its agents, names a webhook."""
-    if cfg is None or not any_configured(cfg, registry):
+    from .slack import SlackApp
+
+    app = SlackApp.from_env()
+    if app is not None and cfg is None:
+        cfg = WebhookConfig.from_env(public_url=os.environ.get("RUNCAST_PUBLIC_URL"))
+    if cfg is None or (not any_configured(cfg, registry) and app is None):
         return None
     d = Deliverer(backend, registry, cfg)
+    d.slack_app = app
     await d.start()
     return d
