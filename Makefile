@@ -6,10 +6,14 @@ BIN := $(VENV)/bin
 
 .PHONY: demo test test-python test-js install system-deps bench clean
 
+# Not silent: the first install takes about a minute, so it says what it does and pip shows each package.
 $(BIN)/.installed: pyproject.toml
+	@echo "==> Creating a virtual environment in $(VENV)"
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test]'
+	@echo "==> Installing runcast and its dependencies into $(VENV) (about a minute the first time; skipped next time)"
+	$(BIN)/pip install --progress-bar on -e '.[test]'
+	@echo "==> Installed"
 	touch $@
 
 install: $(BIN)/.installed
@@ -17,6 +21,7 @@ install: $(BIN)/.installed
 PORT ?= 8765
 
 demo: install
+	@echo "==> Starting the hub on port $(PORT) with the demo agents (Ctrl-C stops it)"
 	$(BIN)/runcast serve --port $(PORT)
 
 system-deps:

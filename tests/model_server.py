@@ -9,6 +9,7 @@ run's usage to the token.
 Faults are queued per test with `fail(...)`, one per model request, in order (`Ok()` lets one request through):
 - `RateLimited(retry_after)`: HTTP 429 with `retry-after` (the openai client waits that long and retries);
 - `ServerError()`: HTTP 500;
+- `Unauthorized()`: HTTP 401 quoting the API key (and a URL with credentials), for the redaction;
 - `Cut()`: a 200 whose body stops mid-way (the socket is closed before the last chunk of the chunked body);
 - `EarlyEnd()`: a 200 whose body ends cleanly (the last chunk is sent) before `response.completed`.
 
@@ -68,6 +69,12 @@ class ServerError:
 
 
 @dataclass
+class Unauthorized:
+    """HTTP 401 whose message quotes the key it was sent, and a URL with credentials and a query, as a careless
+    gateway might: what watchers see must hold none of them."""
+
+
+@dataclass
 class Cut:
     pass
 
@@ -77,7 +84,7 @@ class EarlyEnd:
     pass
 
 
-Fault = Ok | RateLimited | ServerError | Cut | EarlyEnd
+Fault = Ok | RateLimited | ServerError | Unauthorized | Cut | EarlyEnd
 
 
 @dataclass
@@ -241,6 +248,13 @@ class _Handler(BaseHTTPRequestHandler):
             rec.reply = "500"
             err = {"error": {"message": "The server had an error while processing your request.", "type": "server_error"}}
             self._plain(500, json.dumps(err).encode(), {"Content-Type": "application/json"})
+            return
+        if isinstance(fault, Unauthorized):
+            rec.reply = "401"
+            key = self.headers.get("Authorization", "").removeprefix("Bearer ")
+            err = {"error": {"message": f"Incorrect API key provided: {key}. Upstream https://svc:pw@llm.internal/v1?sig=abc "
+                                        f"answered 401 to Authorization: Bearer {key}", "type": "invalid_request_error"}}
+            self._plain(401, json.dumps(err).encode(), {"Content-Type": "application/json"})
             return
         step = srv.step(api, body)
         conv = _conversation(api, body)

@@ -110,3 +110,18 @@ def test_the_supervisor_gives_its_children_the_longest_drain_before_killing_them
     slow = Namespace(drain_delay=20.0, grace=10.0, no_worker=False)
     assert stop_timeout(slow, {}) == 30 + STOP_MARGIN_S  # a hub's drain delay and grace, when they are longer
     assert stop_timeout(Namespace(drain_delay=0.0, grace=5.0, no_worker=True), {}) == 5 + STOP_MARGIN_S
+
+
+def test_the_worker_child_gets_the_demo_agents_model_settings() -> None:
+    """`serve --processes N --model M --model-api chat --tracing openai`: the worker child streams the runs, so it
+    must talk to the model the same way (its hubs get the parent's command line as it is)."""
+    from argparse import Namespace
+
+    from runcast.processes import worker_argv
+
+    args = Namespace(redis="redis://r", concurrency=4, max_log=10, retention=60.0, lease=10.0, agents=None,
+                     model="m", model_api="chat", tracing="openai")
+    argv = worker_argv(args)
+    assert argv[argv.index("--model") + 1] == "m" and argv[argv.index("--model-api") + 1] == "chat"
+    assert argv[argv.index("--tracing") + 1] == "openai"
+    assert "--tracing" not in worker_argv(Namespace(**{**vars(args), "tracing": None}))  # the child decides it alike

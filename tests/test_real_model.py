@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from hubtest import ALICE, OPERATOR, TERMINAL, VIEWER, Client, Cluster, on_redis
-from model_server import Cut, EarlyEnd, ModelServer, Ok, RateLimited, Request, ServerError
+from model_server import Cut, EarlyEnd, ModelServer, Ok, RateLimited, Request, ServerError, Unauthorized
 from runcast.settings import custom_base_url, resolve_tracing
 
 API_KEY = "sk-test-0123456789abcdefghij"
@@ -179,6 +179,23 @@ async def test_a_stream_cut_mid_way_fails_the_run_with_its_cause_and_the_usage_s
     await w.close()
 
 
+async def test_watchers_never_see_the_api_key_or_credentials_a_failure_quotes(mem: Cluster, srv: ModelServer) -> None:
+    n0 = len(srv.requests)
+    srv.fail(Unauthorized())
+    run_id, w = await watch(mem)
+    end = await w.wait_event(run_id, TERMINAL, timeout=60)
+    assert [r.reply for r in srv.requests[n0:]] == ["401"]  # not retried
+    assert end["type"] == "run.failed" and end["data"]["code"] == "AuthenticationError"
+    assert end["data"]["message"] == ("Error code: 401 - Incorrect API key provided: [redacted key]. Upstream "
+                                      "https://[redacted]@llm.internal/v1?[redacted] answered 401 to Authorization: "
+                                      "Bearer [redacted]")
+    detail = mem.http("GET", f"/api/runs/{run_id}").text + json.dumps(mem.log_events(run_id))
+    for secret in (API_KEY, "svc:pw", "sig=abc"):
+        assert secret not in detail
+    assert API_KEY not in mem.nodes[0].log_path.read_text()  # nor does the hub's log
+    await w.close()
+
+
 async def test_a_clean_end_before_response_completed_fails_the_run(mem: Cluster, srv: ModelServer) -> None:
     n0 = len(srv.requests)
     srv.fail(EarlyEnd())
@@ -231,16 +248,20 @@ async def test_agents_of_the_users_own_module_keep_their_own_model_settings(chat
     await w.close()
 
 
-def test_model_api_is_checked_and_read_from_the_environment(tmp_path: Path) -> None:
+@pytest.mark.parametrize("var, says", [
+    ("RUNCAST_MODEL_API", "--model-api must be one of responses, chat, not 'nope'"),
+    ("RUNCAST_TRACING", "--tracing must be one of off, openai, not 'nope'"),
+])
+def test_model_api_and_tracing_are_read_from_the_environment_and_checked(tmp_path: Path, var: str, says: str) -> None:
     import subprocess
     import sys
 
     from hubtest import ROOT, base_env
 
-    env = base_env(tmp_path, RUNCAST_MODEL_API="nope")
+    env = base_env(tmp_path, **{var: "nope"})
     out = subprocess.run([sys.executable, "-m", "runcast.cli", "serve", "--port", "0"], env=env, cwd=ROOT,
                          capture_output=True, text=True, timeout=60)
-    assert out.returncode != 0 and "--model-api must be one of responses, chat, not 'nope'" in out.stderr
+    assert out.returncode != 0 and f"runcast: {says}" in out.stderr
 
 
 # ---------------------------------------------------------------------------------------------- --tracing

@@ -27,7 +27,8 @@ def _registry(args: argparse.Namespace):  # noqa: ANN202
     reg = Registry()
     for name in args.agents or ["demo"]:
         if name == "demo":  # only the demo agents take --model / --model-api: a user's agents keep their own
-            reg.update(demo_registry(model=args.model, api=args.model_api))
+            cfg = args.model_config  # checked by _setup
+            reg.update(demo_registry(model=cfg.model, api=cfg.api))
         else:
             sys.path.insert(0, os.getcwd())
             reg.update(Registry.from_module(name))
@@ -120,7 +121,9 @@ def _print_links(secret: str, args: argparse.Namespace) -> None:
     print("\nNo RUNCAST_SECRET set: made one for this process (tokens end with it).", flush=True)
     print(f"  Dana, an admin (starts runs, decides):  {base}/#token={dana}", flush=True)
     print(f"  Alex, an approver (decides):            {base}/#token={alex}", flush=True)
-    print(f"  Vic, a viewer (only watches):           {base}/#token={vic}\n", flush=True)
+    print(f"  Vic, a viewer (only watches):           {base}/#token={vic}", flush=True)
+    print("  From a terminal, as Dana (runcast runs, start, watch, approvals...):", flush=True)
+    print(f"    export RUNCAST_URL={base} RUNCAST_TOKEN={dana}\n", flush=True)
 
 
 def _server(config, hub, drain_s: float):  # noqa: ANN001, ANN202
@@ -321,7 +324,8 @@ def worker(args: argparse.Namespace) -> None:
 def token(args: argparse.Namespace) -> None:
     secret = os.environ.get("RUNCAST_SECRET")
     if not secret:
-        raise SystemExit("runcast token: set RUNCAST_SECRET to the hub's secret first")
+        raise SystemExit("runcast token: set RUNCAST_SECRET to the hub's secret first (under `make demo` the hub made "
+                         "its own: copy the `export RUNCAST_URL=... RUNCAST_TOKEN=...` line it printed)")
     roles = [r.strip() for r in (args.roles or "viewer").split(",") if r.strip()]
     runs = [r.strip() for r in (args.runs or "*").split(",") if r.strip()]
     print(auth.issue(secret, args.sub, args.name, roles, runs, ttl_s=args.ttl))
@@ -441,7 +445,7 @@ def main(argv: list[str] | None = None) -> None:
     ws = sub.add_parser("webhook-secret", help="print a new webhook signing secret (whsec_ + base64 of 32 random bytes)")
     ws.set_defaults(func=webhook_secret)
 
-    from .terminal import add_commands  # approvals, approve, reject, watch, audit: clients of a running hub
+    from .terminal import add_commands  # runs, start, approvals, approve, reject, watch, audit: clients of a hub
 
     add_commands(sub)
 

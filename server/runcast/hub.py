@@ -32,6 +32,7 @@ from .hosts import AllowedHosts, origin_matches
 from .quotas import StartQuota
 from .presence_feed import PresenceFeed
 from .registry import Registry
+from .runfilter import RunFilter
 from .scrape import MetricsListener
 from .service import Service
 from .settings import Settings
@@ -249,7 +250,8 @@ def create_app(hub: Hub) -> Starlette:
 
     async def list_runs(request: Request, who: auth.Identity) -> Response:
         limit = api_rules.query_int(request, "limit", *api_rules.LIST_LIMIT, clamp=True)
-        return JSONResponse({"runs": await svc.list_runs(who, limit)})
+        flt = RunFilter.from_query(request.query_params)
+        return JSONResponse({"runs": await svc.list_runs(who, limit, flt)})
 
     async def runs(request: Request, who: auth.Identity) -> Response:  # one route, so 405 lists both methods
         return await (start_run if request.method == "POST" else list_runs)(request, who)

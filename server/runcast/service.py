@@ -6,12 +6,13 @@ import secrets
 import time
 from typing import Any, Literal
 
-from . import audit, comments, feed, runs
+from . import audit, comments, feed, runfilter, runs
 from .auth import Identity
 from .backends.base import Backend, LogTrimmed
 from .protocol import ErrorCode, Event, ProtocolError
 from .quotas import StartQuota
 from .registry import Registry
+from .runfilter import RunFilter
 from .runs import RunRecord
 from .store import apply
 
@@ -105,8 +106,15 @@ class Service:
         return {"run_id": run_id, "status": tr.record.status if not tr.result.get("signal") else "cancelling",
                 "mode": (tr.record.cancel or {}).get("mode", mode)}  # the mode in effect (a first cancel's wins)
 
-    async def list_runs(self, who: Identity, limit: int = 50) -> list[dict[str, Any]]:
-        return [r.summary() for r in await self.backend.list_runs(limit) if self.can_watch(who, r)]
+    async def list_runs(self, who: Identity, limit: int = 50, flt: RunFilter | None = None) -> list[dict[str, Any]]:
+        """The newest runs `who` may watch; with a filter (runfilter.py), the newest of those that match."""
+        if flt is None or not flt.active:
+            return [r.summary() for r in await self.backend.list_runs(limit) if self.can_watch(who, r)]
+        if flt.needs_me:  # every run with an open approval, however old
+            recs = runfilter.newest_first(await self.backend.open_runs())
+        else:
+            recs = await self.backend.list_runs(max(limit, runfilter.SCAN_LIMIT))
+        return [r.summary() for r in runfilter.select([r for r in recs if self.can_watch(who, r)], who, flt, limit)]
 
     async def events(self, who: Identity, run_id: str, since: int, limit: int) -> tuple[list[Event], int]:
         await self.record(who, run_id)

@@ -1,10 +1,19 @@
-"""Terminal commands for people who live in one: `runcast approvals`, `approve`, `reject`, `watch`, `audit`.
+"""Terminal commands for people who live in one: `runcast runs`, `start`, `watch`, `approvals`, `approve`, `reject`,
+`audit`.
 
-They talk to a hub over its HTTP API and WebSocket, as any client does, with the token in RUNCAST_TOKEN (or --token)
-and the hub at RUNCAST_URL (or --url). Refusals are the API's own error codes, said in words a person reads.
+They talk to a hub over its HTTP API and WebSocket, as any client does, with the hub at RUNCAST_URL (or --url) and
+the token from --token-file, RUNCAST_TOKEN or RUNCAST_TOKEN_FILE. Refusals are the API's own error codes, said in
+words a person reads.
 
-Exit codes: 0 done (for `watch`: the run completed); 1 the hub refused or could not be reached; 2 bad usage;
-for `watch`, 3 the run failed and 4 the run was cancelled.
+What they print:
+- Colour on a terminal, none when piped or when NO_COLOR is set (Rich decides from the tty and the environment).
+- Run data (inputs, tool arguments and outputs, model text, names, reasons) is untrusted: every printed string goes
+  through `visible()`, which shows control characters instead of sending them (ESC as `^[`, like gh), and is
+  printed as a Rich `Text`, never parsed as markup. `--json` prints exact JSON, with every control character escaped.
+- Deadlines count down on the hub's clock (`HubClock`), never this machine's, so a countdown reads as on the page.
+
+Exit codes: 0 done (for `watch` and `start`: the run completed); 1 the hub refused or could not be reached; 2 bad
+usage; for `watch` and `start`, 3 the run failed and 4 the run was cancelled.
 """
 
 from __future__ import annotations
@@ -12,15 +21,22 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
 import random
+import stat
 import sys
+import time
 from dataclasses import dataclass, field
-from typing import Any, TextIO
+from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
+from typing import Any, Iterable, TextIO
 from urllib.parse import urlsplit, urlunsplit
 
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_FAILED, EXIT_CANCELLED = 0, 1, 2, 3, 4
+EXIT_INTERRUPTED = 130  # Ctrl-C, as a shell reports it
 DEFAULT_URL = "http://127.0.0.1:8765"
+LIVE = "queued,running,paused,resuming"  # the statuses of a run that has not ended (`status=live` on the hub)
 
 
 class Refused(Exception):
@@ -31,12 +47,189 @@ class Refused(Exception):
         self.code, self.message, self.detail = code, message, detail or {}
 
 
+class Usage(Exception):
+    """The command cannot run as given (exit 2), with what to do instead."""
+
+
+# ------------------------------------------------------------------------------------------------ what is printed
+
+# Characters that would act on the terminal rather than show: C0 (ESC, BEL, BS, CR...), DEL and C1 (0x9b is a
+# one-byte CSI for terminals that honour 8-bit controls), and the bidirectional overrides that reorder what is shown
+# (Trojan Source). Tab and (where asked) newline are kept.
+_BIDI = frozenset([0x200E, 0x200F, 0x061C, *range(0x202A, 0x202F), *range(0x2066, 0x206A)])
+
+
+def _shown(cp: int) -> str:
+    if cp < 0x20:
+        return "^" + chr(cp + 0x40)  # caret notation: ESC is ^[, BEL ^G, CR ^M (as gh and `cat -v` show them)
+    if cp == 0x7F:
+        return "^?"
+    if 0x80 <= cp <= 0x9F:
+        return "^[" + chr(cp - 0x40)  # a C1 control as its 7-bit form: 0x9b (CSI) is ^[[
+    return f"<U+{cp:04X}>"
+
+
+_VISIBLE = {cp: _shown(cp) for cp in [*range(0x20), 0x7F, *range(0x80, 0xA0), *_BIDI] if cp != 0x09}
+_VISIBLE_LINES = {cp: s for cp, s in _VISIBLE.items() if cp != 0x0A}
+
+
+def visible(text: Any, newlines: bool = False) -> str:
+    """The one sanitizer for everything the terminal commands print: control characters shown, never sent.
+    `newlines`: keep line breaks (streamed model text, CSV); else they show as ^J (brief() folds them first)."""
+    s = text if isinstance(text, str) else json.dumps(text, ensure_ascii=False)
+    if newlines:
+        s = s.replace("\r\n", "\n")
+    return s.translate(_VISIBLE_LINES if newlines else _VISIBLE)
+
+
+_JSON_ESCAPES = {cp: f"\\u{cp:04x}" for cp in [0x7F, *range(0x80, 0xA0), *_BIDI]}
+
+
+def json_text(obj: Any, indent: int | None = None) -> str:
+    """Exact JSON (it parses to `obj`), readable (UTF-8 kept), and safe on a terminal: the json module escapes C0
+    controls itself; DEL, C1 and the bidi overrides are escaped here too."""
+    return json.dumps(obj, ensure_ascii=False, indent=indent).translate(_JSON_ESCAPES)
+
+
+def brief(text: Any, limit: int = 80) -> str:
+    s = text if isinstance(text, str) else json.dumps(text, ensure_ascii=False)
+    s = " ".join(s.split())
+    return s if len(s) <= limit else s[: limit - 1] + "…"
+
+
 def _who(by: Any) -> str:
     if not isinstance(by, dict):
         return "someone"
     if by.get("policy") == "expired":
         return "expiry (nobody decided in time)"
     return str(by.get("name") or by.get("sub") or "someone")
+
+
+Part = str | tuple[Any, str]  # text, or (text, Rich style)
+
+
+class Out:
+    """Where a command prints, through Rich: styles on a terminal only, and every part through visible() as a Text
+    (never markup, never emoji codes), so run data can neither style nor steer the terminal."""
+
+    def __init__(self, file: TextIO) -> None:
+        from rich.console import Console
+
+        self.file = file
+        # soft_wrap: no line is cut or wrapped at Rich's idea of the width (a pipe would get 80 columns)
+        self.console = Console(file=file, soft_wrap=True, highlight=False, markup=False, emoji=False)
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.console.is_terminal
+
+    def text(self, *parts: Part, newlines: bool = False) -> Any:
+        from rich.text import Text
+
+        t = Text()
+        for p in parts:
+            s, style = (p, "") if isinstance(p, str) else p
+            t.append(visible(s, newlines=newlines), style=style or None)
+        return t
+
+    def line(self, *parts: Part) -> None:
+        self.console.print(self.text(*parts))
+
+    def stream(self, text: str) -> None:
+        """Model text as it streams: line breaks kept, no newline added."""
+        self.console.print(self.text(text, newlines=True), end="")
+
+    def json(self, obj: Any, indent: int | None = None) -> None:
+        self.file.write(json_text(obj, indent) + "\n")
+        self.file.flush()
+
+    def row(self, fields: Iterable[Any]) -> None:
+        """One tab-separated line for scripts (Rich would expand the tabs): each field on one line, through visible()."""
+        self.file.write("\t".join(visible(brief(f, 10_000).replace("\t", " ")) for f in fields) + "\n")
+
+    def raw_lines(self, text: str) -> None:
+        """Text from the hub printed as it is (CSV), control characters shown; line ends kept, CRLF included."""
+        self.file.write("\r\n".join(visible(piece, newlines=True) for piece in text.split("\r\n")))
+        self.file.flush()
+
+    def flush(self) -> None:
+        self.file.flush()
+
+
+# ------------------------------------------------------------------------------------------------ the hub's clock
+
+
+def parse_time(iso: Any) -> float | None:
+    if not isinstance(iso, str) or not iso:
+        return None
+    try:
+        dt = datetime.fromisoformat(iso.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return (dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)).timestamp()
+
+
+def left_text(left: int) -> str:
+    """M:SS, or H:MM:SS from an hour: the page's format (static/app.js leftText)."""
+    hours, rest = divmod(left, 3600)
+    mm, ss = divmod(rest, 60)
+    return f"{hours}:{mm:02d}:{ss:02d}" if hours else f"{mm}:{ss:02d}"
+
+
+@dataclass
+class HubClock:
+    """The hub's time as this process can tell it: an offset from the local clock, set from the hub's `now` (the
+    `welcome` and `sync` frames) or from an HTTP answer's `Date` header. A deadline is compared with the hub's time,
+    so a wrong local clock, or an event replayed long after it was logged, never changes a countdown."""
+
+    offset: float = 0.0  # hub time minus local time, in seconds
+    exact: bool = False  # set from a frame's `now` (milliseconds), not a Date header (whole seconds)
+
+    def from_iso(self, iso: Any) -> None:
+        ts = parse_time(iso)
+        if ts is not None:
+            self.offset, self.exact = ts - time.time(), True
+
+    def from_date_header(self, value: str | None) -> None:
+        """HTTP dates have whole seconds: the hub's time was somewhere in that second; take its middle. A `now`
+        from a frame is preferred once there is one."""
+        if not value or self.exact:
+            return
+        try:
+            self.offset = parsedate_to_datetime(value).timestamp() + 0.5 - time.time()
+        except (TypeError, ValueError):
+            pass
+
+    def now(self) -> float:
+        return time.time() + self.offset
+
+    def seconds_left(self, iso: Any) -> int | None:
+        """Whole seconds until `iso` on the hub's clock, 0 once passed (as the page counts: rounded up)."""
+        ts = parse_time(iso)
+        return None if ts is None else max(0, math.ceil(ts - self.now()))
+
+    def deadline(self, iso: Any) -> str:
+        """`expires in 9:58 (at 06:12:00 UTC)`, or `expired`: the same words and count as the page's inbox."""
+        left = self.seconds_left(iso)
+        if left is None:
+            return ""
+        if left == 0:
+            return "expired"
+        at = datetime.fromtimestamp(parse_time(iso) or 0, timezone.utc).strftime("%H:%M:%S UTC")
+        return f"expires in {left_text(left)} (at {at})"
+
+    def ago(self, iso: Any) -> str:
+        ts = parse_time(iso)
+        if ts is None:
+            return ""
+        s = max(0, int(self.now() - ts))
+        for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+            if s >= size:
+                return f"{s // size}{unit} ago"
+        return f"{s}s ago"
+
+
+# ------------------------------------------------------------------------------------------------ the hub
 
 
 def explain(err: Refused) -> str:
@@ -48,7 +241,7 @@ def explain(err: Refused) -> str:
         when = f" at {w['decided_at']}" if w.get("decided_at") else ""
         return f"too late: approval {w.get('approval_id', '')} was already {verb} by {_who(w.get('by'))}{when}."
     if err.code == "unauthenticated":
-        return f"the hub did not accept your token ({m}). Set RUNCAST_TOKEN or pass --token."
+        return f"the hub did not accept your token ({m}). Set RUNCAST_TOKEN or pass --token-file."
     if err.code == "forbidden":
         return f"not allowed: {m}"
     if err.code == "not_found":
@@ -71,6 +264,7 @@ class Api:
     url: str
     token: str
     timeout: float = 15.0
+    clock: HubClock = field(default_factory=HubClock)
     _client: Any = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
@@ -86,6 +280,7 @@ class Api:
             r = self._client.request(method, self.url + path, headers={"Accept": accept}, **kw)
         except httpx.HTTPError as exc:
             raise Refused("unreachable", f"{type(exc).__name__} {exc}".strip()) from None
+        self.clock.from_date_header(r.headers.get("date"))
         if r.status_code >= 400:
             try:
                 e = r.json()["error"]
@@ -101,10 +296,71 @@ class Api:
         return urlunsplit((scheme, parts.netloc, parts.path.rstrip("/") + "/ws", "", ""))
 
 
-def brief(text: Any, limit: int = 80) -> str:
-    s = text if isinstance(text, str) else json.dumps(text, ensure_ascii=False)
-    s = " ".join(s.split())
-    return s if len(s) <= limit else s[: limit - 1] + "…"
+# ------------------------------------------------------------------------------------------------ runs
+
+STATUS_STYLE = {"queued": "dim", "running": "cyan", "paused": "bold yellow", "resuming": "cyan",
+                "completed": "green", "failed": "bold red", "cancelled": "magenta"}
+
+
+def list_runs(api: Api, *, agent: str | None = None, status: str | None = None, started_by: str | None = None,
+              needs_me: bool = False, limit: int = 30) -> list[dict[str, Any]]:
+    params: dict[str, Any] = {"limit": limit}
+    for k, v in (("agent", agent), ("status", status), ("started_by", started_by)):
+        if v:
+            params[k] = v
+    if needs_me:
+        params["needs_me"] = "1"
+    return api.call("GET", "/api/runs", params=params)["runs"]
+
+
+def cmd_runs(api: Api, args: argparse.Namespace, out: Out) -> int:
+    started_by = args.started_by
+    if args.mine:
+        started_by = api.call("GET", "/api/me")["sub"]
+    runs = list_runs(api, agent=args.agent, status=args.status, started_by=started_by, needs_me=args.needs_me,
+                     limit=args.limit)
+    if args.json:
+        out.json(runs, indent=2)
+        return EXIT_OK
+    if not out.is_terminal:  # piped: one run a line, tab-separated, no header (as gh prints for scripts)
+        for r in runs:
+            out.row((r["run_id"], r["agent"], r["status"], _who(r.get("started_by")), r.get("created_at") or "",
+                     r.get("input") or ""))
+        out.flush()
+        return EXIT_OK
+    if not runs:
+        out.line(("No runs match.", "dim"))
+        return EXIT_OK
+    mine = {a["run_id"] for a in api.call("GET", "/api/approvals", params={"open": "1"})["approvals"]}
+    from rich.table import Table
+
+    table = Table(box=None, show_header=True, header_style="bold", pad_edge=False)
+    for name, kw in (("RUN", {"style": "bold", "no_wrap": True}), ("AGENT", {"no_wrap": True}), ("STATUS", {"no_wrap": True}),
+                     ("STARTED BY", {"no_wrap": True}), ("STARTED", {"no_wrap": True}),
+                     ("INPUT", {"no_wrap": True, "overflow": "ellipsis", "ratio": 1})):
+        table.add_column(name, **kw)
+    for r in runs:
+        st: list[Part] = [(r["status"], STATUS_STYLE.get(r["status"], ""))]
+        if r["run_id"] in mine:
+            st.append((" · needs you", "bold yellow"))
+        table.add_row(out.text(r["run_id"]), out.text((r["agent"], "cyan")), out.text(*st), out.text(_who(r.get("started_by"))),
+                      out.text((api.clock.ago(r.get("created_at")), "dim")), out.text(brief(r.get("input") or "", 200)))
+    out.console.print(table)
+    return EXIT_OK
+
+
+def cmd_start(api: Api, args: argparse.Namespace, out: Out) -> int:
+    run_id = api.call("POST", "/api/runs", json={"agent": args.agent, "input": args.input})["run_id"]
+    if args.detach:
+        if args.json:
+            out.json({"run_id": run_id})
+        else:
+            out.line(run_id)  # alone on its line, for `id=$(runcast start ... --detach)`
+        return EXIT_OK
+    if not args.json:
+        out.line(("✓ ", "green"), "started ", (run_id, "bold"), " (agent ", (args.agent, "cyan"),
+                 "); following it. Ctrl-C stops following; the run goes on.")
+    return asyncio.run(watch(api, run_id, Printer(out, api.clock, args.json)))
 
 
 # ------------------------------------------------------------------------------------------------ approvals
@@ -118,75 +374,77 @@ def open_approvals(api: Api) -> list[dict[str, Any]]:
                  "input": (i.get("run") or {}).get("input")} for i in items]
 
 
-def cmd_approvals(api: Api, args: argparse.Namespace, out: TextIO) -> int:
+def cmd_approvals(api: Api, args: argparse.Namespace, out: Out) -> int:
     aps = open_approvals(api)
     if args.json:
-        out.write(json.dumps(aps, indent=2) + "\n")
+        out.json(aps, indent=2)
         return EXIT_OK
     if not aps:
-        out.write("No open approvals you may decide.\n")
+        out.line("No open approvals you may decide.")
         return EXIT_OK
     for ap in aps:
         t = ap.get("tally") or {}
         need = f"{t.get('approve', 0)}/{t.get('needed', (ap.get('policy') or {}).get('quorum', 1))} approvals"
-        exp = f", expires {ap['expires_at']}" if ap.get("expires_at") else ""
-        out.write(f"{ap['run_id']} {ap['approval_id']}  {ap['tool']}({brief(ap.get('arguments', ''), 60)})\n"
-                  f"    agent {ap.get('run_agent')}, started by {_who(ap.get('started_by'))}; {need}{exp}\n"
-                  f"    runcast approve {ap['run_id']} {ap['approval_id']}   |   runcast reject {ap['run_id']} "
-                  f"{ap['approval_id']} --reason ...\n")
+        exp = api.clock.deadline(ap.get("expires_at"))
+        out.line(f"{ap['run_id']} {ap['approval_id']}  ", (ap["tool"], "bold yellow"),
+                 f"({brief(ap.get('arguments', ''), 60)})")
+        out.line("    agent ", (str(ap.get("run_agent")), "cyan"), f", started by {_who(ap.get('started_by'))}: "
+                 f"{brief(ap.get('input') or '', 60)}; {need}", *([", ", (exp, "yellow")] if exp else []))
+        out.line((f"    runcast approve {ap['run_id']} {ap['approval_id']}   |   runcast reject {ap['run_id']} "
+                  f"{ap['approval_id']} [--reason ...]", "dim"))
     return EXIT_OK
 
 
-def cmd_inbox(api: Api, args: argparse.Namespace, out: TextIO) -> int:
+def cmd_inbox(api: Api, args: argparse.Namespace, out: Out) -> int:
     """What needs you: the open approvals you may decide (review requested ones marked) and who mentioned you."""
     aps = open_approvals(api)
     mentions = api.call("GET", "/api/mentions")["mentions"]
     if args.json:
-        out.write(json.dumps({"approvals": aps, "mentions": mentions}, indent=2, ensure_ascii=False) + "\n")
+        out.json({"approvals": aps, "mentions": mentions}, indent=2)
         return EXIT_OK
-    if aps:
-        for ap in aps:
-            label = "review requested" if ap.get("review_requested") else "needs your decision"
-            out.write(f"{label}: {ap['run_id']} {ap['approval_id']}  {ap['tool']}"
-                      f"({brief(ap.get('arguments', ''), 60)}), started by {_who(ap.get('started_by'))}\n")
-    else:
-        out.write("No open approvals you may decide.\n")
+    if not aps:
+        out.line("No open approvals you may decide.")
+    for ap in aps:
+        label = ("review requested", "bold magenta") if ap.get("review_requested") else ("needs your decision", "bold yellow")
+        out.line(label, f": {ap['run_id']} {ap['approval_id']}  {ap['tool']}({brief(ap.get('arguments', ''), 60)}), "
+                 f"started by {_who(ap.get('started_by'))}")
     for m in reversed(mentions):
         where = f"{m['run_id']} approval {m['approval_id']}" if m.get("approval_id") else m["run_id"]
-        out.write(f"mentions you: {_who(m.get('by'))} on {where} at {m.get('at')}: {brief(m.get('excerpt', ''), 100)}\n"
-                  f"    runcast comment {m['run_id']} --reply-to {m['comment_id']} '...'\n")
+        out.line(("mentions you", "bold cyan"), f": {_who(m.get('by'))} on {where} at {m.get('at')}: "
+                 f"{brief(m.get('excerpt', ''), 100)}")
+        out.line((f"    runcast comment {m['run_id']} --reply-to {m['comment_id']} '...'", "dim"))
     return EXIT_OK
 
 
-def cmd_comment(api: Api, args: argparse.Namespace, out: TextIO) -> int:
+def cmd_comment(api: Api, args: argparse.Namespace, out: Out) -> int:
     body: dict[str, Any] = {"text": args.text}
     if args.approval:
         body["approval_id"] = args.approval
     if args.reply_to:
         body["reply_to"] = args.reply_to
     res = api.call("POST", f"/api/runs/{args.run}/comments", json=body)
-    out.write(f"commented: {res['comment_id']} in thread {res['thread_id']}\n")
+    out.line(f"commented: {res['comment_id']} in thread {res['thread_id']}")
     return EXIT_OK
 
 
-def cmd_decide(api: Api, args: argparse.Namespace, out: TextIO, decision: str) -> int:
+def cmd_decide(api: Api, args: argparse.Namespace, out: Out, decision: str) -> int:
     body: dict[str, Any] = {"decision": decision}
     if args.reason:
         body["reason"] = args.reason
     res = api.call("POST", f"/api/runs/{args.run}/approvals/{args.approval}", json=body)
     verb = "approved" if decision == "approve" else "rejected"
     if res.get("outcome") == "decided":
-        out.write(f"{verb}: {args.approval} is settled; the run goes on.\n")
+        out.line(((f"✓ {verb}", "green" if decision == "approve" else "red")), f": {args.approval} is settled; the run goes on.")
     else:
-        out.write(f"your vote to {decision} {args.approval} is counted; it needs more approvers before it is settled.\n")
+        out.line(f"your vote to {decision} {args.approval} is counted; it needs more approvers before it is settled.")
     return EXIT_OK
 
 
-def cmd_audit(api: Api, args: argparse.Namespace, out: TextIO) -> int:
+def cmd_audit(api: Api, args: argparse.Namespace, out: Out) -> int:
     if args.csv:
-        out.write(api.call("GET", f"/api/runs/{args.run}/audit", accept="text/csv", params={"format": "csv"}))
+        out.raw_lines(api.call("GET", f"/api/runs/{args.run}/audit", accept="text/csv", params={"format": "csv"}))
     else:
-        out.write(json.dumps(api.call("GET", f"/api/runs/{args.run}/audit"), indent=2, ensure_ascii=False) + "\n")
+        out.json(api.call("GET", f"/api/runs/{args.run}/audit"), indent=2)
     return EXIT_OK
 
 
@@ -196,84 +454,88 @@ def cmd_audit(api: Api, args: argparse.Namespace, out: TextIO) -> int:
 class Printer:
     """Turns run events into lines for a person (or, with --json, one event per line, exactly once each)."""
 
-    def __init__(self, out: TextIO, as_json: bool = False) -> None:
+    def __init__(self, out: Out, clock: HubClock | None = None, as_json: bool = False) -> None:
         self.out, self.as_json = out, as_json
+        self.clock = clock or HubClock()
         self.mid_line = False  # streamed text printed without a newline yet
 
-    def _line(self, text: str) -> None:
+    def _line(self, *parts: Part) -> None:
         if self.mid_line:
-            self.out.write("\n")
+            self.out.stream("\n")
             self.mid_line = False
-        self.out.write(text + "\n")
+        self.out.line(*parts)
 
     def event(self, ev: dict[str, Any]) -> None:
         if self.as_json:
-            self.out.write(json.dumps(ev, ensure_ascii=False) + "\n")
-            self.out.flush()
+            self.out.json(ev)
             return
         t, d = ev.get("type", ""), ev.get("data") or {}
+        run_id = str(ev.get("run_id"))
         if t == "message.delta":
-            self.out.write(str(d.get("delta", "")))
+            self.out.stream(str(d.get("delta", "")))
             self.mid_line = True
         elif t == "message.completed":
             if self.mid_line:
-                self.out.write("\n")
+                self.out.stream("\n")
                 self.mid_line = False
         elif t == "run.started":
-            self._line(f"▶ {ev.get('run_id')}: agent {d.get('agent')}, started by {_who(d.get('started_by'))}: {brief(d.get('input', ''))}")
+            self._line(("▶ ", "bold"), (run_id, "bold"), ": agent ", (str(d.get("agent")), "cyan"),
+                       f", started by {_who(d.get('started_by'))}: {brief(d.get('input', ''))}")
         elif t == "agent.updated":
-            self._line(f"· agent {d.get('agent')}")
+            self._line(("· agent ", "dim"), (str(d.get("agent")), "cyan"))
         elif t == "tool.called":
-            self._line(f"→ {d.get('tool')}({brief(d.get('arguments', ''), 100)})")
+            self._line(("→ ", "yellow"), (str(d.get("tool")), "yellow"), f"({brief(d.get('arguments', ''), 100)})")
         elif t == "tool.output":
-            self._line(f"← {brief(d.get('output', ''), 200)}")
+            self._line(("← ", "dim"), brief(d.get("output", ""), 200))
         elif t in ("handoff.requested", "handoff.completed"):
-            self._line(f"· handoff {d.get('from')} → {d.get('to')}")
+            self._line((f"· handoff {d.get('from')} → {d.get('to')}", "dim"))
         elif t == "approval.requested":
             pol = d.get("policy") or {}
-            exp = f"; expires {d['expires_at']}" if d.get("expires_at") else ""
-            self._line(f"⏸ approval {d.get('approval_id')} needed: {d.get('tool')}({brief(d.get('arguments', ''), 100)}) — "
-                       f"roles {', '.join(pol.get('roles') or [])}, {pol.get('quorum', 1)} approver(s){exp}\n"
-                       f"  runcast approve {ev.get('run_id')} {d.get('approval_id')}  |  runcast reject "
-                       f"{ev.get('run_id')} {d.get('approval_id')} --reason ...")
+            exp = self.clock.deadline(d.get("expires_at"))
+            ap = str(d.get("approval_id"))
+            self._line(("⏸ approval ", "bold yellow"), (ap, "bold yellow"), " needed: ", (str(d.get("tool")), "bold"),
+                       f"({brief(d.get('arguments', ''), 100)}) — roles {', '.join(pol.get('roles') or [])}, "
+                       f"{pol.get('quorum', 1)} approver(s)", *(["; ", (exp, "yellow")] if exp else []))
+            self._line((f"  runcast approve {run_id} {ap}  |  runcast reject {run_id} {ap} [--reason ...]", "dim"))
         elif t == "approval.voted":
             tl = d.get("tally") or {}
             self._line(f"· {_who(d.get('by'))} voted to {d.get('decision')} {d.get('approval_id')} "
                        f"({tl.get('approve', 0)}/{tl.get('needed', 1)})" + (f": {d['reason']}" if d.get("reason") else ""))
         elif t == "approval.decided":
-            verb = "approved" if d.get("decision") == "approve" else "rejected"
-            self._line(f"✔ {d.get('approval_id')} {verb} by {_who(d.get('by'))}" + (f": {d['reason']}" if d.get("reason") else ""))
+            ok = d.get("decision") == "approve"
+            self._line((f"✔ {d.get('approval_id')} {'approved' if ok else 'rejected'}", "green" if ok else "red"),
+                       f" by {_who(d.get('by'))}" + (f": {d['reason']}" if d.get("reason") else ""))
         elif t == "approval.expired":
-            self._line(f"⌛ {d.get('approval_id')} expired")
+            self._line((f"⌛ {d.get('approval_id')} expired", "red"))
         elif t == "approval.cancelled":
-            self._line(f"✖ {d.get('approval_id')} cancelled with the run")
+            self._line((f"✖ {d.get('approval_id')} cancelled with the run", "magenta"))
         elif t == "comment.added":
             where = f" on {d['approval_id']}" if d.get("approval_id") else ""
-            self._line(f"💬 {_who(d.get('by'))}{where} [{d.get('comment_id')}]: {brief(d.get('text', ''), 200)}")
+            self._line((f"💬 {_who(d.get('by'))}", "cyan"), f"{where} [{d.get('comment_id')}]: {brief(d.get('text', ''), 200)}")
         elif t == "comment.edited":
-            self._line(f"💬 {_who(d.get('by'))} edited {d.get('comment_id')}: {brief(d.get('text', ''), 200)}")
+            self._line((f"💬 {_who(d.get('by'))}", "cyan"), f" edited {d.get('comment_id')}: {brief(d.get('text', ''), 200)}")
         elif t == "comment.deleted":
-            self._line(f"💬 {_who(d.get('by'))} deleted {d.get('comment_id')}")
+            self._line((f"💬 {_who(d.get('by'))}", "cyan"), f" deleted {d.get('comment_id')}")
         elif t in ("thread.resolved", "thread.reopened"):
-            self._line(f"💬 {_who(d.get('by'))} {t.split('.')[1]} the thread {d.get('thread_id')}")
+            self._line((f"💬 {_who(d.get('by'))}", "cyan"), f" {t.split('.')[1]} the thread {d.get('thread_id')}")
         elif t == "run.paused":
-            self._line(f"⏸ paused, waiting for {len(d.get('pending') or [])} approval(s)")
+            self._line((f"⏸ paused, waiting for {len(d.get('pending') or [])} approval(s)", "yellow"))
         elif t == "run.resumed":
-            self._line("▶ resumed")
+            self._line(("▶ resumed", "cyan"))
         elif t == "run.completed":
-            self._line("■ completed")
+            self._line(("■ completed", "bold green"))
         elif t == "run.failed":
-            self._line(f"■ failed: {d.get('code')}: {d.get('message')}")
+            self._line(("■ failed", "bold red"), f": {d.get('code')}: {d.get('message')}")
         elif t == "run.cancelled":
-            self._line(f"■ cancelled by {_who(d.get('by'))} ({d.get('mode')})")
+            self._line(("■ cancelled", "bold magenta"), f" by {_who(d.get('by'))} ({d.get('mode')})")
         self.out.flush()
 
     def note(self, text: str) -> None:
         if not self.as_json:
-            self._line(f"  ({text})")
+            self._line((f"  ({text})", "dim"))
             self.out.flush()
         else:
-            print(f"runcast watch: {text}", file=sys.stderr, flush=True)
+            print(f"runcast watch: {visible(text)}", file=sys.stderr, flush=True)
 
 
 ENDINGS = {"run.completed": EXIT_OK, "run.failed": EXIT_FAILED, "run.cancelled": EXIT_CANCELLED}
@@ -296,6 +558,7 @@ async def watch(api: Api, run_id: str, printer: Printer, since: int = 0, give_up
                 welcome = json.loads(await ws.recv())
                 if welcome.get("type") != "welcome":
                     raise Refused(welcome.get("code", "unauthenticated"), welcome.get("message", "refused"), welcome)
+                api.clock.from_iso(welcome.get("now"))  # the hub's time, where the hub sends it
                 await ws.send(json.dumps({"type": "subscribe", "run_id": run_id, "since": last, "id": "w"}))
                 if down_since is not None:
                     printer.note(f"reconnected; resuming after event {last}")
@@ -303,6 +566,8 @@ async def watch(api: Api, run_id: str, printer: Printer, since: int = 0, give_up
                 async for raw in ws:
                     frame = json.loads(raw)
                     kind = frame.get("type")
+                    if kind == "sync":
+                        api.clock.from_iso(frame.get("now"))
                     if kind == "error":
                         if frame.get("code") == "log_trimmed":
                             first = int(frame.get("first_kept", last + 1))
@@ -338,9 +603,73 @@ async def watch(api: Api, run_id: str, printer: Printer, since: int = 0, give_up
         delay = min(delay * 2, 5.0)
 
 
-def cmd_watch(api: Api, args: argparse.Namespace, out: TextIO) -> int:
-    api.call("GET", f"/api/runs/{args.run}")  # a clear not_found / forbidden before streaming
-    return asyncio.run(watch(api, args.run, Printer(out, args.json), since=args.since, give_up_s=args.give_up))
+def interactive() -> bool:
+    """A person at a terminal: both ends of the command are a tty."""
+    return sys.stdin.isatty() and sys.stdout.isatty()
+
+
+def pick_run(api: Api, out: Out) -> str:
+    """`runcast watch` with no run: choose one of the live runs with the arrow keys (prompt_toolkit's `choice`)."""
+    if not interactive():
+        raise Usage("no run given, and this is not an interactive terminal to choose one in: pass a run id "
+                    "(runcast watch RUN), or list runs with `runcast runs`")
+    live = list_runs(api, status=LIVE, limit=50)
+    if not live:
+        raise Usage("no live runs to choose from: pass a run id (runcast watch RUN); `runcast runs` lists every run")
+    from prompt_toolkit.shortcuts import choice
+
+    def label(r: dict[str, Any]) -> str:
+        return visible(f"{r['run_id']}  {r['agent']:<14} {r['status']:<9} {_who(r.get('started_by'))}: "
+                       f"{brief(r.get('input') or '', 50)}")
+
+    try:
+        return choice(message="Which run do you want to watch? (↑/↓, Enter; Ctrl-C to quit)",
+                      options=[(r["run_id"], label(r)) for r in live])
+    except EOFError:  # Ctrl-D: nothing chosen
+        raise KeyboardInterrupt from None
+
+
+def cmd_watch(api: Api, args: argparse.Namespace, out: Out) -> int:
+    run_id = args.run or pick_run(api, out)
+    api.call("GET", f"/api/runs/{run_id}")  # a clear not_found / forbidden before streaming (and the hub's clock)
+    return asyncio.run(watch(api, run_id, Printer(out, api.clock, args.json), since=args.since, give_up_s=args.give_up))
+
+
+# ------------------------------------------------------------------------------------------------ the token
+
+TOKEN_ON_COMMAND_LINE = ("--token puts your token on the command line, where every user of this machine can read it "
+                         "(ps, /proc/PID/cmdline); use RUNCAST_TOKEN or --token-file instead")
+
+
+def read_token_file(path: str, warn: Any) -> str:
+    try:
+        st = os.stat(path)
+        with open(path, encoding="utf-8") as f:
+            tok = f.read().strip()
+    except OSError as exc:
+        raise Usage(f"cannot read the token file {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise Usage(f"the token file {path} is not text") from None
+    if not tok:
+        raise Usage(f"the token file {path} is empty")
+    if stat.S_ISREG(st.st_mode) and st.st_mode & 0o077:
+        warn(f"the token file {path} can be read by other users; chmod 600 {path}")
+    return tok
+
+
+def resolve_token(args: argparse.Namespace, env: dict[str, str] | os._Environ[str], warn: Any) -> str:
+    """--token (warned: it is visible to every local user), --token-file, RUNCAST_TOKEN, RUNCAST_TOKEN_FILE."""
+    if args.token:
+        warn(TOKEN_ON_COMMAND_LINE)
+        return args.token
+    if args.token_file:
+        return read_token_file(args.token_file, warn)
+    if env.get("RUNCAST_TOKEN"):
+        return env["RUNCAST_TOKEN"]
+    if env.get("RUNCAST_TOKEN_FILE"):
+        return read_token_file(env["RUNCAST_TOKEN_FILE"], warn)
+    raise Usage("no token: set RUNCAST_TOKEN, or pass --token-file FILE (under `make demo`, `runcast serve` prints "
+                "an export line for the terminal)")
 
 
 # ------------------------------------------------------------------------------------------------ CLI wiring
@@ -349,66 +678,88 @@ def cmd_watch(api: Api, args: argparse.Namespace, out: TextIO) -> int:
 def add_commands(sub: Any) -> None:
     def client(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("--url", default=os.environ.get("RUNCAST_URL", DEFAULT_URL), help="the hub (default: $RUNCAST_URL)")
-        sp.add_argument("--token", default=os.environ.get("RUNCAST_TOKEN"), help="your token (default: $RUNCAST_TOKEN)")
+        sp.add_argument("--token-file", metavar="FILE",
+                        help="read your token from this file (else $RUNCAST_TOKEN, else the file $RUNCAST_TOKEN_FILE)")
+        sp.add_argument("--token", help="your token (visible to other local users: prefer RUNCAST_TOKEN or --token-file)")
+
+    def on(sp: argparse.ArgumentParser, handler: Any) -> None:
+        client(sp)
+        sp.set_defaults(func=run_command, handler=handler)
+
+    r = sub.add_parser("runs", help="list runs, newest first (filters: --agent, --status, --started-by, --mine, --needs-me)")
+    r.add_argument("--agent", help="only this agent's runs")
+    r.add_argument("--status", metavar="S,S", help=f"only these statuses ({LIVE}, completed, failed, cancelled; "
+                                                  "'live' for every run that has not ended)")
+    r.add_argument("--started-by", metavar="USER", help="only runs this user id started")
+    r.add_argument("--mine", action="store_true", help="only runs you started")
+    r.add_argument("--needs-me", action="store_true", help="only runs with an approval you may decide now")
+    r.add_argument("--limit", type=int, default=30, help="at most this many (default 30, up to 1000)")
+    r.add_argument("--json", action="store_true", help="as JSON")
+    on(r, cmd_runs)
+
+    st = sub.add_parser("start", help="start a run and follow it (exit 0 completed, 3 failed, 4 cancelled)")
+    st.add_argument("agent")
+    st.add_argument("input")
+    st.add_argument("--detach", "--no-follow", action="store_true", help="print the run id and exit, without following")
+    st.add_argument("--json", action="store_true", help="print each event as one JSON line (with --detach: the id)")
+    on(st, cmd_start)
 
     a = sub.add_parser("approvals", help="list the open approvals your token may decide")
-    client(a)
     a.add_argument("--json", action="store_true", help="as JSON")
-    a.set_defaults(func=run_command, handler=cmd_approvals)
+    on(a, cmd_approvals)
 
     ap = sub.add_parser("approve", help="approve a tool call")
-    client(ap)
     ap.add_argument("run")
     ap.add_argument("approval")
     ap.add_argument("--reason", help="shown to everyone watching")
-    ap.set_defaults(func=run_command, handler=lambda api, args, out: cmd_decide(api, args, out, "approve"))
+    on(ap, lambda api, args, out: cmd_decide(api, args, out, "approve"))
 
-    rj = sub.add_parser("reject", help="reject a tool call (the reason goes to the model)")
-    client(rj)
+    rj = sub.add_parser("reject", help="reject a tool call")
     rj.add_argument("run")
     rj.add_argument("approval")
-    rj.add_argument("--reason", required=True, help="why (shown to everyone and told to the model)")
-    rj.set_defaults(func=run_command, handler=lambda api, args, out: cmd_decide(api, args, out, "reject"))
+    rj.add_argument("--reason", help="why (optional, as on the page; shown to everyone and told to the model)")
+    on(rj, lambda api, args, out: cmd_decide(api, args, out, "reject"))
 
     ib = sub.add_parser("inbox", help="what needs you: open approvals you may decide, and who mentioned you")
-    client(ib)
     ib.add_argument("--json", action="store_true", help="as JSON")
-    ib.set_defaults(func=run_command, handler=cmd_inbox)
+    on(ib, cmd_inbox)
 
     cm = sub.add_parser("comment", help="comment on a run or an approval (@handle mentions someone); the agent never sees it")
-    client(cm)
     cm.add_argument("run")
     cm.add_argument("text")
     cm.add_argument("--approval", help="comment in this approval's thread")
     cm.add_argument("--reply-to", help="reply in the thread of this comment")
-    cm.set_defaults(func=run_command, handler=cmd_comment)
+    on(cm, cmd_comment)
 
     w = sub.add_parser("watch", help="stream a run to the terminal; exit 0 completed, 3 failed, 4 cancelled")
-    client(w)
-    w.add_argument("run")
+    w.add_argument("run", nargs="?", help="the run (default: choose one of the live runs, on a terminal)")
     w.add_argument("--since", type=int, default=0, help="start after this seq (default: from the beginning)")
     w.add_argument("--json", action="store_true", help="print each event as one JSON line")
     w.add_argument("--give-up", type=float, default=300.0, help="seconds without a connection before giving up")
-    w.set_defaults(func=run_command, handler=cmd_watch)
+    on(w, cmd_watch)
 
     au = sub.add_parser("audit", help="print a run's audit record (JSON, or --csv: one row per vote)")
-    client(au)
     au.add_argument("run")
     au.add_argument("--csv", action="store_true")
-    au.set_defaults(func=run_command, handler=cmd_audit)
+    on(au, cmd_audit)
 
 
 def run_command(args: argparse.Namespace) -> None:
-    if not args.token:
-        print("runcast: no token: set RUNCAST_TOKEN or pass --token", file=sys.stderr)
-        raise SystemExit(EXIT_USAGE)
-    api = Api(args.url, args.token)
+    def warn(text: str) -> None:
+        print(f"runcast: warning: {text}", file=sys.stderr, flush=True)
+
+    out = Out(sys.stdout)
     try:
-        code = args.handler(api, args, sys.stdout)
+        api = Api(args.url, resolve_token(args, os.environ, warn))
+        code = args.handler(api, args, out)
+    except Usage as err:
+        sys.stdout.flush()
+        print(f"runcast {args.cmd}: {visible(str(err))}", file=sys.stderr)
+        code = EXIT_USAGE
     except Refused as err:
         sys.stdout.flush()
-        print(f"runcast {args.cmd}: {explain(err)}", file=sys.stderr)
+        print(f"runcast {args.cmd}: {visible(explain(err))}", file=sys.stderr)
         code = EXIT_REFUSED
     except KeyboardInterrupt:
-        code = 130
+        code = EXIT_INTERRUPTED
     raise SystemExit(code)

@@ -1,0 +1,94 @@
+"""The filters of the run list, `GET /api/runs?agent=&status=&started_by=&needs_me=`, as plain code.
+
+`runcast runs` (and any client) asks the hub for the runs it wants rather than reading every run and sorting them out
+itself: a filtered list is still at most `limit` runs, newest first. "Needs me" uses the inbox's own rules
+(feed.why_not: the policy's roles or admin, self-approval, not voted yet), so a run is listed there exactly when one of
+its approvals is in this person's inbox.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping, get_args
+
+from . import feed
+from .protocol import ErrorCode, ProtocolError
+from .runs import RunRecord, Status
+
+STATUSES: tuple[str, ...] = get_args(Status)
+LIVE = ("queued", "running", "paused", "resuming")  # `status=live`: every run that has not ended
+MAX_VALUE_CHARS = 200  # an agent name or a user id in a query: longer is a client's mistake
+# With a filter, how many of the newest runs are looked through (the list's own maximum page): a filter narrows the
+# newest runs, it is not a search of the whole history. "Needs me" reads the index of open runs instead: all of them.
+SCAN_LIMIT = 1000
+
+
+@dataclass(frozen=True)
+class RunFilter:
+    agent: str | None = None
+    statuses: frozenset[str] = frozenset()
+    started_by: str | None = None  # a user id (`sub`)
+    needs_me: bool = False
+
+    @property
+    def active(self) -> bool:
+        return bool(self.agent or self.statuses or self.started_by or self.needs_me)
+
+    @classmethod
+    def from_query(cls, q: Mapping[str, str]) -> "RunFilter":
+        """From query parameters; a bad value is a `bad_request` naming the parameter."""
+
+        def text(name: str) -> str | None:
+            raw = (q.get(name) or "").strip()
+            if len(raw) > MAX_VALUE_CHARS:
+                raise ProtocolError(ErrorCode.BAD_REQUEST, f"query parameter '{name}' is over {MAX_VALUE_CHARS} characters",
+                                    field=name)
+            return raw or None
+
+        statuses: set[str] = set()
+        for s in (text("status") or "").split(","):
+            s = s.strip()
+            if not s:
+                continue
+            if s == "live":
+                statuses.update(LIVE)
+            elif s in STATUSES:
+                statuses.add(s)
+            else:
+                raise ProtocolError(ErrorCode.BAD_REQUEST, f"query parameter 'status' must be a comma-separated list of "
+                                    f"{', '.join(STATUSES)} or live; got {s!r}", field="status")
+        needs = (q.get("needs_me") or "").strip().lower()
+        if needs not in ("", "0", "1", "true", "false"):
+            raise ProtocolError(ErrorCode.BAD_REQUEST, "query parameter 'needs_me' must be 1 or 0", field="needs_me")
+        return cls(agent=text("agent"), statuses=frozenset(statuses), started_by=text("started_by"),
+                   needs_me=needs in ("1", "true"))
+
+    def matches(self, rec: RunRecord, who: feed.Viewer) -> bool:
+        if self.agent is not None and rec.agent != self.agent:
+            return False
+        if self.statuses and rec.status not in self.statuses:
+            return False
+        if self.started_by is not None and (rec.started_by or {}).get("sub") != self.started_by:
+            return False
+        return not self.needs_me or needs(who, rec)
+
+
+def needs(who: feed.Viewer, rec: RunRecord) -> bool:
+    """One of the run's open approvals is in `who`'s inbox."""
+    return bool(feed.inbox_of(who, [feed.entry(rec)]))
+
+
+def newest_first(recs: list[RunRecord]) -> list[RunRecord]:
+    """The run list's order (the backends' `list_runs`)."""
+    return sorted(recs, key=lambda r: (r.created_at, r.run_id), reverse=True)
+
+
+def select(recs: list[RunRecord], who: Any, flt: RunFilter, limit: int) -> list[RunRecord]:
+    """The first `limit` of `recs` (newest first) that match."""
+    out: list[RunRecord] = []
+    for rec in recs:
+        if flt.matches(rec, who):
+            out.append(rec)
+            if len(out) >= limit:
+                break
+    return out
