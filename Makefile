@@ -29,6 +29,7 @@ system-deps:
 
 test: install system-deps
 	cd tests/specs && npm ci --no-audit --no-fund --loglevel=error
+	cd tests/oidc && npm ci --no-audit --no-fund --loglevel=error  # the test OpenID Provider (oidc-provider)
 	$(BIN)/python -m pytest -q
 	@if [ -f client_js/package.json ]; then cd client_js && npm ci --no-audit --no-fund --loglevel=error && RUNCAST_BIN=$(CURDIR)/$(BIN)/runcast npm test; fi
 
@@ -36,4 +37,4 @@ bench: install system-deps
 	$(BIN)/python bench/run.py
 
 clean:
-	rm -rf $(VENV) client_js/node_modules .pytest_cache
+	rm -rf $(VENV) client_js/node_modules tests/oidc/node_modules .pytest_cache

@@ -153,6 +153,8 @@ AGENTS = {
                            {"delete_files": ApprovalPolicy(roles=["approver"])}),
     # a firehose of big tool-argument deltas (about 400 a second)
     "big-args": Agent(name="Big", model=PacedModel(_big_args, pause=0.002), tools=[take]),
+    # the same with no pause at all between events: as fast as the worker makes them
+    "big-args-burst": Agent(name="Burst", model=PacedModel(_big_args, pause=0), tools=[take]),
     # an approved tool that runs for seconds
     "slow-delete": AgentSpec(Agent(name="Slow", model=DemoModel(_slow_script), tools=[slow_delete]),
                              {"slow_delete": ApprovalPolicy(roles=["approver"])}),

@@ -99,6 +99,8 @@ def base_env(tmp: Path, **extra: str) -> dict[str, str]:
     env.pop("OPENAI_API_KEY", None)  # nothing reaches the internet
     env.update({
         "RUNCAST_SECRET": SECRET,
+        # the demo's dev secret and `runcast login`'s credentials go to the test's own dirs, never the user's
+        "XDG_STATE_HOME": str(tmp / "xdg-state"), "XDG_CONFIG_HOME": str(tmp / "xdg-config"),
         "RUNCAST_DEMO_DELAY": "0.01",
         "RUNCAST_DEMO_TOOL_LOG": str(tmp / "tools.log"),
         "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), str(ROOT / "server"), env.get("PYTHONPATH", "")]),

@@ -36,7 +36,7 @@ def text(obj: Any) -> bytes:
 
 
 def upgrade_request(port: int, subprotocol: str | None = "runcast.v1.json", host: str | None = None,
-                    origin: str | None = None, path: str = "/ws") -> bytes:
+                    origin: str | None = None, path: str = "/ws", forwarded_for: str | None = None) -> bytes:
     key = base64.b64encode(os.urandom(16)).decode()
     lines = [f"GET {path} HTTP/1.1", f"Host: {host or f'127.0.0.1:{port}'}", "Upgrade: websocket", "Connection: Upgrade",
              f"Sec-WebSocket-Key: {key}", "Sec-WebSocket-Version: 13"]
@@ -44,6 +44,8 @@ def upgrade_request(port: int, subprotocol: str | None = "runcast.v1.json", host
         lines.append(f"Sec-WebSocket-Protocol: {subprotocol}")
     if origin:
         lines.append(f"Origin: {origin}")
+    if forwarded_for:
+        lines.append(f"X-Forwarded-For: {forwarded_for}")
     return ("\r\n".join(lines) + "\r\n\r\n").encode()
 
 
@@ -52,8 +54,10 @@ class RawWS:
         self.reader, self.writer, self.status, self.head = reader, writer, status, head
 
     @classmethod
-    async def connect(cls, port: int, **kw: Any) -> "RawWS":
-        reader, writer = await asyncio.open_connection("127.0.0.1", port, limit=1 << 22)
+    async def connect(cls, port: int, source: str | None = None, **kw: Any) -> "RawWS":
+        """`source`: the local address to connect from (any of 127.0.0.0/8 on Linux), as another client would."""
+        reader, writer = await asyncio.open_connection("127.0.0.1", port, limit=1 << 22,
+                                                       local_addr=(source, 0) if source else None)
         writer.write(upgrade_request(port, **kw))
         head = await reader.readuntil(b"\r\n\r\n")
         status = int(head.split(b" ", 2)[1])

@@ -113,8 +113,10 @@ def test_quorum_rejection_expiry_and_cancel_are_all_in_the_audit(hub: Cluster) -
 
     # who may read it: anyone who may see the run, nobody else
     only_other = token("kim", ["viewer"], runs=["run_other"])
-    assert hub.http("GET", f"/api/runs/{q}/audit", only_other).json()["error"]["code"] == "forbidden"
-    assert hub.http("GET", "/api/runs/run_nope/audit", ADMIN).status_code == 404
+    # one answer for "not yours" and "no such run", so nobody learns which run ids exist
+    hidden, missing = hub.http("GET", f"/api/runs/{q}/audit", only_other), hub.http("GET", "/api/runs/run_nope/audit", ADMIN)
+    assert (hidden.status_code, hidden.json()["error"]["code"]) == (missing.status_code, missing.json()["error"]["code"]) == (404, "not_found")
+    assert hidden.json()["error"]["message"].replace(q, "ID") == missing.json()["error"]["message"].replace("run_nope", "ID")
     assert hub.http("GET", f"/api/runs/{q}/audit?format=xml", ADMIN).json()["error"]["code"] == "bad_request"
 
     # `runcast audit RUN [--csv]`
@@ -142,3 +144,27 @@ def test_the_digest_is_over_the_canonical_encoding() -> None:
     assert a["votes"][0]["roles"] == ["finance", "viewer"] and a["outcome"] == "pending" and a["how"] == "open"
     assert audit.arguments_digest("not json") == (hashlib.sha256(b"not json").hexdigest(), False)
     assert len(list(csv.DictReader(io.StringIO(audit.to_csv(doc))))) == 1
+
+
+def test_csv_cells_a_spreadsheet_would_run_are_quoted() -> None:
+    """OWASP's CSV injection: a cell starting with =, +, -, @, tab or CR is prefixed with ' so a spreadsheet shows it
+    as text; other cells, and the JSON, are unchanged."""
+    hostile = {"input": "=HYPERLINK(\"http://evil.invalid\",\"open\")", "name": "@SUM(1+1)*cmd|' /C calc'!A0",
+               "reason": "+cmd|' /C calc'!A0", "output": "-2+3", "tool": "\tdeploy", "sub": "\r=1+1"}
+    doc = {"run": {"run_id": "run_1", "agent": "A", "started_by": {"sub": hostile["sub"], "name": hostile["name"]},
+                   "input": hostile["input"], "status": "completed"},
+           "approvals": [{"approval_id": "ap_1", "call_id": "c1", "tool": hostile["tool"], "arguments": "{}",
+                          "arguments_sha256": "x", "policy": {"roles": ["approver"], "quorum": 1, "allow_self": True},
+                          "requested_at": "2026-01-01T00:00:00.000Z", "expires_at": None, "outcome": "approved",
+                          "how": "votes", "settled_at": "2026-01-01T00:00:01.000Z", "settled_by": {"sub": "alice"},
+                          "tool_execution": {"ran": True, "at": "2026-01-01T00:00:02.000Z", "output": hostile["output"]},
+                          "votes": [{"sub": "alice", "name": hostile["name"], "roles": ["approver"], "decision": "approve",
+                                     "reason": hostile["reason"], "at": "2026-01-01T00:00:01.000Z"}]}]}
+    (row,) = list(csv.DictReader(io.StringIO(audit.to_csv(doc))))
+    got = {k: row[k] for k in ("input", "started_by_name", "vote_name", "vote_reason", "tool_output", "tool",
+                               "started_by_sub")}
+    assert got == {"input": "'" + hostile["input"], "started_by_name": "'" + hostile["name"],
+                   "vote_name": "'" + hostile["name"], "vote_reason": "'" + hostile["reason"],
+                   "tool_output": "'" + hostile["output"], "tool": "'" + hostile["tool"], "started_by_sub": "'" + hostile["sub"]}
+    assert (row["run_id"], row["tool_ran"], row["policy_quorum"], row["vote_at"]) == ("run_1", "true", "1", "2026-01-01T00:00:01.000Z")
+    assert not [c for c in row.values() if c[:1] in ("=", "+", "-", "@", "\t", "\r")]

@@ -162,6 +162,7 @@ def test_a_run_list_filter_is_a_predicate_on_the_summary() -> None:
     assert feed.run_matches(run, {"agent": "demo", "status": "paused", "started_by": "ada"})
     assert not feed.run_matches(run, {"agent": "demo-quorum"})
     assert not feed.run_matches(run, {"status": "completed"})
+    assert feed.run_matches(run, {"status": "completed,paused"}) and feed.run_matches(run, {"status": "live"})
     assert not feed.run_matches(run, {"started_by": "Ada"})  # a sub, not a name
     assert feed.run_matches(run, {"q": "FREE space"})  # words, any order, any case, in the input
     assert feed.run_matches(run, {"q": "ada demo"})  # the starter's name and the agent

@@ -7,6 +7,7 @@ import asyncio
 import json
 import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import msgpack
@@ -25,7 +26,9 @@ BACKLOG = 1234
 def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     cluster = Cluster(tmp_path_factory.mktemp("hostile"), "memory",
                       serve_args=["--metrics-bind", f"127.0.0.1:{METRICS_PORT}", "--header-timeout", str(HEADER_TIMEOUT),
-                                  "--backlog", str(BACKLOG)],
+                                  "--backlog", str(BACKLOG),
+                                  # 150 clients of one address at once: the per-address share is tested on its own
+                                  "--max-unauthenticated-per-address", "1000"],
                       env={"RUNCAST_DEBUG_ENDPOINTS": "1", "RUNCAST_RATE_PER_S": "10000",
                            "RUNCAST_RATE_BURST": "10000"}).start()
     yield cluster
@@ -291,7 +294,8 @@ async def test_unfinished_upgrades_are_closed_within_the_header_timeout(hub: Clu
 @pytest.fixture(scope="module")
 def capped(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     cluster = Cluster(tmp_path_factory.mktemp("capped"), "memory",
-                      serve_args=["--max-connections", "30", "--max-unauthenticated", "10"]).start()
+                      serve_args=["--max-connections", "30", "--max-unauthenticated", "10",
+                                  "--max-unauthenticated-per-address", "10"]).start()
     yield cluster
     cluster.stop()
 
@@ -322,6 +326,29 @@ async def test_connection_caps_per_node_and_before_hello(capped: Cluster) -> Non
     ws.abort()
     for w in authed + waiting[:1]:
         await w.close()
+
+
+async def test_one_address_cannot_hold_every_pre_hello_slot(tmp_path: Path) -> None:
+    """--max-unauthenticated 20: one address holds at most a tenth of it (2) waiting for hello; a client from another
+    address still gets in and says hello. X-Forwarded-For is believed from a --trusted-proxy peer only."""
+    c = Cluster(tmp_path, "memory", serve_args=["--max-unauthenticated", "20", "--trusted-proxy", "127.0.0.3/32"]).start()
+    try:
+        port = port_of(c)
+        flood = [await RawWS.connect(port) for _ in range(20)]
+        assert [w.status for w in flood] == [101, 101] + [503] * 18
+        # another address: in, and a hello works
+        other = await RawWS.connect(port, source="127.0.0.2")
+        assert other.status == 101 and (await other.hello(token("in", ["viewer"])))["type"] == "welcome"
+        # a header from an untrusted peer changes nothing: still 127.0.0.1's share
+        spoof = await RawWS.connect(port, forwarded_for="10.9.8.7")
+        assert spoof.status == 503
+        # from the trusted proxy, each forwarded address has its own share
+        via = [await RawWS.connect(port, source="127.0.0.3", forwarded_for=f"10.0.0.{i % 2}") for i in range(6)]
+        assert sorted(w.status for w in via) == [101] * 4 + [503] * 2
+        for w in [*flood, other, spoof, *via]:
+            w.abort()
+    finally:
+        c.stop()
 
 
 # ---------------------------------------------------------------------------------------------- Host and Origin

@@ -12,7 +12,7 @@ import httpx
 import msgpack
 import pytest
 
-from hubtest import ALICE, BOB, OPERATOR, TERMINAL, VIEWER, Client, Cluster, seqs, subs, token, without_presence
+from hubtest import ADMIN, ALICE, BOB, OPERATOR, TERMINAL, VIEWER, Client, Cluster, seqs, subs, token, without_presence
 
 
 async def run_to_pause(hub: Cluster, agent: str = "demo", tok: str = OPERATOR) -> tuple[str, Client, dict]:
@@ -141,7 +141,7 @@ async def test_racing_approvers_give_one_decision_one_resume_one_execution(hub: 
 
 async def test_quorum_of_two_needs_two_different_people(hub: Cluster) -> None:
     run_id, w, ap = await run_to_pause(hub, "demo-quorum")
-    assert ap["policy"] == {"roles": ["approver"], "quorum": 2, "allow_self": True}
+    assert ap["policy"] == {"roles": ["approver"], "quorum": 2, "allow_self": True, "count_starter": True}
     a = await Client.connect(hub.ws_url(), ALICE)
     first = await a.request({"type": "decide", "run_id": run_id, "approval_id": ap["approval_id"], "decision": "approve"})
     assert first["type"] == "ack" and first["outcome"] == "voted"
@@ -375,8 +375,8 @@ async def test_every_bad_frame_gets_its_code_and_the_connection_keeps_working(hu
     assert hub.log_events(run_id)[head_before:] == []
     # a token for another run, a viewer deciding, a stale approval id
     lim = await Client.connect(hub.ws_url(), limited)
-    assert (await lim.subscribe(run_id))["code"] == "forbidden"
-    assert (await lim.request({"type": "decide", "run_id": run_id, "approval_id": ap["approval_id"], "decision": "approve"}))["code"] == "forbidden"
+    assert (await lim.subscribe(run_id))["code"] == "not_found"  # the same answer as for a run that does not exist
+    assert (await lim.request({"type": "decide", "run_id": run_id, "approval_id": ap["approval_id"], "decision": "approve"}))["code"] == "not_found"
     assert (await lim.subscribe(other_run))["type"] == "sync"
     assert (await w.request({"type": "decide", "run_id": run_id, "approval_id": ap["approval_id"], "decision": "approve"}))["code"] == "forbidden"
     assert (await c.request({"type": "decide", "run_id": run_id, "approval_id": ap["approval_id"], "decision": "approve"}))["type"] == "ack"
@@ -620,9 +620,9 @@ async def test_watching_needs_a_role_and_a_token_needs_a_sub(hub: Cluster) -> No
     c = await Client.connect(hub.ws_url(), nobody)  # a valid token: it may connect, and see nothing
     for rid in (run_id, fin_run):
         err = await c.subscribe(rid)
-        assert err["type"] == "error" and err["code"] == "forbidden" and "needs a role" in err["message"]
-        assert hub.http("GET", f"/api/runs/{rid}", nobody).status_code == 403
-        assert hub.http("GET", f"/api/runs/{rid}/events", nobody).status_code == 403
+        assert err["type"] == "error" and err["code"] == "not_found" and err["message"] == f"no run {rid} that your token may see"
+        assert hub.http("GET", f"/api/runs/{rid}", nobody).status_code == 404
+        assert hub.http("GET", f"/api/runs/{rid}/events", nobody).status_code == 404
     assert hub.http("GET", "/api/runs", nobody).json()["runs"] == []
     await c.send({"type": "subscribe_runs", "id": "rl"})  # the live run list shows it nothing either
     assert (await c.wait_for(lambda f: f["type"] == "runs" and f.get("id") == "rl"))["runs"] == []
@@ -630,7 +630,7 @@ async def test_watching_needs_a_role_and_a_token_needs_a_sub(hub: Cluster) -> No
     # a role that only a policy names: its agent's runs, not the others
     f = await Client.connect(hub.ws_url(), finance)
     assert (await f.subscribe(fin_run))["type"] == "sync"
-    assert (await f.subscribe(run_id))["code"] == "forbidden"
+    assert (await f.subscribe(run_id))["code"] == "not_found"
     listed = [r["run_id"] for r in hub.http("GET", "/api/runs", finance).json()["runs"]]
     assert fin_run in listed and run_id not in listed
     for x in (c, f):
@@ -690,3 +690,43 @@ async def test_hosted_mcp_output_and_guardrail_failures_reach_every_watcher(hub:
         assert failed["data"]["guardrail"] == {"name": "no_secrets", "side": "input", "output_info": {"found": ["password"]}}
     for w in watchers:
         await w.close()
+
+
+async def test_one_answer_for_no_such_run_and_not_yours(hub: Cluster) -> None:
+    """Every run endpoint and WebSocket command answers a run the token may not see (by its run list, or for lack of a
+    role) exactly as it answers a run that does not exist: nobody learns which run ids exist."""
+    run_id = hub.start_run()
+    ap = hub.wait_status(run_id, "paused")["pending_approvals"][0]["approval_id"]
+    missing = "run_000000000000"
+    nobody, other = token("nobody", []), token("kim", ["viewer", "approver", "operator"], runs=["run_other"])
+
+    def http_answers(tok: str, rid: str) -> list[tuple[int, str]]:
+        out = []
+        for method, path, body in (("GET", f"/api/runs/{rid}", None), ("GET", f"/api/runs/{rid}/events", None),
+                                   ("GET", f"/api/runs/{rid}/audit", None), ("GET", f"/api/runs/{rid}/audit?format=csv", None),
+                                   ("POST", f"/api/runs/{rid}/cancel", {}),
+                                   ("POST", f"/api/runs/{rid}/approvals/{ap}", {"decision": "approve"})):
+            r = hub.http(method, path, tok, json=body) if body is not None else hub.http(method, path, tok)
+            out.append((r.status_code, r.text.replace(rid, "ID")))
+        return out
+
+    for tok in (nobody, other):
+        hidden, absent = http_answers(tok, run_id), http_answers(tok, missing)
+        assert hidden == absent and {s for s, _ in hidden} == {404}, (hidden, absent)
+        c = await Client.connect(hub.ws_url(), tok)
+        for cmd in ({"type": "subscribe"}, {"type": "decide", "approval_id": ap, "decision": "approve"},
+                    {"type": "cancel"}, {"type": "unsubscribe"}):
+            a = await c.request({**cmd, "run_id": run_id})
+            b = await c.request({**cmd, "run_id": missing})
+            strip = lambda f, rid: {k: (v.replace(rid, "ID") if isinstance(v, str) else v) for k, v in f.items() if k != "id"}  # noqa: E731
+            assert strip(a, run_id) == strip(b, missing), (cmd, a, b)
+        await c.close()
+    assert hub.wait_status(run_id, "paused")["status"] == "paused"  # nothing was decided or cancelled
+
+
+def test_the_agents_and_their_policies_only_for_those_who_start_or_decide(hub: Cluster) -> None:
+    for tok, status in ((token("nobody", []), 403), (VIEWER, 403), (token("fin", ["finance"]), 200), (ALICE, 200),
+                        (OPERATOR, 200), (ADMIN, 200)):
+        r = hub.http("GET", "/api/agents", tok)
+        assert r.status_code == status, (tok, r.text)
+        assert ("agents" in r.json()) == (status == 200)

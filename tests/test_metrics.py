@@ -15,7 +15,7 @@ from runcast.approvals import Approval, ApprovalPolicy
 from runcast.protocol import make_event
 
 # What a label may be: closed sets only. A run id, a user, a tool or an agent name must never become a label.
-ALLOWED_LABELS = {"code", "encoding", "outcome", "status", "source", "le"}
+ALLOWED_LABELS = {"code", "encoding", "outcome", "status", "source", "circuit", "le"}
 
 
 def parse(text: str) -> dict[str, Any]:

@@ -41,10 +41,10 @@ def fast_hub(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
 class SlowClient:
     """A raw socket with a tiny receive buffer, driven by websockets' sans-I/O protocol: it reads only when told."""
 
-    def __init__(self, hub: Cluster, encoding: str, batch: bool) -> None:
+    def __init__(self, hub: Cluster, encoding: str, batch: bool, rcvbuf: int = 4096) -> None:
         self.encoding, self.batch = encoding, batch
         self.sock = socket.socket()
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         self.sock.connect(("127.0.0.1", int(hub.url.rsplit(":", 1)[1])))
         self.proto = ClientProtocol(parse_uri(hub.ws_url()), subprotocols=[Subprotocol(f"runcast.v1.{encoding}")],
                                     max_size=None)
@@ -145,10 +145,11 @@ async def test_a_client_that_stops_reading_gets_4408_promptly_and_holds_no_one_u
     assert seqs[-1] < end["seq"], "the slow consumer was closed only after the run ended"
     held = int(re.search(r"(\d+) bytes unread", close.reason).group(1))
     assert held > LIMIT
-    # When did it start holding the limit? What it received is what the kernel's buffers took plus what the hub held;
-    # it went over the limit once the kernel's share plus the limit had been sent to it (every watcher is sent the
-    # same events at the same moment: the fast one's arrival times tell when).
-    kernel = slow.received - held
+    # When did it start holding the limit? What it received is what the kernel's buffers took plus the few KiB the
+    # transport kept; it went over the limit once the kernel's share plus the limit had been sent to it (every watcher
+    # is sent the same events at the same moment: the fast one's arrival times tell when). `received` bounds the
+    # kernel's share from above, so the crossing found is, if anything, late.
+    kernel = slow.received
     sent, crossed_at = 0, None
     for e in events:
         sent += payload_size(e, encoding)
@@ -166,3 +167,105 @@ async def test_a_client_that_stops_reading_gets_4408_promptly_and_holds_no_one_u
     assert [f["seq"] for f in rest] == list(range(seqs[-1] + 1, sync["head_seq"] + 1))
     for c in (fast, back):
         await c.close()
+
+
+def read_slowly(slow: SlowClient, chunk: int, pause: float, limit_s: float = 60) -> tuple[int | None, list[dict[str, Any]]]:
+    """Read `chunk` bytes every `pause` s until the close frame (its code) or the end of the socket (None)."""
+    out: list[dict[str, Any]] = []
+    slow.sock.settimeout(15)
+    deadline = time.monotonic() + limit_s
+    while slow.proto.close_rcvd is None and time.monotonic() < deadline:
+        try:
+            data = slow.sock.recv(chunk)
+        except ConnectionResetError:
+            return None, out
+        if not data:
+            return None, out
+        slow.proto.receive_data(data)
+        for ev in slow.proto.events_received():
+            if isinstance(ev, Frame) and ev.opcode in (Opcode.TEXT, Opcode.BINARY):
+                slow.received += len(ev.data)
+                out += slow.frames(ev.data)
+        time.sleep(pause)
+    return (slow.proto.close_rcvd.code if slow.proto.close_rcvd else None), out
+
+
+@pytest.mark.parametrize("encoding", ["json", "msgpack"])
+async def test_a_client_reading_slowly_is_told_why_with_4408(fast_hub: Cluster, encoding: str) -> None:
+    """A client that reads, but at 160 KB/s (the run streams 6 MiB at ~1.6 MB/s), goes over the limit and is closed:
+    what the hub still held for it is dropped, so the close frame is a few KiB behind what it is reading and it gets
+    4408 with the reason, not 1006 (the frame used to wait behind the megabyte it was not reading, and was cut off)."""
+    hub = fast_hub
+    run_id = hub.start_run("big-args", "go")
+    slow = SlowClient(hub, encoding, False)
+    slow.send({"type": "hello", "token": ALICE})
+    slow.send({"type": "subscribe", "run_id": run_id, "since": 0})
+    code, got = await asyncio.to_thread(read_slowly, slow, 8192, 0.05)
+    slow.sock.close()
+    assert code == 4408, f"closed with {code}, after {slow.received} bytes"
+    assert "reconnect and subscribe with since" in slow.proto.close_rcvd.reason
+    seqs = [f["seq"] for f in got if "seq" in f and f.get("run_id") == run_id]
+    assert seqs == list(range(1, len(seqs) + 1))  # a gap-free prefix: since=seqs[-1] picks up exactly
+
+
+async def test_a_client_reading_nothing_at_all_is_dropped(fast_hub: Cluster) -> None:
+    """A client that takes nothing is closed without waiting for it: the hub drops its socket (no close frame can
+    reach a client that reads nothing) and holds nothing for it; the other watchers go on."""
+    hub = fast_hub
+    before = slow_closed(hub)
+    run_id = hub.start_run("big-args", "go")
+    slow = SlowClient(hub, "json", False)
+    slow.send({"type": "hello", "token": ALICE})
+    slow.send({"type": "subscribe", "run_id": run_id, "since": 0})
+    watcher = await Client.connect(hub.ws_url(), VIEWER)
+    await watcher.subscribe(run_id, since=0)
+    end = await watcher.wait_event(run_id, "run.completed", timeout=60)
+    assert [e["seq"] for e in watcher.events(run_id)] == list(range(1, end["seq"] + 1))
+    deadline = time.monotonic() + 30
+    while slow_closed(hub) == before and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+    assert slow_closed(hub) > before
+    await asyncio.sleep(7)  # past the close frame's deadline (wire.CLOSE_GRACE_S)
+    code, _ = await asyncio.to_thread(read_slowly, slow, 1 << 20, 0)
+    assert code is None  # cut off: the socket ended without a close frame
+    slow.sock.close()
+    await watcher.close()
+
+
+@pytest.mark.parametrize("encoding", ["json", "msgpack"])
+async def test_a_prompt_reader_keeps_its_connection_through_a_burst(fast_hub: Cluster, encoding: str) -> None:
+    """6 MiB of events with no pause between them: a client that reads as fast as it can is never dropped (it may be
+    behind by more than the limit for a moment, but it keeps taking more than the limit per grace) and gets every seq."""
+    hub = fast_hub
+    run_id = hub.start_run("big-args-burst", "go")
+    c = await Client.connect(hub.ws_url(), VIEWER, encoding=encoding)
+    await c.subscribe(run_id, since=0)
+    end = await c.wait_event(run_id, "run.completed", timeout=60)
+    assert c.closed is None
+    assert [e["seq"] for e in c.events(run_id)] == list(range(1, end["seq"] + 1))
+    await c.close()
+
+
+async def test_a_reader_taking_more_than_the_limit_per_second_is_not_a_slow_consumer(fast_hub: Cluster) -> None:
+    """A client reading up to 256 KiB every 20 ms (several MB/s, more than the limit per grace) through a burst with no
+    pause between events: it may be behind by more than the limit for a while, but it is never closed."""
+    hub = fast_hub
+    run_id = hub.start_run("big-args-burst", "go")
+    reader = SlowClient(hub, "json", True, rcvbuf=256 * 1024)
+    reader.send({"type": "hello", "token": ALICE, "batch": True})
+    reader.send({"type": "subscribe", "run_id": run_id, "since": 0})
+    got: list[dict[str, Any]] = []
+
+    def until_completed() -> int | None:
+        while not any(f.get("type") == "run.completed" for f in got[-3:]):
+            code, more = read_slowly(reader, 262144, 0.02, limit_s=1)
+            got.extend(more)
+            if code is not None or reader.proto.close_rcvd is not None:
+                return code or 1000
+        return None
+
+    code = await asyncio.to_thread(until_completed)
+    reader.sock.close()
+    assert code is None, f"closed with {code}: {reader.proto.close_rcvd}"
+    seqs = [f["seq"] for f in got if "seq" in f and f.get("run_id") == run_id]
+    assert seqs == list(range(1, seqs[-1] + 1))

@@ -50,7 +50,13 @@ class Receiver:
         if not self.log.exists():
             return []
         lines = [json.loads(x) for x in self.log.read_text().splitlines() if x.strip()]
-        return [x for x in lines if path is None or x["path"] == path]
+        return [x for x in lines if "status" in x and (path is None or x["path"] == path)]
+
+    def hangups(self) -> list[dict[str, Any]]:
+        """--trickle / --huge: one line per answer the client stopped taking (how long, how many bytes sent)."""
+        if not self.log.exists():
+            return []
+        return [x for x in (json.loads(y) for y in self.log.read_text().splitlines() if y.strip()) if "closed_after" in x]
 
     def delivered(self, path: str) -> set[str]:
         return {x["id"] for x in self.requests(path) if x["status"] == 200}
@@ -109,6 +115,7 @@ def check_slack(body: dict[str, Any], link: str) -> None:
         if b["type"] == "context":
             assert 0 < len(b["elements"]) <= 10
     everything = json.dumps(body)
+    link = webhooks.slack_escape(link)  # Slack's rules: & (as in ...&approval=) is &amp; in every text field
     assert f"<{link}|" in everything and link in body["text"]
 
 
@@ -170,6 +177,44 @@ def test_payloads_slack_shape_and_backoff_are_plain_functions() -> None:
         webhooks.parse_events("run.started")
     eps = webhooks.parse_cli(["http://a/", "http://b/"], ["run.completed"], ["standard", "slack"])
     assert [(e.events, e.format) for e in eps] == [({"run.completed"}, "standard"), ({"run.completed"}, "slack")]
+
+
+def slack_texts(doc: Any) -> list[str]:
+    """Every text a Slack message shows: the fallback and each block's text, field and element."""
+    if isinstance(doc, dict):
+        return [v for k, v in doc.items() if k == "text" and isinstance(v, str)] + [
+            t for k, v in doc.items() for t in slack_texts(v) if not (k == "text" and isinstance(v, str))]
+    if isinstance(doc, list):
+        return [t for v in doc for t in slack_texts(v)]
+    return []
+
+
+def test_slack_escapes_every_text_field_the_fallback_included() -> None:
+    """A display name (or tool, agent, input, reason) with Slack's control syntax neither pings nor links: &, < and >
+    become entities in the `text` fallback and in every block; the only link is the one to the approval."""
+    evil = "<!channel> Mallory <http://evil.invalid|Approve here> & <@U123>"
+    link = f"{PUBLIC}/#run=run_1&approval=ap_1"
+    for type_, event in (("approval.requested", {"approval_id": "ap_1", "tool": evil, "arguments": {"note": evil}}),
+                         ("approval.decided", {"approval_id": "ap_1", "decision": "reject", "reason": evil,
+                                               "by": {"sub": "m", "name": evil}}),
+                         ("run.failed", {"code": "x", "message": evil}), ("run.cancelled", {"by": {"name": evil}}),
+                         ("run.completed", {"output": evil})):
+        body = webhooks.payload({"run_id": "run_1", "seq": 3, "ts": "2026-01-01T00:00:00.000Z", "type": type_,
+                                 "data": event}, None, PUBLIC)
+        body["data"]["run"] |= {"agent": evil, "started_by": {"sub": "m", "name": evil}}
+        if "approval" in body["data"]:
+            body["data"]["approval"] |= {"tool": evil, "arguments": {"note": evil}, "expires_at": evil}
+        doc = json.loads(webhooks.encode(webhooks.Endpoint("http://x", format="slack"), body))
+        texts = slack_texts(doc)
+        assert doc["text"] in texts and len(texts) >= 5
+        ours = f"<{webhooks.slack_escape(body['data'].get('approval', body['data']['run'])['url'])}|"
+        for t in texts:
+            rest = t.split(ours)[0] + "".join(p.split(">", 1)[1] for p in t.split(ours)[1:])
+            assert "<" not in rest and ">" not in rest, (type_, t)  # no ping, mention or link but ours
+            assert "& " not in rest and "&approval" not in rest, (type_, t)
+        assert "&lt;!channel&gt; Mallory &lt;http://evil.invalid|Approve here&gt;" in doc["text"]
+    assert webhooks.slack_escape("a<b>&c") == "a&lt;b&gt;&amp;c"
+    assert link != webhooks.slack_escape(link)
 
 
 @pytest.mark.parametrize("backend", ["memory", "redis"])
@@ -304,7 +349,8 @@ def test_a_receiver_that_never_answers_does_not_delay_the_run(backend: str, tmp_
         await w.subscribe(run_id)
         req = await w.wait_event(run_id, "approval.requested")
         await w.wait_event(run_id, "run.paused")
-        wait_until(lambda: len(rx.requests()) >= 4, what="the deliveries to hang")  # requested + paused, twice each
+        # each receiver has its own lane, delivered in order: approval.requested hangs at /all and at /more
+        wait_until(lambda: {x["path"] for x in rx.requests()} == {"/all", "/more"}, what="the deliveries to hang")
         ack = c.http("POST", f"/api/runs/{run_id}/approvals/{req['data']['approval_id']}", ALICE, json={"decision": "approve"})
         assert ack.status_code == 200
         end = await w.wait_event(run_id, TERMINAL, timeout=20)
@@ -339,3 +385,140 @@ def test_the_readme_verification_snippet_verifies_and_refuses() -> None:
     assert not ns["verify"](SECRET, headers | {"webhook-id": "msg_run_1_10"}, body)
     old = webhooks.sign_headers(SECRET, "msg_run_1_9", body.decode(), now=time.time() - 3600)
     assert not ns["verify"](SECRET, old, body)
+
+
+def in_order(reqs: list[dict[str, Any]]) -> bool:
+    """Each run's events arrived in seq order (ids are msg_<run_id>_<seq>)."""
+    seen: dict[str, int] = {}
+    for x in reqs:
+        run, seq = x["id"].rsplit("_", 1)
+        if int(seq) <= seen.get(run, -1):
+            return False
+        seen[run] = int(seq)
+    return True
+
+
+@pytest.mark.parametrize("backend", ["memory", "redis"])
+def test_hostile_receivers_delay_only_themselves(backend: str, tmp_path: Path) -> None:
+    """A receiver that trickles its answer (1 byte / 2 s), one that answers 200 MB and one that is dead, beside a
+    healthy one: the healthy one gets all 24 events of 12 runs, once each and in order, while the others are still
+    failing; the trickle is cut off by the attempt's total deadline, the 200 MB answer is not read, and the dead
+    receiver's circuit opens (deliveries API; /metrics)."""
+    trickle, huge = Receiver(tmp_path, "--trickle"), Receiver(tmp_path, "--huge")
+    dead = f"http://127.0.0.1:{free_port()}/d"
+    timeout_s = 3.0
+    hooks = ["--webhook", f"{trickle.url}/t", "--webhook", f"{huge.url}/h", "--webhook", dead, "--webhook", "{rx}/ok",
+             "--webhook-events", "approval.requested,run.paused"]
+    try:
+        with running(tmp_path, backend, (), {"RUNCAST_WEBHOOK_TIMEOUT_S": str(timeout_s)}, hooks=hooks) as (c, rx):
+            runs = [c.start_run("demo", f"tidy up {i}") for i in range(12)]
+            for r in runs:
+                c.wait_status(r, "paused")
+            want = expected_ids(c, runs, {"approval.requested", "run.paused"})
+            assert len(want) == 24
+            wait_until(lambda: rx.delivered("/ok") >= set(want), timeout=20, what="all 24 events at the healthy receiver")
+            ok = [x for x in rx.requests("/ok")]
+            assert sorted(x["id"] for x in ok) == sorted(want) and {x["status"] for x in ok} == {200}  # once each
+            assert in_order(ok)
+            # the trickling answer is cut off at the attempt's deadline (not renewed by each byte); the 200 MB answer
+            # is dropped after a little of it (what the receiver managed to send is what the kernel's buffers took)
+            wait_until(lambda: trickle.hangups() and huge.hangups(), timeout=20, what="the hostile answers cut off")
+            assert all(h["closed_after"] < timeout_s + 4.5 and h["sent"] < 10 for h in trickle.hangups()), trickle.hangups()
+            assert all(h["sent"] < 64 * 1024 * 1024 for h in huge.hangups()), huge.hangups()
+            dead_id, huge_id = webhooks.endpoint(dead).id, webhooks.endpoint(f"{huge.url}/h").id
+
+            def receivers() -> dict[str, dict[str, Any]]:
+                return {r["endpoint"]: r for r in c.http("GET", "/api/webhooks/deliveries", ADMIN).json()["receivers"]}
+
+            st = wait_until(lambda: (r := receivers()).get(dead_id, {}).get("circuit") == "open" and r, what="dead open")
+            assert st[dead_id]["failures"] >= webhooks.CIRCUIT_FAILURES and st[dead_id]["url"] == "http://127.0.0.1:%s/d" % dead.split(":")[2].split("/")[0]
+            assert st[webhooks.endpoint(f"{rx.url}/ok").id]["circuit"] == "closed" and st[webhooks.endpoint(f"{rx.url}/ok").id]["queued"] == 0
+            recs = c.http("GET", "/api/webhooks/deliveries?limit=1000", ADMIN).json()["deliveries"]
+            assert all(len(d["last_response"] or "") <= webhooks.RESPONSE_KEEP for d in recs if d["endpoint"] == huge_id)
+            if backend == "memory":
+                wait_until(lambda: 'runcast_webhook_receivers{circuit="open"} 1.0' in c.http("GET", "/metrics").text
+                           or 'runcast_webhook_receivers{circuit="open"} 2.0' in c.http("GET", "/metrics").text,
+                           what="the open circuit in /metrics")
+    finally:
+        trickle.stop()
+        huge.stop()
+
+
+@pytest.mark.parametrize("backend", ["memory", "redis"])
+def test_no_secret_of_a_webhook_reaches_the_log(backend: str, tmp_path: Path) -> None:
+    """A Slack-style URL (its path is the secret), a URL with a token in its query and the signing secret never show in
+    any process's log at DEBUG, while deliveries fail, retry, succeed and give up; nor in the deliveries API."""
+    path_secret, query_secret = "XoXoPathSecret9f8e7d", "QuerySecret4c3b2a"
+    dead = f"http://127.0.0.1:{free_port()}/hooks/{path_secret}x?token={query_secret}"
+    hooks = ["--webhook", "{rx}/services/T0000/B0000/" + path_secret, "--webhook", dead, "--webhook-format", "slack",
+             "--webhook-events", "approval.requested"]
+    env = {"RUNCAST_LOG_LEVEL": "DEBUG", "RUNCAST_WEBHOOK_RETRY_FOR_S": "3"}
+    with running(tmp_path, backend, ("--fail-first", "2"), env, hooks=hooks) as (c, rx):
+        run = c.start_run("demo", "tidy up")
+        c.wait_status(run, "paused")
+        want = expected_ids(c, [run], {"approval.requested"})
+        wait_until(lambda: rx.delivered(f"/services/T0000/B0000/{path_secret}") >= set(want), what="delivered")
+        recs = wait_until(lambda: [d for d in c.http("GET", "/api/webhooks/deliveries", ADMIN).json()["deliveries"]
+                                   if d["status"] == "gave_up"], what="the dead one given up")
+        api = c.http("GET", "/api/webhooks/deliveries", ADMIN).text
+        logs = "".join(p.log_path.read_text(errors="replace") for p in [*c.nodes, *c.workers])
+        assert recs and "given up" in logs and "/hooks/…" in logs  # the given-up delivery is logged, redacted
+        key = SECRET.removeprefix("whsec_")
+        for secret in (path_secret, query_secret, key, "T0000/B0000"):
+            assert secret not in logs, secret
+            assert secret not in api, secret
+
+
+def test_webhook_urls_from_a_file_or_the_environment_stay_out_of_the_command_line(tmp_path: Path) -> None:
+    """--webhook-file and RUNCAST_WEBHOOKS deliver like --webhook, and the URL is not in /proc/PID/cmdline; a
+    --webhook URL on the command line works but warns (without repeating the URL)."""
+    assert [(e.url, e.events, e.format) for e in webhooks.parse_file("# receivers\n\nhttp://a/x events=run.completed format=slack\nhttp://b/\n")] == [
+        ("http://a/x", frozenset({"run.completed"}), "slack"), ("http://b/", None, "standard")]
+    for bad in ("ftp://x/secret", "http://x/ colour=red"):
+        with pytest.raises(ValueError) as exc:
+            webhooks.parse_file(bad)
+        assert "secret" not in str(exc.value) and "line 1" in str(exc.value)
+    hooks_file = tmp_path / "webhooks.txt"
+    placeholder = "{rx}/from-file/sekrit events=approval.requested format=slack\n"
+    rx = Receiver(tmp_path)
+    try:
+        hooks_file.write_text(placeholder.replace("{rx}", rx.url))
+        env = {"RUNCAST_WEBHOOKS": f"{rx.url}/from-env/sekrit2 events=approval.requested", "RUNCAST_TEST_NOTIFY_URL": rx.url}
+        c = Cluster(tmp_path, "memory", env={"RUNCAST_WEBHOOK_SECRET": SECRET, **env}, serve_args=[
+            "--agents", "agents_webhooks", "--public-url", PUBLIC, "--webhook-file", str(hooks_file),
+            "--webhook", f"{rx.url}/from-flag/sekrit3", "--webhook-events", "approval.requested"])
+        c.start()
+        try:
+            run = c.start_run("demo", "tidy up")
+            c.wait_status(run, "paused")
+            want = expected_ids(c, [run], {"approval.requested"})
+            for path in ("/from-file/sekrit", "/from-env/sekrit2", "/from-flag/sekrit3"):
+                wait_until(lambda: rx.delivered(path) >= set(want), what=f"delivered to {path}")
+            check_slack(json.loads(rx.requests("/from-file/sekrit")[0]["body"]), f"{PUBLIC}/#run={run}&approval="
+                        f"{c.wait_status(run, 'paused')['pending_approvals'][0]['approval_id']}")
+            cmdline = Path(f"/proc/{c.nodes[0].proc.pid}/cmdline").read_bytes().decode()
+            assert "sekrit3" in cmdline and "sekrit2" not in cmdline and "/from-file/" not in cmdline
+            log = c.nodes[0].log_path.read_text()
+            assert "--webhook puts the URL" in log and "sekrit" not in log
+        finally:
+            c.stop()
+    finally:
+        rx.stop()
+
+
+def test_the_circuit_opens_after_failures_backs_off_and_closes_on_a_probe() -> None:
+    c = webhooks.Circuit(endpoint="ep_x", url="http://x/")
+    t = 1000.0
+    for _ in range(webhooks.CIRCUIT_FAILURES - 1):
+        assert not c.record(False, t, 300) and c.state == "closed" and c.wait(t) == 0
+    assert c.record(False, t, 300) and c.state == "open" and c.wait(t) == webhooks.CIRCUIT_OPEN_S
+    assert c.public()["circuit"] == "open" and c.public()["failures"] == webhooks.CIRCUIT_FAILURES
+    t += webhooks.CIRCUIT_OPEN_S
+    assert c.wait(t) == 0 and c.state == "half_open"  # one probe may go
+    assert c.record(False, t, 300) and c.state == "open" and c.wait(t) == 2 * webhooks.CIRCUIT_OPEN_S  # doubled
+    t += 2 * webhooks.CIRCUIT_OPEN_S
+    assert c.wait(t) == 0 and c.record(True, t, 300) and (c.state, c.failures) == ("closed", 0)
+    # the URL of an endpoint never reaches an error message
+    ep = webhooks.endpoint("https://hooks.slack.com/services/T1/B2/s3cr3t?token=q")
+    assert "s3cr3t" not in webhooks.scrub("ConnectError: https://hooks.slack.com/services/T1/B2/s3cr3t?token=q failed", ep)
+    assert "q" not in webhooks.scrub("at /services/T1/B2/s3cr3t?token=q", ep).split("/…")[-1]

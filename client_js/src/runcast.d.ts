@@ -20,6 +20,10 @@ export interface Welcome {
   protocol?: number;
   /** true when this connection gets batched frames (the hello asked, and the hub can). */
   batch?: boolean;
+  /** When the token or sign-in session ends (seconds since the epoch); the hub closes with 4401 then. */
+  expires_at?: number | null;
+  /** Set on the answer to a renewing hello (the hello's id). */
+  id?: string | null;
   /** The hub's clock when it sent this frame (ISO 8601 UTC with ms). */
   now?: string;
 }
@@ -72,6 +76,10 @@ export interface ClientOptions {
    * not after it hands back the token just refused. A function that throws is retried with backoff (`token_error`).
    */
   token?: string | (() => string | Promise<string>);
+  // With a function, a token whose welcome says `expires_at` is renewed in place a minute before it ends (a renewing
+  // hello on the same socket: subscriptions kept); the client emits "renewed". `sessionToken()` is such a function
+  // for a page of the hub whose person signed in there. A function that throws a RuncastError `unauthenticated` ends
+  // the client (signed out) rather than being retried.
   /** "json" (default) or "msgpack" (loads @msgpack/msgpack, or uses `msgpack`). */
   encoding?: "json" | "msgpack";
   /**
@@ -181,6 +189,8 @@ export class RuncastClient {
   hubNow(): number;
   on(type: "status", fn: (status: ClientStatus) => void): () => void;
   on(type: "welcome", fn: (frame: Welcome) => void): () => void;
+  /** The token was renewed in place (a renewing hello): same connection, every subscription kept. */
+  on(type: "renewed", fn: (frame: Welcome) => void): () => void;
   on(type: "close", fn: (info: { code: number; reason: string; wasOpen: boolean }) => void): () => void;
   /** `code` is the close code of the socket that went, or 0 when none was opened (the token function threw). */
   on(type: "reconnect", fn: (info: { attempt: number; delayMs: number; code: number }) => void): () => void;
@@ -211,3 +221,15 @@ export class RuncastClient {
   start(agent: string, input: string, opts?: { reviewers?: string[] }): Promise<string>;
   ping(): Promise<{ type: "pong"; id?: string }>;
 }
+
+/**
+ * A token function for a page of the hub whose person signed in there (the hub's session cookie): each call renews
+ * the session (POST /auth/refresh) and returns its token. Not signed in: throws RuncastError `unauthenticated` whose
+ * `frame.login` is the sign-in address that comes back to `next` (default: this page).
+ */
+export function sessionToken(options?: {
+  refreshUrl?: string;
+  loginUrl?: string;
+  next?: string;
+  fetch?: typeof fetch;
+}): () => Promise<string>;

@@ -22,6 +22,9 @@ export const SUBPROTOCOL_MSGPACK = "runcast.v1.msgpack";
 /** Close codes after which the client comes back on its own (everything but a deliberate close and a refused token). */
 const CLOSE_AUTH = 4401;
 const CLOSE_RESTARTING = 1012;
+/** With a token function: a token or session this long before its end is renewed in place (a renewing hello). */
+const RENEW_BEFORE_MS = 60_000;
+
 /** With a token function: consecutive 4401s (no `welcome` in between) after which the client gives up. */
 const MAX_REFUSALS = 3;
 /** After a `sync` whose head is past what we applied: resubscribes that gained nothing before we report the hole. */
@@ -254,6 +257,7 @@ export class RuncastClient {
       try {
         t = await t();
       } catch (err) {
+        if (err instanceof RuncastError && err.code === "unauthenticated") throw err; // e.g. signed out: not retried
         throw new RuncastError("token_error", `runcast: the token function failed: ${messageOf(err)}`, { cause: err });
       }
     }
@@ -384,6 +388,8 @@ export class RuncastClient {
     if (ws && this._ws !== ws) return; // an old socket we already gave up on
     const wasOpen = this.status === "open";
     this._ws = null;
+    clearTimeout(this._renewTimer);
+    this._renewId = null;
     this._stopHeartbeat();
     for (const entry of this._runs.values()) { entry.synced = false; entry.inflight = 0; entry.subscribeIds?.clear(); }
     for (const [id, p] of this._pending) {
@@ -449,6 +455,7 @@ export class RuncastClient {
   /** Stop for good: no reconnect. */
   close() {
     this._closedByUser = true;
+    clearTimeout(this._renewTimer);
     clearTimeout(this._retryTimer);
     this._retryTimer = null;
     this._stopHeartbeat();
@@ -482,6 +489,7 @@ export class RuncastClient {
 
   _onFrame(f) {
     if (typeof f.seq === "number" && f.run_id !== undefined) { this._onEvent(f); return; }
+    if (f.id !== undefined && f.id === this._renewId) { this._onRenewed(f); return; }
     if (FEED_FRAMES[f.type]) { this._onFeedFrame(FEED_FRAMES[f.type], f); return; }
     switch (f.type) {
       case "welcome": this._onWelcome(f); break;
@@ -513,6 +521,7 @@ export class RuncastClient {
   hubNow() { return this._clock() + this.hubOffsetMs; }
 
   _onWelcome(f) {
+    this._scheduleRenewal(f);
     this._sampleClock(f, true);
     this._welcome = f;
     this.user = f.user;
@@ -530,6 +539,47 @@ export class RuncastClient {
     for (const kind of ["inbox", "runs"]) if (this._feeds[kind].listeners.size) this._sendFeedSubscribe(kind);
     for (const c of this._queued.splice(0)) this._dispatch(c);
     for (const w of this._openWaiters.splice(0)) w.resolve(f);
+  }
+
+  // ------------------------------------------------------------------------------------------ renewal
+  // A token (or sign-in session) that ends while the connection is open: with a token function, the client asks it
+  // for a new one shortly before `expires_at` and sends a renewing hello on the same socket. The hub answers with a
+  // welcome (same connection, every subscription kept) or an error; either way nothing is dropped or replayed.
+
+  _scheduleRenewal(f) {
+    clearTimeout(this._renewTimer);
+    if (typeof this._token !== "function" || typeof f.expires_at !== "number") return;
+    const left = f.expires_at * 1000 - Date.now();
+    const delay = Math.max(1000, left - Math.min(RENEW_BEFORE_MS, left / 5));
+    this._renewTimer = setTimeout(() => { this._renew(); }, delay);
+    this._renewTimer?.unref?.(); // (Node: a pending renewal does not keep the process alive)
+  }
+
+  async _renew() {
+    const ws = this._ws;
+    let token;
+    try {
+      token = await this._tokenValue();
+    } catch (err) {
+      this._emit("error", err); // the hub closes with 4401 at expiry; the reconnect asks the function again
+      return;
+    }
+    if (this._ws !== ws || !ws) return;
+    this._renewId = `renew-${this._nextId++}`;
+    this._tokenInUse = token;
+    this._rawSend({ type: "hello", id: this._renewId, token, client: this.clientName });
+  }
+
+  _onRenewed(f) {
+    this._renewId = null;
+    if (f.type !== "welcome") {
+      this._emit("error", new RuncastError(f.code || "unauthenticated", `runcast: renewing the token failed: ${f.message || ""}`));
+      return;
+    }
+    this._welcome = f;
+    this.user = f.user;
+    this._scheduleRenewal(f);
+    this._emit("renewed", f);
   }
 
   _sendSubscribe(entry) {
@@ -891,4 +941,28 @@ function decodeJsonLines(text) {
 function call(fn, ...args) {
   if (typeof fn !== "function") return;
   try { fn(...args); } catch (e) { console.error("runcast handler failed", e); }
+}
+
+/**
+ * A token function for a page of the hub itself, signed in with the hub's sign-in (a session cookie): each call
+ * renews the session (POST /auth/refresh, same origin, the cookie goes with it) and returns the session's token for
+ * `hello`. Not signed in: it throws `unauthenticated` with `login`, the address that signs in and comes back to
+ * `next` (default: this page, fragment included). Use it as `new RuncastClient({ token: sessionToken() })`.
+ * @param {{refreshUrl?: string, loginUrl?: string, next?: string, fetch?: typeof fetch}} [options]
+ * @returns {() => Promise<string>}
+ */
+export function sessionToken(options = {}) {
+  const doFetch = options.fetch || globalThis.fetch;
+  return async () => {
+    const r = await doFetch(options.refreshUrl || "/auth/refresh",
+      { method: "POST", credentials: "same-origin", headers: { Accept: "application/json" } });
+    const body = await r.json().catch(() => ({}));
+    if (r.status === 401 || r.status === 403) {
+      const here = options.next ?? (globalThis.location ? globalThis.location.pathname + globalThis.location.search + globalThis.location.hash : "/");
+      const login = `${options.loginUrl || body?.error?.login || "/login"}?next=${encodeURIComponent(here)}`;
+      throw new RuncastError("unauthenticated", `runcast: not signed in (${body?.error?.message || r.status}); sign in at ${login}`, { login });
+    }
+    if (!r.ok || typeof body?.token !== "string") throw new Error(`the hub's session endpoint answered ${r.status}`);
+    return body.token;
+  };
 }

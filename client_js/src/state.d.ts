@@ -30,6 +30,8 @@ export interface Vote {
   decision: "approve" | "reject";
   reason: string | null;
   at: string | null;
+  /** false: the run's starter, under a policy whose count_starter is false (not counted towards the quorum). */
+  counted?: boolean;
 }
 
 /** One comment (comment.added, then .edited / .deleted). Never seen by the agent. */

@@ -50,7 +50,7 @@ describe("client against a real hub", () => {
     const ap = await waitFor(() => pendingApproval(w.sub.state), { message: "the approval" });
     assert.equal(w.sub.state.status, "paused");
     assert.equal(ap.tool, "delete_files");
-    assert.deepEqual(ap.policy, { roles: ["approver"], quorum: 1, allowSelf: true });
+    assert.deepEqual(ap.policy, { roles: ["approver"], quorum: 1, allowSelf: true, countStarter: true });
     assert.ok(ap.expiresAt, "the demo approval expires");
     assert.ok(canDecide(w.sub.state, ap, alice.user));
     const ack = await alice.decide(runId, ap.approvalId, "approve", "scratch files only");

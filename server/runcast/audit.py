@@ -232,10 +232,25 @@ def rows(audit: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
+# A spreadsheet reads a cell starting with one of these as a formula (=HYPERLINK(...), +cmd|..., @SUM(...)), or, for
+# tab and carriage return, as the start of one after it trims the cell. OWASP's CSV-injection guidance: prefix such a
+# cell with a single quote, which every spreadsheet shows as text. (A reader that wants the raw value strips it.)
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: Any) -> Any:
+    """A cell as written to the CSV: booleans as true/false, text that a spreadsheet would run neutralized."""
+    if value is True or value is False:
+        return "true" if value else "false"
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
 def to_csv(audit: dict[str, Any]) -> str:
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, restval="", lineterminator="\r\n")
     w.writeheader()
     for row in rows(audit):
-        w.writerow({k: ("true" if v is True else "false" if v is False else v) for k, v in row.items()})
+        w.writerow({k: csv_cell(v) for k, v in row.items()})
     return buf.getvalue()

@@ -11,6 +11,7 @@ import secrets
 import signal
 import socket
 import sys
+from pathlib import Path
 
 from . import __version__, auth
 from .quotas import DEFAULT_MAX_OPEN, DEFAULT_STARTS_PER_MINUTE
@@ -51,9 +52,25 @@ def _webhooks(args: argparse.Namespace, registry, default_public_url: str | None
     """The webhook configuration from the flags (see webhooks.py); exits with a message when it cannot work."""
     from . import webhooks
 
+    argv = sys.argv[1:]
+    if args.webhook:
+        log.warning("--webhook puts the URL, a secret for Slack and most receivers, in this process's command line, "
+                    "which every local user can read (ps, /proc/PID/cmdline): use --webhook-file FILE or RUNCAST_WEBHOOKS")
+    if any(a == "--webhook-secret" or a.startswith("--webhook-secret=") for a in argv):
+        log.warning("--webhook-secret on the command line can be read by every local user (ps, /proc/PID/cmdline): "
+                    "set RUNCAST_WEBHOOK_SECRET instead")
     try:
+        endpoints = webhooks.parse_cli(args.webhook or [], args.webhook_events, args.webhook_format)
+        if args.webhook_file:
+            try:
+                text = open(args.webhook_file, encoding="utf-8").read()
+            except OSError as exc:
+                raise ValueError(f"--webhook-file {args.webhook_file}: {exc.strerror}") from None
+            endpoints += webhooks.parse_file(text, f"--webhook-file {args.webhook_file}")
+        if os.environ.get("RUNCAST_WEBHOOKS"):
+            endpoints += webhooks.parse_file(os.environ["RUNCAST_WEBHOOKS"], "RUNCAST_WEBHOOKS")
         cfg = webhooks.WebhookConfig.from_env(
-            endpoints=webhooks.parse_cli(args.webhook or [], args.webhook_events, args.webhook_format),
+            endpoints=endpoints,
             secret=args.webhook_secret or None,
             public_url=args.public_url or default_public_url,
         )
@@ -112,18 +129,96 @@ def _bind(host: str, port: int, reuse_port: bool = False) -> socket.socket:
     return sock
 
 
+def _jwt_config(args: argparse.Namespace):  # noqa: ANN202
+    """--jwks-url and its companions, checked now (a hub that cannot verify anyone should not start)."""
+    from urllib.parse import urlsplit
+
+    from .auth import JWKS_MIN_REFETCH_S, JwtConfig
+
+    if not args.jwks_url:
+        if args.jwt_issuer or args.jwt_audience:
+            raise SystemExit("runcast serve: --jwt-issuer and --jwt-audience go with --jwks-url URL (the issuer's keys)")
+        return None
+    if urlsplit(args.jwks_url).scheme not in ("http", "https"):
+        raise SystemExit(f"runcast serve: --jwks-url must be an http(s) URL, got {args.jwks_url!r}")
+    if not args.jwt_issuer or not args.jwt_audience:
+        raise SystemExit("runcast serve: --jwks-url needs --jwt-issuer ISS and --jwt-audience AUD too: a token from "
+                         "another issuer or for another app signed with the same keys must not get in")
+    return JwtConfig(args.jwks_url, args.jwt_issuer, args.jwt_audience, args.roles_claim, args.name_claim,
+                     float(os.environ.get("RUNCAST_JWKS_MIN_REFETCH_S", JWKS_MIN_REFETCH_S)))
+
+
 def _print_links(secret: str, args: argparse.Namespace) -> None:
+    """The demo's one link: its sign-in page, which lists Dana, Alex and Vic (no token in any link)."""
     shown = "127.0.0.1" if args.host in ("0.0.0.0", "::", "") else args.host
     base = f"http://{shown}:{args.port}"
+    print(f"\nDev mode (no RUNCAST_SECRET, --oidc-issuer or --jwks-url): sign in as Dana (admin), Alex (approver) or "
+          f"Vic (viewer) at\n  {base}/login", flush=True)
+    # the terminal has no cookie: a token for Dana, signed with the dev secret (so it too survives a restart)
     dana = auth.issue(secret, "dana", "Dana", ["admin"], ttl_s=7 * 86400)
-    alex = auth.issue(secret, "alex", "Alex", ["approver"], ttl_s=7 * 86400)
-    vic = auth.issue(secret, "vic", "Vic", ["viewer"], ttl_s=7 * 86400)
-    print("\nNo RUNCAST_SECRET set: made one for this process (tokens end with it).", flush=True)
-    print(f"  Dana, an admin (starts runs, decides):  {base}/#token={dana}", flush=True)
-    print(f"  Alex, an approver (decides):            {base}/#token={alex}", flush=True)
-    print(f"  Vic, a viewer (only watches):           {base}/#token={vic}", flush=True)
     print("  From a terminal, as Dana (runcast runs, start, watch, approvals...):", flush=True)
     print(f"    export RUNCAST_URL={base} RUNCAST_TOKEN={dana}\n", flush=True)
+
+
+def state_dir() -> Path:
+    """Where Runcast keeps its own state for this user ($XDG_STATE_HOME/runcast, else ~/.local/state/runcast)."""
+    base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    return Path(base) / "runcast"
+
+
+def _dev_secret() -> str:
+    """The demo's secret, kept in the user's state dir (0600), so its sessions survive a restart of `make demo`."""
+    path = state_dir() / "dev-secret"
+    try:
+        value = path.read_text().strip()
+        if len(value) >= 32:
+            return value
+    except OSError:
+        pass
+    value = secrets.token_urlsafe(32)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(value + "\n")
+    except OSError as exc:
+        print(f"runcast serve: cannot keep the dev secret in {path} ({exc.strerror}); sessions end with this process",
+              flush=True)
+    return value
+
+
+def _oidc_config(args: argparse.Namespace):  # noqa: ANN202
+    """--oidc-issuer and its companions, checked now: a hub whose sign-in cannot work should say so at start."""
+    from urllib.parse import urlsplit
+
+    from .signin import OidcConfig, parse_role_map
+
+    if not args.oidc_issuer:
+        if args.oidc_client_id or args.oidc_client_secret_file:
+            raise SystemExit("runcast serve: --oidc-client-id and --oidc-client-secret-file go with --oidc-issuer URL")
+        return None
+    if urlsplit(args.oidc_issuer).scheme not in ("http", "https"):
+        raise SystemExit(f"runcast serve: --oidc-issuer must be an http(s) URL, got {args.oidc_issuer!r}")
+    if not args.oidc_client_id:
+        raise SystemExit("runcast serve: --oidc-issuer needs --oidc-client-id ID (the client registered for this hub)")
+    client_secret = None
+    if args.oidc_client_secret_file:
+        try:
+            client_secret = Path(args.oidc_client_secret_file).read_text().strip()
+        except OSError as exc:
+            raise SystemExit(f"runcast serve: cannot read --oidc-client-secret-file {args.oidc_client_secret_file}: "
+                             f"{exc.strerror}") from None
+        if not client_secret:
+            raise SystemExit(f"runcast serve: --oidc-client-secret-file {args.oidc_client_secret_file} is empty")
+    try:
+        role_map = parse_role_map(args.oidc_role_map or "")
+    except ValueError as exc:
+        raise SystemExit(f"runcast serve: {exc}") from None
+    if not role_map:
+        print("runcast serve: no --oidc-role-map: people can sign in but get no role until their groups are mapped "
+              "(e.g. --oidc-role-map runcast-admins=admin,runcast-approvers=approver)", flush=True)
+    return OidcConfig(args.oidc_issuer, args.oidc_client_id, client_secret, args.oidc_roles_claim, role_map,
+                      scopes=args.oidc_scopes, cli_client_id=args.oidc_cli_client_id or None)
 
 
 def _server(config, hub, drain_s: float):  # noqa: ANN001, ANN202
@@ -168,11 +263,28 @@ def serve(args: argparse.Namespace) -> None:
         return
     _setup(args)
     secret = os.environ.get("RUNCAST_SECRET")
-    dev = args.dev or not secret
-    if not secret:
-        secret = secrets.token_urlsafe(32)
+    jwt_config = _jwt_config(args)
+    oidc = _oidc_config(args)
+    # No secret and no other sign-in: the demo, whose people sign in on a dev page, with a secret kept in the user's
+    # state dir (sessions survive a restart). With --jwks-url or --oidc-issuer, people come from the team's issuer,
+    # HS256 is off unless RUNCAST_SECRET is set, and nothing of the dev sign-in exists.
+    demo = not secret and jwt_config is None and oidc is None
+    dev = args.dev or demo
+    if demo:
+        secret = _dev_secret()
+    session_secret = os.environ.get("RUNCAST_SESSION_SECRET") or secret
+    if oidc is not None and not session_secret:
+        session_secret = secrets.token_urlsafe(32)
+        print("runcast serve: no RUNCAST_SESSION_SECRET (or RUNCAST_SECRET): sign-in sessions are signed with a key "
+              "made for this process; they end when it stops and work on this node only", flush=True)
+    from .signin import DEV_PEOPLE, SigninConfig
+
     settings = Settings(
-        secret=secret,
+        secret=secret or "",
+        jwt=jwt_config,
+        session_secret=session_secret,
+        signin=SigninConfig(oidc=oidc, dev_people=DEV_PEOPLE if demo else None,
+                            public_url=args.public_url) if (oidc is not None or demo) else None,
         dev=dev,
         allowed_origins=args.allow_origin or [],
         heartbeat_s=args.heartbeat,
@@ -198,6 +310,16 @@ def serve(args: argparse.Namespace) -> None:
     settings.starts_per_minute = args.max_starts_per_minute
     settings.max_connections = args.max_connections
     settings.max_unauthenticated = args.max_unauthenticated
+    settings.max_unauthenticated_per_address = args.max_unauthenticated_per_address
+    import ipaddress
+
+    trusted = [c.strip() for spec in args.trusted_proxy or [] for c in spec.split(",") if c.strip()]
+    for c in trusted:
+        try:
+            ipaddress.ip_network(c, strict=False)
+        except ValueError:
+            raise SystemExit(f"runcast serve: --trusted-proxy {c!r} is not an address or a network (CIDR)") from None
+    args.trusted_proxy = trusted
     settings.max_open_runs = args.max_open_runs
     if settings.metrics_bind:
         from .scrape import parse_bind
@@ -219,7 +341,7 @@ def serve(args: argparse.Namespace) -> None:
     app = create_app(hub)
     print(f"runcast {__version__}: {hub.backend.name} backend, {'hub + worker' if settings.run_worker else 'hub only'}, "
           f"agents: {', '.join(hub.registry.names())}", flush=True)
-    if not os.environ.get("RUNCAST_SECRET"):
+    if demo and not args.reuse_port:  # (a child of --processes: the supervisor printed it)
         _print_links(secret, args)
     config = uvicorn.Config(
         app,
@@ -231,6 +353,10 @@ def serve(args: argparse.Namespace) -> None:
         # Off: with it, every frame is compressed once per client (zlib, per connection) instead of framed once for
         # all of them (wire.py); Runcast's frames are small and many.
         ws_per_message_deflate=False,
+        # X-Forwarded-For / -Proto are believed from --trusted-proxy peers only (uvicorn's default trusts 127.0.0.1:
+        # any local process could then pick its address for the per-address share)
+        proxy_headers=bool(args.trusted_proxy),
+        forwarded_allow_ips=",".join(args.trusted_proxy) or None,
         ws_ping_interval=settings.heartbeat_s,
         ws_ping_timeout=settings.heartbeat_s,
         log_level=os.environ.get("RUNCAST_UVICORN_LOG", "warning"),
@@ -362,7 +488,11 @@ def main(argv: list[str] | None = None) -> None:
         sp.add_argument("--retention", type=float, default=float(os.environ.get("RUNCAST_RETENTION_S", str(7 * 86400))),
                         help="seconds a finished run's log and record are kept")
         sp.add_argument("--webhook", action="append", metavar="URL",
-                        help="POST approval and run events here, signed (Standard Webhooks); repeatable")
+                        help="POST approval and run events here, signed (Standard Webhooks); repeatable. Shows in "
+                             "ps: prefer --webhook-file or RUNCAST_WEBHOOKS")
+        sp.add_argument("--webhook-file", metavar="FILE", default=os.environ.get("RUNCAST_WEBHOOK_FILE"),
+                        help="receivers, one a line: URL [events=a,b] [format=standard|slack] (default: "
+                             "$RUNCAST_WEBHOOK_FILE; RUNCAST_WEBHOOKS may hold the same lines)")
         sp.add_argument("--webhook-events", action="append", metavar="A,B",
                         help="the events a --webhook gets (once for all, or once per --webhook); default: all of "
                              "approval.requested/decided/expired/cancelled, run.paused/completed/failed/cancelled")
@@ -392,6 +522,33 @@ def main(argv: list[str] | None = None) -> None:
     s.add_argument("--max-send-bytes", type=int, default=int(os.environ.get("RUNCAST_MAX_SEND_BYTES", str(1024 * 1024))),
                    help="bytes sent to a client and not yet taken by it before it is closed with 4408 (default 1 MiB)")
     s.add_argument("--dev", action="store_true", help="accept tokens without exp")
+    s.add_argument("--jwks-url", metavar="URL", default=os.environ.get("RUNCAST_JWKS_URL"),
+                   help="also accept RS256, ES256 and EdDSA tokens signed with the keys published here (a JWKS); "
+                        "needs --jwt-issuer and --jwt-audience")
+    s.add_argument("--jwt-issuer", metavar="ISS", default=os.environ.get("RUNCAST_JWT_ISSUER"),
+                   help="the `iss` those tokens must carry")
+    s.add_argument("--jwt-audience", metavar="AUD", default=os.environ.get("RUNCAST_JWT_AUDIENCE"),
+                   help="the `aud` those tokens must carry (this hub)")
+    s.add_argument("--oidc-issuer", metavar="URL", default=os.environ.get("RUNCAST_OIDC_ISSUER"),
+                   help="sign people in on the page with this OpenID Connect provider (its discovery document is at "
+                        "URL/.well-known/openid-configuration)")
+    s.add_argument("--oidc-client-id", metavar="ID", default=os.environ.get("RUNCAST_OIDC_CLIENT_ID"),
+                   help="the client registered at the provider for this hub (redirect URI: <hub>/auth/callback)")
+    s.add_argument("--oidc-client-secret-file", metavar="FILE", default=os.environ.get("RUNCAST_OIDC_CLIENT_SECRET_FILE"),
+                   help="a file holding that client's secret (none: a public client, PKCE only)")
+    s.add_argument("--oidc-roles-claim", metavar="NAME", default=os.environ.get("RUNCAST_OIDC_ROLES_CLAIM", "groups"),
+                   help="the ID token claim listing the person's groups (default groups)")
+    s.add_argument("--oidc-role-map", metavar="GROUP=ROLE,...", default=os.environ.get("RUNCAST_OIDC_ROLE_MAP"),
+                   help="the provider's groups to Runcast's roles, e.g. ops=admin,oncall=approver,eng=viewer")
+    s.add_argument("--oidc-scopes", metavar="SCOPES", default=os.environ.get("RUNCAST_OIDC_SCOPES", "openid profile email"),
+                   help="the scopes asked for (default 'openid profile email'; Okta: add groups)")
+    s.add_argument("--oidc-cli-client-id", metavar="ID", default=os.environ.get("RUNCAST_OIDC_CLI_CLIENT_ID"),
+                   help="a public client (no secret) at the provider for `runcast login`: the device flow where the "
+                        "provider offers it, else a loopback redirect to http://127.0.0.1/callback")
+    s.add_argument("--roles-claim", metavar="NAME", default=os.environ.get("RUNCAST_ROLES_CLAIM", "roles"),
+                   help="the claim holding their roles (a dotted path for a nested one: realm_access.roles)")
+    s.add_argument("--name-claim", metavar="NAME", default=os.environ.get("RUNCAST_NAME_CLAIM", "name"),
+                   help="the claim holding their display name (default name; else preferred_username, email, sub)")
     s.add_argument("--processes", type=int, default=int(os.environ.get("RUNCAST_PROCESSES", "1")),
                    help="hub processes on this host and port (SO_REUSEPORT), plus a worker process; needs --redis")
     s.add_argument("--worker-process", action="store_true",
@@ -409,6 +566,15 @@ def main(argv: list[str] | None = None) -> None:
     s.add_argument("--max-unauthenticated", type=int, metavar="N",
                    default=int(os.environ.get("RUNCAST_MAX_UNAUTHENTICATED", "1000")),
                    help="of them, connections that have not sent a valid hello yet (0: no cap)")
+    s.add_argument("--max-unauthenticated-per-address", type=int, metavar="N",
+                   default=int(os.environ["RUNCAST_MAX_UNAUTHENTICATED_PER_ADDRESS"]) if os.environ.get("RUNCAST_MAX_UNAUTHENTICATED_PER_ADDRESS") else None,
+                   help="of those, from one client address (default: a tenth of --max-unauthenticated)")
+    s.add_argument("--trusted-proxy", action="append", metavar="CIDR",
+                   default=[os.environ.get("RUNCAST_TRUSTED_PROXY") or os.environ["FORWARDED_ALLOW_IPS"]]
+                   if os.environ.get("RUNCAST_TRUSTED_PROXY") or os.environ.get("FORWARDED_ALLOW_IPS") else None,
+                   help="a load balancer's address or network (repeatable, or comma-separated): a connection from it is "
+                        "counted by the right-most X-Forwarded-For address that is not a trusted proxy; no other peer's "
+                        "X-Forwarded-For is believed")
     s.add_argument("--metrics-bind", metavar="HOST:PORT", default=os.environ.get("RUNCAST_METRICS_BIND"),
                    help="also serve /metrics here, without a token (e.g. 127.0.0.1:9100); on the main port it needs "
                         "a token with the metrics or admin role")
@@ -448,6 +614,9 @@ def main(argv: list[str] | None = None) -> None:
     from .terminal import add_commands  # runs, start, approvals, approve, reject, watch, audit: clients of a hub
 
     add_commands(sub)
+    from .login import add_commands as add_login  # login, whoami, logout: the terminal's sign-in
+
+    add_login(sub)
 
     args = p.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)

@@ -58,6 +58,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("runcast.ws")
 READ_PAGE = 1000
 SLOW_GRACE_S = 1.0  # how long a client may hold more than max_send_bytes before it is closed with 4408
+# A client over the limit that still took at least max_send_bytes during the grace reads promptly and is only behind
+# a burst: it keeps its connection (checked again a grace later). Past this many times the limit, it is closed anyway:
+# what the hub holds for one client stays bounded.
+PROMPT_CEILING = 64
 REPLAY_CHUNK_BYTES = 64 * 1024  # a replay is written this much at a time, whenever the client has room for it
 # Every Connection object still in memory (weakly held): the debug endpoint reports it after gc, so a test can check
 # that no Connection outlives its socket.
@@ -115,12 +119,14 @@ class Connection:
         self.cursors: dict[str, Cursor] = {}
         self.joined: set[str] = set()  # runs where this connection is in the presence set
         self.batch = False  # the client asked for batched frames in its hello
+        self.address = ""  # the client's address (hub.client_address), for the per-address pre-hello share
         self._binary = encoding == "msgpack"
         # Frames go straight to the socket when the server is uvicorn's websockets-sansio (see wire.py).
         self._wire: SocketWire | AsgiWire = attach(ws.scope.get(ASGI_SEND_KEY)) or AsgiWire(ws.send)
         self._fills: dict[str, asyncio.Task[Any]] = {}
         self._closing: _Close | None = None
         self._slow_timer: asyncio.TimerHandle | None = None
+        self._slow_mark = (0, 0)  # (bytes written, bytes held) when the slow-consumer timer was armed
         self._batches = 0  # live batches seen: one in prom.DELIVERY_SAMPLE is timed when written
         self._expiry: asyncio.TimerHandle | None = None  # closes the connection when its token expires
         self._pre_auth_refusals = 0
@@ -143,19 +149,30 @@ class Connection:
         wire.write(data, payloads, self._binary)
         self.hub.metrics.frames_out += len(payloads)
         if self._slow_timer is None and wire.held() > self.hub.settings.max_send_bytes:
-            self._slow_timer = asyncio.get_running_loop().call_later(SLOW_GRACE_S, self._still_over)
+            self._arm_slow(wire.held())
+
+    def _arm_slow(self, held: int) -> None:
+        self._slow_mark = (self._wire.written, held)
+        self._slow_timer = asyncio.get_running_loop().call_later(SLOW_GRACE_S, self._still_over)
 
     def queued(self) -> int:
         """Bytes sent to this client and not yet taken by it (read by /metrics at scrape time)."""
         return self._wire.held()
 
     def _still_over(self) -> None:
-        """SLOW_GRACE_S after this client went over the limit: closed if it still holds more than the limit."""
+        """SLOW_GRACE_S after this client went over the limit: closed if it still holds more than the limit and read
+        less than the limit meanwhile (a prompt reader behind a burst is checked again, up to PROMPT_CEILING)."""
         self._slow_timer = None
         held, limit = self._wire.held(), self.hub.settings.max_send_bytes
-        if held > limit and self._closing is None:
-            self.close(CloseCode.SLOW_CONSUMER, f"slow consumer: {held} bytes unread (limit {limit}); "
-                                                "reconnect and subscribe with since")
+        if held <= limit or self._closing is not None:
+            return
+        written0, held0 = self._slow_mark
+        taken = (self._wire.written - written0) - (held - held0)  # what the client read during the grace
+        if taken >= limit and held <= limit * PROMPT_CEILING:
+            self._arm_slow(held)  # reading promptly, behind a burst: not a slow consumer
+            return
+        self.close(CloseCode.SLOW_CONSUMER, f"slow consumer: {held} bytes unread (limit {limit}); "
+                                            "reconnect and subscribe with since")
 
     def send(self, item: Event | str | bytes) -> None:
         if isinstance(item, Event):
@@ -284,7 +301,7 @@ class Connection:
                     return False
                 continue
             try:
-                self.identity = auth.verify(self.hub.settings.secret, cmd.token, require_exp=not self.hub.settings.dev)
+                self.identity = await self.hub.authenticate_hello(self, cmd.token)
             except ProtocolError as err:
                 err.detail["id"] = cmd.id
                 self.send_error(err)
@@ -296,13 +313,36 @@ class Connection:
             self.hub.authenticated(self)
             who = self.identity
             self.batch = cmd.batch
-            self.send_control(Welcome(connection_id=self.id, user=who.public(), server=f"runcast/{__version__}",
-                                      heartbeat_s=self.hub.settings.heartbeat_s, batch=True if cmd.batch else None, now=now_iso()))
-            if who.exp is not None:  # cancelled in _cleanup: the handle holds this connection until it fires
-                loop = asyncio.get_running_loop()
-                self._expiry = loop.call_at(loop.time() + max(0.0, who.exp - time.time()),
-                                            self.close, CloseCode.UNAUTHENTICATED, "token expired")
+            self._welcome(None)
             return True
+
+    def _welcome(self, request_id: str | None) -> None:
+        who = self.identity
+        assert who is not None
+        self.send_control(Welcome(connection_id=self.id, user=who.public(), server=f"runcast/{__version__}",
+                                  heartbeat_s=self.hub.settings.heartbeat_s, batch=True if self.batch else None,
+                                  expires_at=who.exp, id=request_id, now=now_iso()))
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
+        if who.exp is not None:  # cancelled in _cleanup: the handle holds this connection until it fires
+            loop = asyncio.get_running_loop()
+            self._expiry = loop.call_at(loop.time() + max(0.0, who.exp - time.time()),
+                                        self.close, CloseCode.UNAUTHENTICATED, "token expired")
+
+    async def _renew(self, cmd: Hello) -> None:
+        """A hello on an open connection: a new token (or session) for the same person, before the old one ends. The
+        connection and every subscription stay; a token for someone else is refused and changes nothing."""
+        assert self.identity is not None
+        if not cmd.token:
+            raise ProtocolError(ErrorCode.BAD_REQUEST, "a renewing hello needs a token (the cookie is read only "
+                                "when the WebSocket opens)", id=cmd.id)
+        who = await self.hub.auth.verify(cmd.token)
+        if who.sub != self.identity.sub:
+            raise ProtocolError(ErrorCode.FORBIDDEN, "a renewing hello must be for the same person; open a new "
+                                "connection to change who you are", id=cmd.id)
+        self.identity = who
+        self._welcome(cmd.id)
 
     async def _read_loop(self) -> None:
         while self._closing is None:
@@ -374,7 +414,7 @@ class Connection:
             (feeds.remove_inbox if cmd.type == "unsubscribe_inbox" else feeds.remove_runs)(self)
             self.send_control(Ack(id=cmd.id))
         elif isinstance(cmd, Hello):
-            raise ProtocolError(ErrorCode.BAD_REQUEST, "already authenticated; hello is only the first frame", id=cmd.id)
+            await self._renew(cmd)
 
     async def _subscribe(self, cmd: Subscribe) -> None:
         run_id = cmd.run_id

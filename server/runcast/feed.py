@@ -65,17 +65,23 @@ def is_open(e: dict[str, Any]) -> bool:
     return e["run"]["status"] == "paused" and any(a["status"] == "pending" for a in e["approvals"])
 
 
+# `status=live` in a run-list filter: every run that has not ended (as runfilter.LIVE, for GET /api/runs)
+_LIVE = ("queued", "running", "paused", "resuming")
+
+
 def run_matches(run: dict[str, Any], filters: dict[str, str] | None) -> bool:
-    """Whether a run-list summary matches a `subscribe_runs` filter: every field given must hold. `agent`, `status` and
-    `started_by` (a sub) are exact; `q` is words (case-insensitive), each found in the input, agent, run id or the
-    starter's name or sub."""
+    """Whether a run-list summary matches a `subscribe_runs` filter: every field given must hold. `agent` and
+    `started_by` (a sub) are exact; `status` is one or more, comma-separated, or `live` (as GET /api/runs reads it);
+    `q` is words (case-insensitive), each found in the input, agent, run id or the starter's name or sub."""
     if not filters:
         return True
     starter = run.get("started_by") or {}
     if "agent" in filters and run.get("agent") != filters["agent"]:
         return False
-    if "status" in filters and run.get("status") != filters["status"]:
-        return False
+    if "status" in filters:
+        wanted = {s.strip() for s in filters["status"].split(",")}
+        if run.get("status") not in wanted and not ("live" in wanted and run.get("status") in _LIVE):
+            return False
     if "started_by" in filters and starter.get("sub") != filters["started_by"]:
         return False
     if "q" in filters:

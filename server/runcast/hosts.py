@@ -83,6 +83,17 @@ def origin_matches(origin: str, scheme: str, host_header: str) -> bool:
             and (o_port or _DEFAULT_PORT.get(scheme)) == (own_port or _DEFAULT_PORT.get(scheme)))
 
 
+def from_own_page(headers: Any, scheme: str, allowed_origins: list[str]) -> bool:
+    """Does this request (with a cookie that could make it act for someone) come from the hub's own page? Its Origin
+    is this hub (or one of --allow-origin, never '*'); or, where the browser hides the Origin (`null` under the
+    page's Referrer-Policy: no-referrer, for a form POST), its Sec-Fetch-Site says same-origin: browsers set that
+    header themselves and no page can forge it."""
+    origin = headers.get("origin")
+    if origin and origin != "null":
+        return origin in allowed_origins or origin_matches(origin, scheme, headers.get("host", ""))
+    return headers.get("sec-fetch-site") == "same-origin"
+
+
 class AllowedHosts:
     """ASGI middleware: 400 for a request (HTTP or WebSocket upgrade) whose Host is not allowed."""
 

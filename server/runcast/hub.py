@@ -28,7 +28,7 @@ from . import metrics as prom
 from .metrics import Metrics
 from .protocol import SUBPROTOCOL_JSON, SUBPROTOCOL_MSGPACK, CloseCode, ErrorCode, ProtocolError, now_iso
 from .headers import SecurityHeaders
-from .hosts import AllowedHosts, origin_matches
+from .hosts import AllowedHosts, from_own_page, origin_matches
 from .quotas import StartQuota
 from .presence_feed import PresenceFeed
 from .registry import Registry
@@ -57,6 +57,7 @@ class Hub:
         self.backend = backend
         self.registry = registry
         self.settings = settings
+        self.auth = auth.Authenticator(settings.secret, settings.dev, settings.jwt, settings.session_secret)
         self.service = Service(backend, registry, StartQuota(settings.starts_per_minute, settings.max_open_runs))
         self.service.directory = slack.Directory.from_env()  # RUNCAST_PEOPLE: Slack users, and deciders to @mention
         secret = os.environ.get("RUNCAST_SLACK_SIGNING_SECRET")
@@ -74,6 +75,8 @@ class Hub:
         self.deliverer: webhooks.Deliverer | None = None
         self.metrics_listener: MetricsListener | None = None
         self.unauthenticated = 0  # accepted WebSockets that have not said hello yet
+        self.unauthenticated_by_address: dict[str, int] = {}  # of them, by client address (client_address)
+        self.signin: Any = None  # signin.Signin, when people sign in on the page
         self.draining = False  # SIGTERM: /readyz answers 503 until the server closes every client with 1012
 
     def drain(self) -> None:
@@ -178,14 +181,17 @@ class Hub:
             return
         offered = ws.scope.get("subprotocols") or []
         sub = SUBPROTOCOL_MSGPACK if SUBPROTOCOL_MSGPACK in offered and (SUBPROTOCOL_JSON not in offered or offered.index(SUBPROTOCOL_MSGPACK) < offered.index(SUBPROTOCOL_JSON)) else (SUBPROTOCOL_JSON if SUBPROTOCOL_JSON in offered else None)
-        full = self._full()
+        addr = client_address(ws.scope)
+        full = self._full(addr)
         if full:  # before accept: the client sees HTTP 503, and its reconnect backs off
             await ws.send_denial_response(PlainTextResponse(full, status_code=503, headers={"Retry-After": "5"}))
             return
         await ws.accept(subprotocol=sub)
         conn = Connection(self, ws, "msgpack" if sub == SUBPROTOCOL_MSGPACK else "json")
+        conn.address = addr
         self.connections.add(conn)
         self.unauthenticated += 1
+        self.unauthenticated_by_address[addr] = self.unauthenticated_by_address.get(addr, 0) + 1
         self.metrics.connections += 1
         self.metrics.connections_total += 1
         try:
@@ -193,28 +199,85 @@ class Hub:
         finally:
             self.connections.discard(conn)
             if conn.identity is None:
-                self.unauthenticated -= 1
+                self._authenticated_or_gone(addr)
             self.metrics.connections -= 1
 
-    def _full(self) -> str | None:
+    def _full(self, addr: str) -> str | None:
         """Why this node takes no new WebSocket now, if it does not (README, "Connection caps")."""
         s = self.settings
         if s.max_connections and len(self.connections) >= s.max_connections:
             return f"this hub node has {s.max_connections} connections, its limit; try another node or again shortly\n"
-        if s.max_unauthenticated and self.unauthenticated >= s.max_unauthenticated:
-            return f"this hub node has {s.max_unauthenticated} connections waiting for hello; try again shortly\n"
+        if s.max_unauthenticated:
+            share = s.max_unauthenticated_per_address or max(1, s.max_unauthenticated // 10)
+            if self.unauthenticated_by_address.get(addr, 0) >= share:
+                return f"{share} connections from your address are waiting for hello; say hello on one, or try again shortly\n"
+            if self.unauthenticated >= s.max_unauthenticated:
+                return f"this hub node has {s.max_unauthenticated} connections waiting for hello; try again shortly\n"
         return None
 
     def authenticated(self, conn: Connection) -> None:
         """A connection's hello succeeded: it no longer counts against max_unauthenticated."""
+        self._authenticated_or_gone(conn.address)
+
+    def _authenticated_or_gone(self, addr: str) -> None:
         self.unauthenticated -= 1
+        n = self.unauthenticated_by_address.get(addr, 0) - 1
+        if n > 0:
+            self.unauthenticated_by_address[addr] = n
+        else:
+            self.unauthenticated_by_address.pop(addr, None)
 
     # ------------------------------------------------------------------ HTTP
-    def identity(self, request: Request) -> auth.Identity:
+    async def authenticate_hello(self, conn: Connection, token: str | None) -> auth.Identity:
+        """Who a hello says it is: its token, or (no token) the session cookie its WebSocket was opened with."""
+        if token:
+            return await self.auth.verify(token)
+        ws = conn.ws
+        origin = ws.headers.get("origin")
+        if origin is not None and origin not in self.settings.allowed_origins and not self.same_origin(ws):
+            # a page of another origin (let in by --allow-origin '*') never speaks as the browser's signed-in person
+            raise ProtocolError(ErrorCode.UNAUTHENTICATED, "a session cookie is only honoured from this hub's own page; "
+                                "send a token in hello")
+        return self.auth.session(self._session_cookie(ws))
+
+    def _session_cookie(self, conn: Any) -> str:
+        from .signin import COOKIE
+
+        value = conn.cookies.get(COOKIE) if self.auth.session_key is not None else None
+        if not value:
+            raise ProtocolError(ErrorCode.UNAUTHENTICATED, "send hello with a token, or sign in on the page first")
+        return value
+
+    async def identity(self, request: Request) -> auth.Identity:
+        """The bearer token, or the session cookie of a signed-in page. A cookie on a request that changes something
+        must come with this hub's own Origin: SameSite=Lax already keeps it off other sites' POSTs, this is the
+        second lock (CSRF)."""
         header = request.headers.get("authorization", "")
-        if not header.lower().startswith("bearer "):
-            raise ProtocolError(ErrorCode.UNAUTHENTICATED, "send Authorization: Bearer <token>")
-        return auth.verify(self.settings.secret, header[7:].strip(), require_exp=not self.settings.dev)
+        if header.lower().startswith("bearer "):
+            return await self.auth.verify(header[7:].strip())
+        if self.auth.session_key is not None and request.cookies.get(_cookie_name()):
+            if request.method not in ("GET", "HEAD") and not self.same_origin(request):
+                raise ProtocolError(ErrorCode.FORBIDDEN, "a signed-in request that changes something must come from "
+                                    "this hub's page (Origin)")
+            return self.auth.session(self._session_cookie(request))
+        raise ProtocolError(ErrorCode.UNAUTHENTICATED, "send Authorization: Bearer <token>, or sign in at /login")
+
+    def same_origin(self, request: Any) -> bool:
+        return from_own_page(request.headers, request.scope.get("scheme", "http"),
+                             [o for o in self.settings.allowed_origins if o != "*"])
+
+
+def _cookie_name() -> str:
+    from .signin import COOKIE
+
+    return COOKIE
+
+
+def client_address(scope: Any) -> str:
+    """The client's address: the socket's peer, or, from a --trusted-proxy peer, the right-most X-Forwarded-For entry
+    that is not itself a trusted proxy (uvicorn's proxy-headers middleware puts it in the scope; it is on only with
+    --trusted-proxy, so no other client can choose its address by sending the header)."""
+    return str((scope.get("client") or ("?", 0))[0])
 
 
 def _error(err: ProtocolError) -> JSONResponse:
@@ -227,7 +290,7 @@ def create_app(hub: Hub) -> Starlette:
     def api(handler: Any) -> Any:
         async def endpoint(request: Request) -> Response:
             try:
-                return await handler(request, hub.identity(request))
+                return await handler(request, await hub.identity(request))
             except ProtocolError as err:
                 hub.metrics.errors[err.code] = hub.metrics.errors.get(err.code, 0) + 1
                 resp = _error(err)
@@ -348,9 +411,14 @@ def create_app(hub: Hub) -> Starlette:
         if not who.has("admin"):
             raise ProtocolError(ErrorCode.FORBIDDEN, "webhook deliveries are shown to admins only")
         limit = api_rules.query_int(request, "limit", 1, 1000, 100, clamp=True)
-        return JSONResponse({"deliveries": await hub.backend.deliveries(limit)})
+        return JSONResponse({"deliveries": await hub.backend.deliveries(limit), "receivers": await hub.backend.circuits()})
 
     async def agents_list(request: Request, who: auth.Identity) -> Response:
+        # the agents and their policies (who approves what): for those who may start runs or decide approvals only
+        deciders = {r for name in hub.registry.names() for r in hub.service.agent_watch_roles(name)} - {"viewer"}
+        if not (who.has("operator") or any(r in deciders for r in who.roles)):
+            raise ProtocolError(ErrorCode.FORBIDDEN, "the agents are shown to roles that may start runs (operator, "
+                                "admin) or decide approvals (approver, or a role an approval policy names)")
         return JSONResponse({"agents": hub.registry.describe()})
 
     async def whoami(request: Request, who: auth.Identity) -> Response:
@@ -391,7 +459,7 @@ def create_app(hub: Hub) -> Starlette:
         if _libc is not None:
             _libc.malloc_trim(0)  # hand freed heap pages back, so RSS measures what is still held
         return JSONResponse({"open": len(hub.connections), "live_objects": len(connection.LIVE),
-                             "http_protocols": len(transport.HTTP_LIVE)})
+                             "http_protocols": len(transport.HTTP_LIVE), "tasks": len(asyncio.all_tasks())})
 
     spec = specs.openapi()
 
@@ -434,6 +502,21 @@ def create_app(hub: Hub) -> Starlette:
         Route("/metrics", api(metrics)),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
+    if hub.auth.session_key is not None and hub.settings.signin is not None:
+        from .signin import Signin
+
+        signin = Signin(hub.settings.signin, hub.auth, hub.settings.session_secret or "", hub.settings.allowed_origins)
+        hub.signin = signin
+        routes += [
+            Route("/login", signin.login, methods=["GET"]),
+            Route("/auth/callback", signin.callback, methods=["GET"]),
+            Route("/auth/dev", signin.dev, methods=["POST"]),
+            Route("/auth/refresh", signin.refresh, methods=["POST"]),
+            Route("/auth/logout", signin.logout, methods=["POST"]),
+            Route("/auth/session", signin.status, methods=["GET"]),
+            Route("/auth/cli", signin.cli, methods=["GET"]),
+            Route("/auth/token", signin.cli_token, methods=["POST"]),
+        ]
     if hub.settings.debug_endpoints:
         routes.append(Route("/debug/connections", api(debug_connections), methods=["GET"]))
     # The browser client (client_js/src, linked into the package as static/client): only its sources are served.

@@ -90,6 +90,10 @@ webhook_delivery_seconds = Histogram(
     "runcast_webhook_delivery_seconds", "Duration of one webhook delivery attempt",
     buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30), registry=None,
 )
+webhook_receivers = Gauge(
+    "runcast_webhook_receivers", "Webhook receivers this process delivers to, by circuit state (closed, open: backed "
+    "off after failing, half_open: one probe)", ["circuit"], registry=None,
+)
 draining = Gauge("runcast_draining", "1 while this hub node drains (SIGTERM: no new clients, closing with 1012)",
                  registry=None)
 
@@ -106,10 +110,12 @@ for _o in ("command", "pubsub", "cluster"):
     redis_errors.labels(source=_o)
 for _o in ("delivered", "failed", "gave_up"):
     webhook_deliveries.labels(status=_o)
+for _o in ("closed", "open", "half_open"):
+    webhook_receivers.labels(circuit=_o)
 
 SHARED: tuple[Collector, ...] = (
     delivery_delay, approval_decision, segment_duration, runs_finished, redis_errors, redis_reconnects,
-    webhook_deliveries, webhook_delivery_seconds, draining,
+    webhook_deliveries, webhook_delivery_seconds, webhook_receivers, draining,
 )
 
 _ERROR_CODES = sorted(v for k, v in vars(ErrorCode).items() if k.isupper() and isinstance(v, str))

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import secrets
 import signal
 import subprocess
 import sys
@@ -73,10 +72,13 @@ def supervise(args: argparse.Namespace, argv: list[str], print_links) -> None:  
         raise SystemExit("runcast serve: --processes and --worker-process need --redis URL (processes share runs only "
                          "through Redis)")
     env = dict(os.environ)
-    dev = args.dev or not env.get("RUNCAST_SECRET")
-    made_secret = not env.get("RUNCAST_SECRET")
+    # the demo (no secret, no issuer): every child reads the dev secret from the user's state dir, made here first
+    made_secret = not env.get("RUNCAST_SECRET") and not args.jwks_url and not args.oidc_issuer
+    dev = args.dev or made_secret
     if made_secret:
-        env["RUNCAST_SECRET"] = secrets.token_urlsafe(32)
+        from .cli import _dev_secret
+
+        dev_secret = _dev_secret()
     separate_worker = not args.no_worker
     cmd = [sys.executable, "-m", "runcast.cli"]
     children: list[subprocess.Popen[bytes]] = []
@@ -87,7 +89,7 @@ def supervise(args: argparse.Namespace, argv: list[str], print_links) -> None:  
     print(f"runcast serve: {args.processes} hub process(es) on {args.host}:{args.port}"
           f"{' and a worker process' if separate_worker else ''}, pids {' '.join(str(c.pid) for c in children)}", flush=True)
     if made_secret:
-        print_links(env["RUNCAST_SECRET"], args)
+        print_links(dev_secret, args)
 
     stopping = False
 

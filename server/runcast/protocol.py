@@ -96,7 +96,8 @@ class _Command(BaseModel):
 
 class Hello(_Command):
     type: Literal["hello"]
-    token: Annotated[StrictStr, Field(min_length=1, max_length=8192)]
+    # Without it, the hub welcomes the person of the session cookie the WebSocket was opened with (a sign-in).
+    token: Annotated[StrictStr, Field(min_length=1, max_length=8192)] | None = None
     client: Annotated[StrictStr, Field(max_length=200)] | None = None
     batch: StrictBool = False  # several events may come in one frame (see BATCH_MAX_BYTES)
 
@@ -153,7 +154,7 @@ class SubscribeRuns(_Command):
     limit: Annotated[StrictInt, Field(ge=1, le=500)] = 50
     # optional filters (feed.run_matches): only runs that match all of those given are listed and sent
     agent: Annotated[StrictStr, Field(min_length=1, max_length=200)] | None = None
-    status: Annotated[StrictStr, Field(min_length=1, max_length=32)] | None = None
+    status: Annotated[StrictStr, Field(min_length=1, max_length=200)] | None = None  # one, a,b, or live
     started_by: Annotated[StrictStr, Field(min_length=1, max_length=200)] | None = None  # a sub
     q: Annotated[StrictStr, Field(min_length=1, max_length=200)] | None = None  # words in the input, agent, id, starter
 
@@ -338,6 +339,10 @@ class Welcome(BaseModel):
     heartbeat_s: float
     protocol: int = PROTOCOL_VERSION
     batch: bool | None = None  # true: this connection gets batched frames (the hello asked, and the hub can)
+    # when the token or session ends (seconds since the epoch): before then, a hello with a new token for the same
+    # person renews the connection in place, its subscriptions kept; at it, the hub closes with 4401
+    expires_at: float | None = None
+    id: str | None = None  # a renewal answers with the hello's id
     now: str = Field(default_factory=lambda: now_iso())  # the hub's clock: a client times deadlines by it
 
 

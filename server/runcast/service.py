@@ -32,9 +32,14 @@ class Service:
         self.directory: Any = None  # people.Directory, when the hub has one (--people): mentions and Slack
 
     @staticmethod
-    def _need_view(who: Identity, run_id: str) -> None:
+    def no_such_run(run_id: str) -> ProtocolError:
+        """One answer for a run that does not exist and for one the token may not see (by its run list or its roles),
+        everywhere (HTTP and WebSocket): a different one would tell anyone which run ids exist."""
+        return ProtocolError(ErrorCode.NOT_FOUND, f"no run {run_id} that your token may see", run_id=run_id)
+
+    def _need_view(self, who: Identity, run_id: str) -> None:
         if not who.can_see(run_id):
-            raise ProtocolError(ErrorCode.FORBIDDEN, f"your token does not give access to run {run_id}", run_id=run_id)
+            raise self.no_such_run(run_id)
 
     def agent_watch_roles(self, agent: str) -> set[str]:
         """The four built-in roles, and any role one of the agent's policies names."""
@@ -64,11 +69,8 @@ class Service:
     async def record(self, who: Identity, run_id: str) -> RunRecord:
         self._need_view(who, run_id)
         rec = await self.backend.get(run_id)
-        if rec is None:
-            raise ProtocolError(ErrorCode.NOT_FOUND, f"no run {run_id}", run_id=run_id)
-        if not self.can_watch(who, rec):
-            raise ProtocolError(ErrorCode.FORBIDDEN, f"watching run {run_id} needs a role: viewer, approver, operator, "
-                                "admin, or one its agent's approval policies name", run_id=run_id)
+        if rec is None or not self.can_watch(who, rec):
+            raise self.no_such_run(run_id)
         return rec
 
     async def start(self, who: Identity, agent: str, input_: str, reviewers: list[str] | None = None) -> dict[str, Any]:
@@ -88,14 +90,14 @@ class Service:
 
     async def decide(self, who: Identity, run_id: str, approval_id: str, decision: Literal["approve", "reject"],
                      reason: str | None, always: bool) -> dict[str, Any]:
-        self._need_view(who, run_id)
+        await self.record(who, run_id)  # (not found, or not watchable: the same answer)
         person = who.person
         tr, _ = await apply(self.backend, run_id, lambda r: runs.decide(r, approval_id, person, decision, reason or None, always, time.time()))
         assert tr is not None
         return dict(tr.result)
 
     async def cancel(self, who: Identity, run_id: str, mode: str) -> dict[str, Any]:
-        self._need_view(who, run_id)
+        await self.record(who, run_id)
         if not who.has("operator"):
             raise ProtocolError(ErrorCode.FORBIDDEN, "cancelling a run needs the operator or admin role", run_id=run_id)
         person = who.person

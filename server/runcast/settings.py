@@ -11,7 +11,7 @@ from .quotas import DEFAULT_MAX_OPEN, DEFAULT_STARTS_PER_MINUTE
 
 @dataclass
 class Settings:
-    secret: str
+    secret: str  # HS256 tokens ("" : none are accepted)
     dev: bool = False  # tokens without `exp` are accepted
     allowed_origins: list[str] = field(default_factory=list)
     allowed_hosts: list[str] | None = None  # Host headers answered (hosts.py); None: any
@@ -31,10 +31,15 @@ class Settings:
     max_open_runs: int = DEFAULT_MAX_OPEN  # runs of one user not yet finished (0: no limit)
     max_connections: int = 10_000  # open WebSockets on this node; over it, an upgrade gets HTTP 503 (0: no cap)
     max_unauthenticated: int = 1_000  # of them, not past hello yet (a hello has 10 s: 100 new clients a second)
+    # of those, from one client address (None: a tenth of max_unauthenticated), so one address cannot hold them all
+    max_unauthenticated_per_address: int | None = None
     metrics_bind: str | None = None  # HOST:PORT: /metrics without a token there (on the main port it needs one)
     debug_endpoints: bool = False  # GET /debug/connections (admin token): live Connection objects after gc (tests)
     tracing: str | None = None  # "off" / "openai" (resolve_tracing); None: decided from the environment
     presence_refresh_s: float = 2.0  # how often a node refreshes its watchers' presence entries (they live 1.6x that)
+    jwt: Any = None  # auth.JwtConfig: tokens signed with a team's own keys (--jwks-url)
+    session_secret: str | None = None  # signs the hub's sign-in sessions (the same on every node)
+    signin: Any = None  # signin.SigninConfig: OIDC or the demo's dev sign-in page
 
 
 # ---------------------------------------------------------------------------------------------- the model and traces

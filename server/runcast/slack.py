@@ -108,7 +108,10 @@ def deadline_words(expires_at: str | None, now: float | None = None) -> str:
 
 
 def _esc(text: Any) -> str:
-    return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    """Slack mrkdwn text, escaped by the webhooks' own rule (webhooks.slack_escape)."""
+    from .webhooks import slack_escape
+
+    return slack_escape(text)
 
 
 def _cut(text: str, n: int) -> str:

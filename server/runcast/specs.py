@@ -39,7 +39,7 @@ _PERSON = {"type": "object", "required": ["sub", "name"], "properties": {"sub": 
 _POLICY = {
     "type": "object",
     "required": ["roles", "quorum", "allow_self"],
-    "properties": {"roles": {"type": "array", "items": _STR}, "quorum": _INT, "allow_self": _BOOL},
+    "properties": {"roles": {"type": "array", "items": _STR}, "quorum": _INT, "allow_self": _BOOL, "count_starter": _BOOL},
 }
 _TALLY = {"type": "object", "properties": {"approve": _INT, "reject": _INT, "needed": _INT}}
 
@@ -120,7 +120,8 @@ FEED_FRAMES: dict[str, dict[str, Any]] = {
     "inbox.removed": _obj(["type", "run_id", "approval_id", "reason"], type={"const": "inbox.removed"},
                           run_id=_STR, approval_id=_STR, reason=_STR),
     "runs": _obj(["type", "runs"], type={"const": "runs"}, id=_STR, runs={"type": "array", "items": _OBJ}),
-    "run.status": _obj(["type", "run"], type={"const": "run.status"}, run=_OBJ),
+    # match: false once, for a run that left a filtered list's filters
+    "run.status": _obj(["type", "run"], type={"const": "run.status"}, run=_OBJ, match=_BOOL),
     "presence": _obj(["type", "run_id", "full", "joined", "left", "count", "people"], type={"const": "presence"},
                      run_id=_STR, full=_BOOL, listed={"enum": ["all", "deciders"]},
                      joined={"type": "array", "items": _OBJ}, left={"type": "array", "items": _STR},
@@ -284,6 +285,8 @@ def _param(name: str, where: str, schema: dict[str, Any], required: bool = False
 
 
 _ID = {"type": "string", "minLength": 1, "maxLength": 128}
+_STATUS = "(?:queued|running|paused|resuming|completed|failed|cancelled|live)"  # runfilter.STATUSES and live
+_STATUSES = f"^(?:{_STATUS}(?:,{_STATUS})*)?$"
 
 
 def openapi() -> dict[str, Any]:
@@ -301,8 +304,16 @@ def openapi() -> dict[str, Any]:
                      "requestBody": _body("start", (), schemas) | {"required": True},
                      "responses": {"201": _json(_obj(["run_id"], run_id=_STR), "the run was created")}
                      | _errors(400, 401, 403, 404, 413, 429, 503)},
-            "get": {"operationId": "listRuns", "summary": "The newest runs this token may see",
-                    "parameters": [limit],
+            "get": {"operationId": "listRuns", "summary": "The newest runs this token may see (filtered: runfilter.py)",
+                    "parameters": [limit, *(_param(n, "query", {"type": "string", "maxLength": 200, "description": d}) for n, d in (
+                        ("agent", "only this agent's runs"),
+                        ("started_by", "only runs this user id (sub) started"),
+                        ("q", "words, each in the input, agent, run id or the starter's name or sub"))),
+                        _param("status", "query", {"type": "string", "maxLength": 200, "pattern": _STATUSES,
+                                                   "description": "comma-separated run statuses, or live (every run "
+                                                                  "not ended)"}),
+                        _param("needs_me", "query", {"enum": ["", "0", "1", "true", "false"],
+                                                     "description": "only runs with an approval in this token's inbox"})],
                     "responses": {"200": _json(_obj(["runs"], runs={"type": "array", "items": _RUN_SUMMARY}))}
                     | _errors(*auth_errors)},
         },
@@ -387,7 +398,8 @@ def openapi() -> dict[str, Any]:
         "/api/webhooks/deliveries": {
             "get": {"operationId": "webhookDeliveries", "summary": "Recent webhook deliveries (admins)",
                     "parameters": [limit],
-                    "responses": {"200": _json(_obj(["deliveries"], deliveries={"type": "array", "items": _OBJ}))}
+                    "responses": {"200": _json(_obj(["deliveries", "receivers"], deliveries={"type": "array", "items": _OBJ},
+                                                    receivers={"type": "array", "items": _OBJ}))}
                     | _errors(*auth_errors)},
         },
         "/api/agents": {

@@ -36,7 +36,7 @@ async def apply(
         try:
             rec = await backend.get(run_id)
             if rec is None:
-                raise ProtocolError(ErrorCode.NOT_FOUND, f"no run {run_id}")
+                raise ProtocolError(ErrorCode.NOT_FOUND, f"no run {run_id} that your token may see", run_id=run_id)
             if pending is not None and rec.tx == tx:
                 if pending.error is not None:
                     raise pending.error

@@ -303,9 +303,9 @@ STATUS_STYLE = {"queued": "dim", "running": "cyan", "paused": "bold yellow", "re
 
 
 def list_runs(api: Api, *, agent: str | None = None, status: str | None = None, started_by: str | None = None,
-              needs_me: bool = False, limit: int = 30) -> list[dict[str, Any]]:
+              q: str | None = None, needs_me: bool = False, limit: int = 30) -> list[dict[str, Any]]:
     params: dict[str, Any] = {"limit": limit}
-    for k, v in (("agent", agent), ("status", status), ("started_by", started_by)):
+    for k, v in (("agent", agent), ("status", status), ("started_by", started_by), ("q", q)):
         if v:
             params[k] = v
     if needs_me:
@@ -317,8 +317,8 @@ def cmd_runs(api: Api, args: argparse.Namespace, out: Out) -> int:
     started_by = args.started_by
     if args.mine:
         started_by = api.call("GET", "/api/me")["sub"]
-    runs = list_runs(api, agent=args.agent, status=args.status, started_by=started_by, needs_me=args.needs_me,
-                     limit=args.limit)
+    runs = list_runs(api, agent=args.agent, status=args.status, started_by=started_by, q=args.search,
+                     needs_me=args.needs_me, limit=args.limit)
     if args.json:
         out.json(runs, indent=2)
         return EXIT_OK
@@ -658,7 +658,8 @@ def read_token_file(path: str, warn: Any) -> str:
 
 
 def resolve_token(args: argparse.Namespace, env: dict[str, str] | os._Environ[str], warn: Any) -> str:
-    """--token (warned: it is visible to every local user), --token-file, RUNCAST_TOKEN, RUNCAST_TOKEN_FILE."""
+    """--token (warned: it is visible to every local user), --token-file, RUNCAST_TOKEN, RUNCAST_TOKEN_FILE, then the
+    saved sign-in of `runcast login`."""
     if args.token:
         warn(TOKEN_ON_COMMAND_LINE)
         return args.token
@@ -668,8 +669,14 @@ def resolve_token(args: argparse.Namespace, env: dict[str, str] | os._Environ[st
         return env["RUNCAST_TOKEN"]
     if env.get("RUNCAST_TOKEN_FILE"):
         return read_token_file(env["RUNCAST_TOKEN_FILE"], warn)
-    raise Usage("no token: set RUNCAST_TOKEN, or pass --token-file FILE (under `make demo`, `runcast serve` prints "
-                "an export line for the terminal)")
+    from .login import saved_for_command  # the sign-in `runcast login` saved, for this hub (or the last one)
+
+    url, saved = saved_for_command(args.url, explicit_url=bool(env.get("RUNCAST_URL")))
+    if saved:
+        args.url = url
+        return saved
+    raise Usage("no token: run `runcast login --hub URL`, set RUNCAST_TOKEN, or pass --token-file FILE (under "
+                "`make demo`, `runcast serve` prints an export line for the terminal)")
 
 
 # ------------------------------------------------------------------------------------------------ CLI wiring
@@ -693,6 +700,7 @@ def add_commands(sub: Any) -> None:
     r.add_argument("--started-by", metavar="USER", help="only runs this user id started")
     r.add_argument("--mine", action="store_true", help="only runs you started")
     r.add_argument("--needs-me", action="store_true", help="only runs with an approval you may decide now")
+    r.add_argument("--search", "-S", metavar="WORDS", help="only runs whose input, agent, id or starter has every word")
     r.add_argument("--limit", type=int, default=30, help="at most this many (default 30, up to 1000)")
     r.add_argument("--json", action="store_true", help="as JSON")
     on(r, cmd_runs)
@@ -750,7 +758,8 @@ def run_command(args: argparse.Namespace) -> None:
 
     out = Out(sys.stdout)
     try:
-        api = Api(args.url, resolve_token(args, os.environ, warn))
+        token = resolve_token(args, os.environ, warn)  # (first: a saved sign-in may name the hub)
+        api = Api(args.url, token)
         code = args.handler(api, args, out)
     except Usage as err:
         sys.stdout.flush()

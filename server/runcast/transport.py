@@ -99,6 +99,12 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
         if self._full_max is None or self._full_max > PRE_AUTH_MAX_MESSAGE:
             setattr(self.conn, self._limit_attr, PRE_AUTH_MAX_MESSAGE)
         self._failed = False
+        self.on_writable: Any = None  # wire.SocketWire's flush: what it holds goes to the transport as it drains
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        if self.on_writable is not None:
+            self.on_writable()
 
     def handle_connect(self, event: Any) -> None:
         super().handle_connect(event)

@@ -128,6 +128,28 @@ def parse_cli(urls: list[str], events: list[str] | None, formats: list[str] | No
     return out
 
 
+def parse_file(text: str, where: str = "the webhook file") -> list[Endpoint]:
+    """`--webhook-file FILE` (or `RUNCAST_WEBHOOKS`): one receiver a line, `URL [events=a,b] [format=slack]`; blank
+    lines and lines starting with # are skipped. A URL (Slack's are secrets) kept in a file or the environment does
+    not show in `ps` or /proc/PID/cmdline the way a `--webhook URL` argument does."""
+    out = []
+    for n, line in enumerate(text.splitlines(), 1):
+        parts = line.strip().split()
+        if not parts or parts[0].startswith("#"):
+            continue
+        spec: dict[str, Any] = {"url": parts[0]}
+        for opt in parts[1:]:
+            key, eq, val = opt.partition("=")
+            if not eq or key not in ("events", "format"):
+                raise ValueError(f"{where}, line {n}: expected URL [events=a,b] [format=standard|slack], not {opt!r}")
+            spec[key] = val
+        try:
+            out.append(endpoint(spec))
+        except ValueError as exc:  # (the message never repeats the URL: it may be a secret)
+            raise ValueError(f"{where}, line {n}: {str(exc).split(', not ')[0]}") from None
+    return out
+
+
 def parse_secret(secret: str) -> bytes:
     """The key of a `whsec_<base64>` secret (Standard Webhooks' form); at least 16 bytes."""
     if not secret.startswith("whsec_"):
@@ -150,13 +172,12 @@ class WebhookConfig:
     endpoints: list[Endpoint] = field(default_factory=list)  # --webhook
     secret: str | None = None
     public_url: str | None = None  # where people open the page; links in payloads
-    timeout_s: float = 10.0  # one attempt (connect, write, answer)
+    timeout_s: float = 10.0  # one attempt, all of it (connect, write, answer): a total, not per read
     backoff_s: float = 1.0  # first retry after about this long, doubling each time, with jitter
     backoff_max_s: float = 300.0
     retry_for_s: float = 24 * 3600.0  # give up this long after the first attempt
     claim_s: float = 30.0  # an entry its process has not touched this long is taken over (Redis)
-    concurrency: int = 16  # HTTP attempts in flight at once, per process
-    max_held: int = 1000  # entries one process holds at once (delivering, or waiting to retry)
+    concurrency: int = 1  # HTTP attempts in flight at once, per receiver (1: in log order)
 
     @classmethod
     def from_env(cls, **kw: Any) -> "WebhookConfig":
@@ -167,6 +188,7 @@ class WebhookConfig:
         cfg.backoff_max_s = float(env("RUNCAST_WEBHOOK_BACKOFF_MAX_S", cfg.backoff_max_s))
         cfg.retry_for_s = float(env("RUNCAST_WEBHOOK_RETRY_FOR_S", cfg.retry_for_s))
         cfg.claim_s = float(env("RUNCAST_WEBHOOK_CLAIM_S", cfg.claim_s))
+        cfg.concurrency = max(1, int(env("RUNCAST_WEBHOOK_CONCURRENCY", cfg.concurrency)))
         return cfg
 
 
@@ -236,9 +258,15 @@ def payload(entry: dict[str, Any], rec: "RunRecord | None", public_url: str | No
     return {"type": entry["type"], "timestamp": entry.get("ts") or now_iso(), "data": body}
 
 
-def _esc(text: Any) -> str:
-    """Slack mrkdwn: &, < and > are control characters."""
+def slack_escape(text: Any) -> str:
+    """Text for any Slack text field (mrkdwn, plain_text, the `text` fallback, a link's URL): Slack's formatting rules
+    make &, < and > control characters (`<!channel>` pings, `<http://x|label>` links, `<@U123>` mentions), so each is
+    replaced by its HTML entity, which Slack shows as the character itself. Call it on everything from run data or
+    people (names, inputs, tool names, reasons) before it goes into a Slack message."""
     return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+_esc = slack_escape
 
 
 def _cut(text: str, n: int) -> str:
@@ -305,18 +333,19 @@ def slack(body: dict[str, Any]) -> dict[str, Any]:
     elif t == "comment.mention":
         m, by = ev.get("mentioned") or {}, ev.get("by") or {}
         title = f"{m.get('name') or m.get('sub')} was mentioned by {by.get('name') or by.get('sub')}"
-        fields.append(f"*Mentioned*\n{_esc(m.get('name') or '')} ({_esc(m.get('sub') or '')})")
+        fields.append(f"*Mentioned*\n{slack_escape(m.get('name') or '')} ({slack_escape(m.get('sub') or '')})")
         extra.append({"type": "section", "text": {"type": "mrkdwn",
-                      "text": _cut(f"*Comment*\n{_esc(_cut(str(ev.get('text') or ''), 1000))}", 3000)}})
+                      "text": _cut(f"*Comment*\n{slack_escape(_cut(str(ev.get('text') or ''), 1000))}", 3000)}})
     elif t == "run.completed" and ev.get("output") is not None:
         extra.append({"type": "section", "text": {"type": "mrkdwn",
                       "text": _cut(f"*Output*\n{_esc(_cut(str(ev.get('output')), 600))}", 3000)}})
-    text = f"{title} (agent {agent}, started by {who}): {url}"
+    # the fallback `text` is what notifications and some clients show: escaped like every other field
+    text = f"{_esc(title)} (agent {_esc(agent)}, started by {_esc(who)}): {_esc(url)}"
     blocks: list[dict[str, Any]] = [
-        {"type": "header", "text": {"type": "plain_text", "text": _cut(title, 150), "emoji": True}},
+        {"type": "header", "text": {"type": "plain_text", "text": _cut(_esc(title), 150), "emoji": True}},
         {"type": "section", "fields": [{"type": "mrkdwn", "text": _cut(f, 2000)} for f in fields[:10]]},
         *extra,
-        {"type": "section", "text": {"type": "mrkdwn", "text": f"<{url}|{link_text}>"}},
+        {"type": "section", "text": {"type": "mrkdwn", "text": f"<{_esc(url)}|{link_text}>"}},
         {"type": "context", "elements": [{"type": "mrkdwn", "text": _esc(f"Runcast · {t} · {body.get('timestamp', '')}")}]},
     ]
     return {"text": _cut(text, 3000), "blocks": blocks}
@@ -343,152 +372,325 @@ def _record_key(msg_id: str, ep: Endpoint) -> str:
     return f"{msg_id} {ep.id}"
 
 
+RESPONSE_KEEP = 256  # bytes of a receiver's answer kept for the delivery record; the rest is never read
+CIRCUIT_FAILURES = 5  # consecutive failed attempts that open a receiver's circuit
+CIRCUIT_OPEN_S = 5.0  # the first time a circuit opens, for this long; doubling each time a probe fails, to backoff_max_s
+LANE_SCAN_S = 0.5  # how often a process looks for lanes nobody delivers (new receivers, or a holder that died)
+LANE_IDLE_S = 30.0  # a lane empty this long is let go (its task and its HTTP connections)
+INTAKE = "@intake"  # the lease of the one process that moves outbox entries to lanes (so each lane is in log order)
+
+
+def _silence_http_loggers() -> None:
+    """httpx logs every request's full URL at INFO ("HTTP Request: POST https://hooks.slack.com/services/T/B/secret"),
+    and httpcore logs connection details at DEBUG: a webhook URL is a secret (Slack's are), so neither logs below
+    WARNING, whatever level the server's log is at."""
+    for name in ("httpx", "httpcore"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def scrub(text: str, ep: Endpoint) -> str:
+    """An error message with the endpoint's URL (and its path and query, where secrets live) replaced by the redacted
+    form, for logs and delivery records."""
+    from urllib.parse import urlsplit
+
+    p = urlsplit(ep.url)
+    secret_parts = [ep.url, ep.url.rstrip("/")]
+    tail = p.path + (f"?{p.query}" if p.query else "")
+    if tail.strip("/"):
+        secret_parts += [tail, p.path]
+    if p.query:
+        secret_parts.append(p.query)
+    for part in sorted({x for x in secret_parts if x}, key=len, reverse=True):
+        text = text.replace(part, ep.redacted())
+    return text
+
+
+def _epoch(ts: str | None) -> float | None:
+    if not ts:
+        return None
+    try:
+        return datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+@dataclass
+class Circuit:
+    """A receiver's circuit breaker (plain code): closed while attempts succeed; after `CIRCUIT_FAILURES` failed
+    attempts in a row it opens, and no attempt reaches the receiver until `open_until`; then one attempt probes it
+    (half open): success closes it, failure opens it again for twice as long (up to the backoff cap)."""
+
+    endpoint: str
+    url: str  # redacted
+    format: str = "standard"
+    state: Literal["closed", "open", "half_open"] = "closed"
+    failures: int = 0  # failed attempts in a row
+    open_until: float = 0.0
+    open_s: float = 0.0  # how long it opened for, last time
+    holder: str | None = None
+
+    def wait(self, now: float) -> float:
+        """Seconds before the next attempt may go (0: now). An open circuit whose time is up becomes half open."""
+        if self.state == "open":
+            if now < self.open_until:
+                return self.open_until - now
+            self.state = "half_open"
+        return 0.0
+
+    def record(self, ok: bool, now: float, cap_s: float) -> bool:
+        """An attempt's outcome; True when the state changed."""
+        before = self.state
+        if ok:
+            self.state, self.failures, self.open_s, self.open_until = "closed", 0, 0.0, 0.0
+        else:
+            self.failures += 1
+            if self.state == "half_open" or self.failures >= CIRCUIT_FAILURES:
+                self.open_s = min(cap_s, self.open_s * 2 if self.open_s else CIRCUIT_OPEN_S)
+                self.state, self.open_until = "open", now + self.open_s
+        return self.state != before
+
+    def public(self) -> dict[str, Any]:
+        return {"endpoint": self.endpoint, "url": self.url, "format": self.format, "circuit": self.state,
+                "failures": self.failures, "open_until": now_iso(self.open_until) if self.state == "open" else None,
+                "holder": self.holder, "updated_at": now_iso()}
+
+
 class Deliverer:
-    """Takes outbox entries from the backend and delivers them; one per process that has webhooks configured."""
+    """Delivers webhooks; one per process that has webhooks configured.
+
+    Each receiver (endpoint) has its own lane: a queue in the backend, its own HTTP client (connection pool), its own
+    concurrency (`cfg.concurrency` attempts at once; 1, the default, delivers in log order) and its own circuit. A
+    slow or dead receiver fills its own lane and holds up nobody else. One process at a time moves outbox entries to
+    the lanes (the `@intake` lease, so each lane is filled in log order); one process at a time delivers a lane (the
+    lane's lease); a process that dies loses its leases after `claim_s` and another takes over where it stopped."""
 
     def __init__(self, backend: "Backend", registry: "Registry", cfg: WebhookConfig, consumer: str | None = None) -> None:
         self.backend, self.registry, self.cfg = backend, registry, cfg
+        self.slack_app: Any = None  # slack.SlackApp, when RUNCAST_SLACK_BOT_TOKEN and RUNCAST_SLACK_CHANNEL are set
         self.consumer = consumer or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
         self._task: asyncio.Task[None] | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
-        # entries held at once (most of them wait between retries), and HTTP attempts in flight at once: a dead
-        # receiver's backlog waits in backoff without holding up deliveries to anyone else
-        self._slots = asyncio.Semaphore(cfg.max_held)
-        self._posts = asyncio.Semaphore(cfg.concurrency)
-        self._client: Any = None
+        self._scan_task: asyncio.Task[None] | None = None
+        self._lanes: dict[str, asyncio.Task[None]] = {}
+        self._wake: dict[str, asyncio.Event] = {}
+        self.circuits: dict[str, Circuit] = {}
         self._stopping = False
-        self.slack_app: Any = None  # slack.SlackApp, when RUNCAST_SLACK_BOT_TOKEN and RUNCAST_SLACK_CHANNEL are set
 
     async def start(self) -> None:
-        import httpx
-
+        _silence_http_loggers()
         if self.cfg.endpoints or not self.slack_app:  # (Slack alone signs nothing of ours: its token authenticates)
             if not self.cfg.secret:
                 raise ValueError("webhooks need a secret: --webhook-secret or RUNCAST_WEBHOOK_SECRET")
             parse_secret(self.cfg.secret)
         if hasattr(self.backend, "webhook_claim_s"):
             self.backend.webhook_claim_s = self.cfg.claim_s
-        t = self.cfg.timeout_s
-        self._client = httpx.AsyncClient(
-            timeout=httpx.Timeout(t, connect=min(t, 5.0)), follow_redirects=False, trust_env=False,
-            limits=httpx.Limits(max_connections=self.cfg.concurrency * 2, max_keepalive_connections=self.cfg.concurrency),
-            headers={"user-agent": f"runcast/{__version__} webhooks", "content-type": "application/json"},
-        )
         await self.backend.outbox_join()
-        self._task = asyncio.create_task(self._loop(), name="runcast-webhooks")
+        self._task = asyncio.create_task(self._intake(), name="runcast-webhooks")
+        self._scan_task = asyncio.create_task(self._scan(), name="runcast-webhook-lanes")
 
     async def stop(self) -> None:
         self._stopping = True
-        for t in [self._task, *self._tasks]:
-            if t is not None:
-                t.cancel()
-        await asyncio.gather(*(t for t in [self._task, *self._tasks] if t is not None), return_exceptions=True)
-        if self._client is not None:
-            await self._client.aclose()
+        tasks = [t for t in [self._task, self._scan_task, *self._lanes.values()] if t is not None]
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def _loop(self) -> None:
+    # ---- intake: outbox entries -> the lanes of the endpoints that want them
+
+    async def _intake(self) -> None:
         pause = 0.1
         while not self._stopping:
-            await self._slots.acquire()
             try:
-                entries = await self.backend.outbox_take(self.consumer, 1, timeout=2.0)
+                if not await self.backend.lane_lease(INTAKE, self.consumer, self.cfg.claim_s):
+                    await asyncio.sleep(LANE_SCAN_S)
+                    continue
+                entries = await self.backend.outbox_take(self.consumer, 32, timeout=min(2.0, self.cfg.claim_s / 3))
+                for entry in entries:
+                    await self._to_lanes(entry)
                 pause = 0.1
             except asyncio.CancelledError:
-                self._slots.release()
                 raise
-            except Exception as exc:  # noqa: BLE001 - a backend outage: wait and go on
-                self._slots.release()
+            except Exception as exc:  # noqa: BLE001 - a backend outage: wait and go on (entries stay in the outbox)
                 log.warning("webhook outbox unreachable (%s); retrying in %.1fs", exc, pause)
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, 5.0)
-                continue
-            if not entries:
-                self._slots.release()
-                continue
-            task = asyncio.create_task(self._deliver_entry(entries[0]))
-            self._tasks.add(task)
-            task.add_done_callback(self._done)
+        await self._let_go(INTAKE)
 
-    def _done(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
-        self._slots.release()
-        if not task.cancelled() and task.exception() is not None:
-            log.error("webhook delivery task failed", exc_info=task.exception())
+    async def _to_lanes(self, entry: dict[str, Any]) -> None:
+        rec = None
+        try:
+            rec = await self.backend.get(entry["run_id"])
+        except Exception as exc:  # noqa: BLE001 - deliver what the event says
+            log.warning("webhook: could not read run %s (%s)", entry["run_id"], exc)
+        data = entry.get("data") or {}
+        tool = None
+        if rec is not None and data.get("approval_id") in rec.approvals:
+            tool = rec.approvals[data["approval_id"]].tool
+        eps = [e for e in self.cfg.endpoints if e.wants(entry["type"])]
+        for e in agent_endpoints(self.registry, rec.agent if rec else None, tool, entry["type"]):
+            if e.wants(entry["type"]) and e not in eps:
+                eps.append(e)
+        body = payload(entry, rec, self.cfg.public_url)
+        if self.slack_app is not None:  # the approval's Slack message: posted, then updated in place (slack.py)
+            try:
+                await self.slack_app.on_entry(entry, rec, self.backend, self.cfg.public_url)
+            except Exception as exc:  # noqa: BLE001 - Slack's outage does not hold the other deliveries
+                log.warning("slack: %s for %s of %s failed: %s", entry["type"], data.get("approval_id"),
+                            entry["run_id"], exc)
+        plain = {k: v for k, v in entry.items() if k != "id"}
+        items = [(ep.id, {"endpoint": {"url": ep.url, "events": sorted(ep.events) if ep.events is not None else None,
+                                       "format": ep.format}, "entry": plain, "body": body}) for ep in eps]
+        await self.backend.lane_push(entry["id"], items)
+        for ep in eps:
+            if ep.id in self._wake:
+                self._wake[ep.id].set()
 
-    async def _keep_claim(self, entry_id: str) -> None:
-        """While an entry waits between attempts, keep it ours (reset its idle time) so nobody takes it over."""
+    # ---- lanes: one task per receiver this process delivers
+
+    async def _scan(self) -> None:
+        while not self._stopping:
+            try:
+                for lane in await self.backend.lane_ids():
+                    if lane not in self._lanes and await self.backend.lane_lease(lane, self.consumer, self.cfg.claim_s):
+                        self._wake[lane] = asyncio.Event()
+                        self._lanes[lane] = asyncio.create_task(self._lane(lane), name=f"runcast-webhook-lane-{lane}")
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001
+                log.warning("webhook lanes unreachable (%s)", exc)
+            await asyncio.sleep(LANE_SCAN_S)
+
+    async def _keep_lease(self, lane: str, task: "asyncio.Task[None]") -> None:
+        """Renew the lane's lease; if another process has it (this one was too slow to renew), stop delivering it."""
         while True:
             await asyncio.sleep(max(0.05, self.cfg.claim_s / 3))
             try:
-                await self.backend.outbox_touch(self.consumer, entry_id)
+                if not await self.backend.lane_lease(lane, self.consumer, self.cfg.claim_s):
+                    log.warning("webhook lane %s was taken over; stopping here", lane)
+                    task.cancel()
+                    return
             except Exception as exc:  # noqa: BLE001
-                log.warning("could not renew webhook entry %s: %s", entry_id, exc)
+                log.warning("could not renew webhook lane %s: %s", lane, exc)
 
-    async def _deliver_entry(self, entry: dict[str, Any]) -> None:
-        keeper = asyncio.create_task(self._keep_claim(entry["id"]))
+    async def _let_go(self, lane: str) -> None:
         try:
-            rec = None
-            try:
-                rec = await self.backend.get(entry["run_id"])
-            except Exception as exc:  # noqa: BLE001 - deliver what the event says
-                log.warning("webhook: could not read run %s (%s)", entry["run_id"], exc)
-            data = entry.get("data") or {}
-            tool = None
-            if rec is not None and data.get("approval_id") in rec.approvals:
-                tool = rec.approvals[data["approval_id"]].tool
-            eps = [e for e in self.cfg.endpoints if e.wants(entry["type"])]
-            for e in agent_endpoints(self.registry, rec.agent if rec else None, tool, entry["type"]):
-                if e.wants(entry["type"]) and e not in eps:
-                    eps.append(e)
-            body = payload(entry, rec, self.cfg.public_url)
-            await asyncio.gather(*(self._deliver(entry, ep, body) for ep in eps))
-            if self.slack_app is not None:  # the approval's Slack message: posted, then updated in place (slack.py)
-                try:
-                    await self.slack_app.on_entry(entry, rec, self.backend, self.cfg.public_url)
-                except Exception as exc:  # noqa: BLE001 - Slack's outage does not hold the other deliveries
-                    log.warning("slack: %s for %s of %s failed: %s", entry["type"], data.get("approval_id"),
-                                entry["run_id"], exc)
-            await self.backend.outbox_ack(entry["id"])
+            await self.backend.lane_release(lane, self.consumer)
+        except Exception:  # noqa: BLE001 - it expires anyway
+            pass
+
+    async def _lane(self, lane: str) -> None:
+        import httpx
+
+        me = asyncio.current_task()
+        assert me is not None
+        keeper = asyncio.create_task(self._keep_lease(lane, me))
+        t = self.cfg.timeout_s
+        # a client (connection pool) per receiver: a receiver that holds its connections holds only its own
+        client = httpx.AsyncClient(
+            timeout=httpx.Timeout(t, connect=min(t, 5.0)), follow_redirects=False, trust_env=False,
+            limits=httpx.Limits(max_connections=max(1, self.cfg.concurrency), max_keepalive_connections=max(1, self.cfg.concurrency)),
+            headers={"user-agent": f"runcast/{__version__} webhooks", "content-type": "application/json"},
+        )
+        circuit: Circuit | None = self.circuits.get(lane)
+        try:
+            idle = 0.0
+            while not self._stopping:
+                items = await self.backend.lane_read(lane, max(1, self.cfg.concurrency))
+                if not items:
+                    if idle >= LANE_IDLE_S:
+                        return
+                    wake = self._wake[lane]
+                    wake.clear()
+                    t0 = time.monotonic()
+                    try:
+                        await asyncio.wait_for(wake.wait(), LANE_SCAN_S)
+                    except asyncio.TimeoutError:
+                        pass
+                    idle += time.monotonic() - t0
+                    continue
+                idle = 0.0
+                if circuit is None:
+                    ep = endpoint(items[0][1]["endpoint"])
+                    circuit = self.circuits[lane] = await self._load_circuit(ep)
+                    await self._circuit_changed(circuit)
+                if circuit.state != "closed":
+                    items = items[:1]  # one probe at a time while the receiver is failing
+                await asyncio.gather(*(self._deliver(lane, item_id, item, circuit, client) for item_id, item in items))
         finally:
             keeper.cancel()
             await asyncio.gather(keeper, return_exceptions=True)
+            await client.aclose()
+            self._lanes.pop(lane, None)
+            self._wake.pop(lane, None)
+            self.circuits.pop(lane, None)
+            _count_circuits(self)
+            await self._let_go(lane)
 
-    async def _deliver(self, entry: dict[str, Any], ep: Endpoint, body: dict[str, Any]) -> None:
-        import httpx
+    async def _load_circuit(self, ep: Endpoint) -> Circuit:
+        c = Circuit(endpoint=ep.id, url=ep.redacted(), format=ep.format, holder=self.consumer)
+        try:
+            for saved in await self.backend.circuits():
+                if saved.get("endpoint") == ep.id and saved.get("circuit") in ("open", "half_open"):
+                    # taken over from a process that died: the receiver is still failing as far as anyone knows
+                    c.state, c.failures = "open", int(saved.get("failures") or 0)
+                    c.open_until = _epoch(saved.get("open_until")) or time.time()
+                    c.open_s = CIRCUIT_OPEN_S
+        except Exception as exc:  # noqa: BLE001
+            log.warning("could not read webhook circuits: %s", exc)
+        return c
 
+    async def _circuit_changed(self, c: Circuit) -> None:
+        _count_circuits(self)
+        try:
+            await self.backend.circuit_put(c.endpoint, c.public())
+        except Exception as exc:  # noqa: BLE001 - the record is for people
+            log.warning("could not record webhook circuit %s: %s", c.endpoint, exc)
+
+    async def _deliver(self, lane: str, item_id: str, item: dict[str, Any], circuit: Circuit, client: Any) -> None:
+        ep, entry, body = endpoint(item["endpoint"]), item["entry"], item["body"]
         msg_id = message_id(entry["run_id"], entry["seq"])
         key = _record_key(msg_id, ep)
         state = await self.backend.delivery_get(key) or {
             "key": key, "webhook_id": msg_id, "type": entry["type"], "run_id": entry["run_id"], "seq": entry["seq"],
             "approval_id": (entry.get("data") or {}).get("approval_id"), "endpoint": ep.id, "url": ep.redacted(),
             "format": ep.format, "status": "pending", "attempts": 0, "first_attempt_at": None, "last_attempt_at": None,
-            "last_status": None, "last_error": None, "next_attempt_at": None, "delivered_at": None, "holder": None,
-            "logged_at": entry.get("ts"),
+            "last_status": None, "last_error": None, "last_response": None, "next_attempt_at": None,
+            "delivered_at": None, "holder": None, "logged_at": entry.get("ts"),
         }
-        if state["status"] in ("delivered", "gave_up"):
-            return  # an earlier holder finished this endpoint before it died
+        if state["status"] not in ("delivered", "gave_up"):  # else: an earlier holder finished it before it died
+            await self._attempts(ep, entry, body, msg_id, state, circuit, client)
+        await self.backend.lane_done(lane, item_id)
+
+    async def _attempts(self, ep: Endpoint, entry: dict[str, Any], body: dict[str, Any], msg_id: str,
+                        state: dict[str, Any], circuit: Circuit, client: Any) -> None:
         text = encode(ep, body)
+        # given up `retry_for_s` after the event was logged: a backlog behind a receiver that was down for longer
+        # is given up without an attempt each, not retried for another day per event
         first = state.get("first_attempt_at_s") or time.time()
         state["first_attempt_at_s"] = first
+        give_up_at = (_epoch(entry.get("ts")) or first) + self.cfg.retry_for_s
         while True:
+            wait = circuit.wait(time.time())
+            if wait > 0:
+                if time.time() + wait > give_up_at:
+                    return await self._give_up(ep, entry, msg_id, state, first, "the receiver's circuit is open")
+                state |= {"status": "retrying", "next_attempt_at": now_iso(time.time() + wait)}
+                await self._save(state)
+                await asyncio.sleep(wait)
+                continue
             now = time.time()
             state["attempts"] += 1
             state["holder"] = self.consumer
             state["last_attempt_at"] = now_iso(now)
             state["first_attempt_at"] = state["first_attempt_at"] or state["last_attempt_at"]
+            await self._save(state)  # counted before it goes: a process killed mid-attempt leaves it counted
             t0 = time.perf_counter()
-            try:
-                async with self._posts:
-                    t0 = time.perf_counter()  # (the attempt itself, not the wait for a free slot)
-                    # signed now: the timestamp is this attempt's, however long it waited for a slot
-                    headers = sign_headers(self.cfg.secret or "", msg_id, text) if self.cfg.secret else {}
-                    r = await self._client.post(ep.url, content=text.encode("utf-8"), headers=headers)
-                ok, state["last_status"], state["last_error"] = 200 <= r.status_code < 300, r.status_code, None
-                if not ok:
-                    state["last_error"] = f"HTTP {r.status_code}"
-            except httpx.HTTPError as exc:
-                ok, state["last_status"], state["last_error"] = False, None, f"{type(exc).__name__}: {exc}"[:300]
+            ok, state["last_status"], state["last_error"], state["last_response"] = await self._attempt(ep, msg_id, text, client)
             metrics.webhook_delivery_seconds.observe(time.perf_counter() - t0)
+            if circuit.record(ok, time.time(), self.cfg.backoff_max_s):
+                log.warning("webhook receiver %s (%s): circuit %s after %d failed attempts in a row", ep.redacted(),
+                            ep.id, circuit.state, circuit.failures) if circuit.state == "open" else \
+                    log.info("webhook receiver %s (%s): circuit %s", ep.redacted(), ep.id, circuit.state)
+                await self._circuit_changed(circuit)
             if ok:
                 metrics.webhook_deliveries.labels(status="delivered").inc()
                 state |= {"status": "delivered", "delivered_at": now_iso(), "next_attempt_at": None}
@@ -496,16 +698,43 @@ class Deliverer:
                 return
             metrics.webhook_deliveries.labels(status="failed").inc()
             wait = backoff(state["attempts"], self.cfg.backoff_s, self.cfg.backoff_max_s)
-            if time.time() + wait - first > self.cfg.retry_for_s:
-                metrics.webhook_deliveries.labels(status="gave_up").inc()
-                state |= {"status": "gave_up", "next_attempt_at": None}
-                log.warning("webhook %s (%s) to %s given up after %d attempts over %.0fs: %s", msg_id, entry["type"],
-                            ep.redacted(), state["attempts"], time.time() - first, state["last_error"])
-                await self._save(state)
-                return
+            if time.time() + wait > give_up_at:
+                return await self._give_up(ep, entry, msg_id, state, first, state["last_error"])
             state |= {"status": "retrying", "next_attempt_at": now_iso(time.time() + wait)}
             await self._save(state)
             await asyncio.sleep(wait)
+
+    async def _attempt(self, ep: Endpoint, msg_id: str, text: str, client: Any) -> tuple[bool, int | None, str | None, str | None]:
+        """One POST under one deadline for all of it (connect, send, status, headers and the little of the body that
+        is read): a receiver that trickles its answer is cut off at `timeout_s`, however steadily it trickles. At most
+        `RESPONSE_KEEP` bytes of the body are read; the connection is then closed, not drained."""
+        import httpx
+
+        # signed now: the timestamp is this attempt's, however long it waited
+        headers = sign_headers(self.cfg.secret or "", msg_id, text) if self.cfg.secret else {}
+        try:
+            async with asyncio.timeout(self.cfg.timeout_s):
+                async with client.stream("POST", ep.url, content=text.encode("utf-8"), headers=headers) as r:
+                    head = b""
+                    async for chunk in r.aiter_raw():
+                        head += chunk
+                        if len(head) >= RESPONSE_KEEP:
+                            break
+            answer = head[:RESPONSE_KEEP].decode("utf-8", "replace")
+            ok = 200 <= r.status_code < 300
+            return ok, r.status_code, None if ok else f"HTTP {r.status_code}", answer
+        except TimeoutError:
+            return False, None, f"no complete answer within {self.cfg.timeout_s:g}s", None
+        except httpx.HTTPError as exc:
+            return False, None, scrub(f"{type(exc).__name__}: {exc}", ep)[:300], None
+
+    async def _give_up(self, ep: Endpoint, entry: dict[str, Any], msg_id: str, state: dict[str, Any], first: float,
+                       why: str | None) -> None:
+        metrics.webhook_deliveries.labels(status="gave_up").inc()
+        state |= {"status": "gave_up", "next_attempt_at": None}
+        log.warning("webhook %s (%s) to %s given up after %d attempts over %.0fs: %s", msg_id, entry["type"],
+                    ep.redacted(), state["attempts"], time.time() - first, why)
+        await self._save(state)
 
     async def _save(self, state: dict[str, Any]) -> None:
         for delay in (0.1, 0.5, 1.0, 2.0):
@@ -515,6 +744,12 @@ class Deliverer:
             except Exception as exc:  # noqa: BLE001 - the record is for people; the delivery itself went on
                 log.warning("could not record webhook delivery %s: %s", state["key"], exc)
                 await asyncio.sleep(delay)
+
+
+def _count_circuits(d: Deliverer) -> None:
+    """`runcast_webhook_receivers{circuit}`: the receivers this process delivers, by circuit state."""
+    for st in ("closed", "open", "half_open"):
+        metrics.webhook_receivers.labels(circuit=st).set(sum(1 for c in d.circuits.values() if c.state == st))
 
 
 async def maybe_start(backend: "Backend", registry: "Registry", cfg: WebhookConfig | None) -> Deliverer | None:

@@ -19,15 +19,26 @@ from __future__ import annotations
 import asyncio
 import logging
 import struct
+import sys
 from collections import deque
 from typing import Any, Awaitable, Callable
 
 log = logging.getLogger("runcast.wire")
 
+if sys.platform == "linux":
+    import fcntl
+    import termios
+
+    _OUTQ: int | None = termios.TIOCOUTQ  # == SIOCOUTQ: a socket's unsent bytes
+else:  # elsewhere, only the transport's buffer counts as progress
+    _OUTQ = None
+
 TEXT, BINARY = 0x81, 0x82  # FIN + opcode
 _SHORT = {op: [bytes((op, n)) for n in range(126)] for op in (TEXT, BINARY)}
-# A client that does not answer our close (or read what is before it) within this many seconds is cut off.
+# A client that does not answer our close (or read what is before it) within this many seconds is cut off, unless it
+# took some of what is before the frame meanwhile (it is reading: it will get there); CLOSE_MAX_S bounds that.
 CLOSE_GRACE_S = 5.0
+CLOSE_MAX_S = 60.0
 # Replays (which can wait) write while fewer than this many bytes are held, then wait for the client.
 REPLAY_HIGH_WATER = 256 * 1024
 ASGI_SEND_KEY = "runcast.asgi_send"  # where CaptureSend leaves the server's own `send` in a WebSocket's scope
@@ -70,45 +81,93 @@ def frames(payloads: list[bytes], binary: bool) -> bytes:
 
 
 class SocketWire:
-    """Pre-framed bytes straight to uvicorn's transport (websockets-sansio protocol, no extension)."""
+    """Pre-framed bytes straight to uvicorn's transport (websockets-sansio protocol, no extension).
+
+    The transport takes writes while its buffer is under its high-water mark (64 KiB); past it (the protocol's
+    `writable` is cleared), further writes wait here, in `_pending`, as whole writes (each one or more whole frames),
+    and go to the transport as it drains. So what a slow consumer has not taken is mostly ours, at frame boundaries,
+    and a 4408 can drop it and put the close frame right behind the transport's few kilobytes (the kernel's buffers
+    come before them): a client still reading, however slowly, gets the close frame and learns why."""
 
     direct = True
 
     def __init__(self, proto: Any) -> None:
         self._proto = proto
         self._transport = proto.transport
+        self._pending: deque[bytes] = deque()
+        self._pending_bytes = 0
+        self._drain: asyncio.Task[None] | None = None
+        self.written = 0  # bytes handed to write() in all (taken by the client = written - held)
+        self._close_started, self._unsent_then = 0.0, 0
         # The handshake's request and response (headers and all) are not needed once it is done: about 3 KiB of
         # every idle connection.
         if proto.handshake_complete:
             proto.request = proto.response = None
+        if hasattr(proto, "on_writable"):  # transport.WebSocketProtocol calls it from resume_writing
+            proto.on_writable = self._flush
 
     def write(self, data: bytes, payloads: list[bytes], binary: bool) -> None:
         """`data` is `frames(payloads, binary)`: the socket takes the former, AsgiWire the latter."""
         # A socket the client closed under us takes nothing: asyncio's transport ignores such a write, uvloop's raises
         # RuntimeError ("the handler is closed"), which would end the connection's cleanup with a traceback.
-        if not self._proto.close_sent and not self._transport.is_closing():
+        if self._proto.close_sent or self._transport.is_closing():
+            return
+        self.written += len(data)
+        if self._pending or not self._proto.writable.is_set():
+            self._pending.append(data)
+            self._pending_bytes += len(data)
+            if getattr(self._proto, "on_writable", None) is None and self._drain is None:
+                self._drain = asyncio.get_running_loop().create_task(self._drain_when_writable())
+            return
+        self._transport.write(data)
+
+    def _flush(self) -> None:
+        """The transport drained under its low-water mark: hand it what waits, until it is full again."""
+        p = self._proto
+        while self._pending and p.writable.is_set() and not p.close_sent and not self._transport.is_closing():
+            data = self._pending.popleft()
+            self._pending_bytes -= len(data)
             self._transport.write(data)
 
+    async def _drain_when_writable(self) -> None:
+        """(A protocol without the on_writable hook: wait for its `writable` instead.)"""
+        try:
+            while self._pending and not self._proto.disconnected and not self._proto.close_sent:
+                await self._proto.writable.wait()
+                self._flush()
+                await asyncio.sleep(0)
+        finally:
+            self._drain = None
+
     def held(self) -> int:
-        return self._transport.get_write_buffer_size()
+        return self._transport.get_write_buffer_size() + self._pending_bytes
 
     async def room(self) -> None:
         """Wait while the client holds more than REPLAY_HIGH_WATER bytes (returns at once if it is gone)."""
         p = self._proto
-        while self._transport.get_write_buffer_size() > REPLAY_HIGH_WATER and not p.disconnected:
+        while self.held() > REPLAY_HIGH_WATER and not p.disconnected:
             if p.writable.is_set():  # not paused by the transport (a high-water mark above ours): poll
                 await asyncio.sleep(0.005)
             else:  # uvicorn's flow control: set again when the transport drops under its low-water mark
                 await p.writable.wait()
 
     def close_now(self, code: int, reason: str, drop: bool = False) -> None:
-        """Send the close frame now, behind what the transport holds (`drop` can't apply: it is the kernel's to send),
-        without waiting for room (uvicorn's own close
-        waits for the buffer to drain below its high-water mark: a slow consumer may never get there). The read side
-        sees a disconnect at once. A client that has not taken it all within CLOSE_GRACE_S is cut off."""
+        """Send the close frame now, behind what the transport holds, without waiting for room (uvicorn's own close
+        waits for the buffer to drain below its high-water mark: a slow consumer may never get there). With `drop`
+        (a slow consumer), what waits in `_pending` is dropped first, so the close frame is a few KiB away from the
+        client instead of megabytes. The read side sees a disconnect at once. A client that has not taken it all
+        within CLOSE_GRACE_S is cut off (a client that reads nothing at all never gets the frame)."""
         p = self._proto
         if p.close_sent or p.disconnected or self._transport.is_closing():
             return
+        if drop:
+            self._pending.clear()
+            self._pending_bytes = 0
+        else:
+            while self._pending:  # everything before the close frame, in order (the transport buffers it)
+                data = self._pending.popleft()
+                self._transport.write(data)
+            self._pending_bytes = 0
         # What uvicorn does for an ASGI "websocket.close", minus the wait.
         p.queue.put_nowait({"type": "websocket.disconnect", "code": code, "reason": reason})
         p.conn.send_close(code, reason)
@@ -117,13 +176,33 @@ class SocketWire:
         if p.read_paused:
             p.read_paused = False
             self._transport.resume_reading()
+        self._close_started, self._unsent_then = p.loop.time(), self._unsent()
         p.close_timer = p.loop.call_later(CLOSE_GRACE_S, self._cut)
+
+    def _unsent(self) -> int:
+        """Bytes before the close frame that the client has not taken: the transport's buffer and the kernel's send
+        queue (Linux's SIOCOUTQ; the kernel holds megabytes for a client that reads slowly)."""
+        n = self._transport.get_write_buffer_size()
+        sock = self._transport.get_extra_info("socket")
+        if sock is not None and _OUTQ is not None:
+            try:
+                n += struct.unpack("i", fcntl.ioctl(sock.fileno(), _OUTQ, b"\0\0\0\0"))[0]
+            except (OSError, ValueError):
+                pass
+        return n
 
     def _cut(self) -> None:
         p = self._proto
         p.close_timer = None
-        if not p.disconnected:
-            self._transport.abort()  # close() would wait for the client to read what is buffered, maybe forever
+        if p.disconnected:
+            return
+        unsent = self._unsent()
+        if unsent < self._unsent_then and p.loop.time() - self._close_started < CLOSE_MAX_S:
+            # still reading (it took some of what is before the close frame): it will get to the frame
+            self._unsent_then = unsent
+            p.close_timer = p.loop.call_later(CLOSE_GRACE_S, self._cut)
+            return
+        self._transport.abort()  # close() would wait for the client to read what is buffered, maybe forever
 
 
 class AsgiWire:
@@ -140,6 +219,7 @@ class AsgiWire:
         self._drained.set()
         self._closing = False
         self.gone = False
+        self.written = 0
         self._task = asyncio.get_running_loop().create_task(self._run())
 
     def write(self, data: bytes, payloads: list[bytes], binary: bool) -> None:
@@ -148,6 +228,7 @@ class AsgiWire:
         for p in payloads:
             self._queue.append((p, binary))
             self._bytes += len(p)
+            self.written += len(p)
         self._drained.clear()
         self._wake.set()
 

@@ -172,6 +172,40 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     async def outbox_ack(self, entry_id: str) -> None: ...
 
+    # ---- receiver lanes (webhooks.py): each receiver (endpoint id) has its own queue of deliveries, so a slow or dead
+    # one holds up only itself; one process at a time delivers a lane (its lease), in order.
+    @abc.abstractmethod
+    async def lane_push(self, entry_id: str, items: list[tuple[str, dict[str, Any]]]) -> None:
+        """Append each (lane, item) to its lane and ack the outbox entry `entry_id`, in one atomic step."""
+
+    @abc.abstractmethod
+    async def lane_ids(self) -> list[str]:
+        """The lanes that have ever had an item (not yet emptied and forgotten)."""
+
+    @abc.abstractmethod
+    async def lane_lease(self, lane: str, holder: str, ttl_s: float) -> bool:
+        """Take, or renew, the right to deliver `lane` for `ttl_s`; False when another holder has it."""
+
+    @abc.abstractmethod
+    async def lane_release(self, lane: str, holder: str) -> None: ...
+
+    @abc.abstractmethod
+    async def lane_read(self, lane: str, count: int) -> list[tuple[str, dict[str, Any]]]:
+        """The oldest `count` items of the lane, (item id, item), oldest first; they stay until lane_done."""
+
+    @abc.abstractmethod
+    async def lane_done(self, lane: str, item_id: str) -> None: ...
+
+    @abc.abstractmethod
+    async def lane_length(self, lane: str) -> int: ...
+
+    @abc.abstractmethod
+    async def circuit_put(self, lane: str, state: dict[str, Any]) -> None:
+        """A receiver's circuit state (webhooks.Circuit.public()), shown by GET /api/webhooks/deliveries."""
+
+    @abc.abstractmethod
+    async def circuits(self) -> list[dict[str, Any]]: ...
+
     # ---- delivery records, shared by every node: status and attempts per (webhook-id, endpoint)
     @abc.abstractmethod
     async def delivery_get(self, key: str) -> dict[str, Any] | None: ...

@@ -52,6 +52,10 @@ class MemoryBackend(Backend):
         self._outbox_ready = asyncio.Event()
         self._outbox_ids = itertools.count(1)
         self._deliveries: collections.OrderedDict[str, dict[str, Any]] = collections.OrderedDict()
+        self._lanes: dict[str, collections.OrderedDict[str, dict[str, Any]]] = {}
+        self._lane_ids = itertools.count(1)
+        self._leases: dict[str, tuple[str, float]] = {}
+        self._circuits: dict[str, dict[str, Any]] = {}
         self._presence: dict[str, dict[str, tuple[float, dict[str, Any]]]] = {}  # run -> cid -> (expiry, entry)
         self._presence_v: dict[str, int] = {}  # per live set; from one counter, so a version never comes back
         self._presence_n = 0
@@ -300,6 +304,40 @@ class MemoryBackend(Backend):
 
     async def outbox_ack(self, entry_id: str) -> None:
         pass
+
+    async def lane_push(self, entry_id: str, items: list[tuple[str, dict[str, Any]]]) -> None:
+        for lane, item in items:
+            self._lanes.setdefault(lane, collections.OrderedDict())[str(next(self._lane_ids))] = item
+
+    async def lane_ids(self) -> list[str]:
+        return list(self._lanes)
+
+    async def lane_lease(self, lane: str, holder: str, ttl_s: float) -> bool:
+        now = time.monotonic()
+        cur = self._leases.get(lane)
+        if cur is not None and cur[0] != holder and cur[1] > now:
+            return False
+        self._leases[lane] = (holder, now + ttl_s)
+        return True
+
+    async def lane_release(self, lane: str, holder: str) -> None:
+        if self._leases.get(lane, ("",))[0] == holder:
+            del self._leases[lane]
+
+    async def lane_read(self, lane: str, count: int) -> list[tuple[str, dict[str, Any]]]:
+        return list(itertools.islice(self._lanes.get(lane, {}).items(), count))
+
+    async def lane_done(self, lane: str, item_id: str) -> None:
+        self._lanes.get(lane, {}).pop(item_id, None)
+
+    async def lane_length(self, lane: str) -> int:
+        return len(self._lanes.get(lane, {}))
+
+    async def circuit_put(self, lane: str, state: dict[str, Any]) -> None:
+        self._circuits[lane] = dict(state)
+
+    async def circuits(self) -> list[dict[str, Any]]:
+        return [dict(c) | {"queued": len(self._lanes.get(k, {}))} for k, c in self._circuits.items()]
 
     async def delivery_get(self, key: str) -> dict[str, Any] | None:
         rec = self._deliveries.get(key)

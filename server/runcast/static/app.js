@@ -7,6 +7,7 @@ import {
   RuncastClient, TERMINAL, canCancel, canDecide, canStart, hasRole, inboxList, needsYou, people, runList,
 } from "/client/src/runcast.js";
 import { agentReason, byDeadline, keyArguments, rejectedCount, runTitle, statusLabel } from "/static/words.js";
+import * as signin from "/static/signin.js";
 import { mentionsBox, runDiscussion, threadView } from "/static/comments.js";
 
 const $ = (id) => document.getElementById(id);
@@ -129,7 +130,9 @@ function banner(text) {
 }
 
 async function api(path, opts = {}) {
-  const r = await fetch(path, { ...opts, headers: { Authorization: `Bearer ${token}`, "Content-Type": "application/json" } });
+  // signed in (a token function): the session cookie goes with the request (same origin) instead of a header
+  const auth = typeof token === "string" ? { Authorization: `Bearer ${token}` } : {};
+  const r = await fetch(path, { ...opts, headers: { ...auth, "Content-Type": "application/json" } });
   const body = await r.json().catch(() => ({}));
   if (!r.ok) {
     const err = new Error(body?.error?.message || `${r.status} ${r.statusText}`);
@@ -181,7 +184,8 @@ function connect() {
     if (client !== c) return;
     if (err.code === "unauthenticated") {
       sessionStorage.removeItem("runcast.token");
-      banner(tokenMessage(err));
+      banner(typeof token === "function" ? signin.sessionMessage(err) : tokenMessage(err));
+      if (typeof token === "function") { restart(); return; } // offers Sign in, which comes back to this address
       me = null;
       renderAll();
     } else {
@@ -1165,10 +1169,12 @@ $("cancel").addEventListener("click", async () => {
   }
 });
 
-$("view").querySelector('[data-testid="back"]').addEventListener("click", (ev) => {
-  ev.preventDefault();
-  location.hash = "";
-});
+for (const back of $("view").querySelectorAll('[data-testid="back"], [data-testid="back-top"]')) {
+  back.addEventListener("click", (ev) => {
+    ev.preventDefault();
+    location.hash = "";
+  });
+}
 
 // ---------------------------------------------------------------------------------------------- start
 
@@ -1181,7 +1187,16 @@ window.runcastMonitor = {
   get clockOffsetMs() { return client ? client.hubOffsetMs : 0; },
 };
 
-function start() {
+async function start() {
+  if (!token) { // no #token=: the hub's sign-in session, if this browser has one
+    const s = await signin.session();
+    if (s?.user) {
+      token = signin.sessionTokenFn();
+      signin.addSignOut(document.querySelector("header.top"));
+    } else {
+      signin.showSignIn($("no-token"), s);
+    }
+  }
   $("no-token").hidden = Boolean(token);
   if (!token) {
     $("start").hidden = true;

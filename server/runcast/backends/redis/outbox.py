@@ -8,6 +8,11 @@ moves a commit's webhook events here from the run's own list, writes them in the
     {P}:webhooks:outbox      Stream, field `e` = the packed event (as logged); group `deliverers`
     {P}:webhooks:deliveries  Hash: "<webhook-id> <endpoint id>" -> delivery record JSON (status, attempts, ...)
     {P}:webhooks:recent      ZSET of those keys by last update: the newest `DELIVERIES_KEPT` are kept
+    {P}:webhooks:lane:<endpoint id>  Stream, field `j` = a delivery (JSON {endpoint, entry, body}): the receiver's own
+                             queue, filled from the outbox (XADD with the outbox entry's XACK, in one MULTI)
+    {P}:webhooks:lanes       Set of those endpoint ids
+    {P}:webhooks:lease:<endpoint id>  the process that delivers that lane now (SET NX PX, renewed; taken over after)
+    {P}:webhooks:circuits    Hash: endpoint id -> its circuit state JSON (webhooks.Circuit)
     {P}:webhooks:entry:<run_id>:<seq>  the outbox entry that delivers that event (SET NX when first read): the flush
                              is at least once, so one event may reach the stream twice; the second entry is dropped
 """
@@ -26,6 +31,9 @@ from ...protocol import Event
 log = logging.getLogger("runcast.redis")
 GROUP = "deliverers"
 DELIVERIES_KEPT = 1000
+# the lease of a lane: renewed by its holder only (compare and set)
+_RENEW = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) end return 0"
+_RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
 ENTRY_OWNER_S = 3 * 86400  # longer than a delivery is retried (webhooks.py gives up after a day)
 
 
@@ -109,6 +117,51 @@ class OutboxQueue:
             pipe.xack(self._outbox, GROUP, entry_id)
             pipe.xdel(self._outbox, entry_id)
             await pipe.execute()
+
+    def _lane_key(self, lane: str) -> str:
+        return f"{{{self.prefix}}}:webhooks:lane:{lane}"
+
+    async def lane_push(self, entry_id: str, items: list[tuple[str, dict[str, Any]]]) -> None:
+        async with self._redis.pipeline(transaction=True) as pipe:
+            for lane, item in items:
+                pipe.xadd(self._lane_key(lane), {"j": json.dumps(item)})
+                pipe.sadd(f"{{{self.prefix}}}:webhooks:lanes", lane)
+            pipe.xack(self._outbox, GROUP, entry_id)
+            pipe.xdel(self._outbox, entry_id)
+            await pipe.execute()
+
+    async def lane_ids(self) -> list[str]:
+        return sorted(x.decode() for x in await self._redis.smembers(f"{{{self.prefix}}}:webhooks:lanes"))
+
+    async def lane_lease(self, lane: str, holder: str, ttl_s: float) -> bool:
+        key = f"{{{self.prefix}}}:webhooks:lease:{lane}"
+        ms = max(1, int(ttl_s * 1000))
+        if await self._redis.set(key, holder, nx=True, px=ms):
+            return True
+        return bool(await self._redis.eval(_RENEW, 1, key, holder, ms))
+
+    async def lane_release(self, lane: str, holder: str) -> None:
+        await self._redis.eval(_RELEASE, 1, f"{{{self.prefix}}}:webhooks:lease:{lane}", holder)
+
+    async def lane_read(self, lane: str, count: int) -> list[tuple[str, dict[str, Any]]]:
+        res = await self._redis.xrange(self._lane_key(lane), "-", "+", count=count)
+        return [(i.decode(), json.loads(f[b"j"])) for i, f in res]
+
+    async def lane_done(self, lane: str, item_id: str) -> None:
+        await self._redis.xdel(self._lane_key(lane), item_id)
+
+    async def lane_length(self, lane: str) -> int:
+        return int(await self._redis.xlen(self._lane_key(lane)))
+
+    async def circuit_put(self, lane: str, state: dict[str, Any]) -> None:
+        await self._redis.hset(f"{{{self.prefix}}}:webhooks:circuits", lane, json.dumps(state))
+
+    async def circuits(self) -> list[dict[str, Any]]:
+        raw = await self._redis.hgetall(f"{{{self.prefix}}}:webhooks:circuits")
+        out = []
+        for k, v in sorted(raw.items()):
+            out.append(json.loads(v) | {"queued": await self.lane_length(k.decode())})
+        return out
 
     async def delivery_get(self, key: str) -> dict[str, Any] | None:
         raw = await self._redis.hget(self._deliveries_key, key)
