@@ -10,7 +10,8 @@ from agents.testing import ModelStep, ScriptedModel, assistant_message, function
 from agents.tool import tool_namespace
 
 from runcast import AgentSpec, ApprovalPolicy
-from runcast.demo import SCRATCH, DemoModel, Step, _get, _log_execution, delete_files, demo_registry
+from runcast.conversation import TalkPolicy
+from runcast.demo import SCRATCH, DemoModel, Step, _get, _log_execution, delete_files, demo_registry, list_files
 
 _demo = demo_registry(expires_s=None).get("demo")
 assert _demo is not None
@@ -55,6 +56,17 @@ def _long_turn(input_: Any) -> Step:
         return Step("Done.")
     return Step(" ".join(["Streaming a long explanation before asking to delete anything."] * 25),
                 ("delete_files", {"paths": list(SCRATCH)}))
+
+
+def _chatty(input_: Any) -> Step:
+    """A first turn of two model calls: a long streamed answer that lists files, then a request to delete them (a
+    message with the `interrupt` policy stops the turn after the first call)."""
+    outs = _outputs(input_)
+    if len(outs) >= 2:
+        return Step("Done.")
+    if outs:
+        return Step("Second step: deleting the files now.", ("delete_files", {"paths": list(SCRATCH)}))
+    return Step(" ".join(["Streaming a long explanation before listing anything."] * 25), ("list_files", {"path": "scratch/"}))
 
 
 class Responding(ScriptedModel):
@@ -165,6 +177,12 @@ AGENTS = {
     # a hosted MCP call whose answer must reach the watchers
     "hosted-mcp": Agent(name="Crm", model=Responding(_hosted_mcp_script), tools=[HostedMCPTool(tool_config={
         "type": "mcp", "server_label": "crm", "server_url": "http://127.0.0.1:9", "require_approval": "never"})]),
+    # conversations (conversation.py): a message while busy is refused; one stops the turn; a small rate and size
+    "talk-reject": AgentSpec(_demo.agent, {"delete_files": ApprovalPolicy(roles=["approver"])}, talk=TalkPolicy(busy="reject")),
+    "talk-interrupt": AgentSpec(Agent(name="Chatty", model=DemoModel(_chatty), tools=[list_files, delete_files]),
+                                {"delete_files": ApprovalPolicy(roles=["approver"])}, talk=TalkPolicy(busy="interrupt")),
+    "talk-strict": AgentSpec(Agent(name="Quick", model=DemoModel(lambda input_: Step("ok"), delay=0)),
+                             talk=TalkPolicy(per_minute=3, max_chars=100)),
     # an input guardrail that trips on "password"
     "guarded": Agent(name="Guarded", model=Responding(lambda call: [assistant_message("ok")]), input_guardrails=[no_secrets]),
 }

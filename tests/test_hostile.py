@@ -26,7 +26,9 @@ BACKLOG = 1234
 def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     cluster = Cluster(tmp_path_factory.mktemp("hostile"), "memory",
                       serve_args=["--metrics-bind", f"127.0.0.1:{METRICS_PORT}", "--header-timeout", str(HEADER_TIMEOUT),
-                                  "--backlog", str(BACKLOG)],
+                                  "--backlog", str(BACKLOG),
+                                  # 150 clients of one address at once: the per-address share is tested on its own
+                                  "--max-unauthenticated-per-address", "1000"],
                       env={"RUNCAST_DEBUG_ENDPOINTS": "1", "RUNCAST_RATE_PER_S": "10000",
                            "RUNCAST_RATE_BURST": "10000"}).start()
     yield cluster

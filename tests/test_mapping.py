@@ -56,6 +56,37 @@ def test_raw_deltas_and_argument_deltas_named_by_call_id():
     assert m.map(RawResponsesStreamEvent(data=args)) == [("tool.args.delta", {"call_id": "call_1", "delta": '{"p"'})]
 
 
+def test_chat_completions_placeholder_ids_become_one_id_per_message():
+    """The SDK gives every item of a Chat Completions response the id "__fake_id__": without ids of our own, a client
+    would fold every message of the run into one."""
+    m = EventMapper()
+
+    def one_message(text: str, with_added: bool = True) -> tuple[list[str], str]:
+        fake = ResponseOutputMessage(type="message", id="__fake_id__", role="assistant", status="completed",
+                                     content=[ResponseOutputText(type="output_text", text=text, annotations=[])])
+        if with_added:
+            added = ResponseOutputItemAddedEvent(type="response.output_item.added", output_index=0, sequence_number=0,
+                                                 item=fake.model_copy(update={"content": []}))
+            assert m.map(RawResponsesStreamEvent(data=added)) == []
+        ids = []
+        for i, w in enumerate(text.split()):
+            delta = ResponseTextDeltaEvent(type="response.output_text.delta", item_id="__fake_id__", output_index=0,
+                                           content_index=0, delta=w, logprobs=[], sequence_number=i + 1)
+            [(kind, data)] = m.map(RawResponsesStreamEvent(data=delta))
+            ids.append(data["item_id"])
+        [(kind, done)] = m.map(item("message_output_created", MessageOutputItem(agent=OPS, raw_item=fake)))
+        assert kind == "message.completed" and done["text"] == text
+        return ids, done["item_id"]
+
+    first, first_done = one_message("one two three")
+    second, second_done = one_message("four five", with_added=False)  # no output_item.added: still a new id
+    third, third_done = one_message("six")
+    assert len(set(first)) == 1 and first[0] == first_done and first_done.startswith("msg_")
+    assert len(set(second)) == 1 and second[0] == second_done
+    assert third == [third_done]
+    assert len({first_done, second_done, third_done}) == 3 and "__fake_id__" not in {first_done, second_done, third_done}
+
+
 def test_every_run_item_name():
     m = EventMapper()
     msg = ResponseOutputMessage(type="message", id="msg_1", role="assistant", status="completed",

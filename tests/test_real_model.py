@@ -66,13 +66,13 @@ def total(reqs: list[Request]) -> dict[str, int]:
     return out
 
 
-def turns(w: Client, run_id: str) -> list[list[str]]:
-    """The text deltas of each message, in log order: a message.completed closes one (the last list is a message
-    still open). By position, not item id: Chat Completions has no item ids, the SDK gives every message the same."""
+def turns(w: Client, run_id: str, key: str = "delta") -> list[list[str]]:
+    """The text deltas (or another field of them) of each message, in log order: a message.completed closes one (the
+    last list is a message still open). By position, so that the item ids themselves can be checked."""
     out: list[list[str]] = [[]]
     for e in w.events(run_id, ("message.delta", "message.completed")):
         if e["type"] == "message.delta":
-            out[-1].append(e["data"]["delta"])
+            out[-1].append(e["data"][key])
         else:
             out.append([])
     return out
@@ -104,6 +104,10 @@ async def check_main_path(c: Cluster, srv: ModelServer, api: str) -> None:
     texts = [e["data"] for e in w.events(run_id, ("message.completed",))]
     assert [t["text"] for t in texts] == ["".join(first.deltas), "".join(second.deltas)]
     assert turns(w, run_id) == [first.deltas, second.deltas, []]
+    # one item id per message, the same on its deltas (Chat Completions has none: the SDK gives them all one placeholder)
+    ids = [t["item_id"] for t in texts]
+    assert len(set(ids)) == 2 and "__fake_id__" not in ids
+    assert turns(w, run_id, key="item_id") == [[ids[0]] * len(first.deltas), [ids[1]] * len(second.deltas), []]
     assert len(first.deltas) > 5
     called = [e["data"] for e in w.events(run_id, ("tool.called",))]
     assert [x["tool"] for x in called] == ["list_files", "delete_files"]

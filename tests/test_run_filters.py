@@ -35,7 +35,7 @@ def test_a_filter_from_the_query_and_what_it_matches() -> None:
     f = RunFilter.from_query({"agent": "demo", "status": "paused,completed", "started_by": "ada", "needs_me": "1"})
     assert (f.agent, f.statuses, f.started_by, f.needs_me) == ("demo", frozenset({"paused", "completed"}), "ada", True)
     assert RunFilter.from_query({"status": "live"}).statuses == frozenset(LIVE)
-    for bad in ({"status": "paused,bogus"}, {"needs_me": "yes"}, {"agent": "a" * 201}):
+    for bad in ({"status": "paused,bogus"}, {"needs_me": "yes"}, {"agent": "a" * 201}, {"q": " " * 201}):
         with pytest.raises(ProtocolError) as exc:
             RunFilter.from_query(bad)
         assert exc.value.code == "bad_request" and exc.value.detail["field"] == next(iter(bad))
@@ -44,6 +44,8 @@ def test_a_filter_from_the_query_and_what_it_matches() -> None:
     assert [x.run_id for x in select([p, r], ALICE_ID, RunFilter(agent="demo"), 10)] == ["run_p"]
     assert [x.run_id for x in select([p, r], ALICE_ID, RunFilter(statuses=frozenset({"running"})), 10)] == ["run_r"]
     assert [x.run_id for x in select([p, r], ALICE_ID, RunFilter(started_by="bob"), 10)] == ["run_r"]
+    assert [x.run_id for x in select([p, r], ALICE_ID, RunFilter(q="BOB X"), 10)] == ["run_r"]  # words, as on the socket
+    assert RunFilter.from_query({"q": " tidy  up "}).q == "tidy  up" and not RunFilter.from_query({"agent": " "}).active
     # "needs me" is the inbox's rule: a viewer may not decide, an approver may, unless the policy forbids self-approval
     assert [x.run_id for x in select([p, r], ALICE_ID, RunFilter(needs_me=True), 10)] == ["run_p"]
     assert select([p, r], VIC_ID, RunFilter(needs_me=True), 10) == []
@@ -75,6 +77,7 @@ def test_the_run_list_filters_over_http(hub: Cluster) -> None:
     assert ids("agent=demo") == [mine]
     assert ids("status=completed") == [done] and ids("status=live") == [other, mine]
     assert ids("started_by=dana") == [mine] and ids("started_by=dana&status=completed") == []
+    assert ids("q=TIDY") == [mine] and ids("q=restart&status=completed,failed") == [done]
     assert ids("needs_me=1", ALICE) == [other, mine] and ids("needs_me=1", VIEWER) == []
     c.http("POST", f"/api/runs/{other}/approvals/" + c.wait_status(other, "paused")["pending_approvals"][0]["approval_id"],
            BOB, json={"decision": "approve"})
@@ -82,3 +85,20 @@ def test_the_run_list_filters_over_http(hub: Cluster) -> None:
     assert ids("status=paused&limit=1") == [other]
     bad = c.http("GET", "/api/runs?status=sleeping")
     assert bad.status_code == 400 and bad.json()["error"]["code"] == "bad_request" and bad.json()["error"]["field"] == "status"
+
+
+def test_the_openapi_status_pattern_is_the_filters_own() -> None:
+    """What the OpenAPI document lets a client send as `status` is exactly the statuses the filter takes."""
+    import re
+
+    from runcast.runfilter import STATUSES
+    from runcast.specs import _STATUSES
+
+    for s in ["", *STATUSES, "live", "paused,running", "sleeping", "paused,", " paused", "paused ,running", "0" * 10]:
+        try:
+            RunFilter.from_query({"status": s})
+            taken = True
+        except ProtocolError:
+            taken = False
+        assert taken == bool(re.fullmatch(_STATUSES, s)), s
+    assert set(re.findall(r"\w+", _STATUSES.split(")")[0])) - {"queued"} <= {*STATUSES, "live"}

@@ -113,6 +113,7 @@ async def test_a_client_that_stops_reading_gets_4408_promptly_and_holds_no_one_u
 
     # The slow one reads nothing; meanwhile the fast one takes every event as it comes, and we watch the counter.
     closed_at = None
+    reading: asyncio.Task[list[dict[str, Any]]] | None = None
     seen = 0
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -124,9 +125,12 @@ async def test_a_client_that_stops_reading_gets_4408_promptly_and_holds_no_one_u
         seen = len(fast.frames)
         if closed_at is None and await asyncio.to_thread(slow_closed, hub) > before:
             closed_at = now
+            # it reads again now: what the kernel holds, then the close frame (a client that went on reading nothing
+            # would be cut off once the frame's deadline passes, wire.CLOSE_GRACE_S)
+            reading = asyncio.create_task(asyncio.to_thread(slow.read_to_close))
         if fast.closed or (closed_at is not None and any(f.get("type") == "run.completed" for f in fast.frames[-3:])):
             break
-    assert closed_at is not None, "the slow consumer was never closed"
+    assert closed_at is not None and reading is not None, "the slow consumer was never closed"
     end = await fast.wait_event(run_id, "run.completed", timeout=60)
 
     # The fast watcher got every event, in order, and was never held up: each arrived soon after it was logged.
@@ -136,8 +140,9 @@ async def test_a_client_that_stops_reading_gets_4408_promptly_and_holds_no_one_u
               for e in events if e["type"] == "tool.args.delta" and e["seq"] in arrivals]
     assert delays and max(delays) < 2.0, f"the fast watcher waited up to {max(delays):.2f}s"
 
-    # The slow one, reading now, finds a gap-free prefix of the run and then 4408, whose reason says how much it held.
-    got = slow.read_to_close()
+    # The slow one, reading since it was closed, finds a gap-free prefix of the run and then 4408, whose reason says
+    # how much it held.
+    got = await reading
     close = slow.proto.close_rcvd
     assert close.code == 4408 and "reconnect and subscribe with since" in close.reason
     seqs = [f["seq"] for f in got if "seq" in f and f.get("run_id") == run_id]

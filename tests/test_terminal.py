@@ -19,7 +19,8 @@ from hubtest import ADMIN, ALICE, BOB, OPERATOR, ROOT, VIEWER, Cluster, Process,
 
 
 def cli_env(c: Cluster, tok: str | None) -> dict[str, str]:
-    env = {"RUNCAST_URL": c.url, "PYTHONPATH": str(ROOT / "server"), "PATH": "/usr/bin:/bin", "NO_PROXY": "127.0.0.1"}
+    env = {"RUNCAST_URL": c.url, "PYTHONPATH": str(ROOT / "server"), "PATH": "/usr/bin:/bin", "NO_PROXY": "127.0.0.1",
+           "XDG_CONFIG_HOME": str(c.tmp / "config")}  # never a sign-in `runcast login` saved on this machine
     if tok:
         env["RUNCAST_TOKEN"] = tok
     return env
@@ -212,6 +213,7 @@ def test_runs_lists_runs_with_filters_and_start_follows_a_run(hub1: Cluster) -> 
 
     assert listed("--agent", "demo") == [mine]
     assert listed("--started-by", "dana") == [mine] and listed("--mine", tok=dana) == [mine]
+    assert listed("--search", "SHIP") == [other]
     assert listed("--status", "completed") == [] and listed("--status", "paused") == [other, mine]
     assert listed("--needs-me", tok=ALICE) == [other, mine] and listed("--needs-me", tok=VIEWER) == []
     as_json = json.loads(cli(c, ADMIN, "runs", "--json", "--agent", "demo-quorum").stdout)

@@ -130,7 +130,7 @@ export interface RunHandlers {
  */
 export type ErrorCode =
   | "bad_frame" | "bad_request" | "unknown_type" | "unauthenticated" | "forbidden" | "not_found" | "already_decided"
-  | "not_pending" | "expired" | "rate_limited" | "too_large" | "log_trimmed" | "log_reset" | "internal"
+  | "not_pending" | "expired" | "rate_limited" | "too_large" | "log_trimmed" | "log_reset" | "busy" | "invalid_arguments" | "internal"
   | "disconnected" | "timeout" | "closed" | "codec_unavailable" | "token_error" | "gap";
 
 export class RuncastError extends Error {
@@ -209,9 +209,17 @@ export class RuncastClient {
   readonly runsFilter: RunsFilter;
   readonly inbox: InboxState;
   readonly runList: RunsState;
-  decide(runId: string, approvalId: string, decision: "approve" | "reject", reason?: string, opts?: { always?: boolean }): Promise<Ack>;
+  /** `opts.arguments`: approve with changes (the edited call; `invalid_arguments` when the tool's schema refuses it). */
+  decide(runId: string, approvalId: string, decision: "approve" | "reject", reason?: string,
+         opts?: { always?: boolean; arguments?: Record<string, unknown> | string }): Promise<Ack>;
   cancel(runId: string, mode?: "immediate" | "after_turn"): Promise<Ack>;
   start(agent: string, input: string): Promise<string>;
+  /** Say something to the run's agent; `queued` when the agent is busy (README, "Conversations"). */
+  say(runId: string, text: string): Promise<Ack & { run_id: string; message_id: string; queued: boolean }>;
+  /** Take back a message of mine still waiting in the run's queue. */
+  withdraw(runId: string, messageId: string): Promise<Ack & { run_id: string; message_id: string }>;
+  /** A new run with a finished run's agent and input; resolves with its id. */
+  rerun(runId: string): Promise<string>;
   ping(): Promise<{ type: "pong"; id?: string }>;
 }
 

@@ -10,7 +10,7 @@ import { applyEvent, applyPresence, initialPresence, initialRunState } from "./s
 import { applyInboxFrame, applyRunsFrame, initialInbox, initialRuns } from "./feeds.js";
 
 export {
-  applyEvent, foldEvents, initialRunState, people, canDecide, canCancel, canStart, hasRole, openApprovals, TERMINAL,
+  applyEvent, foldEvents, initialRunState, people, canDecide, canCancel, canSay, canStart, hasRole, openApprovals, TERMINAL,
   initialPresence, applyPresence,
 } from "./state.js";
 export { applyInboxFrame, applyRunsFrame, initialInbox, initialRuns, inboxList, needsYou, runList } from "./feeds.js";
@@ -864,12 +864,17 @@ export class RuncastClient {
    * Never retried by the client: if the socket drops before the answer, it rejects with `disconnected` and the run's
    * events tell what happened.
    * @param {string} runId @param {string} approvalId @param {"approve"|"reject"} decision
-   * @param {string} [reason] @param {{always?: boolean}} [opts]
+   * `opts.arguments` approves with changes: the edited arguments (checked by the hub against the tool's schema:
+   * `invalid_arguments` when they do not fit).
+   * @param {string} [reason] @param {{always?: boolean, arguments?: object|string}} [opts]
    */
   decide(runId, approvalId, decision, reason, opts = {}) {
     const frame = { type: "decide", run_id: runId, approval_id: approvalId, decision };
     if (reason) frame.reason = reason;
     if (opts.always) frame.always = true;
+    if (opts.arguments !== undefined) { // approve with changes: the edited call (an object, or its JSON text)
+      frame.arguments = typeof opts.arguments === "string" ? opts.arguments : JSON.stringify(opts.arguments);
+    }
     return this._command(frame);
   }
 
@@ -884,6 +889,28 @@ export class RuncastClient {
    */
   async start(agent, input) {
     const ack = await this._command({ type: "start", agent, input: input ?? "" });
+    return ack.run_id;
+  }
+
+  /**
+   * Say something to the run's agent (README, "Conversations"). Resolves with the ack: `message_id`, and `queued`
+   * (true: the agent is busy; the message waits in the run's queue and can be withdrawn). Rejects with the hub's code:
+   * `forbidden`, `bad_request` (empty), `too_large`, `busy` (the agent takes no message while busy), `not_pending`
+   * (the run failed or was cancelled), `rate_limited`.
+   * @param {string} runId @param {string} text
+   */
+  say(runId, text) {
+    return this._command({ type: "say", run_id: runId, text });
+  }
+
+  /** Take back a message of mine still waiting in the run's queue. @param {string} runId @param {string} messageId */
+  withdraw(runId, messageId) {
+    return this._command({ type: "withdraw", run_id: runId, message_id: messageId });
+  }
+
+  /** Run again: a new run with a finished run's agent and input. Resolves with the new run id. @param {string} runId */
+  async rerun(runId) {
+    const ack = await this._command({ type: "rerun", run_id: runId });
     return ack.run_id;
   }
 

@@ -58,7 +58,11 @@ export interface ApprovalState {
     reason: string | null;
     always: boolean;
     decidedAt: string | null;
+    /** Approved with changes: [{key, from, to}]; null when approved (or rejected) as the model wrote it. */
+    changes?: { key: string; from: unknown; to: unknown }[] | null;
   } | null;
+  /** Approved with changes: the arguments the tool runs with (JSON text); `arguments` stays the model's. */
+  approvedArguments?: string | null;
 }
 
 export interface ToolCallState {
@@ -115,7 +119,13 @@ export type TranscriptItem =
   | { kind: "approval"; key: string; approvalId: string }
   | { kind: "started"; key: string; seq: number; ts: string; agent: string | null; input: string | null; by: Person | null }
   | { kind: "paused"; key: string; seq: number; ts: string; pending: string[] }
-  | { kind: "resumed"; key: string; seq: number; ts: string; decisions: { approvalId: string; decision: string; by: any }[] }
+  | { kind: "resumed"; key: string; seq: number; ts: string; decisions: { approvalId: string; decision: string; by: any }[];
+      /** a conversation's next turn (README, "Conversations"): its number and the messages it answers */
+      turn: number | null; messages: string[] }
+  | { kind: "said"; key: string; seq: number; ts: string; messageId: string; by: Person | null; text: string; at: string | null;
+      /** said while the agent was busy; `withdrawn` once its author took it back */
+      queued: boolean; withdrawn: boolean }
+  | { kind: "interrupted"; key: string; seq: number; ts: string; by: Person | null; turn: number }
   | { kind: "completed"; key: string; seq: number; ts: string; output: any; agent: string | null }
   | { kind: "failed"; key: string; seq: number; ts: string; code: string; message: string }
   | { kind: "cancelled"; key: string; seq: number; ts: string; by: Person | null; mode: string }
@@ -149,6 +159,17 @@ export interface RunState {
   /** `message`: the failure's cause chain in one line, secrets redacted. `guardrail`: the guardrail whose tripwire failed the run (`side`: input, output, tool_input or tool_output). */
   error: { code: string; message: string; guardrail?: { name: string; side: string; output_info: any; truncated?: boolean } } | null;
   cancelled: { by: Person | null; mode: string } | null;
+  /** The conversation's turn: 1 answers the input, each later one the messages it took. */
+  turn: number;
+  /** Messages said while the agent was busy, waiting for the next turn, oldest first. */
+  queue: QueuedMessage[];
+}
+
+export interface QueuedMessage {
+  messageId: string;
+  by: Person | null;
+  text: string;
+  at: string | null;
 }
 
 export function initialRunState(runId: string): RunState;
@@ -161,4 +182,6 @@ export function hasRole(user: User | null | undefined, ...roles: string[]): bool
 export function canDecide(state: RunState, approval: ApprovalState, user: User | null | undefined): boolean;
 export function canCancel(state: RunState, user: User | null | undefined): boolean;
 export function canStart(user: User | null | undefined): boolean;
+/** May `user` talk to the run's agent now (the agent's `talk` policy from GET /api/agents; default operators and the starter)? */
+export function canSay(state: RunState, user: User | null | undefined, talk?: { roles?: string[]; starter?: boolean }): boolean;
 export function openApprovals(state: RunState): ApprovalState[];

@@ -37,6 +37,8 @@ export function initialRunState(runId) {
     usage: null,
     error: null,
     cancelled: null,
+    turn: 1,
+    queue: [],
   };
 }
 
@@ -202,10 +204,15 @@ export function applyEvent(state, ev) {
         always: Boolean(d.always),
         decidedAt: d.decided_at ?? ev.ts ?? null,
       };
+      if (d.original_arguments != null) { // approved with changes: what the tool runs with, and what changed
+        ap.decision.changes = d.changes || [];
+        ap.approvedArguments = d.arguments ?? null;
+      }
       if (d.tally) ap.tally = { ...d.tally };
       if (d.by && d.by.sub) ap.votes.push({ by: { sub: d.by.sub, name: d.by.name }, decision: d.decision, reason: d.reason ?? null, at: d.decided_at ?? ev.ts ?? null });
       const call = ap.callId ? state.toolCalls[ap.callId] : null;
       if (call && call.status === "awaiting_approval") call.status = d.decision === "approve" ? "approved" : "rejected";
+      if (call && ap.approvedArguments) call.arguments = ap.approvedArguments;
       break;
     }
     case "approval.expired": {
@@ -229,7 +236,27 @@ export function applyEvent(state, ev) {
       state.status = "running";
       state.pending = [];
       if (d.segment) state.segment = d.segment;
-      note(state, ev, "resumed", { decisions: (d.decisions || []).map((x) => ({ approvalId: x.approval_id, decision: x.decision, by: x.by ?? null })) });
+      if (d.turn) state.turn = d.turn;
+      if (d.messages) state.queue = state.queue.filter((m) => !d.messages.includes(m.messageId)); // this turn took them
+      note(state, ev, "resumed", {
+        decisions: (d.decisions || []).map((x) => ({ approvalId: x.approval_id, decision: x.decision, by: x.by ?? null })),
+        turn: d.turn ?? null, messages: [...(d.messages || [])],
+      });
+      break;
+    case "message.said": {
+      const m = { messageId: d.message_id, by: d.by ?? null, text: d.text ?? "", at: d.at ?? ev.ts ?? null };
+      if (d.queued) state.queue.push(m);
+      note(state, ev, "said", { ...m, queued: !!d.queued, withdrawn: false });
+      break;
+    }
+    case "message.withdrawn": {
+      state.queue = state.queue.filter((m) => m.messageId !== d.message_id);
+      const said = state.items.find((i) => i.kind === "said" && i.messageId === d.message_id);
+      if (said) said.withdrawn = true;
+      break;
+    }
+    case "turn.interrupted":
+      note(state, ev, "interrupted", { by: d.by ?? null, turn: d.turn ?? state.turn });
       break;
     case "run.completed":
       state.status = "completed";
@@ -351,6 +378,18 @@ export function canDecide(state, approval, user) {
 /** May `user` cancel this run now (operator or admin, run not finished)? */
 export function canCancel(state, user) {
   return hasRole(user, "operator") && !TERMINAL.includes(state.status) && state.status !== "unknown";
+}
+
+/**
+ * May `user` talk to this run's agent now (`say`)? The agent's talk policy (GET /api/agents, `talk`) names the roles;
+ * the run's starter may too unless it says `starter: false`; admin always. A failed or cancelled run's conversation
+ * is over. Whether a busy run takes the message (`enqueue`, `interrupt`) or refuses it (`reject`) is the hub's answer.
+ * @param {RunState} state @param {User|null} user @param {{roles?: string[], starter?: boolean}} [talk]
+ */
+export function canSay(state, user, talk = {}) {
+  if (!user || state.status === "unknown" || state.status === "failed" || state.status === "cancelled") return false;
+  if (hasRole(user, ...(talk.roles || ["operator"]))) return true;
+  return talk.starter !== false && !!state.startedBy && state.startedBy.sub === user.sub;
 }
 
 /** May `user` start runs (operator or admin)? */

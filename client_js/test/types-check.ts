@@ -4,7 +4,7 @@
 
 import {
   RuncastClient, RuncastError, Subscription, VERSION, SUBPROTOCOL_JSON, SUBPROTOCOL_MSGPACK,
-  TERMINAL, applyEvent, canCancel, canDecide, canStart, foldEvents, hasRole, initialRunState, openApprovals, people,
+  TERMINAL, applyEvent, canCancel, canDecide, canSay, canStart, foldEvents, hasRole, initialRunState, openApprovals, people,
   initialPresence, applyPresence,
 } from "@runcast/client";
 import type {
@@ -68,6 +68,13 @@ async function app(runId: string): Promise<void> {
   if (canStart(client.user)) {
     const started: string = await client.start("demo", "free some space");
     client.getState(started)?.approvals;
+  }
+  if (canSay(sub.state, client.user, { roles: ["operator"], starter: true })) {
+    const said = await client.say(runId, "and the logs?");
+    if (said.queued) await client.withdraw(runId, said.message_id);
+    const queue: string[] = sub.state.queue.map((m) => `${m.by?.name}: ${m.text}`);
+    const again: string = await client.rerun(runId);
+    console.log(queue, again, sub.state.turn);
   }
   console.log(sub.lastSeq, sub.synced, sub.stats.duplicates, sub.stats.resubscribes, client.connectionId, client.attempt);
   sub.unsubscribe();

@@ -50,6 +50,7 @@ class Vote(BaseModel):
     reason: str | None = None
     always: bool = False
     at: str
+    arguments: str | None = None  # approve with changes: the edited arguments this vote approved
     counted: bool = True  # false: the run's starter, under a policy with count_starter=False (not towards the quorum)
 
 
@@ -66,6 +67,7 @@ class Approval(BaseModel):
     status: Literal["pending", "approved", "rejected", "cancelled"] = "pending"
     votes: list[Vote] = Field(default_factory=list)
     decided: dict[str, Any] | None = None  # the approval.decided data, once settled
+    approved_arguments: str | None = None  # approved with changes: what the tool runs with (`arguments` is the model's)
 
     @property
     def settled(self) -> bool:
@@ -116,6 +118,7 @@ def vote(
     always: bool,
     now: float,
     started_by: str | None,
+    arguments: str | None = None,
 ) -> tuple[str, list[tuple[str, dict[str, Any]]]]:
     """Apply one vote in place. Returns the outcome (`decided` or `voted`) and the events to log.
 
@@ -144,7 +147,7 @@ def vote(
     at = now_iso(now)
     counted = ap.policy.count_starter or started_by != person.sub
     ap.votes.append(Vote(sub=person.sub, name=person.name, roles=list(person.roles), decision=decision, reason=reason,
-                         always=always, at=at, counted=counted))
+                         always=always, at=at, counted=counted, arguments=arguments))
     tally = ap.tally()
     if decision == "reject" or tally["approve"] >= ap.policy.quorum:
         ap.status = "approved" if decision == "approve" else "rejected"
@@ -160,6 +163,12 @@ def vote(
             "arguments": ap.arguments,  # what exactly was approved
             "tally": tally,
         }
+        if arguments is not None and decision == "approve":
+            from .edits import changes
+
+            ap.approved_arguments = arguments
+            ap.decided |= {"arguments": arguments, "original_arguments": ap.arguments,
+                           "changes": changes(ap.arguments, arguments)}
         if ap.policy.quorum > 1:
             ap.decided["voters"] = [{"sub": v.sub, "name": v.name, "decision": v.decision} for v in ap.votes]
         return "decided", [("approval.decided", dict(ap.decided))]

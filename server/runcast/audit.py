@@ -28,6 +28,7 @@ import json
 from typing import Any
 
 from .approvals import Approval
+from .edits import changes
 from .protocol import now_iso
 from .runs import RunRecord
 
@@ -70,9 +71,10 @@ def _by_approval(events: list[dict[str, Any]], type_: str) -> dict[str, dict[str
 
 def _approval(ap: Approval, outputs: dict[str, dict[str, Any]], expired: dict[Any, dict[str, Any]],
               cancelled: dict[Any, dict[str, Any]], decided_ev: dict[Any, dict[str, Any]]) -> dict[str, Any]:
-    digest, canonical = arguments_digest(ap.arguments)
+    approved = ap.approved_arguments or ap.arguments  # approved with changes: what the tool ran with
+    digest, canonical = arguments_digest(approved)
     try:
-        parsed: Any = json.loads(ap.arguments)
+        parsed: Any = json.loads(approved)
     except ValueError:
         parsed = None
     d = ap.decided or {}
@@ -107,8 +109,10 @@ def _approval(ap: Approval, outputs: dict[str, dict[str, Any]], expired: dict[An
         "call_id": ap.call_id,
         "tool": ap.tool,
         "agent": ap.agent,
-        "arguments": ap.arguments,  # exactly as approved (the model's JSON text)
+        "arguments": approved,  # exactly as approved (the model's JSON text, or the approver's edit of it)
         "arguments_parsed": parsed,
+        "original_arguments": ap.arguments,  # as the model wrote them
+        "arguments_changes": changes(ap.arguments, ap.approved_arguments) if ap.approved_arguments else [],
         "arguments_sha256": digest,
         "arguments_canonical": canonical,
         "policy": ap.policy.model_dump(),

@@ -33,6 +33,9 @@ from .protocol import (
     Unsubscribe,
     UnsubscribeFeed,
     Cancel,
+    Rerun,
+    Say,
+    Withdraw,
     Welcome,
     batch_payloads,
     control,
@@ -422,7 +425,7 @@ class Connection:
             await self._unsubscribe(cmd.run_id)
             self.send_control(Ack(id=cmd.id, run_id=cmd.run_id))
         elif isinstance(cmd, Decide):
-            result = await svc.decide(who, cmd.run_id, cmd.approval_id, cmd.decision, cmd.reason, cmd.always)
+            result = await svc.decide(who, cmd.run_id, cmd.approval_id, cmd.decision, cmd.reason, cmd.always, cmd.arguments)
             self.send_control(Ack(id=cmd.id, run_id=cmd.run_id, **result))
         elif isinstance(cmd, Cancel):
             result = await svc.cancel(who, cmd.run_id, cmd.mode)
@@ -430,6 +433,12 @@ class Connection:
         elif isinstance(cmd, Start):
             result = await svc.start(who, cmd.agent, cmd.input)
             self.send_control(Ack(id=cmd.id, **result))
+        elif isinstance(cmd, Say):
+            self.send_control(Ack(id=cmd.id, **await svc.say(who, cmd.run_id, cmd.text)))
+        elif isinstance(cmd, Rerun):
+            self.send_control(Ack(id=cmd.id, **await svc.rerun(who, cmd.run_id)))
+        elif isinstance(cmd, Withdraw):
+            self.send_control(Ack(id=cmd.id, **await svc.withdraw(who, cmd.run_id, cmd.message_id)))
         elif isinstance(cmd, SubscribeInbox):
             self.hub.feeds.add_inbox(self, cmd.id)
         elif isinstance(cmd, SubscribeRuns):

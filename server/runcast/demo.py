@@ -166,6 +166,50 @@ def release_script(input_: Any) -> Step:
                 ("deploy", {"version": "2.4.1", "environment": "production"}))
 
 
+SPEAKER = re.compile(r"^(?P<name>.*?) \(@(?P<sub>[^)]*)\): (?P<text>.*)$", re.S)  # conversation.model_message
+PATHS = re.compile(r"\bscratch/[\w.\-/]+")
+
+
+def _text(item: Any) -> str:
+    content = _get(item, "content")
+    if isinstance(content, str):
+        return content
+    return "".join(str(_get(p, "text") or "") for p in content or [])
+
+
+def follow_up(input_: Any, tools: list[str]) -> Step | None:
+    """A later turn of a conversation (conversation.py): answer the messages said since the agent's last answer.
+
+    None on the run's first turn (the agent's own script answers it). The answer names each speaker and everyone
+    heard so far, so a test can see that the model knows who said what. A message that names scratch/ files and asks
+    to delete them makes the janitor call delete_files with those paths (an approval again); once that call has an
+    output, the turn says what came of it.
+    """
+    items = input_ if isinstance(input_, list) else []
+    users = [k for k, i in enumerate(items) if _get(i, "role") == "user"]
+    if len(users) < 2:
+        return None
+    last_answer = max((k for k, i in enumerate(items) if _get(i, "role") == "assistant" and k < users[-1]), default=-1)
+    said = [SPEAKER.match(_text(items[k])) for k in users if k > last_answer]
+    said = [m for m in said if m]
+    if not said:
+        return None
+    heard: list[str] = []
+    for k in users:
+        m = SPEAKER.match(_text(items[k]))
+        if m and m["name"] not in heard:
+            heard.append(m["name"])
+    after = items[max(users) + 1:]
+    outputs = [str(_get(i, "output")) for i in after if _get(i, "type") == "function_call_output"]
+    if outputs:
+        return Step(f"{said[-1]['name']}, here is what happened: {outputs[-1]}")
+    lines = [f"{m['name']}, you said: \"{m['text'].strip()}\"." for m in said]
+    paths = PATHS.findall(" ".join(m["text"] for m in said))
+    if paths and "delete" in " ".join(m["text"].lower() for m in said) and "delete_files" in tools:
+        return Step(" ".join(lines) + f" I will ask to delete {', '.join(paths)}.", ("delete_files", {"paths": paths}))
+    return Step(" ".join(lines) + f" So far I have heard from: {', '.join(heard)}.")
+
+
 def _chunks(text: str) -> list[str]:
     return re.findall(r"\S+\s*", text) or [text]
 
@@ -179,9 +223,13 @@ class DemoModel(Model):
 
     async def get_response(self, system_instructions, input, model_settings, tools, output_schema, handoffs, tracing,
                            *, previous_response_id=None, conversation_id=None, prompt=None) -> ModelResponse:  # noqa: A002
-        resp = self._response(self.script(input), input)
+        resp = self._response(self.step(input, tools), input)
         return ModelResponse(output=resp.output, usage=Usage(requests=1, input_tokens=resp.usage.input_tokens,
                              output_tokens=resp.usage.output_tokens, total_tokens=resp.usage.total_tokens), response_id=resp.id)
+
+    def step(self, input_: Any, tools: Any) -> Step:
+        names = [getattr(t, "name", "") for t in tools or []]
+        return follow_up(input_, names) or self.script(input_)
 
     def _response(self, step: Step, input_: Any) -> Response:
         n = len(input_) if isinstance(input_, list) else 1
@@ -204,7 +252,7 @@ class DemoModel(Model):
 
     async def stream_response(self, system_instructions, input, model_settings, tools, output_schema, handoffs, tracing,
                               *, previous_response_id=None, conversation_id=None, prompt=None) -> AsyncIterator[Any]:  # noqa: A002
-        step = self.script(input)
+        step = self.step(input, tools)
         resp = self._response(step, input)
         delay = _delay() if self.delay is None else self.delay
         seq = iter(range(100_000))

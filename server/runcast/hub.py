@@ -353,11 +353,25 @@ def create_app(hub: Hub) -> Starlette:
     async def decide(request: Request, who: auth.Identity) -> Response:
         cmd = await api_rules.command(request, "decide", run_id=request.path_params["run_id"],
                                       approval_id=request.path_params["approval_id"])
-        return JSONResponse(await svc.decide(who, cmd.run_id, cmd.approval_id, cmd.decision, cmd.reason, cmd.always))
+        return JSONResponse(await svc.decide(who, cmd.run_id, cmd.approval_id, cmd.decision, cmd.reason, cmd.always,
+                                             cmd.arguments))
 
     async def cancel(request: Request, who: auth.Identity) -> Response:
         cmd = await api_rules.command(request, "cancel", run_id=request.path_params["run_id"])
         return JSONResponse(await svc.cancel(who, cmd.run_id, cmd.mode))
+
+    async def say(request: Request, who: auth.Identity) -> Response:
+        cmd = await api_rules.command(request, "say", run_id=request.path_params["run_id"])
+        return JSONResponse(await svc.say(who, cmd.run_id, cmd.text), status_code=201)
+
+    async def withdraw(request: Request, who: auth.Identity) -> Response:
+        cmd = await api_rules.command(request, "withdraw", run_id=request.path_params["run_id"],
+                                      message_id=request.path_params["message_id"])
+        return JSONResponse(await svc.withdraw(who, cmd.run_id, cmd.message_id))
+
+    async def rerun(request: Request, who: auth.Identity) -> Response:
+        cmd = await api_rules.command(request, "rerun", run_id=request.path_params["run_id"])
+        return JSONResponse(await svc.rerun(who, cmd.run_id), status_code=201)
 
     async def run_audit(request: Request, who: auth.Identity) -> Response:
         doc = await svc.audit(who, request.path_params["run_id"])
@@ -454,6 +468,9 @@ def create_app(hub: Hub) -> Starlette:
         Route("/api/runs/{run_id}/events", api(run_events), methods=["GET"]),
         Route("/api/runs/{run_id}/approvals/{approval_id}", api(decide), methods=["POST"]),
         Route("/api/runs/{run_id}/cancel", api(cancel), methods=["POST"]),
+        Route("/api/runs/{run_id}/messages", api(say), methods=["POST"]),
+        Route("/api/runs/{run_id}/rerun", api(rerun), methods=["POST"]),
+        Route("/api/runs/{run_id}/messages/{message_id}", api(withdraw), methods=["DELETE"]),
         Route("/api/runs/{run_id}/audit", api(run_audit), methods=["GET"]),
         Route("/api/approvals", api(open_approvals), methods=["GET"]),
         Route("/api/webhooks/deliveries", api(webhook_deliveries), methods=["GET"]),

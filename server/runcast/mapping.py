@@ -8,12 +8,17 @@ from __future__ import annotations
 
 import json
 import re
+import secrets
 from typing import Any, Iterable
 
 from .toolnames import wire_name
 
 # Tool outputs and arguments are cut to this many characters on the wire, with `truncated: true`.
 MAX_OUTPUT_CHARS = 16_384
+# agents.models.fake_id.FAKE_RESPONSES_ID: the id the SDK gives every item of a Chat Completions response (that API has
+# no item ids). Every message of a run would have the same `item_id`, and a client would fold them into one.
+FAKE_ID = "__fake_id__"
+_ID_PREFIX = {"message": "msg", "reasoning": "rs"}
 Wire = tuple[str, dict[str, Any]]
 
 
@@ -71,6 +76,21 @@ class EventMapper:
     def __init__(self, current_agent: str | None = None) -> None:
         self.current_agent = current_agent
         self._call_ids: dict[str, str] = {}  # function_call item id -> call_id (argument deltas name the item)
+        self._own_ids: dict[str, str] = {}  # "message" / "reasoning" -> the id standing for FAKE_ID in the item now streamed
+
+    def _item_id(self, kind: str, item_id: Any, new: bool = False) -> Any:
+        """`item_id`, or for the SDK's placeholder id one of our own, the same for every event of one item: a fresh one
+        when an item starts (`new`), and kept until its completed event."""
+        if item_id != FAKE_ID:
+            return item_id
+        if new or kind not in self._own_ids:
+            self._own_ids[kind] = f"{_ID_PREFIX[kind]}_{secrets.token_hex(6)}"
+        return self._own_ids[kind]
+
+    def _done_id(self, kind: str, item_id: Any) -> Any:
+        own = self._item_id(kind, item_id)
+        self._own_ids.pop(kind, None)  # the next item of this kind gets an id of its own
+        return own
 
     def map(self, ev: Any) -> list[Wire]:
         kind = getattr(ev, "type", None)
@@ -89,11 +109,13 @@ class EventMapper:
     def _raw(self, d: Any) -> list[Wire]:
         t = _get(d, "type")
         if t == "response.output_text.delta":
-            return [("message.delta", {"item_id": _get(d, "item_id"), "delta": _get(d, "delta") or ""})]
+            return [("message.delta", {"item_id": self._item_id("message", _get(d, "item_id")), "delta": _get(d, "delta") or ""})]
         if t in ("response.reasoning_summary_text.delta", "response.reasoning_text.delta"):
-            return [("reasoning.delta", {"item_id": _get(d, "item_id"), "delta": _get(d, "delta") or ""})]
+            return [("reasoning.delta", {"item_id": self._item_id("reasoning", _get(d, "item_id")), "delta": _get(d, "delta") or ""})]
         if t == "response.output_item.added":
             item = _get(d, "item")
+            if _get(item, "type") in _ID_PREFIX:
+                self._item_id(_get(item, "type"), _get(item, "id"), new=True)
             if _get(item, "type") == "function_call" and _get(item, "id"):
                 self._call_ids[_get(item, "id")] = _get(item, "call_id")
             return []
@@ -121,7 +143,8 @@ class EventMapper:
         if name == "message_output_created":
             from agents import ItemHelpers
 
-            return [("message.completed", {"item_id": _get(raw, "id"), "text": ItemHelpers.text_message_output(item), "agent": agent})]
+            return [("message.completed", {"item_id": self._done_id("message", _get(raw, "id")),
+                                           "text": ItemHelpers.text_message_output(item), "agent": agent})]
         if name == "tool_called":
             args, truncated = cut(to_text(_get(raw, "arguments", "") or ""))
             data = {"call_id": item.call_id, "tool": wire_name(item) or _get(raw, "type"), "arguments": args, "agent": agent}
@@ -145,7 +168,7 @@ class EventMapper:
             return [("handoff.completed", {"from": _agent_name(item.source_agent), "to": _agent_name(item.target_agent)})]
         if name == "reasoning_item_created":
             summary = "\n".join(_get(s, "text", "") for s in (_get(raw, "summary") or []))
-            return [("reasoning.completed", {"item_id": _get(raw, "id"), "summary": summary})]
+            return [("reasoning.completed", {"item_id": self._done_id("reasoning", _get(raw, "id")), "summary": summary})]
         if name == "mcp_list_tools":
             tools = [_get(t, "name") for t in (_get(raw, "tools") or [])]
             return [("mcp.tools_listed", {"server": _get(raw, "server_label"), "tools": tools})]

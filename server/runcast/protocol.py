@@ -42,6 +42,8 @@ class ErrorCode:
     TOO_LARGE = "too_large"
     LOG_TRIMMED = "log_trimmed"
     LOG_RESET = "log_reset"  # the run's log is not the one the client's `epoch` names (the store lost or rebuilt it)
+    INVALID_ARGUMENTS = "invalid_arguments"  # approve with changes: edited arguments the tool's schema refuses (edits.py)
+    BUSY = "busy"  # a message while the agent is busy, to an agent whose policy is `reject` (conversation.py)
     INTERNAL = "internal"
 
 
@@ -57,6 +59,8 @@ HTTP_STATUS = {
     ErrorCode.EXPIRED: 410,
     ErrorCode.LOG_TRIMMED: 410,
     ErrorCode.LOG_RESET: 410,
+    ErrorCode.BUSY: 409,
+    ErrorCode.INVALID_ARGUMENTS: 409,  # a well-formed edit the tool's schema refuses: it conflicts with the tool
     ErrorCode.RATE_LIMITED: 429,
     ErrorCode.TOO_LARGE: 413,
     ErrorCode.INTERNAL: 500,
@@ -121,6 +125,7 @@ class Decide(_Command):
     decision: Literal["approve", "reject"]
     reason: Annotated[StrictStr, Field(max_length=MAX_REASON)] | None = None
     always: StrictBool = False
+    arguments: Annotated[StrictStr, Field(max_length=MAX_TEXT)] | None = None  # approve with changes: edited JSON
 
 
 class Cancel(_Command):
@@ -133,6 +138,29 @@ class Start(_Command):
     type: Literal["start"]
     agent: Annotated[StrictStr, Field(min_length=1, max_length=200)]
     input: Annotated[StrictStr, Field(max_length=MAX_TEXT)]
+
+
+class Say(_Command):
+    """A message to the run's agent (conversation.py). Its length is the agent's rule (`too_large`), not the frame's."""
+
+    type: Literal["say"]
+    run_id: RunId
+    text: Annotated[StrictStr, Field(max_length=MAX_TEXT, pattern=r"\S")]  # not only spaces; the agent may take less
+
+
+class Withdraw(_Command):
+    """Take back a message of mine still waiting in the run's queue."""
+
+    type: Literal["withdraw"]
+    run_id: RunId
+    message_id: Annotated[StrictStr, Field(min_length=1, max_length=128)]
+
+
+class Rerun(_Command):
+    """Start a new run with a finished run's agent and input (the new run's starter is whoever asks)."""
+
+    type: Literal["rerun"]
+    run_id: RunId
 
 
 class Ping(_Command):
@@ -165,10 +193,12 @@ class UnsubscribeFeed(_Command):
     type: Literal["unsubscribe_inbox", "unsubscribe_runs"]
 
 
-Command = Union[Hello, Subscribe, Unsubscribe, Decide, Cancel, Start, Ping, SubscribeInbox, SubscribeRuns, UnsubscribeFeed]
+Command = Union[Hello, Subscribe, Unsubscribe, Decide, Cancel, Start, Say, Withdraw, Rerun, Ping, SubscribeInbox,
+                SubscribeRuns, UnsubscribeFeed]
 _COMMANDS: dict[str, TypeAdapter[Any]] = {
     m.model_fields["type"].annotation.__args__[0]: TypeAdapter(m)  # type: ignore[union-attr]
-    for m in (Hello, Subscribe, Unsubscribe, Decide, Cancel, Start, Ping, SubscribeInbox, SubscribeRuns)
+    for m in (Hello, Subscribe, Unsubscribe, Decide, Cancel, Start, Say, Withdraw, Rerun, Ping, SubscribeInbox,
+              SubscribeRuns)
 }
 _COMMANDS["unsubscribe_inbox"] = _COMMANDS["unsubscribe_runs"] = TypeAdapter(UnsubscribeFeed)
 COMMAND_TYPES = tuple(_COMMANDS)

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .approvals import ApprovalPolicy
+from .conversation import TalkPolicy
 from .toolnames import ToolNames, tool_names
 
 
@@ -68,6 +69,7 @@ class AgentSpec:
     default_policy: ApprovalPolicy = field(default_factory=ApprovalPolicy)
     description: str = ""
     notify: list[Any] = field(default_factory=list)  # webhooks for every event of this agent's runs (webhooks.py)
+    talk: TalkPolicy = field(default_factory=TalkPolicy)  # who may talk to its runs, and while it is busy (conversation.py)
 
     def __post_init__(self) -> None:
         self.policies = resolve_policy_keys(getattr(self.agent, "name", "?"), self.policies, tool_names(self.agent))
@@ -97,7 +99,8 @@ class Registry:
     def describe(self) -> list[dict[str, Any]]:
         return [
             {"name": n, "agent": s.agent.name, "description": s.description,
-             "policies": {t: p.wire() | {"expires_s": p.expires_s} for t, p in s.policies.items()}}
+             "policies": {t: p.wire() | {"expires_s": p.expires_s} for t, p in s.policies.items()},
+             "talk": s.talk.wire()}
             for n, s in self.specs.items()
         ]
 

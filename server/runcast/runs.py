@@ -7,13 +7,16 @@ on `version`, append the events, queue the jobs), so two nodes racing on one run
     queued --claim--> running --paused--> paused --(all decided)--> resuming --claim--> running ... --> completed
                          |                   |                           |                          failed
                          +------cancel-------+-----------cancel----------+----------------------->  cancelled
+
+A completed run is also a conversation waiting for its next message (conversation.py): `say` moves it to resuming
+with a `turn` job, and messages that came while it was busy are taken as the next turn when a turn completes.
 """
 
 from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 from pydantic import BaseModel, Field
 
@@ -27,7 +30,7 @@ WireEvents = list[tuple[str, dict[str, Any]]]
 
 
 class Job(BaseModel):
-    kind: Literal["start", "resume"]
+    kind: Literal["start", "resume", "turn"]  # turn: the next turn of a conversation (conversation.py)
     run_id: str
     segment: int
 
@@ -51,6 +54,12 @@ class RunRecord(BaseModel):
     updated_at: float = 0.0
     tx: str | None = None  # id of the transition that wrote this version (lets a retry see that it already landed)
     epoch: str = ""  # random, made with the run's log: a client's `since` counts in this log and no other
+    # the conversation (conversation.py): turn 1 answers `input`; each later turn answers the messages it took
+    turn: int = 1
+    queue: list[dict[str, Any]] = Field(default_factory=list)  # messages said while busy: {message_id, by, text, at}
+    turn_input: list[dict[str, Any]] = Field(default_factory=list)  # the messages the current turn answers
+    interrupt: dict[str, Any] | None = None  # a message asked the running segment to stop after its model turn
+    talk_times: dict[str, list[float]] = Field(default_factory=dict)  # per person: when they spoke (rate limit)
 
     @property
     def terminal(self) -> bool:
@@ -72,6 +81,7 @@ class RunRecord(BaseModel):
             "started_by": self.started_by,
             "created_at": self.created_at,
             "segment": self.segment,
+            "turn": self.turn,
         }
 
     def detail(self) -> dict[str, Any]:
@@ -86,6 +96,7 @@ class RunRecord(BaseModel):
         d["error"] = self.error
         d["worker"] = self.owner
         d["epoch"] = self.epoch or None
+        d["queue"] = list(self.queue)
         return d
 
 
@@ -115,13 +126,17 @@ def new_run(run_id: str, agent: str, input_: str, person: Person, now: float) ->
 def claim(rec: RunRecord, job: Job, owner: str, now: float, lease_s: float | None = None) -> Transition:
     """A worker takes a job: queued -> running (start) or resuming -> running (resume, logs `run.resumed`)."""
     want = "queued" if job.kind == "start" else "resuming"
-    if rec.status != want or (job.kind == "resume" and rec.segment + 1 != job.segment):
+    if rec.status != want or (job.kind != "start" and rec.segment + 1 != job.segment):
         raise ProtocolError(ErrorCode.NOT_PENDING, f"run {rec.run_id} is {rec.status}; nothing to {job.kind}")
     new = _copy(rec, now)
     new.status, new.owner, new.segment = "running", owner, job.segment
     new.lease_until = now + lease_s if lease_s else None
     events: WireEvents = []
-    if job.kind == "resume":
+    if job.kind == "turn":
+        new.pending = []
+        events.append(("run.resumed", {"decisions": [], "segment": job.segment, "turn": new.turn,
+                                       "messages": [m["message_id"] for m in new.turn_input]}))
+    elif job.kind == "resume":
         decisions = [
             {k: new.approvals[i].decided.get(k) for k in ("approval_id", "call_id", "decision", "by", "reason", "always")}  # type: ignore[union-attr]
             for i in new.pending
@@ -172,18 +187,32 @@ def decide(
     reason: str | None,
     always: bool,
     now: float,
+    arguments: str | None = None,
+    schema_of: Callable[[str], dict[str, Any] | None] | None = None,
 ) -> Transition:
+    """A vote. With `arguments` (approve with changes, edits.py): the edited call, checked against the tool's schema
+    (`schema_of(tool)`) before the vote counts."""
     ap0 = rec.approvals.get(approval_id)
     if ap0 is None:
         raise ProtocolError(ErrorCode.NOT_FOUND, f"run {rec.run_id} has no approval {approval_id}")
     rules.check_role(ap0, person)
+    if decision != "approve":
+        arguments = None  # (read only with approve: a reject sends the call back with its reason)
+    if arguments is not None:
+        if ap0.policy.quorum > 1:
+            raise ProtocolError(ErrorCode.BAD_REQUEST, f"{ap0.tool} needs {ap0.policy.quorum} approvers, who approve the "
+                                "call as the model wrote it: edits need a policy with quorum 1", field="arguments")
+        if not ap0.settled:
+            from .edits import check_edit
+
+            arguments = check_edit(ap0.arguments, arguments, schema_of(ap0.tool) if schema_of else None)
     new = _copy(rec, now)
     ap = new.approvals[approval_id]
     if not ap.settled and (rec.status != "paused" or approval_id not in rec.pending):
         raise ProtocolError(ErrorCode.NOT_PENDING, f"approval {approval_id} is not open (run is {rec.status})")
     tr = Transition(new)
     try:
-        outcome, events = rules.vote(ap, person, decision, reason, always, now, rec.started_by.get("sub"))
+        outcome, events = rules.vote(ap, person, decision, reason, always, now, rec.started_by.get("sub"), arguments)
     except ProtocolError as err:
         if err.code != ErrorCode.EXPIRED:
             raise
@@ -234,7 +263,11 @@ def finish(rec: RunRecord, owner: str, kind: Literal["completed", "failed", "can
     new.status, new.owner, new.lease_until = kind, None, None
     if kind == "completed":
         new.output = data.get("output")
-        events: WireEvents = [("run.completed", data)]
+        new.turn_input, new.interrupt = [], None
+        events: WireEvents = [("run.completed", {**data, "turn": new.turn})]
+        tr = Transition(new, events)
+        next_turn(new, tr)
+        return tr
     elif kind == "failed":
         new.error = data
         events = [("run.failed", data)]
@@ -242,6 +275,30 @@ def finish(rec: RunRecord, owner: str, kind: Literal["completed", "failed", "can
         c = new.cancel or {"by": None, "mode": "immediate"}
         events = [("run.cancelled", {"by": c["by"], "mode": c["mode"]})]
     return Transition(new, events)
+
+
+def next_turn(new: RunRecord, tr: Transition) -> None:
+    """A turn ended and messages wait: the queue becomes the next turn's input (resuming, a `turn` job)."""
+    if not new.queue or new.status not in ("completed", "running"):
+        return
+    new.turn_input, new.queue, new.interrupt = list(new.queue), [], None
+    new.turn += 1
+    new.status, new.owner, new.lease_until = "resuming", None, None
+    tr.jobs.append(Job(kind="turn", run_id=new.run_id, segment=new.segment + 1))
+
+
+def interrupted(rec: RunRecord, owner: str, now: float) -> Transition:
+    """The running segment stopped after its model turn because a message asked it to: the next turn takes the queue."""
+    _check_owner(rec, owner)
+    new = _copy(rec, now)
+    by = (rec.interrupt or {}).get("by")
+    tr = Transition(new, [("turn.interrupted", {"by": by, "segment": rec.segment, "turn": rec.turn})])
+    new.turn_input, new.interrupt = [], None
+    if new.queue:
+        next_turn(new, tr)
+    else:  # (withdrawn meanwhile) the conversation waits, as after a completed turn
+        new.status, new.owner, new.lease_until = "completed", None, None
+    return tr
 
 
 def worker_lost(rec: RunRecord, now: float) -> Transition | None:

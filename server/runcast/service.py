@@ -6,7 +6,7 @@ import secrets
 import time
 from typing import Any, Literal
 
-from . import audit, feed, runfilter, runs
+from . import audit, conversation, edits, feed, runfilter, runs
 from .auth import Identity
 from .backends.base import Backend, LogTrimmed
 from .protocol import ErrorCode, Event, ProtocolError
@@ -88,12 +88,48 @@ class Service:
         return {"run_id": run_id}
 
     async def decide(self, who: Identity, run_id: str, approval_id: str, decision: Literal["approve", "reject"],
-                     reason: str | None, always: bool) -> dict[str, Any]:
+                     reason: str | None, always: bool, arguments: str | None = None) -> dict[str, Any]:
         await self.record(who, run_id)  # (not found, or not watchable: the same answer)
         person = who.person
-        tr, _ = await apply(self.backend, run_id, lambda r: runs.decide(r, approval_id, person, decision, reason or None, always, time.time()))
+
+        def fn(r: RunRecord) -> runs.Transition:
+            spec = self.registry.get(r.agent)
+            schema_of = (lambda tool: edits.tool_schema(spec.agent, tool)) if spec is not None else None
+            return runs.decide(r, approval_id, person, decision, reason or None, always, time.time(), arguments, schema_of)
+
+        tr, _ = await apply(self.backend, run_id, fn)
         assert tr is not None
         return dict(tr.result)
+
+    async def rerun(self, who: Identity, run_id: str) -> dict[str, Any]:
+        """Run again: a new run with a finished run's agent and input, started by `who` (start's rules and quota)."""
+        rec = await self.record(who, run_id)
+        if not rec.terminal:
+            raise ProtocolError(ErrorCode.NOT_PENDING, f"run {run_id} is {rec.status}; only a finished run can be run "
+                                "again", run_id=run_id)
+        return await self.start(who, rec.agent, rec.input) | {"rerun_of": run_id}
+
+    def talk_policy(self, agent: str) -> conversation.TalkPolicy:
+        spec = self.registry.get(agent)
+        return spec.talk if spec is not None else conversation.TalkPolicy()
+
+    async def say(self, who: Identity, run_id: str, text: str) -> dict[str, Any]:
+        """A message to the run's agent (conversation.py): logged with its author, answered by the next turn."""
+        rec = await self.record(who, run_id)
+        policy, person = self.talk_policy(rec.agent), who.person
+        message_id = f"msg_{secrets.token_hex(6)}"
+        tr, _ = await apply(self.backend, run_id, lambda r: conversation.say(r, person, text, message_id, policy, time.time()))
+        assert tr is not None
+        if tr.result.pop("signal", False):
+            await self.backend.signal(run_id, {"type": "interrupt"})
+        return {"run_id": run_id, **tr.result}
+
+    async def withdraw(self, who: Identity, run_id: str, message_id: str) -> dict[str, Any]:
+        await self.record(who, run_id)
+        person = who.person
+        tr, _ = await apply(self.backend, run_id, lambda r: conversation.withdraw(r, person, message_id, time.time()))
+        assert tr is not None
+        return {"run_id": run_id, **tr.result}
 
     async def cancel(self, who: Identity, run_id: str, mode: str) -> dict[str, Any]:
         await self.record(who, run_id)

@@ -79,12 +79,18 @@ EVENT_DATA: dict[str, dict[str, Any]] = {
         ["approval_id", "call_id", "decision", "by", "decided_at"],
         approval_id=_STR, call_id=_STR, decision={"enum": ["approve", "reject"]}, by=_OBJ, reason=_ANY,
         always=_BOOL, decided_at=_STR, tool=_STR, arguments=_ANY, tally=_TALLY,
+        original_arguments=_STR, changes={"type": "array", "items": _OBJ},  # approve with changes (edits.py)
     ),
     "approval.expired": _obj(["approval_id"], approval_id=_STR),
     "approval.cancelled": _obj(["approval_id"], approval_id=_STR),
     "run.paused": _obj(["pending"], pending={"type": "array", "items": _STR}),
-    "run.resumed": _obj(["decisions"], decisions=_ANY),
-    "run.completed": _obj(["output", "usage"], output=_ANY, usage=_OBJ),
+    "run.resumed": _obj(["decisions"], decisions=_ANY, turn=_INT, messages={"type": "array", "items": _STR}),
+    "run.completed": _obj(["output", "usage"], output=_ANY, usage=_OBJ, turn=_INT),
+    # conversations (conversation.py)
+    "message.said": _obj(["message_id", "by", "text", "queued"], message_id=_STR, by=_PERSON, text=_STR, at=_STR,
+                         queued=_BOOL),
+    "message.withdrawn": _obj(["message_id", "by"], message_id=_STR, by=_PERSON),
+    "turn.interrupted": _obj(["by", "turn"], by=_ANY, segment=_INT, turn=_INT),
     "run.failed": _obj(["code", "message"], code=_STR, message=_STR, usage=_OBJ, guardrail=_OBJ),
     "run.cancelled": _obj(["by", "mode"], by=_ANY, mode=_STR),
 }
@@ -234,7 +240,7 @@ def asyncapi() -> dict[str, Any]:
 
 _RUN_SUMMARY = _obj(["run_id", "agent", "status", "input", "started_by", "created_at"],
                     run_id=_STR, agent=_STR, status=_STR, input=_STR, started_by=_PERSON, created_at=_STR,
-                    segment=_INT)
+                    segment=_INT, turn=_INT)
 _ERROR = _obj(["error"], error=_obj(["code", "message"], code={"type": "string", "enum": error_codes()},
                                     message=_STR))
 
@@ -266,6 +272,10 @@ def _param(name: str, where: str, schema: dict[str, Any], required: bool = False
     return {"name": name, "in": where, "required": required or where == "path", "schema": schema}
 
 
+_STATUS = "(?:queued|running|paused|resuming|completed|failed|cancelled|live)"  # runfilter.STATUSES and live
+_STATUSES = f"^(?:{_STATUS}(?:,{_STATUS})*)?$"
+
+
 def openapi() -> dict[str, Any]:
     schemas: dict[str, Any] = {}
     run_id = _param("run_id", "path", {"type": "string", "minLength": 1, "maxLength": 128})
@@ -281,8 +291,16 @@ def openapi() -> dict[str, Any]:
                      "requestBody": _body("start", (), schemas) | {"required": True},
                      "responses": {"201": _json(_obj(["run_id"], run_id=_STR), "the run was created")}
                      | _errors(400, 401, 403, 404, 413, 429, 503)},
-            "get": {"operationId": "listRuns", "summary": "The newest runs this token may see",
-                    "parameters": [limit],
+            "get": {"operationId": "listRuns", "summary": "The newest runs this token may see (filtered: runfilter.py)",
+                    "parameters": [limit, *(_param(n, "query", {"type": "string", "maxLength": 200, "description": d}) for n, d in (
+                        ("agent", "only this agent's runs"),
+                        ("started_by", "only runs this user id (sub) started"),
+                        ("q", "words, each in the input, agent, run id or the starter's name or sub"))),
+                        _param("status", "query", {"type": "string", "maxLength": 200, "pattern": _STATUSES,
+                                                   "description": "comma-separated run statuses, or live (every run "
+                                                                  "not ended)"}),
+                        _param("needs_me", "query", {"enum": ["", "0", "1", "true", "false"],
+                                                     "description": "only runs with an approval in this token's inbox"})],
                     "responses": {"200": _json(_obj(["runs"], runs={"type": "array", "items": _RUN_SUMMARY}))}
                     | _errors(*auth_errors)},
         },
@@ -311,6 +329,25 @@ def openapi() -> dict[str, Any]:
             "post": {"operationId": "cancel", "summary": "Cancel a run (the `cancel` command)",
                      "parameters": [run_id], "requestBody": _body("cancel", ("run_id",), schemas),
                      "responses": {"200": _json(_OBJ)} | _errors(*auth_errors, 409, 413)},
+        },
+        "/api/runs/{run_id}/messages": {
+            "post": {"operationId": "say", "summary": "Say something to the run's agent (the `say` command)",
+                     "parameters": [run_id], "requestBody": _body("say", ("run_id",), schemas) | {"required": True},
+                     "responses": {"201": _json(_obj(["run_id", "message_id", "queued"], run_id=_STR, message_id=_STR,
+                                                     queued=_BOOL), "the message was logged")}
+                     | _errors(*auth_errors, 409, 413, 429)},
+        },
+        "/api/runs/{run_id}/messages/{message_id}": {
+            "delete": {"operationId": "withdraw", "summary": "Take back a queued message (the `withdraw` command)",
+                       "parameters": [run_id, _param("message_id", "path", _STR, required=True)],
+                       "responses": {"200": _json(_obj(["run_id", "message_id"], run_id=_STR, message_id=_STR))}
+                       | _errors(*auth_errors, 409)},
+        },
+        "/api/runs/{run_id}/rerun": {
+            "post": {"operationId": "rerun", "summary": "A new run with a finished run's agent and input (`rerun`)",
+                     "parameters": [run_id], "requestBody": _body("rerun", ("run_id",), schemas),
+                     "responses": {"201": _json(_obj(["run_id"], run_id=_STR, rerun_of=_STR), "the run was created")}
+                     | _errors(*auth_errors, 409, 413, 429)},
         },
         "/api/runs/{run_id}/audit": {
             "get": {"operationId": "runAudit", "summary": "A run's audit record (JSON, or CSV with format=csv)",

@@ -252,6 +252,8 @@ def explain(err: Refused) -> str:
         return f"too late: {m}. It was rejected automatically."
     if err.code == "rate_limited":
         return f"slow down: {m}"
+    if err.code == "busy":
+        return f"the agent is busy: {m}"
     if err.code == "unreachable":
         return f"cannot reach the hub: {m}. Check RUNCAST_URL or --url."
     if err.code == "internal":
@@ -303,9 +305,9 @@ STATUS_STYLE = {"queued": "dim", "running": "cyan", "paused": "bold yellow", "re
 
 
 def list_runs(api: Api, *, agent: str | None = None, status: str | None = None, started_by: str | None = None,
-              needs_me: bool = False, limit: int = 30) -> list[dict[str, Any]]:
+              q: str | None = None, needs_me: bool = False, limit: int = 30) -> list[dict[str, Any]]:
     params: dict[str, Any] = {"limit": limit}
-    for k, v in (("agent", agent), ("status", status), ("started_by", started_by)):
+    for k, v in (("agent", agent), ("status", status), ("started_by", started_by), ("q", q)):
         if v:
             params[k] = v
     if needs_me:
@@ -317,8 +319,8 @@ def cmd_runs(api: Api, args: argparse.Namespace, out: Out) -> int:
     started_by = args.started_by
     if args.mine:
         started_by = api.call("GET", "/api/me")["sub"]
-    runs = list_runs(api, agent=args.agent, status=args.status, started_by=started_by, needs_me=args.needs_me,
-                     limit=args.limit)
+    runs = list_runs(api, agent=args.agent, status=args.status, started_by=started_by, q=args.search,
+                     needs_me=args.needs_me, limit=args.limit)
     if args.json:
         out.json(runs, indent=2)
         return EXIT_OK
@@ -395,13 +397,42 @@ def cmd_approvals(api: Api, args: argparse.Namespace, out: Out) -> int:
     return EXIT_OK
 
 
+def edited_arguments(api: Api, args: argparse.Namespace) -> str | None:
+    """Approve with changes: --arguments JSON (the whole edited object), or --set key=value (on the call's own
+    arguments; a value that is JSON is taken as JSON, else as a string)."""
+    if getattr(args, "arguments", None):
+        return str(args.arguments)
+    sets = getattr(args, "set", None) or []
+    if not sets:
+        return None
+    detail = api.call("GET", f"/api/runs/{args.run}")
+    ap = next((a for a in detail.get("pending_approvals") or [] if a.get("approval_id") == args.approval), None)
+    if ap is None:
+        raise Refused("not_pending", f"approval {args.approval} is not open in run {args.run}")
+    value = json.loads(ap.get("arguments") or "{}")
+    for item in sets:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise Refused("bad_request", f"--set takes key=value, got {item!r}")
+        try:
+            value[key] = json.loads(raw)
+        except ValueError:
+            value[key] = raw
+    return json.dumps(value, ensure_ascii=False)
+
+
 def cmd_decide(api: Api, args: argparse.Namespace, out: Out, decision: str) -> int:
     body: dict[str, Any] = {"decision": decision}
     if args.reason:
         body["reason"] = args.reason
+    edited = edited_arguments(api, args) if decision == "approve" else None
+    if edited is not None:
+        body["arguments"] = edited
     res = api.call("POST", f"/api/runs/{args.run}/approvals/{args.approval}", json=body)
     verb = "approved" if decision == "approve" else "rejected"
-    if res.get("outcome") == "decided":
+    if res.get("outcome") == "decided" and edited is not None:
+        out.line((f"✓ {verb} with changes", "green"), f": {args.approval} runs with {edited}; the run goes on.")
+    elif res.get("outcome") == "decided":
         out.line(((f"✓ {verb}", "green" if decision == "approve" else "red")), f": {args.approval} is settled; the run goes on.")
     else:
         out.line(f"your vote to {decision} {args.approval} is counted; it needs more approvers before it is settled.")
@@ -479,8 +510,17 @@ class Printer:
             self._line((f"✖ {d.get('approval_id')} cancelled with the run", "magenta"))
         elif t == "run.paused":
             self._line((f"⏸ paused, waiting for {len(d.get('pending') or [])} approval(s)", "yellow"))
+        elif t == "run.resumed" and d.get("messages"):
+            self._line((f"▶ turn {d.get('turn')}", "cyan"), f": the agent answers {len(d['messages'])} message(s)")
         elif t == "run.resumed":
             self._line(("▶ resumed", "cyan"))
+        elif t == "message.said":
+            queued = " (queued: the agent is busy)" if d.get("queued") else ""
+            self._line((f"💬 {_who(d.get('by'))}", "bold"), f": {d.get('text', '')}{queued}  [{d.get('message_id')}]")
+        elif t == "message.withdrawn":
+            self._line(f"· {_who(d.get('by'))} withdrew {d.get('message_id')}")
+        elif t == "turn.interrupted":
+            self._line((f"■ turn {d.get('turn')} interrupted", "yellow"), f" by a message from {_who(d.get('by'))}")
         elif t == "run.completed":
             self._line(("■ completed", "bold green"))
         elif t == "run.failed":
@@ -659,6 +699,7 @@ def add_commands(sub: Any) -> None:
     r.add_argument("--started-by", metavar="USER", help="only runs this user id started")
     r.add_argument("--mine", action="store_true", help="only runs you started")
     r.add_argument("--needs-me", action="store_true", help="only runs with an approval you may decide now")
+    r.add_argument("--search", "-S", metavar="WORDS", help="only runs whose input, agent, id or starter has every word")
     r.add_argument("--limit", type=int, default=30, help="at most this many (default 30, up to 1000)")
     r.add_argument("--json", action="store_true", help="as JSON")
     on(r, cmd_runs)
@@ -678,12 +719,17 @@ def add_commands(sub: Any) -> None:
     ap.add_argument("run")
     ap.add_argument("approval")
     ap.add_argument("--reason", help="shown to everyone watching")
+    ap.add_argument("--set", action="append", metavar="KEY=VALUE",
+                    help="approve with changes: set an argument of the call (JSON value, or a string); repeatable")
+    ap.add_argument("--arguments", metavar="JSON", help="approve with changes: the whole edited arguments object")
     on(ap, lambda api, args, out: cmd_decide(api, args, out, "approve"))
 
-    rj = sub.add_parser("reject", help="reject a tool call")
+    rj = sub.add_parser("reject", help="reject a tool call and send it back with instructions (the reason is the "
+                                       "model's next instruction)")
     rj.add_argument("run")
     rj.add_argument("approval")
-    rj.add_argument("--reason", help="why (optional, as on the page; shown to everyone and told to the model)")
+    rj.add_argument("--reason", help="why, and what to do instead (optional, as on the page): shown to everyone, and the "
+                                     "model reads it as the call's answer (e.g. \"only delete the .tar\")")
     on(rj, lambda api, args, out: cmd_decide(api, args, out, "reject"))
 
     w = sub.add_parser("watch", help="stream a run to the terminal; exit 0 completed, 3 failed, 4 cancelled")
@@ -697,6 +743,10 @@ def add_commands(sub: Any) -> None:
     au.add_argument("run")
     au.add_argument("--csv", action="store_true")
     on(au, cmd_audit)
+
+    from .terminal_talk import add_talk_commands  # say, withdraw, rerun (issue 20)
+
+    add_talk_commands(sub, on)
 
 
 def run_command(args: argparse.Namespace) -> None:

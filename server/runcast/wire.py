@@ -113,7 +113,8 @@ class SocketWire:
         if self._proto.close_sent or self._transport.is_closing():
             return
         self.written += len(data)
-        if self._pending or not self._proto.writable.is_set():
+        writable = getattr(self._proto, "writable", None)
+        if self._pending or (writable is not None and not writable.is_set()):
             self._pending.append(data)
             self._pending_bytes += len(data)
             if getattr(self._proto, "on_writable", None) is None and self._drain is None:

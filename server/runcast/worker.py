@@ -18,8 +18,9 @@ from typing import Any
 
 from agents import RunConfig, Runner, RunState
 
-from . import metrics, runs
+from . import conversation, metrics, runs
 from .approvals import Approval
+from .edits import EditUnsupported, edit_state
 from .backends.base import Backend, NotOwner, Subscription
 from .mapping import DeltaCoalescer, EventMapper, failure_data, failure_message, to_text, usage_data
 from .protocol import ErrorCode, ProtocolError, now_iso
@@ -31,6 +32,7 @@ from .toolnames import wire_name
 
 log = logging.getLogger("runcast.worker")
 _END = object()
+HISTORY_KEY = "runcast_history"  # a saved conversation (to_input_list), in the same place as a pause's RunState
 TRACE_FLUSH_S = 5.0  # how long a stopping worker waits for its last traces to be exported (--tracing openai)
 
 
@@ -143,6 +145,12 @@ class Worker:
         await self.stop()
 
     def _on_signal(self, run_id: str, message: dict[str, Any]) -> None:
+        if message.get("type") == "interrupt":  # a message asked the turn to stop at its next safe point
+            mode = "after_turn"
+            result = self.active.get(run_id)
+            if result is not None:
+                result.cancel(mode=mode)
+            return
         if message.get("type") != "cancel":
             return
         mode = message.get("mode", "immediate")
@@ -267,7 +275,12 @@ class Worker:
             run_input = await self._load_and_decide(rec, spec)
             if run_input is None:
                 return
-        context = {"run_id": rec.run_id, "started_by": rec.started_by} if job.kind == "start" else None
+        elif job.kind == "turn":
+            history = await self._load_history(rec)
+            if history is None:
+                return
+            run_input = conversation.turn_input(history, rec)
+        context = {"run_id": rec.run_id, "started_by": rec.started_by} if job.kind != "resume" else None
         result = Runner.run_streamed(spec.agent, run_input, context=context, run_config=RunConfig(tracing_disabled=self.tracing == "off"))
         self.active[rec.run_id] = result
         if rec.run_id in self._cancel_asked:
@@ -276,11 +289,36 @@ class Worker:
         error = await self._pump(rec.run_id, result, mapper)
         await self._end_segment(rec.run_id, spec, result, mapper, error)
 
+    async def _load_history(self, rec: RunRecord) -> list[Any] | None:
+        """The conversation as the last turn left it (saved by `_end_segment` before that turn completed)."""
+        saved = await self._retry(f"run {rec.run_id}", lambda: self.backend.load_state(rec.run_id))
+        history = json.loads(saved).get(HISTORY_KEY) if saved else None
+        if not isinstance(history, list):
+            await self._finish(rec.run_id, "failed", {"code": "state_missing", "message": "the saved conversation of this run is gone"})
+            return None
+        return history
+
+    async def _save_history(self, run_id: str, segment: int, result: Any) -> None:
+        """Keep the whole conversation for the next turn, in the backend (any worker continues it)."""
+        saved = json.dumps({HISTORY_KEY: result.to_input_list()}, separators=(",", ":"), default=_json_output)
+        await self._retry(f"run {run_id}", lambda: self.backend.save_state(run_id, segment, saved))
+
     async def _load_and_decide(self, rec: RunRecord, spec: AgentSpec) -> Any:
         saved = await self._retry(f"run {rec.run_id}", lambda: self.backend.load_state(rec.run_id))
         if saved is None:
             await self._finish(rec.run_id, "failed", {"code": "state_missing", "message": "the saved RunState of this pause is gone"})
             return None
+        edited = {rec.approvals[a].call_id: rec.approvals[a].approved_arguments for a in rec.pending
+                  if rec.approvals[a].status == "approved" and rec.approvals[a].approved_arguments is not None}
+        if edited:  # approved with changes: the call in the saved state becomes the approved one (edits.py)
+            doc = json.loads(saved)
+            try:
+                for call_id, arguments in edited.items():
+                    edit_state(doc, call_id, arguments)
+            except EditUnsupported as exc:
+                await self._finish(rec.run_id, "failed", {"code": "edit_unsupported", "message": str(exc)})
+                return None
+            saved = json.dumps(doc, separators=(",", ":"))
         state = await RunState.from_string(spec.agent, saved)
         items = {i.call_id: i for i in state.get_interruptions()}
         for aid in rec.pending:
@@ -345,6 +383,9 @@ class Worker:
             return
         if rec.cancel is not None:
             await self._finish(run_id, "cancelled", {})
+        elif error is None and not result.interruptions and rec.interrupt is not None and result.final_output is None:
+            await self._save_history(run_id, rec.segment, result)  # the conversation so far, then the next turn
+            await apply(self.backend, run_id, lambda r: runs.interrupted(r, self.id, time.time()), persist=True)
         elif error is not None:
             # what the run spent before it failed: the SDK's total, earlier segments included (the RunState carries it)
             await self._finish(run_id, "failed", failure_data(error) | {"usage": usage_data(result.context_wrapper.usage)})
@@ -370,6 +411,7 @@ class Worker:
                 ))
             await apply(self.backend, run_id, lambda r: runs.pause(r, self.id, new, time.time()), persist=True)
         else:
+            await self._save_history(run_id, rec.segment, result)  # before the commit: a next turn may start at once
             last = getattr(result, "last_agent", None)
             await self._finish(run_id, "completed", {
                 "output": _json_output(result.final_output),

@@ -136,6 +136,8 @@ class MemoryBackend(Backend):
         self._records[rid] = rec
         if rec.terminal and rid not in self._finished:
             self._finished[rid] = time.time()
+        elif not rec.terminal:  # a conversation's next turn: the run is live again
+            self._finished.pop(rid, None)
         events = self._append(rid, tr.events)
         self._to_outbox(events)
         for job in tr.jobs:

@@ -6,6 +6,7 @@
 import {
   RuncastClient, TERMINAL, canCancel, canDecide, canStart, hasRole, inboxList, needsYou, people, runList,
 } from "/client/src/runcast.js";
+import { argumentsEditor, buildSaid, interruptedText, renderConversation } from "/static/conversation.js";
 import { agentReason, byDeadline, keyArguments, rejectedCount, runTitle, statusLabel } from "/static/words.js";
 import * as signin from "/static/signin.js";
 
@@ -589,6 +590,7 @@ function render() {
   renderParticipants(view.sub.presence);
   renderOutcome(s);
   renderTranscript(s);
+  if (!gone) renderConversation(s, { runId: view.runId, me, client, talk: agents.find((a) => a.name === s.agent)?.talk });
   if (view.lastStatus !== s.status) {
     if (view.lastStatus && TERMINAL.includes(s.status)) setText($("run-announce"), `Run ${s.status}.`);
     view.lastStatus = s.status;
@@ -797,7 +799,9 @@ function build(item) {
     case "approval": return buildApproval(item.approvalId);
     case "handoff": return buildNote("handoff", (it) => [`Handoff: ${it.from ?? "?"} → ${it.to ?? "?"}${it.done ? "" : " …"}`]);
     case "started": return buildNote("started", (it) => [`${it.by?.name || "Someone"} started ${it.agent}${it.input ? `: “${it.input}”` : ""} · `, timeEl(it.ts)]);
-    case "resumed": return buildNote("resumed", (it, s) => [`Resumed `, timeEl(it.ts), `: ${it.decisions.map((d) => {
+    case "said": return buildSaid();
+    case "interrupted": return buildNote("interrupted", interruptedText);
+    case "resumed": return buildNote("resumed", (it, s) => it.turn ? [`Turn ${it.turn} `, timeEl(it.ts), `: the agent answers ${it.messages.length === 1 ? "the message" : `${it.messages.length} messages`} above`] : [`Resumed `, timeEl(it.ts), `: ${it.decisions.map((d) => {
       const ap = s.approvals[d.approvalId];
       const word = ap?.status === "expired" ? "expired (rejected)" : d.decision === "approve" ? "approved" : "rejected";
       return `${ap?.tool || "tool"} ${word}`;
@@ -1016,8 +1020,15 @@ function buildApproval(approvalId) {
   const approve = h("button", { type: "button", class: "primary", dataset: { testid: "approve" } }, "Approve");
   const reject = h("button", { type: "button", class: "danger-outline", dataset: { testid: "reject" } }, "Reject");
   const actions = h("div", { class: "actions" },
-    h("label", { class: "reason", for: reasonId }, "Reason (optional; everyone sees it, and on reject the agent does)", reason),
-    h("div", { class: "buttons" }, approve, reject));
+    h("label", { class: "reason", for: reasonId }, "Reason (optional; everyone sees it). Reject sends the call back with "
+      + "instructions: the agent reads the reason as its answer, so say what to do instead.", reason),
+    h("div", { class: "buttons" }, approve, reject),
+    argumentsEditor(approvalId, view?.sub.state.approvals[approvalId], async (args) => {
+      const v = view;
+      await client.decide(v.runId, approvalId, "approve", reason.value.trim() || undefined, { arguments: args });
+      v.confirmations.set(approvalId, { decision: "approve", reason: reason.value.trim() || undefined, outcome: "decided" });
+      if (view === v) scheduleRender();
+    }));
   const el = h("article", { class: "item approval", dataset: { kind: "approval", testid: "approval", approvalId } },
     h("div", { class: "ap-head" }, title, chip), context, says, desc, argsBox, policy, why, deadline, votes, verdict, state, error, actions);
   let argsKey = null;

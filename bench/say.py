@@ -1,0 +1,174 @@
+"""Runcast's added latency on a conversation's next turn: from `say` to the first delta at every one of N watchers,
+against the bare Agents SDK producing its first delta in-process with the same scripted model and the same input,
+measured in the same run.
+
+    python bench/say.py                         # memory, then a hub + worker on a throw-away redis-server
+    python bench/say.py --watchers 100 --rounds 20 --no-redis --coalesce 0
+
+Each round: one `say` on a completed run (the `quick` fixture agent, a DemoModel without delay), timed from just
+before the frame is sent to the first `message.delta` of that turn at each watcher; the baseline is
+`Runner.run_streamed(agent, <the same conversation>)` to its first `response.output_text.delta`, in this process.
+Printed: p50 / p95 of both and of the difference (the hub's added latency). `--coalesce` sets RUNCAST_COALESCE_S
+(the worker holds a first delta up to that long to merge the next ones; 0.025 by default). Nothing is asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import websockets
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "server")]
+
+from hubtest import SECRET, Process, free_port, token  # noqa: E402
+
+OPERATOR = token("bench", ["operator", "viewer"], name="Bench")
+
+
+def pct(xs: list[float], p: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(p * len(xs)))]
+
+
+def env(coalesce: str) -> dict[str, str]:
+    e = dict(os.environ)
+    e.pop("OPENAI_API_KEY", None)
+    e.update({
+        "RUNCAST_SECRET": SECRET, "RUNCAST_COALESCE_S": coalesce, "RUNCAST_LOG_LEVEL": "WARNING",
+        "RUNCAST_RATE_PER_S": "100000", "RUNCAST_RATE_BURST": "100000", "RUNCAST_MAX_CONNECTIONS": "0",
+        "RUNCAST_MAX_UNAUTHENTICATED": "0", "RUNCAST_MAX_STARTS_PER_MINUTE": "0", "RUNCAST_MAX_OPEN_RUNS": "0",
+        "OPENAI_AGENTS_DISABLE_TRACING": "1",
+        "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), str(ROOT / "server"), e.get("PYTHONPATH", "")]),
+    })
+    return e
+
+
+async def watcher(url: str, run_id: str, ready: asyncio.Event, box: dict, firsts: list[float], n: int) -> None:
+    async with websockets.connect(url, subprotocols=["runcast.v1.json"], max_size=None) as ws:
+        await ws.send(json.dumps({"type": "hello", "token": OPERATOR}))
+        await ws.recv()
+        await ws.send(json.dumps({"type": "subscribe", "run_id": run_id}))
+        box["synced"] += 1
+        if box["synced"] == n:
+            ready.set()
+        async for raw in ws:
+            for line in raw.split("\n"):
+                f = json.loads(line)
+                if f.get("type") == "message.delta" and f["seq"] > box["after"] and box["t0"] is not None and not box["got"].get(id(ws)):
+                    box["got"][id(ws)] = True
+                    firsts.append(time.perf_counter() - box["t0"])
+                if f.get("type") == "run.completed" and f["seq"] > box["after"]:
+                    box["done"].add(id(ws))
+
+
+async def hub_rounds(base: str, url: str, watchers: int, rounds: int) -> tuple[list[float], str]:
+    http = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {OPERATOR}"}, timeout=30)
+    run_id = http.post("/api/runs", json={"agent": "quick", "input": "hello"}).json()["run_id"]
+    while http.get(f"/api/runs/{run_id}").json()["status"] != "completed":
+        await asyncio.sleep(0.05)
+    box: dict = {"synced": 0, "t0": None, "after": 0, "got": {}, "done": set()}
+    ready = asyncio.Event()
+    firsts: list[float] = []
+    tasks = [asyncio.create_task(watcher(url, run_id, ready, box, firsts, watchers)) for _ in range(watchers)]
+    await ready.wait()
+    await asyncio.sleep(0.5)
+    sayer = await websockets.connect(url, subprotocols=["runcast.v1.json"])
+    await sayer.send(json.dumps({"type": "hello", "token": OPERATOR}))
+    await sayer.recv()
+    samples: list[float] = []
+    for i in range(rounds):
+        box["after"] = http.get(f"/api/runs/{run_id}").json()["head_seq"]
+        box["got"], box["done"] = {}, set()
+        firsts.clear()
+        box["t0"] = time.perf_counter()
+        await sayer.send(json.dumps({"type": "say", "run_id": run_id, "text": f"question {i}", "id": f"s{i}"}))
+        while len(box["done"]) < watchers:
+            await asyncio.sleep(0.01)
+        samples += firsts
+        while http.get(f"/api/runs/{run_id}").json()["status"] != "completed":
+            await asyncio.sleep(0.02)
+    for t in tasks:
+        t.cancel()
+    await sayer.close()
+    return samples, run_id
+
+
+async def sdk_rounds(rounds: int) -> list[float]:
+    """The bare SDK: the same agent and model, the same kind of conversation, to its first text delta."""
+    from agents import RunConfig, Runner
+
+    sys.path.insert(0, str(ROOT / "tests"))
+    import agents_fixture
+    from runcast.conversation import model_message
+
+    agent = agents_fixture.AGENTS["quick"]
+    history: list = [{"role": "user", "content": "hello"}]
+    first = Runner.run_streamed(agent, history, run_config=RunConfig(tracing_disabled=True))
+    async for _ in first.stream_events():
+        pass
+    history = first.to_input_list()
+    out = []
+    for i in range(rounds):
+        conv = history + [model_message({"by": {"sub": "bench", "name": "Bench"}, "text": f"question {i}"})]
+        t0 = time.perf_counter()
+        r = Runner.run_streamed(agent, conv, run_config=RunConfig(tracing_disabled=True))
+        got = None
+        async for ev in r.stream_events():
+            if got is None and getattr(getattr(ev, "data", None), "type", "") == "response.output_text.delta":
+                got = time.perf_counter() - t0
+        out.append(got or 0.0)
+        history = r.to_input_list()
+    return out
+
+
+async def suite(label: str, args: argparse.Namespace, tmp: Path, redis_url: str | None) -> None:
+    port = free_port()
+    common = ["--agents", "demo", "--agents", "agents_fixture"]
+    serve = Process(["serve", "--port", str(port), *common, *(["--redis", redis_url] if redis_url else [])],
+                    env(args.coalesce), tmp / f"{label}.log", port)
+    serve.start()
+    try:
+        hub, _ = await hub_rounds(serve.url, serve.ws_url, args.watchers, args.rounds)
+    finally:
+        serve.stop()
+    sdk = await sdk_rounds(args.rounds)
+    ms = lambda x: f"{x * 1000:.1f} ms"  # noqa: E731
+    print(f"{label}: {args.watchers} watchers x {args.rounds} says (coalesce {args.coalesce} s)")
+    print(f"  say -> first delta at each watcher: p50 {ms(statistics.median(hub))}, p95 {ms(pct(hub, 0.95))} ({len(hub)} samples)")
+    print(f"  bare SDK, in-process, first delta:  p50 {ms(statistics.median(sdk))}, p95 {ms(pct(sdk, 0.95))}")
+    print(f"  added by Runcast: p50 {ms(statistics.median(hub) - statistics.median(sdk))}, "
+          f"p95 {ms(pct(hub, 0.95) - pct(sdk, 0.95))}", flush=True)
+
+
+async def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--watchers", type=int, default=100)
+    p.add_argument("--rounds", type=int, default=20)
+    p.add_argument("--coalesce", default="0.025")
+    p.add_argument("--no-redis", action="store_true")
+    args = p.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="runcast-say-"))
+    await suite("memory", args, tmp, None)
+    if not args.no_redis:
+        from redis_server import RedisServer
+
+        server = RedisServer()
+        server.start()
+        try:
+            await suite("redis", args, tmp, server.url)
+        finally:
+            server.cleanup()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
