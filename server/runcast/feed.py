@@ -380,7 +380,9 @@ class Feeds:
         return rid
 
     def add_inbox(self, w: Watcher, request_id: str | None = None) -> None:
-        """Subscribe (or subscribe again): the current set as an `inbox` snapshot, then differences."""
+        """Subscribe (or subscribe again): the current set as an `inbox` snapshot, then differences. What arrived
+        before it is folded first (an early tick), so the snapshot is all this node knows."""
+        self.flush()
         self.remove_inbox(w)
         items = inbox_of(w.identity, self.open.values())
         self._inbox[w] = {}
