@@ -18,10 +18,14 @@ from .protocol import (
     MAX_DEPTH,
     MAX_FRAME_BYTES,
     Cancel,
+    Comment,
     Decide,
+    DeleteComment,
+    EditComment,
     ErrorCode,
     ProtocolError,
     Rerun,
+    ResolveThread,
     Say,
     Start,
     Withdraw,
@@ -29,7 +33,7 @@ from .protocol import (
     parse_command,
 )
 
-C = TypeVar("C", Start, Decide, Cancel, Say, Withdraw, Rerun)  # the commands the HTTP API takes as a body
+C = TypeVar("C", Start, Decide, Cancel, Say, Withdraw, Rerun, Comment, EditComment, DeleteComment, ResolveThread)  # the commands the HTTP API takes as a body
 
 MAX_BODY_BYTES = MAX_FRAME_BYTES  # a body is a command: the frame's limit
 LIST_LIMIT = (1, 1000, 50)  # GET /api/runs?limit=: min, max, default

@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from . import __version__, metrics
 from .protocol import WEBHOOK_EVENTS, now_iso
+from .slack import slack_escape  # Slack's escaping rule lives with the Slack app (slack.py), below this module
 
 if TYPE_CHECKING:
     from .backends.base import Backend
@@ -254,14 +255,6 @@ def payload(entry: dict[str, Any], rec: RunRecord | None, public_url: str | None
     return {"type": entry["type"], "timestamp": entry.get("ts") or now_iso(), "data": body}
 
 
-def slack_escape(text: Any) -> str:
-    """Text for any Slack text field (mrkdwn, plain_text, the `text` fallback, a link's URL): Slack's formatting rules
-    make &, < and > control characters (`<!channel>` pings, `<http://x|label>` links, `<@U123>` mentions), so each is
-    replaced by its HTML entity, which Slack shows as the character itself. Call it on everything from run data or
-    people (names, inputs, tool names, reasons) before it goes into a Slack message."""
-    return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-
-
 _esc = slack_escape
 
 
@@ -284,7 +277,8 @@ def _args_brief(arguments: Any, n: int = 400) -> str:
 _TITLES = {
     "approval.requested": "Approval needed", "approval.decided": "Approval decided", "approval.expired": "Approval expired",
     "approval.cancelled": "Approval cancelled", "run.paused": "Run waiting for approval", "run.completed": "Run completed",
-    "run.failed": "Run failed", "run.cancelled": "Run cancelled",
+    "run.failed": "Run failed", "run.cancelled": "Run cancelled", "comment.mention": "You were mentioned",
+    "approval.review_requested": "Review requested",
 }
 
 
@@ -325,6 +319,12 @@ def slack(body: dict[str, Any]) -> dict[str, Any]:
     elif t == "run.cancelled":
         by = ev.get("by") or {}
         fields.append(f"*Cancelled by*\n{_esc(by.get('name') or by.get('sub') or 'someone')}")
+    elif t == "comment.mention":
+        m, by = ev.get("mentioned") or {}, ev.get("by") or {}
+        title = f"{m.get('name') or m.get('sub')} was mentioned by {by.get('name') or by.get('sub')}"
+        fields.append(f"*Mentioned*\n{slack_escape(m.get('name') or '')} ({slack_escape(m.get('sub') or '')})")
+        extra.append({"type": "section", "text": {"type": "mrkdwn",
+                      "text": _cut(f"*Comment*\n{slack_escape(_cut(str(ev.get('text') or ''), 1000))}", 3000)}})
     elif t == "run.completed" and ev.get("output") is not None:
         extra.append({"type": "section", "text": {"type": "mrkdwn",
                       "text": _cut(f"*Output*\n{_esc(_cut(str(ev.get('output')), 600))}", 3000)}})
@@ -455,6 +455,7 @@ class Deliverer:
 
     def __init__(self, backend: Backend, registry: Registry, cfg: WebhookConfig, consumer: str | None = None) -> None:
         self.backend, self.registry, self.cfg = backend, registry, cfg
+        self.slack_app: Any = None  # slack.SlackApp, when RUNCAST_SLACK_BOT_TOKEN and RUNCAST_SLACK_CHANNEL are set
         self.consumer = consumer or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
         self._task: asyncio.Task[None] | None = None
         self._scan_task: asyncio.Task[None] | None = None
@@ -465,9 +466,10 @@ class Deliverer:
 
     async def start(self) -> None:
         _silence_http_loggers()
-        if not self.cfg.secret:
-            raise ValueError("webhooks need a secret: --webhook-secret or RUNCAST_WEBHOOK_SECRET")
-        parse_secret(self.cfg.secret)
+        if self.cfg.endpoints or not self.slack_app:  # (Slack alone signs nothing of ours: its token authenticates)
+            if not self.cfg.secret:
+                raise ValueError("webhooks need a secret: --webhook-secret or RUNCAST_WEBHOOK_SECRET")
+            parse_secret(self.cfg.secret)
         if hasattr(self.backend, "webhook_claim_s"):
             self.backend.webhook_claim_s = self.cfg.claim_s
         await self.backend.outbox_join()
@@ -517,6 +519,12 @@ class Deliverer:
             if e.wants(entry["type"]) and e not in eps:
                 eps.append(e)
         body = payload(entry, rec, self.cfg.public_url)
+        if self.slack_app is not None:  # the approval's Slack message: posted, then updated in place (slack.py)
+            try:
+                await self.slack_app.on_entry(entry, rec, self.backend, self.cfg.public_url)
+            except Exception as exc:
+                log.warning("slack: %s for %s of %s failed: %s", entry["type"], data.get("approval_id"),
+                            entry["run_id"], exc)
         plain = {k: v for k, v in entry.items() if k != "id"}
         items = [(ep.id, {"endpoint": {"url": ep.url, "events": sorted(ep.events) if ep.events is not None else None,
                                        "format": ep.format}, "entry": plain, "body": body}) for ep in eps]
@@ -735,8 +743,14 @@ def _count_circuits(d: Deliverer) -> None:
 
 async def maybe_start(backend: Backend, registry: Registry, cfg: WebhookConfig | None) -> Deliverer | None:
     """Start delivering in this process if it, or one of its agents, names a webhook."""
-    if cfg is None or not any_configured(cfg, registry):
+    from .slack import SlackApp
+
+    app = SlackApp.from_env()
+    if app is not None and cfg is None:
+        cfg = WebhookConfig.from_env(public_url=os.environ.get("RUNCAST_PUBLIC_URL"))
+    if cfg is None or (not any_configured(cfg, registry) and app is None):
         return None
     d = Deliverer(backend, registry, cfg)
+    d.slack_app = app
     await d.start()
     return d
