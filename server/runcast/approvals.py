@@ -106,7 +106,8 @@ def check_role(ap: Approval, person: Person) -> None:
     if not may_decide(person, ap.policy):
         raise ProtocolError(
             ErrorCode.FORBIDDEN,
-            f"{ap.tool} may be approved only by roles {', '.join(ap.policy.roles)} (or admin); you have {', '.join(person.roles) or 'none'}",
+            f"{ap.tool} may be approved only by roles {', '.join(ap.policy.roles)} (or admin); "
+            f"you have {', '.join(person.roles) or 'none'}",
         )
 
 

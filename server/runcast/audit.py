@@ -196,7 +196,8 @@ CSV_COLUMNS = [
 
 
 def rows(audit: dict[str, Any]) -> list[dict[str, Any]]:
-    """One row per vote; an approval nobody voted on (expired, cancelled, open) still gets one row, vote columns empty."""
+    """One row per vote; an approval nobody voted on (expired, cancelled, open) still gets one row, vote columns
+    empty."""
     run = audit["run"]
     out = []
     for ap in audit["approvals"]:

@@ -57,7 +57,8 @@ def check_edit(original: str, edited: str, schema: dict[str, Any] | None) -> str
 
 
 def tool_schema(agent: Any, wire_tool: str) -> dict[str, Any] | None:
-    """The JSON schema of the function tool the wire calls `wire_tool`, anywhere in the agent graph (None if unknown)."""
+    """The JSON schema of the function tool the wire calls `wire_tool`, anywhere in the agent graph (None if
+    unknown)."""
     from agents import Agent
     from agents._tool_identity import get_explicit_function_tool_namespace
     from agents.tool import FunctionTool

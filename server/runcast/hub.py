@@ -260,7 +260,10 @@ class Hub:
         if s.max_unauthenticated:
             share = s.max_unauthenticated_per_address or max(1, s.max_unauthenticated // 10)
             if self.unauthenticated_by_address.get(addr, 0) >= share:
-                return f"{share} connections from your address are waiting for hello; say hello on one, or try again shortly\n"
+                return (
+                    f"{share} connections from your address are waiting for hello; "
+                    "say hello on one, or try again shortly\n"
+                )
             if self.unauthenticated >= s.max_unauthenticated:
                 return f"this hub node has {s.max_unauthenticated} connections waiting for hello; try again shortly\n"
         return None

@@ -172,7 +172,7 @@ def observe_events(events: Iterable[Event], record: Any) -> None:
             runs_finished.labels(status=t[4:]).inc()
 
 
-# ---------------------------------------------------------------------------------------------- what is read when scraped
+# -------------------------------------------------------------------------------------- what is read when scraped
 class NodeGauges(Protocol):
     """What a hub node shows at scrape time, read off its state (hub.Hub registers itself with `Metrics.register`).
 

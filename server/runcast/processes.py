@@ -1,7 +1,8 @@
 """`runcast serve --processes N` (and `--worker-process`): one node on every core, over Redis.
 
 The parent starts N `runcast serve` children on the same host and port, each with its own listening socket bound with
-SO_REUSEPORT (`--reuse-port`; the kernel spreads new connections over them), and, unless `--no-worker`, one `runcast worker` child:
+SO_REUSEPORT (`--reuse-port`; the kernel spreads new connections over them), and, unless `--no-worker`, one
+`runcast worker` child:
 the agents' streaming never shares an event loop with a fan-out. Every process talks to the same Redis, as separate
 nodes would. The parent only supervises: it makes one secret for all of them when none is set (and prints the links),
 forwards SIGTERM/SIGINT (each hub then closes its clients with 1012), and if any child dies it stops the others and

@@ -269,7 +269,8 @@ def byte_size(payload: str | bytes) -> int:
 
 
 def _unicode(text: str) -> bool:
-    """False for a string with a lone surrogate (JSON lets a client write "\\ud800"; no UTF-8 frame can carry it back)."""
+    """False for a string with a lone surrogate (JSON lets a client write "\\ud800"; no UTF-8 frame can carry it
+    back)."""
     if text.isascii():
         return True
     try:

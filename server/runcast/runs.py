@@ -175,7 +175,8 @@ def renew(rec: RunRecord, owner: str, now: float, lease_s: float) -> Transition:
 
 
 def pause(rec: RunRecord, owner: str, new_approvals: list[Approval], now: float) -> Transition:
-    """The stream ended with interruptions and the state is saved: open the approvals. A cancel asked for meanwhile wins."""
+    """The stream ended with interruptions and the state is saved: open the approvals. A cancel asked for meanwhile
+    wins."""
     _check_owner(rec, owner)
     if rec.cancel:
         return finish(rec, owner, "cancelled", {}, now)

@@ -221,8 +221,8 @@ def asyncapi() -> dict[str, Any]:
                 f"Runcast {__version__}: one WebSocket per client at `/ws`. The subprotocol chooses the encoding: "
                 f"`{protocol.SUBPROTOCOL_JSON}` (default; one JSON object per text frame) or "
                 f"`{protocol.SUBPROTOCOL_MSGPACK}` (one msgpack map per binary frame, same keys and values). "
-                "The first frame is `hello`. Run events carry `seq` (1, 2, 3... per run); control frames do not and are "
-                "never replayed. Close codes: "
+                "The first frame is `hello`. Run events carry `seq` (1, 2, 3... per run); "
+                "control frames do not and are never replayed. Close codes: "
                 + "; ".join(f"{int(c)} {d}" for c, d in CLOSE_CODES.items())
                 + ". Error codes: " + ", ".join(error_codes()) + "."
             ),

@@ -150,7 +150,8 @@ class Out:
         self.file.flush()
 
     def row(self, fields: Iterable[Any]) -> None:
-        """One tab-separated line for scripts (Rich would expand the tabs): each field on one line, through visible()."""
+        """One tab-separated line for scripts (Rich would expand the tabs): each field on one line, through
+        visible()."""
         self.file.write("\t".join(visible(brief(f, 10_000).replace("\t", " ")) for f in fields) + "\n")
 
     def raw_lines(self, text: str) -> None:

@@ -13,8 +13,9 @@
     sends is read and dropped for up to `LINGER_S`: closing a socket with unread input makes the kernel answer with
     a reset, and the client would lose the close frame and see 1006.
 
-The app reaches the WebSocket adapter through the ASGI scope: `scope["extensions"]["runcast.transport"]["authenticated"]()`
-lifts the pre-auth limit to the transport limit (`ws_max_size`).
+The app reaches the WebSocket adapter through the ASGI scope:
+`scope["extensions"]["runcast.transport"]["authenticated"]()` lifts the pre-auth limit to the transport limit
+(`ws_max_size`).
 """
 
 from __future__ import annotations
@@ -89,7 +90,8 @@ def http_protocol(header_timeout_s: float) -> type[asyncio.Protocol]:
 
 
 class WebSocketProtocol(WebSocketsSansIOProtocol):
-    """uvicorn's websockets-sansio protocol with the pre-auth limit, 1009 / 1007 closes that arrive, and no tracebacks."""
+    """uvicorn's websockets-sansio protocol with the pre-auth limit, 1009 / 1007 closes that arrive, and no
+    tracebacks."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

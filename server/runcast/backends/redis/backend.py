@@ -39,7 +39,8 @@ cluster cannot do in one script. So a commit is an outbox: (1) mark "<run> <tx>"
 (2) one script in the run's slot checks the version, stores the record, appends the events and pushes the jobs to
 the run's outbox; (3) one script in the {P} slot adds the outbox's jobs to {P}:jobs, writes the run's timer and its
 place in {P}:open and publishes its feed entry (if this version is newer than the one they were written from),
-indexes the run and clears the mark; (4) the flushed jobs leave the outbox. If a process dies between (2) and (4), any sweeper finds the mark past its deadline and does (3)
+indexes the run and clears the mark; (4) the flushed jobs leave the outbox. If a process dies between (2) and (4),
+any sweeper finds the mark past its deadline and does (3)
 and (4) from the stored record and outbox. A job may so reach {P}:jobs twice: claiming is a compare-and-set on the
 run's status and segment, so the second copy is refused and dropped. The same path runs on a single Redis.
 
