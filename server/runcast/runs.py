@@ -155,7 +155,8 @@ def claim(rec: RunRecord, job: Job, owner: str, now: float, lease_s: float | Non
                                        "messages": [m["message_id"] for m in new.turn_input]}))
     elif job.kind == "resume":
         decisions = [
-            {k: new.approvals[i].decided.get(k) for k in ("approval_id", "call_id", "decision", "by", "reason", "always")}  # type: ignore[union-attr]
+            {k: (new.approvals[i].decided or {}).get(k) for k in ("approval_id", "call_id", "decision", "by", "reason",
+                                                                 "always")}  # every pending approval is decided here
             for i in new.pending
         ]
         events.append(("run.resumed", {"decisions": decisions, "segment": job.segment}))
