@@ -63,7 +63,7 @@ async def test_an_approval_reaches_exactly_the_people_who_may_decide_and_leaves_
     assert items["alice"] == items["bob"] == items["root"]
     assert ap["tool"] == "delete_files" and ap["agent"] == "Janitor"
     assert ap["description"] == "Delete files for good (needs a teammate's approval). The demo deletes nothing."
-    assert ap["policy"] == {"roles": ["approver"], "quorum": 1, "allow_self": True}
+    assert ap["policy"] == {"roles": ["approver"], "quorum": 1, "allow_self": True, "count_starter": True}
     assert ap["run"]["started_by"] == {"sub": "ada", "name": "Ada"} and ap["run"]["input"] == "free some disk space"
     assert ap["tally"] == {"approve": 0, "reject": 0, "needed": 1} and ap["votes"] == []
     assert ap["expires_at"] and ap["requested_at"]

@@ -8,7 +8,7 @@
 
 /** @returns {InboxState} */
 export function initialInbox() {
-  return { ready: false, approvals: new Map() };
+  return { ready: false, approvals: new Map(), mentions: [] };
 }
 
 /** @returns {RunsState} */
@@ -20,12 +20,15 @@ export function initialRuns() {
  * Fold an inbox frame (`inbox`, `inbox.added`, `inbox.removed`) into `state`. Returns the change, or null if the frame
  * is not an inbox frame.
  * @param {InboxState} state @param {any} f
- * @returns {null | {type: "snapshot"} | {type: "added", approval: any} | {type: "removed", approval: any, reason: string}}
+ * `inbox.mention` (someone @mentioned this person in a comment) is a notice beside the approvals, kept newest last.
+ * @returns {null | {type: "snapshot"} | {type: "added", approval: any} | {type: "removed", approval: any, reason: string}
+ *   | {type: "mention", mention: any}}
  */
 export function applyInboxFrame(state, f) {
   switch (f.type) {
     case "inbox":
       state.approvals = new Map((f.approvals || []).map((a) => [a.approval_id, a]));
+      state.mentions = [...(f.mentions || [])];
       state.ready = true;
       return { type: "snapshot" };
     case "inbox.added":
@@ -36,10 +39,18 @@ export function applyInboxFrame(state, f) {
       state.approvals.delete(f.approval_id);
       return { type: "removed", approval, reason: f.reason ?? "closed" };
     }
+    case "inbox.mention":
+      if (state.mentions.some((m) => m.mention_id === f.mention.mention_id)) return null;
+      state.mentions.push(f.mention);
+      if (state.mentions.length > MENTIONS_KEPT) state.mentions.splice(0, state.mentions.length - MENTIONS_KEPT);
+      return { type: "mention", mention: f.mention };
     default:
       return null;
   }
 }
+
+/** As many mentions as a hub node keeps per person (feed.MENTIONS_PER_PERSON). */
+const MENTIONS_KEPT = 50;
 
 /**
  * Fold a run-list frame into `state`. `runs` is the snapshot; `run.status` carries one hub tick of changes: `runs` (the

@@ -17,14 +17,19 @@ from . import metrics as prom
 from .protocol import (
     Ack,
     CloseCode,
+    Comment,
     Decide,
+    DeleteComment,
+    EditComment,
     Encoding,
     ErrorCode,
     Event,
     Hello,
+    People,
     Ping,
     Pong,
     ProtocolError,
+    ResolveThread,
     Start,
     Subscribe,
     SubscribeInbox,
@@ -431,8 +436,22 @@ class Connection:
             result = await svc.cancel(who, cmd.run_id, cmd.mode)
             self.send_control(Ack(id=cmd.id, **result))
         elif isinstance(cmd, Start):
-            result = await svc.start(who, cmd.agent, cmd.input)
+            result = await svc.start(who, cmd.agent, cmd.input, cmd.reviewers)
             self.send_control(Ack(id=cmd.id, **result))
+        elif isinstance(cmd, Comment):
+            result = await svc.comment(who, cmd.run_id, cmd.text, cmd.approval_id, cmd.reply_to)
+            self.send_control(Ack(id=cmd.id, **result))
+        elif isinstance(cmd, EditComment):
+            result = await svc.edit_comment(who, cmd.run_id, cmd.comment_id, cmd.text)
+            self.send_control(Ack(id=cmd.id, **result))
+        elif isinstance(cmd, DeleteComment):
+            result = await svc.delete_comment(who, cmd.run_id, cmd.comment_id)
+            self.send_control(Ack(id=cmd.id, **result))
+        elif isinstance(cmd, ResolveThread):
+            result = await svc.resolve_thread(who, cmd.run_id, cmd.thread_id, cmd.resolved)
+            self.send_control(Ack(id=cmd.id, **result))
+        elif isinstance(cmd, People):
+            self.send_control(Ack(id=cmd.id, run_id=cmd.run_id, people=await svc.people(who, cmd.run_id)))
         elif isinstance(cmd, Say):
             self.send_control(Ack(id=cmd.id, **await svc.say(who, cmd.run_id, cmd.text)))
         elif isinstance(cmd, Rerun):

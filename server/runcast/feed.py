@@ -22,7 +22,7 @@ from functools import lru_cache
 from typing import Any, Callable, Iterable, Protocol
 
 from .approvals import Approval, ApprovalPolicy, Person, may_decide
-from .protocol import encode
+from .protocol import encode, now_iso
 from .runs import RunRecord
 from .wire import frame as wire_frame
 
@@ -33,6 +33,7 @@ log = logging.getLogger("runcast.feed")
 OUTSIDE_TICKS = 10
 # Versions of runs this node has seen lately, to drop an entry older than one already applied.
 _VERSIONS_KEPT = 20_000
+MENTIONS_PER_PERSON = 50  # the newest mentions of each person a node keeps for their inbox snapshot
 
 
 def approval_status(ap: Approval) -> str:
@@ -62,7 +63,10 @@ def entry(rec: RunRecord) -> dict[str, Any]:
             "tally": ap.tally(),
             "votes": [{"sub": v.sub, "name": v.name, "decision": v.decision, "at": v.at} for v in ap.votes],
         })
-    return {"run": run_summary(rec), "approvals": aps}
+    e: dict[str, Any] = {"run": run_summary(rec), "approvals": aps}
+    if rec.mentions:  # the newest mentions in its comments (comments.py), for the mentioned people's inboxes
+        e["mentions"] = [m | {"run_id": rec.run_id} for m in rec.mentions]
+    return e
 
 
 def is_open(e: dict[str, Any]) -> bool:
@@ -133,9 +137,12 @@ def why_not(who: Viewer, run: dict[str, Any], ap: dict[str, Any]) -> str | None:
     return None
 
 
-def inbox_item(run: dict[str, Any], ap: dict[str, Any]) -> dict[str, Any]:
-    """One approval of the inbox: the approval as logged in `approval.requested`, its tally and votes, and its run."""
+def inbox_item(run: dict[str, Any], ap: dict[str, Any], who: Viewer | None = None) -> dict[str, Any]:
+    """One approval of the inbox: the approval as logged in `approval.requested`, its tally and votes, and its run;
+    `review_requested` when `who` was asked to review it (it is in the inbox for their role, like anyone's)."""
     item = {k: v for k, v in ap.items() if k != "status"}
+    if who is not None and who.sub in (ap.get("reviewers") or ()):
+        item["review_requested"] = True
     item["run_id"] = run["run_id"]
     item["run"] = {k: run.get(k) for k in ("agent", "input", "started_by", "created_at", "status")}
     return item
@@ -143,7 +150,7 @@ def inbox_item(run: dict[str, Any], ap: dict[str, Any]) -> dict[str, Any]:
 
 def inbox_of(who: Viewer, entries: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     """Every open approval `who` may decide, oldest request first."""
-    out = [inbox_item(e["run"], ap) for e in entries for ap in e["approvals"] if why_not(who, e["run"], ap) is None]
+    out = [inbox_item(e["run"], ap, who) for e in entries for ap in e["approvals"] if why_not(who, e["run"], ap) is None]
     return sorted(out, key=lambda i: (i.get("requested_at") or "", i["approval_id"]))
 
 
@@ -268,6 +275,10 @@ class Feeds:
         self._owed = False  # some run list holds a count of changes outside it not sent yet
         self.frames_out = 0  # feed frames written (each frame to each watcher)
         self.flushes = 0
+        # Mentions (comments.py): not part of the approvals set, but notices beside it. Each node keeps the newest
+        # MENTIONS_PER_PERSON per person it has seen in entries (since it started), for `inbox`'s `mentions`.
+        self._mentions: dict[str, list[dict[str, Any]]] = {}
+        self._mention_ids: OrderedDict[str, None] = OrderedDict()
 
     @property
     def watchers(self) -> int:
@@ -290,6 +301,8 @@ class Feeds:
         holds are dropped; of several changes of one run in a tick only the newest counts (it is the whole truth)."""
         if not self._newer(e):
             return
+        if e.get("mentions"):
+            self._on_mentions(e, live=True)
         first = not self._pending
         self._pending[e["run"]["run_id"]] = e
         if first and self._on_pending is not None:
@@ -338,6 +351,8 @@ class Feeds:
                     fresh[rid] = self.open[rid]
                 continue
             self._versions[rid] = e["run"]["version"]
+            if e.get("mentions"):
+                self._on_mentions(e, live=False)
             if is_open(e):
                 fresh[rid] = e
         self.open = fresh
@@ -365,7 +380,9 @@ class Feeds:
         return rid
 
     def add_inbox(self, w: Watcher, request_id: str | None = None) -> None:
-        """Subscribe (or subscribe again): the current set as an `inbox` snapshot, then differences."""
+        """Subscribe (or subscribe again): the current set as an `inbox` snapshot, then differences. What arrived
+        before it is folded first (an early tick), so the snapshot is all this node knows."""
+        self.flush()
         self.remove_inbox(w)
         items = inbox_of(w.identity, self.open.values())
         self._inbox[w] = {}
@@ -373,6 +390,9 @@ class Feeds:
         for i in items:
             self._tell(w, i["approval_id"], i["run_id"])
         frame: dict[str, Any] = {"type": "inbox", "approvals": items}
+        mentions = self.mentions_of(w.identity)
+        if mentions:  # (absent when there are none: the approvals set is what it always was)
+            frame["mentions"] = mentions
         if request_id is not None:
             frame["id"] = request_id
         w.send_control(frame)
@@ -444,7 +464,8 @@ class Feeds:
             told = self._told.get(rid, {}).get(aid, set())
             voters = {v["sub"] for v in ap.get("votes", ())}
             no_self = not ap["policy"]["allow_self"]
-            added: Shared | None = None
+            reviewers = set(ap.get("reviewers") or ())
+            added: dict[bool, Shared] = {}  # one frame for everyone, one for the requested reviewers (issue 21)
             for ws in self._inbox_classes.values():
                 if why_not(_ClassRep(next(iter(ws)).identity), run, ap) is not None:
                     continue  # nobody of this class may decide it (not visible, not their role)
@@ -452,10 +473,12 @@ class Feeds:
                     sub = w.identity.sub
                     if w in told or sub in voters or (no_self and sub == starter):
                         continue
-                    if added is None:
-                        added = Shared({"type": "inbox.added", "approval": inbox_item(run, ap)})
+                    asked = sub in reviewers
+                    if asked not in added:
+                        added[asked] = Shared({"type": "inbox.added",
+                                               "approval": inbox_item(run, ap, w.identity if asked else None)})
                     self._tell(w, aid, rid)
-                    out.setdefault(w, []).append(added)
+                    out.setdefault(w, []).append(added[asked])
 
     def _resend(self, w: Watcher, out: dict[Watcher, list[Shared]]) -> None:
         told = self._inbox.get(w)
@@ -470,6 +493,30 @@ class Feeds:
             if aid not in told:
                 self._tell(w, aid, item["run_id"])
                 out.setdefault(w, []).append(Shared({"type": "inbox.added", "approval": item}))
+
+    # ------------------------------------------------------------------ mentions
+    def _on_mentions(self, e: dict[str, Any], live: bool) -> None:
+        """Keep the mentions this node has not seen; push the ones this very commit made (their time is the
+        record's) to the mentioned person's inbox watchers as `inbox.mention`. (Older ones a node only now learns
+        of, after it started or missed an entry, go to the snapshot, not out as news.)"""
+        made_now = now_iso(e["run"].get("updated_at") or 0)
+        for m in e["mentions"]:
+            if m["mention_id"] in self._mention_ids:
+                continue
+            self._mention_ids[m["mention_id"]] = None
+            while len(self._mention_ids) > _VERSIONS_KEPT:
+                self._mention_ids.popitem(last=False)
+            kept = self._mentions.setdefault(m["sub"], [])
+            kept.append(m)
+            del kept[:-MENTIONS_PER_PERSON]
+            if live and m["at"] == made_now:
+                for w in list(self._inbox):
+                    if w.identity.sub == m["sub"] and w.identity.can_see(m["run_id"]):
+                        w.send_control({"type": "inbox.mention", "mention": m})
+
+    def mentions_of(self, who: Viewer) -> list[dict[str, Any]]:
+        """`who`'s mentions this node knows of, in runs their token lets them see, newest last."""
+        return [m for m in self._mentions.get(who.sub, []) if who.can_see(m["run_id"])]
 
     # ------------------------------------------------------------------ run-list watchers
     def add_runs(self, w: Watcher, limit: int, filters: dict[str, str] | None = None) -> None:

@@ -7,6 +7,7 @@ import contextlib
 import ctypes
 import gc
 import logging
+import os
 from pathlib import Path
 from typing import Any, AsyncIterator
 
@@ -18,7 +19,7 @@ from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket
 
-from . import __version__, auth, connection, feed, specs, transport, webhooks
+from . import __version__, auth, connection, feed, slack, specs, transport, webhooks
 from . import api as api_rules
 from .backends.base import Backend, Subscription
 from .connection import Connection
@@ -62,6 +63,9 @@ class Hub:
         self.settings = settings
         self.auth = auth.Authenticator(settings.secret, settings.dev, settings.jwt, settings.session_secret)
         self.service = Service(backend, registry, StartQuota(settings.starts_per_minute, settings.max_open_runs))
+        self.service.directory = slack.Directory.from_env()  # RUNCAST_PEOPLE: Slack users, and deciders to @mention
+        secret = os.environ.get("RUNCAST_SLACK_SIGNING_SECRET")
+        self.slack = slack.Interactivity(secret, self.service.directory) if secret else None
         self.fanout = Fanout(backend)
         self.presence = PresenceFeed(backend, refresh_s=settings.presence_refresh_s)
         self.metrics = Metrics()
@@ -327,7 +331,7 @@ def create_app(hub: Hub) -> Starlette:
 
     async def start_run(request: Request, who: auth.Identity) -> Response:
         cmd = await api_rules.command(request, "start", defaults={"input": ""})
-        return JSONResponse(await svc.start(who, cmd.agent, cmd.input), status_code=201)
+        return JSONResponse(await svc.start(who, cmd.agent, cmd.input, cmd.reviewers), status_code=201)
 
     async def list_runs(request: Request, who: auth.Identity) -> Response:
         limit = api_rules.query_int(request, "limit", *api_rules.LIST_LIMIT, clamp=True)
@@ -355,6 +359,51 @@ def create_app(hub: Hub) -> Starlette:
                                       approval_id=request.path_params["approval_id"])
         return JSONResponse(await svc.decide(who, cmd.run_id, cmd.approval_id, cmd.decision, cmd.reason, cmd.always,
                                              cmd.arguments))
+
+    async def add_comment(request: Request, who: auth.Identity) -> Response:
+        cmd = await api_rules.command(request, "comment", run_id=request.path_params["run_id"])
+        return JSONResponse(await svc.comment(who, cmd.run_id, cmd.text, cmd.approval_id, cmd.reply_to), status_code=201)
+
+    async def change_comment(request: Request, who: auth.Identity) -> Response:
+        path = {"run_id": request.path_params["run_id"], "comment_id": request.path_params["comment_id"]}
+        if request.method == "DELETE":
+            cmd = await api_rules.command(request, "delete_comment", **path)
+            return JSONResponse(await svc.delete_comment(who, cmd.run_id, cmd.comment_id))
+        cmd = await api_rules.command(request, "edit_comment", **path)
+        return JSONResponse(await svc.edit_comment(who, cmd.run_id, cmd.comment_id, cmd.text))
+
+    async def resolve_thread(request: Request, who: auth.Identity) -> Response:
+        cmd = await api_rules.command(request, "resolve_thread", run_id=request.path_params["run_id"],
+                                      thread_id=request.path_params["thread_id"])
+        return JSONResponse(await svc.resolve_thread(who, cmd.run_id, cmd.thread_id, cmd.resolved))
+
+    async def run_people(request: Request, who: auth.Identity) -> Response:
+        return JSONResponse({"people": await svc.people(who, request.path_params["run_id"])})
+
+    async def slack_interactivity(request: Request) -> Response:
+        """A Slack button press (slack.py): verified, mapped to a person, decided with that person's roles. A
+        refusal is answered to the presser only, with the reason; a bad signature or an old one is a 401."""
+        if hub.slack is None:
+            return _error(ProtocolError(ErrorCode.NOT_FOUND, "Slack interactivity is not configured on this hub"))
+        try:
+            body = await api_rules.read_body(request, slack.MAX_BODY)
+            hub.slack.verify(body, {k.lower(): v for k, v in request.headers.items()})
+            payload, run_id, approval_id, decision = hub.slack.press(body)
+        except ProtocolError as err:
+            hub.metrics.errors[err.code] = hub.metrics.errors.get(err.code, 0) + 1
+            return _error(err)
+        try:
+            who = hub.slack.identity(payload, run_id)
+            await svc.decide(who, run_id, approval_id, decision, None, False)  # type: ignore[arg-type]
+            answer = slack.decided_text(decision, who.name, None)
+        except ProtocolError as err:
+            answer = slack.refusal(err)
+        except Exception as exc:  # noqa: BLE001 - Slack still gets an answer, and nothing was decided
+            answer = slack.refusal(hub.unexpected(exc, "slack interactivity"))
+        url = payload.get("response_url")
+        if isinstance(url, str) and url.startswith(("http://", "https://")):
+            await slack.respond(url, answer)
+        return JSONResponse(answer)
 
     async def cancel(request: Request, who: auth.Identity) -> Response:
         cmd = await api_rules.command(request, "cancel", run_id=request.path_params["run_id"])
@@ -389,6 +438,10 @@ def create_app(hub: Hub) -> Starlette:
         if request.query_params.get("open", "1") not in ("1", "true"):
             raise ProtocolError(ErrorCode.BAD_REQUEST, "only open approvals are listed here: use ?open=1 (decided ones are in each run's log)")
         return JSONResponse({"approvals": await svc.open_approvals(who)})
+
+    async def my_mentions(request: Request, who: auth.Identity) -> Response:
+        """Who mentioned this person in a comment (the newest this node has seen; the inbox's `mentions`)."""
+        return JSONResponse({"mentions": hub.feeds.mentions_of(who)})
 
     async def webhook_deliveries(request: Request, who: auth.Identity) -> Response:
         if not who.has("admin"):
@@ -468,11 +521,17 @@ def create_app(hub: Hub) -> Starlette:
         Route("/api/runs/{run_id}/events", api(run_events), methods=["GET"]),
         Route("/api/runs/{run_id}/approvals/{approval_id}", api(decide), methods=["POST"]),
         Route("/api/runs/{run_id}/cancel", api(cancel), methods=["POST"]),
+        Route("/api/runs/{run_id}/comments", api(add_comment), methods=["POST"]),
+        Route("/api/runs/{run_id}/comments/{comment_id}", api(change_comment), methods=["PATCH", "DELETE"]),
+        Route("/api/runs/{run_id}/threads/{thread_id}", api(resolve_thread), methods=["POST"]),
+        Route("/api/runs/{run_id}/people", api(run_people), methods=["GET"]),
         Route("/api/runs/{run_id}/messages", api(say), methods=["POST"]),
         Route("/api/runs/{run_id}/rerun", api(rerun), methods=["POST"]),
         Route("/api/runs/{run_id}/messages/{message_id}", api(withdraw), methods=["DELETE"]),
         Route("/api/runs/{run_id}/audit", api(run_audit), methods=["GET"]),
         Route("/api/approvals", api(open_approvals), methods=["GET"]),
+        Route("/api/mentions", api(my_mentions), methods=["GET"]),
+        Route("/api/slack/interactivity", slack_interactivity, methods=["POST"]),
         Route("/api/webhooks/deliveries", api(webhook_deliveries), methods=["GET"]),
         Route("/api/agents", api(agents_list), methods=["GET"]),
         Route("/api/me", api(whoami), methods=["GET"]),
