@@ -60,6 +60,8 @@ async def test_three_turn_conversation_with_two_speakers(hub: Cluster) -> None:
     turns = [(e["type"], e["data"].get("turn")) for e in log if e["type"] in ("message.said", "run.resumed", "run.completed")]
     assert turns == [("run.resumed", None), ("run.completed", 1), ("message.said", None), ("run.resumed", 2),
                      ("run.completed", 2), ("message.said", None), ("run.resumed", 3), ("run.completed", 3)]
+    # each turn starts with the agent that ended the last one: announced once, not once per turn
+    assert [e["data"]["agent"] for e in log if e["type"] == "agent.updated"] == [three["data"]["agent"]]
     # a late joiner gets the whole conversation from the log, in order
     late = await Client.connect(hub.ws_url(), VIEWER)
     sync = await late.subscribe(run_id)
