@@ -191,6 +191,11 @@ async def test_bad_messages_get_stable_codes_and_change_nothing(hub: Cluster) ->
     assert r.status_code == 403 and r.json()["error"]["code"] == "forbidden"
     r = hub.http("POST", f"/api/runs/{run_id}/messages", OPERATOR, json={"text": 5})
     assert r.status_code == 400 and r.json()["error"]["code"] == "bad_request"
+    # a run the token may not see: the same answer as for no run at all
+    elsewhere = await Client.connect(hub.ws_url(), token("ada", ["operator"], runs=["run_other"], name="Ada"))
+    err = await say(elsewhere, run_id, "hi")
+    assert err["type"] == "error" and err["code"] == "not_found", err
+    await elsewhere.close()
     assert [e for e in hub.log_events(run_id) if e["seq"] > head] == []
     # a flood: three a minute, counted on every node
     for i in range(3):

@@ -91,6 +91,7 @@ class Worker:
         self.active: dict[str, Any] = {}  # run_id -> RunResultStreaming
         self._cancel_asked: dict[str, str] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._acks: set[asyncio.Task[Any]] = set()  # job acks under way (kept: a task nobody holds may be collected)
         self._loop_task: asyncio.Task[Any] | None = None
         self._signals: Subscription | None = None
         self._slots = asyncio.Semaphore(concurrency)
@@ -105,9 +106,9 @@ class Worker:
         self._stopping = True
         if self._loop_task:
             self._loop_task.cancel()
-        for t in list(self._tasks):
+        for t in [*self._tasks, *self._acks]:
             t.cancel()
-        await asyncio.gather(*self._tasks, *( [self._loop_task] if self._loop_task else []), return_exceptions=True)
+        await asyncio.gather(*self._tasks, *self._acks, *( [self._loop_task] if self._loop_task else []), return_exceptions=True)
         if self._signals:
             await self._signals.close()
         if self.tracing == "openai":
@@ -198,7 +199,12 @@ class Worker:
             log.info("job %s/%s for %s skipped: %s", job.kind, job.segment, job.run_id, err.message)
             await self.backend.ack_job(job)
             return
-        await self.backend.ack_job(job)
+        # The claim is what makes the job ours; the ack (a round trip to Redis) only tidies the queue, so it runs
+        # beside the segment rather than before its first event. (One never acked is handed out again after
+        # job_idle_s, its claim then fails, and that worker acks it.)
+        ack = asyncio.create_task(self.backend.ack_job(job), name=f"runcast-ack-{job.run_id}")
+        self._acks.add(ack)
+        ack.add_done_callback(self._acks.discard)
         assert tr is not None
         rec = tr.record
         renewer = asyncio.create_task(self._renew(rec.run_id)) if self.lease_s else None
