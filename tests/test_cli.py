@@ -31,7 +31,7 @@ async def test_serve_without_a_secret_prints_one_sign_in_link_that_survives_a_re
 
     def serve() -> tuple[Process, str]:
         log = tmp_path / f"serve-{time.monotonic_ns()}.log"
-        proc = Process(["serve", "--port", str(port)], env, log, port).start()
+        proc = Process(["serve", "--port", str(port), "--trusted-proxy", "127.0.0.1"], env, log, port).start()
         deadline = time.monotonic() + 10
         while "/login" not in log.read_text() and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -56,7 +56,7 @@ async def test_serve_without_a_secret_prints_one_sign_in_link_that_survives_a_re
         # a sign-in from another site's form is refused
         forged = httpx.post(proc.url + "/auth/dev", data={"sub": "dana"}, headers={"Origin": "http://evil.test"})
         assert forged.status_code == 400 and "runcast_session" not in forged.cookies
-        # behind an https proxy (X-Forwarded-Proto from a trusted address), the cookie is Secure; on plain http it is not
+        # behind an https proxy (X-Forwarded-Proto from a --trusted-proxy), the cookie is Secure; on plain http it is not
         secure = httpx.post(proc.url + "/auth/dev", data={"sub": "vic"},
                             headers={"Origin": f"https://127.0.0.1:{port}", "X-Forwarded-Proto": "https"})
         assert secure.status_code == 303 and "; secure" in secure.headers["set-cookie"].lower(), secure.headers

@@ -6,6 +6,7 @@ Every assertion about delivery checks sequences (seq 1..N, identical lists), not
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 import json
 
 import httpx
@@ -730,3 +731,32 @@ def test_the_agents_and_their_policies_only_for_those_who_start_or_decide(hub: C
         r = hub.http("GET", "/api/agents", tok)
         assert r.status_code == status, (tok, r.text)
         assert ("agents" in r.json()) == (status == 200)
+
+
+async def test_pipelined_commands_are_all_answered_and_a_ping_does_not_wait_behind_them(hub: Cluster) -> None:
+    """Frames are taken off the socket as they come and queued per connection: a ping sent behind many commands is
+    answered before them (and so are the WebSocket's own pongs), every command gets its answer, in order, and every
+    start its run_id."""
+    from rawws import RawWS, text
+
+    port = int(hub.ws_url().split(":")[2].split("/")[0])
+    raw = await RawWS.connect(port)
+    assert raw.status == 101
+    await raw.send(text({"type": "hello", "token": OPERATOR}))
+    assert (await raw.recv_json())["type"] == "welcome"
+    frames = [{"type": "subscribe", "id": f"s{i}", "run_id": f"run_nope{i}"} for i in range(30)]
+    frames[10:10] = [{"type": "start", "id": f"go{i}", "agent": "demo", "input": "pipelined"} for i in range(4)]
+    frames.insert(20, {"type": "ping", "id": "p"})
+    await raw.send(b"".join(text(f) for f in frames))  # one write: the hub has them all at once
+    answers: list[dict[str, Any]] = []
+    while len(answers) < len(frames):
+        answers.append(await asyncio.wait_for(raw.recv_json(), 60))
+    assert answers[0] == {"type": "pong", "id": "p"}  # not behind the 20 commands before it
+    commands = [f["id"] for f in frames if f["type"] != "ping"]
+    assert [a.get("id") for a in answers[1:]] == commands  # the others in order, each once
+    started = [a for a in answers if str(a.get("id", "")).startswith("go")]
+    assert [a["type"] for a in started] == ["ack"] * 4 and all(a["run_id"].startswith("run_") for a in started)
+    assert all(a["type"] == "error" and a["code"] == "not_found" for a in answers if str(a.get("id", "")).startswith("s"))
+    for a in started:
+        assert hub.http("POST", f"/api/runs/{a['run_id']}/cancel", OPERATOR, json={}).status_code == 200
+    raw.writer.close()

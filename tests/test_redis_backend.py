@@ -668,3 +668,23 @@ async def test_an_event_flushed_to_the_webhook_outbox_twice_is_delivered_by_one_
     a.webhook_claim_s = 0.0
     again = await a.outbox_take("n3", count=10, timeout=0.1)
     assert sorted(e["seq"] for e in again) == [7, 8]
+
+
+async def test_a_busy_hub_waits_for_the_subscribe_answer_redis_gave(make) -> None:
+    """The SUBSCRIBE timeout counts Redis's time, not the loop's lag: a loop held for longer than the timeout (a
+    saturated hub) still gets the subscription it asked for, and the lag is measured."""
+    from runcast.looplag import LAG
+
+    reader = await make()
+    reader.subscribe_timeout = 0.3
+    LAG.start()
+    try:
+        await asyncio.sleep(0.1)
+        before = LAG.total_s
+        task = asyncio.create_task(reader.subscribe("r_busy", lambda evs: None))
+        asyncio.get_running_loop().call_soon(time.sleep, 1.0)  # the loop is held: Redis's answer waits unread
+        sub = await asyncio.wait_for(task, 10)
+        assert LAG.total_s - before >= 0.9
+        await sub.close()
+    finally:
+        await LAG.stop()

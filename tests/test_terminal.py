@@ -425,3 +425,32 @@ def test_make_demo_says_what_it_installs(tmp_path: Path) -> None:
     said = [s for s in steps if s.startswith("echo")]
     assert any("Installing" in s for s in said) and any("Starting" in s for s in said), steps
     assert steps.index(said[0]) < steps.index(installs[0])
+
+
+def test_comment_and_inbox_in_a_terminal(hub1: Cluster, tmp_path: Path) -> None:
+    c = hub1
+    run_id = c.start_run("demo", "tidy up")
+    ap = c.wait_status(run_id, "paused")["pending_approvals"][0]["approval_id"]
+    out = tmp_path / "watch.txt"
+    w = watch(c, VIEWER, run_id, out)
+    try:
+        wait_text(out, "⏸ approval")
+        r = cli(c, VIEWER, "comment", run_id, "is build-cache.tar still used? @ada", "--approval", ap)
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.startswith("commented: c_") and f"in thread {ap}" in r.stdout
+        cid = r.stdout.split()[1]
+        bad = cli(c, VIEWER, "comment", run_id, "hi @nobody")
+        assert bad.returncode != 0 and "bad_request" in bad.stderr and "@nobody" in bad.stderr
+        got = wait_text(out, "💬 Vic")
+        assert f"💬 Vic on {ap} [{cid}]: is build-cache.tar still used? @ada" in got
+        # Ada (who started the run, so may be mentioned) finds it in her inbox
+        inbox = cli(c, OPERATOR, "inbox")
+        assert inbox.returncode == 0, inbox.stderr
+        assert f"mentions you: Vic on {run_id} approval {ap}" in inbox.stdout and "is build-cache.tar still used?" in inbox.stdout
+        as_json = json.loads(cli(c, OPERATOR, "inbox", "--json").stdout)
+        assert [m["comment_id"] for m in as_json["mentions"] if m["run_id"] == run_id] == [cid]
+        alice = cli(c, ALICE, "inbox")
+        assert f"needs your decision: {run_id} {ap}" in alice.stdout and "mentions you" not in alice.stdout
+    finally:
+        c.http("POST", f"/api/runs/{run_id}/cancel", OPERATOR, json={})
+        w.wait(timeout=60)

@@ -220,13 +220,18 @@ def test_slack_escapes_every_text_field_the_fallback_included() -> None:
 @pytest.mark.parametrize("backend", ["memory", "redis"])
 def test_every_event_arrives_exactly_once_signed_after_two_failures(backend: str, tmp_path: Path) -> None:
     with running(tmp_path, backend, ("--fail-first", "2")) as (c, rx):
-        approved = c.start_run("demo", "tidy up")
+        # (with a requested reviewer and a comment that mentions the starter: their own event types)
+        approved = c.http("POST", "/api/runs", OPERATOR, json={"agent": "demo", "input": "tidy up",
+                                                                "reviewers": ["alice"]}).json()["run_id"]
         expiring = c.start_run("demo-expiring", "tidy up")
         cancelled = c.start_run("demo", "tidy up")
         failed = c.start_run("broken", "hi")
         notified = c.start_run("notify-demo", "tidy up")
         for r in (approved, cancelled, notified):
             ap = c.wait_status(r, "paused")["pending_approvals"][0]["approval_id"]
+            if r == approved:
+                assert c.http("POST", f"/api/runs/{r}/comments", ALICE, json={"text": "@ada fine by me",
+                                                                              "approval_id": ap}).status_code == 201
             if r == cancelled:
                 assert c.http("POST", f"/api/runs/{r}/cancel", OPERATOR, json={}).status_code == 200
             else:
@@ -235,7 +240,7 @@ def test_every_event_arrives_exactly_once_signed_after_two_failures(backend: str
         for r in runs:
             c.wait_status(r, "completed", "failed", "cancelled")
         want = expected_ids(c, runs)
-        assert {e["type"] for e in want.values()} == EVENTS  # all eight kinds happened
+        assert {e["type"] for e in want.values()} == EVENTS  # every kind happened
         wait_until(lambda: rx.delivered("/all") >= set(want), what="every event delivered to /all")
         slack_want = {i for i, e in want.items() if e["type"] == "approval.requested"}
         wait_until(lambda: rx.delivered("/slack") >= slack_want, what="approval.requested delivered to /slack")

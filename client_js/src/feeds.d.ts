@@ -20,6 +20,10 @@ export interface InboxApproval {
   tally: { approve: number; reject: number; needed: number };
   votes: { sub: string; name: string; decision: "approve" | "reject"; at: string }[];
   run: { agent: string; input: string; started_by: Person; created_at: string; status: string };
+  /** Subs asked to review it (the run's and the policy's). */
+  reviewers?: string[];
+  /** True when this person was asked to review it (anyone whose role allows still decides). */
+  review_requested?: boolean;
 }
 
 /** A run in the live list: the HTTP list's summary, with its version. */
@@ -42,24 +46,46 @@ export interface RunSummary {
 
 export type InboxRemovedReason = "approved" | "rejected" | "expired" | "cancelled" | "voted" | "closed";
 
+/** Someone @mentioned this person in a comment (`inbox.mention`, and the snapshot's `mentions`). */
+export interface InboxMention {
+  mention_id: string;
+  sub: string;
+  run_id: string;
+  comment_id: string;
+  thread_id: string;
+  /** The approval whose thread it is in, or null (a comment on the run). */
+  approval_id: string | null;
+  by: Person;
+  /** The comment's first 200 characters. */
+  excerpt: string;
+  at: string;
+}
+
 export interface InboxState {
   /** True once the first snapshot arrived (after each reconnect, until the new one arrives, it holds the old set). */
   ready: boolean;
   approvals: Map<string, InboxApproval>;
+  /** The mentions of this person the hub node knows of, newest last (not part of the approvals set). */
+  mentions: InboxMention[];
 }
 
 export interface RunsState {
   ready: boolean;
+  /** The runs this list shows (its `limit`): the hub sends changes of these only. */
   runs: Map<string, RunSummary>;
+  /** Changes of runs outside the list since its snapshot (a count: subscribe again, or page, to see them). */
+  outside: number;
 }
 
 export type InboxChange =
   | { type: "snapshot" }
   | { type: "added"; approval: InboxApproval }
-  | { type: "removed"; approval: Partial<InboxApproval> & { approval_id: string; run_id: string }; reason: InboxRemovedReason | (string & {}) };
+  | { type: "removed"; approval: Partial<InboxApproval> & { approval_id: string; run_id: string }; reason: InboxRemovedReason | (string & {}) }
+  | { type: "mention"; mention: InboxMention };
 
-/** `removed`: the run no longer matches the list's filters (`run.status` with `match: false`). */
-export type RunsChange = { type: "snapshot" } | { type: "status"; run: RunSummary } | { type: "removed"; run: RunSummary };
+/** One hub tick of a run list: the changed runs it shows (or that entered it), the ids that left it, and how many
+ * runs outside it changed. */
+export type RunsChange = { type: "snapshot" } | { type: "status"; runs: RunSummary[]; left: string[]; outside: number };
 
 export function initialInbox(): InboxState;
 export function initialRuns(): RunsState;

@@ -8,24 +8,27 @@
 
 /** @returns {InboxState} */
 export function initialInbox() {
-  return { ready: false, approvals: new Map() };
+  return { ready: false, approvals: new Map(), mentions: [] };
 }
 
 /** @returns {RunsState} */
 export function initialRuns() {
-  return { ready: false, runs: new Map() };
+  return { ready: false, runs: new Map(), outside: 0 };
 }
 
 /**
  * Fold an inbox frame (`inbox`, `inbox.added`, `inbox.removed`) into `state`. Returns the change, or null if the frame
  * is not an inbox frame.
  * @param {InboxState} state @param {any} f
- * @returns {null | {type: "snapshot"} | {type: "added", approval: any} | {type: "removed", approval: any, reason: string}}
+ * `inbox.mention` (someone @mentioned this person in a comment) is a notice beside the approvals, kept newest last.
+ * @returns {null | {type: "snapshot"} | {type: "added", approval: any} | {type: "removed", approval: any, reason: string}
+ *   | {type: "mention", mention: any}}
  */
 export function applyInboxFrame(state, f) {
   switch (f.type) {
     case "inbox":
       state.approvals = new Map((f.approvals || []).map((a) => [a.approval_id, a]));
+      state.mentions = [...(f.mentions || [])];
       state.ready = true;
       return { type: "snapshot" };
     case "inbox.added":
@@ -36,33 +39,47 @@ export function applyInboxFrame(state, f) {
       state.approvals.delete(f.approval_id);
       return { type: "removed", approval, reason: f.reason ?? "closed" };
     }
+    case "inbox.mention":
+      if (state.mentions.some((m) => m.mention_id === f.mention.mention_id)) return null;
+      state.mentions.push(f.mention);
+      if (state.mentions.length > MENTIONS_KEPT) state.mentions.splice(0, state.mentions.length - MENTIONS_KEPT);
+      return { type: "mention", mention: f.mention };
     default:
       return null;
   }
 }
 
+/** As many mentions as a hub node keeps per person (feed.MENTIONS_PER_PERSON). */
+const MENTIONS_KEPT = 50;
+
 /**
- * Fold a run-list frame (`runs`, `run.status`) into `state`: a run's summary is replaced only by a higher `version`.
+ * Fold a run-list frame into `state`. `runs` is the snapshot; `run.status` carries one hub tick of changes: `runs` (the
+ * changed runs this list shows, and runs that entered it), `left` (run ids that left it: pushed out by newer runs, or
+ * no longer matching its filters) and `outside` (how many runs outside the list changed). A run's summary is replaced
+ * only by a higher `version`; `state.outside` counts the changes outside the list since the snapshot.
  * @param {RunsState} state @param {any} f
- * A `run.status` with `match: false` (the run left the list's filters) removes it.
- * @returns {null | {type: "snapshot"} | {type: "status", run: any} | {type: "removed", run: any}}
+ * @returns {null | {type: "snapshot"} | {type: "status", runs: any[], left: string[], outside: number}}
  */
 export function applyRunsFrame(state, f) {
   if (f.type === "runs") {
     state.runs = new Map((f.runs || []).map((r) => [r.run_id, r]));
+    state.outside = 0;
     state.ready = true;
     return { type: "snapshot" };
   }
-  if (f.type === "run.status" && f.run && typeof f.run.seq !== "number") {
-    const cur = state.runs.get(f.run.run_id);
-    if (f.match === false) { // it no longer matches the list's filters
-      if (!cur) return null;
-      state.runs.delete(f.run.run_id);
-      return { type: "removed", run: f.run };
+  if (f.type === "run.status" && Array.isArray(f.runs)) {
+    const runs = [];
+    for (const run of f.runs) {
+      const cur = state.runs.get(run.run_id);
+      if (cur && (cur.version ?? -1) >= (run.version ?? 0)) continue;
+      state.runs.set(run.run_id, run);
+      runs.push(run);
     }
-    if (cur && (cur.version ?? -1) >= (f.run.version ?? 0)) return null;
-    state.runs.set(f.run.run_id, f.run);
-    return { type: "status", run: f.run };
+    const left = (f.left || []).filter((id) => state.runs.delete(id));
+    const outside = Number(f.outside) || 0;
+    state.outside = (state.outside || 0) + outside;
+    if (!runs.length && !left.length && !outside) return null;
+    return { type: "status", runs, left, outside };
   }
   return null;
 }

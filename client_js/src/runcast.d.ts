@@ -213,7 +213,14 @@ export class RuncastClient {
   decide(runId: string, approvalId: string, decision: "approve" | "reject", reason?: string,
          opts?: { always?: boolean; arguments?: Record<string, unknown> | string }): Promise<Ack>;
   cancel(runId: string, mode?: "immediate" | "after_turn"): Promise<Ack>;
-  start(agent: string, input: string): Promise<string>;
+  /** Comment on a run, on an approval's thread (`approvalId`), or reply (`replyTo`). Never seen by the agent. */
+  comment(runId: string, text: string, opts?: { approvalId?: string; replyTo?: string }): Promise<Ack & { comment_id: string; thread_id: string }>;
+  editComment(runId: string, commentId: string, text: string): Promise<Ack & { comment_id: string; edits: number }>;
+  deleteComment(runId: string, commentId: string): Promise<Ack & { comment_id: string }>;
+  resolveThread(runId: string, threadId: string, resolved?: boolean): Promise<Ack & { thread_id: string; resolved: boolean; changed: boolean }>;
+  /** Who `@` completes to in this run's comments. */
+  people(runId: string): Promise<{ sub: string; name: string; handle: string }[]>;
+  start(agent: string, input: string, opts?: { reviewers?: string[] }): Promise<string>;
   /** Say something to the run's agent; `queued` when the agent is busy (README, "Conversations"). */
   say(runId: string, text: string): Promise<Ack & { run_id: string; message_id: string; queued: boolean }>;
   /** Take back a message of mine still waiting in the run's queue. */

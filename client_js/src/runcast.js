@@ -11,7 +11,7 @@ import { applyInboxFrame, applyRunsFrame, initialInbox, initialRuns } from "./fe
 
 export {
   applyEvent, foldEvents, initialRunState, people, canDecide, canCancel, canSay, canStart, hasRole, openApprovals, TERMINAL,
-  initialPresence, applyPresence,
+  initialPresence, applyPresence, threadComments, runThreads,
 } from "./state.js";
 export { applyInboxFrame, applyRunsFrame, initialInbox, initialRuns, inboxList, needsYou, runList } from "./feeds.js";
 
@@ -128,7 +128,7 @@ function cleanFilters(f = {}) {
   return out;
 }
 
-const FEED_FRAMES = { inbox: "inbox", "inbox.added": "inbox", "inbox.removed": "inbox", runs: "runs", "run.status": "runs" };
+const FEED_FRAMES = { inbox: "inbox", "inbox.added": "inbox", "inbox.removed": "inbox", "inbox.mention": "inbox", runs: "runs", "run.status": "runs" };
 
 /**
  * @typedef {import("./runcast.js").ClientOptions} ClientOptions
@@ -758,8 +758,9 @@ export class RuncastClient {
   }
 
   /**
-   * The live run list: the newest `limit` runs this token may see, then every change of a run's status (runs appear,
-   * pause, end), from whichever hub node the change happened on.
+   * The live run list: the newest `limit` runs this token may see, then, once per hub tick, the changes of the runs it
+   * shows (runs appear, pause, end; a newer run pushes the oldest out) and a count of changes outside it
+   * (`state.outside`), from whichever hub node the change happened on.
    * @param {import("./runcast.js").FeedHandlers<import("./feeds.js").RunsState, import("./feeds.js").RunsChange>} [handlers]
    * Filters (`agent`, `status`, `started_by` (a sub), `q`: words) narrow the list on the hub; see `setRunsFilter`.
    * @param {{limit?: number} & RunsFilter} [opts]
@@ -877,6 +878,44 @@ export class RuncastClient {
     return this._command(frame);
   }
 
+  /**
+   * Comment on a run, on one of its approvals (`approvalId`: that approval's thread), or reply to a comment
+   * (`replyTo`: its thread). `@handle` mentions a person (see `people`). Resolves with the ack (`comment_id`,
+   * `thread_id`); rejects with the hub's code (`not_found`, `bad_request` with `unknown_mentions`, `too_large`,
+   * `rate_limited`). The agent never sees a comment.
+   * @param {string} runId @param {string} text @param {{approvalId?: string, replyTo?: string}} [opts]
+   */
+  comment(runId, text, opts = {}) {
+    const frame = { type: "comment", run_id: runId, text };
+    if (opts.approvalId) frame.approval_id = opts.approvalId;
+    if (opts.replyTo) frame.reply_to = opts.replyTo;
+    return this._command(frame);
+  }
+
+  /** Replace the text of your own comment (the log keeps that it was edited). @param {string} runId @param {string} commentId @param {string} text */
+  editComment(runId, commentId, text) {
+    return this._command({ type: "edit_comment", run_id: runId, comment_id: commentId, text });
+  }
+
+  /** Delete your own comment (the log keeps that it was deleted). @param {string} runId @param {string} commentId */
+  deleteComment(runId, commentId) {
+    return this._command({ type: "delete_comment", run_id: runId, comment_id: commentId });
+  }
+
+  /** Resolve a thread, or reopen it with `resolved` false. @param {string} runId @param {string} threadId @param {boolean} [resolved] */
+  resolveThread(runId, threadId, resolved = true) {
+    return this._command({ type: "resolve_thread", run_id: runId, thread_id: threadId, resolved });
+  }
+
+  /**
+   * Who `@` completes to in this run's comments: the people who watch, watched, started, voted or may decide it.
+   * @param {string} runId @returns {Promise<{sub: string, name: string, handle: string}[]>}
+   */
+  async people(runId) {
+    const ack = await this._command({ type: "people", run_id: runId });
+    return ack.people;
+  }
+
   /** Cancel a run (operator or admin). @param {string} runId @param {"immediate"|"after_turn"} [mode] */
   cancel(runId, mode = "immediate") {
     return this._command({ type: "cancel", run_id: runId, mode });
@@ -884,10 +923,13 @@ export class RuncastClient {
 
   /**
    * Start a run of a registered agent (operator or admin). Resolves with the new run id.
-   * @param {string} agent @param {string} input @returns {Promise<string>}
+   * `opts.reviewers`: people (subs) asked to review its approvals (their inbox says "review requested").
+   * @param {string} agent @param {string} input @param {{reviewers?: string[]}} [opts] @returns {Promise<string>}
    */
-  async start(agent, input) {
-    const ack = await this._command({ type: "start", agent, input: input ?? "" });
+  async start(agent, input, opts = {}) {
+    const frame = { type: "start", agent, input: input ?? "" };
+    if (opts.reviewers?.length) frame.reviewers = opts.reviewers;
+    const ack = await this._command(frame);
     return ack.run_id;
   }
 

@@ -34,6 +34,33 @@ export interface Vote {
   counted?: boolean;
 }
 
+/** One comment (comment.added, then .edited / .deleted). Never seen by the agent. */
+export interface CommentState {
+  commentId: string;
+  threadId: string;
+  approvalId: string | null;
+  replyTo: string | null;
+  by: Person | null;
+  /** "" once deleted (the log keeps the comment.added that had it). */
+  text: string;
+  mentions: Person[];
+  at: string | null;
+  seq: number;
+  edits: number;
+  editedAt: string | null;
+  deleted: boolean;
+  deletedBy: Person | null;
+}
+
+/** A thread: on an approval (its id is the approval's) or on the run (its id is its first comment's). */
+export interface ThreadState {
+  threadId: string;
+  approvalId: string | null;
+  resolved: boolean;
+  resolvedBy: Person | null;
+  comments: string[];
+}
+
 export interface ApprovalState {
   approvalId: string;
   callId: string | null;
@@ -159,6 +186,9 @@ export interface RunState {
   /** `message`: the failure's cause chain in one line, secrets redacted. `guardrail`: the guardrail whose tripwire failed the run (`side`: input, output, tool_input or tool_output). */
   error: { code: string; message: string; guardrail?: { name: string; side: string; output_info: any; truncated?: boolean } } | null;
   cancelled: { by: Person | null; mode: string } | null;
+  /** The discussion: comments by id, threads by id. */
+  comments: Record<string, CommentState>;
+  threads: Record<string, ThreadState>;
   /** The conversation's turn: 1 answers the input, each later one the messages it took. */
   turn: number;
   /** Messages said while the agent was busy, waiting for the next turn, oldest first. */
@@ -185,3 +215,7 @@ export function canStart(user: User | null | undefined): boolean;
 /** May `user` talk to the run's agent now (the agent's `talk` policy from GET /api/agents; default operators and the starter)? */
 export function canSay(state: RunState, user: User | null | undefined, talk?: { roles?: string[]; starter?: boolean }): boolean;
 export function openApprovals(state: RunState): ApprovalState[];
+/** A thread's comments in the order they were made (deleted ones stay, marked). */
+export function threadComments(state: RunState, threadId: string): CommentState[];
+/** The run's threads that are not on an approval. */
+export function runThreads(state: RunState): ThreadState[];

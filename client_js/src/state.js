@@ -37,9 +37,18 @@ export function initialRunState(runId) {
     usage: null,
     error: null,
     cancelled: null,
+    comments: {},
+    threads: {},
     turn: 1,
     queue: [],
   };
+}
+
+/** The thread a comment event names, made on first sight (a thread on an approval has the approval's id). */
+function threadOf(state, d) {
+  let t = state.threads[d.thread_id];
+  if (!t) t = state.threads[d.thread_id] = { threadId: d.thread_id, approvalId: d.approval_id ?? null, resolved: false, resolvedBy: null, comments: [] };
+  return t;
 }
 
 function findItem(state, key) {
@@ -280,6 +289,36 @@ export function applyEvent(state, ev) {
       for (const ap of Object.values(state.approvals)) if (ap.status === "pending") ap.status = "cancelled";
       note(state, ev, "cancelled", { by: d.by ?? null, mode: d.mode ?? "immediate" });
       break;
+    case "comment.added": {
+      // The discussion (never given to the agent): threads of comments, on the run or beside an approval.
+      const t = threadOf(state, d);
+      state.comments[d.comment_id] = {
+        commentId: d.comment_id, threadId: d.thread_id, approvalId: d.approval_id ?? null, replyTo: d.reply_to ?? null,
+        by: d.by ?? null, text: d.text ?? "", mentions: d.mentions ?? [], at: ev.ts ?? null, seq: ev.seq,
+        edits: 0, editedAt: null, deleted: false, deletedBy: null,
+      };
+      if (!t.comments.includes(d.comment_id)) t.comments.push(d.comment_id);
+      break;
+    }
+    case "comment.edited": {
+      const c = state.comments[d.comment_id];
+      if (c) Object.assign(c, { text: d.text ?? c.text, mentions: d.mentions ?? c.mentions, edits: d.edits ?? c.edits + 1, editedAt: ev.ts ?? null });
+      break;
+    }
+    case "comment.deleted": {
+      const c = state.comments[d.comment_id];
+      if (c) Object.assign(c, { deleted: true, deletedBy: d.by ?? null, text: "" });
+      break;
+    }
+    case "thread.resolved":
+    case "thread.reopened": {
+      const t = threadOf(state, d);
+      t.resolved = ev.type === "thread.resolved";
+      t.resolvedBy = t.resolved ? d.by ?? null : null;
+      break;
+    }
+    case "comment.mention":
+      break; // the comment.added (or .edited) before it says who was mentioned; this one is for webhooks and inboxes
     case "participant.joined":
     case "participant.left":
       break; // logs written before presence left the log: who watches is the `presence` frame's now
@@ -398,6 +437,20 @@ export function canStart(user) {
 }
 
 /** Approvals still open, oldest first. @param {RunState} state */
+/**
+ * A thread's comments in the order they were made (deleted ones stay, marked, so replies keep their place).
+ * @param {RunState} state @param {string} threadId @returns {import("./state.js").CommentState[]}
+ */
+export function threadComments(state, threadId) {
+  const t = state.threads[threadId];
+  return t ? t.comments.map((id) => state.comments[id]).filter(Boolean) : [];
+}
+
+/** The run's threads that are not on an approval, oldest first. @param {RunState} state */
+export function runThreads(state) {
+  return Object.values(state.threads).filter((t) => t.approvalId === null);
+}
+
 export function openApprovals(state) {
   return Object.values(state.approvals).filter((a) => a.status === "pending");
 }

@@ -28,18 +28,21 @@ describe("feed folds", () => {
     assert.equal(applyInboxFrame(s, { type: "pong" }), null);
   });
 
-  test("runs: a summary is replaced only by a higher version; newest first", () => {
+  test("runs: a tick's changes apply on top; a summary is replaced only by a higher version; newest first", () => {
     const s = initialRuns();
     applyRunsFrame(s, { type: "runs", runs: [{ run_id: "a", version: 3, status: "paused", created_at: "2026-01-01T00:00:01Z" }] });
-    assert.equal(applyRunsFrame(s, { type: "run.status", run: { run_id: "a", version: 2, status: "running" } }), null, "an older version is dropped");
+    assert.equal(applyRunsFrame(s, { type: "run.status", runs: [{ run_id: "a", version: 2, status: "running" }], outside: 0 }), null, "an older version is dropped");
     assert.equal(s.runs.get("a").status, "paused");
-    applyRunsFrame(s, { type: "run.status", run: { run_id: "a", version: 5, status: "completed", created_at: "2026-01-01T00:00:01Z" } });
-    applyRunsFrame(s, { type: "run.status", run: { run_id: "b", version: 1, status: "queued", created_at: "2026-01-01T00:00:02Z" } });
+    const a5 = { run_id: "a", version: 5, status: "completed", created_at: "2026-01-01T00:00:01Z" };
+    const b1 = { run_id: "b", version: 1, status: "queued", created_at: "2026-01-01T00:00:02Z" };
+    assert.deepEqual(applyRunsFrame(s, { type: "run.status", runs: [a5, b1], outside: 3 }), { type: "status", runs: [a5, b1], left: [], outside: 3 });
     assert.deepEqual(runList(s).map((r) => [r.run_id, r.status]), [["b", "queued"], ["a", "completed"]]);
-    const left = applyRunsFrame(s, { type: "run.status", run: { run_id: "a", version: 6, status: "failed" }, match: false });
-    assert.deepEqual(left, { type: "removed", run: { run_id: "a", version: 6, status: "failed" } }, "a run that left the filter");
-    assert.deepEqual(runList(s).map((r) => r.run_id), ["b"]);
-    assert.equal(applyRunsFrame(s, { type: "run.status", run: { run_id: "zz", version: 1 }, match: false }), null);
+    assert.equal(s.outside, 3, "changes outside the list are counted");
+    const c1 = { run_id: "c", version: 1, status: "queued", created_at: "2026-01-01T00:00:03Z" };
+    assert.deepEqual(applyRunsFrame(s, { type: "run.status", runs: [c1], left: ["a"], outside: 0 }), { type: "status", runs: [c1], left: ["a"], outside: 0 });
+    assert.deepEqual(runList(s).map((r) => r.run_id), ["c", "b"], "a run pushed out of the list leaves it");
+    applyRunsFrame(s, { type: "runs", runs: [] });
+    assert.equal(s.outside, 0, "a snapshot starts the count again");
   });
 });
 
@@ -63,7 +66,7 @@ describe("feeds against a real hub", () => {
     const mine = await olga.start("demo", "a filtered needle run");
     const other = await olga.start("demo", "another run");
     const changes = [];
-    vic.subscribeRuns({ onChange: (s, ch) => changes.push([ch.type, ch.run?.run_id]) }, { q: "needle" });
+    vic.subscribeRuns({ onChange: (s, ch) => { if (ch.type === "status") for (const id of ch.left) changes.push(["left", id]); } }, { q: "needle" });
     await vic.connect();
     await waitFor(() => vic.runList.ready && vic.runList.runs.has(mine), { message: "the filtered snapshot" });
     assert.equal(vic.runList.runs.has(other), false, "the other run is not listed");
@@ -72,7 +75,7 @@ describe("feeds against a real hub", () => {
     assert.deepEqual(vic.runsFilter, { q: "needle", status: "paused" });
     await olga.cancel(mine);
     await waitFor(() => !vic.runList.runs.has(mine), { message: "the cancelled run leaves the paused list" });
-    assert.deepEqual(changes.filter(([t]) => t === "removed"), [["removed", mine]]);
+    assert.deepEqual(changes, [["left", mine]]);
     vic.setRunsFilter({});
     await waitFor(() => vic.runList.runs.has(other), { message: "without filters, every run" });
     await olga.cancel(other);
@@ -103,7 +106,7 @@ describe("feeds against a real hub", () => {
     const feed = alice.subscribeInbox({ onChange: (s, ch) => changes.push(ch.type) });
     const vicFeed = vic.subscribeInbox();
     const runs = [];
-    olga.subscribeRuns({ onChange: (s, ch) => { if (ch.type === "status") runs.push(ch.run.status); } });
+    olga.subscribeRuns({ onChange: (s, ch) => { if (ch.type === "status") runs.push(...ch.runs.map((r) => r.status)); } });
     await Promise.all([alice.connect(), vic.connect(), olga.connect()]);
     await waitFor(() => feed.state.ready && vicFeed.state.ready && olga.runList.ready, { message: "the snapshots" });
     const runId = await olga.start("demo", "free some space");

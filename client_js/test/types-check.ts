@@ -131,7 +131,7 @@ const inboxFeed: Feed = client.subscribeInbox({
     console.log(waiting.length, perRun.size);
   },
 });
-client.subscribeRuns({ onChange(s: RunsState, change: RunsChange) { if (change.type === "status") console.log(change.run.version); } }, { limit: 20 });
+client.subscribeRuns({ onChange(s: RunsState, change: RunsChange) { if (change.type === "status") console.log(change.runs.map((r) => r.version), change.left, change.outside, s.outside); } }, { limit: 20 });
 const newest: RunSummary[] = runList(client.runList);
 applyInboxFrame(initialInbox(), { type: "inbox", approvals: [] });
 applyRunsFrame(initialRuns(), { type: "runs", runs: [] });
@@ -147,3 +147,22 @@ const hubTime: number = client.hubNow() + client.hubOffsetMs;
 console.log(inEffect, hubTime);
 // @ts-expect-error: the offset is the client's to keep
 client.hubOffsetMs = 5;
+
+// ------------------------------------------------------------------------------------------------ comments
+
+import { runThreads, threadComments } from "@runcast/client";
+import type { CommentState, InboxMention, ThreadState } from "@runcast/client";
+
+client.comment("run_1", "@MariaLopez this one is yours", { approvalId: "ap_1" })
+  .then((ack) => client.editComment("run_1", ack.comment_id, "edited").then((e) => e.edits))
+  .catch((err: RuncastError) => err.code === "rate_limited");
+client.resolveThread("run_1", "ap_1", false).then((a) => a.changed);
+client.deleteComment("run_1", "c_1");
+client.people("run_1").then((ps) => ps.map((p) => p.handle));
+const threads: ThreadState[] = runThreads(initialRunState("run_1"));
+const thread: CommentState[] = threadComments(initialRunState("run_1"), "ap_1");
+const mentions: InboxMention[] = client.inbox.mentions;
+console.log(threads, thread.map((c) => c.by?.name), mentions.map((m) => m.excerpt));
+// @ts-expect-error: a comment's options name an approval, not a tool
+client.comment("run_1", "hi", { tool: "delete_files" });
+client.start("demo", "tidy", { reviewers: ["alice"] }).then((id: string) => id);

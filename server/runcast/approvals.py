@@ -26,6 +26,8 @@ class ApprovalPolicy(BaseModel):
     # does the starter's approval count towards the quorum? False: `quorum` people besides the starter must approve
     count_starter: bool = True
     expires_s: float | None = Field(default=None, gt=0)
+    # people (subs) asked to review this tool's calls: their inbox says "review requested"; others may still decide
+    reviewers: list[str] = Field(default_factory=list)
     # webhooks for this tool's approval events: URLs or {url, events, format} (webhooks.py); never stored or shown
     notify: list[str | dict[str, Any]] = Field(default_factory=list, exclude=True)
 
@@ -67,6 +69,7 @@ class Approval(BaseModel):
     status: Literal["pending", "approved", "rejected", "cancelled"] = "pending"
     votes: list[Vote] = Field(default_factory=list)
     decided: dict[str, Any] | None = None  # the approval.decided data, once settled
+    reviewers: list[str] = Field(default_factory=list)  # subs asked to review it (the run's and the policy's)
     approved_arguments: str | None = None  # approved with changes: what the tool runs with (`arguments` is the model's)
 
     @property
@@ -90,6 +93,7 @@ class Approval(BaseModel):
             "description": self.description,
             "policy": self.policy.wire(),
             "expires_at": now_iso(self.expires_at) if self.expires_at is not None else None,
+            "reviewers": list(self.reviewers),
         }
 
 

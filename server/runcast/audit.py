@@ -69,8 +69,28 @@ def _by_approval(events: list[dict[str, Any]], type_: str) -> dict[str, dict[str
     return {(e.get("data") or {}).get("approval_id"): e for e in events if e.get("type") == type_}
 
 
+# The discussion (comments.py) as the audit keeps it: every comment, edit, delete, resolve and reopen, in log order.
+DISCUSSION = ("comment.added", "comment.edited", "comment.deleted", "thread.resolved", "thread.reopened")
+
+
+def discussion(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    out = []
+    for e in events:
+        if e.get("type") in DISCUSSION:
+            d = e.get("data") or {}
+            item = {"type": e["type"], "seq": e.get("seq"), "at": e.get("ts"), "by": d.get("by"),
+                    "thread_id": d.get("thread_id"), "approval_id": d.get("approval_id")}
+            if "comment_id" in d:
+                item["comment_id"] = d["comment_id"]
+            if "text" in d:
+                item["text"] = d["text"]
+            out.append(item)
+    return out
+
+
 def _approval(ap: Approval, outputs: dict[str, dict[str, Any]], expired: dict[Any, dict[str, Any]],
-              cancelled: dict[Any, dict[str, Any]], decided_ev: dict[Any, dict[str, Any]]) -> dict[str, Any]:
+              cancelled: dict[Any, dict[str, Any]], decided_ev: dict[Any, dict[str, Any]],
+              talk: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     approved = ap.approved_arguments or ap.arguments  # approved with changes: what the tool ran with
     digest, canonical = arguments_digest(approved)
     try:
@@ -127,6 +147,7 @@ def _approval(ap: Approval, outputs: dict[str, dict[str, Any]], expired: dict[An
         "reason": d.get("reason") if outcome in ("approved", "rejected") else None,
         "tally": ap.tally(),
         "tool_execution": execution,
+        "comments": [c for c in talk or [] if c["approval_id"] == ap.approval_id],  # its thread
     }
 
 
@@ -140,6 +161,7 @@ def build(rec: RunRecord, events: list[dict[str, Any]], *, log_complete: bool = 
     started = next((e for e in events if e.get("type") == "run.started"), None)
     end = next((e for e in reversed(events) if e.get("type") in ("run.completed", "run.failed", "run.cancelled")), None)
     ordered = sorted(rec.approvals.values(), key=lambda a: (a.requested_at, a.approval_id))
+    talk = discussion(events)
     return {
         "kind": "runcast.audit",
         "version": 1,
@@ -159,7 +181,8 @@ def build(rec: RunRecord, events: list[dict[str, Any]], *, log_complete: bool = 
             "cancelled_by": (rec.cancel or {}).get("by") if rec.status == "cancelled" else None,
             "start_seq": started["seq"] if started else None,
         },
-        "approvals": [_approval(a, outputs, expired, cancelled, decided) for a in ordered],
+        "approvals": [_approval(a, outputs, expired, cancelled, decided, talk) for a in ordered],
+        "comments": talk,  # every thread's, the approvals' too, in log order
     }
 
 
@@ -169,6 +192,7 @@ CSV_COLUMNS = [
     "policy_roles", "policy_quorum", "policy_allow_self", "policy_expires_s", "requested_at", "expires_at",
     "vote_sub", "vote_name", "vote_roles", "vote_decision", "vote_reason", "vote_at",
     "outcome", "how", "settled_at", "settled_by", "tool_ran", "tool_ran_at", "tool_output",
+    "comment_type", "comment_id", "thread_id", "comment_by_sub", "comment_by_name", "comment_at", "comment_text",
 ]
 
 
@@ -197,6 +221,18 @@ def rows(audit: dict[str, Any]) -> list[dict[str, Any]]:
                 row |= {"vote_sub": v["sub"], "vote_name": v["name"], "vote_roles": " ".join(v["roles"]),
                         "vote_decision": v["decision"], "vote_reason": v["reason"] or "", "vote_at": v["at"]}
             out.append(row)
+    # The discussion: one row per comment, edit, delete, resolve or reopen (run and approval columns say where).
+    by_ap = {ap["approval_id"]: ap for ap in audit["approvals"]}
+    for c in audit.get("comments", []):
+        ap = by_ap.get(c["approval_id"]) or {}
+        by = c.get("by") or {}
+        out.append({"run_id": run["run_id"], "agent": run["agent"], "started_by_sub": run["started_by"].get("sub"),
+                    "started_by_name": run["started_by"].get("name"), "input": run["input"],
+                    "run_status": run["status"], "approval_id": c["approval_id"] or "",
+                    "call_id": ap.get("call_id", ""), "tool": ap.get("tool", ""),
+                    "comment_type": c["type"], "comment_id": c.get("comment_id", ""), "thread_id": c["thread_id"],
+                    "comment_by_sub": by.get("sub", ""), "comment_by_name": by.get("name", ""),
+                    "comment_at": c["at"] or "", "comment_text": c.get("text", "")})
     return out
 
 

@@ -17,14 +17,19 @@ from . import metrics as prom
 from .protocol import (
     Ack,
     CloseCode,
+    Comment,
     Decide,
+    DeleteComment,
+    EditComment,
     Encoding,
     ErrorCode,
     Event,
     Hello,
+    People,
     Ping,
     Pong,
     ProtocolError,
+    ResolveThread,
     Start,
     Subscribe,
     SubscribeInbox,
@@ -128,6 +133,8 @@ class Connection:
         self._batches = 0  # live batches seen: one in prom.DELIVERY_SAMPLE is timed when written
         self._expiry: asyncio.TimerHandle | None = None  # closes the connection when its token expires
         self._pre_auth_refusals = 0
+        self._commands: deque[Any] | None = None  # commands taken off the socket, not yet run (made at the first)
+        self._worker: asyncio.Task[None] | None = None
         s = hub.settings
         self.limiter = Limiter(s.rate_per_s, s.rate_burst, s.max_strikes)
         LIVE.add(self)
@@ -197,6 +204,12 @@ class Connection:
                     return
                 self.send_events(events[start:i + 1])
                 start, size = i + 1, 0
+
+    def send_shared(self, items: list[Any]) -> None:
+        """Feed frames (feed.Shared): encoded and framed once for everyone who gets them; one write here."""
+        enc = self.encoding
+        done = [s.get(enc) for s in items]
+        self._write([p for p, _ in done], b"".join(f for _, f in done) if self._wire.direct else b"")
 
     def send_control(self, frame: Any) -> None:
         self.send(control(frame, self.encoding) if hasattr(frame, "model_dump") else encode(frame, self.encoding))
@@ -343,32 +356,68 @@ class Connection:
         self._welcome(cmd.id)
 
     async def _read_loop(self) -> None:
-        while self._closing is None:
-            payload = await self._receive()
-            if payload is None:
-                return
-            self.hub.metrics.frames_in += 1
-            now = time.monotonic()
-            cmd_id: str | None = None
-            try:
-                allowed = self.limiter.allow(now)
-                cmd = parse_command(decode_frame(payload, self.encoding))
-                cmd_id = cmd.id
-                if not allowed:
-                    raise ProtocolError(ErrorCode.RATE_LIMITED, f"over {self.hub.settings.rate_per_s:g} commands a second; slow down")
-                await self._dispatch(cmd)
-            except ProtocolError as err:
-                if cmd_id is not None:
-                    err.detail.setdefault("id", cmd_id)
-                self.send_error(err)
-                if err.code in (ErrorCode.BAD_FRAME, ErrorCode.BAD_REQUEST, ErrorCode.UNKNOWN_TYPE,
-                                ErrorCode.RATE_LIMITED, ErrorCode.TOO_LARGE) and self.limiter.strike(now):
-                    self.close(CloseCode.POLICY, "too many bad or rate-limited frames")
-            except Exception as exc:  # noqa: BLE001 - a bug or an outage must not take the connection down
-                err = self.hub.unexpected(exc, f"command {cmd_id or ''} on {self.id}")
-                if cmd_id is not None:
-                    err.detail["id"] = cmd_id
-                self.send_error(err)
+        """Take every frame off the socket as soon as it arrives (uvicorn reads a connection's next frame only once
+        the app took the last one: a client's pong must never wait behind its commands). Pings are answered here;
+        commands go to this connection's queue, run one at a time, in order, by `_run_commands`. The queue is bounded
+        (`rate_burst` commands) and rate-limited as ever: a client past either gets `rate_limited` at once."""
+        try:
+            while self._closing is None:
+                payload = await self._receive()
+                if payload is None:
+                    return
+                self.hub.metrics.frames_in += 1
+                now = time.monotonic()
+                cmd_id: str | None = None
+                try:
+                    allowed = self.limiter.allow(now)
+                    cmd = parse_command(decode_frame(payload, self.encoding))
+                    cmd_id = cmd.id
+                    if not allowed:
+                        raise ProtocolError(ErrorCode.RATE_LIMITED, f"over {self.hub.settings.rate_per_s:g} commands a second; slow down")
+                    if isinstance(cmd, Ping):
+                        self.send_control(Pong(id=cmd.id))
+                        continue
+                    if self._commands is None:
+                        self._commands = deque()
+                    elif len(self._commands) >= max(1, int(self.hub.settings.rate_burst)):
+                        raise ProtocolError(ErrorCode.RATE_LIMITED, f"{len(self._commands)} commands are waiting for "
+                                            "their answers; wait for some before sending more")
+                    self._commands.append(cmd)
+                    if self._worker is None:
+                        self._worker = asyncio.create_task(self._run_commands())
+                except ProtocolError as err:
+                    self._refused(err, cmd_id, now)
+        finally:
+            if self._commands:
+                self._commands.clear()  # the client is gone: what it queued is not started (the one running finishes)
+            if self._worker is not None:
+                await asyncio.gather(self._worker, return_exceptions=True)
+
+    def _refused(self, err: ProtocolError, cmd_id: str | None, now: float) -> None:
+        if cmd_id is not None:
+            err.detail.setdefault("id", cmd_id)
+        self.send_error(err)
+        if err.code in (ErrorCode.BAD_FRAME, ErrorCode.BAD_REQUEST, ErrorCode.UNKNOWN_TYPE,
+                        ErrorCode.RATE_LIMITED, ErrorCode.TOO_LARGE) and self.limiter.strike(now):
+            self.close(CloseCode.POLICY, "too many bad or rate-limited frames")
+
+    async def _run_commands(self) -> None:
+        """This connection's commands, one at a time in the order they came (started when some wait; ends when none
+        do, so an idle connection holds no task)."""
+        try:
+            while self._commands and self._closing is None:
+                cmd = self._commands.popleft()
+                try:
+                    await self._dispatch(cmd)
+                except ProtocolError as err:
+                    self._refused(err, cmd.id, time.monotonic())
+                except Exception as exc:  # noqa: BLE001 - a bug or an outage must not take the connection down
+                    err = self.hub.unexpected(exc, f"command {cmd.id or ''} on {self.id}")
+                    if cmd.id is not None:
+                        err.detail["id"] = cmd.id
+                    self.send_error(err)
+        finally:
+            self._worker = None
 
     async def _dispatch(self, cmd: Any) -> None:
         who, svc = self.identity, self.hub.service
@@ -387,8 +436,22 @@ class Connection:
             result = await svc.cancel(who, cmd.run_id, cmd.mode)
             self.send_control(Ack(id=cmd.id, **result))
         elif isinstance(cmd, Start):
-            result = await svc.start(who, cmd.agent, cmd.input)
+            result = await svc.start(who, cmd.agent, cmd.input, cmd.reviewers)
             self.send_control(Ack(id=cmd.id, **result))
+        elif isinstance(cmd, Comment):
+            result = await svc.comment(who, cmd.run_id, cmd.text, cmd.approval_id, cmd.reply_to)
+            self.send_control(Ack(id=cmd.id, **result))
+        elif isinstance(cmd, EditComment):
+            result = await svc.edit_comment(who, cmd.run_id, cmd.comment_id, cmd.text)
+            self.send_control(Ack(id=cmd.id, **result))
+        elif isinstance(cmd, DeleteComment):
+            result = await svc.delete_comment(who, cmd.run_id, cmd.comment_id)
+            self.send_control(Ack(id=cmd.id, **result))
+        elif isinstance(cmd, ResolveThread):
+            result = await svc.resolve_thread(who, cmd.run_id, cmd.thread_id, cmd.resolved)
+            self.send_control(Ack(id=cmd.id, **result))
+        elif isinstance(cmd, People):
+            self.send_control(Ack(id=cmd.id, run_id=cmd.run_id, people=await svc.people(who, cmd.run_id)))
         elif isinstance(cmd, Say):
             self.send_control(Ack(id=cmd.id, **await svc.say(who, cmd.run_id, cmd.text)))
         elif isinstance(cmd, Rerun):

@@ -7,6 +7,7 @@ import contextlib
 import ctypes
 import gc
 import logging
+import os
 from pathlib import Path
 from typing import Any, AsyncIterator
 
@@ -18,7 +19,7 @@ from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket
 
-from . import __version__, auth, connection, feed, specs, transport, webhooks
+from . import __version__, auth, connection, feed, slack, specs, transport, webhooks
 from . import api as api_rules
 from .backends.base import Backend, Subscription
 from .connection import Connection
@@ -28,6 +29,7 @@ from .metrics import Metrics
 from .protocol import SUBPROTOCOL_JSON, SUBPROTOCOL_MSGPACK, CloseCode, ErrorCode, ProtocolError, now_iso
 from .headers import SecurityHeaders
 from .hosts import AllowedHosts, from_own_page, origin_matches
+from .looplag import LAG
 from .quotas import StartQuota
 from .presence_feed import PresenceFeed
 from .registry import Registry
@@ -45,6 +47,9 @@ try:  # glibc's malloc_trim, for the debug endpoint
 except (OSError, AttributeError):
     _libc = None
 STATIC = Path(__file__).parent / "static"
+# Feed changes (inbox, run list) are merged and written this often: many changes of many runs make one write per
+# person per tick, and the commit that made them never waits for the dashboards.
+FEED_TICK_S = 0.1
 
 
 # A filtered run list looks among this many of the newest runs (the backends keep no index per agent or person).
@@ -58,6 +63,9 @@ class Hub:
         self.settings = settings
         self.auth = auth.Authenticator(settings.secret, settings.dev, settings.jwt, settings.session_secret)
         self.service = Service(backend, registry, StartQuota(settings.starts_per_minute, settings.max_open_runs))
+        self.service.directory = slack.Directory.from_env()  # RUNCAST_PEOPLE: Slack users, and deciders to @mention
+        secret = os.environ.get("RUNCAST_SLACK_SIGNING_SECRET")
+        self.slack = slack.Interactivity(secret, self.service.directory) if secret else None
         self.fanout = Fanout(backend)
         self.presence = PresenceFeed(backend, refresh_s=settings.presence_refresh_s)
         self.metrics = Metrics()
@@ -65,7 +73,9 @@ class Hub:
         self.worker: Worker | None = None
         self.sweeper = Sweeper(backend, interval=settings.sweep_s, grace_s=settings.lease_s or 10.0)
         self.connections: set[Connection] = set()
-        self.feeds = feed.Feeds(self.service.may_watch_summary)  # the inbox and run-list watchers of this node
+        # the inbox and run-list watchers of this node: changes are folded and written once per FEED_TICK_S
+        self.feeds = feed.Feeds(self.service.may_watch_summary, on_pending=self._feeds_pending)
+        self._feed_timer: asyncio.TimerHandle | None = None
         self._feed_sub: Subscription | None = None
         self._reload: asyncio.Task[None] | None = None
         self.deliverer: webhooks.Deliverer | None = None
@@ -84,6 +94,7 @@ class Hub:
     async def start(self) -> None:
         if hasattr(self.backend, "on_data_lost"):
             self.backend.on_data_lost = self._on_data_lost  # type: ignore[attr-defined]
+        LAG.start()
         await self.backend.start()
         self._feed_sub = await self.backend.subscribe_feed(self.feeds.on_entry, self._feed_interrupted)
         await self._load_feeds()
@@ -101,6 +112,8 @@ class Hub:
     async def stop(self) -> None:
         if self._reload is not None:
             self._reload.cancel()
+        if self._feed_timer is not None:
+            self._feed_timer.cancel()
         if self._feed_sub is not None:
             await self._feed_sub.close()
         if self.deliverer:
@@ -112,8 +125,21 @@ class Hub:
             await self.worker.stop()
         await self.presence.stop()
         await self.backend.close()
+        await LAG.stop()
 
     # ------------------------------------------------------------------ the inbox and run-list feeds
+    def _feeds_pending(self) -> None:
+        """A change arrived (on the commit path, or the pub/sub reader): fold it at the next tick, not now."""
+        if self._feed_timer is None:
+            self._feed_timer = asyncio.get_running_loop().call_later(FEED_TICK_S, self._flush_feeds)
+
+    def _flush_feeds(self) -> None:
+        self._feed_timer = None
+        try:
+            self.feeds.flush()
+        except Exception:  # noqa: BLE001 - a bug here must not stop the next ticks
+            log.exception("flushing the feeds failed")
+
     async def _load_feeds(self) -> None:
         self.feeds.load([feed.entry(r) for r in await self.backend.open_runs()])
 
@@ -305,7 +331,7 @@ def create_app(hub: Hub) -> Starlette:
 
     async def start_run(request: Request, who: auth.Identity) -> Response:
         cmd = await api_rules.command(request, "start", defaults={"input": ""})
-        return JSONResponse(await svc.start(who, cmd.agent, cmd.input), status_code=201)
+        return JSONResponse(await svc.start(who, cmd.agent, cmd.input, cmd.reviewers), status_code=201)
 
     async def list_runs(request: Request, who: auth.Identity) -> Response:
         limit = api_rules.query_int(request, "limit", *api_rules.LIST_LIMIT, clamp=True)
@@ -333,6 +359,51 @@ def create_app(hub: Hub) -> Starlette:
                                       approval_id=request.path_params["approval_id"])
         return JSONResponse(await svc.decide(who, cmd.run_id, cmd.approval_id, cmd.decision, cmd.reason, cmd.always,
                                              cmd.arguments))
+
+    async def add_comment(request: Request, who: auth.Identity) -> Response:
+        cmd = await api_rules.command(request, "comment", run_id=request.path_params["run_id"])
+        return JSONResponse(await svc.comment(who, cmd.run_id, cmd.text, cmd.approval_id, cmd.reply_to), status_code=201)
+
+    async def change_comment(request: Request, who: auth.Identity) -> Response:
+        path = {"run_id": request.path_params["run_id"], "comment_id": request.path_params["comment_id"]}
+        if request.method == "DELETE":
+            cmd = await api_rules.command(request, "delete_comment", **path)
+            return JSONResponse(await svc.delete_comment(who, cmd.run_id, cmd.comment_id))
+        cmd = await api_rules.command(request, "edit_comment", **path)
+        return JSONResponse(await svc.edit_comment(who, cmd.run_id, cmd.comment_id, cmd.text))
+
+    async def resolve_thread(request: Request, who: auth.Identity) -> Response:
+        cmd = await api_rules.command(request, "resolve_thread", run_id=request.path_params["run_id"],
+                                      thread_id=request.path_params["thread_id"])
+        return JSONResponse(await svc.resolve_thread(who, cmd.run_id, cmd.thread_id, cmd.resolved))
+
+    async def run_people(request: Request, who: auth.Identity) -> Response:
+        return JSONResponse({"people": await svc.people(who, request.path_params["run_id"])})
+
+    async def slack_interactivity(request: Request) -> Response:
+        """A Slack button press (slack.py): verified, mapped to a person, decided with that person's roles. A
+        refusal is answered to the presser only, with the reason; a bad signature or an old one is a 401."""
+        if hub.slack is None:
+            return _error(ProtocolError(ErrorCode.NOT_FOUND, "Slack interactivity is not configured on this hub"))
+        try:
+            body = await api_rules.read_body(request, slack.MAX_BODY)
+            hub.slack.verify(body, {k.lower(): v for k, v in request.headers.items()})
+            payload, run_id, approval_id, decision = hub.slack.press(body)
+        except ProtocolError as err:
+            hub.metrics.errors[err.code] = hub.metrics.errors.get(err.code, 0) + 1
+            return _error(err)
+        try:
+            who = hub.slack.identity(payload, run_id)
+            await svc.decide(who, run_id, approval_id, decision, None, False)  # type: ignore[arg-type]
+            answer = slack.decided_text(decision, who.name, None)
+        except ProtocolError as err:
+            answer = slack.refusal(err)
+        except Exception as exc:  # noqa: BLE001 - Slack still gets an answer, and nothing was decided
+            answer = slack.refusal(hub.unexpected(exc, "slack interactivity"))
+        url = payload.get("response_url")
+        if isinstance(url, str) and url.startswith(("http://", "https://")):
+            await slack.respond(url, answer)
+        return JSONResponse(answer)
 
     async def cancel(request: Request, who: auth.Identity) -> Response:
         cmd = await api_rules.command(request, "cancel", run_id=request.path_params["run_id"])
@@ -367,6 +438,10 @@ def create_app(hub: Hub) -> Starlette:
         if request.query_params.get("open", "1") not in ("1", "true"):
             raise ProtocolError(ErrorCode.BAD_REQUEST, "only open approvals are listed here: use ?open=1 (decided ones are in each run's log)")
         return JSONResponse({"approvals": await svc.open_approvals(who)})
+
+    async def my_mentions(request: Request, who: auth.Identity) -> Response:
+        """Who mentioned this person in a comment (the newest this node has seen; the inbox's `mentions`)."""
+        return JSONResponse({"mentions": hub.feeds.mentions_of(who)})
 
     async def webhook_deliveries(request: Request, who: auth.Identity) -> Response:
         if not who.has("admin"):
@@ -446,11 +521,17 @@ def create_app(hub: Hub) -> Starlette:
         Route("/api/runs/{run_id}/events", api(run_events), methods=["GET"]),
         Route("/api/runs/{run_id}/approvals/{approval_id}", api(decide), methods=["POST"]),
         Route("/api/runs/{run_id}/cancel", api(cancel), methods=["POST"]),
+        Route("/api/runs/{run_id}/comments", api(add_comment), methods=["POST"]),
+        Route("/api/runs/{run_id}/comments/{comment_id}", api(change_comment), methods=["PATCH", "DELETE"]),
+        Route("/api/runs/{run_id}/threads/{thread_id}", api(resolve_thread), methods=["POST"]),
+        Route("/api/runs/{run_id}/people", api(run_people), methods=["GET"]),
         Route("/api/runs/{run_id}/messages", api(say), methods=["POST"]),
         Route("/api/runs/{run_id}/rerun", api(rerun), methods=["POST"]),
         Route("/api/runs/{run_id}/messages/{message_id}", api(withdraw), methods=["DELETE"]),
         Route("/api/runs/{run_id}/audit", api(run_audit), methods=["GET"]),
         Route("/api/approvals", api(open_approvals), methods=["GET"]),
+        Route("/api/mentions", api(my_mentions), methods=["GET"]),
+        Route("/api/slack/interactivity", slack_interactivity, methods=["POST"]),
         Route("/api/webhooks/deliveries", api(webhook_deliveries), methods=["GET"]),
         Route("/api/agents", api(agents_list), methods=["GET"]),
         Route("/api/me", api(whoami), methods=["GET"]),

@@ -113,8 +113,14 @@ for _o in ("delivered", "failed", "gave_up"):
 for _o in ("closed", "open", "half_open"):
     webhook_receivers.labels(circuit=_o)
 
+loop_lag = Histogram(
+    "runcast_loop_lag_seconds",
+    "How late the process's event loop ran a 50 ms timer (looplag.py): a busy hub, not a slow backend",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+    registry=None,
+)
 SHARED: tuple[Collector, ...] = (
-    delivery_delay, approval_decision, segment_duration, runs_finished, redis_errors, redis_reconnects,
+    loop_lag, delivery_delay, approval_decision, segment_duration, runs_finished, redis_errors, redis_reconnects,
     webhook_deliveries, webhook_delivery_seconds, webhook_receivers, draining,
 )
 

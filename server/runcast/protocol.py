@@ -138,6 +138,8 @@ class Start(_Command):
     type: Literal["start"]
     agent: Annotated[StrictStr, Field(min_length=1, max_length=200)]
     input: Annotated[StrictStr, Field(max_length=MAX_TEXT)]
+    # people (subs) asked to review the run's approvals: their inbox says "review requested"
+    reviewers: Annotated[list[Annotated[StrictStr, Field(min_length=1, max_length=200)]], Field(max_length=10)] = []
 
 
 class Say(_Command):
@@ -189,16 +191,61 @@ class SubscribeRuns(_Command):
                                   ("q", self.q)) if v is not None}
 
 
+CommentId = Annotated[StrictStr, Field(min_length=1, max_length=128)]
+# A comment's text is bounded by the frame; comments.MAX_COMMENT (characters) is checked by the core: too_large.
+CommentText = Annotated[StrictStr, Field(max_length=MAX_TEXT)]
+
+
+class Comment(_Command):
+    """A comment on a run, on one of its approvals (`approval_id`: that approval's thread), or a reply (`reply_to`:
+    the thread of that comment). Never seen by the agent (comments.py)."""
+
+    type: Literal["comment"]
+    run_id: RunId
+    text: CommentText
+    approval_id: CommentId | None = None
+    reply_to: CommentId | None = None
+
+
+class EditComment(_Command):
+    type: Literal["edit_comment"]
+    run_id: RunId
+    comment_id: CommentId
+    text: CommentText
+
+
+class DeleteComment(_Command):
+    type: Literal["delete_comment"]
+    run_id: RunId
+    comment_id: CommentId
+
+
+class ResolveThread(_Command):
+    """Resolve a thread (`resolved: true`, the default) or reopen it (`false`)."""
+
+    type: Literal["resolve_thread"]
+    run_id: RunId
+    thread_id: CommentId
+    resolved: StrictBool = True
+
+
+class People(_Command):
+    """Who `@` completes to in this run's comments: the people who watch, watched, or may decide it."""
+
+    type: Literal["people"]
+    run_id: RunId
+
+
 class UnsubscribeFeed(_Command):
     type: Literal["unsubscribe_inbox", "unsubscribe_runs"]
 
 
 Command = Union[Hello, Subscribe, Unsubscribe, Decide, Cancel, Start, Say, Withdraw, Rerun, Ping, SubscribeInbox,
-                SubscribeRuns, UnsubscribeFeed]
+                SubscribeRuns, UnsubscribeFeed, Comment, EditComment, DeleteComment, ResolveThread, People]
 _COMMANDS: dict[str, TypeAdapter[Any]] = {
     m.model_fields["type"].annotation.__args__[0]: TypeAdapter(m)  # type: ignore[union-attr]
     for m in (Hello, Subscribe, Unsubscribe, Decide, Cancel, Start, Say, Withdraw, Rerun, Ping, SubscribeInbox,
-              SubscribeRuns)
+              SubscribeRuns, Comment, EditComment, DeleteComment, ResolveThread, People)
 }
 _COMMANDS["unsubscribe_inbox"] = _COMMANDS["unsubscribe_runs"] = TypeAdapter(UnsubscribeFeed)
 COMMAND_TYPES = tuple(_COMMANDS)

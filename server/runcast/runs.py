@@ -21,7 +21,9 @@ from typing import Any, Callable, Literal
 from pydantic import BaseModel, Field
 
 from . import approvals as rules
+from . import comments as talk
 from .approvals import Approval, Person
+from .comments import CommentMeta, ThreadMeta
 from .protocol import ErrorCode, ProtocolError, now_iso
 
 Status = Literal["queued", "running", "paused", "resuming", "completed", "failed", "cancelled"]
@@ -54,6 +56,10 @@ class RunRecord(BaseModel):
     updated_at: float = 0.0
     tx: str | None = None  # id of the transition that wrote this version (lets a retry see that it already landed)
     epoch: str = ""  # random, made with the run's log: a client's `since` counts in this log and no other
+    comments: dict[str, CommentMeta] = Field(default_factory=dict)  # metadata only: the text is in the log
+    threads: dict[str, ThreadMeta] = Field(default_factory=dict)
+    mentions: list[dict[str, Any]] = Field(default_factory=list)  # the newest (comments.MENTIONS_KEPT), for the feed
+    reviewers: list[str] = Field(default_factory=list)  # subs the starter asked to review every approval of the run
     # the conversation (conversation.py): turn 1 answers `input`; each later turn answers the messages it took
     turn: int = 1
     queue: list[dict[str, Any]] = Field(default_factory=list)  # messages said while busy: {message_id, by, text, at}
@@ -116,10 +122,20 @@ def _copy(rec: RunRecord, now: float) -> RunRecord:
     return new
 
 
-def new_run(run_id: str, agent: str, input_: str, person: Person, now: float) -> Transition:
+MAX_REVIEWERS = 10
+
+
+def new_run(run_id: str, agent: str, input_: str, person: Person, now: float,
+            reviewers: list[str] | None = None) -> Transition:
+    asked = list(dict.fromkeys(reviewers or []))
+    if len(asked) > MAX_REVIEWERS:
+        raise ProtocolError(ErrorCode.BAD_REQUEST, f"at most {MAX_REVIEWERS} reviewers", field="reviewers")
     rec = RunRecord(run_id=run_id, agent=agent, input=input_, started_by=person.ref(), created_at=now_iso(now), updated_at=now,
-                    epoch=secrets.token_hex(8))
-    ev = [("run.started", {"agent": agent, "input": input_, "started_by": person.ref()})]
+                    epoch=secrets.token_hex(8), reviewers=asked)
+    started: dict[str, Any] = {"agent": agent, "input": input_, "started_by": person.ref()}
+    if asked:
+        started["reviewers"] = asked
+    ev = [("run.started", started)]
     return Transition(rec, ev, [Job(kind="start", run_id=run_id, segment=1)], {"run_id": run_id})
 
 
@@ -167,8 +183,12 @@ def pause(rec: RunRecord, owner: str, new_approvals: list[Approval], now: float)
     new.pending = [a.approval_id for a in new_approvals]
     events: WireEvents = []
     for ap in new_approvals:
+        ap.reviewers = list(dict.fromkeys([*rec.reviewers, *ap.policy.reviewers]))
         new.approvals[ap.approval_id] = ap
         events.append(("approval.requested", ap.requested_data()))
+        if ap.reviewers:  # its own event type, so a webhook can route the request to each reviewer
+            events.append(("approval.review_requested", {"approval_id": ap.approval_id, "tool": ap.tool,
+                                                         "reviewers": list(ap.reviewers), "by": rec.started_by}))
     events.append(("run.paused", {"pending": list(new.pending), "segment": new.segment}))
     return Transition(new, events)
 
@@ -309,3 +329,38 @@ def worker_lost(rec: RunRecord, now: float) -> Transition | None:
     new.status, new.owner, new.lease_until = "failed", None, None
     new.error = {"code": "worker_lost", "message": f"the worker running segment {rec.segment} stopped renewing its lease"}
     return Transition(new, [("run.failed", dict(new.error))])
+
+
+def _discussion(rec: RunRecord, now: float, change: Callable[[RunRecord], tuple[dict[str, Any], WireEvents]]) -> Transition | None:
+    """A comment, an edit, a delete or a resolve: the record's discussion metadata moves, its status never does.
+    None (nothing to commit) when the change logs nothing."""
+    new = _copy(rec, now)
+    result, events = change(new)
+    if not events:
+        return None
+    return Transition(new, events, [], result)
+
+
+def comment(rec: RunRecord, person: Person, text: str, approval_id: str | None, reply_to: str | None,
+            people: list[dict[str, Any]], now: float) -> Transition:
+    tr = _discussion(rec, now, lambda r: talk.add(r.comments, r.threads, r.approvals, r.mentions, person, text,
+                                                   approval_id, reply_to, people, now, r.run_id))
+    assert tr is not None
+    return tr
+
+
+def edit_comment(rec: RunRecord, person: Person, comment_id: str, text: str, people: list[dict[str, Any]],
+                 now: float) -> Transition:
+    tr = _discussion(rec, now, lambda r: talk.edit(r.comments, r.mentions, person, comment_id, text, people, now, r.run_id))
+    assert tr is not None
+    return tr
+
+
+def delete_comment(rec: RunRecord, person: Person, comment_id: str, now: float) -> Transition:
+    tr = _discussion(rec, now, lambda r: talk.delete(r.comments, person, comment_id, r.run_id))
+    assert tr is not None
+    return tr
+
+
+def resolve_thread(rec: RunRecord, person: Person, thread_id: str, resolved: bool, now: float) -> Transition | None:
+    return _discussion(rec, now, lambda r: talk.resolve(r.threads, person, thread_id, resolved, r.run_id))

@@ -6,7 +6,7 @@ import secrets
 import time
 from typing import Any, Literal
 
-from . import audit, conversation, edits, feed, runfilter, runs
+from . import audit, comments, conversation, edits, feed, runfilter, runs
 from .auth import Identity
 from .backends.base import Backend, LogTrimmed
 from .protocol import ErrorCode, Event, ProtocolError
@@ -29,6 +29,7 @@ class Service:
         self.backend = backend
         self.registry = registry
         self.quota = quota or StartQuota()
+        self.directory: Any = None  # people.Directory, when the hub has one (--people): mentions and Slack
 
     @staticmethod
     def no_such_run(run_id: str) -> ProtocolError:
@@ -72,7 +73,7 @@ class Service:
             raise self.no_such_run(run_id)
         return rec
 
-    async def start(self, who: Identity, agent: str, input_: str) -> dict[str, Any]:
+    async def start(self, who: Identity, agent: str, input_: str, reviewers: list[str] | None = None) -> dict[str, Any]:
         if not who.has("operator"):
             raise ProtocolError(ErrorCode.FORBIDDEN, "starting a run needs the operator or admin role")
         if "*" not in who.runs:
@@ -83,7 +84,7 @@ class Service:
         refusal = await self.backend.admit_start(who.sub, run_id, time.time(), self.quota)
         if refusal is not None:
             raise refusal.error(self.quota)
-        tr = runs.new_run(run_id, agent, input_, who.person, time.time())
+        tr = runs.new_run(run_id, agent, input_, who.person, time.time(), reviewers)
         await self.backend.create(tr)
         return {"run_id": run_id}
 
@@ -172,7 +173,7 @@ class Service:
         """The run's audit record (audit.py): anyone who may see the run may read it."""
         rec = await self.record(who, run_id)
         keep = ("run.started", "tool.output", "approval.decided", "approval.expired", "approval.cancelled",
-                "run.completed", "run.failed", "run.cancelled")
+                "run.completed", "run.failed", "run.cancelled", *audit.DISCUSSION)
         frames: list[dict[str, Any]] = []
         since, complete = 0, True
         while True:
@@ -186,6 +187,58 @@ class Service:
             frames += [e.frame for e in batch if e.type in keep]
             since = batch[-1].seq
         return audit.build(rec, frames, log_complete=complete)
+    # ------------------------------------------------------------------ comments (comments.py)
+    async def people(self, who: Identity, run_id: str) -> list[dict[str, str]]:
+        """Who `@` may name in this run's comments: who started it, voted, commented, watches or watched it, and
+        the people of the directory (if the hub has one) who may decide one of its approvals."""
+        rec = await self.record(who, run_id)
+        return await self._people(rec)
+
+    async def _people(self, rec: RunRecord) -> list[dict[str, str]]:
+        found: list[dict[str, Any]] = [rec.started_by]
+        for ap in rec.approvals.values():
+            found += [{"sub": v.sub, "name": v.name} for v in ap.votes]
+        found += [c.by for c in rec.comments.values()]
+        found += await self.backend.watched(rec.run_id)
+        if self.directory is not None:
+            policies = [ap.policy for ap in rec.approvals.values()]
+            spec = self.registry.get(rec.agent)
+            if spec is not None:
+                policies += [spec.default_policy, *spec.policies.values()]
+            found += self.directory.deciders(policies)
+        found += [{"sub": s, "name": s} for s in rec.reviewers]  # (a reviewer's own name, once seen, wins)
+        return comments.mentionable(found)
+
+    async def comment(self, who: Identity, run_id: str, text: str, approval_id: str | None,
+                      reply_to: str | None) -> dict[str, Any]:
+        rec = await self.record(who, run_id)
+        people, person = await self._people(rec), who.person
+        tr, _ = await apply(self.backend, run_id, lambda r: runs.comment(r, person, text, approval_id, reply_to, people, time.time()))
+        assert tr is not None
+        return {"run_id": run_id, **tr.result}
+
+    async def edit_comment(self, who: Identity, run_id: str, comment_id: str, text: str) -> dict[str, Any]:
+        rec = await self.record(who, run_id)
+        people, person = await self._people(rec), who.person
+        tr, _ = await apply(self.backend, run_id, lambda r: runs.edit_comment(r, person, comment_id, text, people, time.time()))
+        assert tr is not None
+        return {"run_id": run_id, **tr.result}
+
+    async def delete_comment(self, who: Identity, run_id: str, comment_id: str) -> dict[str, Any]:
+        await self.record(who, run_id)
+        person = who.person
+        tr, _ = await apply(self.backend, run_id, lambda r: runs.delete_comment(r, person, comment_id, time.time()))
+        assert tr is not None
+        return {"run_id": run_id, **tr.result}
+
+    async def resolve_thread(self, who: Identity, run_id: str, thread_id: str, resolved: bool) -> dict[str, Any]:
+        await self.record(who, run_id)
+        person = who.person
+        tr, _ = await apply(self.backend, run_id, lambda r: runs.resolve_thread(r, person, thread_id, resolved, time.time()))
+        if tr is None:
+            return {"run_id": run_id, "thread_id": thread_id, "resolved": resolved, "changed": False}
+        return {"run_id": run_id, **tr.result}
+
     async def open_approvals(self, who: Identity) -> list[dict[str, Any]]:
         """The inbox: every open approval `who` may decide, in runs their token lets them see."""
         return feed.inbox_of(who, [feed.entry(r) for r in await self.backend.open_runs()])

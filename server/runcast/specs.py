@@ -51,7 +51,8 @@ def _obj(required: list[str], **props: Any) -> dict[str, Any]:
 # The `data` of each run event type, by type: the keys PROTOCOL.md and the README's protocol section promise.
 # Events may carry more keys than listed (a newer hub adds; a client ignores what it does not know).
 EVENT_DATA: dict[str, dict[str, Any]] = {
-    "run.started": _obj(["agent", "input", "started_by"], agent=_STR, input=_STR, started_by=_PERSON),
+    "run.started": _obj(["agent", "input", "started_by"], agent=_STR, input=_STR, started_by=_PERSON,
+                        reviewers={"type": "array", "items": _STR}),
     "agent.updated": _obj(["agent"], agent=_STR),
     "message.delta": _obj(["item_id", "delta"], item_id=_STR, delta=_STR),
     "message.completed": _obj(["item_id", "text"], item_id=_STR, text=_STR, agent=_STR),
@@ -71,8 +72,10 @@ EVENT_DATA: dict[str, dict[str, Any]] = {
     "approval.requested": _obj(
         ["approval_id", "call_id", "tool", "arguments", "agent", "policy", "expires_at"],
         approval_id=_STR, call_id=_STR, tool=_STR, arguments=_ANY, agent=_STR, policy=_POLICY,
-        expires_at=_NULLABLE_STR, description=_NULLABLE_STR,
+        expires_at=_NULLABLE_STR, description=_NULLABLE_STR, reviewers={"type": "array", "items": _STR},
     ),
+    "approval.review_requested": _obj(["approval_id", "reviewers"], approval_id=_STR, tool=_STR,
+                                      reviewers={"type": "array", "items": _STR}, by=_ANY),
     "approval.voted": _obj(["approval_id", "by", "decision", "tally"], approval_id=_STR, by=_PERSON,
                            decision={"enum": ["approve", "reject"]}, reason=_ANY, tally=_TALLY),
     "approval.decided": _obj(
@@ -93,6 +96,19 @@ EVENT_DATA: dict[str, dict[str, Any]] = {
     "turn.interrupted": _obj(["by", "turn"], by=_ANY, segment=_INT, turn=_INT),
     "run.failed": _obj(["code", "message"], code=_STR, message=_STR, usage=_OBJ, guardrail=_OBJ),
     "run.cancelled": _obj(["by", "mode"], by=_ANY, mode=_STR),
+    # the discussion (comments.py): never given to the agent
+    "comment.added": _obj(["comment_id", "thread_id", "approval_id", "by", "text", "mentions"], comment_id=_STR,
+                          thread_id=_STR, approval_id=_NULLABLE_STR, reply_to=_NULLABLE_STR, by=_PERSON, text=_STR,
+                          mentions={"type": "array", "items": _PERSON}),
+    "comment.edited": _obj(["comment_id", "thread_id", "by", "text", "edits"], comment_id=_STR, thread_id=_STR,
+                           approval_id=_NULLABLE_STR, by=_PERSON, text=_STR, edits=_INT,
+                           mentions={"type": "array", "items": _PERSON}),
+    "comment.deleted": _obj(["comment_id", "thread_id", "by"], comment_id=_STR, thread_id=_STR,
+                            approval_id=_NULLABLE_STR, by=_PERSON),
+    "comment.mention": _obj(["comment_id", "thread_id", "by", "mentioned", "text"], comment_id=_STR, thread_id=_STR,
+                            approval_id=_NULLABLE_STR, by=_PERSON, mentioned=_PERSON, text=_STR),
+    "thread.resolved": _obj(["thread_id", "by"], thread_id=_STR, approval_id=_NULLABLE_STR, by=_PERSON),
+    "thread.reopened": _obj(["thread_id", "by"], thread_id=_STR, approval_id=_NULLABLE_STR, by=_PERSON),
 }
 
 EVENT_ENVELOPE = _obj(
@@ -103,13 +119,15 @@ EVENT_ENVELOPE = _obj(
 
 # Feed and presence control frames (no seq, never replayed), as the hub builds them in feed.py and presence.py.
 FEED_FRAMES: dict[str, dict[str, Any]] = {
-    "inbox": _obj(["type", "approvals"], type={"const": "inbox"}, id=_STR, approvals={"type": "array", "items": _OBJ}),
+    "inbox": _obj(["type", "approvals"], type={"const": "inbox"}, id=_STR, approvals={"type": "array", "items": _OBJ},
+                  mentions={"type": "array", "items": _OBJ}),
+    "inbox.mention": _obj(["type", "mention"], type={"const": "inbox.mention"}, mention=_OBJ),
     "inbox.added": _obj(["type", "approval"], type={"const": "inbox.added"}, approval=_OBJ),
     "inbox.removed": _obj(["type", "run_id", "approval_id", "reason"], type={"const": "inbox.removed"},
                           run_id=_STR, approval_id=_STR, reason=_STR),
     "runs": _obj(["type", "runs"], type={"const": "runs"}, id=_STR, runs={"type": "array", "items": _OBJ}),
-    # match: false once, for a run that left a filtered list's filters
-    "run.status": _obj(["type", "run"], type={"const": "run.status"}, run=_OBJ, match=_BOOL),
+    "run.status": _obj(["type", "runs", "outside"], type={"const": "run.status"}, runs={"type": "array", "items": _OBJ},
+                       left={"type": "array", "items": _STR}, outside=_INT),
     "presence": _obj(["type", "run_id", "full", "joined", "left", "count", "people"], type={"const": "presence"},
                      run_id=_STR, full=_BOOL, listed={"enum": ["all", "deciders"]},
                      joined={"type": "array", "items": _OBJ}, left={"type": "array", "items": _STR},
@@ -272,6 +290,7 @@ def _param(name: str, where: str, schema: dict[str, Any], required: bool = False
     return {"name": name, "in": where, "required": required or where == "path", "schema": schema}
 
 
+_ID = {"type": "string", "minLength": 1, "maxLength": 128}
 _STATUS = "(?:queued|running|paused|resuming|completed|failed|cancelled|live)"  # runfilter.STATUSES and live
 _STATUSES = f"^(?:{_STATUS}(?:,{_STATUS})*)?$"
 
@@ -279,7 +298,7 @@ _STATUSES = f"^(?:{_STATUS}(?:,{_STATUS})*)?$"
 def openapi() -> dict[str, Any]:
     schemas: dict[str, Any] = {}
     run_id = _param("run_id", "path", {"type": "string", "minLength": 1, "maxLength": 128})
-    approval_id = _param("approval_id", "path", {"type": "string", "minLength": 1, "maxLength": 128})
+    approval_id = _param("approval_id", "path", _ID)
     auth_errors = (400, 401, 403, 404, 429, 503)
     # `limit` is any whole number (of at most _MAX_DIGITS digits), clamped to the endpoint's range
     limit = _param("limit", "query", {"type": "integer", "minimum": 0, "maximum": 10**_MAX_DIGITS - 1,
@@ -356,10 +375,49 @@ def openapi() -> dict[str, Any]:
                                                                          "text/csv": {"schema": _STR}}}}
                     | _errors(*auth_errors)},
         },
+        "/api/runs/{run_id}/comments": {
+            "post": {"operationId": "comment", "summary": "Comment on a run or an approval (the `comment` command)",
+                     "parameters": [run_id], "requestBody": _body("comment", ("run_id",), schemas) | {"required": True},
+                     "responses": {"201": _json(_obj(["run_id", "comment_id", "thread_id"], run_id=_STR,
+                                                     comment_id=_STR, thread_id=_STR))}
+                     | _errors(*auth_errors, 413)},
+        },
+        "/api/runs/{run_id}/comments/{comment_id}": {
+            "patch": {"operationId": "editComment", "summary": "Edit your comment (the `edit_comment` command)",
+                      "parameters": [run_id, _param("comment_id", "path", _ID, True)],
+                      "requestBody": _body("edit_comment", ("run_id", "comment_id"), schemas) | {"required": True},
+                      "responses": {"200": _json(_OBJ)} | _errors(*auth_errors, 413)},
+            "delete": {"operationId": "deleteComment", "summary": "Delete your comment (the `delete_comment` command)",
+                       "parameters": [run_id, _param("comment_id", "path", _ID, True)],
+                       "responses": {"200": _json(_OBJ)} | _errors(*auth_errors, 413)},
+        },
+        "/api/runs/{run_id}/threads/{thread_id}": {
+            "post": {"operationId": "resolveThread", "summary": "Resolve or reopen a thread (`resolve_thread`)",
+                     "parameters": [run_id, _param("thread_id", "path", _ID, True)],
+                     "requestBody": _body("resolve_thread", ("run_id", "thread_id"), schemas),
+                     "responses": {"200": _json(_OBJ)} | _errors(*auth_errors, 413)},
+        },
+        "/api/runs/{run_id}/people": {
+            "get": {"operationId": "runPeople", "summary": "Who `@` completes to in the run's comments",
+                    "parameters": [run_id],
+                    "responses": {"200": _json(_obj(["people"], people={"type": "array", "items": _obj(
+                        ["sub", "name", "handle"], sub=_STR, name=_STR, handle=_STR)}))} | _errors(*auth_errors)},
+        },
         "/api/approvals": {
             "get": {"operationId": "openApprovals", "summary": "The token's inbox: open approvals it may decide",
                     "parameters": [_param("open", "query", {"enum": ["1", "true"]})],
                     "responses": {"200": _json(_obj(["approvals"], approvals={"type": "array", "items": _OBJ}))}
+                    | _errors(*auth_errors)},
+        },
+        "/api/slack/interactivity": {
+            "post": {"operationId": "slackInteractivity", "summary": "Slack button presses (signed by Slack; slack.py)",
+                     "security": [],
+                     "requestBody": {"content": {"application/x-www-form-urlencoded": {"schema": _OBJ}}},
+                     "responses": {"200": _json(_OBJ, "the answer shown to the presser")} | _errors(400, 401, 404, 413)},
+        },
+        "/api/mentions": {
+            "get": {"operationId": "mentions", "summary": "Who mentioned this token's person in a comment (newest last)",
+                    "responses": {"200": _json(_obj(["mentions"], mentions={"type": "array", "items": _OBJ}))}
                     | _errors(*auth_errors)},
         },
         "/api/webhooks/deliveries": {

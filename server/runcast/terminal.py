@@ -397,6 +397,38 @@ def cmd_approvals(api: Api, args: argparse.Namespace, out: Out) -> int:
     return EXIT_OK
 
 
+def cmd_inbox(api: Api, args: argparse.Namespace, out: Out) -> int:
+    """What needs you: the open approvals you may decide (review requested ones marked) and who mentioned you."""
+    aps = open_approvals(api)
+    mentions = api.call("GET", "/api/mentions")["mentions"]
+    if args.json:
+        out.json({"approvals": aps, "mentions": mentions}, indent=2)
+        return EXIT_OK
+    if not aps:
+        out.line("No open approvals you may decide.")
+    for ap in aps:
+        label = ("review requested", "bold magenta") if ap.get("review_requested") else ("needs your decision", "bold yellow")
+        out.line(label, f": {ap['run_id']} {ap['approval_id']}  {ap['tool']}({brief(ap.get('arguments', ''), 60)}), "
+                 f"started by {_who(ap.get('started_by'))}")
+    for m in reversed(mentions):
+        where = f"{m['run_id']} approval {m['approval_id']}" if m.get("approval_id") else m["run_id"]
+        out.line(("mentions you", "bold cyan"), f": {_who(m.get('by'))} on {where} at {m.get('at')}: "
+                 f"{brief(m.get('excerpt', ''), 100)}")
+        out.line((f"    runcast comment {m['run_id']} --reply-to {m['comment_id']} '...'", "dim"))
+    return EXIT_OK
+
+
+def cmd_comment(api: Api, args: argparse.Namespace, out: Out) -> int:
+    body: dict[str, Any] = {"text": args.text}
+    if args.approval:
+        body["approval_id"] = args.approval
+    if args.reply_to:
+        body["reply_to"] = args.reply_to
+    res = api.call("POST", f"/api/runs/{args.run}/comments", json=body)
+    out.line(f"commented: {res['comment_id']} in thread {res['thread_id']}")
+    return EXIT_OK
+
+
 def edited_arguments(api: Api, args: argparse.Namespace) -> str | None:
     """Approve with changes: --arguments JSON (the whole edited object), or --set key=value (on the call's own
     arguments; a value that is JSON is taken as JSON, else as a string)."""
@@ -508,6 +540,15 @@ class Printer:
             self._line((f"⌛ {d.get('approval_id')} expired", "red"))
         elif t == "approval.cancelled":
             self._line((f"✖ {d.get('approval_id')} cancelled with the run", "magenta"))
+        elif t == "comment.added":
+            where = f" on {d['approval_id']}" if d.get("approval_id") else ""
+            self._line((f"💬 {_who(d.get('by'))}", "cyan"), f"{where} [{d.get('comment_id')}]: {brief(d.get('text', ''), 200)}")
+        elif t == "comment.edited":
+            self._line((f"💬 {_who(d.get('by'))}", "cyan"), f" edited {d.get('comment_id')}: {brief(d.get('text', ''), 200)}")
+        elif t == "comment.deleted":
+            self._line((f"💬 {_who(d.get('by'))}", "cyan"), f" deleted {d.get('comment_id')}")
+        elif t in ("thread.resolved", "thread.reopened"):
+            self._line((f"💬 {_who(d.get('by'))}", "cyan"), f" {t.split('.')[1]} the thread {d.get('thread_id')}")
         elif t == "run.paused":
             self._line((f"⏸ paused, waiting for {len(d.get('pending') or [])} approval(s)", "yellow"))
         elif t == "run.resumed" and d.get("messages"):
@@ -731,6 +772,17 @@ def add_commands(sub: Any) -> None:
     rj.add_argument("--reason", help="why, and what to do instead (optional, as on the page): shown to everyone, and the "
                                      "model reads it as the call's answer (e.g. \"only delete the .tar\")")
     on(rj, lambda api, args, out: cmd_decide(api, args, out, "reject"))
+
+    ib = sub.add_parser("inbox", help="what needs you: open approvals you may decide, and who mentioned you")
+    ib.add_argument("--json", action="store_true", help="as JSON")
+    on(ib, cmd_inbox)
+
+    cm = sub.add_parser("comment", help="comment on a run or an approval (@handle mentions someone); the agent never sees it")
+    cm.add_argument("run")
+    cm.add_argument("text")
+    cm.add_argument("--approval", help="comment in this approval's thread")
+    cm.add_argument("--reply-to", help="reply in the thread of this comment")
+    on(cm, cmd_comment)
 
     w = sub.add_parser("watch", help="stream a run to the terminal; exit 0 completed, 3 failed, 4 cancelled")
     w.add_argument("run", nargs="?", help="the run (default: choose one of the live runs, on a terminal)")

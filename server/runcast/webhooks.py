@@ -52,6 +52,8 @@ log = logging.getLogger("runcast.webhooks")
 EVENTS = (
     "approval.requested", "approval.decided", "approval.expired", "approval.cancelled",
     "run.paused", "run.completed", "run.failed", "run.cancelled",
+    "approval.review_requested",  # the run's or the policy's reviewers were asked (runs.pause)
+    "comment.mention",  # one per mentioned person (comments.py): route it to them (a Slack DM, an e-mail gateway)
 )
 APPROVAL_EVENTS = frozenset(e for e in EVENTS if e.startswith("approval."))
 Format = Literal["standard", "slack"]
@@ -286,7 +288,8 @@ def _args_brief(arguments: Any, n: int = 400) -> str:
 _TITLES = {
     "approval.requested": "Approval needed", "approval.decided": "Approval decided", "approval.expired": "Approval expired",
     "approval.cancelled": "Approval cancelled", "run.paused": "Run waiting for approval", "run.completed": "Run completed",
-    "run.failed": "Run failed", "run.cancelled": "Run cancelled",
+    "run.failed": "Run failed", "run.cancelled": "Run cancelled", "comment.mention": "You were mentioned",
+    "approval.review_requested": "Review requested",
 }
 
 
@@ -327,6 +330,12 @@ def slack(body: dict[str, Any]) -> dict[str, Any]:
     elif t == "run.cancelled":
         by = ev.get("by") or {}
         fields.append(f"*Cancelled by*\n{_esc(by.get('name') or by.get('sub') or 'someone')}")
+    elif t == "comment.mention":
+        m, by = ev.get("mentioned") or {}, ev.get("by") or {}
+        title = f"{m.get('name') or m.get('sub')} was mentioned by {by.get('name') or by.get('sub')}"
+        fields.append(f"*Mentioned*\n{slack_escape(m.get('name') or '')} ({slack_escape(m.get('sub') or '')})")
+        extra.append({"type": "section", "text": {"type": "mrkdwn",
+                      "text": _cut(f"*Comment*\n{slack_escape(_cut(str(ev.get('text') or ''), 1000))}", 3000)}})
     elif t == "run.completed" and ev.get("output") is not None:
         extra.append({"type": "section", "text": {"type": "mrkdwn",
                       "text": _cut(f"*Output*\n{_esc(_cut(str(ev.get('output')), 600))}", 3000)}})
@@ -457,6 +466,7 @@ class Deliverer:
 
     def __init__(self, backend: "Backend", registry: "Registry", cfg: WebhookConfig, consumer: str | None = None) -> None:
         self.backend, self.registry, self.cfg = backend, registry, cfg
+        self.slack_app: Any = None  # slack.SlackApp, when RUNCAST_SLACK_BOT_TOKEN and RUNCAST_SLACK_CHANNEL are set
         self.consumer = consumer or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
         self._task: asyncio.Task[None] | None = None
         self._scan_task: asyncio.Task[None] | None = None
@@ -467,9 +477,10 @@ class Deliverer:
 
     async def start(self) -> None:
         _silence_http_loggers()
-        if not self.cfg.secret:
-            raise ValueError("webhooks need a secret: --webhook-secret or RUNCAST_WEBHOOK_SECRET")
-        parse_secret(self.cfg.secret)
+        if self.cfg.endpoints or not self.slack_app:  # (Slack alone signs nothing of ours: its token authenticates)
+            if not self.cfg.secret:
+                raise ValueError("webhooks need a secret: --webhook-secret or RUNCAST_WEBHOOK_SECRET")
+            parse_secret(self.cfg.secret)
         if hasattr(self.backend, "webhook_claim_s"):
             self.backend.webhook_claim_s = self.cfg.claim_s
         await self.backend.outbox_join()
@@ -519,6 +530,12 @@ class Deliverer:
             if e.wants(entry["type"]) and e not in eps:
                 eps.append(e)
         body = payload(entry, rec, self.cfg.public_url)
+        if self.slack_app is not None:  # the approval's Slack message: posted, then updated in place (slack.py)
+            try:
+                await self.slack_app.on_entry(entry, rec, self.backend, self.cfg.public_url)
+            except Exception as exc:  # noqa: BLE001 - Slack's outage does not hold the other deliveries
+                log.warning("slack: %s for %s of %s failed: %s", entry["type"], data.get("approval_id"),
+                            entry["run_id"], exc)
         plain = {k: v for k, v in entry.items() if k != "id"}
         items = [(ep.id, {"endpoint": {"url": ep.url, "events": sorted(ep.events) if ep.events is not None else None,
                                        "format": ep.format}, "entry": plain, "body": body}) for ep in eps]
@@ -737,8 +754,14 @@ def _count_circuits(d: Deliverer) -> None:
 
 async def maybe_start(backend: "Backend", registry: "Registry", cfg: WebhookConfig | None) -> Deliverer | None:
     """Start delivering in this process if it, or one of its agents, names a webhook."""
-    if cfg is None or not any_configured(cfg, registry):
+    from .slack import SlackApp
+
+    app = SlackApp.from_env()
+    if app is not None and cfg is None:
+        cfg = WebhookConfig.from_env(public_url=os.environ.get("RUNCAST_PUBLIC_URL"))
+    if cfg is None or (not any_configured(cfg, registry) and app is None):
         return None
     d = Deliverer(backend, registry, cfg)
+    d.slack_app = app
     await d.start()
     return d

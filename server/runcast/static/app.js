@@ -9,6 +9,7 @@ import {
 import { argumentsEditor, buildSaid, interruptedText, renderConversation } from "/static/conversation.js";
 import { agentReason, byDeadline, keyArguments, rejectedCount, runTitle, statusLabel } from "/static/words.js";
 import * as signin from "/static/signin.js";
+import { mentionsBox, runDiscussion, threadView } from "/static/comments.js";
 
 const $ = (id) => document.getElementById(id);
 
@@ -112,9 +113,16 @@ let client = null;
 let me = null;
 let agents = [];
 let runs = [];
+let runsOutside = 0; // changes of runs older than the list shows, since its snapshot
 let authProblem = null; // "expired" | "invalid" | "missing"
 /** @type {any} */
 let view = null;
+// The discussion (comments.js): threads beside approvals and under the transcript, and the mentions in the inbox column.
+const talkCtx = { client: () => client, me: () => me, runId: () => view?.runId ?? null };
+const discussion = runDiscussion(talkCtx);
+const mentions = mentionsBox(talkCtx);
+$("transcript").after(discussion.el);
+document.querySelector(".inbox-box").after(mentions.el);
 const announced = new Set(); // approval ids announced in the decision panel's live region
 let notifiedReady = false; // the inbox's first snapshot arrived: later additions may notify
 
@@ -187,7 +195,8 @@ function connect() {
     }
   });
   // The run list and the inbox are live feeds (no polling), from every hub node.
-  c.subscribeRuns({ onChange: (s) => { if (client === c) { runs = runList(s); renderRuns(); } } }, { limit: 100, ...runsFilter() });
+  // The hub sends changes of the runs shown here, and a count of the others that changed (runsOutside).
+  c.subscribeRuns({ onChange: (s) => { if (client === c) { runs = runList(s); runsOutside = s.outside; renderRuns(); } } }, { limit: 100, ...runsFilter() });
   c.subscribeInbox({ onChange: (s, change) => { if (client === c) onInbox(s, change); } });
   c.connect().catch(() => { /* reported through the "error" listener */ });
 }
@@ -199,6 +208,7 @@ function restart() {
   me = null;
   authProblem = null;
   runs = [];
+  runsOutside = 0;
   agents = [];
   announced.clear();
   notifiedReady = false;
@@ -215,6 +225,7 @@ function restart() {
 
 function onInbox(s, change) {
   if (change.type === "snapshot") notifiedReady = true;
+  else if (change.type === "mention") mentions.notify(change.mention);
   else if (change.type === "added" && notifiedReady) {
     notify(change.approval);
     const ap = change.approval;
@@ -262,6 +273,7 @@ function buildInboxItem(ap) {
   const countdown = h("span", { class: "countdown small", dataset: { testid: "inbox-deadline" } });
   const link = h("a", { href: `#${approvalHash(ap)}`, dataset: { testid: "inbox-item", runId: ap.run_id, approvalId: ap.approval_id } },
     h("b", {}, `${ap.agent || "Agent"} asks to run ${ap.tool}`),
+    ap.review_requested ? h("span", { class: "chip review", dataset: { testid: "review-requested" } }, "review requested") : null,
     h("span", { class: "inbox-args", dataset: { testid: "inbox-args" } }, keyArguments(ap.arguments)),
     request ? h("span", { class: "inbox-request small", dataset: { testid: "inbox-request" } }, `“${request}” · ${ap.run?.started_by?.name || "?"}`) : null,
     ap.expires_at ? countdown : h("span", { class: "muted small" }, "No deadline · asked ", timeEl(ap.requested_at)));
@@ -282,6 +294,7 @@ function buildInboxItem(ap) {
 const inboxNodes = new Map(); // approval id -> built item
 
 function renderInbox() {
+  mentions.render(client ? client.inbox : null);
   const items = client ? inboxList(client.inbox).sort(byDeadline) : [];
   const count = $("inbox-count");
   setText(count, String(items.length));
@@ -412,6 +425,8 @@ function renderRuns() {
   const shown = $("f-mine").checked ? runs.filter((r) => waiting.has(r.run_id)) : runs;
   const filtered = Object.values(runsFilter()).some(Boolean) || $("f-mine").checked;
   $("runs-empty").hidden = shown.length > 0 || !me;
+  $("runs-outside").hidden = !runsOutside;
+  setText($("runs-outside"), `${runsOutside} change${runsOutside === 1 ? "" : "s"} in older runs not listed here`);
   setText($("runs-empty"), filtered ? "No runs match these filters." : "No runs yet.");
   $("runs").replaceChildren(...shown.map((r) => runLink(r, waiting)));
 }
@@ -442,6 +457,7 @@ function openRun(runId, approvalId = null) {
   if (view) view.sub.unsubscribe();
   $("transcript").replaceChildren();
   $("decide-cards").replaceChildren();
+  discussion.reset();
   $("decide-done").replaceChildren();
   $("history-lost").hidden = true;
   const nodes = new Map();
@@ -585,6 +601,7 @@ function render() {
   renderParticipants(view.sub.presence);
   renderOutcome(s);
   renderTranscript(s);
+  discussion.update(s);
   if (!gone) renderConversation(s, { runId: view.runId, me, client, talk: agents.find((a) => a.name === s.agent)?.talk });
   if (view.lastStatus !== s.status) {
     if (view.lastStatus && TERMINAL.includes(s.status)) setText($("run-announce"), `Run ${s.status}.`);
@@ -1024,8 +1041,10 @@ function buildApproval(approvalId) {
       v.confirmations.set(approvalId, { decision: "approve", reason: reason.value.trim() || undefined, outcome: "decided" });
       if (view === v) scheduleRender();
     }));
+  const thread = threadView(talkCtx, approvalId, { approvalId, title: "Discussion" }); // beside the decision, and after it
   const el = h("article", { class: "item approval", dataset: { kind: "approval", testid: "approval", approvalId } },
-    h("div", { class: "ap-head" }, title, chip), context, says, desc, argsBox, policy, why, deadline, votes, verdict, state, error, actions);
+    h("div", { class: "ap-head" }, title, chip), context, says, desc, argsBox, policy, why, deadline, votes, verdict, state, error, actions,
+    thread.el);
   let argsKey = null;
   let descKey = null;
 
@@ -1045,6 +1064,7 @@ function buildApproval(approvalId) {
     update(it, s) {
       const ap = s.approvals[approvalId];
       if (!ap) return;
+      thread.update(s);
       const online = client?.status === "open";
       el.dataset.status = ap.status;
       el.classList.toggle("open", ap.status === "pending" && !TERMINAL.includes(s.status));

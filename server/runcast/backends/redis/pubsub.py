@@ -26,6 +26,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 
 from ... import metrics
+from ...looplag import LAG
 from ...protocol import Event
 from ..base import LogTrimmed, OnEntry, OnEvents, OnResync, OnSignal, Subscription
 
@@ -157,13 +158,27 @@ class LiveFeed:
         if first:
             await self._place(ch)  # while disconnected, the shard's reader subscribes on reconnect
         try:
-            await asyncio.wait_for(ch.ready.wait(), self.subscribe_timeout)
+            await self._until_ready(ch)
         except BaseException as exc:
             await sub.close()
             if isinstance(exc, asyncio.TimeoutError):
                 raise RedisConnectionError(f"no answer from Redis to SUBSCRIBE {name.decode()}") from None
             raise
         return sub
+
+    async def _until_ready(self, ch: _Channel) -> None:
+        """Wait for Redis to confirm the subscription: up to `subscribe_timeout` of the loop's responsive time
+        (looplag.py). A hub too busy to read the answer answers late; only a Redis that does not answer is an error."""
+        start = LAG.responsive()
+        while True:
+            left = self.subscribe_timeout - (LAG.responsive() - start)
+            if left <= 0:
+                raise asyncio.TimeoutError
+            try:
+                await asyncio.wait_for(ch.ready.wait(), left)
+                return
+            except asyncio.TimeoutError:
+                continue
 
     async def _remove_callback(self, ch: _Channel, cb: Callable[..., None]) -> None:
         if cb in ch.callbacks:

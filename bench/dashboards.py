@@ -1,0 +1,394 @@
+"""Many runs, many people: N runs at once (2 watchers each) while M dashboards keep the inbox and the run list open.
+
+    python bench/dashboards.py                                   # the grid of issue 24 (long: minutes per row)
+    python bench/dashboards.py --grid memory:50:100,redis:50:100  # smaller rows: backend:N:M
+
+Each row is one sitting per backend: fresh hub(s), then N runs started with the demo agent (two starter connections
+pipeline N/2 `start`s each; every run is watched by two watcher connections), first with no dashboards (the
+baseline), then with M dashboards (approvers subscribed to `subscribe_inbox` and to `subscribe_runs` with limit 50).
+Memory: one hub that runs the worker. Redis: two hubs on one redis-server, the first also runs the worker; the
+clients are spread over both. Quotas off, rate limits off, `--concurrency 512`, `RUNCAST_DEMO_DELAY=0`.
+
+Printed per row, all from the same sitting:
+  - time from the first `start` to every run paused (seen by its watchers), with dashboards and without (ratio);
+  - `inbox.added` p50 / p99 per hub: from the `ts` of the logged `approval.requested` to its arrival at each
+    dashboard; `inbox.removed` p50 / p99 per hub, from the `ts` of the `approval.cancelled` (every run is cancelled
+    over HTTP once all are paused);
+  - hub CPU per dashboard frame: (the hubs' CPU from the first start to all paused, minus the same without
+    dashboards) / dashboard frames received in that time; against the floor: the hubs' CPU per frame while the M
+    dashboard connections watch one run's live events (pre-framed bytes written once per client);
+  - dashboard frames per run per dashboard (inbox.added, inbox.removed, run.status over the whole sitting);
+  - errors (by code) and closes, on every client; starts not acked;
+  - the consistency check: every dashboard's inbox, folded from its frames, against `GET /api/approvals` with its
+    token, once all runs are paused and again at the end.
+Nothing is asserted; the clients (one Python process) share the machine with the hubs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections import Counter
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import websockets
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "server")]
+
+from hubtest import ADMIN, OPERATOR, Process, base_env, free_port, token  # noqa: E402
+from redis_server import RedisServer  # noqa: E402
+
+DEFAULT_GRID = "memory:50:500,memory:500:1000,memory:1000:200,redis:200:500,redis:500:500,redis:500:1000"
+FEED = ("inbox", "inbox.added", "inbox.removed", "runs", "run.status")
+CLK = os.sysconf("SC_CLK_TCK")
+# The hub closes a keep-alive connection idle past its header timeout (10 s): no reuse, no stale connection.
+NO_KEEPALIVE = httpx.Limits(max_keepalive_connections=0)
+
+
+def ts(iso: str) -> float:
+    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+
+
+def cpu_s(pid: int) -> float:
+    """utime + stime of a process (and its reaped children), in seconds."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return sum(int(x) for x in fields[11:15]) / CLK
+
+
+def pct(xs: list[float], p: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(p * len(xs)))] if xs else float("nan")
+
+
+class Conn:
+    """One client: every frame with its arrival time; feed frames folded into an inbox."""
+
+    def __init__(self, ws: Any, hub: int, tok: str) -> None:
+        self.ws, self.hub, self.tok = ws, hub, tok
+        self.frames: list[tuple[float, dict[str, Any]]] = []
+        self.inbox: dict[str, dict[str, Any]] = {}
+        self.added: dict[str, float] = {}  # approval_id -> arrival
+        self.removed: dict[str, float] = {}
+        self.feed_frames = 0
+        self.errors: Counter[str] = Counter()
+        self.closed: int | None = None
+        self.on_frame: Any = None
+        self.task = asyncio.create_task(self._read())
+
+    @classmethod
+    async def open(cls, url: str, hub: int, tok: str) -> "Conn":
+        ws = await websockets.connect(url, subprotocols=["runcast.v1.json"], max_size=None, max_queue=None,
+                                      open_timeout=120, ping_timeout=None)
+        await ws.send(json.dumps({"type": "hello", "token": tok}))
+        json.loads(await ws.recv())
+        return cls(ws, hub, tok)
+
+    async def _read(self) -> None:
+        try:
+            async for msg in self.ws:
+                now = time.time()
+                for line in msg.splitlines() if isinstance(msg, str) else [msg]:
+                    f = json.loads(line)
+                    self._fold(now, f)
+        except websockets.ConnectionClosed as exc:
+            self.closed = exc.rcvd.code if exc.rcvd else 1006
+
+    def _fold(self, now: float, f: dict[str, Any]) -> None:
+        t = f.get("type")
+        if t in FEED:
+            self.feed_frames += t != "inbox" and t != "runs"
+            if t == "inbox":
+                self.inbox = {a["approval_id"]: a for a in f["approvals"]}
+            elif t == "inbox.added":
+                aid = f["approval"]["approval_id"]
+                self.inbox[aid] = f["approval"]
+                self.added.setdefault(aid, now)
+            elif t == "inbox.removed":
+                self.inbox.pop(f["approval_id"], None)
+                self.removed.setdefault(f["approval_id"], now)
+            elif t == "runs":
+                self.frames.append((now, f))
+            return
+        if t == "error":
+            self.errors[f.get("code", "?")] += 1
+        self.frames.append((now, f))
+        if self.on_frame is not None:
+            self.on_frame(self, now, f)
+
+    async def send(self, frame: dict[str, Any]) -> None:
+        await self.ws.send(json.dumps(frame))
+
+    async def close(self) -> None:
+        await self.ws.close()
+        self.task.cancel()
+
+
+async def until(pred: Any, timeout: float, what: str) -> bool:
+    end = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > end:
+            print(f"  (gave up waiting for {what} after {timeout:.0f} s)", flush=True)
+            return False
+        await asyncio.sleep(0.02)
+    return True
+
+
+class Hubs:
+    def __init__(self, backend: str, tmp: Path, redis_url: str | None) -> None:
+        env = base_env(tmp, RUNCAST_DEMO_DELAY="0", RUNCAST_RATE_PER_S="1000000", RUNCAST_RATE_BURST="1000000",
+                       RUNCAST_LOG_LEVEL="WARNING")
+        common = ["--agents", "demo", "--concurrency", "512", "--max-connections", "0", "--max-unauthenticated", "0"]
+        self.procs = []
+        for i in range(1 if backend == "memory" else 2):
+            args = ["serve", "--port", str(free_port()), *common]
+            if redis_url:
+                args += ["--redis", redis_url]
+            if i > 0:
+                args.append("--no-worker")  # the first hub runs the worker
+            self.procs.append(Process(args, env, tmp / f"hub{i}.log", int(args[2])))
+
+    def start(self) -> "Hubs":
+        for p in self.procs:
+            p.start(wait=False)
+        for p in self.procs:
+            p.wait_ready()
+        return self
+
+    def stop(self) -> None:
+        for p in self.procs:
+            p.stop()
+
+    def cpu(self) -> list[float]:
+        return [cpu_s(p.proc.pid) for p in self.procs]  # type: ignore[union-attr]
+
+    def ws(self, i: int) -> str:
+        return self.procs[i % len(self.procs)].ws_url
+
+    def http(self, i: int) -> str:
+        return self.procs[i % len(self.procs)].url
+
+
+async def inbox_check(hubs: Hubs, dashboards: list[Conn]) -> tuple[int, int]:
+    """(dashboards whose inbox matches GET /api/approvals with their token, dashboards checked)."""
+    sem = asyncio.Semaphore(32)
+    ok = 0
+    async with httpx.AsyncClient(timeout=60, limits=NO_KEEPALIVE) as http:
+        async def one(d: Conn) -> bool:
+            async with sem:
+                r = await http.get(hubs.http(d.hub) + "/api/approvals?open=1", headers={"Authorization": f"Bearer {d.tok}"})
+            return r.status_code == 200 and {a["approval_id"] for a in r.json()["approvals"]} == set(d.inbox)
+
+        for good in await asyncio.gather(*(one(d) for d in dashboards)):
+            ok += good
+    return ok, len(dashboards)
+
+
+async def sitting(backend: str, n: int, m: int, redis_url: str | None, floor: bool) -> dict[str, Any]:
+    """One sitting: fresh hubs, M dashboards, N runs. Returns the figures of the row."""
+    tmp = Path(tempfile.mkdtemp(prefix=f"runcast-bench-dash-{backend}-"))
+    if redis_url:
+        import redis as sync_redis
+
+        sync_redis.Redis.from_url(redis_url).flushall()
+    hubs = Hubs(backend, tmp, redis_url).start()
+    nh = len(hubs.procs)
+    out: dict[str, Any] = {"hubs": nh}
+    try:
+        dashboards = []
+        for i in range(m):
+            dashboards.append(await Conn.open(hubs.ws(i), i % nh, token(f"dash{i}", ["approver"], name=f"Dash {i}", ttl=7200)))
+        for i, d in enumerate(dashboards):
+            await d.send({"type": "subscribe_inbox", "id": "i"})
+            await d.send({"type": "subscribe_runs", "id": "r", "limit": 50})
+        await until(lambda: all(sum(1 for _, f in d.frames if f["type"] == "runs") for d in dashboards), 300, "dashboards' snapshots")
+        pool = max(2, n // 5)
+        watchers = [await Conn.open(hubs.ws(i), i % nh, ADMIN) for i in range(pool)]
+        starters = [await Conn.open(hubs.ws(i), i % nh, OPERATOR) for i in range(2)]
+        run_ids: list[str] = []
+        requested: dict[str, tuple[str, float]] = {}  # run_id -> (approval_id, ts of approval.requested)
+        paused_at: dict[str, float] = {}
+        closed_ts: dict[str, float] = {}  # approval_id -> ts of approval.cancelled / decided
+        unanswered = {"start": 0}
+
+        def on_watch(c: Conn, now: float, f: dict[str, Any]) -> None:
+            t = f.get("type")
+            if t == "approval.requested":
+                requested.setdefault(f["run_id"], (f["data"]["approval_id"], ts(f["ts"])))
+                paused_at.setdefault(f["run_id"], now)
+            elif t in ("approval.cancelled", "approval.decided", "approval.expired"):
+                closed_ts.setdefault(f["data"]["approval_id"], ts(f["ts"]))
+
+        acks: list[dict[str, Any]] = []
+
+        def on_start(c: Conn, now: float, f: dict[str, Any]) -> None:
+            if f.get("type") == "ack" and "run_id" in f:
+                rid = f["run_id"]
+                run_ids.append(rid)
+                k = len(run_ids) - 1
+                for w in (watchers[(2 * k) % pool], watchers[(2 * k + 1) % pool]):
+                    asyncio.ensure_future(w.send({"type": "subscribe", "run_id": rid}))
+            acks.append(f)
+
+        for w in watchers:
+            w.on_frame = on_watch
+        for s in starters:
+            s.on_frame = on_start
+        cpu0 = hubs.cpu()
+        me0 = time.process_time()
+        frames0 = sum(d.feed_frames for d in dashboards)
+        t0 = time.time()
+        for j, s in enumerate(starters):
+            k = n // 2 + (n % 2 if j == 0 else 0)
+            for i in range(k):
+                await s.ws.send(json.dumps({"type": "start", "id": f"s{j}-{i}", "agent": "demo", "input": "bench"}))
+        await until(lambda: len(acks) >= n, 600, "every start answered")
+        await until(lambda: len(paused_at) >= len(run_ids), 900, "every run paused")
+        t_paused = max(paused_at.values(), default=t0) - t0
+        cpu1 = hubs.cpu()
+        out["clients_cpu"] = time.process_time() - me0
+        frames1 = sum(d.feed_frames for d in dashboards)
+        out["paused_s"] = t_paused
+        out["starts_acked"] = len(run_ids)
+        unanswered["start"] = n - len(acks)
+        out["start_errors"] = Counter(f.get("code") for f in acks if f.get("type") == "error")
+        out["cpu_run"] = [b - a for a, b in zip(cpu0, cpu1)]
+        out["dash_frames_run"] = frames1 - frames0
+        if m:
+            aids = {a for a, _ in requested.values()}
+            await until(lambda: all(aids <= set(d.added) for d in dashboards), 120, "every inbox.added")
+            await asyncio.sleep(1.0)
+            out["check_paused"] = await inbox_check(hubs, dashboards)
+            added: dict[int, list[float]] = {}
+            for d in dashboards:
+                for aid, t_req in requested.values():
+                    if aid in d.added:
+                        added.setdefault(d.hub, []).append(d.added[aid] - t_req)
+            out["added"] = added
+        # Every run cancelled over HTTP: each approval leaves every inbox.
+        sem = asyncio.Semaphore(16)
+        async with httpx.AsyncClient(timeout=120, limits=NO_KEEPALIVE) as http:
+            async def cancel(i: int, rid: str) -> None:
+                async with sem:
+                    await http.post(hubs.http(i) + f"/api/runs/{rid}/cancel", json={},
+                                    headers={"Authorization": f"Bearer {OPERATOR}"})
+
+            await asyncio.gather(*(cancel(i, rid) for i, rid in enumerate(run_ids)))
+        if m:
+            aids = {a for a, _ in requested.values()}
+            await until(lambda: all(aids <= set(d.removed) for d in dashboards), 300, "every inbox.removed")
+            await until(lambda: aids <= set(closed_ts), 60, "the watchers' approval.cancelled")
+            removed: dict[int, list[float]] = {}
+            for d in dashboards:
+                for aid in aids:
+                    if aid in d.removed and aid in closed_ts:
+                        removed.setdefault(d.hub, []).append(d.removed[aid] - closed_ts[aid])
+            out["removed"] = removed
+            await asyncio.sleep(1.0)
+            out["check_end"] = await inbox_check(hubs, dashboards)
+            out["frames_per_run_dash"] = sum(d.feed_frames for d in dashboards) / max(1, n * m)
+        if floor and m:
+            # The floor: the same M connections watch one run's live events (the run-event fan-out path: pre-framed
+            # bytes, one write per client). The CPU of the same run with nobody watching is taken off.
+            async with httpx.AsyncClient(timeout=60, limits=NO_KEEPALIVE) as http:
+                auth = {"Authorization": f"Bearer {ADMIN}"}
+
+                async def floor_run(watch: bool) -> tuple[float, int]:
+                    r = await http.post(hubs.http(0) + "/api/runs", json={"agent": "demo", "input": "floor"}, headers=auth)
+                    rid = r.json()["run_id"]
+                    if watch:
+                        for d in dashboards:
+                            await d.send({"type": "subscribe", "run_id": rid})
+                        await until(lambda: all(any(f.get("type") == "sync" and f.get("run_id") == rid for _, f in d.frames)
+                                                for d in dashboards), 300, "the floor's subscriptions")
+                    aid = None
+                    while aid is None:
+                        det = (await http.get(hubs.http(0) + f"/api/runs/{rid}", headers=auth)).json()
+                        aid = next((a["approval_id"] for a in det.get("pending_approvals") or []), None)
+                        await asyncio.sleep(0.05)
+                    before = [len(d.frames) for d in dashboards]
+                    c0 = hubs.cpu()
+                    await http.post(hubs.http(0) + f"/api/runs/{rid}/approvals/{aid}", json={"decision": "approve"}, headers=auth)
+                    if watch:
+                        await until(lambda: all(any(f.get("type") == "run.completed" and f.get("run_id") == rid for _, f in d.frames)
+                                                for d in dashboards), 300, "the floor run's end at every dashboard")
+                    else:
+                        while (await http.get(hubs.http(0) + f"/api/runs/{rid}", headers=auth)).json()["status"] != "completed":
+                            await asyncio.sleep(0.01)
+                    c1 = hubs.cpu()
+                    return sum(c1) - sum(c0), sum(len(d.frames) - b for d, b in zip(dashboards, before))
+
+                alone, _ = await floor_run(False)
+                cpu, frames = await floor_run(True)
+                out["floor_us"] = max(0.0, cpu - alone) / max(1, frames) * 1e6
+                out["floor_frames"] = frames
+        conns = dashboards + watchers + starters
+        out["errors"] = sum((c.errors for c in conns), Counter())
+        out["closes"] = Counter(c.closed for c in conns if c.closed is not None)
+        for c in conns:
+            await c.close()
+        logs = "".join(p.log_path.read_text() for p in hubs.procs if p.log_path.exists())
+        out["log_internal"] = logs.count("cannot reach its backend") + logs.count("no answer from Redis")
+    finally:
+        hubs.stop()
+    return out
+
+
+def ms(x: float) -> str:
+    return f"{x * 1000:.0f}"
+
+
+def per_hub(d: dict[int, list[float]]) -> str:
+    return "; ".join(f"hub{h} {ms(statistics.median(xs))} / {ms(pct(xs, .99))}" for h, xs in sorted(d.items())) or "-"
+
+
+async def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--grid", default=DEFAULT_GRID, help="comma-separated backend:N:M rows (default: the issue's grid)")
+    ap.add_argument("--no-floor", action="store_true", help="skip the floor measurement")
+    args = ap.parse_args()
+    rows = [(b, int(n), int(m)) for b, n, m in (r.split(":") for r in args.grid.split(","))]
+    redis = None
+    if any(b == "redis" for b, _, _ in rows):
+        redis = RedisServer(persist=False)
+        redis.start()
+    print("| backend | N | M | all paused (no dashboards; ratio; CPU until then) | inbox.added p50 / p99 ms | inbox.removed p50 / p99 ms | "
+          "hub CPU per dashboard frame (floor; ratio) | frames per run per dashboard | errors, closes, starts not acked | "
+          "inboxes = /api/approvals (paused; end) |")
+    print("|---|---:|---:|---|---|---|---|---:|---|---|", flush=True)
+    try:
+        for backend, n, m in rows:
+            url = redis.url if backend == "redis" and redis else None
+            base = await sitting(backend, n, 0, url, floor=False)
+            r = await sitting(backend, n, m, url, floor=not args.no_floor)
+            extra = sum(r["cpu_run"]) - sum(base["cpu_run"])
+            per = extra / max(1, r["dash_frames_run"]) * 1e6
+            floor = r.get("floor_us")
+            cost = f"{per:.1f} µs" + (f" ({floor:.1f} µs; {per / floor:.2f}x)" if floor else "")
+            errs = dict(r["errors"] + base["errors"])
+            print(f"| {backend}{' x' + str(r['hubs']) if r['hubs'] > 1 else ''} | {n} | {m} | "
+                  f"{r['paused_s']:.1f} s ({base['paused_s']:.1f} s; {r['paused_s'] / base['paused_s']:.2f}x; hubs' CPU "
+                  f"{sum(r['cpu_run']):.1f} s vs {sum(base['cpu_run']):.1f} s, clients' {r['clients_cpu']:.1f} s vs "
+                  f"{base['clients_cpu']:.1f} s) | "
+                  f"{per_hub(r.get('added', {}))} | {per_hub(r.get('removed', {}))} | {cost} | "
+                  f"{r.get('frames_per_run_dash', float('nan')):.2f} | errors {errs or 0}, closes {dict(r['closes']) or 0}, "
+                  f"not acked {n - r['starts_acked']} (baseline {n - base['starts_acked']}), log 'internal' {r['log_internal']} | "
+                  f"{'%d/%d' % r['check_paused'] if 'check_paused' in r else '-'}; {'%d/%d' % r['check_end'] if 'check_end' in r else '-'} |",
+                  flush=True)
+    finally:
+        if redis:
+            redis.stop()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
