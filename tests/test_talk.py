@@ -159,7 +159,9 @@ async def test_two_simultaneous_senders_on_two_nodes(hub: Cluster) -> None:
     await wait_turn_done(a, run_id, 1)
     acks = await asyncio.gather(say(a, run_id, "from Ada"), say(b, run_id, "from Otto"))
     assert all(x["type"] == "ack" for x in acks)
-    assert sorted(x["queued"] for x in acks) == [False, True]  # one starts the next turn, the other waits for it
+    # one starts the next turn; the other waits for it, or, when that turn has already completed (the quick agent
+    # answers within milliseconds, and its first delta waits for no window), starts the turn after it
+    assert sorted(x["queued"] for x in acks) in ([False, True], [False, False])
     await wait_turn_done(a, run_id, 3)
     await wait_turn_done(b, run_id, 3)
     log = hub.log_events(run_id)
