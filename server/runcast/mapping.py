@@ -299,6 +299,11 @@ _MERGE_KEY = {"message.delta": "item_id", "reasoning.delta": "item_id", "tool.ar
 class DeltaCoalescer:
     """Merges consecutive deltas of one item that arrive within `window_s`, so a run is not one frame per token.
 
+    A throttle with a leading edge: the first delta of an item (and a delta after a quiet window) goes out at once,
+    since a person waits for the first words of an answer; the deltas that follow within `window_s` of the last
+    one sent are merged into one, sent when the window ends. So at most one delta per item per window, and no delta
+    waits for a window that nothing else shares.
+
     push() returns the events ready to append now; due(now) returns a buffered delta whose window has passed;
     flush() returns whatever is buffered (call it before any non-delta event and at the end of a stream).
     """
@@ -307,7 +312,8 @@ class DeltaCoalescer:
         self.window_s = window_s
         self.max_chars = max_chars
         self._buf: Wire | None = None
-        self._since = 0.0
+        self._key: tuple[str, Any] | None = None  # the item whose window is open
+        self._since = 0.0  # when that window opened (the last delta of the item sent)
 
     @property
     def pending(self) -> bool:
@@ -324,21 +330,32 @@ class DeltaCoalescer:
                 out += self.flush()
                 out.append((kind, data))
                 continue
-            if self._buf is not None and self._buf[0] == kind and self._buf[1][key] == data[key]:
-                self._buf[1]["delta"] += data["delta"]
+            item = (kind, data[key])
+            if item != self._key:  # the first delta of an item: the one before leaves first, this one at once
+                out += self.flush()
+                out.append((kind, dict(data)))
+                self._key, self._since = item, now
+                continue
+            if self._buf is None:
+                self._buf = (kind, dict(data))
             else:
-                out += self.flush()
-                self._buf, self._since = (kind, dict(data)), now
+                self._buf[1]["delta"] += data["delta"]
             if now - self._since >= self.window_s or len(self._buf[1]["delta"]) >= self.max_chars:
-                out += self.flush()
+                out += self._send(now)
         return out
 
     def due(self, now: float) -> list[Wire]:
         if self._buf is not None and now - self._since >= self.window_s:
-            return self.flush()
+            return self._send(now)
         return []
 
+    def _send(self, now: float) -> list[Wire]:
+        """The buffered delta goes out; the item's next window opens now."""
+        buf, self._buf, self._since = self._buf, None, now
+        return [buf] if buf is not None else []
+
     def flush(self) -> list[Wire]:
+        self._key = None  # whatever comes next starts a window of its own
         if self._buf is None:
             return []
         buf, self._buf = self._buf, None

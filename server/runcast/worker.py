@@ -37,6 +37,7 @@ apply = functools.partial(_apply, observe=metrics.observe_events)
 log = logging.getLogger("runcast.worker")
 _END = object()
 HISTORY_KEY = "runcast_history"  # a saved conversation (to_input_list), in the same place as a pause's RunState
+AGENT_KEY = "runcast_agent"  # with it: the name of the agent that ended the turn (the run's current agent)
 TRACE_FLUSH_S = 5.0  # how long a stopping worker waits for its last traces to be exported (--tracing openai)
 
 
@@ -94,6 +95,7 @@ class Worker:
         self.active: dict[str, Any] = {}  # run_id -> RunResultStreaming
         self._cancel_asked: dict[str, str] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._acks: set[asyncio.Task[Any]] = set()  # job acks under way (kept: a task nobody holds may be collected)
         self._loop_task: asyncio.Task[Any] | None = None
         self._signals: Subscription | None = None
         self._slots = asyncio.Semaphore(concurrency)
@@ -108,9 +110,9 @@ class Worker:
         self._stopping = True
         if self._loop_task:
             self._loop_task.cancel()
-        for t in list(self._tasks):
+        for t in [*self._tasks, *self._acks]:
             t.cancel()
-        await asyncio.gather(*self._tasks, *( [self._loop_task] if self._loop_task else []), return_exceptions=True)
+        await asyncio.gather(*self._tasks, *self._acks, *( [self._loop_task] if self._loop_task else []), return_exceptions=True)
         if self._signals:
             await self._signals.close()
         if self.tracing == "openai":
@@ -201,7 +203,12 @@ class Worker:
             log.info("job %s/%s for %s skipped: %s", job.kind, job.segment, job.run_id, err.message)
             await self.backend.ack_job(job)
             return
-        await self.backend.ack_job(job)
+        # The claim is what makes the job ours; the ack (a round trip to Redis) only tidies the queue, so it runs
+        # beside the segment rather than before its first event. (One never acked is handed out again after
+        # job_idle_s, its claim then fails, and that worker acks it.)
+        ack = asyncio.create_task(self.backend.ack_job(job), name=f"runcast-ack-{job.run_id}")
+        self._acks.add(ack)
+        ack.add_done_callback(self._acks.discard)
         assert tr is not None
         rec = tr.record
         renewer = asyncio.create_task(self._renew(rec.run_id)) if self.lease_s else None
@@ -275,36 +282,45 @@ class Worker:
             await self._finish(rec.run_id, "failed", {"code": "unknown_agent", "message": f"this worker has no agent {rec.agent!r}"})
             return
         run_input: Any = rec.input
+        current_agent: str | None = None  # the agent the run's watchers already know (not announced again)
         if job.kind == "resume":
             run_input = await self._load_and_decide(rec, spec)
             if run_input is None:
                 return
         elif job.kind == "turn":
-            history = await self._load_history(rec)
-            if history is None:
+            loaded = await self._load_history(rec)
+            if loaded is None:
                 return
+            history, current_agent = loaded
             run_input = conversation.turn_input(history, rec)
         context = {"run_id": rec.run_id, "started_by": rec.started_by} if job.kind != "resume" else None
         result = Runner.run_streamed(spec.agent, run_input, context=context, run_config=RunConfig(tracing_disabled=self.tracing == "off"))
         self.active[rec.run_id] = result
         if rec.run_id in self._cancel_asked:
             result.cancel(mode=self._cancel_asked.pop(rec.run_id))  # type: ignore[arg-type]
-        mapper = EventMapper(current_agent=result.current_agent.name if job.kind == "resume" else None)
+        if job.kind == "resume":
+            current_agent = result.current_agent.name
+        mapper = EventMapper(current_agent=current_agent)
         error = await self._pump(rec.run_id, result, mapper)
         await self._end_segment(rec.run_id, spec, result, mapper, error)
 
-    async def _load_history(self, rec: RunRecord) -> list[Any] | None:
-        """The conversation as the last turn left it (saved by `_end_segment` before that turn completed)."""
+    async def _load_history(self, rec: RunRecord) -> tuple[list[Any], str | None] | None:
+        """The conversation as the last turn left it (saved by `_end_segment` before that turn completed), and the
+        agent that ended it: a turn that starts with that same agent does not log `agent.updated` again (one event,
+        and one write to every watcher, fewer before the turn's first delta)."""
         saved = await self._retry(f"run {rec.run_id}", lambda: self.backend.load_state(rec.run_id))
-        history = json.loads(saved).get(HISTORY_KEY) if saved else None
+        doc = json.loads(saved) if saved else {}
+        history = doc.get(HISTORY_KEY)
         if not isinstance(history, list):
             await self._finish(rec.run_id, "failed", {"code": "state_missing", "message": "the saved conversation of this run is gone"})
             return None
-        return history
+        agent = doc.get(AGENT_KEY)
+        return history, agent if isinstance(agent, str) else None
 
     async def _save_history(self, run_id: str, segment: int, result: Any) -> None:
         """Keep the whole conversation for the next turn, in the backend (any worker continues it)."""
-        saved = json.dumps({HISTORY_KEY: result.to_input_list()}, separators=(",", ":"), default=_json_output)
+        last = getattr(getattr(result, "last_agent", None), "name", None)
+        saved = json.dumps({HISTORY_KEY: result.to_input_list(), AGENT_KEY: last}, separators=(",", ":"), default=_json_output)
         await self._retry(f"run {run_id}", lambda: self.backend.save_state(run_id, segment, saved))
 
     async def _load_and_decide(self, rec: RunRecord, spec: AgentSpec) -> Any:
