@@ -34,11 +34,12 @@ test: install system-deps
 	$(BIN)/python -m pytest -q
 	@if [ -f client_js/package.json ]; then cd client_js && npm ci --no-audit --no-fund --loglevel=error && RUNCAST_BIN=$(CURDIR)/$(BIN)/runcast npm test; fi
 
-# The code's shape (issue 22): the import-linter contracts (the layers, a core without I/O), ruff's lint rules and
-# mypy (strict on the sans-I/O core), all configured in pyproject.toml. Fast, so they run before the tests.
+# The code's shape (issue 22): the import-linter contracts (the layers, a core without I/O), ruff's lint rules, its
+# format check, and mypy (strict on the sans-I/O core), all configured in pyproject.toml. Fast, so they run before the tests.
 lint: install
 	$(BIN)/lint-imports
 	$(BIN)/ruff check server/
+	$(BIN)/ruff format --check server/ tests/ bench/
 	$(BIN)/mypy
 
 bench: install system-deps

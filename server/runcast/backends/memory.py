@@ -213,6 +213,7 @@ class MemoryBackend(Backend):
             starts.append(now)
             open_.add(run_id)
         return refusal
+
     # ---- presence
     def _seen(self, run_id: str, entry: dict[str, Any], now: float) -> None:
         rec = self._watched.setdefault(run_id, {}).setdefault(entry["sub"], {"sub": entry["sub"], "first_seen": now})
@@ -247,7 +248,9 @@ class MemoryBackend(Backend):
         if removed:
             self._bump(run_id)
 
-    async def presence_read(self, run_id: str, known_version: int | None = None) -> tuple[int, dict[str, dict[str, Any]] | None]:
+    async def presence_read(
+        self, run_id: str, known_version: int | None = None
+    ) -> tuple[int, dict[str, dict[str, Any]] | None]:
         now = time.time()
         live = self._presence.get(run_id, {})
         gone = [cid for cid, (exp, _) in live.items() if exp <= now]
@@ -261,7 +264,9 @@ class MemoryBackend(Backend):
         return v, {cid: dict(e) for cid, (_, e) in live.items()}
 
     async def watched(self, run_id: str) -> list[dict[str, Any]]:
-        return sorted((dict(r) for r in self._watched.get(run_id, {}).values()), key=lambda r: (r["first_seen"], r["sub"]))
+        return sorted(
+            (dict(r) for r in self._watched.get(run_id, {}).values()), key=lambda r: (r["first_seen"], r["sub"])
+        )
 
     # ---- timers
     async def due_runs(self, now: float) -> list[str]:
@@ -269,7 +274,9 @@ class MemoryBackend(Backend):
         out = []
         for rid, rec in self._records.items():
             d = rec.deadline()
-            if (d is not None and d <= now) or (rec.status == "running" and rec.lease_until is not None and rec.lease_until <= now):
+            if (d is not None and d <= now) or (
+                rec.status == "running" and rec.lease_until is not None and rec.lease_until <= now
+            ):
                 out.append(rid)
         return out
 
