@@ -375,6 +375,25 @@ def openapi() -> dict[str, Any]:
                                                                          "text/csv": {"schema": _STR}}}}
                     | _errors(*auth_errors)},
         },
+        "/api/audit": {
+            "get": {"operationId": "auditAcrossRuns",
+                    "summary": "Settled approvals across runs, newest first (JSON, or CSV with format=csv; audit.py)",
+                    "parameters": [
+                        _param("since", "query", {"type": "string", "format": "date-time", "maxLength": 40}),
+                        _param("until", "query", {"type": "string", "format": "date-time", "maxLength": 40}),
+                        *(_param(n, "query", {"type": "string", "maxLength": 200}) for n in ("person", "agent", "tool")),
+                        _param("outcome", "query", {"enum": ["approved", "rejected", "expired", "cancelled"]}),
+                        _param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 1000}),
+                        _param("cursor", "query", {"type": "string", "maxLength": 1000,
+                                                   "description": "the `next` of the previous page"}),
+                        _param("format", "query", {"enum": ["json", "csv"]})],
+                    "responses": {"200": {"description": "OK", "content": {
+                        "application/json": {"schema": _obj(["entries", "next"],
+                                                            entries={"type": "array", "items": _OBJ},
+                                                            next={"type": ["string", "null"]})},
+                        "text/csv": {"schema": _STR}}}}
+                    | _errors(*auth_errors)},
+        },
         "/api/runs/{run_id}/comments": {
             "post": {"operationId": "comment", "summary": "Comment on a run or an approval (the `comment` command)",
                      "parameters": [run_id], "requestBody": _body("comment", ("run_id",), schemas) | {"required": True},
