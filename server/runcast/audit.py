@@ -21,12 +21,11 @@ characters beyond U+FFFF). Arguments that are not JSON at all are hashed as thei
 
 from __future__ import annotations
 
-import base64
-import binascii
 import csv
 import hashlib
 import io
 import json
+import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Awaitable, Callable
@@ -285,12 +284,16 @@ ENTRY_COLUMNS = ["settled_at", "outcome", "run_id", "approval_id", "agent", "too
                  "requested_at", "link"]
 
 
+_LEAP_SECOND = re.compile(r"(T\d\d:\d\d:)60")
+
+
 def _ms(iso: str | None) -> int | None:
+    """An ISO 8601 / RFC 3339 time as epoch ms (`t`/`z` in either case; a leap second :60 read as :59)."""
     if not iso:
         return None
     try:
-        dt = datetime.fromisoformat(iso.replace("Z", "+00:00"))
-    except ValueError:
+        dt = datetime.fromisoformat(_LEAP_SECOND.sub(r"\g<1>59", iso.upper()).replace("Z", "+00:00"))
+    except (ValueError, OverflowError):
         return None
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=timezone.utc)
@@ -381,20 +384,21 @@ def parse_time(field: str, raw: str) -> int:
     return ms
 
 
+# A cursor is a position in the index (the last entry of a page): its score and its member's UTF-8 as hex. Any
+# well-formed one is a position (CURSOR_PATTERN); clients treat it as opaque.
+CURSOR_PATTERN = r"^[0-9]{1,16}\.(?:[0-9a-f]{2}){0,400}$"
+_CURSOR = re.compile(CURSOR_PATTERN)
+
+
 def encode_cursor(last: tuple[int, str]) -> str:
-    return base64.urlsafe_b64encode(json.dumps([last[0], last[1]]).encode()).decode().rstrip("=")
+    return f"{last[0]}.{last[1].encode('utf-8').hex()}"
 
 
 def decode_cursor(raw: str) -> tuple[int, str]:
-    try:
-        if len(raw) > 1000:
-            raise ValueError
-        s, m = json.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
-        if not isinstance(s, int) or isinstance(s, bool) or not isinstance(m, str):
-            raise ValueError
-        return s, m
-    except (ValueError, TypeError, UnicodeDecodeError, binascii.Error):
-        raise _bad("cursor", "'cursor' is not one this hub gave out: pass the `next` of the previous page") from None
+    if not _CURSOR.match(raw):
+        raise _bad("cursor", "'cursor' is not one this hub gave out: pass the `next` of the previous page")
+    s, m = raw.split(".", 1)
+    return int(s), bytes.fromhex(m).decode("utf-8", errors="replace")
 
 
 def parse_query(params: Any, limit: int) -> Query:

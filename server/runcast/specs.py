@@ -296,6 +296,8 @@ _STATUSES = f"^(?:{_STATUS}(?:,{_STATUS})*)?$"
 
 
 def openapi() -> dict[str, Any]:
+    from .audit import CURSOR_PATTERN
+
     schemas: dict[str, Any] = {}
     run_id = _param("run_id", "path", {"type": "string", "minLength": 1, "maxLength": 128})
     approval_id = _param("approval_id", "path", _ID)
@@ -384,7 +386,7 @@ def openapi() -> dict[str, Any]:
                         *(_param(n, "query", {"type": "string", "maxLength": 200}) for n in ("person", "agent", "tool")),
                         _param("outcome", "query", {"enum": ["approved", "rejected", "expired", "cancelled"]}),
                         _param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 1000}),
-                        _param("cursor", "query", {"type": "string", "maxLength": 1000,
+                        _param("cursor", "query", {"type": "string", "pattern": CURSOR_PATTERN,
                                                    "description": "the `next` of the previous page"}),
                         _param("format", "query", {"enum": ["json", "csv"]})],
                     "responses": {"200": {"description": "OK", "content": {
