@@ -254,6 +254,7 @@ def test_the_record_across_runs_filters_pages_and_reads_on_both_backends(hub: Cl
                           ({"outcome": "maybe"}, "outcome"),
                           ({"limit": "0"}, "limit"), ({"limit": "1001"}, "limit"), ({"limit": "ten"}, "limit"),
                           ({"cursor": "not-a-cursor"}, "cursor"), ({"format": "xml"}, "format"),
-                          ({"person": "x" * 500}, "person")]:
+                          ({"person": "x" * 500}, "person"), ({"until": ""}, "until"), ({"outcome": ""}, "outcome"),
+                          ({"cursor": ""}, "cursor"), ({"format": ""}, "format")]:
         bad = hub.http("GET", "/api/audit", ADMIN, params=params)
         assert (bad.status_code, bad.json()["error"]["code"], bad.json()["error"].get("field")) == (400, "bad_request", field), params

@@ -404,9 +404,10 @@ def decode_cursor(raw: str) -> tuple[int, str]:
 def parse_query(params: Any, limit: int) -> Query:
     """GET /api/audit's filters (a mapping of query parameters) as a Query; nonsense gets bad_request with its field."""
     q = Query(limit=limit)
-    if params.get("since"):
+    # since, until, outcome and cursor given empty are nonsense too (a person, agent or tool given empty: no filter)
+    if params.get("since") is not None:
         q.since_ms = parse_time("since", params["since"])
-    if params.get("until"):
+    if params.get("until") is not None:
         q.until_ms = parse_time("until", params["until"])
     for name in ("person", "agent", "tool"):
         value = params.get(name)
@@ -415,11 +416,11 @@ def parse_query(params: Any, limit: int) -> Query:
                 raise _bad(name, f"'{name}' is over {MAX_FILTER_CHARS} characters")
             setattr(q, name, value)
     outcome = params.get("outcome")
-    if outcome:
+    if outcome is not None:
         if outcome not in OUTCOMES:
             raise _bad("outcome", f"'outcome' must be one of {', '.join(OUTCOMES)}")
         q.outcome = outcome
-    if params.get("cursor"):
+    if params.get("cursor") is not None:
         q.before = decode_cursor(params["cursor"])
     return q
 

@@ -438,7 +438,9 @@ def create_app(hub: Hub) -> Starlette:
         """GET /api/audit: settled approvals across runs, newest first, filtered and paged (audit.py)."""
         from . import audit
 
-        fmt = request.query_params.get("format") or ("csv" if "text/csv" in request.headers.get("accept", "") else "json")
+        fmt = request.query_params.get("format")
+        if fmt is None:
+            fmt = "csv" if "text/csv" in request.headers.get("accept", "") else "json"
         if fmt not in ("json", "csv"):
             raise ProtocolError(ErrorCode.BAD_REQUEST, "format must be json or csv", field="format")
         q = audit.parse_query(request.query_params, api_rules.query_int(request, "limit", *audit.QUERY_LIMIT))
