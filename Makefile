@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test test-python test-js install system-deps bench clean
+.PHONY: demo test test-python test-js lint install system-deps bench clean
 
 # Not silent: the first install takes about a minute, so it says what it does and pip shows each package.
 $(BIN)/.installed: pyproject.toml
@@ -30,8 +30,16 @@ system-deps:
 test: install system-deps
 	cd tests/specs && npm ci --no-audit --no-fund --loglevel=error
 	cd tests/oidc && npm ci --no-audit --no-fund --loglevel=error  # the test OpenID Provider (oidc-provider)
+	$(MAKE) lint
 	$(BIN)/python -m pytest -q
 	@if [ -f client_js/package.json ]; then cd client_js && npm ci --no-audit --no-fund --loglevel=error && RUNCAST_BIN=$(CURDIR)/$(BIN)/runcast npm test; fi
+
+# The code's shape (issue 22): the import-linter contracts (the layers, a core without I/O), ruff's lint rules and
+# mypy (strict on the sans-I/O core), all configured in pyproject.toml. Fast, so they run before the tests.
+lint: install
+	$(BIN)/lint-imports
+	$(BIN)/ruff check server/
+	$(BIN)/mypy
 
 bench: install system-deps
 	$(BIN)/python bench/run.py

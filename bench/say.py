@@ -9,7 +9,8 @@ Each round: one `say` on a completed run (the `quick` fixture agent, a DemoModel
 before the frame is sent to the first `message.delta` of that turn at each watcher; the baseline is
 `Runner.run_streamed(agent, <the same conversation>)` to its first `response.output_text.delta`, in this process.
 Printed: p50 / p95 of both and of the difference (the hub's added latency). `--coalesce` sets RUNCAST_COALESCE_S
-(the worker holds a first delta up to that long to merge the next ones; 0.025 by default). Nothing is asserted.
+(an item's first delta goes out at once; the deltas that follow it within that window are merged; 0.025 by default).
+Nothing is asserted.
 """
 
 from __future__ import annotations

@@ -49,3 +49,12 @@ def test_a_broken_link_fails_the_build(tmp_path: Path) -> None:
     out = build(copy, tmp_path / "site")
     assert out.returncode != 0
     assert "no-such-page.md" in out.stdout + out.stderr
+
+
+def test_the_readme_is_short_and_links_the_docs() -> None:
+    """The README says what Runcast is, shows it, gives the two commands and links the docs; the rest is in docs/."""
+    text = (ROOT / "README.md").read_text()
+    assert len(text.splitlines()) < 150
+    assert "make demo" in text and "make test" in text and "docs/screenshot.png" in text
+    for link in re.findall(r"\]\((docs/[^)#]+)", text):
+        assert (ROOT / link).exists(), link

@@ -124,15 +124,26 @@ def test_every_run_item_name():
 def test_coalescer_merges_fast_deltas_of_one_item_and_keeps_order():
     c = DeltaCoalescer(window_s=0.05)
     d = lambda s, i="m1": ("message.delta", {"item_id": i, "delta": s})  # noqa: E731
-    assert c.push([d("a")], 0.00) == []
+    assert c.push([d("a")], 0.00) == [d("a")]  # an item's first delta waits for nothing
     assert c.push([d("b")], 0.01) == []
-    assert c.due(0.02) == []
-    assert c.due(0.06) == [d("ab")]
-    assert c.push([d("c")], 0.10) == []
-    assert c.push([d("x", "m2")], 0.11) == [d("c")]  # another item: the buffer leaves first
-    out = c.push([("tool.called", {"call_id": "k"})], 0.12)
-    assert out == [d("x", "m2"), ("tool.called", {"call_id": "k"})]  # a non-delta event flushes, order kept
+    assert c.push([d("c")], 0.02) == []
+    assert c.due(0.03) == []
+    assert c.due(0.06) == [d("bc")]  # the rest of the window, as one delta
+    assert c.push([d("e")], 0.10) == []  # within the window that opened when "bc" went out
+    assert c.push([d("x", "m2")], 0.11) == [d("e"), d("x", "m2")]  # another item: the buffer leaves first
+    out = c.push([d("y", "m2"), ("tool.called", {"call_id": "k"})], 0.12)
+    assert out == [d("y", "m2"), ("tool.called", {"call_id": "k"})]  # a non-delta event flushes, order kept
     assert c.flush() == []
+
+
+def test_coalescer_sends_a_delta_after_a_quiet_window_at_once():
+    c = DeltaCoalescer(window_s=0.05)
+    d = lambda s: ("message.delta", {"item_id": "m1", "delta": s})  # noqa: E731
+    assert c.push([d("a")], 0.00) == [d("a")]
+    assert c.deadline() is None  # nothing buffered: no wake-up needed
+    assert c.push([d("b")], 0.20) == [d("b")]  # the item's window had closed: no reason to hold it
+    assert c.push([d("c")], 0.21) == []
+    assert c.deadline() == 0.25
 
 
 def test_coalescer_never_changes_the_text():

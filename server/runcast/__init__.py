@@ -1,4 +1,5 @@
-"""Runcast: a WebSocket hub that fans OpenAI Agents SDK runs out to every watcher, and lets a team approve tool calls."""
+"""Runcast: a WebSocket hub that fans OpenAI Agents SDK runs out to every watcher, and lets a team approve tool
+calls."""
 
 from typing import Any
 

@@ -8,12 +8,32 @@ range or a `bad_request`. Every refusal answers `{"error": {"code", "message", .
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar, get_args
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from .protocol import HTTP_STATUS, MAX_DEPTH, MAX_FRAME_BYTES, Command, ErrorCode, ProtocolError, decode_value, parse_command
+from .protocol import (
+    HTTP_STATUS,
+    MAX_DEPTH,
+    MAX_FRAME_BYTES,
+    Cancel,
+    Comment,
+    Decide,
+    DeleteComment,
+    EditComment,
+    ErrorCode,
+    ProtocolError,
+    Rerun,
+    ResolveThread,
+    Say,
+    Start,
+    Withdraw,
+    decode_value,
+    parse_command,
+)
+
+C = TypeVar("C", Start, Decide, Cancel, Say, Withdraw, Rerun, Comment, EditComment, DeleteComment, ResolveThread)  # the commands the HTTP API takes as a body
 
 MAX_BODY_BYTES = MAX_FRAME_BYTES  # a body is a command: the frame's limit
 LIST_LIMIT = (1, 1000, 50)  # GET /api/runs?limit=: min, max, default
@@ -44,13 +64,17 @@ async def read_body(request: Request, max_bytes: int = MAX_BODY_BYTES) -> bytes:
     return b"".join(chunks)
 
 
-async def command(request: Request, type_: str, defaults: dict[str, Any] | None = None, **path: str) -> Command:
-    """The JSON body as the WebSocket command `type_`, with the path's fields (which win over the body's)."""
+async def command(request: Request, model: type[C], defaults: dict[str, Any] | None = None, **path: str) -> C:
+    """The JSON body as the WebSocket command `model` (Start, Decide, Cancel, Say...), with the path's fields (which win
+    over the body's). Checked by parse_command, as a frame is, so a body gets a frame's error codes and messages."""
     raw = await read_body(request)
     body = decode_value(raw or b"{}", "json", "body", MAX_BODY_BYTES)
     if not isinstance(body, dict):
         raise ProtocolError(ErrorCode.BAD_FRAME, f"body must be a JSON object, got {type(body).__name__}")
-    return parse_command({**(defaults or {}), **body, **path, "type": type_})
+    (type_,) = get_args(model.model_fields["type"].annotation)  # Literal["start"] -> "start"
+    cmd = parse_command({**(defaults or {}), **body, **path, "type": type_})
+    assert isinstance(cmd, model)  # parse_command picks the model by "type", which is model's own
+    return cmd
 
 
 def query_int(request: Request, name: str, lo: int, hi: int, default: int, clamp: bool = False) -> int:

@@ -6,6 +6,7 @@ people, by expiry (auto-reject), or by a cancel of the run. Once settled it neve
 
 from __future__ import annotations
 
+import json
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
@@ -106,7 +107,8 @@ def check_role(ap: Approval, person: Person) -> None:
     if not may_decide(person, ap.policy):
         raise ProtocolError(
             ErrorCode.FORBIDDEN,
-            f"{ap.tool} may be approved only by roles {', '.join(ap.policy.roles)} (or admin); you have {', '.join(person.roles) or 'none'}",
+            f"{ap.tool} may be approved only by roles {', '.join(ap.policy.roles)} (or admin); "
+            f"you have {', '.join(person.roles) or 'none'}",
         )
 
 
@@ -169,15 +171,14 @@ def vote(
             "tally": tally,
         }
         if arguments is not None and decision == "approve":
-            from .edits import changes
-
             ap.approved_arguments = arguments
             ap.decided |= {"arguments": arguments, "original_arguments": ap.arguments,
                            "changes": changes(ap.arguments, arguments)}
         if ap.policy.quorum > 1:
             ap.decided["voters"] = [{"sub": v.sub, "name": v.name, "decision": v.decision} for v in ap.votes]
         return "decided", [("approval.decided", dict(ap.decided))]
-    data = {"approval_id": ap.approval_id, "by": person.ref(), "decision": decision, "reason": reason, "tally": tally}
+    data: dict[str, Any] = {"approval_id": ap.approval_id, "by": person.ref(), "decision": decision, "reason": reason,
+                            "tally": tally}
     if not counted:
         data["counted"] = False
     return "voted", [("approval.voted", data)]
@@ -210,3 +211,14 @@ def cancel(ap: Approval) -> list[tuple[str, dict[str, Any]]]:
     ap.status = "cancelled"
     ap.settled_at = now_iso()
     return [("approval.cancelled", {"approval_id": ap.approval_id})]
+
+
+def changes(original: str, edited: str) -> list[dict[str, Any]]:
+    """The difference of two argument objects, key by key: [{key, from, to}] (a missing key is null), sorted by key."""
+    try:
+        a = json.loads(original) if original else {}
+    except ValueError:
+        a = {}
+    b = json.loads(edited)
+    a = a if isinstance(a, dict) else {}
+    return [{"key": k, "from": a.get(k), "to": b.get(k)} for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]

@@ -30,8 +30,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Awaitable, Callable
 
-from .approvals import Approval
-from .edits import changes
+from .approvals import Approval, changes
 from .protocol import ErrorCode, ProtocolError, now_iso
 from .runs import RunRecord
 
@@ -68,7 +67,7 @@ def _by_call(events: list[dict[str, Any]], type_: str) -> dict[str, dict[str, An
     return out
 
 
-def _by_approval(events: list[dict[str, Any]], type_: str) -> dict[str, dict[str, Any]]:
+def _by_approval(events: list[dict[str, Any]], type_: str) -> dict[str | None, dict[str, Any]]:
     return {(e.get("data") or {}).get("approval_id"): e for e in events if e.get("type") == type_}
 
 
@@ -116,7 +115,7 @@ def _approval(ap: Approval, outputs: dict[str, dict[str, Any]], expired: dict[An
     out = outputs.get(ap.call_id)
     ran = outcome == "approved" and out is not None
     execution: dict[str, Any] = {"ran": ran}
-    if ran:
+    if ran and out is not None:
         execution |= {"at": out["ts"], "seq": out["seq"], "output": out["data"].get("output"),
                       "truncated": bool(out["data"].get("truncated"))}
     else:
@@ -200,7 +199,8 @@ CSV_COLUMNS = [
 
 
 def rows(audit: dict[str, Any]) -> list[dict[str, Any]]:
-    """One row per vote; an approval nobody voted on (expired, cancelled, open) still gets one row, vote columns empty."""
+    """One row per vote; an approval nobody voted on (expired, cancelled, open) still gets one row, vote columns
+    empty."""
     run = audit["run"]
     out = []
     for ap in audit["approvals"]:

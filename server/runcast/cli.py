@@ -21,7 +21,7 @@ log = logging.getLogger("runcast")
 TRANSPORT_MAX_FRAME = 1024 * 1024  # a frame over this closes the socket with 1009
 
 
-def _registry(args: argparse.Namespace):  # noqa: ANN202
+def _registry(args: argparse.Namespace):
     from .demo import demo_registry
     from .registry import Registry
 
@@ -36,7 +36,7 @@ def _registry(args: argparse.Namespace):  # noqa: ANN202
     return reg
 
 
-def _backend(args: argparse.Namespace):  # noqa: ANN202
+def _backend(args: argparse.Namespace):
     if args.redis:
         try:
             from .backends.redis import RedisBackend
@@ -48,7 +48,7 @@ def _backend(args: argparse.Namespace):  # noqa: ANN202
     return MemoryBackend(max_log=args.max_log or None, retention_s=args.retention if args.retention > 0 else None)
 
 
-def _webhooks(args: argparse.Namespace, registry, default_public_url: str | None = None):  # noqa: ANN001, ANN202
+def _webhooks(args: argparse.Namespace, registry, default_public_url: str | None = None):
     """The webhook configuration from the flags (see webhooks.py); exits with a message when it cannot work."""
     from . import webhooks
 
@@ -129,7 +129,7 @@ def _bind(host: str, port: int, reuse_port: bool = False) -> socket.socket:
     return sock
 
 
-def _jwt_config(args: argparse.Namespace):  # noqa: ANN202
+def _jwt_config(args: argparse.Namespace):
     """--jwks-url and its companions, checked now (a hub that cannot verify anyone should not start)."""
     from urllib.parse import urlsplit
 
@@ -187,7 +187,7 @@ def _dev_secret() -> str:
     return value
 
 
-def _oidc_config(args: argparse.Namespace):  # noqa: ANN202
+def _oidc_config(args: argparse.Namespace):
     """--oidc-issuer and its companions, checked now: a hub whose sign-in cannot work should say so at start."""
     from urllib.parse import urlsplit
 
@@ -221,7 +221,7 @@ def _oidc_config(args: argparse.Namespace):  # noqa: ANN202
                       scopes=args.oidc_scopes, cli_client_id=args.oidc_cli_client_id or None)
 
 
-def _server(config, hub, drain_s: float):  # noqa: ANN001, ANN202
+def _server(config, hub, drain_s: float):
     """uvicorn's Server, draining on the first SIGTERM / SIGINT: the hub reports not ready for `drain_s` (a load
     balancer or Kubernetes stops sending it clients), then uvicorn stops accepting, closes every WebSocket with 1012
     and waits up to its graceful-shutdown timeout for the connections to end. A second signal exits at once."""
@@ -232,7 +232,7 @@ def _server(config, hub, drain_s: float):  # noqa: ANN001, ANN202
     class DrainingServer(uvicorn.Server):
         _drain_at: float | None = None
 
-        def handle_exit(self, sig, frame) -> None:  # noqa: ANN001
+        def handle_exit(self, sig, frame) -> None:
             first = not hub.draining
             hub.drain()
             if first and drain_s > 0:
@@ -259,7 +259,7 @@ def serve(args: argparse.Namespace) -> None:
     if args.processes > 1 or args.worker_process:
         from .processes import supervise
 
-        supervise(args, args.argv, _print_links)
+        supervise(args, args.argv, _print_links, _dev_secret)
         return
     _setup(args)
     secret = os.environ.get("RUNCAST_SECRET")
@@ -342,6 +342,7 @@ def serve(args: argparse.Namespace) -> None:
     print(f"runcast {__version__}: {hub.backend.name} backend, {'hub + worker' if settings.run_worker else 'hub only'}, "
           f"agents: {', '.join(hub.registry.names())}", flush=True)
     if demo and not args.reuse_port:  # (a child of --processes: the supervisor printed it)
+        assert secret is not None  # the demo made one above
         _print_links(secret, args)
     config = uvicorn.Config(
         app,
@@ -368,7 +369,7 @@ def serve(args: argparse.Namespace) -> None:
     _server(config, hub, args.drain_delay).run(sockets=[sock])
 
 
-def _worker_http(args: argparse.Namespace, w, backend, draining: asyncio.Event):  # noqa: ANN001, ANN202
+def _worker_http(args: argparse.Namespace, w, backend, draining: asyncio.Event):
     """A worker's own small HTTP server: /metrics, /healthz (the event loop answers) and /readyz (Redis answers and
     the worker is not draining), for Prometheus and Kubernetes probes."""
     import uvicorn
@@ -381,13 +382,13 @@ def _worker_http(args: argparse.Namespace, w, backend, draining: asyncio.Event):
 
     registry = worker_registry(w)
 
-    async def metrics(request):  # noqa: ANN001, ANN202
+    async def metrics(request):
         return Response(generate_latest(registry), media_type=CONTENT_TYPE)
 
-    async def healthz(request):  # noqa: ANN001, ANN202
+    async def healthz(request):
         return PlainTextResponse("ok")
 
-    async def readyz(request):  # noqa: ANN001, ANN202
+    async def readyz(request):
         if draining.is_set():
             return PlainTextResponse("draining", status_code=503)
         ok = await backend.ping()
@@ -398,7 +399,7 @@ def _worker_http(args: argparse.Namespace, w, backend, draining: asyncio.Event):
                             log_level=os.environ.get("RUNCAST_UVICORN_LOG", "warning"))
     class QuietServer(uvicorn.Server):
         @contextlib.contextmanager
-        def capture_signals(self):  # noqa: ANN202 - the worker handles SIGTERM itself (it drains)
+        def capture_signals(self):
             yield
 
     return QuietServer(config)
@@ -612,8 +613,9 @@ def main(argv: list[str] | None = None) -> None:
     ws.set_defaults(func=webhook_secret)
 
     from .terminal import add_commands  # runs, start, approvals, approve, reject, watch, audit: clients of a hub
+    from .terminal_talk import add_talk_commands  # say, withdraw, rerun (issue 20)
 
-    add_commands(sub)
+    add_commands(sub, add_talk_commands)
     from .login import add_commands as add_login  # login, whoami, logout: the terminal's sign-in
 
     add_login(sub)

@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import re
 import secrets
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from pydantic import BaseModel, Field
 
@@ -87,12 +88,12 @@ def parse_mentions(text: str, people: Iterable[dict[str, Any]]) -> list[dict[str
     unknown: list[str] = []
     for m in _HANDLE.finditer(text):
         h = m.group(1).rstrip(".-")
-        ref = index.get(h.lower())
-        if ref is None:
+        found_ref = index.get(h.lower())
+        if found_ref is None:
             if "@" + h not in unknown:
                 unknown.append("@" + h)
         else:
-            found.setdefault(ref["sub"], ref)
+            found.setdefault(found_ref["sub"], found_ref)
     if unknown:
         raise ProtocolError(ErrorCode.BAD_REQUEST, f"{', '.join(unknown)}: nobody who watches, watched or may decide "
                             "this run has that name", field="text", unknown_mentions=unknown)

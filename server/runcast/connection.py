@@ -8,14 +8,18 @@ import secrets
 import time
 import weakref
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from . import __version__, auth
 from . import metrics as prom
+from .auth import Authenticator, Identity
+from .fanout import Batch
+from .presence import entry_of
 from .protocol import (
     Ack,
+    Cancel,
     CloseCode,
     Comment,
     Decide,
@@ -29,7 +33,9 @@ from .protocol import (
     Ping,
     Pong,
     ProtocolError,
+    Rerun,
     ResolveThread,
+    Say,
     Start,
     Subscribe,
     SubscribeInbox,
@@ -37,11 +43,9 @@ from .protocol import (
     Sync,
     Unsubscribe,
     UnsubscribeFeed,
-    Cancel,
-    Rerun,
-    Say,
-    Withdraw,
+    User,
     Welcome,
+    Withdraw,
     batch_payloads,
     control,
     decode_frame,
@@ -50,13 +54,17 @@ from .protocol import (
     now_iso,
     parse_command,
 )
-from .fanout import Batch
-from .presence import entry_of
 from .replay import Cursor
 from .wire import ASGI_SEND_KEY, AsgiWire, SocketWire, attach, frames
 
 if TYPE_CHECKING:
-    from .hub import Hub
+    from .backends.base import Backend
+    from .fanout import Fanout
+    from .feed import Feeds
+    from .metrics import Metrics
+    from .presence_feed import PresenceFeed
+    from .service import Service
+    from .settings import Settings
 
 log = logging.getLogger("runcast.ws")
 READ_PAGE = 1000
@@ -68,7 +76,7 @@ PROMPT_CEILING = 64
 REPLAY_CHUNK_BYTES = 64 * 1024  # a replay is written this much at a time, whenever the client has room for it
 # Every Connection object still in memory (weakly held): the debug endpoint reports it after gc, so a test can check
 # that no Connection outlives its socket.
-LIVE: "weakref.WeakSet[Connection]" = weakref.WeakSet()
+LIVE: weakref.WeakSet[Connection] = weakref.WeakSet()
 # Frames refused before hello (a client's first frame should be its hello): past this many, close 1008.
 PRE_AUTH_MAX_REFUSALS = 5
 
@@ -112,14 +120,53 @@ class _Close:
 SLOW_REASON = "slow consumer: reconnect and subscribe with since"
 
 
+class Host(Protocol):
+    """What a connection uses from the hub node that holds it (hub.Hub is the one host). A protocol, so that a
+    connection knows its host's shape without importing the hub above it (docs/architecture.md, the layers)."""
+
+    @property
+    def backend(self) -> Backend: ...
+    @property
+    def settings(self) -> Settings: ...
+    @property
+    def auth(self) -> Authenticator: ...
+    @property
+    def service(self) -> Service: ...
+    @property
+    def fanout(self) -> Fanout: ...
+    @property
+    def presence(self) -> PresenceFeed: ...
+    @property
+    def feeds(self) -> Feeds: ...
+    @property
+    def metrics(self) -> Metrics: ...
+
+    async def authenticate_hello(self, conn: Connection, token: str | None) -> Identity:
+        """Who a hello says it is (its token, or the session cookie the WebSocket was opened with)."""
+        ...
+
+    def authenticated(self, conn: Connection) -> None:
+        """The connection's hello succeeded: it no longer counts as waiting for one."""
+        ...
+
+    def unexpected(self, exc: BaseException, what: str) -> ProtocolError:
+        """An error that is not the client's, as the error frame it gets."""
+        ...
+
+    async def subscribe_runs(self, conn: Connection, limit: int, request_id: str | None,
+                             filters: dict[str, str] | None = None) -> None:
+        """The run list: a snapshot, then live `run.status` frames."""
+        ...
+
+
 class Connection:
-    def __init__(self, hub: "Hub", ws: WebSocket, encoding: Encoding) -> None:
+    def __init__(self, hub: Host, ws: WebSocket, encoding: Encoding) -> None:
         self.hub = hub
         self.ws = ws
         self.encoding: Encoding = encoding
         self.id = f"c_{secrets.token_hex(6)}"
         self.identity: auth.Identity | None = None
-        self.cursors: dict[str, Cursor] = {}
+        self.cursors: dict[str, Cursor[Event]] = {}
         self.joined: set[str] = set()  # runs where this connection is in the presence set
         self.batch = False  # the client asked for batched frames in its hello
         self.address = ""  # the client's address (hub.client_address), for the per-address pre-hello share
@@ -254,7 +301,7 @@ class Connection:
         elif cursor.gap() is not None and run_id not in self._fills:
             self._fills[run_id] = asyncio.create_task(self._fill(run_id, cursor))
 
-    async def _fill(self, run_id: str, cursor: Cursor) -> None:
+    async def _fill(self, run_id: str, cursor: Cursor[Event]) -> None:
         """A hole in the live feed (a missed publish): read it from the log."""
         try:
             while (gap := cursor.gap()) is not None and self.cursors.get(run_id) is cursor:
@@ -264,7 +311,7 @@ class Connection:
                 self.send_events(cursor.history(events))
         except ProtocolError as err:
             self.send_error(err, run_id)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             log.warning("gap fill for %s failed: %s", run_id, exc)
         finally:
             self._fills.pop(run_id, None)
@@ -294,7 +341,7 @@ class Connection:
                 return False
             try:
                 payload = await asyncio.wait_for(self._receive(), left)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 self.close(CloseCode.UNAUTHENTICATED, "no valid hello in time")
                 return False
             if payload is None:
@@ -322,7 +369,6 @@ class Connection:
             if transport is not None:  # lift the small pre-auth message limit (transport.py)
                 transport["authenticated"]()
             self.hub.authenticated(self)
-            who = self.identity
             self.batch = cmd.batch
             self._welcome(None)
             return True
@@ -330,7 +376,7 @@ class Connection:
     def _welcome(self, request_id: str | None) -> None:
         who = self.identity
         assert who is not None
-        self.send_control(Welcome(connection_id=self.id, user=who.public(), server=f"runcast/{__version__}",
+        self.send_control(Welcome(connection_id=self.id, user=User.model_validate(who.public()), server=f"runcast/{__version__}",
                                   heartbeat_s=self.hub.settings.heartbeat_s, batch=True if self.batch else None,
                                   expires_at=who.exp, id=request_id, now=now_iso()))
         if self._expiry is not None:
@@ -411,11 +457,11 @@ class Connection:
                     await self._dispatch(cmd)
                 except ProtocolError as err:
                     self._refused(err, cmd.id, time.monotonic())
-                except Exception as exc:  # noqa: BLE001 - a bug or an outage must not take the connection down
-                    err = self.hub.unexpected(exc, f"command {cmd.id or ''} on {self.id}")
+                except Exception as exc:
+                    failure = self.hub.unexpected(exc, f"command {cmd.id or ''} on {self.id}")
                     if cmd.id is not None:
-                        err.detail["id"] = cmd.id
-                    self.send_error(err)
+                        failure.detail["id"] = cmd.id
+                    self.send_error(failure)
         finally:
             self._worker = None
 
@@ -428,10 +474,10 @@ class Connection:
             await self._subscribe(cmd)
         elif isinstance(cmd, Unsubscribe):
             await self._unsubscribe(cmd.run_id)
-            self.send_control(Ack(id=cmd.id, run_id=cmd.run_id))
+            self.send_control(Ack.model_validate({"id": cmd.id, "run_id": cmd.run_id}))
         elif isinstance(cmd, Decide):
             result = await svc.decide(who, cmd.run_id, cmd.approval_id, cmd.decision, cmd.reason, cmd.always, cmd.arguments)
-            self.send_control(Ack(id=cmd.id, run_id=cmd.run_id, **result))
+            self.send_control(Ack.model_validate({"id": cmd.id, "run_id": cmd.run_id, **result}))
         elif isinstance(cmd, Cancel):
             result = await svc.cancel(who, cmd.run_id, cmd.mode)
             self.send_control(Ack(id=cmd.id, **result))
@@ -451,7 +497,8 @@ class Connection:
             result = await svc.resolve_thread(who, cmd.run_id, cmd.thread_id, cmd.resolved)
             self.send_control(Ack(id=cmd.id, **result))
         elif isinstance(cmd, People):
-            self.send_control(Ack(id=cmd.id, run_id=cmd.run_id, people=await svc.people(who, cmd.run_id)))
+            people = await svc.people(who, cmd.run_id)
+            self.send_control(Ack.model_validate({"id": cmd.id, "run_id": cmd.run_id, "people": people}))
         elif isinstance(cmd, Say):
             self.send_control(Ack(id=cmd.id, **await svc.say(who, cmd.run_id, cmd.text)))
         elif isinstance(cmd, Rerun):
@@ -489,7 +536,7 @@ class Connection:
             raise ProtocolError(ErrorCode.BAD_REQUEST, f"field 'since': {since} is past the newest event ({head}) of {run_id}",
                                 run_id=run_id, field="since", head_seq=head)
         old = self.cursors.get(run_id)
-        cursor = self.cursors[run_id] = Cursor(since, self.hub.settings.max_queue)
+        cursor = self.cursors[run_id] = Cursor[Event](since, self.hub.settings.max_queue)
         if old is None:
             await self.hub.fanout.join(run_id, self)
         try:

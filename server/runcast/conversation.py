@@ -85,7 +85,7 @@ def say(rec: RunRecord, person: Person, text: str, message_id: str, policy: Talk
     new = _copy(rec, now)
     new.talk_times = {s: [t for t in ts if t > now - RATE_WINDOW_S] for s, ts in new.talk_times.items()}
     new.talk_times = {s: ts for s, ts in new.talk_times.items() if ts}
-    new.talk_times[person.sub] = recent + [now]
+    new.talk_times[person.sub] = [*recent, now]
     msg = {"message_id": message_id, "by": person.ref(), "text": text, "at": now_iso(now)}
     tr = Transition(new, [("message.said", {**msg, "queued": busy})], [], {"message_id": message_id, "queued": busy})
     if not busy:

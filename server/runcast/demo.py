@@ -15,8 +15,9 @@ import json
 import os
 import re
 import time
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Callable
+from typing import Any
 
 from agents import Agent, ModelSettings, RunContextWrapper, function_tool
 from agents.items import ModelResponse
@@ -67,7 +68,7 @@ SCRATCH = ["scratch/build-cache.tar", "scratch/old-logs.zip", "scratch/tmp-expor
 def list_files(ctx: RunContextWrapper[Any], path: str) -> str:
     """List the files in a folder (harmless: needs no approval)."""
     _log_execution(ctx, "list_files", path=path)
-    return "\n".join(f"{p} ({s})" for p, s in zip(SCRATCH, ("2.1 GB", "340 MB", "12 MB")))
+    return "\n".join(f"{p} ({s})" for p, s in zip(SCRATCH, ("2.1 GB", "340 MB", "12 MB"), strict=True))
 
 
 @function_tool(needs_approval=True)
@@ -190,8 +191,7 @@ def follow_up(input_: Any, tools: list[str]) -> Step | None:
     if len(users) < 2:
         return None
     last_answer = max((k for k, i in enumerate(items) if _get(i, "role") == "assistant" and k < users[-1]), default=-1)
-    said = [SPEAKER.match(_text(items[k])) for k in users if k > last_answer]
-    said = [m for m in said if m]
+    said = [m for k in users if k > last_answer if (m := SPEAKER.match(_text(items[k])))]
     if not said:
         return None
     heard: list[str] = []
@@ -222,10 +222,12 @@ class DemoModel(Model):
         self.delay = delay
 
     async def get_response(self, system_instructions, input, model_settings, tools, output_schema, handoffs, tracing,
-                           *, previous_response_id=None, conversation_id=None, prompt=None) -> ModelResponse:  # noqa: A002
+                           *, previous_response_id=None, conversation_id=None, prompt=None) -> ModelResponse:
         resp = self._response(self.step(input, tools), input)
-        return ModelResponse(output=resp.output, usage=Usage(requests=1, input_tokens=resp.usage.input_tokens,
-                             output_tokens=resp.usage.output_tokens, total_tokens=resp.usage.total_tokens), response_id=resp.id)
+        usage = resp.usage
+        assert usage is not None  # _response always sets it
+        return ModelResponse(output=resp.output, usage=Usage(requests=1, input_tokens=usage.input_tokens,
+                             output_tokens=usage.output_tokens, total_tokens=usage.total_tokens), response_id=resp.id)
 
     def step(self, input_: Any, tools: Any) -> Step:
         names = [getattr(t, "name", "") for t in tools or []]
@@ -251,7 +253,7 @@ class DemoModel(Model):
                         tool_choice="auto", tools=[], parallel_tool_calls=False, status="completed", usage=usage)
 
     async def stream_response(self, system_instructions, input, model_settings, tools, output_schema, handoffs, tracing,
-                              *, previous_response_id=None, conversation_id=None, prompt=None) -> AsyncIterator[Any]:  # noqa: A002
+                              *, previous_response_id=None, conversation_id=None, prompt=None) -> AsyncIterator[Any]:
         step = self.step(input, tools)
         resp = self._response(step, input)
         delay = _delay() if self.delay is None else self.delay
@@ -267,19 +269,22 @@ class DemoModel(Model):
                         await asyncio.sleep(delay / 2)
                     yield ResponseReasoningSummaryTextDeltaEvent(type="response.reasoning_summary_text.delta", item_id=item.id,
                                                                  output_index=idx, summary_index=0, delta=w,
-                                                                 sequence_number=next(seq), obfuscation=None)
+                                                                 sequence_number=next(seq))
             elif item.type == "message":
                 yield ResponseOutputItemAddedEvent(type="response.output_item.added", output_index=idx, sequence_number=next(seq),
                                                    item=item.model_copy(update={"content": [], "status": "in_progress"}))
                 yield ResponseContentPartAddedEvent(type="response.content_part.added", item_id=item.id, output_index=idx,
                                                     content_index=0, sequence_number=next(seq),
                                                     part=ResponseOutputText(type="output_text", text="", annotations=[], logprobs=[]))
-                for w in _chunks(item.content[0].text):
+                text = item.content[0]
+                assert isinstance(text, ResponseOutputText)  # _response writes one text part, never a refusal
+                for w in _chunks(text.text):
                     if delay:
                         await asyncio.sleep(delay)
                     yield ResponseTextDeltaEvent(type="response.output_text.delta", item_id=item.id, output_index=idx,
                                                  content_index=0, delta=w, logprobs=[], sequence_number=next(seq))
             else:
+                assert isinstance(item, ResponseFunctionToolCall) and item.id is not None  # the script's one other item
                 yield ResponseOutputItemAddedEvent(type="response.output_item.added", output_index=idx, item=item,
                                                    sequence_number=next(seq))
                 for part in _chunks(item.arguments):

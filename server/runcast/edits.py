@@ -29,15 +29,8 @@ class EditUnsupported(Exception):
     """The saved RunState does not look as edit_state expects (another SDK version): nothing was changed."""
 
 
-def changes(original: str, edited: str) -> list[dict[str, Any]]:
-    """The difference of two argument objects, key by key: [{key, from, to}] (a missing key is null), sorted by key."""
-    try:
-        a = json.loads(original) if original else {}
-    except ValueError:
-        a = {}
-    b = json.loads(edited)
-    a = a if isinstance(a, dict) else {}
-    return [{"key": k, "from": a.get(k), "to": b.get(k)} for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+# changes(original, edited), the key-by-key difference an approval records, is approvals.changes: the decision record
+# is built there, and approvals.py sits below this module (which reaches the Agents SDK through toolnames.py).
 
 
 def check_edit(original: str, edited: str, schema: dict[str, Any] | None) -> str:
@@ -64,7 +57,8 @@ def check_edit(original: str, edited: str, schema: dict[str, Any] | None) -> str
 
 
 def tool_schema(agent: Any, wire_tool: str) -> dict[str, Any] | None:
-    """The JSON schema of the function tool the wire calls `wire_tool`, anywhere in the agent graph (None if unknown)."""
+    """The JSON schema of the function tool the wire calls `wire_tool`, anywhere in the agent graph (None if
+    unknown)."""
     from agents import Agent
     from agents._tool_identity import get_explicit_function_tool_namespace
     from agents.tool import FunctionTool

@@ -21,7 +21,7 @@ log = logging.getLogger("runcast.fanout")
 SLICE = 200  # watchers written to per turn of the event loop (about a millisecond's work)
 
 
-class Batch(list):  # type: ignore[type-arg]
+class Batch(list):
     """Events of one run delivered together (ascending seq), with their frames made once for every watcher."""
 
     def __init__(self, events: list[Event]) -> None:
@@ -46,7 +46,7 @@ class Watcher(Protocol):
 
 
 class _Feed:
-    __slots__ = ("run_id", "watchers", "sub", "ready", "pending", "busy")
+    __slots__ = ("busy", "pending", "ready", "run_id", "sub", "watchers")
 
     def __init__(self, run_id: str) -> None:
         self.run_id = run_id
@@ -122,7 +122,7 @@ class Fanout:
         for w in watchers[start:end]:
             try:
                 w.on_live(run_id, batch)
-            except Exception:  # noqa: BLE001 - one watcher's failure must not stop the others
+            except Exception:
                 log.exception("delivering %s to a watcher failed", run_id)
         loop = asyncio.get_running_loop()
         if end < len(watchers):

@@ -18,13 +18,14 @@ from __future__ import annotations
 import logging
 from bisect import bisect_left, insort
 from collections import OrderedDict
+from collections.abc import Callable, Iterable
 from functools import lru_cache
-from typing import Any, Callable, Iterable, Protocol
+from typing import Any, Protocol
 
 from .approvals import Approval, ApprovalPolicy, Person, may_decide
+from .framing import frame as wire_frame
 from .protocol import encode, now_iso
 from .runs import RunRecord
-from .wire import frame as wire_frame
 
 log = logging.getLogger("runcast.feed")
 
@@ -100,11 +101,14 @@ def run_matches(run: dict[str, Any], filters: dict[str, str] | None) -> bool:
 
 
 class Viewer(Protocol):
-    """Who looks: an auth.Identity (sub, name, roles, runs)."""
+    """Who looks: an auth.Identity (sub, name, roles, runs). Read-only properties: an Identity is frozen."""
 
-    sub: str
-    name: str
-    roles: tuple[str, ...]
+    @property
+    def sub(self) -> str: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def roles(self) -> tuple[str, ...]: ...
 
     def can_see(self, run_id: str) -> bool: ...
 
@@ -158,7 +162,7 @@ class Shared:
     """One frame for many watchers: encoded once per encoding and framed once (the run events' fast path), so a
     change costs one `transport.write` of ready bytes per person, however many people get it."""
 
-    __slots__ = ("frame", "_done")
+    __slots__ = ("_done", "frame")
 
     def __init__(self, frame: dict[str, Any]) -> None:
         self.frame = frame
@@ -175,8 +179,13 @@ class Shared:
 
 
 class Watcher(Protocol):
-    identity: Any
-    encoding: str
+    """A connection watching the inbox or the run list (connection.Connection). Read-only properties, so that a
+    connection's narrower types (its `Encoding` literal) fit."""
+
+    @property
+    def identity(self) -> Any: ...
+    @property
+    def encoding(self) -> str: ...
 
     def send_control(self, frame: Any) -> None: ...
 
@@ -194,7 +203,7 @@ def _run_key(run: dict[str, Any]) -> tuple[str, str]:
 
 
 class _RunsWatch:
-    __slots__ = ("buffer", "limit", "shown", "keys", "filters", "match", "outside", "sent_at")
+    __slots__ = ("buffer", "filters", "keys", "limit", "match", "outside", "sent_at", "shown")
 
     def __init__(self, limit: int, filters: dict[str, str] | None = None) -> None:
         # The latest change of each run, held back while the snapshot is being read.
@@ -335,7 +344,7 @@ class Feeds:
             self.frames_out += len(items)
             try:
                 w.send_shared(items)
-            except Exception:  # noqa: BLE001 - one watcher's failure must not stop the others
+            except Exception:
                 log.exception("writing the feed to a watcher failed")
 
     def load(self, entries: list[dict[str, Any]]) -> None:

@@ -8,8 +8,9 @@ import ctypes
 import gc
 import logging
 import os
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -21,17 +22,34 @@ from starlette.websockets import WebSocket
 
 from . import __version__, auth, connection, feed, slack, specs, transport, webhooks
 from . import api as api_rules
+from . import metrics as prom
 from .backends.base import Backend, Subscription
 from .connection import Connection
 from .fanout import Fanout
-from . import metrics as prom
-from .metrics import Metrics
-from .protocol import SUBPROTOCOL_JSON, SUBPROTOCOL_MSGPACK, CloseCode, ErrorCode, ProtocolError, now_iso
 from .headers import SecurityHeaders
 from .hosts import AllowedHosts, from_own_page, origin_matches
 from .looplag import LAG
-from .quotas import StartQuota
+from .metrics import Metrics
 from .presence_feed import PresenceFeed
+from .protocol import (
+    SUBPROTOCOL_JSON,
+    SUBPROTOCOL_MSGPACK,
+    Cancel,
+    CloseCode,
+    Comment,
+    Decide,
+    DeleteComment,
+    EditComment,
+    ErrorCode,
+    ProtocolError,
+    Rerun,
+    ResolveThread,
+    Say,
+    Start,
+    Withdraw,
+    now_iso,
+)
+from .quotas import StartQuota
 from .registry import Registry
 from .runfilter import RunFilter
 from .scrape import MetricsListener
@@ -43,7 +61,7 @@ from .worker import Sweeper, Worker
 log = logging.getLogger("runcast.hub")
 try:  # glibc's malloc_trim, for the debug endpoint
     _libc: Any = ctypes.CDLL("libc.so.6")
-    _libc.malloc_trim
+    _libc.malloc_trim  # noqa: B018 - the lookup is the check: AttributeError where this libc has no malloc_trim
 except (OSError, AttributeError):
     _libc = None
 STATIC = Path(__file__).parent / "static"
@@ -69,7 +87,7 @@ class Hub:
         self.fanout = Fanout(backend)
         self.presence = PresenceFeed(backend, refresh_s=settings.presence_refresh_s)
         self.metrics = Metrics()
-        self.metrics.bind(self)
+        self.metrics.register(self)  # read at scrape time through metrics.NodeGauges (the methods below)
         self.worker: Worker | None = None
         self.sweeper = Sweeper(backend, interval=settings.sweep_s, grace_s=settings.lease_s or 10.0)
         self.connections: set[Connection] = set()
@@ -93,7 +111,7 @@ class Hub:
 
     async def start(self) -> None:
         if hasattr(self.backend, "on_data_lost"):
-            self.backend.on_data_lost = self._on_data_lost  # type: ignore[attr-defined]
+            self.backend.on_data_lost = self._on_data_lost
         LAG.start()
         await self.backend.start()
         self._feed_sub = await self.backend.subscribe_feed(self.feeds.on_entry, self._feed_interrupted)
@@ -137,7 +155,7 @@ class Hub:
         self._feed_timer = None
         try:
             self.feeds.flush()
-        except Exception:  # noqa: BLE001 - a bug here must not stop the next ticks
+        except Exception:
             log.exception("flushing the feeds failed")
 
     async def _load_feeds(self) -> None:
@@ -156,7 +174,7 @@ class Hub:
                 for w, limit, filters in self.feeds.runs_watchers():
                     await self.subscribe_runs(w, limit, None, filters)  # type: ignore[arg-type]
                 return
-            except Exception as exc:  # noqa: BLE001 - still flapping: try again
+            except Exception as exc:
                 log.warning("reloading the inbox after a feed interruption failed (%s); retrying", exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
@@ -172,6 +190,16 @@ class Hub:
             self.feeds.remove_runs(conn)
             raise
         self.feeds.runs_snapshot(conn, [feed.run_summary(r) for r in recs], request_id)
+    # ---- metrics.NodeGauges: what /metrics reads off this node when scraped
+    def runs_watched(self) -> int:
+        return self.fanout.runs_watched
+
+    def active_segments(self) -> int:
+        return len(self.worker.active) if self.worker else 0
+
+    def send_queue_depths(self) -> list[int]:
+        return [c.queued() for c in list(self.connections)]
+
     def _on_data_lost(self) -> None:
         """The backend lost its data: every client's history may be gone. Drop them with 1012; they come back with
         `since` and `epoch`, and a run whose log is not the one they hold answers `log_reset`."""
@@ -232,7 +260,10 @@ class Hub:
         if s.max_unauthenticated:
             share = s.max_unauthenticated_per_address or max(1, s.max_unauthenticated // 10)
             if self.unauthenticated_by_address.get(addr, 0) >= share:
-                return f"{share} connections from your address are waiting for hello; say hello on one, or try again shortly\n"
+                return (
+                    f"{share} connections from your address are waiting for hello; "
+                    "say hello on one, or try again shortly\n"
+                )
             if self.unauthenticated >= s.max_unauthenticated:
                 return f"this hub node has {s.max_unauthenticated} connections waiting for hello; try again shortly\n"
         return None
@@ -319,10 +350,10 @@ def create_app(hub: Hub) -> Starlette:
                 if "retry_after_s" in err.detail:  # a quota: when to try again
                     resp.headers["Retry-After"] = str(err.detail["retry_after_s"])
                 return resp
-            except Exception as exc:  # noqa: BLE001 - every error answers in the API's own shape
-                err = hub.unexpected(exc, f"{request.method} {request.url.path}")
-                hub.metrics.errors[err.code] = hub.metrics.errors.get(err.code, 0) + 1
-                resp = _error(err)
+            except Exception as exc:
+                failure = hub.unexpected(exc, f"{request.method} {request.url.path}")
+                hub.metrics.errors[failure.code] = hub.metrics.errors.get(failure.code, 0) + 1
+                resp = _error(failure)
                 if isinstance(exc, hub.backend.transient_errors):
                     resp.status_code = 503
                     resp.headers["Retry-After"] = "1"
@@ -330,7 +361,7 @@ def create_app(hub: Hub) -> Starlette:
         return endpoint
 
     async def start_run(request: Request, who: auth.Identity) -> Response:
-        cmd = await api_rules.command(request, "start", defaults={"input": ""})
+        cmd = await api_rules.command(request, Start, defaults={"input": ""})
         return JSONResponse(await svc.start(who, cmd.agent, cmd.input, cmd.reviewers), status_code=201)
 
     async def list_runs(request: Request, who: auth.Identity) -> Response:
@@ -355,25 +386,25 @@ def create_app(hub: Hub) -> Starlette:
         return JSONResponse({"events": [e.frame for e in events], "head_seq": head, "next_since": nxt, "more": nxt < head})
 
     async def decide(request: Request, who: auth.Identity) -> Response:
-        cmd = await api_rules.command(request, "decide", run_id=request.path_params["run_id"],
+        cmd = await api_rules.command(request, Decide, run_id=request.path_params["run_id"],
                                       approval_id=request.path_params["approval_id"])
         return JSONResponse(await svc.decide(who, cmd.run_id, cmd.approval_id, cmd.decision, cmd.reason, cmd.always,
                                              cmd.arguments))
 
     async def add_comment(request: Request, who: auth.Identity) -> Response:
-        cmd = await api_rules.command(request, "comment", run_id=request.path_params["run_id"])
+        cmd = await api_rules.command(request, Comment, run_id=request.path_params["run_id"])
         return JSONResponse(await svc.comment(who, cmd.run_id, cmd.text, cmd.approval_id, cmd.reply_to), status_code=201)
 
     async def change_comment(request: Request, who: auth.Identity) -> Response:
         path = {"run_id": request.path_params["run_id"], "comment_id": request.path_params["comment_id"]}
         if request.method == "DELETE":
-            cmd = await api_rules.command(request, "delete_comment", **path)
+            cmd = await api_rules.command(request, DeleteComment, **path)
             return JSONResponse(await svc.delete_comment(who, cmd.run_id, cmd.comment_id))
-        cmd = await api_rules.command(request, "edit_comment", **path)
-        return JSONResponse(await svc.edit_comment(who, cmd.run_id, cmd.comment_id, cmd.text))
+        edit = await api_rules.command(request, EditComment, **path)
+        return JSONResponse(await svc.edit_comment(who, edit.run_id, edit.comment_id, edit.text))
 
     async def resolve_thread(request: Request, who: auth.Identity) -> Response:
-        cmd = await api_rules.command(request, "resolve_thread", run_id=request.path_params["run_id"],
+        cmd = await api_rules.command(request, ResolveThread, run_id=request.path_params["run_id"],
                                       thread_id=request.path_params["thread_id"])
         return JSONResponse(await svc.resolve_thread(who, cmd.run_id, cmd.thread_id, cmd.resolved))
 
@@ -398,7 +429,7 @@ def create_app(hub: Hub) -> Starlette:
             answer = slack.decided_text(decision, who.name, None)
         except ProtocolError as err:
             answer = slack.refusal(err)
-        except Exception as exc:  # noqa: BLE001 - Slack still gets an answer, and nothing was decided
+        except Exception as exc:
             answer = slack.refusal(hub.unexpected(exc, "slack interactivity"))
         url = payload.get("response_url")
         if isinstance(url, str) and url.startswith(("http://", "https://")):
@@ -406,20 +437,20 @@ def create_app(hub: Hub) -> Starlette:
         return JSONResponse(answer)
 
     async def cancel(request: Request, who: auth.Identity) -> Response:
-        cmd = await api_rules.command(request, "cancel", run_id=request.path_params["run_id"])
+        cmd = await api_rules.command(request, Cancel, run_id=request.path_params["run_id"])
         return JSONResponse(await svc.cancel(who, cmd.run_id, cmd.mode))
 
     async def say(request: Request, who: auth.Identity) -> Response:
-        cmd = await api_rules.command(request, "say", run_id=request.path_params["run_id"])
+        cmd = await api_rules.command(request, Say, run_id=request.path_params["run_id"])
         return JSONResponse(await svc.say(who, cmd.run_id, cmd.text), status_code=201)
 
     async def withdraw(request: Request, who: auth.Identity) -> Response:
-        cmd = await api_rules.command(request, "withdraw", run_id=request.path_params["run_id"],
+        cmd = await api_rules.command(request, Withdraw, run_id=request.path_params["run_id"],
                                       message_id=request.path_params["message_id"])
         return JSONResponse(await svc.withdraw(who, cmd.run_id, cmd.message_id))
 
     async def rerun(request: Request, who: auth.Identity) -> Response:
-        cmd = await api_rules.command(request, "rerun", run_id=request.path_params["run_id"])
+        cmd = await api_rules.command(request, Rerun, run_id=request.path_params["run_id"])
         return JSONResponse(await svc.rerun(who, cmd.run_id), status_code=201)
 
     async def run_audit(request: Request, who: auth.Identity) -> Response:
@@ -487,13 +518,13 @@ def create_app(hub: Hub) -> Starlette:
             return PlainTextResponse("draining", status_code=503)
         try:
             ok = await hub.backend.ping()
-        except Exception:  # noqa: BLE001
+        except Exception:
             ok = False
         lost = None
         if ok and hasattr(hub.backend, "check_data"):
             try:
-                await hub.backend.check_data()  # type: ignore[attr-defined]
-            except Exception:  # noqa: BLE001
+                await hub.backend.check_data()
+            except Exception:
                 pass
             lost = hub.backend.data_lost_message()  # type: ignore[attr-defined]
         if lost:  # still ready (the hub works on what the store holds now), but it says what was lost
@@ -588,4 +619,4 @@ def create_app(hub: Hub) -> Starlette:
     return app
 
 
-__all__ = ["Hub", "Settings", "create_app", "__version__"]
+__all__ = ["Hub", "Settings", "__version__", "create_app"]

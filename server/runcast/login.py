@@ -94,12 +94,11 @@ def default_hub() -> str | None:
     return load().get("default")
 
 
-def saved_for_command(url: str, explicit_url: bool) -> tuple[str, str | None]:
-    """A terminal command with no token: the saved sign-in for its hub. With no hub named (--url left at its default
-    and no RUNCAST_URL), the hub last signed in to."""
-    from .terminal import DEFAULT_URL
-
-    if not explicit_url and _norm(url) == _norm(DEFAULT_URL) and default_hub():
+def saved_for_command(url: str, explicit_url: bool, default_url: str) -> tuple[str, str | None]:
+    """A terminal command with no token: the saved sign-in for its hub. With no hub named (--url left at its default,
+    `default_url` (terminal.DEFAULT_URL, handed in: terminal.py imports this module), and no RUNCAST_URL), the hub
+    last signed in to."""
+    if not explicit_url and _norm(url) == _norm(default_url) and default_hub():
         url = default_hub()  # type: ignore[assignment]
     return url, token_for(url)
 
@@ -158,7 +157,7 @@ def loopback_flow(client: httpx.Client, info: dict[str, Any], out: Any, open_bro
     done = threading.Event()
 
     class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802
+        def do_GET(self) -> None:
             q = {k: v[0] for k, v in parse_qs(urlsplit(self.path).query).items()}
             if urlsplit(self.path).path != "/callback":
                 self.send_response(404)

@@ -9,7 +9,8 @@ from __future__ import annotations
 import json
 import re
 import secrets
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from .toolnames import wire_name
 
@@ -35,7 +36,7 @@ def _agent_name(agent: Any) -> str | None:
 def _safe_item_agent(item: Any) -> str | None:
     try:
         return _agent_name(item.agent)
-    except Exception:  # noqa: BLE001 - agents are weakref-backed; a collected one has no name to give
+    except Exception:
         return None
 
 
@@ -47,10 +48,11 @@ def to_text(value: Any) -> str:
     if isinstance(value, str):
         return value
     if hasattr(value, "model_dump_json"):
-        return value.model_dump_json()
+        dumped: str = value.model_dump_json()
+        return dumped
     try:
         return json.dumps(value, ensure_ascii=False, default=str)
-    except Exception:  # noqa: BLE001
+    except Exception:
         return str(value)
 
 
@@ -157,8 +159,8 @@ class EventMapper:
                 out += self._mcp_output(item.call_id, raw)
             return out
         if name == "tool_output":
-            out, truncated = cut(to_text(getattr(item, "output", "")))
-            data = {"call_id": item.call_id, "output": out}
+            output, truncated = cut(to_text(getattr(item, "output", "")))
+            data = {"call_id": item.call_id, "output": output}
             if truncated:
                 data["truncated"] = True
             return [("tool.output", data)]
@@ -201,7 +203,7 @@ def json_safe(value: Any, limit: int = MAX_OUTPUT_CHARS) -> tuple[Any, bool]:
     try:
         text = json.dumps(value, ensure_ascii=False, default=str)
         data = json.loads(text)
-    except Exception:  # noqa: BLE001 - not JSON-able even with str(): its text
+    except Exception:
         data = text = str(value)
     if len(text) > limit:
         return text[:limit], True
@@ -272,7 +274,7 @@ def failure_data(error: BaseException) -> dict[str, Any]:
     `message` (failure_message), and for a guardrail's tripwire the guardrail: `name`, `side` (input, output,
     tool_input, tool_output) and its JSON-safe `output_info`."""
     data: dict[str, Any] = {"code": type(error).__name__, "message": failure_message(error)}
-    guardrail, output, side = None, None, None
+    guardrail, output, side = None, None, ""  # side is set wherever guardrail is
     result = getattr(error, "guardrail_result", None)
     if result is not None:  # Input/OutputGuardrailTripwireTriggered
         guardrail, output = result.guardrail, result.output
@@ -297,6 +299,11 @@ _MERGE_KEY = {"message.delta": "item_id", "reasoning.delta": "item_id", "tool.ar
 class DeltaCoalescer:
     """Merges consecutive deltas of one item that arrive within `window_s`, so a run is not one frame per token.
 
+    A throttle with a leading edge: the first delta of an item (and a delta after a quiet window) goes out at once,
+    since a person waits for the first words of an answer; the deltas that follow within `window_s` of the last
+    one sent are merged into one, sent when the window ends. So at most one delta per item per window, and no delta
+    waits for a window that nothing else shares.
+
     push() returns the events ready to append now; due(now) returns a buffered delta whose window has passed;
     flush() returns whatever is buffered (call it before any non-delta event and at the end of a stream).
     """
@@ -305,7 +312,8 @@ class DeltaCoalescer:
         self.window_s = window_s
         self.max_chars = max_chars
         self._buf: Wire | None = None
-        self._since = 0.0
+        self._key: tuple[str, Any] | None = None  # the item whose window is open
+        self._since = 0.0  # when that window opened (the last delta of the item sent)
 
     @property
     def pending(self) -> bool:
@@ -322,21 +330,32 @@ class DeltaCoalescer:
                 out += self.flush()
                 out.append((kind, data))
                 continue
-            if self._buf is not None and self._buf[0] == kind and self._buf[1][key] == data[key]:
-                self._buf[1]["delta"] += data["delta"]
+            item = (kind, data[key])
+            if item != self._key:  # the first delta of an item: the one before leaves first, this one at once
+                out += self.flush()
+                out.append((kind, dict(data)))
+                self._key, self._since = item, now
+                continue
+            if self._buf is None:
+                self._buf = (kind, dict(data))
             else:
-                out += self.flush()
-                self._buf, self._since = (kind, dict(data)), now
+                self._buf[1]["delta"] += data["delta"]
             if now - self._since >= self.window_s or len(self._buf[1]["delta"]) >= self.max_chars:
-                out += self.flush()
+                out += self._send(now)
         return out
 
     def due(self, now: float) -> list[Wire]:
         if self._buf is not None and now - self._since >= self.window_s:
-            return self.flush()
+            return self._send(now)
         return []
 
+    def _send(self, now: float) -> list[Wire]:
+        """The buffered delta goes out; the item's next window opens now."""
+        buf, self._buf, self._since = self._buf, None, now
+        return [buf] if buf is not None else []
+
     def flush(self) -> list[Wire]:
+        self._key = None  # whatever comes next starts a window of its own
         if self._buf is None:
             return []
         buf, self._buf = self._buf, None

@@ -25,20 +25,26 @@ on several machines it includes their clock skew, so keep them on NTP.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable, Iterator, Sized
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Protocol
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, generate_latest
-from prometheus_client import disable_created_metrics
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    disable_created_metrics,
+    generate_latest,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeHistogramMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from .protocol import ErrorCode
 
 if TYPE_CHECKING:
-    from .hub import Hub
     from .protocol import Event
-    from .worker import Worker
 
 disable_created_metrics()  # no `_created` series beside every counter and histogram: half the lines, no use here
 
@@ -133,7 +139,7 @@ def _parse_ts(ts: str) -> float:
     return datetime.fromisoformat(ts).timestamp()  # "...Z" parses on Python 3.11+
 
 
-def observe_delivery(ev: "Event", encoding: str, now: float | None = None) -> None:
+def observe_delivery(ev: Event, encoding: str, now: float | None = None) -> None:
     """One sample of the delivery delay: `ev` was just written to a client."""
     try:
         delay = (time.time() if now is None else now) - _parse_ts(ev.frame["ts"])
@@ -142,7 +148,7 @@ def observe_delivery(ev: "Event", encoding: str, now: float | None = None) -> No
     delivery_delay.labels(encoding=encoding).observe(max(0.0, delay))
 
 
-def observe_events(events: Iterable["Event"], record: Any) -> None:
+def observe_events(events: Iterable[Event], record: Any) -> None:
     """What a committed transition says about approvals and runs (called once per commit, by the process that
     committed it, so a decision is counted once whichever node took it)."""
     for ev in events:
@@ -166,6 +172,33 @@ def observe_events(events: Iterable["Event"], record: Any) -> None:
             runs_finished.labels(status=t[4:]).inc()
 
 
+# -------------------------------------------------------------------------------------- what is read when scraped
+class NodeGauges(Protocol):
+    """What a hub node shows at scrape time, read off its state (hub.Hub registers itself with `Metrics.register`).
+
+    A protocol, not the Hub: the metrics sit below the hub in the layers (docs/architecture.md), so the hub hands
+    itself in rather than being imported."""
+
+    def runs_watched(self) -> int:
+        """Runs this node holds a live feed for."""
+        ...
+
+    def active_segments(self) -> int:
+        """Run segments this process's worker is streaming (0 without a worker)."""
+        ...
+
+    def send_queue_depths(self) -> list[int]:
+        """Bytes unread by its client, one entry per open connection."""
+        ...
+
+
+class Segments(Protocol):
+    """What a worker shows at scrape time (worker.Worker): the segments it is streaming now."""
+
+    @property
+    def active(self) -> Sized: ...
+
+
 # ---------------------------------------------------------------------------------------------- a hub node's registry
 class Metrics:
     """A hub node's counters (plain ints, bumped on the hot path) and its registry."""
@@ -177,19 +210,18 @@ class Metrics:
         self.frames_out = 0
         self.errors: dict[str, int] = {}  # by error code (a closed set: protocol.ErrorCode)
         self.slow_consumers = 0
-        self._hub: "Hub | None" = None
+        self._node: NodeGauges | None = None
         self.registry = CollectorRegistry(auto_describe=False)
         for c in SHARED:
             self.registry.register(c)
         self.registry.register(_HubCollector(self))
         ProcessCollector(registry=self.registry)
 
-    def bind(self, hub: "Hub") -> None:
-        self._hub = hub
+    def register(self, node: NodeGauges) -> None:
+        """The node whose state the scrape reads (its connections, feeds and worker)."""
+        self._node = node
 
-    def render(self, hub: "Hub | None" = None) -> str:
-        if hub is not None:
-            self._hub = hub
+    def render(self) -> str:
         return generate_latest(self.registry).decode()
 
 
@@ -198,7 +230,7 @@ class _HubCollector(Collector):
         self.m = m
 
     def collect(self) -> Iterator[Any]:
-        m, hub = self.m, self.m._hub
+        m, node = self.m, self.m._node
         yield GaugeMetricFamily("runcast_connections", "WebSocket connections open on this node", value=m.connections)
         yield CounterMetricFamily("runcast_connections_accepted", "WebSocket connections accepted", value=m.connections_total)
         yield CounterMetricFamily("runcast_frames_in", "Frames received from clients", value=m.frames_in)
@@ -210,20 +242,15 @@ class _HubCollector(Collector):
         for code, n in sorted(counts.items()):
             errors.add_metric([code], n)
         yield errors
-        if hub is None:
+        if node is None:
             return
-        yield GaugeMetricFamily("runcast_runs_watched", "Runs this node holds a live feed for", value=hub.fanout.runs_watched)
+        yield GaugeMetricFamily("runcast_runs_watched", "Runs this node holds a live feed for", value=node.runs_watched())
         yield GaugeMetricFamily("runcast_active_segments", "Run segments this process's worker is streaming",
-                                value=len(hub.worker.active) if hub.worker else 0)
-        depths = [_queued(c) for c in list(hub.connections)]
+                                value=node.active_segments())
+        depths = node.send_queue_depths()
         yield GaugeMetricFamily("runcast_send_queue_max", "The deepest send queue of any connection on this node "
                                 "(bytes unread by its client), at scrape time", value=max(depths, default=0))
         yield _depth_histogram(depths)
-
-
-def _queued(conn: Any) -> int:
-    q = getattr(conn, "queued", None)
-    return int(q()) if callable(q) else 0
 
 
 def _depth_histogram(depths: list[int]) -> GaugeHistogramMetricFamily:
@@ -237,7 +264,7 @@ def _depth_histogram(depths: list[int]) -> GaugeHistogramMetricFamily:
 
 # ---------------------------------------------------------------------------------------------- a worker's registry
 class _WorkerCollector(Collector):
-    def __init__(self, worker: "Worker") -> None:
+    def __init__(self, worker: Segments) -> None:
         self.worker = worker
 
     def collect(self) -> Iterator[Any]:
@@ -245,7 +272,7 @@ class _WorkerCollector(Collector):
                                 value=len(self.worker.active))
 
 
-def worker_registry(worker: "Worker") -> CollectorRegistry:
+def worker_registry(worker: Segments) -> CollectorRegistry:
     """The registry `runcast worker --metrics-port` serves: the shared metrics and the worker's running segments."""
     reg = CollectorRegistry(auto_describe=False)
     for c in SHARED:

@@ -31,7 +31,7 @@ class Watcher(Protocol):
 
 
 class _Run:
-    __slots__ = ("view", "local", "dirty", "joins", "leaves")
+    __slots__ = ("dirty", "joins", "leaves", "local", "view")
 
     def __init__(self, view: RunPresence) -> None:
         self.view = view
@@ -64,7 +64,7 @@ class PresenceFeed:
         for run_id, run in list(self._runs.items()):  # a clean stop says goodbye; a killed node's entries expire
             try:
                 await self.backend.presence_leave(run_id, [*run.local.values(), *run.leaves.values()])
-            except Exception:  # noqa: BLE001
+            except Exception:
                 pass
         self._runs.clear()
 
@@ -78,7 +78,7 @@ class PresenceFeed:
                 version, entries = await self.backend.presence_read(run_id)
                 if entries is not None:
                     run.view.replace(entries, version)
-            except Exception as exc:  # noqa: BLE001 - presence is best effort; the tick reads again
+            except Exception as exc:
                 log.warning("presence of %s not read: %s", run_id, exc)
         run.local[watcher] = entry
         run.dirty += 1
@@ -99,7 +99,7 @@ class PresenceFeed:
             del self._runs[run_id]
             try:
                 await self._flush(run_id, run)
-            except Exception as exc:  # noqa: BLE001 - its entries expire by themselves
+            except Exception as exc:
                 log.warning("presence leave on %s not written: %s", run_id, exc)
 
     async def _flush(self, run_id: str, run: _Run) -> None:
@@ -128,7 +128,7 @@ class PresenceFeed:
                     await self._tick(run_id, run)
                 except asyncio.CancelledError:
                     raise
-                except Exception as exc:  # noqa: BLE001 - an outage: the next tick tries again
+                except Exception as exc:
                     log.debug("presence tick of %s: %s", run_id, exc)
 
     async def _tick(self, run_id: str, run: _Run) -> None:
@@ -157,5 +157,5 @@ class PresenceFeed:
                     await self.backend.presence_refresh(run_id, list(run.local.values()), self.ttl_s)
                 except asyncio.CancelledError:
                     raise
-                except Exception as exc:  # noqa: BLE001
+                except Exception as exc:
                     log.debug("presence refresh of %s: %s", run_id, exc)

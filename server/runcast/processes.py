@@ -1,7 +1,8 @@
 """`runcast serve --processes N` (and `--worker-process`): one node on every core, over Redis.
 
 The parent starts N `runcast serve` children on the same host and port, each with its own listening socket bound with
-SO_REUSEPORT (`--reuse-port`; the kernel spreads new connections over them), and, unless `--no-worker`, one `runcast worker` child:
+SO_REUSEPORT (`--reuse-port`; the kernel spreads new connections over them), and, unless `--no-worker`, one
+`runcast worker` child:
 the agents' streaming never shares an event loop with a fan-out. Every process talks to the same Redis, as separate
 nodes would. The parent only supervises: it makes one secret for all of them when none is set (and prints the links),
 forwards SIGTERM/SIGINT (each hub then closes its clients with 1012), and if any child dies it stops the others and
@@ -16,6 +17,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 
 STOP_MARGIN_S = 5.0  # past the longest drain a child was given, it is killed
 
@@ -67,7 +69,9 @@ def worker_argv(args: argparse.Namespace) -> list[str]:
     return out
 
 
-def supervise(args: argparse.Namespace, argv: list[str], print_links) -> None:  # noqa: ANN001
+def supervise(args: argparse.Namespace, argv: list[str], print_links: Callable[[str, argparse.Namespace], None],
+              dev_secret: Callable[[], str]) -> None:
+    """`print_links` and `dev_secret` are cli.py's, handed in: cli.py imports this module, not the other way."""
     if not args.redis:
         raise SystemExit("runcast serve: --processes and --worker-process need --redis URL (processes share runs only "
                          "through Redis)")
@@ -76,9 +80,7 @@ def supervise(args: argparse.Namespace, argv: list[str], print_links) -> None:  
     made_secret = not env.get("RUNCAST_SECRET") and not args.jwks_url and not args.oidc_issuer
     dev = args.dev or made_secret
     if made_secret:
-        from .cli import _dev_secret
-
-        dev_secret = _dev_secret()
+        made = dev_secret()
     separate_worker = not args.no_worker
     cmd = [sys.executable, "-m", "runcast.cli"]
     children: list[subprocess.Popen[bytes]] = []
@@ -89,7 +91,7 @@ def supervise(args: argparse.Namespace, argv: list[str], print_links) -> None:  
     print(f"runcast serve: {args.processes} hub process(es) on {args.host}:{args.port}"
           f"{' and a worker process' if separate_worker else ''}, pids {' '.join(str(c.pid) for c in children)}", flush=True)
     if made_secret:
-        print_links(dev_secret, args)
+        print_links(made, args)
 
     stopping = False
 

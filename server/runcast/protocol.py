@@ -7,8 +7,8 @@ Nothing here touches a socket. The hub decodes a frame with `decode_frame`, turn
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
-from typing import Annotated, Any, Literal, Union
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
 
 import msgpack
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, TypeAdapter, ValidationError
@@ -25,6 +25,14 @@ MAX_FRAME_BYTES = 64 * 1024
 # a limit far below the interpreter's recursion limit keeps every later walk of the value (validation, logging) safe.
 MAX_DEPTH = 32
 MAX_TEXT = 20_000  # start input
+# The event types a webhook can be sent for (webhooks.EVENTS). Here, in the core, because the backends put each
+# such event in the webhook outbox in the same commit that logs it, and the backends sit below webhooks.py.
+WEBHOOK_EVENTS = (
+    "approval.requested", "approval.decided", "approval.expired", "approval.cancelled",
+    "run.paused", "run.completed", "run.failed", "run.cancelled",
+    "approval.review_requested",  # the run's or the policy's reviewers were asked (runs.pause)
+    "comment.mention",  # one per mentioned person (comments.py): route it to them (a Slack DM, an e-mail gateway)
+)
 MAX_REASON = 2_000
 
 
@@ -240,8 +248,10 @@ class UnsubscribeFeed(_Command):
     type: Literal["unsubscribe_inbox", "unsubscribe_runs"]
 
 
-Command = Union[Hello, Subscribe, Unsubscribe, Decide, Cancel, Start, Say, Withdraw, Rerun, Ping, SubscribeInbox,
-                SubscribeRuns, UnsubscribeFeed, Comment, EditComment, DeleteComment, ResolveThread, People]
+Command = (
+    Hello | Subscribe | Unsubscribe | Decide | Cancel | Start | Say | Withdraw | Rerun | Ping | SubscribeInbox
+    | SubscribeRuns | UnsubscribeFeed | Comment | EditComment | DeleteComment | ResolveThread | People
+)
 _COMMANDS: dict[str, TypeAdapter[Any]] = {
     m.model_fields["type"].annotation.__args__[0]: TypeAdapter(m)  # type: ignore[union-attr]
     for m in (Hello, Subscribe, Unsubscribe, Decide, Cancel, Start, Say, Withdraw, Rerun, Ping, SubscribeInbox,
@@ -259,7 +269,8 @@ def byte_size(payload: str | bytes) -> int:
 
 
 def _unicode(text: str) -> bool:
-    """False for a string with a lone surrogate (JSON lets a client write "\\ud800"; no UTF-8 frame can carry it back)."""
+    """False for a string with a lone surrogate (JSON lets a client write "\\ud800"; no UTF-8 frame can carry it
+    back)."""
     if text.isascii():
         return True
     try:
@@ -303,7 +314,7 @@ def decode_value(payload: str | bytes, encoding: Encoding, what: str = "frame", 
             obj = json.loads(payload)
     except (RecursionError, msgpack.StackError):
         raise ProtocolError(ErrorCode.BAD_FRAME, f"{what} nests deeper than {MAX_DEPTH} levels") from None
-    except Exception as exc:  # noqa: BLE001 - any decoder failure is the client's bad frame
+    except Exception as exc:
         raise ProtocolError(ErrorCode.BAD_FRAME, f"{what} is not valid {kind}: {str(exc)[:200]}") from None
     try:
         nesting = depth(obj)
@@ -338,18 +349,19 @@ def parse_command(obj: dict[str, Any]) -> Command:
             ErrorCode.UNKNOWN_TYPE, f"unknown command type {kind!r}; expected one of {', '.join(COMMAND_TYPES)}", id=cid
         )
     try:
-        return adapter.validate_python(obj)
+        cmd: Command = adapter.validate_python(obj)  # the adapter of `kind`'s model: one of Command
     except ValidationError as exc:
         err = exc.errors()[0]
         field = ".".join(str(p) for p in err["loc"]) or "frame"
         raise ProtocolError(ErrorCode.BAD_REQUEST, f"field '{field}': {err['msg']}", id=cid, field=field) from None
+    return cmd
 
 
 # --------------------------------------------------------------------------------------------- server frames
 
 
 def now_iso(ts: float | None = None) -> str:
-    dt = datetime.fromtimestamp(ts, timezone.utc) if ts is not None else datetime.now(timezone.utc)
+    dt = datetime.fromtimestamp(ts, UTC) if ts is not None else datetime.now(UTC)
     return dt.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
@@ -412,7 +424,8 @@ def error_frame(err: ProtocolError, run_id: str | None = None) -> dict[str, Any]
 
 def encode(frame: dict[str, Any], encoding: Encoding) -> str | bytes:
     if encoding == "msgpack":
-        return msgpack.packb(frame, use_bin_type=True)
+        packed: bytes = msgpack.packb(frame, use_bin_type=True)  # msgpack ships no types
+        return packed
     return json.dumps(frame, separators=(",", ":"), ensure_ascii=False)
 
 
@@ -423,7 +436,7 @@ def control(model: BaseModel, encoding: Encoding) -> str | bytes:
 class Event:
     """One logged run event, with its encodings cached: a node encodes each event once per encoding."""
 
-    __slots__ = ("frame", "_json", "_msgpack")
+    __slots__ = ("_json", "_msgpack", "frame")
 
     def __init__(self, frame: dict[str, Any], packed: bytes | None = None) -> None:
         self.frame = frame
@@ -431,24 +444,28 @@ class Event:
         self._msgpack: bytes | None = packed
 
     @classmethod
-    def unpack(cls, packed: bytes) -> "Event":
+    def unpack(cls, packed: bytes) -> Event:
         return cls(msgpack.unpackb(packed, raw=False), packed)
 
     @property
     def seq(self) -> int:
-        return self.frame["seq"]
+        seq: int = self.frame["seq"]
+        return seq
 
     @property
     def type(self) -> str:
-        return self.frame["type"]
+        type: str = self.frame["type"]
+        return type
 
     @property
     def run_id(self) -> str:
-        return self.frame["run_id"]
+        run_id: str = self.frame["run_id"]
+        return run_id
 
     @property
     def data(self) -> dict[str, Any]:
-        return self.frame["data"]
+        data: dict[str, Any] = self.frame["data"]
+        return data
 
     def packed(self) -> bytes:
         if self._msgpack is None:
@@ -482,7 +499,7 @@ BATCH_MAX_BYTES = 64 * 1024
 BATCH_SEPARATOR = {"json": b"\n", "msgpack": b""}
 
 
-def batch_payloads(events: "list[Event]", encoding: Encoding, limit: int = BATCH_MAX_BYTES) -> list[bytes]:
+def batch_payloads(events: list[Event], encoding: Encoding, limit: int = BATCH_MAX_BYTES) -> list[bytes]:
     """The payloads of the batch frames that carry `events`, in order."""
     sep = BATCH_SEPARATOR[encoding]
     out: list[bytes] = []

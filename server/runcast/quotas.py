@@ -43,9 +43,15 @@ class Refusal:
     def error(self, q: StartQuota) -> ProtocolError:
         wait = max(1, math.ceil(self.retry_after_s))
         if self.quota == "open_runs":
-            msg = f"you have {q.max_open} runs that have not finished, the most one person may have; try again when one ends"
+            msg = (
+                f"you have {q.max_open} runs that have not finished, the most one person may have; "
+                "try again when one ends"
+            )
         else:
-            msg = f"you started {q.starts_per_minute} runs in the last minute, the most one person may; try again in {wait} s"
+            msg = (
+                f"you started {q.starts_per_minute} runs in the last minute, the most one person may; "
+                f"try again in {wait} s"
+            )
         return ProtocolError(ErrorCode.RATE_LIMITED, msg, quota=self.quota, retry_after_s=wait)
 
 

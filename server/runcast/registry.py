@@ -104,18 +104,18 @@ class Registry:
             for n, s in self.specs.items()
         ]
 
-    def update(self, other: "Registry") -> None:
+    def update(self, other: Registry) -> None:
         self.specs.update(other.specs)
 
     @classmethod
-    def from_module(cls, module_name: str) -> "Registry":
+    def from_module(cls, module_name: str) -> Registry:
         try:
             return cls._from_module(module_name)
         except PolicyError as err:
             raise SystemExit(f"runcast: module {module_name!r}: {err}") from None
 
     @classmethod
-    def _from_module(cls, module_name: str) -> "Registry":
+    def _from_module(cls, module_name: str) -> Registry:
         mod = importlib.import_module(module_name)
         agents = getattr(mod, "AGENTS", None)
         if not isinstance(agents, dict) or not agents:

@@ -7,7 +7,8 @@ to the client exactly once, in order, and says which range to read from the log 
 
 from __future__ import annotations
 
-from typing import Iterable, Protocol
+from collections.abc import Iterable
+from typing import Generic, Protocol, TypeVar
 
 
 class HasSeq(Protocol):
@@ -15,19 +16,22 @@ class HasSeq(Protocol):
     def seq(self) -> int: ...
 
 
-class Cursor:
+E = TypeVar("E", bound=HasSeq)  # the event type (protocol.Event on the hub): what goes in comes out
+
+
+class Cursor(Generic[E]):
     """Per (client, run): the last seq delivered, and live events held back while a replay or gap fill is under way."""
 
     def __init__(self, since: int = 0, max_held: int = 10_000) -> None:
         self.last = since
         self.max_held = max_held
-        self._held: dict[int, HasSeq] = {}
+        self._held: dict[int, E] = {}
         self.replaying = True  # until end_replay(); live events are held, not delivered
         self.overflow = False  # more held events than max_held: the client must be dropped and come back with since
 
-    def history(self, events: Iterable[HasSeq]) -> list[HasSeq]:
+    def history(self, events: Iterable[E]) -> list[E]:
         """Events read from the log (ascending). Delivers those that continue the sequence."""
-        out: list[HasSeq] = []
+        out: list[E] = []
         for ev in events:
             if ev.seq == self.last + 1:
                 out.append(ev)
@@ -39,7 +43,7 @@ class Cursor:
             return out
         return out + self._drain()
 
-    def live(self, ev: HasSeq) -> list[HasSeq]:
+    def live(self, ev: E) -> list[E]:
         """One event from the live feed. Delivers it (and any held successors) if it is next; else holds it."""
         if ev.seq <= self.last:
             return []  # already delivered from the log
@@ -50,7 +54,7 @@ class Cursor:
             self._held[ev.seq] = ev
             return []
         self.last = ev.seq
-        return [ev] + self._drain()
+        return [ev, *self._drain()]
 
     def follows(self, first: int, last: int) -> bool:
         """The fast path of the live feed: True (and the events first..last count as delivered) when they simply
@@ -60,12 +64,12 @@ class Cursor:
         self.last = last
         return True
 
-    def end_replay(self) -> list[HasSeq]:
+    def end_replay(self) -> list[E]:
         self.replaying = False
         return self._drain()
 
-    def _drain(self) -> list[HasSeq]:
-        out: list[HasSeq] = []
+    def _drain(self) -> list[E]:
+        out: list[E] = []
         for s in [s for s in self._held if s <= self.last]:
             del self._held[s]
         while (ev := self._held.pop(self.last + 1, None)) is not None:

@@ -9,8 +9,9 @@ its approvals is in this person's inbox. `agent`, `started_by` and `q` (words) a
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping, get_args
+from typing import Any, get_args
 
 from . import feed
 from .protocol import ErrorCode, ProtocolError
@@ -42,7 +43,7 @@ class RunFilter:
         return {k: v for k, v in (("agent", self.agent), ("started_by", self.started_by), ("q", self.q)) if v}
 
     @classmethod
-    def from_query(cls, q: Mapping[str, str]) -> "RunFilter":
+    def from_query(cls, q: Mapping[str, str]) -> RunFilter:
         """From query parameters; a bad value is a `bad_request` naming the parameter."""
 
         # As strict as the OpenAPI document says (specs.py), so what a client may send is exactly what is taken.

@@ -15,8 +15,9 @@ with a `turn` job, and messages that came while it was busy are taken as the nex
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -174,7 +175,8 @@ def renew(rec: RunRecord, owner: str, now: float, lease_s: float) -> Transition:
 
 
 def pause(rec: RunRecord, owner: str, new_approvals: list[Approval], now: float) -> Transition:
-    """The stream ended with interruptions and the state is saved: open the approvals. A cancel asked for meanwhile wins."""
+    """The stream ended with interruptions and the state is saved: open the approvals. A cancel asked for meanwhile
+    wins."""
     _check_owner(rec, owner)
     if rec.cancel:
         return finish(rec, owner, "cancelled", {}, now)

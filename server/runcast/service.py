@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import secrets
 import time
 from typing import Any, Literal
 
-from . import audit, comments, conversation, edits, feed, runfilter, runs
+from . import audit, comments, conversation, edits, feed, metrics, runfilter, runs
 from .auth import Identity
 from .backends.base import Backend, LogTrimmed
 from .protocol import ErrorCode, Event, ProtocolError
@@ -14,7 +15,10 @@ from .quotas import StartQuota
 from .registry import Registry
 from .runfilter import RunFilter
 from .runs import RunRecord
-from .store import apply
+from .store import apply as _apply
+
+# every commit is counted by the process that made it (the store sits below the metrics: it is handed the observer)
+apply = functools.partial(_apply, observe=metrics.observe_events)
 
 
 WATCH_ROLES = ("viewer", "approver", "operator", "admin")
@@ -116,10 +120,17 @@ class Service:
 
     async def say(self, who: Identity, run_id: str, text: str) -> dict[str, Any]:
         """A message to the run's agent (conversation.py): logged with its author, answered by the next turn."""
-        rec = await self.record(who, run_id)
-        policy, person = self.talk_policy(rec.agent), who.person
-        message_id = f"msg_{secrets.token_hex(6)}"
-        tr, _ = await apply(self.backend, run_id, lambda r: conversation.say(r, person, text, message_id, policy, time.time()))
+        self._need_view(who, run_id)
+        person, message_id = who.person, f"msg_{secrets.token_hex(6)}"
+
+        def said(r: RunRecord) -> runs.Transition:
+            # (who may see the run is checked on the record the compare-and-set reads: one read, not two, before
+            # the turn's job is queued; the answer for a run they may not see is the same as `record`'s)
+            if not self.can_watch(who, r):
+                raise self.no_such_run(run_id)
+            return conversation.say(r, person, text, message_id, self.talk_policy(r.agent), time.time())
+
+        tr, _ = await apply(self.backend, run_id, said)
         assert tr is not None
         if tr.result.pop("signal", False):
             await self.backend.signal(run_id, {"type": "interrupt"})

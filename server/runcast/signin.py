@@ -310,12 +310,12 @@ class Signin:
         claims = await self._id_token(body["id_token"], doc, flow["nonce"])
         who = self._person(claims)
         roles = list(who.roles)
-        resp = RedirectResponse(flow["next"], status_code=303)
-        self.set_session(resp, request, who)
-        resp.delete_cookie(FLOW_COOKIE, path="/auth")
-        resp.headers["Cache-Control"] = "no-store"
+        answer = RedirectResponse(flow["next"], status_code=303)
+        self.set_session(answer, request, who)
+        answer.delete_cookie(FLOW_COOKIE, path="/auth")
+        answer.headers["Cache-Control"] = "no-store"
         log.info("sign-in: %s (%s) signed in", who.sub, ",".join(roles))
-        return resp
+        return answer
 
     def _person(self, claims: dict[str, Any]) -> auth.Identity:
         """Who the ID token names, with the roles their groups map to; no role at all is a failure that says why."""

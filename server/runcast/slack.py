@@ -18,10 +18,11 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 from urllib.parse import parse_qs
 
 from slack_sdk.signature import SignatureVerifier
@@ -54,7 +55,7 @@ class Directory:
     people: list[Person] = field(default_factory=list)
 
     @classmethod
-    def load(cls, path: str | Path) -> "Directory":
+    def load(cls, path: str | Path) -> Directory:
         raw = json.loads(Path(path).read_text())
         if not isinstance(raw, list):
             raise ValueError(f"{path}: a JSON list of people ({{sub, name, roles, email, slack_user_id}})")
@@ -67,7 +68,7 @@ class Directory:
         return cls(out)
 
     @classmethod
-    def from_env(cls) -> "Directory | None":
+    def from_env(cls) -> Directory | None:
         path = os.environ.get("RUNCAST_PEOPLE")
         return cls.load(path) if path else None
 
@@ -104,14 +105,18 @@ def deadline_words(expires_at: str | None, now: float | None = None) -> str:
     mins = int(left // 60)
     span = f"{int(left)} seconds" if left < 60 else f"{mins} minute{'s' if mins != 1 else ''}" if mins < 120 else \
         f"{mins // 60} hours"
-    return f"in {span} ({at.astimezone(timezone.utc):%H:%M} UTC, {at.day} {at:%b})"
+    return f"in {span} ({at.astimezone(UTC):%H:%M} UTC, {at.day} {at:%b})"
 
 
-def _esc(text: Any) -> str:
-    """Slack mrkdwn text, escaped by the webhooks' own rule (webhooks.slack_escape)."""
-    from .webhooks import slack_escape
+def slack_escape(text: Any) -> str:
+    """Text for any Slack text field (mrkdwn, plain_text, the `text` fallback, a link's URL): Slack's formatting rules
+    make &, < and > control characters (`<!channel>` pings, `<http://x|label>` links, `<@U123>` mentions), so each is
+    replaced by its HTML entity, which Slack shows as the character itself. Call it on everything from run data or
+    people (names, inputs, tool names, reasons) before it goes into a Slack message."""
+    return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
-    return slack_escape(text)
+
+_esc = slack_escape
 
 
 def _cut(text: str, n: int) -> str:
@@ -199,7 +204,7 @@ class Interactivity:
         if p is None:
             raise ProtocolError(ErrorCode.FORBIDDEN, f"Slack user {user.get('id') or '?'} is nobody in Runcast's "
                                 "directory (RUNCAST_PEOPLE): ask an admin to add your slack_user_id")
-        return Identity(sub=p.sub, name=p.name, roles=p.roles, runs=(run_id,), exp=None)  # type: ignore[call-arg]
+        return Identity(sub=p.sub, name=p.name, roles=p.roles, runs=(run_id,), exp=None)
 
 
 async def respond(response_url: str, message: dict[str, Any]) -> None:
@@ -212,7 +217,7 @@ async def respond(response_url: str, message: dict[str, Any]) -> None:
 
     try:
         await asyncio.to_thread(WebhookClient(response_url, timeout=5).send_dict, message)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         logging.getLogger("runcast.slack").warning("answering Slack's response_url failed: %s", exc)
 
 
@@ -239,7 +244,7 @@ def decided_message(run: dict[str, Any], ap: dict[str, Any], decided: dict[str, 
     at = decided.get("decided_at") or ""
     when = at
     if at:
-        d = datetime.fromisoformat(at.replace("Z", "+00:00")).astimezone(timezone.utc)
+        d = datetime.fromisoformat(at.replace("Z", "+00:00")).astimezone(UTC)
         when = f"{d:%H:%M} UTC, {d.day} {d:%b}"
     msg = approval_message(run, ap)
     blocks = [b for b in msg["blocks"] if b["type"] != "actions"]
@@ -265,7 +270,7 @@ class SlackApp:
         self.client = WebClient(token=token, base_url=base_url or "https://slack.com/api/", timeout=10)
 
     @classmethod
-    def from_env(cls) -> "SlackApp | None":
+    def from_env(cls) -> SlackApp | None:
         token, channel = os.environ.get("RUNCAST_SLACK_BOT_TOKEN"), os.environ.get("RUNCAST_SLACK_CHANNEL")
         return cls(token, channel, os.environ.get("RUNCAST_SLACK_API_URL")) if token and channel else None
 

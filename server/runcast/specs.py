@@ -150,7 +150,7 @@ def error_codes() -> list[str]:
 
 def command_models() -> dict[str, TypeAdapter[Any]]:
     """Every client command type -> the adapter the hub parses it with (protocol.parse_command's own table)."""
-    return {t: protocol._COMMANDS[t] for t in COMMAND_TYPES}  # noqa: SLF001
+    return {t: protocol._COMMANDS[t] for t in COMMAND_TYPES}
 
 
 SERVER_MODELS: dict[str, type[BaseModel]] = {
@@ -189,9 +189,9 @@ def asyncapi() -> dict[str, Any]:
         schemas[name] = _schema_of(model, schemas)
         messages[name] = {"name": kind, "title": f"`{kind}` command", "payload": {"$ref": SCHEMAS.format(model=name)}}
         sent.append(name)
-    for kind, model in SERVER_MODELS.items():
+    for kind, frame_model in SERVER_MODELS.items():
         name = f"{_name(kind)}Frame"
-        schema = _schema_of(model, schemas)
+        schema = _schema_of(frame_model, schemas)
         if kind == "error":
             schema["properties"]["code"] = {"type": "string", "enum": error_codes()}
         schemas[name] = schema
@@ -221,8 +221,8 @@ def asyncapi() -> dict[str, Any]:
                 f"Runcast {__version__}: one WebSocket per client at `/ws`. The subprotocol chooses the encoding: "
                 f"`{protocol.SUBPROTOCOL_JSON}` (default; one JSON object per text frame) or "
                 f"`{protocol.SUBPROTOCOL_MSGPACK}` (one msgpack map per binary frame, same keys and values). "
-                "The first frame is `hello`. Run events carry `seq` (1, 2, 3... per run); control frames do not and are "
-                "never replayed. Close codes: "
+                "The first frame is `hello`. Run events carry `seq` (1, 2, 3... per run); "
+                "control frames do not and are never replayed. Close codes: "
                 + "; ".join(f"{int(c)} {d}" for c, d in CLOSE_CODES.items())
                 + ". Error codes: " + ", ".join(error_codes()) + "."
             ),

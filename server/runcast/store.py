@@ -5,9 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from typing import Callable
+from collections.abc import Callable
 
-from . import metrics
 from .backends.base import Backend, Conflict
 from .protocol import ErrorCode, Event, ProtocolError
 from .runs import RunRecord, Transition
@@ -16,8 +15,14 @@ MAX_RETRIES = 100
 log = logging.getLogger("runcast.store")
 
 
+Observer = Callable[[list[Event], RunRecord], None]
+"""Called once per landed commit with the events it logged and the new record (metrics.observe_events): the store
+sits below the metrics in the layers, so the caller hands the observer in."""
+
+
 async def apply(
-    backend: Backend, run_id: str, fn: Callable[[RunRecord], Transition | None], *, persist: bool = False
+    backend: Backend, run_id: str, fn: Callable[[RunRecord], Transition | None], *, persist: bool = False,
+    observe: Observer | None = None,
 ) -> tuple[Transition | None, list[Event]]:
     """Read the run, compute `fn(record)` (pure; may raise ProtocolError), commit it if the record did not move.
 
@@ -62,7 +67,8 @@ async def apply(
             await asyncio.sleep(delay)
             delay = min(delay * 2, 2.0)
             continue
-        metrics.observe_events(events, tr.record)
+        if observe is not None:
+            observe(events, tr.record)
         if tr.error is not None:
             raise tr.error
         return tr, events

@@ -27,10 +27,11 @@ import random
 import stat
 import sys
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Any, Iterable, TextIO
+from typing import Any, TextIO
 from urllib.parse import urlsplit, urlunsplit
 
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_FAILED, EXIT_CANCELLED = 0, 1, 2, 3, 4
@@ -108,6 +109,11 @@ def _who(by: Any) -> str:
 Part = str | tuple[Any, str]  # text, or (text, Rich style)
 
 
+def _expiry(sep: str, when: str | None) -> list[Part]:
+    """The parts that say when an approval expires (none when it does not)."""
+    return [sep, (when, "yellow")] if when else []
+
+
 class Out:
     """Where a command prints, through Rich: styles on a terminal only, and every part through visible() as a Text
     (never markup, never emoji codes), so run data can neither style nor steer the terminal."""
@@ -144,7 +150,8 @@ class Out:
         self.file.flush()
 
     def row(self, fields: Iterable[Any]) -> None:
-        """One tab-separated line for scripts (Rich would expand the tabs): each field on one line, through visible()."""
+        """One tab-separated line for scripts (Rich would expand the tabs): each field on one line, through
+        visible()."""
         self.file.write("\t".join(visible(brief(f, 10_000).replace("\t", " ")) for f in fields) + "\n")
 
     def raw_lines(self, text: str) -> None:
@@ -166,7 +173,7 @@ def parse_time(iso: Any) -> float | None:
         dt = datetime.fromisoformat(iso.replace("Z", "+00:00"))
     except ValueError:
         return None
-    return (dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)).timestamp()
+    return (dt if dt.tzinfo else dt.replace(tzinfo=UTC)).timestamp()
 
 
 def left_text(left: int) -> str:
@@ -215,7 +222,7 @@ class HubClock:
             return ""
         if left == 0:
             return "expired"
-        at = datetime.fromtimestamp(parse_time(iso) or 0, timezone.utc).strftime("%H:%M:%S UTC")
+        at = datetime.fromtimestamp(parse_time(iso) or 0, UTC).strftime("%H:%M:%S UTC")
         return f"expires in {left_text(left)} (at {at})"
 
     def ago(self, iso: Any) -> str:
@@ -237,7 +244,8 @@ def explain(err: Refused) -> str:
     d, m = err.detail, err.message
     if err.code == "already_decided":
         w = d.get("winner") or {}
-        verb = {"approve": "approved", "reject": "rejected"}.get(w.get("decision"), w.get("decision") or "decided")
+        decision = str(w.get("decision") or "decided")
+        verb = {"approve": "approved", "reject": "rejected"}.get(decision, decision)
         when = f" at {w['decided_at']}" if w.get("decided_at") else ""
         return f"too late: approval {w.get('approval_id', '')} was already {verb} by {_who(w.get('by'))}{when}."
     if err.code == "unauthenticated":
@@ -391,7 +399,7 @@ def cmd_approvals(api: Api, args: argparse.Namespace, out: Out) -> int:
         out.line(f"{ap['run_id']} {ap['approval_id']}  ", (ap["tool"], "bold yellow"),
                  f"({brief(ap.get('arguments', ''), 60)})")
         out.line("    agent ", (str(ap.get("run_agent")), "cyan"), f", started by {_who(ap.get('started_by'))}: "
-                 f"{brief(ap.get('input') or '', 60)}; {need}", *([", ", (exp, "yellow")] if exp else []))
+                 f"{brief(ap.get('input') or '', 60)}; {need}", *(_expiry(", ", exp)))
         out.line((f"    runcast approve {ap['run_id']} {ap['approval_id']}   |   runcast reject {ap['run_id']} "
                   f"{ap['approval_id']} [--reason ...]", "dim"))
     return EXIT_OK
@@ -570,7 +578,7 @@ class Printer:
             ap = str(d.get("approval_id"))
             self._line(("⏸ approval ", "bold yellow"), (ap, "bold yellow"), " needed: ", (str(d.get("tool")), "bold"),
                        f"({brief(d.get('arguments', ''), 100)}) — roles {', '.join(pol.get('roles') or [])}, "
-                       f"{pol.get('quorum', 1)} approver(s)", *(["; ", (exp, "yellow")] if exp else []))
+                       f"{pol.get('quorum', 1)} approver(s)", *(_expiry("; ", exp)))
             self._line((f"  runcast approve {run_id} {ap}  |  runcast reject {run_id} {ap} [--reason ...]", "dim"))
         elif t == "approval.voted":
             tl = d.get("tally") or {}
@@ -629,6 +637,7 @@ async def watch(api: Api, run_id: str, printer: Printer, since: int = 0, give_up
     """Stream a run until it ends; on a dropped connection reconnect with `since` = the last seq printed, so each
     event is printed exactly once. Gives up after `give_up_s` without a connection."""
     import websockets
+    from websockets.typing import Subprotocol
 
     last = since
     delay = 0.2
@@ -636,7 +645,7 @@ async def watch(api: Api, run_id: str, printer: Printer, since: int = 0, give_up
     down_since: float | None = None
     while True:
         try:
-            async with websockets.connect(api.ws_url, subprotocols=["runcast.v1.json"], max_size=None,
+            async with websockets.connect(api.ws_url, subprotocols=[Subprotocol("runcast.v1.json")], max_size=None,
                                           open_timeout=10) as ws:
                 await ws.send(json.dumps({"type": "hello", "token": api.token, "client": "runcast-watch"}))
                 welcome = json.loads(await ws.recv())
@@ -676,7 +685,7 @@ async def watch(api: Api, run_id: str, printer: Printer, since: int = 0, give_up
                         return ENDINGS[kind]
         except Refused:
             raise
-        except (OSError, asyncio.TimeoutError, websockets.WebSocketException) as exc:
+        except (TimeoutError, OSError, websockets.WebSocketException) as exc:
             now = loop.time()
             if down_since is None:
                 down_since = now
@@ -755,7 +764,7 @@ def resolve_token(args: argparse.Namespace, env: dict[str, str] | os._Environ[st
         return read_token_file(env["RUNCAST_TOKEN_FILE"], warn)
     from .login import saved_for_command  # the sign-in `runcast login` saved, for this hub (or the last one)
 
-    url, saved = saved_for_command(args.url, explicit_url=bool(env.get("RUNCAST_URL")))
+    url, saved = saved_for_command(args.url, explicit_url=bool(env.get("RUNCAST_URL")), default_url=DEFAULT_URL)
     if saved:
         args.url = url
         return saved
@@ -766,7 +775,9 @@ def resolve_token(args: argparse.Namespace, env: dict[str, str] | os._Environ[st
 # ------------------------------------------------------------------------------------------------ CLI wiring
 
 
-def add_commands(sub: Any) -> None:
+def add_commands(sub: Any, *more: Callable[[Any, Callable[[argparse.ArgumentParser, Any], None]], None]) -> None:
+    """The terminal's commands; `more` adds others with the same client options (terminal_talk.add_talk_commands,
+    handed in by cli.py: terminal_talk.py imports this module, so this one does not import it)."""
     def client(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("--url", default=os.environ.get("RUNCAST_URL", DEFAULT_URL), help="the hub (default: $RUNCAST_URL)")
         sp.add_argument("--token-file", metavar="FILE",
@@ -849,9 +860,8 @@ def add_commands(sub: Any) -> None:
     au.add_argument("--limit", type=int, default=100, help="across runs: at most this many (default 100)")
     on(au, cmd_audit)
 
-    from .terminal_talk import add_talk_commands  # say, withdraw, rerun (issue 20)
-
-    add_talk_commands(sub, on)
+    for add in more:
+        add(sub, on)
 
 
 def run_command(args: argparse.Namespace) -> None:

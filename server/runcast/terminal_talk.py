@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from .terminal import EXIT_OK, Api, Out, Printer, watch
 

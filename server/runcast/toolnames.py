@@ -87,7 +87,7 @@ def tool_names(agent: Any) -> ToolNames:
         for server in getattr(a, "mcp_servers", None) or []:
             try:
                 out.prefixes.add(f"{server.name}.")
-            except Exception:  # noqa: BLE001 - a server without a name cannot be keyed
+            except Exception:
                 pass
         for h in getattr(a, "handoffs", None) or []:
             if isinstance(h, Agent):

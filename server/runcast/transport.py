@@ -13,8 +13,9 @@
     sends is read and dropped for up to `LINGER_S`: closing a socket with unread input makes the kernel answer with
     a reset, and the client would lose the close frame and see 1006.
 
-The app reaches the WebSocket adapter through the ASGI scope: `scope["extensions"]["runcast.transport"]["authenticated"]()`
-lifts the pre-auth limit to the transport limit (`ws_max_size`).
+The app reaches the WebSocket adapter through the ASGI scope:
+`scope["extensions"]["runcast.transport"]["authenticated"]()` lifts the pre-auth limit to the transport limit
+(`ws_max_size`).
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ def http_protocol(header_timeout_s: float) -> type[asyncio.Protocol]:
     class HeaderTimeoutProtocol(AutoHTTPProtocol):  # type: ignore[misc, valid-type]
         _header_timer: asyncio.TimerHandle | None = None
 
-        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        def connection_made(self, transport: asyncio.Transport) -> None:
             super().connection_made(transport)
             HTTP_LIVE.add(self)
             self._arm_header_timer()
@@ -89,7 +90,8 @@ def http_protocol(header_timeout_s: float) -> type[asyncio.Protocol]:
 
 
 class WebSocketProtocol(WebSocketsSansIOProtocol):
-    """uvicorn's websockets-sansio protocol with the pre-auth limit, 1009 / 1007 closes that arrive, and no tracebacks."""
+    """uvicorn's websockets-sansio protocol with the pre-auth limit, 1009 / 1007 closes that arrive, and no
+    tracebacks."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -129,14 +131,16 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
             try:
                 message: dict[str, Any] = {"type": "websocket.receive", "text": data.decode()}
             except UnicodeDecodeError as exc:
-                client = "%s:%d" % self.client if self.client else "a client"
+                client = f"{self.client[0]}:{self.client[1]}" if self.client else "a client"
                 log.info("closed %s with 1007: a text message is not UTF-8 (%s at byte %d)", client, exc.reason, exc.start)
                 self.conn.fail(CloseCode.INVALID_DATA, "text message is not valid UTF-8")
                 self.handle_parser_exception()
                 return
         else:
             message = {"type": "websocket.receive", "bytes": data}
-        self.queue.put_nowait(message)
+        # a websocket.receive event, built as uvicorn's own data_received builds it; its queue is typed with the ASGI
+        # event TypedDicts, which a dict[str, Any] does not narrow to
+        self.queue.put_nowait(message)  # type: ignore[arg-type]
         if not self.read_paused:
             self.read_paused = True
             self.transport.pause_reading()
@@ -159,7 +163,7 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
         if self.close_timer is None:
             self.close_timer = self.loop.call_later(LINGER_S, self.transport.close)
 
-    def eof_received(self) -> bool | None:
+    def eof_received(self) -> None:
         if self._failed:  # the client read our close and hung up: done
             self.transport.close()
         return None

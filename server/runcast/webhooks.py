@@ -35,12 +35,14 @@ import random
 import secrets
 import socket
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, Iterable, Literal
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Literal
 
 from . import __version__, metrics
-from .protocol import now_iso
+from .protocol import WEBHOOK_EVENTS, now_iso
+from .slack import slack_escape  # Slack's escaping rule lives with the Slack app (slack.py), below this module
 
 if TYPE_CHECKING:
     from .backends.base import Backend
@@ -49,12 +51,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("runcast.webhooks")
 
-EVENTS = (
-    "approval.requested", "approval.decided", "approval.expired", "approval.cancelled",
-    "run.paused", "run.completed", "run.failed", "run.cancelled",
-    "approval.review_requested",  # the run's or the policy's reviewers were asked (runs.pause)
-    "comment.mention",  # one per mentioned person (comments.py): route it to them (a Slack DM, an e-mail gateway)
-)
+EVENTS = WEBHOOK_EVENTS  # defined in the core (protocol.py), where the backends read it too
 APPROVAL_EVENTS = frozenset(e for e in EVENTS if e.startswith("approval."))
 Format = Literal["standard", "slack"]
 
@@ -180,7 +177,7 @@ class WebhookConfig:
     concurrency: int = 1  # HTTP attempts in flight at once, per receiver (1: in log order)
 
     @classmethod
-    def from_env(cls, **kw: Any) -> "WebhookConfig":
+    def from_env(cls, **kw: Any) -> WebhookConfig:
         env = os.environ.get
         cfg = cls(**kw)
         cfg.timeout_s = float(env("RUNCAST_WEBHOOK_TIMEOUT_S", cfg.timeout_s))
@@ -192,7 +189,7 @@ class WebhookConfig:
         return cfg
 
 
-def agent_endpoints(registry: "Registry", agent: str | None, tool: str | None, type_: str) -> list[Endpoint]:
+def agent_endpoints(registry: Registry, agent: str | None, tool: str | None, type_: str) -> list[Endpoint]:
     """The agent's `notify` (every event of its runs) and, for approval events, the tool's policy's `notify`."""
     spec = registry.get(agent or "") if agent else None
     if spec is None:
@@ -203,7 +200,7 @@ def agent_endpoints(registry: "Registry", agent: str | None, tool: str | None, t
     return out
 
 
-def any_configured(cfg: WebhookConfig, registry: "Registry") -> bool:
+def any_configured(cfg: WebhookConfig, registry: Registry) -> bool:
     if cfg.endpoints:
         return True
     for name in registry.names():
@@ -234,14 +231,14 @@ def links(public_url: str | None, run_id: str, approval_id: str | None) -> dict[
     return out
 
 
-def _approval_info(rec: "RunRecord | None", approval_id: str | None) -> dict[str, Any] | None:
+def _approval_info(rec: RunRecord | None, approval_id: str | None) -> dict[str, Any] | None:
     if rec is None or not approval_id or approval_id not in rec.approvals:
         return None
     ap = rec.approvals[approval_id]
     return ap.requested_data() | {"policy": ap.policy.model_dump(exclude={"notify"}), "requested_at": ap.requested_at}
 
 
-def payload(entry: dict[str, Any], rec: "RunRecord | None", public_url: str | None) -> dict[str, Any]:
+def payload(entry: dict[str, Any], rec: RunRecord | None, public_url: str | None) -> dict[str, Any]:
     """The Standard Webhooks body: {type, timestamp, data}; data holds the event, its run and its approval."""
     data = entry.get("data") or {}
     run_id = entry["run_id"]
@@ -256,14 +253,6 @@ def payload(entry: dict[str, Any], rec: "RunRecord | None", public_url: str | No
     if aid:
         body["approval"] = (info or {"approval_id": aid}) | {"url": links(public_url, run_id, aid)["approval"]}
     return {"type": entry["type"], "timestamp": entry.get("ts") or now_iso(), "data": body}
-
-
-def slack_escape(text: Any) -> str:
-    """Text for any Slack text field (mrkdwn, plain_text, the `text` fallback, a link's URL): Slack's formatting rules
-    make &, < and > control characters (`<!channel>` pings, `<http://x|label>` links, `<@U123>` mentions), so each is
-    replaced by its HTML entity, which Slack shows as the character itself. Call it on everything from run data or
-    people (names, inputs, tool names, reasons) before it goes into a Slack message."""
-    return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 _esc = slack_escape
@@ -361,7 +350,7 @@ def sign_headers(secret: str, msg_id: str, body: str, now: float | None = None) 
     from standardwebhooks.webhooks import Webhook
 
     ts = int(time.time() if now is None else now)
-    sig = Webhook(secret).sign(msg_id, datetime.fromtimestamp(ts, tz=timezone.utc), body)
+    sig = Webhook(secret).sign(msg_id, datetime.fromtimestamp(ts, tz=UTC), body)
     return {"webhook-id": msg_id, "webhook-timestamp": str(ts), "webhook-signature": sig}
 
 
@@ -464,7 +453,7 @@ class Deliverer:
     the lanes (the `@intake` lease, so each lane is filled in log order); one process at a time delivers a lane (the
     lane's lease); a process that dies loses its leases after `claim_s` and another takes over where it stopped."""
 
-    def __init__(self, backend: "Backend", registry: "Registry", cfg: WebhookConfig, consumer: str | None = None) -> None:
+    def __init__(self, backend: Backend, registry: Registry, cfg: WebhookConfig, consumer: str | None = None) -> None:
         self.backend, self.registry, self.cfg = backend, registry, cfg
         self.slack_app: Any = None  # slack.SlackApp, when RUNCAST_SLACK_BOT_TOKEN and RUNCAST_SLACK_CHANNEL are set
         self.consumer = consumer or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
@@ -509,7 +498,7 @@ class Deliverer:
                 pause = 0.1
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # noqa: BLE001 - a backend outage: wait and go on (entries stay in the outbox)
+            except Exception as exc:
                 log.warning("webhook outbox unreachable (%s); retrying in %.1fs", exc, pause)
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, 5.0)
@@ -519,7 +508,7 @@ class Deliverer:
         rec = None
         try:
             rec = await self.backend.get(entry["run_id"])
-        except Exception as exc:  # noqa: BLE001 - deliver what the event says
+        except Exception as exc:
             log.warning("webhook: could not read run %s (%s)", entry["run_id"], exc)
         data = entry.get("data") or {}
         tool = None
@@ -533,7 +522,7 @@ class Deliverer:
         if self.slack_app is not None:  # the approval's Slack message: posted, then updated in place (slack.py)
             try:
                 await self.slack_app.on_entry(entry, rec, self.backend, self.cfg.public_url)
-            except Exception as exc:  # noqa: BLE001 - Slack's outage does not hold the other deliveries
+            except Exception as exc:
                 log.warning("slack: %s for %s of %s failed: %s", entry["type"], data.get("approval_id"),
                             entry["run_id"], exc)
         plain = {k: v for k, v in entry.items() if k != "id"}
@@ -555,11 +544,11 @@ class Deliverer:
                         self._lanes[lane] = asyncio.create_task(self._lane(lane), name=f"runcast-webhook-lane-{lane}")
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 log.warning("webhook lanes unreachable (%s)", exc)
             await asyncio.sleep(LANE_SCAN_S)
 
-    async def _keep_lease(self, lane: str, task: "asyncio.Task[None]") -> None:
+    async def _keep_lease(self, lane: str, task: asyncio.Task[None]) -> None:
         """Renew the lane's lease; if another process has it (this one was too slow to renew), stop delivering it."""
         while True:
             await asyncio.sleep(max(0.05, self.cfg.claim_s / 3))
@@ -568,13 +557,13 @@ class Deliverer:
                     log.warning("webhook lane %s was taken over; stopping here", lane)
                     task.cancel()
                     return
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 log.warning("could not renew webhook lane %s: %s", lane, exc)
 
     async def _let_go(self, lane: str) -> None:
         try:
             await self.backend.lane_release(lane, self.consumer)
-        except Exception:  # noqa: BLE001 - it expires anyway
+        except Exception:
             pass
 
     async def _lane(self, lane: str) -> None:
@@ -603,7 +592,7 @@ class Deliverer:
                     t0 = time.monotonic()
                     try:
                         await asyncio.wait_for(wake.wait(), LANE_SCAN_S)
-                    except asyncio.TimeoutError:
+                    except TimeoutError:
                         pass
                     idle += time.monotonic() - t0
                     continue
@@ -634,7 +623,7 @@ class Deliverer:
                     c.state, c.failures = "open", int(saved.get("failures") or 0)
                     c.open_until = _epoch(saved.get("open_until")) or time.time()
                     c.open_s = CIRCUIT_OPEN_S
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             log.warning("could not read webhook circuits: %s", exc)
         return c
 
@@ -642,7 +631,7 @@ class Deliverer:
         _count_circuits(self)
         try:
             await self.backend.circuit_put(c.endpoint, c.public())
-        except Exception as exc:  # noqa: BLE001 - the record is for people
+        except Exception as exc:
             log.warning("could not record webhook circuit %s: %s", c.endpoint, exc)
 
     async def _deliver(self, lane: str, item_id: str, item: dict[str, Any], circuit: Circuit, client: Any) -> None:
@@ -741,7 +730,7 @@ class Deliverer:
             try:
                 await self.backend.delivery_put(state["key"], state)
                 return
-            except Exception as exc:  # noqa: BLE001 - the record is for people; the delivery itself went on
+            except Exception as exc:
                 log.warning("could not record webhook delivery %s: %s", state["key"], exc)
                 await asyncio.sleep(delay)
 
@@ -752,7 +741,7 @@ def _count_circuits(d: Deliverer) -> None:
         metrics.webhook_receivers.labels(circuit=st).set(sum(1 for c in d.circuits.values() if c.state == st))
 
 
-async def maybe_start(backend: "Backend", registry: "Registry", cfg: WebhookConfig | None) -> Deliverer | None:
+async def maybe_start(backend: Backend, registry: Registry, cfg: WebhookConfig | None) -> Deliverer | None:
     """Start delivering in this process if it, or one of its agents, names a webhook."""
     from .slack import SlackApp
 

@@ -21,7 +21,13 @@ import logging
 import struct
 import sys
 from collections import deque
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+# the framing itself is plain code in framing.py; re-exported, where the hub's writers and tests have found it
+from .framing import frame as frame
+from .framing import frames as frames
+from .framing import header as header
 
 log = logging.getLogger("runcast.wire")
 
@@ -33,8 +39,6 @@ if sys.platform == "linux":
 else:  # elsewhere, only the transport's buffer counts as progress
     _OUTQ = None
 
-TEXT, BINARY = 0x81, 0x82  # FIN + opcode
-_SHORT = {op: [bytes((op, n)) for n in range(126)] for op in (TEXT, BINARY)}
 # A client that does not answer our close (or read what is before it) within this many seconds is cut off, unless it
 # took some of what is before the frame meanwhile (it is reading: it will get there); CLOSE_MAX_S bounds that.
 CLOSE_GRACE_S = 5.0
@@ -55,29 +59,6 @@ class CaptureSend:
         if scope["type"] == "websocket":
             scope[ASGI_SEND_KEY] = send
         return self.app(scope, receive, send)
-
-
-def header(payload_len: int, binary: bool) -> bytes:
-    op = BINARY if binary else TEXT
-    if payload_len < 126:
-        return _SHORT[op][payload_len]
-    if payload_len < 65536:
-        return struct.pack("!BBH", op, 126, payload_len)
-    return struct.pack("!BBQ", op, 127, payload_len)
-
-
-def frame(payload: bytes, binary: bool) -> bytes:
-    """One unfragmented, unmasked server frame."""
-    return header(len(payload), binary) + payload
-
-
-def frames(payloads: list[bytes], binary: bool) -> bytes:
-    """Several frames, back to back, as one write."""
-    parts: list[bytes] = []
-    for p in payloads:
-        parts.append(header(len(p), binary))
-        parts.append(p)
-    return b"".join(parts)
 
 
 class SocketWire:
@@ -269,7 +250,7 @@ class AsgiWire:
                     else:
                         await self._send({"type": "websocket.send", "text": payload.decode()})
                 self._drained.set()
-        except Exception as exc:  # noqa: BLE001 - the socket went away
+        except Exception as exc:
             log.debug("ASGI writer stopped: %r", exc)
         finally:
             self.gone = True
@@ -282,7 +263,7 @@ class AsgiWire:
         if not self._task.done():
             try:
                 await asyncio.wait_for(asyncio.shield(self._task), CLOSE_GRACE_S if self._closing else 0.5)
-            except (asyncio.TimeoutError, Exception):  # noqa: BLE001
+            except (TimeoutError, Exception):
                 pass
         self._task.cancel()
         await asyncio.gather(self._task, return_exceptions=True)

@@ -9,6 +9,7 @@ approvals (never anything from a client), and streams again under the same run i
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import os
@@ -20,19 +21,23 @@ from agents import RunConfig, Runner, RunState
 
 from . import conversation, metrics, runs
 from .approvals import Approval
-from .edits import EditUnsupported, edit_state
 from .backends.base import Backend, NotOwner, Subscription
+from .edits import EditUnsupported, edit_state
 from .mapping import DeltaCoalescer, EventMapper, failure_data, failure_message, to_text, usage_data
 from .protocol import ErrorCode, ProtocolError, now_iso
 from .registry import AgentSpec, Registry
 from .runs import Job, RunRecord
 from .settings import resolve_tracing
-from .store import apply
+from .store import apply as _apply
 from .toolnames import wire_name
+
+# every commit is counted by the process that made it (the store sits below the metrics: it is handed the observer)
+apply = functools.partial(_apply, observe=metrics.observe_events)
 
 log = logging.getLogger("runcast.worker")
 _END = object()
 HISTORY_KEY = "runcast_history"  # a saved conversation (to_input_list), in the same place as a pause's RunState
+AGENT_KEY = "runcast_agent"  # with it: the name of the agent that ended the turn (the run's current agent)
 TRACE_FLUSH_S = 5.0  # how long a stopping worker waits for its last traces to be exported (--tracing openai)
 
 
@@ -90,6 +95,7 @@ class Worker:
         self.active: dict[str, Any] = {}  # run_id -> RunResultStreaming
         self._cancel_asked: dict[str, str] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._acks: set[asyncio.Task[Any]] = set()  # job acks under way (kept: a task nobody holds may be collected)
         self._loop_task: asyncio.Task[Any] | None = None
         self._signals: Subscription | None = None
         self._slots = asyncio.Semaphore(concurrency)
@@ -104,9 +110,9 @@ class Worker:
         self._stopping = True
         if self._loop_task:
             self._loop_task.cancel()
-        for t in list(self._tasks):
+        for t in [*self._tasks, *self._acks]:
             t.cancel()
-        await asyncio.gather(*self._tasks, *( [self._loop_task] if self._loop_task else []), return_exceptions=True)
+        await asyncio.gather(*self._tasks, *self._acks, *( [self._loop_task] if self._loop_task else []), return_exceptions=True)
         if self._signals:
             await self._signals.close()
         if self.tracing == "openai":
@@ -125,13 +131,13 @@ class Worker:
             try:
                 get_trace_provider().force_flush()
             finally:
-                done.get_loop().call_soon_threadsafe(lambda: done.done() or done.set_result(None))
+                done.get_loop().call_soon_threadsafe(lambda: None if done.done() else done.set_result(None))
 
         # a daemon thread: one still retrying an unreachable endpoint when the time is up does not hold the exit
         threading.Thread(target=flush, name="runcast-trace-flush", daemon=True).start()
         try:
             await asyncio.wait_for(done, TRACE_FLUSH_S)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             log.warning("traces not flushed within %.0fs at shutdown; the rest are dropped", TRACE_FLUSH_S)
 
     async def drain(self, grace_s: float) -> None:
@@ -170,7 +176,7 @@ class Worker:
             except asyncio.CancelledError:
                 self._slots.release()
                 raise
-            except Exception as exc:  # noqa: BLE001 - a backend outage: wait and try again
+            except Exception as exc:
                 self._slots.release()
                 log.warning("worker %s: cannot take jobs (%s); retrying in %.1fs", self.id, exc, backoff)
                 await asyncio.sleep(backoff)
@@ -197,7 +203,12 @@ class Worker:
             log.info("job %s/%s for %s skipped: %s", job.kind, job.segment, job.run_id, err.message)
             await self.backend.ack_job(job)
             return
-        await self.backend.ack_job(job)
+        # The claim is what makes the job ours; the ack (a round trip to Redis) only tidies the queue, so it runs
+        # beside the segment rather than before its first event. (One never acked is handed out again after
+        # job_idle_s, its claim then fails, and that worker acks it.)
+        ack = asyncio.create_task(self.backend.ack_job(job), name=f"runcast-ack-{job.run_id}")
+        self._acks.add(ack)
+        ack.add_done_callback(self._acks.discard)
         assert tr is not None
         rec = tr.record
         renewer = asyncio.create_task(self._renew(rec.run_id)) if self.lease_s else None
@@ -210,7 +221,7 @@ class Worker:
             result = self.active.get(rec.run_id)
             if result is not None:
                 result.cancel()
-        except Exception as exc:  # noqa: BLE001 - whatever happens, the run must end visibly
+        except Exception as exc:
             log.exception("run %s failed inside the worker", rec.run_id)
             data: dict[str, Any] = {"code": ErrorCode.INTERNAL, "message": f"{type(exc).__name__}: {failure_message(exc)}"}
             result = self.active.get(rec.run_id)
@@ -229,7 +240,7 @@ class Worker:
         if outcome is None:  # how it ended is in the record (one read per segment)
             try:
                 now = await self.backend.get(run_id)
-            except Exception:  # noqa: BLE001 - a metric is not worth an error
+            except Exception:
                 now = None
             outcome = now.status if now is not None and now.status in ("paused", "completed", "failed", "cancelled") else "lost"
         metrics.segment_duration.labels(outcome=outcome).observe(took)
@@ -242,7 +253,7 @@ class Worker:
                 await apply(self.backend, run_id, lambda r: runs.renew(r, self.id, time.time(), self.lease_s))  # type: ignore[arg-type]
             except ProtocolError:
                 return  # the segment ended (or was taken from us): nothing to renew
-            except Exception as exc:  # noqa: BLE001 - backend outage: keep trying while the lease lasts
+            except Exception as exc:
                 log.warning("run %s: lease renewal failed: %s", run_id, exc)
 
     async def _finish(self, run_id: str, kind: Any, data: dict[str, Any]) -> None:
@@ -271,36 +282,45 @@ class Worker:
             await self._finish(rec.run_id, "failed", {"code": "unknown_agent", "message": f"this worker has no agent {rec.agent!r}"})
             return
         run_input: Any = rec.input
+        current_agent: str | None = None  # the agent the run's watchers already know (not announced again)
         if job.kind == "resume":
             run_input = await self._load_and_decide(rec, spec)
             if run_input is None:
                 return
         elif job.kind == "turn":
-            history = await self._load_history(rec)
-            if history is None:
+            loaded = await self._load_history(rec)
+            if loaded is None:
                 return
+            history, current_agent = loaded
             run_input = conversation.turn_input(history, rec)
         context = {"run_id": rec.run_id, "started_by": rec.started_by} if job.kind != "resume" else None
         result = Runner.run_streamed(spec.agent, run_input, context=context, run_config=RunConfig(tracing_disabled=self.tracing == "off"))
         self.active[rec.run_id] = result
         if rec.run_id in self._cancel_asked:
             result.cancel(mode=self._cancel_asked.pop(rec.run_id))  # type: ignore[arg-type]
-        mapper = EventMapper(current_agent=result.current_agent.name if job.kind == "resume" else None)
+        if job.kind == "resume":
+            current_agent = result.current_agent.name
+        mapper = EventMapper(current_agent=current_agent)
         error = await self._pump(rec.run_id, result, mapper)
         await self._end_segment(rec.run_id, spec, result, mapper, error)
 
-    async def _load_history(self, rec: RunRecord) -> list[Any] | None:
-        """The conversation as the last turn left it (saved by `_end_segment` before that turn completed)."""
+    async def _load_history(self, rec: RunRecord) -> tuple[list[Any], str | None] | None:
+        """The conversation as the last turn left it (saved by `_end_segment` before that turn completed), and the
+        agent that ended it: a turn that starts with that same agent does not log `agent.updated` again (one event,
+        and one write to every watcher, fewer before the turn's first delta)."""
         saved = await self._retry(f"run {rec.run_id}", lambda: self.backend.load_state(rec.run_id))
-        history = json.loads(saved).get(HISTORY_KEY) if saved else None
+        doc = json.loads(saved) if saved else {}
+        history = doc.get(HISTORY_KEY)
         if not isinstance(history, list):
             await self._finish(rec.run_id, "failed", {"code": "state_missing", "message": "the saved conversation of this run is gone"})
             return None
-        return history
+        agent = doc.get(AGENT_KEY)
+        return history, agent if isinstance(agent, str) else None
 
     async def _save_history(self, run_id: str, segment: int, result: Any) -> None:
         """Keep the whole conversation for the next turn, in the backend (any worker continues it)."""
-        saved = json.dumps({HISTORY_KEY: result.to_input_list()}, separators=(",", ":"), default=_json_output)
+        last = getattr(getattr(result, "last_agent", None), "name", None)
+        saved = json.dumps({HISTORY_KEY: result.to_input_list(), AGENT_KEY: last}, separators=(",", ":"), default=_json_output)
         await self._retry(f"run {run_id}", lambda: self.backend.save_state(run_id, segment, saved))
 
     async def _load_and_decide(self, rec: RunRecord, spec: AgentSpec) -> Any:
@@ -308,8 +328,8 @@ class Worker:
         if saved is None:
             await self._finish(rec.run_id, "failed", {"code": "state_missing", "message": "the saved RunState of this pause is gone"})
             return None
-        edited = {rec.approvals[a].call_id: rec.approvals[a].approved_arguments for a in rec.pending
-                  if rec.approvals[a].status == "approved" and rec.approvals[a].approved_arguments is not None}
+        edited = {ap.call_id: ap.approved_arguments for a in rec.pending
+                  if (ap := rec.approvals[a]).status == "approved" and ap.approved_arguments is not None}
         if edited:  # approved with changes: the call in the saved state becomes the approved one (edits.py)
             doc = json.loads(saved)
             try:
@@ -343,7 +363,7 @@ class Worker:
             try:
                 async for ev in result.stream_events():
                     queue.put_nowait(ev)
-            except Exception as exc:  # noqa: BLE001 - the SDK raises run failures from the iterator
+            except Exception as exc:
                 failure.append(exc)
             finally:
                 queue.put_nowait(_END)
@@ -359,7 +379,7 @@ class Worker:
                         ev = await queue.get()
                     else:
                         ev = await asyncio.wait_for(queue.get(), max(0.0, deadline - loop.time()))
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     out = coalescer.due(loop.time())
                 else:
                     if ev is _END:
@@ -463,7 +483,7 @@ class Sweeper:
                 await self.sweep()
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # noqa: BLE001 - keep sweeping through backend outages
+            except Exception as exc:
                 if self._connected_since is not None or not isinstance(exc, self.backend.transient_errors):
                     log.warning("sweeper: %s", exc)
                 self._connected_since = None

@@ -6,7 +6,8 @@
 from __future__ import annotations
 
 import abc
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from ..protocol import ErrorCode, Event, ProtocolError
 from ..quotas import Refusal, StartQuota
@@ -30,7 +31,8 @@ class LogTrimmed(ProtocolError):
     def __init__(self, run_id: str, first_kept: int) -> None:
         super().__init__(
             ErrorCode.LOG_TRIMMED,
-            f"events of run {run_id} before seq {first_kept} are no longer kept; resubscribe with since >= {first_kept - 1}"
+            f"events of run {run_id} before seq {first_kept} are no longer kept; "
+            f"resubscribe with since >= {first_kept - 1}"
             " or fetch the run's current state over HTTP",
             first_kept=first_kept,
         )
@@ -145,7 +147,8 @@ class Backend(abc.ABC):
         raise NotImplementedError
 
     async def presence_refresh(self, run_id: str, entries: list[dict[str, Any]], ttl_s: float) -> None:
-        """A node's periodic refresh of entries it joined: the same as presence_join, where a backend has no cheaper way."""
+        """A node's periodic refresh of entries it joined: the same as presence_join, where a backend has no cheaper
+        way."""
         await self.presence_join(run_id, entries, ttl_s)
 
     async def presence_leave(self, run_id: str, entries: list[dict[str, Any]]) -> None:
@@ -153,7 +156,8 @@ class Backend(abc.ABC):
         raise NotImplementedError
 
     async def presence_read(self, run_id: str, known_version: int | None = None) -> tuple[int, dict[str, dict[str, Any]] | None]:
-        """(version, connection_id -> entry) of the live entries; (version, None) when the version is `known_version`."""
+        """(version, connection_id -> entry) of the live entries; (version, None) when the version is
+        `known_version`."""
         raise NotImplementedError
 
     async def watched(self, run_id: str) -> list[dict[str, Any]]:
@@ -171,7 +175,8 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     async def outbox_take(self, consumer: str, count: int, timeout: float) -> list[dict[str, Any]]:
-        """Entries {id, run_id, seq, ts, type, data} for this consumer: new ones, or ones whose deliverer went silent."""
+        """Entries {id, run_id, seq, ts, type, data} for this consumer: new ones, or ones whose deliverer went
+        silent."""
 
     @abc.abstractmethod
     async def outbox_touch(self, consumer: str, entry_id: str) -> None:

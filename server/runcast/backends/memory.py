@@ -10,9 +10,8 @@ import time
 from collections import OrderedDict, deque
 from typing import Any
 
-from .. import audit, feed
-from .. import quotas
-from ..protocol import Event, make_event
+from .. import audit, feed, quotas
+from ..protocol import WEBHOOK_EVENTS, Event, make_event
 from ..quotas import Refusal, StartQuota
 from ..runs import Job, RunRecord, Transition, WireEvents
 from .base import Backend, Conflict, LogTrimmed, NotOwner, OnEntry, OnEvents, OnResync, OnSignal, Subscription
@@ -196,7 +195,7 @@ class MemoryBackend(Backend):
     async def take_job(self, worker_id: str, timeout: float) -> Job | None:
         try:
             return await asyncio.wait_for(self._jobs.get(), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return None
 
     # ---- signals
@@ -303,12 +302,10 @@ class MemoryBackend(Backend):
 
     # ---- webhook outbox: an in-process queue (one process: whoever joined delivers everything)
     def _to_outbox(self, events: list[Event]) -> None:
-        from ..webhooks import EVENTS
-
         if self._outbox is None:
             return
         for ev in events:
-            if ev.type in EVENTS:
+            if ev.type in WEBHOOK_EVENTS:
                 self._outbox.append({"id": str(next(self._outbox_ids)), **ev.frame})
                 self._outbox_ready.set()
 
@@ -324,7 +321,7 @@ class MemoryBackend(Backend):
             self._outbox_ready.clear()
             try:
                 await asyncio.wait_for(self._outbox_ready.wait(), timeout)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 return []
         return [self._outbox.popleft() for _ in range(min(count, len(self._outbox)))]
 
@@ -357,7 +354,9 @@ class MemoryBackend(Backend):
         return list(itertools.islice(self._lanes.get(lane, {}).items(), count))
 
     async def lane_done(self, lane: str, item_id: str) -> None:
-        self._lanes.get(lane, {}).pop(item_id, None)
+        items = self._lanes.get(lane)
+        if items is not None:
+            items.pop(item_id, None)
 
     async def lane_length(self, lane: str) -> int:
         return len(self._lanes.get(lane, {}))

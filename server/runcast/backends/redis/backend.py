@@ -42,7 +42,8 @@ cluster cannot do in one script. So a commit is an outbox: (1) mark "<run> <tx>"
 (2) one script in the run's slot checks the version, stores the record, appends the events and pushes the jobs to
 the run's outbox; (3) one script in the {P} slot adds the outbox's jobs to {P}:jobs, writes the run's timer and its
 place in {P}:open and its settled approvals in {P}:audit*, and publishes its feed entry (if this version is newer
-than the one they were written from), indexes the run and clears the mark; (4) the flushed jobs leave the outbox. If a process dies between (2) and (4), any sweeper finds the mark past its deadline and does (3)
+than the one they were written from), indexes the run and clears the mark; (4) the flushed jobs leave the outbox. If
+a process dies between (2) and (4), any sweeper finds the mark past its deadline and does (3)
 and (4) from the stored record and outbox. A job may so reach {P}:jobs twice: claiming is a compare-and-set on the
 run's status and segment, so the second copy is refused and dropped. The same path runs on a single Redis.
 
@@ -63,20 +64,25 @@ from typing import Any
 
 import msgpack
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.asyncio.cluster import ClusterNode, RedisCluster
-from redis.exceptions import ClusterDownError, MasterDownError, RedisClusterException, RedisError, SlotNotCoveredError
-from redis.exceptions import TryAgainError
+from redis.exceptions import (
+    ClusterDownError,
+    MasterDownError,
+    RedisClusterException,
+    RedisError,
+    SlotNotCoveredError,
+    TryAgainError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.maint_notifications import MaintNotificationsConfig
 
 from ... import audit, feed, metrics, quotas
-from ...protocol import Event, now_iso
+from ...protocol import WEBHOOK_EVENTS, Event, now_iso
 from ...quotas import Refusal, StartQuota
 from ...runs import TERMINAL, RunRecord, Transition, WireEvents
-from ...webhooks import EVENTS as WEBHOOK_EVENTS
 from ..base import Backend, Conflict, LogTrimmed, NotOwner
 from . import scripts
 from .datawatch import DataWatch
@@ -464,7 +470,7 @@ class RedisBackend(OutboxQueue, JobQueue, LiveFeed, Presence, DataWatch, Backend
                 break
             keys = [self._k(i.decode(), "rec") for i in ids]
             raws = await (self._redis.mget_nonatomic(keys) if self.cluster else self._redis.mget(keys))
-            gone = [i for i, raw in zip(ids, raws) if raw is None]
+            gone = [i for i, raw in zip(ids, raws, strict=True) if raw is None]
             for raw in raws:
                 if raw is not None:
                     rec = RunRecord.model_validate_json(raw)
@@ -484,7 +490,7 @@ class RedisBackend(OutboxQueue, JobQueue, LiveFeed, Presence, DataWatch, Backend
             return []
         keys = [self._k(i.decode(), "rec") for i in ids]
         raws = await (self._redis.mget_nonatomic(keys) if self.cluster else self._redis.mget(keys))
-        gone = [i for i, raw in zip(ids, raws) if raw is None]
+        gone = [i for i, raw in zip(ids, raws, strict=True) if raw is None]
         if gone:
             await self._redis.zrem(self._open, *gone)
         recs = [RunRecord.model_validate_json(raw) for raw in raws if raw is not None]
@@ -515,7 +521,7 @@ class RedisBackend(OutboxQueue, JobQueue, LiveFeed, Presence, DataWatch, Backend
                     for rid in ids:
                         pipe.get(self._k(rid.decode(), "rec"))
                     raws = await pipe.execute()
-                done = [rid for rid, raw in zip(ids, raws) if raw is None or json.loads(raw).get("status") in TERMINAL]
+                done = [rid for rid, raw in zip(ids, raws, strict=True) if raw is None or json.loads(raw).get("status") in TERMINAL]
                 if done:
                     await self._redis.zrem(open_key, *done)
         res = await self._quota_script(

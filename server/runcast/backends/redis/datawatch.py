@@ -3,7 +3,8 @@
 Every process sets `{P}:sentinel` to a random value if it is missing (SET NX) and remembers the value it found. Then it
 looks again every `watch_s`: a sentinel that is gone, or holds another value, means the data this process knew is
 gone. It says so in its log (as an error: runs and their logs from before are lost, clients holding `since` will get
-`log_reset`), keeps the fact for `/readyz`, calls `on_data_lost`, and arms a new sentinel so the next loss is noticed too.
+`log_reset`), keeps the fact for `/readyz`, calls `on_data_lost`, and arms a new sentinel so the next loss is
+noticed too.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ import asyncio
 import logging
 import secrets
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from redis.exceptions import RedisError
 
@@ -61,7 +63,7 @@ class DataWatch:
         if self.on_data_lost is not None:
             try:
                 self.on_data_lost()
-            except Exception:  # noqa: BLE001
+            except Exception:
                 log.exception("on_data_lost failed")
         return False
 

@@ -1,6 +1,7 @@
 """The webhook outbox on Redis: a Stream written by each commit (one entry per webhook-worthy event; the commit script
 keeps them in the run's slot with the event, and the flush moves them here, at least once), read through one consumer
-group by every process that delivers webhooks, so each entry goes to exactly one of them; an entry whose process died (not touched for `claim_s`) is taken over with XAUTOCLAIM.
+group by every process that delivers webhooks, so each entry goes to exactly one of them; an entry whose process
+died (not touched for `claim_s`) is taken over with XAUTOCLAIM.
 
 Keys (the `{P}` hash tag keeps them in one cluster slot with the other keys shared by all runs, so flush.lua, which
 moves a commit's webhook events here from the run's own list, writes them in the same script; see backend.py):

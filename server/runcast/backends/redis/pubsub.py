@@ -17,7 +17,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import msgpack
 from redis.asyncio.retry import Retry
@@ -39,7 +40,7 @@ REFRESH_MIN_S = 0.2  # at most one slot-map refresh this often, however many cha
 class _Channel:
     """One pub/sub channel of this process and everyone here who listens to it."""
 
-    __slots__ = ("name", "run_id", "callbacks", "ready", "last", "needs_fill", "shard", "confirmed", "feed")
+    __slots__ = ("callbacks", "confirmed", "feed", "last", "name", "needs_fill", "ready", "run_id", "shard")
 
     def __init__(self, name: bytes, run_id: str | None, feed: bool = False) -> None:
         self.name = name
@@ -56,7 +57,7 @@ class _Channel:
 class _Shard:
     """One pub/sub connection: to the single Redis, or to one master of a cluster."""
 
-    __slots__ = ("name", "host", "port", "conn", "reader", "chans")
+    __slots__ = ("chans", "conn", "host", "name", "port", "reader")
 
     def __init__(self, name: str, host: str | None = None, port: int | None = None) -> None:
         self.name, self.host, self.port = name, host, port
@@ -66,7 +67,7 @@ class _Shard:
 
 
 class _RedisSub(Subscription):
-    def __init__(self, backend: "LiveFeed", ch: _Channel, cb: Callable[..., None]) -> None:
+    def __init__(self, backend: LiveFeed, ch: _Channel, cb: Callable[..., None]) -> None:
         self._backend, self._ch, self._cb = backend, ch, cb
         self._closed = False
 
@@ -98,6 +99,15 @@ class LiveFeed:
     _shards: dict[str, _Shard]
     _ctl: bytes
     _closing: bool
+
+    if TYPE_CHECKING:  # RedisBackend's, declared here for the type checker only (the mixin has no body for them)
+
+        def _intern(self, packed: bytes) -> Event: ...
+
+        async def head(self, run_id: str) -> int: ...
+
+        async def read(self, run_id: str, after: int = 0, upto: int | None = None,
+                       limit: int | None = None) -> list[Event]: ...
     _refreshed_at: float
     stats: dict[str, int]
     subscribe_timeout: float
@@ -173,11 +183,11 @@ class LiveFeed:
         while True:
             left = self.subscribe_timeout - (LAG.responsive() - start)
             if left <= 0:
-                raise asyncio.TimeoutError
+                raise TimeoutError
             try:
                 await asyncio.wait_for(ch.ready.wait(), left)
                 return
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 continue
 
     async def _remove_callback(self, ch: _Channel, cb: Callable[..., None]) -> None:
@@ -249,7 +259,7 @@ class LiveFeed:
         try:
             self._redis._initialize = True  # redis-py reads CLUSTER SLOTS again, under its own lock
             await self._redis.initialize()
-        except Exception as exc:  # noqa: BLE001 - RedisClusterException too (no full slot map mid-failover): retry later
+        except Exception as exc:
             metrics.redis_errors.labels(source="cluster").inc()
             log.warning("could not refresh the cluster's slot map: %s", exc)
 
@@ -331,7 +341,7 @@ class LiveFeed:
                     await self._on_message(shard, msg)
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # noqa: BLE001 - an outage (or a bug): reconnect, never die
+            except Exception as exc:
                 if self._closing:
                     pass
                 elif down_since is None:
@@ -362,7 +372,7 @@ class LiveFeed:
                                           "connection lost")
                 except asyncio.CancelledError:
                     raise
-                except Exception as exc:  # noqa: BLE001 - the reader must outlive the failover; try again next round
+                except Exception as exc:
                     log.debug("pub/sub: cannot follow the slots of %s yet: %s", shard.name, exc)
 
     async def _on_error_reply(self, shard: _Shard, exc: ResponseError) -> None:
@@ -392,13 +402,13 @@ class LiveFeed:
                 try:
                     entry = msgpack.unpackb(msg[2], raw=False)
                     entry["run"]["run_id"]
-                except Exception:  # noqa: BLE001 - not ours
+                except Exception:
                     log.warning("ignoring a malformed message on %r", msg[1])
                     return
                 for cb in list(ch.callbacks):
                     try:
                         cb(entry)
-                    except Exception:  # noqa: BLE001 - one listener's bug must not stop the others
+                    except Exception:
                         log.exception("feed callback failed")
                 return
             try:
@@ -407,14 +417,14 @@ class LiveFeed:
                     run_id, message_ = sig["run_id"], sig["message"]
                 else:
                     events = [self._intern(b) for b in msgpack.unpackb(msg[2], raw=True)]
-            except Exception:  # noqa: BLE001 - not ours (someone else published on our channel)
+            except Exception:
                 log.warning("ignoring a malformed message on %r", msg[1])
                 return
             if ch.run_id is None:
                 for cb in list(ch.callbacks):
                     try:
                         cb(run_id, message_)
-                    except Exception:  # noqa: BLE001 - one listener's bug must not stop the others
+                    except Exception:
                         log.exception("signal callback failed")
                 return
             self._deliver(ch, events)
@@ -426,10 +436,10 @@ class LiveFeed:
             if ch.feed and ch.needs_fill:
                 ch.needs_fill = False  # back after an interruption: entries may have been missed
                 for cb in list(ch.callbacks):
-                    if cb.on_resync is not None:
+                    if isinstance(cb, _FeedListener) and cb.on_resync is not None:  # a feed's callbacks are these
                         try:
                             cb.on_resync()
-                        except Exception:  # noqa: BLE001
+                        except Exception:
                             log.exception("feed resync callback failed")
             if ch.run_id is None:
                 ch.ready.set()
@@ -456,7 +466,7 @@ class LiveFeed:
         for cb in list(ch.callbacks):
             try:
                 cb(events)
-            except Exception:  # noqa: BLE001
+            except Exception:
                 log.exception("live feed callback for %s failed", ch.run_id)
 
     async def _fill(self, ch: _Channel) -> None:
