@@ -26,9 +26,10 @@ import hashlib
 import io
 import json
 import re
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Any, Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
 
 from .approvals import Approval, changes
 from .protocol import ErrorCode, ProtocolError, now_iso
@@ -296,7 +297,7 @@ def _ms(iso: str | None) -> int | None:
     except (ValueError, OverflowError):
         return None
     if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=timezone.utc)
+        dt = dt.replace(tzinfo=UTC)
     return int(dt.timestamp() * 1000)
 
 

@@ -8,6 +8,7 @@ import time
 from typing import Any, Literal
 
 from . import audit, comments, conversation, edits, feed, metrics, runfilter, runs
+from .audit import Query as AuditQuery
 from .auth import Identity
 from .backends.base import Backend, LogTrimmed
 from .protocol import ErrorCode, Event, ProtocolError
@@ -191,6 +192,7 @@ class Service:
             frames += [e.frame for e in batch if e.type in keep]
             since = batch[-1].seq
         return audit.build(rec, frames, log_complete=complete)
+
     AUDIT_ALL_ROLES = ("admin", "auditor")  # read every entry of GET /api/audit
 
     def audit_reader(self, who: Identity) -> bool:
@@ -199,7 +201,7 @@ class Service:
         deciders = {r for name in self.registry.names() for r in self.agent_watch_roles(name)} - {"viewer"}
         return who.has("auditor", "operator", "approver") or any(r in deciders for r in who.roles)
 
-    async def audit_search(self, who: Identity, q: audit.Query) -> tuple[list[dict[str, Any]], str | None]:
+    async def audit_search(self, who: Identity, q: AuditQuery) -> tuple[list[dict[str, Any]], str | None]:
         """A page of the audit index across runs (audit.search), with the entries `who` may read."""
         if not self.audit_reader(who):
             raise ProtocolError(ErrorCode.FORBIDDEN, "the audit across runs is open to admin, auditor, operator and "

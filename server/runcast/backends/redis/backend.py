@@ -435,7 +435,7 @@ class RedisBackend(OutboxQueue, JobQueue, LiveFeed, Presence, DataWatch, Backend
             offset += len(got)
         found = found[:count]
         rows = await self._redis.hmget(self._g("audit:rows"), [m for _, m in found]) if found else []
-        return [(s, m, json.loads(r)) for (s, m), r in zip(found, rows) if r is not None]
+        return [(s, m, json.loads(r)) for (s, m), r in zip(found, rows, strict=True) if r is not None]
 
     async def _repair(self, now: float) -> None:
         """Commits whose process died before their flush (their mark is past its deadline): flush them now."""
