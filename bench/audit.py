@@ -53,15 +53,34 @@ def record(i: int, now: float) -> RunRecord:
     else:
         who, at = PEOPLE[i % len(PEOPLE)], now - (i * 7919 % 30_000) / 30_000 * 30 * DAY_S
     when = iso(at)
-    ap = Approval(approval_id=f"ap_{i}", call_id=f"c{i}", tool=("deploy", "delete_files", "refund")[i % 3],
-                  arguments='{"n": %d}' % i, agent="Bench", policy=ApprovalPolicy(roles=["approver"]),
-                  requested_at=iso(at - 30), status="approved" if i % 4 else "rejected",
-                  votes=[Vote(sub=who, name=who.title(), roles=["approver"], decision="approve" if i % 4 else "reject",
-                              at=when)],
-                  decided={"approval_id": f"ap_{i}", "decision": "approve" if i % 4 else "reject",
-                           "by": {"sub": who, "name": who.title()}, "decided_at": when, "reason": None})
-    return RunRecord(run_id=f"run_bench{i:06d}", agent="demo", input="bench", started_by={"sub": "ops", "name": "Ops"},
-                     created_at=iso(at - 60), status="completed", approvals={ap.approval_id: ap}, updated_at=at)
+    ap = Approval(
+        approval_id=f"ap_{i}",
+        call_id=f"c{i}",
+        tool=("deploy", "delete_files", "refund")[i % 3],
+        arguments='{"n": %d}' % i,
+        agent="Bench",
+        policy=ApprovalPolicy(roles=["approver"]),
+        requested_at=iso(at - 30),
+        status="approved" if i % 4 else "rejected",
+        votes=[Vote(sub=who, name=who.title(), roles=["approver"], decision="approve" if i % 4 else "reject", at=when)],
+        decided={
+            "approval_id": f"ap_{i}",
+            "decision": "approve" if i % 4 else "reject",
+            "by": {"sub": who, "name": who.title()},
+            "decided_at": when,
+            "reason": None,
+        },
+    )
+    return RunRecord(
+        run_id=f"run_bench{i:06d}",
+        agent="demo",
+        input="bench",
+        started_by={"sub": "ops", "name": "Ops"},
+        created_at=iso(at - 60),
+        status="completed",
+        approvals={ap.approval_id: ap},
+        updated_at=at,
+    )
 
 
 async def seed(url: str, start: int, stop: int, now: float) -> None:
@@ -103,15 +122,23 @@ def main() -> None:
     redis = RedisServer(persist=False)
     redis.start()
     tmp = Path(tempfile.mkdtemp(prefix="runcast-bench-audit-"))
-    cluster = Cluster(tmp, "redis", redis.url, nodes=1, workers=0,
-                      env={"RUNCAST_RATE_PER_S": "100000", "RUNCAST_RATE_BURST": "100000"})
+    cluster = Cluster(
+        tmp,
+        "redis",
+        redis.url,
+        nodes=1,
+        workers=0,
+        env={"RUNCAST_RATE_PER_S": "100000", "RUNCAST_RATE_BURST": "100000"},
+    )
     cluster.start()
     now = time.time()
     since = iso(now - 7 * DAY_S)
     tok = token("aud", ["auditor"])
     try:
-        print(f"GET /api/audit?person={PERSON}&since=<7 days ago> through `runcast serve` on Redis; "
-              f"{args.requests} sequential requests per row; times in ms")
+        print(
+            f"GET /api/audit?person={PERSON}&since=<7 days ago> through `runcast serve` on Redis; "
+            f"{args.requests} sequential requests per row; times in ms"
+        )
         print("| runs kept | entries returned | p50 | p99 | p50 vs first row |")
         print("|---:|---:|---:|---:|---:|")
         seeded, first = 0, None
@@ -123,8 +150,10 @@ def main() -> None:
             times, rows = measure(cluster.url, tok, since, args.requests)
             p50 = statistics.median(times)
             first = first or p50
-            print(f"| {size} | {rows} | {p50 * 1000:.2f} | {pct(times, .99) * 1000:.2f} | {p50 / first:.2f} |",
-                  flush=True)
+            print(
+                f"| {size} | {rows} | {p50 * 1000:.2f} | {pct(times, 0.99) * 1000:.2f} | {p50 / first:.2f} |",
+                flush=True,
+            )
     finally:
         cluster.stop()
         redis.stop()

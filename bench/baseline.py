@@ -28,5 +28,12 @@ async def ws(socket: WebSocket) -> None:
 app = Starlette(routes=[WebSocketRoute("/ws", ws)])
 
 if __name__ == "__main__":
-    uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning", ws="websockets-sansio",
-                loop=os.environ.get("RUNCAST_LOOP", "auto"), ws_per_message_deflate=False)
+    uvicorn.run(
+        app,
+        host="127.0.0.1",
+        port=int(sys.argv[1]),
+        log_level="warning",
+        ws="websockets-sansio",
+        loop=os.environ.get("RUNCAST_LOOP", "auto"),
+        ws_per_message_deflate=False,
+    )

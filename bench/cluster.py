@@ -32,14 +32,19 @@ from hubtest import PERIODIC_COMMANDS, Process, command_counts, free_port, token
 from redis_cluster import RedisCluster  # noqa: E402
 from redis_server import RedisServer  # noqa: E402
 
+
 async def suite(label: str, url: str, ports: list[int], args: argparse.Namespace, tmp: Path) -> list[tuple]:
     import redis
 
     masters = [redis.Redis(port=p) for p in ports]
     port = free_port()
     go = tmp / f"go-{label}"
-    hub = Process(["serve", "--port", str(port), "--agents", "bench_agents", "--max-queue", "100000", "--redis", url],
-                  dict(env(args.events, args.delay), BENCH_GO_FILE=str(go)), tmp / f"{label}.log", port).start()
+    hub = Process(
+        ["serve", "--port", str(port), "--agents", "bench_agents", "--max-queue", "100000", "--redis", url],
+        dict(env(args.events, args.delay), BENCH_GO_FILE=str(go)),
+        tmp / f"{label}.log",
+        port,
+    ).start()
     rows = []
     try:
         h0 = histogram_counts(hub.url)
@@ -53,11 +58,22 @@ async def suite(label: str, url: str, ports: list[int], args: argparse.Namespace
             mark()
             one = one or dt
             joining, streaming, leaving = (counted(a, b) for a, b in zip(marks, marks[1:]))
-            rows.append((n, dt / one, pct(delays, 50) * 1000, pct(delays, 99) * 1000, streaming / events,
-                         (joining + leaving) / n))
+            rows.append(
+                (
+                    n,
+                    dt / one,
+                    pct(delays, 50) * 1000,
+                    pct(delays, 99) * 1000,
+                    streaming / events,
+                    (joining + leaving) / n,
+                )
+            )
         h1 = histogram_counts(hub.url)
-        print(f"{label}: samples the hub's histograms took over these runs: "
-              + ", ".join(f"{k} +{h1[k] - h0[k]:,.0f}" for k in HISTOGRAMS), flush=True)
+        print(
+            f"{label}: samples the hub's histograms took over these runs: "
+            + ", ".join(f"{k} +{h1[k] - h0[k]:,.0f}" for k in HISTOGRAMS),
+            flush=True,
+        )
     finally:
         hub.stop()
     return rows
@@ -72,8 +88,9 @@ def histogram_counts(base_url: str) -> dict[str, float]:
     import httpx
     from prometheus_client.parser import text_string_to_metric_families
 
-    text = httpx.get(f"{base_url}/metrics", headers={"Authorization": f"Bearer {token('bench', ['metrics'])}"},
-                     timeout=10).text
+    text = httpx.get(
+        f"{base_url}/metrics", headers={"Authorization": f"Bearer {token('bench', ['metrics'])}"}, timeout=10
+    ).text
     out = dict.fromkeys(HISTOGRAMS, 0.0)
     for fam in text_string_to_metric_families(text):
         for sample in fam.samples:
@@ -109,10 +126,14 @@ async def main() -> None:
         clustered = await suite("cluster", rc.url, [m["port"] for m in rc.masters()], args, tmp)
     finally:
         rc.stop()
-    print(f"runcast bench/cluster.py, {time.strftime('%Y-%m-%d %H:%M %Z')}: {os.cpu_count()} cpus; {args.events} "
-          "events per run; clients and servers share the machine")
+    print(
+        f"runcast bench/cluster.py, {time.strftime('%Y-%m-%d %H:%M %Z')}: {os.cpu_count()} cpus; {args.events} "
+        "events per run; clients and servers share the machine"
+    )
     print("time: the run's wall time against 1 watcher; cmds/event: Redis commands while the run streams, per event;")
-    print("cmds/watcher: commands of a watcher joining and leaving (hello, subscribe, replay, presence), once per watcher\n")
+    print(
+        "cmds/watcher: commands of a watcher joining and leaving (hello, subscribe, replay, presence), once per watcher\n"
+    )
     head = "time, p50 / p99 ms, cmds/event, cmds/watcher"
     print(f"{'watchers':>8} | {'one redis: ' + head:>55} | {'cluster: ' + head:>55}")
     for a, b in zip(single, clustered):

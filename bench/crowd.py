@@ -81,7 +81,9 @@ async def connect(url: str, tok: str) -> websockets.ClientConnection:
 
 def paused_run(base: str) -> str:
     h = {"Authorization": f"Bearer {OPERATOR}"}
-    run_id = httpx.post(base + "/api/runs", json={"agent": "demo", "input": "tidy"}, headers=h, timeout=30).json()["run_id"]
+    run_id = httpx.post(base + "/api/runs", json={"agent": "demo", "input": "tidy"}, headers=h, timeout=30).json()[
+        "run_id"
+    ]
     while True:
         d = httpx.get(f"{base}/api/runs/{run_id}", headers=h, timeout=30).json()
         if d["status"] == "paused":
@@ -122,20 +124,31 @@ async def one(nodes: list[Process], n: int, open_s: float, decide_after: float) 
         await asyncio.sleep(wait)
     t_decide = time.perf_counter()
     wall_decide = time.time()
-    await approver.send(json.dumps({"type": "decide", "run_id": run_id, "approval_id": ap, "decision": "approve", "id": "d"}))
+    await approver.send(
+        json.dumps({"type": "decide", "run_id": run_id, "approval_id": ap, "decision": "approve", "id": "d"})
+    )
     await asyncio.wait_for(asyncio.gather(*(w.completed.wait() for w in watchers)), 120)
     delays = [(w.resumed_at - t_decide) * 1000 for w in watchers if w.resumed_at is not None]
-    log = httpx.get(f"{base}/api/runs/{run_id}/events?limit=1000", headers={"Authorization": f"Bearer {OPERATOR}"}, timeout=30).json()["events"]
-    logged = {e["type"]: (datetime.fromisoformat(e["ts"].replace("Z", "+00:00")).timestamp() - wall_decide) * 1000
-              for e in log if e["type"] in ("approval.decided", "run.resumed")}
+    log = httpx.get(
+        f"{base}/api/runs/{run_id}/events?limit=1000", headers={"Authorization": f"Bearer {OPERATOR}"}, timeout=30
+    ).json()["events"]
+    logged = {
+        e["type"]: (datetime.fromisoformat(e["ts"].replace("Z", "+00:00")).timestamp() - wall_decide) * 1000
+        for e in log
+        if e["type"] in ("approval.decided", "run.resumed")
+    }
     assert len(delays) == n, f"{n - len(delays)} watchers never saw run.resumed"
     out = {
-        "opened_s": opened, "p50": pct(delays, 50), "p99": pct(delays, 99), "max": max(delays),
+        "opened_s": opened,
+        "p50": pct(delays, 50),
+        "p99": pct(delays, 99),
+        "max": max(delays),
         "presence_mean": statistics.mean(w.presence_frames for w in watchers),
         "presence_max": max(w.presence_frames for w in watchers),
         "presence_kb_mean": statistics.mean(w.presence_bytes for w in watchers) / 1024,
         "frames_mean": statistics.mean(w.frames for w in watchers),
-        "decided_logged": logged.get("approval.decided", float("nan")), "resumed_logged": logged.get("run.resumed", float("nan")),
+        "decided_logged": logged.get("approval.decided", float("nan")),
+        "resumed_logged": logged.get("run.resumed", float("nan")),
     }
     for w in watchers:
         if w.task:
@@ -150,8 +163,12 @@ async def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--crowds", default="100,500", help="comma-separated crowd sizes")
     p.add_argument("--open-s", type=float, default=1.0, help="the crowd's subscribes are spread over this many seconds")
-    p.add_argument("--decide-after", type=float, default=0.5, help="seconds after the last subscribe the approver decides")
-    p.add_argument("--settle-s", type=float, default=4.0, help="the baseline: seconds between the last subscribe and the decision")
+    p.add_argument(
+        "--decide-after", type=float, default=0.5, help="seconds after the last subscribe the approver decides"
+    )
+    p.add_argument(
+        "--settle-s", type=float, default=4.0, help="the baseline: seconds between the last subscribe and the decision"
+    )
     p.add_argument("--keep", action="store_true", help="keep the servers' logs")
     args = p.parse_args()
     crowds = [int(x) for x in args.crowds.split(",")]
@@ -161,26 +178,54 @@ async def main() -> None:
     environ = base_env(tmp, RUNCAST_DEMO_DELAY="0.005", RUNCAST_RATE_PER_S="100000", RUNCAST_RATE_BURST="100000")
     worker = Process(["worker", "--agents", "demo", "--redis", srv.url], environ, tmp / "worker.log").start()
     ports = [free_port(), free_port()]
-    nodes = [Process(["serve", "--port", str(port), "--no-worker", "--agents", "demo", "--redis", srv.url,
-                      "--max-queue", "100000"], environ, tmp / f"node{i}.log", port) for i, port in enumerate(ports)]
+    nodes = [
+        Process(
+            [
+                "serve",
+                "--port",
+                str(port),
+                "--no-worker",
+                "--agents",
+                "demo",
+                "--redis",
+                srv.url,
+                "--max-queue",
+                "100000",
+            ],
+            environ,
+            tmp / f"node{i}.log",
+            port,
+        )
+        for i, port in enumerate(ports)
+    ]
     for node in nodes:
         node.start()
-    print(f"runcast crowd bench: {os.cpu_count()} cpus; two hub nodes and a worker on one redis-server; clients in this process")
-    print(f"a crowd subscribes over {args.open_s:g} s, the approver decides {args.decide_after:g} s after the last; "
-          f"baseline: the same crowd, settled {args.settle_s:g} s")
-    print(f"{'crowd':>6}  {'decide -> run.resumed at every watcher, ms':>44}  {'presence frames / watcher':>26}  "
-          f"{'settled p99':>11}  {'ratio':>5}  {'logged: decided / resumed, ms':>30}")
-    print(f"{'':>6}  {'p50':>10} {'p99':>10} {'max':>10} {'opened s':>10}  {'mean':>8} {'max':>6} {'KiB':>8}  {'ms':>11}  {'p99':>5}"
-          f"  {'crowd':>14} {'settled':>15}")
+    print(
+        f"runcast crowd bench: {os.cpu_count()} cpus; two hub nodes and a worker on one redis-server; clients in this process"
+    )
+    print(
+        f"a crowd subscribes over {args.open_s:g} s, the approver decides {args.decide_after:g} s after the last; "
+        f"baseline: the same crowd, settled {args.settle_s:g} s"
+    )
+    print(
+        f"{'crowd':>6}  {'decide -> run.resumed at every watcher, ms':>44}  {'presence frames / watcher':>26}  "
+        f"{'settled p99':>11}  {'ratio':>5}  {'logged: decided / resumed, ms':>30}"
+    )
+    print(
+        f"{'':>6}  {'p50':>10} {'p99':>10} {'max':>10} {'opened s':>10}  {'mean':>8} {'max':>6} {'KiB':>8}  {'ms':>11}  {'p99':>5}"
+        f"  {'crowd':>14} {'settled':>15}"
+    )
     try:
         for n in crowds:
             crowd = await one(nodes, n, args.open_s, args.decide_after)
             settled = await one(nodes, n, args.open_s, args.settle_s)
-            print(f"{n:>6}  {crowd['p50']:>10.1f} {crowd['p99']:>10.1f} {crowd['max']:>10.1f} {crowd['opened_s']:>10.2f}  "
-                  f"{crowd['presence_mean']:>8.1f} {crowd['presence_max']:>6} {crowd['presence_kb_mean']:>8.1f}  "
-                  f"{settled['p99']:>11.1f}  {crowd['p99'] / settled['p99']:>5.2f}  "
-                  f"{crowd['decided_logged']:>6.0f} / {crowd['resumed_logged']:<6.0f} {settled['decided_logged']:>6.0f} / {settled['resumed_logged']:<6.0f}",
-                  flush=True)
+            print(
+                f"{n:>6}  {crowd['p50']:>10.1f} {crowd['p99']:>10.1f} {crowd['max']:>10.1f} {crowd['opened_s']:>10.2f}  "
+                f"{crowd['presence_mean']:>8.1f} {crowd['presence_max']:>6} {crowd['presence_kb_mean']:>8.1f}  "
+                f"{settled['p99']:>11.1f}  {crowd['p99'] / settled['p99']:>5.2f}  "
+                f"{crowd['decided_logged']:>6.0f} / {crowd['resumed_logged']:<6.0f} {settled['decided_logged']:>6.0f} / {settled['resumed_logged']:<6.0f}",
+                flush=True,
+            )
     finally:
         for proc in [*nodes, worker]:
             proc.stop()

@@ -88,8 +88,9 @@ class Conn:
 
     @classmethod
     async def open(cls, url: str, hub: int, tok: str) -> "Conn":
-        ws = await websockets.connect(url, subprotocols=["runcast.v1.json"], max_size=None, max_queue=None,
-                                      open_timeout=120, ping_timeout=None)
+        ws = await websockets.connect(
+            url, subprotocols=["runcast.v1.json"], max_size=None, max_queue=None, open_timeout=120, ping_timeout=None
+        )
         await ws.send(json.dumps({"type": "hello", "token": tok}))
         json.loads(await ws.recv())
         return cls(ws, hub, tok)
@@ -146,8 +147,13 @@ async def until(pred: Any, timeout: float, what: str) -> bool:
 
 class Hubs:
     def __init__(self, backend: str, tmp: Path, redis_url: str | None) -> None:
-        env = base_env(tmp, RUNCAST_DEMO_DELAY="0", RUNCAST_RATE_PER_S="1000000", RUNCAST_RATE_BURST="1000000",
-                       RUNCAST_LOG_LEVEL="WARNING")
+        env = base_env(
+            tmp,
+            RUNCAST_DEMO_DELAY="0",
+            RUNCAST_RATE_PER_S="1000000",
+            RUNCAST_RATE_BURST="1000000",
+            RUNCAST_LOG_LEVEL="WARNING",
+        )
         common = ["--agents", "demo", "--concurrency", "512", "--max-connections", "0", "--max-unauthenticated", "0"]
         self.procs = []
         for i in range(1 if backend == "memory" else 2):
@@ -184,9 +190,12 @@ async def inbox_check(hubs: Hubs, dashboards: list[Conn]) -> tuple[int, int]:
     sem = asyncio.Semaphore(32)
     ok = 0
     async with httpx.AsyncClient(timeout=60, limits=NO_KEEPALIVE) as http:
+
         async def one(d: Conn) -> bool:
             async with sem:
-                r = await http.get(hubs.http(d.hub) + "/api/approvals?open=1", headers={"Authorization": f"Bearer {d.tok}"})
+                r = await http.get(
+                    hubs.http(d.hub) + "/api/approvals?open=1", headers={"Authorization": f"Bearer {d.tok}"}
+                )
             return r.status_code == 200 and {a["approval_id"] for a in r.json()["approvals"]} == set(d.inbox)
 
         for good in await asyncio.gather(*(one(d) for d in dashboards)):
@@ -207,11 +216,17 @@ async def sitting(backend: str, n: int, m: int, redis_url: str | None, floor: bo
     try:
         dashboards = []
         for i in range(m):
-            dashboards.append(await Conn.open(hubs.ws(i), i % nh, token(f"dash{i}", ["approver"], name=f"Dash {i}", ttl=7200)))
+            dashboards.append(
+                await Conn.open(hubs.ws(i), i % nh, token(f"dash{i}", ["approver"], name=f"Dash {i}", ttl=7200))
+            )
         for i, d in enumerate(dashboards):
             await d.send({"type": "subscribe_inbox", "id": "i"})
             await d.send({"type": "subscribe_runs", "id": "r", "limit": 50})
-        await until(lambda: all(sum(1 for _, f in d.frames if f["type"] == "runs") for d in dashboards), 300, "dashboards' snapshots")
+        await until(
+            lambda: all(sum(1 for _, f in d.frames if f["type"] == "runs") for d in dashboards),
+            300,
+            "dashboards' snapshots",
+        )
         pool = max(2, n // 5)
         watchers = [await Conn.open(hubs.ws(i), i % nh, ADMIN) for i in range(pool)]
         starters = [await Conn.open(hubs.ws(i), i % nh, OPERATOR) for i in range(2)]
@@ -278,10 +293,14 @@ async def sitting(backend: str, n: int, m: int, redis_url: str | None, floor: bo
         # Every run cancelled over HTTP: each approval leaves every inbox.
         sem = asyncio.Semaphore(16)
         async with httpx.AsyncClient(timeout=120, limits=NO_KEEPALIVE) as http:
+
             async def cancel(i: int, rid: str) -> None:
                 async with sem:
-                    await http.post(hubs.http(i) + f"/api/runs/{rid}/cancel", json={},
-                                    headers={"Authorization": f"Bearer {OPERATOR}"})
+                    await http.post(
+                        hubs.http(i) + f"/api/runs/{rid}/cancel",
+                        json={},
+                        headers={"Authorization": f"Bearer {OPERATOR}"},
+                    )
 
             await asyncio.gather(*(cancel(i, rid) for i, rid in enumerate(run_ids)))
         if m:
@@ -304,13 +323,21 @@ async def sitting(backend: str, n: int, m: int, redis_url: str | None, floor: bo
                 auth = {"Authorization": f"Bearer {ADMIN}"}
 
                 async def floor_run(watch: bool) -> tuple[float, int]:
-                    r = await http.post(hubs.http(0) + "/api/runs", json={"agent": "demo", "input": "floor"}, headers=auth)
+                    r = await http.post(
+                        hubs.http(0) + "/api/runs", json={"agent": "demo", "input": "floor"}, headers=auth
+                    )
                     rid = r.json()["run_id"]
                     if watch:
                         for d in dashboards:
                             await d.send({"type": "subscribe", "run_id": rid})
-                        await until(lambda: all(any(f.get("type") == "sync" and f.get("run_id") == rid for _, f in d.frames)
-                                                for d in dashboards), 300, "the floor's subscriptions")
+                        await until(
+                            lambda: all(
+                                any(f.get("type") == "sync" and f.get("run_id") == rid for _, f in d.frames)
+                                for d in dashboards
+                            ),
+                            300,
+                            "the floor's subscriptions",
+                        )
                     aid = None
                     while aid is None:
                         det = (await http.get(hubs.http(0) + f"/api/runs/{rid}", headers=auth)).json()
@@ -318,12 +345,22 @@ async def sitting(backend: str, n: int, m: int, redis_url: str | None, floor: bo
                         await asyncio.sleep(0.05)
                     before = [len(d.frames) for d in dashboards]
                     c0 = hubs.cpu()
-                    await http.post(hubs.http(0) + f"/api/runs/{rid}/approvals/{aid}", json={"decision": "approve"}, headers=auth)
+                    await http.post(
+                        hubs.http(0) + f"/api/runs/{rid}/approvals/{aid}", json={"decision": "approve"}, headers=auth
+                    )
                     if watch:
-                        await until(lambda: all(any(f.get("type") == "run.completed" and f.get("run_id") == rid for _, f in d.frames)
-                                                for d in dashboards), 300, "the floor run's end at every dashboard")
+                        await until(
+                            lambda: all(
+                                any(f.get("type") == "run.completed" and f.get("run_id") == rid for _, f in d.frames)
+                                for d in dashboards
+                            ),
+                            300,
+                            "the floor run's end at every dashboard",
+                        )
                     else:
-                        while (await http.get(hubs.http(0) + f"/api/runs/{rid}", headers=auth)).json()["status"] != "completed":
+                        while (await http.get(hubs.http(0) + f"/api/runs/{rid}", headers=auth)).json()[
+                            "status"
+                        ] != "completed":
                             await asyncio.sleep(0.01)
                     c1 = hubs.cpu()
                     return sum(c1) - sum(c0), sum(len(d.frames) - b for d, b in zip(dashboards, before))
@@ -349,7 +386,7 @@ def ms(x: float) -> str:
 
 
 def per_hub(d: dict[int, list[float]]) -> str:
-    return "; ".join(f"hub{h} {ms(statistics.median(xs))} / {ms(pct(xs, .99))}" for h, xs in sorted(d.items())) or "-"
+    return "; ".join(f"hub{h} {ms(statistics.median(xs))} / {ms(pct(xs, 0.99))}" for h, xs in sorted(d.items())) or "-"
 
 
 async def main() -> None:
@@ -362,9 +399,11 @@ async def main() -> None:
     if any(b == "redis" for b, _, _ in rows):
         redis = RedisServer(persist=False)
         redis.start()
-    print("| backend | N | M | all paused (no dashboards; ratio; CPU until then) | inbox.added p50 / p99 ms | inbox.removed p50 / p99 ms | "
-          "hub CPU per dashboard frame (floor; ratio) | frames per run per dashboard | errors, closes, starts not acked | "
-          "inboxes = /api/approvals (paused; end) |")
+    print(
+        "| backend | N | M | all paused (no dashboards; ratio; CPU until then) | inbox.added p50 / p99 ms | inbox.removed p50 / p99 ms | "
+        "hub CPU per dashboard frame (floor; ratio) | frames per run per dashboard | errors, closes, starts not acked | "
+        "inboxes = /api/approvals (paused; end) |"
+    )
     print("|---|---:|---:|---|---|---|---|---:|---|---|", flush=True)
     try:
         for backend, n, m in rows:
@@ -376,15 +415,17 @@ async def main() -> None:
             floor = r.get("floor_us")
             cost = f"{per:.1f} µs" + (f" ({floor:.1f} µs; {per / floor:.2f}x)" if floor else "")
             errs = dict(r["errors"] + base["errors"])
-            print(f"| {backend}{' x' + str(r['hubs']) if r['hubs'] > 1 else ''} | {n} | {m} | "
-                  f"{r['paused_s']:.1f} s ({base['paused_s']:.1f} s; {r['paused_s'] / base['paused_s']:.2f}x; hubs' CPU "
-                  f"{sum(r['cpu_run']):.1f} s vs {sum(base['cpu_run']):.1f} s, clients' {r['clients_cpu']:.1f} s vs "
-                  f"{base['clients_cpu']:.1f} s) | "
-                  f"{per_hub(r.get('added', {}))} | {per_hub(r.get('removed', {}))} | {cost} | "
-                  f"{r.get('frames_per_run_dash', float('nan')):.2f} | errors {errs or 0}, closes {dict(r['closes']) or 0}, "
-                  f"not acked {n - r['starts_acked']} (baseline {n - base['starts_acked']}), log 'internal' {r['log_internal']} | "
-                  f"{'%d/%d' % r['check_paused'] if 'check_paused' in r else '-'}; {'%d/%d' % r['check_end'] if 'check_end' in r else '-'} |",
-                  flush=True)
+            print(
+                f"| {backend}{' x' + str(r['hubs']) if r['hubs'] > 1 else ''} | {n} | {m} | "
+                f"{r['paused_s']:.1f} s ({base['paused_s']:.1f} s; {r['paused_s'] / base['paused_s']:.2f}x; hubs' CPU "
+                f"{sum(r['cpu_run']):.1f} s vs {sum(base['cpu_run']):.1f} s, clients' {r['clients_cpu']:.1f} s vs "
+                f"{base['clients_cpu']:.1f} s) | "
+                f"{per_hub(r.get('added', {}))} | {per_hub(r.get('removed', {}))} | {cost} | "
+                f"{r.get('frames_per_run_dash', float('nan')):.2f} | errors {errs or 0}, closes {dict(r['closes']) or 0}, "
+                f"not acked {n - r['starts_acked']} (baseline {n - base['starts_acked']}), log 'internal' {r['log_internal']} | "
+                f"{'%d/%d' % r['check_paused'] if 'check_paused' in r else '-'}; {'%d/%d' % r['check_end'] if 'check_end' in r else '-'} |",
+                flush=True,
+            )
     finally:
         if redis:
             redis.stop()

@@ -94,15 +94,23 @@ def family(pid: int) -> list[int]:
 def bench_env(**extra: str) -> dict[str, str]:
     e = dict(os.environ)
     e.pop("OPENAI_API_KEY", None)
-    e.update({
-        "RUNCAST_SECRET": SECRET, "RUNCAST_COALESCE_S": "0", "RUNCAST_LOG_LEVEL": "WARNING",
-        "RUNCAST_RATE_PER_S": "100000", "RUNCAST_RATE_BURST": "100000", "OPENAI_AGENTS_DISABLE_TRACING": "1",
-        "RUNCAST_LOOP": os.environ.get("RUNCAST_LOOP", "asyncio"),
-        # a bench is one user opening thousands of connections at once: the per-node caps and quotas are off
-        "RUNCAST_MAX_CONNECTIONS": "0", "RUNCAST_MAX_UNAUTHENTICATED": "0",
-        "RUNCAST_MAX_STARTS_PER_MINUTE": "0", "RUNCAST_MAX_OPEN_RUNS": "0",
-        "PYTHONPATH": os.pathsep.join([str(ROOT / "bench"), str(ROOT / "server"), e.get("PYTHONPATH", "")]),
-    })
+    e.update(
+        {
+            "RUNCAST_SECRET": SECRET,
+            "RUNCAST_COALESCE_S": "0",
+            "RUNCAST_LOG_LEVEL": "WARNING",
+            "RUNCAST_RATE_PER_S": "100000",
+            "RUNCAST_RATE_BURST": "100000",
+            "OPENAI_AGENTS_DISABLE_TRACING": "1",
+            "RUNCAST_LOOP": os.environ.get("RUNCAST_LOOP", "asyncio"),
+            # a bench is one user opening thousands of connections at once: the per-node caps and quotas are off
+            "RUNCAST_MAX_CONNECTIONS": "0",
+            "RUNCAST_MAX_UNAUTHENTICATED": "0",
+            "RUNCAST_MAX_STARTS_PER_MINUTE": "0",
+            "RUNCAST_MAX_OPEN_RUNS": "0",
+            "PYTHONPATH": os.pathsep.join([str(ROOT / "bench"), str(ROOT / "server"), e.get("PYTHONPATH", "")]),
+        }
+    )
     e.update(extra)
     return e
 
@@ -117,8 +125,9 @@ def raise_nofile() -> None:
 class Server:
     def __init__(self, argv: list[str], env: dict[str, str], log: Path, port: int) -> None:
         self.port = port
-        self.proc = subprocess.Popen(argv, env=env, stdout=open(log, "ab"), stderr=subprocess.STDOUT, cwd=ROOT,
-                                     preexec_fn=raise_nofile)
+        self.proc = subprocess.Popen(
+            argv, env=env, stdout=open(log, "ab"), stderr=subprocess.STDOUT, cwd=ROOT, preexec_fn=raise_nofile
+        )
         self.log = log
 
     @property
@@ -153,9 +162,18 @@ class Watchers:
     def __init__(self, count: int, procs: int, **opt: Any) -> None:
         self.count = count
         per = [count // procs + (1 if i < count % procs else 0) for i in range(procs)]
-        self.procs = [subprocess.Popen(["node", str(CLIENT), json.dumps(dict(opt, count=n))], stdin=subprocess.PIPE,
-                                       stdout=subprocess.PIPE, text=True, bufsize=1, preexec_fn=raise_nofile)
-                      for n in per if n]
+        self.procs = [
+            subprocess.Popen(
+                ["node", str(CLIENT), json.dumps(dict(opt, count=n))],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+                bufsize=1,
+                preexec_fn=raise_nofile,
+            )
+            for n in per
+            if n
+        ]
 
     async def _line(self, p: subprocess.Popen[str]) -> str:
         assert p.stdout is not None
@@ -169,8 +187,10 @@ class Watchers:
             for b in bad:
                 for k, v in b["closes"].items():
                     closes[k] = closes.get(k, 0) + v
-            raise RuntimeError(f"{sum(b['failed'] for b in bad)} of {self.count} watchers failed to connect "
-                               f"(closes {closes}): {[e for b in bad for e in b['errors']][:3]}")
+            raise RuntimeError(
+                f"{sum(b['failed'] for b in bad)} of {self.count} watchers failed to connect "
+                f"(closes {closes}): {[e for b in bad for e in b['errors']][:3]}"
+            )
 
     def say(self, cmd: str) -> None:
         for p in self.procs:
@@ -259,10 +279,20 @@ class Row:
 
 
 # ------------------------------------------------------------------------------------------------ scenarios
-async def live_reference(kind: str, args: argparse.Namespace, tmp: Path, rate: float, n: int, watchers: int,
-                         redis_url: str | None = None, loop: str = "asyncio") -> Row:
+async def live_reference(
+    kind: str,
+    args: argparse.Namespace,
+    tmp: Path,
+    rate: float,
+    n: int,
+    watchers: int,
+    redis_url: str | None = None,
+    loop: str = "asyncio",
+) -> Row:
     port = free_port()
-    argv = [sys.executable, str(ROOT / "bench" / "fanout_refs.py"), kind, str(port)] + ([redis_url] if redis_url else [])
+    argv = [sys.executable, str(ROOT / "bench" / "fanout_refs.py"), kind, str(port)] + (
+        [redis_url] if redis_url else []
+    )
     srv = Server(argv, bench_env(RUNCAST_LOOP=loop), tmp / f"{kind}.log", port)
     w: Watchers | None = None
     try:
@@ -272,8 +302,9 @@ async def live_reference(kind: str, args: argparse.Namespace, tmp: Path, rate: f
         w = Watchers(watchers, args.client_procs, mode=mode, url=url, timeout_s=args.timeout)
         await w.ready()
         await asyncio.sleep(1)
-        res, cpu, t0 = await w.measure(srv.pids, lambda: httpx.get(f"http://127.0.0.1:{port}/go?n={n}&rate={rate}",
-                                                                    timeout=10))
+        res, cpu, t0 = await w.measure(
+            srv.pids, lambda: httpx.get(f"http://127.0.0.1:{port}/go?n={n}&rate={rate}", timeout=10)
+        )
         return _row(kind, watchers, rate, res, cpu, t0, n)
     finally:
         if w:
@@ -283,8 +314,16 @@ async def live_reference(kind: str, args: argparse.Namespace, tmp: Path, rate: f
 
 def _row(name: str, watchers: int, rate: float, res: Result, cpu: float, t0: float, n: int) -> Row:
     wall = res.done_ms / 1000 - t0 if res.done_ms else float("nan")
-    row = Row(name, watchers, rate, cpu_us=cpu / max(1, res.events) * 1e6, p50=res.pct(50), p99=res.pct(99), wall=wall,
-              delivered_s=res.events / wall if wall == wall and wall > 0 else float("nan"))
+    row = Row(
+        name,
+        watchers,
+        rate,
+        cpu_us=cpu / max(1, res.events) * 1e6,
+        p50=res.pct(50),
+        p99=res.pct(99),
+        wall=wall,
+        delivered_s=res.events / wall if wall == wall and wall > 0 else float("nan"),
+    )
     row.ok = f"{res.ok}/{watchers}"
     if res.errors:
         row.note = "; ".join(res.errors[:3])
@@ -294,15 +333,29 @@ def _row(name: str, watchers: int, rate: float, res: Result, cpu: float, t0: flo
 
 def start_runcast(tmp: Path, name: str, env: dict[str, str], extra: list[str] | None = None) -> Server:
     port = free_port()
-    argv = [sys.executable, "-m", "runcast.cli", "serve", "--port", str(port), "--agents", "bench_agents", *(extra or [])]
+    argv = [
+        sys.executable,
+        "-m",
+        "runcast.cli",
+        "serve",
+        "--port",
+        str(port),
+        "--agents",
+        "bench_agents",
+        *(extra or []),
+    ]
     srv = Server(argv, env, tmp / f"{name}.log", port)
     srv.wait_listening()
     return srv
 
 
 def start_run(port: int) -> str:
-    r = httpx.post(f"http://127.0.0.1:{port}/api/runs", json={"agent": "firehose", "input": "go"},
-                   headers={"Authorization": f"Bearer {OPERATOR}"}, timeout=10)
+    r = httpx.post(
+        f"http://127.0.0.1:{port}/api/runs",
+        json={"agent": "firehose", "input": "go"},
+        headers={"Authorization": f"Bearer {OPERATOR}"},
+        timeout=10,
+    )
     r.raise_for_status()
     return r.json()["run_id"]
 
@@ -315,20 +368,47 @@ def src_env(src: Path | None) -> dict[str, str]:
 
 
 def failed(name: str, watchers: int, rate: float, exc: BaseException) -> Row:
-    return Row(name, watchers, rate, ok="failed", note=f"{type(exc).__name__}: {str(exc).splitlines()[-1] if str(exc) else ''}"[:200])
+    return Row(
+        name,
+        watchers,
+        rate,
+        ok="failed",
+        note=f"{type(exc).__name__}: {str(exc).splitlines()[-1] if str(exc) else ''}"[:200],
+    )
 
 
-async def live_runcast(args: argparse.Namespace, tmp: Path, rate: float, n: int, watchers: int, label: str = "runcast",
-                       extra: list[str] | None = None, env: dict[str, str] | None = None, batch: bool = False,
-                       src: Path | None = None) -> Row:
+async def live_runcast(
+    args: argparse.Namespace,
+    tmp: Path,
+    rate: float,
+    n: int,
+    watchers: int,
+    label: str = "runcast",
+    extra: list[str] | None = None,
+    env: dict[str, str] | None = None,
+    batch: bool = False,
+    src: Path | None = None,
+) -> Row:
     go = tmp / f"go-{time.monotonic_ns()}"
-    srv = start_runcast(tmp, label.replace(" ", "_"), bench_env(BENCH_WORDS=str(n), BENCH_DELAY=str(1 / rate), BENCH_GO_FILE=str(go),
-                                                             **src_env(src), **(env or {})), extra)
+    srv = start_runcast(
+        tmp,
+        label.replace(" ", "_"),
+        bench_env(BENCH_WORDS=str(n), BENCH_DELAY=str(1 / rate), BENCH_GO_FILE=str(go), **src_env(src), **(env or {})),
+        extra,
+    )
     w: Watchers | None = None
     try:
         run_id = start_run(srv.port)
-        w = Watchers(watchers, args.client_procs if watchers > 1 else 1, mode="runcast", url=f"ws://127.0.0.1:{srv.port}/ws",
-                     token=OPERATOR, run_id=run_id, timeout_s=args.timeout, batch=batch)
+        w = Watchers(
+            watchers,
+            args.client_procs if watchers > 1 else 1,
+            mode="runcast",
+            url=f"ws://127.0.0.1:{srv.port}/ws",
+            token=OPERATOR,
+            run_id=run_id,
+            timeout_s=args.timeout,
+            batch=batch,
+        )
         await w.ready()
         await asyncio.sleep(1)
         res, cpu, t0 = await w.measure(srv.pids, go.touch)
@@ -339,41 +419,70 @@ async def live_runcast(args: argparse.Namespace, tmp: Path, rate: float, n: int,
         srv.stop()
 
 
-async def replay(args: argparse.Namespace, tmp: Path, events: int, clients: int, src: Path | None = None,
-                 label: str = "runcast") -> list[Row]:
+async def replay(
+    args: argparse.Namespace, tmp: Path, events: int, clients: int, src: Path | None = None, label: str = "runcast"
+) -> list[Row]:
     go = tmp / "go-replay"
     go.touch()
-    srv = start_runcast(tmp, "replay", bench_env(BENCH_WORDS=str(events), BENCH_DELAY="0", BENCH_GO_FILE=str(go), **src_env(src)),
-                        ["--max-queue", "100000"])
+    srv = start_runcast(
+        tmp,
+        "replay",
+        bench_env(BENCH_WORDS=str(events), BENCH_DELAY="0", BENCH_GO_FILE=str(go), **src_env(src)),
+        ["--max-queue", "100000"],
+    )
     base: Server | None = None
     rows = []
     try:
         run_id = start_run(srv.port)
         hdr = {"Authorization": f"Bearer {OPERATOR}"}
-        while (d := httpx.get(f"http://127.0.0.1:{srv.port}/api/runs/{run_id}", headers=hdr).json())["status"] != "completed":
+        while (d := httpx.get(f"http://127.0.0.1:{srv.port}/api/runs/{run_id}", headers=hdr).json())[
+            "status"
+        ] != "completed":
             time.sleep(0.2)
         head = d["head_seq"]
         frames, since = [], 0
         while True:
-            body = httpx.get(f"http://127.0.0.1:{srv.port}/api/runs/{run_id}/events?since={since}&limit=1000", headers=hdr).json()
+            body = httpx.get(
+                f"http://127.0.0.1:{srv.port}/api/runs/{run_id}/events?since={since}&limit=1000", headers=hdr
+            ).json()
             frames += [json.dumps(e, separators=(",", ":")) for e in body["events"]]
             if not body["more"]:
                 break
             since = body["next_since"]
         (tmp / "frames.jsonl").write_text("\n".join(frames) + "\n")
         bport = free_port()
-        base = Server([sys.executable, str(ROOT / "bench" / "baseline.py"), str(bport)],
-                      bench_env(FRAMES_FILE=str(tmp / "frames.jsonl")), tmp / "baseline.log", bport)
+        base = Server(
+            [sys.executable, str(ROOT / "bench" / "baseline.py"), str(bport)],
+            bench_env(FRAMES_FILE=str(tmp / "frames.jsonl")),
+            tmp / "baseline.log",
+            bport,
+        )
         base.wait_listening("/nothing")
 
         async def once(kind: str, b: bool = False) -> Row:
             if kind == "baseline":
-                w = Watchers(clients, args.client_procs, mode="raw", url=f"ws://127.0.0.1:{bport}/ws", replay=True,
-                             timeout_s=args.timeout)
+                w = Watchers(
+                    clients,
+                    args.client_procs,
+                    mode="raw",
+                    url=f"ws://127.0.0.1:{bport}/ws",
+                    replay=True,
+                    timeout_s=args.timeout,
+                )
                 pids = base.pids if base else []
             else:
-                w = Watchers(clients, args.client_procs, mode="runcast", url=f"ws://127.0.0.1:{srv.port}/ws", token=OPERATOR,
-                             run_id=run_id, wait_go=True, replay=True, timeout_s=args.timeout, batch=b)
+                w = Watchers(
+                    clients,
+                    args.client_procs,
+                    mode="runcast",
+                    url=f"ws://127.0.0.1:{srv.port}/ws",
+                    token=OPERATOR,
+                    run_id=run_id,
+                    wait_go=True,
+                    replay=True,
+                    timeout_s=args.timeout,
+                    batch=b,
+                )
                 pids = srv.pids
             try:
                 await w.ready()
@@ -383,9 +492,16 @@ async def replay(args: argparse.Namespace, tmp: Path, events: int, clients: int,
                 w.close()
             dt = res.done_ms / 1000 - t0
             name = "replay: bare Starlette" if kind == "baseline" else f"replay: {label}{' (batch)' if b else ''}"
-            return Row(name, clients, 0, cpu_us=cpu / (clients * head) * 1e6, wall=dt,
-                       delivered_s=clients * head / dt, ok=f"{res.ok}/{clients}",
-                       note="; ".join(res.errors[:2]) + f" {head} events")
+            return Row(
+                name,
+                clients,
+                0,
+                cpu_us=cpu / (clients * head) * 1e6,
+                wall=dt,
+                delivered_s=clients * head / dt,
+                ok=f"{res.ok}/{clients}",
+                note="; ".join(res.errors[:2]) + f" {head} events",
+            )
 
         for _ in range(args.repeat):
             rows.append(await once("baseline"))
@@ -416,17 +532,29 @@ async def _idle(args: argparse.Namespace, tmp: Path, conns: int, src: Path | Non
         await asyncio.sleep(1)
         r0 = rss_bytes(srv.pids)
         c0, t0 = cpu_seconds(srv.pids), time.monotonic()
-        w = Watchers(conns, max(4, conns // 2500), mode="idle", url=f"ws://127.0.0.1:{srv.port}/ws", token=OPERATOR,
-                     timeout_s=600)
+        w = Watchers(
+            conns,
+            max(4, conns // 2500),
+            mode="idle",
+            url=f"ws://127.0.0.1:{srv.port}/ws",
+            token=OPERATOR,
+            timeout_s=600,
+        )
         await w.ready(timeout=600)
         up_s, cpu_ms = time.monotonic() - t0, (cpu_seconds(srv.pids) - c0) * 1000 / conns
         await asyncio.sleep(2)
         r1 = rss_bytes(srv.pids)
         warm.close()
         per = (r1 - r0) / conns
-        return Row(f"idle: {label}", conns, 0, ok=f"{conns}", note=f"RSS {r0 / 2**20:.0f} -> {r1 / 2**20:.0f} MiB, "
-                   f"{per / 1024:.1f} KiB per authenticated connection; all up in {up_s:.1f} s, "
-                   f"server CPU {cpu_ms:.2f} ms per connection (upgrade and hello)")
+        return Row(
+            f"idle: {label}",
+            conns,
+            0,
+            ok=f"{conns}",
+            note=f"RSS {r0 / 2**20:.0f} -> {r1 / 2**20:.0f} MiB, "
+            f"{per / 1024:.1f} KiB per authenticated connection; all up in {up_s:.1f} s, "
+            f"server CPU {cpu_ms:.2f} ms per connection (upgrade and hello)",
+        )
     finally:
         if w:
             w.close()
@@ -442,25 +570,51 @@ def _role(pid: int) -> str:
     return "worker" if "worker" in argv else "serve" if "serve" in argv else "?"
 
 
-async def processes(args: argparse.Namespace, tmp: Path, procs: int, redis_url: str, watchers: int, n: int,
-                    rate: float) -> Row:
+async def processes(
+    args: argparse.Namespace, tmp: Path, procs: int, redis_url: str, watchers: int, n: int, rate: float
+) -> Row:
     """`runcast serve --processes N --worker-process` on Redis: a run at `rate` events per second (0: as fast as the
     worker streams it), delivered events per second (all watchers) over the streaming window. The note says how much
     CPU the watchers' own processes took: they share the machine's cores with the hub processes."""
     go = tmp / f"go-procs-{procs}-{rate:g}"
     port = free_port()
-    argv = [sys.executable, "-m", "runcast.cli", "serve", "--port", str(port), "--agents", "bench_agents", "--redis",
-            redis_url, "--processes", str(procs), "--worker-process"]
+    argv = [
+        sys.executable,
+        "-m",
+        "runcast.cli",
+        "serve",
+        "--port",
+        str(port),
+        "--agents",
+        "bench_agents",
+        "--redis",
+        redis_url,
+        "--processes",
+        str(procs),
+        "--worker-process",
+    ]
     delay = str(1 / rate) if rate else "0"
-    srv = Server(argv, bench_env(BENCH_WORDS=str(n), BENCH_DELAY=delay, BENCH_GO_FILE=str(go)),
-                 tmp / f"procs{procs}-{rate:g}.log", port)
+    srv = Server(
+        argv,
+        bench_env(BENCH_WORDS=str(n), BENCH_DELAY=delay, BENCH_GO_FILE=str(go)),
+        tmp / f"procs{procs}-{rate:g}.log",
+        port,
+    )
     w: Watchers | None = None
     try:
         srv.wait_listening()
         time.sleep(3)  # every hub process listening (the first one answered)
         run_id = start_run(port)
-        w = Watchers(watchers, args.client_procs, mode="runcast", url=f"ws://127.0.0.1:{port}/ws", token=OPERATOR,
-                     run_id=run_id, timeout_s=args.timeout, batch=args.batch)
+        w = Watchers(
+            watchers,
+            args.client_procs,
+            mode="runcast",
+            url=f"ws://127.0.0.1:{port}/ws",
+            token=OPERATOR,
+            run_id=run_id,
+            timeout_s=args.timeout,
+            batch=args.batch,
+        )
         await w.ready()
         await asyncio.sleep(1)
         pids, client_pids = srv.pids, [p.pid for p in w.procs]
@@ -471,13 +625,16 @@ async def processes(args: argparse.Namespace, tmp: Path, procs: int, redis_url: 
         res = await w.results()
         c1, w1 = cpu_seconds(pids), cpu_seconds(client_pids)
         each = {pid: cpu_seconds([pid]) - each0[pid] for pid in pids}
-        row = _row(f"--processes {procs} (redis, {f'{rate:g} ev/s' if rate else 'burst'})", watchers, rate, res,
-                   c1 - c0, t0, n)
+        row = _row(
+            f"--processes {procs} (redis, {f'{rate:g} ev/s' if rate else 'burst'})", watchers, rate, res, c1 - c0, t0, n
+        )
         if row.wall == row.wall:
             hubs = " + ".join(f"{each[p] / row.wall:.2f}" for p in pids if roles[p] == "serve" and each[p] > 0.01)
             worker = sum(each[p] for p in pids if roles[p] == "worker") / row.wall
-            row.note += (f"; cores: hub processes {hubs}, worker {worker:.2f}, the watchers' Node processes "
-                         f"{(w1 - w0) / row.wall:.2f}")
+            row.note += (
+                f"; cores: hub processes {hubs}, worker {worker:.2f}, the watchers' Node processes "
+                f"{(w1 - w0) / row.wall:.2f}"
+            )
         return row
 
     finally:
@@ -488,13 +645,18 @@ async def processes(args: argparse.Namespace, tmp: Path, procs: int, redis_url: 
 
 # ------------------------------------------------------------------------------------------------ the table
 def show(rows: list[Row], floor_cpu: dict[float, float]) -> None:
-    print(f"\n{'what':<34} {'watchers':>8} {'ev/s':>5} {'CPU µs/deliv':>12} {'x floor':>7} {'p50 ms':>7} {'p99 ms':>7} "
-          f"{'wall s':>7} {'deliv/s':>9} {'seq ok':>10}  note")
+    print(
+        f"\n{'what':<34} {'watchers':>8} {'ev/s':>5} {'CPU µs/deliv':>12} {'x floor':>7} {'p50 ms':>7} {'p99 ms':>7} "
+        f"{'wall s':>7} {'deliv/s':>9} {'seq ok':>10}  note"
+    )
     for r in rows:
         fl = floor_cpu.get(r.rate)
         ratio = r.cpu_us / fl if fl else float("nan")
-        print(f"{r.name:<34} {r.watchers:>8} {r.rate:>5.0f} {r.cpu_us:>12.2f} {ratio:>7.2f} {r.p50:>7.1f} {r.p99:>7.1f} "
-              f"{r.wall:>7.2f} {r.delivered_s:>9,.0f} {r.ok:>10}  {r.note}", flush=True)
+        print(
+            f"{r.name:<34} {r.watchers:>8} {r.rate:>5.0f} {r.cpu_us:>12.2f} {ratio:>7.2f} {r.p50:>7.1f} {r.p99:>7.1f} "
+            f"{r.wall:>7.2f} {r.delivered_s:>9,.0f} {r.ok:>10}  {r.note}",
+            flush=True,
+        )
 
 
 async def main() -> None:
@@ -503,8 +665,11 @@ async def main() -> None:
     p.add_argument("--rates", default="100,50", help="events per second of the live runs")
     p.add_argument("--seconds", type=float, default=15, help="length of each live run at its rate")
     p.add_argument("--client-procs", type=int, default=4, help="Node processes the watchers are spread over")
-    p.add_argument("--only", default="floor,naive,socketio,runcast,replay,processes,idle",
-                   help="comma-separated: floor, naive, socketio, runcast, replay, processes, idle")
+    p.add_argument(
+        "--only",
+        default="floor,naive,socketio,runcast,replay,processes,idle",
+        help="comma-separated: floor, naive, socketio, runcast, replay, processes, idle",
+    )
     p.add_argument("--replay-events", type=int, default=2000)
     p.add_argument("--replay-clients", type=int, default=200)
     p.add_argument("--idle", type=int, default=10_000, help="idle connections to measure memory with")
@@ -515,14 +680,18 @@ async def main() -> None:
     p.add_argument("--timeout", type=float, default=300)
     p.add_argument("--keep", action="store_true", help="keep the servers' logs")
     p.add_argument("--uvloop", action="store_true", help="also measure the floor and Runcast on uvloop")
-    p.add_argument("--base", type=Path, help="also measure the runcast of this checkout (e.g. an export of an older commit)")
+    p.add_argument(
+        "--base", type=Path, help="also measure the runcast of this checkout (e.g. an export of an older commit)"
+    )
     args = p.parse_args()
     only = set(args.only.split(","))
     rates = [float(x) for x in args.rates.split(",")]
     raise_nofile()
-    print(f"runcast fan-out bench, {time.strftime('%Y-%m-%d %H:%M %Z')}: {platform.machine()} {os.cpu_count()} cpus "
-          f"({_cpu_model()}), python {sys.version.split()[0]}, node {_node()}; servers and watchers share the machine",
-          flush=True)
+    print(
+        f"runcast fan-out bench, {time.strftime('%Y-%m-%d %H:%M %Z')}: {platform.machine()} {os.cpu_count()} cpus "
+        f"({_cpu_model()}), python {sys.version.split()[0]}, node {_node()}; servers and watchers share the machine",
+        flush=True,
+    )
     tmp = Path(tempfile.mkdtemp(prefix="runcast-fanout-"))
     rows: list[Row] = []
     floor_cpu: dict[float, float] = {}
@@ -564,7 +733,9 @@ async def main() -> None:
                     f.name = "floor on uvloop"
                     rows.append(f)
                     show([f], floor_cpu)
-                    r = await live_runcast(args, tmp, rate, n, args.watchers, "runcast on uvloop", env={"RUNCAST_LOOP": "uvloop"})
+                    r = await live_runcast(
+                        args, tmp, rate, n, args.watchers, "runcast on uvloop", env={"RUNCAST_LOOP": "uvloop"}
+                    )
                     r.note = f"wall {r.wall / one.wall:.2f}x 1 watcher; " + r.note
                     rows.append(r)
                     show([r], floor_cpu)
@@ -584,8 +755,13 @@ async def main() -> None:
         if "replay" in only:
             rr = await replay(args, tmp, args.replay_events, args.replay_clients)
             if args.base:
-                rr += [r for r in await replay(args, tmp, args.replay_events, args.replay_clients, args.base, "runcast (base)")
-                       if "bare" not in r.name]
+                rr += [
+                    r
+                    for r in await replay(
+                        args, tmp, args.replay_events, args.replay_clients, args.base, "runcast (base)"
+                    )
+                    if "bare" not in r.name
+                ]
             base = [r for r in rr if "bare" in r.name]
             for r in rr:
                 r.note = f"{r.delivered_s / base[0].delivered_s:.2f}x bare; " + r.note
@@ -601,7 +777,9 @@ async def main() -> None:
                 pr = []
                 for procs in (1, 2):
                     pr.append(await processes(args, tmp, procs, redis.url, args.watchers, args.burst_events, prate))
-                pr[1].note = f"{pr[1].delivered_s / pr[0].delivered_s:.2f}x the deliveries/s of 1 process; " + pr[1].note
+                pr[1].note = (
+                    f"{pr[1].delivered_s / pr[0].delivered_s:.2f}x the deliveries/s of 1 process; " + pr[1].note
+                )
                 rows += pr
                 show(pr, floor_cpu)
         if "idle" in only:

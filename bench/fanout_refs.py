@@ -24,8 +24,13 @@ from urllib.parse import parse_qs, urlsplit
 
 def make_event(seq: int, n: int) -> str:
     ts = datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-    ev = {"run_id": "run_bench0000000", "seq": seq, "ts": ts, "type": "message.delta",
-          "data": {"item_id": "msg_1_12345678", "agent": "Firehose", "delta": f"word{seq} "}}
+    ev = {
+        "run_id": "run_bench0000000",
+        "seq": seq,
+        "ts": ts,
+        "type": "message.delta",
+        "data": {"item_id": "msg_1_12345678", "agent": "Firehose", "delta": f"word{seq} "},
+    }
     if seq == n:
         ev["end"] = True
     return json.dumps(ev, separators=(",", ":"))
@@ -83,8 +88,10 @@ class FloorProtocol(asyncio.Protocol):
             self.transport.close()
             return
         accept = base64.b64encode(hashlib.sha1(headers["sec-websocket-key"].encode() + GUID).digest())
-        self.transport.write(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                             b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n")
+        self.transport.write(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n"
+        )
         self.open = True
         self.clients.add(self)
 
@@ -97,6 +104,7 @@ class FloorProtocol(asyncio.Protocol):
             data = frame_text(text.encode())
             for c in list(cls.clients):
                 c.transport.write(data)
+
         await paced(n, rate, emit)
 
 
@@ -136,6 +144,7 @@ def naive_app():  # noqa: ANN201
                     await c.send_text(text)
                 except Exception:  # noqa: BLE001
                     clients.discard(c)
+
         asyncio.get_running_loop().create_task(paced(n, rate, emit))
         return PlainTextResponse("ok")
 
@@ -150,14 +159,16 @@ def socketio_app(redis_url: str):  # noqa: ANN201
     from starlette.responses import PlainTextResponse
     from starlette.routing import Route
 
-    sio = socketio.AsyncServer(async_mode="asgi", client_manager=socketio.AsyncRedisManager(redis_url),
-                               cors_allowed_origins="*")
+    sio = socketio.AsyncServer(
+        async_mode="asgi", client_manager=socketio.AsyncRedisManager(redis_url), cors_allowed_origins="*"
+    )
 
     async def go(request: Request) -> PlainTextResponse:
         n, rate = go_args(str(request.url))
 
         async def emit(text: str) -> None:
             await sio.emit("ev", json.loads(text))  # through Redis pub/sub, as with several nodes
+
         asyncio.get_running_loop().create_task(paced(n, rate, emit))
         return PlainTextResponse("ok")
 
@@ -178,8 +189,16 @@ def main() -> None:
     import uvicorn
 
     app = naive_app() if kind == "naive" else socketio_app(sys.argv[3])
-    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", ws="websockets-sansio",
-                ws_per_message_deflate=False, backlog=4096, loop=loop)
+    uvicorn.run(
+        app,
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        ws="websockets-sansio",
+        ws_per_message_deflate=False,
+        backlog=4096,
+        loop=loop,
+    )
 
 
 if __name__ == "__main__":

@@ -46,14 +46,23 @@ OPERATOR = token("bench", ["operator", "viewer"], name="Bench")
 def env(events: int, delay: float) -> dict[str, str]:
     e = dict(os.environ)
     e.pop("OPENAI_API_KEY", None)
-    e.update({
-        "RUNCAST_SECRET": SECRET, "RUNCAST_COALESCE_S": "0", "BENCH_WORDS": str(events), "BENCH_DELAY": str(delay),
-        "RUNCAST_RATE_PER_S": "100000", "RUNCAST_RATE_BURST": "100000", "RUNCAST_LOG_LEVEL": "WARNING",
-        # a bench is one user opening thousands of connections at once: the per-node caps and quotas are off
-        "RUNCAST_MAX_CONNECTIONS": "0", "RUNCAST_MAX_UNAUTHENTICATED": "0",
-        "RUNCAST_MAX_STARTS_PER_MINUTE": "0", "RUNCAST_MAX_OPEN_RUNS": "0",
-        "PYTHONPATH": os.pathsep.join([str(ROOT / "bench"), str(ROOT / "server"), e.get("PYTHONPATH", "")]),
-    })
+    e.update(
+        {
+            "RUNCAST_SECRET": SECRET,
+            "RUNCAST_COALESCE_S": "0",
+            "BENCH_WORDS": str(events),
+            "BENCH_DELAY": str(delay),
+            "RUNCAST_RATE_PER_S": "100000",
+            "RUNCAST_RATE_BURST": "100000",
+            "RUNCAST_LOG_LEVEL": "WARNING",
+            # a bench is one user opening thousands of connections at once: the per-node caps and quotas are off
+            "RUNCAST_MAX_CONNECTIONS": "0",
+            "RUNCAST_MAX_UNAUTHENTICATED": "0",
+            "RUNCAST_MAX_STARTS_PER_MINUTE": "0",
+            "RUNCAST_MAX_OPEN_RUNS": "0",
+            "PYTHONPATH": os.pathsep.join([str(ROOT / "bench"), str(ROOT / "server"), e.get("PYTHONPATH", "")]),
+        }
+    )
     return e
 
 
@@ -112,8 +121,13 @@ def _ts(iso: str) -> float:
     return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
 
 
-async def bench_live(url: str, n: int, go: Path | None = None, at_go: Callable[[], None] | None = None,
-                     at_end: Callable[[], None] | None = None) -> tuple[float, list[float], int]:
+async def bench_live(
+    url: str,
+    n: int,
+    go: Path | None = None,
+    at_go: Callable[[], None] | None = None,
+    at_end: Callable[[], None] | None = None,
+) -> tuple[float, list[float], int]:
     """n watchers of one firehose run: (seconds from start to the last watcher's run.completed, delays, events).
 
     With `go` (the hub's BENCH_GO_FILE), the model waits until every watcher is subscribed and synced; `at_go` is
@@ -156,8 +170,9 @@ async def bench_live(url: str, n: int, go: Path | None = None, at_go: Callable[[
 
     tasks = [asyncio.ensure_future(watch(ws)) for ws in conns]
     if go is not None:
-        await asyncio.wait([asyncio.ensure_future(synced.wait()), *tasks], timeout=120,
-                           return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait(
+            [asyncio.ensure_future(synced.wait()), *tasks], timeout=120, return_when=asyncio.FIRST_COMPLETED
+        )
         if not synced.is_set():
             raise RuntimeError(f"{waiting} of {n} watchers did not sync: {[t.exception() for t in tasks if t.done()]}")
         if at_go is not None:
@@ -174,7 +189,9 @@ async def bench_live(url: str, n: int, go: Path | None = None, at_go: Callable[[
 
 
 def finished_run(base: str, events: int) -> tuple[str, int]:
-    r = httpx.post(base + "/api/runs", json={"agent": "firehose", "input": "go"}, headers={"Authorization": f"Bearer {OPERATOR}"})
+    r = httpx.post(
+        base + "/api/runs", json={"agent": "firehose", "input": "go"}, headers={"Authorization": f"Bearer {OPERATOR}"}
+    )
     run_id = r.json()["run_id"]
     while True:
         d = httpx.get(f"{base}/api/runs/{run_id}", headers={"Authorization": f"Bearer {OPERATOR}"}).json()
@@ -186,8 +203,9 @@ def finished_run(base: str, events: int) -> tuple[str, int]:
 def log_frames(base: str, run_id: str) -> list[str]:
     out, since = [], 0
     while True:
-        body = httpx.get(f"{base}/api/runs/{run_id}/events?since={since}&limit=1000",
-                         headers={"Authorization": f"Bearer {OPERATOR}"}).json()
+        body = httpx.get(
+            f"{base}/api/runs/{run_id}/events?since={since}&limit=1000", headers={"Authorization": f"Bearer {OPERATOR}"}
+        ).json()
         out += [json.dumps(e, separators=(",", ":")) for e in body["events"]]
         if not body["more"]:
             return out
@@ -200,8 +218,12 @@ def pct(xs: list[float], p: float) -> float:
 
 def start_baseline(port: int, environ: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     with open(log, "ab") as out:
-        return subprocess.Popen([sys.executable, str(ROOT / "bench" / "baseline.py"), str(port)], env=environ,
-                                stdout=out, stderr=subprocess.STDOUT)
+        return subprocess.Popen(
+            [sys.executable, str(ROOT / "bench" / "baseline.py"), str(port)],
+            env=environ,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
 
 
 async def wait_listening(port: int, timeout: float = 20.0) -> None:
@@ -219,7 +241,9 @@ async def wait_listening(port: int, timeout: float = 20.0) -> None:
 
 async def suite(label: str, args: argparse.Namespace, tmp: Path, redis_url: str | None) -> None:
     port = free_port()
-    serve = ["serve", "--port", str(port), "--agents", "bench_agents", "--max-queue", "100000"] + (["--redis", redis_url] if redis_url else [])
+    serve = ["serve", "--port", str(port), "--agents", "bench_agents", "--max-queue", "100000"] + (
+        ["--redis", redis_url] if redis_url else []
+    )
     go = tmp / f"go-{label}"  # live runs wait for it until every watcher is synced (bench_live)
     go.touch()
     hub = Process(serve, dict(env(args.events, args.delay), BENCH_GO_FILE=str(go)), tmp / f"{label}.log", port).start()
@@ -230,14 +254,18 @@ async def suite(label: str, args: argparse.Namespace, tmp: Path, redis_url: str 
         run_id, head = finished_run(base, args.events)
         frames_file = tmp / "frames.jsonl"
         frames_file.write_text("\n".join(log_frames(base, run_id)) + "\n")
-        baseline = start_baseline(bport, dict(env(args.events, args.delay), FRAMES_FILE=str(frames_file)), tmp / "baseline.log")
+        baseline = start_baseline(
+            bport, dict(env(args.events, args.delay), FRAMES_FILE=str(frames_file)), tmp / "baseline.log"
+        )
         await wait_listening(bport)
 
         print(f"\n== {label}: one run of {head} events (RUNCAST_COALESCE_S=0: one event per streamed word)")
         print(f"{'watchers':>8}  {'replay ev/s':>12}  {'baseline ev/s':>13}  {'ratio':>6}")
         for n in args.watchers:
             await bench_baseline(f"ws://127.0.0.1:{bport}/ws", head, 1)  # warm-up
-            b = statistics.median([await bench_baseline(f"ws://127.0.0.1:{bport}/ws", head, n) for _ in range(args.repeat)])
+            b = statistics.median(
+                [await bench_baseline(f"ws://127.0.0.1:{bport}/ws", head, n) for _ in range(args.repeat)]
+            )
             r = statistics.median([await bench_replay(ws_url, run_id, head, n) for _ in range(args.repeat)])
             print(f"{n:>8}  {r:>12,.0f}  {b:>13,.0f}  {r / b:>6.2f}")
 
@@ -256,7 +284,9 @@ async def suite(label: str, args: argparse.Namespace, tmp: Path, redis_url: str 
                 per = {k: after.get(k, 0) - before.get(k, 0) for k in after if k not in PERIODIC_COMMANDS}
                 top = ", ".join(f"{k} {v / events:.2f}" for k, v in sorted(per.items(), key=lambda kv: -kv[1])[:4] if v)
                 extra = f"  redis commands/event {sum(per.values()) / events:.2f} ({top})"
-            print(f"{n:>8}  {dt:>10.2f}  {dt / one:>12.2f}  {pct(delays, 50) * 1000:>12.1f}  {pct(delays, 99) * 1000:>8.1f}{extra}")
+            print(
+                f"{n:>8}  {dt:>10.2f}  {dt / one:>12.2f}  {pct(delays, 50) * 1000:>12.1f}  {pct(delays, 99) * 1000:>8.1f}{extra}"
+            )
     finally:
         hub.stop()
         if baseline is not None:
@@ -267,7 +297,9 @@ async def suite(label: str, args: argparse.Namespace, tmp: Path, redis_url: str 
 async def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--events", type=int, default=2000, help="words the firehose agent streams (about one event each)")
-    p.add_argument("--delay", type=float, default=0.002, help="seconds between the firehose's words (a live run's pace)")
+    p.add_argument(
+        "--delay", type=float, default=0.002, help="seconds between the firehose's words (a live run's pace)"
+    )
     p.add_argument("--watchers", default="1,10,50,200", help="comma-separated numbers of watchers")
     p.add_argument("--repeat", type=int, default=3, help="runs per replay figure (the median is shown)")
     p.add_argument("--no-redis", action="store_true", help="skip the Redis suite")
@@ -275,7 +307,9 @@ async def main() -> None:
     p.add_argument("--keep", action="store_true", help="keep the servers' logs")
     args = p.parse_args()
     args.watchers = [int(x) for x in args.watchers.split(",")]
-    print(f"runcast bench: {os.cpu_count()} cpus, python {sys.version.split()[0]}; clients and servers share the machine")
+    print(
+        f"runcast bench: {os.cpu_count()} cpus, python {sys.version.split()[0]}; clients and servers share the machine"
+    )
     tmp = Path(tempfile.mkdtemp(prefix="runcast-bench-"))
     try:
         if not args.redis_only:

@@ -44,13 +44,21 @@ def pct(xs: list[float], p: float) -> float:
 def env(coalesce: str) -> dict[str, str]:
     e = dict(os.environ)
     e.pop("OPENAI_API_KEY", None)
-    e.update({
-        "RUNCAST_SECRET": SECRET, "RUNCAST_COALESCE_S": coalesce, "RUNCAST_LOG_LEVEL": "WARNING",
-        "RUNCAST_RATE_PER_S": "100000", "RUNCAST_RATE_BURST": "100000", "RUNCAST_MAX_CONNECTIONS": "0",
-        "RUNCAST_MAX_UNAUTHENTICATED": "0", "RUNCAST_MAX_STARTS_PER_MINUTE": "0", "RUNCAST_MAX_OPEN_RUNS": "0",
-        "OPENAI_AGENTS_DISABLE_TRACING": "1",
-        "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), str(ROOT / "server"), e.get("PYTHONPATH", "")]),
-    })
+    e.update(
+        {
+            "RUNCAST_SECRET": SECRET,
+            "RUNCAST_COALESCE_S": coalesce,
+            "RUNCAST_LOG_LEVEL": "WARNING",
+            "RUNCAST_RATE_PER_S": "100000",
+            "RUNCAST_RATE_BURST": "100000",
+            "RUNCAST_MAX_CONNECTIONS": "0",
+            "RUNCAST_MAX_UNAUTHENTICATED": "0",
+            "RUNCAST_MAX_STARTS_PER_MINUTE": "0",
+            "RUNCAST_MAX_OPEN_RUNS": "0",
+            "OPENAI_AGENTS_DISABLE_TRACING": "1",
+            "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), str(ROOT / "server"), e.get("PYTHONPATH", "")]),
+        }
+    )
     return e
 
 
@@ -65,7 +73,12 @@ async def watcher(url: str, run_id: str, ready: asyncio.Event, box: dict, firsts
         async for raw in ws:
             for line in raw.split("\n"):
                 f = json.loads(line)
-                if f.get("type") == "message.delta" and f["seq"] > box["after"] and box["t0"] is not None and not box["got"].get(id(ws)):
+                if (
+                    f.get("type") == "message.delta"
+                    and f["seq"] > box["after"]
+                    and box["t0"] is not None
+                    and not box["got"].get(id(ws))
+                ):
                     box["got"][id(ws)] = True
                     firsts.append(time.perf_counter() - box["t0"])
                 if f.get("type") == "run.completed" and f["seq"] > box["after"]:
@@ -135,8 +148,12 @@ async def sdk_rounds(rounds: int) -> list[float]:
 async def suite(label: str, args: argparse.Namespace, tmp: Path, redis_url: str | None) -> None:
     port = free_port()
     common = ["--agents", "demo", "--agents", "agents_fixture"]
-    serve = Process(["serve", "--port", str(port), *common, *(["--redis", redis_url] if redis_url else [])],
-                    env(args.coalesce), tmp / f"{label}.log", port)
+    serve = Process(
+        ["serve", "--port", str(port), *common, *(["--redis", redis_url] if redis_url else [])],
+        env(args.coalesce),
+        tmp / f"{label}.log",
+        port,
+    )
     serve.start()
     try:
         hub, _ = await hub_rounds(serve.url, serve.ws_url, args.watchers, args.rounds)
@@ -145,10 +162,15 @@ async def suite(label: str, args: argparse.Namespace, tmp: Path, redis_url: str 
     sdk = await sdk_rounds(args.rounds)
     ms = lambda x: f"{x * 1000:.1f} ms"  # noqa: E731
     print(f"{label}: {args.watchers} watchers x {args.rounds} says (coalesce {args.coalesce} s)")
-    print(f"  say -> first delta at each watcher: p50 {ms(statistics.median(hub))}, p95 {ms(pct(hub, 0.95))} ({len(hub)} samples)")
+    print(
+        f"  say -> first delta at each watcher: p50 {ms(statistics.median(hub))}, p95 {ms(pct(hub, 0.95))} ({len(hub)} samples)"
+    )
     print(f"  bare SDK, in-process, first delta:  p50 {ms(statistics.median(sdk))}, p95 {ms(pct(sdk, 0.95))}")
-    print(f"  added by Runcast: p50 {ms(statistics.median(hub) - statistics.median(sdk))}, "
-          f"p95 {ms(pct(hub, 0.95) - pct(sdk, 0.95))}", flush=True)
+    print(
+        f"  added by Runcast: p50 {ms(statistics.median(hub) - statistics.median(sdk))}, "
+        f"p95 {ms(pct(hub, 0.95) - pct(sdk, 0.95))}",
+        flush=True,
+    )
 
 
 async def main() -> None:

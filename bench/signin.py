@@ -49,8 +49,12 @@ def cpu_seconds(pid: int) -> float:
 
 async def one(url: str, tok: str | None, cookie: str | None) -> None:
     headers = {"Cookie": f"runcast_session={cookie}"} if cookie else None
-    async with websockets.connect(url, subprotocols=["runcast.v1.json"], additional_headers=headers,  # type: ignore[list-item]
-                                  compression=None) as ws:
+    async with websockets.connect(
+        url,
+        subprotocols=["runcast.v1.json"],
+        additional_headers=headers,  # type: ignore[list-item]
+        compression=None,
+    ) as ws:
         await ws.send(json.dumps({"type": "hello", **({"token": tok} if tok else {})}))
         frame = json.loads(await ws.recv())
         if frame.get("type") != "welcome":
@@ -78,12 +82,36 @@ def main() -> None:
     keys.add("bench-rsa", "RS256")
     port = free_port()
     log = tempfile.NamedTemporaryFile(prefix="runcast-bench-signin-", suffix=".log", delete=False)
-    env = dict(os.environ, RUNCAST_SECRET=SECRET, RUNCAST_LOG_LEVEL="WARNING", PYTHONPATH=str(ROOT / "server"),
-               RUNCAST_MAX_UNAUTHENTICATED="0", RUNCAST_MAX_CONNECTIONS="0", RUNCAST_RATE_PER_S="100000")
+    env = dict(
+        os.environ,
+        RUNCAST_SECRET=SECRET,
+        RUNCAST_LOG_LEVEL="WARNING",
+        PYTHONPATH=str(ROOT / "server"),
+        RUNCAST_MAX_UNAUTHENTICATED="0",
+        RUNCAST_MAX_CONNECTIONS="0",
+        RUNCAST_RATE_PER_S="100000",
+    )
     env.pop("OPENAI_API_KEY", None)
-    proc = subprocess.Popen([sys.executable, "-m", "runcast.cli", "serve", "--port", str(port), "--no-worker",
-                             "--jwks-url", keys.url, "--jwt-issuer", ISSUER, "--jwt-audience", AUDIENCE],
-                            env=env, stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "runcast.cli",
+            "serve",
+            "--port",
+            str(port),
+            "--no-worker",
+            "--jwks-url",
+            keys.url,
+            "--jwt-issuer",
+            ISSUER,
+            "--jwt-audience",
+            AUDIENCE,
+        ],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     url = f"ws://127.0.0.1:{port}/ws"
     try:
         deadline = time.monotonic() + 60
@@ -107,8 +135,10 @@ def main() -> None:
         for kind in KINDS:
             asyncio.run(batch(url, 50, args.concurrency, *creds[kind]))
         per: dict[str, list[float]] = {k: [] for k in KINDS}
-        print(f"runcast sign-in bench: {args.connections} connections per kind per round, "
-              f"{args.concurrency} at once, {args.rounds} rounds; hub CPU per connection (upgrade to welcome)")
+        print(
+            f"runcast sign-in bench: {args.connections} connections per kind per round, "
+            f"{args.concurrency} at once, {args.rounds} rounds; hub CPU per connection (upgrade to welcome)"
+        )
         for r in range(args.rounds):
             row = []
             for kind in KINDS:

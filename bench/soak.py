@@ -46,8 +46,10 @@ class Receiver:
     def __init__(self, tmp: Path, *flags: str) -> None:
         self.port = free_port()
         self.log = tmp / f"receiver-{self.port}.jsonl"
-        self.proc = subprocess.Popen([sys.executable, str(ROOT / "tests" / "webhook_receiver.py"), str(self.port),
-                                      str(self.log), *flags], stdout=subprocess.PIPE)
+        self.proc = subprocess.Popen(
+            [sys.executable, str(ROOT / "tests" / "webhook_receiver.py"), str(self.port), str(self.log), *flags],
+            stdout=subprocess.PIPE,
+        )
         assert self.proc.stdout is not None and self.proc.stdout.readline().strip() == b"ready"
         self.url = f"http://127.0.0.1:{self.port}"
 
@@ -66,7 +68,11 @@ class Receiver:
 
 def proc_stats(pid: int) -> tuple[int, int]:
     """(RSS in KiB, open fds) of a process."""
-    rss = next(int(line.split()[1]) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if line.startswith("VmRSS:"))
+    rss = next(
+        int(line.split()[1])
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+        if line.startswith("VmRSS:")
+    )
     return rss, len(os.listdir(f"/proc/{pid}/fd"))
 
 
@@ -117,7 +123,9 @@ def slow_consumer(port: int, run_id: str, hold_s: float) -> None:
     from websockets.typing import Subprotocol
     from websockets.uri import parse_uri
 
-    p = ClientProtocol(parse_uri(f"ws://127.0.0.1:{port}/ws"), subprotocols=[Subprotocol("runcast.v1.json")], max_size=None)
+    p = ClientProtocol(
+        parse_uri(f"ws://127.0.0.1:{port}/ws"), subprotocols=[Subprotocol("runcast.v1.json")], max_size=None
+    )
     p.send_request(p.connect())
     s.sendall(b"".join(p.data_to_send()))
     s.recv(4096)
@@ -139,9 +147,17 @@ async def main() -> int:
     healthy, trickle, huge = Receiver(tmp), Receiver(tmp, "--trickle"), Receiver(tmp, "--huge")
     dead = f"http://127.0.0.1:{free_port()}/dead"
     hooks = tmp / "webhooks.txt"
-    hooks.write_text("".join(f"{u} events={EVENTS}\n" for u in (f"{healthy.url}/ok", f"{trickle.url}/t", f"{huge.url}/h", dead)))
-    env = {"RUNCAST_WEBHOOK_SECRET": SECRET, "RUNCAST_WEBHOOK_TIMEOUT_S": "5", "RUNCAST_WEBHOOK_RETRY_FOR_S": "60",
-           "RUNCAST_DEBUG_ENDPOINTS": "1", "RUNCAST_DEMO_DELAY": "0.01", "RUNCAST_WEBHOOK_BACKOFF_MAX_S": "10"}
+    hooks.write_text(
+        "".join(f"{u} events={EVENTS}\n" for u in (f"{healthy.url}/ok", f"{trickle.url}/t", f"{huge.url}/h", dead))
+    )
+    env = {
+        "RUNCAST_WEBHOOK_SECRET": SECRET,
+        "RUNCAST_WEBHOOK_TIMEOUT_S": "5",
+        "RUNCAST_WEBHOOK_RETRY_FOR_S": "60",
+        "RUNCAST_DEBUG_ENDPOINTS": "1",
+        "RUNCAST_DEMO_DELAY": "0.01",
+        "RUNCAST_WEBHOOK_BACKOFF_MAX_S": "10",
+    }
     args_ = ["--agents", "agents_fixture", "--webhook-file", str(hooks), "--public-url", "http://soak.invalid"]
     ok = True
     try:
@@ -165,20 +181,35 @@ async def main() -> int:
                 if first is None and time.monotonic() >= warm_at:
                     first = await asyncio.to_thread(sample, c)
                     print(f"warm-up sample ({time.monotonic() - t_start:.0f}s): {first}", flush=True)
-                run = (await asyncio.to_thread(c.http, "POST", "/api/runs", OPERATOR, None, json={"agent": "demo", "input": f"soak {i}"})).json()["run_id"]
+                run = (
+                    await asyncio.to_thread(
+                        c.http, "POST", "/api/runs", OPERATOR, None, json={"agent": "demo", "input": f"soak {i}"}
+                    )
+                ).json()["run_id"]
                 runs.append(run)
                 counts["runs"] += 1
                 tasks.append(asyncio.create_task(watch(ws_urls[i % 2], run, done)))  # on each node in turn
                 if i % 10 == 0:  # a slow consumer on a fast run of big events
-                    big = (await asyncio.to_thread(c.http, "POST", "/api/runs", OPERATOR, None, json={"agent": "big-args", "input": "go"})).json()["run_id"]
+                    big = (
+                        await asyncio.to_thread(
+                            c.http, "POST", "/api/runs", OPERATOR, None, json={"agent": "big-args", "input": "go"}
+                        )
+                    ).json()["run_id"]
                     tasks.append(asyncio.create_task(asyncio.to_thread(slow_consumer, ports[i % 2], big, 12.0)))
                     counts["slow"] += 1
 
                 async def approve(run_id: str) -> None:
                     d = await asyncio.to_thread(c.wait_status, run_id, "paused", timeout=60)
                     apid = d["pending_approvals"][0]["approval_id"]
-                    await asyncio.to_thread(c.http, "POST", f"/api/runs/{run_id}/approvals/{apid}", ALICE, None,
-                                            json={"decision": "approve"})
+                    await asyncio.to_thread(
+                        c.http,
+                        "POST",
+                        f"/api/runs/{run_id}/approvals/{apid}",
+                        ALICE,
+                        None,
+                        json={"decision": "approve"},
+                    )
+
                 tasks.append(asyncio.create_task(approve(run)))
                 i += 1
                 await asyncio.sleep(args.run_every)
@@ -188,29 +219,44 @@ async def main() -> int:
             # the healthy receiver: every webhook event of every run (give it a moment to drain)
             want = {f"msg_{r}_{e['seq']}" for r in runs for e in c.log_events(r) if e["type"] in EVENTS.split(",")}
             deadline = time.monotonic() + 30
-            while time.monotonic() < deadline and not want <= {x["id"] for x in healthy.requests() if x["status"] == 200}:
+            while time.monotonic() < deadline and not want <= {
+                x["id"] for x in healthy.requests() if x["status"] == 200
+            }:
                 await asyncio.sleep(0.5)
             await asyncio.sleep(3)
             last = await asyncio.to_thread(sample, c)
             got = {x["id"] for x in healthy.requests() if x["status"] == 200}
             print(f"end sample ({time.monotonic() - t_start:.0f}s): {last}")
-            print(f"runs {counts['runs']}, churned connections {counts['churned']} ({counts['churn_errors']} refused "
-                  f"or failed), slow consumers {counts['slow']}")
-            print(f"healthy receiver: {len(got & want)}/{len(want)} webhook events delivered "
-                  f"({len(healthy.requests())} requests); trickling receiver: {len(trickle.requests())} attempts, "
-                  f"cut off after {max((h['closed_after'] for h in trickle.lines() if 'closed_after' in h), default=0):.1f}s "
-                  f"at most; 200 MB receiver: {len(huge.requests())} attempts, at most "
-                  f"{max((h['sent'] for h in huge.lines() if 'sent' in h), default=0) / 1e6:.1f} MB sent before the hub hung up; "
-                  f"dead receiver: {sum(1 for d in c.http('GET', '/api/webhooks/deliveries?limit=1000', ADMIN).json()['deliveries'] if d['url'].endswith('/dead'))} delivery records")
-            recv = {r["endpoint"]: r["circuit"] for r in c.http("GET", "/api/webhooks/deliveries", ADMIN).json()["receivers"]}
+            print(
+                f"runs {counts['runs']}, churned connections {counts['churned']} ({counts['churn_errors']} refused "
+                f"or failed), slow consumers {counts['slow']}"
+            )
+            print(
+                f"healthy receiver: {len(got & want)}/{len(want)} webhook events delivered "
+                f"({len(healthy.requests())} requests); trickling receiver: {len(trickle.requests())} attempts, "
+                f"cut off after {max((h['closed_after'] for h in trickle.lines() if 'closed_after' in h), default=0):.1f}s "
+                f"at most; 200 MB receiver: {len(huge.requests())} attempts, at most "
+                f"{max((h['sent'] for h in huge.lines() if 'sent' in h), default=0) / 1e6:.1f} MB sent before the hub hung up; "
+                f"dead receiver: {sum(1 for d in c.http('GET', '/api/webhooks/deliveries?limit=1000', ADMIN).json()['deliveries'] if d['url'].endswith('/dead'))} delivery records"
+            )
+            recv = {
+                r["endpoint"]: r["circuit"]
+                for r in c.http("GET", "/api/webhooks/deliveries", ADMIN).json()["receivers"]
+            }
             print(f"circuits: {recv}")
             missing = [r for r in runs if done.get(r) != list(range(1, len(done.get(r) or []) + 1)) or r not in done]
             print(f"normal watchers: {len(runs) - len(missing)}/{len(runs)} runs seen whole, every seq in order")
             assert first is not None
             for n, (a, b) in enumerate(zip(first, last)):
-                print(f"node {n}: RSS {a['rss_kib'] / 1024:.1f} -> {b['rss_kib'] / 1024:.1f} MiB, fds {a['fds']} -> {b['fds']}, "
-                      f"tasks {a['tasks']} -> {b['tasks']}, open connections {a['open']} -> {b['open']}")
-                if b["rss_kib"] > a["rss_kib"] * (1 + args.tolerance) or b["fds"] > a["fds"] + 10 or b["tasks"] > a["tasks"] + 10:
+                print(
+                    f"node {n}: RSS {a['rss_kib'] / 1024:.1f} -> {b['rss_kib'] / 1024:.1f} MiB, fds {a['fds']} -> {b['fds']}, "
+                    f"tasks {a['tasks']} -> {b['tasks']}, open connections {a['open']} -> {b['open']}"
+                )
+                if (
+                    b["rss_kib"] > a["rss_kib"] * (1 + args.tolerance)
+                    or b["fds"] > a["fds"] + 10
+                    or b["tasks"] > a["tasks"] + 10
+                ):
                     print(f"FAIL: node {n} grew")
                     ok = False
             if missing:

@@ -35,6 +35,8 @@ def _echo_script(input_: Any) -> Step:
 
 
 AGENTS = {
-    "echo": AgentSpec(Agent(name="Echo", model=DemoModel(_echo_script), tools=[echo]),
-                      {"echo": ApprovalPolicy(roles=["approver"], expires_s=600)}),
+    "echo": AgentSpec(
+        Agent(name="Echo", model=DemoModel(_echo_script), tools=[echo]),
+        {"echo": ApprovalPolicy(roles=["approver"], expires_s=600)},
+    ),
 }

@@ -13,8 +13,12 @@ assert _demo is not None
 AGENTS = {
     "notify-demo": AgentSpec(
         _demo.agent,
-        {"delete_files": ApprovalPolicy(roles=["approver"], notify=[{"url": f"{_url}/tool", "format": "slack",
-                                                                      "events": ["approval.requested"]}])},
+        {
+            "delete_files": ApprovalPolicy(
+                roles=["approver"],
+                notify=[{"url": f"{_url}/tool", "format": "slack", "events": ["approval.requested"]}],
+            )
+        },
         notify=[{"url": f"{_url}/agent", "events": "run.completed,run.failed,run.cancelled"}],
     ),
 }

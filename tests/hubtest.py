@@ -60,8 +60,13 @@ class Process:
 
     def start(self, wait: bool = True) -> "Process":
         log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "runcast.cli", *self.args], env=self.env, stdout=log,
-                                     stderr=subprocess.STDOUT, cwd=ROOT)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "runcast.cli", *self.args],
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+        )
         if wait and self.port:
             self.wait_ready()
         return self
@@ -97,22 +102,27 @@ class Process:
 def base_env(tmp: Path, **extra: str) -> dict[str, str]:
     env = dict(os.environ)
     env.pop("OPENAI_API_KEY", None)  # nothing reaches the internet
-    env.update({
-        "RUNCAST_SECRET": SECRET,
-        # the demo's dev secret and `runcast login`'s credentials go to the test's own dirs, never the user's
-        "XDG_STATE_HOME": str(tmp / "xdg-state"), "XDG_CONFIG_HOME": str(tmp / "xdg-config"),
-        "RUNCAST_DEMO_DELAY": "0.01",
-        "RUNCAST_DEMO_TOOL_LOG": str(tmp / "tools.log"),
-        "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), str(ROOT / "server"), env.get("PYTHONPATH", "")]),
-        "RUNCAST_LOG_LEVEL": "WARNING",
-        "OPENAI_AGENTS_DISABLE_TRACING": "1",
-        # Nothing reaches the internet: should anything try OpenAI or any outside host, it meets a closed local port.
-        "OPENAI_BASE_URL": "http://127.0.0.1:9/v1",
-        "HTTP_PROXY": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9",
-        "NO_PROXY": "127.0.0.1,localhost",
-        # Suites start many runs as one user: per-user quotas are off unless a test turns them on (test_quotas.py).
-        "RUNCAST_MAX_STARTS_PER_MINUTE": "0", "RUNCAST_MAX_OPEN_RUNS": "0",
-    })
+    env.update(
+        {
+            "RUNCAST_SECRET": SECRET,
+            # the demo's dev secret and `runcast login`'s credentials go to the test's own dirs, never the user's
+            "XDG_STATE_HOME": str(tmp / "xdg-state"),
+            "XDG_CONFIG_HOME": str(tmp / "xdg-config"),
+            "RUNCAST_DEMO_DELAY": "0.01",
+            "RUNCAST_DEMO_TOOL_LOG": str(tmp / "tools.log"),
+            "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), str(ROOT / "server"), env.get("PYTHONPATH", "")]),
+            "RUNCAST_LOG_LEVEL": "WARNING",
+            "OPENAI_AGENTS_DISABLE_TRACING": "1",
+            # Nothing reaches the internet: should anything try OpenAI or any outside host, it meets a closed local port.
+            "OPENAI_BASE_URL": "http://127.0.0.1:9/v1",
+            "HTTP_PROXY": "http://127.0.0.1:9",
+            "HTTPS_PROXY": "http://127.0.0.1:9",
+            "NO_PROXY": "127.0.0.1,localhost",
+            # Suites start many runs as one user: per-user quotas are off unless a test turns them on (test_quotas.py).
+            "RUNCAST_MAX_STARTS_PER_MINUTE": "0",
+            "RUNCAST_MAX_OPEN_RUNS": "0",
+        }
+    )
     env.update(extra)
     return env
 
@@ -120,9 +130,17 @@ def base_env(tmp: Path, **extra: str) -> dict[str, str]:
 class Cluster:
     """Hub nodes (and workers) sharing one backend. With the memory backend: one process, one node."""
 
-    def __init__(self, tmp: Path, backend: str, redis_url: str | None = None, nodes: int = 1, workers: int = 0,
-                 env: dict[str, str] | None = None, serve_args: list[str] | None = None,
-                 worker_args: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        tmp: Path,
+        backend: str,
+        redis_url: str | None = None,
+        nodes: int = 1,
+        workers: int = 0,
+        env: dict[str, str] | None = None,
+        serve_args: list[str] | None = None,
+        worker_args: list[str] | None = None,
+    ) -> None:
         self.tmp, self.backend, self.redis_url = tmp, backend, redis_url
         self.env = base_env(tmp, **(env or {}))
         common = ["--agents", "demo", "--agents", "agents_fixture"]
@@ -134,8 +152,10 @@ class Cluster:
             if workers and redis_url:
                 args.append("--no-worker")
             self.nodes.append(Process(args, self.env, tmp / f"node{i}.log", port))
-        self.workers = [Process(["worker", *common, *redis, *(worker_args or [])], self.env, tmp / f"worker{i}.log")
-                        for i in range(workers)]
+        self.workers = [
+            Process(["worker", *common, *redis, *(worker_args or [])], self.env, tmp / f"worker{i}.log")
+            for i in range(workers)
+        ]
         self._next = 0
 
     def start(self) -> "Cluster":
@@ -173,7 +193,11 @@ class Cluster:
         return [x for x in lines if x["run_id"] == run_id and (tool is None or x["tool"] == tool)]
 
     def logs(self) -> str:
-        return "\n".join(f"--- {p.log_path.name}\n{p.log_path.read_text()[-4000:]}" for p in self.nodes + self.workers if p.log_path.exists())
+        return "\n".join(
+            f"--- {p.log_path.name}\n{p.log_path.read_text()[-4000:]}"
+            for p in self.nodes + self.workers
+            if p.log_path.exists()
+        )
 
     # ---- HTTP helpers
     def http(self, method: str, path: str, tok: str = ADMIN, node: int | None = None, **kw: Any) -> httpx.Response:
@@ -276,7 +300,9 @@ class Client:
         else:
             await self.ws.send(json.dumps(frame))
 
-    async def wait_for(self, pred: Callable[[dict[str, Any]], bool], timeout: float = 15, start: int = 0) -> dict[str, Any]:
+    async def wait_for(
+        self, pred: Callable[[dict[str, Any]], bool], timeout: float = 15, start: int = 0
+    ) -> dict[str, Any]:
         async def scan() -> dict[str, Any]:
             i = start
             async with self._changed:
@@ -288,6 +314,7 @@ class Client:
                     if self.closed:
                         raise ConnectionError(f"closed {self.closed} while waiting")
                     await self._changed.wait()
+
         return await asyncio.wait_for(scan(), timeout)
 
     async def wait_closed(self, timeout: float = 15) -> tuple[int, str]:
@@ -296,6 +323,7 @@ class Client:
                 while self.closed is None:
                     await self._changed.wait()
                 return self.closed
+
         return await asyncio.wait_for(wait(), timeout)
 
     async def request(self, frame: dict[str, Any], timeout: float = 15) -> dict[str, Any]:
@@ -307,7 +335,9 @@ class Client:
             return await self.wait_for(lambda f: f["type"] in ("welcome", "error"), timeout, start=n)
         frame.setdefault("id", f"q{next(self._ids)}")
         await self.send(frame)
-        return await self.wait_for(lambda f: f.get("id") == frame["id"] and f["type"] in ("ack", "error", "pong"), timeout)
+        return await self.wait_for(
+            lambda f: f.get("id") == frame["id"] and f["type"] in ("ack", "error", "pong"), timeout
+        )
 
     async def subscribe(self, run_id: str, since: int | None = None) -> dict[str, Any]:
         n = len(self.frames)
@@ -316,18 +346,29 @@ class Client:
             frame["since"] = since
         await self.send(frame)
         return await self.wait_for(
-            lambda f: (f["type"] == "sync" and f["run_id"] == run_id) or (f["type"] == "error" and f.get("id") == frame["id"]), start=n)
+            lambda f: (
+                (f["type"] == "sync" and f["run_id"] == run_id) or (f["type"] == "error" and f.get("id") == frame["id"])
+            ),
+            start=n,
+        )
 
     async def subscribe_frame(self, frame: dict[str, Any]) -> dict[str, Any]:
         """Send a subscribe frame as given; return its sync or its error."""
         n = len(self.frames)
         frame = {"id": f"s{next(self._ids)}", **frame}
         await self.send(frame)
-        return await self.wait_for(lambda f: (f["type"] == "sync" and f["run_id"] == frame["run_id"])
-                                   or (f["type"] == "error" and f.get("id") == frame["id"]), start=n)
+        return await self.wait_for(
+            lambda f: (
+                (f["type"] == "sync" and f["run_id"] == frame["run_id"])
+                or (f["type"] == "error" and f.get("id") == frame["id"])
+            ),
+            start=n,
+        )
 
     def events(self, run_id: str, types: tuple[str, ...] | None = None) -> list[dict[str, Any]]:
-        return [f for f in self.frames if "seq" in f and f.get("run_id") == run_id and (types is None or f["type"] in types)]
+        return [
+            f for f in self.frames if "seq" in f and f.get("run_id") == run_id and (types is None or f["type"] in types)
+        ]
 
     async def wait_event(self, run_id: str, types: str | tuple[str, ...], timeout: float = 20) -> dict[str, Any]:
         types = (types,) if isinstance(types, str) else types
@@ -343,7 +384,9 @@ class Client:
                 held = apply_frame(held, f)
         return held
 
-    async def wait_presence(self, run_id: str, pred: Callable[[dict[str, dict[str, Any]]], bool], timeout: float = 15) -> dict[str, dict[str, Any]]:
+    async def wait_presence(
+        self, run_id: str, pred: Callable[[dict[str, dict[str, Any]]], bool], timeout: float = 15
+    ) -> dict[str, dict[str, Any]]:
         async def wait() -> dict[str, dict[str, Any]]:
             async with self._changed:
                 while True:
@@ -353,6 +396,7 @@ class Client:
                     if self.closed:
                         raise ConnectionError(f"closed {self.closed} while waiting for presence")
                     await self._changed.wait()
+
         try:
             return await asyncio.wait_for(wait(), timeout)
         except asyncio.TimeoutError:
@@ -380,9 +424,29 @@ def subs(presence: dict[str, dict[str, Any]]) -> list[str]:
 
 # Redis commands that depend on time, not on events: blocking job reads, timers, lease renewals, health checks, and a
 # cluster client's topology reads.
-PERIODIC_COMMANDS = {"xreadgroup", "xautoclaim", "zrangebyscore", "zcount", "ping", "info", "config|resetstat", "config",
-                     "xpending", "client|setinfo", "client", "cluster|slots", "cluster|shards", "cluster", "command",
-                     "command|docs", "command|info", "command|count", "readonly", "cluster|nodes", "xinfo|consumers"}
+PERIODIC_COMMANDS = {
+    "xreadgroup",
+    "xautoclaim",
+    "zrangebyscore",
+    "zcount",
+    "ping",
+    "info",
+    "config|resetstat",
+    "config",
+    "xpending",
+    "client|setinfo",
+    "client",
+    "cluster|slots",
+    "cluster|shards",
+    "cluster",
+    "command",
+    "command|docs",
+    "command|info",
+    "command|count",
+    "readonly",
+    "cluster|nodes",
+    "xinfo|consumers",
+}
 
 
 def command_counts(servers: list[Any]) -> dict[str, int]:
@@ -407,7 +471,9 @@ async def commands_per_event(c: Cluster, servers: list[Any], watchers: int) -> f
     await asyncio.sleep(0.3)
     before = command_counts(servers)
     a = await Client.connect(c.ws_url(1), ALICE)
-    assert (await a.request({"type": "decide", "run_id": run_id, "approval_id": ap, "decision": "approve"}))["type"] == "ack"
+    assert (await a.request({"type": "decide", "run_id": run_id, "approval_id": ap, "decision": "approve"}))[
+        "type"
+    ] == "ack"
     ends = [await w.wait_event(run_id, TERMINAL, timeout=30) for w in clients]
     after = command_counts(servers)
     assert all(e == ends[0] for e in ends)

@@ -42,8 +42,9 @@ class KeyServer:
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:  # noqa: N802
                 server.requests += 1
-                body = json.dumps({"keys": [public_jwk(server.private[k][0], k, server.private[k][1])
-                                            for k in server.published]}).encode()
+                body = json.dumps(
+                    {"keys": [public_jwk(server.private[k][0], k, server.private[k][1]) for k in server.published]}
+                ).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))

@@ -49,8 +49,12 @@ from openai.types.responses.response_usage import InputTokensDetails, OutputToke
 
 from runcast.demo import Step, janitor_script, ops_script, release_script, triage_script
 
-SCRIPTS = {"delete_files": janitor_script, "restart_service": ops_script, "transfer_to_ops": triage_script,
-           "deploy": release_script}
+SCRIPTS = {
+    "delete_files": janitor_script,
+    "restart_service": ops_script,
+    "transfer_to_ops": triage_script,
+    "deploy": release_script,
+}
 
 
 @dataclass
@@ -231,29 +235,49 @@ class _Handler(BaseHTTPRequestHandler):
         elif self.path.endswith("/chat/completions"):
             api = "chat"
         else:
-            self._plain(404, json.dumps({"error": {"message": f"no route {self.path}", "type": "not_found"}}).encode(),
-                        {"Content-Type": "application/json"})
+            self._plain(
+                404,
+                json.dumps({"error": {"message": f"no route {self.path}", "type": "not_found"}}).encode(),
+                {"Content-Type": "application/json"},
+            )
             return
         srv = self.model_server
-        headers = {k.lower(): v for k, v in self.headers.items() if k.lower() in ("authorization", "x-stainless-retry-count")}
+        headers = {
+            k.lower(): v for k, v in self.headers.items() if k.lower() in ("authorization", "x-stainless-retry-count")
+        }
         rec = Request(api=api, model=str(body.get("model")), body=body, headers=headers, reply="ok")
         srv.requests.append(rec)
         fault = srv._next_fault()
         if isinstance(fault, RateLimited):
             rec.reply = "429"
-            err = {"error": {"message": "Rate limit reached for requests", "type": "requests", "code": "rate_limit_exceeded"}}
-            self._plain(429, json.dumps(err).encode(), {"Content-Type": "application/json", "retry-after": fault.retry_after})
+            err = {
+                "error": {
+                    "message": "Rate limit reached for requests",
+                    "type": "requests",
+                    "code": "rate_limit_exceeded",
+                }
+            }
+            self._plain(
+                429, json.dumps(err).encode(), {"Content-Type": "application/json", "retry-after": fault.retry_after}
+            )
             return
         if isinstance(fault, ServerError):
             rec.reply = "500"
-            err = {"error": {"message": "The server had an error while processing your request.", "type": "server_error"}}
+            err = {
+                "error": {"message": "The server had an error while processing your request.", "type": "server_error"}
+            }
             self._plain(500, json.dumps(err).encode(), {"Content-Type": "application/json"})
             return
         if isinstance(fault, Unauthorized):
             rec.reply = "401"
             key = self.headers.get("Authorization", "").removeprefix("Bearer ")
-            err = {"error": {"message": f"Incorrect API key provided: {key}. Upstream https://svc:pw@llm.internal/v1?sig=abc "
-                                        f"answered 401 to Authorization: Bearer {key}", "type": "invalid_request_error"}}
+            err = {
+                "error": {
+                    "message": f"Incorrect API key provided: {key}. Upstream https://svc:pw@llm.internal/v1?sig=abc "
+                    f"answered 401 to Authorization: Bearer {key}",
+                    "type": "invalid_request_error",
+                }
+            }
             self._plain(401, json.dumps(err).encode(), {"Content-Type": "application/json"})
             return
         step = srv.step(api, body)
@@ -293,43 +317,116 @@ class _Handler(BaseHTTPRequestHandler):
     # ---- Responses API: `event: <type>` + `data: <json>` per event
     def _responses(self, step: Step, usage: dict[str, int], n: int) -> list[tuple[Any, ...]]:
         tag = f"{n}_{abs(hash(step.text)) % 10**8}"
-        msg = ResponseOutputMessage(type="message", id=f"msg_{tag}", role="assistant", status="completed",
-                                    content=[ResponseOutputText(type="output_text", text=step.text, annotations=[], logprobs=[])])
+        msg = ResponseOutputMessage(
+            type="message",
+            id=f"msg_{tag}",
+            role="assistant",
+            status="completed",
+            content=[ResponseOutputText(type="output_text", text=step.text, annotations=[], logprobs=[])],
+        )
         output: list[Any] = [msg]
         for k, (name, args) in enumerate(step.calls):
-            output.append(ResponseFunctionToolCall(type="function_call", id=f"fc_{tag}_{k}", call_id=f"call_{tag}_{k}",
-                                                   name=name, arguments=json.dumps(args), status="completed"))
-        resp = Response(id=f"resp_{tag}", created_at=time.time(), model="local", object="response", output=output,
-                        tool_choice="auto", tools=[], parallel_tool_calls=False, status="completed",
-                        usage=ResponseUsage(input_tokens=usage["input_tokens"], output_tokens=usage["output_tokens"],
-                                            total_tokens=usage["total_tokens"],
-                                            input_tokens_details=InputTokensDetails(cached_tokens=0, cache_write_tokens=0),
-                                            output_tokens_details=OutputTokensDetails(reasoning_tokens=0)))
+            output.append(
+                ResponseFunctionToolCall(
+                    type="function_call",
+                    id=f"fc_{tag}_{k}",
+                    call_id=f"call_{tag}_{k}",
+                    name=name,
+                    arguments=json.dumps(args),
+                    status="completed",
+                )
+            )
+        resp = Response(
+            id=f"resp_{tag}",
+            created_at=time.time(),
+            model="local",
+            object="response",
+            output=output,
+            tool_choice="auto",
+            tools=[],
+            parallel_tool_calls=False,
+            status="completed",
+            usage=ResponseUsage(
+                input_tokens=usage["input_tokens"],
+                output_tokens=usage["output_tokens"],
+                total_tokens=usage["total_tokens"],
+                input_tokens_details=InputTokensDetails(cached_tokens=0, cache_write_tokens=0),
+                output_tokens_details=OutputTokensDetails(reasoning_tokens=0),
+            ),
+        )
         seq = iter(range(100_000))
         out: list[tuple[Any, ...]] = []
 
         def ev(e: Any) -> None:
             out.append(("sse", f"event: {e.type}\ndata: {e.model_dump_json(exclude_none=True)}\n\n".encode()))
 
-        ev(ResponseCreatedEvent(type="response.created", sequence_number=next(seq),
-                                response=resp.model_copy(update={"output": [], "status": "in_progress", "usage": None})))
-        ev(ResponseOutputItemAddedEvent(type="response.output_item.added", output_index=0, sequence_number=next(seq),
-                                        item=msg.model_copy(update={"content": [], "status": "in_progress"})))
-        ev(ResponseContentPartAddedEvent(type="response.content_part.added", item_id=msg.id, output_index=0, content_index=0,
-                                         sequence_number=next(seq),
-                                         part=ResponseOutputText(type="output_text", text="", annotations=[], logprobs=[])))
+        ev(
+            ResponseCreatedEvent(
+                type="response.created",
+                sequence_number=next(seq),
+                response=resp.model_copy(update={"output": [], "status": "in_progress", "usage": None}),
+            )
+        )
+        ev(
+            ResponseOutputItemAddedEvent(
+                type="response.output_item.added",
+                output_index=0,
+                sequence_number=next(seq),
+                item=msg.model_copy(update={"content": [], "status": "in_progress"}),
+            )
+        )
+        ev(
+            ResponseContentPartAddedEvent(
+                type="response.content_part.added",
+                item_id=msg.id,
+                output_index=0,
+                content_index=0,
+                sequence_number=next(seq),
+                part=ResponseOutputText(type="output_text", text="", annotations=[], logprobs=[]),
+            )
+        )
         for w in _words(step.text):
-            ev(ResponseTextDeltaEvent(type="response.output_text.delta", item_id=msg.id, output_index=0, content_index=0,
-                                      delta=w, logprobs=[], sequence_number=next(seq)))
+            ev(
+                ResponseTextDeltaEvent(
+                    type="response.output_text.delta",
+                    item_id=msg.id,
+                    output_index=0,
+                    content_index=0,
+                    delta=w,
+                    logprobs=[],
+                    sequence_number=next(seq),
+                )
+            )
             out[-1] += (w,)
             out.append(("pause", None))
-        ev(ResponseOutputItemDoneEvent(type="response.output_item.done", output_index=0, item=msg, sequence_number=next(seq)))
+        ev(
+            ResponseOutputItemDoneEvent(
+                type="response.output_item.done", output_index=0, item=msg, sequence_number=next(seq)
+            )
+        )
         for idx, fc in enumerate(output[1:], start=1):
-            ev(ResponseOutputItemAddedEvent(type="response.output_item.added", output_index=idx, sequence_number=next(seq),
-                                            item=fc.model_copy(update={"arguments": "", "status": "in_progress"})))
-            ev(ResponseFunctionCallArgumentsDeltaEvent(type="response.function_call_arguments.delta", item_id=fc.id,
-                                                       output_index=idx, delta=fc.arguments, sequence_number=next(seq)))
-            ev(ResponseOutputItemDoneEvent(type="response.output_item.done", output_index=idx, item=fc, sequence_number=next(seq)))
+            ev(
+                ResponseOutputItemAddedEvent(
+                    type="response.output_item.added",
+                    output_index=idx,
+                    sequence_number=next(seq),
+                    item=fc.model_copy(update={"arguments": "", "status": "in_progress"}),
+                )
+            )
+            ev(
+                ResponseFunctionCallArgumentsDeltaEvent(
+                    type="response.function_call_arguments.delta",
+                    item_id=fc.id,
+                    output_index=idx,
+                    delta=fc.arguments,
+                    sequence_number=next(seq),
+                )
+            )
+            ev(
+                ResponseOutputItemDoneEvent(
+                    type="response.output_item.done", output_index=idx, item=fc, sequence_number=next(seq)
+                )
+            )
         ev(ResponseCompletedEvent(type="response.completed", response=resp, sequence_number=next(seq)))
         return out
 
@@ -339,11 +436,19 @@ class _Handler(BaseHTTPRequestHandler):
         out: list[tuple[Any, ...]] = []
 
         def chunk(delta: dict[str, Any] | None, finish: str | None = None, use: dict[str, int] | None = None) -> None:
-            raw: dict[str, Any] = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": "local",
-                                   "choices": [] if delta is None else [{"index": 0, "delta": delta, "finish_reason": finish}]}
+            raw: dict[str, Any] = {
+                "id": cid,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": "local",
+                "choices": [] if delta is None else [{"index": 0, "delta": delta, "finish_reason": finish}],
+            }
             if use is not None:
-                raw["usage"] = {"prompt_tokens": use["input_tokens"], "completion_tokens": use["output_tokens"],
-                                "total_tokens": use["total_tokens"]}
+                raw["usage"] = {
+                    "prompt_tokens": use["input_tokens"],
+                    "completion_tokens": use["output_tokens"],
+                    "total_tokens": use["total_tokens"],
+                }
             c = ChatCompletionChunk.model_validate(raw)
             out.append(("sse", f"data: {c.model_dump_json(exclude_none=True)}\n\n".encode()))
 
@@ -354,7 +459,13 @@ class _Handler(BaseHTTPRequestHandler):
             out.append(("pause", None))
         for k, (name, args) in enumerate(step.calls):
             call_id = f"call_{cid}_{k}"
-            chunk({"tool_calls": [{"index": k, "id": call_id, "type": "function", "function": {"name": name, "arguments": ""}}]})
+            chunk(
+                {
+                    "tool_calls": [
+                        {"index": k, "id": call_id, "type": "function", "function": {"name": name, "arguments": ""}}
+                    ]
+                }
+            )
             chunk({"tool_calls": [{"index": k, "function": {"arguments": json.dumps(args)}}]})
         chunk({}, "tool_calls" if step.calls else "stop")
         if (body.get("stream_options") or {}).get("include_usage"):

@@ -26,7 +26,7 @@ def site_conf(upstreams: list[int], port: int) -> str:
     text = DEPLOY_CONF.read_text()
     assert text.count(UPSTREAM_LINE) == 1 and text.count(LISTEN_LINE) == 1, "deploy/nginx.conf changed shape"
     line = next(x for x in text.splitlines() if x.startswith(UPSTREAM_LINE))
-    options = line[len(UPSTREAM_LINE):].rstrip(";")  # max_fails=... fail_timeout=... as deployed
+    options = line[len(UPSTREAM_LINE) :].rstrip(";")  # max_fails=... fail_timeout=... as deployed
     servers = "\n".join(f"    server 127.0.0.1:{p}{options};" for p in upstreams)
     return text.replace(line, servers).replace(LISTEN_LINE, f"    listen 127.0.0.1:{port};")
 
@@ -65,9 +65,21 @@ http {{
         return f"ws://127.0.0.1:{self.port}/ws"
 
     def start(self) -> "Nginx":
-        self.proc = subprocess.Popen([NGINX, "-p", str(self.dir), "-c", str(self.dir / "nginx.conf"), "-e",
-                                      str(self.dir / "error.log"), "-g", "daemon off;"],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            [
+                NGINX,
+                "-p",
+                str(self.dir),
+                "-c",
+                str(self.dir / "nginx.conf"),
+                "-e",
+                str(self.dir / "error.log"),
+                "-g",
+                "daemon off;",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
+        )
         import socket
 
         deadline = time.monotonic() + 10

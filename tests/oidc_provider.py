@@ -28,9 +28,16 @@ class OidcProvider:
         if not (HERE / "node_modules" / "oidc-provider").exists():
             raise RuntimeError(f"the test OpenID Provider is not installed: run `npm ci` in {HERE} (make test does)")
         log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(["node", str(HERE / "provider.mjs"),
-                                      json.dumps({"redirect_uris": self.redirect_uris, "secret": self.secret})],
-                                     stdout=subprocess.PIPE, stderr=log, cwd=HERE)
+        self.proc = subprocess.Popen(
+            [
+                "node",
+                str(HERE / "provider.mjs"),
+                json.dumps({"redirect_uris": self.redirect_uris, "secret": self.secret}),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=log,
+            cwd=HERE,
+        )
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()
         if not line:
@@ -60,16 +67,29 @@ def _form(page: str, prompt: str | None = None) -> str:
     raise AssertionError(f"no form for {prompt} in the provider's page:\n{page[:2000]}")
 
 
-def sign_in(client: httpx.Client, hub: str, login: str, next_: str | None = None, consent: bool = True,
-            stop_at_callback: bool = False) -> httpx.Response:
+def sign_in(
+    client: httpx.Client,
+    hub: str,
+    login: str,
+    next_: str | None = None,
+    consent: bool = True,
+    stop_at_callback: bool = False,
+) -> httpx.Response:
     """Sign in as `login` through the provider's own pages. Returns the hub's answer to /auth/callback (or, with
     stop_at_callback, the provider's redirect to it, not yet followed)."""
     r = client.get(hub + "/login", params={"next": next_} if next_ is not None else None)
     return drive(client, r, hub, login, consent, stop_at_callback)
 
 
-def drive(client: httpx.Client, r: httpx.Response, hub: str, login: str, consent: bool = True,
-          stop_at_callback: bool = False, callback: str = "/auth/callback") -> httpx.Response:
+def drive(
+    client: httpx.Client,
+    r: httpx.Response,
+    hub: str,
+    login: str,
+    consent: bool = True,
+    stop_at_callback: bool = False,
+    callback: str = "/auth/callback",
+) -> httpx.Response:
     """Through the provider's pages from `r` until it redirects to `hub` + `callback` (followed, unless told not)."""
     for _ in range(20):
         if r.is_redirect:
@@ -84,8 +104,9 @@ def drive(client: httpx.Client, r: httpx.Response, hub: str, login: str, consent
             return r  # an error page (the hub's, or the provider's)
         page = r.text
         if 'name="login"' in page:
-            r = client.post(urljoin(str(r.url), _form(page, "login")),
-                            data={"prompt": "login", "login": login, "password": "any"})
+            r = client.post(
+                urljoin(str(r.url), _form(page, "login")), data={"prompt": "login", "login": login, "password": "any"}
+            )
         elif 'value="consent"' in page:
             if not consent:
                 m = re.search(r'href="([^"]*/abort)"', page)
@@ -112,12 +133,15 @@ def cookie_attrs(resp: httpx.Response, name: str) -> dict[str, Any]:
 
 
 def _hidden(form_html: str) -> dict[str, str]:
-    return {m.group(1): unescape(m.group(2)) for m in
-            re.finditer(r'<input type="hidden" name="([^"]+)" value="([^"]*)"', form_html)}
+    return {
+        m.group(1): unescape(m.group(2))
+        for m in re.finditer(r'<input type="hidden" name="([^"]+)" value="([^"]*)"', form_html)
+    }
 
 
-def device_sign_in(client: httpx.Client, verification_url: str, user_code: str, login: str,
-                   abort: bool = False) -> httpx.Response:
+def device_sign_in(
+    client: httpx.Client, verification_url: str, user_code: str, login: str, abort: bool = False
+) -> httpx.Response:
     """What a person does in a browser for `runcast login`'s device flow: open the address, enter (or confirm) the
     code, sign in, consent. Returns the provider's last page."""
     r = client.get(verification_url)
@@ -140,8 +164,9 @@ def device_sign_in(client: httpx.Client, verification_url: str, user_code: str, 
                 return client.post(urljoin(str(r.url), unescape(m.group(2))), data=data, follow_redirects=True)
             r = client.post(urljoin(str(r.url), unescape(m.group(2))), data=data)
         elif 'name="login"' in page:
-            r = client.post(urljoin(str(r.url), _form(page, "login")),
-                            data={"prompt": "login", "login": login, "password": "any"})
+            r = client.post(
+                urljoin(str(r.url), _form(page, "login")), data={"prompt": "login", "login": login, "password": "any"}
+            )
         elif 'value="consent"' in page:
             r = client.post(urljoin(str(r.url), _form(page, "consent")), data={"prompt": "consent"})
         else:

@@ -35,11 +35,23 @@ def text(obj: Any) -> bytes:
     return frame(TEXT, json.dumps(obj).encode())
 
 
-def upgrade_request(port: int, subprotocol: str | None = "runcast.v1.json", host: str | None = None,
-                    origin: str | None = None, path: str = "/ws", forwarded_for: str | None = None) -> bytes:
+def upgrade_request(
+    port: int,
+    subprotocol: str | None = "runcast.v1.json",
+    host: str | None = None,
+    origin: str | None = None,
+    path: str = "/ws",
+    forwarded_for: str | None = None,
+) -> bytes:
     key = base64.b64encode(os.urandom(16)).decode()
-    lines = [f"GET {path} HTTP/1.1", f"Host: {host or f'127.0.0.1:{port}'}", "Upgrade: websocket", "Connection: Upgrade",
-             f"Sec-WebSocket-Key: {key}", "Sec-WebSocket-Version: 13"]
+    lines = [
+        f"GET {path} HTTP/1.1",
+        f"Host: {host or f'127.0.0.1:{port}'}",
+        "Upgrade: websocket",
+        "Connection: Upgrade",
+        f"Sec-WebSocket-Key: {key}",
+        "Sec-WebSocket-Version: 13",
+    ]
     if subprotocol:
         lines.append(f"Sec-WebSocket-Protocol: {subprotocol}")
     if origin:
@@ -56,8 +68,9 @@ class RawWS:
     @classmethod
     async def connect(cls, port: int, source: str | None = None, **kw: Any) -> "RawWS":
         """`source`: the local address to connect from (any of 127.0.0.0/8 on Linux), as another client would."""
-        reader, writer = await asyncio.open_connection("127.0.0.1", port, limit=1 << 22,
-                                                       local_addr=(source, 0) if source else None)
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1", port, limit=1 << 22, local_addr=(source, 0) if source else None
+        )
         writer.write(upgrade_request(port, **kw))
         head = await reader.readuntil(b"\r\n\r\n")
         status = int(head.split(b" ", 2)[1])
@@ -91,6 +104,7 @@ class RawWS:
 
     async def close_code(self, timeout: float = 10) -> int:
         """Read until the server's close frame: its code (1005 without one; 1006 if the socket just ended)."""
+
         async def wait() -> int:
             while True:
                 try:
@@ -99,6 +113,7 @@ class RawWS:
                     return 1006
                 if op == CLOSE:
                     return struct.unpack("!H", data[:2])[0] if len(data) >= 2 else 1005
+
         return await asyncio.wait_for(wait(), timeout)
 
     async def close(self, code: int = 1000) -> None:

@@ -51,11 +51,34 @@ class Node:
         os.makedirs(self.dir, exist_ok=True)
         with open(os.path.join(self.dir, "redis.log"), "ab") as logf:
             self.proc = subprocess.Popen(
-                [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", self.dir,
-                 "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
-                 "--cluster-node-timeout", str(NODE_TIMEOUT_MS), "--save", "", "--appendonly", "yes",
-                 "--appendfsync", "always", "--repl-diskless-sync-delay", "0", "--logfile", ""],
-                cwd=self.dir, stdout=logf, stderr=subprocess.STDOUT,
+                [
+                    REDIS_SERVER,
+                    "--port",
+                    str(self.port),
+                    "--bind",
+                    "127.0.0.1",
+                    "--dir",
+                    self.dir,
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    "nodes.conf",
+                    "--cluster-node-timeout",
+                    str(NODE_TIMEOUT_MS),
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "yes",
+                    "--appendfsync",
+                    "always",
+                    "--repl-diskless-sync-delay",
+                    "0",
+                    "--logfile",
+                    "",
+                ],
+                cwd=self.dir,
+                stdout=logf,
+                stderr=subprocess.STDOUT,
             )
 
     def client(self) -> redis.Redis:
@@ -74,7 +97,9 @@ class RedisCluster:
             raise RuntimeError("redis-server and redis-cli are needed")
         self.dir = tempfile.mkdtemp(prefix="runcast-cluster-")
         self.replicas = replicas
-        self.nodes = [Node(_free_cluster_port(), os.path.join(self.dir, str(i))) for i in range(masters * (1 + replicas))]
+        self.nodes = [
+            Node(_free_cluster_port(), os.path.join(self.dir, str(i))) for i in range(masters * (1 + replicas))
+        ]
 
     @property
     def url(self) -> str:
@@ -89,11 +114,25 @@ class RedisCluster:
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"cluster node {n.addr} did not start")
                 time.sleep(0.02)
-        subprocess.run([REDIS_CLI, "--cluster", "create", *[n.addr for n in self.nodes], "--cluster-replicas",
-                        str(self.replicas), "--cluster-yes"], check=True, capture_output=True, timeout=timeout)
+        subprocess.run(
+            [
+                REDIS_CLI,
+                "--cluster",
+                "create",
+                *[n.addr for n in self.nodes],
+                "--cluster-replicas",
+                str(self.replicas),
+                "--cluster-yes",
+            ],
+            check=True,
+            capture_output=True,
+            timeout=timeout,
+        )
         self.wait_ok(timeout)
-        while not all(self.node_by_port(m["port"]).client().info("replication").get("slave0", {}).get("state") == "online"
-                      for m in self.masters()):
+        while not all(
+            self.node_by_port(m["port"]).client().info("replication").get("slave0", {}).get("state") == "online"
+            for m in self.masters()
+        ):
             if time.monotonic() > deadline:
                 raise RuntimeError("the replicas did not come online")
             time.sleep(0.05)
@@ -109,8 +148,10 @@ class RedisCluster:
             try:
                 states = [n.client().cluster("info") for n in self.live()]
                 if all(s["cluster_state"] == "ok" for s in states):
-                    views = {tuple(sorted((m["port"], tuple(map(tuple, m["slots"]))) for m in self._masters_seen_by(n)))
-                             for n in self.live()}
+                    views = {
+                        tuple(sorted((m["port"], tuple(map(tuple, m["slots"]))) for m in self._masters_seen_by(n)))
+                        for n in self.live()
+                    }
                     if len(views) == 1:
                         return
             except redis.RedisError:
@@ -124,8 +165,13 @@ class RedisCluster:
         for addr, info in node.client().cluster("nodes").items():
             flags = info["flags"]
             if "master" in flags and "fail" not in flags and info["slots"]:
-                out.append({"id": info["node_id"], "port": int(addr.split(":")[1].split("@")[0]),
-                            "slots": [[int(x) for x in r] for r in info["slots"]]})
+                out.append(
+                    {
+                        "id": info["node_id"],
+                        "port": int(addr.split(":")[1].split("@")[0]),
+                        "slots": [[int(x) for x in r] for r in info["slots"]],
+                    }
+                )
         return out
 
     def masters(self) -> list[dict[str, Any]]:

@@ -69,14 +69,30 @@ class RedisServer:
         with open(self._log, "ab") as logf:
             aof = ["--appendonly", "yes", "--appendfsync", "always"] if self.persist else ["--appendonly", "no"]
             self.proc = subprocess.Popen(
-                [REDIS_SERVER, "--port", str(self.port), "--save", "", *aof,
-                 "--bind", "127.0.0.1", "--dir", self.dir, "--logfile", ""],
-                cwd=self.dir, stdout=logf, stderr=subprocess.STDOUT,
+                [
+                    REDIS_SERVER,
+                    "--port",
+                    str(self.port),
+                    "--save",
+                    "",
+                    *aof,
+                    "--bind",
+                    "127.0.0.1",
+                    "--dir",
+                    self.dir,
+                    "--logfile",
+                    "",
+                ],
+                cwd=self.dir,
+                stdout=logf,
+                stderr=subprocess.STDOUT,
             )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"redis-server on port {self.port} exited with {self.proc.returncode}: {self.log_tail()}")
+                raise RuntimeError(
+                    f"redis-server on port {self.port} exited with {self.proc.returncode}: {self.log_tail()}"
+                )
             if _ping(self.port):
                 return
             time.sleep(0.01)

@@ -57,11 +57,16 @@ async def test_serve_without_a_secret_prints_one_sign_in_link_that_survives_a_re
         forged = httpx.post(proc.url + "/auth/dev", data={"sub": "dana"}, headers={"Origin": "http://evil.test"})
         assert forged.status_code == 400 and "runcast_session" not in forged.cookies
         # behind an https proxy (X-Forwarded-Proto from a --trusted-proxy), the cookie is Secure; on plain http it is not
-        secure = httpx.post(proc.url + "/auth/dev", data={"sub": "vic"},
-                            headers={"Origin": f"https://127.0.0.1:{port}", "X-Forwarded-Proto": "https"})
+        secure = httpx.post(
+            proc.url + "/auth/dev",
+            data={"sub": "vic"},
+            headers={"Origin": f"https://127.0.0.1:{port}", "X-Forwarded-Proto": "https"},
+        )
         assert secure.status_code == 303 and "; secure" in secure.headers["set-cookie"].lower(), secure.headers
         plain = httpx.post(proc.url + "/auth/dev", data={"sub": "vic"}, headers={"Origin": proc.url})
-        assert "; secure" not in plain.headers["set-cookie"].lower() and "httponly" in plain.headers["set-cookie"].lower()
+        assert (
+            "; secure" not in plain.headers["set-cookie"].lower() and "httponly" in plain.headers["set-cookie"].lower()
+        )
         dana = _dev_sign_in(proc.url, "dana")
         alex = _dev_sign_in(proc.url, "alex")
         c = await Client.connect(proc.ws_url, additional_headers={"Cookie": f"runcast_session={dana}"})
@@ -75,7 +80,11 @@ async def test_serve_without_a_secret_prints_one_sign_in_link_that_survives_a_re
     proc, _ = serve()
     try:
         again = await Client.connect(proc.ws_url, additional_headers={"Cookie": f"runcast_session={alex}"})
-        assert (await again.request({"type": "hello"}))["user"] == {"sub": "alex", "name": "Alex", "roles": ["approver"]}
+        assert (await again.request({"type": "hello"}))["user"] == {
+            "sub": "alex",
+            "name": "Alex",
+            "roles": ["approver"],
+        }
         await again.close()
     finally:
         proc.stop()
@@ -86,9 +95,10 @@ async def test_no_dev_sign_in_with_a_secret_or_an_issuer(tmp_path) -> None:
 
     keys = KeyServer().start()
     try:
-        for extra_env, args in (({}, []),  # RUNCAST_SECRET is set (base_env)
-                                ({"RUNCAST_SECRET": ""}, ["--jwks-url", keys.url, "--jwt-issuer", ISSUER,
-                                                          "--jwt-audience", AUDIENCE])):
+        for extra_env, args in (
+            ({}, []),  # RUNCAST_SECRET is set (base_env)
+            ({"RUNCAST_SECRET": ""}, ["--jwks-url", keys.url, "--jwt-issuer", ISSUER, "--jwt-audience", AUDIENCE]),
+        ):
             env = base_env(tmp_path, XDG_STATE_HOME=str(tmp_path / "state"), **extra_env)
             if not env.get("RUNCAST_SECRET"):
                 env.pop("RUNCAST_SECRET")
@@ -117,8 +127,14 @@ def test_serve_on_a_busy_port_fails_before_printing_links(tmp_path) -> None:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        out = subprocess.run([sys.executable, "-m", "runcast.cli", "serve", "--port", str(port)], env=env,
-                             capture_output=True, text=True, timeout=60, cwd=ROOT)
+        out = subprocess.run(
+            [sys.executable, "-m", "runcast.cli", "serve", "--port", str(port)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=ROOT,
+        )
     assert out.returncode != 0
     assert f"cannot listen on 127.0.0.1:{port}" in out.stderr and "PORT=9000" in out.stderr, out.stderr
     assert "http://" not in out.stdout, "no links to a hub that is not there"
@@ -126,12 +142,33 @@ def test_serve_on_a_busy_port_fails_before_printing_links(tmp_path) -> None:
 
 def test_token_command_signs_with_the_secret() -> None:
     env = dict(os.environ, RUNCAST_SECRET=SECRET, PYTHONPATH=str(ROOT / "server"))
-    out = subprocess.run([sys.executable, "-m", "runcast.cli", "token", "--sub", "kim", "--name", "Kim",
-                          "--roles", "approver,finance", "--runs", "run_a,run_b", "--ttl", "60"],
-                         env=env, capture_output=True, text=True, check=True).stdout.strip()
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "runcast.cli",
+            "token",
+            "--sub",
+            "kim",
+            "--name",
+            "Kim",
+            "--roles",
+            "approver,finance",
+            "--runs",
+            "run_a,run_b",
+            "--ttl",
+            "60",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     who = auth.verify(SECRET, out)
     assert (who.sub, who.name, who.roles, who.runs) == ("kim", "Kim", ("approver", "finance"), ("run_a", "run_b"))
     assert who.exp is not None and 50 < who.exp - time.time() <= 60
     env.pop("RUNCAST_SECRET")
-    failed = subprocess.run([sys.executable, "-m", "runcast.cli", "token", "--sub", "kim"], env=env, capture_output=True, text=True)
+    failed = subprocess.run(
+        [sys.executable, "-m", "runcast.cli", "token", "--sub", "kim"], env=env, capture_output=True, text=True
+    )
     assert failed.returncode != 0 and "RUNCAST_SECRET" in failed.stderr

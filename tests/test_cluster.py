@@ -15,15 +15,27 @@ from pathlib import Path
 import pytest
 import redis as redis_sync
 
-from hubtest import ALICE, OPERATOR, TERMINAL, VIEWER, Client, Cluster, commands_per_event, on_redis, seqs, without_presence
+from hubtest import (
+    ALICE,
+    OPERATOR,
+    TERMINAL,
+    VIEWER,
+    Client,
+    Cluster,
+    commands_per_event,
+    on_redis,
+    seqs,
+    without_presence,
+)
 
 LEASE_S = 2.0
 
 
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[Cluster]:
-    with on_redis(tmp_path, persist=True, nodes=3, workers=2,
-                  env={"RUNCAST_LEASE_S": str(LEASE_S), "RUNCAST_DEMO_DELAY": "0.02"}) as c:
+    with on_redis(
+        tmp_path, persist=True, nodes=3, workers=2, env={"RUNCAST_LEASE_S": str(LEASE_S), "RUNCAST_DEMO_DELAY": "0.02"}
+    ) as c:
         yield c
 
 
@@ -105,7 +117,11 @@ async def test_killing_redis_mid_run_the_run_carries_on_and_nothing_is_lost(clus
     assert text == completed  # no delta lost or doubled across the outage
     assert len(cluster.tool_calls(run_id, "delete_files")) == 1
     # the outage did hit the run while it streamed: its worker held events back and appended them later
-    held = [p for p in cluster.workers if "backend unreachable" in p.log_path.read_text() and run_id in p.log_path.read_text()]
+    held = [
+        p
+        for p in cluster.workers
+        if "backend unreachable" in p.log_path.read_text() and run_id in p.log_path.read_text()
+    ]
     assert held, "the worker never had to hold events back: the outage missed the run"
     # and no client was told anything false: no terminal event but the one at the end, no error frames
     for w in watchers:
@@ -193,7 +209,7 @@ async def test_log_trimmed_is_an_error_not_a_silent_gap(tmp_path: Path) -> None:
         assert "no longer kept" in err["message"] and err["first_kept"] > 1
         sync = await late.subscribe(run_id, since=err["first_kept"] - 1)
         assert sync["type"] == "sync"
-        got = [f for f in late.frames[late.frames.index(err):late.frames.index(sync)] if "seq" in f]
+        got = [f for f in late.frames[late.frames.index(err) : late.frames.index(sync)] if "seq" in f]
         assert seqs(got) == list(range(err["first_kept"], sync["head_seq"] + 1))
         await w.close()
         await late.close()
@@ -211,7 +227,9 @@ async def test_a_finished_run_expires_after_the_retention_time(tmp_path: Path) -
         await w.wait_event(run_id, TERMINAL)
         await w.close()
         assert c.http("GET", f"/api/runs/{run_id}/events").status_code == 200
-        gone = await asyncio.to_thread(wait_until, lambda: c.http("GET", f"/api/runs/{run_id}").status_code == 404, 10.0)
+        gone = await asyncio.to_thread(
+            wait_until, lambda: c.http("GET", f"/api/runs/{run_id}").status_code == 404, 10.0
+        )
         assert gone
         assert run_id not in [r["run_id"] for r in c.http("GET", "/api/runs").json()["runs"]]
         r = redis_sync.Redis.from_url(c.redis_url)
@@ -221,8 +239,9 @@ async def test_a_finished_run_expires_after_the_retention_time(tmp_path: Path) -
 
 async def test_a_worker_streams_at_most_concurrency_segments_at_once(tmp_path: Path) -> None:
     """`runcast worker --concurrency 1`: a second run waits for the first to pause (a paused run holds no slot)."""
-    with on_redis(tmp_path, nodes=1, workers=1, worker_args=["--concurrency", "1"],
-                  env={"RUNCAST_DEMO_DELAY": "0.02"}) as c:
+    with on_redis(
+        tmp_path, nodes=1, workers=1, worker_args=["--concurrency", "1"], env={"RUNCAST_DEMO_DELAY": "0.02"}
+    ) as c:
         first, second = c.start_run(), c.start_run()
         w = await Client.connect(c.ws_url(), VIEWER)
         for run_id in (first, second):
@@ -248,8 +267,12 @@ async def test_while_redis_is_down_commands_say_so_and_the_connection_stays(clus
         assert cluster.http("GET", "/readyz", node=0).status_code == 503
     finally:
         cluster.redis.start()  # type: ignore[attr-defined]
-    ack = await asyncio.to_thread(wait_until, lambda: cluster.http("POST", "/api/runs", OPERATOR, node=0,
-                                                                   json={"agent": "demo", "input": "x"}).status_code == 201)
+    ack = await asyncio.to_thread(
+        wait_until,
+        lambda: (
+            cluster.http("POST", "/api/runs", OPERATOR, node=0, json={"agent": "demo", "input": "x"}).status_code == 201
+        ),
+    )
     assert ack
     assert (await c.request({"type": "start", "agent": "demo", "input": "y"}))["type"] == "ack"
     await c.close()

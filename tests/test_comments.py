@@ -26,7 +26,9 @@ async def test_a_thread_on_an_approval_reaches_every_watcher_and_stays_in_the_hi
     req = await bob.wait_event(run_id, "approval.requested")
     ap = req["data"]["approval_id"]
     # a viewer (who may not decide) comments on the approval; a person who may decide answers on another node
-    ack = await vic.request({"type": "comment", "run_id": run_id, "approval_id": ap, "text": "wait, is build-cache.tar still used?"})
+    ack = await vic.request(
+        {"type": "comment", "run_id": run_id, "approval_id": ap, "text": "wait, is build-cache.tar still used?"}
+    )
     assert ack["type"] == "ack" and ack["thread_id"] == ap, ack
     first = ack["comment_id"]
     ack2 = await bob.request({"type": "comment", "run_id": run_id, "reply_to": first, "text": "no, it can go"})
@@ -35,8 +37,16 @@ async def test_a_thread_on_an_approval_reaches_every_watcher_and_stays_in_the_hi
     assert r.status_code == 201, r.text
     note = r.json()["comment_id"]
     # edit, delete, resolve, reopen
-    assert (await vic.request({"type": "edit_comment", "run_id": run_id, "comment_id": first,
-                               "text": "is build-cache.tar still used by CI?"}))["type"] == "ack"
+    assert (
+        await vic.request(
+            {
+                "type": "edit_comment",
+                "run_id": run_id,
+                "comment_id": first,
+                "text": "is build-cache.tar still used by CI?",
+            }
+        )
+    )["type"] == "ack"
     refused = await bob.request({"type": "edit_comment", "run_id": run_id, "comment_id": first, "text": "mine now"})
     assert refused["code"] == "forbidden"
     r = hub.http("DELETE", f"/api/runs/{run_id}/comments/{note}", OPERATOR)
@@ -47,13 +57,15 @@ async def test_a_thread_on_an_approval_reaches_every_watcher_and_stays_in_the_hi
     await bob.request({"type": "decide", "run_id": run_id, "approval_id": ap, "decision": "approve"})
     await vic.wait_event(run_id, TERMINAL)
     await bob.wait_event(run_id, TERMINAL)
-    want = [("comment.added", ("vic", ap, "wait, is build-cache.tar still used?")),
-            ("comment.added", ("bob", ap, "no, it can go")),
-            ("comment.added", ("ada", None, "run-level note")),
-            ("comment.edited", ("vic", ap, "is build-cache.tar still used by CI?")),
-            ("comment.deleted", ("ada", None, None)),
-            ("thread.resolved", ("bob", ap, None)),
-            ("thread.reopened", ("vic", ap, None))]
+    want = [
+        ("comment.added", ("vic", ap, "wait, is build-cache.tar still used?")),
+        ("comment.added", ("bob", ap, "no, it can go")),
+        ("comment.added", ("ada", None, "run-level note")),
+        ("comment.edited", ("vic", ap, "is build-cache.tar still used by CI?")),
+        ("comment.deleted", ("ada", None, None)),
+        ("thread.resolved", ("bob", ap, None)),
+        ("thread.reopened", ("vic", ap, None)),
+    ]
     for c in (bob, vic):
         got = [(t, (d["by"]["sub"], d["approval_id"], d.get("text"))) for t, d in talk(c, run_id)]
         assert got == want
@@ -71,7 +83,10 @@ async def test_a_thread_on_an_approval_reaches_every_watcher_and_stays_in_the_hi
     doc = hub.http("GET", f"/api/runs/{run_id}/audit", VIEWER).json()
     assert [(c["type"], c["by"]["sub"]) for c in doc["comments"]] == [(t, by) for t, (by, _, _) in want]
     aud = next(a for a in doc["approvals"] if a["approval_id"] == ap)
-    assert [c["text"] for c in aud["comments"] if c["type"] == "comment.added"] == ["wait, is build-cache.tar still used?", "no, it can go"]
+    assert [c["text"] for c in aud["comments"] if c["type"] == "comment.added"] == [
+        "wait, is build-cache.tar still used?",
+        "no, it can go",
+    ]
     csv = hub.http("GET", f"/api/runs/{run_id}/audit?format=csv", VIEWER).text
     assert "is build-cache.tar still used by CI?" in csv
     for c in (bob, vic, late):
@@ -96,11 +111,16 @@ async def test_a_mention_reaches_the_mentioned_persons_inbox_on_another_node(hub
     vic = await Client.connect(hub.ws_url(0), VIEWER)
     people = await vic.request({"type": "people", "run_id": run_id})
     assert {"sub": "maria", "name": "Maria Lopez", "handle": "MariaLopez"} in people["people"]
-    ack = await vic.request({"type": "comment", "run_id": run_id, "approval_id": ap, "text": "@MariaLopez this one is yours"})
+    ack = await vic.request(
+        {"type": "comment", "run_id": run_id, "approval_id": ap, "text": "@MariaLopez this one is yours"}
+    )
     assert ack["type"] == "ack", ack
     m = await maria.wait_for(lambda f: f["type"] == "inbox.mention")
     assert m["mention"]["run_id"] == run_id and m["mention"]["approval_id"] == ap
-    assert m["mention"]["by"] == {"sub": "vic", "name": "Vic"} and m["mention"]["excerpt"] == "@MariaLopez this one is yours"
+    assert (
+        m["mention"]["by"] == {"sub": "vic", "name": "Vic"}
+        and m["mention"]["excerpt"] == "@MariaLopez this one is yours"
+    )
     # a reconnect gets it in its snapshot
     again = await Client.connect(hub.ws_url(0), maria_tok)
     snap = await ask(again, {"type": "subscribe_inbox"}, "inbox")
@@ -166,10 +186,14 @@ async def test_requested_reviewers_are_marked_in_their_inbox_and_others_still_de
     assert [i.get("review_requested") for i in http_items if i["run_id"] == run_id] == [True]
     kinds = [e["type"] for e in hub.log_events(run_id)]
     assert kinds.index("approval.review_requested") == kinds.index("approval.requested") + 1
-    bad = hub.http("POST", "/api/runs", OPERATOR, json={"agent": "demo", "input": "x", "reviewers": [f"p{i}" for i in range(11)]})
+    bad = hub.http(
+        "POST", "/api/runs", OPERATOR, json={"agent": "demo", "input": "x", "reviewers": [f"p{i}" for i in range(11)]}
+    )
     assert bad.status_code == 400 and bad.json()["error"]["field"].startswith("reviewers")
     # Bob, not asked, still decides
-    ack = await bob.request({"type": "decide", "run_id": run_id, "approval_id": b_item["approval_id"], "decision": "approve"})
+    ack = await bob.request(
+        {"type": "decide", "run_id": run_id, "approval_id": b_item["approval_id"], "decision": "approve"}
+    )
     assert ack["type"] == "ack" and ack["outcome"] == "decided"
     for c in (alice, bob):
         await c.close()

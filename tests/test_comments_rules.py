@@ -55,7 +55,10 @@ def test_mentions_are_resolved_by_sub_or_name_and_each_person_gets_one_event():
     assert tr.events[0][1]["mentions"] == [{"sub": "maria", "name": "Maria Lopez"}, {"sub": "ada", "name": "Ada"}]
     assert [d["mentioned"]["sub"] for _, d in tr.events[1:]] == ["maria", "ada"]
     assert [m["sub"] for m in tr.record.mentions] == ["maria", "ada"]
-    assert tr.record.mentions[0]["approval_id"] == "ap_0" and tr.record.mentions[0]["by"] == {"sub": "bob", "name": "Bob"}
+    assert tr.record.mentions[0]["approval_id"] == "ap_0" and tr.record.mentions[0]["by"] == {
+        "sub": "bob",
+        "name": "Bob",
+    }
     # mentioning yourself logs no mention
     assert [t for t, _ in say(rec, BOB, "note to @bob").events] == ["comment.added"]
 
@@ -105,8 +108,12 @@ def test_edit_and_delete_by_the_author_only_and_the_log_keeps_both():
     ed2 = runs.edit_comment(ed.record, BOB, cid, "third take, @maria?", PEOPLE, T0 + 2)
     assert [t for t, _ in ed2.events] == ["comment.edited"]
     de = runs.delete_comment(ed2.record, BOB, cid, T0 + 3)
-    assert de.events == [("comment.deleted", {"comment_id": cid, "thread_id": "ap_0", "approval_id": "ap_0",
-                                              "by": {"sub": "bob", "name": "Bob"}})]
+    assert de.events == [
+        (
+            "comment.deleted",
+            {"comment_id": cid, "thread_id": "ap_0", "approval_id": "ap_0", "by": {"sub": "bob", "name": "Bob"}},
+        )
+    ]
     assert de.record.comments[cid].deleted
     assert refused(runs.edit_comment, de.record, BOB, cid, "zombie", PEOPLE, T0).code == ErrorCode.NOT_FOUND
     assert refused(runs.delete_comment, de.record, BOB, cid, T0).code == ErrorCode.NOT_FOUND
@@ -132,8 +139,12 @@ def test_the_comment_commands_parse_and_bound_their_fields():
     cmd = parse_command({"type": "comment", "run_id": "r", "text": "hi", "approval_id": "ap_0"})
     assert cmd.approval_id == "ap_0" and cmd.reply_to is None
     assert parse_command({"type": "resolve_thread", "run_id": "r", "thread_id": "t"}).resolved is True
-    for bad in ({"type": "comment", "run_id": "r"}, {"type": "comment", "run_id": "r", "text": 5},
-                {"type": "edit_comment", "run_id": "r", "text": "x"}, {"type": "delete_comment", "run_id": "r"}):
+    for bad in (
+        {"type": "comment", "run_id": "r"},
+        {"type": "comment", "run_id": "r", "text": 5},
+        {"type": "edit_comment", "run_id": "r", "text": "x"},
+        {"type": "delete_comment", "run_id": "r"},
+    ):
         with pytest.raises(ProtocolError) as info:
             parse_command(bad)
         assert info.value.code == ErrorCode.BAD_REQUEST
@@ -142,13 +153,21 @@ def test_the_comment_commands_parse_and_bound_their_fields():
 def test_a_mention_goes_out_through_webhooks_as_its_own_event_type():
     from runcast import webhooks
 
-    assert "comment.mention" in webhooks.EVENTS and webhooks.endpoint({"url": "http://x", "events": ["comment.mention"]})
+    assert "comment.mention" in webhooks.EVENTS and webhooks.endpoint(
+        {"url": "http://x", "events": ["comment.mention"]}
+    )
     rec = paused_run(ApprovalPolicy())
     tr = say(rec, BOB, "@maria <b>look</b>", "ap_0")
     t, data = tr.events[1]
-    body = webhooks.payload({"run_id": "run_1", "seq": 9, "ts": "2026-01-01T00:00:00Z", "type": t, "data": data},
-                            tr.record, "https://hub.example")
-    assert body["type"] == "comment.mention" and body["data"]["event"]["mentioned"] == {"sub": "maria", "name": "Maria Lopez"}
+    body = webhooks.payload(
+        {"run_id": "run_1", "seq": 9, "ts": "2026-01-01T00:00:00Z", "type": t, "data": data},
+        tr.record,
+        "https://hub.example",
+    )
+    assert body["type"] == "comment.mention" and body["data"]["event"]["mentioned"] == {
+        "sub": "maria",
+        "name": "Maria Lopez",
+    }
     assert body["data"]["approval"]["url"] == "https://hub.example/#run=run_1&approval=ap_0"
     msg = webhooks.slack(body)
     assert msg["blocks"][0]["text"]["text"] == "Maria Lopez was mentioned by Bob"
@@ -163,13 +182,26 @@ def test_requested_reviewers_are_marked_on_each_approval_and_others_may_still_de
     rec = runs.new_run("run_1", "demo", "hi", ADA, T0, reviewers=["maria", "maria", "bob"]).record
     assert rec.reviewers == ["maria", "bob"]
     rec = runs.claim(rec, Job(kind="start", run_id="run_1", segment=1), "w1", T0).record
-    aps = [Approval(approval_id="ap_0", call_id="c0", tool="delete_files", arguments="{}", agent="Janitor",
-                    policy=ApprovalPolicy(reviewers=["carol"]), requested_at="t")]
+    aps = [
+        Approval(
+            approval_id="ap_0",
+            call_id="c0",
+            tool="delete_files",
+            arguments="{}",
+            agent="Janitor",
+            policy=ApprovalPolicy(reviewers=["carol"]),
+            requested_at="t",
+        )
+    ]
     tr = runs.pause(rec, "w1", aps, T0)
     assert [t for t, _ in tr.events] == ["approval.requested", "approval.review_requested", "run.paused"]
     assert tr.events[0][1]["reviewers"] == ["maria", "bob", "carol"]
-    assert tr.events[1][1] == {"approval_id": "ap_0", "tool": "delete_files", "reviewers": ["maria", "bob", "carol"],
-                               "by": ADA.ref()}
+    assert tr.events[1][1] == {
+        "approval_id": "ap_0",
+        "tool": "delete_files",
+        "reviewers": ["maria", "bob", "carol"],
+        "by": ADA.ref(),
+    }
 
     class Who:
         def __init__(self, p: Person) -> None:
@@ -186,4 +218,7 @@ def test_requested_reviewers_are_marked_on_each_approval_and_others_may_still_de
     assert [i.get("review_requested") for i in feed.inbox_of(Who(dave), [e])] == [None]  # still there, still decides
     assert runs.decide(tr.record, "ap_0", dave, "approve", None, False, T0).result["outcome"] == "decided"
     # too many reviewers is refused before anything is made
-    assert refused(runs.new_run, "run_2", "demo", "hi", ADA, T0, [f"p{i}" for i in range(11)]).code == ErrorCode.BAD_REQUEST
+    assert (
+        refused(runs.new_run, "run_2", "demo", "hi", ADA, T0, [f"p{i}" for i in range(11)]).code
+        == ErrorCode.BAD_REQUEST
+    )

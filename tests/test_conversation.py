@@ -34,13 +34,26 @@ def completed() -> RunRecord:
 
 
 def paused() -> RunRecord:
-    ap = Approval(approval_id="ap_1", call_id="c1", tool="delete_files", arguments="{}", agent="Janitor",
-                  policy=ApprovalPolicy(), requested_at="t")
+    ap = Approval(
+        approval_id="ap_1",
+        call_id="c1",
+        tool="delete_files",
+        arguments="{}",
+        agent="Janitor",
+        policy=ApprovalPolicy(),
+        requested_at="t",
+    )
     return runs.pause(running(), "w1", [ap], T0).record
 
 
-def say(rec: RunRecord, person: Person, text: str = "hello", mid: str = "m1", policy: TalkPolicy | None = None,
-        now: float = T0) -> runs.Transition:
+def say(
+    rec: RunRecord,
+    person: Person,
+    text: str = "hello",
+    mid: str = "m1",
+    policy: TalkPolicy | None = None,
+    now: float = T0,
+) -> runs.Transition:
     return conversation.say(rec, person, text, mid, policy or TalkPolicy(), now)
 
 
@@ -54,15 +67,27 @@ def refused(code: str, fn, *args, **kw) -> ProtocolError:  # type: ignore[no-unt
 def test_a_message_to_a_completed_run_starts_the_next_turn_with_its_author() -> None:
     rec = completed()
     tr = say(rec, BOB, "and the logs?")
-    assert tr.events == [("message.said", {"message_id": "m1", "by": {"sub": "bob", "name": "Bob"}, "text": "and the logs?",
-                                           "at": tr.events[0][1]["at"], "queued": False})]
+    assert tr.events == [
+        (
+            "message.said",
+            {
+                "message_id": "m1",
+                "by": {"sub": "bob", "name": "Bob"},
+                "text": "and the logs?",
+                "at": tr.events[0][1]["at"],
+                "queued": False,
+            },
+        )
+    ]
     assert tr.record.status == "resuming" and tr.record.turn == 2
     assert tr.jobs == [Job(kind="turn", run_id="run_1", segment=2)]
     claimed = runs.claim(tr.record, tr.jobs[0], "w2", T0)
     assert claimed.record.status == "running" and claimed.record.owner == "w2"
     assert claimed.events == [("run.resumed", {"decisions": [], "segment": 2, "turn": 2, "messages": ["m1"]})]
     assert conversation.turn_input([{"role": "user", "content": "tidy up"}], claimed.record) == [
-        {"role": "user", "content": "tidy up"}, {"role": "user", "content": "Bob (@bob): and the logs?"}]
+        {"role": "user", "content": "tidy up"},
+        {"role": "user", "content": "Bob (@bob): and the logs?"},
+    ]
     # the same job again (a second worker): refused, so one turn runs once
     refused(ErrorCode.NOT_PENDING, runs.claim, claimed.record, tr.jobs[0], "w3", T0)
 
@@ -101,7 +126,10 @@ def test_reject_policy_refuses_a_busy_run_and_changes_nothing() -> None:
 
 def test_interrupt_asks_the_running_segment_to_stop_then_the_next_turn_takes_the_queue() -> None:
     tr = say(running(), BOB, "stop, do X", policy=TalkPolicy(busy="interrupt"))
-    assert tr.result["signal"] is True and tr.record.interrupt == {"by": {"sub": "bob", "name": "Bob"}, "message_id": "m1"}
+    assert tr.result["signal"] is True and tr.record.interrupt == {
+        "by": {"sub": "bob", "name": "Bob"},
+        "message_id": "m1",
+    }
     again = say(tr.record, ALICE, "me too", "m2", policy=TalkPolicy(busy="interrupt"))
     assert "signal" not in again.result  # one signal per segment
     out = runs.interrupted(again.record, "w1", T0)
@@ -163,28 +191,50 @@ def test_withdraw_only_by_its_author_only_while_queued() -> None:
 
 
 def test_the_demo_model_answers_a_follow_up_naming_who_said_what() -> None:
-    history = [{"role": "user", "content": "tidy up"}, {"role": "assistant", "content": [{"type": "output_text", "text": "Done."}]}]
+    history = [
+        {"role": "user", "content": "tidy up"},
+        {"role": "assistant", "content": [{"type": "output_text", "text": "Done."}]},
+    ]
     first = conversation.model_message({"by": {"sub": "alice", "name": "Alice"}, "text": "thanks"})
     second = conversation.model_message({"by": {"sub": "bob", "name": "Bob"}, "text": "what about logs?"})
     step = follow_up(history + [first, second], [])
     assert step is not None and step.call is None
-    assert step.text == 'Alice, you said: "thanks". Bob, you said: "what about logs?". So far I have heard from: Alice, Bob.'
-    step = follow_up(history + [conversation.model_message({"by": {"sub": "bob", "name": "Bob"},
-                                                            "text": "delete scratch/a.txt please"})], ["delete_files"])
+    assert (
+        step.text
+        == 'Alice, you said: "thanks". Bob, you said: "what about logs?". So far I have heard from: Alice, Bob.'
+    )
+    step = follow_up(
+        history
+        + [conversation.model_message({"by": {"sub": "bob", "name": "Bob"}, "text": "delete scratch/a.txt please"})],
+        ["delete_files"],
+    )
     assert step is not None and step.call == ("delete_files", {"paths": ["scratch/a.txt"]})
     assert follow_up([{"role": "user", "content": "tidy up"}], ["delete_files"]) is None  # the first turn: the script
 
 
 # ------------------------------------------------------------------------------------------------ approve with changes
 
-SCHEMA = {"type": "object", "properties": {"paths": {"type": "array", "items": {"type": "string"}}},
-          "required": ["paths"], "additionalProperties": False}
+SCHEMA = {
+    "type": "object",
+    "properties": {"paths": {"type": "array", "items": {"type": "string"}}},
+    "required": ["paths"],
+    "additionalProperties": False,
+}
 ANN = Person(sub="ann", name="Ann", roles=["approver"])
 
 
 def _decide(rec: RunRecord, person: Person, arguments: str | None, decision: str = "approve") -> runs.Transition:
-    return runs.decide(rec, "ap_1", person, decision, None, False, T0, arguments,  # type: ignore[arg-type]
-                       lambda tool: SCHEMA if tool == "delete_files" else None)
+    return runs.decide(
+        rec,
+        "ap_1",
+        person,
+        decision,
+        None,
+        False,
+        T0,
+        arguments,  # type: ignore[arg-type]
+        lambda tool: SCHEMA if tool == "delete_files" else None,
+    )
 
 
 def test_approve_with_changes_keeps_original_approved_and_their_difference() -> None:
@@ -202,8 +252,12 @@ def test_approve_with_changes_keeps_original_approved_and_their_difference() -> 
 def test_bad_edits_are_refused_and_change_nothing() -> None:
     rec = paused()
     before = rec.model_dump()
-    for bad, code in [('{"paths": "a"}', ErrorCode.INVALID_ARGUMENTS), ('{"paths": ["a"], "x": 1}', ErrorCode.INVALID_ARGUMENTS),
-                      ("not json", ErrorCode.INVALID_ARGUMENTS), ("[1]", ErrorCode.INVALID_ARGUMENTS)]:
+    for bad, code in [
+        ('{"paths": "a"}', ErrorCode.INVALID_ARGUMENTS),
+        ('{"paths": ["a"], "x": 1}', ErrorCode.INVALID_ARGUMENTS),
+        ("not json", ErrorCode.INVALID_ARGUMENTS),
+        ("[1]", ErrorCode.INVALID_ARGUMENTS),
+    ]:
         refused(code, _decide, rec, ANN, bad)
     refused(ErrorCode.FORBIDDEN, _decide, rec, VIEWER, '{"paths": ["a"]}')  # may not decide: forbidden before anything
     assert _decide(rec, ANN, '{"paths": 1}', "reject").record.approvals["ap_1"].approved_arguments is None  # ignored

@@ -60,7 +60,9 @@ def test_the_manifests_are_wired_together() -> None:
         pod = d["spec"]["template"]["spec"]
         (c,) = pod["containers"]
         assert c["envFrom"] == [{"secretRef": {"name": "runcast"}}]
-        assert c["readinessProbe"]["httpGet"]["path"] == "/readyz" and c["livenessProbe"]["httpGet"]["path"] == "/healthz"
+        assert (
+            c["readinessProbe"]["httpGet"]["path"] == "/readyz" and c["livenessProbe"]["httpGet"]["path"] == "/healthz"
+        )
         ports = {p["name"]: p["containerPort"] for p in c["ports"]}
         assert c["readinessProbe"]["httpGet"]["port"] in ports
         args = c["args"]
@@ -109,15 +111,42 @@ def test_the_dockerfile_install_step_gives_a_working_runcast(tmp_path: Path) -> 
             else:
                 shutil.copy2(ROOT / s, target)
     site = tmp_path / "site"
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--no-index",
-                    "--target", str(site), "."], check=True, cwd=src)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-index",
+            "--target",
+            str(site),
+            ".",
+        ],
+        check=True,
+        cwd=src,
+    )
     env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": os.pathsep.join([str(site), *sys.path[1:]])}
-    where = subprocess.run([sys.executable, "-c", "import runcast; print(runcast.__file__)"], capture_output=True,
-                           text=True, env=env, check=True, cwd=tmp_path).stdout.strip()
+    where = subprocess.run(
+        [sys.executable, "-c", "import runcast; print(runcast.__file__)"],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+        cwd=tmp_path,
+    ).stdout.strip()
     pkg = Path(where).parent
     assert pkg.is_relative_to(site), pkg  # the installed copy was imported, not the repository
     for f in ("static/index.html", "static/client/runcast.js", "backends/redis/lua/commit.lua"):
         assert (pkg / f).is_file() and not (pkg / f).is_symlink(), f
-    version = subprocess.run([sys.executable, "-m", "runcast.cli", "--version"], capture_output=True, text=True,
-                             env=env, check=True, cwd=tmp_path).stdout
+    version = subprocess.run(
+        [sys.executable, "-m", "runcast.cli", "--version"],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+        cwd=tmp_path,
+    ).stdout
     assert version.startswith("runcast ")

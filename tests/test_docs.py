@@ -13,13 +13,24 @@ from hubtest import ROOT
 
 MKDOCS = [sys.executable, "-m", "mkdocs", "build", "--strict"]
 # Nothing may be fetched while building: any HTTP(S) request meets a closed local port.
-OFFLINE = {"HTTP_PROXY": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9", "NO_PROXY": "",
-           "NO_MKDOCS_2_WARNING": "1", "PYTHONPATH": str(ROOT / "server")}
+OFFLINE = {
+    "HTTP_PROXY": "http://127.0.0.1:9",
+    "HTTPS_PROXY": "http://127.0.0.1:9",
+    "NO_PROXY": "",
+    "NO_MKDOCS_2_WARNING": "1",
+    "PYTHONPATH": str(ROOT / "server"),
+}
 
 
 def build(root: Path, site: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*MKDOCS, "-f", str(root / "mkdocs.yml"), "-d", str(site)], capture_output=True, text=True,
-                          env=os.environ | OFFLINE, timeout=300, cwd=root)
+    return subprocess.run(
+        [*MKDOCS, "-f", str(root / "mkdocs.yml"), "-d", str(site)],
+        capture_output=True,
+        text=True,
+        env=os.environ | OFFLINE,
+        timeout=300,
+        cwd=root,
+    )
 
 
 def test_the_site_builds_strictly_offline_and_fetches_nothing_when_viewed(tmp_path: Path) -> None:

@@ -44,17 +44,32 @@ def delete_file(path: str) -> str:
 def usage_agent() -> Agent:
     """Outer: two calls that each pause for approval, then the researcher (an agent used as a tool, three model
     calls of its own), then the answer. Fresh scripted models each time: a ScriptedModel is a queue."""
-    researcher = Agent(name="Researcher", tools=[lookup], model=ScriptedModel([
-        ModelStep(output=[function_call("lookup", {"q": "a"}, call_id="i1")], usage=u(100, 1)),
-        ModelStep(output=[function_call("lookup", {"q": "b"}, call_id="i2")], usage=u(200, 2)),
-        ModelStep(output=[assistant_message("the research is done")], usage=u(300, 3)),
-    ]))
-    return Agent(name="Outer", tools=[delete_file, researcher.as_tool("research", "Research a question")], model=ScriptedModel([
-        ModelStep(output=[assistant_message("first"), function_call("delete_file", {"path": "a"}, call_id="o1")], usage=u(10, 1)),
-        ModelStep(output=[function_call("delete_file", {"path": "b"}, call_id="o2")], usage=u(20, 2)),
-        ModelStep(output=[function_call("research", {"input": "why"}, call_id="o3")], usage=u(30, 3)),
-        ModelStep(output=[assistant_message("all done")], usage=u(40, 4)),
-    ]))
+    researcher = Agent(
+        name="Researcher",
+        tools=[lookup],
+        model=ScriptedModel(
+            [
+                ModelStep(output=[function_call("lookup", {"q": "a"}, call_id="i1")], usage=u(100, 1)),
+                ModelStep(output=[function_call("lookup", {"q": "b"}, call_id="i2")], usage=u(200, 2)),
+                ModelStep(output=[assistant_message("the research is done")], usage=u(300, 3)),
+            ]
+        ),
+    )
+    return Agent(
+        name="Outer",
+        tools=[delete_file, researcher.as_tool("research", "Research a question")],
+        model=ScriptedModel(
+            [
+                ModelStep(
+                    output=[assistant_message("first"), function_call("delete_file", {"path": "a"}, call_id="o1")],
+                    usage=u(10, 1),
+                ),
+                ModelStep(output=[function_call("delete_file", {"path": "b"}, call_id="o2")], usage=u(20, 2)),
+                ModelStep(output=[function_call("research", {"input": "why"}, call_id="o3")], usage=u(30, 3)),
+                ModelStep(output=[assistant_message("all done")], usage=u(40, 4)),
+            ]
+        ),
+    )
 
 
 async def sdk_alone() -> dict[str, int]:
@@ -113,30 +128,61 @@ async def test_usage_is_the_sdks_own_total_across_pauses_and_nested_runs() -> No
 
 
 def mcp_agent() -> Agent:
-    call = McpCall(id="mcp_1", type="mcp_call", server_label="crm", name="find_contact", arguments='{"email": "a@b.c"}',
-                   output='{"id": 42, "name": "Ann"}', status="completed")
-    mcp = HostedMCPTool(tool_config={"type": "mcp", "server_label": "crm", "server_url": "http://127.0.0.1:9",
-                                     "require_approval": "never"})
+    call = McpCall(
+        id="mcp_1",
+        type="mcp_call",
+        server_label="crm",
+        name="find_contact",
+        arguments='{"email": "a@b.c"}',
+        output='{"id": 42, "name": "Ann"}',
+        status="completed",
+    )
+    mcp = HostedMCPTool(
+        tool_config={
+            "type": "mcp",
+            "server_label": "crm",
+            "server_url": "http://127.0.0.1:9",
+            "require_approval": "never",
+        }
+    )
     msg = assistant_message("Ann is contact 42.", item_id="msg_1")
     # (the scripted model's automatic streaming does not do McpCall: give it the normalized events, as the API sends them)
-    response = Response(id="resp_1", created_at=0, model="scripted", object="response", output=[call, msg],
-                        tool_choice="auto", tools=[], parallel_tool_calls=False, status="completed")
+    response = Response(
+        id="resp_1",
+        created_at=0,
+        model="scripted",
+        object="response",
+        output=[call, msg],
+        tool_choice="auto",
+        tools=[],
+        parallel_tool_calls=False,
+        status="completed",
+    )
     events = [
-        ResponseCreatedEvent(type="response.created", sequence_number=0,
-                             response=response.model_copy(update={"output": [], "status": "in_progress"})),
+        ResponseCreatedEvent(
+            type="response.created",
+            sequence_number=0,
+            response=response.model_copy(update={"output": [], "status": "in_progress"}),
+        ),
         ResponseOutputItemDoneEvent(type="response.output_item.done", output_index=0, item=call, sequence_number=1),
         ResponseOutputItemDoneEvent(type="response.output_item.done", output_index=1, item=msg, sequence_number=2),
         ResponseCompletedEvent(type="response.completed", response=response, sequence_number=3),
     ]
-    return Agent(name="Crm", tools=[mcp], model=ScriptedModel([ModelStep.stream(events, output=[call, msg], usage=u(5, 5))]))
+    return Agent(
+        name="Crm", tools=[mcp], model=ScriptedModel([ModelStep.stream(events, output=[call, msg], usage=u(5, 5))])
+    )
 
 
 async def test_a_hosted_mcp_calls_output_reaches_the_log_with_its_server() -> None:
     log = await through_runcast(AgentSpec(mcp_agent()))
     called = [e["data"] for e in log if e["type"] == "tool.called"]
     outputs = [e["data"] for e in log if e["type"] == "tool.output"]
-    assert called == [{"call_id": "mcp_1", "tool": "crm.find_contact", "arguments": '{"email": "a@b.c"}', "agent": "Crm"}]
-    assert outputs == [{"call_id": "mcp_1", "output": '{"id": 42, "name": "Ann"}', "server": "crm", "tool": "find_contact"}]
+    assert called == [
+        {"call_id": "mcp_1", "tool": "crm.find_contact", "arguments": '{"email": "a@b.c"}', "agent": "Crm"}
+    ]
+    assert outputs == [
+        {"call_id": "mcp_1", "output": '{"id": 42, "name": "Ann"}', "server": "crm", "tool": "find_contact"}
+    ]
     assert log[-1]["type"] == "run.completed"
 
 
@@ -150,16 +196,25 @@ async def test_a_failed_run_reports_the_usage_of_every_segment_before_the_failur
             raise RuntimeError("Connection error.") from low
         except RuntimeError as e:
             err = e
-    agent = Agent(name="Flaky", tools=[delete_file, lookup], model=ScriptedModel([
-        ModelStep(output=[function_call("delete_file", {"path": "a"}, call_id="f1")], usage=u(10, 1)),
-        ModelStep(output=[function_call("lookup", {"q": "x"}, call_id="f2")], usage=u(20, 2)),
-        ModelStep.raise_error(err),
-    ]))
+    agent = Agent(
+        name="Flaky",
+        tools=[delete_file, lookup],
+        model=ScriptedModel(
+            [
+                ModelStep(output=[function_call("delete_file", {"path": "a"}, call_id="f1")], usage=u(10, 1)),
+                ModelStep(output=[function_call("lookup", {"q": "x"}, call_id="f2")], usage=u(20, 2)),
+                ModelStep.raise_error(err),
+            ]
+        ),
+    )
     log = await through_runcast(AgentSpec(agent, {"delete_file": ApprovalPolicy()}))
     kinds = [e["type"] for e in log]
     assert kinds.count("run.paused") == 1 and kinds.count("run.resumed") == 1 and kinds[-1] == "run.failed"
-    assert log[-1]["data"] == {"code": "RuntimeError", "message": "Connection error: peer reset the stream",
-                               "usage": {"requests": 2, "input_tokens": 30, "output_tokens": 3, "total_tokens": 33}}
+    assert log[-1]["data"] == {
+        "code": "RuntimeError",
+        "message": "Connection error: peer reset the stream",
+        "usage": {"requests": 2, "input_tokens": 30, "output_tokens": 3, "total_tokens": 33},
+    }
 
 
 @input_guardrail(name="no_secrets")
@@ -168,13 +223,20 @@ async def no_secrets(ctx: Any, agent: Agent, input: Any) -> GuardrailFunctionOut
 
 
 async def test_a_guardrail_failure_names_the_guardrail_its_side_and_its_output_info() -> None:
-    agent = Agent(name="Guarded", input_guardrails=[no_secrets], model=ScriptedModel([
-        ModelStep(output=[assistant_message("never said")], usage=u(1, 1))]))
+    agent = Agent(
+        name="Guarded",
+        input_guardrails=[no_secrets],
+        model=ScriptedModel([ModelStep(output=[assistant_message("never said")], usage=u(1, 1))]),
+    )
     log = await through_runcast(AgentSpec(agent))
     failed = log[-1]
     assert failed["type"] == "run.failed"
     assert failed["data"]["code"] == "InputGuardrailTripwireTriggered"
-    assert failed["data"]["guardrail"] == {"name": "no_secrets", "side": "input", "output_info": {"found": ["password"], "score": 0.97}}
+    assert failed["data"]["guardrail"] == {
+        "name": "no_secrets",
+        "side": "input",
+        "output_info": {"found": ["password"], "score": 0.97},
+    }
     assert "no_secrets" in failed["data"]["message"]
 
 

@@ -33,10 +33,20 @@ LIM = Identity("lim", "Lim", ("approver",), runs=("run_other",))
 def paused(run_id: str = "run_1", policy: ApprovalPolicy | None = None, n: int = 1) -> runs.RunRecord:
     rec = runs.new_run(run_id, "demo", "free some space", ADA, T0).record
     rec = runs.claim(rec, Job(kind="start", run_id=run_id, segment=1), "w1", T0).record
-    aps = [Approval(approval_id=f"ap_{run_id}_{i}", call_id=f"c{i}", tool="delete_files", arguments='{"paths": ["a"]}',
-                    agent="Janitor", policy=policy or ApprovalPolicy(), requested_at=f"2026-01-01T00:00:0{i}Z",
-                    description="Deletes files.", expires_at=T0 + policy.expires_s if policy and policy.expires_s else None)
-           for i in range(n)]
+    aps = [
+        Approval(
+            approval_id=f"ap_{run_id}_{i}",
+            call_id=f"c{i}",
+            tool="delete_files",
+            arguments='{"paths": ["a"]}',
+            agent="Janitor",
+            policy=policy or ApprovalPolicy(),
+            requested_at=f"2026-01-01T00:00:0{i}Z",
+            description="Deletes files.",
+            expires_at=T0 + policy.expires_s if policy and policy.expires_s else None,
+        )
+        for i in range(n)
+    ]
     rec = runs.pause(rec, "w1", aps, T0).record
     rec.version = 3
     return rec
@@ -56,7 +66,13 @@ def test_who_sees_an_open_approval() -> None:
     ap = e["approvals"][0]
     assert ap["description"] == "Deletes files." and ap["status"] == "pending" and ap["votes"] == []
     assert {who.sub: feed.why_not(who, e["run"], ap) for who in (ALICE, BOB, ADA_ID, ROOT, VIC, LIM)} == {
-        "alice": None, "bob": None, "ada": None, "root": None, "vic": "role", "lim": "not_visible"}
+        "alice": None,
+        "bob": None,
+        "ada": None,
+        "root": None,
+        "vic": "role",
+        "lim": "not_visible",
+    }
     strict = feed.entry(paused(policy=ApprovalPolicy(allow_self=False)))
     assert feed.why_not(ADA_ID, strict["run"], strict["approvals"][0]) == "self"
     assert feed.why_not(ALICE, strict["run"], strict["approvals"][0]) is None
@@ -123,7 +139,12 @@ def test_feeds_send_each_watcher_only_its_differences() -> None:
     assert len(alice.frames) == 2
     voted = bump(runs.decide(rec, rec.pending[0], ALICE.person, "approve", None, False, T0 + 1), 4)
     step(f, feed.entry(voted))
-    assert alice.frames[-1] == {"type": "inbox.removed", "run_id": "run_1", "approval_id": rec.pending[0], "reason": "voted"}
+    assert alice.frames[-1] == {
+        "type": "inbox.removed",
+        "run_id": "run_1",
+        "approval_id": rec.pending[0],
+        "reason": "voted",
+    }
     assert bob.types() == ["inbox", "inbox.added"]  # still his to decide: nothing new
     cancelled = bump(runs.cancel(voted, ADA, "immediate", T0 + 2), 5)
     step(f, feed.entry(cancelled))
@@ -142,7 +163,9 @@ def test_reload_after_an_interruption_sends_the_difference() -> None:
     # While the feed was cut, run_1 was decided and run_2 paused: the index now says only run_2 is open.
     f.load([feed.entry(two)])
     assert [(x["type"], x.get("run_id") or x["approval"]["run_id"]) for x in alice.frames[1:]] == [
-        ("inbox.removed", "run_1"), ("inbox.added", "run_2")]
+        ("inbox.removed", "run_1"),
+        ("inbox.added", "run_2"),
+    ]
     # An index read that raced a newer live entry does not bring back what the live entry closed.
     closed = bump(runs.cancel(two, ADA, "immediate", T0 + 3), 9)
     step(f, feed.entry(closed))
@@ -184,7 +207,10 @@ def test_a_run_list_gets_the_runs_it_shows_and_a_count_of_the_others_one_frame_a
         f.on_entry(started(i, 2, "running"))
     f.flush()
     assert vic.types() == ["runs", "run.status"]
-    assert [(r["run_id"], r["status"]) for r in vic.frames[1]["runs"]] == [("run_002", "running"), ("run_001", "running")]
+    assert [(r["run_id"], r["status"]) for r in vic.frames[1]["runs"]] == [
+        ("run_002", "running"),
+        ("run_001", "running"),
+    ]
     assert vic.frames[1]["outside"] == 1 and "left" not in vic.frames[1]
     # Many changes of one run in a tick: its newest only.
     f.on_entry(started(2, 3, "paused"))
@@ -214,8 +240,12 @@ def test_a_run_list_filter_takes_runs_out_when_they_stop_matching() -> None:
     f.on_entry(started(1, 2, "resuming"))
     f.on_entry(started(0, 2, "paused"))
     f.flush()
-    assert vic.frames[1] == {"type": "run.status", "runs": [started(0, 2, "paused")["run"]], "left": ["run_001"],
-                             "outside": 0}
+    assert vic.frames[1] == {
+        "type": "run.status",
+        "runs": [started(0, 2, "paused")["run"]],
+        "left": ["run_001"],
+        "outside": 0,
+    }
 
 
 class Recorder(Watcher):
@@ -249,8 +279,15 @@ def test_every_inbox_gets_each_approval_added_and_removed_exactly_once() -> None
     import random
 
     rnd = random.Random(7)
-    people = [Identity(f"p{i}", f"P{i}", rnd.choice([("approver",), ("viewer",), ("admin",), ("finance",)]),
-                       runs=("*",) if i % 4 else (f"run_{i % 6}",)) for i in range(12)]
+    people = [
+        Identity(
+            f"p{i}",
+            f"P{i}",
+            rnd.choice([("approver",), ("viewer",), ("admin",), ("finance",)]),
+            runs=("*",) if i % 4 else (f"run_{i % 6}",),
+        )
+        for i in range(12)
+    ]
     f = feed.Feeds()
     f.load([])
     ws = [Watcher(p) for p in people]
@@ -263,14 +300,22 @@ def test_every_inbox_gets_each_approval_added_and_removed_exactly_once() -> None
         version += 1
         rec = recs.get(rid)
         if rec is None or rec.status != "paused" or rnd.random() < 0.2:
-            policy = ApprovalPolicy(roles=rnd.choice([["approver"], ["finance"]]), quorum=rnd.choice([1, 2]),
-                                    allow_self=rnd.random() < 0.5)
+            policy = ApprovalPolicy(
+                roles=rnd.choice([["approver"], ["finance"]]), quorum=rnd.choice([1, 2]), allow_self=rnd.random() < 0.5
+            )
             rec = paused(rid, policy, n=rnd.choice([1, 2]))
         else:
             voter = rnd.choice(people)
             try:
-                rec = runs.decide(rec, rnd.choice(rec.pending), voter.person, rnd.choice(["approve", "reject"]), None,
-                                  False, T0 + version).record
+                rec = runs.decide(
+                    rec,
+                    rnd.choice(rec.pending),
+                    voter.person,
+                    rnd.choice(["approve", "reject"]),
+                    None,
+                    False,
+                    T0 + version,
+                ).record
             except Exception:  # noqa: BLE001 - not theirs to decide: another change instead
                 rec = runs.cancel(rec, ADA, "immediate", T0 + version).record
         rec.version = version
@@ -366,8 +411,15 @@ async def test_every_change_of_status_or_approvals_reaches_every_node_once(backe
     renew.feed = False  # as store.apply sets it: no event, no status change
     await writer.commit(renew, rec.version)
     rec = await writer.get("run_f")
-    ap = Approval(approval_id="ap_f", call_id="c", tool="delete_files", arguments="{}", agent="J", policy=ApprovalPolicy(),
-                  requested_at="t")
+    ap = Approval(
+        approval_id="ap_f",
+        call_id="c",
+        tool="delete_files",
+        arguments="{}",
+        agent="J",
+        policy=ApprovalPolicy(),
+        requested_at="t",
+    )
     await writer.commit(runs.pause(rec, "w1", [ap], T0 + 2), rec.version)
     await eventually(lambda: len(got) == 3, what="three entries")
     assert [(e["run"]["status"], e["run"]["version"]) for e in got] == [("queued", 0), ("running", 1), ("paused", 3)]

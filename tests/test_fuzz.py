@@ -27,8 +27,13 @@ from hubtest import ADMIN, OPERATOR, VIEWER, Cluster, without_presence
 from runcast.protocol import COMMAND_TYPES, ErrorCode
 
 MAX_EXAMPLES = 150
-FUZZ = settings(max_examples=MAX_EXAMPLES, deadline=None, derandomize=True, database=None,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+FUZZ = settings(
+    max_examples=MAX_EXAMPLES,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 CODES = {v for k, v in vars(ErrorCode).items() if k.isupper()}
 ANSWERS = {"ack", "pong", "sync", "inbox", "inbox.added", "inbox.removed", "runs", "run.status"}
 
@@ -36,9 +41,16 @@ ANSWERS = {"ack", "pong", "sync", "inbox", "inbox.added", "inbox.removed", "runs
 @pytest.fixture(scope="module")
 def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     # No rate limit or strikes here: every frame should get its own answer, not a 1008.
-    cluster = Cluster(tmp_path_factory.mktemp("fuzz"), "memory",
-                      env={"RUNCAST_RATE_PER_S": "1000000", "RUNCAST_RATE_BURST": "1000000",
-                           "RUNCAST_MAX_STRIKES": "100000000", "RUNCAST_LOG_LEVEL": "INFO"}).start()
+    cluster = Cluster(
+        tmp_path_factory.mktemp("fuzz"),
+        "memory",
+        env={
+            "RUNCAST_RATE_PER_S": "1000000",
+            "RUNCAST_RATE_BURST": "1000000",
+            "RUNCAST_MAX_STRIKES": "100000000",
+            "RUNCAST_LOG_LEVEL": "INFO",
+        },
+    ).start()
     yield cluster
     cluster.stop()
 
@@ -54,9 +66,13 @@ def paused(hub: Cluster) -> dict[str, Any]:
         time.sleep(0.05)
     assert detail["status"] == "paused"
     detail.pop("head_seq")  # (moves with presence events)
-    return {"run_id": run_id, "approval_id": detail["pending_approvals"][0]["approval_id"], "detail": detail,
-            "events": without_presence(hub.log_events(run_id)),
-            "runs": hub.http("GET", "/api/runs?limit=1000").json()["runs"]}
+    return {
+        "run_id": run_id,
+        "approval_id": detail["pending_approvals"][0]["approval_id"],
+        "detail": detail,
+        "events": without_presence(hub.log_events(run_id)),
+        "runs": hub.http("GET", "/api/runs?limit=1000").json()["runs"],
+    }
 
 
 # ------------------------------------------------------------------------------------------------ strategies
@@ -64,19 +80,40 @@ def paused(hub: Cluster) -> dict[str, Any]:
 odd_text = st.one_of(
     st.text(max_size=40),
     st.text(st.characters(min_codepoint=0xD800, max_codepoint=0xDFFF), min_size=1, max_size=3),  # lone surrogates
-    st.sampled_from(["", "\x00", "\ud83d", "a\udfff", "\u202e\u2066rtl", "\ufeff", "\u200b" * 50, "🙂" * 30, "e\u0301" * 20, "\U0010ffff",
-                     "run_\x00", "*", "../../etc/passwd", "<script>alert(1)</script>", "A" * 300]),
+    st.sampled_from(
+        [
+            "",
+            "\x00",
+            "\ud83d",
+            "a\udfff",
+            "\u202e\u2066rtl",
+            "\ufeff",
+            "\u200b" * 50,
+            "🙂" * 30,
+            "e\u0301" * 20,
+            "\U0010ffff",
+            "run_\x00",
+            "*",
+            "../../etc/passwd",
+            "<script>alert(1)</script>",
+            "A" * 300,
+        ]
+    ),
     st.text(min_size=1000, max_size=30_000).map(lambda s: s[:30_000]),
 )
 scalars = st.one_of(
-    st.none(), st.booleans(), odd_text,
+    st.none(),
+    st.booleans(),
+    odd_text,
     st.integers(min_value=-(2**63), max_value=2**64 - 1),
     st.integers().map(lambda i: i * 10**30),  # bigger than any fixed width
     st.floats(allow_nan=True, allow_infinity=True),
 )
-json_values = st.recursive(scalars, lambda inner: st.one_of(st.lists(inner, max_size=5),
-                                                             st.dictionaries(st.text(max_size=10), inner, max_size=5)),
-                           max_leaves=20)
+json_values = st.recursive(
+    scalars,
+    lambda inner: st.one_of(st.lists(inner, max_size=5), st.dictionaries(st.text(max_size=10), inner, max_size=5)),
+    max_leaves=20,
+)
 
 
 def deep(n: int) -> Any:
@@ -90,12 +127,22 @@ def deep(n: int) -> Any:
 def command_frames(draw: st.DrawFn, ids: dict[str, str]) -> dict[str, Any]:
     """A frame shaped like one command type, each field right, wrong, missing, huge or deeply nested."""
     kind = draw(st.sampled_from([*COMMAND_TYPES, "fly", ""]))
-    right = {"run_id": st.sampled_from([ids["run_id"], "run_nope"]), "approval_id": st.just(ids["approval_id"]),
-             "decision": st.sampled_from(["approve", "reject"]), "mode": st.sampled_from(["immediate", "after_turn"]),
-             "since": st.integers(min_value=0, max_value=3), "agent": st.sampled_from(["demo", "quick", "nope"]),
-             "input": st.text(max_size=20), "token": st.just("not-a-token"), "reason": st.text(max_size=20),
-             "always": st.booleans(), "id": st.text(max_size=20)}
-    frame: dict[str, Any] = {"type": draw(st.one_of(st.just(kind), json_values)) if draw(st.integers(0, 9)) == 0 else kind}
+    right = {
+        "run_id": st.sampled_from([ids["run_id"], "run_nope"]),
+        "approval_id": st.just(ids["approval_id"]),
+        "decision": st.sampled_from(["approve", "reject"]),
+        "mode": st.sampled_from(["immediate", "after_turn"]),
+        "since": st.integers(min_value=0, max_value=3),
+        "agent": st.sampled_from(["demo", "quick", "nope"]),
+        "input": st.text(max_size=20),
+        "token": st.just("not-a-token"),
+        "reason": st.text(max_size=20),
+        "always": st.booleans(),
+        "id": st.text(max_size=20),
+    }
+    frame: dict[str, Any] = {
+        "type": draw(st.one_of(st.just(kind), json_values)) if draw(st.integers(0, 9)) == 0 else kind
+    }
     for name, good in right.items():
         choice = draw(st.integers(0, 6))
         if choice <= 2:
@@ -207,14 +254,17 @@ def test_json_frames(hub: Cluster, paused: dict[str, Any], json_ws: ClientConnec
     run()
 
 
-ext_values = st.one_of(st.builds(msgpack.ExtType, st.integers(0, 127), st.binary(max_size=20)),
-                       st.builds(msgpack.Timestamp, st.integers(0, 2**34 - 1), st.integers(0, 999_999_999)))
+ext_values = st.one_of(
+    st.builds(msgpack.ExtType, st.integers(0, 127), st.binary(max_size=20)),
+    st.builds(msgpack.Timestamp, st.integers(0, 2**34 - 1), st.integers(0, 999_999_999)),
+)
 # Reserved ext types packed by hand: type -1 (timestamp) with a wrong length, and -128
 bad_ext = st.sampled_from([b"\xd4\xff\x00", b"\xd5\xff\x00\x00", b"\xc7\x03\x80abc", b"\xd6\xff\xff\xff\xff\xff"])
 msgpack_values = st.recursive(
     st.one_of(scalars, st.binary(max_size=50), ext_values),
     lambda inner: st.one_of(st.lists(inner, max_size=5), st.dictionaries(st.text(max_size=10), inner, max_size=5)),
-    max_leaves=20)
+    max_leaves=20,
+)
 
 
 def fit_msgpack(value: Any) -> Any:
@@ -230,8 +280,13 @@ def fit_msgpack(value: Any) -> Any:
 
 def test_msgpack_frames(hub: Cluster, paused: dict[str, Any], msgpack_ws: ClientConnection) -> None:
     @FUZZ
-    @given(frame=command_frames(paused), extra=st.dictionaries(st.text(max_size=8), msgpack_values, max_size=3),
-           mangle=st.integers(0, 9), garbage=st.binary(max_size=64), ext=bad_ext)
+    @given(
+        frame=command_frames(paused),
+        extra=st.dictionaries(st.text(max_size=8), msgpack_values, max_size=3),
+        mangle=st.integers(0, 9),
+        garbage=st.binary(max_size=64),
+        ext=bad_ext,
+    )
     def run(frame: dict[str, Any], extra: dict[str, Any], mangle: int, garbage: bytes, ext: bytes) -> None:
         frame = fit_msgpack({**frame, **extra})
         # a lone surrogate goes out as the bytes that are not UTF-8 (a str the hub must refuse, not crash on)
@@ -261,8 +316,13 @@ def test_http_bodies_and_queries(hub: Cluster, paused: dict[str, Any]) -> None:
     toks = [VIEWER, OPERATOR]
 
     @FUZZ
-    @given(path=st.sampled_from(paths), frame=command_frames(paused), tok=st.sampled_from(toks),
-           ascii_only=st.booleans(), query=st.dictionaries(st.sampled_from(["limit", "since"]), odd_text, max_size=2))
+    @given(
+        path=st.sampled_from(paths),
+        frame=command_frames(paused),
+        tok=st.sampled_from(toks),
+        ascii_only=st.booleans(),
+        query=st.dictionaries(st.sampled_from(["limit", "since"]), odd_text, max_size=2),
+    )
     def run(path: str, frame: dict[str, Any], tok: str, ascii_only: bool, query: dict[str, str]) -> None:
         if tok == OPERATOR and path == "/api/runs":
             frame["agent"] = "nope-" + str(frame.get("agent"))[:50]  # the operator may start runs: never a real agent
@@ -284,8 +344,9 @@ def test_http_bodies_and_queries(hub: Cluster, paused: dict[str, Any]) -> None:
     http.close()
 
 
-def test_nothing_changed_and_nothing_crashed(hub: Cluster, paused: dict[str, Any], json_ws: ClientConnection,
-                                            msgpack_ws: ClientConnection) -> None:
+def test_nothing_changed_and_nothing_crashed(
+    hub: Cluster, paused: dict[str, Any], json_ws: ClientConnection, msgpack_ws: ClientConnection
+) -> None:
     """Runs last in this module: after every example above, the state is as it was and the log holds no crash."""
     rid = paused["run_id"]
     detail = hub.http("GET", f"/api/runs/{rid}").json()

@@ -24,13 +24,22 @@ BACKLOG = 1234
 
 @pytest.fixture(scope="module")
 def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    cluster = Cluster(tmp_path_factory.mktemp("hostile"), "memory",
-                      serve_args=["--metrics-bind", f"127.0.0.1:{METRICS_PORT}", "--header-timeout", str(HEADER_TIMEOUT),
-                                  "--backlog", str(BACKLOG),
-                                  # 150 clients of one address at once: the per-address share is tested on its own
-                                  "--max-unauthenticated-per-address", "1000"],
-                      env={"RUNCAST_DEBUG_ENDPOINTS": "1", "RUNCAST_RATE_PER_S": "10000",
-                           "RUNCAST_RATE_BURST": "10000"}).start()
+    cluster = Cluster(
+        tmp_path_factory.mktemp("hostile"),
+        "memory",
+        serve_args=[
+            "--metrics-bind",
+            f"127.0.0.1:{METRICS_PORT}",
+            "--header-timeout",
+            str(HEADER_TIMEOUT),
+            "--backlog",
+            str(BACKLOG),
+            # 150 clients of one address at once: the per-address share is tested on its own
+            "--max-unauthenticated-per-address",
+            "1000",
+        ],
+        env={"RUNCAST_DEBUG_ENDPOINTS": "1", "RUNCAST_RATE_PER_S": "10000", "RUNCAST_RATE_BURST": "10000"},
+    ).start()
     yield cluster
     cluster.stop()
 
@@ -161,8 +170,10 @@ async def test_msgpack_nesting_is_bounded(hub: Cluster) -> None:
     ws = await RawWS.connect(port_of(hub), subprotocol="runcast.v1.msgpack")
     await ws.send(frame(BINARY, msgpack.packb({"type": "hello", "token": token("mp", ["viewer"])})))
     assert msgpack.unpackb((await ws.recv())[1])["type"] == "welcome"
-    for payload in (b"\x82\xa4type\xa4ping\xa1x" + b"\x91" * 30_000 + b"\xc0",
-                    b"\x82\xa4type\xa4ping\xa1x" + b"\x91" * 32 + b"\xc0"):
+    for payload in (
+        b"\x82\xa4type\xa4ping\xa1x" + b"\x91" * 30_000 + b"\xc0",
+        b"\x82\xa4type\xa4ping\xa1x" + b"\x91" * 32 + b"\xc0",
+    ):
         await ws.send(frame(BINARY, payload))
         err = msgpack.unpackb((await ws.recv())[1])
         assert err["code"] == "bad_frame" and "nests deeper than 32 levels" in err["message"], err
@@ -178,7 +189,9 @@ async def test_oversized_messages_close_with_1009_whole_or_in_fragments(hub: Clu
     ws = await RawWS.connect(port)
     await ws.hello(tok)
     chunk = b"x" * 65536
-    data = frame(TEXT, chunk, fin=False) + b"".join(frame(CONT, chunk, fin=False) for _ in range(38)) + frame(CONT, chunk)
+    data = (
+        frame(TEXT, chunk, fin=False) + b"".join(frame(CONT, chunk, fin=False) for _ in range(38)) + frame(CONT, chunk)
+    )
     ws.writer.write(data)
     assert await ws.close_code() == 1009
     ws.abort()
@@ -191,8 +204,11 @@ async def test_oversized_messages_close_with_1009_whole_or_in_fragments(hub: Clu
     # under the transport limit in fragments (200 KiB): the application's too_large, and the connection stays
     ws = await RawWS.connect(port)
     await ws.hello(tok)
-    await ws.send(frame(TEXT, b'{"type":"ping","id":"f","pad":"', fin=False) + frame(CONT, b"y" * 200_000, fin=False)
-                  + frame(CONT, b'"}'))
+    await ws.send(
+        frame(TEXT, b'{"type":"ping","id":"f","pad":"', fin=False)
+        + frame(CONT, b"y" * 200_000, fin=False)
+        + frame(CONT, b'"}')
+    )
     assert (await ws.recv_json())["code"] == "too_large"
     await ws.send(text({"type": "ping", "id": "still"}))
     assert await ws.recv_json() == {"type": "pong", "id": "still"}
@@ -293,9 +309,18 @@ async def test_unfinished_upgrades_are_closed_within_the_header_timeout(hub: Clu
 
 @pytest.fixture(scope="module")
 def capped(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    cluster = Cluster(tmp_path_factory.mktemp("capped"), "memory",
-                      serve_args=["--max-connections", "30", "--max-unauthenticated", "10",
-                                  "--max-unauthenticated-per-address", "10"]).start()
+    cluster = Cluster(
+        tmp_path_factory.mktemp("capped"),
+        "memory",
+        serve_args=[
+            "--max-connections",
+            "30",
+            "--max-unauthenticated",
+            "10",
+            "--max-unauthenticated-per-address",
+            "10",
+        ],
+    ).start()
     yield cluster
     cluster.stop()
 
@@ -331,7 +356,9 @@ async def test_connection_caps_per_node_and_before_hello(capped: Cluster) -> Non
 async def test_one_address_cannot_hold_every_pre_hello_slot(tmp_path: Path) -> None:
     """--max-unauthenticated 20: one address holds at most a tenth of it (2) waiting for hello; a client from another
     address still gets in and says hello. X-Forwarded-For is believed from a --trusted-proxy peer only."""
-    c = Cluster(tmp_path, "memory", serve_args=["--max-unauthenticated", "20", "--trusted-proxy", "127.0.0.3/32"]).start()
+    c = Cluster(
+        tmp_path, "memory", serve_args=["--max-unauthenticated", "20", "--trusted-proxy", "127.0.0.3/32"]
+    ).start()
     try:
         port = port_of(c)
         flood = [await RawWS.connect(port) for _ in range(20)]
@@ -365,8 +392,13 @@ async def test_unknown_hosts_and_foreign_origins_are_refused(hub: Cluster) -> No
     for host in (f"127.0.0.1:{port}", f"localhost:{port}"):
         assert httpx.get(f"{hub.url}/healthz", headers={"Host": host}).status_code == 200
     # the Origin must be the hub's own: scheme, host and port
-    for origin, status in ((own, 101), (f"https://127.0.0.1:{port}", 403), (f"http://127.0.0.1:{port + 1}", 403),
-                           ("http://127.0.0.1", 403), (f"http://localhost:{port}", 403)):
+    for origin, status in (
+        (own, 101),
+        (f"https://127.0.0.1:{port}", 403),
+        (f"http://127.0.0.1:{port + 1}", 403),
+        ("http://127.0.0.1", 403),
+        (f"http://localhost:{port}", 403),
+    ):
         ws = await RawWS.connect(port, origin=origin)
         assert ws.status == status, (origin, ws.head)
         ws.abort()

@@ -35,12 +35,21 @@ async def test_three_clients_see_the_same_gapless_sequence_and_the_decision(hub:
     c = await Client.connect(hub.ws_url(), BOB)  # joins mid-run: replay, then live
     await c.subscribe(run_id)
     req = await a.wait_event(run_id, "approval.requested")
-    ack = await a.request({"type": "decide", "run_id": run_id, "approval_id": req["data"]["approval_id"],
-                           "decision": "approve", "reason": "scratch files only"})
+    ack = await a.request(
+        {
+            "type": "decide",
+            "run_id": run_id,
+            "approval_id": req["data"]["approval_id"],
+            "decision": "approve",
+            "reason": "scratch files only",
+        }
+    )
     assert ack["type"] == "ack" and ack["outcome"] == "decided"
     # the viewer sees who decided, before the run finishes
     decided = await b.wait_event(run_id, "approval.decided")
-    assert decided["data"]["by"] == {"sub": "alice", "name": "Alice"} and decided["data"]["reason"] == "scratch files only"
+    assert (
+        decided["data"]["by"] == {"sub": "alice", "name": "Alice"} and decided["data"]["reason"] == "scratch files only"
+    )
     done = [await x.wait_event(run_id, "run.completed") for x in (a, b, c)]
     assert done[0] == done[1] == done[2]
     last = done[0]["seq"]
@@ -50,7 +59,12 @@ async def test_three_clients_see_the_same_gapless_sequence_and_the_decision(hub:
     assert seqs(b.events(run_id, ("approval.decided",)))[0] < last
     kinds = [e["type"] for e in without_presence(lists[0])]
     assert kinds[0] == "run.started" and kinds[-1] == "run.completed"
-    assert kinds.index("approval.requested") < kinds.index("run.paused") < kinds.index("approval.decided") < kinds.index("run.resumed")
+    assert (
+        kinds.index("approval.requested")
+        < kinds.index("run.paused")
+        < kinds.index("approval.decided")
+        < kinds.index("run.resumed")
+    )
     assert "Done. I deleted 3 files" in done[0]["data"]["output"]
     assert hub.log_events(run_id)[:last] == lists[0]
     for x in (a, b, c):
@@ -117,8 +131,22 @@ async def test_racing_approvers_give_one_decision_one_resume_one_execution(hub: 
     b = await Client.connect(hub.ws_url(), BOB)
     decision_b = "reject" if round_ % 2 else "approve"
     frames = [
-        {"type": "decide", "run_id": run_id, "approval_id": ap["approval_id"], "decision": "approve", "reason": "a", "id": "x"},
-        {"type": "decide", "run_id": run_id, "approval_id": ap["approval_id"], "decision": decision_b, "reason": "b", "id": "x"},
+        {
+            "type": "decide",
+            "run_id": run_id,
+            "approval_id": ap["approval_id"],
+            "decision": "approve",
+            "reason": "a",
+            "id": "x",
+        },
+        {
+            "type": "decide",
+            "run_id": run_id,
+            "approval_id": ap["approval_id"],
+            "decision": decision_b,
+            "reason": "b",
+            "id": "x",
+        },
     ]
     await asyncio.gather(a.send(frames[0]), b.send(frames[1]))
     answers = [await x.wait_for(lambda f: f.get("id") == "x") for x in (a, b)]
@@ -144,15 +172,21 @@ async def test_quorum_of_two_needs_two_different_people(hub: Cluster) -> None:
     run_id, w, ap = await run_to_pause(hub, "demo-quorum")
     assert ap["policy"] == {"roles": ["approver"], "quorum": 2, "allow_self": True, "count_starter": True}
     a = await Client.connect(hub.ws_url(), ALICE)
-    first = await a.request({"type": "decide", "run_id": run_id, "approval_id": ap["approval_id"], "decision": "approve"})
+    first = await a.request(
+        {"type": "decide", "run_id": run_id, "approval_id": ap["approval_id"], "decision": "approve"}
+    )
     assert first["type"] == "ack" and first["outcome"] == "voted"
     voted = await w.wait_event(run_id, "approval.voted")
     assert voted["data"]["tally"] == {"approve": 1, "reject": 0, "needed": 2}
-    twice = await a.request({"type": "decide", "run_id": run_id, "approval_id": ap["approval_id"], "decision": "approve"})
+    twice = await a.request(
+        {"type": "decide", "run_id": run_id, "approval_id": ap["approval_id"], "decision": "approve"}
+    )
     assert twice["type"] == "error" and twice["code"] == "forbidden"
     assert hub.http("GET", f"/api/runs/{run_id}").json()["status"] == "paused"
     b = await Client.connect(hub.ws_url(), BOB)
-    second = await b.request({"type": "decide", "run_id": run_id, "approval_id": ap["approval_id"], "decision": "approve"})
+    second = await b.request(
+        {"type": "decide", "run_id": run_id, "approval_id": ap["approval_id"], "decision": "approve"}
+    )
     assert second["type"] == "ack" and second["outcome"] == "decided"
     decided = await w.wait_event(run_id, "approval.decided")
     assert [v["sub"] for v in decided["data"]["voters"]] == ["alice", "bob"]
@@ -167,7 +201,9 @@ async def test_rejection_reaches_the_model_as_the_rejection_text(hub: Cluster) -
     run_id, w, ap = await run_to_pause(hub)
     reason = "keep build-cache.tar, the nightly job needs it"
     a = await Client.connect(hub.ws_url(), ALICE)
-    ack = await a.request({"type": "decide", "run_id": run_id, "approval_id": ap["approval_id"], "decision": "reject", "reason": reason})
+    ack = await a.request(
+        {"type": "decide", "run_id": run_id, "approval_id": ap["approval_id"], "decision": "reject", "reason": reason}
+    )
     assert ack["outcome"] == "decided"
     out = await w.wait_for(lambda f: f.get("type") == "tool.output" and f["data"]["call_id"] == ap["call_id"])
     assert out["data"]["output"] == reason
@@ -188,7 +224,9 @@ async def test_cancel_while_paused_ends_the_run_and_the_tool_never_runs(hub: Clu
     end = await w.wait_event(run_id, TERMINAL)
     assert end["type"] == "run.cancelled" and end["data"]["by"] == {"sub": "ada", "name": "Ada"}
     a = await Client.connect(hub.ws_url(), ALICE)
-    late = await a.request({"type": "decide", "run_id": run_id, "approval_id": ap["approval_id"], "decision": "approve"})
+    late = await a.request(
+        {"type": "decide", "run_id": run_id, "approval_id": ap["approval_id"], "decision": "approve"}
+    )
     assert late["type"] == "error" and late["code"] == "not_pending"
     await asyncio.sleep(0.3)
     kinds = [e["type"] for e in without_presence(hub.log_events(run_id))]
@@ -235,8 +273,16 @@ async def test_cancel_after_the_turn_lets_the_turn_finish_and_opens_no_approval(
 async def test_always_is_recorded_with_the_decision_and_the_resume(hub: Cluster) -> None:
     run_id, w, ap = await run_to_pause(hub)
     a = await Client.connect(hub.ws_url(), ALICE)
-    ack = await a.request({"type": "decide", "run_id": run_id, "approval_id": ap["approval_id"], "decision": "approve",
-                           "always": True, "reason": "always fine in scratch/"})
+    ack = await a.request(
+        {
+            "type": "decide",
+            "run_id": run_id,
+            "approval_id": ap["approval_id"],
+            "decision": "approve",
+            "always": True,
+            "reason": "always fine in scratch/",
+        }
+    )
     assert ack["outcome"] == "decided"
     decided = await w.wait_event(run_id, "approval.decided")
     assert decided["data"]["always"] is True and decided["data"]["reason"] == "always fine in scratch/"
@@ -258,7 +304,9 @@ async def test_an_expired_approval_is_rejected_automatically(hub: Cluster) -> No
     end = await w.wait_event(run_id, TERMINAL)
     assert end["type"] == "run.completed" and "expired" in end["data"]["output"]
     a = await Client.connect(hub.ws_url(), ALICE)
-    late = await a.request({"type": "decide", "run_id": run_id, "approval_id": ap["approval_id"], "decision": "approve"})
+    late = await a.request(
+        {"type": "decide", "run_id": run_id, "approval_id": ap["approval_id"], "decision": "approve"}
+    )
     assert late["code"] == "already_decided" and late["winner"]["by"] == {"policy": "expired"}
     assert hub.tool_calls(run_id, "delete_files") == []
     for x in (w, a):
@@ -272,7 +320,9 @@ async def test_self_approval_refused_when_the_policy_says_so(hub: Cluster) -> No
     err = await s.request({"type": "decide", "run_id": run_id, "approval_id": ap["approval_id"], "decision": "approve"})
     assert err["code"] == "forbidden" and "other than" in err["message"]
     a = await Client.connect(hub.ws_url(), ALICE)
-    assert (await a.request({"type": "decide", "run_id": run_id, "approval_id": ap["approval_id"], "decision": "approve"}))["type"] == "ack"
+    assert (
+        await a.request({"type": "decide", "run_id": run_id, "approval_id": ap["approval_id"], "decision": "approve"})
+    )["type"] == "ack"
     assert (await w.wait_event(run_id, TERMINAL))["type"] == "run.completed"
     for x in (w, s, a):
         await x.close()
@@ -285,10 +335,15 @@ async def test_handoff_run_with_an_operator_approving(hub: Cluster) -> None:
     assert "handoff.requested" in kinds and "handoff.completed" in kinds
     assert [e["data"]["agent"] for e in w.events(run_id, ("agent.updated",))] == ["Triage", "Ops"]
     op = await Client.connect(hub.ws_url(), OPERATOR)
-    assert (await op.request({"type": "decide", "run_id": run_id, "approval_id": ap["approval_id"], "decision": "approve"}))["type"] == "ack"
+    assert (
+        await op.request({"type": "decide", "run_id": run_id, "approval_id": ap["approval_id"], "decision": "approve"})
+    )["type"] == "ack"
     end = await w.wait_event(run_id, TERMINAL)
     assert end["type"] == "run.completed" and "restarted web" in end["data"]["output"]
-    assert [e["data"]["agent"] for e in w.events(run_id, ("agent.updated",))] == ["Triage", "Ops"]  # not re-announced on resume
+    assert [e["data"]["agent"] for e in w.events(run_id, ("agent.updated",))] == [
+        "Triage",
+        "Ops",
+    ]  # not re-announced on resume
     for x in (w, op):
         await x.close()
 
@@ -328,7 +383,10 @@ async def test_two_approvals_of_one_pause_decided_at_once_give_one_resume(hub: C
     assert sorted(e["data"]["approval_id"] for e in decided) == sorted([first, second])
     resumed = [e for e in log if e["type"] == "run.resumed"]
     assert len(resumed) == 1 and all(e["seq"] < resumed[0]["seq"] for e in decided)
-    assert {d["approval_id"]: d["decision"] for d in resumed[0]["data"]["decisions"]} == {first: "approve", second: second_decision}
+    assert {d["approval_id"]: d["decision"] for d in resumed[0]["data"]["decisions"]} == {
+        first: "approve",
+        second: second_decision,
+    }
     runs_of = [c["args"]["paths"] for c in hub.tool_calls(run_id, "delete_files")]
     assert len(runs_of) == (2 if second_decision == "approve" else 1)
     for x in (w, a, b):
@@ -349,13 +407,35 @@ async def test_every_bad_frame_gets_its_code_and_the_connection_keeps_working(hu
         (json.dumps({"type": "subscribe"}), "bad_request"),
         (json.dumps({"type": "subscribe", "run_id": 42}), "bad_request"),
         (json.dumps({"type": "subscribe", "run_id": run_id, "since": "3"}), "bad_request"),
-        (json.dumps({"type": "decide", "run_id": run_id, "approval_id": ap["approval_id"], "decision": "yes"}), "bad_request"),
+        (
+            json.dumps({"type": "decide", "run_id": run_id, "approval_id": ap["approval_id"], "decision": "yes"}),
+            "bad_request",
+        ),
         (json.dumps({"type": "fly"}), "unknown_type"),
         (json.dumps({"type": "ping", "pad": "x" * 70_000}), "too_large"),
         (json.dumps({"type": "subscribe", "run_id": "run_nope"}), "not_found"),
-        (json.dumps({"type": "decide", "run_id": run_id, "approval_id": "ap_stale", "decision": "approve"}), "not_found"),
-        (json.dumps({"type": "decide", "run_id": other_run, "approval_id": ap["approval_id"], "decision": "approve"}), "not_found"),
-        (json.dumps({"type": "decide", "run_id": run_id, "approval_id": ap["approval_id"], "decision": "approve", "reason": 7}), "bad_request"),
+        (
+            json.dumps({"type": "decide", "run_id": run_id, "approval_id": "ap_stale", "decision": "approve"}),
+            "not_found",
+        ),
+        (
+            json.dumps(
+                {"type": "decide", "run_id": other_run, "approval_id": ap["approval_id"], "decision": "approve"}
+            ),
+            "not_found",
+        ),
+        (
+            json.dumps(
+                {
+                    "type": "decide",
+                    "run_id": run_id,
+                    "approval_id": ap["approval_id"],
+                    "decision": "approve",
+                    "reason": 7,
+                }
+            ),
+            "bad_request",
+        ),
         (json.dumps({"type": "cancel", "run_id": run_id, "mode": "later"}), "bad_request"),
         (json.dumps({"type": "start", "agent": "demo", "input": "x"}), "forbidden"),  # an approver may not start runs
         (json.dumps({"type": "start", "agent": "nope", "input": "x"}), "forbidden"),
@@ -372,16 +452,26 @@ async def test_every_bad_frame_gets_its_code_and_the_connection_keeps_working(hu
         assert pong["type"] == "pong"
     # none of them changed anything: the run, its approval and its log are as they were (who watched is not the run)
     detail_after = hub.http("GET", f"/api/runs/{run_id}").json()
-    assert {k: v for k, v in detail_after.items() if k != "watched"} == {k: v for k, v in detail_before.items() if k != "watched"}
+    assert {k: v for k, v in detail_after.items() if k != "watched"} == {
+        k: v for k, v in detail_before.items() if k != "watched"
+    }
     assert hub.log_events(run_id)[head_before:] == []
     # a token for another run, a viewer deciding, a stale approval id
     lim = await Client.connect(hub.ws_url(), limited)
     assert (await lim.subscribe(run_id))["code"] == "not_found"  # the same answer as for a run that does not exist
-    assert (await lim.request({"type": "decide", "run_id": run_id, "approval_id": ap["approval_id"], "decision": "approve"}))["code"] == "not_found"
+    assert (
+        await lim.request({"type": "decide", "run_id": run_id, "approval_id": ap["approval_id"], "decision": "approve"})
+    )["code"] == "not_found"
     assert (await lim.subscribe(other_run))["type"] == "sync"
-    assert (await w.request({"type": "decide", "run_id": run_id, "approval_id": ap["approval_id"], "decision": "approve"}))["code"] == "forbidden"
-    assert (await c.request({"type": "decide", "run_id": run_id, "approval_id": ap["approval_id"], "decision": "approve"}))["type"] == "ack"
-    stale = await c.request({"type": "decide", "run_id": run_id, "approval_id": ap["approval_id"], "decision": "reject"})
+    assert (
+        await w.request({"type": "decide", "run_id": run_id, "approval_id": ap["approval_id"], "decision": "approve"})
+    )["code"] == "forbidden"
+    assert (
+        await c.request({"type": "decide", "run_id": run_id, "approval_id": ap["approval_id"], "decision": "approve"})
+    )["type"] == "ack"
+    stale = await c.request(
+        {"type": "decide", "run_id": run_id, "approval_id": ap["approval_id"], "decision": "reject"}
+    )
     assert stale["code"] == "already_decided"
     assert (await w.wait_event(run_id, TERMINAL))["type"] == "run.completed"
     assert len(hub.tool_calls(run_id, "delete_files")) == 1
@@ -409,7 +499,9 @@ async def test_msgpack_subprotocol_errors_and_events(hub: Cluster) -> None:
     run_id = hub.start_run()
     await m.subscribe(run_id)
     req = await m.wait_event(run_id, "approval.requested")
-    ack = await m.request({"type": "decide", "run_id": run_id, "approval_id": req["data"]["approval_id"], "decision": "approve"})
+    ack = await m.request(
+        {"type": "decide", "run_id": run_id, "approval_id": req["data"]["approval_id"], "decision": "approve"}
+    )
     assert ack["type"] == "ack" and ack["outcome"] == "decided"
     end = await m.wait_event(run_id, "run.completed")
     got = [e for e in m.events(run_id) if e["seq"] <= end["seq"]]
@@ -527,7 +619,10 @@ async def test_http_api(hub: Cluster) -> None:
     assert hub.http("GET", "/healthz").text == "ok"
     assert hub.http("GET", "/readyz").status_code == 200
     assert hub.http("GET", "/api/runs", "garbage").status_code == 401
-    assert hub.http("POST", "/api/runs", VIEWER, json={"agent": "demo", "input": "x"}).json()["error"]["code"] == "forbidden"
+    assert (
+        hub.http("POST", "/api/runs", VIEWER, json={"agent": "demo", "input": "x"}).json()["error"]["code"]
+        == "forbidden"
+    )
     bad = hub.http("POST", "/api/runs", OPERATOR, content=b"{oops")
     assert bad.status_code == 400 and bad.json()["error"]["code"] == "bad_frame"
     bad = hub.http("POST", "/api/runs", OPERATOR, json={"agent": 3})
@@ -539,7 +634,9 @@ async def test_http_api(hub: Cluster) -> None:
     assert detail["pending_approvals"][0]["approval_id"] == ap["approval_id"]
     page1 = hub.http("GET", f"/api/runs/{run_id}/events?since=0&limit=5").json()
     assert seqs(page1["events"]) == [1, 2, 3, 4, 5] and page1["more"] and page1["next_since"] == 5
-    r = hub.http("POST", f"/api/runs/{run_id}/approvals/{ap['approval_id']}", ALICE, json={"decision": "approve", "reason": "ok"})
+    r = hub.http(
+        "POST", f"/api/runs/{run_id}/approvals/{ap['approval_id']}", ALICE, json={"decision": "approve", "reason": "ok"}
+    )
     assert r.status_code == 200 and r.json()["outcome"] == "decided"
     r = hub.http("POST", f"/api/runs/{run_id}/approvals/{ap['approval_id']}", BOB, json={"decision": "approve"})
     assert r.status_code == 409 and r.json()["error"]["code"] == "already_decided"
@@ -558,10 +655,14 @@ async def test_a_namespaced_finance_policy_refuses_a_plain_approver(hub: Cluster
     called = [e["data"] for e in watcher.events(run_id, ("tool.called",))]
     assert [(c["call_id"], c["tool"]) for c in called] == [(ap["call_id"], "files.delete_file")]
     alice = await Client.connect(hub.ws_url(), ALICE)  # a plain approver
-    err = await alice.request({"type": "decide", "run_id": run_id, "approval_id": ap["approval_id"], "decision": "approve"})
+    err = await alice.request(
+        {"type": "decide", "run_id": run_id, "approval_id": ap["approval_id"], "decision": "approve"}
+    )
     assert err["type"] == "error" and err["code"] == "forbidden" and "finance" in err["message"]
     fin = await Client.connect(hub.ws_url(), token("fay", ["finance"], name="Fay"))
-    ack = await fin.request({"type": "decide", "run_id": run_id, "approval_id": ap["approval_id"], "decision": "approve"})
+    ack = await fin.request(
+        {"type": "decide", "run_id": run_id, "approval_id": ap["approval_id"], "decision": "approve"}
+    )
     assert ack["type"] == "ack" and ack["outcome"] == "decided"
     done = await watcher.wait_event(run_id, "run.completed")
     assert "deleted ledger/2026.csv" in done["data"]["output"]
@@ -582,14 +683,19 @@ async def test_bad_http_input_gets_a_4xx_in_the_api_shape_never_a_5xx(hub: Clust
             for body in (deep, deep_agent, '{"x":' + "[" * 32 + "]" * 32 + "}"):
                 r = hub.http("POST", path, tok, content=body.encode())
                 assert r.status_code == 400, (path, r.text)
-                assert r.json()["error"]["code"] == "bad_frame" and "nests deeper than 32" in r.json()["error"]["message"]
+                assert (
+                    r.json()["error"]["code"] == "bad_frame" and "nests deeper than 32" in r.json()["error"]["message"]
+                )
             r = hub.http("POST", path, tok, content=json.dumps({"reason": "€" * 22_000}, ensure_ascii=False).encode())
             assert r.status_code == 413 and r.json()["error"]["code"] == "too_large"  # 66,000 bytes, 22,000 characters
             r = hub.http("POST", path, tok, content=b"[1]")
             assert r.status_code == 400 and r.json()["error"]["code"] == "bad_frame"
     r = hub.http("POST", posts[1], ALICE, json={"decision": "maybe"})
     assert r.status_code == 400 and r.json()["error"] == {
-        "code": "bad_request", "field": "decision", "message": r.json()["error"]["message"]}
+        "code": "bad_request",
+        "field": "decision",
+        "message": r.json()["error"]["message"],
+    }
     r = hub.http("POST", posts[2], OPERATOR, json={"mode": ["immediate"]})
     assert r.status_code == 400 and r.json()["error"]["field"] == "mode"
     for query in ("limit=abc", "limit=1e3", "limit=-1", "limit=%F0%9F%98%80", "limit=1" + "0" * 30):
@@ -621,7 +727,11 @@ async def test_watching_needs_a_role_and_a_token_needs_a_sub(hub: Cluster) -> No
     c = await Client.connect(hub.ws_url(), nobody)  # a valid token: it may connect, and see nothing
     for rid in (run_id, fin_run):
         err = await c.subscribe(rid)
-        assert err["type"] == "error" and err["code"] == "not_found" and err["message"] == f"no run {rid} that your token may see"
+        assert (
+            err["type"] == "error"
+            and err["code"] == "not_found"
+            and err["message"] == f"no run {rid} that your token may see"
+        )
         assert hub.http("GET", f"/api/runs/{rid}", nobody).status_code == 404
         assert hub.http("GET", f"/api/runs/{rid}/events", nobody).status_code == 404
     assert hub.http("GET", "/api/runs", nobody).json()["runs"] == []
@@ -652,6 +762,8 @@ async def test_watching_needs_a_role_and_a_token_needs_a_sub(hub: Cluster) -> No
     assert "runcast_connections" in hub.http("GET", "/metrics", token("prom", ["metrics"])).text
     await hub_cancel(hub, run_id)
     await hub_cancel(hub, fin_run)
+
+
 async def test_subscribe_with_another_epoch_is_log_reset(hub: Cluster) -> None:
     run_id = hub.start_run("broken")
     c = await Client.connect(hub.ws_url(), VIEWER)
@@ -681,14 +793,20 @@ async def test_hosted_mcp_output_and_guardrail_failures_reach_every_watcher(hub:
     for w in watchers:
         await w.wait_event(run_id, "run.completed")
         out = w.events(run_id, ("tool.output",))
-        assert [o["data"] for o in out] == [{"call_id": "mcp_1", "output": '{"id": 42, "name": "Ann"}', "server": "crm", "tool": "find_contact"}]
+        assert [o["data"] for o in out] == [
+            {"call_id": "mcp_1", "output": '{"id": 42, "name": "Ann"}', "server": "crm", "tool": "find_contact"}
+        ]
         assert w.events(run_id, ("tool.called",))[0]["data"]["tool"] == "crm.find_contact"
     guarded = hub.start_run("guarded", text="my password is hunter2")
     for w in watchers:
         await w.subscribe(guarded)
     for w in watchers:
         failed = await w.wait_event(guarded, "run.failed")
-        assert failed["data"]["guardrail"] == {"name": "no_secrets", "side": "input", "output_info": {"found": ["password"]}}
+        assert failed["data"]["guardrail"] == {
+            "name": "no_secrets",
+            "side": "input",
+            "output_info": {"found": ["password"]},
+        }
     for w in watchers:
         await w.close()
 
@@ -703,10 +821,14 @@ async def test_one_answer_for_no_such_run_and_not_yours(hub: Cluster) -> None:
 
     def http_answers(tok: str, rid: str) -> list[tuple[int, str]]:
         out = []
-        for method, path, body in (("GET", f"/api/runs/{rid}", None), ("GET", f"/api/runs/{rid}/events", None),
-                                   ("GET", f"/api/runs/{rid}/audit", None), ("GET", f"/api/runs/{rid}/audit?format=csv", None),
-                                   ("POST", f"/api/runs/{rid}/cancel", {}),
-                                   ("POST", f"/api/runs/{rid}/approvals/{ap}", {"decision": "approve"})):
+        for method, path, body in (
+            ("GET", f"/api/runs/{rid}", None),
+            ("GET", f"/api/runs/{rid}/events", None),
+            ("GET", f"/api/runs/{rid}/audit", None),
+            ("GET", f"/api/runs/{rid}/audit?format=csv", None),
+            ("POST", f"/api/runs/{rid}/cancel", {}),
+            ("POST", f"/api/runs/{rid}/approvals/{ap}", {"decision": "approve"}),
+        ):
             r = hub.http(method, path, tok, json=body) if body is not None else hub.http(method, path, tok)
             out.append((r.status_code, r.text.replace(rid, "ID")))
         return out
@@ -715,19 +837,31 @@ async def test_one_answer_for_no_such_run_and_not_yours(hub: Cluster) -> None:
         hidden, absent = http_answers(tok, run_id), http_answers(tok, missing)
         assert hidden == absent and {s for s, _ in hidden} == {404}, (hidden, absent)
         c = await Client.connect(hub.ws_url(), tok)
-        for cmd in ({"type": "subscribe"}, {"type": "decide", "approval_id": ap, "decision": "approve"},
-                    {"type": "cancel"}, {"type": "unsubscribe"}):
+        for cmd in (
+            {"type": "subscribe"},
+            {"type": "decide", "approval_id": ap, "decision": "approve"},
+            {"type": "cancel"},
+            {"type": "unsubscribe"},
+        ):
             a = await c.request({**cmd, "run_id": run_id})
             b = await c.request({**cmd, "run_id": missing})
-            strip = lambda f, rid: {k: (v.replace(rid, "ID") if isinstance(v, str) else v) for k, v in f.items() if k != "id"}  # noqa: E731
+            strip = lambda f, rid: {
+                k: (v.replace(rid, "ID") if isinstance(v, str) else v) for k, v in f.items() if k != "id"
+            }  # noqa: E731
             assert strip(a, run_id) == strip(b, missing), (cmd, a, b)
         await c.close()
     assert hub.wait_status(run_id, "paused")["status"] == "paused"  # nothing was decided or cancelled
 
 
 def test_the_agents_and_their_policies_only_for_those_who_start_or_decide(hub: Cluster) -> None:
-    for tok, status in ((token("nobody", []), 403), (VIEWER, 403), (token("fin", ["finance"]), 200), (ALICE, 200),
-                        (OPERATOR, 200), (ADMIN, 200)):
+    for tok, status in (
+        (token("nobody", []), 403),
+        (VIEWER, 403),
+        (token("fin", ["finance"]), 200),
+        (ALICE, 200),
+        (OPERATOR, 200),
+        (ADMIN, 200),
+    ):
         r = hub.http("GET", "/api/agents", tok)
         assert r.status_code == status, (tok, r.text)
         assert ("agents" in r.json()) == (status == 200)
@@ -756,7 +890,9 @@ async def test_pipelined_commands_are_all_answered_and_a_ping_does_not_wait_behi
     assert [a.get("id") for a in answers[1:]] == commands  # the others in order, each once
     started = [a for a in answers if str(a.get("id", "")).startswith("go")]
     assert [a["type"] for a in started] == ["ack"] * 4 and all(a["run_id"].startswith("run_") for a in started)
-    assert all(a["type"] == "error" and a["code"] == "not_found" for a in answers if str(a.get("id", "")).startswith("s"))
+    assert all(
+        a["type"] == "error" and a["code"] == "not_found" for a in answers if str(a.get("id", "")).startswith("s")
+    )
     for a in started:
         assert hub.http("POST", f"/api/runs/{a['run_id']}/cancel", OPERATOR, json={}).status_code == 200
     raw.writer.close()

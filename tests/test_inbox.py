@@ -54,8 +54,17 @@ async def close_all(*clients: Client) -> None:
 async def test_an_approval_reaches_exactly_the_people_who_may_decide_and_leaves_when_decided(hub: Cluster) -> None:
     other = hub.start_run("demo", "another run")
     limited = token("lim", ["approver"], runs=[other], name="Lim")  # an approver whose token sees only `other`
-    people = {name: await inbox(hub, tok) for name, tok in
-              [("alice", ALICE), ("bob", BOB), ("root", ADMIN), ("vic", VIEWER), ("ada", OPERATOR), ("lim", limited)]}
+    people = {
+        name: await inbox(hub, tok)
+        for name, tok in [
+            ("alice", ALICE),
+            ("bob", BOB),
+            ("root", ADMIN),
+            ("vic", VIEWER),
+            ("ada", OPERATOR),
+            ("lim", limited),
+        ]
+    }
     run_id = hub.start_run("demo", "free some disk space")
     mays, may_nots = ["alice", "bob", "root"], ["vic", "ada", "lim"]
     items = {n: await wait_added(people[n][0], run_id) for n in mays}
@@ -80,11 +89,18 @@ async def test_an_approval_reaches_exactly_the_people_who_may_decide_and_leaves_
     assert hub.http("GET", "/api/approvals?open=1", "garbage").status_code == 401
 
     # Bob decides (on his own node): it leaves every inbox that had it, and only those.
-    ack = await people["bob"][0].request({"type": "decide", "run_id": run_id, "approval_id": ap["approval_id"], "decision": "approve"})
+    ack = await people["bob"][0].request(
+        {"type": "decide", "run_id": run_id, "approval_id": ap["approval_id"], "decision": "approve"}
+    )
     assert ack["type"] == "ack"
     for n in mays:
         gone = await wait_removed(people[n][0], run_id)
-        assert gone == {"type": "inbox.removed", "run_id": run_id, "approval_id": ap["approval_id"], "reason": "approved"}
+        assert gone == {
+            "type": "inbox.removed",
+            "run_id": run_id,
+            "approval_id": ap["approval_id"],
+            "reason": "approved",
+        }
     w = await Client.connect(hub.ws_url(), VIEWER)
     await w.subscribe(run_id)
     assert (await w.wait_event(run_id, TERMINAL))["type"] == "run.completed"
@@ -93,7 +109,9 @@ async def test_an_approval_reaches_exactly_the_people_who_may_decide_and_leaves_
         assert len(added(people[n][0], run_id)) == 1 and len(removed(people[n][0], run_id)) == 1, n
     for n in may_nots:
         assert added(people[n][0], run_id) == [] and removed(people[n][0], run_id) == [], n
-    assert all(a["approval_id"] != ap["approval_id"] for a in hub.http("GET", "/api/approvals", ALICE).json()["approvals"])
+    assert all(
+        a["approval_id"] != ap["approval_id"] for a in hub.http("GET", "/api/approvals", ALICE).json()["approvals"]
+    )
     assert hub.http("POST", f"/api/runs/{other}/cancel", OPERATOR, json={}).status_code == 200
     await close_all(w, *(c for c, _ in people.values()))
 
@@ -113,7 +131,9 @@ async def test_a_reconnecting_client_gets_the_current_set(hub: Cluster) -> None:
     snap2 = await ask(again, {"type": "subscribe_inbox"}, "inbox")
     assert [x for x in snap2["approvals"] if x["run_id"] == run_id] == [ap]
     # after the decision, a reconnect no longer gets it
-    r = hub.http("POST", f"/api/runs/{run_id}/approvals/{ap['approval_id']}", BOB, json={"decision": "reject", "reason": "no"})
+    r = hub.http(
+        "POST", f"/api/runs/{run_id}/approvals/{ap['approval_id']}", BOB, json={"decision": "reject", "reason": "no"}
+    )
     assert r.status_code == 200
     gone = await wait_removed(again, run_id)
     assert gone["reason"] == "rejected"
@@ -151,7 +171,9 @@ async def test_quorum_voter_and_self_approval_rules(hub: Cluster) -> None:
     run_id = hub.start_run("demo-quorum")
     ap = await wait_added(a, run_id)
     await wait_added(b, run_id)
-    assert (await a.request({"type": "decide", "run_id": run_id, "approval_id": ap["approval_id"], "decision": "approve"}))["outcome"] == "voted"
+    assert (
+        await a.request({"type": "decide", "run_id": run_id, "approval_id": ap["approval_id"], "decision": "approve"})
+    )["outcome"] == "voted"
     # Alice voted: it leaves her inbox (she cannot vote twice); Bob still has it, and learns nothing new
     assert (await wait_removed(a, run_id))["reason"] == "voted"
     await asyncio.sleep(QUIET_S)
@@ -160,7 +182,9 @@ async def test_quorum_voter_and_self_approval_rules(hub: Cluster) -> None:
     mine = [x for x in snap["approvals"] if x["run_id"] == run_id]
     assert len(mine) == 1 and mine[0]["tally"] == {"approve": 1, "reject": 0, "needed": 2}
     assert [v["sub"] for v in mine[0]["votes"]] == ["alice"]
-    assert (await b.request({"type": "decide", "run_id": run_id, "approval_id": ap["approval_id"], "decision": "approve"}))["outcome"] == "decided"
+    assert (
+        await b.request({"type": "decide", "run_id": run_id, "approval_id": ap["approval_id"], "decision": "approve"})
+    )["outcome"] == "decided"
     assert (await wait_removed(b, run_id))["reason"] == "approved"
 
     # allow_self=False: the approver who started the run never sees it; another approver does
@@ -171,7 +195,8 @@ async def test_quorum_voter_and_self_approval_rules(hub: Cluster) -> None:
     await asyncio.sleep(QUIET_S)
     assert added(s, strict) == []
     assert hub.http("GET", "/api/approvals?open=1", sam).json()["approvals"] == [] or all(
-        x["run_id"] != strict for x in hub.http("GET", "/api/approvals?open=1", sam).json()["approvals"])
+        x["run_id"] != strict for x in hub.http("GET", "/api/approvals?open=1", sam).json()["approvals"]
+    )
     assert hub.http("POST", f"/api/runs/{strict}/cancel", OPERATOR, json={}).status_code == 200
     await close_all(a, b, s)
 
@@ -230,8 +255,11 @@ async def test_a_filtered_run_list_on_every_backend(hub: Cluster) -> None:
     mine = hub.start_run("demo", "rotate the quarterly report", tok=sam)
     other = hub.start_run("demo-quorum", "ship it")
     c = await Client.connect(hub.ws_url(), VIEWER)
-    for filters, want, not_want in [({"started_by": "sam"}, mine, other), ({"agent": "demo-quorum"}, other, mine),
-                                    ({"q": "QUARTERLY report"}, mine, other)]:
+    for filters, want, not_want in [
+        ({"started_by": "sam"}, mine, other),
+        ({"agent": "demo-quorum"}, other, mine),
+        ({"q": "QUARTERLY report"}, mine, other),
+    ]:
         snap = await ask(c, {"type": "subscribe_runs", **filters}, "runs")
         ids = [r["run_id"] for r in snap["runs"]]
         assert want in ids and not_want not in ids, (filters, ids)

@@ -20,8 +20,12 @@ from hubtest import ALICE, TERMINAL, VIEWER, Client, Cluster, seqs
 
 @pytest.fixture(scope="module")
 def small_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    cluster = Cluster(tmp_path_factory.mktemp("limits"), "memory", serve_args=["--max-queue", "64"],
-                      env={"RUNCAST_RATE_PER_S": "10000", "RUNCAST_RATE_BURST": "10000"}).start()
+    cluster = Cluster(
+        tmp_path_factory.mktemp("limits"),
+        "memory",
+        serve_args=["--max-queue", "64"],
+        env={"RUNCAST_RATE_PER_S": "10000", "RUNCAST_RATE_BURST": "10000"},
+    ).start()
     yield cluster
     cluster.stop()
 
@@ -48,7 +52,9 @@ async def test_slow_consumer_is_closed_with_4408_and_recovers_with_since(small_h
 
     def slow_closed() -> int:
         text = hub.http("GET", "/metrics").text
-        return int(float(next(x for x in text.splitlines() if x.startswith("runcast_slow_consumers_closed_total ")).split()[1]))
+        return int(
+            float(next(x for x in text.splitlines() if x.startswith("runcast_slow_consumers_closed_total ")).split()[1])
+        )
 
     for _ in range(600):  # the limit is on bytes held for a while: give it that while
         if slow_closed():
@@ -88,9 +94,16 @@ async def test_slow_consumer_is_closed_with_4408_and_recovers_with_since(small_h
 @pytest.fixture(scope="module")
 def strict_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     """Few commands a second, and a sweeper that (after its first pass) never runs: votes meet expiries themselves."""
-    cluster = Cluster(tmp_path_factory.mktemp("strict"), "memory",
-                      env={"RUNCAST_RATE_PER_S": "5", "RUNCAST_RATE_BURST": "5", "RUNCAST_MAX_STRIKES": "20",
-                           "RUNCAST_SWEEP_S": "3600"}).start()
+    cluster = Cluster(
+        tmp_path_factory.mktemp("strict"),
+        "memory",
+        env={
+            "RUNCAST_RATE_PER_S": "5",
+            "RUNCAST_RATE_BURST": "5",
+            "RUNCAST_MAX_STRIKES": "20",
+            "RUNCAST_SWEEP_S": "3600",
+        },
+    ).start()
     yield cluster
     cluster.stop()
 
@@ -122,13 +135,15 @@ async def test_a_vote_after_the_deadline_gets_expired_and_settles_the_approval(s
     await w.wait_event(run_id, "run.paused")
     await asyncio.sleep(1.3)  # past expires_at; no sweeper pass in between
     a = await Client.connect(hub.ws_url(), ALICE)
-    err = await a.request({"type": "decide", "run_id": run_id, "approval_id": req["data"]["approval_id"], "decision": "approve"})
+    err = await a.request(
+        {"type": "decide", "run_id": run_id, "approval_id": req["data"]["approval_id"], "decision": "approve"}
+    )
     assert err["type"] == "error" and err["code"] == "expired"
     end = await w.wait_event(run_id, TERMINAL)
     assert end["type"] == "run.completed"
     kinds = [e["type"] for e in hub.log_events(run_id) if not e["type"].startswith("participant.")]
     i = kinds.index("approval.expired")
-    assert kinds[i:i + 3] == ["approval.expired", "approval.decided", "run.resumed"]
+    assert kinds[i : i + 3] == ["approval.expired", "approval.decided", "run.resumed"]
     decided = next(e for e in hub.log_events(run_id) if e["type"] == "approval.decided")
     assert decided["data"]["by"] == {"policy": "expired"} and decided["data"]["decision"] == "reject"
     assert "expired" in end["data"]["output"] or "approval expired" in end["data"]["output"].lower()

@@ -30,7 +30,9 @@ from runcast.mapping import MAX_OUTPUT_CHARS, DeltaCoalescer, EventMapper, failu
 
 OPS = Agent(name="Ops")
 TRIAGE = Agent(name="Triage", handoffs=[OPS])
-CALL = ResponseFunctionToolCall(type="function_call", id="fc_1", call_id="call_1", name="delete_files", arguments='{"p": 1}')
+CALL = ResponseFunctionToolCall(
+    type="function_call", id="fc_1", call_id="call_1", name="delete_files", arguments='{"p": 1}'
+)
 
 
 def item(name, it):
@@ -46,13 +48,23 @@ def test_agent_updated_only_when_the_agent_changes():
 
 def test_raw_deltas_and_argument_deltas_named_by_call_id():
     m = EventMapper()
-    text = ResponseTextDeltaEvent(type="response.output_text.delta", item_id="msg_1", output_index=0, content_index=0,
-                                  delta="Hel", logprobs=[], sequence_number=1)
+    text = ResponseTextDeltaEvent(
+        type="response.output_text.delta",
+        item_id="msg_1",
+        output_index=0,
+        content_index=0,
+        delta="Hel",
+        logprobs=[],
+        sequence_number=1,
+    )
     assert m.map(RawResponsesStreamEvent(data=text)) == [("message.delta", {"item_id": "msg_1", "delta": "Hel"})]
-    added = ResponseOutputItemAddedEvent(type="response.output_item.added", output_index=1, item=CALL, sequence_number=2)
+    added = ResponseOutputItemAddedEvent(
+        type="response.output_item.added", output_index=1, item=CALL, sequence_number=2
+    )
     assert m.map(RawResponsesStreamEvent(data=added)) == []
-    args = ResponseFunctionCallArgumentsDeltaEvent(type="response.function_call_arguments.delta", item_id="fc_1",
-                                                   output_index=1, delta='{"p"', sequence_number=3)
+    args = ResponseFunctionCallArgumentsDeltaEvent(
+        type="response.function_call_arguments.delta", item_id="fc_1", output_index=1, delta='{"p"', sequence_number=3
+    )
     assert m.map(RawResponsesStreamEvent(data=args)) == [("tool.args.delta", {"call_id": "call_1", "delta": '{"p"'})]
 
 
@@ -62,16 +74,32 @@ def test_chat_completions_placeholder_ids_become_one_id_per_message():
     m = EventMapper()
 
     def one_message(text: str, with_added: bool = True) -> tuple[list[str], str]:
-        fake = ResponseOutputMessage(type="message", id="__fake_id__", role="assistant", status="completed",
-                                     content=[ResponseOutputText(type="output_text", text=text, annotations=[])])
+        fake = ResponseOutputMessage(
+            type="message",
+            id="__fake_id__",
+            role="assistant",
+            status="completed",
+            content=[ResponseOutputText(type="output_text", text=text, annotations=[])],
+        )
         if with_added:
-            added = ResponseOutputItemAddedEvent(type="response.output_item.added", output_index=0, sequence_number=0,
-                                                 item=fake.model_copy(update={"content": []}))
+            added = ResponseOutputItemAddedEvent(
+                type="response.output_item.added",
+                output_index=0,
+                sequence_number=0,
+                item=fake.model_copy(update={"content": []}),
+            )
             assert m.map(RawResponsesStreamEvent(data=added)) == []
         ids = []
         for i, w in enumerate(text.split()):
-            delta = ResponseTextDeltaEvent(type="response.output_text.delta", item_id="__fake_id__", output_index=0,
-                                           content_index=0, delta=w, logprobs=[], sequence_number=i + 1)
+            delta = ResponseTextDeltaEvent(
+                type="response.output_text.delta",
+                item_id="__fake_id__",
+                output_index=0,
+                content_index=0,
+                delta=w,
+                logprobs=[],
+                sequence_number=i + 1,
+            )
             [(kind, data)] = m.map(RawResponsesStreamEvent(data=delta))
             ids.append(data["item_id"])
         [(kind, done)] = m.map(item("message_output_created", MessageOutputItem(agent=OPS, raw_item=fake)))
@@ -84,41 +112,72 @@ def test_chat_completions_placeholder_ids_become_one_id_per_message():
     assert len(set(first)) == 1 and first[0] == first_done and first_done.startswith("msg_")
     assert len(set(second)) == 1 and second[0] == second_done
     assert third == [third_done]
-    assert len({first_done, second_done, third_done}) == 3 and "__fake_id__" not in {first_done, second_done, third_done}
+    assert len({first_done, second_done, third_done}) == 3 and "__fake_id__" not in {
+        first_done,
+        second_done,
+        third_done,
+    }
 
 
 def test_every_run_item_name():
     m = EventMapper()
-    msg = ResponseOutputMessage(type="message", id="msg_1", role="assistant", status="completed",
-                                content=[ResponseOutputText(type="output_text", text="Hi there", annotations=[])])
+    msg = ResponseOutputMessage(
+        type="message",
+        id="msg_1",
+        role="assistant",
+        status="completed",
+        content=[ResponseOutputText(type="output_text", text="Hi there", annotations=[])],
+    )
     assert m.map(item("message_output_created", MessageOutputItem(agent=OPS, raw_item=msg))) == [
-        ("message.completed", {"item_id": "msg_1", "text": "Hi there", "agent": "Ops"})]
+        ("message.completed", {"item_id": "msg_1", "text": "Hi there", "agent": "Ops"})
+    ]
     assert m.map(item("tool_called", ToolCallItem(agent=OPS, raw_item=CALL))) == [
-        ("tool.called", {"call_id": "call_1", "tool": "delete_files", "arguments": '{"p": 1}', "agent": "Ops"})]
-    out = ToolCallOutputItem(agent=OPS, raw_item={"type": "function_call_output", "call_id": "call_1", "output": "ok"}, output="ok")
+        ("tool.called", {"call_id": "call_1", "tool": "delete_files", "arguments": '{"p": 1}', "agent": "Ops"})
+    ]
+    out = ToolCallOutputItem(
+        agent=OPS, raw_item={"type": "function_call_output", "call_id": "call_1", "output": "ok"}, output="ok"
+    )
     assert m.map(item("tool_output", out)) == [("tool.output", {"call_id": "call_1", "output": "ok"})]
-    big = ToolCallOutputItem(agent=OPS, raw_item={"type": "function_call_output", "call_id": "c2", "output": "x"},
-                             output="x" * (MAX_OUTPUT_CHARS + 5))
-    (_, data), = m.map(item("tool_output", big))
+    big = ToolCallOutputItem(
+        agent=OPS,
+        raw_item={"type": "function_call_output", "call_id": "c2", "output": "x"},
+        output="x" * (MAX_OUTPUT_CHARS + 5),
+    )
+    ((_, data),) = m.map(item("tool_output", big))
     assert data["truncated"] is True and len(data["output"]) == MAX_OUTPUT_CHARS
-    handoff_call = ResponseFunctionToolCall(type="function_call", id="fc_2", call_id="call_2", name="transfer_to_ops", arguments="{}")
+    handoff_call = ResponseFunctionToolCall(
+        type="function_call", id="fc_2", call_id="call_2", name="transfer_to_ops", arguments="{}"
+    )
     assert m.map(item("handoff_requested", HandoffCallItem(agent=TRIAGE, raw_item=handoff_call))) == [
-        ("handoff.requested", {"from": "Triage", "to": "Ops", "call_id": "call_2"})]
-    occurred = HandoffOutputItem(agent=TRIAGE, raw_item={"type": "function_call_output", "call_id": "call_2", "output": "{}"},
-                                 source_agent=TRIAGE, target_agent=OPS)
+        ("handoff.requested", {"from": "Triage", "to": "Ops", "call_id": "call_2"})
+    ]
+    occurred = HandoffOutputItem(
+        agent=TRIAGE,
+        raw_item={"type": "function_call_output", "call_id": "call_2", "output": "{}"},
+        source_agent=TRIAGE,
+        target_agent=OPS,
+    )
     assert m.map(item("handoff_occured", occurred)) == [("handoff.completed", {"from": "Triage", "to": "Ops"})]
     reasoning = ResponseReasoningItem(id="rs_1", type="reasoning", summary=[Summary(text="think", type="summary_text")])
     assert m.map(item("reasoning_item_created", ReasoningItem(agent=OPS, raw_item=reasoning))) == [
-        ("reasoning.completed", {"item_id": "rs_1", "summary": "think"})]
-    listed = McpListTools(id="l1", server_label="gh", type="mcp_list_tools", tools=[McpListToolsTool(name="search", input_schema={})])
+        ("reasoning.completed", {"item_id": "rs_1", "summary": "think"})
+    ]
+    listed = McpListTools(
+        id="l1", server_label="gh", type="mcp_list_tools", tools=[McpListToolsTool(name="search", input_schema={})]
+    )
     assert m.map(item("mcp_list_tools", MCPListToolsItem(agent=OPS, raw_item=listed))) == [
-        ("mcp.tools_listed", {"server": "gh", "tools": ["search"]})]
-    req = McpApprovalRequest(id="mr_1", arguments='{"b": 2}', name="push", server_label="gh", type="mcp_approval_request")
+        ("mcp.tools_listed", {"server": "gh", "tools": ["search"]})
+    ]
+    req = McpApprovalRequest(
+        id="mr_1", arguments='{"b": 2}', name="push", server_label="gh", type="mcp_approval_request"
+    )
     assert m.map(item("mcp_approval_requested", MCPApprovalRequestItem(agent=OPS, raw_item=req))) == [
-        ("mcp.approval.requested", {"request_id": "mr_1", "server": "gh", "tool": "push", "arguments": '{"b": 2}'})]
+        ("mcp.approval.requested", {"request_id": "mr_1", "server": "gh", "tool": "push", "arguments": '{"b": 2}'})
+    ]
     resp = {"type": "mcp_approval_response", "approval_request_id": "mr_1", "approve": False, "reason": "no"}
     assert m.map(item("mcp_approval_response", MCPApprovalResponseItem(agent=OPS, raw_item=resp))) == [
-        ("mcp.approval.responded", {"request_id": "mr_1", "approved": False, "reason": "no"})]
+        ("mcp.approval.responded", {"request_id": "mr_1", "approved": False, "reason": "no"})
+    ]
 
 
 def test_coalescer_merges_fast_deltas_of_one_item_and_keeps_order():
@@ -182,12 +241,16 @@ def test_failure_message_is_the_cause_chain_in_one_line():
     import openai
 
     req = httpx2.Request("POST", "http://127.0.0.1:1/v1/responses")
-    low = httpx2.RemoteProtocolError("peer closed connection without sending complete message body (incomplete chunked read)")
+    low = httpx2.RemoteProtocolError(
+        "peer closed connection without sending complete message body (incomplete chunked read)"
+    )
     err = _raised(openai.APIConnectionError(request=req), low, low.__class__(str(low)))
     data = failure_data(err)
-    assert data == {"code": "APIConnectionError",
-                    "message": "Connection error: peer closed connection without sending complete message body "
-                               "(incomplete chunked read)"}
+    assert data == {
+        "code": "APIConnectionError",
+        "message": "Connection error: peer closed connection without sending complete message body "
+        "(incomplete chunked read)",
+    }
     # a link with no text is named by its class; an implicit context (raised while handling) counts too
     try:
         try:
@@ -206,14 +269,20 @@ def test_failure_message_is_the_cause_chain_in_one_line():
 
 
 def test_failure_message_redacts_secrets():
-    err = _raised(RuntimeError("Connection error."),
-                  ValueError("Incorrect API key provided: sk-proj-abc123XYZ789. See https://user:hunter2@llm.internal:8000/v1/chat"
-                             "?api-key=AZURESECRET&x=1 with Authorization: Bearer eyJhbGciOi.payload.sig, api_key='k-42'"))
+    err = _raised(
+        RuntimeError("Connection error."),
+        ValueError(
+            "Incorrect API key provided: sk-proj-abc123XYZ789. See https://user:hunter2@llm.internal:8000/v1/chat"
+            "?api-key=AZURESECRET&x=1 with Authorization: Bearer eyJhbGciOi.payload.sig, api_key='k-42'"
+        ),
+    )
     msg = failure_message(err)
     for secret in ("sk-proj-abc123XYZ789", "hunter2", "AZURESECRET", "eyJhbGciOi", "k-42", "user:"):
         assert secret not in msg, msg
-    assert msg == ("Connection error: Incorrect API key provided: [redacted key]. See https://[redacted]@llm.internal:8000/v1/"
-                   "chat?[redacted] with Authorization: Bearer [redacted], api_key='[redacted]'")
+    assert msg == (
+        "Connection error: Incorrect API key provided: [redacted key]. See https://[redacted]@llm.internal:8000/v1/"
+        "chat?[redacted] with Authorization: Bearer [redacted], api_key='[redacted]'"
+    )
 
 
 def test_failure_message_is_bounded_and_ends_on_a_cycle():

@@ -32,9 +32,18 @@ def value(fams: dict[str, Any], sample: str, **labels: str) -> float:
 
 def test_a_fresh_registry_parses_and_every_label_is_from_a_closed_set() -> None:
     fams = parse(metrics.Metrics().render())
-    for name in ("runcast_connections", "runcast_frames_out", "runcast_delivery_delay_seconds",
-                 "runcast_approval_decision_seconds", "runcast_segment_duration_seconds", "runcast_redis_errors",
-                 "runcast_redis_reconnects", "runcast_webhook_deliveries", "runcast_runs_finished", "runcast_draining"):
+    for name in (
+        "runcast_connections",
+        "runcast_frames_out",
+        "runcast_delivery_delay_seconds",
+        "runcast_approval_decision_seconds",
+        "runcast_segment_duration_seconds",
+        "runcast_redis_errors",
+        "runcast_redis_reconnects",
+        "runcast_webhook_deliveries",
+        "runcast_runs_finished",
+        "runcast_draining",
+    ):
         assert name in fams, name
     for fam in fams.values():
         for s in fam.samples:
@@ -52,15 +61,23 @@ def test_two_hubs_in_one_process_have_their_own_registries() -> None:
 
 
 def test_a_decision_is_timed_from_its_request_by_outcome() -> None:
-    ap = Approval(approval_id="ap_1", call_id="c", tool="t", arguments="{}", agent=None, policy=ApprovalPolicy(),
-                  requested_at="2026-01-01T00:00:00.000Z")
+    ap = Approval(
+        approval_id="ap_1",
+        call_id="c",
+        tool="t",
+        arguments="{}",
+        agent=None,
+        policy=ApprovalPolicy(),
+        requested_at="2026-01-01T00:00:00.000Z",
+    )
 
     class Rec:
         approvals = {"ap_1": ap}
 
     before = metrics.approval_decision.labels(outcome="expired")._sum.get()
-    decided = make_event("run_x", 9, "approval.decided", {"approval_id": "ap_1", "decision": "reject",
-                                                         "by": {"policy": "expired"}})
+    decided = make_event(
+        "run_x", 9, "approval.decided", {"approval_id": "ap_1", "decision": "reject", "by": {"policy": "expired"}}
+    )
     decided.frame["ts"] = "2026-01-01T00:01:30.000Z"
     metrics.observe_events([decided], Rec())
     assert metrics.approval_decision.labels(outcome="expired")._sum.get() - before == pytest.approx(90.0)
@@ -90,8 +107,9 @@ async def test_histograms_move_when_runs_are_watched_and_decided(hub: Cluster) -
     req = await watchers[0].wait_event(run_id, "approval.requested")
     await watchers[0].wait_event(run_id, "run.paused")
     alice = await Client.connect(hub.ws_url(), ALICE)
-    ack = await alice.request({"type": "decide", "run_id": run_id, "approval_id": req["data"]["approval_id"],
-                               "decision": "approve"})
+    ack = await alice.request(
+        {"type": "decide", "run_id": run_id, "approval_id": req["data"]["approval_id"], "decision": "approve"}
+    )
     assert ack["type"] == "ack"
     for w in watchers:
         await w.wait_event(run_id, "run.completed")
@@ -144,8 +162,11 @@ async def test_a_worker_serves_its_metrics_on_its_own_port(tmp_path) -> None:
     redis = RedisServer()
     redis.start()
     port = free_port()
-    worker = Process(["worker", "--redis", redis.url, "--metrics-port", str(port), "--metrics-host", "127.0.0.1"],
-                     base_env(tmp_path), tmp_path / "worker.log")
+    worker = Process(
+        ["worker", "--redis", redis.url, "--metrics-port", str(port), "--metrics-host", "127.0.0.1"],
+        base_env(tmp_path),
+        tmp_path / "worker.log",
+    )
     try:
         worker.start()
         import asyncio
@@ -178,8 +199,15 @@ async def test_a_worker_drains_on_sigterm_and_its_probes_say_so(tmp_path) -> Non
     redis = RedisServer()
     redis.start()
     port = free_port()
-    c = Cluster(tmp_path, "redis", redis.url, nodes=1, workers=1, env={"RUNCAST_DEMO_DELAY": "0.02"},
-                worker_args=["--metrics-port", str(port), "--metrics-host", "127.0.0.1", "--grace", "20"]).start()
+    c = Cluster(
+        tmp_path,
+        "redis",
+        redis.url,
+        nodes=1,
+        workers=1,
+        env={"RUNCAST_DEMO_DELAY": "0.02"},
+        worker_args=["--metrics-port", str(port), "--metrics-host", "127.0.0.1", "--grace", "20"],
+    ).start()
     try:
         base = f"http://127.0.0.1:{port}"
         for _ in range(200):

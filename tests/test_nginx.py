@@ -23,10 +23,17 @@ from nginx_server import Nginx
 
 GRACE_S = 3.0
 
+
 @pytest.fixture
 def lb(tmp_path: Path) -> Iterator[tuple[Cluster, Nginx]]:
-    with on_redis(tmp_path, persist=True, nodes=2, workers=1, serve_args=["--grace", str(GRACE_S)],
-                  env={"RUNCAST_DEMO_DELAY": "0.03", "RUNCAST_LEASE_S": "5"}) as c:
+    with on_redis(
+        tmp_path,
+        persist=True,
+        nodes=2,
+        workers=1,
+        serve_args=["--grace", str(GRACE_S)],
+        env={"RUNCAST_DEMO_DELAY": "0.03", "RUNCAST_LEASE_S": "5"},
+    ) as c:
         ngx = Nginx([p.port for p in c.nodes]).start()  # type: ignore[misc]
         try:
             yield c, ngx
@@ -34,7 +41,9 @@ def lb(tmp_path: Path) -> Iterator[tuple[Cluster, Nginx]]:
             ngx.stop()
 
 
-async def watch(url: str, run_id: str, closes: list[tuple[int, str]], tok: str = VIEWER, timeout: float = 120) -> list[dict[str, Any]]:
+async def watch(
+    url: str, run_id: str, closes: list[tuple[int, str]], tok: str = VIEWER, timeout: float = 120
+) -> list[dict[str, Any]]:
     """A watcher as the browser client behaves: on any close it reconnects (through nginx) and resubscribes with
     `since` = the last seq it has, until it sees the run's terminal event. Returns every event it received."""
     got: list[dict[str, Any]] = []
@@ -81,7 +90,9 @@ async def decide(url: str, run_id: str, approval_id: str) -> dict[str, Any]:
     while True:
         try:
             c = await Client.connect(url, ALICE)
-            ack = await c.request({"type": "decide", "run_id": run_id, "approval_id": approval_id, "decision": "approve"})
+            ack = await c.request(
+                {"type": "decide", "run_id": run_id, "approval_id": approval_id, "decision": "approve"}
+            )
             await c.close()
         except (OSError, ConnectionError, AssertionError, asyncio.TimeoutError, websockets.WebSocketException):
             await asyncio.sleep(0.1)
@@ -96,8 +107,11 @@ def log_through(ngx: Nginx, run_id: str) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     since = 0
     while True:
-        body = httpx.get(f"{ngx.url}/api/runs/{run_id}/events?since={since}&limit=1000",
-                         headers={"Authorization": f"Bearer {OPERATOR}"}, timeout=10).json()
+        body = httpx.get(
+            f"{ngx.url}/api/runs/{run_id}/events?since={since}&limit=1000",
+            headers={"Authorization": f"Bearer {OPERATOR}"},
+            timeout=10,
+        ).json()
         out += body["events"]
         if not body["more"]:
             return out
@@ -164,9 +178,11 @@ async def test_rolling_restart_with_sigterm_under_50_watchers_loses_nothing(lb: 
     assert (await decide(ngx.ws_url, run_id, req["data"]["approval_id"]))["type"] == "ack"
     histories = await asyncio.gather(*watchers)
     last = check_exactly_once(histories, c, ngx, run_id)
-    print(f"rolling restart: 50 watchers, {last} events, {len(closes)} closes "
-          f"({sum(1 for code, _ in closes if code == 1012)} with 1012), node exits after SIGTERM: "
-          + ", ".join(f"{t:.2f}s" for t in exits))
+    print(
+        f"rolling restart: 50 watchers, {last} events, {len(closes)} closes "
+        f"({sum(1 for code, _ in closes if code == 1012)} with 1012), node exits after SIGTERM: "
+        + ", ".join(f"{t:.2f}s" for t in exits)
+    )
     await probe.close()
 
 

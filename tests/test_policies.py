@@ -50,8 +50,13 @@ def test_a_bare_key_shared_by_two_namespaces_is_an_error():
     with pytest.raises(PolicyError, match="ambiguous.*backups.delete_file, files.delete_file"):
         AgentSpec(Agent(name="A", tools=[*FILES, *BACKUPS]), {"delete_file": FINANCE})
     # the full names are fine, each with its own policy
-    spec = AgentSpec(Agent(name="A", tools=[*FILES, *BACKUPS]), {"files.delete_file": FINANCE, "backups.delete_file": ApprovalPolicy()})
-    assert spec.policy_for("files.delete_file") is FINANCE and spec.policy_for("backups.delete_file").roles == ["approver"]
+    spec = AgentSpec(
+        Agent(name="A", tools=[*FILES, *BACKUPS]),
+        {"files.delete_file": FINANCE, "backups.delete_file": ApprovalPolicy()},
+    )
+    assert spec.policy_for("files.delete_file") is FINANCE and spec.policy_for("backups.delete_file").roles == [
+        "approver"
+    ]
 
 
 def test_a_bare_and_a_full_key_for_one_tool_is_an_error():
@@ -87,8 +92,17 @@ def test_handoff_targets_and_agents_used_as_tools_are_part_of_the_agent():
 def test_mcp_servers_are_keyed_by_their_label():
     from agents import HostedMCPTool
 
-    mcp = HostedMCPTool(tool_config={"type": "mcp", "server_label": "crm", "server_url": "http://127.0.0.1:9", "require_approval": "always"})
-    spec = AgentSpec(Agent(name="A", tools=[mcp]), {"crm.delete_contact": FINANCE, "crm.*": ApprovalPolicy(roles=["operator"])})
+    mcp = HostedMCPTool(
+        tool_config={
+            "type": "mcp",
+            "server_label": "crm",
+            "server_url": "http://127.0.0.1:9",
+            "require_approval": "always",
+        }
+    )
+    spec = AgentSpec(
+        Agent(name="A", tools=[mcp]), {"crm.delete_contact": FINANCE, "crm.*": ApprovalPolicy(roles=["operator"])}
+    )
     assert spec.policy_for("crm.delete_contact") is FINANCE
     assert spec.policy_for("crm.list_contacts").roles == ["operator"]
     with pytest.raises(PolicyError, match="matches no tool"):
@@ -100,12 +114,14 @@ def test_module_policies_for_bare_agents(tmp_path, monkeypatch):
         "from agents import Agent, function_tool\n"
         "@function_tool(needs_approval=True)\ndef refund(cents: int) -> str:\n    'r'\n    return ''\n"
         "AGENTS = {'a': Agent(name='A', tools=[refund]), 'b': Agent(name='B')}\n"
-        "POLICIES = {'refund': {'roles': ['finance']}}\n")
+        "POLICIES = {'refund': {'roles': ['finance']}}\n"
+    )
     (tmp_path / "typo_policies_mod.py").write_text(
         "from agents import Agent, function_tool\n"
         "@function_tool(needs_approval=True)\ndef refund(cents: int) -> str:\n    'r'\n    return ''\n"
         "AGENTS = {'a': Agent(name='A', tools=[refund])}\n"
-        "POLICIES = {'refnud': {'roles': ['finance']}}\n")
+        "POLICIES = {'refnud': {'roles': ['finance']}}\n"
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
     reg = Registry.from_module("shared_policies_mod")
     assert reg.get("a").policy_for("refund").roles == ["finance"]
@@ -121,11 +137,18 @@ def test_serve_with_a_policy_key_that_names_nothing_exits_with_the_tool_names(tm
         "from runcast import AgentSpec, ApprovalPolicy\n"
         "@function_tool(needs_approval=True)\ndef delete_file(path: str) -> str:\n    'd'\n    return path\n"
         "AGENTS = {'files': AgentSpec(Agent(name='Files', tools=tool_namespace(name='files', description='f', tools=[delete_file])),\n"
-        "                             {'files.delete': ApprovalPolicy(roles=['finance'])})}\n")
+        "                             {'files.delete': ApprovalPolicy(roles=['finance'])})}\n"
+    )
     env = base_env(tmp_path)
     env["PYTHONPATH"] = f"{tmp_path}:{env['PYTHONPATH']}"
-    proc = subprocess.run([sys.executable, "-m", "runcast.cli", "serve", "--port", str(free_port()), "--agents", "bad_agents"],
-                          env=env, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "runcast.cli", "serve", "--port", str(free_port()), "--agents", "bad_agents"],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode != 0
     assert "'files.delete' matches no tool" in proc.stderr and "files.delete_file" in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stderr

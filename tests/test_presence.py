@@ -60,7 +60,11 @@ def test_past_the_limit_only_the_people_who_may_decide_are_listed():
     for i in range(5):
         p.leave(f"v{i}")
     back = p.frame(now=3.0)  # 3 <= 5: every entry listed again, as a full frame
-    assert back["full"] is True and back["listed"] == "all" and sorted(x["sub"] for x in back["joined"]) == ["alice", "olga", "v9"]
+    assert (
+        back["full"] is True
+        and back["listed"] == "all"
+        and sorted(x["sub"] for x in back["joined"]) == ["alice", "olga", "v9"]
+    )
 
 
 def test_a_client_folds_frames_to_the_set_whatever_it_missed_before_a_snapshot():

@@ -48,7 +48,8 @@ async def test_a_killed_nodes_watchers_leave_and_its_restart_shows_nobody_twice(
     for c in [observer, *back]:
         assert subs(c.presence(run_id)) == everyone  # each person once, on both nodes
     assert {e["connection_id"] for e in observer.presence(run_id).values()} == {
-        e["connection_id"] for e in back[0].presence(run_id).values()}
+        e["connection_id"] for e in back[0].presence(run_id).values()
+    }
     watched = cluster.http("GET", f"/api/runs/{run_id}", node=1).json()["watched"]
     assert sorted(w["sub"] for w in watched) == everyone  # the record lists each person once
     for c in [observer, *back, *on_victim]:

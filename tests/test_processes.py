@@ -55,8 +55,24 @@ async def test_two_hub_processes_share_one_port_and_every_watcher_gets_the_whole
     redis = RedisServer()
     redis.start()
     port = free_port()
-    node = Process(["serve", "--port", str(port), "--processes", "2", "--redis", redis.url, "--agents", "demo",
-                    "--agents", "agents_fixture"], base_env(tmp_path, RUNCAST_COALESCE_S="0"), tmp_path / "node.log", port)
+    node = Process(
+        [
+            "serve",
+            "--port",
+            str(port),
+            "--processes",
+            "2",
+            "--redis",
+            redis.url,
+            "--agents",
+            "demo",
+            "--agents",
+            "agents_fixture",
+        ],
+        base_env(tmp_path, RUNCAST_COALESCE_S="0"),
+        tmp_path / "node.log",
+        port,
+    )
     try:
         node.start(wait=False)
         node.wait_ready(timeout=90)  # three processes start at once: slow on a busy machine
@@ -71,7 +87,9 @@ async def test_two_hub_processes_share_one_port_and_every_watcher_gets_the_whole
             time.sleep(0.1)  # the first hub up answered /healthz; wait for the other to listen too
         before = {k: sockets(k) for k in hubs}
 
-        watchers = [await Client.connect(node.ws_url, VIEWER, encoding="msgpack" if i % 2 else "json") for i in range(24)]
+        watchers = [
+            await Client.connect(node.ws_url, VIEWER, encoding="msgpack" if i % 2 else "json") for i in range(24)
+        ]
         after = {k: sockets(k) for k in hubs}
         assert all(after[k] > before[k] for k in hubs), (before, after)  # both processes took connections
 
@@ -90,7 +108,9 @@ async def test_two_hub_processes_share_one_port_and_every_watcher_gets_the_whole
 
         node.proc.send_signal(signal.SIGTERM)
         assert node.proc.wait(20) == 0
-        assert not [k for k in kids if Path(f"/proc/{k}").exists() and "zombie" not in Path(f"/proc/{k}/status").read_text()]
+        assert not [
+            k for k in kids if Path(f"/proc/{k}").exists() and "zombie" not in Path(f"/proc/{k}/status").read_text()
+        ]
     finally:
         node.kill()
         for k in children(node.proc.pid) if node.proc else []:
@@ -119,8 +139,17 @@ def test_the_worker_child_gets_the_demo_agents_model_settings() -> None:
 
     from runcast.processes import worker_argv
 
-    args = Namespace(redis="redis://r", concurrency=4, max_log=10, retention=60.0, lease=10.0, agents=None,
-                     model="m", model_api="chat", tracing="openai")
+    args = Namespace(
+        redis="redis://r",
+        concurrency=4,
+        max_log=10,
+        retention=60.0,
+        lease=10.0,
+        agents=None,
+        model="m",
+        model_api="chat",
+        tracing="openai",
+    )
     argv = worker_argv(args)
     assert argv[argv.index("--model") + 1] == "m" and argv[argv.index("--model-api") + 1] == "chat"
     assert argv[argv.index("--tracing") + 1] == "openai"

@@ -39,7 +39,10 @@ def code_of(payload, encoding="json"):
         ('{"type": "subscribe", "run_id": "r", "since": "5"}', ErrorCode.BAD_REQUEST),
         ('{"type": "subscribe", "run_id": "r", "since": -1}', ErrorCode.BAD_REQUEST),
         ('{"type": "decide", "run_id": "r", "approval_id": "a", "decision": "maybe"}', ErrorCode.BAD_REQUEST),
-        ('{"type": "decide", "run_id": "r", "approval_id": "a", "decision": "approve", "always": "yes"}', ErrorCode.BAD_REQUEST),
+        (
+            '{"type": "decide", "run_id": "r", "approval_id": "a", "decision": "approve", "always": "yes"}',
+            ErrorCode.BAD_REQUEST,
+        ),
         ('{"type": "cancel", "run_id": "r", "mode": "later"}', ErrorCode.BAD_REQUEST),
         ('{"type": "start", "agent": "demo"}', ErrorCode.BAD_REQUEST),
         ("x" * (MAX_FRAME_BYTES + 1), ErrorCode.TOO_LARGE),

@@ -15,8 +15,12 @@ import websockets
 from hubtest import ADMIN, TERMINAL, Client, Cluster, on_redis, token
 from rawws import rss_bytes
 
-QUOTA_ENV = {"RUNCAST_MAX_STARTS_PER_MINUTE": "20", "RUNCAST_MAX_OPEN_RUNS": "6",
-             "RUNCAST_RATE_PER_S": "1000", "RUNCAST_RATE_BURST": "1000"}
+QUOTA_ENV = {
+    "RUNCAST_MAX_STARTS_PER_MINUTE": "20",
+    "RUNCAST_MAX_OPEN_RUNS": "6",
+    "RUNCAST_RATE_PER_S": "1000",
+    "RUNCAST_RATE_BURST": "1000",
+}
 
 
 @pytest.fixture(scope="module", params=["memory", "redis"])
@@ -44,7 +48,7 @@ async def test_starts_per_minute_hold_across_ten_connections_of_one_user(hub: Cl
     conns = [await Client.connect(hub.ws_url(), busy) for _ in range(10)]
     started: list[str] = []
     for round_ in range(4):  # 20 starts, 5 at once (under the open-runs cap), from 10 connections: all admitted
-        batch = conns[(round_ % 2) * 5:][:5]
+        batch = conns[(round_ % 2) * 5 :][:5]
         acks = await asyncio.gather(*(c.request({"type": "start", "agent": "quick", "input": "hi"}) for c in batch))
         assert [a["type"] for a in acks] == ["ack"] * 5, acks
         started += [a["run_id"] for a in acks]
@@ -60,7 +64,9 @@ async def test_starts_per_minute_hold_across_ten_connections_of_one_user(hub: Cl
     # someone else is not affected
     assert hub.http("POST", "/api/runs", token("other", ["operator"]), json={"agent": "quick"}).status_code == 201
     # nothing was created for the refused starts
-    mine = [r for r in hub.http("GET", "/api/runs?limit=1000", ADMIN).json()["runs"] if r["started_by"]["sub"] == "busy"]
+    mine = [
+        r for r in hub.http("GET", "/api/runs?limit=1000", ADMIN).json()["runs"] if r["started_by"]["sub"] == "busy"
+    ]
     assert sorted(r["run_id"] for r in mine) == sorted(started)
     for c in conns:
         assert (await c.request({"type": "ping"}))["type"] == "pong"
@@ -87,9 +93,12 @@ async def test_open_runs_per_user_are_capped_until_one_finishes(hub: Cluster) ->
 
 @pytest.fixture(scope="module")
 def forgetful(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    cluster = Cluster(tmp_path_factory.mktemp("retention"), "memory", serve_args=["--retention", "1"],
-                      env={"RUNCAST_RATE_PER_S": "100000", "RUNCAST_RATE_BURST": "100000",
-                           "RUNCAST_LOG_LEVEL": "ERROR"}).start()
+    cluster = Cluster(
+        tmp_path_factory.mktemp("retention"),
+        "memory",
+        serve_args=["--retention", "1"],
+        env={"RUNCAST_RATE_PER_S": "100000", "RUNCAST_RATE_BURST": "100000", "RUNCAST_LOG_LEVEL": "ERROR"},
+    ).start()
     yield cluster
     cluster.stop()
 

@@ -74,7 +74,9 @@ async def start_run(b: Backend, run_id: str, now: float = 1000.0) -> runs.RunRec
     return rec
 
 
-async def claim(b: Backend, run_id: str, owner: str, now: float = 1001.0, lease_s: float | None = None) -> runs.RunRecord:
+async def claim(
+    b: Backend, run_id: str, owner: str, now: float = 1001.0, lease_s: float | None = None
+) -> runs.RunRecord:
     rec = await b.get(run_id)
     assert rec is not None
     await b.commit(runs.claim(rec, Job(kind="start", run_id=run_id, segment=1), owner, now, lease_s), rec.version)
@@ -221,10 +223,14 @@ async def test_an_owner_append_retried_after_a_lost_answer_is_logged_once(make) 
     other = await make()  # a hub node
     await start_run(b, "r1")
     await claim(b, "r1", "w1")
-    first = await b.append("r1", [("message.delta", {"delta": "a"}), ("message.delta", {"delta": "b"})], owner="w1", tx="t1")
+    first = await b.append(
+        "r1", [("message.delta", {"delta": "a"}), ("message.delta", {"delta": "b"})], owner="w1", tx="t1"
+    )
     assert seqs(first) == [2, 3]
     await other.append("r1", [("participant.joined", {"sub": "vic"})])
-    again = await b.append("r1", [("message.delta", {"delta": "a"}), ("message.delta", {"delta": "b"})], owner="w1", tx="t1")
+    again = await b.append(
+        "r1", [("message.delta", {"delta": "a"}), ("message.delta", {"delta": "b"})], owner="w1", tx="t1"
+    )
     assert strip(again) == strip(first)
     assert await b.head("r1") == 4
     nxt = await b.append("r1", [("message.delta", {"delta": "c"})], owner="w1", tx="t2")
@@ -246,7 +252,9 @@ async def test_more_concurrent_commands_than_connections_wait_for_one(make) -> N
 async def test_create_get_list_and_commit(make) -> None:
     b = await make()
     evs = await b.create(runs.new_run("r1", "demo", "hello", ALICE, 1000.0))
-    assert strip(evs) == [(1, "run.started", {"agent": "demo", "input": "hello", "started_by": {"sub": "u1", "name": "Alice"}})]
+    assert strip(evs) == [
+        (1, "run.started", {"agent": "demo", "input": "hello", "started_by": {"sub": "u1", "name": "Alice"}})
+    ]
     with pytest.raises(Conflict):
         await b.create(runs.new_run("r1", "demo", "again", ALICE, 1001.0))
     await b.create(runs.new_run("r3", "demo", "c", ALICE, 1003.0))
@@ -270,8 +278,15 @@ async def test_commit_appends_events_and_queues_jobs(make) -> None:
     rec = await claim(b, "r1", "w1")
     assert (rec.status, rec.owner, rec.version) == ("running", "w1", 1)
     await b.append("r1", [("message.delta", {"delta": "x"})], owner="w1")
-    ap = Approval(approval_id="ap1", call_id="c1", tool="t", arguments="{}", agent="demo", policy=ApprovalPolicy(),
-                  requested_at="2024-01-01T00:00:00Z")
+    ap = Approval(
+        approval_id="ap1",
+        call_id="c1",
+        tool="t",
+        arguments="{}",
+        agent="demo",
+        policy=ApprovalPolicy(),
+        requested_at="2024-01-01T00:00:00Z",
+    )
     evs = await b.commit(runs.pause(rec, "w1", [ap], 1003.0), rec.version)
     assert seqs(evs) == [3, 4] and types(evs) == ["approval.requested", "run.paused"]
     rec = await b.get("r1")
@@ -284,7 +299,13 @@ async def test_commit_appends_events_and_queues_jobs(make) -> None:
     assert await b.take_job("w2", 1.0) == Job(kind="resume", run_id="r1", segment=2)
     rec = await b.get("r1")
     assert rec is not None and (rec.status, rec.version) == ("resuming", 3)
-    assert types(await b.read("r1")) == ["run.started", "message.delta", "approval.requested", "run.paused", "approval.decided"]
+    assert types(await b.read("r1")) == [
+        "run.started",
+        "message.delta",
+        "approval.requested",
+        "run.paused",
+        "approval.decided",
+    ]
     assert seqs(await b.read("r1")) == [1, 2, 3, 4, 5]
     resume = runs.claim(rec, Job(kind="resume", run_id="r1", segment=2), "w2", 1005.0)
     assert strip(await b.commit(resume, 3))[0][:2] == (6, "run.resumed")
@@ -338,9 +359,19 @@ async def test_due_runs(make) -> None:
     assert await b.due_runs(1e12) == []
     # a paused run is due when its first open approval expires
     rec = await claim(b, "r2", "w1", now=1001.0)
-    aps = [Approval(approval_id=f"ap{i}", call_id=f"c{i}", tool="t", arguments="{}", agent="demo",
-                    policy=ApprovalPolicy(expires_s=exp), requested_at="x", expires_at=1001.0 + exp)
-           for i, exp in ((1, 99.0), (2, 49.0))]
+    aps = [
+        Approval(
+            approval_id=f"ap{i}",
+            call_id=f"c{i}",
+            tool="t",
+            arguments="{}",
+            agent="demo",
+            policy=ApprovalPolicy(expires_s=exp),
+            requested_at="x",
+            expires_at=1001.0 + exp,
+        )
+        for i, exp in ((1, 99.0), (2, 49.0))
+    ]
     await b.commit(runs.pause(rec, "w1", aps, 1001.0), rec.version)
     assert await b.due_runs(1049.0) == []
     assert await b.due_runs(1050.0) == ["r2"]
@@ -629,7 +660,9 @@ async def _scenario(b: Backend) -> list[Any]:
         t.append(r if isinstance(r, tuple) else strip(r))
     rec = await b.get("r1")
     assert rec is not None
-    t.append(strip(await b.commit(runs.finish(rec, "w1", "completed", {"output": "ok", "usage": {}}, 1004.0), rec.version)))
+    t.append(
+        strip(await b.commit(runs.finish(rec, "w1", "completed", {"output": "ok", "usage": {}}, 1004.0), rec.version))
+    )
     t.append(await b.due_runs(1e12))
     t.append((await b.get("r1")).model_dump(exclude={"epoch"}))  # type: ignore[union-attr]
     await b.save_state("r2", 1, "state-1")

@@ -59,7 +59,9 @@ async def test_live_feed_follows_a_migrated_slot_and_a_failover_without_gaps(rc:
         for i in range(3):
             await writer.append("rm", [("a", {"i": i})])
         slot = rc.keyslot("rm")
-        others = [rc.node_by_port(m["port"]) for m in rc.masters() if rc.node_by_port(m["port"]) is not rc.master_of(slot)]
+        others = [
+            rc.node_by_port(m["port"]) for m in rc.masters() if rc.node_by_port(m["port"]) is not rc.master_of(slot)
+        ]
         await asyncio.to_thread(rc.migrate_slot, slot, others[0])
         for i in range(3):
             await writer.append("rm", [("b", {"i": i})])
@@ -101,8 +103,17 @@ def hubs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     """Two hub nodes and a worker on one cluster, shared by the tests below (in this order: the failover leaves
     one master without a replica, which the last test does not mind)."""
     rc = RedisCluster().start()
-    c = spread(Cluster(tmp_path_factory.mktemp("cluster-hubs"), "redis", rc.url, nodes=2, workers=1,
-                       env={"RUNCAST_LEASE_S": "5", "RUNCAST_DEMO_DELAY": "0.02"}), rc)
+    c = spread(
+        Cluster(
+            tmp_path_factory.mktemp("cluster-hubs"),
+            "redis",
+            rc.url,
+            nodes=2,
+            workers=1,
+            env={"RUNCAST_LEASE_S": "5", "RUNCAST_DEMO_DELAY": "0.02"},
+        ),
+        rc,
+    )
     c.redis_cluster = rc  # type: ignore[attr-defined]
     try:
         c.start()
@@ -143,7 +154,9 @@ async def test_a_slot_migrates_mid_run_and_every_watcher_gets_each_event_once(hu
     assert moved >= 3 and rc.master_of(slot) is dst
     req = await watchers[0].wait_event(run_id, "approval.requested", timeout=30)
     a = await Client.connect(hubs.ws_url(), ALICE)
-    ack = await a.request({"type": "decide", "run_id": run_id, "approval_id": req["data"]["approval_id"], "decision": "approve"})
+    ack = await a.request(
+        {"type": "decide", "run_id": run_id, "approval_id": req["data"]["approval_id"], "decision": "approve"}
+    )
     assert ack["type"] == "ack", ack
     for w in watchers:
         await w.wait_event(run_id, TERMINAL, timeout=30)
@@ -168,8 +181,9 @@ async def test_the_master_of_a_paused_run_fails_over_then_it_is_approved(hubs: C
     a = await Client.connect(hubs.ws_url(), ALICE)
 
     async def decide() -> dict:
-        ack = await a.request({"type": "decide", "run_id": run_id, "approval_id": req["data"]["approval_id"],
-                               "decision": "approve"})
+        ack = await a.request(
+            {"type": "decide", "run_id": run_id, "approval_id": req["data"]["approval_id"], "decision": "approve"}
+        )
         if ack["type"] == "error" and ack["code"] == "internal":  # the hub could not reach the run's master yet
             raise ConnectionError(ack["message"])
         return ack

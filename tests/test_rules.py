@@ -20,8 +20,16 @@ def paused_run(*policies: ApprovalPolicy, starter: Person = ADA):
     rec = runs.new_run("run_1", "demo", "hi", starter, T0).record
     rec = runs.claim(rec, Job(kind="start", run_id="run_1", segment=1), "w1", T0).record
     aps = [
-        Approval(approval_id=f"ap_{i}", call_id=f"call_{i}", tool="delete_files", arguments="{}", agent="Janitor",
-                 policy=p, requested_at="t", expires_at=T0 + p.expires_s if p.expires_s else None)
+        Approval(
+            approval_id=f"ap_{i}",
+            call_id=f"call_{i}",
+            tool="delete_files",
+            arguments="{}",
+            agent="Janitor",
+            policy=p,
+            requested_at="t",
+            expires_at=T0 + p.expires_s if p.expires_s else None,
+        )
         for i, p in enumerate(policies)
     ]
     tr = runs.pause(rec, "w1", aps, T0)
@@ -48,7 +56,9 @@ def test_first_decision_wins_and_loser_learns_the_winner():
     assert tr.result["outcome"] == "decided" and [t for t, _ in tr.events] == ["approval.decided"]
     assert tr.record.status == "resuming" and tr.jobs == [Job(kind="resume", run_id="run_1", segment=2)]
     decided = tr.events[0][1]
-    assert decided["by"] == {"sub": "bob", "name": "Bob"} and decided["reason"] == "fine" and decided["arguments"] == "{}"
+    assert (
+        decided["by"] == {"sub": "bob", "name": "Bob"} and decided["reason"] == "fine" and decided["arguments"] == "{}"
+    )
     err = refused(runs.decide, tr.record, "ap_0", CAROL, "reject", None, False, T0 + 2)
     assert err.code == ErrorCode.ALREADY_DECIDED
     assert err.detail["winner"]["by"]["name"] == "Bob" and "Bob" in err.message
@@ -86,7 +96,7 @@ def test_resume_waits_for_every_approval_of_the_pause():
     tr = runs.decide(tr.record, "ap_1", BOB, "reject", "no", True, T0)
     assert tr.record.status == "resuming" and len(tr.jobs) == 1
     claim = runs.claim(tr.record, tr.jobs[0], "w2", T0)
-    (kind, data), = claim.events
+    ((kind, data),) = claim.events
     assert kind == "run.resumed" and [d["decision"] for d in data["decisions"]] == ["approve", "reject"]
     assert data["decisions"][1]["always"] is True
     assert refused(runs.claim, claim.record, tr.jobs[0], "w3", T0).code == ErrorCode.NOT_PENDING  # exactly one resume
@@ -122,7 +132,9 @@ def test_cancel_while_running_is_a_request_the_pause_honours():
     rec = runs.claim(rec, Job(kind="start", run_id="run_1", segment=1), "w1", T0).record
     tr = runs.cancel(rec, ADA, "after_turn", T0)
     assert tr.events == [] and tr.result == {"signal": True, "mode": "after_turn"} and tr.record.status == "running"
-    ap = Approval(approval_id="ap", call_id="c", tool="t", arguments="{}", agent="A", policy=ApprovalPolicy(), requested_at="t")
+    ap = Approval(
+        approval_id="ap", call_id="c", tool="t", arguments="{}", agent="A", policy=ApprovalPolicy(), requested_at="t"
+    )
     ended = runs.pause(tr.record, "w1", [ap], T0)
     assert ended.record.status == "cancelled" and [t for t, _ in ended.events] == ["run.cancelled"]
     assert ended.events[0][1] == {"by": {"sub": "ada", "name": "Ada"}, "mode": "after_turn"}
@@ -153,7 +165,11 @@ def test_a_policy_may_leave_the_starter_out_of_the_quorum():
     tr = runs.decide(tr.record, "ap_0", CAROL, "approve", None, False, T0)
     assert tr.result["outcome"] == "voted" and tr.events[0][1]["tally"]["approve"] == 1
     tr = runs.decide(tr.record, "ap_0", ROOT, "approve", None, False, T0)
-    assert tr.result["outcome"] == "decided" and [v["sub"] for v in tr.events[0][1]["voters"]] == ["bob", "carol", "root"]
+    assert tr.result["outcome"] == "decided" and [v["sub"] for v in tr.events[0][1]["voters"]] == [
+        "bob",
+        "carol",
+        "root",
+    ]
     # the starter's reject still vetoes (it is a vote, only not counted towards approving)
     veto = runs.decide(rec, "ap_0", BOB, "reject", "no", False, T0)
     assert veto.record.approvals["ap_0"].status == "rejected"

@@ -25,8 +25,15 @@ def running(run_id: str, agent: str = "demo", by: Person = ADA, at: float = T0) 
 
 
 def paused(run_id: str, policy: ApprovalPolicy | None = None, at: float = T0) -> runs.RunRecord:
-    ap = Approval(approval_id=f"ap_{run_id}", call_id="c", tool="delete_files", arguments="{}", agent="Janitor",
-                  policy=policy or ApprovalPolicy(), requested_at="2026-01-01T00:00:00Z")
+    ap = Approval(
+        approval_id=f"ap_{run_id}",
+        call_id="c",
+        tool="delete_files",
+        arguments="{}",
+        agent="Janitor",
+        policy=policy or ApprovalPolicy(),
+        requested_at="2026-01-01T00:00:00Z",
+    )
     return runs.pause(running(run_id, at=at), "w1", [ap], at).record
 
 
@@ -44,7 +51,9 @@ def test_a_filter_from_the_query_and_what_it_matches() -> None:
     assert [x.run_id for x in select([p, r], ALICE_ID, RunFilter(agent="demo"), 10)] == ["run_p"]
     assert [x.run_id for x in select([p, r], ALICE_ID, RunFilter(statuses=frozenset({"running"})), 10)] == ["run_r"]
     assert [x.run_id for x in select([p, r], ALICE_ID, RunFilter(started_by="bob"), 10)] == ["run_r"]
-    assert [x.run_id for x in select([p, r], ALICE_ID, RunFilter(q="BOB X"), 10)] == ["run_r"]  # words, as on the socket
+    assert [x.run_id for x in select([p, r], ALICE_ID, RunFilter(q="BOB X"), 10)] == [
+        "run_r"
+    ]  # words, as on the socket
     assert RunFilter.from_query({"q": " tidy  up "}).q == "tidy  up" and not RunFilter.from_query({"agent": " "}).active
     # "needs me" is the inbox's rule: a viewer may not decide, an approver may, unless the policy forbids self-approval
     assert [x.run_id for x in select([p, r], ALICE_ID, RunFilter(needs_me=True), 10)] == ["run_p"]
@@ -79,12 +88,20 @@ def test_the_run_list_filters_over_http(hub: Cluster) -> None:
     assert ids("started_by=dana") == [mine] and ids("started_by=dana&status=completed") == []
     assert ids("q=TIDY") == [mine] and ids("q=restart&status=completed,failed") == [done]
     assert ids("needs_me=1", ALICE) == [other, mine] and ids("needs_me=1", VIEWER) == []
-    c.http("POST", f"/api/runs/{other}/approvals/" + c.wait_status(other, "paused")["pending_approvals"][0]["approval_id"],
-           BOB, json={"decision": "approve"})
+    c.http(
+        "POST",
+        f"/api/runs/{other}/approvals/" + c.wait_status(other, "paused")["pending_approvals"][0]["approval_id"],
+        BOB,
+        json={"decision": "approve"},
+    )
     assert ids("needs_me=1", BOB) == [mine] and ids("needs_me=1", ALICE) == [other, mine]  # Bob voted; the quorum waits
     assert ids("status=paused&limit=1") == [other]
     bad = c.http("GET", "/api/runs?status=sleeping")
-    assert bad.status_code == 400 and bad.json()["error"]["code"] == "bad_request" and bad.json()["error"]["field"] == "status"
+    assert (
+        bad.status_code == 400
+        and bad.json()["error"]["code"] == "bad_request"
+        and bad.json()["error"]["field"] == "status"
+    )
 
 
 def test_the_openapi_status_pattern_is_the_filters_own() -> None:

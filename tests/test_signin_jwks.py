@@ -31,9 +31,23 @@ def keys() -> Iterator[KeyServer]:
 
 @pytest.fixture(scope="module")
 def hub(keys: KeyServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    cluster = Cluster(tmp_path_factory.mktemp("jwks"), "memory", env={"RUNCAST_JWKS_MIN_REFETCH_S": str(REFETCH_S)},
-                      serve_args=["--jwks-url", keys.url, "--jwt-issuer", ISSUER, "--jwt-audience", AUDIENCE,
-                                  "--roles-claim", "realm_access.roles", "--name-claim", "preferred_username"]).start()
+    cluster = Cluster(
+        tmp_path_factory.mktemp("jwks"),
+        "memory",
+        env={"RUNCAST_JWKS_MIN_REFETCH_S": str(REFETCH_S)},
+        serve_args=[
+            "--jwks-url",
+            keys.url,
+            "--jwt-issuer",
+            ISSUER,
+            "--jwt-audience",
+            AUDIENCE,
+            "--roles-claim",
+            "realm_access.roles",
+            "--name-claim",
+            "preferred_username",
+        ],
+    ).start()
     yield cluster
     cluster.stop()
 
@@ -53,18 +67,25 @@ async def test_each_algorithm_is_welcomed_with_its_name_and_roles(hub: Cluster, 
     frame = await hello(hub, keys.sign(kid, "erin", **claims("Erin E.", "approver", "viewer")))
     assert frame["type"] == "welcome", frame
     assert frame["user"] == {"sub": "erin", "name": "Erin E.", "roles": ["approver", "viewer"]}
-    r = httpx.get(hub.url + "/api/me", headers={"Authorization": f"Bearer {keys.sign(kid, 'erin', **claims('Erin E.', 'viewer'))}"})
+    r = httpx.get(
+        hub.url + "/api/me",
+        headers={"Authorization": f"Bearer {keys.sign(kid, 'erin', **claims('Erin E.', 'viewer'))}"},
+    )
     assert r.status_code == 200 and r.json()["roles"] == ["viewer"], r.text
 
 
-@pytest.mark.parametrize("change,message", [
-    ({"iss": "https://someone-else.test"}, "issuer"),
-    ({"aud": "another-app"}, "audience"),
-    ({"ttl": -60}, "expired"),
-    ({"exp": None}, "exp"),
-])
-async def test_wrong_issuer_audience_or_expiry_is_refused(hub: Cluster, keys: KeyServer, change: dict[str, Any],
-                                                          message: str) -> None:
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        ({"iss": "https://someone-else.test"}, "issuer"),
+        ({"aud": "another-app"}, "audience"),
+        ({"ttl": -60}, "expired"),
+        ({"exp": None}, "exp"),
+    ],
+)
+async def test_wrong_issuer_audience_or_expiry_is_refused(
+    hub: Cluster, keys: KeyServer, change: dict[str, Any], message: str
+) -> None:
     frame = await hello(hub, keys.sign("rsa-1", **change))
     assert frame["type"] == "error" and frame["code"] == "unauthenticated", frame
     assert message in frame["message"].lower()
@@ -89,7 +110,8 @@ async def test_hs256_with_the_secret_still_works_beside_them(hub: Cluster) -> No
 
 
 async def test_rotation_is_seen_without_a_restart_and_unknown_kids_cannot_hammer_the_issuer(
-        hub: Cluster, keys: KeyServer) -> None:
+    hub: Cluster, keys: KeyServer
+) -> None:
     assert (await hello(hub, keys.sign("rsa-1")))["type"] == "welcome"  # the set is cached
     before = keys.requests
     for _ in range(5):  # known keys: no request per connection

@@ -28,13 +28,22 @@ class Env:
         return self.main.url
 
     def logs(self) -> str:
-        return "\n".join(p.log_path.read_text() for c in (self.main, self.other, self.wrong) for p in c.nodes
-                         if p.log_path.exists())
+        return "\n".join(
+            p.log_path.read_text() for c in (self.main, self.other, self.wrong) for p in c.nodes if p.log_path.exists()
+        )
 
 
 def _oidc_args(issuer: str, secret_file: Path) -> list[str]:
-    return ["--oidc-issuer", issuer, "--oidc-client-id", "runcast", "--oidc-client-secret-file", str(secret_file),
-            "--oidc-role-map", ROLE_MAP]
+    return [
+        "--oidc-issuer",
+        issuer,
+        "--oidc-client-id",
+        "runcast",
+        "--oidc-client-secret-file",
+        str(secret_file),
+        "--oidc-role-map",
+        ROLE_MAP,
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -69,8 +78,12 @@ def _ws_url(url: str) -> str:
 
 async def _hello(url: str, cookie: str | None, origin: str | None = None, token: str | None = None) -> dict[str, Any]:
     headers = {"Cookie": f"{COOKIE}={cookie}"} if cookie else {}
-    async with websockets.connect(_ws_url(url), subprotocols=["runcast.v1.json"], additional_headers=headers,  # type: ignore[list-item]
-                                  origin=origin) as ws:  # type: ignore[arg-type]
+    async with websockets.connect(
+        _ws_url(url),
+        subprotocols=["runcast.v1.json"],
+        additional_headers=headers,  # type: ignore[list-item]
+        origin=origin,
+    ) as ws:  # type: ignore[arg-type]
         await ws.send(json.dumps({"type": "hello", "id": "h", **({"token": token} if token else {})}))
         return json.loads(await asyncio.wait_for(ws.recv(), 10))
 
@@ -121,14 +134,27 @@ async def test_a_page_of_another_origin_with_the_cookie_is_refused(env: Env) -> 
     assert r.status_code == 403
 
 
-@pytest.mark.parametrize("next_", ["https://evil.test/", "//evil.test/x", "/\\evil.test", "http:/evil.test",
-                                   "javascript:alert(1)", "/%0d%0aLocation:x"])
+@pytest.mark.parametrize(
+    "next_",
+    [
+        "https://evil.test/",
+        "//evil.test/x",
+        "/\\evil.test",
+        "http:/evil.test",
+        "javascript:alert(1)",
+        "/%0d%0aLocation:x",
+    ],
+)
 def test_next_off_the_hub_is_refused(env: Env, next_: str) -> None:
     _, r = _signed_in(env, "vic", next_)
     assert r.status_code == 303
     location = r.headers["location"]
-    assert location.startswith("/") and not location.startswith("//") and "evil" not in location.split("#")[0] \
-        or location == "/", location
+    assert (
+        location.startswith("/")
+        and not location.startswith("//")
+        and "evil" not in location.split("#")[0]
+        or location == "/"
+    ), location
     assert safe_next(next_) in ("/", next_) and not safe_next(next_).startswith("//")
 
 
@@ -137,8 +163,12 @@ async def test_sign_out_and_renewal_without_dropping_a_subscription(env: Env) ->
     origin = {"Origin": env.hub}
     run_id = None
     cookie = client.cookies.get(COOKIE, domain="127.0.0.1")
-    async with websockets.connect(_ws_url(env.hub), subprotocols=["runcast.v1.json"],  # type: ignore[list-item]
-                                  additional_headers={"Cookie": f"{COOKIE}={cookie}"}, origin=env.hub) as ws:  # type: ignore[arg-type]
+    async with websockets.connect(
+        _ws_url(env.hub),
+        subprotocols=["runcast.v1.json"],  # type: ignore[list-item]
+        additional_headers={"Cookie": f"{COOKIE}={cookie}"},
+        origin=env.hub,
+    ) as ws:  # type: ignore[arg-type]
         await ws.send(json.dumps({"type": "hello"}))
         assert json.loads(await ws.recv())["user"]["sub"] == "dana"
         await ws.send(json.dumps({"type": "start", "id": "s", "agent": "demo", "input": "free some disk space"}))

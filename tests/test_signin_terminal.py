@@ -27,8 +27,18 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     op = OidcProvider([f"{cluster.url}/auth/callback"], tmp / "provider.log").start()
     secret = tmp / "secret"
     secret.write_text(CLIENT_SECRET)
-    cluster.nodes[0].args += ["--oidc-issuer", op.issuer, "--oidc-client-id", "runcast", "--oidc-client-secret-file",
-                              str(secret), "--oidc-role-map", ROLE_MAP, "--oidc-cli-client-id", "runcast-cli"]
+    cluster.nodes[0].args += [
+        "--oidc-issuer",
+        op.issuer,
+        "--oidc-client-id",
+        "runcast",
+        "--oidc-client-secret-file",
+        str(secret),
+        "--oidc-role-map",
+        ROLE_MAP,
+        "--oidc-cli-client-id",
+        "runcast-cli",
+    ]
     try:
         cluster.start()
         yield cluster
@@ -46,13 +56,20 @@ def _env(home: Path, **extra: str) -> dict[str, str]:
 
 
 def _runcast(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "runcast.cli", *args], env=env, capture_output=True, text=True,
-                          timeout=120, cwd=ROOT)
+    return subprocess.run(
+        [sys.executable, "-m", "runcast.cli", *args], env=env, capture_output=True, text=True, timeout=120, cwd=ROOT
+    )
 
 
 def _login(hub: Cluster, env: dict[str, str], person: str, abort: bool = False) -> tuple[int, str, str]:
-    proc = subprocess.Popen([sys.executable, "-m", "runcast.cli", "login", "--hub", hub.url], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "runcast.cli", "login", "--hub", hub.url],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline()
@@ -122,8 +139,14 @@ def test_login_with_the_browser_and_a_loopback_redirect(hub: Cluster, tmp_path: 
     """Where a provider has no device flow (or with --method browser): this machine's browser (BROWSER=true opens
     nothing here; the test is the browser) and a one-shot server on 127.0.0.1."""
     env = _env(tmp_path, BROWSER="true")
-    proc = subprocess.Popen([sys.executable, "-m", "runcast.cli", "login", "--hub", hub.url, "--method", "browser"],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "runcast.cli", "login", "--hub", hub.url, "--method", "browser"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
     try:
         assert proc.stdout is not None
         head = proc.stdout.readline() + proc.stdout.readline()

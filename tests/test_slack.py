@@ -33,17 +33,34 @@ PEOPLE = [
 def signed(body: str, ts: int | None = None, secret: str = SIGNING) -> dict[str, str]:
     ts = int(time.time()) if ts is None else ts
     sig = "v0=" + hmac.new(secret.encode(), f"v0:{ts}:{body}".encode(), hashlib.sha256).hexdigest()
-    return {"X-Slack-Request-Timestamp": str(ts), "X-Slack-Signature": sig,
-            "Content-Type": "application/x-www-form-urlencoded"}
+    return {
+        "X-Slack-Request-Timestamp": str(ts),
+        "X-Slack-Signature": sig,
+        "Content-Type": "application/x-www-form-urlencoded",
+    }
 
 
 def press_body(run_id: str, approval_id: str, action: str, user: dict[str, Any], response_url: str) -> str:
     value = json.dumps({"run_id": run_id, "approval_id": approval_id}, separators=(",", ":"))
-    payload = {"type": "block_actions", "user": user, "api_app_id": "A0TEST", "token": "legacy",
-               "container": {"type": "message", "message_ts": "1.2", "channel_id": "C0TEST"},
-               "trigger_id": "t", "team": {"id": "T0TEST"}, "response_url": response_url,
-               "actions": [{"type": "button", "action_id": action, "block_id": "runcast_decide", "value": value,
-                            "action_ts": str(time.time())}]}
+    payload = {
+        "type": "block_actions",
+        "user": user,
+        "api_app_id": "A0TEST",
+        "token": "legacy",
+        "container": {"type": "message", "message_ts": "1.2", "channel_id": "C0TEST"},
+        "trigger_id": "t",
+        "team": {"id": "T0TEST"},
+        "response_url": response_url,
+        "actions": [
+            {
+                "type": "button",
+                "action_id": action,
+                "block_id": "runcast_decide",
+                "value": value,
+                "action_ts": str(time.time()),
+            }
+        ],
+    }
     return urlencode({"payload": json.dumps(payload)})
 
 
@@ -87,9 +104,18 @@ def web_api() -> Iterator[Recorder]:
 def slack_hub(tmp_path_factory: pytest.TempPathFactory, web_api: Recorder) -> Iterator[Cluster]:
     tmp: Path = tmp_path_factory.mktemp("slack")
     (tmp / "people.json").write_text(json.dumps(PEOPLE))
-    c = Cluster(tmp, "memory", env={"RUNCAST_SLACK_SIGNING_SECRET": SIGNING, "RUNCAST_PEOPLE": str(tmp / "people.json"),
-                                    "RUNCAST_SLACK_BOT_TOKEN": "xoxb-test", "RUNCAST_SLACK_CHANNEL": "C0APPROVALS",
-                                    "RUNCAST_SLACK_API_URL": web_api.url + "/api/", "NO_PROXY": "127.0.0.1"})
+    c = Cluster(
+        tmp,
+        "memory",
+        env={
+            "RUNCAST_SLACK_SIGNING_SECRET": SIGNING,
+            "RUNCAST_PEOPLE": str(tmp / "people.json"),
+            "RUNCAST_SLACK_BOT_TOKEN": "xoxb-test",
+            "RUNCAST_SLACK_CHANNEL": "C0APPROVALS",
+            "RUNCAST_SLACK_API_URL": web_api.url + "/api/",
+            "NO_PROXY": "127.0.0.1",
+        },
+    )
     c.nodes[0].start(wait=False)
     c.nodes[0].wait_ready(timeout=120)
     yield c
@@ -97,9 +123,20 @@ def slack_hub(tmp_path_factory: pytest.TempPathFactory, web_api: Recorder) -> It
 
 
 def test_the_message_carries_the_buttons_and_the_deadline_in_words() -> None:
-    run = {"run_id": "run_1", "input": "free some disk space", "agent": "demo", "started_by": {"sub": "ada", "name": "Ada"}}
-    ap = {"approval_id": "ap_1", "tool": "delete_files", "description": "Delete files for good", "agent": "Janitor",
-          "arguments": '{"paths": ["<a>"]}', "expires_at": "2026-12-07T12:05:00.000Z"}
+    run = {
+        "run_id": "run_1",
+        "input": "free some disk space",
+        "agent": "demo",
+        "started_by": {"sub": "ada", "name": "Ada"},
+    }
+    ap = {
+        "approval_id": "ap_1",
+        "tool": "delete_files",
+        "description": "Delete files for good",
+        "agent": "Janitor",
+        "arguments": '{"paths": ["<a>"]}',
+        "expires_at": "2026-12-07T12:05:00.000Z",
+    }
     now = datetime(2026, 12, 7, 12, 1, tzinfo=timezone.utc).timestamp()  # four minutes before the deadline
     msg = slack.approval_message(run, ap, "https://hub/#run=run_1&approval=ap_1", now)
     actions = next(b for b in msg["blocks"] if b["type"] == "actions")
@@ -108,7 +145,9 @@ def test_the_message_carries_the_buttons_and_the_deadline_in_words() -> None:
     text = json.dumps(msg)
     assert "Delete files for good" in text and "free some disk space" in text and "Ada" in text
     assert "in 4 minutes (12:05 UTC, 7 Dec)" in text and "&lt;a&gt;" in text
-    assert slack.deadline_words(None) == "no deadline" and slack.deadline_words(ap["expires_at"], now + 600) == "expired"
+    assert (
+        slack.deadline_words(None) == "no deadline" and slack.deadline_words(ap["expires_at"], now + 600) == "expired"
+    )
 
 
 def test_verification_refuses_forged_stale_replayed_and_unsigned_requests() -> None:
@@ -116,10 +155,13 @@ def test_verification_refuses_forged_stale_replayed_and_unsigned_requests() -> N
     body = "payload=%7B%7D"
     good = {k.lower(): v for k, v in signed(body).items()}
     it.verify(body.encode(), good)
-    for headers in (good,  # the same request again: a replay
-                    {k.lower(): v for k, v in signed(body, secret="forged-secret").items()},
-                    {k.lower(): v for k, v in signed(body, ts=int(time.time()) - 600).items()},
-                    {"x-slack-request-timestamp": "soon", "x-slack-signature": "v0=00"}, {}):
+    for headers in (
+        good,  # the same request again: a replay
+        {k.lower(): v for k, v in signed(body, secret="forged-secret").items()},
+        {k.lower(): v for k, v in signed(body, ts=int(time.time()) - 600).items()},
+        {"x-slack-request-timestamp": "soon", "x-slack-signature": "v0=00"},
+        {},
+    ):
         with pytest.raises(ProtocolError) as info:
             it.verify(body.encode(), headers)
         assert info.value.code == ErrorCode.UNAUTHENTICATED
@@ -144,7 +186,9 @@ def test_a_press_decides_with_the_persons_roles_and_a_refusal_says_why(slack_hub
     assert r.status_code == 400 and r.json()["error"]["code"] == "bad_request"
     # a viewer (found by e-mail) may not decide: told why, through response_url; nothing changes
     r = post(vic_press, signed(vic_press))
-    assert r.status_code == 200 and r.json()["text"].startswith("Not decided: delete_files may be approved only by roles approver")
+    assert r.status_code == 200 and r.json()["text"].startswith(
+        "Not decided: delete_files may be approved only by roles approver"
+    )
     assert rec.got[-1] == {"path": "/vic", "body": r.json(), "auth": None}
     # someone not in the directory
     eve_press = press_body(run_id, ap, "runcast_approve", {"id": "U0EVE"}, rec.url + "/eve")
@@ -155,7 +199,9 @@ def test_a_press_decides_with_the_persons_roles_and_a_refusal_says_why(slack_hub
     r = post(alice_press, signed(alice_press))
     assert r.json()["text"] == "Approved by Alice", r.text
     decided = [e for e in c.log_events(run_id) if e["type"] == "approval.decided"]
-    assert [(e["data"]["decision"], e["data"]["by"]) for e in decided] == [("approve", {"sub": "alice", "name": "Alice"})]
+    assert [(e["data"]["decision"], e["data"]["by"]) for e in decided] == [
+        ("approve", {"sub": "alice", "name": "Alice"})
+    ]
     # a second press is answered "already decided"; the same signed request again is a replay, refused
     headers = signed(alice_press, ts=int(time.time()) - 200)  # (a timestamp no earlier request used)
     again = post(alice_press, headers)
@@ -165,7 +211,9 @@ def test_a_press_decides_with_the_persons_roles_and_a_refusal_says_why(slack_hub
     rec.server.shutdown()
 
 
-def test_the_message_is_posted_with_buttons_and_updated_in_place_when_decided_elsewhere(slack_hub: Cluster, web_api: Recorder) -> None:
+def test_the_message_is_posted_with_buttons_and_updated_in_place_when_decided_elsewhere(
+    slack_hub: Cluster, web_api: Recorder
+) -> None:
     c = slack_hub
     run_id = c.start_run("demo", "free some disk space", tok=OPERATOR)
     ap = c.wait_status(run_id, "paused")["pending_approvals"][0]["approval_id"]
@@ -184,7 +232,9 @@ def test_the_message_is_posted_with_buttons_and_updated_in_place_when_decided_el
     assert json.loads(actions["elements"][0]["value"]) == {"run_id": run_id, "approval_id": ap}
     assert "free some disk space" in json.dumps(blocks) and "Ada" in json.dumps(blocks)
     # decided on the page's API by Bob: the Slack message changes in place to say who, when and why
-    r = c.http("POST", f"/api/runs/{run_id}/approvals/{ap}", BOB, json={"decision": "reject", "reason": "keep the cache"})
+    r = c.http(
+        "POST", f"/api/runs/{run_id}/approvals/{ap}", BOB, json={"decision": "reject", "reason": "keep the cache"}
+    )
     assert r.status_code == 200, r.text
     ts = f"1700000000.{web_api.got.index(post) + 1:06d}"  # what the stand-in answered to that post
 

@@ -46,8 +46,9 @@ class SlowClient:
         self.sock = socket.socket()
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         self.sock.connect(("127.0.0.1", int(hub.url.rsplit(":", 1)[1])))
-        self.proto = ClientProtocol(parse_uri(hub.ws_url()), subprotocols=[Subprotocol(f"runcast.v1.{encoding}")],
-                                    max_size=None)
+        self.proto = ClientProtocol(
+            parse_uri(hub.ws_url()), subprotocols=[Subprotocol(f"runcast.v1.{encoding}")], max_size=None
+        )
         self.proto.send_request(self.proto.connect())
         self.sock.sendall(b"".join(self.proto.data_to_send()))
         while not self.proto.handshake_exc and self.proto.state is not State.OPEN:
@@ -95,12 +96,15 @@ def payload_size(frame: dict[str, Any], encoding: str) -> int:
 
 def slow_closed(hub: Cluster) -> int:
     text = hub.http("GET", "/metrics", node=0).text
-    return int(float(next(x for x in text.splitlines() if x.startswith("runcast_slow_consumers_closed_total ")).split()[1]))
+    return int(
+        float(next(x for x in text.splitlines() if x.startswith("runcast_slow_consumers_closed_total ")).split()[1])
+    )
 
 
 @pytest.mark.parametrize("encoding,batch", [("json", False), ("msgpack", True), ("json", True), ("msgpack", False)])
 async def test_a_client_that_stops_reading_gets_4408_promptly_and_holds_no_one_up(
-        fast_hub: Cluster, encoding: str, batch: bool) -> None:
+    fast_hub: Cluster, encoding: str, batch: bool
+) -> None:
     hub = fast_hub
     before = slow_closed(hub)
     run_id = hub.start_run("big-args", "go")
@@ -137,8 +141,11 @@ async def test_a_client_that_stops_reading_gets_4408_promptly_and_holds_no_one_u
     # The fast watcher got every event, in order, and was never held up: each arrived soon after it was logged.
     events = fast.events(run_id)
     assert [e["seq"] for e in events] == list(range(1, end["seq"] + 1))
-    delays = [arrivals[e["seq"]] - datetime.fromisoformat(e["ts"].replace("Z", "+00:00")).timestamp()
-              for e in events if e["type"] == "tool.args.delta" and e["seq"] in arrivals]
+    delays = [
+        arrivals[e["seq"]] - datetime.fromisoformat(e["ts"].replace("Z", "+00:00")).timestamp()
+        for e in events
+        if e["type"] == "tool.args.delta" and e["seq"] in arrivals
+    ]
     assert delays and max(delays) < 2.0, f"the fast watcher waited up to {max(delays):.2f}s"
 
     # The slow one, reading since it was closed, finds a gap-free prefix of the run and then 4408, whose reason says
@@ -175,7 +182,9 @@ async def test_a_client_that_stops_reading_gets_4408_promptly_and_holds_no_one_u
         await c.close()
 
 
-def read_slowly(slow: SlowClient, chunk: int, pause: float, limit_s: float = 60) -> tuple[int | None, list[dict[str, Any]]]:
+def read_slowly(
+    slow: SlowClient, chunk: int, pause: float, limit_s: float = 60
+) -> tuple[int | None, list[dict[str, Any]]]:
     """Read `chunk` bytes every `pause` s until the close frame (its code) or the end of the socket (None)."""
     out: list[dict[str, Any]] = []
     slow.sock.settimeout(15)
@@ -280,6 +289,8 @@ async def test_a_reader_taking_more_than_the_limit_per_second_is_not_a_slow_cons
     code = await asyncio.to_thread(until_completed)
     reader.sock.close()
     seqs = [f["seq"] for f in got if "seq" in f and f.get("run_id") == run_id]
-    assert code is None, (f"closed with {code}: {reader.proto.close_rcvd}, after {reader.received} bytes, "
-                          f"seq {seqs[-1] if seqs else None} of {hub.wait_status(run_id, 'completed')['head_seq']}")
+    assert code is None, (
+        f"closed with {code}: {reader.proto.close_rcvd}, after {reader.received} bytes, "
+        f"seq {seqs[-1] if seqs else None} of {hub.wait_status(run_id, 'completed')['head_seq']}"
+    )
     assert seqs == list(range(1, seqs[-1] + 1))

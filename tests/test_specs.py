@@ -29,8 +29,9 @@ def _parse_asyncapi(doc: dict[str, Any], tmp_path: Path) -> subprocess.Completed
     assert (SPECS_JS / "node_modules").exists(), f"run `npm ci` in {SPECS_JS} first (make test does)"
     path = tmp_path / "asyncapi.json"
     path.write_text(json.dumps(doc))
-    return subprocess.run(["node", str(SPECS_JS / "validate.mjs"), str(path)], capture_output=True, text=True,
-                          timeout=120)
+    return subprocess.run(
+        ["node", str(SPECS_JS / "validate.mjs"), str(path)], capture_output=True, text=True, timeout=120
+    )
 
 
 # ------------------------------------------------------------------------------------------------ validators
@@ -90,9 +91,13 @@ def test_every_http_route_is_in_the_openapi_document_and_nothing_else(tmp_path: 
     from runcast.settings import Settings
 
     app = create_app(Hub(MemoryBackend(), demo_registry(), Settings(secret="x")))
-    routes = {(r.path, m) for r in app.routes if getattr(r, "methods", None)
-              for m in r.methods - {"HEAD"}  # type: ignore[attr-defined]
-              if r.path.startswith(("/api/", "/healthz", "/readyz", "/metrics"))}  # type: ignore[attr-defined]
+    routes = {
+        (r.path, m)
+        for r in app.routes
+        if getattr(r, "methods", None)
+        for m in r.methods - {"HEAD"}  # type: ignore[attr-defined]
+        if r.path.startswith(("/api/", "/healthz", "/readyz", "/metrics"))
+    }  # type: ignore[attr-defined]
     documented = {(p, m.upper()) for p, ops in specs.openapi()["paths"].items() for m in ops}
     assert routes == documented
 
@@ -128,8 +133,15 @@ async def test_every_frame_a_real_run_sends_matches_the_asyncapi_document(memory
     run_id = memory_hub.start_run(tok=OPERATOR)
     await watcher.subscribe(run_id)
     req = await watcher.wait_event(run_id, "approval.requested")
-    await watcher.request({"type": "decide", "run_id": run_id, "approval_id": req["data"]["approval_id"],
-                           "decision": "approve", "id": "d"})
+    await watcher.request(
+        {
+            "type": "decide",
+            "run_id": run_id,
+            "approval_id": req["data"]["approval_id"],
+            "decision": "approve",
+            "id": "d",
+        }
+    )
     await watcher.wait_event(run_id, "run.completed")
     await watcher.request({"type": "ping", "id": "p"})
     await watcher.request({"type": "subscribe", "run_id": "nope", "id": "e"})
@@ -139,8 +151,23 @@ async def test_every_frame_a_real_run_sends_matches_the_asyncapi_document(memory
         name = _frame_schema_name(doc, frame)
         _validator(doc, name).validate(frame)
         seen.add(frame["type"])
-    assert {"welcome", "ack", "error", "sync", "pong", "inbox", "runs", "run.status", "presence", "run.started",
-            "approval.requested", "approval.decided", "run.paused", "run.resumed", "run.completed"} <= seen
+    assert {
+        "welcome",
+        "ack",
+        "error",
+        "sync",
+        "pong",
+        "inbox",
+        "runs",
+        "run.status",
+        "presence",
+        "run.started",
+        "approval.requested",
+        "approval.decided",
+        "run.paused",
+        "run.resumed",
+        "run.completed",
+    } <= seen
 
 
 def test_a_frame_the_document_does_not_describe_is_caught() -> None:
@@ -149,7 +176,8 @@ def test_a_frame_the_document_does_not_describe_is_caught() -> None:
         _frame_schema_name(doc, {"type": "surprise"})
     with pytest.raises(jsonschema.ValidationError):
         _validator(doc, "RunCompletedEvent").validate(
-            {"run_id": "r", "seq": 0, "ts": "x", "type": "run.completed", "data": {"output": "x"}})
+            {"run_id": "r", "seq": 0, "ts": "x", "type": "run.completed", "data": {"output": "x"}}
+        )
 
 
 # ------------------------------------------------------------------------------------------------ Schemathesis
@@ -160,10 +188,32 @@ def _schemathesis(cluster: Cluster, tmp: Path) -> subprocess.CompletedProcess[st
     assert st, "schemathesis is not installed (pip install -e '.[test]')"
     url = cluster.url
     return subprocess.run(
-        [st, "run", f"{url}/api/openapi.json", "--checks", "all", "-H", f"Authorization: Bearer {ADMIN}",
-         "--max-examples", "25", "--seed", "1", "--workers", "1", "--request-timeout", "20",
-         "--phases", "examples,coverage,fuzzing", "--report-dir", str(tmp), "--no-color"],
-        capture_output=True, text=True, timeout=540, cwd=tmp,
+        [
+            st,
+            "run",
+            f"{url}/api/openapi.json",
+            "--checks",
+            "all",
+            "-H",
+            f"Authorization: Bearer {ADMIN}",
+            "--max-examples",
+            "25",
+            "--seed",
+            "1",
+            "--workers",
+            "1",
+            "--request-timeout",
+            "20",
+            "--phases",
+            "examples,coverage,fuzzing",
+            "--report-dir",
+            str(tmp),
+            "--no-color",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=540,
+        cwd=tmp,
     )
 
 

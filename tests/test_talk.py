@@ -22,18 +22,23 @@ async def say(c: Client, run_id: str, text: str) -> dict:
 
 
 async def approve_next(hub: Cluster, w: Client, run_id: str, after: int = 0) -> dict:
-    req = await w.wait_for(lambda f: f.get("type") == "approval.requested" and f.get("run_id") == run_id
-                           and f["seq"] > after)
+    req = await w.wait_for(
+        lambda f: f.get("type") == "approval.requested" and f.get("run_id") == run_id and f["seq"] > after
+    )
     a = await Client.connect(hub.ws_url(), ALICE)
-    ack = await a.request({"type": "decide", "run_id": run_id, "approval_id": req["data"]["approval_id"], "decision": "approve"})
+    ack = await a.request(
+        {"type": "decide", "run_id": run_id, "approval_id": req["data"]["approval_id"], "decision": "approve"}
+    )
     assert ack["type"] == "ack", ack
     await a.close()
     return req
 
 
 async def wait_turn_done(w: Client, run_id: str, turn: int) -> dict:
-    return await w.wait_for(lambda f: f.get("type") == "run.completed" and f.get("run_id") == run_id
-                            and f["data"].get("turn") == turn, timeout=30)
+    return await w.wait_for(
+        lambda f: f.get("type") == "run.completed" and f.get("run_id") == run_id and f["data"].get("turn") == turn,
+        timeout=30,
+    )
 
 
 async def test_three_turn_conversation_with_two_speakers(hub: Cluster) -> None:
@@ -47,7 +52,9 @@ async def test_three_turn_conversation_with_two_speakers(hub: Cluster) -> None:
     ack = await say(ada, run_id, "Thanks! Is anything else big?")
     assert ack["type"] == "ack" and ack["queued"] is False and ack["message_id"].startswith("msg_")
     said = await otto.wait_event(run_id, "message.said")
-    assert said["data"]["by"] == {"sub": "ada", "name": "Ada"} and said["data"]["text"] == "Thanks! Is anything else big?"
+    assert (
+        said["data"]["by"] == {"sub": "ada", "name": "Ada"} and said["data"]["text"] == "Thanks! Is anything else big?"
+    )
     two = await wait_turn_done(otto, run_id, 2)
     assert two["data"]["output"] == 'Ada, you said: "Thanks! Is anything else big?". So far I have heard from: Ada.'
     assert (await say(otto, run_id, "Keep the logs next time."))["queued"] is False
@@ -57,9 +64,19 @@ async def test_three_turn_conversation_with_two_speakers(hub: Cluster) -> None:
     assert seqs(log) == list(range(1, len(log) + 1))
     k = kinds(log)
     assert k.count("run.started") == 1 and k.count("run.completed") == 3
-    turns = [(e["type"], e["data"].get("turn")) for e in log if e["type"] in ("message.said", "run.resumed", "run.completed")]
-    assert turns == [("run.resumed", None), ("run.completed", 1), ("message.said", None), ("run.resumed", 2),
-                     ("run.completed", 2), ("message.said", None), ("run.resumed", 3), ("run.completed", 3)]
+    turns = [
+        (e["type"], e["data"].get("turn")) for e in log if e["type"] in ("message.said", "run.resumed", "run.completed")
+    ]
+    assert turns == [
+        ("run.resumed", None),
+        ("run.completed", 1),
+        ("message.said", None),
+        ("run.resumed", 2),
+        ("run.completed", 2),
+        ("message.said", None),
+        ("run.resumed", 3),
+        ("run.completed", 3),
+    ]
     # each turn starts with the agent that ended the last one: announced once, not once per turn
     assert [e["data"]["agent"] for e in log if e["type"] == "agent.updated"] == [three["data"]["agent"]]
     # a late joiner gets the whole conversation from the log, in order
@@ -89,7 +106,12 @@ async def test_message_queued_while_paused_is_answered_after_the_approval(hub: C
     detail = hub.wait_status(run_id, "completed")
     assert detail["queue"] == [] and detail["turn"] == 2
     k = kinds(hub.log_events(run_id))
-    assert k.index("message.said") < k.index("approval.decided") < k.index("run.completed") < k.index("run.resumed", k.index("run.completed"))
+    assert (
+        k.index("message.said")
+        < k.index("approval.decided")
+        < k.index("run.completed")
+        < k.index("run.resumed", k.index("run.completed"))
+    )
     await ada.close()
 
 
@@ -169,7 +191,13 @@ async def test_two_simultaneous_senders_on_two_nodes(hub: Cluster) -> None:
     assert sorted(said) == ["from Ada", "from Otto"]
     # one turn at a time: every resumed turn completes before the next one starts
     flow = [(e["type"], e["data"].get("turn")) for e in log if e["type"] in ("run.resumed", "run.completed")]
-    assert flow == [("run.completed", 1), ("run.resumed", 2), ("run.completed", 2), ("run.resumed", 3), ("run.completed", 3)]
+    assert flow == [
+        ("run.completed", 1),
+        ("run.resumed", 2),
+        ("run.completed", 2),
+        ("run.resumed", 3),
+        ("run.completed", 3),
+    ]
     first, second = said
     outs = [e["data"]["output"] for e in log if e["type"] == "run.completed"]
     assert first in outs[1] and second in outs[2]
@@ -258,15 +286,23 @@ async def test_approve_with_changes_runs_the_tool_with_the_edited_arguments(hub:
     decided = await w.wait_event(run_id, "approval.decided")
     assert decided["data"]["arguments"] == '{"paths":["scratch/tmp-export.csv"]}'
     assert decided["data"]["original_arguments"] == req["data"]["arguments"]
-    assert decided["data"]["changes"] == [{"key": "paths", "from": ["scratch/build-cache.tar", "scratch/old-logs.zip",
-                                                                    "scratch/tmp-export.csv"], "to": ["scratch/tmp-export.csv"]}]
+    assert decided["data"]["changes"] == [
+        {
+            "key": "paths",
+            "from": ["scratch/build-cache.tar", "scratch/old-logs.zip", "scratch/tmp-export.csv"],
+            "to": ["scratch/tmp-export.csv"],
+        }
+    ]
     done = await w.wait_event(run_id, "run.completed", timeout=30)
     assert [c["args"] for c in hub.tool_calls(run_id, "delete_files")] == [{"paths": ["scratch/tmp-export.csv"]}]
     # the model's next turn saw the edited call and its output
     assert done["data"]["output"].startswith("Done. I deleted 1 files: scratch/tmp-export.csv.")
     audit = hub.http("GET", f"/api/runs/{run_id}/audit").json()["approvals"][0]
     assert audit["arguments_parsed"] == {"paths": ["scratch/tmp-export.csv"]}
-    assert audit["original_arguments"] == req["data"]["arguments"] and audit["arguments_changes"] == decided["data"]["changes"]
+    assert (
+        audit["original_arguments"] == req["data"]["arguments"]
+        and audit["arguments_changes"] == decided["data"]["changes"]
+    )
     assert audit["tool_execution"]["ran"] is True
     for c in (w, a):
         await c.close()

@@ -15,25 +15,49 @@ from pathlib import Path
 import pexpect
 import pytest
 
-from hubtest import ADMIN, ALICE, BOB, OPERATOR, ROOT, VIEWER, Cluster, Process, base_env, free_port, on_redis, seqs, token
+from hubtest import (
+    ADMIN,
+    ALICE,
+    BOB,
+    OPERATOR,
+    ROOT,
+    VIEWER,
+    Cluster,
+    Process,
+    base_env,
+    free_port,
+    on_redis,
+    seqs,
+    token,
+)
 
 
 def cli_env(c: Cluster, tok: str | None) -> dict[str, str]:
-    env = {"RUNCAST_URL": c.url, "PYTHONPATH": str(ROOT / "server"), "PATH": "/usr/bin:/bin", "NO_PROXY": "127.0.0.1",
-           "XDG_CONFIG_HOME": str(c.tmp / "config")}  # never a sign-in `runcast login` saved on this machine
+    env = {
+        "RUNCAST_URL": c.url,
+        "PYTHONPATH": str(ROOT / "server"),
+        "PATH": "/usr/bin:/bin",
+        "NO_PROXY": "127.0.0.1",
+        "XDG_CONFIG_HOME": str(c.tmp / "config"),
+    }  # never a sign-in `runcast login` saved on this machine
     if tok:
         env["RUNCAST_TOKEN"] = tok
     return env
 
 
 def cli(c: Cluster, tok: str | None, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "runcast.cli", *args], env=cli_env(c, tok), capture_output=True,
-                          text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "runcast.cli", *args], env=cli_env(c, tok), capture_output=True, text=True, timeout=60
+    )
 
 
 def watch(c: Cluster, tok: str, run_id: str, out: Path, *extra: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-m", "runcast.cli", "watch", run_id, *extra], env=cli_env(c, tok),
-                            stdout=open(out, "wb"), stderr=subprocess.STDOUT)
+    return subprocess.Popen(
+        [sys.executable, "-m", "runcast.cli", "watch", run_id, *extra],
+        env=cli_env(c, tok),
+        stdout=open(out, "wb"),
+        stderr=subprocess.STDOUT,
+    )
 
 
 def wait_text(path: Path, text: str, timeout: float = 60) -> str:
@@ -98,8 +122,13 @@ def test_approvals_approve_reject_in_a_terminal(hub1: Cluster, tmp_path: Path) -
     assert cli(c, None, "approvals").returncode == 2
     bad = cli(c, "not-a-token", "approvals")
     assert bad.returncode == 1 and "did not accept your token" in bad.stderr
-    gone = subprocess.run([sys.executable, "-m", "runcast.cli", "approvals", "--url", "http://127.0.0.1:9"],
-                          env=cli_env(c, ALICE), capture_output=True, text=True, timeout=60)
+    gone = subprocess.run(
+        [sys.executable, "-m", "runcast.cli", "approvals", "--url", "http://127.0.0.1:9"],
+        env=cli_env(c, ALICE),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert gone.returncode == 1 and "cannot reach the hub" in gone.stderr
 
 
@@ -117,7 +146,11 @@ def test_watch_prints_the_run_and_exits_with_how_it_ended(hub1: Cluster, tmp_pat
     log = c.log_events(run_id)
     for m in (e["data"]["text"] for e in log if e["type"] == "message.completed"):
         assert m in text  # the streamed text, whole
-    assert f"✔ {ap} approved by Alice: fine" in text and "← deleted 3 files" in text and text.rstrip().endswith("■ completed")
+    assert (
+        f"✔ {ap} approved by Alice: fine" in text
+        and "← deleted 3 files" in text
+        and text.rstrip().endswith("■ completed")
+    )
 
     # cancelled: exit 4; failed: exit 3; watching a finished run replays it and exits at once
     x = c.start_run("demo", "tidy up")
@@ -167,8 +200,14 @@ SGR = re.compile(r"\x1b\[([0-9;]*)m")
 
 def pty_run(c: Cluster, tok: str, *args: str, env: dict[str, str] | None = None, timeout: float = 60) -> str:
     """A terminal command in a pseudo-terminal, to its end; what the terminal received."""
-    child = pexpect.spawn(sys.executable, ["-m", "runcast.cli", *args], env=cli_env(c, tok) | {"TERM": "xterm-256color"} | (env or {}),
-                          encoding="utf-8", dimensions=(40, 200), timeout=timeout)
+    child = pexpect.spawn(
+        sys.executable,
+        ["-m", "runcast.cli", *args],
+        env=cli_env(c, tok) | {"TERM": "xterm-256color"} | (env or {}),
+        encoding="utf-8",
+        dimensions=(40, 200),
+        timeout=timeout,
+    )
     child.expect(pexpect.EOF)
     child.close()
     assert child.exitstatus == 0, child.before
@@ -189,7 +228,7 @@ def no_controls(text: str, allow_sgr: bool = False) -> None:
     if allow_sgr:
         text = SGR.sub("", text)
     for ch in ("\x1b", "\x07", "\x9b", "\u202e"):
-        assert ch not in text, (ch, text[max(0, text.find(ch) - 100): text.find(ch) + 100])
+        assert ch not in text, (ch, text[max(0, text.find(ch) - 100) : text.find(ch) + 100])
 
 
 def test_runs_lists_runs_with_filters_and_start_follows_a_run(hub1: Cluster) -> None:
@@ -217,18 +256,27 @@ def test_runs_lists_runs_with_filters_and_start_follows_a_run(hub1: Cluster) -> 
     assert listed("--status", "completed") == [] and listed("--status", "paused") == [other, mine]
     assert listed("--needs-me", tok=ALICE) == [other, mine] and listed("--needs-me", tok=VIEWER) == []
     as_json = json.loads(cli(c, ADMIN, "runs", "--json", "--agent", "demo-quorum").stdout)
-    assert as_json[0]["run_id"] == other and as_json == c.http("GET", "/api/runs?agent=demo-quorum&limit=30").json()["runs"]
+    assert (
+        as_json[0]["run_id"] == other
+        and as_json == c.http("GET", "/api/runs?agent=demo-quorum&limit=30").json()["runs"]
+    )
     bad = cli(c, ADMIN, "runs", "--status", "sleeping")
     assert bad.returncode == 1 and "status" in bad.stderr
 
     # start: the id alone with --detach; else it follows the run to its end, with watch's exit codes
     detached = cli(c, OPERATOR, "start", "demo", "detached", "--detach")
     assert detached.returncode == 0 and re.fullmatch(r"run_[0-9a-f]+\n", detached.stdout), detached
-    assert json.loads(cli(c, OPERATOR, "start", "quick", "hi", "--detach", "--json").stdout)["run_id"].startswith("run_")
+    assert json.loads(cli(c, OPERATOR, "start", "quick", "hi", "--detach", "--json").stdout)["run_id"].startswith(
+        "run_"
+    )
     assert c.wait_status(detached.stdout.strip(), "paused")["agent"] == "demo"
     out = Path(c.tmp) / "start.txt"
-    follow = subprocess.Popen([sys.executable, "-m", "runcast.cli", "start", "demo", "tidy up"], env=cli_env(c, OPERATOR),
-                              stdout=open(out, "wb"), stderr=subprocess.STDOUT)
+    follow = subprocess.Popen(
+        [sys.executable, "-m", "runcast.cli", "start", "demo", "tidy up"],
+        env=cli_env(c, OPERATOR),
+        stdout=open(out, "wb"),
+        stderr=subprocess.STDOUT,
+    )
     text = wait_text(out, "runcast approve")
     run_id = re.search(r"started (run_[0-9a-f]+)", text).group(1)
     ap = c.wait_status(run_id, "paused")["pending_approvals"][0]["approval_id"]
@@ -254,8 +302,14 @@ def test_watch_without_a_run_offers_a_picker_on_a_terminal_and_fails_clearly_in_
     assert piped.returncode == 2 and piped.stdout == ""
     assert "pass a run id" in piped.stderr and "runcast runs" in piped.stderr, piped.stderr
 
-    child = pexpect.spawn(sys.executable, ["-m", "runcast.cli", "watch"], env=cli_env(c, VIEWER) | {"TERM": "xterm-256color"},
-                          encoding="utf-8", dimensions=(40, 200), timeout=60)
+    child = pexpect.spawn(
+        sys.executable,
+        ["-m", "runcast.cli", "watch"],
+        env=cli_env(c, VIEWER) | {"TERM": "xterm-256color"},
+        encoding="utf-8",
+        dimensions=(40, 200),
+        timeout=60,
+    )
     child.expect("Which run")
     child.expect("the older one")  # live runs, newest first: the newer one is listed above it
     assert child.before.index(newer) < child.before.index(older)
@@ -307,7 +361,11 @@ def test_control_characters_in_run_data_are_shown_never_sent(hub1: Cluster, tmp_
     watched = cli(c, VIEWER, "watch", run_id)
     assert watched.returncode == 0, watched.stderr
     no_controls(watched.stdout)
-    for shown in (f"started by Ada: {SHOWN}", f"You said {SHOWN}", "rejected by Mal^[]0;owned^Glory^[[2J: no ^[[2J^G way"):
+    for shown in (
+        f"started by Ada: {SHOWN}",
+        f"You said {SHOWN}",
+        "rejected by Mal^[]0;owned^Glory^[[2J: no ^[[2J^G way",
+    ):
         assert shown in watched.stdout, (shown, watched.stdout)
     on_tty = pty_run(c, VIEWER, "watch", run_id)  # on a terminal: Rich's own colours, and nothing else
     no_controls(on_tty, allow_sgr=True)
@@ -320,18 +378,28 @@ def test_control_characters_in_run_data_are_shown_never_sent(hub1: Cluster, tmp_
     audit = cli(c, VIEWER, "audit", run_id)
     no_controls(audit.stdout)
     assert json.loads(audit.stdout) == c.http("GET", f"/api/runs/{run_id}/audit").json() | {
-        "exported_at": json.loads(audit.stdout)["exported_at"]}
-    csv_out = subprocess.run([sys.executable, "-m", "runcast.cli", "audit", run_id, "--csv"], env=cli_env(c, VIEWER),
-                             capture_output=True, timeout=60)
+        "exported_at": json.loads(audit.stdout)["exported_at"]
+    }
+    csv_out = subprocess.run(
+        [sys.executable, "-m", "runcast.cli", "audit", run_id, "--csv"],
+        env=cli_env(c, VIEWER),
+        capture_output=True,
+        timeout=60,
+    )
     assert csv_out.returncode == 0
     text = csv_out.stdout.decode()
     no_controls(text)
     assert "Mal^[]0;owned^Glory^[[2J" in text and text.count("\r\n") == c.http(
-        "GET", f"/api/runs/{run_id}/audit?format=csv").text.count("\r\n")
+        "GET", f"/api/runs/{run_id}/audit?format=csv"
+    ).text.count("\r\n")
 
     out = tmp_path / "start.txt"
-    follow = subprocess.Popen([sys.executable, "-m", "runcast.cli", "start", "echo", HOSTILE], env=cli_env(c, OPERATOR),
-                              stdout=open(out, "wb"), stderr=subprocess.STDOUT)
+    follow = subprocess.Popen(
+        [sys.executable, "-m", "runcast.cli", "start", "echo", HOSTILE],
+        env=cli_env(c, OPERATOR),
+        stdout=open(out, "wb"),
+        stderr=subprocess.STDOUT,
+    )
     text = wait_text(out, "runcast approve")
     new = re.search(r"started (run_[0-9a-f]+)", text).group(1)
     c.http("POST", f"/api/runs/{new}/cancel", OPERATOR, json={})
@@ -357,12 +425,17 @@ def test_deadlines_count_down_on_the_hubs_clock(hub1: Cluster, tmp_path: Path) -
         assert m, text
         return int(m.group(1)) * 60 + int(m.group(2))
 
-    listed = subprocess.run([sys.executable, "-m", "runcast.cli", "approvals"], env=env, capture_output=True, text=True,
-                            timeout=60)
+    listed = subprocess.run(
+        [sys.executable, "-m", "runcast.cli", "approvals"], env=env, capture_output=True, text=True, timeout=60
+    )
     assert listed.returncode == 0, listed.stderr
     assert 480 <= left(listed.stdout) <= 600  # by the local clock it would be 15 minutes
-    watched = subprocess.Popen([sys.executable, "-m", "runcast.cli", "watch", run_id], env=env,
-                               stdout=open(tmp_path / "w.txt", "wb"), stderr=subprocess.STDOUT)
+    watched = subprocess.Popen(
+        [sys.executable, "-m", "runcast.cli", "watch", run_id],
+        env=env,
+        stdout=open(tmp_path / "w.txt", "wb"),
+        stderr=subprocess.STDOUT,
+    )
     text = wait_text(tmp_path / "w.txt", "runcast approve")
     assert 480 <= left(text) <= 600
     watched.kill()
@@ -377,7 +450,9 @@ def test_token_from_a_file_and_a_warning_for_one_on_the_command_line(hub1: Clust
     ok = cli(c, None, "approvals", "--token-file", str(f))
     assert ok.returncode == 0 and ok.stderr == "", ok.stderr
     env = cli_env(c, None) | {"RUNCAST_TOKEN_FILE": str(f)}
-    by_env = subprocess.run([sys.executable, "-m", "runcast.cli", "approvals"], env=env, capture_output=True, text=True, timeout=60)
+    by_env = subprocess.run(
+        [sys.executable, "-m", "runcast.cli", "approvals"], env=env, capture_output=True, text=True, timeout=60
+    )
     assert by_env.returncode == 0 and by_env.stderr == "", by_env.stderr
     f.chmod(0o644)
     shared = cli(c, None, "approvals", "--token-file", str(f))
@@ -404,9 +479,13 @@ def test_the_demo_prints_a_token_for_the_terminal(tmp_path: Path) -> None:
         exported = dict(kv.split("=", 1) for kv in line.groups())
         assert exported["RUNCAST_URL"] == f"http://127.0.0.1:{port}"
         py = f"{sys.executable} -m runcast.cli"
-        shell = subprocess.run(["bash", "-c", f"{line.group(0)} && {py} start demo hi --detach && {py} runs"],
-                               env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT / "server"), "NO_PROXY": "127.0.0.1"},
-                               capture_output=True, text=True, timeout=120)
+        shell = subprocess.run(
+            ["bash", "-c", f"{line.group(0)} && {py} start demo hi --detach && {py} runs"],
+            env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT / "server"), "NO_PROXY": "127.0.0.1"},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert shell.returncode == 0, shell.stderr
         run_id = shell.stdout.splitlines()[0]
         assert shell.stdout.splitlines()[1].split("\t")[:2] == [run_id, "demo"]
@@ -416,8 +495,9 @@ def test_the_demo_prints_a_token_for_the_terminal(tmp_path: Path) -> None:
 
 def test_make_demo_says_what_it_installs(tmp_path: Path) -> None:
     """The first `make demo` is not silent: it says each step, and pip shows its progress (no -q)."""
-    dry = subprocess.run(["make", "-n", "demo", f"VENV={tmp_path / 'venv'}"], cwd=ROOT, capture_output=True, text=True,
-                         timeout=60)
+    dry = subprocess.run(
+        ["make", "-n", "demo", f"VENV={tmp_path / 'venv'}"], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
     assert dry.returncode == 0, dry.stderr
     steps = dry.stdout.splitlines()
     installs = [s for s in steps if "pip install" in s and "-e" in s]
@@ -446,7 +526,10 @@ def test_comment_and_inbox_in_a_terminal(hub1: Cluster, tmp_path: Path) -> None:
         # Ada (who started the run, so may be mentioned) finds it in her inbox
         inbox = cli(c, OPERATOR, "inbox")
         assert inbox.returncode == 0, inbox.stderr
-        assert f"mentions you: Vic on {run_id} approval {ap}" in inbox.stdout and "is build-cache.tar still used?" in inbox.stdout
+        assert (
+            f"mentions you: Vic on {run_id} approval {ap}" in inbox.stdout
+            and "is build-cache.tar still used?" in inbox.stdout
+        )
         as_json = json.loads(cli(c, OPERATOR, "inbox", "--json").stdout)
         assert [m["comment_id"] for m in as_json["mentions"] if m["run_id"] == run_id] == [cid]
         alice = cli(c, ALICE, "inbox")
@@ -477,7 +560,9 @@ def test_audit_across_runs_by_person_with_csv_and_json(hub1: Cluster) -> None:
     assert piped.returncode == 0, piped.stderr
     lines = [ln.split("\t") for ln in piped.stdout.splitlines()]
     assert [(ln[1], ln[3], ln[4], ln[5], ln[6]) for ln in lines] == [
-        ("rejected", "delete_files", "Alice", three, ap3), ("approved", "delete_files", "Alice", one, ap1)]
+        ("rejected", "delete_files", "Alice", three, ap3),
+        ("approved", "delete_files", "Alice", one, ap1),
+    ]
     assert lines[1][7] == "old ^[[31mlogs" and "\x1b" not in piped.stdout
     as_json = json.loads(cli(c, ADMIN, "audit", "--person", "bob", "--since", since, "--json").stdout)
     assert [(e["run_id"], e["outcome"], e["reason"]) for e in as_json["entries"]] == [(two, "rejected", "keep them")]
@@ -485,8 +570,10 @@ def test_audit_across_runs_by_person_with_csv_and_json(hub1: Cluster) -> None:
     assert as_csv.splitlines()[0].startswith("settled_at,outcome,run_id,approval_id,")
     assert [ln.split(",")[2] for ln in as_csv.splitlines()[1:]] == [one]
     # paging under the hood: --limit 1 gives the newest only
-    assert [ln.split("\t")[5] for ln in cli(c, ADMIN, "audit", "--person", "alice", "--since", since,
-                                              "--limit", "1").stdout.splitlines()] == [three]
+    assert [
+        ln.split("\t")[5]
+        for ln in cli(c, ADMIN, "audit", "--person", "alice", "--since", since, "--limit", "1").stdout.splitlines()
+    ] == [three]
     bad = cli(c, ADMIN, "audit", "--since", "last tuesday")
     assert bad.returncode != 0 and "since" in bad.stderr and "Traceback" not in bad.stderr
     both = cli(c, ADMIN, "audit", one, "--person", "alice")

@@ -29,7 +29,9 @@ def test_json_output_is_exact_and_sends_no_control_character() -> None:
     for indent in (None, 2):
         text = json_text(doc, indent)
         assert json.loads(text) == doc
-        assert not any(ord(ch) < 0x20 and ch != "\n" or 0x7F <= ord(ch) <= 0x9F or ch in "\u202e\u2066\u2069" for ch in text)
+        assert not any(
+            ord(ch) < 0x20 and ch != "\n" or 0x7F <= ord(ch) <= 0x9F or ch in "\u202e\u2066\u2069" for ch in text
+        )
         assert "ü" in text  # UTF-8 stays readable
 
 
@@ -46,14 +48,23 @@ def test_rich_never_reads_run_data_as_markup_or_styles_a_pipe() -> None:
 
 
 def test_countdowns_use_the_hubs_clock() -> None:
-    assert [left_text(s) for s in (0, 9, 61, 600, 3599, 3600, 7322)] == ["0:00", "0:09", "1:01", "10:00", "59:59", "1:00:00",
-                                                                        "2:02:02"]
+    assert [left_text(s) for s in (0, 9, 61, 600, 3599, 3600, 7322)] == [
+        "0:00",
+        "0:09",
+        "1:01",
+        "10:00",
+        "59:59",
+        "1:00:00",
+        "2:02:02",
+    ]
     clock = HubClock()
     hub_now = time.time() + 300  # the hub is five minutes ahead of this machine
     clock.from_date_header(formatdate(hub_now, usegmt=True))
     expires = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(int(hub_now) + 600))
     assert 598 <= clock.seconds_left(expires) <= 601  # by the local clock: 900
-    assert clock.deadline(expires).startswith(("expires in 9:5", "expires in 10:0")) and clock.deadline(expires).endswith(" UTC)")
+    assert clock.deadline(expires).startswith(("expires in 9:5", "expires in 10:0")) and clock.deadline(
+        expires
+    ).endswith(" UTC)")
     clock.from_iso(time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(int(hub_now) + 590)))  # a frame's `now` wins
     assert clock.exact and 9 <= clock.seconds_left(expires) <= 11
     clock.from_date_header(formatdate(hub_now, usegmt=True))  # and a later Date header does not undo it

@@ -35,7 +35,10 @@ def parse_frames(data: bytes) -> list[Frame]:
 def test_frames_parse_as_websocket_frames_at_every_length_encoding(size: int) -> None:
     payload = bytes(range(256)) * (size // 256) + bytes(size % 256)
     got = parse_frames(frame(payload, True) + frame(b"x" * size, False))
-    assert [(f.opcode, f.fin, bytes(f.data)) for f in got] == [(Opcode.BINARY, True, payload), (Opcode.TEXT, True, b"x" * size)]
+    assert [(f.opcode, f.fin, bytes(f.data)) for f in got] == [
+        (Opcode.BINARY, True, payload),
+        (Opcode.TEXT, True, b"x" * size),
+    ]
 
 
 def test_a_batch_is_framed_once_per_encoding_and_batching() -> None:

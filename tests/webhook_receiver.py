@@ -37,9 +37,17 @@ class Handler(BaseHTTPRequestHandler):
         with lock:
             n = seen[(self.path, wid)] = seen.get((self.path, wid), 0) + 1
             status = "hang" if hang else "trickle" if trickle else "huge" if huge else (500 if n <= fail_first else 200)
-            line = {"path": self.path, "id": wid, "timestamp": self.headers.get("webhook-timestamp"),
-                    "signature": self.headers.get("webhook-signature"), "content_type": self.headers.get("content-type"),
-                    "body": body, "attempt": n, "status": status, "at": time.time()}
+            line = {
+                "path": self.path,
+                "id": wid,
+                "timestamp": self.headers.get("webhook-timestamp"),
+                "signature": self.headers.get("webhook-signature"),
+                "content_type": self.headers.get("content-type"),
+                "body": body,
+                "attempt": n,
+                "status": status,
+                "at": time.time(),
+            }
             with open(logfile, "a", encoding="utf-8") as f:
                 f.write(json.dumps(line) + "\n")
         if hang:
@@ -63,7 +71,9 @@ class Handler(BaseHTTPRequestHandler):
             except OSError:
                 pass
             with lock, open(logfile, "a", encoding="utf-8") as f:
-                f.write(json.dumps({"id": wid, "path": self.path, "closed_after": time.time() - t0, "sent": sent}) + "\n")
+                f.write(
+                    json.dumps({"id": wid, "path": self.path, "closed_after": time.time() - t0, "sent": sent}) + "\n"
+                )
             self.close_connection = True
             return
         self.send_response(status)

@@ -33,7 +33,9 @@ from .protocol import (
     parse_command,
 )
 
-C = TypeVar("C", Start, Decide, Cancel, Say, Withdraw, Rerun, Comment, EditComment, DeleteComment, ResolveThread)  # the commands the HTTP API takes as a body
+C = TypeVar(
+    "C", Start, Decide, Cancel, Say, Withdraw, Rerun, Comment, EditComment, DeleteComment, ResolveThread
+)  # the commands the HTTP API takes as a body
 
 MAX_BODY_BYTES = MAX_FRAME_BYTES  # a body is a command: the frame's limit
 LIST_LIMIT = (1, 1000, 50)  # GET /api/runs?limit=: min, max, default
@@ -83,8 +85,9 @@ def query_int(request: Request, name: str, lo: int, hi: int, default: int, clamp
     if raw is None or raw == "":
         return default
     if not (raw.isascii() and raw.isdigit() and len(raw) <= _MAX_DIGITS):
-        raise ProtocolError(ErrorCode.BAD_REQUEST, f"query parameter '{name}' must be a whole number from {lo} to {hi}",
-                            field=name)
+        raise ProtocolError(
+            ErrorCode.BAD_REQUEST, f"query parameter '{name}' must be a whole number from {lo} to {hi}", field=name
+        )
     value = int(raw)
     if lo <= value <= hi:
         return value

@@ -33,7 +33,12 @@ class ApprovalPolicy(BaseModel):
     notify: list[str | dict[str, Any]] = Field(default_factory=list, exclude=True)
 
     def wire(self) -> dict[str, Any]:
-        return {"roles": self.roles, "quorum": self.quorum, "allow_self": self.allow_self, "count_starter": self.count_starter}
+        return {
+            "roles": self.roles,
+            "quorum": self.quorum,
+            "allow_self": self.allow_self,
+            "count_starter": self.count_starter,
+        }
 
 
 class Person(BaseModel):
@@ -114,7 +119,12 @@ def check_role(ap: Approval, person: Person) -> None:
 
 def _winner_detail(ap: Approval) -> dict[str, Any]:
     d = ap.decided or {}
-    return {"approval_id": ap.approval_id, "decision": d.get("decision") or ap.status, "by": d.get("by"), "decided_at": d.get("decided_at")}
+    return {
+        "approval_id": ap.approval_id,
+        "decision": d.get("decision") or ap.status,
+        "by": d.get("by"),
+        "decided_at": d.get("decided_at"),
+    }
 
 
 def vote(
@@ -134,7 +144,9 @@ def vote(
     """
     check_role(ap, person)
     if ap.status == "cancelled":
-        raise ProtocolError(ErrorCode.NOT_PENDING, f"approval {ap.approval_id} was cancelled with its run", approval_id=ap.approval_id)
+        raise ProtocolError(
+            ErrorCode.NOT_PENDING, f"approval {ap.approval_id} was cancelled with its run", approval_id=ap.approval_id
+        )
     if ap.settled:
         d = ap.decided or {}
         who = (d.get("by") or {}).get("name") or (d.get("by") or {}).get("policy") or "someone"
@@ -144,7 +156,9 @@ def vote(
             winner=_winner_detail(ap),
         )
     if not ap.policy.allow_self and started_by == person.sub:
-        raise ProtocolError(ErrorCode.FORBIDDEN, f"{ap.tool} needs someone other than the person who started the run to approve it")
+        raise ProtocolError(
+            ErrorCode.FORBIDDEN, f"{ap.tool} needs someone other than the person who started the run to approve it"
+        )
     if any(v.sub == person.sub for v in ap.votes):
         raise ProtocolError(
             ErrorCode.FORBIDDEN, f"you already voted on {ap.approval_id}; it needs {ap.policy.quorum} different people"
@@ -153,8 +167,19 @@ def vote(
         raise ProtocolError(ErrorCode.EXPIRED, f"approval {ap.approval_id} expired at {now_iso(ap.expires_at)}")
     at = now_iso(now)
     counted = ap.policy.count_starter or started_by != person.sub
-    ap.votes.append(Vote(sub=person.sub, name=person.name, roles=list(person.roles), decision=decision, reason=reason,
-                         always=always, at=at, counted=counted, arguments=arguments))
+    ap.votes.append(
+        Vote(
+            sub=person.sub,
+            name=person.name,
+            roles=list(person.roles),
+            decision=decision,
+            reason=reason,
+            always=always,
+            at=at,
+            counted=counted,
+            arguments=arguments,
+        )
+    )
     tally = ap.tally()
     if decision == "reject" or tally["approve"] >= ap.policy.quorum:
         ap.status = "approved" if decision == "approve" else "rejected"
@@ -172,13 +197,21 @@ def vote(
         }
         if arguments is not None and decision == "approve":
             ap.approved_arguments = arguments
-            ap.decided |= {"arguments": arguments, "original_arguments": ap.arguments,
-                           "changes": changes(ap.arguments, arguments)}
+            ap.decided |= {
+                "arguments": arguments,
+                "original_arguments": ap.arguments,
+                "changes": changes(ap.arguments, arguments),
+            }
         if ap.policy.quorum > 1:
             ap.decided["voters"] = [{"sub": v.sub, "name": v.name, "decision": v.decision} for v in ap.votes]
         return "decided", [("approval.decided", dict(ap.decided))]
-    data: dict[str, Any] = {"approval_id": ap.approval_id, "by": person.ref(), "decision": decision, "reason": reason,
-                            "tally": tally}
+    data: dict[str, Any] = {
+        "approval_id": ap.approval_id,
+        "by": person.ref(),
+        "decision": decision,
+        "reason": reason,
+        "tally": tally,
+    }
     if not counted:
         data["counted"] = False
     return "voted", [("approval.voted", data)]

@@ -35,8 +35,10 @@ from .approvals import Approval, changes
 from .protocol import ErrorCode, ProtocolError, now_iso
 from .runs import RunRecord
 
-CANONICALIZATION = ("sha256(utf8(json.dumps(json.loads(arguments), sort_keys=True, separators=(',', ':'), "
-                    "ensure_ascii=False))); arguments that are not JSON: sha256 of their raw UTF-8 bytes")
+CANONICALIZATION = (
+    "sha256(utf8(json.dumps(json.loads(arguments), sort_keys=True, separators=(',', ':'), "
+    "ensure_ascii=False))); arguments that are not JSON: sha256 of their raw UTF-8 bytes"
+)
 
 
 def canonical_json(value: Any) -> bytes:
@@ -81,8 +83,14 @@ def discussion(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for e in events:
         if e.get("type") in DISCUSSION:
             d = e.get("data") or {}
-            item = {"type": e["type"], "seq": e.get("seq"), "at": e.get("ts"), "by": d.get("by"),
-                    "thread_id": d.get("thread_id"), "approval_id": d.get("approval_id")}
+            item = {
+                "type": e["type"],
+                "seq": e.get("seq"),
+                "at": e.get("ts"),
+                "by": d.get("by"),
+                "thread_id": d.get("thread_id"),
+                "approval_id": d.get("approval_id"),
+            }
             if "comment_id" in d:
                 item["comment_id"] = d["comment_id"]
             if "text" in d:
@@ -91,9 +99,14 @@ def discussion(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def _approval(ap: Approval, outputs: dict[str, dict[str, Any]], expired: dict[Any, dict[str, Any]],
-              cancelled: dict[Any, dict[str, Any]], decided_ev: dict[Any, dict[str, Any]],
-              talk: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+def _approval(
+    ap: Approval,
+    outputs: dict[str, dict[str, Any]],
+    expired: dict[Any, dict[str, Any]],
+    cancelled: dict[Any, dict[str, Any]],
+    decided_ev: dict[Any, dict[str, Any]],
+    talk: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
     approved = ap.approved_arguments or ap.arguments  # approved with changes: what the tool ran with
     digest, canonical = arguments_digest(approved)
     try:
@@ -117,8 +130,12 @@ def _approval(ap: Approval, outputs: dict[str, dict[str, Any]], expired: dict[An
     ran = outcome == "approved" and out is not None
     execution: dict[str, Any] = {"ran": ran}
     if ran and out is not None:
-        execution |= {"at": out["ts"], "seq": out["seq"], "output": out["data"].get("output"),
-                      "truncated": bool(out["data"].get("truncated"))}
+        execution |= {
+            "at": out["ts"],
+            "seq": out["seq"],
+            "output": out["data"].get("output"),
+            "truncated": bool(out["data"].get("truncated")),
+        }
     else:
         execution["why_not"] = {
             "rejected": "rejected" + (" by expiry" if how == "expired" else ""),
@@ -141,8 +158,18 @@ def _approval(ap: Approval, outputs: dict[str, dict[str, Any]], expired: dict[An
         "policy": ap.policy.model_dump(),
         "requested_at": ap.requested_at,
         "expires_at": now_iso(ap.expires_at) if ap.expires_at is not None else None,
-        "votes": [{"sub": v.sub, "name": v.name, "roles": list(v.roles), "decision": v.decision, "reason": v.reason,
-                   "always": v.always, "at": v.at} for v in ap.votes],
+        "votes": [
+            {
+                "sub": v.sub,
+                "name": v.name,
+                "roles": list(v.roles),
+                "decision": v.decision,
+                "reason": v.reason,
+                "always": v.always,
+                "at": v.at,
+            }
+            for v in ap.votes
+        ],
         "outcome": outcome,  # approved | rejected | cancelled | pending
         "how": how,  # decided | expired | cancelled | open
         "settled_at": at,
@@ -154,8 +181,9 @@ def _approval(ap: Approval, outputs: dict[str, dict[str, Any]], expired: dict[An
     }
 
 
-def build(rec: RunRecord, events: list[dict[str, Any]], *, log_complete: bool = True,
-          exported_at: str | None = None) -> dict[str, Any]:
+def build(
+    rec: RunRecord, events: list[dict[str, Any]], *, log_complete: bool = True, exported_at: str | None = None
+) -> dict[str, Any]:
     """The audit document of one run. `events` are the run's logged event frames, ascending by seq."""
     outputs = _by_call(events, "tool.output")
     expired = _by_approval(events, "approval.expired")
@@ -190,12 +218,43 @@ def build(rec: RunRecord, events: list[dict[str, Any]], *, log_complete: bool = 
 
 
 CSV_COLUMNS = [
-    "run_id", "agent", "started_by_sub", "started_by_name", "input", "run_status",
-    "approval_id", "call_id", "tool", "arguments", "arguments_sha256",
-    "policy_roles", "policy_quorum", "policy_allow_self", "policy_expires_s", "requested_at", "expires_at",
-    "vote_sub", "vote_name", "vote_roles", "vote_decision", "vote_reason", "vote_at",
-    "outcome", "how", "settled_at", "settled_by", "tool_ran", "tool_ran_at", "tool_output",
-    "comment_type", "comment_id", "thread_id", "comment_by_sub", "comment_by_name", "comment_at", "comment_text",
+    "run_id",
+    "agent",
+    "started_by_sub",
+    "started_by_name",
+    "input",
+    "run_status",
+    "approval_id",
+    "call_id",
+    "tool",
+    "arguments",
+    "arguments_sha256",
+    "policy_roles",
+    "policy_quorum",
+    "policy_allow_self",
+    "policy_expires_s",
+    "requested_at",
+    "expires_at",
+    "vote_sub",
+    "vote_name",
+    "vote_roles",
+    "vote_decision",
+    "vote_reason",
+    "vote_at",
+    "outcome",
+    "how",
+    "settled_at",
+    "settled_by",
+    "tool_ran",
+    "tool_ran_at",
+    "tool_output",
+    "comment_type",
+    "comment_id",
+    "thread_id",
+    "comment_by_sub",
+    "comment_by_name",
+    "comment_at",
+    "comment_text",
 ]
 
 
@@ -208,35 +267,68 @@ def rows(audit: dict[str, Any]) -> list[dict[str, Any]]:
         by = ap["settled_by"] or {}
         ex = ap["tool_execution"]
         base = {
-            "run_id": run["run_id"], "agent": run["agent"], "started_by_sub": run["started_by"].get("sub"),
-            "started_by_name": run["started_by"].get("name"), "input": run["input"], "run_status": run["status"],
-            "approval_id": ap["approval_id"], "call_id": ap["call_id"], "tool": ap["tool"], "arguments": ap["arguments"],
-            "arguments_sha256": ap["arguments_sha256"], "policy_roles": " ".join(ap["policy"]["roles"]),
-            "policy_quorum": ap["policy"]["quorum"], "policy_allow_self": ap["policy"]["allow_self"],
+            "run_id": run["run_id"],
+            "agent": run["agent"],
+            "started_by_sub": run["started_by"].get("sub"),
+            "started_by_name": run["started_by"].get("name"),
+            "input": run["input"],
+            "run_status": run["status"],
+            "approval_id": ap["approval_id"],
+            "call_id": ap["call_id"],
+            "tool": ap["tool"],
+            "arguments": ap["arguments"],
+            "arguments_sha256": ap["arguments_sha256"],
+            "policy_roles": " ".join(ap["policy"]["roles"]),
+            "policy_quorum": ap["policy"]["quorum"],
+            "policy_allow_self": ap["policy"]["allow_self"],
             "policy_expires_s": ap["policy"].get("expires_s") if ap["policy"].get("expires_s") is not None else "",
-            "requested_at": ap["requested_at"], "expires_at": ap["expires_at"] or "",
-            "outcome": ap["outcome"], "how": ap["how"], "settled_at": ap["settled_at"] or "",
+            "requested_at": ap["requested_at"],
+            "expires_at": ap["expires_at"] or "",
+            "outcome": ap["outcome"],
+            "how": ap["how"],
+            "settled_at": ap["settled_at"] or "",
             "settled_by": by.get("sub") or by.get("policy") or "",
-            "tool_ran": ex["ran"], "tool_ran_at": ex.get("at", ""), "tool_output": ex.get("output", ""),
+            "tool_ran": ex["ran"],
+            "tool_ran_at": ex.get("at", ""),
+            "tool_output": ex.get("output", ""),
         }
         for v in ap["votes"] or [None]:
             row = dict(base)
             if v is not None:
-                row |= {"vote_sub": v["sub"], "vote_name": v["name"], "vote_roles": " ".join(v["roles"]),
-                        "vote_decision": v["decision"], "vote_reason": v["reason"] or "", "vote_at": v["at"]}
+                row |= {
+                    "vote_sub": v["sub"],
+                    "vote_name": v["name"],
+                    "vote_roles": " ".join(v["roles"]),
+                    "vote_decision": v["decision"],
+                    "vote_reason": v["reason"] or "",
+                    "vote_at": v["at"],
+                }
             out.append(row)
     # The discussion: one row per comment, edit, delete, resolve or reopen (run and approval columns say where).
     by_ap = {ap["approval_id"]: ap for ap in audit["approvals"]}
     for c in audit.get("comments", []):
         ap = by_ap.get(c["approval_id"]) or {}
         by = c.get("by") or {}
-        out.append({"run_id": run["run_id"], "agent": run["agent"], "started_by_sub": run["started_by"].get("sub"),
-                    "started_by_name": run["started_by"].get("name"), "input": run["input"],
-                    "run_status": run["status"], "approval_id": c["approval_id"] or "",
-                    "call_id": ap.get("call_id", ""), "tool": ap.get("tool", ""),
-                    "comment_type": c["type"], "comment_id": c.get("comment_id", ""), "thread_id": c["thread_id"],
-                    "comment_by_sub": by.get("sub", ""), "comment_by_name": by.get("name", ""),
-                    "comment_at": c["at"] or "", "comment_text": c.get("text", "")})
+        out.append(
+            {
+                "run_id": run["run_id"],
+                "agent": run["agent"],
+                "started_by_sub": run["started_by"].get("sub"),
+                "started_by_name": run["started_by"].get("name"),
+                "input": run["input"],
+                "run_status": run["status"],
+                "approval_id": c["approval_id"] or "",
+                "call_id": ap.get("call_id", ""),
+                "tool": ap.get("tool", ""),
+                "comment_type": c["type"],
+                "comment_id": c.get("comment_id", ""),
+                "thread_id": c["thread_id"],
+                "comment_by_sub": by.get("sub", ""),
+                "comment_by_name": by.get("name", ""),
+                "comment_at": c["at"] or "",
+                "comment_text": c.get("text", ""),
+            }
+        )
     return out
 
 
@@ -280,9 +372,23 @@ QUERY_LIMIT = (1, 1000, 100)  # ?limit=: min, max, default
 SCAN_BATCH = 200  # index entries read per round trip
 SCAN_MAX = 5000  # index entries one request examines at most; past that it answers a short page and a `next`
 MAX_FILTER_CHARS = 200
-ENTRY_COLUMNS = ["settled_at", "outcome", "run_id", "approval_id", "agent", "tool", "arguments_sha256",
-                 "decided_by_sub", "decided_by_name", "reason", "started_by_sub", "started_by_name", "voters",
-                 "requested_at", "link"]
+ENTRY_COLUMNS = [
+    "settled_at",
+    "outcome",
+    "run_id",
+    "approval_id",
+    "agent",
+    "tool",
+    "arguments_sha256",
+    "decided_by_sub",
+    "decided_by_name",
+    "reason",
+    "started_by_sub",
+    "started_by_name",
+    "voters",
+    "requested_at",
+    "link",
+]
 
 
 _LEAP_SECOND = re.compile(r"(T\d\d:\d\d:)60")
@@ -317,13 +423,20 @@ def entry(rec: RunRecord, ap: Approval) -> dict[str, Any] | None:
     started = rec.started_by or {}
     people = {started.get("sub")} | {v.sub for v in ap.votes} | {(by or {}).get("sub")}
     return {
-        "run_id": rec.run_id, "approval_id": ap.approval_id, "call_id": ap.call_id,
-        "agent": rec.agent, "tool": ap.tool, "arguments_sha256": digest,
-        "outcome": outcome, "settled_at": at, "settled_by": by,
+        "run_id": rec.run_id,
+        "approval_id": ap.approval_id,
+        "call_id": ap.call_id,
+        "agent": rec.agent,
+        "tool": ap.tool,
+        "arguments_sha256": digest,
+        "outcome": outcome,
+        "settled_at": at,
+        "settled_by": by,
         "reason": d.get("reason") if outcome != "cancelled" else None,
         "started_by": {"sub": started.get("sub"), "name": started.get("name")},
         "votes": [{"sub": v.sub, "name": v.name, "decision": v.decision, "at": v.at} for v in ap.votes],
-        "requested_at": ap.requested_at, "policy_roles": list(ap.policy.roles),
+        "requested_at": ap.requested_at,
+        "policy_roles": list(ap.policy.roles),
         "people": sorted(p for p in people if p),
         "link": f"/#run={rec.run_id}&approval={ap.approval_id}",
     }
@@ -368,9 +481,12 @@ class Query:
         return None
 
     def matches(self, e: dict[str, Any]) -> bool:
-        return ((self.person is None or self.person in e["people"]) and (self.agent is None or e["agent"] == self.agent)
-                and (self.tool is None or e["tool"] == self.tool)
-                and (self.outcome is None or e["outcome"] == self.outcome))
+        return (
+            (self.person is None or self.person in e["people"])
+            and (self.agent is None or e["agent"] == self.agent)
+            and (self.tool is None or e["tool"] == self.tool)
+            and (self.outcome is None or e["outcome"] == self.outcome)
+        )
 
 
 def _bad(field: str, message: str) -> ProtocolError:
@@ -426,12 +542,14 @@ def parse_query(params: Any, limit: int) -> Query:
     return q
 
 
-ScanFn = Callable[[tuple[str, str] | None, int, int, tuple[int, str] | None, int],
-                  Awaitable[list[tuple[int, str, dict[str, Any]]]]]
+ScanFn = Callable[
+    [tuple[str, str] | None, int, int, tuple[int, str] | None, int], Awaitable[list[tuple[int, str, dict[str, Any]]]]
+]
 
 
-async def search(scan: ScanFn, q: Query, visible: Callable[[dict[str, Any]], bool]
-                 ) -> tuple[list[dict[str, Any]], str | None]:
+async def search(
+    scan: ScanFn, q: Query, visible: Callable[[dict[str, Any]], bool]
+) -> tuple[list[dict[str, Any]], str | None]:
     """One page of entries, newest first, and the cursor of the next (None: no more). `scan(facet, since_ms,
     until_ms, before, count)` is the backend's: up to `count` index entries strictly before `before`, newest first.
     A page may hold fewer than `limit` entries when many were filtered out (SCAN_MAX): follow `next` until None."""
@@ -462,12 +580,22 @@ def entries_csv(items: list[dict[str, Any]]) -> str:
     w.writeheader()
     for e in items:
         by = e.get("settled_by") or {}
-        row = {"settled_at": e["settled_at"], "outcome": e["outcome"], "run_id": e["run_id"],
-               "approval_id": e["approval_id"], "agent": e["agent"], "tool": e["tool"],
-               "arguments_sha256": e["arguments_sha256"], "decided_by_sub": by.get("sub") or by.get("policy") or "",
-               "decided_by_name": by.get("name") or "", "reason": e.get("reason") or "",
-               "started_by_sub": e["started_by"].get("sub") or "", "started_by_name": e["started_by"].get("name") or "",
-               "voters": " ".join(f"{v['sub']}:{v['decision']}" for v in e["votes"]),
-               "requested_at": e["requested_at"], "link": e["link"]}
+        row = {
+            "settled_at": e["settled_at"],
+            "outcome": e["outcome"],
+            "run_id": e["run_id"],
+            "approval_id": e["approval_id"],
+            "agent": e["agent"],
+            "tool": e["tool"],
+            "arguments_sha256": e["arguments_sha256"],
+            "decided_by_sub": by.get("sub") or by.get("policy") or "",
+            "decided_by_name": by.get("name") or "",
+            "reason": e.get("reason") or "",
+            "started_by_sub": e["started_by"].get("sub") or "",
+            "started_by_name": e["started_by"].get("name") or "",
+            "voters": " ".join(f"{v['sub']}:{v['decision']}" for v in e["votes"]),
+            "requested_at": e["requested_at"],
+            "link": e["link"],
+        }
         w.writerow({k: csv_cell(v) for k, v in row.items()})
     return buf.getvalue()

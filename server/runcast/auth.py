@@ -48,10 +48,21 @@ class Identity:
         return {"sub": self.sub, "name": self.name, "roles": list(self.roles)}
 
 
-def issue(secret: str, sub: str, name: str | None = None, roles: list[str] | None = None,
-          runs: list[str] | None = None, ttl_s: float | None = 3600) -> str:
-    claims: dict[str, Any] = {"sub": sub, "name": name or sub, "roles": ["viewer"] if roles is None else roles,
-                              "runs": runs or ["*"], "iat": int(time.time())}
+def issue(
+    secret: str,
+    sub: str,
+    name: str | None = None,
+    roles: list[str] | None = None,
+    runs: list[str] | None = None,
+    ttl_s: float | None = 3600,
+) -> str:
+    claims: dict[str, Any] = {
+        "sub": sub,
+        "name": name or sub,
+        "roles": ["viewer"] if roles is None else roles,
+        "runs": runs or ["*"],
+        "iat": int(time.time()),
+    }
     if ttl_s:
         claims["exp"] = int(time.time() + ttl_s)
     return jwt.encode(claims, secret, algorithm="HS256")
@@ -61,7 +72,11 @@ def verify(secret: str, token: str, require_exp: bool = True) -> Identity:
     """An HS256 token signed with `secret` (RUNCAST_SECRET)."""
     try:
         claims = jwt.decode(
-            token, secret, algorithms=["HS256"], options={"require": ["sub", "exp"] if require_exp else ["sub"]}, leeway=5
+            token,
+            secret,
+            algorithms=["HS256"],
+            options={"require": ["sub", "exp"] if require_exp else ["sub"]},
+            leeway=5,
         )
     except jwt.ExpiredSignatureError:
         raise ProtocolError(ErrorCode.UNAUTHENTICATED, "token expired; ask for a new one") from None
@@ -126,9 +141,14 @@ def identity_from(claims: dict[str, Any], roles_claim: str = "roles", name_claim
     if not isinstance(runs, list):
         raise ProtocolError(ErrorCode.UNAUTHENTICATED, "invalid token: runs must be a list")
     name = claim(claims, name_claim) or claims.get("preferred_username") or claims.get("email") or sub
-    return Identity(sub=sub, name=str(name), roles=tuple(strings(claim(claims, roles_claim))),
-                    runs=tuple(str(r) for r in runs), exp=float(claims["exp"]) if "exp" in claims else None,
-                    claims=claims)
+    return Identity(
+        sub=sub,
+        name=str(name),
+        roles=tuple(strings(claim(claims, roles_claim))),
+        runs=tuple(str(r) for r in runs),
+        exp=float(claims["exp"]) if "exp" in claims else None,
+        claims=claims,
+    )
 
 
 def derive_key(secret: str, purpose: str) -> bytes:
@@ -141,8 +161,13 @@ class JwksKeys:
     one refetches the set, at most once per `min_refetch_s` (key rotation is seen without a restart, and made-up
     kids cannot hammer the provider); the set is refreshed in the background after `max_age_s`."""
 
-    def __init__(self, url: str, min_refetch_s: float = JWKS_MIN_REFETCH_S, max_age_s: float = JWKS_MAX_AGE_S,
-                 timeout_s: float = JWKS_TIMEOUT_S) -> None:
+    def __init__(
+        self,
+        url: str,
+        min_refetch_s: float = JWKS_MIN_REFETCH_S,
+        max_age_s: float = JWKS_MAX_AGE_S,
+        timeout_s: float = JWKS_TIMEOUT_S,
+    ) -> None:
         self.url = url
         self.min_refetch_s = min_refetch_s
         self.max_age_s = max_age_s
@@ -169,8 +194,11 @@ class JwksKeys:
                 return found
         if self.last_error is not None and not self.keys and not self.unnamed:
             raise self.last_error
-        raise ProtocolError(ErrorCode.UNAUTHENTICATED, f"invalid token: no key {kid!r} in the issuer's JWKS "
-                            f"(the hub looks again at most every {self.min_refetch_s:g} s)")
+        raise ProtocolError(
+            ErrorCode.UNAUTHENTICATED,
+            f"invalid token: no key {kid!r} in the issuer's JWKS "
+            f"(the hub looks again at most every {self.min_refetch_s:g} s)",
+        )
 
     def _lookup(self, kid: str | None) -> jwt.PyJWK | None:
         if kid is None:
@@ -217,8 +245,10 @@ class JwksKeys:
             doc = resp.json()
         except (httpx.HTTPError, ValueError) as exc:
             log.warning("cannot read the JWKS at %s: %s", self.url, type(exc).__name__)
-            raise ProtocolError(ErrorCode.UNAUTHENTICATED, "the hub cannot read its token issuer's keys right now; "
-                                "try again in a moment") from None
+            raise ProtocolError(
+                ErrorCode.UNAUTHENTICATED,
+                "the hub cannot read its token issuer's keys right now; try again in a moment",
+            ) from None
         if not isinstance(doc, dict) or not isinstance(doc.get("keys"), list):
             raise ProtocolError(ErrorCode.UNAUTHENTICATED, "the token issuer's JWKS has no keys list")
         return doc
@@ -255,8 +285,13 @@ class JwtConfig:
 class Authenticator:
     """Every kind of token a hub accepts, side by side. `verify` is what `hello` and the HTTP API call."""
 
-    def __init__(self, secret: str | None, dev: bool = False, jwt_config: JwtConfig | None = None,
-                 session_secret: str | None = None) -> None:
+    def __init__(
+        self,
+        secret: str | None,
+        dev: bool = False,
+        jwt_config: JwtConfig | None = None,
+        session_secret: str | None = None,
+    ) -> None:
         self.secret = secret or None  # None: no HS256 tokens (a hub configured with --jwks-url or OIDC only)
         self.dev = dev
         self.jwt = jwt_config
@@ -273,8 +308,11 @@ class Authenticator:
             if header.get("typ") == SESSION_TYP:
                 return self.session(token)
             if self.secret is None:
-                raise ProtocolError(ErrorCode.UNAUTHENTICATED, "this hub takes no HS256 tokens (no RUNCAST_SECRET): "
-                                    "sign in, or use a token signed with your issuer's keys")
+                raise ProtocolError(
+                    ErrorCode.UNAUTHENTICATED,
+                    "this hub takes no HS256 tokens (no RUNCAST_SECRET): "
+                    "sign in, or use a token signed with your issuer's keys",
+                )
             return verify(self.secret, token, require_exp=not self.dev)
         if alg in ASYMMETRIC and self.jwks is not None and self.jwt is not None:
             kid = header.get("kid")
@@ -282,16 +320,25 @@ class Authenticator:
             return self._asymmetric(token, key, alg)
         accepted = ["HS256"] if self.secret else []
         accepted += list(ASYMMETRIC) if self.jwks else []
-        raise ProtocolError(ErrorCode.UNAUTHENTICATED, f"invalid token: alg {alg!r} is not accepted here "
-                            f"(this hub verifies {', '.join(accepted) or 'sessions only'})")
+        raise ProtocolError(
+            ErrorCode.UNAUTHENTICATED,
+            f"invalid token: alg {alg!r} is not accepted here "
+            f"(this hub verifies {', '.join(accepted) or 'sessions only'})",
+        )
 
     def _asymmetric(self, token: str, key: jwt.PyJWK, alg: str) -> Identity:
         assert self.jwt is not None
         cfg = self.jwt
         try:
-            claims = jwt.decode(token, key, algorithms=[alg], audience=cfg.audience, issuer=cfg.issuer,
-                                options={"require": ["sub", "exp"], "verify_aud": cfg.audience is not None},
-                                leeway=LEEWAY_S)
+            claims = jwt.decode(
+                token,
+                key,
+                algorithms=[alg],
+                audience=cfg.audience,
+                issuer=cfg.issuer,
+                options={"require": ["sub", "exp"], "verify_aud": cfg.audience is not None},
+                leeway=LEEWAY_S,
+            )
         except jwt.ExpiredSignatureError:
             raise ProtocolError(ErrorCode.UNAUTHENTICATED, "token expired; ask for a new one") from None
         except jwt.PyJWTError as exc:
@@ -303,8 +350,15 @@ class Authenticator:
         if self.session_key is None:
             raise RuntimeError("no session secret")
         now = int(time.time())
-        claims = {"sub": who.sub, "name": who.name, "roles": list(who.roles), "runs": list(who.runs), "iat": now,
-                  "exp": now + int(ttl_s), **(extra or {})}
+        claims = {
+            "sub": who.sub,
+            "name": who.name,
+            "roles": list(who.roles),
+            "runs": list(who.runs),
+            "iat": now,
+            "exp": now + int(ttl_s),
+            **(extra or {}),
+        }
         return jwt.encode(claims, self.session_key, algorithm="HS256", headers={"typ": SESSION_TYP})
 
     def session(self, token: str) -> Identity:
@@ -314,8 +368,9 @@ class Authenticator:
         try:
             if jwt.get_unverified_header(token).get("typ") != SESSION_TYP:
                 raise ProtocolError(ErrorCode.UNAUTHENTICATED, "invalid session")
-            claims = jwt.decode(token, self.session_key, algorithms=["HS256"], options={"require": ["sub", "exp"]},
-                                leeway=LEEWAY_S)
+            claims = jwt.decode(
+                token, self.session_key, algorithms=["HS256"], options={"require": ["sub", "exp"]}, leeway=LEEWAY_S
+            )
         except jwt.ExpiredSignatureError:
             raise ProtocolError(ErrorCode.UNAUTHENTICATED, "your sign-in has expired: sign in again") from None
         except jwt.PyJWTError:

@@ -54,11 +54,15 @@ def _webhooks(args: argparse.Namespace, registry, default_public_url: str | None
 
     argv = sys.argv[1:]
     if args.webhook:
-        log.warning("--webhook puts the URL, a secret for Slack and most receivers, in this process's command line, "
-                    "which every local user can read (ps, /proc/PID/cmdline): use --webhook-file FILE or RUNCAST_WEBHOOKS")
+        log.warning(
+            "--webhook puts the URL, a secret for Slack and most receivers, in this process's command line, "
+            "which every local user can read (ps, /proc/PID/cmdline): use --webhook-file FILE or RUNCAST_WEBHOOKS"
+        )
     if any(a == "--webhook-secret" or a.startswith("--webhook-secret=") for a in argv):
-        log.warning("--webhook-secret on the command line can be read by every local user (ps, /proc/PID/cmdline): "
-                    "set RUNCAST_WEBHOOK_SECRET instead")
+        log.warning(
+            "--webhook-secret on the command line can be read by every local user (ps, /proc/PID/cmdline): "
+            "set RUNCAST_WEBHOOK_SECRET instead"
+        )
     try:
         endpoints = webhooks.parse_cli(args.webhook or [], args.webhook_events, args.webhook_format)
         if args.webhook_file:
@@ -81,8 +85,10 @@ def _webhooks(args: argparse.Namespace, registry, default_public_url: str | None
             for n in [*spec.notify, *(x for p in [*spec.policies.values(), spec.default_policy] for x in p.notify)]:
                 webhooks.endpoint(n)
         if not cfg.secret:
-            raise ValueError("webhooks are configured but no secret is set: pass --webhook-secret or set "
-                             "RUNCAST_WEBHOOK_SECRET (make one with `runcast webhook-secret`)")
+            raise ValueError(
+                "webhooks are configured but no secret is set: pass --webhook-secret or set "
+                "RUNCAST_WEBHOOK_SECRET (make one with `runcast webhook-secret`)"
+            )
         webhooks.parse_secret(cfg.secret)
     except ValueError as exc:
         raise SystemExit(f"runcast: {exc}") from None
@@ -92,9 +98,13 @@ def _webhooks(args: argparse.Namespace, registry, default_public_url: str | None
 
 
 def _setup(args: argparse.Namespace) -> None:
-    logging.basicConfig(level=os.environ.get("RUNCAST_LOG_LEVEL", "INFO"), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=os.environ.get("RUNCAST_LOG_LEVEL", "INFO"), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     if args.model and not os.environ.get("OPENAI_API_KEY"):
-        raise SystemExit("runcast: --model needs OPENAI_API_KEY; without it the demo agents use the offline scripted model")
+        raise SystemExit(
+            "runcast: --model needs OPENAI_API_KEY; without it the demo agents use the offline scripted model"
+        )
     from agents import set_tracing_disabled
 
     from .settings import ModelConfig, resolve_tracing
@@ -123,8 +133,10 @@ def _bind(host: str, port: int, reuse_port: bool = False) -> socket.socket:
         sock.bind((host, port))
     except OSError as exc:
         sock.close()
-        raise SystemExit(f"runcast: cannot listen on {host}:{port}: {exc.strerror or exc}. Pick another port: "
-                         f"runcast serve --port 9000 (or make demo PORT=9000)") from None
+        raise SystemExit(
+            f"runcast: cannot listen on {host}:{port}: {exc.strerror or exc}. Pick another port: "
+            f"runcast serve --port 9000 (or make demo PORT=9000)"
+        ) from None
     sock.set_inheritable(True)
     return sock
 
@@ -137,23 +149,36 @@ def _jwt_config(args: argparse.Namespace):
 
     if not args.jwks_url:
         if args.jwt_issuer or args.jwt_audience:
-            raise SystemExit("runcast serve: --jwt-issuer and --jwt-audience go with --jwks-url URL (the issuer's keys)")
+            raise SystemExit(
+                "runcast serve: --jwt-issuer and --jwt-audience go with --jwks-url URL (the issuer's keys)"
+            )
         return None
     if urlsplit(args.jwks_url).scheme not in ("http", "https"):
         raise SystemExit(f"runcast serve: --jwks-url must be an http(s) URL, got {args.jwks_url!r}")
     if not args.jwt_issuer or not args.jwt_audience:
-        raise SystemExit("runcast serve: --jwks-url needs --jwt-issuer ISS and --jwt-audience AUD too: a token from "
-                         "another issuer or for another app signed with the same keys must not get in")
-    return JwtConfig(args.jwks_url, args.jwt_issuer, args.jwt_audience, args.roles_claim, args.name_claim,
-                     float(os.environ.get("RUNCAST_JWKS_MIN_REFETCH_S", JWKS_MIN_REFETCH_S)))
+        raise SystemExit(
+            "runcast serve: --jwks-url needs --jwt-issuer ISS and --jwt-audience AUD too: a token from "
+            "another issuer or for another app signed with the same keys must not get in"
+        )
+    return JwtConfig(
+        args.jwks_url,
+        args.jwt_issuer,
+        args.jwt_audience,
+        args.roles_claim,
+        args.name_claim,
+        float(os.environ.get("RUNCAST_JWKS_MIN_REFETCH_S", JWKS_MIN_REFETCH_S)),
+    )
 
 
 def _print_links(secret: str, args: argparse.Namespace) -> None:
     """The demo's one link: its sign-in page, which lists Dana, Alex and Vic (no token in any link)."""
     shown = "127.0.0.1" if args.host in ("0.0.0.0", "::", "") else args.host
     base = f"http://{shown}:{args.port}"
-    print(f"\nDev mode (no RUNCAST_SECRET, --oidc-issuer or --jwks-url): sign in as Dana (admin), Alex (approver) or "
-          f"Vic (viewer) at\n  {base}/login", flush=True)
+    print(
+        f"\nDev mode (no RUNCAST_SECRET, --oidc-issuer or --jwks-url): sign in as Dana (admin), Alex (approver) or "
+        f"Vic (viewer) at\n  {base}/login",
+        flush=True,
+    )
     # the terminal has no cookie: a token for Dana, signed with the dev secret (so it too survives a restart)
     dana = auth.issue(secret, "dana", "Dana", ["admin"], ttl_s=7 * 86400)
     print("  From a terminal, as Dana (runcast runs, start, watch, approvals...):", flush=True)
@@ -182,8 +207,10 @@ def _dev_secret() -> str:
         with os.fdopen(fd, "w") as f:
             f.write(value + "\n")
     except OSError as exc:
-        print(f"runcast serve: cannot keep the dev secret in {path} ({exc.strerror}); sessions end with this process",
-              flush=True)
+        print(
+            f"runcast serve: cannot keep the dev secret in {path} ({exc.strerror}); sessions end with this process",
+            flush=True,
+        )
     return value
 
 
@@ -206,8 +233,9 @@ def _oidc_config(args: argparse.Namespace):
         try:
             client_secret = Path(args.oidc_client_secret_file).read_text().strip()
         except OSError as exc:
-            raise SystemExit(f"runcast serve: cannot read --oidc-client-secret-file {args.oidc_client_secret_file}: "
-                             f"{exc.strerror}") from None
+            raise SystemExit(
+                f"runcast serve: cannot read --oidc-client-secret-file {args.oidc_client_secret_file}: {exc.strerror}"
+            ) from None
         if not client_secret:
             raise SystemExit(f"runcast serve: --oidc-client-secret-file {args.oidc_client_secret_file} is empty")
     try:
@@ -215,10 +243,20 @@ def _oidc_config(args: argparse.Namespace):
     except ValueError as exc:
         raise SystemExit(f"runcast serve: {exc}") from None
     if not role_map:
-        print("runcast serve: no --oidc-role-map: people can sign in but get no role until their groups are mapped "
-              "(e.g. --oidc-role-map runcast-admins=admin,runcast-approvers=approver)", flush=True)
-    return OidcConfig(args.oidc_issuer, args.oidc_client_id, client_secret, args.oidc_roles_claim, role_map,
-                      scopes=args.oidc_scopes, cli_client_id=args.oidc_cli_client_id or None)
+        print(
+            "runcast serve: no --oidc-role-map: people can sign in but get no role until their groups are mapped "
+            "(e.g. --oidc-role-map runcast-admins=admin,runcast-approvers=approver)",
+            flush=True,
+        )
+    return OidcConfig(
+        args.oidc_issuer,
+        args.oidc_client_id,
+        client_secret,
+        args.oidc_roles_claim,
+        role_map,
+        scopes=args.oidc_scopes,
+        cli_client_id=args.oidc_cli_client_id or None,
+    )
 
 
 def _server(config, hub, drain_s: float):
@@ -275,16 +313,20 @@ def serve(args: argparse.Namespace) -> None:
     session_secret = os.environ.get("RUNCAST_SESSION_SECRET") or secret
     if oidc is not None and not session_secret:
         session_secret = secrets.token_urlsafe(32)
-        print("runcast serve: no RUNCAST_SESSION_SECRET (or RUNCAST_SECRET): sign-in sessions are signed with a key "
-              "made for this process; they end when it stops and work on this node only", flush=True)
+        print(
+            "runcast serve: no RUNCAST_SESSION_SECRET (or RUNCAST_SECRET): sign-in sessions are signed with a key "
+            "made for this process; they end when it stops and work on this node only",
+            flush=True,
+        )
     from .signin import DEV_PEOPLE, SigninConfig
 
     settings = Settings(
         secret=secret or "",
         jwt=jwt_config,
         session_secret=session_secret,
-        signin=SigninConfig(oidc=oidc, dev_people=DEV_PEOPLE if demo else None,
-                            public_url=args.public_url) if (oidc is not None or demo) else None,
+        signin=SigninConfig(oidc=oidc, dev_people=DEV_PEOPLE if demo else None, public_url=args.public_url)
+        if (oidc is not None or demo)
+        else None,
         dev=dev,
         allowed_origins=args.allow_origin or [],
         heartbeat_s=args.heartbeat,
@@ -305,8 +347,11 @@ def serve(args: argparse.Namespace) -> None:
     else:
         settings.allowed_hosts = default_allowed_hosts(args.host)
         if settings.allowed_hosts is None:
-            print(f"runcast: bound to {args.host or 'every address'}, so any Host header is answered; name this "
-                  "hub's public names with --allowed-hosts to refuse the others (DNS rebinding)", flush=True)
+            print(
+                f"runcast: bound to {args.host or 'every address'}, so any Host header is answered; name this "
+                "hub's public names with --allowed-hosts to refuse the others (DNS rebinding)",
+                flush=True,
+            )
     settings.starts_per_minute = args.max_starts_per_minute
     settings.max_connections = args.max_connections
     settings.max_unauthenticated = args.max_unauthenticated
@@ -332,15 +377,20 @@ def serve(args: argparse.Namespace) -> None:
     if args.max_queue:
         settings.max_queue = args.max_queue
     settings.max_send_bytes = args.max_send_bytes
-    sock = _bind(args.host, args.port, args.reuse_port)  # before any link is printed: a busy port says so, and nothing else
+    sock = _bind(
+        args.host, args.port, args.reuse_port
+    )  # before any link is printed: a busy port says so, and nothing else
     registry = _registry(args)
     shown = "127.0.0.1" if args.host in ("0.0.0.0", "::", "") else args.host
     base = f"http://{shown}:{args.port}"
     settings.webhooks = _webhooks(args, registry, base)
     hub = Hub(_backend(args), registry, settings)
     app = create_app(hub)
-    print(f"runcast {__version__}: {hub.backend.name} backend, {'hub + worker' if settings.run_worker else 'hub only'}, "
-          f"agents: {', '.join(hub.registry.names())}", flush=True)
+    print(
+        f"runcast {__version__}: {hub.backend.name} backend, {'hub + worker' if settings.run_worker else 'hub only'}, "
+        f"agents: {', '.join(hub.registry.names())}",
+        flush=True,
+    )
     if demo and not args.reuse_port:  # (a child of --processes: the supervisor printed it)
         assert secret is not None  # the demo made one above
         _print_links(secret, args)
@@ -395,8 +445,14 @@ def _worker_http(args: argparse.Namespace, w, backend, draining: asyncio.Event):
         return PlainTextResponse("ready" if ok else "backend unavailable", status_code=200 if ok else 503)
 
     app = Starlette(routes=[Route("/metrics", metrics), Route("/healthz", healthz), Route("/readyz", readyz)])
-    config = uvicorn.Config(app, host=args.metrics_host, port=args.metrics_port, lifespan="off",
-                            log_level=os.environ.get("RUNCAST_UVICORN_LOG", "warning"))
+    config = uvicorn.Config(
+        app,
+        host=args.metrics_host,
+        port=args.metrics_port,
+        lifespan="off",
+        log_level=os.environ.get("RUNCAST_UVICORN_LOG", "warning"),
+    )
+
     class QuietServer(uvicorn.Server):
         @contextlib.contextmanager
         def capture_signals(self):
@@ -420,7 +476,9 @@ def worker(args: argparse.Namespace) -> None:
     async def main() -> None:
         backend = _backend(args)
         await backend.start()
-        w = Worker(backend, registry, concurrency=args.concurrency, lease_s=args.lease, tracing=args.model_config.tracing)
+        w = Worker(
+            backend, registry, concurrency=args.concurrency, lease_s=args.lease, tracing=args.model_config.tracing
+        )
         sweeper = Sweeper(backend, grace_s=args.lease)
         await w.start()
         await sweeper.start()
@@ -428,14 +486,19 @@ def worker(args: argparse.Namespace) -> None:
         draining = asyncio.Event()
         http = _worker_http(args, w, backend, draining) if args.metrics_port else None
         http_task = asyncio.create_task(http.serve()) if http else None
-        print(f"runcast worker {w.id}: concurrency {args.concurrency}, agents: {', '.join(w.registry.names())}", flush=True)
+        print(
+            f"runcast worker {w.id}: concurrency {args.concurrency}, agents: {', '.join(w.registry.names())}",
+            flush=True,
+        )
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         await stop.wait()
         draining.set()
-        print(f"runcast worker {w.id}: draining ({len(w.active)} segment(s) streaming, up to {args.grace:g}s)", flush=True)
+        print(
+            f"runcast worker {w.id}: draining ({len(w.active)} segment(s) streaming, up to {args.grace:g}s)", flush=True
+        )
         await w.drain(args.grace)
         if deliverer:
             await deliverer.stop()
@@ -451,8 +514,10 @@ def worker(args: argparse.Namespace) -> None:
 def token(args: argparse.Namespace) -> None:
     secret = os.environ.get("RUNCAST_SECRET")
     if not secret:
-        raise SystemExit("runcast token: set RUNCAST_SECRET to the hub's secret first (under `make demo` the hub made "
-                         "its own: copy the `export RUNCAST_URL=... RUNCAST_TOKEN=...` line it printed)")
+        raise SystemExit(
+            "runcast token: set RUNCAST_SECRET to the hub's secret first (under `make demo` the hub made "
+            "its own: copy the `export RUNCAST_URL=... RUNCAST_TOKEN=...` line it printed)"
+        )
     roles = [r.strip() for r in (args.roles or "viewer").split(",") if r.strip()]
     runs = [r.strip() for r in (args.runs or "*").split(",") if r.strip()]
     print(auth.issue(secret, args.sub, args.name, roles, runs, ttl_s=args.ttl))
@@ -465,140 +530,321 @@ def webhook_secret(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="runcast", description="Watch OpenAI Agents SDK runs live, together, and approve their tool calls.")
+    p = argparse.ArgumentParser(
+        prog="runcast", description="Watch OpenAI Agents SDK runs live, together, and approve their tool calls."
+    )
     p.add_argument("--version", action="version", version=f"runcast {__version__}")
     sub = p.add_subparsers(dest="cmd", required=True)
 
     def common(sp: argparse.ArgumentParser) -> None:
-        sp.add_argument("--agents", action="append", metavar="MODULE",
-                        help="module defining AGENTS (repeatable); 'demo' is the built-in demo agents (the default)")
-        sp.add_argument("--model", help="a real model name for the demo agents (needs OPENAI_API_KEY; OPENAI_BASE_URL "
-                                         "for a server of your own)")
-        sp.add_argument("--model-api", choices=MODEL_APIS, default=os.environ.get("RUNCAST_MODEL_API", "responses"),
-                        help="how the demo agents talk to --model: OpenAI's Responses API (the default) or chat, Chat "
-                             "Completions (vLLM, Ollama, LiteLLM...); agents from --agents modules keep their own")
-        sp.add_argument("--tracing", choices=TRACING_MODES, default=os.environ.get("RUNCAST_TRACING") or None,
-                        help="the Agents SDK's trace export to OpenAI: off, or openai. Default: openai with "
-                             "OPENAI_API_KEY, off when OPENAI_BASE_URL points elsewhere or without a key; "
-                             "OPENAI_AGENTS_DISABLE_TRACING always turns it off")
-        sp.add_argument("--redis", metavar="URL", default=os.environ.get("RUNCAST_REDIS_URL"),
-                        help="join a cluster on this Redis (default: one process, in memory)")
+        sp.add_argument(
+            "--agents",
+            action="append",
+            metavar="MODULE",
+            help="module defining AGENTS (repeatable); 'demo' is the built-in demo agents (the default)",
+        )
+        sp.add_argument(
+            "--model",
+            help="a real model name for the demo agents (needs OPENAI_API_KEY; OPENAI_BASE_URL "
+            "for a server of your own)",
+        )
+        sp.add_argument(
+            "--model-api",
+            choices=MODEL_APIS,
+            default=os.environ.get("RUNCAST_MODEL_API", "responses"),
+            help="how the demo agents talk to --model: OpenAI's Responses API (the default) or chat, Chat "
+            "Completions (vLLM, Ollama, LiteLLM...); agents from --agents modules keep their own",
+        )
+        sp.add_argument(
+            "--tracing",
+            choices=TRACING_MODES,
+            default=os.environ.get("RUNCAST_TRACING") or None,
+            help="the Agents SDK's trace export to OpenAI: off, or openai. Default: openai with "
+            "OPENAI_API_KEY, off when OPENAI_BASE_URL points elsewhere or without a key; "
+            "OPENAI_AGENTS_DISABLE_TRACING always turns it off",
+        )
+        sp.add_argument(
+            "--redis",
+            metavar="URL",
+            default=os.environ.get("RUNCAST_REDIS_URL"),
+            help="join a cluster on this Redis (default: one process, in memory)",
+        )
         sp.add_argument("--concurrency", type=int, default=32, help="segments one worker streams at once")
-        sp.add_argument("--max-log", type=int, default=int(os.environ.get("RUNCAST_MAX_LOG", "100000")),
-                        help="events kept per run; older ones are trimmed and asking for them is an error (0: keep all)")
-        sp.add_argument("--retention", type=float, default=float(os.environ.get("RUNCAST_RETENTION_S", str(7 * 86400))),
-                        help="seconds a finished run's log and record are kept")
-        sp.add_argument("--webhook", action="append", metavar="URL",
-                        help="POST approval and run events here, signed (Standard Webhooks); repeatable. Shows in "
-                             "ps: prefer --webhook-file or RUNCAST_WEBHOOKS")
-        sp.add_argument("--webhook-file", metavar="FILE", default=os.environ.get("RUNCAST_WEBHOOK_FILE"),
-                        help="receivers, one a line: URL [events=a,b] [format=standard|slack] (default: "
-                             "$RUNCAST_WEBHOOK_FILE; RUNCAST_WEBHOOKS may hold the same lines)")
-        sp.add_argument("--webhook-events", action="append", metavar="A,B",
-                        help="the events a --webhook gets (once for all, or once per --webhook); default: all of "
-                             "approval.requested/decided/expired/cancelled, run.paused/completed/failed/cancelled")
-        sp.add_argument("--webhook-format", action="append", choices=["standard", "slack"],
-                        help="standard (the default) or slack (a Slack incoming webhook's body); once, or once per --webhook")
-        sp.add_argument("--webhook-secret", default=os.environ.get("RUNCAST_WEBHOOK_SECRET"), metavar="whsec_...",
-                        help="signing secret, whsec_ + base64 (default: $RUNCAST_WEBHOOK_SECRET)")
-        sp.add_argument("--public-url", default=os.environ.get("RUNCAST_PUBLIC_URL"), metavar="URL",
-                        help="where people open the page, for the links in webhooks (default: $RUNCAST_PUBLIC_URL, "
-                             "else this hub's address)")
-        sp.add_argument("--lease", type=float, default=float(os.environ.get("RUNCAST_LEASE_S", "10")),
-                        help="seconds a worker's claim on a running run lasts without renewal (Redis only)")
+        sp.add_argument(
+            "--max-log",
+            type=int,
+            default=int(os.environ.get("RUNCAST_MAX_LOG", "100000")),
+            help="events kept per run; older ones are trimmed and asking for them is an error (0: keep all)",
+        )
+        sp.add_argument(
+            "--retention",
+            type=float,
+            default=float(os.environ.get("RUNCAST_RETENTION_S", str(7 * 86400))),
+            help="seconds a finished run's log and record are kept",
+        )
+        sp.add_argument(
+            "--webhook",
+            action="append",
+            metavar="URL",
+            help="POST approval and run events here, signed (Standard Webhooks); repeatable. Shows in "
+            "ps: prefer --webhook-file or RUNCAST_WEBHOOKS",
+        )
+        sp.add_argument(
+            "--webhook-file",
+            metavar="FILE",
+            default=os.environ.get("RUNCAST_WEBHOOK_FILE"),
+            help="receivers, one a line: URL [events=a,b] [format=standard|slack] (default: "
+            "$RUNCAST_WEBHOOK_FILE; RUNCAST_WEBHOOKS may hold the same lines)",
+        )
+        sp.add_argument(
+            "--webhook-events",
+            action="append",
+            metavar="A,B",
+            help="the events a --webhook gets (once for all, or once per --webhook); default: all of "
+            "approval.requested/decided/expired/cancelled, run.paused/completed/failed/cancelled",
+        )
+        sp.add_argument(
+            "--webhook-format",
+            action="append",
+            choices=["standard", "slack"],
+            help="standard (the default) or slack (a Slack incoming webhook's body); once, or once per --webhook",
+        )
+        sp.add_argument(
+            "--webhook-secret",
+            default=os.environ.get("RUNCAST_WEBHOOK_SECRET"),
+            metavar="whsec_...",
+            help="signing secret, whsec_ + base64 (default: $RUNCAST_WEBHOOK_SECRET)",
+        )
+        sp.add_argument(
+            "--public-url",
+            default=os.environ.get("RUNCAST_PUBLIC_URL"),
+            metavar="URL",
+            help="where people open the page, for the links in webhooks (default: $RUNCAST_PUBLIC_URL, "
+            "else this hub's address)",
+        )
+        sp.add_argument(
+            "--lease",
+            type=float,
+            default=float(os.environ.get("RUNCAST_LEASE_S", "10")),
+            help="seconds a worker's claim on a running run lasts without renewal (Redis only)",
+        )
 
     s = sub.add_parser("serve", help="the hub (and, by default, a worker)")
     common(s)
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=8765)
     s.add_argument("--no-worker", action="store_true", help="hub only: runs are streamed by `runcast worker` processes")
-    s.add_argument("--allow-origin", action="append", metavar="ORIGIN", help="browser origins allowed besides the hub's own")
-    s.add_argument("--allowed-hosts", action="append", metavar="HOSTS",
-                   default=[h for h in os.environ.get("RUNCAST_ALLOWED_HOSTS", "").split(",") if h.strip()] or None,
-                   help="comma-separated Host names this hub answers ('*' any, '*.example.com' subdomains); default: "
-                        "--host and localhost, or any when bound to every address")
+    s.add_argument(
+        "--allow-origin", action="append", metavar="ORIGIN", help="browser origins allowed besides the hub's own"
+    )
+    s.add_argument(
+        "--allowed-hosts",
+        action="append",
+        metavar="HOSTS",
+        default=[h for h in os.environ.get("RUNCAST_ALLOWED_HOSTS", "").split(",") if h.strip()] or None,
+        help="comma-separated Host names this hub answers ('*' any, '*.example.com' subdomains); default: "
+        "--host and localhost, or any when bound to every address",
+    )
     s.add_argument("--heartbeat", type=float, default=20.0, help="seconds between WebSocket pings")
-    s.add_argument("--max-queue", type=int, default=0,
-                   help="live events held back per client while its replay is read, before it is closed with 4408")
-    s.add_argument("--max-send-bytes", type=int, default=int(os.environ.get("RUNCAST_MAX_SEND_BYTES", str(1024 * 1024))),
-                   help="bytes sent to a client and not yet taken by it before it is closed with 4408 (default 1 MiB)")
+    s.add_argument(
+        "--max-queue",
+        type=int,
+        default=0,
+        help="live events held back per client while its replay is read, before it is closed with 4408",
+    )
+    s.add_argument(
+        "--max-send-bytes",
+        type=int,
+        default=int(os.environ.get("RUNCAST_MAX_SEND_BYTES", str(1024 * 1024))),
+        help="bytes sent to a client and not yet taken by it before it is closed with 4408 (default 1 MiB)",
+    )
     s.add_argument("--dev", action="store_true", help="accept tokens without exp")
-    s.add_argument("--jwks-url", metavar="URL", default=os.environ.get("RUNCAST_JWKS_URL"),
-                   help="also accept RS256, ES256 and EdDSA tokens signed with the keys published here (a JWKS); "
-                        "needs --jwt-issuer and --jwt-audience")
-    s.add_argument("--jwt-issuer", metavar="ISS", default=os.environ.get("RUNCAST_JWT_ISSUER"),
-                   help="the `iss` those tokens must carry")
-    s.add_argument("--jwt-audience", metavar="AUD", default=os.environ.get("RUNCAST_JWT_AUDIENCE"),
-                   help="the `aud` those tokens must carry (this hub)")
-    s.add_argument("--oidc-issuer", metavar="URL", default=os.environ.get("RUNCAST_OIDC_ISSUER"),
-                   help="sign people in on the page with this OpenID Connect provider (its discovery document is at "
-                        "URL/.well-known/openid-configuration)")
-    s.add_argument("--oidc-client-id", metavar="ID", default=os.environ.get("RUNCAST_OIDC_CLIENT_ID"),
-                   help="the client registered at the provider for this hub (redirect URI: <hub>/auth/callback)")
-    s.add_argument("--oidc-client-secret-file", metavar="FILE", default=os.environ.get("RUNCAST_OIDC_CLIENT_SECRET_FILE"),
-                   help="a file holding that client's secret (none: a public client, PKCE only)")
-    s.add_argument("--oidc-roles-claim", metavar="NAME", default=os.environ.get("RUNCAST_OIDC_ROLES_CLAIM", "groups"),
-                   help="the ID token claim listing the person's groups (default groups)")
-    s.add_argument("--oidc-role-map", metavar="GROUP=ROLE,...", default=os.environ.get("RUNCAST_OIDC_ROLE_MAP"),
-                   help="the provider's groups to Runcast's roles, e.g. ops=admin,oncall=approver,eng=viewer")
-    s.add_argument("--oidc-scopes", metavar="SCOPES", default=os.environ.get("RUNCAST_OIDC_SCOPES", "openid profile email"),
-                   help="the scopes asked for (default 'openid profile email'; Okta: add groups)")
-    s.add_argument("--oidc-cli-client-id", metavar="ID", default=os.environ.get("RUNCAST_OIDC_CLI_CLIENT_ID"),
-                   help="a public client (no secret) at the provider for `runcast login`: the device flow where the "
-                        "provider offers it, else a loopback redirect to http://127.0.0.1/callback")
-    s.add_argument("--roles-claim", metavar="NAME", default=os.environ.get("RUNCAST_ROLES_CLAIM", "roles"),
-                   help="the claim holding their roles (a dotted path for a nested one: realm_access.roles)")
-    s.add_argument("--name-claim", metavar="NAME", default=os.environ.get("RUNCAST_NAME_CLAIM", "name"),
-                   help="the claim holding their display name (default name; else preferred_username, email, sub)")
-    s.add_argument("--processes", type=int, default=int(os.environ.get("RUNCAST_PROCESSES", "1")),
-                   help="hub processes on this host and port (SO_REUSEPORT), plus a worker process; needs --redis")
-    s.add_argument("--worker-process", action="store_true",
-                   help="run the worker in a process of its own, not in the hub's event loop (needs --redis)")
+    s.add_argument(
+        "--jwks-url",
+        metavar="URL",
+        default=os.environ.get("RUNCAST_JWKS_URL"),
+        help="also accept RS256, ES256 and EdDSA tokens signed with the keys published here (a JWKS); "
+        "needs --jwt-issuer and --jwt-audience",
+    )
+    s.add_argument(
+        "--jwt-issuer",
+        metavar="ISS",
+        default=os.environ.get("RUNCAST_JWT_ISSUER"),
+        help="the `iss` those tokens must carry",
+    )
+    s.add_argument(
+        "--jwt-audience",
+        metavar="AUD",
+        default=os.environ.get("RUNCAST_JWT_AUDIENCE"),
+        help="the `aud` those tokens must carry (this hub)",
+    )
+    s.add_argument(
+        "--oidc-issuer",
+        metavar="URL",
+        default=os.environ.get("RUNCAST_OIDC_ISSUER"),
+        help="sign people in on the page with this OpenID Connect provider (its discovery document is at "
+        "URL/.well-known/openid-configuration)",
+    )
+    s.add_argument(
+        "--oidc-client-id",
+        metavar="ID",
+        default=os.environ.get("RUNCAST_OIDC_CLIENT_ID"),
+        help="the client registered at the provider for this hub (redirect URI: <hub>/auth/callback)",
+    )
+    s.add_argument(
+        "--oidc-client-secret-file",
+        metavar="FILE",
+        default=os.environ.get("RUNCAST_OIDC_CLIENT_SECRET_FILE"),
+        help="a file holding that client's secret (none: a public client, PKCE only)",
+    )
+    s.add_argument(
+        "--oidc-roles-claim",
+        metavar="NAME",
+        default=os.environ.get("RUNCAST_OIDC_ROLES_CLAIM", "groups"),
+        help="the ID token claim listing the person's groups (default groups)",
+    )
+    s.add_argument(
+        "--oidc-role-map",
+        metavar="GROUP=ROLE,...",
+        default=os.environ.get("RUNCAST_OIDC_ROLE_MAP"),
+        help="the provider's groups to Runcast's roles, e.g. ops=admin,oncall=approver,eng=viewer",
+    )
+    s.add_argument(
+        "--oidc-scopes",
+        metavar="SCOPES",
+        default=os.environ.get("RUNCAST_OIDC_SCOPES", "openid profile email"),
+        help="the scopes asked for (default 'openid profile email'; Okta: add groups)",
+    )
+    s.add_argument(
+        "--oidc-cli-client-id",
+        metavar="ID",
+        default=os.environ.get("RUNCAST_OIDC_CLI_CLIENT_ID"),
+        help="a public client (no secret) at the provider for `runcast login`: the device flow where the "
+        "provider offers it, else a loopback redirect to http://127.0.0.1/callback",
+    )
+    s.add_argument(
+        "--roles-claim",
+        metavar="NAME",
+        default=os.environ.get("RUNCAST_ROLES_CLAIM", "roles"),
+        help="the claim holding their roles (a dotted path for a nested one: realm_access.roles)",
+    )
+    s.add_argument(
+        "--name-claim",
+        metavar="NAME",
+        default=os.environ.get("RUNCAST_NAME_CLAIM", "name"),
+        help="the claim holding their display name (default name; else preferred_username, email, sub)",
+    )
+    s.add_argument(
+        "--processes",
+        type=int,
+        default=int(os.environ.get("RUNCAST_PROCESSES", "1")),
+        help="hub processes on this host and port (SO_REUSEPORT), plus a worker process; needs --redis",
+    )
+    s.add_argument(
+        "--worker-process",
+        action="store_true",
+        help="run the worker in a process of its own, not in the hub's event loop (needs --redis)",
+    )
     s.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)  # a child of --processes
-    s.add_argument("--max-starts-per-minute", type=int, metavar="N",
-                   default=int(os.environ.get("RUNCAST_MAX_STARTS_PER_MINUTE", str(DEFAULT_STARTS_PER_MINUTE))),
-                   help="runs one user may start in any 60 s, over every node (0: no limit)")
-    s.add_argument("--max-open-runs", type=int, metavar="N",
-                   default=int(os.environ.get("RUNCAST_MAX_OPEN_RUNS", str(DEFAULT_MAX_OPEN))),
-                   help="runs of one user that have not finished, over every node (0: no limit)")
-    s.add_argument("--max-connections", type=int, metavar="N",
-                   default=int(os.environ.get("RUNCAST_MAX_CONNECTIONS", "10000")),
-                   help="open WebSocket connections on this node; over it an upgrade gets HTTP 503 (0: no cap)")
-    s.add_argument("--max-unauthenticated", type=int, metavar="N",
-                   default=int(os.environ.get("RUNCAST_MAX_UNAUTHENTICATED", "1000")),
-                   help="of them, connections that have not sent a valid hello yet (0: no cap)")
-    s.add_argument("--max-unauthenticated-per-address", type=int, metavar="N",
-                   default=int(os.environ["RUNCAST_MAX_UNAUTHENTICATED_PER_ADDRESS"]) if os.environ.get("RUNCAST_MAX_UNAUTHENTICATED_PER_ADDRESS") else None,
-                   help="of those, from one client address (default: a tenth of --max-unauthenticated)")
-    s.add_argument("--trusted-proxy", action="append", metavar="CIDR",
-                   default=[os.environ.get("RUNCAST_TRUSTED_PROXY") or os.environ["FORWARDED_ALLOW_IPS"]]
-                   if os.environ.get("RUNCAST_TRUSTED_PROXY") or os.environ.get("FORWARDED_ALLOW_IPS") else None,
-                   help="a load balancer's address or network (repeatable, or comma-separated): a connection from it is "
-                        "counted by the right-most X-Forwarded-For address that is not a trusted proxy; no other peer's "
-                        "X-Forwarded-For is believed")
-    s.add_argument("--metrics-bind", metavar="HOST:PORT", default=os.environ.get("RUNCAST_METRICS_BIND"),
-                   help="also serve /metrics here, without a token (e.g. 127.0.0.1:9100); on the main port it needs "
-                        "a token with the metrics or admin role")
+    s.add_argument(
+        "--max-starts-per-minute",
+        type=int,
+        metavar="N",
+        default=int(os.environ.get("RUNCAST_MAX_STARTS_PER_MINUTE", str(DEFAULT_STARTS_PER_MINUTE))),
+        help="runs one user may start in any 60 s, over every node (0: no limit)",
+    )
+    s.add_argument(
+        "--max-open-runs",
+        type=int,
+        metavar="N",
+        default=int(os.environ.get("RUNCAST_MAX_OPEN_RUNS", str(DEFAULT_MAX_OPEN))),
+        help="runs of one user that have not finished, over every node (0: no limit)",
+    )
+    s.add_argument(
+        "--max-connections",
+        type=int,
+        metavar="N",
+        default=int(os.environ.get("RUNCAST_MAX_CONNECTIONS", "10000")),
+        help="open WebSocket connections on this node; over it an upgrade gets HTTP 503 (0: no cap)",
+    )
+    s.add_argument(
+        "--max-unauthenticated",
+        type=int,
+        metavar="N",
+        default=int(os.environ.get("RUNCAST_MAX_UNAUTHENTICATED", "1000")),
+        help="of them, connections that have not sent a valid hello yet (0: no cap)",
+    )
+    s.add_argument(
+        "--max-unauthenticated-per-address",
+        type=int,
+        metavar="N",
+        default=int(os.environ["RUNCAST_MAX_UNAUTHENTICATED_PER_ADDRESS"])
+        if os.environ.get("RUNCAST_MAX_UNAUTHENTICATED_PER_ADDRESS")
+        else None,
+        help="of those, from one client address (default: a tenth of --max-unauthenticated)",
+    )
+    s.add_argument(
+        "--trusted-proxy",
+        action="append",
+        metavar="CIDR",
+        default=[os.environ.get("RUNCAST_TRUSTED_PROXY") or os.environ["FORWARDED_ALLOW_IPS"]]
+        if os.environ.get("RUNCAST_TRUSTED_PROXY") or os.environ.get("FORWARDED_ALLOW_IPS")
+        else None,
+        help="a load balancer's address or network (repeatable, or comma-separated): a connection from it is "
+        "counted by the right-most X-Forwarded-For address that is not a trusted proxy; no other peer's "
+        "X-Forwarded-For is believed",
+    )
+    s.add_argument(
+        "--metrics-bind",
+        metavar="HOST:PORT",
+        default=os.environ.get("RUNCAST_METRICS_BIND"),
+        help="also serve /metrics here, without a token (e.g. 127.0.0.1:9100); on the main port it needs "
+        "a token with the metrics or admin role",
+    )
     # 10 s: an upgrade request is one small packet from any real client (nginx's client_header_timeout is 60 s), and
     # this is also how long a half-open upgrade may hold a socket.
-    s.add_argument("--header-timeout", type=float, default=float(os.environ.get("RUNCAST_HEADER_TIMEOUT_S", "10")),
-                   help="seconds a connection may take to send a request's headers (an upgrade included)")
-    s.add_argument("--backlog", type=int, default=int(os.environ.get("RUNCAST_BACKLOG", "4096")),
-                   help="connections the kernel queues before they are accepted (capped by net.core.somaxconn): "
-                        "room for every client of a restarted node reconnecting at once")
-    s.add_argument("--drain-delay", type=float, default=float(os.environ.get("RUNCAST_DRAIN_DELAY_S", "0")),
-                   help="on SIGTERM, seconds to keep serving while /readyz answers 503, before closing clients with 1012")
-    s.add_argument("--grace", type=float, default=float(os.environ.get("RUNCAST_GRACE_S", "5")),
-                   help="on shutdown, seconds to wait for connections and requests to end before cancelling them")
+    s.add_argument(
+        "--header-timeout",
+        type=float,
+        default=float(os.environ.get("RUNCAST_HEADER_TIMEOUT_S", "10")),
+        help="seconds a connection may take to send a request's headers (an upgrade included)",
+    )
+    s.add_argument(
+        "--backlog",
+        type=int,
+        default=int(os.environ.get("RUNCAST_BACKLOG", "4096")),
+        help="connections the kernel queues before they are accepted (capped by net.core.somaxconn): "
+        "room for every client of a restarted node reconnecting at once",
+    )
+    s.add_argument(
+        "--drain-delay",
+        type=float,
+        default=float(os.environ.get("RUNCAST_DRAIN_DELAY_S", "0")),
+        help="on SIGTERM, seconds to keep serving while /readyz answers 503, before closing clients with 1012",
+    )
+    s.add_argument(
+        "--grace",
+        type=float,
+        default=float(os.environ.get("RUNCAST_GRACE_S", "5")),
+        help="on shutdown, seconds to wait for connections and requests to end before cancelling them",
+    )
     s.set_defaults(func=serve)
 
     w = sub.add_parser("worker", help="a worker only (needs --redis)")
     common(w)
-    w.add_argument("--metrics-port", type=int, default=int(os.environ.get("RUNCAST_METRICS_PORT", "0")),
-                   help="serve /metrics, /healthz and /readyz on this port (0: none)")
+    w.add_argument(
+        "--metrics-port",
+        type=int,
+        default=int(os.environ.get("RUNCAST_METRICS_PORT", "0")),
+        help="serve /metrics, /healthz and /readyz on this port (0: none)",
+    )
     w.add_argument("--metrics-host", default="0.0.0.0", help="address for --metrics-port")
-    w.add_argument("--grace", type=float, default=float(os.environ.get("RUNCAST_WORKER_GRACE_S", "25")),
-                   help="on SIGTERM, seconds the segments being streamed get to end before they are cancelled")
+    w.add_argument(
+        "--grace",
+        type=float,
+        default=float(os.environ.get("RUNCAST_WORKER_GRACE_S", "25")),
+        help="on SIGTERM, seconds the segments being streamed get to end before they are cancelled",
+    )
     w.set_defaults(func=worker)
 
     t = sub.add_parser("token", help="print a token signed with RUNCAST_SECRET")
@@ -609,7 +855,9 @@ def main(argv: list[str] | None = None) -> None:
     t.add_argument("--ttl", type=float, default=3600, help="seconds until it expires (default 3600)")
     t.set_defaults(func=token)
 
-    ws = sub.add_parser("webhook-secret", help="print a new webhook signing secret (whsec_ + base64 of 32 random bytes)")
+    ws = sub.add_parser(
+        "webhook-secret", help="print a new webhook signing secret (whsec_ + base64 of 32 random bytes)"
+    )
     ws.set_defaults(func=webhook_secret)
 
     from .terminal import add_commands  # runs, start, approvals, approve, reject, watch, audit: clients of a hub

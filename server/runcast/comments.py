@@ -95,11 +95,14 @@ def parse_mentions(text: str, people: Iterable[dict[str, Any]]) -> list[dict[str
         else:
             found.setdefault(found_ref["sub"], found_ref)
     if unknown:
-        raise ProtocolError(ErrorCode.BAD_REQUEST, f"{', '.join(unknown)}: nobody who watches, watched or may decide "
-                            "this run has that name", field="text", unknown_mentions=unknown)
+        raise ProtocolError(
+            ErrorCode.BAD_REQUEST,
+            f"{', '.join(unknown)}: nobody who watches, watched or may decide this run has that name",
+            field="text",
+            unknown_mentions=unknown,
+        )
     if len(found) > MAX_MENTIONS:
-        raise ProtocolError(ErrorCode.BAD_REQUEST, f"a comment may mention at most {MAX_MENTIONS} people",
-                            field="text")
+        raise ProtocolError(ErrorCode.BAD_REQUEST, f"a comment may mention at most {MAX_MENTIONS} people", field="text")
     return list(found.values())
 
 
@@ -108,8 +111,12 @@ def check_text(text: str) -> str:
     if not text:
         raise ProtocolError(ErrorCode.BAD_REQUEST, "a comment needs some text", field="text")
     if len(text) > MAX_COMMENT:
-        raise ProtocolError(ErrorCode.TOO_LARGE, f"a comment of {len(text)} characters is over the {MAX_COMMENT} "
-                            "character limit", field="text", limit=MAX_COMMENT)
+        raise ProtocolError(
+            ErrorCode.TOO_LARGE,
+            f"a comment of {len(text)} characters is over the {MAX_COMMENT} character limit",
+            field="text",
+            limit=MAX_COMMENT,
+        )
     return text
 
 
@@ -117,32 +124,65 @@ def _flood(comments: dict[str, CommentMeta], sub: str, now: float) -> None:
     recent = [c.at for c in comments.values() if c.by.get("sub") == sub and now - c.at < FLOOD_WINDOW_S]
     if len(recent) >= FLOOD_MAX:
         wait = max(1, int(FLOOD_WINDOW_S - (now - min(recent))) + 1)
-        raise ProtocolError(ErrorCode.RATE_LIMITED, f"over {FLOOD_MAX} comments a minute on one run; wait {wait} s",
-                            retry_after_s=wait)
+        raise ProtocolError(
+            ErrorCode.RATE_LIMITED, f"over {FLOOD_MAX} comments a minute on one run; wait {wait} s", retry_after_s=wait
+        )
     if len(comments) >= MAX_COMMENTS_PER_RUN:
         raise ProtocolError(ErrorCode.RATE_LIMITED, f"this run has {MAX_COMMENTS_PER_RUN} comments, its limit")
 
 
-def _mention_events(meta: CommentMeta, person: Person, text: str, mentioned: list[dict[str, str]],
-                    already: set[str], now: float, kept: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
+def _mention_events(
+    meta: CommentMeta,
+    person: Person,
+    text: str,
+    mentioned: list[dict[str, str]],
+    already: set[str],
+    now: float,
+    kept: list[dict[str, Any]],
+) -> list[tuple[str, dict[str, Any]]]:
     events = []
     for ref in mentioned:
         if ref["sub"] in already or ref["sub"] == person.sub:
             continue
-        data = {"comment_id": meta.comment_id, "thread_id": meta.thread_id, "approval_id": meta.approval_id,
-                "by": person.ref(), "mentioned": ref, "text": text}
+        data = {
+            "comment_id": meta.comment_id,
+            "thread_id": meta.thread_id,
+            "approval_id": meta.approval_id,
+            "by": person.ref(),
+            "mentioned": ref,
+            "text": text,
+        }
         events.append(("comment.mention", data))
-        kept.append({"mention_id": f"{meta.comment_id}:{ref['sub']}:{meta.edits}", "sub": ref["sub"],
-                     "comment_id": meta.comment_id, "thread_id": meta.thread_id, "approval_id": meta.approval_id,
-                     "by": person.ref(), "excerpt": text[:EXCERPT], "at": now_iso(now)})
+        kept.append(
+            {
+                "mention_id": f"{meta.comment_id}:{ref['sub']}:{meta.edits}",
+                "sub": ref["sub"],
+                "comment_id": meta.comment_id,
+                "thread_id": meta.thread_id,
+                "approval_id": meta.approval_id,
+                "by": person.ref(),
+                "excerpt": text[:EXCERPT],
+                "at": now_iso(now),
+            }
+        )
     del kept[:-MENTIONS_KEPT]
     return events
 
 
-def add(comments: dict[str, CommentMeta], threads: dict[str, ThreadMeta], approvals: Iterable[str],
-        mentions_kept: list[dict[str, Any]], person: Person, text: str, approval_id: str | None,
-        reply_to: str | None, people: Iterable[dict[str, Any]], now: float, run_id: str = "",
-        comment_id: str | None = None) -> tuple[dict[str, Any], list[tuple[str, dict[str, Any]]]]:
+def add(
+    comments: dict[str, CommentMeta],
+    threads: dict[str, ThreadMeta],
+    approvals: Iterable[str],
+    mentions_kept: list[dict[str, Any]],
+    person: Person,
+    text: str,
+    approval_id: str | None,
+    reply_to: str | None,
+    people: Iterable[dict[str, Any]],
+    now: float,
+    run_id: str = "",
+    comment_id: str | None = None,
+) -> tuple[dict[str, Any], list[tuple[str, dict[str, Any]]]]:
     """A new comment, in place. Returns (result, events)."""
     text = check_text(text)
     if approval_id is not None and approval_id not in set(approvals):
@@ -153,40 +193,68 @@ def add(comments: dict[str, CommentMeta], threads: dict[str, ThreadMeta], approv
         if parent is None:
             raise ProtocolError(ErrorCode.NOT_FOUND, f"run {run_id} has no comment {reply_to}", field="reply_to")
         if approval_id is not None and parent.approval_id != approval_id:
-            raise ProtocolError(ErrorCode.BAD_REQUEST, f"comment {reply_to} is not on approval {approval_id}",
-                                field="reply_to")
+            raise ProtocolError(
+                ErrorCode.BAD_REQUEST, f"comment {reply_to} is not on approval {approval_id}", field="reply_to"
+            )
         thread_id, approval_id = parent.thread_id, parent.approval_id
     mentioned = parse_mentions(text, people)
     _flood(comments, person.sub, now)
     cid = comment_id or f"c_{secrets.token_hex(6)}"
     thread_id = thread_id or cid
-    meta = CommentMeta(comment_id=cid, thread_id=thread_id, approval_id=approval_id, by=person.ref(), at=now,
-                       mentions=[m["sub"] for m in mentioned])
+    meta = CommentMeta(
+        comment_id=cid,
+        thread_id=thread_id,
+        approval_id=approval_id,
+        by=person.ref(),
+        at=now,
+        mentions=[m["sub"] for m in mentioned],
+    )
     comments[cid] = meta
     thread = threads.setdefault(thread_id, ThreadMeta(thread_id=thread_id, approval_id=approval_id))
     thread.comments += 1
-    events: list[tuple[str, dict[str, Any]]] = [("comment.added", {
-        "comment_id": cid, "thread_id": thread_id, "approval_id": approval_id, "reply_to": reply_to,
-        "by": person.ref(), "text": text, "mentions": mentioned})]
+    events: list[tuple[str, dict[str, Any]]] = [
+        (
+            "comment.added",
+            {
+                "comment_id": cid,
+                "thread_id": thread_id,
+                "approval_id": approval_id,
+                "reply_to": reply_to,
+                "by": person.ref(),
+                "text": text,
+                "mentions": mentioned,
+            },
+        )
+    ]
     events += _mention_events(meta, person, text, mentioned, set(), now, mentions_kept)
     return {"comment_id": cid, "thread_id": thread_id}, events
 
 
-def _own(comments: dict[str, CommentMeta], comment_id: str, person: Person, run_id: str, what: str,
-         admin_may: bool = False) -> CommentMeta:
+def _own(
+    comments: dict[str, CommentMeta], comment_id: str, person: Person, run_id: str, what: str, admin_may: bool = False
+) -> CommentMeta:
     meta = comments.get(comment_id)
     if meta is None:
         raise ProtocolError(ErrorCode.NOT_FOUND, f"run {run_id} has no comment {comment_id}", field="comment_id")
     if meta.deleted:
         raise ProtocolError(ErrorCode.NOT_FOUND, f"comment {comment_id} was deleted", field="comment_id")
     if meta.by.get("sub") != person.sub and not (admin_may and ADMIN in person.roles):
-        raise ProtocolError(ErrorCode.FORBIDDEN, f"only its author ({meta.by.get('name')}) may {what} comment {comment_id}")
+        raise ProtocolError(
+            ErrorCode.FORBIDDEN, f"only its author ({meta.by.get('name')}) may {what} comment {comment_id}"
+        )
     return meta
 
 
-def edit(comments: dict[str, CommentMeta], mentions_kept: list[dict[str, Any]], person: Person, comment_id: str,
-         text: str, people: Iterable[dict[str, Any]], now: float,
-         run_id: str = "") -> tuple[dict[str, Any], list[tuple[str, dict[str, Any]]]]:
+def edit(
+    comments: dict[str, CommentMeta],
+    mentions_kept: list[dict[str, Any]],
+    person: Person,
+    comment_id: str,
+    text: str,
+    people: Iterable[dict[str, Any]],
+    now: float,
+    run_id: str = "",
+) -> tuple[dict[str, Any], list[tuple[str, dict[str, Any]]]]:
     """The author replaces their comment's text; newly mentioned people are notified (the others were already)."""
     text = check_text(text)
     meta = _own(comments, comment_id, person, run_id, "edit")
@@ -194,25 +262,47 @@ def edit(comments: dict[str, CommentMeta], mentions_kept: list[dict[str, Any]], 
     before = set(meta.mentions)
     meta.edits += 1
     meta.mentions = [m["sub"] for m in mentioned]
-    events: list[tuple[str, dict[str, Any]]] = [("comment.edited", {
-        "comment_id": comment_id, "thread_id": meta.thread_id, "approval_id": meta.approval_id, "by": person.ref(),
-        "text": text, "mentions": mentioned, "edits": meta.edits})]
+    events: list[tuple[str, dict[str, Any]]] = [
+        (
+            "comment.edited",
+            {
+                "comment_id": comment_id,
+                "thread_id": meta.thread_id,
+                "approval_id": meta.approval_id,
+                "by": person.ref(),
+                "text": text,
+                "mentions": mentioned,
+                "edits": meta.edits,
+            },
+        )
+    ]
     events += _mention_events(meta, person, text, mentioned, before, now, mentions_kept)
     return {"comment_id": comment_id, "edits": meta.edits}, events
 
 
-def delete(comments: dict[str, CommentMeta], person: Person, comment_id: str,
-           run_id: str = "") -> tuple[dict[str, Any], list[tuple[str, dict[str, Any]]]]:
+def delete(
+    comments: dict[str, CommentMeta], person: Person, comment_id: str, run_id: str = ""
+) -> tuple[dict[str, Any], list[tuple[str, dict[str, Any]]]]:
     """The author (or an admin, moderating) deletes a comment: the page stops showing its text; the log keeps the
     `comment.added` it had and this `comment.deleted`."""
     meta = _own(comments, comment_id, person, run_id, "delete", admin_may=True)
     meta.deleted = True
-    return {"comment_id": comment_id}, [("comment.deleted", {
-        "comment_id": comment_id, "thread_id": meta.thread_id, "approval_id": meta.approval_id, "by": person.ref()})]
+    return {"comment_id": comment_id}, [
+        (
+            "comment.deleted",
+            {
+                "comment_id": comment_id,
+                "thread_id": meta.thread_id,
+                "approval_id": meta.approval_id,
+                "by": person.ref(),
+            },
+        )
+    ]
 
 
-def resolve(threads: dict[str, ThreadMeta], person: Person, thread_id: str, resolved: bool,
-            run_id: str = "") -> tuple[dict[str, Any], list[tuple[str, dict[str, Any]]]]:
+def resolve(
+    threads: dict[str, ThreadMeta], person: Person, thread_id: str, resolved: bool, run_id: str = ""
+) -> tuple[dict[str, Any], list[tuple[str, dict[str, Any]]]]:
     """Resolve or reopen a thread. Asking for the state it already has changes nothing and logs nothing."""
     thread = threads.get(thread_id)
     if thread is None:
@@ -221,5 +311,7 @@ def resolve(threads: dict[str, ThreadMeta], person: Person, thread_id: str, reso
         return {"thread_id": thread_id, "resolved": resolved, "changed": False}, []
     thread.resolved = resolved
     kind = "thread.resolved" if resolved else "thread.reopened"
-    return ({"thread_id": thread_id, "resolved": resolved, "changed": True},
-            [(kind, {"thread_id": thread_id, "approval_id": thread.approval_id, "by": person.ref()})])
+    return (
+        {"thread_id": thread_id, "resolved": resolved, "changed": True},
+        [(kind, {"thread_id": thread_id, "approval_id": thread.approval_id, "by": person.ref()})],
+    )

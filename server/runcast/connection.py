@@ -108,8 +108,12 @@ class Limiter:
 
 
 def log_reset(run_id: str, epoch: str | None, what: str) -> ProtocolError:
-    return ProtocolError(ErrorCode.LOG_RESET, f"run {run_id} {what}: the history you hold was lost; start it afresh "
-                         "(subscribe without since)", run_id=run_id, epoch=epoch)
+    return ProtocolError(
+        ErrorCode.LOG_RESET,
+        f"run {run_id} {what}: the history you hold was lost; start it afresh (subscribe without since)",
+        run_id=run_id,
+        epoch=epoch,
+    )
 
 
 class _Close:
@@ -153,8 +157,9 @@ class Host(Protocol):
         """An error that is not the client's, as the error frame it gets."""
         ...
 
-    async def subscribe_runs(self, conn: Connection, limit: int, request_id: str | None,
-                             filters: dict[str, str] | None = None) -> None:
+    async def subscribe_runs(
+        self, conn: Connection, limit: int, request_id: str | None, filters: dict[str, str] | None = None
+    ) -> None:
         """The run list: a snapshot, then live `run.status` frames."""
         ...
 
@@ -223,8 +228,10 @@ class Connection:
         if taken >= limit and held <= limit * PROMPT_CEILING:
             self._arm_slow(held)  # reading promptly, behind a burst: not a slow consumer
             return
-        self.close(CloseCode.SLOW_CONSUMER, f"slow consumer: {held} bytes unread (limit {limit}); "
-                                            "reconnect and subscribe with since")
+        self.close(
+            CloseCode.SLOW_CONSUMER,
+            f"slow consumer: {held} bytes unread (limit {limit}); reconnect and subscribe with since",
+        )
 
     def send(self, item: Event | str | bytes) -> None:
         if isinstance(item, Event):
@@ -249,7 +256,7 @@ class Connection:
                 await self._wire.room()
                 if self._closing is not None:
                     return
-                self.send_events(events[start:i + 1])
+                self.send_events(events[start : i + 1])
                 start, size = i + 1, 0
 
     def send_shared(self, items: list[Any]) -> None:
@@ -376,28 +383,44 @@ class Connection:
     def _welcome(self, request_id: str | None) -> None:
         who = self.identity
         assert who is not None
-        self.send_control(Welcome(connection_id=self.id, user=User.model_validate(who.public()), server=f"runcast/{__version__}",
-                                  heartbeat_s=self.hub.settings.heartbeat_s, batch=True if self.batch else None,
-                                  expires_at=who.exp, id=request_id, now=now_iso()))
+        self.send_control(
+            Welcome(
+                connection_id=self.id,
+                user=User.model_validate(who.public()),
+                server=f"runcast/{__version__}",
+                heartbeat_s=self.hub.settings.heartbeat_s,
+                batch=True if self.batch else None,
+                expires_at=who.exp,
+                id=request_id,
+                now=now_iso(),
+            )
+        )
         if self._expiry is not None:
             self._expiry.cancel()
             self._expiry = None
         if who.exp is not None:  # cancelled in _cleanup: the handle holds this connection until it fires
             loop = asyncio.get_running_loop()
-            self._expiry = loop.call_at(loop.time() + max(0.0, who.exp - time.time()),
-                                        self.close, CloseCode.UNAUTHENTICATED, "token expired")
+            self._expiry = loop.call_at(
+                loop.time() + max(0.0, who.exp - time.time()), self.close, CloseCode.UNAUTHENTICATED, "token expired"
+            )
 
     async def _renew(self, cmd: Hello) -> None:
         """A hello on an open connection: a new token (or session) for the same person, before the old one ends. The
         connection and every subscription stay; a token for someone else is refused and changes nothing."""
         assert self.identity is not None
         if not cmd.token:
-            raise ProtocolError(ErrorCode.BAD_REQUEST, "a renewing hello needs a token (the cookie is read only "
-                                "when the WebSocket opens)", id=cmd.id)
+            raise ProtocolError(
+                ErrorCode.BAD_REQUEST,
+                "a renewing hello needs a token (the cookie is read only when the WebSocket opens)",
+                id=cmd.id,
+            )
         who = await self.hub.auth.verify(cmd.token)
         if who.sub != self.identity.sub:
-            raise ProtocolError(ErrorCode.FORBIDDEN, "a renewing hello must be for the same person; open a new "
-                                "connection to change who you are", id=cmd.id)
+            raise ProtocolError(
+                ErrorCode.FORBIDDEN,
+                "a renewing hello must be for the same person; open a new connection to change who you are",
+                id=cmd.id,
+            )
         self.identity = who
         self._welcome(cmd.id)
 
@@ -419,15 +442,21 @@ class Connection:
                     cmd = parse_command(decode_frame(payload, self.encoding))
                     cmd_id = cmd.id
                     if not allowed:
-                        raise ProtocolError(ErrorCode.RATE_LIMITED, f"over {self.hub.settings.rate_per_s:g} commands a second; slow down")
+                        raise ProtocolError(
+                            ErrorCode.RATE_LIMITED,
+                            f"over {self.hub.settings.rate_per_s:g} commands a second; slow down",
+                        )
                     if isinstance(cmd, Ping):
                         self.send_control(Pong(id=cmd.id))
                         continue
                     if self._commands is None:
                         self._commands = deque()
                     elif len(self._commands) >= max(1, int(self.hub.settings.rate_burst)):
-                        raise ProtocolError(ErrorCode.RATE_LIMITED, f"{len(self._commands)} commands are waiting for "
-                                            "their answers; wait for some before sending more")
+                        raise ProtocolError(
+                            ErrorCode.RATE_LIMITED,
+                            f"{len(self._commands)} commands are waiting for "
+                            "their answers; wait for some before sending more",
+                        )
                     self._commands.append(cmd)
                     if self._worker is None:
                         self._worker = asyncio.create_task(self._run_commands())
@@ -443,8 +472,13 @@ class Connection:
         if cmd_id is not None:
             err.detail.setdefault("id", cmd_id)
         self.send_error(err)
-        if err.code in (ErrorCode.BAD_FRAME, ErrorCode.BAD_REQUEST, ErrorCode.UNKNOWN_TYPE,
-                        ErrorCode.RATE_LIMITED, ErrorCode.TOO_LARGE) and self.limiter.strike(now):
+        if err.code in (
+            ErrorCode.BAD_FRAME,
+            ErrorCode.BAD_REQUEST,
+            ErrorCode.UNKNOWN_TYPE,
+            ErrorCode.RATE_LIMITED,
+            ErrorCode.TOO_LARGE,
+        ) and self.limiter.strike(now):
             self.close(CloseCode.POLICY, "too many bad or rate-limited frames")
 
     async def _run_commands(self) -> None:
@@ -476,7 +510,9 @@ class Connection:
             await self._unsubscribe(cmd.run_id)
             self.send_control(Ack.model_validate({"id": cmd.id, "run_id": cmd.run_id}))
         elif isinstance(cmd, Decide):
-            result = await svc.decide(who, cmd.run_id, cmd.approval_id, cmd.decision, cmd.reason, cmd.always, cmd.arguments)
+            result = await svc.decide(
+                who, cmd.run_id, cmd.approval_id, cmd.decision, cmd.reason, cmd.always, cmd.arguments
+            )
             self.send_control(Ack.model_validate({"id": cmd.id, "run_id": cmd.run_id, **result}))
         elif isinstance(cmd, Cancel):
             result = await svc.cancel(who, cmd.run_id, cmd.mode)
@@ -533,8 +569,13 @@ class Connection:
         if since > head and cmd.epoch:
             raise log_reset(run_id, rec.epoch or None, f"has only {head} events, not the {since} you saw")
         if since > head:
-            raise ProtocolError(ErrorCode.BAD_REQUEST, f"field 'since': {since} is past the newest event ({head}) of {run_id}",
-                                run_id=run_id, field="since", head_seq=head)
+            raise ProtocolError(
+                ErrorCode.BAD_REQUEST,
+                f"field 'since': {since} is past the newest event ({head}) of {run_id}",
+                run_id=run_id,
+                field="since",
+                head_seq=head,
+            )
         old = self.cursors.get(run_id)
         cursor = self.cursors[run_id] = Cursor[Event](since, self.hub.settings.max_queue)
         if old is None:
@@ -554,7 +595,9 @@ class Connection:
             raise
         self.send_events(cursor.end_replay())
         rec = await backend.get(run_id) or rec
-        self.send_control(Sync(run_id=run_id, head_seq=cursor.last, status=rec.status, epoch=rec.epoch or None, now=now_iso()))
+        self.send_control(
+            Sync(run_id=run_id, head_seq=cursor.last, status=rec.status, epoch=rec.epoch or None, now=now_iso())
+        )
         if cursor.gap() is not None and run_id not in self._fills:
             self._fills[run_id] = asyncio.create_task(self._fill(run_id, cursor))
         if run_id not in self.joined:  # presence is live state, never in the log (presence_feed.py)

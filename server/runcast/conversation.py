@@ -47,8 +47,13 @@ class TalkPolicy(BaseModel):
     per_minute: int = Field(default=DEFAULT_PER_MINUTE, ge=0)  # 0: no limit
 
     def wire(self) -> dict[str, Any]:
-        return {"roles": self.roles, "starter": self.starter, "busy": self.busy, "max_chars": self.max_chars,
-                "per_minute": self.per_minute}
+        return {
+            "roles": self.roles,
+            "starter": self.starter,
+            "busy": self.busy,
+            "max_chars": self.max_chars,
+            "per_minute": self.per_minute,
+        }
 
 
 def may_talk(rec: RunRecord, person: Person, policy: TalkPolicy) -> bool:
@@ -62,26 +67,46 @@ def say(rec: RunRecord, person: Person, text: str, message_id: str, policy: Talk
     rate_limited) and then nothing of the run changes."""
     if not may_talk(rec, person, policy):
         who = " or the person who started the run" if policy.starter else ""
-        raise ProtocolError(ErrorCode.FORBIDDEN, f"talking to this agent needs the role {', '.join(policy.roles)} (or admin)"
-                            f"{who}; you have {', '.join(person.roles) or 'none'}", run_id=rec.run_id)
+        raise ProtocolError(
+            ErrorCode.FORBIDDEN,
+            f"talking to this agent needs the role {', '.join(policy.roles)} (or admin)"
+            f"{who}; you have {', '.join(person.roles) or 'none'}",
+            run_id=rec.run_id,
+        )
     if not text.strip():
         raise ProtocolError(ErrorCode.BAD_REQUEST, "the message is empty", field="text", run_id=rec.run_id)
     if len(text) > policy.max_chars:
-        raise ProtocolError(ErrorCode.TOO_LARGE, f"the message has {len(text)} characters; this agent takes at most "
-                            f"{policy.max_chars}", field="text", max_chars=policy.max_chars, run_id=rec.run_id)
+        raise ProtocolError(
+            ErrorCode.TOO_LARGE,
+            f"the message has {len(text)} characters; this agent takes at most {policy.max_chars}",
+            field="text",
+            max_chars=policy.max_chars,
+            run_id=rec.run_id,
+        )
     if rec.status in ("failed", "cancelled"):
-        raise ProtocolError(ErrorCode.NOT_PENDING, f"run {rec.run_id} is {rec.status}: its conversation is over "
-                            "(start a new run, or run it again with rerun)", run_id=rec.run_id)
+        raise ProtocolError(
+            ErrorCode.NOT_PENDING,
+            f"run {rec.run_id} is {rec.status}: its conversation is over (start a new run, or run it again with rerun)",
+            run_id=rec.run_id,
+        )
     busy = rec.status != "completed"
     if busy and policy.busy == "reject":
-        raise ProtocolError(ErrorCode.BUSY, f"the agent is busy (run {rec.run_id} is {rec.status}) and this agent takes "
-                            "no message meanwhile; send it once the turn has completed", run_id=rec.run_id)
+        raise ProtocolError(
+            ErrorCode.BUSY,
+            f"the agent is busy (run {rec.run_id} is {rec.status}) and this agent takes "
+            "no message meanwhile; send it once the turn has completed",
+            run_id=rec.run_id,
+        )
     recent = [t for t in rec.talk_times.get(person.sub, []) if t > now - RATE_WINDOW_S]
     if policy.per_minute and len(recent) >= policy.per_minute:
         wait = max(1, int(recent[0] + RATE_WINDOW_S - now + 0.999))
-        raise ProtocolError(ErrorCode.RATE_LIMITED, f"you sent {len(recent)} messages to this run in the last minute, "
-                            f"its limit; try again in {wait} s", quota="messages_per_minute", retry_after_s=wait,
-                            run_id=rec.run_id)
+        raise ProtocolError(
+            ErrorCode.RATE_LIMITED,
+            f"you sent {len(recent)} messages to this run in the last minute, its limit; try again in {wait} s",
+            quota="messages_per_minute",
+            retry_after_s=wait,
+            run_id=rec.run_id,
+        )
     new = _copy(rec, now)
     new.talk_times = {s: [t for t in ts if t > now - RATE_WINDOW_S] for s, ts in new.talk_times.items()}
     new.talk_times = {s: ts for s, ts in new.talk_times.items() if ts}
@@ -104,16 +129,22 @@ def withdraw(rec: RunRecord, person: Person, message_id: str, now: float) -> Tra
     """A queued message taken back by its author, before a turn took it."""
     msg = next((m for m in rec.queue if m["message_id"] == message_id), None)
     if msg is None:
-        raise ProtocolError(ErrorCode.NOT_PENDING, f"message {message_id} is not waiting in run {rec.run_id}'s queue "
-                            "(a turn took it, or it was withdrawn)", run_id=rec.run_id)
+        raise ProtocolError(
+            ErrorCode.NOT_PENDING,
+            f"message {message_id} is not waiting in run {rec.run_id}'s queue (a turn took it, or it was withdrawn)",
+            run_id=rec.run_id,
+        )
     if msg["by"].get("sub") != person.sub:
-        raise ProtocolError(ErrorCode.FORBIDDEN, "only the person who sent a message may withdraw it", run_id=rec.run_id)
+        raise ProtocolError(
+            ErrorCode.FORBIDDEN, "only the person who sent a message may withdraw it", run_id=rec.run_id
+        )
     new = _copy(rec, now)
     new.queue = [m for m in new.queue if m["message_id"] != message_id]
     if new.interrupt and new.interrupt.get("message_id") == message_id and not new.queue:
         new.interrupt = None  # (the worker may already stop: the turn then ends as turn.interrupted, and waits)
-    return Transition(new, [("message.withdrawn", {"message_id": message_id, "by": person.ref()})], [],
-                      {"message_id": message_id})
+    return Transition(
+        new, [("message.withdrawn", {"message_id": message_id, "by": person.ref()})], [], {"message_id": message_id}
+    )
 
 
 def model_message(msg: dict[str, Any]) -> dict[str, Any]:

@@ -115,7 +115,11 @@ def tool_results(input_: Any) -> dict[str, str]:
     """tool name -> output text of the calls already answered in this conversation."""
     items = input_ if isinstance(input_, list) else []
     names = {_get(i, "call_id"): _get(i, "name") for i in items if _get(i, "type") == "function_call"}
-    return {names.get(_get(i, "call_id"), "?"): str(_get(i, "output")) for i in items if _get(i, "type") == "function_call_output"}
+    return {
+        names.get(_get(i, "call_id"), "?"): str(_get(i, "output"))
+        for i in items
+        if _get(i, "type") == "function_call_output"
+    }
 
 
 def janitor_script(input_: Any) -> Step:
@@ -124,8 +128,10 @@ def janitor_script(input_: Any) -> Step:
         out = done["delete_files"]
         if out.startswith("deleted"):
             return Step(f"Done. I {out}. That frees about 2.4 GB, and nothing else in the folder was touched.")
-        return Step(f"Understood, I left every file where it was. The reviewer's answer was: \"{out}\" "
-                    "If you want, I can delete only some of them.")
+        return Step(
+            f'Understood, I left every file where it was. The reviewer\'s answer was: "{out}" '
+            "If you want, I can delete only some of them."
+        )
     if "list_files" in done:
         return Step(
             "I found three temporary files, about 2.4 GB in all. Deleting files cannot be undone, "
@@ -141,8 +147,10 @@ def janitor_script(input_: Any) -> Step:
 
 
 def triage_script(input_: Any) -> Step:
-    return Step("This sounds like an operations request. I am handing you over to the Ops agent, who can restart services.",
-                ("transfer_to_ops", {}))
+    return Step(
+        "This sounds like an operations request. I am handing you over to the Ops agent, who can restart services.",
+        ("transfer_to_ops", {}),
+    )
 
 
 def ops_script(input_: Any) -> Step:
@@ -151,9 +159,12 @@ def ops_script(input_: Any) -> Step:
         out = done["restart_service"]
         if out.startswith("restarted"):
             return Step(f"Ops here: {out}. Error rates are back to normal.")
-        return Step(f"Ops here: I did not restart anything. The reviewer said: \"{out}\"")
-    return Step("Ops here. The web service is returning errors; a restart usually clears it. "
-                "Restarting production needs an approval.", ("restart_service", {"service": "web"}))
+        return Step(f'Ops here: I did not restart anything. The reviewer said: "{out}"')
+    return Step(
+        "Ops here. The web service is returning errors; a restart usually clears it. "
+        "Restarting production needs an approval.",
+        ("restart_service", {"service": "web"}),
+    )
 
 
 def release_script(input_: Any) -> Step:
@@ -162,9 +173,11 @@ def release_script(input_: Any) -> Step:
         out = done["deploy"]
         if out.startswith("deployed"):
             return Step(f"Release finished: {out}. I will watch the dashboards for the next hour.")
-        return Step(f"The release is on hold. The reviewers said: \"{out}\"")
-    return Step("Release 2.4.1 passed every check in staging. Deploying to production needs two approvers.",
-                ("deploy", {"version": "2.4.1", "environment": "production"}))
+        return Step(f'The release is on hold. The reviewers said: "{out}"')
+    return Step(
+        "Release 2.4.1 passed every check in staging. Deploying to production needs two approvers.",
+        ("deploy", {"version": "2.4.1", "environment": "production"}),
+    )
 
 
 SPEAKER = re.compile(r"^(?P<name>.*?) \(@(?P<sub>[^)]*)\): (?P<text>.*)$", re.S)  # conversation.model_message
@@ -199,11 +212,11 @@ def follow_up(input_: Any, tools: list[str]) -> Step | None:
         m = SPEAKER.match(_text(items[k]))
         if m and m["name"] not in heard:
             heard.append(m["name"])
-    after = items[max(users) + 1:]
+    after = items[max(users) + 1 :]
     outputs = [str(_get(i, "output")) for i in after if _get(i, "type") == "function_call_output"]
     if outputs:
         return Step(f"{said[-1]['name']}, here is what happened: {outputs[-1]}")
-    lines = [f"{m['name']}, you said: \"{m['text'].strip()}\"." for m in said]
+    lines = [f'{m["name"]}, you said: "{m["text"].strip()}".' for m in said]
     paths = PATHS.findall(" ".join(m["text"] for m in said))
     if paths and "delete" in " ".join(m["text"].lower() for m in said) and "delete_files" in tools:
         return Step(" ".join(lines) + f" I will ask to delete {', '.join(paths)}.", ("delete_files", {"paths": paths}))
@@ -221,13 +234,33 @@ class DemoModel(Model):
         self.script = script
         self.delay = delay
 
-    async def get_response(self, system_instructions, input, model_settings, tools, output_schema, handoffs, tracing,
-                           *, previous_response_id=None, conversation_id=None, prompt=None) -> ModelResponse:
+    async def get_response(
+        self,
+        system_instructions,
+        input,
+        model_settings,
+        tools,
+        output_schema,
+        handoffs,
+        tracing,
+        *,
+        previous_response_id=None,
+        conversation_id=None,
+        prompt=None,
+    ) -> ModelResponse:
         resp = self._response(self.step(input, tools), input)
         usage = resp.usage
         assert usage is not None  # _response always sets it
-        return ModelResponse(output=resp.output, usage=Usage(requests=1, input_tokens=usage.input_tokens,
-                             output_tokens=usage.output_tokens, total_tokens=usage.total_tokens), response_id=resp.id)
+        return ModelResponse(
+            output=resp.output,
+            usage=Usage(
+                requests=1,
+                input_tokens=usage.input_tokens,
+                output_tokens=usage.output_tokens,
+                total_tokens=usage.total_tokens,
+            ),
+            response_id=resp.id,
+        )
 
     def step(self, input_: Any, tools: Any) -> Step:
         names = [getattr(t, "name", "") for t in tools or []]
@@ -238,59 +271,140 @@ class DemoModel(Model):
         tag = f"{n}_{abs(hash(step.text)) % 10**8}"
         output: list[Any] = []
         if step.reasoning:
-            output.append(ResponseReasoningItem(id=f"rs_{tag}", type="reasoning", summary=[Summary(text=step.reasoning, type="summary_text")]))
-        output.append(ResponseOutputMessage(type="message", id=f"msg_{tag}", role="assistant", status="completed",
-                                            content=[ResponseOutputText(type="output_text", text=step.text, annotations=[], logprobs=[])]))
+            output.append(
+                ResponseReasoningItem(
+                    id=f"rs_{tag}", type="reasoning", summary=[Summary(text=step.reasoning, type="summary_text")]
+                )
+            )
+        output.append(
+            ResponseOutputMessage(
+                type="message",
+                id=f"msg_{tag}",
+                role="assistant",
+                status="completed",
+                content=[ResponseOutputText(type="output_text", text=step.text, annotations=[], logprobs=[])],
+            )
+        )
         for k, (name, args) in enumerate(step.calls):
             suffix = f"_{k}" if k else ""
-            output.append(ResponseFunctionToolCall(type="function_call", id=f"fc_{tag}{suffix}", call_id=f"call_{tag}{suffix}",
-                                                   name=name, arguments=json.dumps(args), status="completed"))
+            output.append(
+                ResponseFunctionToolCall(
+                    type="function_call",
+                    id=f"fc_{tag}{suffix}",
+                    call_id=f"call_{tag}{suffix}",
+                    name=name,
+                    arguments=json.dumps(args),
+                    status="completed",
+                )
+            )
         words = len(step.text.split())
-        usage = ResponseUsage(input_tokens=40 * n, output_tokens=words, total_tokens=40 * n + words,
-                              input_tokens_details=InputTokensDetails(cached_tokens=0, cache_write_tokens=0),
-                              output_tokens_details=OutputTokensDetails(reasoning_tokens=0))
-        return Response(id=f"resp_{tag}", created_at=time.time(), model="runcast-demo", object="response", output=output,
-                        tool_choice="auto", tools=[], parallel_tool_calls=False, status="completed", usage=usage)
+        usage = ResponseUsage(
+            input_tokens=40 * n,
+            output_tokens=words,
+            total_tokens=40 * n + words,
+            input_tokens_details=InputTokensDetails(cached_tokens=0, cache_write_tokens=0),
+            output_tokens_details=OutputTokensDetails(reasoning_tokens=0),
+        )
+        return Response(
+            id=f"resp_{tag}",
+            created_at=time.time(),
+            model="runcast-demo",
+            object="response",
+            output=output,
+            tool_choice="auto",
+            tools=[],
+            parallel_tool_calls=False,
+            status="completed",
+            usage=usage,
+        )
 
-    async def stream_response(self, system_instructions, input, model_settings, tools, output_schema, handoffs, tracing,
-                              *, previous_response_id=None, conversation_id=None, prompt=None) -> AsyncIterator[Any]:
+    async def stream_response(
+        self,
+        system_instructions,
+        input,
+        model_settings,
+        tools,
+        output_schema,
+        handoffs,
+        tracing,
+        *,
+        previous_response_id=None,
+        conversation_id=None,
+        prompt=None,
+    ) -> AsyncIterator[Any]:
         step = self.step(input, tools)
         resp = self._response(step, input)
         delay = _delay() if self.delay is None else self.delay
         seq = iter(range(100_000))
-        yield ResponseCreatedEvent(type="response.created", sequence_number=next(seq),
-                                   response=resp.model_copy(update={"output": [], "status": "in_progress"}))
+        yield ResponseCreatedEvent(
+            type="response.created",
+            sequence_number=next(seq),
+            response=resp.model_copy(update={"output": [], "status": "in_progress"}),
+        )
         for idx, item in enumerate(resp.output):
             if item.type == "reasoning":
-                yield ResponseOutputItemAddedEvent(type="response.output_item.added", output_index=idx, sequence_number=next(seq),
-                                                   item=item.model_copy(update={"summary": []}))
+                yield ResponseOutputItemAddedEvent(
+                    type="response.output_item.added",
+                    output_index=idx,
+                    sequence_number=next(seq),
+                    item=item.model_copy(update={"summary": []}),
+                )
                 for w in _chunks(item.summary[0].text):
                     if delay:
                         await asyncio.sleep(delay / 2)
-                    yield ResponseReasoningSummaryTextDeltaEvent(type="response.reasoning_summary_text.delta", item_id=item.id,
-                                                                 output_index=idx, summary_index=0, delta=w,
-                                                                 sequence_number=next(seq))
+                    yield ResponseReasoningSummaryTextDeltaEvent(
+                        type="response.reasoning_summary_text.delta",
+                        item_id=item.id,
+                        output_index=idx,
+                        summary_index=0,
+                        delta=w,
+                        sequence_number=next(seq),
+                    )
             elif item.type == "message":
-                yield ResponseOutputItemAddedEvent(type="response.output_item.added", output_index=idx, sequence_number=next(seq),
-                                                   item=item.model_copy(update={"content": [], "status": "in_progress"}))
-                yield ResponseContentPartAddedEvent(type="response.content_part.added", item_id=item.id, output_index=idx,
-                                                    content_index=0, sequence_number=next(seq),
-                                                    part=ResponseOutputText(type="output_text", text="", annotations=[], logprobs=[]))
+                yield ResponseOutputItemAddedEvent(
+                    type="response.output_item.added",
+                    output_index=idx,
+                    sequence_number=next(seq),
+                    item=item.model_copy(update={"content": [], "status": "in_progress"}),
+                )
+                yield ResponseContentPartAddedEvent(
+                    type="response.content_part.added",
+                    item_id=item.id,
+                    output_index=idx,
+                    content_index=0,
+                    sequence_number=next(seq),
+                    part=ResponseOutputText(type="output_text", text="", annotations=[], logprobs=[]),
+                )
                 text = item.content[0]
                 assert isinstance(text, ResponseOutputText)  # _response writes one text part, never a refusal
                 for w in _chunks(text.text):
                     if delay:
                         await asyncio.sleep(delay)
-                    yield ResponseTextDeltaEvent(type="response.output_text.delta", item_id=item.id, output_index=idx,
-                                                 content_index=0, delta=w, logprobs=[], sequence_number=next(seq))
+                    yield ResponseTextDeltaEvent(
+                        type="response.output_text.delta",
+                        item_id=item.id,
+                        output_index=idx,
+                        content_index=0,
+                        delta=w,
+                        logprobs=[],
+                        sequence_number=next(seq),
+                    )
             else:
                 assert isinstance(item, ResponseFunctionToolCall) and item.id is not None  # the script's one other item
-                yield ResponseOutputItemAddedEvent(type="response.output_item.added", output_index=idx, item=item,
-                                                   sequence_number=next(seq))
+                yield ResponseOutputItemAddedEvent(
+                    type="response.output_item.added", output_index=idx, item=item, sequence_number=next(seq)
+                )
                 for part in _chunks(item.arguments):
-                    yield ResponseFunctionCallArgumentsDeltaEvent(type="response.function_call_arguments.delta", item_id=item.id,
-                                                                  output_index=idx, delta=part, sequence_number=next(seq))
-            yield ResponseOutputItemDoneEvent(type="response.output_item.done", output_index=idx, item=item, sequence_number=next(seq))
+                    yield ResponseFunctionCallArgumentsDeltaEvent(
+                        type="response.function_call_arguments.delta",
+                        item_id=item.id,
+                        output_index=idx,
+                        delta=part,
+                        sequence_number=next(seq),
+                    )
+            yield ResponseOutputItemDoneEvent(
+                type="response.output_item.done", output_index=idx, item=item, sequence_number=next(seq)
+            )
         yield ResponseCompletedEvent(type="response.completed", response=resp, sequence_number=next(seq))
 
 
@@ -312,8 +426,9 @@ def real_model(model: str, api: str = "responses") -> tuple[Any, ModelSettings]:
     return model, ModelSettings()
 
 
-def demo_registry(model: str | None = None, delay: float | None = None, expires_s: float | None = 600,
-                  api: str = "responses") -> Registry:
+def demo_registry(
+    model: str | None = None, delay: float | None = None, expires_s: float | None = 600, api: str = "responses"
+) -> Registry:
     """The built-in agents. With `model` (a real model name, needs OPENAI_API_KEY) they talk to that model, over the
     Responses API or, with `api="chat"`, Chat Completions (real_model); without it, to the offline scripted one."""
 
@@ -323,20 +438,47 @@ def demo_registry(model: str | None = None, delay: float | None = None, expires_
         real, settings = real_model(model, api)
         return {"model": real, "model_settings": settings}
 
-    janitor = Agent(name="Janitor", **m(janitor_script), tools=[list_files, delete_files],
-                    instructions="You tidy the scratch folder. List files with list_files first, then delete the temporary "
-                                 "ones with delete_files, which a teammate must approve. Say briefly what you do.")
-    ops = Agent(name="Ops", **m(ops_script), tools=[restart_service],
-                instructions="You are the on-call ops agent. Restart the web service with restart_service.")
-    triage = Agent(name="Triage", **m(triage_script), handoffs=[ops],
-                   instructions="Route operations requests to the Ops agent with a handoff.")
-    release = Agent(name="Release", **m(release_script), tools=[deploy],
-                    instructions="You ship releases. Deploy version 2.4.1 to production with the deploy tool.")
-    return Registry({
-        "demo": AgentSpec(janitor, {"delete_files": ApprovalPolicy(roles=["approver"], expires_s=expires_s)},
-                          description="Lists the scratch folder, then asks to delete three files (one approver)."),
-        "demo-handoff": AgentSpec(triage, {"restart_service": ApprovalPolicy(roles=["approver", "operator"], expires_s=expires_s)},
-                                  description="Triage hands off to Ops, who asks to restart a service."),
-        "demo-quorum": AgentSpec(release, {"deploy": ApprovalPolicy(roles=["approver"], quorum=2, expires_s=expires_s)},
-                                 description="Asks to deploy to production; two different approvers must agree."),
-    })
+    janitor = Agent(
+        name="Janitor",
+        **m(janitor_script),
+        tools=[list_files, delete_files],
+        instructions="You tidy the scratch folder. List files with list_files first, then delete the temporary "
+        "ones with delete_files, which a teammate must approve. Say briefly what you do.",
+    )
+    ops = Agent(
+        name="Ops",
+        **m(ops_script),
+        tools=[restart_service],
+        instructions="You are the on-call ops agent. Restart the web service with restart_service.",
+    )
+    triage = Agent(
+        name="Triage",
+        **m(triage_script),
+        handoffs=[ops],
+        instructions="Route operations requests to the Ops agent with a handoff.",
+    )
+    release = Agent(
+        name="Release",
+        **m(release_script),
+        tools=[deploy],
+        instructions="You ship releases. Deploy version 2.4.1 to production with the deploy tool.",
+    )
+    return Registry(
+        {
+            "demo": AgentSpec(
+                janitor,
+                {"delete_files": ApprovalPolicy(roles=["approver"], expires_s=expires_s)},
+                description="Lists the scratch folder, then asks to delete three files (one approver).",
+            ),
+            "demo-handoff": AgentSpec(
+                triage,
+                {"restart_service": ApprovalPolicy(roles=["approver", "operator"], expires_s=expires_s)},
+                description="Triage hands off to Ops, who asks to restart a service.",
+            ),
+            "demo-quorum": AgentSpec(
+                release,
+                {"deploy": ApprovalPolicy(roles=["approver"], quorum=2, expires_s=expires_s)},
+                description="Asks to deploy to production; two different approvers must agree.",
+            ),
+        }
+    )

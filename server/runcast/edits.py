@@ -44,15 +44,23 @@ def check_edit(original: str, edited: str, schema: dict[str, Any] | None) -> str
     if not isinstance(value, dict):
         raise ProtocolError(INVALID_ARGUMENTS, "the edited arguments must be a JSON object", field="arguments")
     if schema is None:
-        raise ProtocolError(INVALID_ARGUMENTS, "the hub does not know this tool's schema, so it cannot check an edit: "
-                            "approve the call as it is, or reject it with instructions", field="arguments")
+        raise ProtocolError(
+            INVALID_ARGUMENTS,
+            "the hub does not know this tool's schema, so it cannot check an edit: "
+            "approve the call as it is, or reject it with instructions",
+            field="arguments",
+        )
     validator = jsonschema.Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(value), key=lambda e: list(e.absolute_path))
     if errors:
         e = errors[0]
         where = "/".join(str(p) for p in e.absolute_path) or "(the object)"
-        raise ProtocolError(INVALID_ARGUMENTS, f"the edited arguments do not fit the tool's schema at {where}: {e.message}",
-                            field="arguments", path=[*e.absolute_path])
+        raise ProtocolError(
+            INVALID_ARGUMENTS,
+            f"the edited arguments do not fit the tool's schema at {where}: {e.message}",
+            field="arguments",
+            path=[*e.absolute_path],
+        )
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
@@ -108,7 +116,14 @@ def edit_state(state: dict[str, Any], call_id: str, arguments: str) -> None:
 
     record = ((state.get("context") or {}).get("tool_invocations") or {}).get(call_id)
     step = (state.get("current_step") or {}).get("data") or {}
-    raw = next((i.get("raw_item") for i in step.get("interruptions") or [] if (i.get("raw_item") or {}).get("call_id") == call_id), None)
+    raw = next(
+        (
+            i.get("raw_item")
+            for i in step.get("interruptions") or []
+            if (i.get("raw_item") or {}).get("call_id") == call_id
+        ),
+        None,
+    )
     if not isinstance(record, dict) or not isinstance(raw, dict):
         raise EditUnsupported(f"the saved state has no invocation record or interruption for {call_id}")
     before = tool_invocation_identity_and_scope(raw)

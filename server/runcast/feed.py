@@ -49,8 +49,12 @@ def run_summary(rec: RunRecord) -> dict[str, Any]:
     open_ = sum(1 for i in rec.pending if rec.status == "paused" and not rec.approvals[i].settled)
     # rejected or expired tool calls: a run that completed without them is not plainly "completed"
     rejected = sum(1 for ap in rec.approvals.values() if ap.status == "rejected")
-    return rec.summary() | {"version": rec.version, "updated_at": rec.updated_at, "open_approvals": open_,
-                            "rejected_approvals": rejected}
+    return rec.summary() | {
+        "version": rec.version,
+        "updated_at": rec.updated_at,
+        "open_approvals": open_,
+        "rejected_approvals": rejected,
+    }
 
 
 def entry(rec: RunRecord) -> dict[str, Any]:
@@ -58,12 +62,15 @@ def entry(rec: RunRecord) -> dict[str, Any]:
     aps = []
     for i in rec.pending:
         ap = rec.approvals[i]
-        aps.append(ap.requested_data() | {
-            "requested_at": ap.requested_at,
-            "status": approval_status(ap),
-            "tally": ap.tally(),
-            "votes": [{"sub": v.sub, "name": v.name, "decision": v.decision, "at": v.at} for v in ap.votes],
-        })
+        aps.append(
+            ap.requested_data()
+            | {
+                "requested_at": ap.requested_at,
+                "status": approval_status(ap),
+                "tally": ap.tally(),
+                "votes": [{"sub": v.sub, "name": v.name, "decision": v.decision, "at": v.at} for v in ap.votes],
+            }
+        )
     e: dict[str, Any] = {"run": run_summary(rec), "approvals": aps}
     if rec.mentions:  # the newest mentions in its comments (comments.py), for the mentioned people's inboxes
         e["mentions"] = [m | {"run_id": rec.run_id} for m in rec.mentions]
@@ -94,8 +101,10 @@ def run_matches(run: dict[str, Any], filters: dict[str, str] | None) -> bool:
     if "started_by" in filters and starter.get("sub") != filters["started_by"]:
         return False
     if "q" in filters:
-        text = " ".join(str(x or "") for x in (run.get("input"), run.get("agent"), run.get("run_id"),
-                                                starter.get("name"), starter.get("sub"))).casefold()
+        text = " ".join(
+            str(x or "")
+            for x in (run.get("input"), run.get("agent"), run.get("run_id"), starter.get("name"), starter.get("sub"))
+        ).casefold()
         return all(word in text for word in filters["q"].casefold().split())
     return True
 
@@ -154,7 +163,9 @@ def inbox_item(run: dict[str, Any], ap: dict[str, Any], who: Viewer | None = Non
 
 def inbox_of(who: Viewer, entries: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     """Every open approval `who` may decide, oldest request first."""
-    out = [inbox_item(e["run"], ap, who) for e in entries for ap in e["approvals"] if why_not(who, e["run"], ap) is None]
+    out = [
+        inbox_item(e["run"], ap, who) for e in entries for ap in e["approvals"] if why_not(who, e["run"], ap) is None
+    ]
     return sorted(out, key=lambda i: (i.get("requested_at") or "", i["approval_id"]))
 
 
@@ -211,7 +222,9 @@ class _RunsWatch:
         self.limit = limit
         self.filters = filters or None
         # the list's filters (None: every run the token may see)
-        self.match: Callable[[dict[str, Any]], bool] | None = (lambda run: run_matches(run, filters)) if filters else None
+        self.match: Callable[[dict[str, Any]], bool] | None = (
+            (lambda run: run_matches(run, filters)) if filters else None
+        )
         self.shown: dict[str, tuple[str, str]] = {}  # run_id -> key, of the runs this list shows
         self.keys: list[tuple[str, str]] = []  # the same keys, ascending (keys[0]: the oldest shown)
         self.outside = 0  # changes outside the list not sent yet
@@ -267,8 +280,11 @@ class Feeds:
     once. Visibility is decided once per change and class of viewer (roles and token runs); each frame is encoded once
     for everyone who gets it (`Shared`)."""
 
-    def __init__(self, may_watch: Callable[[Any, dict[str, Any]], bool] | None = None,
-                 on_pending: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        may_watch: Callable[[Any, dict[str, Any]], bool] | None = None,
+        on_pending: Callable[[], None] | None = None,
+    ) -> None:
         # who may see a run in the run list (the hub's: the token's runs and a role to watch; service.py)
         self._may_watch = may_watch or (lambda who, run: who.can_see(run["run_id"]))
         self._on_pending = on_pending  # entries wait: the hub schedules a flush (None: the caller flushes)
@@ -460,8 +476,9 @@ class Feeds:
                     continue  # still theirs to decide
                 frame = removed.get((aid, reason))
                 if frame is None:
-                    frame = removed[(aid, reason)] = Shared({"type": "inbox.removed", "run_id": rid,
-                                                             "approval_id": aid, "reason": reason})
+                    frame = removed[(aid, reason)] = Shared(
+                        {"type": "inbox.removed", "run_id": rid, "approval_id": aid, "reason": reason}
+                    )
                 self._untell(w, aid)
                 out.setdefault(w, []).append(frame)
         if run["status"] != "paused":
@@ -484,8 +501,9 @@ class Feeds:
                         continue
                     asked = sub in reviewers
                     if asked not in added:
-                        added[asked] = Shared({"type": "inbox.added",
-                                               "approval": inbox_item(run, ap, w.identity if asked else None)})
+                        added[asked] = Shared(
+                            {"type": "inbox.added", "approval": inbox_item(run, ap, w.identity if asked else None)}
+                        )
                     self._tell(w, aid, rid)
                     out.setdefault(w, []).append(added[asked])
 
@@ -496,8 +514,9 @@ class Feeds:
         items = {i["approval_id"]: i for i in inbox_of(w.identity, self.open.values())}
         for aid in [a for a in told if a not in items]:
             rid = self._untell(w, aid)
-            out.setdefault(w, []).append(Shared({"type": "inbox.removed", "run_id": rid, "approval_id": aid,
-                                                 "reason": "closed"}))
+            out.setdefault(w, []).append(
+                Shared({"type": "inbox.removed", "run_id": rid, "approval_id": aid, "reason": "closed"})
+            )
         for aid, item in items.items():
             if aid not in told:
                 self._tell(w, aid, item["run_id"])
@@ -540,7 +559,7 @@ class Feeds:
         if watch is None:
             return
         visible = [r for r in runs if self._may_watch(w.identity, r) and (watch.match is None or watch.match(r))]
-        visible = visible[:watch.limit]
+        visible = visible[: watch.limit]
         frame: dict[str, Any] = {"type": "runs", "runs": visible}
         if request_id is not None:
             frame["id"] = request_id

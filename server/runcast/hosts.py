@@ -36,7 +36,7 @@ def split_host(value: str) -> tuple[str, int | None] | None:
         end = value.find("]")
         if end < 0:
             return None
-        host, rest = value[1:end], value[end + 1:]
+        host, rest = value[1:end], value[end + 1 :]
         if rest and not rest.startswith(":"):
             return None
         port_s = rest[1:] if rest else ""
@@ -79,8 +79,9 @@ def origin_matches(origin: str, scheme: str, host_header: str) -> bool:
     if o.scheme.lower() != scheme:
         return False
     own_host, own_port = own
-    return (o.hostname.lower().rstrip(".") == own_host
-            and (o_port or _DEFAULT_PORT.get(scheme)) == (own_port or _DEFAULT_PORT.get(scheme)))
+    return o.hostname.lower().rstrip(".") == own_host and (o_port or _DEFAULT_PORT.get(scheme)) == (
+        own_port or _DEFAULT_PORT.get(scheme)
+    )
 
 
 def from_own_page(headers: Any, scheme: str, allowed_origins: list[str]) -> bool:
@@ -104,8 +105,9 @@ class AllowedHosts:
         if scope["type"] in ("http", "websocket") and self.allowed is not None:
             host = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"host"), "")
             if not host_allowed(host, self.allowed):
-                response = PlainTextResponse("unknown host: this hub answers to its own names only (--allowed-hosts)\n",
-                                             status_code=400)
+                response = PlainTextResponse(
+                    "unknown host: this hub answers to its own names only (--allowed-hosts)\n", status_code=400
+                )
                 await response(scope, receive, send)
                 return
         await self.app(scope, receive, send)

@@ -118,8 +118,13 @@ class Hub:
         await self._load_feeds()
         await self.presence.start()
         if self.settings.run_worker:
-            self.worker = Worker(self.backend, self.registry, concurrency=self.settings.worker_concurrency, lease_s=self.settings.lease_s,
-                                 tracing=self.settings.tracing)
+            self.worker = Worker(
+                self.backend,
+                self.registry,
+                concurrency=self.settings.worker_concurrency,
+                lease_s=self.settings.lease_s,
+                tracing=self.settings.tracing,
+            )
             await self.worker.start()
         await self.sweeper.start()
         self.deliverer = await webhooks.maybe_start(self.backend, self.registry, self.settings.webhooks)
@@ -179,8 +184,9 @@ class Hub:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
 
-    async def subscribe_runs(self, conn: Connection, limit: int, request_id: str | None,
-                             filters: dict[str, str] | None = None) -> None:
+    async def subscribe_runs(
+        self, conn: Connection, limit: int, request_id: str | None, filters: dict[str, str] | None = None
+    ) -> None:
         """The run list: live `run.status` frames are held from now until the snapshot read below has been sent.
         With filters, the newest FILTER_SCAN runs are read and those that match listed (feed.run_matches)."""
         self.feeds.add_runs(conn, limit, filters)
@@ -190,6 +196,7 @@ class Hub:
             self.feeds.remove_runs(conn)
             raise
         self.feeds.runs_snapshot(conn, [feed.run_summary(r) for r in recs], request_id)
+
     # ---- metrics.NodeGauges: what /metrics reads off this node when scraped
     def runs_watched(self) -> int:
         return self.fanout.runs_watched
@@ -211,8 +218,11 @@ class Hub:
         if isinstance(exc, self.backend.transient_errors):
             prom.redis_errors.labels(source="command").inc()
             log.warning("%s: backend unreachable: %s", what, exc)
-            return ProtocolError(ErrorCode.INTERNAL, "the hub cannot reach its backend right now; nothing was changed "
-                                 "by this request unless its events say so: try again in a moment")
+            return ProtocolError(
+                ErrorCode.INTERNAL,
+                "the hub cannot reach its backend right now; nothing was changed "
+                "by this request unless its events say so: try again in a moment",
+            )
         log.error("%s failed", what, exc_info=exc)
         return ProtocolError(ErrorCode.INTERNAL, f"internal error: {type(exc).__name__}")
 
@@ -230,7 +240,14 @@ class Hub:
             await ws.close(code=1008)  # before accept: the client sees HTTP 403
             return
         offered = ws.scope.get("subprotocols") or []
-        sub = SUBPROTOCOL_MSGPACK if SUBPROTOCOL_MSGPACK in offered and (SUBPROTOCOL_JSON not in offered or offered.index(SUBPROTOCOL_MSGPACK) < offered.index(SUBPROTOCOL_JSON)) else (SUBPROTOCOL_JSON if SUBPROTOCOL_JSON in offered else None)
+        sub = (
+            SUBPROTOCOL_MSGPACK
+            if SUBPROTOCOL_MSGPACK in offered
+            and (
+                SUBPROTOCOL_JSON not in offered or offered.index(SUBPROTOCOL_MSGPACK) < offered.index(SUBPROTOCOL_JSON)
+            )
+            else (SUBPROTOCOL_JSON if SUBPROTOCOL_JSON in offered else None)
+        )
         addr = client_address(ws.scope)
         full = self._full(addr)
         if full:  # before accept: the client sees HTTP 503, and its reconnect backs off
@@ -289,8 +306,10 @@ class Hub:
         origin = ws.headers.get("origin")
         if origin is not None and origin not in self.settings.allowed_origins and not self.same_origin(ws):
             # a page of another origin (let in by --allow-origin '*') never speaks as the browser's signed-in person
-            raise ProtocolError(ErrorCode.UNAUTHENTICATED, "a session cookie is only honoured from this hub's own page; "
-                                "send a token in hello")
+            raise ProtocolError(
+                ErrorCode.UNAUTHENTICATED,
+                "a session cookie is only honoured from this hub's own page; send a token in hello",
+            )
         return self.auth.session(self._session_cookie(ws))
 
     def _session_cookie(self, conn: Any) -> str:
@@ -310,14 +329,17 @@ class Hub:
             return await self.auth.verify(header[7:].strip())
         if self.auth.session_key is not None and request.cookies.get(_cookie_name()):
             if request.method not in ("GET", "HEAD") and not self.same_origin(request):
-                raise ProtocolError(ErrorCode.FORBIDDEN, "a signed-in request that changes something must come from "
-                                    "this hub's page (Origin)")
+                raise ProtocolError(
+                    ErrorCode.FORBIDDEN,
+                    "a signed-in request that changes something must come from this hub's page (Origin)",
+                )
             return self.auth.session(self._session_cookie(request))
         raise ProtocolError(ErrorCode.UNAUTHENTICATED, "send Authorization: Bearer <token>, or sign in at /login")
 
     def same_origin(self, request: Any) -> bool:
-        return from_own_page(request.headers, request.scope.get("scheme", "http"),
-                             [o for o in self.settings.allowed_origins if o != "*"])
+        return from_own_page(
+            request.headers, request.scope.get("scheme", "http"), [o for o in self.settings.allowed_origins if o != "*"]
+        )
 
 
 def _cookie_name() -> str:
@@ -358,6 +380,7 @@ def create_app(hub: Hub) -> Starlette:
                     resp.status_code = 503
                     resp.headers["Retry-After"] = "1"
                 return resp
+
         return endpoint
 
     async def start_run(request: Request, who: auth.Identity) -> Response:
@@ -374,8 +397,10 @@ def create_app(hub: Hub) -> Starlette:
 
     async def get_run(request: Request, who: auth.Identity) -> Response:
         rec = await svc.record(who, request.path_params["run_id"])
-        watched = [w | {"first_seen": now_iso(w["first_seen"]), "last_seen": now_iso(w["last_seen"])}
-                   for w in await hub.backend.watched(rec.run_id)]
+        watched = [
+            w | {"first_seen": now_iso(w["first_seen"]), "last_seen": now_iso(w["last_seen"])}
+            for w in await hub.backend.watched(rec.run_id)
+        ]
         return JSONResponse(rec.detail() | {"head_seq": await hub.backend.head(rec.run_id), "watched": watched})
 
     async def run_events(request: Request, who: auth.Identity) -> Response:
@@ -383,17 +408,23 @@ def create_app(hub: Hub) -> Starlette:
         limit = api_rules.query_int(request, "limit", *api_rules.EVENTS_LIMIT, clamp=True)
         events, head = await svc.events(who, request.path_params["run_id"], since, limit)
         nxt = events[-1].seq if events else since
-        return JSONResponse({"events": [e.frame for e in events], "head_seq": head, "next_since": nxt, "more": nxt < head})
+        return JSONResponse(
+            {"events": [e.frame for e in events], "head_seq": head, "next_since": nxt, "more": nxt < head}
+        )
 
     async def decide(request: Request, who: auth.Identity) -> Response:
-        cmd = await api_rules.command(request, Decide, run_id=request.path_params["run_id"],
-                                      approval_id=request.path_params["approval_id"])
-        return JSONResponse(await svc.decide(who, cmd.run_id, cmd.approval_id, cmd.decision, cmd.reason, cmd.always,
-                                             cmd.arguments))
+        cmd = await api_rules.command(
+            request, Decide, run_id=request.path_params["run_id"], approval_id=request.path_params["approval_id"]
+        )
+        return JSONResponse(
+            await svc.decide(who, cmd.run_id, cmd.approval_id, cmd.decision, cmd.reason, cmd.always, cmd.arguments)
+        )
 
     async def add_comment(request: Request, who: auth.Identity) -> Response:
         cmd = await api_rules.command(request, Comment, run_id=request.path_params["run_id"])
-        return JSONResponse(await svc.comment(who, cmd.run_id, cmd.text, cmd.approval_id, cmd.reply_to), status_code=201)
+        return JSONResponse(
+            await svc.comment(who, cmd.run_id, cmd.text, cmd.approval_id, cmd.reply_to), status_code=201
+        )
 
     async def change_comment(request: Request, who: auth.Identity) -> Response:
         path = {"run_id": request.path_params["run_id"], "comment_id": request.path_params["comment_id"]}
@@ -404,8 +435,9 @@ def create_app(hub: Hub) -> Starlette:
         return JSONResponse(await svc.edit_comment(who, edit.run_id, edit.comment_id, edit.text))
 
     async def resolve_thread(request: Request, who: auth.Identity) -> Response:
-        cmd = await api_rules.command(request, ResolveThread, run_id=request.path_params["run_id"],
-                                      thread_id=request.path_params["thread_id"])
+        cmd = await api_rules.command(
+            request, ResolveThread, run_id=request.path_params["run_id"], thread_id=request.path_params["thread_id"]
+        )
         return JSONResponse(await svc.resolve_thread(who, cmd.run_id, cmd.thread_id, cmd.resolved))
 
     async def run_people(request: Request, who: auth.Identity) -> Response:
@@ -445,8 +477,9 @@ def create_app(hub: Hub) -> Starlette:
         return JSONResponse(await svc.say(who, cmd.run_id, cmd.text), status_code=201)
 
     async def withdraw(request: Request, who: auth.Identity) -> Response:
-        cmd = await api_rules.command(request, Withdraw, run_id=request.path_params["run_id"],
-                                      message_id=request.path_params["message_id"])
+        cmd = await api_rules.command(
+            request, Withdraw, run_id=request.path_params["run_id"], message_id=request.path_params["message_id"]
+        )
         return JSONResponse(await svc.withdraw(who, cmd.run_id, cmd.message_id))
 
     async def rerun(request: Request, who: auth.Identity) -> Response:
@@ -455,16 +488,22 @@ def create_app(hub: Hub) -> Starlette:
 
     async def run_audit(request: Request, who: auth.Identity) -> Response:
         doc = await svc.audit(who, request.path_params["run_id"])
-        fmt = request.query_params.get("format") or ("csv" if "text/csv" in request.headers.get("accept", "") else "json")
+        fmt = request.query_params.get("format") or (
+            "csv" if "text/csv" in request.headers.get("accept", "") else "json"
+        )
         if fmt == "csv":
             from .audit import to_csv
 
             name = f"{doc['run']['run_id']}-audit.csv"
-            return Response(to_csv(doc), media_type="text/csv; charset=utf-8",
-                            headers={"Content-Disposition": f'attachment; filename="{name}"'})
+            return Response(
+                to_csv(doc),
+                media_type="text/csv; charset=utf-8",
+                headers={"Content-Disposition": f'attachment; filename="{name}"'},
+            )
         if fmt != "json":
             raise ProtocolError(ErrorCode.BAD_REQUEST, "format must be json or csv", field="format")
         return JSONResponse(doc)
+
     async def audit_across(request: Request, who: auth.Identity) -> Response:
         """GET /api/audit: settled approvals across runs, newest first, filtered and paged (audit.py)."""
         from . import audit
@@ -486,7 +525,10 @@ def create_app(hub: Hub) -> Starlette:
 
     async def open_approvals(request: Request, who: auth.Identity) -> Response:
         if request.query_params.get("open", "1") not in ("1", "true"):
-            raise ProtocolError(ErrorCode.BAD_REQUEST, "only open approvals are listed here: use ?open=1 (decided ones are in each run's log)")
+            raise ProtocolError(
+                ErrorCode.BAD_REQUEST,
+                "only open approvals are listed here: use ?open=1 (decided ones are in each run's log)",
+            )
         return JSONResponse({"approvals": await svc.open_approvals(who)})
 
     async def my_mentions(request: Request, who: auth.Identity) -> Response:
@@ -497,14 +539,19 @@ def create_app(hub: Hub) -> Starlette:
         if not who.has("admin"):
             raise ProtocolError(ErrorCode.FORBIDDEN, "webhook deliveries are shown to admins only")
         limit = api_rules.query_int(request, "limit", 1, 1000, 100, clamp=True)
-        return JSONResponse({"deliveries": await hub.backend.deliveries(limit), "receivers": await hub.backend.circuits()})
+        return JSONResponse(
+            {"deliveries": await hub.backend.deliveries(limit), "receivers": await hub.backend.circuits()}
+        )
 
     async def agents_list(request: Request, who: auth.Identity) -> Response:
         # the agents and their policies (who approves what): for those who may start runs or decide approvals only
         deciders = {r for name in hub.registry.names() for r in hub.service.agent_watch_roles(name)} - {"viewer"}
         if not (who.has("operator") or any(r in deciders for r in who.roles)):
-            raise ProtocolError(ErrorCode.FORBIDDEN, "the agents are shown to roles that may start runs (operator, "
-                                "admin) or decide approvals (approver, or a role an approval policy names)")
+            raise ProtocolError(
+                ErrorCode.FORBIDDEN,
+                "the agents are shown to roles that may start runs (operator, "
+                "admin) or decide approvals (approver, or a role an approval policy names)",
+            )
         return JSONResponse({"agents": hub.registry.describe()})
 
     async def whoami(request: Request, who: auth.Identity) -> Response:
@@ -533,8 +580,11 @@ def create_app(hub: Hub) -> Starlette:
 
     async def metrics(request: Request, who: auth.Identity) -> Response:
         if not who.has("metrics"):  # (admin too)
-            raise ProtocolError(ErrorCode.FORBIDDEN, "/metrics needs a token with the metrics or admin role "
-                                "(or serve it on a private address with --metrics-bind)")
+            raise ProtocolError(
+                ErrorCode.FORBIDDEN,
+                "/metrics needs a token with the metrics or admin role "
+                "(or serve it on a private address with --metrics-bind)",
+            )
         return Response(hub.metrics.render(), media_type=prom.CONTENT_TYPE)
 
     async def debug_connections(request: Request, who: auth.Identity) -> Response:
@@ -544,8 +594,14 @@ def create_app(hub: Hub) -> Starlette:
         gc.collect()
         if _libc is not None:
             _libc.malloc_trim(0)  # hand freed heap pages back, so RSS measures what is still held
-        return JSONResponse({"open": len(hub.connections), "live_objects": len(connection.LIVE),
-                             "http_protocols": len(transport.HTTP_LIVE), "tasks": len(asyncio.all_tasks())})
+        return JSONResponse(
+            {
+                "open": len(hub.connections),
+                "live_objects": len(connection.LIVE),
+                "http_protocols": len(transport.HTTP_LIVE),
+                "tasks": len(asyncio.all_tasks()),
+            }
+        )
 
     spec = specs.openapi()
 
@@ -612,9 +668,15 @@ def create_app(hub: Hub) -> Starlette:
     # The browser client (client_js/src, linked into the package as static/client): only its sources are served.
     routes.append(Mount("/client/src", StaticFiles(directory=(STATIC / "client").resolve()), name="client"))
     # (SecurityHeaders and AllowedHosts pass a WebSocket's `send` on untouched, so CaptureSend still sees the server's)
-    app = Starlette(routes=routes, lifespan=lifespan,
-                    middleware=[Middleware(SecurityHeaders), Middleware(AllowedHosts, allowed=hub.settings.allowed_hosts),
-                                Middleware(CaptureSend)])
+    app = Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        middleware=[
+            Middleware(SecurityHeaders),
+            Middleware(AllowedHosts, allowed=hub.settings.allowed_hosts),
+            Middleware(CaptureSend),
+        ],
+    )
     app.state.hub = hub
     return app
 

@@ -120,20 +120,30 @@ def _provider_error(resp: httpx.Response) -> str:
 
 def device_flow(client: httpx.Client, info: dict[str, Any], out: Any, sleep: Any = time.sleep) -> str:
     """RFC 8628: a user code to enter in any browser; polls the token endpoint until the person has signed in."""
-    r = client.post(info["device_authorization_endpoint"], data={"client_id": info["client_id"], "scope": info["scopes"]})
+    r = client.post(
+        info["device_authorization_endpoint"], data={"client_id": info["client_id"], "scope": info["scopes"]}
+    )
     if r.status_code != 200:
-        raise LoginError(f"the provider refused to start a device sign-in ({_provider_error(r)}); check the hub's "
-                         "--oidc-cli-client-id allows the device flow")
+        raise LoginError(
+            f"the provider refused to start a device sign-in ({_provider_error(r)}); check the hub's "
+            "--oidc-cli-client-id allows the device flow"
+        )
     d = r.json()
     where = d.get("verification_uri_complete") or d["verification_uri"]
-    print(f"Open {where} in a browser and enter the code {d['user_code']} (it is valid for "
-          f"{int(d.get('expires_in', 600)) // 60} minutes). Waiting…", file=out, flush=True)
+    print(
+        f"Open {where} in a browser and enter the code {d['user_code']} (it is valid for "
+        f"{int(d.get('expires_in', 600)) // 60} minutes). Waiting…",
+        file=out,
+        flush=True,
+    )
     interval = float(d.get("interval", 5))
     deadline = time.monotonic() + float(d.get("expires_in", 600))
     while time.monotonic() < deadline:
         sleep(interval)
-        t = client.post(info["token_endpoint"], data={"grant_type": DEVICE_GRANT, "device_code": d["device_code"],
-                                                      "client_id": info["client_id"]})
+        t = client.post(
+            info["token_endpoint"],
+            data={"grant_type": DEVICE_GRANT, "device_code": d["device_code"], "client_id": info["client_id"]},
+        )
         body = t.json() if t.content else {}
         if t.status_code == 200 and isinstance(body.get("id_token"), str):
             return body["id_token"]
@@ -168,8 +178,11 @@ def loopback_flow(client: httpx.Client, info: dict[str, Any], out: Any, open_bro
             self.send_response(200)
             self.send_header("Content-Type", "text/plain; charset=utf-8")
             self.end_headers()
-            self.wfile.write(b"Signed in: you can close this tab and go back to the terminal.\n" if ok else
-                             b"Sign-in did not finish: go back to the terminal.\n")
+            self.wfile.write(
+                b"Signed in: you can close this tab and go back to the terminal.\n"
+                if ok
+                else b"Sign-in did not finish: go back to the terminal.\n"
+            )
             done.set()
 
         def log_message(self, *a: Any) -> None:  # the query holds the code: never logged
@@ -178,10 +191,21 @@ def loopback_flow(client: httpx.Client, info: dict[str, Any], out: Any, open_bro
     server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
     redirect = f"http://127.0.0.1:{server.server_address[1]}/callback"
     state, verifier = secrets.token_urlsafe(24), secrets.token_urlsafe(48)
-    url = info["authorization_endpoint"] + "?" + urlencode({
-        "response_type": "code", "client_id": info["client_id"], "redirect_uri": redirect, "scope": info["scopes"],
-        "state": state, "code_challenge": _b64(hashlib.sha256(verifier.encode()).digest()),
-        "code_challenge_method": "S256"})
+    url = (
+        info["authorization_endpoint"]
+        + "?"
+        + urlencode(
+            {
+                "response_type": "code",
+                "client_id": info["client_id"],
+                "redirect_uri": redirect,
+                "scope": info["scopes"],
+                "state": state,
+                "code_challenge": _b64(hashlib.sha256(verifier.encode()).digest()),
+                "code_challenge_method": "S256",
+            }
+        )
+    )
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -197,9 +221,16 @@ def loopback_flow(client: httpx.Client, info: dict[str, Any], out: Any, open_bro
         raise LoginError(f"the provider refused the sign-in ({result.get('error')}); run `runcast login` again")
     if not secrets.compare_digest(result.get("state", ""), state):
         raise LoginError("the sign-in answer does not belong to this sign-in; run `runcast login` again")
-    t = client.post(info["token_endpoint"], data={"grant_type": "authorization_code", "code": result.get("code", ""),
-                                                  "redirect_uri": redirect, "client_id": info["client_id"],
-                                                  "code_verifier": verifier})
+    t = client.post(
+        info["token_endpoint"],
+        data={
+            "grant_type": "authorization_code",
+            "code": result.get("code", ""),
+            "redirect_uri": redirect,
+            "client_id": info["client_id"],
+            "code_verifier": verifier,
+        },
+    )
     body = t.json() if t.content else {}
     if t.status_code != 200 or not isinstance(body.get("id_token"), str):
         raise LoginError(f"the provider did not hand out an ID token ({_provider_error(t)}); run `runcast login` again")
@@ -214,8 +245,10 @@ def login(hub: str, out: Any = sys.stdout, method: str = "auto") -> dict[str, An
         except httpx.HTTPError as exc:
             raise LoginError(f"cannot reach the hub at {hub} ({type(exc).__name__}); check --hub") from None
         if r.status_code != 200:
-            raise LoginError(f"{hub} has no sign-in for the terminal ({_provider_error_hub(r)}); ask whoever runs it "
-                             "for a token and set RUNCAST_TOKEN")
+            raise LoginError(
+                f"{hub} has no sign-in for the terminal ({_provider_error_hub(r)}); ask whoever runs it "
+                "for a token and set RUNCAST_TOKEN"
+            )
         info = r.json()
         try:
             if info.get("device_authorization_endpoint") and method in ("auto", "device"):
@@ -223,7 +256,9 @@ def login(hub: str, out: Any = sys.stdout, method: str = "auto") -> dict[str, An
             else:
                 id_token = loopback_flow(client, info, out)
         except httpx.HTTPError as exc:
-            raise LoginError(f"cannot reach the sign-in provider ({type(exc).__name__}); try again in a minute") from None
+            raise LoginError(
+                f"cannot reach the sign-in provider ({type(exc).__name__}); try again in a minute"
+            ) from None
         t = client.post(hub + "/auth/token", json={"id_token": id_token})
         if t.status_code != 200:
             raise LoginError(f"the hub refused the sign-in: {_provider_error_hub(t)}")
@@ -252,8 +287,10 @@ def cmd_login(args: argparse.Namespace) -> None:
         print(f"runcast login: {err}", file=sys.stderr)
         raise SystemExit(1) from None
     u = got["user"]
-    print(f"Signed in to {_norm(args.hub)} as {u['name']} ({u['sub']}; {', '.join(u['roles'])}), until "
-          f"{time.strftime('%Y-%m-%d %H:%M', time.localtime(got['expires_at']))}. Saved in {credentials_path()}.")
+    print(
+        f"Signed in to {_norm(args.hub)} as {u['name']} ({u['sub']}; {', '.join(u['roles'])}), until "
+        f"{time.strftime('%Y-%m-%d %H:%M', time.localtime(got['expires_at']))}. Saved in {credentials_path()}."
+    )
 
 
 def cmd_whoami(args: argparse.Namespace) -> None:
@@ -261,8 +298,10 @@ def cmd_whoami(args: argparse.Namespace) -> None:
     hub = _norm(args.hub or os.environ.get("RUNCAST_URL") or default_hub() or "http://127.0.0.1:8765")
     token = env_token or token_for(hub)
     if not token:
-        print(f"runcast whoami: not signed in to {hub}: run `runcast login --hub {hub}` (or set RUNCAST_TOKEN)",
-              file=sys.stderr)
+        print(
+            f"runcast whoami: not signed in to {hub}: run `runcast login --hub {hub}` (or set RUNCAST_TOKEN)",
+            file=sys.stderr,
+        )
         raise SystemExit(1)
     try:
         r = httpx.get(hub + "/api/me", headers={"Authorization": f"Bearer {token}"}, timeout=HTTP_TIMEOUT_S)
@@ -270,8 +309,11 @@ def cmd_whoami(args: argparse.Namespace) -> None:
         print(f"runcast whoami: cannot reach {hub} ({type(exc).__name__})", file=sys.stderr)
         raise SystemExit(1) from None
     if r.status_code != 200:
-        print(f"runcast whoami: {hub} refused the {'RUNCAST_TOKEN' if env_token else 'saved sign-in'} "
-              f"({_provider_error_hub(r)}); run `runcast login --hub {hub}`", file=sys.stderr)
+        print(
+            f"runcast whoami: {hub} refused the {'RUNCAST_TOKEN' if env_token else 'saved sign-in'} "
+            f"({_provider_error_hub(r)}); run `runcast login --hub {hub}`",
+            file=sys.stderr,
+        )
         raise SystemExit(1)
     me = r.json()
     source = "RUNCAST_TOKEN" if env_token else f"signed in, saved in {credentials_path()}"
@@ -294,9 +336,13 @@ def cmd_logout(args: argparse.Namespace) -> None:
 def add_commands(sub: Any) -> None:
     lg = sub.add_parser("login", help="sign in to a hub with your team's identity provider (like gh auth login)")
     lg.add_argument("--hub", required=True, metavar="URL", help="the hub, e.g. https://runcast.example.com")
-    lg.add_argument("--method", choices=["auto", "device", "browser"], default="auto",
-                    help="device: a code to enter in any browser (where the provider offers it); browser: this "
-                         "machine's browser and a loopback redirect; auto: device if offered")
+    lg.add_argument(
+        "--method",
+        choices=["auto", "device", "browser"],
+        default="auto",
+        help="device: a code to enter in any browser (where the provider offers it); browser: this "
+        "machine's browser and a loopback redirect; auto: device if offered",
+    )
     lg.set_defaults(func=cmd_login)
     wh = sub.add_parser("whoami", help="who the hub says you are (RUNCAST_TOKEN, else your saved sign-in)")
     wh.add_argument("--hub", metavar="URL", help="default: $RUNCAST_URL, else the hub you last signed in to")

@@ -78,7 +78,9 @@ class EventMapper:
     def __init__(self, current_agent: str | None = None) -> None:
         self.current_agent = current_agent
         self._call_ids: dict[str, str] = {}  # function_call item id -> call_id (argument deltas name the item)
-        self._own_ids: dict[str, str] = {}  # "message" / "reasoning" -> the id standing for FAKE_ID in the item now streamed
+        self._own_ids: dict[
+            str, str
+        ] = {}  # "message" / "reasoning" -> the id standing for FAKE_ID in the item now streamed
 
     def _item_id(self, kind: str, item_id: Any, new: bool = False) -> Any:
         """`item_id`, or for the SDK's placeholder id one of our own, the same for every event of one item: a fresh one
@@ -111,9 +113,19 @@ class EventMapper:
     def _raw(self, d: Any) -> list[Wire]:
         t = _get(d, "type")
         if t == "response.output_text.delta":
-            return [("message.delta", {"item_id": self._item_id("message", _get(d, "item_id")), "delta": _get(d, "delta") or ""})]
+            return [
+                (
+                    "message.delta",
+                    {"item_id": self._item_id("message", _get(d, "item_id")), "delta": _get(d, "delta") or ""},
+                )
+            ]
         if t in ("response.reasoning_summary_text.delta", "response.reasoning_text.delta"):
-            return [("reasoning.delta", {"item_id": self._item_id("reasoning", _get(d, "item_id")), "delta": _get(d, "delta") or ""})]
+            return [
+                (
+                    "reasoning.delta",
+                    {"item_id": self._item_id("reasoning", _get(d, "item_id")), "delta": _get(d, "delta") or ""},
+                )
+            ]
         if t == "response.output_item.added":
             item = _get(d, "item")
             if _get(item, "type") in _ID_PREFIX:
@@ -123,7 +135,9 @@ class EventMapper:
             return []
         if t == "response.function_call_arguments.delta":
             item_id = _get(d, "item_id")
-            return [("tool.args.delta", {"call_id": self._call_ids.get(item_id, item_id), "delta": _get(d, "delta") or ""})]
+            return [
+                ("tool.args.delta", {"call_id": self._call_ids.get(item_id, item_id), "delta": _get(d, "delta") or ""})
+            ]
         return []  # response.created, *.done, content parts: folded into the events above (usage: usage_data)
 
     @staticmethod
@@ -132,7 +146,12 @@ class EventMapper:
         if output is None and error is None:
             return []
         text, truncated = cut(to_text(output if output is not None else ""))
-        data: dict[str, Any] = {"call_id": call_id, "output": text, "server": _get(raw, "server_label"), "tool": _get(raw, "name")}
+        data: dict[str, Any] = {
+            "call_id": call_id,
+            "output": text,
+            "server": _get(raw, "server_label"),
+            "tool": _get(raw, "name"),
+        }
         if error is not None:
             data["error"] = cut(to_text(error))[0]
         if truncated:
@@ -145,11 +164,24 @@ class EventMapper:
         if name == "message_output_created":
             from agents import ItemHelpers
 
-            return [("message.completed", {"item_id": self._done_id("message", _get(raw, "id")),
-                                           "text": ItemHelpers.text_message_output(item), "agent": agent})]
+            return [
+                (
+                    "message.completed",
+                    {
+                        "item_id": self._done_id("message", _get(raw, "id")),
+                        "text": ItemHelpers.text_message_output(item),
+                        "agent": agent,
+                    },
+                )
+            ]
         if name == "tool_called":
             args, truncated = cut(to_text(_get(raw, "arguments", "") or ""))
-            data = {"call_id": item.call_id, "tool": wire_name(item) or _get(raw, "type"), "arguments": args, "agent": agent}
+            data = {
+                "call_id": item.call_id,
+                "tool": wire_name(item) or _get(raw, "type"),
+                "arguments": args,
+                "agent": agent,
+            }
             if truncated:
                 data["truncated"] = True
             out: list[Wire] = [("tool.called", data)]
@@ -165,25 +197,51 @@ class EventMapper:
                 data["truncated"] = True
             return [("tool.output", data)]
         if name == "handoff_requested":
-            return [("handoff.requested", {"from": agent, "to": _handoff_target(item.agent, _get(raw, "name")), "call_id": _get(raw, "call_id")})]
+            return [
+                (
+                    "handoff.requested",
+                    {
+                        "from": agent,
+                        "to": _handoff_target(item.agent, _get(raw, "name")),
+                        "call_id": _get(raw, "call_id"),
+                    },
+                )
+            ]
         if name == "handoff_occured":  # sic: the SDK's spelling
-            return [("handoff.completed", {"from": _agent_name(item.source_agent), "to": _agent_name(item.target_agent)})]
+            return [
+                ("handoff.completed", {"from": _agent_name(item.source_agent), "to": _agent_name(item.target_agent)})
+            ]
         if name == "reasoning_item_created":
             summary = "\n".join(_get(s, "text", "") for s in (_get(raw, "summary") or []))
-            return [("reasoning.completed", {"item_id": self._done_id("reasoning", _get(raw, "id")), "summary": summary})]
+            return [
+                ("reasoning.completed", {"item_id": self._done_id("reasoning", _get(raw, "id")), "summary": summary})
+            ]
         if name == "mcp_list_tools":
             tools = [_get(t, "name") for t in (_get(raw, "tools") or [])]
             return [("mcp.tools_listed", {"server": _get(raw, "server_label"), "tools": tools})]
         if name == "mcp_approval_requested":
-            return [(
-                "mcp.approval.requested",
-                {"request_id": _get(raw, "id"), "server": _get(raw, "server_label"), "tool": _get(raw, "name"), "arguments": _get(raw, "arguments")},
-            )]
+            return [
+                (
+                    "mcp.approval.requested",
+                    {
+                        "request_id": _get(raw, "id"),
+                        "server": _get(raw, "server_label"),
+                        "tool": _get(raw, "name"),
+                        "arguments": _get(raw, "arguments"),
+                    },
+                )
+            ]
         if name == "mcp_approval_response":
-            return [(
-                "mcp.approval.responded",
-                {"request_id": _get(raw, "approval_request_id"), "approved": bool(_get(raw, "approve")), "reason": _get(raw, "reason")},
-            )]
+            return [
+                (
+                    "mcp.approval.responded",
+                    {
+                        "request_id": _get(raw, "approval_request_id"),
+                        "approved": bool(_get(raw, "approve")),
+                        "reason": _get(raw, "reason"),
+                    },
+                )
+            ]
         if name == "tool_search_called":
             return [("tool.search.called", {"item_id": _get(raw, "id"), "agent": agent})]
         if name == "tool_search_output_created":
@@ -233,8 +291,13 @@ _SECRETS = [
     (re.compile(r"\b(sk|rk|pk)-[A-Za-z0-9_*-]{6,}"), "[redacted key]"),
     (re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s:@]+:[^/\s@]*@"), r"\1[redacted]@"),
     (re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^\s?#'\"]+)\?[^\s#'\"]*"), r"\1?[redacted]"),
-    (re.compile(r"(?i)\b((?:api[-_]?key|access[-_]?token|token|secret|password)[\"']?\s*[:=]\s*[\"']?)"
-                r"[^\s\"',;}]+"), r"\1[redacted]"),
+    (
+        re.compile(
+            r"(?i)\b((?:api[-_]?key|access[-_]?token|token|secret|password)[\"']?\s*[:=]\s*[\"']?)"
+            r"[^\s\"',;}]+"
+        ),
+        r"\1[redacted]",
+    ),
 ]
 
 

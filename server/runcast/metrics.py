@@ -77,31 +77,44 @@ segment_duration = Histogram(
     registry=None,
 )
 runs_finished = Counter(
-    "runcast_runs_finished", "Runs that reached a terminal status, by status (committed by this process)",
-    ["status"], registry=None,
+    "runcast_runs_finished",
+    "Runs that reached a terminal status, by status (committed by this process)",
+    ["status"],
+    registry=None,
 )
 redis_errors = Counter(
-    "runcast_redis_errors", "Redis commands or connections that failed, by source (command, pubsub, cluster)",
-    ["source"], registry=None,
+    "runcast_redis_errors",
+    "Redis commands or connections that failed, by source (command, pubsub, cluster)",
+    ["source"],
+    registry=None,
 )
 redis_reconnects = Counter(
-    "runcast_redis_reconnects", "Times this process's pub/sub connection to Redis (or to one cluster shard) was "
-    "re-established after it was lost", registry=None,
+    "runcast_redis_reconnects",
+    "Times this process's pub/sub connection to Redis (or to one cluster shard) was re-established after it was lost",
+    registry=None,
 )
 webhook_deliveries = Counter(
-    "runcast_webhook_deliveries", "Webhook delivery attempts, by status (delivered, failed, gave_up)",
-    ["status"], registry=None,
+    "runcast_webhook_deliveries",
+    "Webhook delivery attempts, by status (delivered, failed, gave_up)",
+    ["status"],
+    registry=None,
 )
 webhook_delivery_seconds = Histogram(
-    "runcast_webhook_delivery_seconds", "Duration of one webhook delivery attempt",
-    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30), registry=None,
+    "runcast_webhook_delivery_seconds",
+    "Duration of one webhook delivery attempt",
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+    registry=None,
 )
 webhook_receivers = Gauge(
-    "runcast_webhook_receivers", "Webhook receivers this process delivers to, by circuit state (closed, open: backed "
-    "off after failing, half_open: one probe)", ["circuit"], registry=None,
+    "runcast_webhook_receivers",
+    "Webhook receivers this process delivers to, by circuit state (closed, open: backed "
+    "off after failing, half_open: one probe)",
+    ["circuit"],
+    registry=None,
 )
-draining = Gauge("runcast_draining", "1 while this hub node drains (SIGTERM: no new clients, closing with 1012)",
-                 registry=None)
+draining = Gauge(
+    "runcast_draining", "1 while this hub node drains (SIGTERM: no new clients, closing with 1012)", registry=None
+)
 
 # Every label value is known in advance: each series exists from the start (at 0), so rate() and alerts see it.
 for _enc in ("json", "msgpack"):
@@ -126,8 +139,17 @@ loop_lag = Histogram(
     registry=None,
 )
 SHARED: tuple[Collector, ...] = (
-    loop_lag, delivery_delay, approval_decision, segment_duration, runs_finished, redis_errors, redis_reconnects,
-    webhook_deliveries, webhook_delivery_seconds, webhook_receivers, draining,
+    loop_lag,
+    delivery_delay,
+    approval_decision,
+    segment_duration,
+    runs_finished,
+    redis_errors,
+    redis_reconnects,
+    webhook_deliveries,
+    webhook_delivery_seconds,
+    webhook_receivers,
+    draining,
 )
 
 _ERROR_CODES = sorted(v for k, v in vars(ErrorCode).items() if k.isupper() and isinstance(v, str))
@@ -232,11 +254,14 @@ class _HubCollector(Collector):
     def collect(self) -> Iterator[Any]:
         m, node = self.m, self.m._node
         yield GaugeMetricFamily("runcast_connections", "WebSocket connections open on this node", value=m.connections)
-        yield CounterMetricFamily("runcast_connections_accepted", "WebSocket connections accepted", value=m.connections_total)
+        yield CounterMetricFamily(
+            "runcast_connections_accepted", "WebSocket connections accepted", value=m.connections_total
+        )
         yield CounterMetricFamily("runcast_frames_in", "Frames received from clients", value=m.frames_in)
         yield CounterMetricFamily("runcast_frames_out", "Frames written to clients", value=m.frames_out)
-        yield CounterMetricFamily("runcast_slow_consumers_closed", "Clients closed with 4408 (slow consumer)",
-                                  value=m.slow_consumers)
+        yield CounterMetricFamily(
+            "runcast_slow_consumers_closed", "Clients closed with 4408 (slow consumer)", value=m.slow_consumers
+        )
         errors = CounterMetricFamily("runcast_errors", "Error frames and HTTP errors sent, by code", labels=["code"])
         counts = {c: 0 for c in _ERROR_CODES} | {str(c): n for c, n in m.errors.items()}
         for code, n in sorted(counts.items()):
@@ -244,12 +269,18 @@ class _HubCollector(Collector):
         yield errors
         if node is None:
             return
-        yield GaugeMetricFamily("runcast_runs_watched", "Runs this node holds a live feed for", value=node.runs_watched())
-        yield GaugeMetricFamily("runcast_active_segments", "Run segments this process's worker is streaming",
-                                value=node.active_segments())
+        yield GaugeMetricFamily(
+            "runcast_runs_watched", "Runs this node holds a live feed for", value=node.runs_watched()
+        )
+        yield GaugeMetricFamily(
+            "runcast_active_segments", "Run segments this process's worker is streaming", value=node.active_segments()
+        )
         depths = node.send_queue_depths()
-        yield GaugeMetricFamily("runcast_send_queue_max", "The deepest send queue of any connection on this node "
-                                "(bytes unread by its client), at scrape time", value=max(depths, default=0))
+        yield GaugeMetricFamily(
+            "runcast_send_queue_max",
+            "The deepest send queue of any connection on this node (bytes unread by its client), at scrape time",
+            value=max(depths, default=0),
+        )
         yield _depth_histogram(depths)
 
 
@@ -258,8 +289,12 @@ def _depth_histogram(depths: list[int]) -> GaugeHistogramMetricFamily:
     for le in QUEUE_BUCKETS:
         buckets.append((str(le), sum(1 for d in depths if d <= le)))
     buckets.append(("+Inf", len(depths)))
-    return GaugeHistogramMetricFamily("runcast_send_queue_depth", "Bytes unread per connection, at scrape time",
-                                      buckets=buckets, gsum_value=sum(depths))
+    return GaugeHistogramMetricFamily(
+        "runcast_send_queue_depth",
+        "Bytes unread per connection, at scrape time",
+        buckets=buckets,
+        gsum_value=sum(depths),
+    )
 
 
 # ---------------------------------------------------------------------------------------------- a worker's registry
@@ -268,8 +303,9 @@ class _WorkerCollector(Collector):
         self.worker = worker
 
     def collect(self) -> Iterator[Any]:
-        yield GaugeMetricFamily("runcast_active_segments", "Run segments this process's worker is streaming",
-                                value=len(self.worker.active))
+        yield GaugeMetricFamily(
+            "runcast_active_segments", "Run segments this process's worker is streaming", value=len(self.worker.active)
+        )
 
 
 def worker_registry(worker: Segments) -> CollectorRegistry:

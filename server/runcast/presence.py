@@ -86,8 +86,15 @@ class RunPresence:
     def snapshot(self) -> dict[str, Any]:
         """The full frame, for a client that just subscribed."""
         listed = self.listed
-        return {"type": "presence", "run_id": self.run_id, "full": True, "listed": listed,
-                "joined": [e for e in self.entries.values() if self._shown(e, listed)], "left": [], **self._totals()}
+        return {
+            "type": "presence",
+            "run_id": self.run_id,
+            "full": True,
+            "listed": listed,
+            "joined": [e for e in self.entries.values() if self._shown(e, listed)],
+            "left": [],
+            **self._totals(),
+        }
 
     @property
     def changed(self) -> bool:
@@ -109,8 +116,15 @@ class RunPresence:
             return self.snapshot()
         shown = [e for e in joined.values() if self._shown(e, listed)]
         # In `deciders` mode a client never held a viewer's entry, but a leave costs only its id: send them all.
-        return {"type": "presence", "run_id": self.run_id, "full": False, "listed": listed, "joined": shown,
-                "left": sorted(left), **self._totals()}
+        return {
+            "type": "presence",
+            "run_id": self.run_id,
+            "full": False,
+            "listed": listed,
+            "joined": shown,
+            "left": sorted(left),
+            **self._totals(),
+        }
 
 
 def apply_frame(held: dict[str, Entry], frame: dict[str, Any]) -> dict[str, Entry]:

@@ -43,8 +43,14 @@ class _Run:
 
 
 class PresenceFeed:
-    def __init__(self, backend: Backend, *, interval_s: float = INTERVAL_S, refresh_s: float = REFRESH_S,
-                 list_max: int = LIST_MAX) -> None:
+    def __init__(
+        self,
+        backend: Backend,
+        *,
+        interval_s: float = INTERVAL_S,
+        refresh_s: float = REFRESH_S,
+        list_max: int = LIST_MAX,
+    ) -> None:
         self.backend = backend
         self.interval_s = interval_s
         self.refresh_s = refresh_s
@@ -54,8 +60,10 @@ class PresenceFeed:
         self._tasks: list[asyncio.Task[Any]] = []
 
     async def start(self) -> None:
-        self._tasks = [asyncio.create_task(self._tick_loop(), name="runcast-presence-tick"),
-                       asyncio.create_task(self._refresh_loop(), name="runcast-presence-refresh")]
+        self._tasks = [
+            asyncio.create_task(self._tick_loop(), name="runcast-presence-tick"),
+            asyncio.create_task(self._refresh_loop(), name="runcast-presence-refresh"),
+        ]
 
     async def stop(self) -> None:
         for t in self._tasks:

@@ -57,8 +57,19 @@ def hub_argv(argv: list[str], separate_worker: bool, dev: bool) -> list[str]:
 
 
 def worker_argv(args: argparse.Namespace) -> list[str]:
-    out = ["worker", "--redis", args.redis, "--concurrency", str(args.concurrency), "--max-log", str(args.max_log),
-           "--retention", str(args.retention), "--lease", str(args.lease)]
+    out = [
+        "worker",
+        "--redis",
+        args.redis,
+        "--concurrency",
+        str(args.concurrency),
+        "--max-log",
+        str(args.max_log),
+        "--retention",
+        str(args.retention),
+        "--lease",
+        str(args.lease),
+    ]
     for a in args.agents or []:
         out += ["--agents", a]
     if args.model:
@@ -69,12 +80,17 @@ def worker_argv(args: argparse.Namespace) -> list[str]:
     return out
 
 
-def supervise(args: argparse.Namespace, argv: list[str], print_links: Callable[[str, argparse.Namespace], None],
-              dev_secret: Callable[[], str]) -> None:
+def supervise(
+    args: argparse.Namespace,
+    argv: list[str],
+    print_links: Callable[[str, argparse.Namespace], None],
+    dev_secret: Callable[[], str],
+) -> None:
     """`print_links` and `dev_secret` are cli.py's, handed in: cli.py imports this module, not the other way."""
     if not args.redis:
-        raise SystemExit("runcast serve: --processes and --worker-process need --redis URL (processes share runs only "
-                         "through Redis)")
+        raise SystemExit(
+            "runcast serve: --processes and --worker-process need --redis URL (processes share runs only through Redis)"
+        )
     env = dict(os.environ)
     # the demo (no secret, no issuer): every child reads the dev secret from the user's state dir, made here first
     made_secret = not env.get("RUNCAST_SECRET") and not args.jwks_url and not args.oidc_issuer
@@ -88,8 +104,11 @@ def supervise(args: argparse.Namespace, argv: list[str], print_links: Callable[[
         children.append(subprocess.Popen(cmd + worker_argv(args), env=env))
     for _ in range(args.processes):
         children.append(subprocess.Popen(cmd + hub_argv(argv, separate_worker, dev), env=env))
-    print(f"runcast serve: {args.processes} hub process(es) on {args.host}:{args.port}"
-          f"{' and a worker process' if separate_worker else ''}, pids {' '.join(str(c.pid) for c in children)}", flush=True)
+    print(
+        f"runcast serve: {args.processes} hub process(es) on {args.host}:{args.port}"
+        f"{' and a worker process' if separate_worker else ''}, pids {' '.join(str(c.pid) for c in children)}",
+        flush=True,
+    )
     if made_secret:
         print_links(made, args)
 
@@ -106,8 +125,11 @@ def supervise(args: argparse.Namespace, argv: list[str], print_links: Callable[[
         dead = [c for c in children if c.poll() is not None]
         if dead:
             code = dead[0].returncode or 1
-            print(f"runcast serve: process {dead[0].pid} exited with {dead[0].returncode}; stopping the others",
-                  file=sys.stderr, flush=True)
+            print(
+                f"runcast serve: process {dead[0].pid} exited with {dead[0].returncode}; stopping the others",
+                file=sys.stderr,
+                flush=True,
+            )
             break
         time.sleep(0.2)
     for c in children:

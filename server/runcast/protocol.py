@@ -28,8 +28,14 @@ MAX_TEXT = 20_000  # start input
 # The event types a webhook can be sent for (webhooks.EVENTS). Here, in the core, because the backends put each
 # such event in the webhook outbox in the same commit that logs it, and the backends sit below webhooks.py.
 WEBHOOK_EVENTS = (
-    "approval.requested", "approval.decided", "approval.expired", "approval.cancelled",
-    "run.paused", "run.completed", "run.failed", "run.cancelled",
+    "approval.requested",
+    "approval.decided",
+    "approval.expired",
+    "approval.cancelled",
+    "run.paused",
+    "run.completed",
+    "run.failed",
+    "run.cancelled",
     "approval.review_requested",  # the run's or the policy's reviewers were asked (runs.pause)
     "comment.mention",  # one per mentioned person (comments.py): route it to them (a Slack DM, an e-mail gateway)
 )
@@ -50,7 +56,9 @@ class ErrorCode:
     TOO_LARGE = "too_large"
     LOG_TRIMMED = "log_trimmed"
     LOG_RESET = "log_reset"  # the run's log is not the one the client's `epoch` names (the store lost or rebuilt it)
-    INVALID_ARGUMENTS = "invalid_arguments"  # approve with changes: edited arguments the tool's schema refuses (edits.py)
+    INVALID_ARGUMENTS = (
+        "invalid_arguments"  # approve with changes: edited arguments the tool's schema refuses (edits.py)
+    )
     BUSY = "busy"  # a message while the agent is busy, to an agent whose policy is `reject` (conversation.py)
     INTERNAL = "internal"
 
@@ -195,8 +203,11 @@ class SubscribeRuns(_Command):
     q: Annotated[StrictStr, Field(min_length=1, max_length=200)] | None = None  # words in the input, agent, id, starter
 
     def filters(self) -> dict[str, str]:
-        return {k: v for k, v in (("agent", self.agent), ("status", self.status), ("started_by", self.started_by),
-                                  ("q", self.q)) if v is not None}
+        return {
+            k: v
+            for k, v in (("agent", self.agent), ("status", self.status), ("started_by", self.started_by), ("q", self.q))
+            if v is not None
+        }
 
 
 CommentId = Annotated[StrictStr, Field(min_length=1, max_length=128)]
@@ -249,13 +260,46 @@ class UnsubscribeFeed(_Command):
 
 
 Command = (
-    Hello | Subscribe | Unsubscribe | Decide | Cancel | Start | Say | Withdraw | Rerun | Ping | SubscribeInbox
-    | SubscribeRuns | UnsubscribeFeed | Comment | EditComment | DeleteComment | ResolveThread | People
+    Hello
+    | Subscribe
+    | Unsubscribe
+    | Decide
+    | Cancel
+    | Start
+    | Say
+    | Withdraw
+    | Rerun
+    | Ping
+    | SubscribeInbox
+    | SubscribeRuns
+    | UnsubscribeFeed
+    | Comment
+    | EditComment
+    | DeleteComment
+    | ResolveThread
+    | People
 )
 _COMMANDS: dict[str, TypeAdapter[Any]] = {
     m.model_fields["type"].annotation.__args__[0]: TypeAdapter(m)  # type: ignore[union-attr]
-    for m in (Hello, Subscribe, Unsubscribe, Decide, Cancel, Start, Say, Withdraw, Rerun, Ping, SubscribeInbox,
-              SubscribeRuns, Comment, EditComment, DeleteComment, ResolveThread, People)
+    for m in (
+        Hello,
+        Subscribe,
+        Unsubscribe,
+        Decide,
+        Cancel,
+        Start,
+        Say,
+        Withdraw,
+        Rerun,
+        Ping,
+        SubscribeInbox,
+        SubscribeRuns,
+        Comment,
+        EditComment,
+        DeleteComment,
+        ResolveThread,
+        People,
+    )
 }
 _COMMANDS["unsubscribe_inbox"] = _COMMANDS["unsubscribe_runs"] = TypeAdapter(UnsubscribeFeed)
 COMMAND_TYPES = tuple(_COMMANDS)
@@ -301,7 +345,9 @@ def depth(value: Any) -> int:
     return deepest
 
 
-def decode_value(payload: str | bytes, encoding: Encoding, what: str = "frame", max_bytes: int = MAX_FRAME_BYTES) -> Any:
+def decode_value(
+    payload: str | bytes, encoding: Encoding, what: str = "frame", max_bytes: int = MAX_FRAME_BYTES
+) -> Any:
     """Bytes or text -> a value no bigger than max_bytes and no deeper than MAX_DEPTH, or ProtocolError."""
     size = byte_size(payload)
     if size > max_bytes:
@@ -329,8 +375,12 @@ def decode_frame(payload: str | bytes, encoding: Encoding) -> dict[str, Any]:
     """Bytes or text off the socket -> a dict, or ProtocolError(bad_frame / too_large)."""
     if encoding == "msgpack" and isinstance(payload, str):
         if byte_size(payload) > MAX_FRAME_BYTES:
-            raise ProtocolError(ErrorCode.TOO_LARGE, f"frame of {byte_size(payload)} bytes is over the {MAX_FRAME_BYTES} byte limit")
-        raise ProtocolError(ErrorCode.BAD_FRAME, "the runcast.v1.msgpack subprotocol takes binary frames (one msgpack map each)")
+            raise ProtocolError(
+                ErrorCode.TOO_LARGE, f"frame of {byte_size(payload)} bytes is over the {MAX_FRAME_BYTES} byte limit"
+            )
+        raise ProtocolError(
+            ErrorCode.BAD_FRAME, "the runcast.v1.msgpack subprotocol takes binary frames (one msgpack map each)"
+        )
     obj = decode_value(payload, encoding)
     if not isinstance(obj, dict):
         raise ProtocolError(ErrorCode.BAD_FRAME, f"frame must be an object, got {type(obj).__name__}")
@@ -418,7 +468,9 @@ class Pong(BaseModel):
 def error_frame(err: ProtocolError, run_id: str | None = None) -> dict[str, Any]:
     detail = dict(err.detail)
     cid = detail.pop("id", None)
-    frame = ErrorFrame(id=cid, code=err.code, message=err.message, run_id=run_id or detail.pop("run_id", None), **detail)
+    frame = ErrorFrame(
+        id=cid, code=err.code, message=err.message, run_id=run_id or detail.pop("run_id", None), **detail
+    )
     return frame.model_dump(exclude_none=True)
 
 

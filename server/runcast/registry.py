@@ -40,7 +40,9 @@ class PolicyError(ValueError):
     """An approval policy keyed by a name that is not (or not only) one tool of the agent."""
 
 
-def resolve_policy_keys(agent_name: str, policies: dict[str, ApprovalPolicy], known: ToolNames) -> dict[str, ApprovalPolicy]:
+def resolve_policy_keys(
+    agent_name: str, policies: dict[str, ApprovalPolicy], known: ToolNames
+) -> dict[str, ApprovalPolicy]:
     """Policy keys -> the full wire names they stand for. Raises PolicyError for a key that names no tool, a bare key
     shared by tools of several namespaces, or a bare key and a full key given for the same tool."""
     out: dict[str, ApprovalPolicy] = {}
@@ -51,10 +53,14 @@ def resolve_policy_keys(agent_name: str, policies: dict[str, ApprovalPolicy], kn
         else:
             matches = sorted(n for n in known.names if n.rsplit(".", 1)[-1] == key and "." in n)
             if len(matches) > 1:
-                raise PolicyError(f"agent {agent_name!r}: policy key {key!r} is ambiguous: it is the bare name of "
-                                  f"{', '.join(matches)}; key the policy by the full name")
+                raise PolicyError(
+                    f"agent {agent_name!r}: policy key {key!r} is ambiguous: it is the bare name of "
+                    f"{', '.join(matches)}; key the policy by the full name"
+                )
             if not matches:
-                raise PolicyError(f"agent {agent_name!r}: policy key {key!r} matches no tool of the agent; its tools are: {exists}")
+                raise PolicyError(
+                    f"agent {agent_name!r}: policy key {key!r} matches no tool of the agent; its tools are: {exists}"
+                )
             full = matches[0]
         if full in out:
             raise PolicyError(f"agent {agent_name!r}: policy keys {key!r} and {full!r} name the same tool; keep one")
@@ -69,7 +75,9 @@ class AgentSpec:
     default_policy: ApprovalPolicy = field(default_factory=ApprovalPolicy)
     description: str = ""
     notify: list[Any] = field(default_factory=list)  # webhooks for every event of this agent's runs (webhooks.py)
-    talk: TalkPolicy = field(default_factory=TalkPolicy)  # who may talk to its runs, and while it is busy (conversation.py)
+    talk: TalkPolicy = field(
+        default_factory=TalkPolicy
+    )  # who may talk to its runs, and while it is busy (conversation.py)
 
     def __post_init__(self) -> None:
         self.policies = resolve_policy_keys(getattr(self.agent, "name", "?"), self.policies, tool_names(self.agent))
@@ -98,9 +106,13 @@ class Registry:
 
     def describe(self) -> list[dict[str, Any]]:
         return [
-            {"name": n, "agent": s.agent.name, "description": s.description,
-             "policies": {t: p.wire() | {"expires_s": p.expires_s} for t, p in s.policies.items()},
-             "talk": s.talk.wire()}
+            {
+                "name": n,
+                "agent": s.agent.name,
+                "description": s.description,
+                "policies": {t: p.wire() | {"expires_s": p.expires_s} for t, p in s.policies.items()},
+                "talk": s.talk.wire(),
+            }
             for n, s in self.specs.items()
         ]
 
@@ -119,7 +131,9 @@ class Registry:
         mod = importlib.import_module(module_name)
         agents = getattr(mod, "AGENTS", None)
         if not isinstance(agents, dict) or not agents:
-            raise SystemExit(f"runcast: module {module_name!r} must define AGENTS, a dict of name -> Agent or AgentSpec")
+            raise SystemExit(
+                f"runcast: module {module_name!r} must define AGENTS, a dict of name -> Agent or AgentSpec"
+            )
         raw = getattr(mod, "POLICIES", {}) or {}
         policies = {t: p if isinstance(p, ApprovalPolicy) else ApprovalPolicy(**p) for t, p in raw.items()}
         specs: dict[str, AgentSpec] = {}
@@ -146,6 +160,8 @@ class Registry:
         if unused:
             bare = [v for v in agents.values() if not isinstance(v, AgentSpec)]
             names = sorted({n for v in bare for n in tool_names(v).sorted()})
-            raise PolicyError(f"POLICIES key {unused[0]!r} matches no tool of the agents given as a bare Agent; "
-                              f"their tools are: {', '.join(names) or '(none)'}")
+            raise PolicyError(
+                f"POLICIES key {unused[0]!r} matches no tool of the agents given as a bare Agent; "
+                f"their tools are: {', '.join(names) or '(none)'}"
+            )
         return cls(specs)

@@ -50,8 +50,9 @@ class RunFilter:
         def text(name: str) -> str | None:
             raw = q.get(name) or ""
             if len(raw) > MAX_VALUE_CHARS:
-                raise ProtocolError(ErrorCode.BAD_REQUEST, f"query parameter '{name}' is over {MAX_VALUE_CHARS} characters",
-                                    field=name)
+                raise ProtocolError(
+                    ErrorCode.BAD_REQUEST, f"query parameter '{name}' is over {MAX_VALUE_CHARS} characters", field=name
+                )
             return raw.strip() or None
 
         statuses: set[str] = set()
@@ -62,13 +63,22 @@ class RunFilter:
             elif s in STATUSES:
                 statuses.add(s)
             else:
-                raise ProtocolError(ErrorCode.BAD_REQUEST, f"query parameter 'status' must be a comma-separated list of "
-                                    f"{', '.join(STATUSES)} or live; got {s[:40]!r}", field="status")
+                raise ProtocolError(
+                    ErrorCode.BAD_REQUEST,
+                    f"query parameter 'status' must be a comma-separated list of "
+                    f"{', '.join(STATUSES)} or live; got {s[:40]!r}",
+                    field="status",
+                )
         needs = q.get("needs_me") or ""
         if needs not in NEEDS_ME:
             raise ProtocolError(ErrorCode.BAD_REQUEST, "query parameter 'needs_me' must be 1 or 0", field="needs_me")
-        return cls(agent=text("agent"), statuses=frozenset(statuses), started_by=text("started_by"), q=text("q"),
-                   needs_me=needs in ("1", "true"))
+        return cls(
+            agent=text("agent"),
+            statuses=frozenset(statuses),
+            started_by=text("started_by"),
+            q=text("q"),
+            needs_me=needs in ("1", "true"),
+        )
 
     def matches(self, rec: RunRecord, who: feed.Viewer) -> bool:
         if self.statuses and rec.status not in self.statuses:

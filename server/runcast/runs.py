@@ -75,7 +75,9 @@ class RunRecord(BaseModel):
     def deadline(self) -> float | None:
         """The earliest expiry among this pause's open approvals (for the backend's timer index)."""
         times = [
-            a.expires_at for a in (self.approvals[i] for i in self.pending) if not a.settled and a.expires_at is not None
+            a.expires_at
+            for a in (self.approvals[i] for i in self.pending)
+            if not a.settled and a.expires_at is not None
         ]
         return min(times) if self.status == "paused" and times else None
 
@@ -94,7 +96,11 @@ class RunRecord(BaseModel):
     def detail(self) -> dict[str, Any]:
         d = self.summary()
         d["pending_approvals"] = [
-            {**self.approvals[i].requested_data(), "status": self.approvals[i].status, "tally": self.approvals[i].tally()}
+            {
+                **self.approvals[i].requested_data(),
+                "status": self.approvals[i].status,
+                "tally": self.approvals[i].tally(),
+            }
             for i in self.pending
             if self.status == "paused"
         ]
@@ -126,13 +132,22 @@ def _copy(rec: RunRecord, now: float) -> RunRecord:
 MAX_REVIEWERS = 10
 
 
-def new_run(run_id: str, agent: str, input_: str, person: Person, now: float,
-            reviewers: list[str] | None = None) -> Transition:
+def new_run(
+    run_id: str, agent: str, input_: str, person: Person, now: float, reviewers: list[str] | None = None
+) -> Transition:
     asked = list(dict.fromkeys(reviewers or []))
     if len(asked) > MAX_REVIEWERS:
         raise ProtocolError(ErrorCode.BAD_REQUEST, f"at most {MAX_REVIEWERS} reviewers", field="reviewers")
-    rec = RunRecord(run_id=run_id, agent=agent, input=input_, started_by=person.ref(), created_at=now_iso(now), updated_at=now,
-                    epoch=secrets.token_hex(8), reviewers=asked)
+    rec = RunRecord(
+        run_id=run_id,
+        agent=agent,
+        input=input_,
+        started_by=person.ref(),
+        created_at=now_iso(now),
+        updated_at=now,
+        epoch=secrets.token_hex(8),
+        reviewers=asked,
+    )
     started: dict[str, Any] = {"agent": agent, "input": input_, "started_by": person.ref()}
     if asked:
         started["reviewers"] = asked
@@ -151,11 +166,23 @@ def claim(rec: RunRecord, job: Job, owner: str, now: float, lease_s: float | Non
     events: WireEvents = []
     if job.kind == "turn":
         new.pending = []
-        events.append(("run.resumed", {"decisions": [], "segment": job.segment, "turn": new.turn,
-                                       "messages": [m["message_id"] for m in new.turn_input]}))
+        events.append(
+            (
+                "run.resumed",
+                {
+                    "decisions": [],
+                    "segment": job.segment,
+                    "turn": new.turn,
+                    "messages": [m["message_id"] for m in new.turn_input],
+                },
+            )
+        )
     elif job.kind == "resume":
         decisions = [
-            {k: new.approvals[i].decided.get(k) for k in ("approval_id", "call_id", "decision", "by", "reason", "always")}  # type: ignore[union-attr]
+            {
+                k: new.approvals[i].decided.get(k)
+                for k in ("approval_id", "call_id", "decision", "by", "reason", "always")
+            }  # type: ignore[union-attr]
             for i in new.pending
         ]
         events.append(("run.resumed", {"decisions": decisions, "segment": job.segment}))
@@ -189,8 +216,17 @@ def pause(rec: RunRecord, owner: str, new_approvals: list[Approval], now: float)
         new.approvals[ap.approval_id] = ap
         events.append(("approval.requested", ap.requested_data()))
         if ap.reviewers:  # its own event type, so a webhook can route the request to each reviewer
-            events.append(("approval.review_requested", {"approval_id": ap.approval_id, "tool": ap.tool,
-                                                         "reviewers": list(ap.reviewers), "by": rec.started_by}))
+            events.append(
+                (
+                    "approval.review_requested",
+                    {
+                        "approval_id": ap.approval_id,
+                        "tool": ap.tool,
+                        "reviewers": list(ap.reviewers),
+                        "by": rec.started_by,
+                    },
+                )
+            )
     events.append(("run.paused", {"pending": list(new.pending), "segment": new.segment}))
     return Transition(new, events)
 
@@ -222,8 +258,12 @@ def decide(
         arguments = None  # (read only with approve: a reject sends the call back with its reason)
     if arguments is not None:
         if ap0.policy.quorum > 1:
-            raise ProtocolError(ErrorCode.BAD_REQUEST, f"{ap0.tool} needs {ap0.policy.quorum} approvers, who approve the "
-                                "call as the model wrote it: edits need a policy with quorum 1", field="arguments")
+            raise ProtocolError(
+                ErrorCode.BAD_REQUEST,
+                f"{ap0.tool} needs {ap0.policy.quorum} approvers, who approve the "
+                "call as the model wrote it: edits need a policy with quorum 1",
+                field="arguments",
+            )
         if not ap0.settled:
             from .edits import check_edit
 
@@ -279,7 +319,9 @@ def cancel(rec: RunRecord, person: Person, mode: str, now: float) -> Transition:
     return Transition(new, events, [], {"signal": False})
 
 
-def finish(rec: RunRecord, owner: str, kind: Literal["completed", "failed", "cancelled"], data: dict[str, Any], now: float) -> Transition:
+def finish(
+    rec: RunRecord, owner: str, kind: Literal["completed", "failed", "cancelled"], data: dict[str, Any], now: float
+) -> Transition:
     _check_owner(rec, owner)
     new = _copy(rec, now)
     new.status, new.owner, new.lease_until = kind, None, None
@@ -329,11 +371,16 @@ def worker_lost(rec: RunRecord, now: float) -> Transition | None:
         return None
     new = _copy(rec, now)
     new.status, new.owner, new.lease_until = "failed", None, None
-    new.error = {"code": "worker_lost", "message": f"the worker running segment {rec.segment} stopped renewing its lease"}
+    new.error = {
+        "code": "worker_lost",
+        "message": f"the worker running segment {rec.segment} stopped renewing its lease",
+    }
     return Transition(new, [("run.failed", dict(new.error))])
 
 
-def _discussion(rec: RunRecord, now: float, change: Callable[[RunRecord], tuple[dict[str, Any], WireEvents]]) -> Transition | None:
+def _discussion(
+    rec: RunRecord, now: float, change: Callable[[RunRecord], tuple[dict[str, Any], WireEvents]]
+) -> Transition | None:
     """A comment, an edit, a delete or a resolve: the record's discussion metadata moves, its status never does.
     None (nothing to commit) when the change logs nothing."""
     new = _copy(rec, now)
@@ -343,17 +390,32 @@ def _discussion(rec: RunRecord, now: float, change: Callable[[RunRecord], tuple[
     return Transition(new, events, [], result)
 
 
-def comment(rec: RunRecord, person: Person, text: str, approval_id: str | None, reply_to: str | None,
-            people: list[dict[str, Any]], now: float) -> Transition:
-    tr = _discussion(rec, now, lambda r: talk.add(r.comments, r.threads, r.approvals, r.mentions, person, text,
-                                                   approval_id, reply_to, people, now, r.run_id))
+def comment(
+    rec: RunRecord,
+    person: Person,
+    text: str,
+    approval_id: str | None,
+    reply_to: str | None,
+    people: list[dict[str, Any]],
+    now: float,
+) -> Transition:
+    tr = _discussion(
+        rec,
+        now,
+        lambda r: talk.add(
+            r.comments, r.threads, r.approvals, r.mentions, person, text, approval_id, reply_to, people, now, r.run_id
+        ),
+    )
     assert tr is not None
     return tr
 
 
-def edit_comment(rec: RunRecord, person: Person, comment_id: str, text: str, people: list[dict[str, Any]],
-                 now: float) -> Transition:
-    tr = _discussion(rec, now, lambda r: talk.edit(r.comments, r.mentions, person, comment_id, text, people, now, r.run_id))
+def edit_comment(
+    rec: RunRecord, person: Person, comment_id: str, text: str, people: list[dict[str, Any]], now: float
+) -> Transition:
+    tr = _discussion(
+        rec, now, lambda r: talk.edit(r.comments, r.mentions, person, comment_id, text, people, now, r.run_id)
+    )
     assert tr is not None
     return tr
 

@@ -54,10 +54,17 @@ class MetricsListener:
                 else:
                     body_out = body
             else:
-                status, ctype, body = "404 Not Found", "text/plain; charset=utf-8", b"only GET /metrics is served here\n"
+                status, ctype, body = (
+                    "404 Not Found",
+                    "text/plain; charset=utf-8",
+                    b"only GET /metrics is served here\n",
+                )
                 body_out = body
-            writer.write(f"HTTP/1.0 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\n"
-                         "Connection: close\r\n\r\n".encode() + body_out)
+            writer.write(
+                f"HTTP/1.0 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\n"
+                "Connection: close\r\n\r\n".encode()
+                + body_out
+            )
             await writer.drain()
         except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
             pass

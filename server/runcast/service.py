@@ -82,7 +82,9 @@ class Service:
         if not who.has("operator"):
             raise ProtocolError(ErrorCode.FORBIDDEN, "starting a run needs the operator or admin role")
         if "*" not in who.runs:
-            raise ProtocolError(ErrorCode.FORBIDDEN, "your token is limited to some runs; starting a new one needs runs ['*']")
+            raise ProtocolError(
+                ErrorCode.FORBIDDEN, "your token is limited to some runs; starting a new one needs runs ['*']"
+            )
         if self.registry.get(agent) is None:
             raise ProtocolError(ErrorCode.NOT_FOUND, f"no agent {agent!r}; known: {', '.join(self.registry.names())}")
         run_id = new_run_id()
@@ -93,15 +95,25 @@ class Service:
         await self.backend.create(tr)
         return {"run_id": run_id}
 
-    async def decide(self, who: Identity, run_id: str, approval_id: str, decision: Literal["approve", "reject"],
-                     reason: str | None, always: bool, arguments: str | None = None) -> dict[str, Any]:
+    async def decide(
+        self,
+        who: Identity,
+        run_id: str,
+        approval_id: str,
+        decision: Literal["approve", "reject"],
+        reason: str | None,
+        always: bool,
+        arguments: str | None = None,
+    ) -> dict[str, Any]:
         await self.record(who, run_id)  # (not found, or not watchable: the same answer)
         person = who.person
 
         def fn(r: RunRecord) -> runs.Transition:
             spec = self.registry.get(r.agent)
             schema_of = (lambda tool: edits.tool_schema(spec.agent, tool)) if spec is not None else None
-            return runs.decide(r, approval_id, person, decision, reason or None, always, time.time(), arguments, schema_of)
+            return runs.decide(
+                r, approval_id, person, decision, reason or None, always, time.time(), arguments, schema_of
+            )
 
         tr, _ = await apply(self.backend, run_id, fn)
         assert tr is not None
@@ -111,8 +123,11 @@ class Service:
         """Run again: a new run with a finished run's agent and input, started by `who` (start's rules and quota)."""
         rec = await self.record(who, run_id)
         if not rec.terminal:
-            raise ProtocolError(ErrorCode.NOT_PENDING, f"run {run_id} is {rec.status}; only a finished run can be run "
-                                "again", run_id=run_id)
+            raise ProtocolError(
+                ErrorCode.NOT_PENDING,
+                f"run {run_id} is {rec.status}; only a finished run can be run again",
+                run_id=run_id,
+            )
         return await self.start(who, rec.agent, rec.input) | {"rerun_of": run_id}
 
     def talk_policy(self, agent: str) -> conversation.TalkPolicy:
@@ -153,8 +168,11 @@ class Service:
         assert tr is not None
         if tr.result.get("signal"):
             await self.backend.signal(run_id, {"type": "cancel", "mode": tr.result["mode"]})
-        return {"run_id": run_id, "status": tr.record.status if not tr.result.get("signal") else "cancelling",
-                "mode": (tr.record.cancel or {}).get("mode", mode)}  # the mode in effect (a first cancel's wins)
+        return {
+            "run_id": run_id,
+            "status": tr.record.status if not tr.result.get("signal") else "cancelling",
+            "mode": (tr.record.cancel or {}).get("mode", mode),
+        }  # the mode in effect (a first cancel's wins)
 
     async def list_runs(self, who: Identity, limit: int = 50, flt: RunFilter | None = None) -> list[dict[str, Any]]:
         """The newest runs `who` may watch; with a filter (runfilter.py), the newest of those that match."""
@@ -177,8 +195,17 @@ class Service:
     async def audit(self, who: Identity, run_id: str) -> dict[str, Any]:
         """The run's audit record (audit.py): anyone who may see the run may read it."""
         rec = await self.record(who, run_id)
-        keep = ("run.started", "tool.output", "approval.decided", "approval.expired", "approval.cancelled",
-                "run.completed", "run.failed", "run.cancelled", *audit.DISCUSSION)
+        keep = (
+            "run.started",
+            "tool.output",
+            "approval.decided",
+            "approval.expired",
+            "approval.cancelled",
+            "run.completed",
+            "run.failed",
+            "run.cancelled",
+            *audit.DISCUSSION,
+        )
         frames: list[dict[str, Any]] = []
         since, complete = 0, True
         while True:
@@ -204,8 +231,11 @@ class Service:
     async def audit_search(self, who: Identity, q: AuditQuery) -> tuple[list[dict[str, Any]], str | None]:
         """A page of the audit index across runs (audit.search), with the entries `who` may read."""
         if not self.audit_reader(who):
-            raise ProtocolError(ErrorCode.FORBIDDEN, "the audit across runs is open to admin, auditor, operator and "
-                                "approver roles (a viewer reads each run's audit: GET /api/runs/{id}/audit)")
+            raise ProtocolError(
+                ErrorCode.FORBIDDEN,
+                "the audit across runs is open to admin, auditor, operator and "
+                "approver roles (a viewer reads each run's audit: GET /api/runs/{id}/audit)",
+            )
         everything = who.has(*self.AUDIT_ALL_ROLES)
 
         def visible(e: dict[str, Any]) -> bool:
@@ -239,18 +269,23 @@ class Service:
         found += [{"sub": s, "name": s} for s in rec.reviewers]  # (a reviewer's own name, once seen, wins)
         return comments.mentionable(found)
 
-    async def comment(self, who: Identity, run_id: str, text: str, approval_id: str | None,
-                      reply_to: str | None) -> dict[str, Any]:
+    async def comment(
+        self, who: Identity, run_id: str, text: str, approval_id: str | None, reply_to: str | None
+    ) -> dict[str, Any]:
         rec = await self.record(who, run_id)
         people, person = await self._people(rec), who.person
-        tr, _ = await apply(self.backend, run_id, lambda r: runs.comment(r, person, text, approval_id, reply_to, people, time.time()))
+        tr, _ = await apply(
+            self.backend, run_id, lambda r: runs.comment(r, person, text, approval_id, reply_to, people, time.time())
+        )
         assert tr is not None
         return {"run_id": run_id, **tr.result}
 
     async def edit_comment(self, who: Identity, run_id: str, comment_id: str, text: str) -> dict[str, Any]:
         rec = await self.record(who, run_id)
         people, person = await self._people(rec), who.person
-        tr, _ = await apply(self.backend, run_id, lambda r: runs.edit_comment(r, person, comment_id, text, people, time.time()))
+        tr, _ = await apply(
+            self.backend, run_id, lambda r: runs.edit_comment(r, person, comment_id, text, people, time.time())
+        )
         assert tr is not None
         return {"run_id": run_id, **tr.result}
 
@@ -264,7 +299,9 @@ class Service:
     async def resolve_thread(self, who: Identity, run_id: str, thread_id: str, resolved: bool) -> dict[str, Any]:
         await self.record(who, run_id)
         person = who.person
-        tr, _ = await apply(self.backend, run_id, lambda r: runs.resolve_thread(r, person, thread_id, resolved, time.time()))
+        tr, _ = await apply(
+            self.backend, run_id, lambda r: runs.resolve_thread(r, person, thread_id, resolved, time.time())
+        )
         if tr is None:
             return {"run_id": run_id, "thread_id": thread_id, "resolved": resolved, "changed": False}
         return {"run_id": run_id, **tr.result}

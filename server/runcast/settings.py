@@ -45,7 +45,10 @@ class Settings:
 
 # ---------------------------------------------------------------------------------------------- the model and traces
 
-MODEL_APIS = ("responses", "chat")  # --model-api: OpenAI's Responses API, or Chat Completions (vLLM, Ollama, LiteLLM...)
+MODEL_APIS = (
+    "responses",
+    "chat",
+)  # --model-api: OpenAI's Responses API, or Chat Completions (vLLM, Ollama, LiteLLM...)
 TRACING_MODES = ("off", "openai")  # --tracing: the Agents SDK's trace export to OpenAI, or none
 OPENAI_API_HOST = "api.openai.com"
 

@@ -122,18 +122,25 @@ def _b64(data: bytes) -> str:
 
 def page(title: str, body: str, status: int = 200) -> HTMLResponse:
     """A small page in the hub's style (no inline script or style: the CSP forbids both)."""
-    doc = (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" '
-           f'content="width=device-width,initial-scale=1"><title>{html.escape(title)} · Runcast</title>'
-           f'<link rel="icon" href="/static/favicon.svg"><link rel="stylesheet" href="/static/app.css"></head>'
-           f'<body class="signin-page"><main class="signin"><h1>{html.escape(title)}</h1>{body}</main></body></html>')
+    doc = (
+        f'<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" '
+        f'content="width=device-width,initial-scale=1"><title>{html.escape(title)} · Runcast</title>'
+        f'<link rel="icon" href="/static/favicon.svg"><link rel="stylesheet" href="/static/app.css"></head>'
+        f'<body class="signin-page"><main class="signin"><h1>{html.escape(title)}</h1>{body}</main></body></html>'
+    )
     return HTMLResponse(doc, status_code=status, headers={"Cache-Control": "no-store"})
 
 
 class Signin:
     """The routes above, for one hub node. Stateless across nodes: the flow and the session live in signed cookies."""
 
-    def __init__(self, config: SigninConfig, authn: auth.Authenticator, flow_secret: str,
-                 allowed_origins: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        config: SigninConfig,
+        authn: auth.Authenticator,
+        flow_secret: str,
+        allowed_origins: list[str] | None = None,
+    ) -> None:
         self.config = config
         self.auth = authn
         self.flow_key = auth.derive_key(flow_secret, "signin-flow")
@@ -155,16 +162,26 @@ class Signin:
 
     def set_session(self, resp: Response, request: Request, who: auth.Identity, token: str | None = None) -> str:
         token = token or self.auth.issue_session(who, self.config.session_ttl_s)
-        resp.set_cookie(COOKIE, token, max_age=int(self.config.session_ttl_s), path="/", httponly=True,
-                        samesite="lax", secure=self._secure(request))
+        resp.set_cookie(
+            COOKIE,
+            token,
+            max_age=int(self.config.session_ttl_s),
+            path="/",
+            httponly=True,
+            samesite="lax",
+            secure=self._secure(request),
+        )
         return token
 
     def _error(self, err: SigninError, request: Request) -> HTMLResponse:
         nxt = safe_next(request.query_params.get("next"))
         again = "/login" + (f"?{urlencode({'next': nxt})}" if nxt != "/" else "")
-        resp = page("Sign-in did not work",
-                    f'<p class="what">{html.escape(err.what)}</p><p class="todo">{html.escape(err.todo)}</p>'
-                    f'<p><a class="button" href="{html.escape(again)}">Sign in again</a></p>', err.status)
+        resp = page(
+            "Sign-in did not work",
+            f'<p class="what">{html.escape(err.what)}</p><p class="todo">{html.escape(err.todo)}</p>'
+            f'<p><a class="button" href="{html.escape(again)}">Sign in again</a></p>',
+            err.status,
+        )
         resp.delete_cookie(FLOW_COOKIE, path="/auth")
         return resp
 
@@ -183,8 +200,11 @@ class Signin:
                 return self._dev_page(nxt)
         except SigninError as err:
             return self._error(err, request)
-        return page("No sign-in here", "<p>This hub signs no one in on the page: it takes tokens only (ask whoever "
-                    "runs it for one).</p>", 404)
+        return page(
+            "No sign-in here",
+            "<p>This hub signs no one in on the page: it takes tokens only (ask whoever runs it for one).</p>",
+            404,
+        )
 
     async def _discover(self) -> dict[str, Any]:
         import httpx
@@ -201,17 +221,26 @@ class Signin:
             doc = resp.json()
         except (httpx.HTTPError, ValueError) as exc:
             log.warning("sign-in: cannot read the provider's discovery document at %s (%s)", url, type(exc).__name__)
-            raise SigninError("The hub cannot reach the sign-in provider right now.",
-                              "Try again in a minute. If it keeps failing, whoever runs this hub should check "
-                              "--oidc-issuer and that the hub can reach it.", 502) from None
+            raise SigninError(
+                "The hub cannot reach the sign-in provider right now.",
+                "Try again in a minute. If it keeps failing, whoever runs this hub should check "
+                "--oidc-issuer and that the hub can reach it.",
+                502,
+            ) from None
         needed = ("authorization_endpoint", "token_endpoint", "jwks_uri", "issuer")
         if not isinstance(doc, dict) or any(not isinstance(doc.get(k), str) for k in needed):
-            raise SigninError("The sign-in provider's configuration is incomplete.",
-                              "Whoever runs this hub should check --oidc-issuer.", 502)
+            raise SigninError(
+                "The sign-in provider's configuration is incomplete.",
+                "Whoever runs this hub should check --oidc-issuer.",
+                502,
+            )
         if doc["issuer"].rstrip("/") != cfg.issuer.rstrip("/"):
             log.warning("sign-in: the provider says its issuer is %s, not --oidc-issuer %s", doc["issuer"], cfg.issuer)
-            raise SigninError("The sign-in provider names another issuer than the one this hub is set up with.",
-                              "Whoever runs this hub should set --oidc-issuer to the provider's issuer exactly.", 502)
+            raise SigninError(
+                "The sign-in provider names another issuer than the one this hub is set up with.",
+                "Whoever runs this hub should set --oidc-issuer to the provider's issuer exactly.",
+                502,
+            )
         if self._jwks is None or self._jwks.url != doc["jwks_uri"]:
             self._jwks = auth.JwksKeys(doc["jwks_uri"])
         self._discovery, self._discovered_at = doc, time.monotonic()
@@ -222,15 +251,32 @@ class Signin:
         assert cfg is not None
         doc = await self._discover()
         state, nonce, verifier = secrets.token_urlsafe(24), secrets.token_urlsafe(24), secrets.token_urlsafe(48)
-        flow = jwt.encode({"state": state, "nonce": nonce, "verifier": verifier, "next": nxt,
-                           "exp": int(time.time()) + FLOW_TTL_S}, self.flow_key, algorithm="HS256")
-        query = {"response_type": "code", "client_id": cfg.client_id, "redirect_uri": self._base(request) + "/auth/callback",
-                 "scope": cfg.scopes, "state": state, "nonce": nonce,
-                 "code_challenge": _b64(hashlib.sha256(verifier.encode()).digest()), "code_challenge_method": "S256"}
+        flow = jwt.encode(
+            {"state": state, "nonce": nonce, "verifier": verifier, "next": nxt, "exp": int(time.time()) + FLOW_TTL_S},
+            self.flow_key,
+            algorithm="HS256",
+        )
+        query = {
+            "response_type": "code",
+            "client_id": cfg.client_id,
+            "redirect_uri": self._base(request) + "/auth/callback",
+            "scope": cfg.scopes,
+            "state": state,
+            "nonce": nonce,
+            "code_challenge": _b64(hashlib.sha256(verifier.encode()).digest()),
+            "code_challenge_method": "S256",
+        }
         sep = "&" if "?" in doc["authorization_endpoint"] else "?"
         resp = RedirectResponse(doc["authorization_endpoint"] + sep + urlencode(query), status_code=302)
-        resp.set_cookie(FLOW_COOKIE, flow, max_age=FLOW_TTL_S, path="/auth", httponly=True, samesite="lax",
-                        secure=self._secure(request))
+        resp.set_cookie(
+            FLOW_COOKIE,
+            flow,
+            max_age=FLOW_TTL_S,
+            path="/auth",
+            httponly=True,
+            samesite="lax",
+            secure=self._secure(request),
+        )
         resp.headers["Cache-Control"] = "no-store"
         return resp
 
@@ -256,8 +302,10 @@ class Signin:
             raise SigninError("This sign-in's saved state is not valid.", restart) from None
         if not secrets.compare_digest(str(flow["state"]), request.query_params.get("state", "")):
             log.warning("sign-in: a callback whose state does not match its browser's flow (replayed or forged)")
-            raise SigninError("This sign-in answer does not belong to the sign-in this browser started "
-                              "(a replayed or forged link).", restart)
+            raise SigninError(
+                "This sign-in answer does not belong to the sign-in this browser started (a replayed or forged link).",
+                restart,
+            )
         return flow
 
     async def _callback(self, request: Request) -> Response:
@@ -270,43 +318,69 @@ class Signin:
             self._flow(request)  # the state must still be ours: another site cannot show this page in our name
             log.info("sign-in: the provider answered %s", q.get("error"))
             if q["error"] == "access_denied":
-                raise SigninError("Sign-in was declined at the provider (consent denied or cancelled).",
-                                  "Sign in again and allow Runcast to know who you are; it asks only for your "
-                                  "name, email and groups.", 403)
-            raise SigninError(f"The sign-in provider refused: {q['error']}"
-                              f"{(' (' + q['error_description'][:200] + ')') if q.get('error_description') else ''}.",
-                              "Sign in again; if it keeps failing, whoever runs this hub should check the "
-                              "client's settings at the provider.", 400)
+                raise SigninError(
+                    "Sign-in was declined at the provider (consent denied or cancelled).",
+                    "Sign in again and allow Runcast to know who you are; it asks only for your "
+                    "name, email and groups.",
+                    403,
+                )
+            raise SigninError(
+                f"The sign-in provider refused: {q['error']}"
+                f"{(' (' + q['error_description'][:200] + ')') if q.get('error_description') else ''}.",
+                "Sign in again; if it keeps failing, whoever runs this hub should check the "
+                "client's settings at the provider.",
+                400,
+            )
         flow = self._flow(request)
         code = q.get("code")
         if not code:
             raise SigninError("The sign-in provider sent no code back.", "Start again from the page (Sign in).")
         doc = await self._discover()
-        form = {"grant_type": "authorization_code", "code": code, "redirect_uri": self._base(request) + "/auth/callback",
-                "code_verifier": flow["verifier"], "client_id": cfg.client_id}
+        form = {
+            "grant_type": "authorization_code",
+            "code": code,
+            "redirect_uri": self._base(request) + "/auth/callback",
+            "code_verifier": flow["verifier"],
+            "client_id": cfg.client_id,
+        }
         basic = (cfg.client_id, cfg.client_secret) if cfg.client_secret else None
         try:
             async with httpx.AsyncClient(timeout=HTTP_TIMEOUT_S) as client:
-                resp = await client.post(doc["token_endpoint"], data=form, auth=basic,  # type: ignore[arg-type]
-                                         headers={"Accept": "application/json"})
+                resp = await client.post(
+                    doc["token_endpoint"],
+                    data=form,
+                    auth=basic,  # type: ignore[arg-type]
+                    headers={"Accept": "application/json"},
+                )
             body = resp.json() if resp.content else {}
         except (httpx.HTTPError, ValueError) as exc:
             log.warning("sign-in: the token endpoint could not be read (%s)", type(exc).__name__)
-            raise SigninError("The hub cannot reach the sign-in provider right now.",
-                              "Try again in a minute (Sign in again).", 502) from None
+            raise SigninError(
+                "The hub cannot reach the sign-in provider right now.", "Try again in a minute (Sign in again).", 502
+            ) from None
         if resp.status_code != 200 or not isinstance(body, dict) or not isinstance(body.get("id_token"), str):
             error = body.get("error") if isinstance(body, dict) else None
             log.warning("sign-in: the token endpoint answered %s %s", resp.status_code, error or "")
             if error == "invalid_client":
-                raise SigninError("The sign-in provider does not accept this hub's client id or secret.",
-                                  "Whoever runs this hub should check --oidc-client-id and --oidc-client-secret-file "
-                                  "against the provider's settings; then sign in again.", 502)
+                raise SigninError(
+                    "The sign-in provider does not accept this hub's client id or secret.",
+                    "Whoever runs this hub should check --oidc-client-id and --oidc-client-secret-file "
+                    "against the provider's settings; then sign in again.",
+                    502,
+                )
             if error == "invalid_grant":
-                raise SigninError("The sign-in code was refused: it was already used, has expired, or was not "
-                                  "issued for this sign-in.", "Start again from the page (Sign in).", 400)
-            raise SigninError("The sign-in provider did not hand out an ID token.",
-                              "Sign in again; if it keeps failing, whoever runs this hub should check the client's "
-                              "settings at the provider.", 502)
+                raise SigninError(
+                    "The sign-in code was refused: it was already used, has expired, or was not "
+                    "issued for this sign-in.",
+                    "Start again from the page (Sign in).",
+                    400,
+                )
+            raise SigninError(
+                "The sign-in provider did not hand out an ID token.",
+                "Sign in again; if it keeps failing, whoever runs this hub should check the client's "
+                "settings at the provider.",
+                502,
+            )
         claims = await self._id_token(body["id_token"], doc, flow["nonce"])
         who = self._person(claims)
         roles = list(who.roles)
@@ -327,14 +401,16 @@ class Signin:
             log.info("sign-in: %s signed in but their groups map to no role", who.sub)
             shown = ", ".join(groups) if groups else f"none (no '{cfg.roles_claim}' claim)"
             wanted = ", ".join(sorted(cfg.role_map)) or "(no --oidc-role-map is set)"
-            raise SigninError(f"You signed in as {who.name}, but your groups give you no role on this hub. "
-                              f"Your groups: {shown}.",
-                              f"Ask whoever runs this hub to add you to one of these groups: {wanted}. "
-                              "Then sign in again.", 403)
+            raise SigninError(
+                f"You signed in as {who.name}, but your groups give you no role on this hub. Your groups: {shown}.",
+                f"Ask whoever runs this hub to add you to one of these groups: {wanted}. Then sign in again.",
+                403,
+            )
         return who
 
-    async def _id_token(self, token: str, doc: dict[str, Any], nonce: str | None,
-                        audience: str | None = None) -> dict[str, Any]:
+    async def _id_token(
+        self, token: str, doc: dict[str, Any], nonce: str | None, audience: str | None = None
+    ) -> dict[str, Any]:
         cfg = self.config.oidc
         assert cfg is not None and self._jwks is not None
         retry = "Sign in again."
@@ -342,24 +418,37 @@ class Signin:
             header = jwt.get_unverified_header(token)
             alg = header.get("alg")
             if alg not in auth.ASYMMETRIC:
-                raise SigninError(f"The provider signed the ID token with {alg!r}, which this hub does not accept.",
-                                  "Whoever runs this hub should set the client to sign ID tokens with RS256, ES256 "
-                                  "or EdDSA.", 502)
+                raise SigninError(
+                    f"The provider signed the ID token with {alg!r}, which this hub does not accept.",
+                    "Whoever runs this hub should set the client to sign ID tokens with RS256, ES256 or EdDSA.",
+                    502,
+                )
             kid = header.get("kid")
             key = await self._jwks.key(kid if isinstance(kid, str) else None)
-            claims = jwt.decode(token, key, algorithms=[alg], audience=audience or cfg.client_id, issuer=doc["issuer"],
-                                options={"require": ["sub", "exp", "iat", "aud", "iss"]}, leeway=auth.LEEWAY_S)
+            claims = jwt.decode(
+                token,
+                key,
+                algorithms=[alg],
+                audience=audience or cfg.client_id,
+                issuer=doc["issuer"],
+                options={"require": ["sub", "exp", "iat", "aud", "iss"]},
+                leeway=auth.LEEWAY_S,
+            )
         except ProtocolError as err:
             log.warning("sign-in: the ID token's key: %s", err.message)
             raise SigninError("The ID token's key could not be found at the provider.", retry, 502) from None
         except jwt.ExpiredSignatureError:
             log.warning("sign-in: an expired ID token")
-            raise SigninError("The provider's ID token had already expired (is this machine's clock right?).",
-                              retry, 400) from None
+            raise SigninError(
+                "The provider's ID token had already expired (is this machine's clock right?).", retry, 400
+            ) from None
         except jwt.InvalidAudienceError:
             log.warning("sign-in: an ID token for another client")
-            raise SigninError("The provider's ID token was issued for another application.",
-                              "Whoever runs this hub should check --oidc-client-id; then sign in again.", 400) from None
+            raise SigninError(
+                "The provider's ID token was issued for another application.",
+                "Whoever runs this hub should check --oidc-client-id; then sign in again.",
+                400,
+            ) from None
         except jwt.PyJWTError as exc:
             log.warning("sign-in: an ID token that does not verify: %s", type(exc).__name__)
             raise SigninError(f"The provider's ID token did not verify ({exc}).", retry, 400) from None
@@ -375,22 +464,32 @@ class Signin:
             f'<li><form method="post" action="/auth/dev"><input type="hidden" name="sub" value="{html.escape(p.sub)}">'
             f'<input type="hidden" name="next" value="{html.escape(nxt)}"><button type="submit">{html.escape(p.name)}'
             f'</button> <span class="role">{html.escape(", ".join(p.roles))}: '
-            f'{html.escape(DEV_WHAT.get(p.roles[0], ""))}</span></form></li>' for p in self.config.dev_people)
-        return page("Sign in to the demo", '<p>This hub runs in dev mode (no identity provider): pick who you are. '
-                    f'With <code>--oidc-issuer</code> people sign in with your company\'s provider.</p><ul class="people">'
-                    f'{rows}</ul>')
+            f"{html.escape(DEV_WHAT.get(p.roles[0], ''))}</span></form></li>"
+            for p in self.config.dev_people
+        )
+        return page(
+            "Sign in to the demo",
+            "<p>This hub runs in dev mode (no identity provider): pick who you are. "
+            f'With <code>--oidc-issuer</code> people sign in with your company\'s provider.</p><ul class="people">'
+            f"{rows}</ul>",
+        )
 
     async def dev(self, request: Request) -> Response:
         if self.config.dev_people is None:
             return page("No dev sign-in", "<p>This hub is not in dev mode.</p>", 404)
         if not self._same_origin(request):
-            return self._error(SigninError("This sign-in did not come from this hub's page.",
-                                           "Open the sign-in page and pick a person there."), request)
+            return self._error(
+                SigninError(
+                    "This sign-in did not come from this hub's page.", "Open the sign-in page and pick a person there."
+                ),
+                request,
+            )
         form = await request.form()
         person = next((p for p in self.config.dev_people if p.sub == form.get("sub")), None)
         if person is None:
-            return self._error(SigninError("There is no such person in the demo.", "Pick one on the sign-in page."),
-                               request)
+            return self._error(
+                SigninError("There is no such person in the demo.", "Pick one on the sign-in page."), request
+            )
         resp = RedirectResponse(safe_next(str(form.get("next") or "/")), status_code=303)
         self.set_session(resp, request, person)
         return resp
@@ -400,32 +499,39 @@ class Signin:
         """POST /auth/refresh: a new session cookie, and its token for the page's WebSocket (a renewing hello). Only
         for this hub's own page (Origin): another site cannot read the answer, nor make the browser renew."""
         if not self._same_origin(request):
-            return JSONResponse({"error": {"code": ErrorCode.FORBIDDEN, "message": "only this hub's page may renew "
-                                           "its session"}}, status_code=403)
+            return JSONResponse(
+                {"error": {"code": ErrorCode.FORBIDDEN, "message": "only this hub's page may renew its session"}},
+                status_code=403,
+            )
         raw = request.cookies.get(COOKIE)
         try:
             if not raw:
                 raise ProtocolError(ErrorCode.UNAUTHENTICATED, "not signed in: open /login")
             who = self.auth.session(raw)
         except ProtocolError as err:
-            resp = JSONResponse({"error": {"code": err.code, "message": err.message, "login": "/login"}},
-                                status_code=401)
+            resp = JSONResponse(
+                {"error": {"code": err.code, "message": err.message, "login": "/login"}}, status_code=401
+            )
             if raw:
                 resp.delete_cookie(COOKIE, path="/")
             return resp
         token = self.auth.issue_session(who, self.config.session_ttl_s)
-        resp = JSONResponse({"user": who.public(), "token": token,
-                             "expires_at": int(time.time() + self.config.session_ttl_s)},
-                            headers={"Cache-Control": "no-store"})
+        resp = JSONResponse(
+            {"user": who.public(), "token": token, "expires_at": int(time.time() + self.config.session_ttl_s)},
+            headers={"Cache-Control": "no-store"},
+        )
         self.set_session(resp, request, who, token)
         return resp
 
     async def logout(self, request: Request) -> Response:
         if not self._same_origin(request):
-            return self._error(SigninError("This sign-out did not come from this hub's page.",
-                                           "Use Sign out on the page."), request)
-        resp = page("Signed out", '<p>You are signed out of this hub.</p><p><a class="button" href="/login">'
-                    "Sign in again</a></p>")
+            return self._error(
+                SigninError("This sign-out did not come from this hub's page.", "Use Sign out on the page."), request
+            )
+        resp = page(
+            "Signed out",
+            '<p>You are signed out of this hub.</p><p><a class="button" href="/login">Sign in again</a></p>',
+        )
         resp.delete_cookie(COOKIE, path="/")
         return resp
 
@@ -436,8 +542,10 @@ class Signin:
         if raw:
             try:
                 who = self.auth.session(raw)
-                return JSONResponse({"user": who.public(), "expires_at": who.exp, "login": "/login", **modes},
-                                    headers={"Cache-Control": "no-store"})
+                return JSONResponse(
+                    {"user": who.public(), "expires_at": who.exp, "login": "/login", **modes},
+                    headers={"Cache-Control": "no-store"},
+                )
             except ProtocolError:
                 pass
         return JSONResponse({"user": None, "login": "/login", **modes}, headers={"Cache-Control": "no-store"})
@@ -447,18 +555,32 @@ class Signin:
         """GET /auth/cli: how `runcast login` signs in here (the provider's endpoints and the terminal's client)."""
         cfg = self.config.oidc
         if cfg is None or not cfg.cli_client_id:
-            return JSONResponse({"error": {"code": ErrorCode.NOT_FOUND, "message": "this hub has no sign-in for the "
-                                           "terminal (--oidc-cli-client-id); use RUNCAST_TOKEN"}}, status_code=404)
+            return JSONResponse(
+                {
+                    "error": {
+                        "code": ErrorCode.NOT_FOUND,
+                        "message": "this hub has no sign-in for the terminal (--oidc-cli-client-id); use RUNCAST_TOKEN",
+                    }
+                },
+                status_code=404,
+            )
         try:
             doc = await self._discover()
         except SigninError as err:
-            return JSONResponse({"error": {"code": "unavailable", "message": f"{err.what} {err.todo}"}},
-                                status_code=502)
-        return JSONResponse({"issuer": doc["issuer"], "client_id": cfg.cli_client_id, "scopes": cfg.scopes,
-                             "authorization_endpoint": doc["authorization_endpoint"],
-                             "token_endpoint": doc["token_endpoint"],
-                             "device_authorization_endpoint": doc.get("device_authorization_endpoint")},
-                            headers={"Cache-Control": "no-store"})
+            return JSONResponse(
+                {"error": {"code": "unavailable", "message": f"{err.what} {err.todo}"}}, status_code=502
+            )
+        return JSONResponse(
+            {
+                "issuer": doc["issuer"],
+                "client_id": cfg.cli_client_id,
+                "scopes": cfg.scopes,
+                "authorization_endpoint": doc["authorization_endpoint"],
+                "token_endpoint": doc["token_endpoint"],
+                "device_authorization_endpoint": doc.get("device_authorization_endpoint"),
+            },
+            headers={"Cache-Control": "no-store"},
+        )
 
     async def cli_token(self, request: Request) -> Response:
         """POST /auth/token {"id_token"}: the terminal's ID token (for --oidc-cli-client-id) for a hub session token
@@ -484,5 +606,7 @@ class Signin:
             return refuse(403 if err.status == 403 else 401, ErrorCode.UNAUTHENTICATED, f"{err.what} {err.todo}")
         session = self.auth.issue_session(who, CLI_SESSION_TTL_S)
         log.info("sign-in: %s (%s) signed in from a terminal", who.sub, ",".join(who.roles))
-        return JSONResponse({"token": session, "user": who.public(), "expires_at": int(time.time() + CLI_SESSION_TTL_S)},
-                            headers={"Cache-Control": "no-store"})
+        return JSONResponse(
+            {"token": session, "user": who.public(), "expires_at": int(time.time() + CLI_SESSION_TTL_S)},
+            headers={"Cache-Control": "no-store"},
+        )

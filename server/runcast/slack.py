@@ -63,8 +63,15 @@ class Directory:
         for p in raw:
             if not isinstance(p, dict) or not isinstance(p.get("sub"), str):
                 raise ValueError(f"{path}: every person needs a sub: {p!r}")
-            out.append(Person(sub=p["sub"], name=str(p.get("name") or p["sub"]), roles=tuple(p.get("roles") or ()),
-                              email=p.get("email"), slack_user_id=p.get("slack_user_id")))
+            out.append(
+                Person(
+                    sub=p["sub"],
+                    name=str(p.get("name") or p["sub"]),
+                    roles=tuple(p.get("roles") or ()),
+                    email=p.get("email"),
+                    slack_user_id=p.get("slack_user_id"),
+                )
+            )
         return cls(out)
 
     @classmethod
@@ -87,15 +94,18 @@ class Directory:
         from .approvals import Person as Voter
 
         pols = list(policies)
-        return [{"sub": p.sub, "name": p.name} for p in self.people
-                if any(may_decide(Voter(sub=p.sub, name=p.name, roles=list(p.roles)), pol) for pol in pols)]
+        return [
+            {"sub": p.sub, "name": p.name}
+            for p in self.people
+            if any(may_decide(Voter(sub=p.sub, name=p.name, roles=list(p.roles)), pol) for pol in pols)
+        ]
 
 
 # ------------------------------------------------------------------------------------------------ the message
 
 
 def deadline_words(expires_at: str | None, now: float | None = None) -> str:
-    """"in 4 minutes (12:05 UTC, 7 Dec)", "expired", or "no deadline"."""
+    """ "in 4 minutes (12:05 UTC, 7 Dec)", "expired", or "no deadline"."""
     if not expires_at:
         return "no deadline"
     at = datetime.fromisoformat(expires_at.replace("Z", "+00:00"))
@@ -103,8 +113,13 @@ def deadline_words(expires_at: str | None, now: float | None = None) -> str:
     if left <= 0:
         return "expired"
     mins = int(left // 60)
-    span = f"{int(left)} seconds" if left < 60 else f"{mins} minute{'s' if mins != 1 else ''}" if mins < 120 else \
-        f"{mins // 60} hours"
+    span = (
+        f"{int(left)} seconds"
+        if left < 60
+        else f"{mins} minute{'s' if mins != 1 else ''}"
+        if mins < 120
+        else f"{mins // 60} hours"
+    )
     return f"in {span} ({at.astimezone(UTC):%H:%M} UTC, {at.day} {at:%b})"
 
 
@@ -123,8 +138,9 @@ def _cut(text: str, n: int) -> str:
     return text if len(text) <= n else text[: n - 1] + "…"
 
 
-def approval_message(run: dict[str, Any], ap: dict[str, Any], url: str | None = None,
-                     now: float | None = None) -> dict[str, Any]:
+def approval_message(
+    run: dict[str, Any], ap: dict[str, Any], url: str | None = None, now: float | None = None
+) -> dict[str, Any]:
     """The Block Kit message for an open approval: the tool, its description, the arguments, the request, who
     started the run, the deadline in words, and Approve / Reject buttons (their value names run and approval)."""
     starter = (run.get("started_by") or {}).get("name") or (run.get("started_by") or {}).get("sub") or "someone"
@@ -133,21 +149,43 @@ def approval_message(run: dict[str, Any], ap: dict[str, Any], url: str | None = 
         {"type": "header", "text": {"type": "plain_text", "text": _cut(f"Approval needed: {ap.get('tool')}", 150)}},
     ]
     if ap.get("description"):
-        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": _cut(f"_{_esc(ap['description'])}_", 3000)}})
+        blocks.append(
+            {"type": "section", "text": {"type": "mrkdwn", "text": _cut(f"_{_esc(ap['description'])}_", 3000)}}
+        )
     blocks += [
-        {"type": "section", "fields": [
-            {"type": "mrkdwn", "text": f"*Request*\n{_esc(_cut(str(run.get('input') or ''), 500))}"},
-            {"type": "mrkdwn", "text": f"*Started by*\n{_esc(starter)}"},
-            {"type": "mrkdwn", "text": f"*Agent*\n{_esc(ap.get('agent') or run.get('agent') or '?')}"},
-            {"type": "mrkdwn", "text": f"*Deadline*\n{deadline_words(ap.get('expires_at'), now)}"},
-        ]},
-        {"type": "section", "text": {"type": "mrkdwn", "text": _cut(f"*Arguments*\n```{_esc(ap.get('arguments', ''))}```", 3000)}},
-        {"type": "actions", "block_id": "runcast_decide", "elements": [
-            {"type": "button", "action_id": "runcast_approve", "style": "primary", "value": value,
-             "text": {"type": "plain_text", "text": "Approve"}},
-            {"type": "button", "action_id": "runcast_reject", "style": "danger", "value": value,
-             "text": {"type": "plain_text", "text": "Reject"}},
-        ]},
+        {
+            "type": "section",
+            "fields": [
+                {"type": "mrkdwn", "text": f"*Request*\n{_esc(_cut(str(run.get('input') or ''), 500))}"},
+                {"type": "mrkdwn", "text": f"*Started by*\n{_esc(starter)}"},
+                {"type": "mrkdwn", "text": f"*Agent*\n{_esc(ap.get('agent') or run.get('agent') or '?')}"},
+                {"type": "mrkdwn", "text": f"*Deadline*\n{deadline_words(ap.get('expires_at'), now)}"},
+            ],
+        },
+        {
+            "type": "section",
+            "text": {"type": "mrkdwn", "text": _cut(f"*Arguments*\n```{_esc(ap.get('arguments', ''))}```", 3000)},
+        },
+        {
+            "type": "actions",
+            "block_id": "runcast_decide",
+            "elements": [
+                {
+                    "type": "button",
+                    "action_id": "runcast_approve",
+                    "style": "primary",
+                    "value": value,
+                    "text": {"type": "plain_text", "text": "Approve"},
+                },
+                {
+                    "type": "button",
+                    "action_id": "runcast_reject",
+                    "style": "danger",
+                    "value": value,
+                    "text": {"type": "plain_text", "text": "Reject"},
+                },
+            ],
+        },
     ]
     if url:
         blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": f"<{url}|Open the approval>"}]})
@@ -169,11 +207,14 @@ class Interactivity:
         ts = headers.get("x-slack-request-timestamp")
         sig = headers.get("x-slack-signature")
         if not ts or not sig or not ts.isdigit():
-            raise ProtocolError(ErrorCode.UNAUTHENTICATED, "not a signed Slack request (X-Slack-Signature, "
-                                "X-Slack-Request-Timestamp)")
+            raise ProtocolError(
+                ErrorCode.UNAUTHENTICATED, "not a signed Slack request (X-Slack-Signature, X-Slack-Request-Timestamp)"
+            )
         if not self.verifier.is_valid(body, ts, sig):
-            raise ProtocolError(ErrorCode.UNAUTHENTICATED, "the Slack signature does not match, or its timestamp is "
-                                f"more than {MAX_AGE_S} s from now")
+            raise ProtocolError(
+                ErrorCode.UNAUTHENTICATED,
+                f"the Slack signature does not match, or its timestamp is more than {MAX_AGE_S} s from now",
+            )
         now = time.time() if now is None else now
         for k in [k for k, t in self._seen.items() if now - t > MAX_AGE_S]:
             del self._seen[k]
@@ -191,8 +232,10 @@ class Interactivity:
             target = json.loads(action["value"])
             run_id, approval_id = str(target["run_id"]), str(target["approval_id"])
         except (ValueError, KeyError, IndexError, TypeError, UnicodeDecodeError):
-            raise ProtocolError(ErrorCode.BAD_REQUEST, "not a Runcast button press (block_actions with a "
-                                "runcast_approve or runcast_reject action)") from None
+            raise ProtocolError(
+                ErrorCode.BAD_REQUEST,
+                "not a Runcast button press (block_actions with a runcast_approve or runcast_reject action)",
+            ) from None
         if payload.get("type") != "block_actions":
             raise ProtocolError(ErrorCode.BAD_REQUEST, "only block_actions payloads are handled")
         return payload, run_id, approval_id, decision
@@ -202,8 +245,11 @@ class Interactivity:
         user = payload.get("user") or {}
         p = self.directory.by_slack(user.get("id"), user.get("email"))
         if p is None:
-            raise ProtocolError(ErrorCode.FORBIDDEN, f"Slack user {user.get('id') or '?'} is nobody in Runcast's "
-                                "directory (RUNCAST_PEOPLE): ask an admin to add your slack_user_id")
+            raise ProtocolError(
+                ErrorCode.FORBIDDEN,
+                f"Slack user {user.get('id') or '?'} is nobody in Runcast's "
+                "directory (RUNCAST_PEOPLE): ask an admin to add your slack_user_id",
+            )
         return Identity(sub=p.sub, name=p.name, roles=p.roles, runs=(run_id,), exp=None)
 
 
@@ -228,8 +274,11 @@ def refusal(err: ProtocolError) -> dict[str, Any]:
 
 def decided_text(decision: str, who: str, reason: str | None) -> dict[str, Any]:
     verb = "Approved" if decision == "approve" else "Rejected"
-    return {"response_type": "ephemeral", "replace_original": False,
-            "text": f"{verb} by {who}" + (f": {reason}" if reason else "")}
+    return {
+        "response_type": "ephemeral",
+        "replace_original": False,
+        "text": f"{verb} by {who}" + (f": {reason}" if reason else ""),
+    }
 
 
 # ------------------------------------------------------------------------------------------------ posting, updating
@@ -239,7 +288,11 @@ def decided_message(run: dict[str, Any], ap: dict[str, Any], decided: dict[str, 
     """The same message once the approval is settled (anywhere: page, terminal, Slack): who decided, when and why,
     and no buttons."""
     by = decided.get("by") or {}
-    who = "expiry (nobody decided in time)" if by.get("policy") == "expired" else (by.get("name") or by.get("sub") or "someone")
+    who = (
+        "expiry (nobody decided in time)"
+        if by.get("policy") == "expired"
+        else (by.get("name") or by.get("sub") or "someone")
+    )
     verb = "Approved" if decided.get("decision") == "approve" else "Rejected"
     at = decided.get("decided_at") or ""
     when = at
@@ -249,7 +302,9 @@ def decided_message(run: dict[str, Any], ap: dict[str, Any], decided: dict[str, 
     msg = approval_message(run, ap)
     blocks = [b for b in msg["blocks"] if b["type"] != "actions"]
     blocks[0] = {"type": "header", "text": {"type": "plain_text", "text": _cut(f"{verb}: {ap.get('tool')}", 150)}}
-    line = f"*{verb} by {_esc(who)}* at {when}" + (f": {_esc(_cut(str(decided['reason']), 1000))}" if decided.get("reason") else "")
+    line = f"*{verb} by {_esc(who)}* at {when}" + (
+        f": {_esc(_cut(str(decided['reason']), 1000))}" if decided.get("reason") else ""
+    )
     blocks.append({"type": "section", "block_id": "runcast_decided", "text": {"type": "mrkdwn", "text": line}})
     return {"text": f"{verb} by {who}: {ap.get('tool')}", "blocks": blocks}
 
@@ -289,14 +344,25 @@ class SlackApp:
                 return  # posted already (a delivery retried after a crash)
             url = f"{(public_url or '').rstrip('/')}/#run={rec.run_id}&approval={aid}"
             msg = approval_message(run, ap, url)
-            resp = await asyncio.to_thread(self.client.chat_postMessage, channel=self.channel, text=msg["text"],
-                                           blocks=msg["blocks"])
-            await backend.delivery_put(key, {"key": key, "kind": "slack", "run_id": rec.run_id, "approval_id": aid,
-                                             "channel": resp["channel"], "ts": resp["ts"]})
+            resp = await asyncio.to_thread(
+                self.client.chat_postMessage, channel=self.channel, text=msg["text"], blocks=msg["blocks"]
+            )
+            await backend.delivery_put(
+                key,
+                {
+                    "key": key,
+                    "kind": "slack",
+                    "run_id": rec.run_id,
+                    "approval_id": aid,
+                    "channel": resp["channel"],
+                    "ts": resp["ts"],
+                },
+            )
             return
         where = await backend.delivery_get(key)
         if not where:
             return  # never posted (Slack was configured later)
         msg = decided_message(run, ap, data)
-        await asyncio.to_thread(self.client.chat_update, channel=where["channel"], ts=where["ts"], text=msg["text"],
-                                blocks=msg["blocks"])
+        await asyncio.to_thread(
+            self.client.chat_update, channel=where["channel"], ts=where["ts"], text=msg["text"], blocks=msg["blocks"]
+        )

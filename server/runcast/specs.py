@@ -39,7 +39,12 @@ _PERSON = {"type": "object", "required": ["sub", "name"], "properties": {"sub": 
 _POLICY = {
     "type": "object",
     "required": ["roles", "quorum", "allow_self"],
-    "properties": {"roles": {"type": "array", "items": _STR}, "quorum": _INT, "allow_self": _BOOL, "count_starter": _BOOL},
+    "properties": {
+        "roles": {"type": "array", "items": _STR},
+        "quorum": _INT,
+        "allow_self": _BOOL,
+        "count_starter": _BOOL,
+    },
 }
 _TALLY = {"type": "object", "properties": {"approve": _INT, "reject": _INT, "needed": _INT}}
 
@@ -51,8 +56,13 @@ def _obj(required: list[str], **props: Any) -> dict[str, Any]:
 # The `data` of each run event type, by type: the keys PROTOCOL.md and the README's protocol section promise.
 # Events may carry more keys than listed (a newer hub adds; a client ignores what it does not know).
 EVENT_DATA: dict[str, dict[str, Any]] = {
-    "run.started": _obj(["agent", "input", "started_by"], agent=_STR, input=_STR, started_by=_PERSON,
-                        reviewers={"type": "array", "items": _STR}),
+    "run.started": _obj(
+        ["agent", "input", "started_by"],
+        agent=_STR,
+        input=_STR,
+        started_by=_PERSON,
+        reviewers={"type": "array", "items": _STR},
+    ),
     "agent.updated": _obj(["agent"], agent=_STR),
     "message.delta": _obj(["item_id", "delta"], item_id=_STR, delta=_STR),
     "message.completed": _obj(["item_id", "text"], item_id=_STR, text=_STR, agent=_STR),
@@ -71,18 +81,41 @@ EVENT_DATA: dict[str, dict[str, Any]] = {
     "item.unknown": _obj(["name"], name=_STR),
     "approval.requested": _obj(
         ["approval_id", "call_id", "tool", "arguments", "agent", "policy", "expires_at"],
-        approval_id=_STR, call_id=_STR, tool=_STR, arguments=_ANY, agent=_STR, policy=_POLICY,
-        expires_at=_NULLABLE_STR, description=_NULLABLE_STR, reviewers={"type": "array", "items": _STR},
+        approval_id=_STR,
+        call_id=_STR,
+        tool=_STR,
+        arguments=_ANY,
+        agent=_STR,
+        policy=_POLICY,
+        expires_at=_NULLABLE_STR,
+        description=_NULLABLE_STR,
+        reviewers={"type": "array", "items": _STR},
     ),
-    "approval.review_requested": _obj(["approval_id", "reviewers"], approval_id=_STR, tool=_STR,
-                                      reviewers={"type": "array", "items": _STR}, by=_ANY),
-    "approval.voted": _obj(["approval_id", "by", "decision", "tally"], approval_id=_STR, by=_PERSON,
-                           decision={"enum": ["approve", "reject"]}, reason=_ANY, tally=_TALLY),
+    "approval.review_requested": _obj(
+        ["approval_id", "reviewers"], approval_id=_STR, tool=_STR, reviewers={"type": "array", "items": _STR}, by=_ANY
+    ),
+    "approval.voted": _obj(
+        ["approval_id", "by", "decision", "tally"],
+        approval_id=_STR,
+        by=_PERSON,
+        decision={"enum": ["approve", "reject"]},
+        reason=_ANY,
+        tally=_TALLY,
+    ),
     "approval.decided": _obj(
         ["approval_id", "call_id", "decision", "by", "decided_at"],
-        approval_id=_STR, call_id=_STR, decision={"enum": ["approve", "reject"]}, by=_OBJ, reason=_ANY,
-        always=_BOOL, decided_at=_STR, tool=_STR, arguments=_ANY, tally=_TALLY,
-        original_arguments=_STR, changes={"type": "array", "items": _OBJ},  # approve with changes (edits.py)
+        approval_id=_STR,
+        call_id=_STR,
+        decision={"enum": ["approve", "reject"]},
+        by=_OBJ,
+        reason=_ANY,
+        always=_BOOL,
+        decided_at=_STR,
+        tool=_STR,
+        arguments=_ANY,
+        tally=_TALLY,
+        original_arguments=_STR,
+        changes={"type": "array", "items": _OBJ},  # approve with changes (edits.py)
     ),
     "approval.expired": _obj(["approval_id"], approval_id=_STR),
     "approval.cancelled": _obj(["approval_id"], approval_id=_STR),
@@ -90,48 +123,96 @@ EVENT_DATA: dict[str, dict[str, Any]] = {
     "run.resumed": _obj(["decisions"], decisions=_ANY, turn=_INT, messages={"type": "array", "items": _STR}),
     "run.completed": _obj(["output", "usage"], output=_ANY, usage=_OBJ, turn=_INT),
     # conversations (conversation.py)
-    "message.said": _obj(["message_id", "by", "text", "queued"], message_id=_STR, by=_PERSON, text=_STR, at=_STR,
-                         queued=_BOOL),
+    "message.said": _obj(
+        ["message_id", "by", "text", "queued"], message_id=_STR, by=_PERSON, text=_STR, at=_STR, queued=_BOOL
+    ),
     "message.withdrawn": _obj(["message_id", "by"], message_id=_STR, by=_PERSON),
     "turn.interrupted": _obj(["by", "turn"], by=_ANY, segment=_INT, turn=_INT),
     "run.failed": _obj(["code", "message"], code=_STR, message=_STR, usage=_OBJ, guardrail=_OBJ),
     "run.cancelled": _obj(["by", "mode"], by=_ANY, mode=_STR),
     # the discussion (comments.py): never given to the agent
-    "comment.added": _obj(["comment_id", "thread_id", "approval_id", "by", "text", "mentions"], comment_id=_STR,
-                          thread_id=_STR, approval_id=_NULLABLE_STR, reply_to=_NULLABLE_STR, by=_PERSON, text=_STR,
-                          mentions={"type": "array", "items": _PERSON}),
-    "comment.edited": _obj(["comment_id", "thread_id", "by", "text", "edits"], comment_id=_STR, thread_id=_STR,
-                           approval_id=_NULLABLE_STR, by=_PERSON, text=_STR, edits=_INT,
-                           mentions={"type": "array", "items": _PERSON}),
-    "comment.deleted": _obj(["comment_id", "thread_id", "by"], comment_id=_STR, thread_id=_STR,
-                            approval_id=_NULLABLE_STR, by=_PERSON),
-    "comment.mention": _obj(["comment_id", "thread_id", "by", "mentioned", "text"], comment_id=_STR, thread_id=_STR,
-                            approval_id=_NULLABLE_STR, by=_PERSON, mentioned=_PERSON, text=_STR),
+    "comment.added": _obj(
+        ["comment_id", "thread_id", "approval_id", "by", "text", "mentions"],
+        comment_id=_STR,
+        thread_id=_STR,
+        approval_id=_NULLABLE_STR,
+        reply_to=_NULLABLE_STR,
+        by=_PERSON,
+        text=_STR,
+        mentions={"type": "array", "items": _PERSON},
+    ),
+    "comment.edited": _obj(
+        ["comment_id", "thread_id", "by", "text", "edits"],
+        comment_id=_STR,
+        thread_id=_STR,
+        approval_id=_NULLABLE_STR,
+        by=_PERSON,
+        text=_STR,
+        edits=_INT,
+        mentions={"type": "array", "items": _PERSON},
+    ),
+    "comment.deleted": _obj(
+        ["comment_id", "thread_id", "by"], comment_id=_STR, thread_id=_STR, approval_id=_NULLABLE_STR, by=_PERSON
+    ),
+    "comment.mention": _obj(
+        ["comment_id", "thread_id", "by", "mentioned", "text"],
+        comment_id=_STR,
+        thread_id=_STR,
+        approval_id=_NULLABLE_STR,
+        by=_PERSON,
+        mentioned=_PERSON,
+        text=_STR,
+    ),
     "thread.resolved": _obj(["thread_id", "by"], thread_id=_STR, approval_id=_NULLABLE_STR, by=_PERSON),
     "thread.reopened": _obj(["thread_id", "by"], thread_id=_STR, approval_id=_NULLABLE_STR, by=_PERSON),
 }
 
 EVENT_ENVELOPE = _obj(
     ["run_id", "seq", "ts", "type", "data"],
-    run_id=_STR, seq={"type": "integer", "minimum": 1}, ts={"type": "string", "format": "date-time"},
-    type={"enum": sorted(EVENT_DATA)}, data=_OBJ,
+    run_id=_STR,
+    seq={"type": "integer", "minimum": 1},
+    ts={"type": "string", "format": "date-time"},
+    type={"enum": sorted(EVENT_DATA)},
+    data=_OBJ,
 )
 
 # Feed and presence control frames (no seq, never replayed), as the hub builds them in feed.py and presence.py.
 FEED_FRAMES: dict[str, dict[str, Any]] = {
-    "inbox": _obj(["type", "approvals"], type={"const": "inbox"}, id=_STR, approvals={"type": "array", "items": _OBJ},
-                  mentions={"type": "array", "items": _OBJ}),
+    "inbox": _obj(
+        ["type", "approvals"],
+        type={"const": "inbox"},
+        id=_STR,
+        approvals={"type": "array", "items": _OBJ},
+        mentions={"type": "array", "items": _OBJ},
+    ),
     "inbox.mention": _obj(["type", "mention"], type={"const": "inbox.mention"}, mention=_OBJ),
     "inbox.added": _obj(["type", "approval"], type={"const": "inbox.added"}, approval=_OBJ),
-    "inbox.removed": _obj(["type", "run_id", "approval_id", "reason"], type={"const": "inbox.removed"},
-                          run_id=_STR, approval_id=_STR, reason=_STR),
+    "inbox.removed": _obj(
+        ["type", "run_id", "approval_id", "reason"],
+        type={"const": "inbox.removed"},
+        run_id=_STR,
+        approval_id=_STR,
+        reason=_STR,
+    ),
     "runs": _obj(["type", "runs"], type={"const": "runs"}, id=_STR, runs={"type": "array", "items": _OBJ}),
-    "run.status": _obj(["type", "runs", "outside"], type={"const": "run.status"}, runs={"type": "array", "items": _OBJ},
-                       left={"type": "array", "items": _STR}, outside=_INT),
-    "presence": _obj(["type", "run_id", "full", "joined", "left", "count", "people"], type={"const": "presence"},
-                     run_id=_STR, full=_BOOL, listed={"enum": ["all", "deciders"]},
-                     joined={"type": "array", "items": _OBJ}, left={"type": "array", "items": _STR},
-                     count=_INT, people=_INT),
+    "run.status": _obj(
+        ["type", "runs", "outside"],
+        type={"const": "run.status"},
+        runs={"type": "array", "items": _OBJ},
+        left={"type": "array", "items": _STR},
+        outside=_INT,
+    ),
+    "presence": _obj(
+        ["type", "run_id", "full", "joined", "left", "count", "people"],
+        type={"const": "presence"},
+        run_id=_STR,
+        full=_BOOL,
+        listed={"enum": ["all", "deciders"]},
+        joined={"type": "array", "items": _OBJ},
+        left={"type": "array", "items": _STR},
+        count=_INT,
+        people=_INT,
+    ),
 }
 
 CLOSE_CODES = {
@@ -195,12 +276,20 @@ def asyncapi() -> dict[str, Any]:
         if kind == "error":
             schema["properties"]["code"] = {"type": "string", "enum": error_codes()}
         schemas[name] = schema
-        messages[name] = {"name": kind, "title": f"`{kind}` control frame", "payload": {"$ref": SCHEMAS.format(model=name)}}
+        messages[name] = {
+            "name": kind,
+            "title": f"`{kind}` control frame",
+            "payload": {"$ref": SCHEMAS.format(model=name)},
+        }
         received.append(name)
     for kind, schema in FEED_FRAMES.items():
         name = f"{_name(kind)}Frame"
         schemas[name] = copy.deepcopy(schema)
-        messages[name] = {"name": kind, "title": f"`{kind}` feed frame", "payload": {"$ref": SCHEMAS.format(model=name)}}
+        messages[name] = {
+            "name": kind,
+            "title": f"`{kind}` feed frame",
+            "payload": {"$ref": SCHEMAS.format(model=name)},
+        }
         received.append(name)
     for kind, data in EVENT_DATA.items():
         name = f"{_name(kind)}Event"
@@ -224,12 +313,20 @@ def asyncapi() -> dict[str, Any]:
                 "The first frame is `hello`. Run events carry `seq` (1, 2, 3... per run); "
                 "control frames do not and are never replayed. Close codes: "
                 + "; ".join(f"{int(c)} {d}" for c, d in CLOSE_CODES.items())
-                + ". Error codes: " + ", ".join(error_codes()) + "."
+                + ". Error codes: "
+                + ", ".join(error_codes())
+                + "."
             ),
         },
         "defaultContentType": "application/json",
-        "servers": {"hub": {"host": "localhost:8765", "protocol": "ws", "pathname": "/ws",
-                            "description": "a Runcast hub (`runcast serve`)"}},
+        "servers": {
+            "hub": {
+                "host": "localhost:8765",
+                "protocol": "ws",
+                "pathname": "/ws",
+                "description": "a Runcast hub (`runcast serve`)",
+            }
+        },
         "channels": {
             "ws": {
                 "address": "/ws",
@@ -239,28 +336,45 @@ def asyncapi() -> dict[str, Any]:
             }
         },
         "operations": {
-            "sendCommand": {"action": "send", "channel": channel_ref, "title": "Commands a client sends",
-                            "messages": [{"$ref": f"#/channels/ws/messages/{n}"} for n in sent]},
-            "receiveFrame": {"action": "receive", "channel": channel_ref, "title": "Frames the hub sends",
-                             "messages": [{"$ref": f"#/channels/ws/messages/{n}"} for n in received]},
+            "sendCommand": {
+                "action": "send",
+                "channel": channel_ref,
+                "title": "Commands a client sends",
+                "messages": [{"$ref": f"#/channels/ws/messages/{n}"} for n in sent],
+            },
+            "receiveFrame": {
+                "action": "receive",
+                "channel": channel_ref,
+                "title": "Frames the hub sends",
+                "messages": [{"$ref": f"#/channels/ws/messages/{n}"} for n in received],
+            },
         },
         "components": {
             "schemas": schemas,
             "messages": messages,
             "x-close-codes": {str(int(c)): d for c, d in CLOSE_CODES.items()},
-            "x-encodings": {"application/json": protocol.SUBPROTOCOL_JSON,
-                            "application/msgpack": protocol.SUBPROTOCOL_MSGPACK},
+            "x-encodings": {
+                "application/json": protocol.SUBPROTOCOL_JSON,
+                "application/msgpack": protocol.SUBPROTOCOL_MSGPACK,
+            },
         },
     }
 
 
 # ---------------------------------------------------------------------------------------------------- OpenAPI
 
-_RUN_SUMMARY = _obj(["run_id", "agent", "status", "input", "started_by", "created_at"],
-                    run_id=_STR, agent=_STR, status=_STR, input=_STR, started_by=_PERSON, created_at=_STR,
-                    segment=_INT, turn=_INT)
-_ERROR = _obj(["error"], error=_obj(["code", "message"], code={"type": "string", "enum": error_codes()},
-                                    message=_STR))
+_RUN_SUMMARY = _obj(
+    ["run_id", "agent", "status", "input", "started_by", "created_at"],
+    run_id=_STR,
+    agent=_STR,
+    status=_STR,
+    input=_STR,
+    started_by=_PERSON,
+    created_at=_STR,
+    segment=_INT,
+    turn=_INT,
+)
+_ERROR = _obj(["error"], error=_obj(["code", "message"], code={"type": "string", "enum": error_codes()}, message=_STR))
 
 
 def _body(kind: str, drop: tuple[str, ...], schemas: dict[str, Any]) -> dict[str, Any]:
@@ -280,9 +394,17 @@ def _json(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
 
 
 def _errors(*statuses: int) -> dict[str, Any]:
-    words = {400: "bad input", 401: "no valid token", 403: "forbidden", 404: "no such run (or not yours)",
-             409: "already decided or not pending", 410: "expired, or the log was trimmed or reset",
-             413: "body too large", 429: "rate limited (Retry-After)", 503: "the backend is unreachable (Retry-After)"}
+    words = {
+        400: "bad input",
+        401: "no valid token",
+        403: "forbidden",
+        404: "no such run (or not yours)",
+        409: "already decided or not pending",
+        410: "expired, or the log was trimmed or reset",
+        413: "body too large",
+        429: "rate limited (Retry-After)",
+        503: "the backend is unreachable (Retry-After)",
+    }
     return {str(s): _json(_ERROR, words[s]) for s in statuses}
 
 
@@ -303,180 +425,369 @@ def openapi() -> dict[str, Any]:
     approval_id = _param("approval_id", "path", _ID)
     auth_errors = (400, 401, 403, 404, 429, 503)
     # `limit` is any whole number (of at most _MAX_DIGITS digits), clamped to the endpoint's range
-    limit = _param("limit", "query", {"type": "integer", "minimum": 0, "maximum": 10**_MAX_DIGITS - 1,
-                                      "description": "clamped to 1..1000"})
+    limit = _param(
+        "limit",
+        "query",
+        {"type": "integer", "minimum": 0, "maximum": 10**_MAX_DIGITS - 1, "description": "clamped to 1..1000"},
+    )
     text = {"text/plain": {"schema": _STR}}
     paths: dict[str, Any] = {
         "/api/runs": {
-            "post": {"operationId": "startRun", "summary": "Start a run (the `start` command)",
-                     "requestBody": _body("start", (), schemas) | {"required": True},
-                     "responses": {"201": _json(_obj(["run_id"], run_id=_STR), "the run was created")}
-                     | _errors(400, 401, 403, 404, 413, 429, 503)},
-            "get": {"operationId": "listRuns", "summary": "The newest runs this token may see (filtered: runfilter.py)",
-                    "parameters": [limit, *(_param(n, "query", {"type": "string", "maxLength": 200, "description": d}) for n, d in (
-                        ("agent", "only this agent's runs"),
-                        ("started_by", "only runs this user id (sub) started"),
-                        ("q", "words, each in the input, agent, run id or the starter's name or sub"))),
-                        _param("status", "query", {"type": "string", "maxLength": 200, "pattern": _STATUSES,
-                                                   "description": "comma-separated run statuses, or live (every run "
-                                                                  "not ended)"}),
-                        _param("needs_me", "query", {"enum": ["", "0", "1", "true", "false"],
-                                                     "description": "only runs with an approval in this token's inbox"})],
-                    "responses": {"200": _json(_obj(["runs"], runs={"type": "array", "items": _RUN_SUMMARY}))}
-                    | _errors(*auth_errors)},
+            "post": {
+                "operationId": "startRun",
+                "summary": "Start a run (the `start` command)",
+                "requestBody": _body("start", (), schemas) | {"required": True},
+                "responses": {"201": _json(_obj(["run_id"], run_id=_STR), "the run was created")}
+                | _errors(400, 401, 403, 404, 413, 429, 503),
+            },
+            "get": {
+                "operationId": "listRuns",
+                "summary": "The newest runs this token may see (filtered: runfilter.py)",
+                "parameters": [
+                    limit,
+                    *(
+                        _param(n, "query", {"type": "string", "maxLength": 200, "description": d})
+                        for n, d in (
+                            ("agent", "only this agent's runs"),
+                            ("started_by", "only runs this user id (sub) started"),
+                            ("q", "words, each in the input, agent, run id or the starter's name or sub"),
+                        )
+                    ),
+                    _param(
+                        "status",
+                        "query",
+                        {
+                            "type": "string",
+                            "maxLength": 200,
+                            "pattern": _STATUSES,
+                            "description": "comma-separated run statuses, or live (every run not ended)",
+                        },
+                    ),
+                    _param(
+                        "needs_me",
+                        "query",
+                        {
+                            "enum": ["", "0", "1", "true", "false"],
+                            "description": "only runs with an approval in this token's inbox",
+                        },
+                    ),
+                ],
+                "responses": {"200": _json(_obj(["runs"], runs={"type": "array", "items": _RUN_SUMMARY}))}
+                | _errors(*auth_errors),
+            },
         },
         "/api/runs/{run_id}": {
-            "get": {"operationId": "getRun", "summary": "A run's status, pending approvals and who watched",
-                    "parameters": [run_id],
-                    "responses": {"200": _json(_RUN_SUMMARY | {"required": [*_RUN_SUMMARY["required"], "head_seq"]})}
-                    | _errors(*auth_errors)},
+            "get": {
+                "operationId": "getRun",
+                "summary": "A run's status, pending approvals and who watched",
+                "parameters": [run_id],
+                "responses": {"200": _json(_RUN_SUMMARY | {"required": [*_RUN_SUMMARY["required"], "head_seq"]})}
+                | _errors(*auth_errors),
+            },
         },
         "/api/runs/{run_id}/events": {
-            "get": {"operationId": "runEvents", "summary": "A run's log, paged",
-                    "parameters": [run_id, _param("since", "query", {"type": "integer", "minimum": 0,
-                                                                     "maximum": MAX_SEQ}), limit],
-                    "responses": {"200": _json(_obj(["events", "head_seq", "next_since", "more"],
-                                                    events={"type": "array", "items": EVENT_ENVELOPE},
-                                                    head_seq=_INT, next_since=_INT, more=_BOOL))}
-                    | _errors(*auth_errors, 410)},
+            "get": {
+                "operationId": "runEvents",
+                "summary": "A run's log, paged",
+                "parameters": [
+                    run_id,
+                    _param("since", "query", {"type": "integer", "minimum": 0, "maximum": MAX_SEQ}),
+                    limit,
+                ],
+                "responses": {
+                    "200": _json(
+                        _obj(
+                            ["events", "head_seq", "next_since", "more"],
+                            events={"type": "array", "items": EVENT_ENVELOPE},
+                            head_seq=_INT,
+                            next_since=_INT,
+                            more=_BOOL,
+                        )
+                    )
+                }
+                | _errors(*auth_errors, 410),
+            },
         },
         "/api/runs/{run_id}/approvals/{approval_id}": {
-            "post": {"operationId": "decide", "summary": "Vote on an approval (the `decide` command)",
-                     "parameters": [run_id, approval_id],
-                     "requestBody": _body("decide", ("run_id", "approval_id"), schemas) | {"required": True},
-                     "responses": {"200": _json(_OBJ)} | _errors(*auth_errors, 409, 410, 413)},
+            "post": {
+                "operationId": "decide",
+                "summary": "Vote on an approval (the `decide` command)",
+                "parameters": [run_id, approval_id],
+                "requestBody": _body("decide", ("run_id", "approval_id"), schemas) | {"required": True},
+                "responses": {"200": _json(_OBJ)} | _errors(*auth_errors, 409, 410, 413),
+            },
         },
         "/api/runs/{run_id}/cancel": {
-            "post": {"operationId": "cancel", "summary": "Cancel a run (the `cancel` command)",
-                     "parameters": [run_id], "requestBody": _body("cancel", ("run_id",), schemas),
-                     "responses": {"200": _json(_OBJ)} | _errors(*auth_errors, 409, 413)},
+            "post": {
+                "operationId": "cancel",
+                "summary": "Cancel a run (the `cancel` command)",
+                "parameters": [run_id],
+                "requestBody": _body("cancel", ("run_id",), schemas),
+                "responses": {"200": _json(_OBJ)} | _errors(*auth_errors, 409, 413),
+            },
         },
         "/api/runs/{run_id}/messages": {
-            "post": {"operationId": "say", "summary": "Say something to the run's agent (the `say` command)",
-                     "parameters": [run_id], "requestBody": _body("say", ("run_id",), schemas) | {"required": True},
-                     "responses": {"201": _json(_obj(["run_id", "message_id", "queued"], run_id=_STR, message_id=_STR,
-                                                     queued=_BOOL), "the message was logged")}
-                     | _errors(*auth_errors, 409, 413, 429)},
+            "post": {
+                "operationId": "say",
+                "summary": "Say something to the run's agent (the `say` command)",
+                "parameters": [run_id],
+                "requestBody": _body("say", ("run_id",), schemas) | {"required": True},
+                "responses": {
+                    "201": _json(
+                        _obj(["run_id", "message_id", "queued"], run_id=_STR, message_id=_STR, queued=_BOOL),
+                        "the message was logged",
+                    )
+                }
+                | _errors(*auth_errors, 409, 413, 429),
+            },
         },
         "/api/runs/{run_id}/messages/{message_id}": {
-            "delete": {"operationId": "withdraw", "summary": "Take back a queued message (the `withdraw` command)",
-                       "parameters": [run_id, _param("message_id", "path", _STR, required=True)],
-                       "responses": {"200": _json(_obj(["run_id", "message_id"], run_id=_STR, message_id=_STR))}
-                       | _errors(*auth_errors, 409)},
+            "delete": {
+                "operationId": "withdraw",
+                "summary": "Take back a queued message (the `withdraw` command)",
+                "parameters": [run_id, _param("message_id", "path", _STR, required=True)],
+                "responses": {"200": _json(_obj(["run_id", "message_id"], run_id=_STR, message_id=_STR))}
+                | _errors(*auth_errors, 409),
+            },
         },
         "/api/runs/{run_id}/rerun": {
-            "post": {"operationId": "rerun", "summary": "A new run with a finished run's agent and input (`rerun`)",
-                     "parameters": [run_id], "requestBody": _body("rerun", ("run_id",), schemas),
-                     "responses": {"201": _json(_obj(["run_id"], run_id=_STR, rerun_of=_STR), "the run was created")}
-                     | _errors(*auth_errors, 409, 413, 429)},
+            "post": {
+                "operationId": "rerun",
+                "summary": "A new run with a finished run's agent and input (`rerun`)",
+                "parameters": [run_id],
+                "requestBody": _body("rerun", ("run_id",), schemas),
+                "responses": {"201": _json(_obj(["run_id"], run_id=_STR, rerun_of=_STR), "the run was created")}
+                | _errors(*auth_errors, 409, 413, 429),
+            },
         },
         "/api/runs/{run_id}/audit": {
-            "get": {"operationId": "runAudit", "summary": "A run's audit record (JSON, or CSV with format=csv)",
-                    "parameters": [run_id, _param("format", "query", {"enum": ["json", "csv"]})],
-                    "responses": {"200": {"description": "OK", "content": {"application/json": {"schema": _OBJ},
-                                                                         "text/csv": {"schema": _STR}}}}
-                    | _errors(*auth_errors)},
+            "get": {
+                "operationId": "runAudit",
+                "summary": "A run's audit record (JSON, or CSV with format=csv)",
+                "parameters": [run_id, _param("format", "query", {"enum": ["json", "csv"]})],
+                "responses": {
+                    "200": {
+                        "description": "OK",
+                        "content": {"application/json": {"schema": _OBJ}, "text/csv": {"schema": _STR}},
+                    }
+                }
+                | _errors(*auth_errors),
+            },
         },
         "/api/audit": {
-            "get": {"operationId": "auditAcrossRuns",
-                    "summary": "Settled approvals across runs, newest first (JSON, or CSV with format=csv; audit.py)",
-                    "parameters": [
-                        _param("since", "query", {"type": "string", "format": "date-time", "maxLength": 40}),
-                        _param("until", "query", {"type": "string", "format": "date-time", "maxLength": 40}),
-                        *(_param(n, "query", {"type": "string", "maxLength": 200}) for n in ("person", "agent", "tool")),
-                        _param("outcome", "query", {"enum": ["approved", "rejected", "expired", "cancelled"]}),
-                        _param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 1000}),
-                        _param("cursor", "query", {"type": "string", "pattern": CURSOR_PATTERN,
-                                                   "description": "the `next` of the previous page"}),
-                        _param("format", "query", {"enum": ["json", "csv"]})],
-                    "responses": {"200": {"description": "OK", "content": {
-                        "application/json": {"schema": _obj(["entries", "next"],
-                                                            entries={"type": "array", "items": _OBJ},
-                                                            next={"type": ["string", "null"]})},
-                        "text/csv": {"schema": _STR}}}}
-                    | _errors(*auth_errors)},
+            "get": {
+                "operationId": "auditAcrossRuns",
+                "summary": "Settled approvals across runs, newest first (JSON, or CSV with format=csv; audit.py)",
+                "parameters": [
+                    _param("since", "query", {"type": "string", "format": "date-time", "maxLength": 40}),
+                    _param("until", "query", {"type": "string", "format": "date-time", "maxLength": 40}),
+                    *(_param(n, "query", {"type": "string", "maxLength": 200}) for n in ("person", "agent", "tool")),
+                    _param("outcome", "query", {"enum": ["approved", "rejected", "expired", "cancelled"]}),
+                    _param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 1000}),
+                    _param(
+                        "cursor",
+                        "query",
+                        {"type": "string", "pattern": CURSOR_PATTERN, "description": "the `next` of the previous page"},
+                    ),
+                    _param("format", "query", {"enum": ["json", "csv"]}),
+                ],
+                "responses": {
+                    "200": {
+                        "description": "OK",
+                        "content": {
+                            "application/json": {
+                                "schema": _obj(
+                                    ["entries", "next"],
+                                    entries={"type": "array", "items": _OBJ},
+                                    next={"type": ["string", "null"]},
+                                )
+                            },
+                            "text/csv": {"schema": _STR},
+                        },
+                    }
+                }
+                | _errors(*auth_errors),
+            },
         },
         "/api/runs/{run_id}/comments": {
-            "post": {"operationId": "comment", "summary": "Comment on a run or an approval (the `comment` command)",
-                     "parameters": [run_id], "requestBody": _body("comment", ("run_id",), schemas) | {"required": True},
-                     "responses": {"201": _json(_obj(["run_id", "comment_id", "thread_id"], run_id=_STR,
-                                                     comment_id=_STR, thread_id=_STR))}
-                     | _errors(*auth_errors, 413)},
+            "post": {
+                "operationId": "comment",
+                "summary": "Comment on a run or an approval (the `comment` command)",
+                "parameters": [run_id],
+                "requestBody": _body("comment", ("run_id",), schemas) | {"required": True},
+                "responses": {
+                    "201": _json(
+                        _obj(["run_id", "comment_id", "thread_id"], run_id=_STR, comment_id=_STR, thread_id=_STR)
+                    )
+                }
+                | _errors(*auth_errors, 413),
+            },
         },
         "/api/runs/{run_id}/comments/{comment_id}": {
-            "patch": {"operationId": "editComment", "summary": "Edit your comment (the `edit_comment` command)",
-                      "parameters": [run_id, _param("comment_id", "path", _ID, True)],
-                      "requestBody": _body("edit_comment", ("run_id", "comment_id"), schemas) | {"required": True},
-                      "responses": {"200": _json(_OBJ)} | _errors(*auth_errors, 413)},
-            "delete": {"operationId": "deleteComment", "summary": "Delete your comment (the `delete_comment` command)",
-                       "parameters": [run_id, _param("comment_id", "path", _ID, True)],
-                       "responses": {"200": _json(_OBJ)} | _errors(*auth_errors, 413)},
+            "patch": {
+                "operationId": "editComment",
+                "summary": "Edit your comment (the `edit_comment` command)",
+                "parameters": [run_id, _param("comment_id", "path", _ID, True)],
+                "requestBody": _body("edit_comment", ("run_id", "comment_id"), schemas) | {"required": True},
+                "responses": {"200": _json(_OBJ)} | _errors(*auth_errors, 413),
+            },
+            "delete": {
+                "operationId": "deleteComment",
+                "summary": "Delete your comment (the `delete_comment` command)",
+                "parameters": [run_id, _param("comment_id", "path", _ID, True)],
+                "responses": {"200": _json(_OBJ)} | _errors(*auth_errors, 413),
+            },
         },
         "/api/runs/{run_id}/threads/{thread_id}": {
-            "post": {"operationId": "resolveThread", "summary": "Resolve or reopen a thread (`resolve_thread`)",
-                     "parameters": [run_id, _param("thread_id", "path", _ID, True)],
-                     "requestBody": _body("resolve_thread", ("run_id", "thread_id"), schemas),
-                     "responses": {"200": _json(_OBJ)} | _errors(*auth_errors, 413)},
+            "post": {
+                "operationId": "resolveThread",
+                "summary": "Resolve or reopen a thread (`resolve_thread`)",
+                "parameters": [run_id, _param("thread_id", "path", _ID, True)],
+                "requestBody": _body("resolve_thread", ("run_id", "thread_id"), schemas),
+                "responses": {"200": _json(_OBJ)} | _errors(*auth_errors, 413),
+            },
         },
         "/api/runs/{run_id}/people": {
-            "get": {"operationId": "runPeople", "summary": "Who `@` completes to in the run's comments",
-                    "parameters": [run_id],
-                    "responses": {"200": _json(_obj(["people"], people={"type": "array", "items": _obj(
-                        ["sub", "name", "handle"], sub=_STR, name=_STR, handle=_STR)}))} | _errors(*auth_errors)},
+            "get": {
+                "operationId": "runPeople",
+                "summary": "Who `@` completes to in the run's comments",
+                "parameters": [run_id],
+                "responses": {
+                    "200": _json(
+                        _obj(
+                            ["people"],
+                            people={
+                                "type": "array",
+                                "items": _obj(["sub", "name", "handle"], sub=_STR, name=_STR, handle=_STR),
+                            },
+                        )
+                    )
+                }
+                | _errors(*auth_errors),
+            },
         },
         "/api/approvals": {
-            "get": {"operationId": "openApprovals", "summary": "The token's inbox: open approvals it may decide",
-                    "parameters": [_param("open", "query", {"enum": ["1", "true"]})],
-                    "responses": {"200": _json(_obj(["approvals"], approvals={"type": "array", "items": _OBJ}))}
-                    | _errors(*auth_errors)},
+            "get": {
+                "operationId": "openApprovals",
+                "summary": "The token's inbox: open approvals it may decide",
+                "parameters": [_param("open", "query", {"enum": ["1", "true"]})],
+                "responses": {"200": _json(_obj(["approvals"], approvals={"type": "array", "items": _OBJ}))}
+                | _errors(*auth_errors),
+            },
         },
         "/api/slack/interactivity": {
-            "post": {"operationId": "slackInteractivity", "summary": "Slack button presses (signed by Slack; slack.py)",
-                     "security": [],
-                     "requestBody": {"content": {"application/x-www-form-urlencoded": {"schema": _OBJ}}},
-                     "responses": {"200": _json(_OBJ, "the answer shown to the presser")} | _errors(400, 401, 404, 413)},
+            "post": {
+                "operationId": "slackInteractivity",
+                "summary": "Slack button presses (signed by Slack; slack.py)",
+                "security": [],
+                "requestBody": {"content": {"application/x-www-form-urlencoded": {"schema": _OBJ}}},
+                "responses": {"200": _json(_OBJ, "the answer shown to the presser")} | _errors(400, 401, 404, 413),
+            },
         },
         "/api/mentions": {
-            "get": {"operationId": "mentions", "summary": "Who mentioned this token's person in a comment (newest last)",
-                    "responses": {"200": _json(_obj(["mentions"], mentions={"type": "array", "items": _OBJ}))}
-                    | _errors(*auth_errors)},
+            "get": {
+                "operationId": "mentions",
+                "summary": "Who mentioned this token's person in a comment (newest last)",
+                "responses": {"200": _json(_obj(["mentions"], mentions={"type": "array", "items": _OBJ}))}
+                | _errors(*auth_errors),
+            },
         },
         "/api/webhooks/deliveries": {
-            "get": {"operationId": "webhookDeliveries", "summary": "Recent webhook deliveries (admins)",
-                    "parameters": [limit],
-                    "responses": {"200": _json(_obj(["deliveries", "receivers"], deliveries={"type": "array", "items": _OBJ},
-                                                    receivers={"type": "array", "items": _OBJ}))}
-                    | _errors(*auth_errors)},
+            "get": {
+                "operationId": "webhookDeliveries",
+                "summary": "Recent webhook deliveries (admins)",
+                "parameters": [limit],
+                "responses": {
+                    "200": _json(
+                        _obj(
+                            ["deliveries", "receivers"],
+                            deliveries={"type": "array", "items": _OBJ},
+                            receivers={"type": "array", "items": _OBJ},
+                        )
+                    )
+                }
+                | _errors(*auth_errors),
+            },
         },
         "/api/agents": {
-            "get": {"operationId": "listAgents", "summary": "The registered agents and their approval policies",
-                    "responses": {"200": _json(_obj(["agents"], agents={"type": "array", "items": _obj(
-                        ["name", "policies"], name=_STR, agent=_STR, description=_NULLABLE_STR, policies=_OBJ)}))}
-                    | _errors(*auth_errors)},
+            "get": {
+                "operationId": "listAgents",
+                "summary": "The registered agents and their approval policies",
+                "responses": {
+                    "200": _json(
+                        _obj(
+                            ["agents"],
+                            agents={
+                                "type": "array",
+                                "items": _obj(
+                                    ["name", "policies"],
+                                    name=_STR,
+                                    agent=_STR,
+                                    description=_NULLABLE_STR,
+                                    policies=_OBJ,
+                                ),
+                            },
+                        )
+                    )
+                }
+                | _errors(*auth_errors),
+            },
         },
         "/api/me": {
-            "get": {"operationId": "whoami", "summary": "Who the token is",
-                    "responses": {"200": _json(_obj(["sub", "name", "roles"], sub=_STR, name=_STR,
-                                                    roles={"type": "array", "items": _STR}))}
-                    | _errors(*auth_errors)},
+            "get": {
+                "operationId": "whoami",
+                "summary": "Who the token is",
+                "responses": {
+                    "200": _json(
+                        _obj(["sub", "name", "roles"], sub=_STR, name=_STR, roles={"type": "array", "items": _STR})
+                    )
+                }
+                | _errors(*auth_errors),
+            },
         },
         "/api/openapi.json": {
-            "get": {"operationId": "openapi", "summary": "This document", "security": [],
-                    "responses": {"200": _json(_OBJ)}},
+            "get": {
+                "operationId": "openapi",
+                "summary": "This document",
+                "security": [],
+                "responses": {"200": _json(_OBJ)},
+            },
         },
-        "/healthz": {"get": {"operationId": "healthz", "summary": "Liveness", "security": [],
-                             "responses": {"200": {"description": "alive", "content": text}}}},
-        "/readyz": {"get": {"operationId": "readyz", "summary": "Readiness (503 while draining or without backend)",
-                            "security": [], "responses": {"200": {"description": "ready", "content": text},
-                                                          "503": {"description": "not ready", "content": text}}}},
-        "/metrics": {"get": {"operationId": "metrics", "summary": "Prometheus text (metrics or admin role)",
-                             "responses": {"200": {"description": "OK", "content": text}} | _errors(*auth_errors)}},
+        "/healthz": {
+            "get": {
+                "operationId": "healthz",
+                "summary": "Liveness",
+                "security": [],
+                "responses": {"200": {"description": "alive", "content": text}},
+            }
+        },
+        "/readyz": {
+            "get": {
+                "operationId": "readyz",
+                "summary": "Readiness (503 while draining or without backend)",
+                "security": [],
+                "responses": {
+                    "200": {"description": "ready", "content": text},
+                    "503": {"description": "not ready", "content": text},
+                },
+            }
+        },
+        "/metrics": {
+            "get": {
+                "operationId": "metrics",
+                "summary": "Prometheus text (metrics or admin role)",
+                "responses": {"200": {"description": "OK", "content": text}} | _errors(*auth_errors),
+            }
+        },
     }
     return {
         "openapi": "3.1.0",
-        "info": {"title": "Runcast HTTP API", "version": __version__,
-                 "description": "Errors answer `{\"error\": {\"code\", \"message\"}}` with the code's status. "
-                                "A body is checked by the same rules as the WebSocket command it stands for."},
+        "info": {
+            "title": "Runcast HTTP API",
+            "version": __version__,
+            "description": 'Errors answer `{"error": {"code", "message"}}` with the code\'s status. '
+            "A body is checked by the same rules as the WebSocket command it stands for.",
+        },
         "servers": [{"url": "/"}],
         "security": [{"bearer": []}],
         "paths": paths,

@@ -21,7 +21,11 @@ sits below the metrics in the layers, so the caller hands the observer in."""
 
 
 async def apply(
-    backend: Backend, run_id: str, fn: Callable[[RunRecord], Transition | None], *, persist: bool = False,
+    backend: Backend,
+    run_id: str,
+    fn: Callable[[RunRecord], Transition | None],
+    *,
+    persist: bool = False,
     observe: Observer | None = None,
 ) -> tuple[Transition | None, list[Event]]:
     """Read the run, compute `fn(record)` (pure; may raise ProtocolError), commit it if the record did not move.

@@ -308,12 +308,27 @@ class Api:
 
 # ------------------------------------------------------------------------------------------------ runs
 
-STATUS_STYLE = {"queued": "dim", "running": "cyan", "paused": "bold yellow", "resuming": "cyan",
-                "completed": "green", "failed": "bold red", "cancelled": "magenta"}
+STATUS_STYLE = {
+    "queued": "dim",
+    "running": "cyan",
+    "paused": "bold yellow",
+    "resuming": "cyan",
+    "completed": "green",
+    "failed": "bold red",
+    "cancelled": "magenta",
+}
 
 
-def list_runs(api: Api, *, agent: str | None = None, status: str | None = None, started_by: str | None = None,
-              q: str | None = None, needs_me: bool = False, limit: int = 30) -> list[dict[str, Any]]:
+def list_runs(
+    api: Api,
+    *,
+    agent: str | None = None,
+    status: str | None = None,
+    started_by: str | None = None,
+    q: str | None = None,
+    needs_me: bool = False,
+    limit: int = 30,
+) -> list[dict[str, Any]]:
     params: dict[str, Any] = {"limit": limit}
     for k, v in (("agent", agent), ("status", status), ("started_by", started_by), ("q", q)):
         if v:
@@ -327,15 +342,30 @@ def cmd_runs(api: Api, args: argparse.Namespace, out: Out) -> int:
     started_by = args.started_by
     if args.mine:
         started_by = api.call("GET", "/api/me")["sub"]
-    runs = list_runs(api, agent=args.agent, status=args.status, started_by=started_by, q=args.search,
-                     needs_me=args.needs_me, limit=args.limit)
+    runs = list_runs(
+        api,
+        agent=args.agent,
+        status=args.status,
+        started_by=started_by,
+        q=args.search,
+        needs_me=args.needs_me,
+        limit=args.limit,
+    )
     if args.json:
         out.json(runs, indent=2)
         return EXIT_OK
     if not out.is_terminal:  # piped: one run a line, tab-separated, no header (as gh prints for scripts)
         for r in runs:
-            out.row((r["run_id"], r["agent"], r["status"], _who(r.get("started_by")), r.get("created_at") or "",
-                     r.get("input") or ""))
+            out.row(
+                (
+                    r["run_id"],
+                    r["agent"],
+                    r["status"],
+                    _who(r.get("started_by")),
+                    r.get("created_at") or "",
+                    r.get("input") or "",
+                )
+            )
         out.flush()
         return EXIT_OK
     if not runs:
@@ -345,16 +375,27 @@ def cmd_runs(api: Api, args: argparse.Namespace, out: Out) -> int:
     from rich.table import Table
 
     table = Table(box=None, show_header=True, header_style="bold", pad_edge=False)
-    for name, kw in (("RUN", {"style": "bold", "no_wrap": True}), ("AGENT", {"no_wrap": True}), ("STATUS", {"no_wrap": True}),
-                     ("STARTED BY", {"no_wrap": True}), ("STARTED", {"no_wrap": True}),
-                     ("INPUT", {"no_wrap": True, "overflow": "ellipsis", "ratio": 1})):
+    for name, kw in (
+        ("RUN", {"style": "bold", "no_wrap": True}),
+        ("AGENT", {"no_wrap": True}),
+        ("STATUS", {"no_wrap": True}),
+        ("STARTED BY", {"no_wrap": True}),
+        ("STARTED", {"no_wrap": True}),
+        ("INPUT", {"no_wrap": True, "overflow": "ellipsis", "ratio": 1}),
+    ):
         table.add_column(name, **kw)
     for r in runs:
         st: list[Part] = [(r["status"], STATUS_STYLE.get(r["status"], ""))]
         if r["run_id"] in mine:
             st.append((" · needs you", "bold yellow"))
-        table.add_row(out.text(r["run_id"]), out.text((r["agent"], "cyan")), out.text(*st), out.text(_who(r.get("started_by"))),
-                      out.text((api.clock.ago(r.get("created_at")), "dim")), out.text(brief(r.get("input") or "", 200)))
+        table.add_row(
+            out.text(r["run_id"]),
+            out.text((r["agent"], "cyan")),
+            out.text(*st),
+            out.text(_who(r.get("started_by"))),
+            out.text((api.clock.ago(r.get("created_at")), "dim")),
+            out.text(brief(r.get("input") or "", 200)),
+        )
     out.console.print(table)
     return EXIT_OK
 
@@ -368,8 +409,14 @@ def cmd_start(api: Api, args: argparse.Namespace, out: Out) -> int:
             out.line(run_id)  # alone on its line, for `id=$(runcast start ... --detach)`
         return EXIT_OK
     if not args.json:
-        out.line(("✓ ", "green"), "started ", (run_id, "bold"), " (agent ", (args.agent, "cyan"),
-                 "); following it. Ctrl-C stops following; the run goes on.")
+        out.line(
+            ("✓ ", "green"),
+            "started ",
+            (run_id, "bold"),
+            " (agent ",
+            (args.agent, "cyan"),
+            "); following it. Ctrl-C stops following; the run goes on.",
+        )
     return asyncio.run(watch(api, run_id, Printer(out, api.clock, args.json)))
 
 
@@ -380,8 +427,15 @@ def open_approvals(api: Api) -> list[dict[str, Any]]:
     """The open approvals this token may decide: the hub's inbox (`GET /api/approvals?open=1`, the hub's own rules:
     the policy's roles, self-approval, not voted yet), with each approval's run flattened in for printing."""
     items = api.call("GET", "/api/approvals", params={"open": "1"})["approvals"]
-    return [i | {"run_agent": (i.get("run") or {}).get("agent"), "started_by": (i.get("run") or {}).get("started_by"),
-                 "input": (i.get("run") or {}).get("input")} for i in items]
+    return [
+        i
+        | {
+            "run_agent": (i.get("run") or {}).get("agent"),
+            "started_by": (i.get("run") or {}).get("started_by"),
+            "input": (i.get("run") or {}).get("input"),
+        }
+        for i in items
+    ]
 
 
 def cmd_approvals(api: Api, args: argparse.Namespace, out: Out) -> int:
@@ -396,12 +450,24 @@ def cmd_approvals(api: Api, args: argparse.Namespace, out: Out) -> int:
         t = ap.get("tally") or {}
         need = f"{t.get('approve', 0)}/{t.get('needed', (ap.get('policy') or {}).get('quorum', 1))} approvals"
         exp = api.clock.deadline(ap.get("expires_at"))
-        out.line(f"{ap['run_id']} {ap['approval_id']}  ", (ap["tool"], "bold yellow"),
-                 f"({brief(ap.get('arguments', ''), 60)})")
-        out.line("    agent ", (str(ap.get("run_agent")), "cyan"), f", started by {_who(ap.get('started_by'))}: "
-                 f"{brief(ap.get('input') or '', 60)}; {need}", *(_expiry(", ", exp)))
-        out.line((f"    runcast approve {ap['run_id']} {ap['approval_id']}   |   runcast reject {ap['run_id']} "
-                  f"{ap['approval_id']} [--reason ...]", "dim"))
+        out.line(
+            f"{ap['run_id']} {ap['approval_id']}  ",
+            (ap["tool"], "bold yellow"),
+            f"({brief(ap.get('arguments', ''), 60)})",
+        )
+        out.line(
+            "    agent ",
+            (str(ap.get("run_agent")), "cyan"),
+            f", started by {_who(ap.get('started_by'))}: {brief(ap.get('input') or '', 60)}; {need}",
+            *(_expiry(", ", exp)),
+        )
+        out.line(
+            (
+                f"    runcast approve {ap['run_id']} {ap['approval_id']}   |   runcast reject {ap['run_id']} "
+                f"{ap['approval_id']} [--reason ...]",
+                "dim",
+            )
+        )
     return EXIT_OK
 
 
@@ -415,13 +481,22 @@ def cmd_inbox(api: Api, args: argparse.Namespace, out: Out) -> int:
     if not aps:
         out.line("No open approvals you may decide.")
     for ap in aps:
-        label = ("review requested", "bold magenta") if ap.get("review_requested") else ("needs your decision", "bold yellow")
-        out.line(label, f": {ap['run_id']} {ap['approval_id']}  {ap['tool']}({brief(ap.get('arguments', ''), 60)}), "
-                 f"started by {_who(ap.get('started_by'))}")
+        label = (
+            ("review requested", "bold magenta")
+            if ap.get("review_requested")
+            else ("needs your decision", "bold yellow")
+        )
+        out.line(
+            label,
+            f": {ap['run_id']} {ap['approval_id']}  {ap['tool']}({brief(ap.get('arguments', ''), 60)}), "
+            f"started by {_who(ap.get('started_by'))}",
+        )
     for m in reversed(mentions):
         where = f"{m['run_id']} approval {m['approval_id']}" if m.get("approval_id") else m["run_id"]
-        out.line(("mentions you", "bold cyan"), f": {_who(m.get('by'))} on {where} at {m.get('at')}: "
-                 f"{brief(m.get('excerpt', ''), 100)}")
+        out.line(
+            ("mentions you", "bold cyan"),
+            f": {_who(m.get('by'))} on {where} at {m.get('at')}: {brief(m.get('excerpt', ''), 100)}",
+        )
         out.line((f"    runcast comment {m['run_id']} --reply-to {m['comment_id']} '...'", "dim"))
     return EXIT_OK
 
@@ -473,7 +548,10 @@ def cmd_decide(api: Api, args: argparse.Namespace, out: Out, decision: str) -> i
     if res.get("outcome") == "decided" and edited is not None:
         out.line((f"✓ {verb} with changes", "green"), f": {args.approval} runs with {edited}; the run goes on.")
     elif res.get("outcome") == "decided":
-        out.line(((f"✓ {verb}", "green" if decision == "approve" else "red")), f": {args.approval} is settled; the run goes on.")
+        out.line(
+            ((f"✓ {verb}", "green" if decision == "approve" else "red")),
+            f": {args.approval} is settled; the run goes on.",
+        )
     else:
         out.line(f"your vote to {decision} {args.approval} is counted; it needs more approvers before it is settled.")
     return EXIT_OK
@@ -489,21 +567,27 @@ def audit_entries(api: Api, args: argparse.Namespace) -> list[dict[str, Any]]:
     found: list[dict[str, Any]] = []
     cursor = None
     while len(found) < args.limit:
-        page = api.call("GET", "/api/audit", params=params | {"limit": min(1000, args.limit - len(found))}
-                        | ({"cursor": cursor} if cursor else {}))
+        page = api.call(
+            "GET",
+            "/api/audit",
+            params=params | {"limit": min(1000, args.limit - len(found))} | ({"cursor": cursor} if cursor else {}),
+        )
         found += page["entries"]
         cursor = page.get("next")
         if not cursor:
             break
-    return found[:args.limit]
+    return found[: args.limit]
 
 
 def cmd_audit(api: Api, args: argparse.Namespace, out: Out) -> int:
     across = [k for k in AUDIT_FILTERS if getattr(args, k)]
     if args.run is None or across:
         if args.run is not None:
-            raise Refused("bad_request", f"--{across[0]} filters the record across runs: leave out the run "
-                                         f"({args.run}), or leave out the filters for that run's own record")
+            raise Refused(
+                "bad_request",
+                f"--{across[0]} filters the record across runs: leave out the run "
+                f"({args.run}), or leave out the filters for that run's own record",
+            )
         from .audit import entries_csv
 
         found = audit_entries(api, args)
@@ -513,16 +597,33 @@ def cmd_audit(api: Api, args: argparse.Namespace, out: Out) -> int:
             out.json({"entries": found}, indent=2)
         elif not out.is_terminal:  # piped: one decision a line, tab-separated
             for e in found:
-                out.row((e["settled_at"], e["outcome"], e["agent"], e["tool"], _who(e.get("settled_by")),
-                         e["run_id"], e["approval_id"], e.get("reason") or ""))
+                out.row(
+                    (
+                        e["settled_at"],
+                        e["outcome"],
+                        e["agent"],
+                        e["tool"],
+                        _who(e.get("settled_by")),
+                        e["run_id"],
+                        e["approval_id"],
+                        e.get("reason") or "",
+                    )
+                )
             out.flush()
         elif not found:
             out.line(("No decisions match.", "dim"))
         else:
             for e in found:
-                out.line((e["settled_at"], "dim"), "  ", (e["outcome"], OUTCOME_STYLE.get(e["outcome"], "")), "  ",
-                         (e["tool"], "bold"), f" ({e['agent']}) by {_who(e.get('settled_by'))}  ", (e["run_id"], "cyan"),
-                         *((f"  \u201c{brief(e['reason'], 60)}\u201d",) if e.get("reason") else ()))
+                out.line(
+                    (e["settled_at"], "dim"),
+                    "  ",
+                    (e["outcome"], OUTCOME_STYLE.get(e["outcome"], "")),
+                    "  ",
+                    (e["tool"], "bold"),
+                    f" ({e['agent']}) by {_who(e.get('settled_by'))}  ",
+                    (e["run_id"], "cyan"),
+                    *((f"  \u201c{brief(e['reason'], 60)}\u201d",) if e.get("reason") else ()),
+                )
         return EXIT_OK
     if args.csv:
         out.raw_lines(api.call("GET", f"/api/runs/{args.run}/audit", accept="text/csv", params={"format": "csv"}))
@@ -562,8 +663,13 @@ class Printer:
                 self.out.stream("\n")
                 self.mid_line = False
         elif t == "run.started":
-            self._line(("▶ ", "bold"), (run_id, "bold"), ": agent ", (str(d.get("agent")), "cyan"),
-                       f", started by {_who(d.get('started_by'))}: {brief(d.get('input', ''))}")
+            self._line(
+                ("▶ ", "bold"),
+                (run_id, "bold"),
+                ": agent ",
+                (str(d.get("agent")), "cyan"),
+                f", started by {_who(d.get('started_by'))}: {brief(d.get('input', ''))}",
+            )
         elif t == "agent.updated":
             self._line(("· agent ", "dim"), (str(d.get("agent")), "cyan"))
         elif t == "tool.called":
@@ -576,27 +682,41 @@ class Printer:
             pol = d.get("policy") or {}
             exp = self.clock.deadline(d.get("expires_at"))
             ap = str(d.get("approval_id"))
-            self._line(("⏸ approval ", "bold yellow"), (ap, "bold yellow"), " needed: ", (str(d.get("tool")), "bold"),
-                       f"({brief(d.get('arguments', ''), 100)}) — roles {', '.join(pol.get('roles') or [])}, "
-                       f"{pol.get('quorum', 1)} approver(s)", *(_expiry("; ", exp)))
+            self._line(
+                ("⏸ approval ", "bold yellow"),
+                (ap, "bold yellow"),
+                " needed: ",
+                (str(d.get("tool")), "bold"),
+                f"({brief(d.get('arguments', ''), 100)}) — roles {', '.join(pol.get('roles') or [])}, "
+                f"{pol.get('quorum', 1)} approver(s)",
+                *(_expiry("; ", exp)),
+            )
             self._line((f"  runcast approve {run_id} {ap}  |  runcast reject {run_id} {ap} [--reason ...]", "dim"))
         elif t == "approval.voted":
             tl = d.get("tally") or {}
-            self._line(f"· {_who(d.get('by'))} voted to {d.get('decision')} {d.get('approval_id')} "
-                       f"({tl.get('approve', 0)}/{tl.get('needed', 1)})" + (f": {d['reason']}" if d.get("reason") else ""))
+            self._line(
+                f"· {_who(d.get('by'))} voted to {d.get('decision')} {d.get('approval_id')} "
+                f"({tl.get('approve', 0)}/{tl.get('needed', 1)})" + (f": {d['reason']}" if d.get("reason") else "")
+            )
         elif t == "approval.decided":
             ok = d.get("decision") == "approve"
-            self._line((f"✔ {d.get('approval_id')} {'approved' if ok else 'rejected'}", "green" if ok else "red"),
-                       f" by {_who(d.get('by'))}" + (f": {d['reason']}" if d.get("reason") else ""))
+            self._line(
+                (f"✔ {d.get('approval_id')} {'approved' if ok else 'rejected'}", "green" if ok else "red"),
+                f" by {_who(d.get('by'))}" + (f": {d['reason']}" if d.get("reason") else ""),
+            )
         elif t == "approval.expired":
             self._line((f"⌛ {d.get('approval_id')} expired", "red"))
         elif t == "approval.cancelled":
             self._line((f"✖ {d.get('approval_id')} cancelled with the run", "magenta"))
         elif t == "comment.added":
             where = f" on {d['approval_id']}" if d.get("approval_id") else ""
-            self._line((f"💬 {_who(d.get('by'))}", "cyan"), f"{where} [{d.get('comment_id')}]: {brief(d.get('text', ''), 200)}")
+            self._line(
+                (f"💬 {_who(d.get('by'))}", "cyan"), f"{where} [{d.get('comment_id')}]: {brief(d.get('text', ''), 200)}"
+            )
         elif t == "comment.edited":
-            self._line((f"💬 {_who(d.get('by'))}", "cyan"), f" edited {d.get('comment_id')}: {brief(d.get('text', ''), 200)}")
+            self._line(
+                (f"💬 {_who(d.get('by'))}", "cyan"), f" edited {d.get('comment_id')}: {brief(d.get('text', ''), 200)}"
+            )
         elif t == "comment.deleted":
             self._line((f"💬 {_who(d.get('by'))}", "cyan"), f" deleted {d.get('comment_id')}")
         elif t in ("thread.resolved", "thread.reopened"):
@@ -645,8 +765,9 @@ async def watch(api: Api, run_id: str, printer: Printer, since: int = 0, give_up
     down_since: float | None = None
     while True:
         try:
-            async with websockets.connect(api.ws_url, subprotocols=[Subprotocol("runcast.v1.json")], max_size=None,
-                                          open_timeout=10) as ws:
+            async with websockets.connect(
+                api.ws_url, subprotocols=[Subprotocol("runcast.v1.json")], max_size=None, open_timeout=10
+            ) as ws:
                 await ws.send(json.dumps({"type": "hello", "token": api.token, "client": "runcast-watch"}))
                 welcome = json.loads(await ws.recv())
                 if welcome.get("type") != "welcome":
@@ -704,20 +825,26 @@ def interactive() -> bool:
 def pick_run(api: Api, out: Out) -> str:
     """`runcast watch` with no run: choose one of the live runs with the arrow keys (prompt_toolkit's `choice`)."""
     if not interactive():
-        raise Usage("no run given, and this is not an interactive terminal to choose one in: pass a run id "
-                    "(runcast watch RUN), or list runs with `runcast runs`")
+        raise Usage(
+            "no run given, and this is not an interactive terminal to choose one in: pass a run id "
+            "(runcast watch RUN), or list runs with `runcast runs`"
+        )
     live = list_runs(api, status=LIVE, limit=50)
     if not live:
         raise Usage("no live runs to choose from: pass a run id (runcast watch RUN); `runcast runs` lists every run")
     from prompt_toolkit.shortcuts import choice
 
     def label(r: dict[str, Any]) -> str:
-        return visible(f"{r['run_id']}  {r['agent']:<14} {r['status']:<9} {_who(r.get('started_by'))}: "
-                       f"{brief(r.get('input') or '', 50)}")
+        return visible(
+            f"{r['run_id']}  {r['agent']:<14} {r['status']:<9} {_who(r.get('started_by'))}: "
+            f"{brief(r.get('input') or '', 50)}"
+        )
 
     try:
-        return choice(message="Which run do you want to watch? (↑/↓, Enter; Ctrl-C to quit)",
-                      options=[(r["run_id"], label(r)) for r in live])
+        return choice(
+            message="Which run do you want to watch? (↑/↓, Enter; Ctrl-C to quit)",
+            options=[(r["run_id"], label(r)) for r in live],
+        )
     except EOFError:  # Ctrl-D: nothing chosen
         raise KeyboardInterrupt from None
 
@@ -730,8 +857,10 @@ def cmd_watch(api: Api, args: argparse.Namespace, out: Out) -> int:
 
 # ------------------------------------------------------------------------------------------------ the token
 
-TOKEN_ON_COMMAND_LINE = ("--token puts your token on the command line, where every user of this machine can read it "
-                         "(ps, /proc/PID/cmdline); use RUNCAST_TOKEN or --token-file instead")
+TOKEN_ON_COMMAND_LINE = (
+    "--token puts your token on the command line, where every user of this machine can read it "
+    "(ps, /proc/PID/cmdline); use RUNCAST_TOKEN or --token-file instead"
+)
 
 
 def read_token_file(path: str, warn: Any) -> str:
@@ -768,8 +897,10 @@ def resolve_token(args: argparse.Namespace, env: dict[str, str] | os._Environ[st
     if saved:
         args.url = url
         return saved
-    raise Usage("no token: run `runcast login --hub URL`, set RUNCAST_TOKEN, or pass --token-file FILE (under "
-                "`make demo`, `runcast serve` prints an export line for the terminal)")
+    raise Usage(
+        "no token: run `runcast login --hub URL`, set RUNCAST_TOKEN, or pass --token-file FILE (under "
+        "`make demo`, `runcast serve` prints an export line for the terminal)"
+    )
 
 
 # ------------------------------------------------------------------------------------------------ CLI wiring
@@ -778,20 +909,33 @@ def resolve_token(args: argparse.Namespace, env: dict[str, str] | os._Environ[st
 def add_commands(sub: Any, *more: Callable[[Any, Callable[[argparse.ArgumentParser, Any], None]], None]) -> None:
     """The terminal's commands; `more` adds others with the same client options (terminal_talk.add_talk_commands,
     handed in by cli.py: terminal_talk.py imports this module, so this one does not import it)."""
+
     def client(sp: argparse.ArgumentParser) -> None:
-        sp.add_argument("--url", default=os.environ.get("RUNCAST_URL", DEFAULT_URL), help="the hub (default: $RUNCAST_URL)")
-        sp.add_argument("--token-file", metavar="FILE",
-                        help="read your token from this file (else $RUNCAST_TOKEN, else the file $RUNCAST_TOKEN_FILE)")
-        sp.add_argument("--token", help="your token (visible to other local users: prefer RUNCAST_TOKEN or --token-file)")
+        sp.add_argument(
+            "--url", default=os.environ.get("RUNCAST_URL", DEFAULT_URL), help="the hub (default: $RUNCAST_URL)"
+        )
+        sp.add_argument(
+            "--token-file",
+            metavar="FILE",
+            help="read your token from this file (else $RUNCAST_TOKEN, else the file $RUNCAST_TOKEN_FILE)",
+        )
+        sp.add_argument(
+            "--token", help="your token (visible to other local users: prefer RUNCAST_TOKEN or --token-file)"
+        )
 
     def on(sp: argparse.ArgumentParser, handler: Any) -> None:
         client(sp)
         sp.set_defaults(func=run_command, handler=handler)
 
-    r = sub.add_parser("runs", help="list runs, newest first (filters: --agent, --status, --started-by, --mine, --needs-me)")
+    r = sub.add_parser(
+        "runs", help="list runs, newest first (filters: --agent, --status, --started-by, --mine, --needs-me)"
+    )
     r.add_argument("--agent", help="only this agent's runs")
-    r.add_argument("--status", metavar="S,S", help=f"only these statuses ({LIVE}, completed, failed, cancelled; "
-                                                  "'live' for every run that has not ended)")
+    r.add_argument(
+        "--status",
+        metavar="S,S",
+        help=f"only these statuses ({LIVE}, completed, failed, cancelled; 'live' for every run that has not ended)",
+    )
     r.add_argument("--started-by", metavar="USER", help="only runs this user id started")
     r.add_argument("--mine", action="store_true", help="only runs you started")
     r.add_argument("--needs-me", action="store_true", help="only runs with an approval you may decide now")
@@ -815,24 +959,35 @@ def add_commands(sub: Any, *more: Callable[[Any, Callable[[argparse.ArgumentPars
     ap.add_argument("run")
     ap.add_argument("approval")
     ap.add_argument("--reason", help="shown to everyone watching")
-    ap.add_argument("--set", action="append", metavar="KEY=VALUE",
-                    help="approve with changes: set an argument of the call (JSON value, or a string); repeatable")
+    ap.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="approve with changes: set an argument of the call (JSON value, or a string); repeatable",
+    )
     ap.add_argument("--arguments", metavar="JSON", help="approve with changes: the whole edited arguments object")
     on(ap, lambda api, args, out: cmd_decide(api, args, out, "approve"))
 
-    rj = sub.add_parser("reject", help="reject a tool call and send it back with instructions (the reason is the "
-                                       "model's next instruction)")
+    rj = sub.add_parser(
+        "reject",
+        help="reject a tool call and send it back with instructions (the reason is the model's next instruction)",
+    )
     rj.add_argument("run")
     rj.add_argument("approval")
-    rj.add_argument("--reason", help="why, and what to do instead (optional, as on the page): shown to everyone, and the "
-                                     "model reads it as the call's answer (e.g. \"only delete the .tar\")")
+    rj.add_argument(
+        "--reason",
+        help="why, and what to do instead (optional, as on the page): shown to everyone, and the "
+        'model reads it as the call\'s answer (e.g. "only delete the .tar")',
+    )
     on(rj, lambda api, args, out: cmd_decide(api, args, out, "reject"))
 
     ib = sub.add_parser("inbox", help="what needs you: open approvals you may decide, and who mentioned you")
     ib.add_argument("--json", action="store_true", help="as JSON")
     on(ib, cmd_inbox)
 
-    cm = sub.add_parser("comment", help="comment on a run or an approval (@handle mentions someone); the agent never sees it")
+    cm = sub.add_parser(
+        "comment", help="comment on a run or an approval (@handle mentions someone); the agent never sees it"
+    )
     cm.add_argument("run")
     cm.add_argument("text")
     cm.add_argument("--approval", help="comment in this approval's thread")
@@ -846,8 +1001,11 @@ def add_commands(sub: Any, *more: Callable[[Any, Callable[[argparse.ArgumentPars
     w.add_argument("--give-up", type=float, default=300.0, help="seconds without a connection before giving up")
     on(w, cmd_watch)
 
-    au = sub.add_parser("audit", help="print a run's audit record (JSON, or --csv: one row per vote); without a run, "
-                                      "the decisions across runs (GET /api/audit), newest first, by the filters")
+    au = sub.add_parser(
+        "audit",
+        help="print a run's audit record (JSON, or --csv: one row per vote); without a run, "
+        "the decisions across runs (GET /api/audit), newest first, by the filters",
+    )
     au.add_argument("run", nargs="?", help="the run (leave out for the record across runs)")
     au.add_argument("--csv", action="store_true")
     au.add_argument("--json", action="store_true", help="across runs: the entries as JSON")

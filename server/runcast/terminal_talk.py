@@ -16,8 +16,10 @@ def cmd_say(api: Api, args: argparse.Namespace, out: Out) -> int:
     head = int(api.call("GET", f"/api/runs/{args.run}").get("head_seq") or 0) if args.watch else 0
     res = api.call("POST", f"/api/runs/{args.run}/messages", json={"text": args.text})
     if res.get("queued"):
-        out.line(f"queued {res['message_id']}: the agent is busy; it answers when its current turn completes "
-                 f"(take it back with: runcast withdraw {args.run} {res['message_id']})")
+        out.line(
+            f"queued {res['message_id']}: the agent is busy; it answers when its current turn completes "
+            f"(take it back with: runcast withdraw {args.run} {res['message_id']})"
+        )
     else:
         out.line(f"said {res['message_id']}: the agent is answering")
     if not args.watch:

@@ -132,7 +132,9 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
                 message: dict[str, Any] = {"type": "websocket.receive", "text": data.decode()}
             except UnicodeDecodeError as exc:
                 client = f"{self.client[0]}:{self.client[1]}" if self.client else "a client"
-                log.info("closed %s with 1007: a text message is not UTF-8 (%s at byte %d)", client, exc.reason, exc.start)
+                log.info(
+                    "closed %s with 1007: a text message is not UTF-8 (%s at byte %d)", client, exc.reason, exc.start
+                )
                 self.conn.fail(CloseCode.INVALID_DATA, "text message is not valid UTF-8")
                 self.handle_parser_exception()
                 return

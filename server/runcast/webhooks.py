@@ -116,7 +116,9 @@ def parse_cli(urls: list[str], events: list[str] | None, formats: list[str] | No
     events, formats = events or [], formats or []
     for name, vals in (("--webhook-events", events), ("--webhook-format", formats)):
         if len(vals) > 1 and len(vals) != len(urls):
-            raise ValueError(f"{name} given {len(vals)} times for {len(urls)} --webhook: give it once, or once per --webhook")
+            raise ValueError(
+                f"{name} given {len(vals)} times for {len(urls)} --webhook: give it once, or once per --webhook"
+            )
     out = []
     for i, url in enumerate(urls):
         ev = events[i] if len(events) > 1 else (events[0] if events else None)
@@ -245,8 +247,13 @@ def payload(entry: dict[str, Any], rec: RunRecord | None, public_url: str | None
     aid = data.get("approval_id")
     run: dict[str, Any] = {"run_id": run_id}
     if rec is not None:
-        run |= {"agent": rec.agent, "status": rec.status, "started_by": rec.started_by, "input": rec.input,
-                "created_at": rec.created_at}
+        run |= {
+            "agent": rec.agent,
+            "status": rec.status,
+            "started_by": rec.started_by,
+            "input": rec.input,
+            "created_at": rec.created_at,
+        }
     run["url"] = links(public_url, run_id, None)["run"]
     body: dict[str, Any] = {"run_id": run_id, "seq": entry["seq"], "event": data, "run": run}
     info = _approval_info(rec, aid)
@@ -275,9 +282,15 @@ def _args_brief(arguments: Any, n: int = 400) -> str:
 
 
 _TITLES = {
-    "approval.requested": "Approval needed", "approval.decided": "Approval decided", "approval.expired": "Approval expired",
-    "approval.cancelled": "Approval cancelled", "run.paused": "Run waiting for approval", "run.completed": "Run completed",
-    "run.failed": "Run failed", "run.cancelled": "Run cancelled", "comment.mention": "You were mentioned",
+    "approval.requested": "Approval needed",
+    "approval.decided": "Approval decided",
+    "approval.expired": "Approval expired",
+    "approval.cancelled": "Approval cancelled",
+    "run.paused": "Run waiting for approval",
+    "run.completed": "Run completed",
+    "run.failed": "Run failed",
+    "run.cancelled": "Run cancelled",
+    "comment.mention": "You were mentioned",
     "approval.review_requested": "Review requested",
 }
 
@@ -303,16 +316,28 @@ def slack(body: dict[str, Any]) -> dict[str, Any]:
         pol = ap.get("policy") or {}
         roles = ", ".join(pol.get("roles") or []) or "?"
         q = pol.get("quorum", 1)
-        fields.append(f"*Policy*\n{q} approver{'s' if q != 1 else ''} ({_esc(roles)})"
-                      + ("" if pol.get("allow_self", True) else ", not the starter"))
+        fields.append(
+            f"*Policy*\n{q} approver{'s' if q != 1 else ''} ({_esc(roles)})"
+            + ("" if pol.get("allow_self", True) else ", not the starter")
+        )
         fields.append(f"*Deadline*\n{_esc(ap.get('expires_at') or 'none')}")
-        extra.append({"type": "section", "text": {"type": "mrkdwn",
-                      "text": _cut(f"*Arguments*\n```{_esc(_args_brief(ap.get('arguments', '')))}```", 3000)}})
+        extra.append(
+            {
+                "type": "section",
+                "text": {
+                    "type": "mrkdwn",
+                    "text": _cut(f"*Arguments*\n```{_esc(_args_brief(ap.get('arguments', '')))}```", 3000),
+                },
+            }
+        )
     if t == "approval.decided":
         by = ev.get("by") or {}
         verb = "approved" if ev.get("decision") == "approve" else "rejected"
         who_d = "expiry" if by.get("policy") == "expired" else (by.get("name") or by.get("sub") or "someone")
-        fields.append(f"*Decision*\n{verb} by {_esc(who_d)}" + (f": {_esc(_cut(str(ev['reason']), 300))}" if ev.get("reason") else ""))
+        fields.append(
+            f"*Decision*\n{verb} by {_esc(who_d)}"
+            + (f": {_esc(_cut(str(ev['reason']), 300))}" if ev.get("reason") else "")
+        )
     elif t == "run.failed":
         err = f"{ev.get('code')}: {ev.get('message')}"
         fields.append(f"*Error*\n{_esc(_cut(err, 500))}")
@@ -323,11 +348,22 @@ def slack(body: dict[str, Any]) -> dict[str, Any]:
         m, by = ev.get("mentioned") or {}, ev.get("by") or {}
         title = f"{m.get('name') or m.get('sub')} was mentioned by {by.get('name') or by.get('sub')}"
         fields.append(f"*Mentioned*\n{slack_escape(m.get('name') or '')} ({slack_escape(m.get('sub') or '')})")
-        extra.append({"type": "section", "text": {"type": "mrkdwn",
-                      "text": _cut(f"*Comment*\n{slack_escape(_cut(str(ev.get('text') or ''), 1000))}", 3000)}})
+        extra.append(
+            {
+                "type": "section",
+                "text": {
+                    "type": "mrkdwn",
+                    "text": _cut(f"*Comment*\n{slack_escape(_cut(str(ev.get('text') or ''), 1000))}", 3000),
+                },
+            }
+        )
     elif t == "run.completed" and ev.get("output") is not None:
-        extra.append({"type": "section", "text": {"type": "mrkdwn",
-                      "text": _cut(f"*Output*\n{_esc(_cut(str(ev.get('output')), 600))}", 3000)}})
+        extra.append(
+            {
+                "type": "section",
+                "text": {"type": "mrkdwn", "text": _cut(f"*Output*\n{_esc(_cut(str(ev.get('output')), 600))}", 3000)},
+            }
+        )
     # the fallback `text` is what notifications and some clients show: escaped like every other field
     text = f"{_esc(title)} (agent {_esc(agent)}, started by {_esc(who)}): {_esc(url)}"
     blocks: list[dict[str, Any]] = [
@@ -335,7 +371,10 @@ def slack(body: dict[str, Any]) -> dict[str, Any]:
         {"type": "section", "fields": [{"type": "mrkdwn", "text": _cut(f, 2000)} for f in fields[:10]]},
         *extra,
         {"type": "section", "text": {"type": "mrkdwn", "text": f"<{_esc(url)}|{link_text}>"}},
-        {"type": "context", "elements": [{"type": "mrkdwn", "text": _esc(f"Runcast · {t} · {body.get('timestamp', '')}")}]},
+        {
+            "type": "context",
+            "elements": [{"type": "mrkdwn", "text": _esc(f"Runcast · {t} · {body.get('timestamp', '')}")}],
+        },
     ]
     return {"text": _cut(text, 3000), "blocks": blocks}
 
@@ -363,7 +402,9 @@ def _record_key(msg_id: str, ep: Endpoint) -> str:
 
 RESPONSE_KEEP = 256  # bytes of a receiver's answer kept for the delivery record; the rest is never read
 CIRCUIT_FAILURES = 5  # consecutive failed attempts that open a receiver's circuit
-CIRCUIT_OPEN_S = 5.0  # the first time a circuit opens, for this long; doubling each time a probe fails, to backoff_max_s
+CIRCUIT_OPEN_S = (
+    5.0  # the first time a circuit opens, for this long; doubling each time a probe fails, to backoff_max_s
+)
 LANE_SCAN_S = 0.5  # how often a process looks for lanes nobody delivers (new receivers, or a holder that died)
 LANE_IDLE_S = 30.0  # a lane empty this long is let go (its task and its HTTP connections)
 INTAKE = "@intake"  # the lease of the one process that moves outbox entries to lanes (so each lane is in log order)
@@ -439,9 +480,16 @@ class Circuit:
         return self.state != before
 
     def public(self) -> dict[str, Any]:
-        return {"endpoint": self.endpoint, "url": self.url, "format": self.format, "circuit": self.state,
-                "failures": self.failures, "open_until": now_iso(self.open_until) if self.state == "open" else None,
-                "holder": self.holder, "updated_at": now_iso()}
+        return {
+            "endpoint": self.endpoint,
+            "url": self.url,
+            "format": self.format,
+            "circuit": self.state,
+            "failures": self.failures,
+            "open_until": now_iso(self.open_until) if self.state == "open" else None,
+            "holder": self.holder,
+            "updated_at": now_iso(),
+        }
 
 
 class Deliverer:
@@ -523,11 +571,25 @@ class Deliverer:
             try:
                 await self.slack_app.on_entry(entry, rec, self.backend, self.cfg.public_url)
             except Exception as exc:
-                log.warning("slack: %s for %s of %s failed: %s", entry["type"], data.get("approval_id"),
-                            entry["run_id"], exc)
+                log.warning(
+                    "slack: %s for %s of %s failed: %s", entry["type"], data.get("approval_id"), entry["run_id"], exc
+                )
         plain = {k: v for k, v in entry.items() if k != "id"}
-        items = [(ep.id, {"endpoint": {"url": ep.url, "events": sorted(ep.events) if ep.events is not None else None,
-                                       "format": ep.format}, "entry": plain, "body": body}) for ep in eps]
+        items = [
+            (
+                ep.id,
+                {
+                    "endpoint": {
+                        "url": ep.url,
+                        "events": sorted(ep.events) if ep.events is not None else None,
+                        "format": ep.format,
+                    },
+                    "entry": plain,
+                    "body": body,
+                },
+            )
+            for ep in eps
+        ]
         await self.backend.lane_push(entry["id"], items)
         for ep in eps:
             if ep.id in self._wake:
@@ -575,8 +637,12 @@ class Deliverer:
         t = self.cfg.timeout_s
         # a client (connection pool) per receiver: a receiver that holds its connections holds only its own
         client = httpx.AsyncClient(
-            timeout=httpx.Timeout(t, connect=min(t, 5.0)), follow_redirects=False, trust_env=False,
-            limits=httpx.Limits(max_connections=max(1, self.cfg.concurrency), max_keepalive_connections=max(1, self.cfg.concurrency)),
+            timeout=httpx.Timeout(t, connect=min(t, 5.0)),
+            follow_redirects=False,
+            trust_env=False,
+            limits=httpx.Limits(
+                max_connections=max(1, self.cfg.concurrency), max_keepalive_connections=max(1, self.cfg.concurrency)
+            ),
             headers={"user-agent": f"runcast/{__version__} webhooks", "content-type": "application/json"},
         )
         circuit: Circuit | None = self.circuits.get(lane)
@@ -639,18 +705,41 @@ class Deliverer:
         msg_id = message_id(entry["run_id"], entry["seq"])
         key = _record_key(msg_id, ep)
         state = await self.backend.delivery_get(key) or {
-            "key": key, "webhook_id": msg_id, "type": entry["type"], "run_id": entry["run_id"], "seq": entry["seq"],
-            "approval_id": (entry.get("data") or {}).get("approval_id"), "endpoint": ep.id, "url": ep.redacted(),
-            "format": ep.format, "status": "pending", "attempts": 0, "first_attempt_at": None, "last_attempt_at": None,
-            "last_status": None, "last_error": None, "last_response": None, "next_attempt_at": None,
-            "delivered_at": None, "holder": None, "logged_at": entry.get("ts"),
+            "key": key,
+            "webhook_id": msg_id,
+            "type": entry["type"],
+            "run_id": entry["run_id"],
+            "seq": entry["seq"],
+            "approval_id": (entry.get("data") or {}).get("approval_id"),
+            "endpoint": ep.id,
+            "url": ep.redacted(),
+            "format": ep.format,
+            "status": "pending",
+            "attempts": 0,
+            "first_attempt_at": None,
+            "last_attempt_at": None,
+            "last_status": None,
+            "last_error": None,
+            "last_response": None,
+            "next_attempt_at": None,
+            "delivered_at": None,
+            "holder": None,
+            "logged_at": entry.get("ts"),
         }
         if state["status"] not in ("delivered", "gave_up"):  # else: an earlier holder finished it before it died
             await self._attempts(ep, entry, body, msg_id, state, circuit, client)
         await self.backend.lane_done(lane, item_id)
 
-    async def _attempts(self, ep: Endpoint, entry: dict[str, Any], body: dict[str, Any], msg_id: str,
-                        state: dict[str, Any], circuit: Circuit, client: Any) -> None:
+    async def _attempts(
+        self,
+        ep: Endpoint,
+        entry: dict[str, Any],
+        body: dict[str, Any],
+        msg_id: str,
+        state: dict[str, Any],
+        circuit: Circuit,
+        client: Any,
+    ) -> None:
         text = encode(ep, body)
         # given up `retry_for_s` after the event was logged: a backlog behind a receiver that was down for longer
         # is given up without an attempt each, not retried for another day per event
@@ -673,12 +762,20 @@ class Deliverer:
             state["first_attempt_at"] = state["first_attempt_at"] or state["last_attempt_at"]
             await self._save(state)  # counted before it goes: a process killed mid-attempt leaves it counted
             t0 = time.perf_counter()
-            ok, state["last_status"], state["last_error"], state["last_response"] = await self._attempt(ep, msg_id, text, client)
+            ok, state["last_status"], state["last_error"], state["last_response"] = await self._attempt(
+                ep, msg_id, text, client
+            )
             metrics.webhook_delivery_seconds.observe(time.perf_counter() - t0)
             if circuit.record(ok, time.time(), self.cfg.backoff_max_s):
-                log.warning("webhook receiver %s (%s): circuit %s after %d failed attempts in a row", ep.redacted(),
-                            ep.id, circuit.state, circuit.failures) if circuit.state == "open" else \
-                    log.info("webhook receiver %s (%s): circuit %s", ep.redacted(), ep.id, circuit.state)
+                log.warning(
+                    "webhook receiver %s (%s): circuit %s after %d failed attempts in a row",
+                    ep.redacted(),
+                    ep.id,
+                    circuit.state,
+                    circuit.failures,
+                ) if circuit.state == "open" else log.info(
+                    "webhook receiver %s (%s): circuit %s", ep.redacted(), ep.id, circuit.state
+                )
                 await self._circuit_changed(circuit)
             if ok:
                 metrics.webhook_deliveries.labels(status="delivered").inc()
@@ -693,7 +790,9 @@ class Deliverer:
             await self._save(state)
             await asyncio.sleep(wait)
 
-    async def _attempt(self, ep: Endpoint, msg_id: str, text: str, client: Any) -> tuple[bool, int | None, str | None, str | None]:
+    async def _attempt(
+        self, ep: Endpoint, msg_id: str, text: str, client: Any
+    ) -> tuple[bool, int | None, str | None, str | None]:
         """One POST under one deadline for all of it (connect, send, status, headers and the little of the body that
         is read): a receiver that trickles its answer is cut off at `timeout_s`, however steadily it trickles. At most
         `RESPONSE_KEEP` bytes of the body are read; the connection is then closed, not drained."""
@@ -717,12 +816,20 @@ class Deliverer:
         except httpx.HTTPError as exc:
             return False, None, scrub(f"{type(exc).__name__}: {exc}", ep)[:300], None
 
-    async def _give_up(self, ep: Endpoint, entry: dict[str, Any], msg_id: str, state: dict[str, Any], first: float,
-                       why: str | None) -> None:
+    async def _give_up(
+        self, ep: Endpoint, entry: dict[str, Any], msg_id: str, state: dict[str, Any], first: float, why: str | None
+    ) -> None:
         metrics.webhook_deliveries.labels(status="gave_up").inc()
         state |= {"status": "gave_up", "next_attempt_at": None}
-        log.warning("webhook %s (%s) to %s given up after %d attempts over %.0fs: %s", msg_id, entry["type"],
-                    ep.redacted(), state["attempts"], time.time() - first, why)
+        log.warning(
+            "webhook %s (%s) to %s given up after %d attempts over %.0fs: %s",
+            msg_id,
+            entry["type"],
+            ep.redacted(),
+            state["attempts"],
+            time.time() - first,
+            why,
+        )
         await self._save(state)
 
     async def _save(self, state: dict[str, Any]) -> None:

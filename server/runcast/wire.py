@@ -275,8 +275,20 @@ def attach(send: Callable[..., Any] | None) -> SocketWire | None:
     # (by name, in the class or a base: transport.py subclasses it for the pre-auth limit and the 1009 / 1007 closes)
     if proto is None or "WebSocketsSansIOProtocol" not in {c.__name__ for c in type(proto).__mro__}:
         return None
-    needed = ("transport", "conn", "queue", "writable", "close_sent", "disconnected", "read_paused", "loop", "close_timer",
-              "handshake_complete", "request", "response")
+    needed = (
+        "transport",
+        "conn",
+        "queue",
+        "writable",
+        "close_sent",
+        "disconnected",
+        "read_paused",
+        "loop",
+        "close_timer",
+        "handshake_complete",
+        "request",
+        "response",
+    )
     if not all(hasattr(proto, a) for a in needed) or getattr(proto.conn, "extensions", None):
         return None
     if not hasattr(proto.transport, "get_write_buffer_size"):

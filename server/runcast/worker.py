@@ -112,7 +112,9 @@ class Worker:
             self._loop_task.cancel()
         for t in [*self._tasks, *self._acks]:
             t.cancel()
-        await asyncio.gather(*self._tasks, *self._acks, *( [self._loop_task] if self._loop_task else []), return_exceptions=True)
+        await asyncio.gather(
+            *self._tasks, *self._acks, *([self._loop_task] if self._loop_task else []), return_exceptions=True
+        )
         if self._signals:
             await self._signals.close()
         if self.tracing == "openai":
@@ -198,7 +200,9 @@ class Worker:
     # ------------------------------------------------------------------ one segment
     async def _run_job(self, job: Job) -> None:
         try:
-            tr, _ = await apply(self.backend, job.run_id, lambda r: runs.claim(r, job, self.id, time.time(), self.lease_s), persist=True)
+            tr, _ = await apply(
+                self.backend, job.run_id, lambda r: runs.claim(r, job, self.id, time.time(), self.lease_s), persist=True
+            )
         except ProtocolError as err:
             log.info("job %s/%s for %s skipped: %s", job.kind, job.segment, job.run_id, err.message)
             await self.backend.ack_job(job)
@@ -223,7 +227,10 @@ class Worker:
                 result.cancel()
         except Exception as exc:
             log.exception("run %s failed inside the worker", rec.run_id)
-            data: dict[str, Any] = {"code": ErrorCode.INTERNAL, "message": f"{type(exc).__name__}: {failure_message(exc)}"}
+            data: dict[str, Any] = {
+                "code": ErrorCode.INTERNAL,
+                "message": f"{type(exc).__name__}: {failure_message(exc)}",
+            }
             result = self.active.get(rec.run_id)
             if result is not None:
                 data["usage"] = usage_data(result.context_wrapper.usage)
@@ -242,7 +249,11 @@ class Worker:
                 now = await self.backend.get(run_id)
             except Exception:
                 now = None
-            outcome = now.status if now is not None and now.status in ("paused", "completed", "failed", "cancelled") else "lost"
+            outcome = (
+                now.status
+                if now is not None and now.status in ("paused", "completed", "failed", "cancelled")
+                else "lost"
+            )
         metrics.segment_duration.labels(outcome=outcome).observe(took)
 
     async def _renew(self, run_id: str) -> None:
@@ -273,13 +284,17 @@ class Worker:
     async def _append(self, run_id: str, events: list[Any]) -> None:
         """Append, waiting out backend outages: events not yet appended stay here, in order, until it is back."""
         tx = secrets.token_hex(8)  # the same for every try: a try whose answer was lost is not logged twice
-        await self._retry(f"run {run_id}: append {len(events)} events",
-                          lambda: self.backend.append(run_id, events, owner=self.id, tx=tx))
+        await self._retry(
+            f"run {run_id}: append {len(events)} events",
+            lambda: self.backend.append(run_id, events, owner=self.id, tx=tx),
+        )
 
     async def _segment(self, rec: RunRecord, job: Job) -> None:
         spec = self.registry.get(rec.agent)
         if spec is None:
-            await self._finish(rec.run_id, "failed", {"code": "unknown_agent", "message": f"this worker has no agent {rec.agent!r}"})
+            await self._finish(
+                rec.run_id, "failed", {"code": "unknown_agent", "message": f"this worker has no agent {rec.agent!r}"}
+            )
             return
         run_input: Any = rec.input
         current_agent: str | None = None  # the agent the run's watchers already know (not announced again)
@@ -294,7 +309,9 @@ class Worker:
             history, current_agent = loaded
             run_input = conversation.turn_input(history, rec)
         context = {"run_id": rec.run_id, "started_by": rec.started_by} if job.kind != "resume" else None
-        result = Runner.run_streamed(spec.agent, run_input, context=context, run_config=RunConfig(tracing_disabled=self.tracing == "off"))
+        result = Runner.run_streamed(
+            spec.agent, run_input, context=context, run_config=RunConfig(tracing_disabled=self.tracing == "off")
+        )
         self.active[rec.run_id] = result
         if rec.run_id in self._cancel_asked:
             result.cancel(mode=self._cancel_asked.pop(rec.run_id))  # type: ignore[arg-type]
@@ -312,7 +329,9 @@ class Worker:
         doc = json.loads(saved) if saved else {}
         history = doc.get(HISTORY_KEY)
         if not isinstance(history, list):
-            await self._finish(rec.run_id, "failed", {"code": "state_missing", "message": "the saved conversation of this run is gone"})
+            await self._finish(
+                rec.run_id, "failed", {"code": "state_missing", "message": "the saved conversation of this run is gone"}
+            )
             return None
         agent = doc.get(AGENT_KEY)
         return history, agent if isinstance(agent, str) else None
@@ -320,16 +339,23 @@ class Worker:
     async def _save_history(self, run_id: str, segment: int, result: Any) -> None:
         """Keep the whole conversation for the next turn, in the backend (any worker continues it)."""
         last = getattr(getattr(result, "last_agent", None), "name", None)
-        saved = json.dumps({HISTORY_KEY: result.to_input_list(), AGENT_KEY: last}, separators=(",", ":"), default=_json_output)
+        saved = json.dumps(
+            {HISTORY_KEY: result.to_input_list(), AGENT_KEY: last}, separators=(",", ":"), default=_json_output
+        )
         await self._retry(f"run {run_id}", lambda: self.backend.save_state(run_id, segment, saved))
 
     async def _load_and_decide(self, rec: RunRecord, spec: AgentSpec) -> Any:
         saved = await self._retry(f"run {rec.run_id}", lambda: self.backend.load_state(rec.run_id))
         if saved is None:
-            await self._finish(rec.run_id, "failed", {"code": "state_missing", "message": "the saved RunState of this pause is gone"})
+            await self._finish(
+                rec.run_id, "failed", {"code": "state_missing", "message": "the saved RunState of this pause is gone"}
+            )
             return None
-        edited = {ap.call_id: ap.approved_arguments for a in rec.pending
-                  if (ap := rec.approvals[a]).status == "approved" and ap.approved_arguments is not None}
+        edited = {
+            ap.call_id: ap.approved_arguments
+            for a in rec.pending
+            if (ap := rec.approvals[a]).status == "approved" and ap.approved_arguments is not None
+        }
         if edited:  # approved with changes: the call in the saved state becomes the approved one (edits.py)
             doc = json.loads(saved)
             try:
@@ -345,7 +371,11 @@ class Worker:
             ap = rec.approvals[aid]
             item = items.get(ap.call_id)
             if item is None:
-                await self._finish(rec.run_id, "failed", {"code": "state_mismatch", "message": f"no interruption {ap.call_id} in the saved state"})
+                await self._finish(
+                    rec.run_id,
+                    "failed",
+                    {"code": "state_mismatch", "message": f"no interruption {ap.call_id} in the saved state"},
+                )
                 return None
             always = bool((ap.decided or {}).get("always"))
             if ap.status == "approved":
@@ -397,7 +427,9 @@ class Worker:
             await asyncio.gather(reader_task, return_exceptions=True)
         return failure[0] if failure else result.run_loop_exception
 
-    async def _end_segment(self, run_id: str, spec: AgentSpec, result: Any, mapper: EventMapper, error: BaseException | None) -> None:
+    async def _end_segment(
+        self, run_id: str, spec: AgentSpec, result: Any, mapper: EventMapper, error: BaseException | None
+    ) -> None:
         rec = await self._retry(f"run {run_id}", lambda: self.backend.get(run_id))
         if rec is None:
             return
@@ -408,7 +440,9 @@ class Worker:
             await apply(self.backend, run_id, lambda r: runs.interrupted(r, self.id, time.time()), persist=True)
         elif error is not None:
             # what the run spent before it failed: the SDK's total, earlier segments included (the RunState carries it)
-            await self._finish(run_id, "failed", failure_data(error) | {"usage": usage_data(result.context_wrapper.usage)})
+            await self._finish(
+                run_id, "failed", failure_data(error) | {"usage": usage_data(result.context_wrapper.usage)}
+            )
         elif result.interruptions:
             state = result.to_state()
             saved = json.dumps(state.to_json(), separators=(",", ":"))
@@ -418,26 +452,34 @@ class Worker:
             for item in result.interruptions:
                 tool = wire_name(item) or "tool"
                 policy = spec.policy_for(tool)  # keyed by the name the wire shows, never by a bare alias
-                new.append(Approval(
-                    approval_id=f"ap_{secrets.token_hex(6)}",
-                    call_id=item.call_id or "",
-                    tool=tool,
-                    arguments=item.arguments or "",
-                    agent=getattr(item.agent, "name", None),
-                    description=tool_description(item),
-                    policy=policy,
-                    requested_at=now_iso(now),
-                    expires_at=now + policy.expires_s if policy.expires_s else None,
-                ))
+                new.append(
+                    Approval(
+                        approval_id=f"ap_{secrets.token_hex(6)}",
+                        call_id=item.call_id or "",
+                        tool=tool,
+                        arguments=item.arguments or "",
+                        agent=getattr(item.agent, "name", None),
+                        description=tool_description(item),
+                        policy=policy,
+                        requested_at=now_iso(now),
+                        expires_at=now + policy.expires_s if policy.expires_s else None,
+                    )
+                )
             await apply(self.backend, run_id, lambda r: runs.pause(r, self.id, new, time.time()), persist=True)
         else:
             await self._save_history(run_id, rec.segment, result)  # before the commit: a next turn may start at once
             last = getattr(result, "last_agent", None)
-            await self._finish(run_id, "completed", {
-                "output": _json_output(result.final_output),
-                "usage": usage_data(result.context_wrapper.usage),  # the SDK's own total, all segments and nested runs
-                "agent": getattr(last, "name", None),
-            })
+            await self._finish(
+                run_id,
+                "completed",
+                {
+                    "output": _json_output(result.final_output),
+                    "usage": usage_data(
+                        result.context_wrapper.usage
+                    ),  # the SDK's own total, all segments and nested runs
+                    "agent": getattr(last, "name", None),
+                },
+            )
 
 
 class Sweeper:

@@ -102,8 +102,9 @@ class Backend(abc.ABC):
 
     # ---- the audit index across runs (audit.py): one entry per settled approval, written as the commit lands
     @abc.abstractmethod
-    async def audit_scan(self, facet: tuple[str, str] | None, since_ms: int, until_ms: int,
-                         before: tuple[int, str] | None, count: int) -> list[tuple[int, str, dict[str, Any]]]:
+    async def audit_scan(
+        self, facet: tuple[str, str] | None, since_ms: int, until_ms: int, before: tuple[int, str] | None, count: int
+    ) -> list[tuple[int, str, dict[str, Any]]]:
         """Up to `count` index entries (score, member, entry), newest first, with since_ms <= score <= until_ms and
         (score, member) < `before`; from the facet's index (("person", sub), ("tool", name), ("agent", name)) or
         from all of them."""
@@ -138,6 +139,7 @@ class Backend(abc.ABC):
     async def admit_start(self, user: str, run_id: str, now: float, quota: StartQuota) -> Refusal | None:
         """Count a start of `run_id` by `user` against `quota`, across every node: None when admitted (the start is
         counted, and the run is open until its record is terminal or gone), else the Refusal (nothing counted)."""
+
     # ---- presence: who watches a run right now (never in the log), and who ever watched it
     # Each node writes only its own watchers' entries and refreshes them; an entry not refreshed within its `ttl_s`
     # is gone (the node died). `presence_read` returns the set and a version that moves with every change.
@@ -155,7 +157,9 @@ class Backend(abc.ABC):
         """Remove these entries now (their person's last seen moves to now)."""
         raise NotImplementedError
 
-    async def presence_read(self, run_id: str, known_version: int | None = None) -> tuple[int, dict[str, dict[str, Any]] | None]:
+    async def presence_read(
+        self, run_id: str, known_version: int | None = None
+    ) -> tuple[int, dict[str, dict[str, Any]] | None]:
         """(version, connection_id -> entry) of the live entries; (version, None) when the version is
         `known_version`."""
         raise NotImplementedError

@@ -175,14 +175,15 @@ class MemoryBackend(Backend):
             for f in audit.facets(e):
                 bisect.insort(self._audit_facets.setdefault(f, []), key)
 
-    async def audit_scan(self, facet: tuple[str, str] | None, since_ms: int, until_ms: int,
-                         before: tuple[int, str] | None, count: int) -> list[tuple[int, str, dict[str, Any]]]:
+    async def audit_scan(
+        self, facet: tuple[str, str] | None, since_ms: int, until_ms: int, before: tuple[int, str] | None, count: int
+    ) -> list[tuple[int, str, dict[str, Any]]]:
         keys = self._audit if facet is None else self._audit_facets.get(facet, [])
         lo = bisect.bisect_left(keys, (since_ms, ""))
         hi = bisect.bisect_right(keys, (until_ms, "\U0010ffff"))
         if before is not None:
             hi = min(hi, bisect.bisect_left(keys, before))
-        return [(s, m, self._audit_entries[m]) for s, m in reversed(keys[max(lo, hi - count):hi])]
+        return [(s, m, self._audit_entries[m]) for s, m in reversed(keys[max(lo, hi - count) : hi])]
 
     # ---- states
     async def save_state(self, run_id: str, segment: int, state: str) -> None:
@@ -240,6 +241,7 @@ class MemoryBackend(Backend):
             starts.append(now)
             open_.add(run_id)
         return refusal
+
     # ---- presence
     def _seen(self, run_id: str, entry: dict[str, Any], now: float) -> None:
         rec = self._watched.setdefault(run_id, {}).setdefault(entry["sub"], {"sub": entry["sub"], "first_seen": now})
@@ -274,7 +276,9 @@ class MemoryBackend(Backend):
         if removed:
             self._bump(run_id)
 
-    async def presence_read(self, run_id: str, known_version: int | None = None) -> tuple[int, dict[str, dict[str, Any]] | None]:
+    async def presence_read(
+        self, run_id: str, known_version: int | None = None
+    ) -> tuple[int, dict[str, dict[str, Any]] | None]:
         now = time.time()
         live = self._presence.get(run_id, {})
         gone = [cid for cid, (exp, _) in live.items() if exp <= now]
@@ -288,7 +292,9 @@ class MemoryBackend(Backend):
         return v, {cid: dict(e) for cid, (_, e) in live.items()}
 
     async def watched(self, run_id: str) -> list[dict[str, Any]]:
-        return sorted((dict(r) for r in self._watched.get(run_id, {}).values()), key=lambda r: (r["first_seen"], r["sub"]))
+        return sorted(
+            (dict(r) for r in self._watched.get(run_id, {}).values()), key=lambda r: (r["first_seen"], r["sub"])
+        )
 
     # ---- timers
     async def due_runs(self, now: float) -> list[str]:
@@ -296,7 +302,9 @@ class MemoryBackend(Backend):
         out = []
         for rid, rec in self._records.items():
             d = rec.deadline()
-            if (d is not None and d <= now) or (rec.status == "running" and rec.lease_until is not None and rec.lease_until <= now):
+            if (d is not None and d <= now) or (
+                rec.status == "running" and rec.lease_until is not None and rec.lease_until <= now
+            ):
                 out.append(rid)
         return out
 

@@ -122,8 +122,18 @@ class RedisBackend(OutboxQueue, JobQueue, LiveFeed, Presence, DataWatch, Backend
     # redis-py's ConnectionError (BusyLoadingError included) and TimeoutError are not the builtin ones.
     # On a cluster, a failover answers CLUSTERDOWN / MASTERDOWN / TRYAGAIN for a moment: the command did not run.
     # RedisClusterException: no node gave a full slot map (mid-failover); the command did not run.
-    transient_errors = (RedisConnectionError, RedisTimeoutError, ConnectionError, TimeoutError, OSError,
-                        ClusterDownError, MasterDownError, TryAgainError, SlotNotCoveredError, RedisClusterException)
+    transient_errors = (
+        RedisConnectionError,
+        RedisTimeoutError,
+        ConnectionError,
+        TimeoutError,
+        OSError,
+        ClusterDownError,
+        MasterDownError,
+        TryAgainError,
+        SlotNotCoveredError,
+        RedisClusterException,
+    )
 
     def __init__(
         self,
@@ -198,17 +208,25 @@ class RedisBackend(OutboxQueue, JobQueue, LiveFeed, Presence, DataWatch, Backend
 
     # ------------------------------------------------------------------ lifecycle
     async def _is_cluster(self) -> bool:
-        probe = aioredis.Redis.from_url(self.url, retry=Retry(NoBackoff(), 0), socket_timeout=10.0,
-                                        socket_connect_timeout=3.0,
-                                        maint_notifications_config=MaintNotificationsConfig(enabled=False))
+        probe = aioredis.Redis.from_url(
+            self.url,
+            retry=Retry(NoBackoff(), 0),
+            socket_timeout=10.0,
+            socket_connect_timeout=3.0,
+            maint_notifications_config=MaintNotificationsConfig(enabled=False),
+        )
         try:
             return str((await probe.info("cluster")).get("cluster_enabled", 0)) == "1"
         finally:
             await probe.aclose()
 
     def _client(self) -> Any:
-        common: dict[str, Any] = dict(retry=Retry(NoBackoff(), 0), socket_timeout=10.0, socket_connect_timeout=3.0,
-                                      maint_notifications_config=MaintNotificationsConfig(enabled=False))
+        common: dict[str, Any] = dict(
+            retry=Retry(NoBackoff(), 0),
+            socket_timeout=10.0,
+            socket_connect_timeout=3.0,
+            maint_notifications_config=MaintNotificationsConfig(enabled=False),
+        )
         if self.cluster:
             # Any node's address will do: the client reads the slot map from it and follows MOVED / ASK itself
             # (those are not retries: the command did not run). A connection error is not retried, as above, but
@@ -216,8 +234,9 @@ class RedisBackend(OutboxQueue, JobQueue, LiveFeed, Presence, DataWatch, Backend
             return RedisCluster.from_url(self.url, max_connections=max(self.max_connections, 256), **common)
         # A blocking pool: when every connection is busy (hundreds of clients replaying at once), a command waits for
         # one instead of failing with "Too many connections".
-        pool = aioredis.BlockingConnectionPool.from_url(self.url, max_connections=self.max_connections,
-                                                        timeout=self.pool_timeout_s, **common)
+        pool = aioredis.BlockingConnectionPool.from_url(
+            self.url, max_connections=self.max_connections, timeout=self.pool_timeout_s, **common
+        )
         return aioredis.Redis.from_pool(pool)  # owns the pool: aclose() closes it
 
     async def start(self) -> None:
@@ -233,12 +252,17 @@ class RedisBackend(OutboxQueue, JobQueue, LiveFeed, Presence, DataWatch, Backend
             self._publish = "SPUBLISH" if self.cluster else "PUBLISH"
         await self._redis.ping()
         await self._ensure_group()
-        for script in (self._append_script, self._commit_script, self._flush_script, self._read_script,
-                       self._save_state_script, self._quota_script):
+        for script in (
+            self._append_script,
+            self._commit_script,
+            self._flush_script,
+            self._read_script,
+            self._save_state_script,
+            self._quota_script,
+        ):
             await self._redis.script_load(script.script)  # (Script reloads by itself after a Redis restart)
         if self.cluster:
-            log.info("Redis Cluster at %s: sharded pub/sub, %d masters", self.url,
-                     len(self._redis.get_primaries()))
+            log.info("Redis Cluster at %s: sharded pub/sub, %d masters", self.url, len(self._redis.get_primaries()))
         await self._arm_sentinel()
         self._start_datawatch()
 
@@ -281,8 +305,10 @@ class RedisBackend(OutboxQueue, JobQueue, LiveFeed, Presence, DataWatch, Backend
     @staticmethod
     def _template(run_id: str, type_: str, data: dict[str, Any], ts: str) -> bytes:
         """The packed event with seq 0 in a fixed-width slot (the scripts write the real seq into it)."""
-        body = b"".join(msgpack.packb(k) + msgpack.packb(v, use_bin_type=True)
-                        for k, v in (("run_id", run_id), ("ts", ts), ("type", type_), ("data", data)))
+        body = b"".join(
+            msgpack.packb(k) + msgpack.packb(v, use_bin_type=True)
+            for k, v in (("run_id", run_id), ("ts", ts), ("type", type_), ("data", data))
+        )
         return b"\x85" + _SEQ_HEAD + b"\x00\x00\x00\x00" + body
 
     def _templates(self, run_id: str, events: WireEvents) -> list[bytes]:
@@ -293,7 +319,7 @@ class RedisBackend(OutboxQueue, JobQueue, LiveFeed, Presence, DataWatch, Backend
         """The events as the script logged them: seq first, first + 1, ... (the same bytes it wrote)."""
         out = []
         for i, tmpl in enumerate(templates):
-            packed = tmpl[:_SEQ_AT] + (first + i).to_bytes(4, "big") + tmpl[_SEQ_AT + 4:]
+            packed = tmpl[:_SEQ_AT] + (first + i).to_bytes(4, "big") + tmpl[_SEQ_AT + 4 :]
             out.append(self._intern(packed))
         return out
 
@@ -306,8 +332,15 @@ class RedisBackend(OutboxQueue, JobQueue, LiveFeed, Presence, DataWatch, Backend
         templates = self._templates(run_id, events)
         res = await self._append_script(
             keys=keys,
-            args=[owner or "", self._publish, self.max_log or 0, self._live(run_id), self._retention_ms, tx or "",
-                  *templates],
+            args=[
+                owner or "",
+                self._publish,
+                self.max_log or 0,
+                self._live(run_id),
+                self._retention_ms,
+                tx or "",
+                *templates,
+            ],
         )
         code = int(res[0])
         if code == scripts.NOT_OWNER:
@@ -354,19 +387,42 @@ class RedisBackend(OutboxQueue, JobQueue, LiveFeed, Presence, DataWatch, Backend
         jobs = [j.model_dump_json() for j in tr.jobs]
         hooks = ",".join(str(i + 1) for i, (t, _) in enumerate(tr.events) if t in WEBHOOK_EVENTS)  # webhooks.py
         res = await self._commit_script(  # (2)
-            keys=[self._k(run_id, "rec"), self._k(run_id, "log"), self._k(run_id, "seq"), self._k(run_id, "state"),
-                  self._k(run_id, "outbox"), self._k(run_id, "hooks")],
-            args=[mode, expected_version, rec.model_dump_json(), self._publish, len(templates), self.max_log or 0,
-                  self._live(run_id), "1" if rec.status in TERMINAL else "0", self._retention_ms, len(jobs), hooks,
-                  *templates, *jobs],
+            keys=[
+                self._k(run_id, "rec"),
+                self._k(run_id, "log"),
+                self._k(run_id, "seq"),
+                self._k(run_id, "state"),
+                self._k(run_id, "outbox"),
+                self._k(run_id, "hooks"),
+            ],
+            args=[
+                mode,
+                expected_version,
+                rec.model_dump_json(),
+                self._publish,
+                len(templates),
+                self.max_log or 0,
+                self._live(run_id),
+                "1" if rec.status in TERMINAL else "0",
+                self._retention_ms,
+                len(jobs),
+                hooks,
+                *templates,
+                *jobs,
+            ],
         )
         if int(res[0]) == scripts.CONFLICT:
             await self._clear_mark(mark)
             raise Conflict(run_id)
         n_jobs = int(res[2])
         try:
-            await self._flush(rec, [bytes(j) for j in res[3:3 + n_jobs]], [bytes(h) for h in res[3 + n_jobs:]], mark,
-                              publish=tr.feed or mode == "create")  # (3), (4)
+            await self._flush(
+                rec,
+                [bytes(j) for j in res[3 : 3 + n_jobs]],
+                [bytes(h) for h in res[3 + n_jobs :]],
+                mark,
+                publish=tr.feed or mode == "create",
+            )  # (3), (4)
         except (RedisError, OSError) as exc:  # committed: a sweeper finishes it after FLUSH_GRACE_S
             metrics.redis_errors.labels(source="command").inc()
             log.warning("run %s: committed, but its jobs and timer wait for a sweeper (%s)", run_id, exc)
@@ -378,25 +434,67 @@ class RedisBackend(OutboxQueue, JobQueue, LiveFeed, Presence, DataWatch, Backend
         except (RedisError, OSError):
             pass  # a sweeper finds it later and does a harmless flush
 
-    async def _flush(self, rec: RunRecord | None, outbox: list[bytes], hooks: list[bytes], mark: str,
-                     run_id: str | None = None, publish: bool = True) -> None:
+    async def _flush(
+        self,
+        rec: RunRecord | None,
+        outbox: list[bytes],
+        hooks: list[bytes],
+        mark: str,
+        run_id: str | None = None,
+        publish: bool = True,
+    ) -> None:
         """Put a committed record's jobs, webhook events, timer, open-index place and feed entry into the shared {P}
         keys, then take those jobs and events out of the run's lists."""
         run_id = rec.run_id if rec is not None else run_id
         assert run_id is not None
         if rec is None:  # gone (retention): nothing to index, only the mark to clear
-            args: list[Any] = [run_id, -1, "", "0", "", mark, repr(time.time()), "0", self._publish, self._feed, "",
-                               0, 0]
+            args: list[Any] = [
+                run_id,
+                -1,
+                "",
+                "0",
+                "",
+                mark,
+                repr(time.time()),
+                "0",
+                self._publish,
+                self._feed,
+                "",
+                0,
+                0,
+            ]
         else:
             score = _timer_score(rec)
             fe = feed.entry(rec)
-            args = [run_id, rec.version, "" if score is None else repr(float(score)),
-                    "1" if rec.status in TERMINAL else "0", repr(_created_score(rec)), mark, repr(time.time()),
-                    "1" if feed.is_open(fe) else "0", self._publish, self._feed,
-                    msgpack.packb(fe, use_bin_type=True) if publish else b"", len(outbox), len(hooks), *outbox,
-                    *hooks]
-        keys = [self._jobs, self._timers, self._g("timerv"), self._runs, self._flush_marks, self._g("done"),
-                self._open, self._outbox, self._g("audit"), self._g("audit:rows")]
+            args = [
+                run_id,
+                rec.version,
+                "" if score is None else repr(float(score)),
+                "1" if rec.status in TERMINAL else "0",
+                repr(_created_score(rec)),
+                mark,
+                repr(time.time()),
+                "1" if feed.is_open(fe) else "0",
+                self._publish,
+                self._feed,
+                msgpack.packb(fe, use_bin_type=True) if publish else b"",
+                len(outbox),
+                len(hooks),
+                *outbox,
+                *hooks,
+            ]
+        keys = [
+            self._jobs,
+            self._timers,
+            self._g("timerv"),
+            self._runs,
+            self._flush_marks,
+            self._g("done"),
+            self._open,
+            self._outbox,
+            self._g("audit"),
+            self._g("audit:rows"),
+        ]
         if rec is not None:  # the settled approvals: indexed in the same script (audit.py)
             found = audit.entries(rec)
             args.append(len(found))
@@ -418,8 +516,9 @@ class RedisBackend(OutboxQueue, JobQueue, LiveFeed, Presence, DataWatch, Backend
     def _audit_key(self, facet: tuple[str, str] | None) -> str:
         return self._g("audit") if facet is None else self._g(f"audit:{facet[0]}:{facet[1]}")
 
-    async def audit_scan(self, facet: tuple[str, str] | None, since_ms: int, until_ms: int,
-                         before: tuple[int, str] | None, count: int) -> list[tuple[int, str, dict[str, Any]]]:
+    async def audit_scan(
+        self, facet: tuple[str, str] | None, since_ms: int, until_ms: int, before: tuple[int, str] | None, count: int
+    ) -> list[tuple[int, str, dict[str, Any]]]:
         key = self._audit_key(facet)
         top = until_ms if before is None else min(until_ms, before[0])
         found: list[tuple[int, str]] = []
@@ -521,13 +620,23 @@ class RedisBackend(OutboxQueue, JobQueue, LiveFeed, Presence, DataWatch, Backend
                     for rid in ids:
                         pipe.get(self._k(rid.decode(), "rec"))
                     raws = await pipe.execute()
-                done = [rid for rid, raw in zip(ids, raws, strict=True) if raw is None or json.loads(raw).get("status") in TERMINAL]
+                done = [
+                    rid
+                    for rid, raw in zip(ids, raws, strict=True)
+                    if raw is None or json.loads(raw).get("status") in TERMINAL
+                ]
                 if done:
                     await self._redis.zrem(open_key, *done)
         res = await self._quota_script(
             keys=[self._user(user, "starts"), open_key],
-            args=[int(now * 1000), int(quotas.WINDOW_S * 1000), quota.starts_per_minute, quota.max_open, run_id,
-                  self._retention_ms or 7 * 86400 * 1000],
+            args=[
+                int(now * 1000),
+                int(quotas.WINDOW_S * 1000),
+                quota.starts_per_minute,
+                quota.max_open,
+                run_id,
+                self._retention_ms or 7 * 86400 * 1000,
+            ],
         )
         code = int(res[0])
         if code == scripts.QUOTA_OPEN:

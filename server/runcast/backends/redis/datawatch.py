@@ -46,8 +46,10 @@ class DataWatch:
         if self.data_lost_at is None:
             return None
         at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.data_lost_at))
-        return (f"Redis lost its data at {at} (the sentinel key {self._sentinel} was gone): runs and logs from before "
-                "are lost; clients holding their history get log_reset")
+        return (
+            f"Redis lost its data at {at} (the sentinel key {self._sentinel} was gone): runs and logs from before "
+            "are lost; clients holding their history get log_reset"
+        )
 
     async def check_data(self) -> bool:
         """Look at the sentinel now. True if the data is as this process left it."""

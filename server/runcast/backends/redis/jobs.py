@@ -82,7 +82,7 @@ class JobQueue:
                     raise
                 await self._ensure_group()
                 res = None
-            for entry_id, fields in (res[1] if res else []):
+            for entry_id, fields in res[1] if res else []:
                 job = self._take(entry_id, fields)
                 if job is None:
                     await self._ack_ids([entry_id])
@@ -106,7 +106,7 @@ class JobQueue:
                     raise
                 await self._ensure_group()  # Redis lost the group (restart without persistence)
                 continue
-            for _stream, entries in (res.items() if isinstance(res, dict) else res or []):
+            for _stream, entries in res.items() if isinstance(res, dict) else res or []:
                 for entry_id, fields in entries:
                     job = self._take(entry_id, fields)
                     if job is not None:
@@ -129,4 +129,3 @@ class JobQueue:
         ids = self._job_ids.pop(_job_key(job), None)
         if ids:
             await self._ack_ids(ids)
-

@@ -74,25 +74,37 @@ class OutboxQueue:
         out: list[dict[str, Any]] = []
         try:
             # first, entries whose deliverer went silent (killed mid-delivery): they are ours now
-            res = await self._redis.xautoclaim(self._outbox, GROUP, consumer, min_idle_time=int(self.webhook_claim_s * 1000),
-                                               start_id="0-0", count=count)
+            res = await self._redis.xautoclaim(
+                self._outbox,
+                GROUP,
+                consumer,
+                min_idle_time=int(self.webhook_claim_s * 1000),
+                start_id="0-0",
+                count=count,
+            )
             for entry_id, fields in res[1] if res else []:
                 e = self._entry(entry_id, fields)
                 if e is None:
                     await self.outbox_ack(entry_id.decode())
                 else:
-                    log.info("webhook entry %s (%s of %s) taken over from a silent deliverer", e["id"], e["type"], e["run_id"])
+                    log.info(
+                        "webhook entry %s (%s of %s) taken over from a silent deliverer",
+                        e["id"],
+                        e["type"],
+                        e["run_id"],
+                    )
                     out.append(e)
             if out:
                 return out
-            res = await self._redis.xreadgroup(GROUP, consumer, {self._outbox: ">"}, count=count,
-                                               block=max(1, int(timeout * 1000)))
+            res = await self._redis.xreadgroup(
+                GROUP, consumer, {self._outbox: ">"}, count=count, block=max(1, int(timeout * 1000))
+            )
         except ResponseError as exc:
             if "NOGROUP" not in str(exc):
                 raise
             await self.outbox_join()  # Redis lost the group (a restart without persistence)
             return []
-        for _stream, entries in (res.items() if isinstance(res, dict) else res or []):
+        for _stream, entries in res.items() if isinstance(res, dict) else res or []:
             for entry_id, fields in entries:
                 e = self._entry(entry_id, fields)
                 if e is None or not await self._first_entry_of_event(e):

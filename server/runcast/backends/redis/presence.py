@@ -31,14 +31,20 @@ class Presence:
     def _presence_scripts(self) -> tuple[Any, Any, Any]:
         ps = getattr(self, "_ps_scripts", None)
         if ps is None:
-            ps = self._ps_scripts = (self._redis.register_script(scripts.PRESENCE_PUT),
-                                     self._redis.register_script(scripts.PRESENCE_LEAVE),
-                                     self._redis.register_script(scripts.PRESENCE_READ))
+            ps = self._ps_scripts = (
+                self._redis.register_script(scripts.PRESENCE_PUT),
+                self._redis.register_script(scripts.PRESENCE_LEAVE),
+                self._redis.register_script(scripts.PRESENCE_READ),
+            )
         return ps
 
     def _presence_keys(self, run_id: str) -> list[str]:
-        return [self._k(run_id, "presence"), self._k(run_id, "presence:data"), self._k(run_id, "presence:v"),
-                self._k(run_id, "watched")]
+        return [
+            self._k(run_id, "presence"),
+            self._k(run_id, "presence:data"),
+            self._k(run_id, "presence:v"),
+            self._k(run_id, "watched"),
+        ]
 
     @property
     def _watched_ms(self) -> int:
@@ -67,9 +73,12 @@ class Presence:
             args += [e["connection_id"], e["sub"]]
         await self._presence_scripts()[1](keys=self._presence_keys(run_id), args=args)
 
-    async def presence_read(self, run_id: str, known_version: int | None = None) -> tuple[int, dict[str, dict[str, Any]] | None]:
-        res = await self._presence_scripts()[2](keys=self._presence_keys(run_id)[:3],
-                                                args=["" if known_version is None else str(known_version)])
+    async def presence_read(
+        self, run_id: str, known_version: int | None = None
+    ) -> tuple[int, dict[str, dict[str, Any]] | None]:
+        res = await self._presence_scripts()[2](
+            keys=self._presence_keys(run_id)[:3], args=["" if known_version is None else str(known_version)]
+        )
         version = int(res[0])
         if len(res) == 1 and known_version == version:
             return version, None

@@ -106,8 +106,10 @@ class LiveFeed:
 
         async def head(self, run_id: str) -> int: ...
 
-        async def read(self, run_id: str, after: int = 0, upto: int | None = None,
-                       limit: int | None = None) -> list[Event]: ...
+        async def read(
+            self, run_id: str, after: int = 0, upto: int | None = None, limit: int | None = None
+        ) -> list[Event]: ...
+
     _refreshed_at: float
     stats: dict[str, int]
     subscribe_timeout: float
@@ -155,8 +157,9 @@ class LiveFeed:
     async def subscribe(self, run_id: str, on_events: OnEvents) -> Subscription:
         return await self._add_callback(self._live(run_id), run_id, on_events)
 
-    async def _add_callback(self, name: bytes, run_id: str | None, cb: Callable[..., None],
-                            feed: bool = False) -> Subscription:
+    async def _add_callback(
+        self, name: bytes, run_id: str | None, cb: Callable[..., None], feed: bool = False
+    ) -> Subscription:
         if self._closing:
             raise RuntimeError("the Redis backend is closed")
         ch = self._chans.get(name)
@@ -311,8 +314,11 @@ class LiveFeed:
                 backoff = self.reconnect_min_s
                 if down_since is not None:
                     metrics.redis_reconnects.inc()
-                    log.warning("pub/sub connection to %s back after %.1fs; filling from the logs", shard.name,
-                                time.monotonic() - down_since)
+                    log.warning(
+                        "pub/sub connection to %s back after %.1fs; filling from the logs",
+                        shard.name,
+                        time.monotonic() - down_since,
+                    )
                     down_since = None
                 last_rx = asyncio.get_running_loop().time()
                 pinged = False
@@ -347,8 +353,12 @@ class LiveFeed:
                 elif down_since is None:
                     down_since = time.monotonic()
                     metrics.redis_errors.labels(source="pubsub").inc()
-                    log.warning("pub/sub connection to %s lost (%s); reconnecting", shard.name, exc,
-                                exc_info=not isinstance(exc, (RedisError, OSError, asyncio.TimeoutError)))
+                    log.warning(
+                        "pub/sub connection to %s lost (%s); reconnecting",
+                        shard.name,
+                        exc,
+                        exc_info=not isinstance(exc, (RedisError, OSError, asyncio.TimeoutError)),
+                    )
                 else:
                     log.debug("pub/sub reconnect to %s failed (%s); next try in %.1fs", shard.name, exc, backoff)
             finally:
@@ -368,8 +378,9 @@ class LiveFeed:
             if self.cluster:  # a failover moves the slots to another node: follow them before trying this one again
                 try:
                     await self._refresh_slots()
-                    await self._move_away(shard, [n for n in list(shard.chans) if self._node_for(n)[0] != shard.name],
-                                          "connection lost")
+                    await self._move_away(
+                        shard, [n for n in list(shard.chans) if self._node_for(n)[0] != shard.name], "connection lost"
+                    )
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
