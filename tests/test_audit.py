@@ -8,6 +8,7 @@ import io
 import json
 import subprocess
 import sys
+from datetime import datetime, timezone
 
 import httpx
 from typing import Any
@@ -251,3 +252,121 @@ def test_csv_cells_a_spreadsheet_would_run_are_quoted() -> None:
         "2026-01-01T00:00:01.000Z",
     )
     assert not [c for c in row.values() if c[:1] in ("=", "+", "-", "@", "\t", "\r")]
+
+
+def audit_page(c: Cluster, tok: str = ADMIN, **params: Any) -> dict[str, Any]:
+    r = c.http("GET", "/api/audit", tok, params=params)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def test_the_record_across_runs_filters_pages_and_reads_on_both_backends(hub: Cluster) -> None:
+    """GET /api/audit: one entry per settled approval across runs, newest first, by person, agent, tool, outcome and
+    time, paged with an opaque cursor, as JSON or CSV; nonsense filters get bad_request with their field."""
+    since = datetime.now(timezone.utc).isoformat()
+    r1 = hub.start_run("demo", "tidy up")
+    ap1 = hub.wait_status(r1, "paused")["pending_approvals"][0]["approval_id"]
+    decide(hub, r1, ap1, ALICE, "approve", "old logs")
+    hub.wait_status(r1, "completed")
+    r2 = hub.start_run("demo", "tidy up")
+    ap2 = hub.wait_status(r2, "paused")["pending_approvals"][0]["approval_id"]
+    decide(hub, r2, ap2, BOB, "reject", "keep them")
+    hub.wait_status(r2, "completed")
+    r3 = hub.start_run("demo-quorum", "ship it")
+    ap3 = hub.wait_status(r3, "paused")["pending_approvals"][0]["approval_id"]
+    decide(hub, r3, ap3, ALICE, "approve")
+    decide(hub, r3, ap3, BOB, "approve", "canary green")
+    hub.wait_status(r3, "completed")
+    r4 = hub.start_run("demo-expiring", "tidy up")
+    hub.wait_status(r4, "completed", timeout=30)
+    r5 = hub.start_run("demo-quorum", "ship it")
+    ap5 = hub.wait_status(r5, "paused")["pending_approvals"][0]["approval_id"]
+    decide(hub, r5, ap5, ALICE, "approve")
+    assert hub.http("POST", f"/api/runs/{r5}/cancel", OPERATOR, json={}).status_code == 200
+    hub.wait_status(r5, "cancelled")
+    ours = {r1, r2, r3, r4, r5}
+
+    def got(tok: str = ADMIN, **params: Any) -> list[tuple[str, str]]:
+        return [
+            (e["run_id"], e["outcome"])
+            for e in audit_page(hub, tok, since=since, **params)["entries"]
+            if e["run_id"] in ours
+        ]
+
+    everything = audit_page(hub, since=since)
+    assert everything["next"] is None
+    assert got() == [(r5, "cancelled"), (r4, "expired"), (r3, "approved"), (r2, "rejected"), (r1, "approved")]
+    e3 = next(e for e in everything["entries"] if e["run_id"] == r3)
+    assert (e3["agent"], e3["tool"], e3["approval_id"], e3["settled_by"]) == (
+        "demo-quorum",
+        "deploy",
+        ap3,
+        {"sub": "bob", "name": "Bob"},
+    )
+    assert [(v["sub"], v["decision"]) for v in e3["votes"]] == [("alice", "approve"), ("bob", "approve")]
+    assert e3["reason"] == "canary green" and e3["started_by"] == {"sub": "ada", "name": "Ada"}
+    assert (
+        e3["link"] == f"/#run={r3}&approval={ap3}"
+        and e3["arguments_sha256"] == get_audit(hub, r3)["approvals"][0]["arguments_sha256"]
+    )
+    # who started, voted or decided
+    assert got(person="alice") == [(r5, "cancelled"), (r3, "approved"), (r1, "approved")]
+    assert got(person="bob") == [(r3, "approved"), (r2, "rejected")]
+    assert got(person="ada") == got()  # she started them all
+    assert got(person="nobody") == []
+    assert got(agent="demo") == [(r2, "rejected"), (r1, "approved")]
+    assert got(tool="deploy", outcome="approved") == [(r3, "approved")]
+    assert got(person="alice", outcome="cancelled") == [(r5, "cancelled")]
+    assert got(outcome="expired") == [(r4, "expired")]
+    assert got(until=since) == [] and audit_page(hub, since="2999-01-01", until="2001-01-01")["entries"] == []
+    # paging: limit 1, following `next`, gives the same sequence
+    pages, cursor = [], None
+    while True:
+        page = audit_page(hub, since=since, person="alice", limit=1, **({"cursor": cursor} if cursor else {}))
+        pages += [(e["run_id"], e["outcome"]) for e in page["entries"]]
+        cursor = page["next"]
+        if cursor is None:
+            break
+        assert len(page["entries"]) == 1
+    assert pages == got(person="alice")
+    # CSV
+    r = httpx.get(
+        f"{hub.url}/api/audit",
+        headers={"Authorization": f"Bearer {ADMIN}"},
+        params={"since": since, "person": "bob", "format": "csv"},
+        timeout=10,
+    )
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/csv")
+    rows = [x for x in csv.DictReader(io.StringIO(r.text)) if x["run_id"] in ours]
+    assert [(x["run_id"], x["outcome"], x["decided_by_sub"], x["voters"]) for x in rows] == [
+        (r3, "approved", "bob", "alice:approve bob:approve"),
+        (r2, "rejected", "bob", "bob:reject"),
+    ]
+    assert list(rows[0]) == audit.ENTRY_COLUMNS and rows[1]["link"] == f"/#run={r2}&approval={ap2}"
+    # who may read it: admin and auditor everything, approvers the runs they may see, viewers not at all
+    assert got(token("aud", ["auditor"])) == got()
+    assert got(token("amy", ["approver"], runs=[r1, r3])) == [(r3, "approved"), (r1, "approved")]
+    denied = hub.http("GET", "/api/audit", VIEWER)
+    assert (denied.status_code, denied.json()["error"]["code"]) == (403, "forbidden")
+    # nonsense filters: bad_request naming the field, nothing else
+    for params, field in [
+        ({"since": "yesterday"}, "since"),
+        ({"until": "2026-13-45"}, "until"),
+        ({"outcome": "maybe"}, "outcome"),
+        ({"limit": "0"}, "limit"),
+        ({"limit": "1001"}, "limit"),
+        ({"limit": "ten"}, "limit"),
+        ({"cursor": "not-a-cursor"}, "cursor"),
+        ({"format": "xml"}, "format"),
+        ({"person": "x" * 500}, "person"),
+        ({"until": ""}, "until"),
+        ({"outcome": ""}, "outcome"),
+        ({"cursor": ""}, "cursor"),
+        ({"format": ""}, "format"),
+    ]:
+        bad = hub.http("GET", "/api/audit", ADMIN, params=params)
+        assert (bad.status_code, bad.json()["error"]["code"], bad.json()["error"].get("field")) == (
+            400,
+            "bad_request",
+            field,
+        ), params

@@ -537,3 +537,45 @@ def test_comment_and_inbox_in_a_terminal(hub1: Cluster, tmp_path: Path) -> None:
     finally:
         c.http("POST", f"/api/runs/{run_id}/cancel", OPERATOR, json={})
         w.wait(timeout=60)
+
+
+def test_audit_across_runs_by_person_with_csv_and_json(hub1: Cluster) -> None:
+    """`runcast audit --person alice --since ...`: the decisions across runs (GET /api/audit), newest first; run data
+    goes through visible(); --csv and --json; a nonsense filter is the hub's bad_request, and no traceback."""
+    from datetime import datetime, timezone
+
+    c = hub1
+    since = datetime.now(timezone.utc).isoformat()
+    one = c.start_run("demo", "tidy up")
+    ap1 = c.wait_status(one, "paused")["pending_approvals"][0]["approval_id"]
+    assert cli(c, ALICE, "approve", one, ap1, "--reason", "old \x1b[31mlogs").returncode == 0
+    two = c.start_run("demo", "tidy up")
+    ap2 = c.wait_status(two, "paused")["pending_approvals"][0]["approval_id"]
+    assert cli(c, BOB, "reject", two, ap2, "--reason", "keep them").returncode == 0
+    three = c.start_run("demo", "tidy up")
+    ap3 = c.wait_status(three, "paused")["pending_approvals"][0]["approval_id"]
+    assert cli(c, ALICE, "reject", three, ap3).returncode == 0
+
+    piped = cli(c, ADMIN, "audit", "--person", "alice", "--since", since)
+    assert piped.returncode == 0, piped.stderr
+    lines = [ln.split("\t") for ln in piped.stdout.splitlines()]
+    assert [(ln[1], ln[3], ln[4], ln[5], ln[6]) for ln in lines] == [
+        ("rejected", "delete_files", "Alice", three, ap3),
+        ("approved", "delete_files", "Alice", one, ap1),
+    ]
+    assert lines[1][7] == "old ^[[31mlogs" and "\x1b" not in piped.stdout
+    as_json = json.loads(cli(c, ADMIN, "audit", "--person", "bob", "--since", since, "--json").stdout)
+    assert [(e["run_id"], e["outcome"], e["reason"]) for e in as_json["entries"]] == [(two, "rejected", "keep them")]
+    as_csv = cli(c, ADMIN, "audit", "--person", "alice", "--since", since, "--outcome", "approved", "--csv").stdout
+    assert as_csv.splitlines()[0].startswith("settled_at,outcome,run_id,approval_id,")
+    assert [ln.split(",")[2] for ln in as_csv.splitlines()[1:]] == [one]
+    # paging under the hood: --limit 1 gives the newest only
+    assert [
+        ln.split("\t")[5]
+        for ln in cli(c, ADMIN, "audit", "--person", "alice", "--since", since, "--limit", "1").stdout.splitlines()
+    ] == [three]
+    bad = cli(c, ADMIN, "audit", "--since", "last tuesday")
+    assert bad.returncode != 0 and "since" in bad.stderr and "Traceback" not in bad.stderr
+    both = cli(c, ADMIN, "audit", one, "--person", "alice")
+    assert both.returncode != 0 and "across runs" in both.stderr and "Traceback" not in both.stderr
+    assert cli(c, VIEWER, "audit", "--person", "alice").returncode != 0  # a viewer reads per run only

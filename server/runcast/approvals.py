@@ -77,6 +77,7 @@ class Approval(BaseModel):
     decided: dict[str, Any] | None = None  # the approval.decided data, once settled
     reviewers: list[str] = Field(default_factory=list)  # subs asked to review it (the run's and the policy's)
     approved_arguments: str | None = None  # approved with changes: what the tool runs with (`arguments` is the model's)
+    settled_at: str | None = None  # when it was cancelled (a decision's time is in `decided`): the audit index's time
 
     @property
     def settled(self) -> bool:
@@ -241,6 +242,7 @@ def cancel(ap: Approval) -> list[tuple[str, dict[str, Any]]]:
     if ap.settled:
         return []
     ap.status = "cancelled"
+    ap.settled_at = now_iso()
     return [("approval.cancelled", {"approval_id": ap.approval_id})]
 
 

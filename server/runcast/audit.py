@@ -25,10 +25,14 @@ import csv
 import hashlib
 import io
 import json
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from .approvals import Approval, changes
-from .protocol import now_iso
+from .protocol import ErrorCode, ProtocolError, now_iso
 from .runs import RunRecord
 
 CANONICALIZATION = (
@@ -348,5 +352,250 @@ def to_csv(audit: dict[str, Any]) -> str:
     w = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, restval="", lineterminator="\r\n")
     w.writeheader()
     for row in rows(audit):
+        w.writerow({k: csv_cell(v) for k, v in row.items()})
+    return buf.getvalue()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The record across runs: GET /api/audit, `runcast audit --person ...`.
+#
+# Each approval gets one index entry when it settles (approved, rejected, expired or cancelled), written by the
+# backend as it commits the record that settles it (memory: in commit; Redis: in flush.lua, the {P}-slot script of
+# the same commit, which a sweeper re-runs from the stored record if the committing process died). The entry is
+# self-contained (who started, voted and decided, the tool, the arguments' digest), so a query reads only the index:
+# newest first, by settle time, through the most selective facet the filters name (person, tool, agent), so its
+# cost is the page's, not the number of runs kept.
+
+OUTCOMES = ("approved", "rejected", "expired", "cancelled")
+FACETS = ("person", "tool", "agent")  # the order a query picks its index in: the most selective first
+QUERY_LIMIT = (1, 1000, 100)  # ?limit=: min, max, default
+SCAN_BATCH = 200  # index entries read per round trip
+SCAN_MAX = 5000  # index entries one request examines at most; past that it answers a short page and a `next`
+MAX_FILTER_CHARS = 200
+ENTRY_COLUMNS = [
+    "settled_at",
+    "outcome",
+    "run_id",
+    "approval_id",
+    "agent",
+    "tool",
+    "arguments_sha256",
+    "decided_by_sub",
+    "decided_by_name",
+    "reason",
+    "started_by_sub",
+    "started_by_name",
+    "voters",
+    "requested_at",
+    "link",
+]
+
+
+_LEAP_SECOND = re.compile(r"(T\d\d:\d\d:)60")
+
+
+def _ms(iso: str | None) -> int | None:
+    """An ISO 8601 / RFC 3339 time as epoch ms (`t`/`z` in either case; a leap second :60 read as :59)."""
+    if not iso:
+        return None
+    try:
+        dt = datetime.fromisoformat(_LEAP_SECOND.sub(r"\g<1>59", iso.upper()).replace("Z", "+00:00"))
+    except (ValueError, OverflowError):
+        return None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return int(dt.timestamp() * 1000)
+
+
+def entry(rec: RunRecord, ap: Approval) -> dict[str, Any] | None:
+    """The index entry of one settled approval (None while it is pending)."""
+    if not ap.settled:
+        return None
+    d = ap.decided or {}
+    by = d.get("by")
+    if ap.status == "cancelled":
+        outcome, at = "cancelled", ap.settled_at or d.get("decided_at") or rec.created_at
+        by = (rec.cancel or {}).get("by")
+    else:
+        outcome = "expired" if (by or {}).get("policy") == "expired" else ap.status
+        at = d.get("decided_at") or ap.settled_at or rec.created_at
+    digest, _ = arguments_digest(ap.approved_arguments or ap.arguments)
+    started = rec.started_by or {}
+    people = {started.get("sub")} | {v.sub for v in ap.votes} | {(by or {}).get("sub")}
+    return {
+        "run_id": rec.run_id,
+        "approval_id": ap.approval_id,
+        "call_id": ap.call_id,
+        "agent": rec.agent,
+        "tool": ap.tool,
+        "arguments_sha256": digest,
+        "outcome": outcome,
+        "settled_at": at,
+        "settled_by": by,
+        "reason": d.get("reason") if outcome != "cancelled" else None,
+        "started_by": {"sub": started.get("sub"), "name": started.get("name")},
+        "votes": [{"sub": v.sub, "name": v.name, "decision": v.decision, "at": v.at} for v in ap.votes],
+        "requested_at": ap.requested_at,
+        "policy_roles": list(ap.policy.roles),
+        "people": sorted(p for p in people if p),
+        "link": f"/#run={rec.run_id}&approval={ap.approval_id}",
+    }
+
+
+def entries(rec: RunRecord) -> list[dict[str, Any]]:
+    return [e for ap in rec.approvals.values() if (e := entry(rec, ap)) is not None]
+
+
+def member(e: dict[str, Any]) -> str:
+    """The entry's name in the index (unique): run and approval."""
+    return f"{e['run_id']} {e['approval_id']}"
+
+
+def score(e: dict[str, Any]) -> int:
+    """Its place in the index: the settle time in milliseconds."""
+    return _ms(e["settled_at"]) or 0
+
+
+def facets(e: dict[str, Any]) -> list[tuple[str, str]]:
+    """The facet indexes the entry is in: each person in it, its tool, its agent."""
+    return [("person", p) for p in e["people"]] + [("tool", e["tool"]), ("agent", e["agent"])]
+
+
+@dataclass
+class Query:
+    since_ms: int = -(2**62)
+    until_ms: int = 2**62
+    person: str | None = None
+    agent: str | None = None
+    tool: str | None = None
+    outcome: str | None = None
+    limit: int = QUERY_LIMIT[2]
+    before: tuple[int, str] | None = None  # the cursor: the last entry of the previous page
+
+    @property
+    def facet(self) -> tuple[str, str] | None:
+        for name in FACETS:
+            value = getattr(self, name)
+            if value:
+                return name, value
+        return None
+
+    def matches(self, e: dict[str, Any]) -> bool:
+        return (
+            (self.person is None or self.person in e["people"])
+            and (self.agent is None or e["agent"] == self.agent)
+            and (self.tool is None or e["tool"] == self.tool)
+            and (self.outcome is None or e["outcome"] == self.outcome)
+        )
+
+
+def _bad(field: str, message: str) -> ProtocolError:
+    return ProtocolError(ErrorCode.BAD_REQUEST, message, field=field)
+
+
+def parse_time(field: str, raw: str) -> int:
+    """An ISO 8601 date or date-time (no zone: UTC) as epoch milliseconds, or bad_request naming the field."""
+    ms = _ms(raw) if len(raw) <= 40 else None
+    if ms is None:
+        raise _bad(field, f"'{field}' must be an ISO 8601 date or date-time, like 2026-12-01 or 2026-12-01T09:00:00Z")
+    return ms
+
+
+# A cursor is a position in the index (the last entry of a page): its score and its member's UTF-8 as hex. Any
+# well-formed one is a position (CURSOR_PATTERN); clients treat it as opaque.
+CURSOR_PATTERN = r"^[0-9]{1,16}\.(?:[0-9a-f]{2}){0,400}$"
+_CURSOR = re.compile(CURSOR_PATTERN)
+
+
+def encode_cursor(last: tuple[int, str]) -> str:
+    return f"{last[0]}.{last[1].encode('utf-8').hex()}"
+
+
+def decode_cursor(raw: str) -> tuple[int, str]:
+    if not _CURSOR.match(raw):
+        raise _bad("cursor", "'cursor' is not one this hub gave out: pass the `next` of the previous page")
+    s, m = raw.split(".", 1)
+    return int(s), bytes.fromhex(m).decode("utf-8", errors="replace")
+
+
+def parse_query(params: Any, limit: int) -> Query:
+    """GET /api/audit's filters (a mapping of query parameters) as a Query; nonsense gets bad_request with its field."""
+    q = Query(limit=limit)
+    # since, until, outcome and cursor given empty are nonsense too (a person, agent or tool given empty: no filter)
+    if params.get("since") is not None:
+        q.since_ms = parse_time("since", params["since"])
+    if params.get("until") is not None:
+        q.until_ms = parse_time("until", params["until"])
+    for name in ("person", "agent", "tool"):
+        value = params.get(name)
+        if value:
+            if len(value) > MAX_FILTER_CHARS:
+                raise _bad(name, f"'{name}' is over {MAX_FILTER_CHARS} characters")
+            setattr(q, name, value)
+    outcome = params.get("outcome")
+    if outcome is not None:
+        if outcome not in OUTCOMES:
+            raise _bad("outcome", f"'outcome' must be one of {', '.join(OUTCOMES)}")
+        q.outcome = outcome
+    if params.get("cursor") is not None:
+        q.before = decode_cursor(params["cursor"])
+    return q
+
+
+ScanFn = Callable[
+    [tuple[str, str] | None, int, int, tuple[int, str] | None, int], Awaitable[list[tuple[int, str, dict[str, Any]]]]
+]
+
+
+async def search(
+    scan: ScanFn, q: Query, visible: Callable[[dict[str, Any]], bool]
+) -> tuple[list[dict[str, Any]], str | None]:
+    """One page of entries, newest first, and the cursor of the next (None: no more). `scan(facet, since_ms,
+    until_ms, before, count)` is the backend's: up to `count` index entries strictly before `before`, newest first.
+    A page may hold fewer than `limit` entries when many were filtered out (SCAN_MAX): follow `next` until None."""
+    out: list[dict[str, Any]] = []
+    before, seen = q.before, 0
+    while True:
+        batch = await scan(q.facet, q.since_ms, q.until_ms, before, SCAN_BATCH)
+        for s, m, e in batch:
+            before, seen = (s, m), seen + 1
+            if q.matches(e) and visible(e):
+                out.append(e)
+                if len(out) == q.limit:
+                    return out, encode_cursor(before)
+        if len(batch) < SCAN_BATCH:
+            return out, None
+        if seen >= SCAN_MAX:
+            return out, encode_cursor(before) if before else None
+
+
+def public(e: dict[str, Any]) -> dict[str, Any]:
+    """An entry as GET /api/audit answers it (without the index's bookkeeping)."""
+    return {k: v for k, v in e.items() if k not in ("people", "policy_roles")}
+
+
+def entries_csv(items: list[dict[str, Any]]) -> str:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=ENTRY_COLUMNS, restval="", lineterminator="\r\n")
+    w.writeheader()
+    for e in items:
+        by = e.get("settled_by") or {}
+        row = {
+            "settled_at": e["settled_at"],
+            "outcome": e["outcome"],
+            "run_id": e["run_id"],
+            "approval_id": e["approval_id"],
+            "agent": e["agent"],
+            "tool": e["tool"],
+            "arguments_sha256": e["arguments_sha256"],
+            "decided_by_sub": by.get("sub") or by.get("policy") or "",
+            "decided_by_name": by.get("name") or "",
+            "reason": e.get("reason") or "",
+            "started_by_sub": e["started_by"].get("sub") or "",
+            "started_by_name": e["started_by"].get("name") or "",
+            "voters": " ".join(f"{v['sub']}:{v['decision']}" for v in e["votes"]),
+            "requested_at": e["requested_at"],
+            "link": e["link"],
+        }
         w.writerow({k: csv_cell(v) for k, v in row.items()})
     return buf.getvalue()

@@ -22,7 +22,7 @@ import jwt
 from .approvals import ADMIN, Person
 from .protocol import ErrorCode, ProtocolError
 
-ROLES = ("viewer", "approver", "operator", "admin")
+ROLES = ("viewer", "approver", "operator", "admin", "auditor")  # auditor: reads GET /api/audit (every run)
 
 
 @dataclass(frozen=True)

@@ -504,6 +504,25 @@ def create_app(hub: Hub) -> Starlette:
             raise ProtocolError(ErrorCode.BAD_REQUEST, "format must be json or csv", field="format")
         return JSONResponse(doc)
 
+    async def audit_across(request: Request, who: auth.Identity) -> Response:
+        """GET /api/audit: settled approvals across runs, newest first, filtered and paged (audit.py)."""
+        from . import audit
+
+        fmt = request.query_params.get("format")
+        if fmt is None:
+            fmt = "csv" if "text/csv" in request.headers.get("accept", "") else "json"
+        if fmt not in ("json", "csv"):
+            raise ProtocolError(ErrorCode.BAD_REQUEST, "format must be json or csv", field="format")
+        q = audit.parse_query(request.query_params, api_rules.query_int(request, "limit", *audit.QUERY_LIMIT))
+        found, nxt = await svc.audit_search(who, q)
+        if fmt == "csv":
+            headers = {"Content-Disposition": 'attachment; filename="audit.csv"'}
+            if nxt:
+                headers["Runcast-Next"] = nxt
+                headers["Link"] = f'<{request.url.include_query_params(cursor=nxt)}>; rel="next"'
+            return Response(audit.entries_csv(found), media_type="text/csv; charset=utf-8", headers=headers)
+        return JSONResponse({"entries": found, "next": nxt})
+
     async def open_approvals(request: Request, who: auth.Identity) -> Response:
         if request.query_params.get("open", "1") not in ("1", "true"):
             raise ProtocolError(
@@ -616,6 +635,7 @@ def create_app(hub: Hub) -> Starlette:
         Route("/api/runs/{run_id}/rerun", api(rerun), methods=["POST"]),
         Route("/api/runs/{run_id}/messages/{message_id}", api(withdraw), methods=["DELETE"]),
         Route("/api/runs/{run_id}/audit", api(run_audit), methods=["GET"]),
+        Route("/api/audit", api(audit_across), methods=["GET"]),
         Route("/api/approvals", api(open_approvals), methods=["GET"]),
         Route("/api/mentions", api(my_mentions), methods=["GET"]),
         Route("/api/slack/interactivity", slack_interactivity, methods=["POST"]),

@@ -8,6 +8,7 @@ import time
 from typing import Any, Literal
 
 from . import audit, comments, conversation, edits, feed, metrics, runfilter, runs
+from .audit import Query as AuditQuery
 from .auth import Identity
 from .backends.base import Backend, LogTrimmed
 from .protocol import ErrorCode, Event, ProtocolError
@@ -218,6 +219,33 @@ class Service:
             frames += [e.frame for e in batch if e.type in keep]
             since = batch[-1].seq
         return audit.build(rec, frames, log_complete=complete)
+
+    AUDIT_ALL_ROLES = ("admin", "auditor")  # read every entry of GET /api/audit
+
+    def audit_reader(self, who: Identity) -> bool:
+        """Who may call GET /api/audit: admins and auditors (every entry), operators, approvers and any role an
+        agent's policy names as a decider (the entries of runs they may watch). A viewer reads per run only."""
+        deciders = {r for name in self.registry.names() for r in self.agent_watch_roles(name)} - {"viewer"}
+        return who.has("auditor", "operator", "approver") or any(r in deciders for r in who.roles)
+
+    async def audit_search(self, who: Identity, q: AuditQuery) -> tuple[list[dict[str, Any]], str | None]:
+        """A page of the audit index across runs (audit.search), with the entries `who` may read."""
+        if not self.audit_reader(who):
+            raise ProtocolError(
+                ErrorCode.FORBIDDEN,
+                "the audit across runs is open to admin, auditor, operator and "
+                "approver roles (a viewer reads each run's audit: GET /api/runs/{id}/audit)",
+            )
+        everything = who.has(*self.AUDIT_ALL_ROLES)
+
+        def visible(e: dict[str, Any]) -> bool:
+            if everything:
+                return True
+            roles = self.agent_watch_roles(e["agent"]) | set(e.get("policy_roles") or ())
+            return who.can_see(e["run_id"]) and any(r in who.roles for r in roles)
+
+        found, nxt = await audit.search(self.backend.audit_scan, q, visible)
+        return [audit.public(e) for e in found], nxt
 
     # ------------------------------------------------------------------ comments (comments.py)
     async def people(self, who: Identity, run_id: str) -> list[dict[str, str]]:

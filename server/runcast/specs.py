@@ -418,6 +418,8 @@ _STATUSES = f"^(?:{_STATUS}(?:,{_STATUS})*)?$"
 
 
 def openapi() -> dict[str, Any]:
+    from .audit import CURSOR_PATTERN
+
     schemas: dict[str, Any] = {}
     run_id = _param("run_id", "path", {"type": "string", "minLength": 1, "maxLength": 128})
     approval_id = _param("approval_id", "path", _ID)
@@ -567,6 +569,41 @@ def openapi() -> dict[str, Any]:
                     "200": {
                         "description": "OK",
                         "content": {"application/json": {"schema": _OBJ}, "text/csv": {"schema": _STR}},
+                    }
+                }
+                | _errors(*auth_errors),
+            },
+        },
+        "/api/audit": {
+            "get": {
+                "operationId": "auditAcrossRuns",
+                "summary": "Settled approvals across runs, newest first (JSON, or CSV with format=csv; audit.py)",
+                "parameters": [
+                    _param("since", "query", {"type": "string", "format": "date-time", "maxLength": 40}),
+                    _param("until", "query", {"type": "string", "format": "date-time", "maxLength": 40}),
+                    *(_param(n, "query", {"type": "string", "maxLength": 200}) for n in ("person", "agent", "tool")),
+                    _param("outcome", "query", {"enum": ["approved", "rejected", "expired", "cancelled"]}),
+                    _param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 1000}),
+                    _param(
+                        "cursor",
+                        "query",
+                        {"type": "string", "pattern": CURSOR_PATTERN, "description": "the `next` of the previous page"},
+                    ),
+                    _param("format", "query", {"enum": ["json", "csv"]}),
+                ],
+                "responses": {
+                    "200": {
+                        "description": "OK",
+                        "content": {
+                            "application/json": {
+                                "schema": _obj(
+                                    ["entries", "next"],
+                                    entries={"type": "array", "items": _OBJ},
+                                    next={"type": ["string", "null"]},
+                                )
+                            },
+                            "text/csv": {"schema": _STR},
+                        },
                     }
                 }
                 | _errors(*auth_errors),

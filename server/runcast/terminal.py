@@ -557,7 +557,74 @@ def cmd_decide(api: Api, args: argparse.Namespace, out: Out, decision: str) -> i
     return EXIT_OK
 
 
+AUDIT_FILTERS = ("since", "until", "person", "agent", "tool", "outcome")
+OUTCOME_STYLE = {"approved": "green", "rejected": "red", "expired": "yellow", "cancelled": "magenta"}
+
+
+def audit_entries(api: Api, args: argparse.Namespace) -> list[dict[str, Any]]:
+    """GET /api/audit with the command's filters: up to --limit entries, following `next` as far as that needs."""
+    params = {k: getattr(args, k) for k in AUDIT_FILTERS if getattr(args, k)}
+    found: list[dict[str, Any]] = []
+    cursor = None
+    while len(found) < args.limit:
+        page = api.call(
+            "GET",
+            "/api/audit",
+            params=params | {"limit": min(1000, args.limit - len(found))} | ({"cursor": cursor} if cursor else {}),
+        )
+        found += page["entries"]
+        cursor = page.get("next")
+        if not cursor:
+            break
+    return found[: args.limit]
+
+
 def cmd_audit(api: Api, args: argparse.Namespace, out: Out) -> int:
+    across = [k for k in AUDIT_FILTERS if getattr(args, k)]
+    if args.run is None or across:
+        if args.run is not None:
+            raise Refused(
+                "bad_request",
+                f"--{across[0]} filters the record across runs: leave out the run "
+                f"({args.run}), or leave out the filters for that run's own record",
+            )
+        from .audit import entries_csv
+
+        found = audit_entries(api, args)
+        if args.csv:
+            out.raw_lines(entries_csv(found))
+        elif args.json:
+            out.json({"entries": found}, indent=2)
+        elif not out.is_terminal:  # piped: one decision a line, tab-separated
+            for e in found:
+                out.row(
+                    (
+                        e["settled_at"],
+                        e["outcome"],
+                        e["agent"],
+                        e["tool"],
+                        _who(e.get("settled_by")),
+                        e["run_id"],
+                        e["approval_id"],
+                        e.get("reason") or "",
+                    )
+                )
+            out.flush()
+        elif not found:
+            out.line(("No decisions match.", "dim"))
+        else:
+            for e in found:
+                out.line(
+                    (e["settled_at"], "dim"),
+                    "  ",
+                    (e["outcome"], OUTCOME_STYLE.get(e["outcome"], "")),
+                    "  ",
+                    (e["tool"], "bold"),
+                    f" ({e['agent']}) by {_who(e.get('settled_by'))}  ",
+                    (e["run_id"], "cyan"),
+                    *((f"  \u201c{brief(e['reason'], 60)}\u201d",) if e.get("reason") else ()),
+                )
+        return EXIT_OK
     if args.csv:
         out.raw_lines(api.call("GET", f"/api/runs/{args.run}/audit", accept="text/csv", params={"format": "csv"}))
     else:
@@ -934,9 +1001,21 @@ def add_commands(sub: Any, *more: Callable[[Any, Callable[[argparse.ArgumentPars
     w.add_argument("--give-up", type=float, default=300.0, help="seconds without a connection before giving up")
     on(w, cmd_watch)
 
-    au = sub.add_parser("audit", help="print a run's audit record (JSON, or --csv: one row per vote)")
-    au.add_argument("run")
+    au = sub.add_parser(
+        "audit",
+        help="print a run's audit record (JSON, or --csv: one row per vote); without a run, "
+        "the decisions across runs (GET /api/audit), newest first, by the filters",
+    )
+    au.add_argument("run", nargs="?", help="the run (leave out for the record across runs)")
     au.add_argument("--csv", action="store_true")
+    au.add_argument("--json", action="store_true", help="across runs: the entries as JSON")
+    au.add_argument("--since", help="across runs: settled at or after (ISO 8601, e.g. 2026-12-01)")
+    au.add_argument("--until", help="across runs: settled at or before (ISO 8601)")
+    au.add_argument("--person", help="across runs: a sub who started, voted on or decided it")
+    au.add_argument("--agent", help="across runs: this agent's runs")
+    au.add_argument("--tool", help="across runs: calls of this tool")
+    au.add_argument("--outcome", help="across runs: approved, rejected, expired or cancelled")
+    au.add_argument("--limit", type=int, default=100, help="across runs: at most this many (default 100)")
     on(au, cmd_audit)
 
     for add in more:

@@ -100,6 +100,15 @@ class Backend(abc.ABC):
     async def open_runs(self) -> list[RunRecord]:
         """Every run paused with an open approval (the index the inbox is rebuilt from)."""
 
+    # ---- the audit index across runs (audit.py): one entry per settled approval, written as the commit lands
+    @abc.abstractmethod
+    async def audit_scan(
+        self, facet: tuple[str, str] | None, since_ms: int, until_ms: int, before: tuple[int, str] | None, count: int
+    ) -> list[tuple[int, str, dict[str, Any]]]:
+        """Up to `count` index entries (score, member, entry), newest first, with since_ms <= score <= until_ms and
+        (score, member) < `before`; from the facet's index (("person", sub), ("tool", name), ("agent", name)) or
+        from all of them."""
+
     # ---- saved RunStates (the SDK's own JSON; never from a client)
     @abc.abstractmethod
     async def save_state(self, run_id: str, segment: int, state: str) -> None: ...

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import bisect
 import collections
 import itertools
 import time
 from collections import OrderedDict, deque
 from typing import Any
 
-from .. import feed, quotas
+from .. import audit, feed, quotas
 from ..protocol import WEBHOOK_EVENTS, Event, make_event
 from ..quotas import Refusal, StartQuota
 from ..runs import Job, RunRecord, Transition, WireEvents
@@ -59,6 +60,10 @@ class MemoryBackend(Backend):
         self._presence_v: dict[str, int] = {}  # per live set; from one counter, so a version never comes back
         self._presence_n = 0
         self._watched: dict[str, dict[str, dict[str, Any]]] = {}  # run -> sub -> {sub, name, first_seen, last_seen}
+        # the audit index: (score, member) sorted, overall and per facet; member -> entry
+        self._audit: list[tuple[int, str]] = []
+        self._audit_facets: dict[tuple[str, str], list[tuple[int, str]]] = {}
+        self._audit_entries: dict[str, dict[str, Any]] = {}
 
     # ---- log
     def _append(self, run_id: str, events: WireEvents) -> list[Event]:
@@ -137,6 +142,7 @@ class MemoryBackend(Backend):
             self._finished[rid] = time.time()
         elif not rec.terminal:  # a conversation's next turn: the run is live again
             self._finished.pop(rid, None)
+        self._audit_index(rec)
         events = self._append(rid, tr.events)
         self._to_outbox(events)
         for job in tr.jobs:
@@ -156,6 +162,28 @@ class MemoryBackend(Backend):
 
     async def open_runs(self) -> list[RunRecord]:
         return [r.model_copy(deep=True) for r in self._records.values() if feed.is_open(feed.entry(r))]
+
+    # ---- the audit index (audit.py): written in the same step as the commit that settles an approval
+    def _audit_index(self, rec: RunRecord) -> None:
+        for e in audit.entries(rec):
+            m = audit.member(e)
+            if m in self._audit_entries:
+                continue  # settled once, indexed once
+            self._audit_entries[m] = e
+            key = (audit.score(e), m)
+            bisect.insort(self._audit, key)
+            for f in audit.facets(e):
+                bisect.insort(self._audit_facets.setdefault(f, []), key)
+
+    async def audit_scan(
+        self, facet: tuple[str, str] | None, since_ms: int, until_ms: int, before: tuple[int, str] | None, count: int
+    ) -> list[tuple[int, str, dict[str, Any]]]:
+        keys = self._audit if facet is None else self._audit_facets.get(facet, [])
+        lo = bisect.bisect_left(keys, (since_ms, ""))
+        hi = bisect.bisect_right(keys, (until_ms, "\U0010ffff"))
+        if before is not None:
+            hi = min(hi, bisect.bisect_left(keys, before))
+        return [(s, m, self._audit_entries[m]) for s, m in reversed(keys[max(lo, hi - count) : hi])]
 
     # ---- states
     async def save_state(self, run_id: str, segment: int, state: str) -> None:

@@ -10,6 +10,7 @@ import { argumentsEditor, buildSaid, interruptedText, renderConversation } from 
 import { agentReason, byDeadline, keyArguments, rejectedCount, runTitle, statusLabel } from "/static/words.js";
 import * as signin from "/static/signin.js";
 import { mentionsBox, runDiscussion, threadView } from "/static/comments.js";
+import { showAudit } from "/static/audit.js";
 
 const $ = (id) => document.getElementById(id);
 
@@ -540,6 +541,14 @@ function closeRun() {
 function route() {
   if (takeToken()) { restart(); return; }
   if (!client) return;
+  const audit = hashParams().has("audit");  // the audit view (audit.js): `#audit&person=...`
+  $("audit-view").hidden = !audit;
+  if (audit) {
+    closeRun();
+    $("empty").hidden = true;
+    showAudit($("audit-view"), { api, params: hashParams() });
+    return;
+  }
   const runId = hashParams().get("run");
   if (runId) openRun(runId, hashParams().get("approval"));
   else closeRun();

@@ -18,6 +18,9 @@ they share one slot (one master) with one another:
     {P}:done          ZSET run_id -> when it ended: its {P}:timerv field is dropped an hour later
     {P}:runs          ZSET run_id -> creation time: `list_runs`
     {P}:open          ZSET run_id -> creation time of the runs paused with an open approval: `open_runs` (the inbox)
+    {P}:audit         ZSET "<run_id> <approval_id>" -> settle time (ms): every settled approval (GET /api/audit)
+    {P}:audit:rows    HASH "<run_id> <approval_id>" -> its audit entry (JSON, audit.entry): what a query reads
+    {P}:audit:person:{S} / :tool:{T} / :agent:{A}   the same ZSET per person (started, voted or decided), tool, agent
     {P}:feed          pub/sub channel (sharded on a cluster): a run's feed entry (msgpack, feed.entry) on each change
                       of its status or approvals; entries carry the record's version (a late one is dropped by nodes)
     {P}:webhooks:*    the webhook outbox (a Stream) and delivery records: see outbox.py
@@ -38,9 +41,9 @@ Commits (a state change: start, claim, pause, vote, finish...) touch the run's s
 cluster cannot do in one script. So a commit is an outbox: (1) mark "<run> <tx>" in {P}:flush with a deadline;
 (2) one script in the run's slot checks the version, stores the record, appends the events and pushes the jobs to
 the run's outbox; (3) one script in the {P} slot adds the outbox's jobs to {P}:jobs, writes the run's timer and its
-place in {P}:open and publishes its feed entry (if this version is newer than the one they were written from),
-indexes the run and clears the mark; (4) the flushed jobs leave the outbox. If a process dies between (2) and (4),
-any sweeper finds the mark past its deadline and does (3)
+place in {P}:open and its settled approvals in {P}:audit*, and publishes its feed entry (if this version is newer
+than the one they were written from), indexes the run and clears the mark; (4) the flushed jobs leave the outbox. If
+a process dies between (2) and (4), any sweeper finds the mark past its deadline and does (3)
 and (4) from the stored record and outbox. A job may so reach {P}:jobs twice: claiming is a compare-and-set on the
 run's status and segment, so the second copy is refused and dropped. The same path runs on a single Redis.
 
@@ -76,7 +79,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.maint_notifications import MaintNotificationsConfig
 
-from ... import feed, metrics, quotas
+from ... import audit, feed, metrics, quotas
 from ...protocol import WEBHOOK_EVENTS, Event, now_iso
 from ...quotas import Refusal, StartQuota
 from ...runs import TERMINAL, RunRecord, Transition, WireEvents
@@ -480,19 +483,28 @@ class RedisBackend(OutboxQueue, JobQueue, LiveFeed, Presence, DataWatch, Backend
                 *outbox,
                 *hooks,
             ]
-        await self._flush_script(
-            keys=[
-                self._jobs,
-                self._timers,
-                self._g("timerv"),
-                self._runs,
-                self._flush_marks,
-                self._g("done"),
-                self._open,
-                self._outbox,
-            ],
-            args=args,
-        )
+        keys = [
+            self._jobs,
+            self._timers,
+            self._g("timerv"),
+            self._runs,
+            self._flush_marks,
+            self._g("done"),
+            self._open,
+            self._outbox,
+            self._g("audit"),
+            self._g("audit:rows"),
+        ]
+        if rec is not None:  # the settled approvals: indexed in the same script (audit.py)
+            found = audit.entries(rec)
+            args.append(len(found))
+            for e in found:
+                fkeys = [self._audit_key(f) for f in audit.facets(e)]
+                args += [audit.member(e), audit.score(e), json.dumps(e, separators=(",", ":")), len(fkeys)]
+                for k in fkeys:
+                    keys.append(k)
+                    args.append(len(keys))
+        await self._flush_script(keys=keys, args=args)
         if outbox or hooks:
             async with self._redis.pipeline(transaction=False) as pipe:
                 for job in outbox:
@@ -500,6 +512,29 @@ class RedisBackend(OutboxQueue, JobQueue, LiveFeed, Presence, DataWatch, Backend
                 for hook in hooks:
                     pipe.lrem(self._k(run_id, "hooks"), 1, hook)
                 await pipe.execute()
+
+    def _audit_key(self, facet: tuple[str, str] | None) -> str:
+        return self._g("audit") if facet is None else self._g(f"audit:{facet[0]}:{facet[1]}")
+
+    async def audit_scan(
+        self, facet: tuple[str, str] | None, since_ms: int, until_ms: int, before: tuple[int, str] | None, count: int
+    ) -> list[tuple[int, str, dict[str, Any]]]:
+        key = self._audit_key(facet)
+        top = until_ms if before is None else min(until_ms, before[0])
+        found: list[tuple[int, str]] = []
+        offset = 0
+        while len(found) < count:  # members of one score come in reverse order: skip those not before the cursor
+            got = await self._redis.zrevrangebyscore(key, top, since_ms, start=offset, num=count, withscores=True)
+            for m, s in got:
+                pair = (int(s), m.decode())
+                if before is None or pair < before:
+                    found.append(pair)
+            if len(got) < count:
+                break
+            offset += len(got)
+        found = found[:count]
+        rows = await self._redis.hmget(self._g("audit:rows"), [m for _, m in found]) if found else []
+        return [(s, m, json.loads(r)) for (s, m), r in zip(found, rows, strict=True) if r is not None]
 
     async def _repair(self, now: float) -> None:
         """Commits whose process died before their flush (their mark is past its deadline): flush them now."""

@@ -1,10 +1,13 @@
 -- A commit's effects on the keys shared by all runs (all in the {P} slot), after commit.lua stored the record.
--- KEYS: jobs, timers, timerv, runs, flush, done, open, webhook outbox.
+-- KEYS: jobs, timers, timerv, runs, flush, done, open, webhook outbox, audit (ZSET member -> settle ms), audit rows
+-- (HASH member -> entry JSON), then the audit facet ZSETs this commit's entries go in (person / tool / agent).
 -- ARGV: 1 run id, 2 record version (-1: the record is gone), 3 timer score ('' = none), 4 terminal ('1' | '0'),
 -- 5 created score ('' = do not index), 6 the commit's mark in `flush`, 7 now (seconds), 8 open ('1' | '0': paused
 -- with an open approval), 9 publish ('PUBLISH' | 'SPUBLISH'), 10 the feed channel, 11 the feed entry (msgpack;
 -- '' = nothing to publish), 12 number of jobs, 13 number of hooks, then the jobs, then the hooks (packed events for
--- the webhook outbox: a late or repeated one is harmless, deliveries are keyed by run and seq).
+-- the webhook outbox: a late or repeated one is harmless, deliveries are keyed by run and seq), then the number of
+-- audit entries (the run's settled approvals, audit.py), each as: member, score, entry JSON, number of facets, and
+-- those facets' indexes in KEYS. Indexing them again (a later commit, a sweeper's flush) changes nothing.
 -- The timer, the open index and the feed entry are written only from a version newer than the one they were last
 -- written from, so a late flush of an older commit cannot undo a newer one. Answers: 0.
 local run_id = ARGV[1]
@@ -36,6 +39,15 @@ if version >= 0 then
     end
     if ARGV[11] ~= '' then
       redis.call(ARGV[9], ARGV[10], ARGV[11])
+    end
+    local at = 14 + jobs + tonumber(ARGV[13])
+    for _ = 1, tonumber(ARGV[at] or '0') do
+      local m, sc, row, nf = ARGV[at + 1], ARGV[at + 2], ARGV[at + 3], tonumber(ARGV[at + 4])
+      if redis.call('HSETNX', KEYS[10], m, row) == 1 then
+        redis.call('ZADD', KEYS[9], sc, m)
+        for f = 1, nf do redis.call('ZADD', KEYS[tonumber(ARGV[at + 4 + f])], sc, m) end
+      end
+      at = at + 4 + nf
     end
   end
   if ARGV[5] ~= '' then

@@ -1,0 +1,79 @@
+// The audit view in headless Chromium (1440x900) against a real `runcast serve`: decisions by Alex and by Bob on
+// three runs; an auditor opens the audit view, filters to Alex, sees exactly Alex's decisions newest first, and
+// follows a row's link to its run. Needs Debian's chromium at /usr/bin/chromium (or CHROMIUM_PATH).
+
+import assert from "node:assert/strict";
+import { existsSync } from "node:fs";
+import { createRequire } from "node:module";
+import path from "node:path";
+import { after, before, test } from "node:test";
+
+import { REPO_DIR, startServer, waitFor } from "../../client_js/test/helpers.mjs";
+
+const require = createRequire(path.join(REPO_DIR, "client_js", "package.json"));
+const { chromium } = require("playwright-core");
+
+const CHROMIUM = process.env.CHROMIUM_PATH || "/usr/bin/chromium";
+const LAUNCH_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+  "--disable-background-networking", "--disable-component-update", "--disable-sync"];
+
+let server;
+let browser;
+const tok = {};
+
+before(async () => {
+  assert.ok(existsSync(CHROMIUM), `no Chromium at ${CHROMIUM}: apt-get install -y chromium (or set CHROMIUM_PATH)`);
+  server = await startServer({ delay: "0.005" });
+  tok.dana = server.token("dana", "Dana", ["operator"]);
+  tok.alex = server.token("alex", "Alex Kim", ["approver"]);
+  tok.bob = server.token("bob", "Bob", ["approver"]);
+  tok.audrey = server.token("audrey", "Audrey", ["auditor"]);
+  browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: LAUNCH_ARGS });
+});
+
+after(async () => {
+  await browser?.close();
+  await server?.stop();
+});
+
+async function decided(tokFor, decision, reason) {
+  const { run_id: runId } = await server.api("/api/runs", tok.dana, { method: "POST", body: JSON.stringify({ agent: "demo", input: "free some disk space" }) });
+  let ap;
+  await waitFor(async () => { ap = (await server.api(`/api/runs/${runId}`, tok.dana)).pending_approvals?.[0]; return !!ap; }, { message: "the approval" });
+  await server.api(`/api/runs/${runId}/approvals/${ap.approval_id}`, tokFor, { method: "POST", body: JSON.stringify({ decision, reason }) });
+  return { runId, approvalId: ap.approval_id };
+}
+
+test("the audit view filtered to one person lists that person's decisions, newest first, each linking to its run", async () => {
+  const first = await decided(tok.alex, "approve", "old logs");
+  const other = await decided(tok.bob, "reject", "keep them");
+  const second = await decided(tok.alex, "reject", "<b>not</b> today");
+
+  const context = await browser.newContext({ viewport: { width: 1440, height: 900 }, locale: "en-GB", timezoneId: "UTC" });
+  const page = await context.newPage();
+  page.setDefaultTimeout(20_000);
+  const errors = [];
+  page.on("pageerror", (err) => errors.push(err));
+  await page.goto(`${server.base}/#token=${tok.audrey}`);
+  await page.locator('[data-testid="connection"][data-state="open"]').waitFor();
+  await page.locator('[data-testid="audit-link"]').click();
+  await page.locator('[data-testid="audit-view"]').waitFor();
+  await waitFor(async () => (await page.locator('[data-testid="audit-row"]').count()) === 3, { message: "every decision" });
+
+  await page.locator('[data-testid="audit-person"]').fill("alex");
+  await page.locator('[data-testid="audit-submit"]').click();
+  await waitFor(async () => (await page.locator('[data-testid="audit-row"]').count()) === 2, { message: "alex's decisions" });
+  assert.match(page.url(), /#audit&person=alex$/);
+  const rows = page.locator('[data-testid="audit-row"]');
+  assert.deepEqual(await rows.evaluateAll((trs) => trs.map((tr) => [tr.dataset.run, tr.dataset.outcome])),
+    [[second.runId, "rejected"], [first.runId, "approved"]]);
+  assert.equal(await rows.nth(0).locator(".audit-reason").textContent(), "<b>not</b> today");  // text, never HTML
+  assert.equal(await rows.nth(0).locator(".audit-by").textContent(), "Alex Kim");
+  assert.ok(!(await rows.evaluateAll((trs) => trs.map((tr) => tr.dataset.run))).includes(other.runId));
+
+  await rows.nth(1).locator('[data-testid="audit-run-link"]').click();
+  await page.locator('[data-testid="audit-view"]').waitFor({ state: "hidden" });
+  assert.equal(new URLSearchParams(new URL(page.url()).hash.slice(1)).get("run"), first.runId);
+  assert.deepEqual(errors, []);
+  await context.close();
+});
