@@ -439,7 +439,9 @@ async def test_every_bad_frame_gets_its_code_and_the_connection_keeps_working(hu
         (json.dumps({"type": "cancel", "run_id": run_id, "mode": "later"}), "bad_request"),
         (json.dumps({"type": "start", "agent": "demo", "input": "x"}), "forbidden"),  # an approver may not start runs
         (json.dumps({"type": "start", "agent": "nope", "input": "x"}), "forbidden"),
-        (json.dumps({"type": "hello", "token": ALICE}), "bad_request"),
+        # a second hello renews the connection for the same person only (issue 19): another person is refused
+        (json.dumps({"type": "hello", "token": BOB}), "forbidden"),
+        (json.dumps({"type": "hello"}), "bad_request"),
         (msgpack.packb({"type": "ping"}), "bad_frame"),  # binary frame on the JSON subprotocol: not JSON
     ]
     for payload, code in cases:
