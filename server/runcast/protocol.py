@@ -40,6 +40,9 @@ WEBHOOK_EVENTS = (
     "comment.mention",  # one per mentioned person (comments.py): route it to them (a Slack DM, an e-mail gateway)
 )
 MAX_REASON = 2_000
+# Text that is more than white space: one character that is neither Unicode white space nor \x1c-\x1f (which
+# Python's str.strip() also removes), so the schema and the core's own emptiness check agree.
+NOT_BLANK = r"[^\s\x1c-\x1f]"
 
 
 class ErrorCode:
@@ -163,7 +166,7 @@ class Say(_Command):
 
     type: Literal["say"]
     run_id: RunId
-    text: Annotated[StrictStr, Field(max_length=MAX_TEXT, pattern=r"\S")]  # not only spaces; the agent may take less
+    text: Annotated[StrictStr, Field(max_length=MAX_TEXT, pattern=NOT_BLANK)]  # not only spaces; the agent may take less
 
 
 class Withdraw(_Command):
@@ -212,7 +215,7 @@ class SubscribeRuns(_Command):
 
 CommentId = Annotated[StrictStr, Field(min_length=1, max_length=128)]
 # A comment's text is bounded by the frame; comments.MAX_COMMENT (characters) is checked by the core: too_large.
-CommentText = Annotated[StrictStr, Field(max_length=MAX_TEXT)]
+CommentText = Annotated[StrictStr, Field(max_length=MAX_TEXT, pattern=NOT_BLANK)]  # not only spaces
 
 
 class Comment(_Command):
