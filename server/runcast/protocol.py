@@ -166,7 +166,7 @@ class Say(_Command):
 
     type: Literal["say"]
     run_id: RunId
-    text: Annotated[StrictStr, Field(max_length=MAX_TEXT, pattern=NOT_BLANK)]  # not only spaces; the agent may take less
+    text: Annotated[StrictStr, Field(max_length=MAX_TEXT, pattern=NOT_BLANK)]  # the agent may take less
 
 
 class Withdraw(_Command):
