@@ -767,7 +767,11 @@ function renderConfirmations(s) {
       h("span", {}, decision === "approve" ? "✓ " : "✗ ", text), dismiss);
   }));
   // the button that was clicked has gone with its card: the confirmation takes the focus, without scrolling
-  if (fresh && box.lastElementChild && (!document.activeElement || document.activeElement === document.body)) {
+  // (unless the person is already typing elsewhere: only the body, a detached node or a button of this panel, such as
+  // the one just clicked, gives it up)
+  const a = document.activeElement;
+  const idle = !a || a === document.body || !a.isConnected || (a.tagName === "BUTTON" && $("decide").contains(a));
+  if (fresh && box.lastElementChild && idle) {
     box.lastElementChild.focus({ preventScroll: true });
   }
 }
