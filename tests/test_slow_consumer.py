@@ -38,6 +38,21 @@ def fast_hub(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
     cluster.stop()
 
 
+@pytest.fixture(scope="module", params=["memory", "redis"])
+def small_limit_hub(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """A hub with --max-send-bytes 64 KiB: a burst outgrows it past the kernel's socket buffers, which on loopback
+    absorb megabytes and hide the difference between a prompt reader and a slow one at the 1 MiB default."""
+    tmp = tmp_path_factory.mktemp(f"small-{request.param}")
+    args = ["--max-send-bytes", "65536"]
+    if request.param == "redis":
+        with on_redis(tmp, env=ENV, serve_args=args) as cluster:
+            yield cluster
+        return
+    cluster = Cluster(tmp, "memory", env=ENV, serve_args=args).start()
+    yield cluster
+    cluster.stop()
+
+
 class SlowClient:
     """A raw socket with a tiny receive buffer, driven by websockets' sans-I/O protocol: it reads only when told."""
 
@@ -271,10 +286,14 @@ async def test_a_prompt_reader_keeps_its_connection_through_a_burst(fast_hub: Cl
     await c.close()
 
 
-async def test_a_reader_taking_more_than_the_limit_per_second_is_not_a_slow_consumer(fast_hub: Cluster) -> None:
-    """A client reading up to 256 KiB every 20 ms (several MB/s, more than the limit per grace) through a burst with no
-    pause between events: it may be behind by more than the limit for a while, but it is never closed and gets every
-    seq. (This test was dropped once as flaky: its reader waited 15 s for data after the run had completed, and threw
+@pytest.mark.parametrize("pause", [0.02, 0.1])
+async def test_a_reader_taking_more_than_the_limit_per_second_is_not_a_slow_consumer(
+    fast_hub: Cluster, pause: float
+) -> None:
+    """A client reading up to 256 KiB every 20 ms or every 100 ms (12.8 or 2.6 MB/s: more than the limit per grace)
+    through a burst with no pause between events. At 100 ms it is slower than the run (about 5 MB/s here), so it is
+    behind by megabytes for seconds: it reads promptly all the same, so it is never closed and gets every seq (the
+    hub used to close it with 4408, or drop it, a grace after it went over the limit). (This test was dropped once as flaky: its reader waited 15 s for data after the run had completed, and threw
     away the frames of its last read, run.completed included. The hub was never stalled.)"""
     hub = fast_hub
     run_id = hub.start_run("big-args-burst", "go")
@@ -287,7 +306,7 @@ async def test_a_reader_taking_more_than_the_limit_per_second_is_not_a_slow_cons
 
     def read() -> tuple[int | str | None, list[dict[str, Any]]]:
         try:
-            code, got = read_slowly(reader, 262144, 0.02, limit_s=60, until=completed)
+            code, got = read_slowly(reader, 262144, pause, limit_s=60, until=completed)
         except TimeoutError as exc:
             return "nothing for 15 s, and no close frame", exc.frames  # type: ignore[attr-defined]
         if code is None and reader.ended:
@@ -300,3 +319,27 @@ async def test_a_reader_taking_more_than_the_limit_per_second_is_not_a_slow_cons
     head = hub.wait_status(run_id, "completed")["head_seq"]
     assert code is None, f"{code}: {reader.proto.close_rcvd}, after {reader.received} bytes, seq {seqs[-1:]} of {head}"
     assert seqs == list(range(1, head + 1))
+
+
+@pytest.mark.parametrize("pause,rcvbuf", [(0.05, 65536), (0.1, 65536), (0.02, 4096)])
+async def test_a_prompt_reader_behind_a_burst_is_not_dropped(
+    small_limit_hub: Cluster, pause: float, rcvbuf: int
+) -> None:
+    """Issue 23's finding: with no delay between events, a client that reads promptly was closed with 4408. Here the
+    limit is 64 KiB and the client takes 200 KB to 2.6 MB a second, more than the limit per grace, while the run
+    writes 6 MiB faster than that. It drains the kernel's send queue first, so the hub's own buffer does not move for
+    a while: the hub counts what the client took from the kernel's queue too, and never drops it."""
+    hub = small_limit_hub
+    run_id = hub.start_run("big-args-burst", "go")
+    reader = SlowClient(hub, "json", True, rcvbuf=rcvbuf)
+    reader.send({"type": "hello", "token": ALICE, "batch": True})
+    reader.send({"type": "subscribe", "run_id": run_id, "since": 0})
+
+    def completed(frames: list[dict[str, Any]]) -> bool:
+        return any(f.get("type") == "run.completed" and f.get("run_id") == run_id for f in frames)
+
+    code, got = await asyncio.to_thread(read_slowly, reader, 262144, pause, 90, completed)
+    reader.sock.close()
+    seqs = [f["seq"] for f in got if "seq" in f and f.get("run_id") == run_id]
+    assert code is None, f"closed with {code}: {reader.proto.close_rcvd}, at seq {seqs[-1:]}"
+    assert seqs == list(range(1, hub.wait_status(run_id, "completed")["head_seq"] + 1))

@@ -181,7 +181,7 @@ class Connection:
         self._fills: dict[str, asyncio.Task[Any]] = {}
         self._closing: _Close | None = None
         self._slow_timer: asyncio.TimerHandle | None = None
-        self._slow_mark = (0, 0)  # (bytes written, bytes held) when the slow-consumer timer was armed
+        self._slow_mark = (0, 0)  # (bytes written, bytes not taken, kernel's included) when the slow timer was armed
         self._batches = 0  # live batches seen: one in prom.DELIVERY_SAMPLE is timed when written
         self._expiry: asyncio.TimerHandle | None = None  # closes the connection when its token expires
         self._pre_auth_refusals = 0
@@ -206,10 +206,10 @@ class Connection:
         wire.write(data, payloads, self._binary)
         self.hub.metrics.frames_out += len(payloads)
         if self._slow_timer is None and wire.held() > self.hub.settings.max_send_bytes:
-            self._arm_slow(wire.held())
+            self._arm_slow()
 
-    def _arm_slow(self, held: int) -> None:
-        self._slow_mark = (self._wire.written, held)
+    def _arm_slow(self) -> None:
+        self._slow_mark = (self._wire.written, self._wire.untaken())
         self._slow_timer = asyncio.get_running_loop().call_later(SLOW_GRACE_S, self._still_over)
 
     def queued(self) -> int:
@@ -223,10 +223,13 @@ class Connection:
         held, limit = self._wire.held(), self.hub.settings.max_send_bytes
         if held <= limit or self._closing is not None:
             return
-        written0, held0 = self._slow_mark
-        taken = (self._wire.written - written0) - (held - held0)  # what the client read during the grace
+        # What the client read during the grace: what was written meanwhile, less the growth of what it has not taken,
+        # the kernel's send queue included (a client reading promptly from a full kernel queue drains that first: the
+        # hub's own buffer may not move for a while).
+        written0, untaken0 = self._slow_mark
+        taken = (self._wire.written - written0) - (self._wire.untaken() - untaken0)
         if taken >= limit and held <= limit * PROMPT_CEILING:
-            self._arm_slow(held)  # reading promptly, behind a burst: not a slow consumer
+            self._arm_slow()  # reading promptly, behind a burst: not a slow consumer
             return
         self.close(
             CloseCode.SLOW_CONSUMER,

@@ -124,6 +124,10 @@ class SocketWire:
     def held(self) -> int:
         return self._transport.get_write_buffer_size() + self._pending_bytes
 
+    def untaken(self) -> int:
+        """Everything written that the client has not read: what we hold and the kernel's send queue."""
+        return self._unsent() + self._pending_bytes
+
     async def room(self) -> None:
         """Wait while the client holds more than REPLAY_HIGH_WATER bytes (returns at once if it is gone)."""
         p = self._proto
@@ -215,6 +219,9 @@ class AsgiWire:
         self._wake.set()
 
     def held(self) -> int:
+        return self._bytes
+
+    def untaken(self) -> int:
         return self._bytes
 
     async def room(self) -> None:
