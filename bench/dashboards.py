@@ -21,7 +21,8 @@ Printed per row, all from the same sitting:
   - errors (by code) and closes, on every client; starts not acked;
   - the consistency check: every dashboard's inbox, folded from its frames, against `GET /api/approvals` with its
     token, once all runs are paused and again at the end.
-Nothing is asserted; the clients (one Python process) share the machine with the hubs.
+Nothing is asserted. The dashboards are one Node process (bench/dashboards_client.mjs), the watchers and starters
+this Python process; all share the machine with the hubs.
 """
 
 from __future__ import annotations
@@ -30,7 +31,6 @@ import argparse
 import asyncio
 import json
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -71,8 +71,50 @@ def pct(xs: list[float], p: float) -> float:
     return xs[min(len(xs) - 1, int(p * len(xs)))] if xs else float("nan")
 
 
+class NodeDashboards:
+    """The M dashboards, in one Node process (bench/dashboards_client.mjs): one JSON command per line, one answer."""
+
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
+        self.specs: list[dict[str, Any]] = []
+
+    @classmethod
+    async def start(cls) -> "NodeDashboards":
+        proc = await asyncio.create_subprocess_exec(
+            "node",
+            str(ROOT / "bench" / "dashboards_client.mjs"),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            limit=1 << 26,
+        )
+        return cls(proc)
+
+    async def call(self, cmd: str, **args: Any) -> Any:
+        assert self.proc.stdin and self.proc.stdout
+        self.proc.stdin.write((json.dumps({"cmd": cmd, **args}) + "\n").encode())
+        await self.proc.stdin.drain()
+        answer = json.loads(await self.proc.stdout.readline())
+        if isinstance(answer, dict) and "error" in answer:
+            raise RuntimeError(f"dashboards_client {cmd}: {answer['error']}")
+        return answer
+
+    def cpu(self) -> float:
+        return cpu_s(self.proc.pid)
+
+    async def stop(self) -> None:
+        if self.proc.returncode is None:
+            try:
+                await asyncio.wait_for(self.call("close"), 10)
+            except Exception:
+                pass
+            try:
+                await asyncio.wait_for(self.proc.wait(), 5)
+            except TimeoutError:
+                self.proc.kill()
+
+
 class Conn:
-    """One client: every frame with its arrival time; feed frames folded into an inbox."""
+    """One client (the watchers and the starters): every frame with its arrival time; feed frames folded into an inbox."""
 
     def __init__(self, ws: Any, hub: int, tok: str) -> None:
         self.ws, self.hub, self.tok = ws, hub, tok
@@ -185,22 +227,24 @@ class Hubs:
         return self.procs[i % len(self.procs)].url
 
 
-async def inbox_check(hubs: Hubs, dashboards: list[Conn]) -> tuple[int, int]:
+async def inbox_check(hubs: Hubs, dashboards: NodeDashboards) -> tuple[int, int]:
     """(dashboards whose inbox matches GET /api/approvals with their token, dashboards checked)."""
     sem = asyncio.Semaphore(32)
     ok = 0
+    inboxes = (await dashboards.call("inboxes"))["inboxes"]
     async with httpx.AsyncClient(timeout=60, limits=NO_KEEPALIVE) as http:
 
-        async def one(d: Conn) -> bool:
+        async def one(spec: dict[str, Any], inbox: list[str]) -> bool:
             async with sem:
                 r = await http.get(
-                    hubs.http(d.hub) + "/api/approvals?open=1", headers={"Authorization": f"Bearer {d.tok}"}
+                    hubs.http(spec["hub"]) + "/api/approvals?open=1",
+                    headers={"Authorization": f"Bearer {spec['token']}"},
                 )
-            return r.status_code == 200 and {a["approval_id"] for a in r.json()["approvals"]} == set(d.inbox)
+            return r.status_code == 200 and {a["approval_id"] for a in r.json()["approvals"]} == set(inbox)
 
-        for good in await asyncio.gather(*(one(d) for d in dashboards)):
+        for good in await asyncio.gather(*(one(spec, ib) for spec, ib in zip(dashboards.specs, inboxes))):
             ok += good
-    return ok, len(dashboards)
+    return ok, len(inboxes)
 
 
 async def sitting(backend: str, n: int, m: int, redis_url: str | None, floor: bool) -> dict[str, Any]:
@@ -213,20 +257,14 @@ async def sitting(backend: str, n: int, m: int, redis_url: str | None, floor: bo
     hubs = Hubs(backend, tmp, redis_url).start()
     nh = len(hubs.procs)
     out: dict[str, Any] = {"hubs": nh}
+    dashboards = await NodeDashboards.start()
     try:
-        dashboards = []
-        for i in range(m):
-            dashboards.append(
-                await Conn.open(hubs.ws(i), i % nh, token(f"dash{i}", ["approver"], name=f"Dash {i}", ttl=7200))
-            )
-        for i, d in enumerate(dashboards):
-            await d.send({"type": "subscribe_inbox", "id": "i"})
-            await d.send({"type": "subscribe_runs", "id": "r", "limit": 50})
-        await until(
-            lambda: all(sum(1 for _, f in d.frames if f["type"] == "runs") for d in dashboards),
-            300,
-            "dashboards' snapshots",
-        )
+        dashboards.specs = [
+            {"url": hubs.ws(i), "hub": i % nh, "token": token(f"dash{i}", ["approver"], name=f"Dash {i}", ttl=7200)}
+            for i in range(m)
+        ]
+        if m and not (await dashboards.call("open", dashboards=dashboards.specs, timeout_s=300))["ok"]:
+            print("  (gave up waiting for the dashboards' snapshots after 300 s)", flush=True)
         pool = max(2, n // 5)
         watchers = [await Conn.open(hubs.ws(i), i % nh, ADMIN) for i in range(pool)]
         starters = [await Conn.open(hubs.ws(i), i % nh, OPERATOR) for i in range(2)]
@@ -260,8 +298,8 @@ async def sitting(backend: str, n: int, m: int, redis_url: str | None, floor: bo
         for s in starters:
             s.on_frame = on_start
         cpu0 = hubs.cpu()
-        me0 = time.process_time()
-        frames0 = sum(d.feed_frames for d in dashboards)
+        me0 = time.process_time() + dashboards.cpu()
+        frames0 = (await dashboards.call("frames"))["feed"]
         t0 = time.time()
         for j, s in enumerate(starters):
             k = n // 2 + (n % 2 if j == 0 else 0)
@@ -271,8 +309,8 @@ async def sitting(backend: str, n: int, m: int, redis_url: str | None, floor: bo
         await until(lambda: len(paused_at) >= len(run_ids), 900, "every run paused")
         t_paused = max(paused_at.values(), default=t0) - t0
         cpu1 = hubs.cpu()
-        out["clients_cpu"] = time.process_time() - me0
-        frames1 = sum(d.feed_frames for d in dashboards)
+        out["clients_cpu"] = time.process_time() + dashboards.cpu() - me0
+        frames1 = (await dashboards.call("frames"))["feed"]
         out["paused_s"] = t_paused
         out["starts_acked"] = len(run_ids)
         unanswered["start"] = n - len(acks)
@@ -280,16 +318,12 @@ async def sitting(backend: str, n: int, m: int, redis_url: str | None, floor: bo
         out["cpu_run"] = [b - a for a, b in zip(cpu0, cpu1)]
         out["dash_frames_run"] = frames1 - frames0
         if m:
-            aids = {a for a, _ in requested.values()}
-            await until(lambda: all(aids <= set(d.added) for d in dashboards), 120, "every inbox.added")
+            aids = sorted({a for a, _ in requested.values()})
+            if not (await dashboards.call("wait", what="added", ids=aids, timeout_s=120))["ok"]:
+                print("  (gave up waiting for every inbox.added after 120 s)", flush=True)
             await asyncio.sleep(1.0)
             out["check_paused"] = await inbox_check(hubs, dashboards)
-            added: dict[int, list[float]] = {}
-            for d in dashboards:
-                for aid, t_req in requested.values():
-                    if aid in d.added:
-                        added.setdefault(d.hub, []).append(d.added[aid] - t_req)
-            out["added"] = added
+            out["added"] = await dashboards.call("latency", what="added", at=dict(requested.values()))
         # Every run cancelled over HTTP: each approval leaves every inbox.
         sem = asyncio.Semaphore(16)
         async with httpx.AsyncClient(timeout=120, limits=NO_KEEPALIVE) as http:
@@ -304,18 +338,15 @@ async def sitting(backend: str, n: int, m: int, redis_url: str | None, floor: bo
 
             await asyncio.gather(*(cancel(i, rid) for i, rid in enumerate(run_ids)))
         if m:
-            aids = {a for a, _ in requested.values()}
-            await until(lambda: all(aids <= set(d.removed) for d in dashboards), 300, "every inbox.removed")
-            await until(lambda: aids <= set(closed_ts), 60, "the watchers' approval.cancelled")
-            removed: dict[int, list[float]] = {}
-            for d in dashboards:
-                for aid in aids:
-                    if aid in d.removed and aid in closed_ts:
-                        removed.setdefault(d.hub, []).append(d.removed[aid] - closed_ts[aid])
-            out["removed"] = removed
+            aids = sorted({a for a, _ in requested.values()})
+            if not (await dashboards.call("wait", what="removed", ids=aids, timeout_s=300))["ok"]:
+                print("  (gave up waiting for every inbox.removed after 300 s)", flush=True)
+            await until(lambda: set(aids) <= set(closed_ts), 60, "the watchers' approval.cancelled")
+            at = {a: closed_ts[a] for a in aids if a in closed_ts}
+            out["removed"] = await dashboards.call("latency", what="removed", at=at)
             await asyncio.sleep(1.0)
             out["check_end"] = await inbox_check(hubs, dashboards)
-            out["frames_per_run_dash"] = sum(d.feed_frames for d in dashboards) / max(1, n * m)
+            out["frames_per_run_dash"] = (await dashboards.call("frames"))["feed"] / max(1, n * m)
         if floor and m:
             # The floor: the same M connections watch one run's live events (the run-event fan-out path: pre-framed
             # bytes, one write per client). The CPU of the same run with nobody watching is taken off.
@@ -328,55 +359,41 @@ async def sitting(backend: str, n: int, m: int, redis_url: str | None, floor: bo
                     )
                     rid = r.json()["run_id"]
                     if watch:
-                        for d in dashboards:
-                            await d.send({"type": "subscribe", "run_id": rid})
-                        await until(
-                            lambda: all(
-                                any(f.get("type") == "sync" and f.get("run_id") == rid for _, f in d.frames)
-                                for d in dashboards
-                            ),
-                            300,
-                            "the floor's subscriptions",
-                        )
+                        await dashboards.call("subscribe", run_id=rid, timeout_s=300)
                     aid = None
                     while aid is None:
                         det = (await http.get(hubs.http(0) + f"/api/runs/{rid}", headers=auth)).json()
                         aid = next((a["approval_id"] for a in det.get("pending_approvals") or []), None)
                         await asyncio.sleep(0.05)
-                    before = [len(d.frames) for d in dashboards]
+                    before = (await dashboards.call("all_frames"))["all"]
                     c0 = hubs.cpu()
                     await http.post(
                         hubs.http(0) + f"/api/runs/{rid}/approvals/{aid}", json={"decision": "approve"}, headers=auth
                     )
                     if watch:
-                        await until(
-                            lambda: all(
-                                any(f.get("type") == "run.completed" and f.get("run_id") == rid for _, f in d.frames)
-                                for d in dashboards
-                            ),
-                            300,
-                            "the floor run's end at every dashboard",
-                        )
+                        await dashboards.call("until_event", run_id=rid, type="run.completed", timeout_s=300)
                     else:
                         while (await http.get(hubs.http(0) + f"/api/runs/{rid}", headers=auth)).json()[
                             "status"
                         ] != "completed":
                             await asyncio.sleep(0.01)
                     c1 = hubs.cpu()
-                    return sum(c1) - sum(c0), sum(len(d.frames) - b for d, b in zip(dashboards, before))
+                    return sum(c1) - sum(c0), (await dashboards.call("all_frames"))["all"] - before
 
                 alone, _ = await floor_run(False)
                 cpu, frames = await floor_run(True)
                 out["floor_us"] = max(0.0, cpu - alone) / max(1, frames) * 1e6
                 out["floor_frames"] = frames
-        conns = dashboards + watchers + starters
-        out["errors"] = sum((c.errors for c in conns), Counter())
-        out["closes"] = Counter(c.closed for c in conns if c.closed is not None)
+        conns = watchers + starters
+        status = await dashboards.call("status")
+        out["errors"] = sum((c.errors for c in conns), Counter(status["errors"]))
+        out["closes"] = Counter(c.closed for c in conns if c.closed is not None) + Counter(status["closes"])
         for c in conns:
             await c.close()
         logs = "".join(p.log_path.read_text() for p in hubs.procs if p.log_path.exists())
         out["log_internal"] = logs.count("cannot reach its backend") + logs.count("no answer from Redis")
     finally:
+        await dashboards.stop()
         hubs.stop()
     return out
 
@@ -385,8 +402,9 @@ def ms(x: float) -> str:
     return f"{x * 1000:.0f}"
 
 
-def per_hub(d: dict[int, list[float]]) -> str:
-    return "; ".join(f"hub{h} {ms(statistics.median(xs))} / {ms(pct(xs, 0.99))}" for h, xs in sorted(d.items())) or "-"
+def per_hub(d: dict[str, list[float]]) -> str:
+    """{hub: [p50, p99, samples]} as 'hub0 p50 / p99'."""
+    return "; ".join(f"hub{h} {ms(p50)} / {ms(p99)}" for h, (p50, p99, _) in sorted(d.items())) or "-"
 
 
 async def main() -> None:

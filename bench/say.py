@@ -23,6 +23,7 @@ import statistics
 import sys
 import tempfile
 import time
+from datetime import datetime
 from pathlib import Path
 
 import httpx
@@ -34,6 +35,15 @@ sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "server")]
 from hubtest import SECRET, Process, free_port, token  # noqa: E402
 
 OPERATOR = token("bench", ["operator", "viewer"], name="Bench")
+
+
+# The logged events of a turn, in order; their `ts` (the hub's and the worker's clocks: this machine's) split the
+# latency into stages.
+STAGES = ("message.said", "run.resumed", "message.delta")
+
+
+def ts(iso: str) -> float:
+    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
 
 
 def pct(xs: list[float], p: float) -> float:
@@ -73,6 +83,9 @@ async def watcher(url: str, run_id: str, ready: asyncio.Event, box: dict, firsts
         async for raw in ws:
             for line in raw.split("\n"):
                 f = json.loads(line)
+                kind = f.get("type")
+                if kind in STAGES and box["t0"] is not None and f.get("seq", 0) > box["after"]:
+                    box["stage_ts"].setdefault(kind, ts(f["ts"]))
                 if (
                     f.get("type") == "message.delta"
                     and f["seq"] > box["after"]
@@ -90,7 +103,7 @@ async def hub_rounds(base: str, url: str, watchers: int, rounds: int) -> tuple[l
     run_id = http.post("/api/runs", json={"agent": "quick", "input": "hello"}).json()["run_id"]
     while http.get(f"/api/runs/{run_id}").json()["status"] != "completed":
         await asyncio.sleep(0.05)
-    box: dict = {"synced": 0, "t0": None, "after": 0, "got": {}, "done": set()}
+    box: dict = {"synced": 0, "t0": None, "after": 0, "got": {}, "done": set(), "stage_ts": {}}
     ready = asyncio.Event()
     firsts: list[float] = []
     tasks = [asyncio.create_task(watcher(url, run_id, ready, box, firsts, watchers)) for _ in range(watchers)]
@@ -100,21 +113,31 @@ async def hub_rounds(base: str, url: str, watchers: int, rounds: int) -> tuple[l
     await sayer.send(json.dumps({"type": "hello", "token": OPERATOR}))
     await sayer.recv()
     samples: list[float] = []
+    stages: dict[str, list[float]] = {
+        k: [] for k in ("hub takes say", "worker starts turn", "model to first delta", "fan-out to last watcher")
+    }
     for i in range(rounds):
         box["after"] = http.get(f"/api/runs/{run_id}").json()["head_seq"]
-        box["got"], box["done"] = {}, set()
+        box["got"], box["done"], box["stage_ts"] = {}, set(), {}
         firsts.clear()
         box["t0"] = time.perf_counter()
+        wall0 = time.time()
         await sayer.send(json.dumps({"type": "say", "run_id": run_id, "text": f"question {i}", "id": f"s{i}"}))
         while len(box["done"]) < watchers:
             await asyncio.sleep(0.01)
         samples += firsts
+        st = box["stage_ts"]
+        if all(k in st for k in STAGES):
+            stages["hub takes say"].append(st["message.said"] - wall0)
+            stages["worker starts turn"].append(st["run.resumed"] - st["message.said"])
+            stages["model to first delta"].append(st["message.delta"] - st["run.resumed"])
+            stages["fan-out to last watcher"].append(wall0 + max(firsts) - st["message.delta"])
         while http.get(f"/api/runs/{run_id}").json()["status"] != "completed":
             await asyncio.sleep(0.02)
     for t in tasks:
         t.cancel()
     await sayer.close()
-    return samples, run_id
+    return samples, run_id, stages
 
 
 async def sdk_rounds(rounds: int) -> list[float]:
@@ -156,7 +179,7 @@ async def suite(label: str, args: argparse.Namespace, tmp: Path, redis_url: str 
     )
     serve.start()
     try:
-        hub, _ = await hub_rounds(serve.url, serve.ws_url, args.watchers, args.rounds)
+        hub, _, stages = await hub_rounds(serve.url, serve.ws_url, args.watchers, args.rounds)
     finally:
         serve.stop()
     sdk = await sdk_rounds(args.rounds)
@@ -166,6 +189,11 @@ async def suite(label: str, args: argparse.Namespace, tmp: Path, redis_url: str 
         f"  say -> first delta at each watcher: p50 {ms(statistics.median(hub))}, p95 {ms(pct(hub, 0.95))} ({len(hub)} samples)"
     )
     print(f"  bare SDK, in-process, first delta:  p50 {ms(statistics.median(sdk))}, p95 {ms(pct(sdk, 0.95))}")
+    if all(stages.values()):
+        print(
+            "  where it goes (p50, from the events' ts, ms resolution): "
+            + ", ".join(f"{k} {ms(statistics.median(v))}" for k, v in stages.items())
+        )
     print(
         f"  added by Runcast: p50 {ms(statistics.median(hub) - statistics.median(sdk))}, "
         f"p95 {ms(pct(hub, 0.95) - pct(sdk, 0.95))}",
