@@ -2,12 +2,14 @@
 
     python bench/dashboards.py                                   # the grid of issue 24 (long: minutes per row)
     python bench/dashboards.py --grid memory:50:100,redis:50:100  # smaller rows: backend:N:M
+    python bench/dashboards.py --grid redis+worker:500:500       # the agents in a `runcast worker` process
 
 Each row is one sitting per backend: fresh hub(s), then N runs started with the demo agent (two starter connections
 pipeline N/2 `start`s each; every run is watched by two watcher connections), first with no dashboards (the
 baseline), then with M dashboards (approvers subscribed to `subscribe_inbox` and to `subscribe_runs` with limit 50).
 Memory: one hub that runs the worker. Redis: two hubs on one redis-server, the first also runs the worker; the
-clients are spread over both. Quotas off, rate limits off, `--concurrency 512`, `RUNCAST_DEMO_DELAY=0`.
+clients are spread over both. redis+worker: the same two hubs, both `--no-worker`, and the agents in one `runcast
+worker` process (the deployment docs/deploying.md recommends: the agents never share a hub's event loop). Quotas off, rate limits off, `--concurrency 512`, `RUNCAST_DEMO_DELAY=0`.
 
 Printed per row, all from the same sitting:
   - time from the first `start` to every run paused (seen by its watchers), with dashboards and without (ratio);
@@ -198,23 +200,29 @@ class Hubs:
         )
         common = ["--agents", "demo", "--concurrency", "512", "--max-connections", "0", "--max-unauthenticated", "0"]
         self.procs = []
+        self.workers = []
         for i in range(1 if backend == "memory" else 2):
             args = ["serve", "--port", str(free_port()), *common]
             if redis_url:
                 args += ["--redis", redis_url]
-            if i > 0:
-                args.append("--no-worker")  # the first hub runs the worker
+            if i > 0 or backend == "redis+worker":
+                args.append("--no-worker")  # the first hub runs the worker, or (redis+worker) a process of its own
             self.procs.append(Process(args, env, tmp / f"hub{i}.log", int(args[2])))
+        if backend == "redis+worker":
+            worker = ["worker", "--agents", "demo", "--concurrency", "512", "--redis", str(redis_url)]
+            self.workers.append(Process(worker, env, tmp / "worker.log"))
 
     def start(self) -> "Hubs":
         for p in self.procs:
             p.start(wait=False)
         for p in self.procs:
             p.wait_ready()
+        for w in self.workers:
+            w.start(wait=False)
         return self
 
     def stop(self) -> None:
-        for p in self.procs:
+        for p in self.procs + self.workers:
             p.stop()
 
     def cpu(self) -> list[float]:
@@ -414,7 +422,7 @@ async def main() -> None:
     args = ap.parse_args()
     rows = [(b, int(n), int(m)) for b, n, m in (r.split(":") for r in args.grid.split(","))]
     redis = None
-    if any(b == "redis" for b, _, _ in rows):
+    if any(b.startswith("redis") for b, _, _ in rows):
         redis = RedisServer(persist=False)
         redis.start()
     print(
@@ -425,7 +433,7 @@ async def main() -> None:
     print("|---|---:|---:|---|---|---|---|---:|---|---|", flush=True)
     try:
         for backend, n, m in rows:
-            url = redis.url if backend == "redis" and redis else None
+            url = redis.url if backend.startswith("redis") and redis else None
             base = await sitting(backend, n, 0, url, floor=False)
             r = await sitting(backend, n, m, url, floor=not args.no_floor)
             extra = sum(r["cpu_run"]) - sum(base["cpu_run"])
