@@ -6,6 +6,9 @@ run's presence set from the backend (only when its version moved), folds it into
 the frame that comes out, encoded once per encoding, to every local watcher of the
 run. Another task refreshes this node's entries every `refresh_s`; entries live `ttl_s` (1.6 refreshes) in the
 backend, so when a node dies its watchers leave everyone's list within two refresh intervals.
+
+Who is typing (`presence.Typing`'s rules) changes a local watcher's entry: the new entry is written as a join at the
+next tick (the backend's version moves when an entry changes), and each tick first drops the marks that lapsed.
 """
 
 from __future__ import annotations
