@@ -12,7 +12,7 @@ from redis_server import redis_server  # noqa: F401 - the fixture
 from runcast.backends.base import Backend
 from runcast.backends.memory import MemoryBackend
 from runcast.backends.redis import RedisBackend
-from runcast.presence import RunPresence, apply_frame, entry_of
+from runcast.presence import RunPresence, Typing, apply_frame, entry_of, with_typing
 
 
 def e(cid: str, sub: str, roles: tuple[str, ...] = ("viewer",)) -> dict[str, Any]:
@@ -81,6 +81,43 @@ def test_a_client_folds_frames_to_the_set_whatever_it_missed_before_a_snapshot()
     assert sorted(held) == ["c2", "c3"]
 
 
+def test_typing_lapses_after_its_ttl_unless_renewed():
+    t = Typing(ttl_s=6.0)
+    assert t.set("c1", True, now=100.0) is True  # a change: written and sent
+    assert t.set("c1", True, now=104.0) is False  # a renewal: only the deadline moves
+    assert t.expired(now=109.9) == []  # 6 s after the renewal, not after the first
+    assert "c1" in t
+    assert t.expired(now=110.0) == ["c1"]
+    assert "c1" not in t and t.expired(now=200.0) == []  # answered once
+
+
+def test_typing_clears_on_false_on_say_and_on_leave():
+    t = Typing(ttl_s=6.0)
+    t.set("c1", True, now=0.0)
+    t.set("c2", True, now=0.0)
+    assert t.set("c1", False, now=1.0) is True and "c1" not in t
+    assert t.set("c1", False, now=1.5) is False  # not typing already: no change
+    assert t.clear("c2") is True and t.clear("c2") is False  # said something, or left
+    assert t.expired(now=100.0) == []
+
+
+def test_a_typing_entry_reaches_watchers_as_a_joined_change():
+    p = RunPresence("r1")
+    ada = e("c1", "ada", ("operator",))
+    p.join(ada)
+    held = apply_frame({}, p.snapshot())
+    p.frame(now=1.0)
+    p.join(with_typing(ada, True))
+    f = p.frame(now=2.0)
+    assert f["joined"] == [{**ada, "typing": True}] and f["left"] == [] and f["count"] == 1
+    held = apply_frame(held, f)
+    assert held["c1"]["typing"] is True
+    p.join(with_typing(held["c1"], False))
+    held = apply_frame(held, p.frame(now=3.0))
+    assert "typing" not in held["c1"] and held["c1"] == ada
+    assert with_typing(ada, False) == ada and "typing" not in ada  # a copy; the key is absent when not typing
+
+
 # ---------------------------------------------------------------------------------------------- both backends
 
 
@@ -106,6 +143,12 @@ async def test_entries_not_refreshed_expire_and_the_version_moves(backend: Backe
     assert await backend.presence_read("r1", v1) == (v1, None)  # nothing changed: nothing read
     await backend.presence_join("r1", [e("n1-a", "alice")], ttl_s=0.6)  # a refresh is no change
     assert await backend.presence_read("r1", v1) == (v1, None)
+    await backend.presence_join("r1", [{**e("n1-a", "alice"), "typing": True}], ttl_s=0.6)  # a changed entry
+    v1b, entries = await backend.presence_read("r1", v1)
+    assert v1b != v1 and entries["n1-a"]["typing"] is True and "typing" not in entries["n1-b"]
+    await backend.presence_refresh("r1", [e("n1-a", "alice")], ttl_s=0.6)  # a refresh carrying a change, too
+    v1, entries = await backend.presence_read("r1", v1b)
+    assert v1 != v1b and "typing" not in entries["n1-a"]
     for _ in range(4):  # node 1 keeps refreshing, node 2 died
         await asyncio.sleep(0.3)
         await backend.presence_join("r1", [e("n1-a", "alice"), e("n1-b", "bob")], ttl_s=0.6)

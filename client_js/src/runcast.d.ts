@@ -223,6 +223,11 @@ export class RuncastClient {
   start(agent: string, input: string, opts?: { reviewers?: string[] }): Promise<string>;
   /** Say something to the run's agent; `queued` when the agent is busy (README, "Conversations"). */
   say(runId: string, text: string): Promise<Ack & { run_id: string; message_id: string; queued: boolean }>;
+  /**
+   * I am typing to the run's agent (true; renew it every couple of seconds) or stopped (false): my presence entry's
+   * `typing` mark, never logged. Resolves with null, sending nothing, while not connected.
+   */
+  typing(runId: string, on: boolean): Promise<(Ack & { run_id: string; typing: boolean }) | null>;
   /** Take back a message of mine still waiting in the run's queue. */
   withdraw(runId: string, messageId: string): Promise<Ack & { run_id: string; message_id: string }>;
   /** A new run with a finished run's agent and input; resolves with its id. */

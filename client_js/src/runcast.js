@@ -10,7 +10,7 @@ import { applyEvent, applyPresence, initialPresence, initialRunState } from "./s
 import { applyInboxFrame, applyRunsFrame, initialInbox, initialRuns } from "./feeds.js";
 
 export {
-  applyEvent, foldEvents, initialRunState, people, canDecide, canCancel, canSay, canStart, hasRole, openApprovals, TERMINAL,
+  applyEvent, foldEvents, initialRunState, people, typingPeople, canDecide, canCancel, canSay, canStart, hasRole, openApprovals, TERMINAL,
   initialPresence, applyPresence, threadComments, runThreads,
 } from "./state.js";
 export { applyInboxFrame, applyRunsFrame, initialInbox, initialRuns, inboxList, needsYou, runList } from "./feeds.js";
@@ -942,6 +942,19 @@ export class RuncastClient {
    */
   say(runId, text) {
     return this._command({ type: "say", run_id: runId, text });
+  }
+
+  /**
+   * Tell everyone watching the run that I am typing to its agent (`on`: true; send it again every couple of seconds
+   * while the person types: the hub drops the mark 6 s after the last one) or that I stopped (false). Live state,
+   * never logged: it marks my entry in everyone's `presence` (`typing: true`); saying something clears it too.
+   * Needs the run subscribed and the right to `say` there (else rejects with `bad_request` / `forbidden`). While the
+   * client is not connected it sends nothing and resolves with null (the mark would be stale by the time it went).
+   * @param {string} runId @param {boolean} on
+   */
+  typing(runId, on) {
+    if (this.status !== "open") return Promise.resolve(null);
+    return this._command({ type: "typing", run_id: runId, typing: Boolean(on) });
   }
 
   /** Take back a message of mine still waiting in the run's queue. @param {string} runId @param {string} messageId */

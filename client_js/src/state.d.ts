@@ -111,6 +111,8 @@ export interface Participant {
   sub: string;
   name: string;
   roles: string[];
+  /** The person is typing to the run's agent now (the `typing` command; it lapses by itself). */
+  typing: boolean;
 }
 
 /** Who watches a run now, from the hub's `presence` frames (live state, not in the run's log). */
@@ -131,7 +133,7 @@ export interface PresenceFrame {
   run_id: string;
   full: boolean;
   listed: "all" | "deciders";
-  joined: { connection_id: string; sub: string; name: string; roles: string[] }[];
+  joined: { connection_id: string; sub: string; name: string; roles: string[]; typing?: true }[];
   left: string[];
   count: number;
   people: number;
@@ -208,6 +210,8 @@ export function foldEvents(runId: string, events: RunEvent[]): RunState;
 export function initialPresence(): Presence;
 export function applyPresence(presence: Presence, frame: PresenceFrame): Presence;
 export function people(presence: Presence): { sub: string; name: string; roles: string[]; connections: number }[];
+/** Who is typing to the run's agent now, one entry per person; `except`: a sub to leave out (yourself). */
+export function typingPeople(presence: Presence, opts?: { except?: string | null }): { sub: string; name: string }[];
 export function hasRole(user: User | null | undefined, ...roles: string[]): boolean;
 export function canDecide(state: RunState, approval: ApprovalState, user: User | null | undefined): boolean;
 export function canCancel(state: RunState, user: User | null | undefined): boolean;

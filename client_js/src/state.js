@@ -371,7 +371,9 @@ export function applyPresence(presence, frame) {
   if (frame.full) presence.entries = {};
   for (const cid of frame.left || []) delete presence.entries[cid];
   for (const e of frame.joined || []) {
-    presence.entries[e.connection_id] = { connectionId: e.connection_id, sub: e.sub, name: e.name ?? e.sub, roles: [...(e.roles || [])] };
+    presence.entries[e.connection_id] = {
+      connectionId: e.connection_id, sub: e.sub, name: e.name ?? e.sub, roles: [...(e.roles || [])], typing: e.typing === true,
+    };
   }
   presence.listed = frame.listed === "deciders" ? "deciders" : "all";
   presence.count = typeof frame.count === "number" ? frame.count : Object.keys(presence.entries).length;
@@ -390,6 +392,20 @@ export function people(presence) {
     const cur = bySub.get(p.sub);
     if (cur) cur.connections += 1;
     else bySub.set(p.sub, { sub: p.sub, name: p.name, roles: p.roles, connections: 1 });
+  }
+  return [...bySub.values()];
+}
+
+/**
+ * Who is typing to the run's agent now (the hub's `typing` mark on presence entries), one entry per person, in the
+ * order they arrived; `except` leaves out a person (yourself: "Dana is typing…" is about the others).
+ * @param {Presence} presence @param {{except?: string|null}} [opts]
+ * @returns {{sub: string, name: string}[]}
+ */
+export function typingPeople(presence, { except = null } = {}) {
+  const bySub = new Map();
+  for (const p of Object.values(presence?.entries || {})) {
+    if (p.typing && p.sub !== except && !bySub.has(p.sub)) bySub.set(p.sub, { sub: p.sub, name: p.name });
   }
   return [...bySub.values()];
 }

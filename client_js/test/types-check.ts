@@ -166,3 +166,15 @@ console.log(threads, thread.map((c) => c.by?.name), mentions.map((m) => m.excerp
 // @ts-expect-error: a comment's options name an approval, not a tool
 client.comment("run_1", "hi", { tool: "delete_files" });
 client.start("demo", "tidy", { reviewers: ["alice"] }).then((id: string) => id);
+
+// ------------------------------------------------------------------------------------------------ who is typing
+
+import { typingPeople } from "@runcast/client";
+
+client.typing("run_1", true).then((ack) => ack?.typing === true);
+const typingNow: { sub: string; name: string }[] = typingPeople(watching, { except: client.user?.sub });
+const marked: boolean = Object.values(watching.entries).some((p) => p.typing);
+const typed: PresenceFrame = { ...frame, joined: [{ connection_id: "c_1", sub: "ada", name: "Ada", roles: [], typing: true }] };
+// @ts-expect-error: typing is a boolean, not a string
+client.typing("run_1", "yes");
+console.log(typingNow.map((p) => p.name), marked, typed);

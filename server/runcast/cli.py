@@ -374,6 +374,7 @@ def serve(args: argparse.Namespace) -> None:
         except ValueError as exc:
             raise SystemExit(f"runcast serve: {exc}") from None
     settings.presence_refresh_s = float(os.environ.get("RUNCAST_PRESENCE_REFRESH_S", settings.presence_refresh_s))
+    settings.typing_ttl_s = float(os.environ.get("RUNCAST_TYPING_TTL_S", settings.typing_ttl_s))
     if args.max_queue:
         settings.max_queue = args.max_queue
     settings.max_send_bytes = args.max_send_bytes

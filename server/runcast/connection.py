@@ -41,6 +41,7 @@ from .protocol import (
     SubscribeInbox,
     SubscribeRuns,
     Sync,
+    Typing,
     Unsubscribe,
     UnsubscribeFeed,
     User,
@@ -173,6 +174,7 @@ class Connection:
         self.identity: auth.Identity | None = None
         self.cursors: dict[str, Cursor[Event]] = {}
         self.joined: set[str] = set()  # runs where this connection is in the presence set
+        self._talks: set[str] | None = None  # runs this connection may talk on (checked at its first `typing` there)
         self.batch = False  # the client asked for batched frames in its hello
         self.address = ""  # the client's address (hub.client_address), for the per-address pre-hello share
         self._binary = encoding == "msgpack"
@@ -425,6 +427,7 @@ class Connection:
                 id=cmd.id,
             )
         self.identity = who
+        self._talks = None  # (the new token's roles may differ)
         self._welcome(cmd.id)
 
     async def _read_loop(self) -> None:
@@ -539,7 +542,11 @@ class Connection:
             people = await svc.people(who, cmd.run_id)
             self.send_control(Ack.model_validate({"id": cmd.id, "run_id": cmd.run_id, "people": people}))
         elif isinstance(cmd, Say):
-            self.send_control(Ack(id=cmd.id, **await svc.say(who, cmd.run_id, cmd.text)))
+            said = await svc.say(who, cmd.run_id, cmd.text)
+            self.hub.presence.said(cmd.run_id, who.sub)  # whoever speaks has stopped typing
+            self.send_control(Ack(id=cmd.id, **said))
+        elif isinstance(cmd, Typing):
+            await self._typing(cmd)
         elif isinstance(cmd, Rerun):
             self.send_control(Ack(id=cmd.id, **await svc.rerun(who, cmd.run_id)))
         elif isinstance(cmd, Withdraw):
@@ -611,6 +618,27 @@ class Connection:
         who = self.identity
         assert who is not None
         return entry_of(self.id, who.sub, who.name, who.roles)
+
+    async def _typing(self, cmd: Typing) -> None:
+        """This connection's person is typing to the run's agent, or stopped: their presence entry says so (never
+        logged; presence_feed.py clears it after a while, when they say something, or when they leave)."""
+        run_id = cmd.run_id
+        assert self.identity is not None
+        if run_id not in self.joined:
+            raise ProtocolError(
+                ErrorCode.BAD_REQUEST,
+                f"field 'run_id': subscribe to {run_id} before saying you type on it",
+                run_id=run_id,
+                field="run_id",
+            )
+        if self._talks is None or run_id not in self._talks:  # (the record is read once per run, not per keystroke)
+            await self.hub.service.need_talk(self.identity, run_id)
+            if self._talks is None:
+                self._talks = set()
+            self._talks.add(run_id)
+        if run_id in self.joined:  # (still: the check above awaited)
+            self.hub.presence.set_typing(run_id, self, cmd.typing)
+        self.send_control(Ack.model_validate({"id": cmd.id, "run_id": run_id, "typing": cmd.typing}))
 
     async def _unsubscribe(self, run_id: str) -> None:
         if self.cursors.pop(run_id, None) is not None:

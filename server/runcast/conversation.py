@@ -62,9 +62,8 @@ def may_talk(rec: RunRecord, person: Person, policy: TalkPolicy) -> bool:
     return policy.starter and rec.started_by.get("sub") == person.sub
 
 
-def say(rec: RunRecord, person: Person, text: str, message_id: str, policy: TalkPolicy, now: float) -> Transition:
-    """One message to the run's agent. Raises ProtocolError (forbidden, bad_request, too_large, not_pending, busy,
-    rate_limited) and then nothing of the run changes."""
+def need_talk(rec: RunRecord, person: Person, policy: TalkPolicy) -> None:
+    """ProtocolError(forbidden) unless the person may talk to the run's agent (say, and show that they type)."""
     if not may_talk(rec, person, policy):
         who = " or the person who started the run" if policy.starter else ""
         raise ProtocolError(
@@ -73,6 +72,12 @@ def say(rec: RunRecord, person: Person, text: str, message_id: str, policy: Talk
             f"{who}; you have {', '.join(person.roles) or 'none'}",
             run_id=rec.run_id,
         )
+
+
+def say(rec: RunRecord, person: Person, text: str, message_id: str, policy: TalkPolicy, now: float) -> Transition:
+    """One message to the run's agent. Raises ProtocolError (forbidden, bad_request, too_large, not_pending, busy,
+    rate_limited) and then nothing of the run changes."""
+    need_talk(rec, person, policy)
     if not text.strip():
         raise ProtocolError(ErrorCode.BAD_REQUEST, "the message is empty", field="text", run_id=rec.run_id)
     if len(text) > policy.max_chars:

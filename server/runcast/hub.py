@@ -85,7 +85,7 @@ class Hub:
         secret = os.environ.get("RUNCAST_SLACK_SIGNING_SECRET")
         self.slack = slack.Interactivity(secret, self.service.directory) if secret else None
         self.fanout = Fanout(backend)
-        self.presence = PresenceFeed(backend, refresh_s=settings.presence_refresh_s)
+        self.presence = PresenceFeed(backend, refresh_s=settings.presence_refresh_s, typing_ttl_s=settings.typing_ttl_s)
         self.metrics = Metrics()
         self.metrics.register(self)  # read at scrape time through metrics.NodeGauges (the methods below)
         self.worker: Worker | None = None
@@ -474,7 +474,9 @@ def create_app(hub: Hub) -> Starlette:
 
     async def say(request: Request, who: auth.Identity) -> Response:
         cmd = await api_rules.command(request, Say, run_id=request.path_params["run_id"])
-        return JSONResponse(await svc.say(who, cmd.run_id, cmd.text), status_code=201)
+        said = await svc.say(who, cmd.run_id, cmd.text)
+        hub.presence.said(cmd.run_id, who.sub)  # (their connections on this node stop typing)
+        return JSONResponse(said, status_code=201)
 
     async def withdraw(request: Request, who: auth.Identity) -> Response:
         cmd = await api_rules.command(

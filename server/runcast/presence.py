@@ -8,22 +8,28 @@ costs each watcher one frame per interval, whatever the crowd's size.
 The `presence` control frame (no `seq`, never replayed; README, "Presence"):
 
     {"type": "presence", "run_id": R, "full": bool, "listed": "all" | "deciders",
-     "joined": [{"connection_id", "sub", "name", "roles"}, ...], "left": [connection_id, ...],
+     "joined": [{"connection_id", "sub", "name", "roles", "typing"?}, ...], "left": [connection_id, ...],
      "count": <connections watching>, "people": <distinct subs watching>}
 
 `full: true` replaces what the client holds with `joined`; `full: false` applies `joined` and `left` to it. Up to
 `list_max` connections every entry is listed; past it only the entries that may decide (any role but `viewer`) are,
 and `count` / `people` still give the totals. A change of `listed` is sent as a full frame.
+
+Who is typing is presence too (never logged): a connection that may `say` on the run sends `typing` true / false, and
+its entry gets `"typing": true` (the key is absent otherwise), so the change reaches every watcher on every node as a
+`joined` entry. `Typing` holds the rules: the flag lapses `ttl_s` after the last `typing: true`, and it clears when
+the person says something on the run, or when the connection leaves it.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-Entry = dict[str, Any]  # {"connection_id", "sub", "name", "roles"}
+Entry = dict[str, Any]  # {"connection_id", "sub", "name", "roles"}, and "typing": true while the person types
 
 INTERVAL_S = 0.25  # at most one presence frame per connection per run this often
 LIST_MAX = 50  # past this many connections, only the people who may decide are listed
+TYPING_TTL_S = 6.0  # a `typing: true` lasts this long unless renewed (a composer renews it every couple of seconds)
 
 
 def may_decide(entry: Entry) -> bool:
@@ -33,6 +39,45 @@ def may_decide(entry: Entry) -> bool:
 
 def entry_of(connection_id: str, sub: str, name: str, roles: list[str] | tuple[str, ...]) -> Entry:
     return {"connection_id": connection_id, "sub": sub, "name": name, "roles": list(roles)}
+
+
+def with_typing(entry: Entry, on: bool) -> Entry:
+    """The entry with `"typing": true`, or without the key (a new dict: entries are compared, never changed)."""
+    out = {k: v for k, v in entry.items() if k != "typing"}
+    if on:
+        out["typing"] = True
+    return out
+
+
+class Typing:
+    """Which of one node's connections are typing on one run, and until when. Every method answers whether the
+    connection's flag changed (only a change is written to the backend and sent to watchers): a renewed `typing: true`
+    only moves its deadline."""
+
+    def __init__(self, ttl_s: float = TYPING_TTL_S) -> None:
+        self.ttl_s = ttl_s
+        self._until: dict[str, float] = {}  # connection id -> when its flag lapses
+
+    def __contains__(self, connection_id: str) -> bool:
+        return connection_id in self._until
+
+    def set(self, connection_id: str, on: bool, now: float) -> bool:
+        if not on:
+            return self.clear(connection_id)
+        was = connection_id in self._until
+        self._until[connection_id] = now + self.ttl_s
+        return not was
+
+    def clear(self, connection_id: str) -> bool:
+        """The person said something, sent `typing: false`, or left the run."""
+        return self._until.pop(connection_id, None) is not None
+
+    def expired(self, now: float) -> list[str]:
+        """The connections whose flag lapsed by `now` (cleared here: each is answered once)."""
+        gone = [cid for cid, until in self._until.items() if until <= now]
+        for cid in gone:
+            del self._until[cid]
+        return gone
 
 
 class RunPresence:

@@ -6,6 +6,9 @@ run's presence set from the backend (only when its version moved), folds it into
 the frame that comes out, encoded once per encoding, to every local watcher of the
 run. Another task refreshes this node's entries every `refresh_s`; entries live `ttl_s` (1.6 refreshes) in the
 backend, so when a node dies its watchers leave everyone's list within two refresh intervals.
+
+Who is typing (`presence.Typing`'s rules) changes a local watcher's entry: the new entry is written as a join at the
+next tick (the backend's version moves when an entry changes), and each tick first drops the marks that lapsed.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import time
 from typing import Any, Protocol
 
 from .backends.base import Backend
-from .presence import INTERVAL_S, LIST_MAX, Entry, RunPresence
+from .presence import INTERVAL_S, LIST_MAX, TYPING_TTL_S, Entry, RunPresence, Typing, with_typing
 from .protocol import encode
 
 log = logging.getLogger("runcast.presence")
@@ -31,10 +34,11 @@ class Watcher(Protocol):
 
 
 class _Run:
-    __slots__ = ("dirty", "joins", "leaves", "local", "view")
+    __slots__ = ("dirty", "joins", "leaves", "local", "typing", "view")
 
-    def __init__(self, view: RunPresence) -> None:
+    def __init__(self, view: RunPresence, typing_ttl_s: float) -> None:
         self.view = view
+        self.typing = Typing(typing_ttl_s)  # which local watchers are typing, until when
         self.local: dict[Watcher, Entry] = {}
         self.dirty = 0  # local joins / leaves since the last backend read began (that read may predate them)
         # Written to the backend at the next tick, all at once: a crowd joining costs one write per run per tick.
@@ -50,8 +54,10 @@ class PresenceFeed:
         interval_s: float = INTERVAL_S,
         refresh_s: float = REFRESH_S,
         list_max: int = LIST_MAX,
+        typing_ttl_s: float = TYPING_TTL_S,
     ) -> None:
         self.backend = backend
+        self.typing_ttl_s = typing_ttl_s
         self.interval_s = interval_s
         self.refresh_s = refresh_s
         self.ttl_s = refresh_s * TTL_FACTOR
@@ -81,7 +87,8 @@ class PresenceFeed:
         """Announce `entry` on the run, then send `watcher` the whole set (its own entry included)."""
         run = self._runs.get(run_id)
         if run is None:
-            run = self._runs[run_id] = _Run(RunPresence(run_id, interval_s=self.interval_s, list_max=self.list_max))
+            view = RunPresence(run_id, interval_s=self.interval_s, list_max=self.list_max)
+            run = self._runs[run_id] = _Run(view, self.typing_ttl_s)
             try:
                 version, entries = await self.backend.presence_read(run_id)
                 if entries is not None:
@@ -99,6 +106,7 @@ class PresenceFeed:
         if run is None or watcher not in run.local:
             return
         entry = run.local.pop(watcher)
+        run.typing.clear(entry["connection_id"])
         run.dirty += 1
         run.view.leave(entry["connection_id"])
         if run.joins.pop(entry["connection_id"], None) is None:
@@ -109,6 +117,40 @@ class PresenceFeed:
                 await self._flush(run_id, run)
             except Exception as exc:
                 log.warning("presence leave on %s not written: %s", run_id, exc)
+
+    # ------------------------------------------------------------------ who is typing
+    def set_typing(self, run_id: str, watcher: Watcher, on: bool) -> bool:
+        """`watcher` (a connection in the run's presence set) is typing, or stopped; False if it is not in the set.
+        A change goes to the backend and to every watcher at the next tick, as the entry's `joined`."""
+        run = self._runs.get(run_id)
+        entry = run.local.get(watcher) if run is not None else None
+        if run is None or entry is None:
+            return False
+        if run.typing.set(entry["connection_id"], on, time.monotonic()):
+            self._retype(run, watcher, on)
+        return True
+
+    def said(self, run_id: str, sub: str) -> None:
+        """`sub` said something on the run: their local connections to it are no longer typing."""
+        run = self._runs.get(run_id)
+        if run is None:
+            return
+        for watcher, entry in list(run.local.items()):
+            if entry["sub"] == sub and run.typing.clear(entry["connection_id"]):
+                self._retype(run, watcher, False)
+
+    def _expire_typing(self, run: _Run) -> None:
+        gone = set(run.typing.expired(time.monotonic()))
+        if gone:
+            for watcher, entry in list(run.local.items()):
+                if entry["connection_id"] in gone:
+                    self._retype(run, watcher, False)
+
+    def _retype(self, run: _Run, watcher: Watcher, on: bool) -> None:
+        entry = run.local[watcher] = with_typing(run.local[watcher], on)
+        run.dirty += 1
+        run.view.join(entry)
+        run.joins[entry["connection_id"]] = entry  # a changed entry is written as a join (the backend's version moves)
 
     async def _flush(self, run_id: str, run: _Run) -> None:
         """Write this node's joins and leaves since the last tick: one call each, however many there were."""
@@ -140,6 +182,7 @@ class PresenceFeed:
                     log.debug("presence tick of %s: %s", run_id, exc)
 
     async def _tick(self, run_id: str, run: _Run) -> None:
+        self._expire_typing(run)
         await self._flush(run_id, run)
         dirty = run.dirty
         version, entries = await self.backend.presence_read(run_id, run.view.version)

@@ -169,6 +169,15 @@ class Say(_Command):
     text: Annotated[StrictStr, Field(max_length=MAX_TEXT, pattern=NOT_BLANK)]  # the agent may take less
 
 
+class Typing(_Command):
+    """I am typing a message to the run's agent (`true`, renewed every few seconds while I type), or stopped (`false`).
+    Live state, never logged: it marks this connection's presence entry (presence.py)."""
+
+    type: Literal["typing"]
+    run_id: RunId
+    typing: StrictBool
+
+
 class Withdraw(_Command):
     """Take back a message of mine still waiting in the run's queue."""
 
@@ -270,6 +279,7 @@ Command = (
     | Cancel
     | Start
     | Say
+    | Typing
     | Withdraw
     | Rerun
     | Ping
@@ -292,6 +302,7 @@ _COMMANDS: dict[str, TypeAdapter[Any]] = {
         Cancel,
         Start,
         Say,
+        Typing,
         Withdraw,
         Rerun,
         Ping,

@@ -152,6 +152,12 @@ class Service:
             await self.backend.signal(run_id, {"type": "interrupt"})
         return {"run_id": run_id, **tr.result}
 
+    async def need_talk(self, who: Identity, run_id: str) -> None:
+        """not_found / forbidden unless `who` may watch the run and talk to its agent (whoever may `say` may show
+        that they type)."""
+        rec = await self.record(who, run_id)
+        conversation.need_talk(rec, who.person, self.talk_policy(rec.agent))
+
     async def withdraw(self, who: Identity, run_id: str, message_id: str) -> dict[str, Any]:
         await self.record(who, run_id)
         person = who.person

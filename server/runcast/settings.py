@@ -38,6 +38,7 @@ class Settings:
     debug_endpoints: bool = False  # GET /debug/connections (admin token): live Connection objects after gc (tests)
     tracing: str | None = None  # "off" / "openai" (resolve_tracing); None: decided from the environment
     presence_refresh_s: float = 2.0  # how often a node refreshes its watchers' presence entries (they live 1.6x that)
+    typing_ttl_s: float = 6.0  # a `typing: true` shows this long unless renewed (RUNCAST_TYPING_TTL_S)
     jwt: Any = None  # auth.JwtConfig: tokens signed with a team's own keys (--jwks-url)
     session_secret: str | None = None  # signs the hub's sign-in sessions (the same on every node)
     signin: Any = None  # signin.SigninConfig: OIDC or the demo's dev sign-in page

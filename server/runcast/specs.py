@@ -208,7 +208,17 @@ FEED_FRAMES: dict[str, dict[str, Any]] = {
         run_id=_STR,
         full=_BOOL,
         listed={"enum": ["all", "deciders"]},
-        joined={"type": "array", "items": _OBJ},
+        joined={
+            "type": "array",
+            "items": _obj(
+                ["connection_id", "sub", "name", "roles"],
+                connection_id=_STR,
+                sub=_STR,
+                name=_STR,
+                roles={"type": "array", "items": _STR},
+                typing={"const": True},  # only while the person types (the `typing` command); absent otherwise
+            ),
+        },
         left={"type": "array", "items": _STR},
         count=_INT,
         people=_INT,

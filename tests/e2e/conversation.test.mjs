@@ -60,7 +60,11 @@ test("two people in one conversation: a queued message while paused, then a foll
   const dana = await person(tok.dana, runId);
   await olga.page.locator('[data-testid="approval"]').first().waitFor();
   await olga.page.locator('[data-testid="say-text"]').fill("Please keep old-logs.zip");
+  // who is typing, from presence: Dana sees Olga typing (Olga's own page does not list her), until she sends
+  await dana.page.locator('[data-testid="typing"]', { hasText: "Olga is typing…" }).waitFor();
+  assert.equal(await olga.page.locator('[data-testid="typing"]').isVisible(), false);
   await olga.page.locator('[data-testid="say-send"]').click();
+  await dana.page.locator('[data-testid="typing"]').waitFor({ state: "hidden" });
   // everyone sees the queue, with its author; only the author may withdraw
   await dana.page.locator('[data-testid="queued"]', { hasText: "Olga: Please keep old-logs.zip" }).waitFor();
   assert.equal(await dana.page.locator('[data-testid="queued"] [data-testid="withdraw"]').count(), 0);
@@ -71,6 +75,9 @@ test("two people in one conversation: a queued message while paused, then a foll
   // a follow-up after completion, from the other person
   await waitFor(async () => (await dana.page.locator('[data-testid="say-hint"]').textContent()).startsWith("The agent waits"), { timeout: 30_000, message: "idle hint" });
   await dana.page.locator('[data-testid="say-text"]').fill("Thanks! Anything else?");
+  await olga.page.locator('[data-testid="typing"]', { hasText: "Dana is typing…" }).waitFor();
+  await dana.page.locator('[data-testid="say-text"]').blur(); // she looks away: no longer typing
+  await olga.page.locator('[data-testid="typing"]').waitFor({ state: "hidden" });
   await dana.page.locator('[data-testid="say-text"]').press("Enter");
   await olga.page.locator('[data-testid="transcript"]', { hasText: 'Dana, you said: "Thanks! Anything else?". So far I have heard from: Olga, Dana.' }).waitFor();
   assert.deepEqual(await said(olga.page), ["Please keep old-logs.zip", "Thanks! Anything else?"]);
@@ -88,7 +95,8 @@ test("an approver edits the call's arguments; the schema's refusal shows; the to
   await card.waitFor();
   await card.locator('[data-testid="edit"] summary').click();
   const area = card.locator('[data-testid="edit-arguments"]');
-  assert.match(await area.inputValue(), /build-cache\.tar/);
+  // (the details' `toggle` event, which fills the editor, comes a task after the click)
+  await waitFor(async () => /build-cache\.tar/.test(await area.inputValue()), { message: "the call's arguments in the editor" });
   await area.fill('{"paths": "scratch/old-logs.zip"}');
   await card.locator('[data-testid="approve-edited"]').click();
   await card.locator('[data-testid="edit-error"]', { hasText: "invalid_arguments" }).waitFor();

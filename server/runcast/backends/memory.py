@@ -258,9 +258,10 @@ class MemoryBackend(Backend):
     async def presence_join(self, run_id: str, entries: list[dict[str, Any]], ttl_s: float) -> None:
         now = time.time()
         live = self._presence.setdefault(run_id, {})
-        added = False
+        added = False  # an entry new or changed (`typing`): the version moves
         for e in entries:
-            added |= e["connection_id"] not in live
+            held = live.get(e["connection_id"])
+            added |= held is None or held[1] != e
             live[e["connection_id"]] = (now + ttl_s, dict(e))
             self._seen(run_id, e, now)
         if added:

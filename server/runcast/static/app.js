@@ -611,7 +611,11 @@ function render() {
   renderOutcome(s);
   renderTranscript(s);
   discussion.update(s);
-  if (!gone) renderConversation(s, { runId: view.runId, me, client, talk: agents.find((a) => a.name === s.agent)?.talk });
+  if (!gone) {
+    renderConversation(s, {
+      runId: view.runId, me, client, talk: agents.find((a) => a.name === s.agent)?.talk, presence: view.sub.presence,
+    });
+  }
   if (view.lastStatus !== s.status) {
     if (view.lastStatus && TERMINAL.includes(s.status)) setText($("run-announce"), `Run ${s.status}.`);
     view.lastStatus = s.status;

@@ -1,8 +1,11 @@
 // The run as a conversation (README, "Conversations"): the composer under the transcript, the queue of messages said
 // while the agent is busy (each withdrawable by its author), the said/interrupted items of the transcript, "run again",
-// and the approve-with-changes editor of an approval card. Text is always set as text, never as HTML.
+// and the approve-with-changes editor of an approval card, and who is typing (from presence, never the log). Text is
+// always set as text, never as HTML.
 
-import { TERMINAL, canSay } from "/client/src/runcast.js";
+import { TERMINAL, canSay, typingPeople } from "/client/src/runcast.js";
+
+const TYPING_EVERY_MS = 2000; // while the person types, the composer renews its typing mark this often (the hub's lasts 6 s)
 
 function h(tag, attrs = {}, ...children) {
   const el = document.createElement(tag);
@@ -39,9 +42,18 @@ export function interruptedText(it) {
   return [`Turn ${it.turn} interrupted by a message from ${it.by?.name || "someone"}; the agent goes on with it`];
 }
 
+/** "Dana is typing…", "Dana and Otto are typing…", "Dana, Otto and 2 others are typing…", or "". */
+export function typingText(names) {
+  if (names.length === 0) return "";
+  if (names.length === 1) return `${names[0]} is typing…`;
+  if (names.length === 2) return `${names[0]} and ${names[1]} are typing…`;
+  const more = names.length - 2;
+  return `${names[0]}, ${names[1]} and ${more} ${more === 1 ? "other" : "others"} are typing…`;
+}
+
 /**
- * The composer and the queue, under the transcript (created once, next to it). `ctx`: {runId, me, client, talk}
- * where `talk` is the agent's talk policy from GET /api/agents (who may talk).
+ * The composer and the queue, under the transcript (created once, next to it). `ctx`: {runId, me, client, talk,
+ * presence} where `talk` is the agent's talk policy from GET /api/agents (who may talk) and `presence` who watches.
  */
 export function renderConversation(s, ctx) {
   let box = document.getElementById("conversation");
@@ -63,14 +75,36 @@ function buildComposer() {
   const error = h("p", { class: "small bad", role: "alert", dataset: { testid: "say-error" } });
   const form = h("form", { class: "composer", dataset: { testid: "composer" }, autocomplete: "off" },
     h("label", { for: "say-text", class: "small muted" }, "Talk to the agent"), text, h("div", { class: "buttons" }, send, again));
-  const el = h("section", { id: "conversation", class: "conversation" }, queueBox, form, hint, error);
+  const typingLine = h("p", { class: "small muted typing", dataset: { testid: "typing" }, "aria-live": "polite" });
+  const el = h("section", { id: "conversation", class: "conversation" }, typingLine, queueBox, form, hint, error);
   let ctx = null;
   const nodes = new Map();
+
+  // Who is typing: the hub marks my presence entry while the box has text (renewed every TYPING_EVERY_MS while I
+  // type; it lapses by itself when I stop), and unmarks it when the box empties, on send, on blur, on another run.
+  let marked = null; // the run my typing mark is on, and when I last renewed it
+  const stopTyping = () => {
+    if (!marked) return;
+    const { runId } = marked;
+    marked = null;
+    ctx?.client.typing(runId, false).catch(() => {}); // (best effort: the mark lapses anyway)
+  };
+  const typed = () => {
+    if (!ctx || form.hidden || !text.value.trim()) { stopTyping(); return; }
+    const now = Date.now();
+    if (marked && marked.runId === ctx.runId && now - marked.at < TYPING_EVERY_MS) return;
+    if (marked && marked.runId !== ctx.runId) stopTyping();
+    marked = { runId: ctx.runId, at: now };
+    ctx.client.typing(ctx.runId, true).catch(() => { marked = null; });
+  };
+  text.addEventListener("input", typed);
+  text.addEventListener("blur", stopTyping);
 
   const submit = async (ev) => {
     ev?.preventDefault();
     const value = text.value;
     if (!ctx || !value.trim()) return;
+    stopTyping();
     send.disabled = true;
     error.textContent = "";
     try {
@@ -96,9 +130,15 @@ function buildComposer() {
   });
 
   el.update = (s, c) => {
+    if (marked && marked.runId !== c.runId) stopTyping(); // (another run is shown now)
     ctx = c;
     const may = canSay(s, c.me, c.talk || {});
     form.hidden = !may;
+    if (!may) stopTyping();
+    const typists = c.presence ? typingPeople(c.presence, { except: c.me?.sub }).map((p) => p.name) : [];
+    const line = typingText(typists);
+    if (typingLine.textContent !== line) typingLine.textContent = line;
+    typingLine.hidden = !line;
     again.hidden = !(TERMINAL.includes(s.status) && c.me?.roles.some((r) => r === "operator" || r === "admin"));
     hint.textContent = may ? (s.status === "completed" ? "The agent waits: what you say starts its next turn, in this run."
       : "The agent is busy: what you say waits in the queue, for everyone to see, until its turn ends.")

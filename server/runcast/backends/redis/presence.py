@@ -3,8 +3,8 @@ entries, a version counter, and the who-watched HASH. Every key carries the `{ru
 lives in one cluster slot with its log.
 
     P:run:{R}:presence       ZSET connection id -> expiry (ms)
-    P:run:{R}:presence:data  HASH connection id -> entry JSON {connection_id, sub, name, roles}
-    P:run:{R}:presence:v     the version: +1 for every entry added or removed (refreshes do not count)
+    P:run:{R}:presence:data  HASH connection id -> entry JSON {connection_id, sub, name, roles, typing?}
+    P:run:{R}:presence:v     the version: +1 for every entry added, changed or removed (refreshes do not count)
     P:run:{R}:watched        HASH first:<sub>, last:<sub> (ms), name:<sub>
 
 Each node adds and refreshes only its own watchers' entries, in a few variadic commands per run (presence_put.lua), so
