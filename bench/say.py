@@ -6,7 +6,9 @@ measured in the same run.
     python bench/say.py --watchers 100 --rounds 20 --no-redis --coalesce 0
 
 Each round: one `say` on a completed run (the `quick` fixture agent, a DemoModel without delay), timed from just
-before the frame is sent to the first `message.delta` of that turn at each watcher; the baseline is
+before the frame is sent to the first `message.delta` of that turn at each watcher (the watchers are one Node
+process, bench/say_watchers.mjs, as bench/fanout.py's are: a Python process parsing 100 sockets' frames would
+measure itself); the baseline is
 `Runner.run_streamed(agent, <the same conversation>)` to its first `response.output_text.delta`, in this process.
 Printed: p50 / p95 of both and of the difference (the hub's added latency). `--coalesce` sets RUNCAST_COALESCE_S
 (an item's first delta goes out at once; the deltas that follow it within that window are merged; 0.025 by default).
@@ -23,7 +25,6 @@ import statistics
 import sys
 import tempfile
 import time
-from datetime import datetime
 from pathlib import Path
 
 import httpx
@@ -40,10 +41,6 @@ OPERATOR = token("bench", ["operator", "viewer"], name="Bench")
 # The logged events of a turn, in order; their `ts` (the hub's and the worker's clocks: this machine's) split the
 # latency into stages.
 STAGES = ("message.said", "run.resumed", "message.delta")
-
-
-def ts(iso: str) -> float:
-    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
 
 
 def pct(xs: list[float], p: float) -> float:
@@ -72,42 +69,30 @@ def env(coalesce: str) -> dict[str, str]:
     return e
 
 
-async def watcher(url: str, run_id: str, ready: asyncio.Event, box: dict, firsts: list[float], n: int) -> None:
-    async with websockets.connect(url, subprotocols=["runcast.v1.json"], max_size=None) as ws:
-        await ws.send(json.dumps({"type": "hello", "token": OPERATOR}))
-        await ws.recv()
-        await ws.send(json.dumps({"type": "subscribe", "run_id": run_id}))
-        box["synced"] += 1
-        if box["synced"] == n:
-            ready.set()
-        async for raw in ws:
-            for line in raw.split("\n"):
-                f = json.loads(line)
-                kind = f.get("type")
-                if kind in STAGES and box["t0"] is not None and f.get("seq", 0) > box["after"]:
-                    box["stage_ts"].setdefault(kind, ts(f["ts"]))
-                if (
-                    f.get("type") == "message.delta"
-                    and f["seq"] > box["after"]
-                    and box["t0"] is not None
-                    and not box["got"].get(id(ws))
-                ):
-                    box["got"][id(ws)] = True
-                    firsts.append(time.perf_counter() - box["t0"])
-                if f.get("type") == "run.completed" and f["seq"] > box["after"]:
-                    box["done"].add(id(ws))
-
-
-async def hub_rounds(base: str, url: str, watchers: int, rounds: int) -> tuple[list[float], str]:
+async def hub_rounds(
+    base: str, url: str, watchers: int, rounds: int
+) -> tuple[list[float], str, dict[str, list[float]]]:
+    """Each round: `say` on a completed run, timed from just before the frame is sent to the first delta of that turn
+    at each watcher (bench/say_watchers.mjs, one Node process: the hub's latency, not a Python client's)."""
     http = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {OPERATOR}"}, timeout=30)
     run_id = http.post("/api/runs", json={"agent": "quick", "input": "hello"}).json()["run_id"]
     while http.get(f"/api/runs/{run_id}").json()["status"] != "completed":
         await asyncio.sleep(0.05)
-    box: dict = {"synced": 0, "t0": None, "after": 0, "got": {}, "done": set(), "stage_ts": {}}
-    ready = asyncio.Event()
-    firsts: list[float] = []
-    tasks = [asyncio.create_task(watcher(url, run_id, ready, box, firsts, watchers)) for _ in range(watchers)]
-    await ready.wait()
+    opt = {"url": url, "token": OPERATOR, "run_id": run_id, "count": watchers}
+    node = await asyncio.create_subprocess_exec(
+        "node",
+        str(ROOT / "bench" / "say_watchers.mjs"),
+        json.dumps(opt),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        limit=1 << 24,
+    )
+    assert node.stdin and node.stdout
+
+    async def line() -> str:
+        return (await asyncio.wait_for(node.stdout.readline(), 120)).decode().strip()  # type: ignore[union-attr]
+
+    assert await line() == "ready"
     await asyncio.sleep(0.5)
     sayer = await websockets.connect(url, subprotocols=["runcast.v1.json"])
     await sayer.send(json.dumps({"type": "hello", "token": OPERATOR}))
@@ -117,25 +102,26 @@ async def hub_rounds(base: str, url: str, watchers: int, rounds: int) -> tuple[l
         k: [] for k in ("hub takes say", "worker starts turn", "model to first delta", "fan-out to last watcher")
     }
     for i in range(rounds):
-        box["after"] = http.get(f"/api/runs/{run_id}").json()["head_seq"]
-        box["got"], box["done"], box["stage_ts"] = {}, set(), {}
-        firsts.clear()
-        box["t0"] = time.perf_counter()
-        wall0 = time.time()
+        node.stdin.write((json.dumps({"after": http.get(f"/api/runs/{run_id}").json()["head_seq"]}) + "\n").encode())
+        await node.stdin.drain()
+        assert await line() == "armed"
+        await asyncio.sleep(0.05)
+        t0 = time.time()
         await sayer.send(json.dumps({"type": "say", "run_id": run_id, "text": f"question {i}", "id": f"s{i}"}))
-        while len(box["done"]) < watchers:
-            await asyncio.sleep(0.01)
+        got = json.loads(await line())
+        firsts = [t - t0 for t in got["firsts"]]
         samples += firsts
-        st = box["stage_ts"]
+        st = got["ts"]
         if all(k in st for k in STAGES):
-            stages["hub takes say"].append(st["message.said"] - wall0)
+            stages["hub takes say"].append(st["message.said"] - t0)
             stages["worker starts turn"].append(st["run.resumed"] - st["message.said"])
             stages["model to first delta"].append(st["message.delta"] - st["run.resumed"])
-            stages["fan-out to last watcher"].append(wall0 + max(firsts) - st["message.delta"])
+            stages["fan-out to last watcher"].append(t0 + max(firsts) - st["message.delta"])
         while http.get(f"/api/runs/{run_id}").json()["status"] != "completed":
             await asyncio.sleep(0.02)
-    for t in tasks:
-        t.cancel()
+    node.stdin.write(b'{"exit": true}\n')
+    await node.stdin.drain()
+    await node.wait()
     await sayer.close()
     return samples, run_id, stages
 

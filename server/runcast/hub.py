@@ -65,9 +65,10 @@ try:  # glibc's malloc_trim, for the debug endpoint
 except (OSError, AttributeError):
     _libc = None
 STATIC = Path(__file__).parent / "static"
-# Feed changes (inbox, run list) are merged and written this often: many changes of many runs make one write per
-# person per tick, and the commit that made them never waits for the dashboards.
-FEED_TICK_S = 0.1
+# Feed changes (inbox, run list) are merged and written at most this often: many changes of many runs make one write
+# per person per tick, and the commit that made them never waits for the dashboards. A change after a quiet tick goes
+# out at the loop's next turn (the leading edge); the ones that follow it within the tick wait for its end.
+FEED_TICK_S = 0.05
 
 
 # A filtered run list looks among this many of the newest runs (the backends keep no index per agent or person).
@@ -94,6 +95,7 @@ class Hub:
         # the inbox and run-list watchers of this node: changes are folded and written once per FEED_TICK_S
         self.feeds = feed.Feeds(self.service.may_watch_summary, on_pending=self._feeds_pending)
         self._feed_timer: asyncio.TimerHandle | None = None
+        self._feed_flushed = float("-inf")  # when the feeds were last flushed (the loop's clock)
         self._feed_sub: Subscription | None = None
         self._reload: asyncio.Task[None] | None = None
         self.deliverer: webhooks.Deliverer | None = None
@@ -154,10 +156,13 @@ class Hub:
     def _feeds_pending(self) -> None:
         """A change arrived (on the commit path, or the pub/sub reader): fold it at the next tick, not now."""
         if self._feed_timer is None:
-            self._feed_timer = asyncio.get_running_loop().call_later(FEED_TICK_S, self._flush_feeds)
+            loop = asyncio.get_running_loop()
+            wait = max(0.0, self._feed_flushed + FEED_TICK_S - loop.time())
+            self._feed_timer = loop.call_later(wait, self._flush_feeds)
 
     def _flush_feeds(self) -> None:
         self._feed_timer = None
+        self._feed_flushed = asyncio.get_running_loop().time()
         try:
             self.feeds.flush()
         except Exception:
