@@ -14,7 +14,8 @@ worker` process (the deployment docs/deploying.md recommends: the agents never s
 Printed per row, all from the same sitting:
   - time from the first `start` to every run paused (seen by its watchers), with dashboards and without (ratio);
   - `inbox.added` p50 / p99 per hub: from the `ts` of the logged `approval.requested` to its arrival at each
-    dashboard; `inbox.removed` p50 / p99 per hub, from the `ts` of the `approval.cancelled` (every run is cancelled
+    dashboard (and, in brackets, of the same event at the run's first watcher: the run-event path, which the
+    feeds' cannot beat); `inbox.removed` p50 / p99 per hub, from the `ts` of the `approval.cancelled` (every run is cancelled
     over HTTP once all are paused);
   - hub CPU per dashboard frame: (the hubs' CPU from the first start to all paused, minus the same without
     dashboards) / dashboard frames received in that time; against the floor: the hubs' CPU per frame while the M
@@ -281,10 +282,13 @@ async def sitting(backend: str, n: int, m: int, redis_url: str | None, floor: bo
         paused_at: dict[str, float] = {}
         closed_ts: dict[str, float] = {}  # approval_id -> ts of approval.cancelled / decided
         unanswered = {"start": 0}
+        watched: list[float] = []  # approval.requested at its first watcher, from its ts (the run-event path)
 
         def on_watch(c: Conn, now: float, f: dict[str, Any]) -> None:
             t = f.get("type")
             if t == "approval.requested":
+                if f["run_id"] not in requested:
+                    watched.append(now - ts(f["ts"]))
                 requested.setdefault(f["run_id"], (f["data"]["approval_id"], ts(f["ts"])))
                 paused_at.setdefault(f["run_id"], now)
             elif t in ("approval.cancelled", "approval.decided", "approval.expired"):
@@ -320,6 +324,7 @@ async def sitting(backend: str, n: int, m: int, redis_url: str | None, floor: bo
         out["clients_cpu"] = time.process_time() + dashboards.cpu() - me0
         frames1 = (await dashboards.call("frames"))["feed"]
         out["paused_s"] = t_paused
+        out["watched"] = sorted(watched)
         out["starts_acked"] = len(run_ids)
         unanswered["start"] = n - len(acks)
         out["start_errors"] = Counter(f.get("code") for f in acks if f.get("type") == "error")
@@ -441,12 +446,14 @@ async def main() -> None:
             floor = r.get("floor_us")
             cost = f"{per:.1f} µs" + (f" ({floor:.1f} µs; {per / floor:.2f}x)" if floor else "")
             errs = dict(r["errors"] + base["errors"])
+            w = r["watched"]
+            watched = f"{ms(pct(w, 0.5))} / {ms(pct(w, 0.99))}" if w else "-"
             print(
                 f"| {backend}{' x' + str(r['hubs']) if r['hubs'] > 1 else ''} | {n} | {m} | "
                 f"{r['paused_s']:.1f} s ({base['paused_s']:.1f} s; {r['paused_s'] / base['paused_s']:.2f}x; hubs' CPU "
                 f"{sum(r['cpu_run']):.1f} s vs {sum(base['cpu_run']):.1f} s, clients' {r['clients_cpu']:.1f} s vs "
                 f"{base['clients_cpu']:.1f} s) | "
-                f"{per_hub(r.get('added', {}))} | {per_hub(r.get('removed', {}))} | {cost} | "
+                f"{per_hub(r.get('added', {}))} (the run's watchers: {watched}) | {per_hub(r.get('removed', {}))} | {cost} | "
                 f"{r.get('frames_per_run_dash', float('nan')):.2f} | errors {errs or 0}, closes {dict(r['closes']) or 0}, "
                 f"not acked {n - r['starts_acked']} (baseline {n - base['starts_acked']}), log 'internal' {r['log_internal']} | "
                 f"{'%d/%d' % r['check_paused'] if 'check_paused' in r else '-'}; {'%d/%d' % r['check_end'] if 'check_end' in r else '-'} |",
