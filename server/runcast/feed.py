@@ -30,8 +30,8 @@ from .runs import RunRecord
 log = logging.getLogger("runcast.feed")
 
 # A run list's count of changes outside it goes with its next frame, or on its own at most once per this many flushes
-# (a second, at the hub's 0.05 s tick): a busy team's page gets about one frame a second, not one per tick.
-OUTSIDE_TICKS = 20
+# (a second, at the hub's 0.1 s tick): a busy team's page gets about one frame a second, not one per tick.
+OUTSIDE_TICKS = 10
 # Versions of runs this node has seen lately, to drop an entry older than one already applied.
 _VERSIONS_KEPT = 20_000
 MENTIONS_PER_PERSON = 50  # the newest mentions of each person a node keeps for their inbox snapshot

@@ -68,7 +68,7 @@ STATIC = Path(__file__).parent / "static"
 # Feed changes (inbox, run list) are merged and written at most this often: many changes of many runs make one write
 # per person per tick, and the commit that made them never waits for the dashboards. A change after a quiet tick goes
 # out at the loop's next turn (the leading edge); the ones that follow it within the tick wait for its end.
-FEED_TICK_S = 0.05
+FEED_TICK_S = 0.1
 
 
 # A filtered run list looks among this many of the newest runs (the backends keep no index per agent or person).
