@@ -198,12 +198,13 @@ class HubClock:
             self.offset, self.exact = ts - time.time(), True
 
     def from_date_header(self, value: str | None) -> None:
-        """HTTP dates have whole seconds: the hub's time was somewhere in that second; take its middle. A `now`
+        """HTTP dates have whole seconds: the hub's time was somewhere in that second; take its end, so a countdown
+        is at most a second early, never late (with the middle, a fresh ten-minute deadline read "10:01"). A `now`
         from a frame is preferred once there is one."""
         if not value or self.exact:
             return
         try:
-            self.offset = parsedate_to_datetime(value).timestamp() + 0.5 - time.time()
+            self.offset = parsedate_to_datetime(value).timestamp() + 1.0 - time.time()
         except (TypeError, ValueError):
             pass
 
