@@ -344,7 +344,12 @@ def test_the_record_across_runs_filters_pages_and_reads_on_both_backends(hub: Cl
     ]
     assert list(rows[0]) == audit.ENTRY_COLUMNS and rows[1]["link"] == f"/#run={r2}&approval={ap2}"
     # who may read it: admin and auditor everything, approvers the runs they may see, viewers not at all
-    assert got(token("aud", ["auditor"])) == got()
+    auditor = token("aud", ["auditor"])
+    assert got(auditor) == got()
+    # an auditor follows an entry's link to its run (reads it), and decides nothing there
+    opened = hub.http("GET", f"/api/runs/{r2}", auditor)
+    assert opened.status_code == 200 and opened.json()["run_id"] == r2
+    assert hub.http("GET", f"/api/runs/{r2}/events", auditor).status_code == 200
     assert got(token("amy", ["approver"], runs=[r1, r3])) == [(r3, "approved"), (r1, "approved")]
     denied = hub.http("GET", "/api/audit", VIEWER)
     assert (denied.status_code, denied.json()["error"]["code"]) == (403, "forbidden")

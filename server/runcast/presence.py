@@ -32,9 +32,13 @@ LIST_MAX = 50  # past this many connections, only the people who may decide are 
 TYPING_TTL_S = 6.0  # a `typing: true` lasts this long unless renewed (a composer renews it every couple of seconds)
 
 
+READ_ONLY_ROLES = ("viewer", "auditor")
+
+
 def may_decide(entry: Entry) -> bool:
-    """Anyone with a role besides `viewer` may act on a run (approve, operate, or a policy's own role)."""
-    return any(r != "viewer" for r in entry.get("roles") or ())
+    """Anyone with a role besides `viewer` and `auditor` may act on a run (approve, operate, or a policy's own
+    role)."""
+    return any(r not in READ_ONLY_ROLES for r in entry.get("roles") or ())
 
 
 def entry_of(connection_id: str, sub: str, name: str, roles: list[str] | tuple[str, ...]) -> Entry:

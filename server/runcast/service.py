@@ -22,7 +22,8 @@ from .store import apply as _apply
 apply = functools.partial(_apply, observe=metrics.observe_events)
 
 
-WATCH_ROLES = ("viewer", "approver", "operator", "admin")
+# (an auditor reads the audit record of every run, and watches the runs it links to; it decides nothing)
+WATCH_ROLES = ("viewer", "auditor", "approver", "operator", "admin")
 
 
 def new_run_id() -> str:
@@ -47,7 +48,7 @@ class Service:
             raise self.no_such_run(run_id)
 
     def agent_watch_roles(self, agent: str) -> set[str]:
-        """The four built-in roles, and any role one of the agent's policies names."""
+        """The built-in roles, and any role one of the agent's policies names."""
         roles = set(WATCH_ROLES)
         spec = self.registry.get(agent)
         if spec is not None:

@@ -256,8 +256,9 @@ $("notify").addEventListener("click", async () => {
   renderInbox();
 });
 
-/** Whether this person could ever be asked to decide (a role besides viewer): only they are offered notifications. */
-const mayEverDecide = (user) => Boolean(user && user.roles.some((r) => r !== "viewer"));
+/** Whether this person could ever be asked to decide (a role besides viewer and auditor): only they are offered
+ * notifications. */
+const mayEverDecide = (user) => Boolean(user && user.roles.some((r) => r !== "viewer" && r !== "auditor"));
 
 /** The countdown of a deadline on the hub's clock, the same text in the decision panel and the inbox. */
 function countdownText(expiresAt) {
