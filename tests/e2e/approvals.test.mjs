@@ -3,40 +3,28 @@
 // Needs Debian's chromium at /usr/bin/chromium (or CHROMIUM_PATH); playwright-core only drives it.
 
 import assert from "node:assert/strict";
-import { existsSync } from "node:fs";
-import { createRequire } from "node:module";
 import net from "node:net";
 import path from "node:path";
-import { after, before, describe, test } from "node:test";
+import { before, describe, test } from "node:test";
 
 import { RuncastClient } from "../../client_js/src/runcast.js";
-import { REPO_DIR, makeToken, startProxy, startServer, waitFor } from "../../client_js/test/helpers.mjs";
+import { makeToken, startProxy, startServer, waitFor } from "../../client_js/test/helpers.mjs";
+import { require, suite } from "./browser.mjs";
 
-const require = createRequire(path.join(REPO_DIR, "client_js", "package.json"));
-const { chromium } = require("playwright-core");
 const WebSocket = require("ws");
 
-const CHROMIUM = process.env.CHROMIUM_PATH || "/usr/bin/chromium";
-const LAUNCH_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-  "--disable-background-networking", "--disable-component-update", "--disable-sync"];
 const SCREENS = { desktop: { width: 1440, height: 900 }, phone: { width: 390, height: 844 } };
 
+const s = suite({ delay: "0.005" }, {
+  dana: ["dana", "Dana", ["admin"]],
+  alex: ["alex", "Alex", ["approver"]],
+  vic: ["vic", "Vic", ["viewer"]],
+});
+const tok = s.tok;
 let server;
 let browser;
-const tok = {};
-
-before(async () => {
-  assert.ok(existsSync(CHROMIUM), `no Chromium at ${CHROMIUM}: apt-get install -y chromium (or set CHROMIUM_PATH)`);
-  server = await startServer({ delay: "0.005" });
-  tok.dana = server.token("dana", "Dana", ["admin"]);
-  tok.alex = server.token("alex", "Alex", ["approver"]);
-  tok.vic = server.token("vic", "Vic", ["viewer"]);
-  browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: LAUNCH_ARGS });
-});
-
-after(async () => {
-  await browser?.close();
-  await server?.stop();
+before(() => {
+  ({ server, browser } = s);
 });
 
 /**

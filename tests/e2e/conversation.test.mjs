@@ -3,37 +3,20 @@
 // Needs Debian's chromium at /usr/bin/chromium (or CHROMIUM_PATH); playwright-core only drives it.
 
 import assert from "node:assert/strict";
-import { existsSync } from "node:fs";
-import { createRequire } from "node:module";
-import path from "node:path";
-import { after, before, test } from "node:test";
+import { before, test } from "node:test";
 
-import { REPO_DIR, startServer, waitFor } from "../../client_js/test/helpers.mjs";
+import { waitFor } from "../../client_js/test/helpers.mjs";
+import { suite } from "./browser.mjs";
 
-const require = createRequire(path.join(REPO_DIR, "client_js", "package.json"));
-const { chromium } = require("playwright-core");
-
-const CHROMIUM = process.env.CHROMIUM_PATH || "/usr/bin/chromium";
-const LAUNCH_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-  "--disable-background-networking", "--disable-component-update", "--disable-sync"];
-
+const s = suite({ delay: "0.005" }, {
+  olga: ["olga", "Olga", ["operator"]],
+  dana: ["dana", "Dana", ["admin"]],
+  alex: ["alex", "Alex", ["approver"]],
+});
+const tok = s.tok;
 let server;
 let browser;
-const tok = {};
-
-before(async () => {
-  assert.ok(existsSync(CHROMIUM), `no Chromium at ${CHROMIUM}: apt-get install -y chromium (or set CHROMIUM_PATH)`);
-  server = await startServer({ delay: "0.005" });
-  tok.olga = server.token("olga", "Olga", ["operator"]);
-  tok.dana = server.token("dana", "Dana", ["admin"]);
-  tok.alex = server.token("alex", "Alex", ["approver"]);
-  browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: LAUNCH_ARGS });
-});
-
-after(async () => {
-  await browser?.close();
-  await server?.stop();
-});
+before(() => ({ server, browser } = s));
 
 async function person(token, runId) {
   const context = await browser.newContext({ viewport: { width: 1280, height: 900 }, locale: "en-GB", timezoneId: "UTC" });

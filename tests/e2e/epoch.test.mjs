@@ -4,20 +4,14 @@
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { existsSync, mkdtempSync, rmSync } from "node:fs";
-import { createRequire } from "node:module";
 import os from "node:os";
 import path from "node:path";
 import { after, before, test } from "node:test";
 
 import { REPO_DIR, freePort, startServer, waitFor } from "../../client_js/test/helpers.mjs";
+import { launch, needChromium } from "./browser.mjs";
 
-const require = createRequire(path.join(REPO_DIR, "client_js", "package.json"));
-const { chromium } = require("playwright-core");
-
-const CHROMIUM = process.env.CHROMIUM_PATH || "/usr/bin/chromium";
 const REDIS = process.env.REDIS_SERVER || "/usr/bin/redis-server";
-const LAUNCH_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-  "--disable-background-networking", "--disable-component-update", "--disable-sync"];
 
 /** A redis-server with no persistence on `port`: each start is an empty one. */
 function redisOn(port) {
@@ -53,11 +47,11 @@ let server;
 let browser;
 
 before(async () => {
-  assert.ok(existsSync(CHROMIUM), `no Chromium at ${CHROMIUM}`);
+  needChromium();
   redis = redisOn(await freePort());
   await redis.start();
   server = await startServer({ delay: "0.01", args: ["--redis", redis.url] });
-  browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: LAUNCH_ARGS });
+  browser = await launch();
 });
 
 after(async () => {

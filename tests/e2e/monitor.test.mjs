@@ -4,41 +4,29 @@
 
 import assert from "node:assert/strict";
 import { copyFileSync, existsSync, mkdirSync } from "node:fs";
-import { createRequire } from "node:module";
 import path from "node:path";
-import { after, before, describe, test } from "node:test";
+import { before, describe, test } from "node:test";
 
 import { RuncastClient } from "../../client_js/src/runcast.js";
-import { REPO_DIR, fetchLog, startProxy, startServer, waitFor } from "../../client_js/test/helpers.mjs";
+import { REPO_DIR, fetchLog, startProxy, waitFor } from "../../client_js/test/helpers.mjs";
+import { require, suite } from "./browser.mjs";
 
-// playwright-core and ws are the client package's dev dependencies: resolve them from there.
-const require = createRequire(path.join(REPO_DIR, "client_js", "package.json"));
-const { chromium } = require("playwright-core");
-const WebSocket = require("ws");
+const WebSocket = require("ws");  // (the client package's dev dependency)
 
-const CHROMIUM = process.env.CHROMIUM_PATH || "/usr/bin/chromium";
 const ARTIFACTS = path.join(REPO_DIR, "tests", "artifacts");
-const LAUNCH_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-  "--disable-background-networking", "--disable-component-update", "--disable-sync"];
 
+// 0.02 s per streamed delta: slow enough that "while the text streams" is a real moment, fast enough for CI.
+const s = suite({ delay: "0.02" }, {
+  alice: ["alice", "Alice", ["approver", "operator"]],
+  vic: ["vic", "Vic", ["viewer"]],
+  olga: ["olga", "Olga", ["operator"]],
+});
+const tok = s.tok;
 let server;
 let browser;
-const tok = {};
-
-before(async () => {
-  assert.ok(existsSync(CHROMIUM), `no Chromium at ${CHROMIUM}: apt-get install -y chromium (or set CHROMIUM_PATH)`);
-  // 0.02 s per streamed delta: slow enough that "while the text streams" is a real moment, fast enough for CI.
-  server = await startServer({ delay: "0.02" });
-  tok.alice = server.token("alice", "Alice", ["approver", "operator"]);
-  tok.vic = server.token("vic", "Vic", ["viewer"]);
-  tok.olga = server.token("olga", "Olga", ["operator"]);
-  browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: LAUNCH_ARGS });
+before(() => {
+  ({ server, browser } = s);
   mkdirSync(ARTIFACTS, { recursive: true });
-});
-
-after(async () => {
-  await browser?.close();
-  await server?.stop();
 });
 
 /**

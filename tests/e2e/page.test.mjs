@@ -7,45 +7,34 @@
 
 import assert from "node:assert/strict";
 import { existsSync, mkdirSync } from "node:fs";
-import { createRequire } from "node:module";
 import path from "node:path";
-import { after, before, describe, test } from "node:test";
+import { before, describe, test } from "node:test";
 
-import { REPO_DIR, startServer, waitFor } from "../../client_js/test/helpers.mjs";
+import { REPO_DIR, waitFor } from "../../client_js/test/helpers.mjs";
+import { suite } from "./browser.mjs";
 
-const require = createRequire(path.join(REPO_DIR, "client_js", "package.json"));
-const { chromium } = require("playwright-core");
 
-const CHROMIUM = process.env.CHROMIUM_PATH || "/usr/bin/chromium";
 const ARTIFACTS = path.join(REPO_DIR, "tests", "artifacts");
-const LAUNCH_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-  "--disable-background-networking", "--disable-component-update", "--disable-sync"];
 const SCREENS = { desktop: { width: 1440, height: 900 }, phone: { width: 390, height: 844 } };
 const TIME = /\d\d:\d\d:\d\d UTC/; // the one time format: time of day with its zone (en-GB, UTC)
 
+const s = suite({
+  delay: "0.005",
+  args: ["--agents", "demo", "--agents", "agents_fixture"],
+  env: { PYTHONPATH: [path.join(REPO_DIR, "tests"), path.join(REPO_DIR, "server"), process.env.PYTHONPATH || ""].join(path.delimiter) },
+}, {
+  dana: ["dana", "Dana", ["admin"]],
+  alex: ["alex", "Alex", ["approver"]],
+  sam: ["sam", "Sam", ["approver"]],
+  vic: ["vic", "Vic", ["viewer"]],
+  olga: ["olga", "Olga", ["operator"]],
+});
+const tok = s.tok;
 let server;
 let browser;
-const tok = {};
-
-before(async () => {
-  assert.ok(existsSync(CHROMIUM), `no Chromium at ${CHROMIUM}: apt-get install -y chromium (or set CHROMIUM_PATH)`);
-  server = await startServer({
-    delay: "0.005",
-    args: ["--agents", "demo", "--agents", "agents_fixture"],
-    env: { PYTHONPATH: [path.join(REPO_DIR, "tests"), path.join(REPO_DIR, "server"), process.env.PYTHONPATH || ""].join(path.delimiter) },
-  });
-  tok.dana = server.token("dana", "Dana", ["admin"]);
-  tok.alex = server.token("alex", "Alex", ["approver"]);
-  tok.sam = server.token("sam", "Sam", ["approver"]);
-  tok.vic = server.token("vic", "Vic", ["viewer"]);
-  tok.olga = server.token("olga", "Olga", ["operator"]);
-  browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: LAUNCH_ARGS });
+before(() => {
+  ({ server, browser } = s);
   mkdirSync(ARTIFACTS, { recursive: true });
-});
-
-after(async () => {
-  await browser?.close();
-  await server?.stop();
 });
 
 async function person(token, viewport, { hash = "" } = {}) {

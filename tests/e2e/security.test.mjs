@@ -2,33 +2,15 @@
 // blocked by the Content-Security-Policy (the browser reports the violation), and the page works as before.
 
 import assert from "node:assert/strict";
-import { existsSync } from "node:fs";
-import { createRequire } from "node:module";
-import path from "node:path";
 import { after, before, describe, test } from "node:test";
 
-import { REPO_DIR, startServer, waitFor } from "../../client_js/test/helpers.mjs";
+import { waitFor } from "../../client_js/test/helpers.mjs";
+import { suite } from "./browser.mjs";
 
-const require = createRequire(path.join(REPO_DIR, "client_js", "package.json"));
-const { chromium } = require("playwright-core");
-
-const CHROMIUM = process.env.CHROMIUM_PATH || "/usr/bin/chromium";
-const LAUNCH_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-  "--disable-background-networking", "--disable-component-update", "--disable-sync"];
-
+const s = suite({ delay: "0.005" });
 let server;
 let browser;
-
-before(async () => {
-  assert.ok(existsSync(CHROMIUM), `no Chromium at ${CHROMIUM}: apt-get install -y chromium (or set CHROMIUM_PATH)`);
-  server = await startServer({ delay: "0.005" });
-  browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: LAUNCH_ARGS });
-});
-
-after(async () => {
-  await browser?.close();
-  await server?.stop();
-});
+before(() => ({ server, browser } = s));
 
 describe("page security headers", () => {
   test("every answer carries the CSP, nosniff and no-referrer", async () => {

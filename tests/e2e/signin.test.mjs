@@ -7,19 +7,13 @@
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { existsSync, mkdtempSync, writeFileSync } from "node:fs";
-import { createRequire } from "node:module";
 import os from "node:os";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
 
 import { REPO_DIR, freePort, makeToken, startServer, waitFor } from "../../client_js/test/helpers.mjs";
+import { launch, needChromium } from "./browser.mjs";
 
-const require = createRequire(path.join(REPO_DIR, "client_js", "package.json"));
-const { chromium } = require("playwright-core");
-
-const CHROMIUM = process.env.CHROMIUM_PATH || "/usr/bin/chromium";
-const LAUNCH_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-  "--disable-background-networking", "--disable-component-update", "--disable-sync"];
 const OIDC_DIR = path.join(REPO_DIR, "tests", "oidc");
 const CLIENT_SECRET = "runcast-e2e-client-secret-0123456789";
 
@@ -39,8 +33,8 @@ async function startProvider(redirectUris) {
 
 let browser;
 before(async () => {
-  assert.ok(existsSync(CHROMIUM), `no Chromium at ${CHROMIUM}: apt-get install -y chromium (or set CHROMIUM_PATH)`);
-  browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: LAUNCH_ARGS });
+  needChromium();
+  browser = await launch();
 });
 after(async () => { await browser?.close(); });
 
