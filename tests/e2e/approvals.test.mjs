@@ -5,7 +5,7 @@
 import assert from "node:assert/strict";
 import net from "node:net";
 import path from "node:path";
-import { before, describe, test } from "node:test";
+import { describe, test } from "node:test";
 
 import { RuncastClient } from "../../client_js/src/runcast.js";
 import { makeToken, startProxy, startServer, waitFor } from "../../client_js/test/helpers.mjs";
@@ -15,17 +15,13 @@ const WebSocket = require("ws");
 
 const SCREENS = { desktop: { width: 1440, height: 900 }, phone: { width: 390, height: 844 } };
 
-const s = suite({ delay: "0.005" }, {
+let server;
+let browser;
+const { tok } = suite({ delay: "0.005" }, {
   dana: ["dana", "Dana", ["admin"]],
   alex: ["alex", "Alex", ["approver"]],
   vic: ["vic", "Vic", ["viewer"]],
-});
-const tok = s.tok;
-let server;
-let browser;
-before(() => {
-  ({ server, browser } = s);
-});
+}, (ready) => ({ server, browser } = ready));
 
 /**
  * A TCP proxy that can hold back what the browser sends (`stall()`: bytes to the hub are dropped, as on a network that

@@ -3,21 +3,19 @@
 // follows a row's link to its run. Needs Debian's chromium at /usr/bin/chromium (or CHROMIUM_PATH).
 
 import assert from "node:assert/strict";
-import { before, test } from "node:test";
+import { test } from "node:test";
 
 import { waitFor } from "../../client_js/test/helpers.mjs";
 import { suite } from "./browser.mjs";
 
-const s = suite({ delay: "0.005" }, {
+let server;
+let browser;
+const { tok } = suite({ delay: "0.005" }, {
   dana: ["dana", "Dana", ["operator"]],
   alex: ["alex", "Alex Kim", ["approver"]],
   bob: ["bob", "Bob", ["approver"]],
   audrey: ["audrey", "Audrey", ["auditor"]],
-});
-const tok = s.tok;
-let server;
-let browser;
-before(() => ({ server, browser } = s));
+}, (ready) => ({ server, browser } = ready));
 
 async function decided(tokFor, decision, reason) {
   const { run_id: runId } = await server.api("/api/runs", tok.dana, { method: "POST", body: JSON.stringify({ agent: "demo", input: "free some disk space" }) });

@@ -26,16 +26,18 @@ export function launch() {
 
 /**
  * Registers the suite's before() and after(): before() starts a hub (`startServer(options)`), makes a token per person
- * (`people`: {key: [sub, name, roles]} gives `tok[key]`) and launches Chromium; after() stops both. Returns the object
- * that before() fills in: {server, browser, tok}.
+ * (`people`: {key: [sub, name, roles]} gives `tok[key]`), launches Chromium and calls `ready({server, browser, tok})`;
+ * after() stops both. Returns that object ({server, browser, tok}), filled in by before(). (`ready` is where a file
+ * takes them: node:test does not run a file's root before() hooks in the order they were registered.)
  */
-export function suite(options, people = {}) {
+export function suite(options, people = {}, ready = () => {}) {
   const s = { server: undefined, browser: undefined, tok: {} };
   before(async () => {
     needChromium();
     s.server = await startServer(options);
     for (const [key, [sub, name, roles]] of Object.entries(people)) s.tok[key] = s.server.token(sub, name, roles);
     s.browser = await launch();
+    await ready(s);
   });
   after(async () => {
     await s.browser?.close();

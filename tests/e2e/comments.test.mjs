@@ -4,20 +4,18 @@
 // Needs Debian's chromium at /usr/bin/chromium (or CHROMIUM_PATH); playwright-core only drives it.
 
 import assert from "node:assert/strict";
-import { before, test } from "node:test";
+import { test } from "node:test";
 
 import { waitFor } from "../../client_js/test/helpers.mjs";
 import { suite } from "./browser.mjs";
 
-const s = suite({ delay: "0.005" }, {
+let server;
+let browser;
+const { tok } = suite({ delay: "0.005" }, {
   dana: ["dana", "Dana", ["admin"]],
   alex: ["alex", "Alex Kim", ["approver"]],
   vic: ["vic", "Vic", ["viewer"]],
-});
-const tok = s.tok;
-let server;
-let browser;
-before(() => ({ server, browser } = s));
+}, (ready) => ({ server, browser } = ready));
 
 async function person(token, hash = "") {
   const context = await browser.newContext({ viewport: { width: 1440, height: 900 }, locale: "en-GB", timezoneId: "UTC" });

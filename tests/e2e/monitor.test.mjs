@@ -5,7 +5,7 @@
 import assert from "node:assert/strict";
 import { copyFileSync, existsSync, mkdirSync } from "node:fs";
 import path from "node:path";
-import { before, describe, test } from "node:test";
+import { describe, test } from "node:test";
 
 import { RuncastClient } from "../../client_js/src/runcast.js";
 import { REPO_DIR, fetchLog, startProxy, waitFor } from "../../client_js/test/helpers.mjs";
@@ -15,17 +15,15 @@ const WebSocket = require("ws");  // (the client package's dev dependency)
 
 const ARTIFACTS = path.join(REPO_DIR, "tests", "artifacts");
 
+let server;
+let browser;
 // 0.02 s per streamed delta: slow enough that "while the text streams" is a real moment, fast enough for CI.
-const s = suite({ delay: "0.02" }, {
+const { tok } = suite({ delay: "0.02" }, {
   alice: ["alice", "Alice", ["approver", "operator"]],
   vic: ["vic", "Vic", ["viewer"]],
   olga: ["olga", "Olga", ["operator"]],
-});
-const tok = s.tok;
-let server;
-let browser;
-before(() => {
-  ({ server, browser } = s);
+}, (ready) => {
+  ({ server, browser } = ready);
   mkdirSync(ARTIFACTS, { recursive: true });
 });
 

@@ -8,7 +8,7 @@
 import assert from "node:assert/strict";
 import { existsSync, mkdirSync } from "node:fs";
 import path from "node:path";
-import { before, describe, test } from "node:test";
+import { describe, test } from "node:test";
 
 import { REPO_DIR, waitFor } from "../../client_js/test/helpers.mjs";
 import { suite } from "./browser.mjs";
@@ -18,7 +18,9 @@ const ARTIFACTS = path.join(REPO_DIR, "tests", "artifacts");
 const SCREENS = { desktop: { width: 1440, height: 900 }, phone: { width: 390, height: 844 } };
 const TIME = /\d\d:\d\d:\d\d UTC/; // the one time format: time of day with its zone (en-GB, UTC)
 
-const s = suite({
+let server;
+let browser;
+const { tok } = suite({
   delay: "0.005",
   args: ["--agents", "demo", "--agents", "agents_fixture"],
   env: { PYTHONPATH: [path.join(REPO_DIR, "tests"), path.join(REPO_DIR, "server"), process.env.PYTHONPATH || ""].join(path.delimiter) },
@@ -28,12 +30,8 @@ const s = suite({
   sam: ["sam", "Sam", ["approver"]],
   vic: ["vic", "Vic", ["viewer"]],
   olga: ["olga", "Olga", ["operator"]],
-});
-const tok = s.tok;
-let server;
-let browser;
-before(() => {
-  ({ server, browser } = s);
+}, (ready) => {
+  ({ server, browser } = ready);
   mkdirSync(ARTIFACTS, { recursive: true });
 });
 

@@ -2,15 +2,14 @@
 // blocked by the Content-Security-Policy (the browser reports the violation), and the page works as before.
 
 import assert from "node:assert/strict";
-import { after, before, describe, test } from "node:test";
+import { describe, test } from "node:test";
 
 import { waitFor } from "../../client_js/test/helpers.mjs";
 import { suite } from "./browser.mjs";
 
-const s = suite({ delay: "0.005" });
 let server;
 let browser;
-before(() => ({ server, browser } = s));
+suite({ delay: "0.005" }, {}, (ready) => ({ server, browser } = ready));
 
 describe("page security headers", () => {
   test("every answer carries the CSP, nosniff and no-referrer", async () => {
