@@ -52,7 +52,6 @@ from hubtest import ADMIN, OPERATOR, Process, base_env, free_port, token  # noqa
 from redis_server import RedisServer  # noqa: E402
 
 DEFAULT_GRID = "memory:50:500,memory:500:1000,memory:1000:200,redis:200:500,redis:500:500,redis:500:1000"
-FEED = ("inbox", "inbox.added", "inbox.removed", "runs", "run.status")
 CLK = os.sysconf("SC_CLK_TCK")
 # The hub closes a keep-alive connection idle past its header timeout (10 s): no reuse, no stale connection.
 NO_KEEPALIVE = httpx.Limits(max_keepalive_connections=0)
@@ -117,15 +116,10 @@ class NodeDashboards:
 
 
 class Conn:
-    """One client (the watchers and the starters): every frame with its arrival time; feed frames folded into an inbox."""
+    """One client (the watchers and the starters): its errors, how it closed, and `on_frame` for every frame."""
 
     def __init__(self, ws: Any, hub: int, tok: str) -> None:
         self.ws, self.hub, self.tok = ws, hub, tok
-        self.frames: list[tuple[float, dict[str, Any]]] = []
-        self.inbox: dict[str, dict[str, Any]] = {}
-        self.added: dict[str, float] = {}  # approval_id -> arrival
-        self.removed: dict[str, float] = {}
-        self.feed_frames = 0
         self.errors: Counter[str] = Counter()
         self.closed: int | None = None
         self.on_frame: Any = None
@@ -146,31 +140,12 @@ class Conn:
                 now = time.time()
                 for line in msg.splitlines() if isinstance(msg, str) else [msg]:
                     f = json.loads(line)
-                    self._fold(now, f)
+                    if f.get("type") == "error":
+                        self.errors[f.get("code", "?")] += 1
+                    if self.on_frame is not None:
+                        self.on_frame(self, now, f)
         except websockets.ConnectionClosed as exc:
             self.closed = exc.rcvd.code if exc.rcvd else 1006
-
-    def _fold(self, now: float, f: dict[str, Any]) -> None:
-        t = f.get("type")
-        if t in FEED:
-            self.feed_frames += t != "inbox" and t != "runs"
-            if t == "inbox":
-                self.inbox = {a["approval_id"]: a for a in f["approvals"]}
-            elif t == "inbox.added":
-                aid = f["approval"]["approval_id"]
-                self.inbox[aid] = f["approval"]
-                self.added.setdefault(aid, now)
-            elif t == "inbox.removed":
-                self.inbox.pop(f["approval_id"], None)
-                self.removed.setdefault(f["approval_id"], now)
-            elif t == "runs":
-                self.frames.append((now, f))
-            return
-        if t == "error":
-            self.errors[f.get("code", "?")] += 1
-        self.frames.append((now, f))
-        if self.on_frame is not None:
-            self.on_frame(self, now, f)
 
     async def send(self, frame: dict[str, Any]) -> None:
         await self.ws.send(json.dumps(frame))

@@ -12,8 +12,8 @@ The `presence` control frame (no `seq`, never replayed; README, "Presence"):
      "count": <connections watching>, "people": <distinct subs watching>}
 
 `full: true` replaces what the client holds with `joined`; `full: false` applies `joined` and `left` to it. Up to
-`list_max` connections every entry is listed; past it only the entries that may decide (any role but `viewer`) are,
-and `count` / `people` still give the totals. A change of `listed` is sent as a full frame.
+`list_max` connections every entry is listed; past it only the entries that may decide (any role but `viewer` and
+`auditor`) are, and `count` / `people` still give the totals. A change of `listed` is sent as a full frame.
 
 Who is typing is presence too (never logged): a connection that may `say` on the run sends `typing` true / false, and
 its entry gets `"typing": true` (the key is absent otherwise), so the change reaches every watcher on every node as a
