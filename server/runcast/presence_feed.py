@@ -98,6 +98,7 @@ class PresenceFeed:
         run.local[watcher] = entry
         run.dirty += 1
         run.view.join(entry)
+        run.leaves.pop(entry["connection_id"], None)  # (a leave not written yet would undo this join at the tick)
         run.joins[entry["connection_id"]] = entry
         watcher.send(encode(run.view.snapshot(), watcher.encoding))
 
@@ -109,8 +110,9 @@ class PresenceFeed:
         run.typing.clear(entry["connection_id"])
         run.dirty += 1
         run.view.leave(entry["connection_id"])
-        if run.joins.pop(entry["connection_id"], None) is None:
-            run.leaves[entry["connection_id"]] = entry
+        # A join not written yet is written all the same, then this leave (joins go first at the tick): whoever opened
+        # the run, however briefly, is in its `watched` record.
+        run.leaves[entry["connection_id"]] = entry
         if not run.local:  # the last local watcher: say goodbye now, nobody ticks for this run any more
             del self._runs[run_id]
             try:
