@@ -19,6 +19,18 @@ from redis_cluster import RedisCluster
 HUB_ENV = {"RUNCAST_HELLO_TIMEOUT_S": "1.5"}
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """A failing test shows the tail of each runcast process's log it used (CI prints only the report)."""
+    outcome = yield
+    rep = outcome.get_result()
+    if rep.when != "call" or not rep.failed:
+        return
+    for name, value in getattr(item, "funcargs", {}).items():
+        if isinstance(value, Cluster):
+            rep.sections.append((f"runcast logs ({name})", value.logs()))
+
+
 @pytest.fixture(scope="module", params=["memory", "redis", "redis-cluster"])
 def hub(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     tmp: Path = tmp_path_factory.mktemp(f"hub-{request.param}")

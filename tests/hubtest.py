@@ -315,7 +315,18 @@ class Client:
                         raise ConnectionError(f"closed {self.closed} while waiting")
                     await self._changed.wait()
 
-        return await asyncio.wait_for(scan(), timeout)
+        try:
+            return await asyncio.wait_for(scan(), timeout)
+        except TimeoutError as e:
+            raise TimeoutError(f"nothing matched within {timeout} s; {self.describe()}") from e
+
+    def describe(self) -> str:
+        """What this client had when a wait gave up: its last frames, short (the first thing a CI failure needs)."""
+        tail = [
+            f"{f.get('type')}#{f['seq']}" if "seq" in f else str(f.get("type") or f.get("code") or "?")
+            for f in self.frames[-12:]
+        ]
+        return f"{len(self.frames)} frames, closed={self.closed}, last: {' '.join(tail)}"
 
     async def wait_closed(self, timeout: float = 15) -> tuple[int, str]:
         async def wait() -> tuple[int, str]:

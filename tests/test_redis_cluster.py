@@ -82,6 +82,37 @@ async def test_live_feed_follows_a_migrated_slot_and_a_failover_without_gaps(rc:
         await reader.close()
 
 
+async def test_an_append_during_a_slot_migration_fails_as_transient_and_is_not_logged(rc: RedisCluster) -> None:
+    """While a slot migrates, a script over a run's keys answers TRYAGAIN (some of its keys are on the other node, or
+    do not exist) until the last key has moved. redis-py gives up after its redirect budget with ClusterError("TTL
+    exhausted."): that must count as "unreachable for now" (the worker then waits and retries; before, the run
+    failed mid-stream when a migration outlasted the budget) and nothing may have been logged."""
+    b = RedisBackend(rc.url)
+    await b.start()
+    try:
+        await b.append("rt", [("a", {})])
+        loop = asyncio.get_running_loop()
+        seen: list[BaseException | None] = []
+
+        def mid_migration() -> None:  # called between MIGRATE batches, from the migrating thread
+            if seen:
+                return
+            try:
+                asyncio.run_coroutine_threadsafe(b.append("rt", [("b", {})]), loop).result(timeout=30)
+                seen.append(None)
+            except Exception as exc:  # noqa: BLE001
+                seen.append(exc)
+
+        slot = rc.keyslot("rt")
+        other = next(rc.node_by_port(m["port"]) for m in rc.masters() if m["port"] != rc.master_of(slot).port)
+        await asyncio.to_thread(rc.migrate_slot, slot, other, between_keys=mid_migration)
+        assert seen and isinstance(seen[0], b.transient_errors), seen
+        assert seqs_of(await b.append("rt", [("c", {})])) == [2]
+        assert [e.frame["type"] for e in await b.read("rt", 0)] == ["a", "c"]
+    finally:
+        await b.close()
+
+
 def seqs_of(events: list) -> list[int]:
     return [e.seq for e in events]
 

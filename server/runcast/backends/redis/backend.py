@@ -69,6 +69,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import (
     ClusterDownError,
+    ClusterError,
     MasterDownError,
     RedisClusterException,
     RedisError,
@@ -121,6 +122,9 @@ class RedisBackend(OutboxQueue, JobQueue, LiveFeed, Presence, DataWatch, Backend
     name = "redis"
     # redis-py's ConnectionError (BusyLoadingError included) and TimeoutError are not the builtin ones.
     # On a cluster, a failover answers CLUSTERDOWN / MASTERDOWN / TRYAGAIN for a moment: the command did not run.
+    # ClusterError("TTL exhausted."): redis-py followed MOVED / ASK / TRYAGAIN until its redirect budget ran out (a
+    # script whose keys a slot migration has split answers TRYAGAIN until the last key moves: longer than that budget
+    # on a loaded machine); no try ran the command. (ClusterDownError and MasterDownError are ClusterErrors too.)
     # RedisClusterException: no node gave a full slot map (mid-failover); the command did not run.
     transient_errors = (
         RedisConnectionError,
@@ -128,6 +132,7 @@ class RedisBackend(OutboxQueue, JobQueue, LiveFeed, Presence, DataWatch, Backend
         ConnectionError,
         TimeoutError,
         OSError,
+        ClusterError,
         ClusterDownError,
         MasterDownError,
         TryAgainError,
