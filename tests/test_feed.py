@@ -173,6 +173,23 @@ def test_reload_after_an_interruption_sends_the_difference() -> None:
     assert "run_2" not in f.open and alice.frames[-1]["type"] == "inbox.removed"
 
 
+def test_a_reload_keeps_a_run_opened_while_the_index_was_read() -> None:
+    """On one Redis a run's entry is published with its commit and its place in the index written a script later;
+    on either backend an entry may arrive between the index read and `load`. Such a run stays in the inbox."""
+    f = feed.Feeds()
+    alice = Watcher(ALICE)
+    f.load([])
+    f.add_inbox(alice)
+    f.begin_load()
+    step(f, feed.entry(paused("run_1")))  # arrives while the index (which does not list it yet) is being read
+    f.load([])
+    assert "run_1" in f.open
+    assert [x["type"] for x in alice.frames[1:]] == ["inbox.added"]  # told once, never taken back
+    f.begin_load()  # the next reload: nothing new arrived, and the index is right
+    f.load([feed.entry(paused("run_1"))])
+    assert "run_1" in f.open and [x["type"] for x in alice.frames[1:]] == ["inbox.added"]
+
+
 def test_run_list_snapshot_holds_back_live_changes_until_sent() -> None:
     f = feed.Feeds()
     vic, lim = Watcher(VIC), Watcher(LIM)

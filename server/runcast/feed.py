@@ -291,6 +291,10 @@ class Feeds:
         self.open: dict[str, dict[str, Any]] = {}  # run_id -> entry, for runs with an open approval
         self._versions: OrderedDict[str, int] = OrderedDict()
         self._pending: dict[str, dict[str, Any]] = {}  # run_id -> its newest entry not yet flushed
+        # While the index is read again (begin_load .. load): the runs whose entries arrived meanwhile. Their live
+        # entry is at least as new as the read, which may have missed them (the index is written after the entry
+        # is published on one Redis, and in a separate script on a cluster).
+        self._arrived: set[str] | None = None
         self._inbox: dict[Watcher, dict[str, str]] = {}  # watcher -> {approval_id: run_id} it was told about
         self._inbox_classes: dict[tuple[Any, ...], set[Watcher]] = {}
         # run_id -> approval_id -> the watchers told about it: an update looks at its own run only
@@ -328,6 +332,8 @@ class Feeds:
             return
         if e.get("mentions"):
             self._on_mentions(e, live=True)
+        if self._arrived is not None:
+            self._arrived.add(e["run"]["run_id"])
         first = not self._pending
         self._pending[e["run"]["run_id"]] = e
         if first and self._on_pending is not None:
@@ -363,11 +369,18 @@ class Feeds:
             except Exception:
                 log.exception("writing the feed to a watcher failed")
 
+    def begin_load(self) -> None:
+        """The index is about to be read (then `load`): note the runs whose entries arrive meanwhile."""
+        self.flush()
+        self._arrived = set()
+
     def load(self, entries: list[dict[str, Any]]) -> None:
         """The index of open runs as read from the backend (at start, and after the feed was interrupted): runs not in
-        it are closed unless a newer entry says otherwise; every inbox watcher gets the difference."""
+        it are closed unless a newer entry says otherwise, or one arrived since `begin_load`; every inbox watcher gets
+        the difference."""
         self.flush()
-        fresh = {}
+        arrived, self._arrived = self._arrived or set(), None
+        fresh = {rid: e for rid, e in self.open.items() if rid in arrived}
         for e in entries:
             rid = e["run"]["run_id"]
             seen = self._versions.get(rid)
