@@ -39,6 +39,7 @@ _END = object()
 HISTORY_KEY = "runcast_history"  # a saved conversation (to_input_list), in the same place as a pause's RunState
 AGENT_KEY = "runcast_agent"  # with it: the name of the agent that ended the turn (the run's current agent)
 TRACE_FLUSH_S = 5.0  # how long a stopping worker waits for its last traces to be exported (--tracing openai)
+RENEW_RETRY_S = 0.5  # a lease renewal the backend did not take is tried again this soon (not a lease/3 later)
 
 
 def _json_output(value: Any) -> Any:
@@ -257,15 +258,24 @@ class Worker:
         metrics.segment_duration.labels(outcome=outcome).observe(took)
 
     async def _renew(self, run_id: str) -> None:
+        """Renew the segment's lease every third of it. A renewal the backend did not take (unreachable, a pool with
+        no free connection under load) is tried again soon: giving up on it lets the lease run out and the run fail
+        as worker_lost while it streams. Only a run that is no longer ours to renew ends this."""
         assert self.lease_s
+        wait = self.lease_s / 3
         while True:
-            await asyncio.sleep(self.lease_s / 3)
+            await asyncio.sleep(wait)
+            wait = self.lease_s / 3
             try:
                 await apply(self.backend, run_id, lambda r: runs.renew(r, self.id, time.time(), self.lease_s))  # type: ignore[arg-type]
-            except ProtocolError:
-                return  # the segment ended (or was taken from us): nothing to renew
+            except ProtocolError as err:
+                if err.code in (ErrorCode.NOT_PENDING, ErrorCode.NOT_FOUND):
+                    return  # the segment ended (or was taken from us): nothing to renew
+                log.warning("run %s: lease renewal failed (%s); trying again", run_id, err.message)
+                wait = min(wait, RENEW_RETRY_S)
             except Exception as exc:
                 log.warning("run %s: lease renewal failed: %s", run_id, exc)
+                wait = min(wait, RENEW_RETRY_S)
 
     async def _finish(self, run_id: str, kind: Any, data: dict[str, Any]) -> None:
         await apply(self.backend, run_id, lambda r: runs.finish(r, self.id, kind, data, time.time()), persist=True)
