@@ -2,7 +2,7 @@
 
 Under load (bench/dashboards.py, 500 runs on a hub that also runs the agents) the Redis pool had no free connection
 for a while; a renewal then failed once, the worker stopped renewing for good, and the run failed as worker_lost while
-it streamed. Here the backend's only connection is held by a blocking command across a renewal.
+it streamed. Here the pool's free connection (the other waits for jobs) is held by a blocking command across a renewal.
 """
 
 from __future__ import annotations
