@@ -262,20 +262,18 @@ class Worker:
         no free connection under load) is tried again soon: giving up on it lets the lease run out and the run fail
         as worker_lost while it streams. Only a run that is no longer ours to renew ends this."""
         assert self.lease_s
-        wait = self.lease_s / 3
+        every = self.lease_s / 3
+        wait = every
         while True:
             await asyncio.sleep(wait)
-            wait = self.lease_s / 3
             try:
                 await apply(self.backend, run_id, lambda r: runs.renew(r, self.id, time.time(), self.lease_s))  # type: ignore[arg-type]
-            except ProtocolError as err:
-                if err.code in (ErrorCode.NOT_PENDING, ErrorCode.NOT_FOUND):
-                    return  # the segment ended (or was taken from us): nothing to renew
-                log.warning("run %s: lease renewal failed (%s); trying again", run_id, err.message)
-                wait = min(wait, RENEW_RETRY_S)
+                wait = every
             except Exception as exc:
-                log.warning("run %s: lease renewal failed: %s", run_id, exc)
-                wait = min(wait, RENEW_RETRY_S)
+                if isinstance(exc, ProtocolError) and exc.code in (ErrorCode.NOT_PENDING, ErrorCode.NOT_FOUND):
+                    return  # the segment ended (or was taken from us): nothing to renew
+                log.warning("run %s: lease renewal failed (%s); trying again", run_id, exc)
+                wait = min(every, RENEW_RETRY_S)
 
     async def _finish(self, run_id: str, kind: Any, data: dict[str, Any]) -> None:
         await apply(self.backend, run_id, lambda r: runs.finish(r, self.id, kind, data, time.time()), persist=True)
