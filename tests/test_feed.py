@@ -174,8 +174,8 @@ def test_reload_after_an_interruption_sends_the_difference() -> None:
 
 
 def test_a_reload_keeps_a_run_opened_while_the_index_was_read() -> None:
-    """An entry may arrive between the index read and `load` (the read saw the index just before the run's
-    commit). Such a run stays in the inbox: before, `load` dropped it."""
+    """On one Redis a run's entry is published with its commit and its place in the index written a script later;
+    on either backend an entry may arrive between the index read and `load`. Such a run stays in the inbox."""
     f = feed.Feeds()
     alice = Watcher(ALICE)
     f.load([])

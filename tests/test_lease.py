@@ -76,3 +76,20 @@ async def hold_the_pool(backend: RedisBackend, seconds: float) -> None:
         except NoConnection:
             continue
     raise AssertionError("never got the pool's connection")
+
+
+def test_a_process_that_runs_agents_has_a_redis_connection_per_run() -> None:
+    """With 500 runs in one worker and 64 connections, a renewal waited out the pool's 10 s (as long as the lease) and
+    runs failed as worker_lost while streaming (bench/dashboards.py, redis+worker N=500). A process that runs agents
+    now has a connection per run on top of the hub's 64; a hub that runs none keeps 64."""
+    import argparse
+
+    from runcast import cli
+
+    def pool(cmd: str, **kw: object) -> int:
+        ns = argparse.Namespace(cmd=cmd, redis="redis://127.0.0.1:9/0", max_log=0, retention=0.0, **kw)
+        return cli._backend(ns).max_connections
+
+    assert pool("worker", concurrency=512) == 64 + 512
+    assert pool("serve", concurrency=512, no_worker=False) == 64 + 512
+    assert pool("serve", concurrency=512, no_worker=True) == 64

@@ -42,7 +42,14 @@ def _backend(args: argparse.Namespace):
             from .backends.redis import RedisBackend
         except ImportError as exc:  # pragma: no cover
             raise SystemExit(f"runcast: the Redis backend is not available: {exc}") from None
-        return RedisBackend(args.redis, max_log=args.max_log or None, retention_s=args.retention)
+        # A process that runs agents gets a connection per run on top of the hub's 64: a streaming run then never
+        # waits in the pool behind the others, and neither does its lease renewal (a renewal that waited out the
+        # pool's 10 s would let the 10 s lease lapse: the run failed as worker_lost with 500 runs in one worker).
+        runs_agents = args.cmd == "worker" or not getattr(args, "no_worker", True)
+        extra = args.concurrency if runs_agents else 0
+        return RedisBackend(
+            args.redis, max_log=args.max_log or None, retention_s=args.retention, max_connections=64 + extra
+        )
     from .backends.memory import MemoryBackend
 
     return MemoryBackend(max_log=args.max_log or None, retention_s=args.retention if args.retention > 0 else None)
@@ -293,6 +300,7 @@ def serve(args: argparse.Namespace) -> None:
     from . import transport
     from .hosts import default_allowed_hosts
     from .hub import Hub, Settings, create_app
+    from .looplag import freeze_startup_heap
 
     if args.processes > 1 or args.worker_process:
         from .processes import supervise
@@ -417,6 +425,8 @@ def serve(args: argparse.Namespace) -> None:
         timeout_graceful_shutdown=args.grace,
         backlog=args.backlog,
     )
+    frozen = freeze_startup_heap()  # startup is done: full collections skip it from here on (looplag.py)
+    log.info("%d objects from startup left out of garbage collection", frozen)
     _server(config, hub, args.drain_delay).run(sockets=[sock])
 
 
@@ -463,6 +473,7 @@ def _worker_http(args: argparse.Namespace, w, backend, draining: asyncio.Event):
 
 
 def worker(args: argparse.Namespace) -> None:
+    from .looplag import freeze_startup_heap
     from .worker import Sweeper, Worker
 
     _setup(args)
@@ -487,6 +498,8 @@ def worker(args: argparse.Namespace) -> None:
         draining = asyncio.Event()
         http = _worker_http(args, w, backend, draining) if args.metrics_port else None
         http_task = asyncio.create_task(http.serve()) if http else None
+        frozen = freeze_startup_heap()  # as `serve` does (looplag.py)
+        log.info("%d objects from startup left out of garbage collection", frozen)
         print(
             f"runcast worker {w.id}: concurrency {args.concurrency}, agents: {', '.join(w.registry.names())}",
             flush=True,

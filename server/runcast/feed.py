@@ -292,7 +292,8 @@ class Feeds:
         self._versions: OrderedDict[str, int] = OrderedDict()
         self._pending: dict[str, dict[str, Any]] = {}  # run_id -> its newest entry not yet flushed
         # While the index is read again (begin_load .. load): the runs whose entries arrived meanwhile. Their live
-        # entry may be newer than what the read saw (it may have read the index just before their commit).
+        # entry is at least as new as the read, which may have missed them (the index is written after the entry
+        # is published on one Redis, and in a separate script on a cluster).
         self._arrived: set[str] | None = None
         self._inbox: dict[Watcher, dict[str, str]] = {}  # watcher -> {approval_id: run_id} it was told about
         self._inbox_classes: dict[tuple[Any, ...], set[Watcher]] = {}

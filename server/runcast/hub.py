@@ -170,7 +170,16 @@ class Hub:
 
     async def _load_feeds(self) -> None:
         self.feeds.begin_load()  # (a failed read is followed by another begin_load: _resync retries)
-        self.feeds.load([feed.entry(r) for r in await self.backend.open_runs()])
+        recs = await self.backend.open_runs()
+        listed = {r.run_id for r in recs}
+        # Runs this node holds open that the index lacks: closed while the feed was cut, or opened by an entry whose
+        # index place is not written yet (one Redis publishes the entry with the commit, the index a script later).
+        # Their records say which.
+        for rid in [rid for rid in self.feeds.open if rid not in listed]:
+            rec = await self.backend.get(rid)
+            if rec is not None:
+                recs.append(rec)
+        self.feeds.load([feed.entry(r) for r in recs])
 
     def _feed_interrupted(self) -> None:
         """The backend's feed was cut (Redis outage) and is back: read the index again, resend the run lists."""

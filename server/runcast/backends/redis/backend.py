@@ -40,8 +40,9 @@ commit then meets a Conflict; an owner's append carries a tx id for its retry).
 Commits (a state change: start, claim, pause, vote, finish...) touch the run's slot and the shared {P} slot, which a
 cluster cannot do in one script. So a commit is an outbox: (1) mark "<run> <tx>" in {P}:flush with a deadline;
 (2) one script in the run's slot checks the version, stores the record, appends the events and pushes the jobs to
-the run's outbox; (3) one script in the {P} slot adds the outbox's jobs to {P}:jobs, writes the run's timer and its
-place in {P}:open and its settled approvals in {P}:audit*, and publishes its feed entry (if this version is newer
+the run's outbox (on one Redis it also publishes the run's feed entry, so the inboxes hear of the change with its
+events); (3) one script in the {P} slot adds the outbox's jobs to {P}:jobs, writes the run's timer and its place in
+{P}:open and its settled approvals in {P}:audit*, and on a cluster publishes the feed entry (if this version is newer
 than the one they were written from), indexes the run and clears the mark; (4) the flushed jobs leave the outbox. If
 a process dies between (2) and (4), any sweeper finds the mark past its deadline and does (3)
 and (4) from the stored record and outbox. A job may so reach {P}:jobs twice: claiming is a compare-and-set on the
@@ -391,6 +392,10 @@ class RedisBackend(OutboxQueue, JobQueue, LiveFeed, Presence, DataWatch, Backend
         templates = self._templates(run_id, tr.events)
         jobs = [j.model_dump_json() for j in tr.jobs]
         hooks = ",".join(str(i + 1) for i, (t, _) in enumerate(tr.events) if t in WEBHOOK_EVENTS)  # webhooks.py
+        publish = tr.feed or mode == "create"
+        # One Redis: the commit script publishes the feed entry itself (see commit.lua); a cluster's flush does.
+        fe = feed.entry(rec)
+        entry = msgpack.packb(fe, use_bin_type=True) if publish and not self.cluster else b""
         res = await self._commit_script(  # (2)
             keys=[
                 self._k(run_id, "rec"),
@@ -412,6 +417,8 @@ class RedisBackend(OutboxQueue, JobQueue, LiveFeed, Presence, DataWatch, Backend
                 self._retention_ms,
                 len(jobs),
                 hooks,
+                self._feed,
+                entry,
                 *templates,
                 *jobs,
             ],
@@ -426,7 +433,8 @@ class RedisBackend(OutboxQueue, JobQueue, LiveFeed, Presence, DataWatch, Backend
                 [bytes(j) for j in res[3 : 3 + n_jobs]],
                 [bytes(h) for h in res[3 + n_jobs :]],
                 mark,
-                publish=tr.feed or mode == "create",
+                publish=publish and not entry,
+                fe=fe,
             )  # (3), (4)
         except (RedisError, OSError) as exc:  # committed: a sweeper finishes it after FLUSH_GRACE_S
             metrics.redis_errors.labels(source="command").inc()
@@ -447,6 +455,7 @@ class RedisBackend(OutboxQueue, JobQueue, LiveFeed, Presence, DataWatch, Backend
         mark: str,
         run_id: str | None = None,
         publish: bool = True,
+        fe: dict[str, Any] | None = None,
     ) -> None:
         """Put a committed record's jobs, webhook events, timer, open-index place and feed entry into the shared {P}
         keys, then take those jobs and events out of the run's lists."""
@@ -470,7 +479,7 @@ class RedisBackend(OutboxQueue, JobQueue, LiveFeed, Presence, DataWatch, Backend
             ]
         else:
             score = _timer_score(rec)
-            fe = feed.entry(rec)
+            fe = fe if fe is not None else feed.entry(rec)
             args = [
                 run_id,
                 rec.version,
