@@ -721,3 +721,46 @@ async def test_a_busy_hub_waits_for_the_subscribe_answer_redis_gave(make) -> Non
         await sub.close()
     finally:
         await LAG.stop()
+
+
+async def test_a_commit_whose_process_died_before_its_flush_is_flushed_by_any_sweep(
+    make,
+    raw,
+    redis_server: RedisServer,  # noqa: F811
+    monkeypatch,
+) -> None:
+    """On one Redis the commit script writes the commit's flush mark itself, in the same step as the record and the
+    events (no round trip before them). A process that dies right after it, before flush.lua has put the run's job
+    in the shared queue, leaves that mark; once its deadline passes, any node's sweep does the flush."""
+    from runcast.backends.redis import backend as redis_backend
+
+    monkeypatch.setattr(redis_backend, "FLUSH_GRACE_S", 0.3)
+
+    class DiesBeforeItsFlush(RedisBackend):
+        async def _flush(self, *args: Any, **kwargs: Any) -> None:
+            raise RedisConnectionError("the process died between the commit and its flush")
+
+    dying = DiesBeforeItsFlush(redis_server.url)
+    await dying.start()
+    try:
+        await dying.create(runs.new_run("r1", "demo", "input", ALICE, time.time()))
+    finally:
+        await dying.close()
+    assert [m.decode().split(" ")[0] for m in await raw.zrange("{runcast}:flush", 0, -1)] == ["r1"]
+    other = await make()
+    assert await other.take_job("w1", timeout=0.2) is None  # the start job is still in the run's own outbox
+    await asyncio.sleep(0.4)
+    await other.due_runs(time.time())
+    assert await raw.zrange("{runcast}:flush", 0, -1) == []
+    job = await other.take_job("w1", timeout=2)
+    assert job is not None and (job.run_id, job.kind, job.segment) == ("r1", "start", 1)
+    assert await raw.llen("runcast:run:{r1}:outbox") == 0
+
+
+async def test_a_conflicting_commit_leaves_no_flush_mark(make, raw) -> None:
+    b = await make()
+    rec = await start_run(b, "r1")
+    await b.commit(runs.claim(rec, Job(kind="start", run_id="r1", segment=1), "w1", 1001.0, None), rec.version)
+    with pytest.raises(Conflict):
+        await b.commit(runs.claim(rec, Job(kind="start", run_id="r1", segment=1), "w2", 1001.0, None), rec.version)
+    assert await raw.zrange("{runcast}:flush", 0, -1) == []

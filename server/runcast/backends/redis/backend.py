@@ -38,7 +38,8 @@ a connection error: a write whose answer was lost may have happened, so it is th
 commit then meets a Conflict; an owner's append carries a tx id for its retry).
 
 Commits (a state change: start, claim, pause, vote, finish...) touch the run's slot and the shared {P} slot, which a
-cluster cannot do in one script. So a commit is an outbox: (1) mark "<run> <tx>" in {P}:flush with a deadline;
+cluster cannot do in one script. So a commit is an outbox: (1) mark "<run> <tx>" in {P}:flush with a deadline (on
+one Redis the commit script of (2) writes it);
 (2) one script in the run's slot checks the version, stores the record, appends the events and pushes the jobs to
 the run's outbox (on one Redis it also publishes the run's feed entry, so the inboxes hear of the change with its
 events); (3) one script in the {P} slot adds the outbox's jobs to {P}:jobs, writes the run's timer and its place in
@@ -388,7 +389,9 @@ class RedisBackend(OutboxQueue, JobQueue, LiveFeed, Presence, DataWatch, Backend
             rec = rec.model_copy()
             rec.version = expected_version + 1
         mark = f"{run_id} {secrets.token_hex(6)}"
-        await self._redis.zadd(self._flush_marks, {mark: time.time() + FLUSH_GRACE_S})  # (1) see the docstring
+        deadline = time.time() + FLUSH_GRACE_S
+        if self.cluster:  # (1) see the docstring; one Redis writes the mark in the commit script itself
+            await self._redis.zadd(self._flush_marks, {mark: deadline})
         templates = self._templates(run_id, tr.events)
         jobs = [j.model_dump_json() for j in tr.jobs]
         hooks = ",".join(str(i + 1) for i, (t, _) in enumerate(tr.events) if t in WEBHOOK_EVENTS)  # webhooks.py
@@ -404,6 +407,7 @@ class RedisBackend(OutboxQueue, JobQueue, LiveFeed, Presence, DataWatch, Backend
                 self._k(run_id, "state"),
                 self._k(run_id, "outbox"),
                 self._k(run_id, "hooks"),
+                *([] if self.cluster else [self._flush_marks]),
             ],
             args=[
                 mode,
@@ -419,12 +423,15 @@ class RedisBackend(OutboxQueue, JobQueue, LiveFeed, Presence, DataWatch, Backend
                 hooks,
                 self._feed,
                 entry,
+                "" if self.cluster else mark,
+                deadline,
                 *templates,
                 *jobs,
             ],
         )
         if int(res[0]) == scripts.CONFLICT:
-            await self._clear_mark(mark)
+            if self.cluster:  # (one Redis wrote no mark: the script answered before writing anything)
+                await self._clear_mark(mark)
             raise Conflict(run_id)
         n_jobs = int(res[2])
         try:
