@@ -56,7 +56,7 @@ from .scrape import MetricsListener
 from .service import Service
 from .settings import Settings
 from .wire import CaptureSend
-from .worker import Sweeper, Worker
+from .worker import Sweeper, ThreadedWorker, Worker
 
 log = logging.getLogger("runcast.hub")
 try:  # glibc's malloc_trim, for the debug endpoint
@@ -89,7 +89,7 @@ class Hub:
         self.presence = PresenceFeed(backend, refresh_s=settings.presence_refresh_s, typing_ttl_s=settings.typing_ttl_s)
         self.metrics = Metrics()
         self.metrics.register(self)  # read at scrape time through metrics.NodeGauges (the methods below)
-        self.worker: Worker | None = None
+        self.worker: Worker | ThreadedWorker | None = None
         self.sweeper = Sweeper(backend, interval=settings.sweep_s, grace_s=settings.lease_s or 10.0)
         self.connections: set[Connection] = set()
         # the inbox and run-list watchers of this node: changes are folded and written once per FEED_TICK_S
@@ -120,13 +120,16 @@ class Hub:
         await self._load_feeds()
         await self.presence.start()
         if self.settings.run_worker:
-            self.worker = Worker(
-                self.backend,
-                self.registry,
+            kw: dict[str, Any] = dict(
                 concurrency=self.settings.worker_concurrency,
                 lease_s=self.settings.lease_s,
                 tracing=self.settings.tracing,
             )
+            twin = getattr(self.backend, "twin", None)  # Redis: the agents on a thread of their own (ThreadedWorker)
+            if twin is not None:
+                self.worker = ThreadedWorker(twin, self.registry, **kw)
+            else:
+                self.worker = Worker(self.backend, self.registry, **kw)
             await self.worker.start()
         await self.sweeper.start()
         self.deliverer = await webhooks.maybe_start(self.backend, self.registry, self.settings.webhooks)

@@ -9,12 +9,15 @@ approvals (never anything from a client), and streams again under the same run i
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import functools
 import json
 import logging
 import os
 import secrets
+import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from agents import RunConfig, Runner, RunState
@@ -488,6 +491,79 @@ class Worker:
                     "agent": getattr(last, "name", None),
                 },
             )
+
+
+class ThreadedWorker:
+    """A hub's own worker on Redis, on a thread of its own: its own event loop and its own Redis connections.
+
+    In the hub's event loop, 500 streaming agents made every turn of the loop long, and the hub reads its pub/sub and
+    writes its frames once per turn: on that hub the inbox heard of approvals seconds late (bench/dashboards.py, the
+    `redis` row: `inbox.added` p50 2.6 s there, 93 ms on the other hub). On a thread the worker shares only the
+    interpreter, and the hub's loop waits at most the switch interval (5 ms) for its turn. The runs go through Redis
+    either way, as they do with `runcast worker` processes; on the memory backend the worker stays in the hub's loop.
+    """
+
+    def __init__(self, make_backend: Callable[[], Backend], registry: Registry, **kw: Any) -> None:
+        self._make_backend = make_backend
+        self._registry = registry
+        self._kw = kw
+        self.worker: Worker | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def active(self) -> dict[str, Any]:
+        return self.worker.active if self.worker is not None else {}
+
+    async def start(self) -> None:
+        started: concurrent.futures.Future[None] = concurrent.futures.Future()
+        self._thread = threading.Thread(target=self._main, args=(started,), name="runcast-worker", daemon=True)
+        self._thread.start()
+        await asyncio.wrap_future(started)
+
+    def _main(self, started: concurrent.futures.Future[None]) -> None:
+        try:
+            import uvloop
+
+            loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
+        except ImportError:  # pragma: no cover - uvloop is a dependency; asyncio's loop does the same, slower
+            loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+
+        async def boot() -> None:
+            backend = self._make_backend()
+            await backend.start()
+            worker = Worker(backend, self._registry, **self._kw)
+            await worker.start()
+            self.worker = worker
+
+        try:
+            loop.run_until_complete(boot())
+        except BaseException as exc:
+            loop.close()
+            started.set_exception(exc)
+            return
+        self._loop = loop
+        started.set_result(None)
+        try:
+            loop.run_forever()
+        finally:
+            loop.close()
+
+    async def stop(self) -> None:
+        loop, worker, thread = self._loop, self.worker, self._thread
+        if loop is None or worker is None or thread is None:
+            return
+
+        async def shutdown() -> None:
+            await worker.stop()
+            await worker.backend.close()
+
+        try:
+            await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(shutdown(), loop))
+        finally:
+            loop.call_soon_threadsafe(loop.stop)
+            await asyncio.to_thread(thread.join, 10.0)
 
 
 class Sweeper:

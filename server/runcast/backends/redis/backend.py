@@ -185,6 +185,18 @@ class RedisBackend(OutboxQueue, JobQueue, LiveFeed, Presence, DataWatch, Backend
         self._closing = False
         self._init_datawatch()
 
+    def twin(self) -> RedisBackend:
+        """A backend like this one with connections of its own, for another event loop (a hub's worker thread)."""
+        return RedisBackend(
+            self.url,
+            prefix=self.prefix,
+            max_log=self.max_log,
+            retention_s=self.retention_s,
+            job_idle_s=self.job_idle_s,
+            max_connections=self.max_connections,
+            pool_timeout_s=self.pool_timeout_s,
+        )
+
     # ------------------------------------------------------------------ keys
     def _k(self, run_id: str, what: str) -> str:
         return f"{self.prefix}:run:{{{run_id}}}:{what}"
