@@ -42,3 +42,32 @@ async def test_the_hubs_worker_streams_a_run_on_its_own_thread(redis_server: Red
         await hub_backend.close()
     assert not threads[0].is_alive()
     assert not [t for t in threading.enumerate() if t.name == "runcast-worker"]
+
+
+async def test_a_worker_thread_that_fails_to_start_closes_its_backend(redis_server: RedisServer) -> None:  # noqa: F811
+    """The worker's own backend is started before the worker; if the worker then cannot start (here: its signal
+    channel is refused), that backend is closed on the thread's loop, the error reaches the hub, and no thread stays."""
+    made: list[RedisBackend] = []
+
+    class RefusingSignals(RedisBackend):
+        async def listen_signals(self, *a: object, **kw: object) -> object:
+            raise ConnectionError("no signal channel")
+
+    def make() -> RedisBackend:
+        made.append(RefusingSignals(redis_server.url))
+        return made[-1]
+
+    worker = ThreadedWorker(make, demo_registry(delay=0.0), concurrency=4, lease_s=10.0)
+    try:
+        await worker.start()
+    except ConnectionError as exc:
+        assert "no signal channel" in str(exc)
+    else:
+        raise AssertionError("the worker started without its signal channel")
+    assert len(made) == 1 and made[0]._closing  # closed, not left with open connections
+    assert made[0]._redis is not None and made[0]._redis.connection_pool._in_use_connections == set()
+    deadline = time.monotonic() + 5
+    while [t for t in threading.enumerate() if t.name == "runcast-worker"]:
+        assert time.monotonic() < deadline, "the worker thread stayed"
+        await asyncio.sleep(0.05)
+    await worker.stop()  # a stop after a failed start does nothing

@@ -533,8 +533,12 @@ class ThreadedWorker:
         async def boot() -> None:
             backend = self._make_backend()
             await backend.start()
-            worker = Worker(backend, self._registry, **self._kw)
-            await worker.start()
+            try:
+                worker = Worker(backend, self._registry, **self._kw)
+                await worker.start()
+            except BaseException:
+                await backend.close()  # (its connections belong to this loop, which closes next)
+                raise
             self.worker = worker
 
         try:
