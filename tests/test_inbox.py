@@ -275,3 +275,64 @@ async def test_a_filtered_run_list_on_every_backend(hub: Cluster) -> None:
     for r in (mine, other):
         hub.http("POST", f"/api/runs/{r}/cancel", OPERATOR, json={})
     await close_all(c)
+
+
+def mentions_run(f: dict[str, Any], run_id: str) -> bool:
+    """Whether a frame tells anything of `run_id`: its events, its inbox items, its place in a run list."""
+    if f.get("run_id") == run_id or (f.get("approval") or {}).get("run_id") == run_id:
+        return True
+    return any(r.get("run_id") == run_id for r in f.get("runs") or []) or run_id in (f.get("left") or [])
+
+
+async def test_a_renewed_token_that_sees_less_ends_what_it_may_no_longer_watch(hub: Cluster) -> None:
+    """A renewing `hello` keeps the connection, not what the new token may not see: its subscription to a run outside
+    the token's `runs` ends with `forbidden`, and the inbox and the run list start again from a snapshot of the new
+    scope. Nothing of that run reaches the connection afterwards, on any node."""
+    hidden = hub.start_run("demo", "the run the renewed token may not see")
+    kept = hub.start_run("demo", "the run it still sees")
+    alice = await Client.connect(hub.ws_url(), ALICE)  # the decider, on the first node
+    for run_id in (hidden, kept):
+        assert (await alice.subscribe(run_id))["type"] == "sync"
+        await alice.wait_event(run_id, "run.paused")
+    wide = token("lin", ["approver"], name="Lin")
+    narrow = token("lin", ["approver"], runs=[kept], name="Lin")
+    lin = await Client.connect(hub.ws_url(len(hub.nodes) - 1), wide)  # on another node than the decider's
+    for run_id in (hidden, kept):
+        assert (await lin.subscribe(run_id))["type"] == "sync"
+    snap = await ask(lin, {"type": "subscribe_inbox"}, "inbox")
+    assert {hidden, kept} <= {a["run_id"] for a in snap["approvals"]}
+    lsnap = await ask(lin, {"type": "subscribe_runs", "limit": 50}, "runs")
+    assert {hidden, kept} <= {r["run_id"] for r in lsnap["runs"]}
+
+    n = len(lin.frames)
+    welcome = await lin.request({"type": "hello", "token": narrow})
+    assert welcome["type"] == "welcome" and welcome["user"]["sub"] == "lin", welcome
+    ended = await lin.wait_for(lambda f: f["type"] == "error" and f.get("run_id") == hidden, start=n)
+    assert ended["code"] == "forbidden" and "renewed token" in ended["message"]
+    inbox_again = await lin.wait_for(lambda f: f["type"] == "inbox", start=n)
+    assert {a["run_id"] for a in inbox_again["approvals"]} == {kept}
+    runs_again = await lin.wait_for(lambda f: f["type"] == "runs", start=n)
+    assert [r["run_id"] for r in runs_again["runs"]] == [kept]
+
+    # both runs are decided and finish: the connection hears of `kept` (its events, inbox, run list), never `hidden`
+    m = len(lin.frames)
+    for run_id in (hidden, kept):
+        ap = alice.events(run_id, ("approval.requested",))[-1]["data"]
+        decide = {"type": "decide", "run_id": run_id, "approval_id": ap["approval_id"], "decision": "approve"}
+        assert (await alice.request(decide))["type"] == "ack"
+        await alice.wait_event(run_id, "run.completed")
+    await lin.wait_event(kept, "run.completed")
+    await lin.wait_for(lambda f: f["type"] == "inbox.removed" and f["run_id"] == kept, start=m)
+    await lin.wait_for(
+        lambda f: (
+            f["type"] == "run.status" and any(r == {**r, "run_id": kept, "status": "completed"} for r in f["runs"])
+        ),
+        start=m,
+    )
+    await asyncio.sleep(QUIET_S)
+    after = next(i for i, f in enumerate(lin.frames) if f is ended) + 1
+    assert [f for f in lin.frames[after:] if mentions_run(f, hidden)] == []
+    assert (await lin.subscribe(hidden))["code"] == "not_found"  # as for any run the token may not see
+    seen = [e["seq"] for e in lin.events(kept)]
+    assert seen == list(range(1, seen[-1] + 1))  # the run it kept: every seq once, in order, across the renewal
+    await close_all(alice, lin)

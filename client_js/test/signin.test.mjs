@@ -53,6 +53,40 @@ test("a renewing hello for someone else is refused and the connection stays who 
   c.close();
 });
 
+test("a renewed token that sees fewer runs ends their subscriptions with forbidden and refreshes the run list", async () => {
+  const op = new RuncastClient({ url: server.ws, WebSocket, token: server.token("ada", "Ada", ["operator"]) });
+  await op.connect();
+  const hidden = await op.start("demo", "the run the renewed token may not see");
+  const kept = await op.start("demo", "the run it still sees");
+  let runs = ["*"];
+  const c = new RuncastClient({ url: server.ws, WebSocket, token: () => server.token("nia", "Nia", ["viewer"], { ttlS: 3, runs }) });
+  const renewed = [];
+  c.on("renewed", (w) => renewed.push(w));
+  await c.connect();
+  const errors = { [hidden]: [], [kept]: [] };
+  const seen = { [hidden]: [], [kept]: [] };
+  for (const id of [hidden, kept]) c.subscribe(id, { onEvent: (ev) => seen[id].push(ev.seq), onError: (e) => errors[id].push(e) });
+  const snapshots = [];
+  c.subscribeRuns({ onChange: (state, change) => { if (change.type === "snapshot") snapshots.push([...state.runs.keys()]); } });
+  await waitFor(() => snapshots.length === 1 && seen[hidden].length > 0 && seen[kept].length > 0, { message: "both runs shown" });
+  assert.ok(snapshots[0].includes(hidden) && snapshots[0].includes(kept));
+  runs = [kept]; // the next renewal's token sees only `kept`
+  await waitFor(() => errors[hidden].length > 0, { timeout: 10_000, message: "the hidden run's subscription ended" });
+  assert.equal(errors[hidden][0].code, "forbidden");
+  assert.deepEqual(errors[kept], []);
+  await waitFor(() => snapshots.length === 2, { message: "the run list's new snapshot" });
+  assert.deepEqual(snapshots[1], [kept]);
+  assert.ok(renewed.length >= 1);
+  assert.equal(c.connects, 1, "the same socket");
+  const before = seen[hidden].length;
+  await op.cancel(hidden);
+  await op.cancel(kept);
+  await waitFor(() => c.getState(kept)?.status === "cancelled", { message: "the kept run goes on" });
+  assert.equal(seen[hidden].length, before, "nothing of the hidden run after its subscription ended");
+  assertGapFree(assert, seen[kept]);
+  for (const x of [c, op]) x.close();
+});
+
 test("sessionToken(): the session's token, or unauthenticated with the sign-in address that comes back here", async () => {
   const calls = [];
   const ok = sessionToken({ fetch: async (url, opts) => { calls.push([url, opts]); return new Response(JSON.stringify({ token: "t1", user: {} }), { status: 200 }); } });

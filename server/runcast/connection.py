@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from . import __version__, auth
+from . import __version__, auth, feed
 from . import metrics as prom
 from .auth import Authenticator, Identity
 from .fanout import Batch
@@ -426,9 +426,42 @@ class Connection:
                 "a renewing hello must be for the same person; open a new connection to change who you are",
                 id=cmd.id,
             )
+        if feed.scope(who) == feed.scope(self.identity):
+            self.identity = who
+            self._talks = None  # (the new token's roles may differ)
+            self._welcome(cmd.id)
+            return
+        # The new token sees other runs or has other roles: what this connection watches is checked again. Each run
+        # is read before anything changes (a failed read fails the renewal, which then changes nothing).
+        lost = []
+        for run_id in list(self.cursors):
+            try:
+                await self.hub.service.record(who, run_id)
+            except ProtocolError:
+                lost.append(run_id)
+        inbox, run_list = self.hub.feeds.detach(self)  # (under the old identity: the feeds' classes are keyed by it)
         self.identity = who
-        self._talks = None  # (the new token's roles may differ)
+        self._talks = None
         self._welcome(cmd.id)
+        for run_id in lost:
+            await self._unsubscribe(run_id)
+            self.send_error(
+                ProtocolError(
+                    ErrorCode.FORBIDDEN,
+                    f"your renewed token may not watch {run_id}: its events stop here (subscribe again with a token "
+                    "that covers it)",
+                ),
+                run_id,
+            )
+        # the inbox and the run list start again from a snapshot of what the new token may see
+        if inbox:
+            self.hub.feeds.add_inbox(self)
+        if run_list is not None:
+            try:
+                await self.hub.subscribe_runs(self, run_list[0], None, run_list[1])
+            except Exception as exc:  # the backend: the client reconnects and subscribes again
+                log.warning("reloading a run list after a renewed token failed: %s", exc)
+                self.close(CloseCode.RESTARTING, "the run list could not be reloaded; reconnect")
 
     async def _read_loop(self) -> None:
         """Take every frame off the socket as soon as it arrives (uvicorn reads a connection's next frame only once

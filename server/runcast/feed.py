@@ -208,6 +208,12 @@ def _class_of(who: Any) -> tuple[Any, ...]:
     return (tuple(who.roles), tuple(getattr(who, "runs", ("*",))))
 
 
+def scope(who: Any) -> tuple[Any, ...]:
+    """What a person may see in the feeds, as far as their token says: its roles and its runs. A renewing hello whose
+    token changes it moves the connection's feeds (`Feeds.detach`, then subscribe again)."""
+    return _class_of(who)
+
+
 def _run_key(run: dict[str, Any]) -> tuple[str, str]:
     """The run list's order (newest first = highest key), as the backends list it."""
     return (str(run.get("created_at") or ""), run["run_id"])
@@ -438,6 +444,15 @@ class Feeds:
     def remove(self, w: Watcher) -> None:
         self.remove_inbox(w)
         self.remove_runs(w)
+
+    def detach(self, w: Watcher) -> tuple[bool, tuple[int, dict[str, str] | None] | None]:
+        """Take `w` out of both feeds, before its identity changes (their classes are keyed by it), and say what it
+        watched: whether the inbox, and the run list's limit and filters (None: no run list)."""
+        watch = self._runs.get(w)
+        runs = (watch.limit, watch.filters) if watch is not None else None
+        inbox = self.remove_inbox(w)
+        self.remove_runs(w)
+        return inbox, runs
 
     def remove_inbox(self, w: Watcher) -> bool:
         told = self._inbox.get(w)

@@ -489,7 +489,8 @@ function openRun(runId, approvalId = null) {
         $("history-lost").hidden = false;
         setText($("history-lost"), `The hub lost this run's history (${err.message}).`);
         v.problem = "forgotten";
-      } else if (err.code === "not_found" || err.code === "forbidden") v.problem = v.sub.state.seq > 0 ? "forgotten" : "unknown";
+      } else if (err.code === "forbidden" && v.sub.state.seq > 0) v.problem = "revoked"; // a renewed sign-in that sees less
+      else if (err.code === "not_found" || err.code === "forbidden") v.problem = v.sub.state.seq > 0 ? "forgotten" : "unknown";
       else banner(`${runId}: ${err.message}`);
       scheduleRender();
     },
@@ -569,11 +570,14 @@ function renderAll() {
   scheduleRender();
 }
 
-const STATUS_TEXT = { unknown: "loading…", gone: "not known to the hub" };
+const STATUS_TEXT = { unknown: "loading…", gone: "not known to the hub", hidden: "no longer yours to see" };
 
 /** The run's honest state, when it is not simply its status. */
 function runProblem(s) {
   if (view.problem === "unknown") return "No such run, or not yours to see. Check the link, or pick a run from the list.";
+  if (view.problem === "revoked") {
+    return "Your renewed sign-in may no longer watch this run, so nothing more of it arrives here. What is shown is what came before; ask an admin if you still need it.";
+  }
   if (view.problem === "forgotten") {
     return "The hub no longer knows this run (it restarted without keeping its runs). What is shown is what it had sent; nothing here can be decided.";
   }
@@ -595,7 +599,7 @@ function render() {
   }
   $("run-input").hidden = !s.input;
   setText($("run-input"), s.input ? `Input: “${s.input}”` : "");
-  const status = gone ? "gone" : s.status === "unknown" ? (problem ? "unreachable" : "unknown") : s.status;
+  const status = view.problem === "revoked" ? "hidden" : gone ? "gone" : s.status === "unknown" ? (problem ? "unreachable" : "unknown") : s.status;
   const st = $("status");
   const label = statusLabel(status, rejectedCount(s));
   st.className = `status ${label.cls}`;
