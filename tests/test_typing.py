@@ -106,3 +106,38 @@ async def test_who_may_not_talk_or_is_not_watching_gets_a_stable_code(hub: Clust
     assert typists(vic.presence(run_id)) == ["ada"]  # vic's refused typing never showed
     for c in (vic, ada):
         await c.close()
+
+
+@pytest.fixture(scope="module")
+def long_ttl(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """Two hub nodes on one Redis with a typing ttl no test waits out: a mark that clears was cleared by something."""
+    with on_redis(tmp_path_factory.mktemp("typing-ttl"), nodes=2, workers=1, env={"RUNCAST_TYPING_TTL_S": "120"}) as c:
+        yield c
+
+
+async def test_saying_something_on_another_node_or_over_http_clears_the_mark_on_every_node(long_ttl: Cluster) -> None:
+    """Ada types on node 1 and speaks from node 0, over the WebSocket and then over HTTP: the node that holds her
+    typing connection clears the mark when her message is logged, not when the ttl lapses."""
+    hub = long_ttl
+    run_id = hub.start_run("quick")
+    typist = await Client.connect(hub.ws_url(1), OPERATOR)  # Ada's composer, on node 1
+    speaker = await Client.connect(hub.ws_url(0), OPERATOR)  # Ada again, on node 0
+    otto = await Client.connect(hub.ws_url(1), OTTO)
+    for c in (typist, speaker, otto):
+        await c.subscribe(run_id)
+    await otto.wait_event(run_id, "run.completed")
+    await otto.wait_presence(run_id, lambda p: len(p) == 3)
+
+    assert (await typing(typist, run_id, True))["type"] == "ack"
+    await otto.wait_presence(run_id, lambda p: typists(p) == ["ada"])
+    said = await speaker.request({"type": "say", "run_id": run_id, "text": "and the logs?"})
+    assert said["type"] == "ack", said
+    await otto.wait_presence(run_id, lambda p: typists(p) == [] and len(p) == 3, timeout=20)
+
+    assert (await typing(typist, run_id, True))["type"] == "ack"
+    await otto.wait_presence(run_id, lambda p: typists(p) == ["ada"])
+    r = hub.http("POST", f"/api/runs/{run_id}/messages", OPERATOR, node=0, json={"text": "thanks"})
+    assert r.status_code == 201, r.text
+    await otto.wait_presence(run_id, lambda p: typists(p) == [] and len(p) == 3, timeout=20)
+    for c in (typist, speaker, otto):
+        await c.close()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Protocol
 
 from .backends.base import Backend, Subscription
@@ -58,9 +59,10 @@ class _Feed:
 
 
 class Fanout:
-    def __init__(self, backend: Backend) -> None:
+    def __init__(self, backend: Backend, on_batch: Callable[[str, list[Event]], None] | None = None) -> None:
         self.backend = backend
         self._feeds: dict[str, _Feed] = {}
+        self._on_batch = on_batch  # once per batch of a watched run's events on this node, before its watchers get it
 
     @property
     def runs_watched(self) -> int:
@@ -114,6 +116,11 @@ class Fanout:
             return
         batch = Batch(feed.pending)
         feed.pending = []
+        if self._on_batch is not None:
+            try:
+                self._on_batch(feed.run_id, batch)
+            except Exception:
+                log.exception("reading a batch of %s on this node failed", feed.run_id)
         self._deliver(feed, batch, list(feed.watchers), 0)
 
     def _deliver(self, feed: _Feed, batch: Batch, watchers: list[Watcher], start: int) -> None:

@@ -41,6 +41,7 @@ from .protocol import (
     DeleteComment,
     EditComment,
     ErrorCode,
+    Event,
     ProtocolError,
     Rerun,
     ResolveThread,
@@ -85,7 +86,7 @@ class Hub:
         self.service.directory = slack.Directory.from_env()  # RUNCAST_PEOPLE: Slack users, and deciders to @mention
         secret = os.environ.get("RUNCAST_SLACK_SIGNING_SECRET")
         self.slack = slack.Interactivity(secret, self.service.directory) if secret else None
-        self.fanout = Fanout(backend)
+        self.fanout = Fanout(backend, self._on_run_events)
         self.presence = PresenceFeed(backend, refresh_s=settings.presence_refresh_s, typing_ttl_s=settings.typing_ttl_s)
         self.metrics = Metrics()
         self.metrics.register(self)  # read at scrape time through metrics.NodeGauges (the methods below)
@@ -154,6 +155,16 @@ class Hub:
         await self.presence.stop()
         await self.backend.close()
         await LAG.stop()
+
+    def _on_run_events(self, run_id: str, events: list[Event]) -> None:
+        """A batch of a run watched on this node (once per batch, not per watcher): whoever said something to its
+        agent stopped typing, on every node, wherever and however they said it (WebSocket or HTTP, on another node)."""
+        for ev in events:
+            f = ev.frame
+            if f.get("type") == "message.said":
+                sub = ((f.get("data") or {}).get("by") or {}).get("sub")
+                if sub:
+                    self.presence.said(run_id, sub)
 
     # ------------------------------------------------------------------ the inbox and run-list feeds
     def _feeds_pending(self) -> None:
@@ -493,7 +504,7 @@ def create_app(hub: Hub) -> Starlette:
     async def say(request: Request, who: auth.Identity) -> Response:
         cmd = await api_rules.command(request, Say, run_id=request.path_params["run_id"])
         said = await svc.say(who, cmd.run_id, cmd.text)
-        hub.presence.said(cmd.run_id, who.sub)  # (their connections on this node stop typing)
+        hub.presence.said(cmd.run_id, who.sub)  # (at once here; every node clears it on the logged message too)
         return JSONResponse(said, status_code=201)
 
     async def withdraw(request: Request, who: auth.Identity) -> Response:
