@@ -12,7 +12,7 @@ from redis_server import redis_server  # noqa: F401 - the fixture
 from runcast.backends.base import Backend
 from runcast.backends.memory import MemoryBackend
 from runcast.backends.redis import RedisBackend
-from runcast.presence import RunPresence, Typing, apply_frame, entry_of, with_typing
+from runcast.presence import Onlookers, RunPresence, Typing, apply_frame, entry_of, with_typing
 
 
 def e(cid: str, sub: str, roles: tuple[str, ...] = ("viewer",)) -> dict[str, Any]:
@@ -172,3 +172,21 @@ async def test_the_who_watched_record_lists_each_person_once(backend: Backend) -
     assert alice["name"] == "Alice" and alice["first_seen"] < bob["first_seen"] <= alice["last_seen"]
     assert bob["first_seen"] == bob["last_seen"]
     assert await backend.watched("nobody") == []
+
+
+def test_onlookers_tell_people_not_connections_and_leave_out_the_watcher() -> None:
+    """The terminal's view of presence (presence.Onlookers): the first frame sums up who is there; then each person
+    who comes or goes once (a second tab is not a second person), and who starts typing; never the watcher itself."""
+    o = Onlookers(me="vic")
+    first = {"full": True, "joined": [e("c0", "vic"), e("c1", "ada"), e("c2", "ada"), e("c3", "bo")], "left": []}
+    assert o.apply(first) == [("watching", "Ada"), ("watching", "Bo")]
+    assert o.apply({"full": False, "joined": [e("c4", "otto")], "left": ["c2"]}) == [("joined", "Otto")]
+    assert o.apply({"full": False, "joined": [], "left": ["c1"]}) == [("left", "Ada")]  # her last tab
+    typing = with_typing(e("c4", "otto", ("operator",)), True)
+    assert o.apply({"full": False, "joined": [typing], "left": []}) == [("typing", "Otto")]
+    assert o.apply({"full": False, "joined": [typing], "left": []}) == []  # still typing: told once
+    assert o.apply({"full": False, "joined": [with_typing(typing, False)], "left": []}) == []
+    assert o.apply({"full": False, "joined": [typing], "left": []}) == [("typing", "Otto")]  # typing again
+    # a full frame (a reconnect) tells only what changed meanwhile, and the watcher's own connections never count
+    again = {"full": True, "joined": [e("c9", "vic"), e("c3", "bo"), e("c5", "cy")], "left": []}
+    assert sorted(o.apply(again)) == [("joined", "Cy"), ("left", "Otto")]

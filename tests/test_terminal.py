@@ -22,6 +22,7 @@ from hubtest import (
     OPERATOR,
     ROOT,
     VIEWER,
+    Client,
     Cluster,
     Process,
     base_env,
@@ -163,6 +164,31 @@ def test_watch_prints_the_run_and_exits_with_how_it_ended(hub1: Cluster, tmp_pat
     assert watch(c, VIEWER, f, tmp_path / "f.txt").wait(30) == 3 and "■ failed" in (tmp_path / "f.txt").read_text()
     assert watch(c, VIEWER, run_id, tmp_path / "again.txt").wait(30) == 0
     assert cli(c, VIEWER, "watch", "run_nope").returncode == 1
+
+
+async def test_watch_tells_who_else_watches_and_who_types(hub1: Cluster, tmp_path: Path) -> None:
+    """`runcast watch` prints who comes to watch the run, who starts typing to its agent and who leaves (presence),
+    one dim line each, never the watcher itself, and goes on to the run's end as before."""
+    c = hub1
+    run_id = c.start_run("demo", "tidy up")
+    ap = c.wait_status(run_id, "paused")["pending_approvals"][0]["approval_id"]
+    out = tmp_path / "onlookers.txt"
+    w = watch(c, VIEWER, run_id, out)
+    wait_text(out, "⏸ paused")
+    ada = await Client.connect(c.ws_url(), OPERATOR)
+    assert (await ada.subscribe(run_id))["type"] == "sync"
+    wait_text(out, "· Ada is watching")
+    assert (await ada.request({"type": "typing", "run_id": run_id, "typing": True}))["type"] == "ack"
+    wait_text(out, "· Ada is typing…")
+    await ada.close()
+    wait_text(out, "· Ada left")
+    assert cli(c, ALICE, "approve", run_id, ap).returncode == 0
+    assert w.wait(30) == 0
+    text = out.read_text()
+    assert text.rstrip().endswith("■ completed")
+    assert [line for line in text.splitlines() if line.startswith("· ") and "Vic" in line] == []
+    lines = text.splitlines()
+    assert lines.index("· Ada is watching") < lines.index("· Ada is typing…") < lines.index("· Ada left")
 
 
 def test_watch_survives_a_hub_restart_on_redis_without_loss_or_repeat(tmp_path: Path) -> None:

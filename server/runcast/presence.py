@@ -184,3 +184,41 @@ def apply_frame(held: dict[str, Entry], frame: dict[str, Any]) -> dict[str, Entr
     for e in frame.get("joined") or ():
         out[e["connection_id"]] = e
     return out
+
+
+class Onlookers:
+    """A client's side of the `presence` frames, told person by person (the terminal's `runcast watch`): who came to
+    watch, who left, who started typing. Connections are folded into people (one person on two tabs is one person),
+    and the watching client's own person (`me`) is left out."""
+
+    def __init__(self, me: str | None = None) -> None:
+        self.me = me
+        self.entries: dict[str, Entry] = {}
+        self.told = False  # the first frame was summed up
+
+    def _people(self) -> tuple[dict[str, str], set[str]]:
+        people: dict[str, str] = {}
+        typing: set[str] = set()
+        for e in self.entries.values():
+            sub = str(e.get("sub") or "")
+            if not sub or sub == self.me:
+                continue
+            people.setdefault(sub, str(e.get("name") or sub))
+            if e.get("typing") is True:
+                typing.add(sub)
+        return people, typing
+
+    def apply(self, frame: dict[str, Any]) -> list[tuple[str, str]]:
+        """Fold one `presence` frame; answer what changed as (what, name) pairs, what being `watching` (the first
+        frame: everyone already there), `joined`, `left` or `typing` (started to)."""
+        before, typing_before = self._people()
+        self.entries = apply_frame(self.entries, frame)
+        after, typing_after = self._people()
+        if not self.told:
+            self.told = True
+            changes = [("watching", after[s]) for s in sorted(after, key=lambda s: after[s])]
+        else:
+            changes = [("joined", after[s]) for s in after if s not in before]
+            changes += [("left", before[s]) for s in before if s not in after]
+        changes += [("typing", after[s]) for s in typing_after - typing_before]
+        return changes

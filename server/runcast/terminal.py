@@ -643,6 +643,30 @@ class Printer:
         self.out, self.as_json = out, as_json
         self.clock = clock or HubClock()
         self.mid_line = False  # streamed text printed without a newline yet
+        self._held: list[tuple[str, str]] = []  # who came, left or types, held while a message streams
+
+    def presence(self, changes: list[tuple[str, str]]) -> None:
+        """Who else watches the run (presence.Onlookers' changes): a dim line each, never inside streamed text, and
+        not at all with --json (its lines are the run's events, each once)."""
+        if self.as_json or not changes:
+            return
+        self._held += changes
+        if not self.mid_line:
+            self._tell_held()
+
+    def _tell_held(self) -> None:
+        held, self._held = self._held, []
+        watching = [name for what, name in held if what == "watching"]
+        if watching:
+            self._line((f"· watching with you: {', '.join(watching)}", "dim"))
+        for what, name in held:
+            if what == "joined":
+                self._line((f"· {name} is watching", "dim"))
+            elif what == "left":
+                self._line((f"· {name} left", "dim"))
+            elif what == "typing":
+                self._line((f"· {name} is typing…", "dim"))
+        self.out.flush()
 
     def _line(self, *parts: Part) -> None:
         if self.mid_line:
@@ -741,6 +765,8 @@ class Printer:
             self._line(("■ failed", "bold red"), f": {d.get('code')}: {d.get('message')}")
         elif t == "run.cancelled":
             self._line(("■ cancelled", "bold magenta"), f" by {_who(d.get('by'))} ({d.get('mode')})")
+        if self._held and not self.mid_line:
+            self._tell_held()
         self.out.flush()
 
     def note(self, text: str) -> None:
@@ -760,9 +786,12 @@ async def watch(api: Api, run_id: str, printer: Printer, since: int = 0, give_up
     import websockets
     from websockets.typing import Subprotocol
 
+    from .presence import Onlookers
+
     last = since
     delay = 0.2
     loop = asyncio.get_running_loop()
+    onlookers: Onlookers | None = None  # who else watches (kept across reconnects: only changes are printed again)
     down_since: float | None = None
     while True:
         try:
@@ -774,6 +803,8 @@ async def watch(api: Api, run_id: str, printer: Printer, since: int = 0, give_up
                 if welcome.get("type") != "welcome":
                     raise Refused(welcome.get("code", "unauthenticated"), welcome.get("message", "refused"), welcome)
                 api.clock.from_iso(welcome.get("now"))  # the hub's time, where the hub sends it
+                if onlookers is None:
+                    onlookers = Onlookers(me=(welcome.get("user") or {}).get("sub"))
                 await ws.send(json.dumps({"type": "subscribe", "run_id": run_id, "since": last, "id": "w"}))
                 if down_since is not None:
                     printer.note(f"reconnected; resuming after event {last}")
@@ -792,6 +823,9 @@ async def watch(api: Api, run_id: str, printer: Printer, since: int = 0, give_up
                             continue
                         if frame.get("id") == "w" or frame.get("run_id") == run_id:
                             raise Refused(str(frame.get("code")), str(frame.get("message")), frame)
+                        continue
+                    if kind == "presence" and frame.get("run_id") == run_id:
+                        printer.presence(onlookers.apply(frame))
                         continue
                     if "seq" not in frame or frame.get("run_id") != run_id:
                         continue
