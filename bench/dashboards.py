@@ -3,6 +3,7 @@
     python bench/dashboards.py                                   # the grid of issue 24 (long: minutes per row)
     python bench/dashboards.py --grid memory:50:100,redis:50:100  # smaller rows: backend:N:M
     python bench/dashboards.py --grid redis+worker:500:500       # the agents in a `runcast worker` process
+    python bench/dashboards.py --grid memory:500:1000 --pairs 5  # five sittings of the row, and their median pace
 
 Each row is one sitting per backend: fresh hub(s), then N runs started with the demo agent (two starter connections
 pipeline N/2 `start`s each; every run is watched by two watcher connections), first with no dashboards (the
@@ -34,6 +35,7 @@ import argparse
 import asyncio
 import json
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -399,6 +401,13 @@ async def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--grid", default=DEFAULT_GRID, help="comma-separated backend:N:M rows (default: the issue's grid)")
     ap.add_argument("--no-floor", action="store_true", help="skip the floor measurement")
+    ap.add_argument(
+        "--pairs",
+        type=int,
+        default=1,
+        help="sittings per row, each a baseline then the dashboards, one table line each; with more than one, the "
+        "median pace of the row is printed after the table (the machine's speed drifts between sittings)",
+    )
     args = ap.parse_args()
     rows = [(b, int(n), int(m)) for b, n, m in (r.split(":") for r in args.grid.split(","))]
     redis = None
@@ -411,11 +420,13 @@ async def main() -> None:
         "inboxes = /api/approvals (paused; end) |"
     )
     print("|---|---:|---:|---|---|---|---|---:|---|---|", flush=True)
+    paces: dict[str, list[float]] = {}
     try:
-        for backend, n, m in rows:
+        for backend, n, m in [row for row in rows for _ in range(max(1, args.pairs))]:
             url = redis.url if backend.startswith("redis") and redis else None
             base = await sitting(backend, n, 0, url, floor=False)
             r = await sitting(backend, n, m, url, floor=not args.no_floor)
+            paces.setdefault(f"{backend} N={n} M={m}", []).append(r["paused_s"] / base["paused_s"])
             extra = sum(r["cpu_run"]) - sum(base["cpu_run"])
             per = extra / max(1, r["dash_frames_run"]) * 1e6
             floor = r.get("floor_us")
@@ -434,6 +445,11 @@ async def main() -> None:
                 f"{'%d/%d' % r['check_paused'] if 'check_paused' in r else '-'}; {'%d/%d' % r['check_end'] if 'check_end' in r else '-'} |",
                 flush=True,
             )
+        if args.pairs > 1:
+            print()
+            for row, xs in paces.items():
+                each = ", ".join(f"{x:.2f}x" for x in xs)
+                print(f"pace, {row}: median {statistics.median(xs):.2f}x over {len(xs)} sittings ({each})", flush=True)
     finally:
         if redis:
             redis.stop()
