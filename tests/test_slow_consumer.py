@@ -205,7 +205,8 @@ def read_slowly(
     until: Callable[[list[dict[str, Any]]], bool] | None = None,
 ) -> tuple[int | None, list[dict[str, Any]]]:
     """Read `chunk` bytes every `pause` s until the close frame (its code), the end of the socket (None), `until(frames
-    so far)` holds, or `limit_s`. Nothing for 15 s raises TimeoutError, with what was read in `.frames`."""
+    so far)` holds, or `limit_s`, answering pings as it reads them (a reading that outlasts the hub's 20 s ping and 20 s
+    wait was closed with 1011 otherwise). Nothing for 15 s raises TimeoutError, with what was read in `.frames`."""
     out: list[dict[str, Any]] = []
     slow.sock.settimeout(15)
     deadline = time.monotonic() + limit_s
@@ -226,6 +227,12 @@ def read_slowly(
             if isinstance(ev, Frame) and ev.opcode in (Opcode.TEXT, Opcode.BINARY):
                 slow.received += len(ev.data)
                 out += slow.frames(ev.data)
+        pong = b"".join(slow.proto.data_to_send())  # a client that reads answers the hub's pings, as browsers do
+        if pong:
+            try:
+                slow.sock.sendall(pong)
+            except OSError:  # (the hub closed the socket behind its close frame)
+                pass
         time.sleep(pause)
     return (slow.proto.close_rcvd.code if slow.proto.close_rcvd else None), out
 
