@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -59,6 +60,12 @@ def watch(c: Cluster, tok: str, run_id: str, out: Path, *extra: str) -> subproce
         stdout=open(out, "wb"),
         stderr=subprocess.STDOUT,
     )
+
+
+def interruptible() -> None:
+    """In a pexpect child, before it runs: Ctrl-C interrupts, as in a person's terminal. A suite started as a
+    background job of a non-interactive shell (`bash .ci/run &`) inherits SIGINT ignored, and so would the child."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def wait_text(path: Path, text: str, timeout: float = 60) -> str:
@@ -335,6 +342,7 @@ def test_watch_without_a_run_offers_a_picker_on_a_terminal_and_fails_clearly_in_
         encoding="utf-8",
         dimensions=(40, 200),
         timeout=60,
+        preexec_fn=interruptible,
     )
     child.expect("Which run")
     child.expect("the older one")  # live runs, newest first: the newer one is listed above it
