@@ -463,7 +463,9 @@ def test_deadlines_count_down_on_the_hubs_clock(hub1: Cluster, tmp_path: Path) -
         [sys.executable, "-m", "runcast.cli", "approvals"], env=env, capture_output=True, text=True, timeout=60
     )
     assert listed.returncode == 0, listed.stderr
-    assert 480 <= left(listed.stdout) <= 600  # by the local clock it would be 15 minutes
+    # By the local clock it would be 15 minutes. 601: uvicorn refreshes its cached Date header on its loop's tick,
+    # which a loaded machine can make a second late (a clean-clone CI run read 601 once).
+    assert 480 <= left(listed.stdout) <= 601
     watched = subprocess.Popen(
         [sys.executable, "-m", "runcast.cli", "watch", run_id],
         env=env,
