@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import time
 from typing import Any, Callable
 
@@ -275,6 +276,60 @@ class Recorder(Watcher):
         super().send_shared(items)
 
 
+def test_run_lists_that_show_the_same_runs_fold_once_and_each_gets_what_it_would_alone() -> None:
+    """Lists of one class, limit and filters that show the same runs share one view, folded once a tick; each still
+    gets exactly the frames it would get were it the node's only list (its own count of changes outside it, its own
+    snapshot, whenever it subscribed)."""
+    rng = random.Random(24)
+    # (who, limit, filters, the tick it subscribes at)
+    specs: list[tuple[Identity, int, dict[str, str] | None, int]] = [
+        (VIC, 3, None, 0),
+        (VIC, 3, None, 0),
+        (VIC, 3, None, 6),  # subscribes later: shares the others' view once it shows what they show
+        (ROOT, 3, None, 0),  # another class
+        (VIC, 5, None, 0),  # another limit
+        (VIC, 3, {"status": "paused"}, 0),  # filters
+        (VIC, 3, {"status": "paused"}, 9),
+        (LIM, 3, None, 0),  # sees one run only
+        (VIC, 3, None, 15),
+    ]
+    together = feed.Feeds()
+    lists = [Watcher(who) for who, *_ in specs]
+    alone = [(feed.Feeds(), Watcher(who)) for who, *_ in specs]
+    latest: dict[str, dict[str, Any]] = {}  # run_id -> its newest entry
+    made = 0
+    for tick in range(40):
+        listing = sorted((e["run"] for e in latest.values()), key=feed._run_key, reverse=True)
+        for (who, limit, filters, at), w, (f, solo) in zip(specs, lists, alone):
+            if at == tick:
+                for node, watcher in ((together, w), (f, solo)):
+                    node.add_runs(watcher, limit, filters)
+                    node.runs_snapshot(watcher, listing, "r")
+        for _ in range(rng.randint(1, 4)):
+            if not latest or rng.random() < 0.4:
+                rid = "run_other" if made == 7 else f"run_{made:03d}"
+                rec = runs.new_run(rid, "demo", "x", ADA, T0 + made).record
+                e = feed.entry(rec.model_copy(update={"version": 1}))
+                made += 1
+            else:
+                old = rng.choice(list(latest.values()))["run"]
+                status = rng.choice(["running", "paused", "resuming", "completed"])
+                e = {"run": old | {"status": status, "version": old["version"] + 1}, "approvals": []}
+            latest[e["run"]["run_id"]] = e
+            together.on_entry(e)
+            for f, _ in alone:
+                f.on_entry(e)
+        together.flush()
+        for f, _ in alone:
+            f.flush()
+    for w, (_, solo) in zip(lists, alone):
+        assert w.frames == solo.frames
+    assert all(len(w.frames) > 5 for w in lists[:7]) and any(f["runs"] for f in lists[7].frames)
+    views = [together._runs[w].view for w in lists]
+    assert views[0] is views[1] is views[2] is views[8] and views[5] is views[6]  # one fold each, per tick
+    assert len({id(v) for v in views}) == 5
+
+
 def test_a_change_is_encoded_once_for_everyone_who_gets_the_same_frame() -> None:
     f = feed.Feeds()
     f.load([])
@@ -304,7 +359,7 @@ def test_every_inbox_gets_each_approval_added_and_removed_exactly_once() -> None
             runs=("*",) if i % 4 else (f"run_{i % 6}",),
         )
         for i in range(12)
-    ]
+    ] + [ADA_ID]  # who starts every run: never told of an approval whose policy forbids self-approval
     f = feed.Feeds()
     f.load([])
     ws = [Watcher(p) for p in people]

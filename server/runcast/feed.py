@@ -16,6 +16,7 @@ set from the index of open runs, and entries older than what a node holds are dr
 from __future__ import annotations
 
 import logging
+import weakref
 from bisect import bisect_left, insort
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
@@ -219,35 +220,33 @@ def _run_key(run: dict[str, Any]) -> tuple[str, str]:
     return (str(run.get("created_at") or ""), run["run_id"])
 
 
-class _RunsWatch:
-    __slots__ = ("buffer", "filters", "keys", "limit", "match", "outside", "sent_at", "shown")
+class _View:
+    """What a run list shows: the keys of its runs. Shared, and never changed once shared: every list of one class,
+    limit and filters that shows the same runs holds the same view (`Feeds._intern`), so a tick folds each change
+    once per view, not once per list (a team's pages mostly show the same newest runs)."""
 
-    def __init__(self, limit: int, filters: dict[str, str] | None = None) -> None:
-        # The latest change of each run, held back while the snapshot is being read.
-        self.buffer: dict[str, dict[str, Any]] | None = {}
-        self.limit = limit
-        self.filters = filters or None
-        # the list's filters (None: every run the token may see)
-        self.match: Callable[[dict[str, Any]], bool] | None = (
-            (lambda run: run_matches(run, filters)) if filters else None
-        )
-        self.shown: dict[str, tuple[str, str]] = {}  # run_id -> key, of the runs this list shows
-        self.keys: list[tuple[str, str]] = []  # the same keys, ascending (keys[0]: the oldest shown)
-        self.outside = 0  # changes outside the list not sent yet
-        self.sent_at = -OUTSIDE_TICKS  # the flush that last sent this list a frame
+    __slots__ = ("__weakref__", "keys", "shown")
 
-    def show(self, runs: list[dict[str, Any]]) -> None:
-        self.shown = {r["run_id"]: _run_key(r) for r in runs}
-        self.keys = sorted(self.shown.values())
-        while len(self.keys) > self.limit:
-            del self.shown[self.keys.pop(0)[1]]
+    def __init__(self, shown: dict[str, tuple[str, str]], keys: list[tuple[str, str]]) -> None:
+        self.shown = shown  # run_id -> key, of the runs this list shows
+        self.keys = keys  # the same keys, ascending (keys[0]: the oldest shown)
 
-    def fold(self, run: dict[str, Any], shown: list[dict[str, Any]], left: list[str]) -> bool:
-        """One changed run: into `shown` if this list shows it (or it enters the list, pushing the oldest out into
-        `left`); False if it is outside the list."""
+    def copy(self) -> _View:
+        return _View(dict(self.shown), list(self.keys))
+
+    def fold(
+        self,
+        run: dict[str, Any],
+        match: Callable[[dict[str, Any]], bool] | None,
+        limit: int,
+        shown: list[dict[str, Any]],
+        left: list[str],
+    ) -> bool:
+        """One changed run, into a view not yet shared (a copy): into `shown` if the list shows it (or it enters the
+        list, pushing the oldest out into `left`); False if it is outside the list."""
         rid = run["run_id"]
         key = self.shown.get(rid)
-        matches = self.match is None or self.match(run)
+        matches = match is None or match(run)
         if key is not None:
             if matches:
                 shown.append(run)
@@ -257,16 +256,34 @@ class _RunsWatch:
                 left.append(rid)
             return True
         key = _run_key(run)
-        if not matches or (len(self.keys) >= self.limit and (not self.keys or key < self.keys[0])):
+        if not matches or (len(self.keys) >= limit and (not self.keys or key < self.keys[0])):
             return False
         insort(self.keys, key)
         self.shown[rid] = key
         shown.append(run)
-        if len(self.keys) > self.limit:
+        if len(self.keys) > limit:
             gone = self.keys.pop(0)[1]
             del self.shown[gone]
             left.append(gone)
         return True
+
+
+class _RunsWatch:
+    __slots__ = ("buffer", "filters", "fkey", "limit", "match", "outside", "sent_at", "view")
+
+    def __init__(self, limit: int, filters: dict[str, str] | None = None) -> None:
+        # The latest change of each run, held back while the snapshot is being read.
+        self.buffer: dict[str, dict[str, Any]] | None = {}
+        self.limit = limit
+        self.filters = filters or None
+        self.fkey = tuple(sorted(filters.items())) if filters else None  # the filters, hashable (a view's key)
+        # the list's filters (None: every run the token may see)
+        self.match: Callable[[dict[str, Any]], bool] | None = (
+            (lambda run: run_matches(run, filters)) if filters else None
+        )
+        self.view = _View({}, [])
+        self.outside = 0  # changes outside the list not sent yet
+        self.sent_at = -OUTSIDE_TICKS  # the flush that last sent this list a frame
 
 
 def runs_frame(shown: list[dict[str, Any]], left: list[str], outside: int) -> dict[str, Any]:
@@ -307,6 +324,8 @@ class Feeds:
         self._told: dict[str, dict[str, set[Watcher]]] = {}
         self._runs: dict[Watcher, _RunsWatch] = {}
         self._runs_classes: dict[tuple[Any, ...], set[Watcher]] = {}
+        # (class, limit, filters, keys) -> the one view of every list that shows those runs
+        self._views: weakref.WeakValueDictionary[tuple[Any, ...], _View] = weakref.WeakValueDictionary()
         self._owed = False  # some run list holds a count of changes outside it not sent yet
         self.frames_out = 0  # feed frames written (each frame to each watcher)
         self.flushes = 0
@@ -511,11 +530,14 @@ class Feeds:
                 out.setdefault(w, []).append(frame)
         if run["status"] != "paused":
             return
-        # Those who may decide and were not told: added, once.
+        # Those who may decide and were not told: added, once. (The loop over every watcher of a class is the feed's
+        # hottest: `_tell` is inlined, and the run's index of who was told is made only once someone is.)
+        by_aid = self._told.get(rid)
+        inboxes = self._inbox
         for aid, ap in aps.items():
             if ap["status"] != "pending":
                 continue
-            told = self._told.get(rid, {}).get(aid, set())
+            told = by_aid.get(aid) if by_aid is not None else None
             voters = {v["sub"] for v in ap.get("votes", ())}
             no_self = not ap["policy"]["allow_self"]
             reviewers = set(ap.get("reviewers") or ())
@@ -523,17 +545,48 @@ class Feeds:
             for ws in self._inbox_classes.values():
                 if why_not(_ClassRep(next(iter(ws)).identity), run, ap) is not None:
                     continue  # nobody of this class may decide it (not visible, not their role)
+                if not voters and not reviewers:  # one frame for everyone of the class (but the starter, maybe)
+                    frame = added.get(False)
+                    if frame is None:
+                        frame = added[False] = Shared({"type": "inbox.added", "approval": inbox_item(run, ap)})
+                    for w in ws:
+                        if (told is not None and w in told) or (no_self and w.identity.sub == starter):
+                            continue
+                        if told is None:
+                            if by_aid is None:
+                                by_aid = self._told[rid] = {}
+                            told = by_aid[aid] = set()
+                        told.add(w)
+                        inboxes[w][aid] = rid
+                        frames = out.get(w)
+                        if frames is None:
+                            out[w] = [frame]
+                        else:
+                            frames.append(frame)
+                    continue
                 for w in ws:
+                    if told is not None and w in told:
+                        continue
                     sub = w.identity.sub
-                    if w in told or sub in voters or (no_self and sub == starter):
+                    if sub in voters or (no_self and sub == starter):
                         continue
                     asked = sub in reviewers
-                    if asked not in added:
-                        added[asked] = Shared(
+                    frame = added.get(asked)
+                    if frame is None:
+                        frame = added[asked] = Shared(
                             {"type": "inbox.added", "approval": inbox_item(run, ap, w.identity if asked else None)}
                         )
-                    self._tell(w, aid, rid)
-                    out.setdefault(w, []).append(added[asked])
+                    if told is None:
+                        if by_aid is None:
+                            by_aid = self._told[rid] = {}
+                        told = by_aid[aid] = set()
+                    told.add(w)  # (as _tell)
+                    inboxes[w][aid] = rid
+                    frames = out.get(w)
+                    if frames is None:
+                        out[w] = [frame]
+                    else:
+                        frames.append(frame)
 
     def _resend(self, w: Watcher, out: dict[Watcher, list[Shared]]) -> None:
         told = self._inbox.get(w)
@@ -582,6 +635,14 @@ class Feeds:
         self._runs[w] = _RunsWatch(limit, filters)
         self._runs_classes.setdefault(_class_of(w.identity), set()).add(w)
 
+    def _intern(self, cls: tuple[Any, ...], watch: _RunsWatch, view: _View) -> _View:
+        """The one view with these runs among this class's lists of this limit and filters (`view` if it is new)."""
+        key = (cls, watch.limit, watch.fkey, tuple(view.keys))
+        got = self._views.get(key)
+        if got is None:
+            self._views[key] = got = view
+        return got
+
     def runs_snapshot(self, w: Watcher, runs: list[dict[str, Any]], request_id: str | None = None) -> None:
         watch = self._runs.get(w)
         if watch is None:
@@ -592,15 +653,22 @@ class Feeds:
         if request_id is not None:
             frame["id"] = request_id
         w.send_control(frame)
-        watch.show(visible)
+        view = _View({}, [])
+        view.shown = {r["run_id"]: _run_key(r) for r in visible}
+        view.keys = sorted(view.shown.values())
+        while len(view.keys) > watch.limit:
+            del view.shown[view.keys.pop(0)[1]]
         versions = {r["run_id"]: r["version"] for r in visible}
         held, watch.buffer = watch.buffer or {}, None
         shown: list[dict[str, Any]] = []
         left: list[str] = []
         outside = 0
         for run in held.values():
-            if run["version"] > versions.get(run["run_id"], -1) and not watch.fold(run, shown, left):
+            if run["version"] > versions.get(run["run_id"], -1) and not view.fold(
+                run, watch.match, watch.limit, shown, left
+            ):
                 outside += 1
+        watch.view = self._intern(_class_of(w.identity), watch, view)
         if shown or left or outside:
             self.frames_out += 1
             w.send_shared([Shared(runs_frame(shown, left, outside))])
@@ -608,35 +676,49 @@ class Feeds:
     def _runs_update(self, changed: list[dict[str, Any]], out: dict[Watcher, list[Shared]]) -> None:
         """Each run list: the changed runs it shows (or that enter it) in one frame, and a count of the others it may
         see, sent with the next such frame or on its own every OUTSIDE_TICKS flushes. Visibility is decided once per
-        class; a list looks only at the changed runs at least as new as the oldest it shows (the rest are counted)."""
-        made: dict[tuple[Any, ...], Shared] = {}
+        class, and the changes folded once per view (the lists that show the same runs); a list looks only at the
+        changed runs at least as new as the oldest it shows (the rest are counted)."""
+        made: dict[tuple[int, int, int], tuple[Shared, list[Any], list[Any]]] = {}
         tick = self.flushes
-        for ws in self._runs_classes.values():
+        no_runs: list[Any] = []
+        for cls, ws in self._runs_classes.items():
             rep = next(iter(ws)).identity
             visible = sorted((run for run in changed if self._may_watch(rep, run)), key=_run_key) if changed else []
             keys = [_run_key(run) for run in visible]
+            # (view, limit, filters) -> (that view, the view after this tick, shown, left, changes outside)
+            steps: dict[tuple[int, int, Any], tuple[_View, _View, list[dict[str, Any]], list[str], int]] = {}
             for w in ws:
                 watch = self._runs[w]
                 if watch.buffer is not None:
                     for run in visible:
                         watch.buffer[run["run_id"]] = run
                     continue
-                shown: list[dict[str, Any]] = []
-                left: list[str] = []
+                shown: list[dict[str, Any]] = no_runs
+                left: list[str] = no_runs
                 if visible:
-                    lo = bisect_left(keys, watch.keys[0]) if len(watch.keys) >= watch.limit and watch.keys else 0
-                    watch.outside += lo
-                    for run in reversed(visible[lo:]):  # newest first: a new run takes its place before older ones
-                        if not watch.fold(run, shown, left):
-                            watch.outside += 1
+                    step_key = (id(watch.view), watch.limit, watch.fkey)
+                    step = steps.get(step_key)
+                    if step is None:
+                        view = watch.view
+                        lo = bisect_left(keys, view.keys[0]) if len(view.keys) >= watch.limit and view.keys else 0
+                        after = view.copy()
+                        shown, left, outside = [], [], lo
+                        for run in reversed(visible[lo:]):  # newest first: a new run takes its place before older
+                            if not after.fold(run, watch.match, watch.limit, shown, left):
+                                outside += 1
+                        # (the view before is kept in the step: its id stays unique while the tick lasts)
+                        step = steps[step_key] = (view, self._intern(cls, watch, after), shown, left, outside)
+                    _, watch.view, shown, left, outside = step
+                    watch.outside += outside
                 if not shown and not left and not (watch.outside and tick - watch.sent_at >= OUTSIDE_TICKS):
                     if watch.outside:
                         self._owed = True
                     continue
-                key = (tuple(id(r) for r in shown), tuple(left), watch.outside)
-                frame = made.get(key)
-                if frame is None:
-                    frame = made[key] = Shared(runs_frame(shown, left, watch.outside))
+                key = (id(shown), id(left), watch.outside)  # (a step's lists: the same for every list of its view)
+                got = made.get(key)
+                if got is None:  # (the lists are kept with the frame: their ids stay unique while the flush lasts)
+                    got = made[key] = (Shared(runs_frame(shown, left, watch.outside)), shown, left)
+                frame = got[0]
                 watch.outside, watch.sent_at = 0, tick
                 out.setdefault(w, []).append(frame)
 
