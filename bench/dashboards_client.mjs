@@ -36,14 +36,14 @@ function onFrame(d, f, now) {
   allFrames += 1;
   const t = f.type;
   if (t === "inbox") {
-    d.inbox = new Map(f.approvals.map((a) => [a.approval_id, a]));
+    d.inbox = new Set(f.approvals.map((a) => a.approval_id));
     d.gotInbox = true;
   } else if (t === "runs") {
     d.gotRuns = true;
   } else if (t === "inbox.added") {
     d.feed += 1;
     const id = f.approval.approval_id;
-    d.inbox.set(id, f.approval);
+    d.inbox.add(id);
     if (!d.added.has(id)) d.added.set(id, now);
   } else if (t === "inbox.removed") {
     d.feed += 1;
@@ -68,7 +68,8 @@ function open(spec) {
     const d = {
       ws,
       hub: spec.hub,
-      inbox: new Map(),
+      inbox: new Set(), // the ids only: the check compares ids, and 1,000 dashboards holding every approval
+      // object they were sent kept half a million parsed trees alive (4 s of this process's 13 s went to its GC)
       added: new Map(),
       removed: new Map(),
       feed: 0,
@@ -145,7 +146,7 @@ async function handle(c) {
       return out;
     }
     case "inboxes":
-      return { inboxes: dashboards.map((d) => [...d.inbox.keys()]) };
+      return { inboxes: dashboards.map((d) => [...d.inbox]) };
     case "subscribe": {
       for (const d of dashboards) d.ws.send(JSON.stringify({ type: "subscribe", run_id: c.run_id }));
       const ok = await until(() => dashboards.every((d) => d.synced.has(c.run_id)), c.timeout_s || 300);
