@@ -545,32 +545,16 @@ class Feeds:
             for ws in self._inbox_classes.values():
                 if why_not(_ClassRep(next(iter(ws)).identity), run, ap) is not None:
                     continue  # nobody of this class may decide it (not visible, not their role)
-                if not voters and not reviewers:  # one frame for everyone of the class (but the starter, maybe)
-                    frame = added.get(False)
-                    if frame is None:
-                        frame = added[False] = Shared({"type": "inbox.added", "approval": inbox_item(run, ap)})
-                    for w in ws:
-                        if (told is not None and w in told) or (no_self and w.identity.sub == starter):
-                            continue
-                        if told is None:
-                            if by_aid is None:
-                                by_aid = self._told[rid] = {}
-                            told = by_aid[aid] = set()
-                        told.add(w)
-                        inboxes[w][aid] = rid
-                        frames = out.get(w)
-                        if frames is None:
-                            out[w] = [frame]
-                        else:
-                            frames.append(frame)
-                    continue
+                personal = bool(voters or reviewers)  # (else one frame for everyone of the class, the starter aside)
                 for w in ws:
                     if told is not None and w in told:
                         continue
-                    sub = w.identity.sub
-                    if sub in voters or (no_self and sub == starter):
-                        continue
-                    asked = sub in reviewers
+                    asked = False
+                    if personal or no_self:
+                        sub = w.identity.sub
+                        if sub in voters or (no_self and sub == starter):
+                            continue
+                        asked = sub in reviewers
                     frame = added.get(asked)
                     if frame is None:
                         frame = added[asked] = Shared(
