@@ -18,10 +18,16 @@ Printed per row, all from the same sitting:
     dashboard (and, in brackets, of the same event at the run's first watcher: the run-event path, which the
     feeds' cannot beat); `inbox.removed` p50 / p99 per hub, from the `ts` of the `approval.cancelled` (every run is cancelled
     over HTTP once all are paused);
-  - hub CPU per dashboard frame: (the hubs' CPU from the first start to all paused, minus the same without
-    dashboards) / dashboard frames received in that time; against the floor: the hubs' CPU per frame while the M
-    dashboard connections watch one run's live events (pre-framed bytes written once per client; three runs, less
-    the same three runs unwatched);
+  - hub CPU per dashboard frame, against the floor, measured in the hubs: the event loop thread's CPU in the feeds'
+    flushes (each tick's fold and writes; `runcast_feed_cpu_seconds`) from the first start to all paused, per feed
+    frame written then (`runcast_feed_frames_out`); the floor is the same thread's CPU in the run-event fan-out's
+    writes (`runcast_fanout_cpu_seconds`: pre-framed bytes, one write per client) per frame while the M dashboard
+    connections watch three runs' live events. Beside it, the whole-process figure it replaced: (the hubs' process
+    CPU over the same window, minus the sitting without dashboards) / dashboard frames, against (the process CPU of
+    the three watched runs, less three unwatched) / their frames. Both sittings' hubs spend 20-30 s of CPU on the
+    runs either way, so that difference of two sittings carries seconds of noise against a signal of a few seconds;
+    the thread CPU clock counts only the code in question (user and system time of the loop's thread: the socket
+    writes included, other threads such as the Redis worker's not);
   - dashboard frames per run per dashboard (inbox.added, inbox.removed, run.status over the whole sitting);
   - errors (by code) and closes, on every client; starts not acked;
   - the consistency check: every dashboard's inbox, folded from its frames, against `GET /api/approvals` with its
@@ -70,6 +76,26 @@ def cpu_s(pid: int) -> float:
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return sum(int(x) for x in fields[11:15]) / CLK
+
+
+async def hub_counters(hubs: "Hubs") -> dict[str, float]:
+    """The delivery counters of /metrics, summed over the hubs: fanout_cpu, feed_cpu (seconds), feed_frames."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    names = {
+        "runcast_fanout_cpu_seconds_total": "fanout_cpu",
+        "runcast_feed_cpu_seconds_total": "feed_cpu",
+        "runcast_feed_frames_out_total": "feed_frames",
+    }
+    out = dict.fromkeys(names.values(), 0.0)
+    async with httpx.AsyncClient(timeout=60, limits=NO_KEEPALIVE) as http:
+        for i in range(len(hubs.procs)):
+            r = await http.get(hubs.http(i) + "/metrics", headers={"Authorization": f"Bearer {ADMIN}"})
+            for fam in text_string_to_metric_families(r.text):
+                for sample in fam.samples:
+                    if sample.name in names:
+                        out[names[sample.name]] += sample.value
+    return out
 
 
 def pct(xs: list[float], p: float) -> float:
@@ -288,6 +314,7 @@ async def sitting(backend: str, n: int, m: int, redis_url: str | None, floor: bo
             w.on_frame = on_watch
         for s in starters:
             s.on_frame = on_start
+        counters0 = await hub_counters(hubs)
         cpu0 = hubs.cpu()
         me0 = time.process_time() + dashboards.cpu()
         frames0 = (await dashboards.call("frames"))["feed"]
@@ -301,6 +328,9 @@ async def sitting(backend: str, n: int, m: int, redis_url: str | None, floor: bo
         t_paused = max(paused_at.values(), default=t0) - t0
         cpu1 = hubs.cpu()
         out["clients_cpu"] = time.process_time() + dashboards.cpu() - me0
+        counters1 = await hub_counters(hubs)
+        out["feed_cpu"] = counters1["feed_cpu"] - counters0["feed_cpu"]
+        out["feed_frames"] = counters1["feed_frames"] - counters0["feed_frames"]
         frames1 = (await dashboards.call("frames"))["feed"]
         out["paused_s"] = t_paused
         out["watched"] = sorted(watched)
@@ -345,7 +375,8 @@ async def sitting(backend: str, n: int, m: int, redis_url: str | None, floor: bo
             async with httpx.AsyncClient(timeout=60, limits=NO_KEEPALIVE) as http:
                 auth = {"Authorization": f"Bearer {ADMIN}"}
 
-                async def floor_run(watch: bool) -> tuple[float, int]:
+                async def floor_run(watch: bool) -> tuple[float, float, int]:
+                    """(the hubs' process CPU, their fan-out thread CPU, run-event frames the dashboards got)."""
                     r = await http.post(
                         hubs.http(0) + "/api/runs", json={"agent": "demo", "input": "floor"}, headers=auth
                     )
@@ -357,7 +388,8 @@ async def sitting(backend: str, n: int, m: int, redis_url: str | None, floor: bo
                         det = (await http.get(hubs.http(0) + f"/api/runs/{rid}", headers=auth)).json()
                         aid = next((a["approval_id"] for a in det.get("pending_approvals") or []), None)
                         await asyncio.sleep(0.05)
-                    before = (await dashboards.call("all_frames"))["all"]
+                    before = await dashboards.call("frames")
+                    k0 = await hub_counters(hubs)
                     c0 = hubs.cpu()
                     await http.post(
                         hubs.http(0) + f"/api/runs/{rid}/approvals/{aid}", json={"decision": "approve"}, headers=auth
@@ -370,19 +402,25 @@ async def sitting(backend: str, n: int, m: int, redis_url: str | None, floor: bo
                         ] != "completed":
                             await asyncio.sleep(0.01)
                     c1 = hubs.cpu()
-                    return sum(c1) - sum(c0), (await dashboards.call("all_frames"))["all"] - before
+                    k1 = await hub_counters(hubs)
+                    after = await dashboards.call("frames")
+                    # the run's own events: the dashboards' feed frames of it (run.status, inbox) are not the floor's
+                    got = (after["all"] - before["all"]) - (after["feed"] - before["feed"])
+                    return sum(c1) - sum(c0), k1["fanout_cpu"] - k0["fanout_cpu"], got
 
                 # One run's events to M clients is a few hundredths of a second of CPU, near the resolution of the
-                # CPU clock (1 / CLK_TCK per process): FLOOR_ROUNDS runs each way, alternately, and no floor at all
-                # when the difference is within that resolution (a ratio against it would be noise).
-                alone = cpu = 0.0
+                # process CPU clock (1 / CLK_TCK per process): FLOOR_ROUNDS runs each way, alternately, and no
+                # whole-process floor at all when the difference is within that resolution (a ratio against it would
+                # be noise). The thread CPU clock of the fan-out has nanoseconds.
+                alone = cpu = fan = 0.0
                 frames = 0
                 for _ in range(FLOOR_ROUNDS):
                     alone += (await floor_run(False))[0]
-                    c, f = await floor_run(True)
-                    cpu, frames = cpu + c, frames + f
+                    c, fc, f = await floor_run(True)
+                    cpu, fan, frames = cpu + c, fan + fc, frames + f
                 resolution = 2 * FLOOR_ROUNDS * len(hubs.procs) / CLK
                 out["floor_us"] = (cpu - alone) / max(1, frames) * 1e6 if cpu - alone > resolution else None
+                out["fanout_floor_us"] = fan / max(1, frames) * 1e6
                 out["floor_frames"] = frames
         conns = watchers + starters
         status = await dashboards.call("status")
@@ -426,7 +464,7 @@ async def main() -> None:
         redis.start()
     print(
         "| backend | N | M | all paused (no dashboards; ratio; CPU until then) | inbox.added p50 / p99 ms | inbox.removed p50 / p99 ms | "
-        "hub CPU per dashboard frame (floor; ratio) | frames per run per dashboard | errors, closes, starts not acked | "
+        "hub CPU per dashboard frame, feeds' thread CPU (fan-out floor; ratio); whole hub (floor; ratio) | frames per run per dashboard | errors, closes, starts not acked | "
         "inboxes = /api/approvals (paused; end) |"
     )
     print("|---|---:|---:|---|---|---|---|---:|---|---|", flush=True)
@@ -439,8 +477,11 @@ async def main() -> None:
             paces.setdefault(f"{backend} N={n} M={m}", []).append(r["paused_s"] / base["paused_s"])
             extra = sum(r["cpu_run"]) - sum(base["cpu_run"])
             per = extra / max(1, r["dash_frames_run"]) * 1e6
+            direct = r["feed_cpu"] / max(1, r["feed_frames"]) * 1e6
             floor = r.get("floor_us")
-            cost = f"{per:.1f} µs" + (
+            fan = r.get("fanout_floor_us")
+            cost = f"{direct:.2f} µs" + (f" ({fan:.2f} µs; **{direct / fan:.2f}x**)" if fan else "")
+            cost += f"; whole hub {per:.1f} µs" + (
                 f" ({floor:.1f} µs; {per / floor:.2f}x)"
                 if floor
                 else " (floor within the CPU clock's resolution: not measured)"

@@ -100,12 +100,17 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
 
 async def test_histograms_move_when_runs_are_watched_and_decided(hub: Cluster) -> None:
     start = parse(hub.http("GET", "/metrics").text)
+    # ALICE keeps the inbox open: the feed's frames and CPU are counted apart from the run events'
+    inbox = await Client.connect(hub.ws_url(), ALICE)
+    await inbox.send({"type": "subscribe_inbox", "id": "i"})
+    await inbox.wait_for(lambda f: f.get("id") == "i")
     run_id = hub.start_run(tok=OPERATOR)
     watchers = [await Client.connect(hub.ws_url(), VIEWER, encoding=enc) for enc in ("json", "msgpack")]
     for w in watchers:
         await w.subscribe(run_id)
     req = await watchers[0].wait_event(run_id, "approval.requested")
     await watchers[0].wait_event(run_id, "run.paused")
+    await inbox.wait_for(lambda f: f["type"] == "inbox.added" and f["approval"]["run_id"] == run_id)
     alice = await Client.connect(hub.ws_url(), ALICE)
     ack = await alice.request(
         {"type": "decide", "run_id": run_id, "approval_id": req["data"]["approval_id"], "decision": "approve"}
@@ -113,6 +118,7 @@ async def test_histograms_move_when_runs_are_watched_and_decided(hub: Cluster) -
     assert ack["type"] == "ack"
     for w in watchers:
         await w.wait_event(run_id, "run.completed")
+    await inbox.wait_for(lambda f: f["type"] == "inbox.removed" and f["run_id"] == run_id)
     resp = hub.http("GET", "/metrics")
     assert resp.headers["content-type"].startswith("text/plain; version=0.0.4")
     end = parse(resp.text)
@@ -126,14 +132,18 @@ async def test_histograms_move_when_runs_are_watched_and_decided(hub: Cluster) -
     assert moved("runcast_segment_duration_seconds_count", outcome="paused") == 1
     assert moved("runcast_segment_duration_seconds_count", outcome="completed") == 1
     assert moved("runcast_runs_finished_total", status="completed") == 1
-    assert value(end, "runcast_connections") == 3
+    assert value(end, "runcast_connections") == 4
     assert value(end, "runcast_runs_watched") == 1
-    assert value(end, "runcast_send_queue_depth_gcount") == 3
+    assert value(end, "runcast_send_queue_depth_gcount") == 4
     assert moved("runcast_frames_out_total") > 20
+    # what a frame costs, by path (bench/dashboards.py divides these): the inbox got its added and removed frames
+    assert moved("runcast_feed_frames_out_total") == 2
+    assert moved("runcast_feed_cpu_seconds_total") > 0
+    assert moved("runcast_fanout_cpu_seconds_total") > 0
     for fam in end.values():
         for s in fam.samples:
             assert set(s.labels) <= ALLOWED_LABELS, (s.name, s.labels)
-    for c in (*watchers, alice):
+    for c in (*watchers, alice, inbox):
         await c.close()
 
 

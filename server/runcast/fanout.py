@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from typing import Protocol
 
@@ -63,6 +64,7 @@ class Fanout:
         self.backend = backend
         self._feeds: dict[str, _Feed] = {}
         self._on_batch = on_batch  # once per batch of a watched run's events on this node, before its watchers get it
+        self.cpu_s = 0.0  # the loop thread's CPU in delivering to watchers (/metrics: runcast_fanout_cpu_seconds)
 
     @property
     def runs_watched(self) -> int:
@@ -124,6 +126,7 @@ class Fanout:
         self._deliver(feed, batch, list(feed.watchers), 0)
 
     def _deliver(self, feed: _Feed, batch: Batch, watchers: list[Watcher], start: int) -> None:
+        t0 = time.thread_time()
         end = start + SLICE
         run_id = feed.run_id
         for w in watchers[start:end]:
@@ -131,6 +134,7 @@ class Fanout:
                 w.on_live(run_id, batch)
             except Exception:
                 log.exception("delivering %s to a watcher failed", run_id)
+        self.cpu_s += time.thread_time() - t0
         loop = asyncio.get_running_loop()
         if end < len(watchers):
             loop.call_soon(self._deliver, feed, batch, watchers, end)

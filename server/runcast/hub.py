@@ -8,6 +8,7 @@ import ctypes
 import gc
 import logging
 import os
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -97,6 +98,7 @@ class Hub:
         self.feeds = feed.Feeds(self.service.may_watch_summary, on_pending=self._feeds_pending)
         self._feed_timer: asyncio.TimerHandle | None = None
         self._feed_flushed = float("-inf")  # when the feeds were last flushed (the loop's clock)
+        self.feed_cpu_s = 0.0  # the loop thread's CPU in those flushes (/metrics: runcast_feed_cpu_seconds)
         self._feed_sub: Subscription | None = None
         self._reload: asyncio.Task[None] | None = None
         self.deliverer: webhooks.Deliverer | None = None
@@ -177,10 +179,12 @@ class Hub:
     def _flush_feeds(self) -> None:
         self._feed_timer = None
         self._feed_flushed = asyncio.get_running_loop().time()
+        t0 = time.thread_time()
         try:
             self.feeds.flush()
         except Exception:
             log.exception("flushing the feeds failed")
+        self.feed_cpu_s += time.thread_time() - t0
 
     async def _load_feeds(self) -> None:
         self.feeds.begin_load()  # (a failed read is followed by another begin_load: _resync retries)
@@ -232,6 +236,9 @@ class Hub:
 
     def active_segments(self) -> int:
         return len(self.worker.active) if self.worker else 0
+
+    def delivery_cpu(self) -> tuple[float, float, int]:
+        return self.fanout.cpu_s, self.feed_cpu_s, self.feeds.frames_out
 
     def send_queue_depths(self) -> list[int]:
         return [c.queued() for c in list(self.connections)]

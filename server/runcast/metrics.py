@@ -213,6 +213,11 @@ class NodeGauges(Protocol):
         """Bytes unread by its client, one entry per open connection."""
         ...
 
+    def delivery_cpu(self) -> tuple[float, float, int]:
+        """(the event loop thread's CPU seconds writing live run events to their watchers, the same for the inbox
+        and run-list feeds (each tick's fold and writes), feed frames written): what a frame of each costs."""
+        ...
+
 
 class Segments(Protocol):
     """What a worker shows at scrape time (worker.Worker): the segments it is streaming now."""
@@ -282,6 +287,23 @@ class _HubCollector(Collector):
             value=max(depths, default=0),
         )
         yield _depth_histogram(depths)
+        fanout_cpu, feed_cpu, feed_frames = node.delivery_cpu()
+        yield CounterMetricFamily(
+            "runcast_fanout_cpu_seconds",
+            "CPU of the event loop's thread spent writing live run events to their watchers (thread CPU time)",
+            value=fanout_cpu,
+        )
+        yield CounterMetricFamily(
+            "runcast_feed_cpu_seconds",
+            "CPU of the event loop's thread spent folding and writing the inbox and run-list feeds, once per tick "
+            "(thread CPU time)",
+            value=feed_cpu,
+        )
+        yield CounterMetricFamily(
+            "runcast_feed_frames_out",
+            "Inbox and run-list frames written (each frame to each watcher)",
+            value=feed_frames,
+        )
 
 
 def _depth_histogram(depths: list[int]) -> GaugeHistogramMetricFamily:
