@@ -155,6 +155,7 @@ def test_the_grafana_dashboard_uses_only_metrics_that_exist() -> None:
     dash = json.loads((Path(__file__).resolve().parents[1] / "deploy/grafana/runcast-dashboard.json").read_text())
     exposed = {s.name for fam in parse(metrics.Metrics().render()).values() for s in fam.samples}
     exposed |= {"runcast_runs_watched", "runcast_active_segments", "runcast_send_queue_max"}  # need a hub to show
+    exposed |= {"runcast_fanout_cpu_seconds_total", "runcast_feed_cpu_seconds_total", "runcast_feed_frames_out_total"}
     used = set()
     for panel in dash["panels"]:
         assert panel["targets"], panel["title"]
