@@ -10,6 +10,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 from typing import Any
@@ -105,7 +106,33 @@ class RedisCluster:
     def url(self) -> str:
         return f"redis://{self.nodes[0].addr}/0"
 
-    def start(self, timeout: float = 30) -> "RedisCluster":
+    def start(self, timeout: float = 30) -> RedisCluster:
+        """Start and join the nodes; wait until every master has its replica online.
+
+        Once, in CI right after the fresh install (pip and npm write a lot), the replicas were not online after 30 s,
+        twice in a row; here it takes 2 s. The nodes fsync every write (`appendfsync always`), and on ext4 an fsync
+        may wait for the writeback of other files' dirty pages: the likely cause. So the dirty pages are written first
+        (`os.sync`), and a cluster that still does not come up is stopped (no node left running), its state and logs
+        are printed, and it is made once more on other ports."""
+        os.sync()
+        try:
+            return self._start(timeout)
+        except (RuntimeError, subprocess.SubprocessError, redis.RedisError) as exc:
+            why = f"{exc}; {self._diagnose()}"
+            self.stop()
+            print(
+                f"redis_cluster: the cluster did not come up ({why}); trying once more on other ports", file=sys.stderr
+            )
+        self.dir = tempfile.mkdtemp(prefix="runcast-cluster-")
+        self.nodes = [Node(_free_cluster_port(), os.path.join(self.dir, str(i))) for i in range(len(self.nodes))]
+        try:
+            return self._start(timeout)
+        except (RuntimeError, subprocess.SubprocessError, redis.RedisError) as exc:
+            why = f"{exc}; {self._diagnose()}"
+            self.stop()
+            raise RuntimeError(f"the Redis Cluster did not come up twice: {why}") from exc
+
+    def _start(self, timeout: float) -> RedisCluster:
         for n in self.nodes:
             n.start()
         deadline = time.monotonic() + timeout
@@ -129,6 +156,7 @@ class RedisCluster:
             timeout=timeout,
         )
         self.wait_ok(timeout)
+        deadline = time.monotonic() + timeout
         while not all(
             self.node_by_port(m["port"]).client().info("replication").get("slave0", {}).get("state") == "online"
             for m in self.masters()
@@ -137,6 +165,23 @@ class RedisCluster:
                 raise RuntimeError("the replicas did not come online")
             time.sleep(0.05)
         return self
+
+    def _diagnose(self) -> str:
+        """Each live node's role and replication state, and the last lines of its log (what a CI failure needs)."""
+        out = []
+        for n in self.live():
+            try:
+                info = n.client().info("replication")
+                state = f"{info.get('role')} {info.get('slave0', info.get('master_link_status', ''))}"
+            except redis.RedisError as exc:
+                state = f"no answer ({exc})"
+            try:
+                with open(os.path.join(n.dir, "redis.log"), "rb") as f:
+                    tail = b" | ".join(f.read().splitlines()[-3:]).decode(errors="replace")
+            except OSError:
+                tail = ""
+            out.append(f"{n.addr}: {state}; log: {tail}")
+        return "; ".join(out) or "no node is running"
 
     def live(self) -> list[Node]:
         return [n for n in self.nodes if n.proc is not None and n.proc.poll() is None]
