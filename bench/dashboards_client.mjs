@@ -13,7 +13,6 @@
 //   inboxes                                 every dashboard's inbox (folded from its frames): [[ids...], ...]
 //   subscribe {run_id, timeout_s}           every dashboard subscribes to the run; answers once all are synced
 //   until_event {run_id, type, timeout_s}   until every dashboard has that event of the run; {ok}
-//   all_frames                              every frame received (any kind)
 //   status                                  {errors: {code: n}, closes: {code: n}}
 //   close                                   close them all and exit
 // Arrival times are Date.now() / 1000, on the machine's clock (the events' `ts` are the hub's, same clock).
@@ -122,8 +121,6 @@ async function handle(c) {
     }
     case "frames":
       return { feed: dashboards.reduce((n, d) => n + d.feed, 0), all: allFrames };
-    case "all_frames":
-      return { all: allFrames };
     case "wait": {
       const key = c.what;
       const ok = await until(() => dashboards.every((d) => c.ids.every((id) => d[key].has(id))), c.timeout_s);

@@ -115,22 +115,24 @@ class RedisCluster:
         (`os.sync`), and a cluster that still does not come up is stopped (no node left running), its state and logs
         are printed, and it is made once more on other ports."""
         os.sync()
-        try:
-            return self._start(timeout)
-        except (RuntimeError, subprocess.SubprocessError, redis.RedisError) as exc:
-            why = f"{exc}; {self._diagnose()}"
-            self.stop()
-            print(
-                f"redis_cluster: the cluster did not come up ({why}); trying once more on other ports", file=sys.stderr
-            )
-        self.dir = tempfile.mkdtemp(prefix="runcast-cluster-")
-        self.nodes = [Node(_free_cluster_port(), os.path.join(self.dir, str(i))) for i in range(len(self.nodes))]
-        try:
-            return self._start(timeout)
-        except (RuntimeError, subprocess.SubprocessError, redis.RedisError) as exc:
-            why = f"{exc}; {self._diagnose()}"
-            self.stop()
-            raise RuntimeError(f"the Redis Cluster did not come up twice: {why}") from exc
+        for attempt in (1, 2):
+            if attempt == 2:
+                self.dir = tempfile.mkdtemp(prefix="runcast-cluster-")
+                self.nodes = [
+                    Node(_free_cluster_port(), os.path.join(self.dir, str(i))) for i in range(len(self.nodes))
+                ]
+            try:
+                return self._start(timeout)
+            except (RuntimeError, subprocess.SubprocessError, redis.RedisError) as exc:
+                why = f"{exc}; {self._diagnose()}"
+                self.stop()
+                if attempt == 2:
+                    raise RuntimeError(f"the Redis Cluster did not come up twice: {why}") from exc
+                print(
+                    f"redis_cluster: the cluster did not come up ({why}); trying once more on other ports",
+                    file=sys.stderr,
+                )
+        raise AssertionError("unreachable")
 
     def _start(self, timeout: float) -> RedisCluster:
         for n in self.nodes:
